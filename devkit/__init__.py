@@ -1,0 +1,1 @@
+"""Local development kit, never deployed: simulators, local stack, demo and CLI."""

@@ -1,0 +1,163 @@
+"""Running the real handlers in this process the way Lambda runs them.
+
+Used by the local stack and by ``esl-sync cycle``: handlers are imported from
+``functions/<name>/app.py`` under their own module names, called with a Lambda-like
+context, and fed from SQS like an event source mapping (batches, partial batch failures
+made visible again, redrive to the dead-letter queue by the queue's own policy).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from devkit.template import REPO_ROOT
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+FUNCTIONS = {
+    "dispatcher": "DispatcherFunction",
+    "poller": "PollerFunction",
+    "hipoink_sender": "HipoinkSenderFunction",
+    "migrator": "MigrationFunction",
+}
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass
+class LambdaContext:
+    """Enough of Lambda's context object for Powertools."""
+
+    function_name: str
+    region: str = "us-east-1"
+    memory_limit_in_mb: int = 512
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timeout_ms: int = 300_000
+    function_version: str = "$LATEST"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_ms
+
+
+@dataclass
+class DrainResult:
+    """What delivering one queue to its function did."""
+
+    invocations: int = 0
+    records: int = 0
+    failures: int = 0
+
+
+def load_handler(name: str) -> Handler:
+    """Import ``functions/<name>/app.py`` under its own module name, once per process."""
+    module_name = f"esl_sync_function_{name}"
+    module: ModuleType | None = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(
+            module_name, REPO_ROOT / "functions" / name / "app.py"
+        )
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    handler: Handler = module.lambda_handler
+    return handler
+
+
+class FunctionRunner:
+    """Invokes handlers and drains queues into them; keeps what they logged in ``logs``."""
+
+    def __init__(self, sqs: SQSClient, region: str = "us-east-1") -> None:
+        self._sqs = sqs
+        self._region = region
+        self.logs: list[str] = []
+
+    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Call one handler, capturing its log lines and EMF metrics instead of printing them."""
+        from esl_sync.observability import logger
+
+        handler = load_handler(function)
+        buffer = io.StringIO()
+        streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+        previous = [h.setStream(buffer) for h in streams]
+        try:
+            with redirect_stdout(buffer):
+                return handler(event, LambdaContext(FUNCTIONS[function], self._region))
+        finally:
+            for stream_handler, stream in zip(streams, previous, strict=True):
+                stream_handler.setStream(stream)
+            self.logs.extend(line for line in buffer.getvalue().splitlines() if line)
+
+    def drain(self, queue_url: str, function: str, *, batch_size: int = 10) -> DrainResult:
+        """Deliver a queue to its function until it is empty, like an event source mapping.
+
+        Failed records become visible again at once (rather than after the visibility
+        timeout), so retries and the redrive to the dead-letter queue happen in one call.
+        """
+        result = DrainResult()
+        arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        for _ in range(10_000):
+            messages = self._sqs.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=batch_size,
+                MessageSystemAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+            if not messages:
+                return result
+            event = {"Records": [self._lambda_record(m, arn) for m in messages]}
+            try:
+                answer = self.invoke(function, event)
+                failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
+            except Exception:  # the whole invocation failed: every record is retried
+                failed = {m["MessageId"] for m in messages}
+            result.invocations += 1
+            result.records += len(messages)
+            result.failures += len(failed)
+            for message in messages:
+                if message["MessageId"] in failed:
+                    self._sqs.change_message_visibility(
+                        QueueUrl=queue_url,
+                        ReceiptHandle=message["ReceiptHandle"],
+                        VisibilityTimeout=0,
+                    )
+                else:
+                    self._sqs.delete_message(
+                        QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
+        raise RuntimeError(f"{queue_url} did not drain")
+
+    def _lambda_record(self, message: MessageTypeDef, arn: str) -> dict[str, Any]:
+        """An SQS message as Lambda hands it to a function."""
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": dict(message.get("Attributes", {})),
+            "messageAttributes": {},
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": arn,
+            "awsRegion": self._region,
+        }

@@ -1,0 +1,320 @@
+"""The local stack: the whole system on one machine.
+
+It is the single way the demo, the tests and the benchmarks run the system.
+
+It starts an embedded PostgreSQL (unless ``DATABASE_URL`` is set), AWS emulated in-process
+by moto's server on loopback (queues, table and key built from ``template.yaml``), and the
+Clover and Hipoink simulators (unless their URLs are given). ``run_cycle()`` drives the real
+handlers the way Lambda's event source mappings do: batches, partial batch failures made
+visible again, and redrive to the dead-letter queue after ``maxReceiveCount`` receives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import boto3
+import psycopg
+from psycopg.rows import dict_row
+
+from devkit.clover_sim import CloverSimulator
+from devkit.embedded_postgres import EmbeddedPostgres
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.lambda_runner import DrainResult, FunctionRunner, load_handler
+from devkit.template import load_template, resolve, resource
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+HIPOINK_SIGN = "local-hipoink-sign"
+QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first
+
+
+@dataclass
+class CycleSummary:
+    dispatched: int
+    polls: DrainResult
+    labels: DrainResult
+    queue_depths: dict[str, int]
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.queue_depths["PollDeadLetterQueue"] + self.queue_depths["LabelDeadLetterQueue"]
+
+
+class LocalStack:
+    """Context manager running everything in this process; see the module docstring."""
+
+    def __init__(
+        self,
+        clover_base_url: str | None = None,
+        hipoink_base_url: str | None = None,
+        *,
+        settings: dict[str, str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._clover_base_url = clover_base_url
+        self._hipoink_base_url = hipoink_base_url
+        self._overrides = settings or {}
+        self._progress = progress or (lambda _message: None)
+        self._exit = ExitStack()
+        self._saved_env: dict[str, str | None] = {}
+        self.clover: CloverSimulator | None = None
+        self.hipoink: HipoinkSimulator | None = None
+        self.env: dict[str, str] = {}
+        self.urls: dict[str, str] = {}
+        self.template = load_template()
+        self._sqs: SQSClient | None = None
+        self.runner: FunctionRunner | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from esl_sync import runtime
+
+        runtime.reset()
+        self._exit.close()
+        self._sqs = None
+        self.runner = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+
+    def _start(self) -> None:
+        database_url = os.environ.get("DATABASE_URL")
+        if not database_url:
+            self._progress("starting embedded PostgreSQL")
+            database_url = self._exit.enter_context(EmbeddedPostgres()).url
+        self._progress("starting AWS emulation (moto) and simulators")
+        aws_endpoint = self._start_moto()
+        if self._clover_base_url is None:
+            self.clover = self._exit.enter_context(CloverSimulator())
+            self._clover_base_url = self.clover.base_url
+        if self._hipoink_base_url is None:
+            self.hipoink = self._exit.enter_context(HipoinkSimulator(sign=HIPOINK_SIGN))
+            self._hipoink_base_url = self.hipoink.base_url
+        self._set_env(
+            {
+                "AWS_ENDPOINT_URL": aws_endpoint,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_SERVICE_NAME": "esl-sync",
+                "POWERTOOLS_METRICS_NAMESPACE": "EslSync",
+                "DATABASE_URL": database_url,
+                "CLOVER_API_BASE_URL": self._clover_base_url,
+                "HIPOINK_API_BASE_URL": self._hipoink_base_url,
+                "HIPOINK_CLIENT_ID": "default",
+                "HIPOINK_SIGN": HIPOINK_SIGN,
+                "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
+            }
+        )
+        self._create_aws_resources()
+        self._set_env(self._overrides)
+        from esl_sync import runtime
+        from esl_sync.store.schema import apply_migrations
+
+        runtime.reset()
+        runtime.settings()  # a bad override fails here, naming the variable
+        apply_migrations(database_url)
+        self.runner = FunctionRunner(self.sqs, REGION)
+        for name in ("dispatcher", "poller", "hipoink_sender", "migrator"):
+            load_handler(name)  # a handler that cannot start fails here, not mid-cycle
+
+    def _start_moto(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        self._exit.callback(server.stop)
+        host, port = server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+            self.env[name] = value
+
+    def _create_aws_resources(self) -> None:
+        """Queues, table and key named and configured like the template's resources."""
+        sqs = self.sqs
+        for logical_id in QUEUES:
+            props = resource(self.template, logical_id)["Properties"]
+            fifo = bool(props.get("FifoQueue"))
+            attributes = {
+                "VisibilityTimeout": str(resolve(self.template, props.get("VisibilityTimeout", 30))),
+                "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
+            }
+            if fifo:
+                attributes["FifoQueue"] = "true"
+            redrive = props.get("RedrivePolicy")
+            if redrive:
+                target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+                attributes["RedrivePolicy"] = json.dumps(
+                    {
+                        "deadLetterTargetArn": self._queue_arn(target),
+                        "maxReceiveCount": int(resolve(self.template, redrive["maxReceiveCount"])),
+                    }
+                )
+            name = logical_id + (".fifo" if fifo else "")
+            self.urls[logical_id] = sqs.create_queue(QueueName=name, Attributes=attributes)[
+                "QueueUrl"
+            ]
+        kms = boto3.client("kms", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=REGION)
+        key_id = kms.create_key(Description="esl-sync state key (local)")["KeyMetadata"]["Arn"]
+        table = resource(self.template, "StateTable")["Properties"]
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        dynamodb.create_table(
+            TableName="StateTable",
+            KeySchema=table["KeySchema"],
+            AttributeDefinitions=table["AttributeDefinitions"],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self._set_env(
+            {
+                "POLL_QUEUE_URL": self.urls["PollQueue"],
+                "LABEL_QUEUE_URL": self.urls["LabelQueue"],
+                "STATE_TABLE_NAME": "StateTable",
+                "STATE_KEY_ID": key_id,
+            }
+        )
+
+    def _queue_arn(self, logical_id: str) -> str:
+        return self.sqs.get_queue_attributes(
+            QueueUrl=self.urls[logical_id], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+
+    # -- AWS access ------------------------------------------------------------------------
+
+    @property
+    def sqs(self) -> SQSClient:
+        if self._sqs is None:
+            self._sqs = boto3.client("sqs", region_name=REGION)
+        return self._sqs
+
+    @property
+    def logs(self) -> list[str]:
+        """Every line the handlers logged (JSON logs and EMF metrics), in order."""
+        return self.runner.logs if self.runner else []
+
+    def queue_depths(self) -> dict[str, int]:
+        depths = {}
+        for logical_id, url in self.urls.items():
+            attributes = self.sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            depths[logical_id] = sum(int(v) for v in attributes.values())
+        return depths
+
+    # -- merchants and state ----------------------------------------------------------------
+
+    def add_merchant(
+        self,
+        merchant_id: str,
+        token: str,
+        store_code: str,
+        *,
+        items: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Register a merchant (Postgres + encrypted token) and, on the simulators, its catalog."""
+        from esl_sync import admin, runtime
+        from esl_sync.store.interfaces import Merchant
+
+        if self.clover is not None:
+            self.clover.add_merchant(merchant_id, token, items or [])
+        if self.hipoink is not None:
+            self.hipoink.add_store(store_code)
+        admin.add_merchant(
+            runtime.merchants(),
+            runtime.state_store(),
+            Merchant(merchant_id=merchant_id, store_code=store_code),
+            token,
+        )
+
+    @contextmanager
+    def _db(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        with psycopg.connect(self.env["DATABASE_URL"], row_factory=dict_row) as conn:
+            yield conn
+
+    def products(self, merchant_id: str) -> list[dict[str, Any]]:
+        with self._db() as conn:
+            return conn.execute(
+                "SELECT * FROM products WHERE merchant_id = %s ORDER BY source_id", (merchant_id,)
+            ).fetchall()
+
+    def label_state(self, merchant_id: str) -> list[dict[str, Any]]:
+        with self._db() as conn:
+            return conn.execute(
+                "SELECT * FROM label_state WHERE merchant_id = %s ORDER BY pc", (merchant_id,)
+            ).fetchall()
+
+    # -- driving the functions --------------------------------------------------------------
+
+    def dispatch(self) -> int:
+        result = self.invoke("dispatcher", {"reason": "schedule"})
+        dispatched: int = result["dispatched"]
+        return dispatched
+
+    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        assert self.runner is not None, "the local stack is not started"
+        return self.runner.invoke(function, event)
+
+    def drain(self, queue: str, function: str, *, batch_size: int = 10) -> DrainResult:
+        assert self.runner is not None, "the local stack is not started"
+        return self.runner.drain(self.urls[queue], function, batch_size=batch_size)
+
+    def run_cycle(self) -> CycleSummary:
+        """dispatcher → poll queue → poller → label queue → sender, once."""
+        started = time.monotonic()
+        dispatched = self.dispatch()
+        self._progress(f"dispatched {dispatched} poll(s)")
+        polls = self.drain("PollQueue", "poller", batch_size=self._batch_size("PollerFunction"))
+        self._progress(f"polled ({polls.records} record(s), {polls.failures} failed)")
+        labels = self.drain("LabelQueue", "hipoink_sender", batch_size=10)
+        self._progress(
+            f"sent label jobs ({labels.records} record(s), {labels.failures} failed)"
+            f" in {time.monotonic() - started:.1f} s"
+        )
+        return CycleSummary(dispatched, polls, labels, self.queue_depths())
+
+    def _batch_size(self, function: str) -> int:
+        events = resource(self.template, function)["Properties"].get("Events", {})
+        for event in events.values():
+            if event.get("Type") == "SQS":
+                return int(resolve(self.template, event["Properties"].get("BatchSize", 10)))
+        return 10

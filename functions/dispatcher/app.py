@@ -1,0 +1,35 @@
+"""Dispatcher: fired by the schedule, queues one poll per due merchant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from esl_sync import runtime
+from esl_sync.events import ScheduleEvent
+from esl_sync.observability import logger, metrics, tracer
+from esl_sync.settings import settings
+from esl_sync.sync.dispatch import dispatch
+
+settings().require("database_url", "poll_queue_url")
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+@event_parser(model=ScheduleEvent)
+def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, Any]:
+    outcome = dispatch(
+        runtime.merchants(),
+        runtime.poll_queue(),
+        settings(),
+        now=datetime.now(UTC),
+        reason=event.reason,
+    )
+    return {
+        "enabled": outcome.enabled,
+        "dispatched": len(outcome.dispatched),
+        "skipped": outcome.skipped,
+    }

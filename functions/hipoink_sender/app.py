@@ -1,0 +1,31 @@
+"""Hipoink sender: applies label jobs in order per store (FIFO message group)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from esl_sync import runtime
+from esl_sync.events import LabelJobRecord
+from esl_sync.observability import logger, metrics, tracer
+from esl_sync.settings import settings
+from esl_sync.sync.deliver import deliver
+
+settings().require("database_url", "hipoink_api_base_url", "hipoink_sign")
+# A failed job stops only its own store's later jobs, which keeps each store in order.
+processor = SqsFifoPartialProcessor(model=LabelJobRecord, skip_group_on_error=True)
+
+
+@tracer.capture_method
+def record_handler(record: LabelJobRecord) -> None:
+    deliver(record.body, runtime.label_ledger(), runtime.hipoink(), settings().hipoink_batch_size)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

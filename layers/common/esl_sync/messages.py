@@ -1,0 +1,39 @@
+"""The JSON carried by the two queues, validated on both sides."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PollReason = Literal["schedule", "webhook", "manual"]
+
+
+class PollRequest(BaseModel):
+    """Poll queue: "poll this merchant now"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    merchant_id: str = Field(min_length=1, max_length=64)
+    reason: PollReason = "schedule"
+    requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class LabelJob(BaseModel):
+    """Label queue: what one store's labels must show, in the order it was produced.
+
+    ``upserts`` are complete Hipoink product records; ``deletes`` are product codes.
+    Deletes are applied after upserts, so a code both upserted and deleted ends deleted.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    merchant_id: str = Field(min_length=1)
+    store_code: str = Field(min_length=1)
+    upserts: list[dict[str, Any]] = Field(default_factory=list)
+    deletes: list[str] = Field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.upserts) + len(self.deletes)

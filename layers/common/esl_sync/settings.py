@@ -1,0 +1,118 @@
+"""Every setting of the service, read once from the environment.
+
+The variable names are a stable interface (see DESIGN.md, "Configuration"). A malformed
+value fails at start with a message naming the variable; a value that only some functions
+need is checked by :meth:`Settings.require` when that function starts.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+DEFAULT_CLOVER_BASE_URL = "https://api.clover.com"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """The environment of every function, the CLI and the local stack."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Where things are.
+    database_url: SecretStr | None = None
+    database_url_secret_arn: str | None = None
+    clover_api_base_url: str = DEFAULT_CLOVER_BASE_URL
+    hipoink_api_base_url: str | None = None
+    hipoink_client_id: str = "default"
+    hipoink_sign: SecretStr | None = None
+    hipoink_sign_secret_arn: str | None = None
+    poll_queue_url: str | None = None
+    label_queue_url: str | None = None
+    state_table_name: str | None = None
+    state_key_id: str | None = None
+
+    # How the sync behaves.
+    clover_sync_enabled: bool = True
+    clover_sync_interval_seconds: int = Field(300, ge=60, le=86_400)
+    clover_dispatch_spread_seconds: int | None = Field(None, ge=0, le=900)
+    clover_cleanup_interval_hours: int = Field(24, ge=1, le=24 * 30)
+    clover_cleanup_every_n_polls: int = Field(10, ge=1)
+    clover_page_size: int = Field(1000, ge=1, le=1000)
+    clover_overlap_ms: int = Field(120_000, ge=0)
+    clover_max_delete_fraction: Decimal = Field(Decimal("0.2"), ge=0, le=1)
+    clover_product_code_fields: Annotated[tuple[str, ...], NoDecode] = (
+        "sku",
+        "code",
+        "alternateName",
+    )
+    clover_timeout_seconds: float = Field(10.0, gt=0)
+    hipoink_batch_size: int = Field(200, ge=1, le=1000)
+    hipoink_f1_encoding: Literal["array", "string"] = "array"
+    hipoink_timeout_seconds: float = Field(15.0, gt=0)
+
+    @field_validator("clover_product_code_fields", mode="before")
+    @classmethod
+    def _split_fields(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("clover_api_base_url", "hipoink_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @property
+    def dispatch_spread_seconds(self) -> int:
+        """How far the dispatcher spreads merchants: most of one interval (SQS allows 900 s)."""
+        if self.clover_dispatch_spread_seconds is not None:
+            return self.clover_dispatch_spread_seconds
+        return min(900, self.clover_sync_interval_seconds * 4 // 5)
+
+    def require(self, *names: str) -> None:
+        """Fail with one message naming every variable this function needs but lacks.
+
+        A secret may come either as the value itself or as ``<NAME>_SECRET_ARN``.
+        """
+        missing = []
+        for name in names:
+            if getattr(self, name) is None and getattr(self, f"{name}_secret_arn", None) is None:
+                alternative = (
+                    f" (or {name.upper()}_SECRET_ARN)"
+                    if f"{name}_secret_arn" in (type(self).model_fields)
+                    else ""
+                )
+                missing.append(f"{name.upper()}{alternative}")
+        if missing:
+            raise ConfigurationError(f"missing setting: {', '.join(missing)}")
+
+
+def load_settings() -> Settings:
+    """Read the environment, turning pydantic's error into one that names the variables."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'_'.join(str(part) for part in e['loc'][:1]).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ConfigurationError(f"invalid setting: {problems}") from None
+    except SettingsError as error:
+        field = str(error).split('"')[1] if '"' in str(error) else "?"
+        raise ConfigurationError(f"invalid setting: {field.upper()}: cannot be parsed") from None
+
+
+@cache
+def settings() -> Settings:
+    """The settings of this process, read on first use."""
+    return load_settings()

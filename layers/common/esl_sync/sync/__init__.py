@@ -1,0 +1,1 @@
+"""The sync itself: dispatching polls, polling a merchant, delivering label jobs."""

@@ -1,0 +1,69 @@
+"""The dispatcher: one poll request per active merchant, spread across the interval."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from esl_sync.messages import PollReason, PollRequest
+from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.settings import Settings
+from esl_sync.store.interfaces import Merchant, MerchantDirectory, PollQueue
+
+
+@dataclass
+class DispatchOutcome:
+    enabled: bool
+    dispatched: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def stable_fraction(merchant_id: str) -> float:
+    """A number in [0, 1) fixed for the merchant, so its place in the interval never moves."""
+    digest = hashlib.sha256(merchant_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def is_due(merchant: Merchant, interval_seconds: int, now: datetime) -> bool:
+    """A merchant with a longer own interval is polled on every k-th tick, k fixed per merchant."""
+    own = merchant.poll_interval_seconds
+    if not own or own <= interval_seconds:
+        return True
+    every = max(1, round(own / interval_seconds))
+    tick = int(now.timestamp()) // interval_seconds
+    return tick % every == int(stable_fraction(merchant.merchant_id) * every)
+
+
+def dispatch(
+    merchants: MerchantDirectory,
+    queue: PollQueue,
+    settings: Settings,
+    *,
+    now: datetime,
+    reason: PollReason = "schedule",
+) -> DispatchOutcome:
+    """Queue a poll for every active merchant that has a store code and is due."""
+    if not settings.clover_sync_enabled:
+        logger.info("sync disabled by CLOVER_SYNC_ENABLED; nothing dispatched")
+        return DispatchOutcome(enabled=False)
+    outcome = DispatchOutcome(enabled=True)
+    due: list[Merchant] = []
+    for merchant in merchants.list(active_only=True):
+        if not merchant.store_code:
+            outcome.skipped[merchant.merchant_id] = "no Hipoink store code"
+        elif not is_due(merchant, settings.clover_sync_interval_seconds, now):
+            outcome.skipped[merchant.merchant_id] = "not due (own poll interval)"
+        else:
+            due.append(merchant)
+    for merchant_id, why in outcome.skipped.items():
+        logger.info("merchant not dispatched", merchant_id=merchant_id, reason=why)
+    spread = settings.dispatch_spread_seconds
+    queue.send(
+        [PollRequest(merchant_id=m.merchant_id, reason=reason, requested_at=now) for m in due],
+        delays=[int(stable_fraction(m.merchant_id) * spread) for m in due],
+    )
+    outcome.dispatched = [m.merchant_id for m in due]
+    metrics.add_metric(name="PollsDispatched", unit=MetricUnit.Count, value=len(due))
+    logger.info("dispatched polls", dispatched=len(due), skipped=len(outcome.skipped))
+    return outcome

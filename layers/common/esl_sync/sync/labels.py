@@ -1,0 +1,67 @@
+"""Which label updates a set of product changes calls for, chunked into label jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.messages import LabelJob
+from esl_sync.store.interfaces import ProductChange
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """What the label of one product should now show (record None: no label)."""
+
+    record: HipoinkRecord | None
+    label_hash: str | None
+
+
+@dataclass
+class LabelPlan:
+    """Label upserts and deletes of one poll, keyed by product code."""
+
+    upserts: dict[str, HipoinkRecord] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+
+    def add(
+        self, changes: Iterable[ProductChange], targets: Mapping[tuple[str, str], LabelTarget]
+    ) -> None:
+        """Turn written rows into label work.
+
+        A product whose label hash changed gets an upsert; a code that a product no longer
+        shows (hidden, deleted, barcode changed, became invalid) gets a delete.
+        """
+        for change in changes:
+            target = targets.get(change.key, LabelTarget(None, None))
+            new_pc = target.record["pc"] if target.record else None
+            old_pc = change.previous_barcode if change.previous_label_hash else None
+            if old_pc and old_pc != new_pc:
+                self.deletes.add(old_pc)
+            if target.record and new_pc and target.label_hash != change.previous_label_hash:
+                self.upserts[new_pc] = target.record
+
+    def jobs(self, merchant_id: str, store_code: str, batch_size: int) -> list[LabelJob]:
+        """Jobs of at most ``batch_size`` codes each.
+
+        A code wanted by some product is never deleted in the same poll (two products
+        sharing a barcode, one hidden and one shown, leave the label up).
+        """
+        upserts = [self.upserts[pc] for pc in sorted(self.upserts)]
+        deletes = sorted(self.deletes - self.upserts.keys())
+        return [
+            LabelJob(
+                merchant_id=merchant_id, store_code=store_code, upserts=upserts[i : i + batch_size]
+            )
+            for i in range(0, len(upserts), batch_size)
+        ] + [
+            LabelJob(
+                merchant_id=merchant_id, store_code=store_code, deletes=deletes[i : i + batch_size]
+            )
+            for i in range(0, len(deletes), batch_size)
+        ]
+
+    @property
+    def empty(self) -> bool:
+        return not self.upserts and not self.deletes
