@@ -83,7 +83,8 @@ def run_demo(say: Callable[[str], None] = print) -> int:
     # (deployed default: every 10th poll or every 24 hours).
     with LocalStack(settings={"CLOVER_CLEANUP_EVERY_N_POLLS": "2"}, progress=say) as stack:
         clover, hipoink = stack.clover, stack.hipoink
-        assert clover is not None and hipoink is not None
+        assert clover is not None
+        assert hipoink is not None
         for merchant_id, store_code, n_items, kind in MERCHANTS:
             build = gas_station_catalog if kind == "gas" else convenience_store_catalog
             items = build(n_items, seed=len(merchant_id) + n_items)
@@ -93,7 +94,9 @@ def run_demo(say: Callable[[str], None] = print) -> int:
         started = _step(say, "cycle 1: first sync of every catalog")
         first = stack.run_cycle()
         _report_cycle(say, first, started)
-        first_upserts = {m[1]: hipoink.request_count("product/create_multiple", m[1]) for m in MERCHANTS}
+        first_upserts = {
+            m[1]: hipoink.request_count("product/create_multiple", m[1]) for m in MERCHANTS
+        }
 
         say("changing the catalogs: fuel price, new item, deletion, hide, unhide")
         _change_catalogs(stack)

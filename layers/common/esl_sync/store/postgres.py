@@ -166,7 +166,7 @@ class PostgresMerchantDirectory:
         rows = self._select(merchant_id, active_only=False)
         return rows[0] if rows else None
 
-    def list(self, *, active_only: bool = False) -> list[Merchant]:
+    def all(self, *, active_only: bool = False) -> list[Merchant]:
         return self._select(None, active_only=active_only)
 
     def save(self, merchant: Merchant) -> None:
@@ -243,3 +243,20 @@ class PostgresLabelLedger:
                 ),
             },
         )
+
+    def stale_labels(self, merchant_id: str) -> int:
+        row = self._db.connection().execute(_STALE_LABELS, {"m": merchant_id}).fetchone()
+        return int(row[0]) if row else 0
+
+
+_STALE_LABELS = """
+SELECT
+  (SELECT count(*) FROM products p
+     LEFT JOIN label_state l ON l.merchant_id = p.merchant_id AND l.pc = p.barcode
+   WHERE p.merchant_id = %(m)s AND p.label_hash IS NOT NULL
+     AND l.label_hash IS DISTINCT FROM p.label_hash)
++ (SELECT count(*) FROM label_state l
+   WHERE l.merchant_id = %(m)s AND l.label_hash IS NOT NULL
+     AND NOT EXISTS (SELECT 1 FROM products p WHERE p.merchant_id = l.merchant_id
+                     AND p.barcode = l.pc AND p.label_hash IS NOT NULL))
+"""

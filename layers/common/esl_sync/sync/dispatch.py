@@ -49,7 +49,7 @@ def dispatch(
         return DispatchOutcome(enabled=False)
     outcome = DispatchOutcome(enabled=True)
     due: list[Merchant] = []
-    for merchant in merchants.list(active_only=True):
+    for merchant in merchants.all(active_only=True):
         if not merchant.store_code:
             outcome.skipped[merchant.merchant_id] = "no Hipoink store code"
         elif not is_due(merchant, settings.clover_sync_interval_seconds, now):

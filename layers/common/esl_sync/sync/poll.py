@@ -37,9 +37,14 @@ CURSOR_SKEW_MARGIN_MS = 5_000  # Clover's Date header has one-second resolution,
 class ItemPages(Protocol):
     """A walk over Clover items (see :class:`esl_sync.clover.client.ItemWalk`)."""
 
-    clover_time_ms: int | None
-    fell_back: bool
-    max_modified_ms: int | None
+    @property
+    def clover_time_ms(self) -> int | None: ...
+
+    @property
+    def fell_back(self) -> bool: ...
+
+    @property
+    def max_modified_ms(self) -> int | None: ...
 
     def __iter__(self) -> ItemPages: ...
 
@@ -47,11 +52,13 @@ class ItemPages(Protocol):
 
 
 class IdListing(Protocol):
-    ids: frozenset[str]
+    @property
+    def ids(self) -> frozenset[str]: ...
 
 
 class MerchantCatalog(Protocol):
-    requests: int
+    @property
+    def requests(self) -> int: ...
 
     def iter_items_modified_since(self, since_ms: int | None) -> ItemPages: ...
 

@@ -1,0 +1,180 @@
+"""The ``esl-sync`` command line (a stable interface: see DESIGN.md).
+
+Every command but ``demo`` works against whatever the environment names (``DATABASE_URL``,
+``POLL_QUEUE_URL``, ``STATE_TABLE_NAME``, ``AWS_ENDPOINT_URL``, …): a deployed stack or a
+local one. Errors are one line naming what is wrong, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from esl_sync.admin import UnknownMerchantError
+    from esl_sync.settings import ConfigurationError
+
+    try:
+        result: int = args.run(args)
+    except (ConfigurationError, UnknownMerchantError) as error:
+        print(f"esl-sync: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="esl-sync", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the whole system locally and check the labels")
+    demo.set_defaults(run=_demo)
+
+    migrate = commands.add_parser("migrate", help="apply the Postgres migrations (DATABASE_URL)")
+    migrate.set_defaults(run=_migrate)
+
+    merchants = commands.add_parser("merchants", help="add, list, disable or enable merchants")
+    actions = merchants.add_subparsers(required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="register a merchant and store its Clover token")
+    add.add_argument("merchant_id")
+    add.add_argument("--store-code", required=True, help="the Hipoink store of its labels")
+    add.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="read the Clover access token from standard input (kept out of shell history)",
+    )
+    add.add_argument("--clover-base-url", help="regional Clover API host, if not the default")
+    add.add_argument("--poll-interval-seconds", type=int, help="poll this merchant less often")
+    add.set_defaults(run=_merchants_add)
+    listing = actions.add_parser("list", help="list merchants")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_merchants_list)
+    for name, active in (("disable", False), ("enable", True)):
+        toggle = actions.add_parser(name, help=f"{name} polling of a merchant")
+        toggle.add_argument("merchant_id")
+        toggle.set_defaults(run=_merchants_toggle, active=active)
+
+    cycle = commands.add_parser(
+        "cycle", help="dispatcher → poll queue → poller → label queue → sender, once"
+    )
+    cycle.set_defaults(run=_cycle)
+
+    status = commands.add_parser("status", help="per merchant: cursor, last success, lag, labels")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+    return parser
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    from devkit.demo import main as demo_main
+
+    return demo_main()
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+    from esl_sync.store.schema import apply_migrations
+
+    applied = apply_migrations(runtime.database_url())
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def _merchants_add(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+    from esl_sync.store.interfaces import Merchant
+
+    token = sys.stdin.readline().strip() if args.token_stdin else None
+    if args.token_stdin and not token:
+        print("esl-sync: no token on standard input", file=sys.stderr)
+        return 2
+    merchant = Merchant(
+        merchant_id=args.merchant_id,
+        store_code=args.store_code,
+        clover_base_url=args.clover_base_url,
+        poll_interval_seconds=args.poll_interval_seconds,
+    )
+    admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
+    print(f"merchant {merchant.merchant_id} saved{' with its token' if token else ''}")
+    return 0
+
+
+def _merchants_list(args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+
+    rows = [vars(m) for m in runtime.merchants().all()]
+    _print_rows(rows, args.json)
+    return 0
+
+
+def _merchants_toggle(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    merchant = admin.set_active(runtime.merchants(), args.merchant_id, args.active)
+    print(f"merchant {merchant.merchant_id} {'enabled' if merchant.active else 'disabled'}")
+    return 0
+
+
+def _cycle(_args: argparse.Namespace) -> int:
+    import boto3
+    from esl_sync.settings import settings
+
+    from devkit.lambda_runner import FunctionRunner
+
+    s = settings()
+    s.require("poll_queue_url", "label_queue_url")
+    assert s.poll_queue_url is not None
+    assert s.label_queue_url is not None
+    runner = FunctionRunner(boto3.client("sqs"))
+    dispatched = runner.invoke("dispatcher", {"reason": "manual"})
+    polls = runner.drain(s.poll_queue_url, "poller")
+    labels = runner.drain(s.label_queue_url, "hipoink_sender")
+    print(
+        f"dispatched {dispatched['dispatched']}; polls {polls.records} ({polls.failures} failed);"
+        f" label jobs {labels.records} ({labels.failures} failed)"
+    )
+    return 1 if polls.failures or labels.failures else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+    from esl_sync.admin import merchant_status
+
+    rows = merchant_status(runtime.merchants(), runtime.state_store(), runtime.label_ledger())
+    now = datetime.now(UTC)
+    stale = [r for r in rows if r["stale_labels"]]
+    print(
+        f"{len(rows)} merchant(s); {len(stale)} with stale labels; as of {now:%Y-%m-%d %H:%M:%S}Z",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    _print_rows(rows, args.json)
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        print("(none)")
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(_cell(row[c]).ljust(widths[c]) for c in columns))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return "-" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

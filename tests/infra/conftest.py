@@ -1,0 +1,157 @@
+"""Fixtures of the infra tests: the template as data, and one `sam build` per session.
+
+`sam_build_dir` builds the stack for the HOST architecture (the template says arm64; a copy
+with the host's architecture is built) so that the built handlers and the layer's compiled
+wheels (pydantic-core, psycopg-binary) import on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+TEMPLATE_ARCHITECTURE = "arm64"
+LAMBDA_PYTHON = "python3.13"
+BUILD_TIMEOUT_SECONDS = 600
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A SafeLoader that reads CloudFormation's short tags (`!Ref`, `!GetAtt`, `!Sub`, ...).
+
+    `!Ref X` becomes {"Ref": "X"}; `!GetAtt A.B` becomes {"Fn::GetAtt": ["A", "B"]}; every
+    other `!Name v` becomes {"Fn::Name": v}, as in the JSON form of a template.
+    """
+
+
+def _cfn_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:  # pragma: no cover - YAML has no other node kinds
+        raise yaml.constructor.ConstructorError(None, None, f"bad node for !{tag_suffix}")
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, Any]:
+    """template.yaml as plain data (short tags turned into their JSON form)."""
+    return load_template()
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for `sam`: this venv's bin first (so `python3.13` is the venv's),
+    no telemetry, a region (cfn-lint and the SAM translator need one)."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["SAM_CLI_TELEMETRY"] = "0"
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env.setdefault("AWS_REGION", env["AWS_DEFAULT_REGION"])
+    return env
+
+
+def sam_executable() -> str:
+    sam = shutil.which("sam", path=tool_env()["PATH"])
+    if sam is None:
+        pytest.fail(
+            "the infra tests need the `sam` command (aws-sam-cli): install the dev extra, "
+            "e.g. `pip install -e '.[dev]'`, into the venv that runs pytest"
+        )
+    return sam
+
+
+def host_architecture() -> str:
+    machine = platform.machine().lower()
+    if machine in {"x86_64", "amd64"}:
+        return "x86_64"
+    if machine in {"aarch64", "arm64"}:
+        return "arm64"
+    pytest.fail(f"sam build: Lambda has no architecture for this host ({platform.machine()})")
+
+
+@pytest.fixture(scope="session")
+def sam_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run `sam build` once for the host architecture; return the build directory.
+
+    It holds `template.yaml`, `CommonLayer/python/...` (esl_sync and its dependencies) and
+    `<FunctionLogicalId>/app.py` for every function.
+    """
+    env = tool_env()
+    if shutil.which(LAMBDA_PYTHON, path=env["PATH"]) is None:
+        pytest.fail(
+            f"sam build needs `{LAMBDA_PYTHON}` on PATH (the Lambda runtime of the template); "
+            f"run the tests from a {LAMBDA_PYTHON} venv or install {LAMBDA_PYTHON}"
+        )
+    sam = sam_executable()
+    work = tmp_path_factory.mktemp("sam-build")
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    host_template = work / "template.yaml"
+    host_template.write_text(
+        text.replace(TEMPLATE_ARCHITECTURE, host_architecture()), encoding="utf-8"
+    )
+    build_dir = work / "build"
+    command = [
+        sam,
+        "build",
+        "--template",
+        str(host_template),
+        "--base-dir",
+        str(REPO_ROOT),
+        "--build-dir",
+        str(build_dir),
+    ]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"sam build did not finish within {BUILD_TIMEOUT_SECONDS} s")
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-6000:]
+        pytest.fail(f"sam build failed (exit {result.returncode}):\n{output}")
+    return build_dir
+
+
+@pytest.fixture(scope="session")
+def sam_env() -> dict[str, str]:
+    """The environment to run `sam` with (see :func:`tool_env`)."""
+    return tool_env()
+
+
+@pytest.fixture(scope="session")
+def sam_command() -> str:
+    """The `sam` executable; fails (never skips) when it is missing."""
+    return sam_executable()
