@@ -16,54 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+from devkit.template import REPO_ROOT, TEMPLATE_PATH, load_template
+
 TEMPLATE_ARCHITECTURE = "arm64"
 LAMBDA_PYTHON = "python3.13"
 BUILD_TIMEOUT_SECONDS = 600
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A SafeLoader that reads CloudFormation's short tags (`!Ref`, `!GetAtt`, `!Sub`, ...).
-
-    `!Ref X` becomes {"Ref": "X"}; `!GetAtt A.B` becomes {"Fn::GetAtt": ["A", "B"]}; every
-    other `!Name v` becomes {"Fn::Name": v}, as in the JSON form of a template.
-    """
-
-
-def _cfn_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:  # pragma: no cover - YAML has no other node kinds
-        raise yaml.constructor.ConstructorError(None, None, f"bad node for !{tag_suffix}")
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
-    assert isinstance(data, dict)
-    return data
-
-
 @pytest.fixture(scope="session")
 def template() -> dict[str, Any]:
     """template.yaml as plain data (short tags turned into their JSON form)."""
-    return load_template()
+    return load_template(TEMPLATE_PATH)
 
 
 def tool_env() -> dict[str, str]:

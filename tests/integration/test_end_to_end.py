@@ -62,6 +62,11 @@ def test_first_sync_then_price_change_then_dead_letter_for_one_store(stack: Loca
     small_labels = hipoink.labels("STORE-SMALL")
     assert small_labels[small_item["sku"]]["pn"] != "Renamed while Hipoink is down"
 
+    # Nothing the handlers logged or emitted carries a Clover token or the Hipoink sign.
+    secrets = ("tok-big", "tok-small", stack.env["HIPOINK_SIGN"])
+    assert stack.logs
+    assert not [line for line in stack.logs if any(s in line for s in secrets)]
+
 
 def test_unchanged_catalog_sends_no_label_jobs(stack: LocalStack) -> None:
     clover, hipoink = stack.clover, stack.hipoink

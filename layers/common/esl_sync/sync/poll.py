@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from esl_sync.clover.client import is_deleted
 from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.transform import InvalidItem, to_product
 from esl_sync.hipoink.records import label_hash, to_record
@@ -207,7 +208,7 @@ def _transform(
             outcome.invalid_items += 1
             logger.warning("item rejected", merchant_id=merchant_id, error=str(error))
             continue
-        if product.validation_error:
+        if product.validation_error and product.status == "active":
             outcome.invalid_items += 1
         record = to_record(product)
         target = LabelTarget(record, label_hash(record))
@@ -255,12 +256,17 @@ def _sweep(
             active=len(active),
         )
         return f"refused: {len(suspects)} of {len(active)} missing"
-    confirmed = [key for key in suspects if catalog.get_item(key[0]) is None]
+    confirmed = [key for key in suspects if _gone(catalog.get_item(key[0]))]
     changes = tx.mark_deleted(merchant_id, confirmed)
     plan.add(changes, {})
     outcome.products_changed += len(changes)
     metrics.add_metric(name="SweepDeletions", unit=MetricUnit.Count, value=len(changes))
     return f"removed {len(changes)} of {len(suspects)} missing"
+
+
+def _gone(item: dict[str, Any] | None) -> bool:
+    """A 404, or (should Clover answer so) the item itself flagged deleted."""
+    return item is None or is_deleted(item)
 
 
 def _next_cursor(previous: int | None, walk: ItemPages) -> int | None:

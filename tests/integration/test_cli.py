@@ -1,0 +1,102 @@
+"""The esl-sync command line against a local stack (its environment names the endpoints)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from esl_sync.store.schema import apply_migrations
+
+from devkit.catalog import gas_station_catalog
+from devkit.cli import main
+from devkit.local_stack import LocalStack
+from devkit.template import REPO_ROOT
+
+
+def test_merchants_add_list_disable_enable_and_status(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    stack.clover.add_merchant("MCLI00000001", "cli-secret-token", gas_station_catalog(30))
+    stack.hipoink.add_store("STORE-CLI")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("cli-secret-token\n"))
+
+    assert (
+        main(["merchants", "add", "MCLI00000001", "--store-code", "STORE-CLI", "--token-stdin"])
+        == 0
+    )
+    assert "saved with its token" in capsys.readouterr().out
+    assert main(["merchants", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [
+        {
+            "merchant_id": "MCLI00000001",
+            "store_code": "STORE-CLI",
+            "clover_base_url": None,
+            "active": True,
+            "poll_interval_seconds": None,
+        }
+    ]
+
+    assert main(["cycle"]) == 0
+    assert len(stack.hipoink.labels("STORE-CLI")) > 0
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status[0]["merchant_id"] == "MCLI00000001"
+    assert status[0]["stale_labels"] == 0
+    assert status[0]["auth"] == "ok"
+    assert status[0]["cursor"] is not None
+
+    assert main(["merchants", "disable", "MCLI00000001"]) == 0
+    assert "disabled" in capsys.readouterr().out
+    assert main(["merchants", "enable", "NOSUCHMERCHANT"]) == 2
+    assert "unknown merchant 'NOSUCHMERCHANT'" in capsys.readouterr().err
+    assert all("cli-secret-token" not in line for line in stack.logs)
+
+
+def test_migrations_are_applied_once(database_url: str) -> None:
+    first = apply_migrations(database_url)
+    assert first == ["0001_initial"]
+    assert apply_migrations(database_url) == []
+
+
+def test_a_malformed_setting_stops_the_command_naming_the_variable() -> None:
+    env = {**os.environ, "CLOVER_SYNC_INTERVAL_SECONDS": "abc"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "devkit.cli", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert completed.returncode == 2
+    assert "CLOVER_SYNC_INTERVAL_SECONDS" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_a_handler_with_a_malformed_setting_fails_at_start_naming_it() -> None:
+    code = "import runpy; runpy.run_path('functions/dispatcher/app.py')"
+    env = {
+        **os.environ,
+        "CLOVER_SYNC_INTERVAL_SECONDS": "abc",
+        "DATABASE_URL": "postgresql://x",
+        "POLL_QUEUE_URL": "http://q",
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode != 0
+    assert "invalid setting: CLOVER_SYNC_INTERVAL_SECONDS" in completed.stderr

@@ -1,0 +1,125 @@
+"""Which label work a set of product changes calls for."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from esl_sync.hipoink.records import label_hash, to_record
+from esl_sync.products import Product
+from esl_sync.store.interfaces import ProductChange
+from esl_sync.sync.labels import LabelPlan, LabelTarget
+
+
+def _product(source_id: str = "ITEM1", **fields: object) -> Product:
+    values: dict[str, object] = {
+        "merchant_id": "M1",
+        "source_id": source_id,
+        "name": "Coca-Cola 20oz",
+        "barcode": "049000028911",
+        "price": Decimal("2.49"),
+    }
+    values.update(fields)
+    return Product.model_validate(values)
+
+
+def _target(product: Product) -> LabelTarget:
+    record = to_record(product)
+    return LabelTarget(record, label_hash(record))
+
+
+def _plan(product: Product, previous_barcode: str | None, previous_hash: str | None) -> LabelPlan:
+    plan = LabelPlan()
+    change = ProductChange(product.key, previous_barcode, previous_hash)
+    plan.add([change], {product.key: _target(product)})
+    return plan
+
+
+def test_a_new_product_is_upserted() -> None:
+    plan = _plan(_product(), None, None)
+    assert list(plan.upserts) == ["049000028911"]
+    assert plan.deletes == set()
+
+
+def test_a_change_the_label_does_not_show_sends_nothing() -> None:
+    product = _product()
+    plan = _plan(product, "049000028911", _target(product).label_hash)
+    assert plan.empty
+
+
+def test_a_price_change_is_upserted() -> None:
+    before = _target(_product(price=Decimal("2.29"))).label_hash
+    plan = _plan(_product(), "049000028911", before)
+    assert plan.upserts["049000028911"]["pp"] == "2.49"
+
+
+def test_hidden_product_deletes_its_label() -> None:
+    shown = _target(_product()).label_hash
+    plan = _plan(_product(status="deleted"), "049000028911", shown)
+    assert plan.deletes == {"049000028911"}
+    assert not plan.upserts
+
+
+def test_unhidden_product_comes_back() -> None:
+    plan = _plan(_product(), "049000028911", None)
+    assert list(plan.upserts) == ["049000028911"]
+
+
+def test_barcode_change_deletes_old_code_and_upserts_new() -> None:
+    shown = _target(_product(barcode="OLD")).label_hash
+    plan = _plan(_product(barcode="NEW"), "OLD", shown)
+    assert plan.deletes == {"OLD"}
+    assert list(plan.upserts) == ["NEW"]
+
+
+def test_product_that_becomes_invalid_loses_its_label() -> None:
+    shown = _target(_product()).label_hash
+    plan = _plan(
+        _product(validation_error="item ITEM1: price must not be negative"), "049000028911", shown
+    )
+    assert plan.deletes == {"049000028911"}
+
+
+def test_a_code_wanted_by_another_product_is_not_deleted() -> None:
+    hidden, shown = _product("A", status="deleted", barcode="X"), _product("B", barcode="X")
+    plan = LabelPlan()
+    plan.add(
+        [ProductChange(hidden.key, "X", "old"), ProductChange(shown.key, None, None)],
+        {hidden.key: _target(hidden), shown.key: _target(shown)},
+    )
+    jobs = plan.jobs("M1", "S1", batch_size=10)
+    assert [job.deletes for job in jobs] == [[]]
+    assert [r["pi"] for r in jobs[0].upserts] == ["B"]
+
+
+def test_jobs_are_chunked_to_the_batch_size() -> None:
+    plan = LabelPlan()
+    products = [_product(f"I{i}", barcode=f"{i:04d}") for i in range(5)]
+    plan.add(
+        [ProductChange(p.key, None, None) for p in products], {p.key: _target(p) for p in products}
+    )
+    plan.deletes = {"GONE1", "GONE2", "GONE3"}
+    jobs = plan.jobs("M1", "S1", batch_size=2)
+    assert [len(j.upserts) for j in jobs] == [2, 2, 1, 0, 0]
+    assert [len(j.deletes) for j in jobs] == [0, 0, 0, 2, 1]
+    assert all(j.store_code == "S1" and j.merchant_id == "M1" for j in jobs)
+
+
+def test_record_mapping() -> None:
+    fuel = _product(
+        name="Regular Unleaded",
+        barcode="REG",
+        price=Decimal("3.499"),
+        price_type="PER_UNIT",
+        unit="gal",
+    )
+    assert to_record(fuel) == {
+        "pc": "REG",
+        "pn": "Regular Unleaded",
+        "pp": "3.50",
+        "pi": "ITEM1",
+        "pu": "gal",
+    }
+    assert "pu" not in (to_record(_product(unit="gal")) or {})
+    assert to_record(_product(barcode=None)) is None
+    assert label_hash(None) is None
+    assert label_hash(to_record(fuel)) == label_hash(to_record(fuel))

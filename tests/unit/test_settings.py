@@ -1,0 +1,79 @@
+"""Settings: DESIGN.md's names and defaults, and errors that name the variable."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from esl_sync.settings import ConfigurationError, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = load_settings()
+    assert s.clover_sync_interval_seconds == 300
+    assert s.clover_sync_enabled is True
+    assert s.clover_cleanup_interval_hours == 24
+    assert s.clover_cleanup_every_n_polls == 10
+    assert s.clover_page_size == 1000
+    assert s.clover_max_delete_fraction == Decimal("0.2")
+    assert s.clover_api_base_url == "https://api.clover.com"
+    assert s.clover_product_code_fields == ("sku", "code", "alternateName")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CLOVER_SYNC_INTERVAL_SECONDS", "abc"),
+        ("CLOVER_SYNC_INTERVAL_SECONDS", "5"),
+        ("CLOVER_SYNC_ENABLED", "maybe"),
+        ("CLOVER_PAGE_SIZE", "1001"),
+        ("CLOVER_MAX_DELETE_FRACTION", "1.5"),
+        ("CLOVER_API_BASE_URL", "api.clover.com"),
+        ("HIPOINK_F1_ENCODING", "xml"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()
+
+
+def test_require_names_every_missing_variable_and_the_secret_alternative() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings().require("poll_queue_url", "hipoink_sign")
+    assert "POLL_QUEUE_URL" in str(caught.value)
+    assert "HIPOINK_SIGN (or HIPOINK_SIGN_SECRET_ARN)" in str(caught.value)
+
+
+def test_a_secret_arn_satisfies_require(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPOINK_SIGN_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:1:secret:x")
+    load_settings().require("hipoink_sign")
+
+
+def test_product_code_fields_are_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOVER_PRODUCT_CODE_FIELDS", "code, sku")
+    assert load_settings().clover_product_code_fields == ("code", "sku")
+
+
+def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPOINK_SIGN", "very-secret-sign")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db/x")
+    text = repr(load_settings())
+    assert "very-secret-sign" not in text
+    assert "hunter2" not in text
+
+
+def test_dispatch_spread_defaults_to_most_of_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().dispatch_spread_seconds == 240
+    monkeypatch.setenv("CLOVER_SYNC_INTERVAL_SECONDS", "3600")
+    assert load_settings().dispatch_spread_seconds == 900
