@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 
@@ -66,7 +66,33 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="per merchant: cursor, last success, lag, labels")
     status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--labels",
+        metavar="MERCHANT",
+        help="instead: that merchant's stale labels, each with its last failure",
+    )
     status.set_defaults(run=_status)
+
+    stores = commands.add_parser("stores", help="lift a store's Hipoink configuration block")
+    store_actions = stores.add_subparsers(required=True, metavar="ACTION")
+    unblock = store_actions.add_parser(
+        "unblock", help="send to the merchant's store again (after fixing sign or store code)"
+    )
+    unblock.add_argument("merchant_id")
+    unblock.set_defaults(run=_stores_unblock)
+
+    heal = commands.add_parser(
+        "heal", help="queue again the labels stale for longer than LABEL_HEAL_AFTER_SECONDS"
+    )
+    heal.add_argument("merchant_id", nargs="?", help="one merchant (default: every active one)")
+    heal.add_argument(
+        "--older-than", type=int, metavar="SECONDS", help="override LABEL_HEAL_AFTER_SECONDS"
+    )
+    heal.set_defaults(run=_heal)
+
+    redrive = commands.add_parser("redrive", help="move dead-lettered messages back to their queue")
+    redrive.add_argument("--queue", required=True, choices=("label", "poll"))
+    redrive.set_defaults(run=_redrive)
     return parser
 
 
@@ -145,6 +171,8 @@ def _status(args: argparse.Namespace) -> int:
     from esl_sync import runtime
     from esl_sync.admin import merchant_status
 
+    if args.labels:
+        return _stale_labels(args.labels, args.json)
     rows = merchant_status(runtime.merchants(), runtime.state_store(), runtime.label_ledger())
     now = datetime.now(UTC)
     stale = [r for r in rows if r["stale_labels"]]
@@ -153,6 +181,73 @@ def _status(args: argparse.Namespace) -> int:
         file=sys.stderr if args.json else sys.stdout,
     )
     _print_rows(rows, args.json)
+    return 0
+
+
+def _stale_labels(merchant_id: str, as_json: bool) -> int:
+    from esl_sync import admin, runtime
+
+    labels = admin.stale_labels(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    print(
+        f"{merchant_id}: {len(labels)} stale label(s)", file=sys.stderr if as_json else sys.stdout
+    )
+    rows = [
+        {
+            "pc": label.pc,
+            "action": label.action,
+            "name": label.name,
+            "since": label.since,
+            "failure": (
+                f"{label.failure_class}: {label.failure_message}" if label.failure_class else None
+            ),
+            "failed_at": label.failed_at,
+        }
+        for label in labels
+    ]
+    if rows or as_json:
+        _print_rows(rows, as_json)
+    return 0
+
+
+def _stores_unblock(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    if admin.unblock_store(runtime.merchants(), runtime.label_ledger(), args.merchant_id):
+        print(
+            f"store of {args.merchant_id} unblocked; its stale labels are re-sent by the next"
+            f" heal (now: esl-sync heal {args.merchant_id} --older-than 0)"
+        )
+    else:
+        print(f"store of {args.merchant_id} was not blocked")
+    return 0
+
+
+def _heal(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+    from esl_sync.settings import settings
+
+    stale_for = None if args.older_than is None else timedelta(seconds=args.older_than)
+    outcomes = admin.heal(
+        runtime.merchants(),
+        runtime.label_ledger(),
+        runtime.label_queue(),
+        settings(),
+        args.merchant_id,
+        stale_for,
+    )
+    for outcome in outcomes:
+        print(
+            f"{outcome.merchant_id}: queued {outcome.upserts} upsert(s) and"
+            f" {outcome.deletes} delete(s) in {outcome.jobs} label job(s)"
+        )
+    return 0
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    moved = admin.redrive(runtime.dead_letter_queue(args.queue))
+    print(f"moved {moved} message(s) from the {args.queue} dead-letter queue back to its queue")
     return 0
 
 

@@ -3,8 +3,8 @@
 It reproduces what /work/shared/reference/clover-api.md states (paging, filters, ordering,
 auth, rate limits) and can play both sides of what that document leaves unconfirmed
 (``orderBy`` ignored, deleted items listed, stock bumping ``modifiedTime``), plus the faults a
-sync must survive: injected statuses, slow answers, late visibility and a catalog that changes
-between page requests.
+sync must survive: injected statuses, slow answers, late visibility, listings that miss items
+and a catalog that changes between page requests.
 """
 
 from __future__ import annotations
@@ -274,6 +274,9 @@ class CloverSimulator:
         self.visibility_lag_ms = 0
         self.clock_offset_ms = 0
         self.before_list_page: Callable[[int], None] | None = None
+        # Ids every list response leaves out while the single-item GET still serves them:
+        # a listing that silently misses items, or one item that becomes visible late.
+        self.hide_from_listing: set[str] = set()
 
         self._lock = threading.Lock()
         self._random = random.Random(seed)
@@ -637,10 +640,12 @@ class CloverSimulator:
             if self.ignore_order_by:
                 order_field, descending = "createdTime", True
             now = self.clock_ms()
+            unlisted = set(self.hide_from_listing)
             listed = [
                 item
                 for item in merchant.items.values()
                 if (self.list_deleted or not item.get("deleted"))
+                and item["id"] not in unlisted
                 and now >= item["modifiedTime"] + self.visibility_lag_ms
                 and all(f.matches(item) for f in filters)
             ]

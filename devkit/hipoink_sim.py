@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 F1Encoding = Literal["array", "string", "both"]
+UnknownDelete = Literal["count", "error"]
 
 _PRICE = re.compile(r"\d+(\.\d{1,2})?", re.ASCII)
 # Body keys of ``product/create`` that address the call rather than describe the product.
@@ -81,6 +82,9 @@ class HipoinkSimulator:
         self.client_id = client_id
         self.sign = sign
         self.f1_encoding: F1Encoding = "both"
+        # What del_multiple does with a code it does not hold (unconfirmed): leave it out of
+        # ``count``, or refuse the whole batch with "product X not found".
+        self.unknown_delete: UnknownDelete = "count"
         self.max_batch_size: int | None = None
         self.down = False
         self.down_stores: set[str] = set()
@@ -297,6 +301,9 @@ class HipoinkSimulator:
             raise _ApiError("f1 must be a list of product codes")
         with self._lock:
             products = self._stores[store_code]
+            unknown = [code for code in codes if code not in products]
+            if unknown and self.unknown_delete == "error":
+                raise _ApiError(f"product {unknown[0]} not found")
             deleted = {code for code in codes if products.pop(code, None) is not None}
             bound = self._bindings[store_code]
             for esl_code in [e for e, pc in bound.items() if pc in deleted]:

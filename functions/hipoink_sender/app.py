@@ -20,7 +20,14 @@ processor = SqsFifoPartialProcessor(model=LabelJobRecord, skip_group_on_error=Tr
 
 @tracer.capture_method
 def record_handler(record: LabelJobRecord) -> None:
-    deliver(record.body, runtime.label_ledger(), runtime.hipoink(), settings().hipoink_batch_size)
+    s = settings()
+    deliver(
+        record.body,
+        runtime.label_ledger(),
+        runtime.hipoink(),
+        batch_size=s.hipoink_batch_size,
+        block_cooldown_seconds=s.hipoink_block_cooldown_seconds,
+    )
 
 
 @logger.inject_lambda_context

@@ -389,6 +389,7 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "HIPOINK_SIGN_SECRET_ARN",
             "HIPOINK_BATCH_SIZE",
             "HIPOINK_F1_ENCODING",
+            "HIPOINK_BLOCK_COOLDOWN_SECONDS",
         },
         "MigrationFunction": set(),
     }
@@ -543,6 +544,7 @@ def test_every_parameter_is_described(template: Template) -> None:
         "CloverApiBaseUrl",
         "HipoinkApiBaseUrl",
         "HipoinkClientId",
+        "HipoinkExtraFields",
         "DatabaseUrlSecretArn",
         "HipoinkSignSecretArn",
         "SubnetIds",

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from esl_sync.store.schema import apply_migrations
+from esl_sync.store.schema import apply_migrations, migration_files
 
 from devkit.catalog import gas_station_catalog
 from devkit.cli import main
@@ -62,7 +62,8 @@ def test_merchants_add_list_disable_enable_and_status(
 
 def test_migrations_are_applied_once(database_url: str) -> None:
     first = apply_migrations(database_url)
-    assert first == ["0001_initial"]
+    assert first == [version for version, _sql in migration_files()]
+    assert first[0] == "0001_initial"
     assert apply_migrations(database_url) == []
 
 

@@ -523,6 +523,22 @@ def test_visibility_lag_hides_fresh_changes_from_lists_only(
     assert sorted(ids(http.get(ITEMS))) == sorted([item_id(0), created["id"]])
 
 
+def test_hide_from_listing_leaves_items_out_of_lists_only(
+    clover: CloverSimulator, http: httpx.Client
+) -> None:
+    clover.add_merchant(MERCHANT, TOKEN, [item(n) for n in range(4)])
+    clover.hide_from_listing = {item_id(1), item_id(3)}
+
+    assert sorted(ids(http.get(ITEMS))) == [item_id(0), item_id(2)]
+    sorted_walk = {"filter": "modifiedTime>=0", "orderBy": "modifiedTime ASC"}
+    assert ids(http.get(ITEMS, params=sorted_walk)) == [item_id(0), item_id(2)]
+    assert http.get(f"{ITEMS}/{item_id(1)}").json() == clover.item(MERCHANT, item_id(1))
+
+    clover.hide_from_listing.clear()
+
+    assert sorted(ids(http.get(ITEMS))) == [item_id(n) for n in range(4)]
+
+
 def test_before_list_page_lets_a_test_change_the_catalog_between_pages(
     clover: CloverSimulator, http: httpx.Client
 ) -> None:

@@ -133,6 +133,17 @@ def test_del_multiple_counts_only_deleted_codes_and_unbinds_labels(
     assert call(client, "product/del_multiple", f1=["A"])["count"] == 0
 
 
+def test_del_multiple_can_refuse_a_batch_with_an_unknown_code(
+    sim: HipoinkSimulator, client: httpx.Client
+) -> None:
+    sim.unknown_delete = "error"
+    upsert(client, [product("A")])
+    answer = call(client, "product/del_multiple", f1=["A", "nope"])
+    assert error_of(answer) == "product nope not found"
+    assert list(sim.labels(STORE)) == ["A"]  # the whole batch was refused
+    assert call(client, "product/del_multiple", f1=["A"])["count"] == 1
+
+
 def test_del_multiple_refuses_codes_that_are_not_strings(client: httpx.Client) -> None:
     answer = call(client, "product/del_multiple", f1=[{"pc": "A"}])
     assert error_of(answer) == "f1 must be a list of product codes"

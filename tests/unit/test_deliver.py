@@ -1,21 +1,61 @@
-"""Label delivery: ledger skips, bad-record isolation, ordering of upserts and deletes."""
+"""Label delivery: ledger skips, bad-record isolation, ordering, store blocks."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from esl_sync.hipoink.client import HipoinkRecordError, HipoinkRetryable
+from esl_sync.hipoink.client import (
+    HipoinkConfigError,
+    HipoinkNotFound,
+    HipoinkRecordError,
+    HipoinkRetryable,
+)
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
-from esl_sync.store.interfaces import LabelAck, LabelFailure
-from esl_sync.sync.deliver import deliver
+from esl_sync.store.interfaces import LabelAck, LabelFailure, StoreBlock
+from esl_sync.sync import deliver as deliver_module
+
+COOLDOWN = 600
+
+
+def deliver(
+    job: LabelJob, ledger: Ledger, sink: Sink, batch_size: int
+) -> deliver_module.DeliveryOutcome:
+    return deliver_module.deliver(
+        job, ledger, sink, batch_size=batch_size, block_cooldown_seconds=COOLDOWN
+    )
 
 
 class Ledger:
+    """The label ledger in memory, with a clock the test moves for store blocks."""
+
     def __init__(self) -> None:
         self.acks: dict[str, str | None] = {}
         self.failures: dict[str, LabelFailure] = {}
+        self.blocks: dict[str, StoreBlock] = {}
+        self.now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+        block = self.blocks.get(merchant_id)
+        if block is None or block.retry_after > self.now:
+            return block
+        retry_after = self.now + timedelta(seconds=cooldown_seconds)
+        self.blocks[merchant_id] = replace(block, retry_after=retry_after)
+        return replace(block, retry_after=retry_after, retest=True)
+
+    def block_store(
+        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
+    ) -> None:
+        since = self.blocks[merchant_id].blocked_at if merchant_id in self.blocks else self.now
+        self.blocks[merchant_id] = StoreBlock(
+            merchant_id, store_code, reason, since, self.now + timedelta(seconds=cooldown_seconds)
+        )
+
+    def unblock_store(self, merchant_id: str) -> bool:
+        return self.blocks.pop(merchant_id, None) is not None
 
     def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]:
         return {pc: self.acks[pc] for pc in pcs if pc in self.acks}
@@ -35,19 +75,30 @@ class Sink:
 
     def __init__(self, bad: set[str] = frozenset(), down: bool = False) -> None:  # type: ignore[assignment]
         self.bad, self.down = bad, down
+        self.wrong_sign = False
+        self.unknown: set[str] = set()
         self.calls: list[tuple[str, list[str]]] = []
 
     def upsert(self, store_code: str, records: Sequence[HipoinkRecord]) -> None:
         self.calls.append(("upsert", [r["pc"] for r in records]))
-        if self.down:
-            raise HipoinkRetryable("create_multiple: HTTP 503")
+        self._check()
         bad = [r["pc"] for r in records if r["pc"] in self.bad]
         if bad:
             raise HipoinkRecordError(f"create_multiple: product {bad[0]}: field pp is malformed")
 
     def delete(self, store_code: str, codes: Sequence[str]) -> int:
         self.calls.append(("delete", list(codes)))
-        return len(codes)
+        self._check()
+        unknown = [pc for pc in codes if pc in self.unknown]
+        if unknown and len(codes) > 1:  # like HipoinkClient.delete over a strict server
+            raise HipoinkNotFound(f"del_multiple: product {unknown[0]} not found")
+        return len(codes) - len(unknown)
+
+    def _check(self) -> None:
+        if self.down:
+            raise HipoinkRetryable("create_multiple: HTTP 503")
+        if self.wrong_sign:
+            raise HipoinkConfigError("create_multiple: sign error")
 
 
 def _record(pc: str, price: str = "1.00") -> HipoinkRecord:
@@ -104,3 +155,73 @@ def test_upserts_go_before_deletes_so_a_later_delete_wins() -> None:
     deliver(_job([_record("X")], ["Y"]), ledger, sink, 10)
     assert [kind for kind, _ in sink.calls] == ["upsert", "delete"]
     assert ledger.acks == {"X": label_hash(_record("X")), "Y": None}
+
+
+def test_a_retryable_failure_names_what_is_left_on_each_label() -> None:
+    ledger, sink = Ledger(), Sink()
+    sink.down = True
+    with pytest.raises(HipoinkRetryable):
+        deliver(_job([_record("A"), _record("B")], ["C"]), ledger, sink, 10)
+    assert {pc: f.failure_class for pc, f in ledger.failures.items()} == {
+        "A": "retryable",
+        "B": "retryable",
+        "C": "retryable",
+    }
+    assert "HTTP 503" in ledger.failures["C"].message
+
+
+def test_a_configuration_error_blocks_the_store_and_acknowledges_the_message() -> None:
+    ledger, sink = Ledger(), Sink()
+    sink.wrong_sign = True
+    outcome = deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)  # does not raise
+    assert outcome.blocked == "create_multiple: sign error"
+    assert len(sink.calls) == 1  # the first batch; the second is not tried
+    assert ledger.blocks["M"].reason == "create_multiple: sign error"
+    assert {f.failure_class for f in ledger.failures.values()} == {"configuration"}
+    assert set(ledger.failures) == {"A", "B"}
+
+    # While blocked, jobs make no call and their labels say why.
+    sink.calls.clear()
+    outcome = deliver(_job([_record("C")], ["D"]), ledger, sink, 10)
+    assert sink.calls == []
+    assert outcome.blocked == "create_multiple: sign error"
+    assert "store blocked since" in ledger.failures["D"].message
+
+
+def test_after_the_cool_down_one_job_re_tests_the_store() -> None:
+    ledger, sink = Ledger(), Sink()
+    sink.wrong_sign = True
+    deliver(_job([_record("A")]), ledger, sink, 10)
+    ledger.now += timedelta(seconds=COOLDOWN)
+
+    # Still broken: one call, blocked again, and the next job waits a full cool-down.
+    sink.calls.clear()
+    deliver(_job([_record("A")]), ledger, sink, 10)
+    deliver(_job([_record("B")]), ledger, sink, 10)
+    assert len(sink.calls) == 1
+
+    # Fixed: the re-test goes through, lifts the block, and the rest follows.
+    sink.wrong_sign = False
+    ledger.now += timedelta(seconds=COOLDOWN)
+    outcome = deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
+    assert outcome.upserted == 2
+    assert ledger.blocks == {}
+    assert deliver(_job([_record("C")]), ledger, sink, 10).upserted == 1
+
+
+def test_an_unknown_code_is_deleted_even_from_a_batch_refused_for_it() -> None:
+    ledger, sink = Ledger(), Sink()
+    sink.unknown = {"Y"}
+    outcome = deliver(_job([], ["X", "Y", "Z"]), ledger, sink, 10)
+    assert outcome.deleted == 3
+    assert outcome.rejected == []
+    assert ledger.acks == {"X": None, "Y": None, "Z": None}
+
+
+def test_a_job_with_nothing_left_to_send_reads_no_block() -> None:
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A")]), ledger, sink, 10)
+    ledger.block_store("M", "S", "sign error", COOLDOWN)
+    outcome = deliver(_job([_record("A")]), ledger, sink, 10)
+    assert outcome.skipped == 1
+    assert outcome.blocked is None

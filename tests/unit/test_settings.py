@@ -36,6 +36,10 @@ def test_defaults_are_the_documented_ones() -> None:
         ("CLOVER_MAX_DELETE_FRACTION", "1.5"),
         ("CLOVER_API_BASE_URL", "api.clover.com"),
         ("HIPOINK_F1_ENCODING", "xml"),
+        ("HIPOINK_EXTRA_FIELDS", "f1=raw"),
+        ("HIPOINK_EXTRA_FIELDS", "f0=sku"),
+        ("HIPOINK_BLOCK_COOLDOWN_SECONDS", "0"),
+        ("LABEL_HEAL_AFTER_SECONDS", "-1"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(
@@ -77,3 +81,14 @@ def test_dispatch_spread_defaults_to_most_of_the_interval(
     assert load_settings().dispatch_spread_seconds == 240
     monkeypatch.setenv("CLOVER_SYNC_INTERVAL_SECONDS", "3600")
     assert load_settings().dispatch_spread_seconds == 900
+
+
+def test_label_delivery_defaults_and_the_free_field_mapping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = load_settings()
+    assert s.hipoink_extra_fields == ()
+    assert s.hipoink_block_cooldown_seconds == 600
+    assert s.label_heal_after_seconds == 900
+    monkeypatch.setenv("HIPOINK_EXTRA_FIELDS", "f1=price_type,f2=unit_cost")
+    assert load_settings().hipoink_extra_fields == (("f1", "price_type"), ("f2", "unit_cost"))

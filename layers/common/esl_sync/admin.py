@@ -1,12 +1,22 @@
-"""Operator actions shared by the CLI and the local stack: onboarding and disabling merchants."""
+"""Operator actions shared by the CLI and the local stack: merchants, status, repairs."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from esl_sync.store.interfaces import LabelLedger, Merchant, MerchantDirectory, StateStore
+from esl_sync.settings import Settings
+from esl_sync.store.interfaces import (
+    DeadLetterQueue,
+    LabelLedger,
+    LabelQueue,
+    Merchant,
+    MerchantDirectory,
+    StaleLabel,
+    StateStore,
+)
+from esl_sync.sync.heal import HealOutcome, heal_merchant
 
 
 class UnknownMerchantError(LookupError):
@@ -26,10 +36,7 @@ def add_merchant(
 
 
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
-    merchant = directory.get(merchant_id)
-    if merchant is None:
-        raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")
-    updated = replace(merchant, active=active)
+    updated = replace(_known(directory, merchant_id), active=active)
     directory.save(updated)
     return updated
 
@@ -39,8 +46,10 @@ def merchant_status(
 ) -> list[dict[str, Any]]:
     """One row per merchant: is its shelf current, and if not, since when and why."""
     now = datetime.now(UTC)
+    blocks = ledger.store_blocks()
     rows = []
     for merchant in directory.all():
+        block = blocks.get(merchant.merchant_id)
         current = state.load(merchant.merchant_id)
         cursor = (
             datetime.fromtimestamp(current.high_water_ms / 1000, UTC)
@@ -67,6 +76,57 @@ def merchant_status(
                 ),
                 "stale_labels": ledger.stale_labels(merchant.merchant_id),
                 "last_error": last_error,
+                "store_blocked": (
+                    f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
+                ),
             }
         )
     return rows
+
+
+def stale_labels(
+    directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str
+) -> list[StaleLabel]:
+    """One merchant's stale labels with their last failure (``esl-sync status --labels``)."""
+    _known(directory, merchant_id)
+    return ledger.stale_label_details(merchant_id)
+
+
+def unblock_store(directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str) -> bool:
+    """Lift a configuration block by hand (after fixing the sign, client id or store code)."""
+    _known(directory, merchant_id)
+    return ledger.unblock_store(merchant_id)
+
+
+def heal(
+    directory: MerchantDirectory,
+    ledger: LabelLedger,
+    queue: LabelQueue,
+    settings: Settings,
+    merchant_id: str | None = None,
+    stale_for: timedelta | None = None,
+) -> list[HealOutcome]:
+    """The self-healing pass for one merchant, or for every active one."""
+    merchants = [_known(directory, merchant_id)] if merchant_id else directory.all(active_only=True)
+    return [heal_merchant(m, ledger, queue, settings, stale_for=stale_for) for m in merchants]
+
+
+def redrive(dead_letters: DeadLetterQueue) -> int:
+    """Move every dead-lettered message back to its queue, in order; how many moved.
+
+    Each message is sent back before it is deleted: a crash in between repeats a message
+    (harmless: polls are idempotent, label jobs go through the ledger) but loses none.
+    """
+    moved = 0
+    while letters := dead_letters.receive():
+        dead_letters.send_back(letters)
+        dead_letters.delete(letters)
+        moved += len(letters)
+    return moved
+
+
+def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:
+    merchant = directory.get(merchant_id)
+    if merchant is None:
+        raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")
+    return merchant

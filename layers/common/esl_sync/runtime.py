@@ -9,6 +9,7 @@ when it changes the environment).
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 from esl_sync.clover.client import CloverClient
 from esl_sync.hipoink.client import HipoinkClient
@@ -16,7 +17,7 @@ from esl_sync.settings import settings
 from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.postgres import Database, PostgresLabelLedger, PostgresMerchantDirectory
 from esl_sync.store.secrets import resolve_secret
-from esl_sync.store.sqs import SqsLabelQueue, SqsPollQueue
+from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
 from esl_sync.sync.poll import PollDeps
 
 
@@ -58,6 +59,16 @@ def label_queue() -> SqsLabelQueue:
     return SqsLabelQueue(s.label_queue_url)
 
 
+def dead_letter_queue(queue: Literal["poll", "label"]) -> SqsDeadLetterQueue:
+    """The dead-letter queue behind ``POLL_QUEUE_URL`` or ``LABEL_QUEUE_URL``."""
+    s = settings()
+    name = f"{queue}_queue_url"
+    s.require(name)
+    url = getattr(s, name)
+    assert isinstance(url, str)
+    return SqsDeadLetterQueue(url)
+
+
 @cache
 def state_store() -> DynamoStateStore:
     s = settings()
@@ -80,10 +91,16 @@ def hipoink() -> HipoinkClient:
     return HipoinkClient(
         s.hipoink_api_base_url,
         s.hipoink_client_id,
-        resolve_secret("HIPOINK_SIGN", s.hipoink_sign, s.hipoink_sign_secret_arn),
+        hipoink_sign,
         timeout_seconds=s.hipoink_timeout_seconds,
         f1_encoding=s.hipoink_f1_encoding,
     )
+
+
+def hipoink_sign() -> str:
+    """Read on every Hipoink call: the secret's five-minute cache brings in a rotated sign."""
+    s = settings()
+    return resolve_secret("HIPOINK_SIGN", s.hipoink_sign, s.hipoink_sign_secret_arn)
 
 
 def poll_deps() -> PollDeps:
@@ -91,6 +108,7 @@ def poll_deps() -> PollDeps:
         merchants=merchants(),
         products=database(),
         state=state_store(),
+        tokens=state_store(),
         label_queue=label_queue(),
         clover=clover(),
         settings=settings(),

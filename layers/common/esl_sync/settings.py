@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from esl_sync.hipoink.records import ExtraFields, parse_extra_fields
+
 DEFAULT_CLOVER_BASE_URL = "https://api.clover.com"
 
 
@@ -57,6 +59,9 @@ class Settings(BaseSettings):
     hipoink_batch_size: int = Field(200, ge=1, le=1000)
     hipoink_f1_encoding: Literal["array", "string"] = "array"
     hipoink_timeout_seconds: float = Field(15.0, gt=0)
+    hipoink_extra_fields: Annotated[ExtraFields, NoDecode] = ()
+    hipoink_block_cooldown_seconds: int = Field(600, ge=1, le=86_400)
+    label_heal_after_seconds: int = Field(900, ge=0, le=7 * 86_400)
 
     @field_validator("clover_product_code_fields", mode="before")
     @classmethod
@@ -64,6 +69,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("hipoink_extra_fields", mode="before")
+    @classmethod
+    def _parse_extra_fields(cls, value: object) -> object:
+        return parse_extra_fields(value) if isinstance(value, str) else value
 
     @field_validator("clover_api_base_url", "hipoink_api_base_url")
     @classmethod

@@ -1,13 +1,49 @@
-"""Product → Hipoink product record, and the hash of what a label shows."""
+"""Product → Hipoink product record, and the hash of what a label shows.
+
+A record always has ``pc`` (the barcode), ``pn``, ``pp`` (two decimals) and ``pi`` (the
+Clover item id), and ``pu`` for items sold per unit. Label templates that show more use
+Hipoink's free fields ``f1`` … ``f16``: ``HIPOINK_EXTRA_FIELDS`` (for example
+``f1=price_type,f2=unit_cost``) fills them from the product values in
+:data:`EXTRA_FIELD_SOURCES`. A mapped value that is absent is sent as ``""``, so a cleared
+value also clears the label (whether Hipoink keeps omitted fields is unconfirmed).
+"""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from esl_sync.products import Product, stable_hash
 
 HipoinkRecord = dict[str, str]
+ExtraFields = tuple[tuple[str, str], ...]
+"""(free field, source) pairs, e.g. ``(("f1", "price_type"),)``."""
+
+PRODUCT_SOURCES = ("sku", "cost", "currency", "price_type", "unit")
+"""Product attributes a free field may show."""
+EXTRA_DATA_SOURCES = ("unit_cost", "item_group_id", "is_age_restricted", "available")
+"""Keys of ``products.extra_data`` a free field may show."""
+EXTRA_FIELD_SOURCES = PRODUCT_SOURCES + EXTRA_DATA_SOURCES
+FREE_FIELDS = tuple(f"f{n}" for n in range(1, 17))
 
 
-def to_record(product: Product) -> HipoinkRecord | None:
+def parse_extra_fields(text: str) -> ExtraFields:
+    """``"f1=price_type, f2=unit_cost"`` → pairs; ValueError naming the first bad entry."""
+    pairs: list[tuple[str, str]] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        target, _, source = (side.strip() for side in entry.partition("="))
+        if target not in FREE_FIELDS or not source:
+            raise ValueError(f"{entry!r} is not f1 … f16=SOURCE")
+        if source not in EXTRA_FIELD_SOURCES:
+            raise ValueError(f"{entry!r}: source must be one of {', '.join(EXTRA_FIELD_SOURCES)}")
+        if any(target == seen for seen, _ in pairs):
+            raise ValueError(f"{target} is mapped twice")
+        pairs.append((target, source))
+    return tuple(pairs)
+
+
+def to_record(product: Product, *, extra_fields: ExtraFields = ()) -> HipoinkRecord | None:
     """The full record a label needs, or None when the product must not be on a label.
 
     Every upsert sends the full record: whether Hipoink keeps omitted fields is unconfirmed.
@@ -22,9 +58,26 @@ def to_record(product: Product) -> HipoinkRecord | None:
     }
     if product.price_type == "PER_UNIT" and product.unit:
         record["pu"] = product.unit
+    for target, source in extra_fields:
+        record[target] = _shown(
+            getattr(product, source)
+            if source in PRODUCT_SOURCES
+            else product.extra_data.get(source)
+        )
     return record
 
 
+def _shown(value: object) -> str:
+    """A value as label text: money with two decimals, flags as ``1``/``0``, nothing as ``""``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    return str(value)
+
+
 def label_hash(record: HipoinkRecord | None) -> str | None:
-    """Digest of exactly what the label shows; None when there is no label."""
+    """Digest of exactly what the label shows (free fields included); None without a label."""
     return None if record is None else stable_hash(record)

@@ -1,6 +1,8 @@
 """Merchant state and Clover tokens in DynamoDB (one item per merchant).
 
-State writes are conditional on the version read (optimistic concurrency). Tokens are
+State writes are conditional on the version read (optimistic concurrency). The poll
+lease (``lease_owner``, ``lease_until_ms``) sits beside the version, in its own
+conditional writes, so taking it never makes a state write stale. Tokens are
 encrypted with the stack's customer-managed KMS key, bound to the merchant id through the
 encryption context, so reading the table alone never reveals them.
 """
@@ -30,6 +32,8 @@ _STATE_FIELDS = (
     "consecutive_failures",
     "auth_state",
 )
+
+_LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 
 
 def _to_attr(value: object) -> dict[str, Any]:
@@ -92,22 +96,63 @@ class DynamoStateStore:
         values[":expected"] = {"N": str(state.version)}
         values[":next"] = {"N": str(state.version + 1)}
         assignments = ", ".join(f"#{i} = :{i}" for i in range(len(_STATE_FIELDS)))
+        if not self._conditional_update(
+            state.merchant_id,
+            f"SET {assignments}, version = :next",
+            "attribute_not_exists(version) OR version = :expected",
+            values,
+            names,
+        ):
+            raise StaleStateError(
+                f"merchant {state.merchant_id}: state changed since version {state.version}"
+            )
+        state.version += 1
+
+    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+        return self._conditional_update(
+            merchant_id,
+            "SET #owner = :owner, #until = :until",
+            "attribute_not_exists(#until) OR #until <= :now",
+            {
+                ":owner": {"S": owner},
+                ":until": {"N": str(now_ms + duration_ms)},
+                ":now": {"N": str(now_ms)},
+            },
+            _LEASE_NAMES,
+        )
+
+    def release_lease(self, merchant_id: str, owner: str) -> None:
+        self._conditional_update(
+            merchant_id,
+            "REMOVE #owner, #until",
+            "#owner = :owner",
+            {":owner": {"S": owner}},
+            _LEASE_NAMES,
+        )
+
+    def _conditional_update(
+        self,
+        merchant_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str],
+    ) -> bool:
+        """Apply ``update`` if ``condition`` holds; whether it did."""
         try:
             self._dynamodb.update_item(
                 TableName=self._table,
-                Key={"merchant_id": {"S": state.merchant_id}},
-                UpdateExpression=f"SET {assignments}, version = :next",
-                ConditionExpression="attribute_not_exists(version) OR version = :expected",
-                ExpressionAttributeNames=names,
+                Key={"merchant_id": {"S": merchant_id}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeValues=values,
+                ExpressionAttributeNames=names,
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise StaleStateError(
-                    f"merchant {state.merchant_id}: state changed since version {state.version}"
-                ) from None
+                return False
             raise
-        state.version += 1
+        return True
 
     def read_token(self, merchant_id: str) -> str | None:
         item = self._dynamodb.get_item(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from esl_sync.messages import LabelJob, PollRequest
@@ -55,6 +55,57 @@ class LabelFailure:
     pc: str
     failure_class: str
     message: str
+
+
+@dataclass(frozen=True)
+class StaleLabel:
+    """A label that does not show what the product table says, with its last failure.
+
+    ``action`` is what would fix it: ``upsert`` (show the product's current record) or
+    ``delete`` (remove a label that no product wants any more). ``since`` is when the
+    product last changed (upsert) or when Hipoink last acknowledged the label (delete).
+    """
+
+    pc: str
+    action: str
+    name: str | None
+    since: datetime | None
+    failure_class: str | None
+    failure_message: str | None
+    failed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LabelRepairs:
+    """What the self-healing pass queues again: products to upsert, codes to delete."""
+
+    upserts: list[Product]
+    deletes: list[str]
+
+
+@dataclass(frozen=True)
+class StoreBlock:
+    """Hipoink refused a store's configuration: its labels wait until a re-test passes.
+
+    ``retest`` is True for the one caller allowed to try the store again after the
+    cool-down (``retry_after``); everyone else sends nothing while the block holds.
+    """
+
+    merchant_id: str
+    store_code: str
+    reason: str
+    blocked_at: datetime
+    retry_after: datetime
+    retest: bool = False
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in a dead-letter queue; ``group_id`` is its FIFO message group, if any."""
+
+    body: str
+    receipt_handle: str
+    group_id: str | None
 
 
 @dataclass
@@ -122,17 +173,67 @@ class LabelLedger(Protocol):
         """Labels that do not show what the product table says they should."""
         ...
 
+    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
+        """The stale labels themselves, with their last failure, for the operator."""
+        ...
 
-class StateStore(Protocol):
+    def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
+        """Labels stale for longer than ``stale_for`` (since the product changed or the
+        label last failed) that sending again can fix: a record Hipoink refused is left
+        out until its product changes."""
+        ...
+
+    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+        """None: the store may be sent to. Else its block; once the cool-down has passed,
+        exactly one caller gets it with ``retest`` True (the next re-test is moved one
+        cool-down ahead), so a broken store sees one call per cool-down."""
+        ...
+
+    def block_store(
+        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
+    ) -> None:
+        """Stop sending to the store until ``cooldown_seconds`` from now (then re-test)."""
+        ...
+
+    def unblock_store(self, merchant_id: str) -> bool:
+        """Lift the block; False when there was none."""
+        ...
+
+    def store_blocks(self) -> dict[str, StoreBlock]:
+        """Every block in force, by merchant id (read only: claims no re-test)."""
+        ...
+
+
+class TokenProvider(Protocol):
+    """Where a poll gets the merchant's Clover access token.
+
+    Today the token stored at onboarding; the token-refresh flow (DESIGN.md, "The poll" 7)
+    plugs in here, so the poll itself does not change when tokens start to expire.
+    """
+
+    def read_token(self, merchant_id: str) -> str | None: ...
+
+
+class StateStore(TokenProvider, Protocol):
     def load(self, merchant_id: str) -> MerchantState: ...
 
     def save(self, state: MerchantState) -> None:
         """Write the state if nobody wrote it since it was loaded; else StaleStateError."""
         ...
 
-    def read_token(self, merchant_id: str) -> str | None: ...
-
     def write_token(self, merchant_id: str, token: str) -> None: ...
+
+    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+        """Take the merchant's poll lease if it is free or expired; False while another holds it.
+
+        The lease lives beside ``version``, not in it: taking or giving it up never makes
+        the holder's own ``save`` stale.
+        """
+        ...
+
+    def release_lease(self, merchant_id: str, owner: str) -> None:
+        """Give the lease up if ``owner`` still holds it (once expired, it may be another's)."""
+        ...
 
 
 class PollQueue(Protocol):
@@ -145,11 +246,28 @@ class LabelQueue(Protocol):
     def send(self, jobs: Sequence[LabelJob]) -> None: ...
 
 
+class DeadLetterQueue(Protocol):
+    """A dead-letter queue and the queue its messages came from."""
+
+    def receive(self) -> list[DeadLetter]:
+        """Up to ten messages (hidden from other readers until deleted or timed out)."""
+        ...
+
+    def send_back(self, letters: Sequence[DeadLetter]) -> None:
+        """Send the messages to the source queue, in order, keeping their FIFO group."""
+        ...
+
+    def delete(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
 __all__ = [
+    "DeadLetter",
+    "DeadLetterQueue",
     "LabelAck",
     "LabelFailure",
     "LabelLedger",
     "LabelQueue",
+    "LabelRepairs",
     "Merchant",
     "MerchantDirectory",
     "MerchantState",
@@ -158,6 +276,9 @@ __all__ = [
     "ProductRow",
     "ProductStore",
     "ProductWriter",
+    "StaleLabel",
     "StaleStateError",
     "StateStore",
+    "StoreBlock",
+    "TokenProvider",
 ]

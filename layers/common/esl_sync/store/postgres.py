@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import timedelta
+from typing import Any, Self
 
 import psycopg
 from psycopg.rows import dict_row
 
+from esl_sync.products import Product
 from esl_sync.store.interfaces import (
     LabelAck,
     LabelFailure,
+    LabelRepairs,
     Merchant,
     ProductChange,
     ProductRow,
+    StaleLabel,
+    StoreBlock,
 )
 
 _UPSERT = """
@@ -132,23 +137,47 @@ class PostgresProductWriter:
         return {(sid, vid) for sid, vid in result.fetchall()}
 
 
+class _CountingCursor(psycopg.Cursor[Any]):
+    """Counts the statements this process sends: each one is a round trip to the server."""
+
+    statements = 0
+
+    def execute(self, *args: Any, **kwargs: Any) -> Self:
+        _CountingCursor.statements += 1
+        return super().execute(*args, **kwargs)
+
+
 class Database:
     """One connection per process, opened lazily and reopened after it breaks."""
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
         self._conn: psycopg.Connection[Any] | None = None
+        self._transactions = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips so far: every statement, plus BEGIN and COMMIT of each transaction.
+
+        The benchmark and the tests read it to hold the poll to one write per page.
+        """
+        return _CountingCursor.statements + 2 * self._transactions
 
     def connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = psycopg.connect(
-                self._conninfo, autocommit=True, connect_timeout=10, application_name="esl-sync"
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=10,
+                application_name="esl-sync",
+                cursor_factory=_CountingCursor,
             )
         return self._conn
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresProductWriter]:
         conn = self.connection()
+        self._transactions += 1
         with conn.transaction():
             yield PostgresProductWriter(conn)
 
@@ -245,18 +274,111 @@ class PostgresLabelLedger:
         )
 
     def stale_labels(self, merchant_id: str) -> int:
-        row = self._db.connection().execute(_STALE_LABELS, {"m": merchant_id}).fetchone()
+        row = (
+            self._db.connection()
+            .execute("SELECT count(*) FROM stale_labels WHERE merchant_id = %s", (merchant_id,))
+            .fetchone()
+        )
         return int(row[0]) if row else 0
 
+    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT pc, action, name, since, failure_class, failure_message, failed_at"
+                " FROM stale_labels WHERE merchant_id = %s ORDER BY pc, action",
+                (merchant_id,),
+            )
+            return [StaleLabel(**row) for row in cur.fetchall()]
 
-_STALE_LABELS = """
-SELECT
-  (SELECT count(*) FROM products p
-     LEFT JOIN label_state l ON l.merchant_id = p.merchant_id AND l.pc = p.barcode
-   WHERE p.merchant_id = %(m)s AND p.label_hash IS NOT NULL
-     AND l.label_hash IS DISTINCT FROM p.label_hash)
-+ (SELECT count(*) FROM label_state l
-   WHERE l.merchant_id = %(m)s AND l.label_hash IS NOT NULL
-     AND NOT EXISTS (SELECT 1 FROM products p WHERE p.merchant_id = l.merchant_id
-                     AND p.barcode = l.pc AND p.label_hash IS NOT NULL))
+    def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(_REPAIRS, {"m": merchant_id, "age": stale_for})
+            rows = cur.fetchall()
+        return LabelRepairs(
+            upserts=[Product(**_product_fields(r)) for r in rows if r["action"] == "upsert"],
+            deletes=[r["pc"] for r in rows if r["action"] == "delete"],
+        )
+
+    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(_CHECK_BLOCK, {"m": merchant_id, "cooldown": cooldown_seconds})
+            row = cur.fetchone()
+        return StoreBlock(**row) if row else None
+
+    def block_store(
+        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
+    ) -> None:
+        self._db.connection().execute(
+            "INSERT INTO store_blocks (merchant_id, store_code, reason, retry_after)"
+            " VALUES (%s, %s, %s, now() + make_interval(secs => %s))"
+            " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
+            " reason = EXCLUDED.reason, retry_after = EXCLUDED.retry_after",
+            (merchant_id, store_code, reason, cooldown_seconds),
+        )
+
+    def unblock_store(self, merchant_id: str) -> bool:
+        result = self._db.connection().execute(
+            "DELETE FROM store_blocks WHERE merchant_id = %s", (merchant_id,)
+        )
+        return result.rowcount > 0
+
+    def store_blocks(self) -> dict[str, StoreBlock]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT merchant_id, store_code, reason, blocked_at, retry_after"
+                " FROM store_blocks ORDER BY merchant_id"
+            )
+            return {row["merchant_id"]: StoreBlock(**row) for row in cur.fetchall()}
+
+
+_PRODUCT_COLUMNS = (
+    "source_system",
+    "merchant_id",
+    "source_id",
+    "source_variant_id",
+    "name",
+    "barcode",
+    "sku",
+    "price",
+    "cost",
+    "currency",
+    "price_type",
+    "unit",
+    "status",
+    "extra_data",
+    "source_modified_time",
+    "validation_error",
+)
+
+
+def _product_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {column: row[column] for column in _PRODUCT_COLUMNS}
+
+
+# Stale for longer than %(age)s, counted from the product's change or the label's last
+# failure (a store that keeps failing is retried once per period, not on every pass). A
+# record Hipoink refused (bad_record) is sent again only once its product has changed.
+_REPAIRS = f"""
+SELECT s.action, s.pc, {", ".join(f"p.{c}" for c in _PRODUCT_COLUMNS)}
+FROM stale_labels s
+LEFT JOIN products p ON p.merchant_id = s.merchant_id AND p.source_system = s.source_system
+     AND p.source_id = s.source_id AND p.source_variant_id = s.source_variant_id
+WHERE s.merchant_id = %(m)s
+  AND greatest(s.since, s.failed_at) < now() - %(age)s::interval
+  AND NOT coalesce(s.failure_class = 'bad_record' AND s.failed_at >= s.since, false)
+ORDER BY s.pc
+"""  # noqa: S608 - the interpolated names are the constant column list above
+
+# The block, claiming the one re-test when the cool-down has passed. Two senders racing for
+# it serialise on the row lock; the loser re-reads retry_after and sees the block.
+_CHECK_BLOCK = """
+WITH claimed AS (
+    UPDATE store_blocks SET retry_after = now() + make_interval(secs => %(cooldown)s)
+    WHERE merchant_id = %(m)s AND retry_after <= now()
+    RETURNING merchant_id, store_code, reason, blocked_at, retry_after, true AS retest
+)
+SELECT * FROM claimed
+UNION ALL
+SELECT merchant_id, store_code, reason, blocked_at, retry_after, false
+FROM store_blocks WHERE merchant_id = %(m)s AND NOT EXISTS (SELECT 1 FROM claimed)
 """

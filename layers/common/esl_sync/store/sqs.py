@@ -1,7 +1,8 @@
-"""The poll and label queues on SQS."""
+"""The poll and label queues on SQS, and their dead-letter queues."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING
 import boto3
 
 from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.settings import ConfigurationError
+from esl_sync.store.interfaces import DeadLetter
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -72,3 +75,69 @@ class SqsLabelQueue:
             for i, job in enumerate(jobs)
         ]
         _send_all(self._sqs, self._url, entries)
+
+
+class SqsDeadLetterQueue:
+    """The dead-letter queue of ``source_url``, found through the source's RedrivePolicy.
+
+    Messages go back to a FIFO source in their message group with a fresh deduplication
+    id (the original one may still be remembered by the queue).
+    """
+
+    def __init__(self, source_url: str, sqs: SQSClient | None = None) -> None:
+        self._sqs = sqs or boto3.client("sqs")
+        self._source_url = source_url
+        self._fifo = source_url.endswith(".fifo")
+        self.url = self._dead_letter_url()
+
+    def _dead_letter_url(self) -> str:
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self._source_url, AttributeNames=["RedrivePolicy"]
+        )["Attributes"]
+        policy = attributes.get("RedrivePolicy")
+        if not policy:
+            raise ConfigurationError(f"queue {self._source_url} has no dead-letter queue")
+        arn = json.loads(policy)["deadLetterTargetArn"]
+        account, name = arn.split(":")[4:6]
+        return self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+
+    def receive(self) -> list[DeadLetter]:
+        messages = self._sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=SQS_BATCH,
+            MessageSystemAttributeNames=["MessageGroupId"],
+            WaitTimeSeconds=0,
+        ).get("Messages", [])
+        return [
+            DeadLetter(
+                body=m["Body"],
+                receipt_handle=m["ReceiptHandle"],
+                group_id=m.get("Attributes", {}).get("MessageGroupId"),
+            )
+            for m in messages
+        ]
+
+    def send_back(self, letters: Sequence[DeadLetter]) -> None:
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        for i, letter in enumerate(letters):
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": letter.body}
+            if self._fifo:
+                if letter.group_id is None:
+                    raise QueueSendError("a message of a FIFO dead-letter queue has no group")
+                entry["MessageGroupId"] = letter.group_id
+                entry["MessageDeduplicationId"] = uuid.uuid4().hex
+            entries.append(entry)
+        _send_all(self._sqs, self._source_url, entries)
+
+    def delete(self, letters: Sequence[DeadLetter]) -> None:
+        for start in range(0, len(letters), SQS_BATCH):
+            batch = letters[start : start + SQS_BATCH]
+            answer = self._sqs.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": letter.receipt_handle}
+                    for i, letter in enumerate(batch)
+                ],
+            )
+            if answer.get("Failed"):
+                raise QueueSendError(f"{len(answer['Failed'])} message(s) not deleted")

@@ -2,8 +2,18 @@
 
 The label ledger (``label_state``) says what Hipoink already acknowledged: a record whose
 label hash is acknowledged is not sent again, so duplicated SQS deliveries and repeated
-polls never double-send. A batch Hipoink refuses because of a record in it is split until
-the bad records are isolated; they are recorded with Hipoink's message and not retried.
+polls never double-send. Each of Hipoink's error classes ends differently:
+
+* bad record: the batch is split until the refused records are isolated; they are recorded
+  with Hipoink's message and not retried, and the rest go through;
+* retryable: what is left is recorded as failed and the error propagates, so SQS retries
+  this message alone (and in the end dead-letters it);
+* configuration: retrying cannot help, so the store is blocked and the message
+  acknowledged. While the block holds, the store's jobs make no call; after the cool-down
+  one job re-tests the store.
+
+Labels left behind are stale, with their failure, and the self-healing pass
+(:mod:`esl_sync.sync.heal`) queues them again.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from esl_sync.hipoink.client import HipoinkConfigError, HipoinkRecordError
+from esl_sync.hipoink.client import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
@@ -35,75 +45,141 @@ class DeliveryOutcome:
     deleted: int = 0
     skipped: int = 0
     rejected: list[str] = field(default_factory=list)
+    blocked: str | None = None  # why (the rest of) the job was not sent to the store
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One label update: show ``record`` under ``pc``, or (record None) delete ``pc``."""
+
+    pc: str
+    record: HipoinkRecord | None
 
 
 def deliver(
-    job: LabelJob, ledger: LabelLedger, sink: LabelSink, batch_size: int
+    job: LabelJob,
+    ledger: LabelLedger,
+    sink: LabelSink,
+    *,
+    batch_size: int,
+    block_cooldown_seconds: int,
 ) -> DeliveryOutcome:
     """Apply one job: upserts then deletes, each in batches of ``batch_size``.
 
-    Retryable errors propagate (the message fails alone and SQS retries it); progress made
-    before them is acknowledged, so the retry sends only what is left.
+    Raises only what SQS should retry; progress made before is acknowledged, so the retry
+    sends only what is left.
     """
     outcome = DeliveryOutcome(job.merchant_id, job.store_code)
     acknowledged = ledger.acknowledged(
         job.merchant_id, [r["pc"] for r in job.upserts] + list(job.deletes)
     )
-    upserts = [r for r in job.upserts if acknowledged.get(r["pc"], "") != label_hash(r)]
-    deletes = [pc for pc in job.deletes if not (pc in acknowledged and acknowledged[pc] is None)]
-    outcome.skipped = job.size - len(upserts) - len(deletes)
+    changes = [
+        _Change(r["pc"], r) for r in job.upserts if acknowledged.get(r["pc"], "") != label_hash(r)
+    ] + [
+        _Change(pc, None)
+        for pc in job.deletes
+        if not (pc in acknowledged and acknowledged[pc] is None)
+    ]
+    outcome.skipped = job.size - len(changes)
     try:
-        for start in range(0, len(upserts), batch_size):
-            _upsert(upserts[start : start + batch_size], job, ledger, sink, outcome)
-        for start in range(0, len(deletes), batch_size):
-            codes = deletes[start : start + batch_size]
-            sink.delete(job.store_code, codes)
-            ledger.acknowledge(job.merchant_id, [LabelAck(pc, None) for pc in codes])
-            outcome.deleted += len(codes)
-    except HipoinkConfigError as error:
-        pcs = [r["pc"] for r in upserts] + deletes
-        ledger.record_failures(
-            job.merchant_id, [LabelFailure(pc, "configuration", str(error)) for pc in pcs]
-        )
-        metrics.add_metric(name="HipoinkConfigErrors", unit=MetricUnit.Count, value=1)
-        raise
+        if changes:
+            _Delivery(job, ledger, sink, outcome).run(changes, batch_size, block_cooldown_seconds)
     finally:
         _report(outcome)
     return outcome
 
 
-def _upsert(
-    records: list[HipoinkRecord],
-    job: LabelJob,
-    ledger: LabelLedger,
-    sink: LabelSink,
-    outcome: DeliveryOutcome,
-) -> None:
-    try:
-        sink.upsert(job.store_code, records)
-    except HipoinkRecordError as error:
-        if len(records) > 1:
-            middle = len(records) // 2
-            _upsert(records[:middle], job, ledger, sink, outcome)
-            _upsert(records[middle:], job, ledger, sink, outcome)
+@dataclass
+class _Delivery:
+    """One job's sending. Changes are settled in order, so ``settled`` counts a prefix."""
+
+    job: LabelJob
+    ledger: LabelLedger
+    sink: LabelSink
+    outcome: DeliveryOutcome
+    settled: int = 0
+
+    def run(self, changes: list[_Change], batch_size: int, cooldown_seconds: int) -> None:
+        merchant_id = self.job.merchant_id
+        block = self.ledger.check_block(merchant_id, cooldown_seconds)
+        if block is not None and not block.retest:
+            self.outcome.blocked = block.reason
+            since = f"{block.blocked_at:%Y-%m-%d %H:%M:%S %Z}"
+            self._fail_rest(
+                changes, "configuration", f"store blocked since {since}: {block.reason}"
+            )
+            metrics.add_metric(name="LabelsBlocked", unit=MetricUnit.Count, value=len(changes))
             return
-        pc = records[0]["pc"]
-        ledger.record_failures(job.merchant_id, [LabelFailure(pc, "bad_record", str(error))])
-        outcome.rejected.append(pc)
-        return
-    ledger.acknowledge(job.merchant_id, [LabelAck(r["pc"], label_hash(r)) for r in records])
-    outcome.upserted += len(records)
+        upserts = [c for c in changes if c.record is not None]
+        deletes = [c for c in changes if c.record is None]
+        try:
+            for kind in (upserts, deletes):
+                for start in range(0, len(kind), batch_size):
+                    self._apply(kind[start : start + batch_size])
+        except HipoinkRetryable as error:
+            self._fail_rest(changes, "retryable", str(error))
+            raise
+        except HipoinkConfigError as error:
+            self.ledger.block_store(merchant_id, self.job.store_code, str(error), cooldown_seconds)
+            self.outcome.blocked = str(error)
+            self._fail_rest(changes, "configuration", str(error))
+            metrics.add_metric(name="HipoinkConfigErrors", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "Hipoink refused the store's configuration; store blocked",
+                merchant_id=merchant_id,
+                store_code=self.job.store_code,
+                error=str(error),
+                retry_after_seconds=cooldown_seconds,
+            )
+            return
+        if block is not None:
+            self.ledger.unblock_store(merchant_id)
+            logger.info("store re-test passed; store unblocked", merchant_id=merchant_id)
+
+    def _apply(self, batch: list[_Change]) -> None:
+        """Send one batch of one kind; a refused batch is halved until the culprits are alone."""
+        store_code, merchant_id = self.job.store_code, self.job.merchant_id
+        try:
+            if batch[0].record is not None:
+                self.sink.upsert(store_code, [c.record for c in batch if c.record is not None])
+            else:
+                self.sink.delete(store_code, [c.pc for c in batch])
+        except HipoinkRecordError as error:
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                self._apply(batch[:middle])
+                self._apply(batch[middle:])
+                return
+            failure = LabelFailure(batch[0].pc, "bad_record", str(error))
+            self.ledger.record_failures(merchant_id, [failure])
+            self.outcome.rejected.append(batch[0].pc)
+            self.settled += 1
+            return
+        self.ledger.acknowledge(merchant_id, [LabelAck(c.pc, label_hash(c.record)) for c in batch])
+        if batch[0].record is not None:
+            self.outcome.upserted += len(batch)
+        else:
+            self.outcome.deleted += len(batch)
+        self.settled += len(batch)
+
+    def _fail_rest(self, changes: list[_Change], failure_class: str, message: str) -> None:
+        """Name the failure on every label this job leaves unsent (stale until healed)."""
+        self.ledger.record_failures(
+            self.job.merchant_id,
+            [LabelFailure(c.pc, failure_class, message) for c in changes[self.settled :]],
+        )
 
 
 def _report(outcome: DeliveryOutcome) -> None:
     logger.info(
-        "label job delivered",
+        "label job delivered" if outcome.blocked is None else "label job not (fully) delivered",
         merchant_id=outcome.merchant_id,
         store_code=outcome.store_code,
         upserted=outcome.upserted,
         deleted=outcome.deleted,
         skipped=outcome.skipped,
         rejected=outcome.rejected,
+        blocked=outcome.blocked,
     )
     metrics.add_metric(name="LabelsUpserted", unit=MetricUnit.Count, value=outcome.upserted)
     metrics.add_metric(name="LabelsDeleted", unit=MetricUnit.Count, value=outcome.deleted)

@@ -3,11 +3,15 @@
 Effects happen in the order that makes a crash harmless (DESIGN.md, "The poll"): label
 jobs are queued, then the product transaction commits, then the cursor advances. A crash
 anywhere repeats work on the next delivery; the label ledger keeps repeats off the shelf.
+
+A poll holds the merchant's lease while it runs: a second delivery meanwhile (a webhook,
+a slow schedule) is acknowledged without work, since the running poll covers it.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,6 +26,7 @@ from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import (
     LabelQueue,
+    Merchant,
     MerchantDirectory,
     MerchantState,
     ProductRow,
@@ -29,10 +34,15 @@ from esl_sync.store.interfaces import (
     ProductWriter,
     StaleStateError,
     StateStore,
+    TokenProvider,
 )
+from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.labels import LabelPlan, LabelTarget
+from esl_sync.sync.sweep import plan_sweep, sweep_due
 
-CURSOR_SKEW_MARGIN_MS = 5_000  # Clover's Date header has one-second resolution, and then some
+POLL_LEASE_MS = 330_000
+"""How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,
+so a poll killed by its timeout frees the merchant half a minute later."""
 
 
 class ItemPages(Protocol):
@@ -77,6 +87,7 @@ class PollDeps:
     merchants: MerchantDirectory
     products: ProductStore
     state: StateStore
+    tokens: TokenProvider
     label_queue: LabelQueue
     clover: CatalogSource
     settings: Settings
@@ -89,8 +100,9 @@ class PollOutcome:
 
     merchant_id: str
     reason: str
-    status: str = "ok"  # ok | skipped | needs_reauth
+    status: str = "ok"  # ok | skipped | busy | needs_reauth | failed
     detail: str | None = None
+    seconds_since_last_success: int | None = None
     items_fetched: int = 0
     products_changed: int = 0
     invalid_items: int = 0
@@ -108,6 +120,9 @@ def poll_merchant(request: PollRequest, deps: PollDeps) -> PollOutcome:
     outcome = PollOutcome(merchant_id=request.merchant_id, reason=request.reason)
     try:
         _poll(request, deps, outcome)
+    except Exception as error:
+        outcome.status, outcome.detail = "failed", f"{type(error).__name__}: {error}"
+        raise
     finally:
         outcome.duration_ms = int((time.monotonic() - started) * 1000)
         _report(outcome)
@@ -126,21 +141,42 @@ def _poll(request: PollRequest, deps: PollDeps, outcome: PollOutcome) -> None:
             else "no Hipoink store code"
         )
         return
-    state = deps.state.load(merchant.merchant_id)
+    owner = uuid.uuid4().hex
+    if not deps.state.acquire_lease(
+        merchant.merchant_id, owner, now_ms=_ms(deps.clock()), duration_ms=POLL_LEASE_MS
+    ):
+        outcome.status = "busy"
+        outcome.detail = "another poll of this merchant is running and covers this request"
+        return
+    try:
+        _poll_leased(merchant, merchant.store_code, deps, outcome)
+    finally:
+        deps.state.release_lease(merchant.merchant_id, owner)
+
+
+def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: PollOutcome) -> None:
+    """The poll proper; the state is read under the lease, so it is the last poll's."""
+    merchant_id = merchant.merchant_id
+    state = deps.state.load(merchant_id)
+    if state.last_success_at is not None:
+        age = deps.clock() - state.last_success_at
+        outcome.seconds_since_last_success = int(age.total_seconds())
     if state.auth_state == "needs_reauth":
         outcome.status, outcome.detail = "skipped", "needs re-auth: add new Clover tokens"
         return
-    token = deps.state.read_token(merchant.merchant_id)
+    token = deps.tokens.read_token(merchant_id)
     if token is None:
         outcome.status, outcome.detail = "skipped", "no Clover token stored"
         return
     settings = deps.settings
     catalog = deps.clover.merchant(
-        merchant.merchant_id, token, merchant.clover_base_url or settings.clover_api_base_url
+        merchant_id, token, merchant.clover_base_url or settings.clover_api_base_url
     )
     try:
-        new_high_water, swept = _sync(catalog, deps, state, merchant.store_code, outcome)
+        new_high_water, swept = _sync(catalog, deps, state, store_code, outcome)
     except CloverAuthError as error:
+        # The seam of the token refresh (DESIGN.md, "The poll" 7): one refresh through
+        # ``deps.tokens`` and a retry belong here. Until then the merchant needs re-auth.
         outcome.status, outcome.detail = "needs_reauth", str(error)
         _record_failure(deps, state, error, auth_state="needs_reauth")
         return
@@ -150,12 +186,13 @@ def _poll(request: PollRequest, deps: PollDeps, outcome: PollOutcome) -> None:
     finally:
         outcome.clover_requests = catalog.requests
     now = deps.clock()
+    first_read = state.high_water_ms is None
     state.high_water_ms = new_high_water
     state.poll_count += 1
     state.last_success_at = now
     state.consecutive_failures = 0
-    if swept:
-        state.last_sweep_ms = int(now.timestamp() * 1000)
+    if swept or first_read:
+        state.last_sweep_ms = _ms(now)
     _save(deps, state)
 
 
@@ -169,15 +206,12 @@ def _sync(
     """Read, write and queue inside one transaction; return the new cursor and sweep flag."""
     settings = deps.settings
     merchant_id = state.merchant_id
-    since = (
-        None
-        if state.high_water_ms is None
-        else max(0, state.high_water_ms - settings.clover_overlap_ms)
-    )
     plan = LabelPlan()
-    sweep_due = _sweep_due(state, settings, deps.clock())
+    sweeping = sweep_due(state, settings, deps.clock())
     with deps.products.transaction() as tx:
-        walk = catalog.iter_items_modified_since(since)
+        walk = catalog.iter_items_modified_since(
+            read_from(state.high_water_ms, settings.clover_overlap_ms)
+        )
         for page in walk:
             outcome.items_fetched += len(page)
             targets, rows = _transform(page, merchant_id, settings, outcome)
@@ -185,13 +219,14 @@ def _sync(
             outcome.products_changed += len(changes)
             plan.add(changes, targets)
         outcome.full_walk_fallback = walk.fell_back
-        if sweep_due:
+        if sweeping:
             outcome.sweep = _sweep(catalog, tx, merchant_id, settings, plan, outcome)
         jobs = plan.jobs(merchant_id, store_code, settings.hipoink_batch_size)
         deps.label_queue.send(jobs)
         outcome.label_upserts = len(plan.upserts)
         outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
-    return _next_cursor(state.high_water_ms, walk), sweep_due
+    cursor = next_cursor(state.high_water_ms, walk.max_modified_ms, walk.clover_time_ms)
+    return cursor, sweeping
 
 
 def _transform(
@@ -217,18 +252,6 @@ def _transform(
     return targets, rows
 
 
-def _sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
-    """Every N-th poll, or when the cleanup interval has passed; never on the first read."""
-    if state.high_water_ms is None:
-        return False
-    if (state.poll_count + 1) % settings.clover_cleanup_every_n_polls == 0:
-        return True
-    if state.last_sweep_ms is None:
-        return True
-    hours = (now.timestamp() * 1000 - state.last_sweep_ms) / 3_600_000
-    return hours >= settings.clover_cleanup_interval_hours
-
-
 def _sweep(
     catalog: MerchantCatalog,
     tx: ProductWriter,
@@ -237,43 +260,35 @@ def _sweep(
     plan: LabelPlan,
     outcome: PollOutcome,
 ) -> str:
-    """Remove products Clover no longer has, each confirmed by a 404 first.
-
-    A listing that misses many items at once is more likely wrong than a mass deletion:
-    above ``CLOVER_MAX_DELETE_FRACTION`` nothing is removed and an alarm's metric is raised.
-    """
-    active = tx.active_keys(merchant_id)
-    listed = catalog.list_all_item_ids().ids
-    suspects = [key for key in active if key[0] not in listed]
-    if not suspects:
+    """Remove products Clover no longer has, each confirmed by a 404 first (see
+    :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep raises ``SweepRefused``."""
+    sweep = plan_sweep(
+        tx.active_keys(merchant_id),
+        catalog.list_all_item_ids().ids,
+        settings.clover_max_delete_fraction,
+    )
+    if not sweep.suspects:
         return "nothing missing"
-    if len(suspects) > float(settings.clover_max_delete_fraction) * len(active):
+    if sweep.refused:
         metrics.add_metric(name="SweepRefused", unit=MetricUnit.Count, value=1)
         logger.error(
             "sweep refused: too many items missing from Clover's listing; no label removed",
             merchant_id=merchant_id,
-            missing=len(suspects),
-            active=len(active),
+            missing=len(sweep.suspects),
+            active=sweep.active,
         )
-        return f"refused: {len(suspects)} of {len(active)} missing"
-    confirmed = [key for key in suspects if _gone(catalog.get_item(key[0]))]
+        return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
+    confirmed = [key for key in sweep.suspects if _gone(catalog.get_item(key[0]))]
     changes = tx.mark_deleted(merchant_id, confirmed)
     plan.add(changes, {})
     outcome.products_changed += len(changes)
     metrics.add_metric(name="SweepDeletions", unit=MetricUnit.Count, value=len(changes))
-    return f"removed {len(changes)} of {len(suspects)} missing"
+    return f"removed {len(changes)} of {len(sweep.suspects)} missing"
 
 
 def _gone(item: dict[str, Any] | None) -> bool:
     """A 404, or (should Clover answer so) the item itself flagged deleted."""
     return item is None or is_deleted(item)
-
-
-def _next_cursor(previous: int | None, walk: ItemPages) -> int | None:
-    """``min(max modifiedTime processed, Clover's clock at start − margin)``; never our clock."""
-    if walk.max_modified_ms is None or walk.clover_time_ms is None:
-        return previous
-    return min(walk.max_modified_ms, walk.clover_time_ms - CURSOR_SKEW_MARGIN_MS)
 
 
 def _record_failure(
@@ -298,8 +313,24 @@ def _save(deps: PollDeps, state: MerchantState) -> None:
         logger.warning("merchant state not saved; the next poll repeats", error=str(error))
 
 
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
 def _report(outcome: PollOutcome) -> None:
+    """One log line and the metrics of a poll.
+
+    ``SecondsSinceLastSuccess`` is how old the merchant's data was when this poll began;
+    it has no merchant dimension (the log line names the merchant), so its Maximum is
+    the stalest merchant, which is what a freshness alarm watches.
+    """
     logger.info("poll finished", **asdict(outcome))
+    if outcome.seconds_since_last_success is not None:
+        metrics.add_metric(
+            name="SecondsSinceLastSuccess",
+            unit=MetricUnit.Seconds,
+            value=outcome.seconds_since_last_success,
+        )
     for name, value in (
         ("Polls", 1),
         ("ItemsFetched", outcome.items_fetched),

@@ -1,0 +1,53 @@
+"""When a deletion sweep runs, and which products it may remove.
+
+Clover's list of changes does not reliably show deletions, so now and then a sweep lists
+every id and compares. A listing that misses items would make them look deleted, so each
+suspect is confirmed by the caller (404) and a sweep that would remove too much removes
+nothing at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Set
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from esl_sync.settings import Settings
+from esl_sync.store.interfaces import MerchantState
+
+ProductKey = tuple[str, str]
+
+
+def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
+    """Every ``CLOVER_CLEANUP_EVERY_N_POLLS``-th poll, or once ``CLOVER_CLEANUP_INTERVAL_HOURS``
+    passed since the last sweep. Never on the first read: there is nothing to compare yet,
+    and the first read starts the sweep clock (the poll records it as ``last_sweep_ms``)."""
+    if state.high_water_ms is None:
+        return False
+    if (state.poll_count + 1) % settings.clover_cleanup_every_n_polls == 0:
+        return True
+    if state.last_sweep_ms is None:
+        return True
+    hours = (now.timestamp() * 1000 - state.last_sweep_ms) / 3_600_000
+    return hours >= settings.clover_cleanup_interval_hours
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Products Clover did not list (to confirm one by one), unless the sweep is refused."""
+
+    suspects: list[ProductKey]
+    active: int
+    refused: bool
+
+
+def plan_sweep(
+    active: Collection[ProductKey], listed: Set[str], max_delete_fraction: Decimal
+) -> SweepPlan:
+    """Suspects are active products whose Clover id was not listed. More than
+    ``max_delete_fraction`` of the active products missing at once is more likely a bad
+    listing than a mass deletion: the sweep is refused and removes nothing."""
+    suspects = sorted(key for key in active if key[0] not in listed)
+    refused = len(suspects) > max_delete_fraction * len(active)
+    return SweepPlan(suspects=suspects, active=len(active), refused=refused)

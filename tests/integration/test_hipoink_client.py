@@ -1,0 +1,126 @@
+"""The Hipoink client against the simulator over HTTP: each answer lands in its error class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from esl_sync.hipoink.client import (
+    HipoinkClient,
+    HipoinkConfigError,
+    HipoinkError,
+    HipoinkNotFound,
+    HipoinkRecordError,
+    HipoinkRetryable,
+)
+
+from devkit.hipoink_sim import HipoinkSimulator
+
+SIGN = "s3cret-sign"
+STORE = "store-1"
+
+
+@pytest.fixture
+def sim() -> Iterator[HipoinkSimulator]:
+    with HipoinkSimulator(sign=SIGN, stores=[STORE]) as simulator:
+        yield simulator
+
+
+def client_for(
+    sim: HipoinkSimulator, *, sign: str = SIGN, client_id: str = "default", **options: object
+) -> HipoinkClient:
+    return HipoinkClient(sim.base_url, client_id, lambda: sign, **options)  # type: ignore[arg-type]
+
+
+def record(pc: str, price: str = "1.00") -> dict[str, str]:
+    return {"pc": pc, "pn": f"Item {pc}", "pp": price, "pi": f"ID{pc}"}
+
+
+def test_upsert_then_delete(sim: HipoinkSimulator) -> None:
+    client = client_for(sim)
+    client.upsert(STORE, [record("A"), record("B", "2.50")])
+    assert sim.labels(STORE)["B"]["pp"] == "2.50"
+    assert client.delete(STORE, ["A", "never-there"]) == 1
+    assert list(sim.labels(STORE)) == ["B"]
+    assert sim.request_count("product/create_multiple") == 1
+
+
+@pytest.mark.parametrize("encoding", ["array", "string"])
+def test_f1_encoding_is_configurable(sim: HipoinkSimulator, encoding: str) -> None:
+    sim.f1_encoding = encoding  # type: ignore[assignment]
+    client_for(sim, f1_encoding=encoding).upsert(STORE, [record("A")])
+    assert list(sim.labels(STORE)) == ["A"]
+    other = "string" if encoding == "array" else "array"
+    with pytest.raises(HipoinkConfigError, match="f1 must be"):
+        client_for(sim, f1_encoding=other).upsert(STORE, [record("B")])
+
+
+@pytest.mark.parametrize(
+    ("setup", "store", "message"),
+    [
+        ({"sign": "wrong-sign"}, STORE, "sign error"),
+        ({"client_id": "nobody"}, STORE, "app key nobody not found"),
+        ({}, "no-such-store", "store no-such-store not found"),
+        ({}, "", "default missing store_code field"),
+    ],
+)
+def test_configuration_errors(
+    sim: HipoinkSimulator, setup: dict[str, str], store: str, message: str
+) -> None:
+    client = client_for(sim, **setup)
+    with pytest.raises(HipoinkConfigError, match=message) as caught:
+        client.upsert(store, [record("A")])
+    assert "wrong-sign" not in str(caught.value)
+    assert "wrong-sign" not in repr(client)
+
+
+def test_a_record_error_names_the_product(sim: HipoinkSimulator) -> None:
+    sim.reject_pcs = {"B"}
+    with pytest.raises(HipoinkRecordError, match="product B: rejected") as caught:
+        client_for(sim).upsert(STORE, [record("A"), record("B")])
+    assert not isinstance(caught.value, HipoinkNotFound)
+    with pytest.raises(HipoinkRecordError, match="product C: missing field pn"):
+        client_for(sim).upsert(STORE, [{"pc": "C", "pp": "1.00"}])
+    assert sim.labels(STORE) == {}
+
+
+def test_a_batch_over_the_server_limit_is_refused_for_splitting(sim: HipoinkSimulator) -> None:
+    sim.max_batch_size = 1
+    with pytest.raises(HipoinkRecordError, match="too many products"):
+        client_for(sim).upsert(STORE, [record("A"), record("B")])
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(500, None), (503, None), (429, None), (408, None), (200, "<html>proxy error</html>")],
+)
+def test_retryable_answers(sim: HipoinkSimulator, status: int, body: str | None) -> None:
+    sim.fail_next(status, body=body)
+    with pytest.raises(HipoinkRetryable):
+        client_for(sim).upsert(STORE, [record("A")])
+
+
+def test_a_timeout_is_retryable(sim: HipoinkSimulator) -> None:
+    sim.delay_next(0.5)
+    with pytest.raises(HipoinkRetryable, match="timed out"):
+        client_for(sim, timeout_seconds=0.1).upsert(STORE, [record("A")])
+
+
+def test_a_refused_unknown_code_counts_as_deleted_when_alone(sim: HipoinkSimulator) -> None:
+    sim.unknown_delete = "error"
+    client = client_for(sim)
+    client.upsert(STORE, [record("A")])
+    assert client.delete(STORE, ["gone"]) == 0
+    with pytest.raises(HipoinkNotFound):  # the batch was refused: the sender splits it
+        client.delete(STORE, ["A", "gone"])
+    assert client.delete(STORE, ["A"]) == 1
+
+
+def test_the_sign_is_read_on_every_call(sim: HipoinkSimulator) -> None:
+    current = {"sign": "old-sign"}
+    client = HipoinkClient(sim.base_url, "default", lambda: current["sign"])
+    with pytest.raises(HipoinkError):
+        client.upsert(STORE, [record("A")])
+    current["sign"] = SIGN  # rotated in the secret store
+    client.upsert(STORE, [record("A")])
+    assert list(sim.labels(STORE)) == ["A"]

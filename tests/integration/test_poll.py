@@ -1,0 +1,692 @@
+"""The poll, proven end to end (issue 4): real handlers, moto, Postgres, simulators over HTTP.
+
+Every test ends by comparing Postgres and the Hipoink simulator with the Clover catalog.
+Clover's clock is frozen where a test is about times, so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+from esl_sync import runtime
+from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.products import stable_hash
+from esl_sync.store.interfaces import MerchantState, ProductStore, ProductWriter, StateStore
+from esl_sync.store.sqs import SqsPollQueue
+from esl_sync.sync.poll import POLL_LEASE_MS, PollDeps
+
+from devkit.catalog import convenience_store_catalog, gas_station_catalog
+from devkit.clover_sim import CloverSimulator
+from devkit.demo import expected_labels
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.local_stack import LocalStack
+from devkit.template import REPO_ROOT, load_template, resource
+
+T0 = 1_800_000_000_000  # a Clover time for the tests that freeze its clock
+MINUTE = 60_000
+StartStack = Callable[..., LocalStack]
+
+
+@pytest.fixture
+def start_stack(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StartStack]:
+    """Starts one local stack with the given settings (``CLOVER_PAGE_SIZE="5"``, …)."""
+    with ExitStack() as running:
+
+        def start(**settings: str) -> LocalStack:
+            monkeypatch.setenv("DATABASE_URL", make_database())
+            return running.enter_context(LocalStack(settings=settings))
+
+        yield start
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def sims(stack: LocalStack) -> tuple[CloverSimulator, HipoinkSimulator]:
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    return stack.clover, stack.hipoink
+
+
+def items_without_times(n: int, prefix: str = "ITEM") -> list[dict[str, Any]]:
+    """Plain items that Clover stamps with its own clock when they are added."""
+    return [
+        {"name": f"{prefix} item {k}", "price": 100 + k, "sku": f"{prefix}-{k:03d}"}
+        for k in range(n)
+    ]
+
+
+def merchant_state(merchant_id: str) -> MerchantState:
+    return runtime.state_store().load(merchant_id)
+
+
+def assert_in_step(stack: LocalStack, merchant_id: str, store_code: str) -> None:
+    """Postgres holds every Clover item as Clover has it, and the shelf shows exactly them."""
+    clover, hipoink = sims(stack)
+    items = clover.items(merchant_id, include_deleted=True)
+    rows = {row["source_id"]: row for row in stack.products(merchant_id)}
+    assert rows.keys() <= {item["id"] for item in items}
+    for item in items:
+        row = rows.get(item["id"])
+        if item.get("deleted"):
+            assert row is None or row["status"] == "deleted", item["id"]
+            continue
+        assert row is not None, f"item {item['id']} is not in Postgres"
+        assert row["raw"] == item, item["id"]
+        assert row["status"] == ("deleted" if item.get("hidden") else "active"), item["id"]
+        assert (row["deleted_at"] is not None) == (row["status"] == "deleted"), item["id"]
+    expected = expected_labels(clover.items(merchant_id))
+    shown = hipoink.labels(store_code)
+    assert shown.keys() == expected.keys()
+    for pc, record in expected.items():
+        assert {key: shown[pc].get(key) for key in record} == record, pc
+
+
+def assert_each_label_version_sent_once(hipoink: HipoinkSimulator, store_code: str) -> None:
+    """No product code received the same record, hence the same label_hash, twice."""
+    codes = {pc for request in hipoink.requests for pc in request.codes}
+    for pc in codes:
+        hashes = [stable_hash(record) for record in hipoink.upserts_of(store_code, pc)]
+        assert len(hashes) == len(set(hashes)), f"{pc} received one label twice"
+
+
+def log_entries(stack: LocalStack) -> list[dict[str, Any]]:
+    entries = []
+    for line in stack.logs:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def poll_lines(stack: LocalStack, merchant_id: str) -> list[dict[str, Any]]:
+    """The "poll finished" lines of one merchant, oldest first."""
+    return [
+        entry
+        for entry in log_entries(stack)
+        if entry.get("message") == "poll finished" and entry.get("merchant_id") == merchant_id
+    ]
+
+
+def emf_metrics(stack: LocalStack, name: str) -> list[tuple[float, list[list[str]]]]:
+    """Every value of one EMF metric, with the dimension sets it was emitted under."""
+    found = []
+    for entry in log_entries(stack):
+        for directive in entry.get("_aws", {}).get("CloudWatchMetrics", []):
+            if any(metric["Name"] == name for metric in directive["Metrics"]):
+                values = entry[name] if isinstance(entry[name], list) else [entry[name]]
+                found += [(value, directive["Dimensions"]) for value in values]
+    return found
+
+
+def poll(stack: LocalStack, *merchant_ids: str) -> None:
+    """One poll of each merchant through the poll queue and the poller (no label delivery)."""
+    SqsPollQueue(stack.urls["PollQueue"], stack.sqs).send(
+        [PollRequest(merchant_id=m, reason="manual") for m in merchant_ids]
+    )
+    result = stack.drain("PollQueue", "poller")
+    assert result.failures == 0
+
+
+def row_versions(stack: LocalStack, merchant_id: str) -> dict[str, str]:
+    """``xmin`` of every product row: it changes whenever the row is written."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT source_id, xmin::text FROM products WHERE merchant_id = %s", (merchant_id,)
+        ).fetchall()
+    return dict(rows)
+
+
+def poller_event(merchant_id: str, message_id: str) -> dict[str, Any]:
+    """An SQS event for the poller, shaped like the sample event Lambda would send."""
+    sample = REPO_ROOT / "events" / "poller.json"
+    event: dict[str, Any] = json.loads(sample.read_text())
+    record = event["Records"][0]
+    record["messageId"] = message_id
+    record["body"] = PollRequest(merchant_id=merchant_id, reason="webhook").model_dump_json()
+    return event
+
+
+# -- the checklist ---------------------------------------------------------------------
+
+
+def test_first_read_then_create_update_hide_delete_and_unhide(start_stack: StartStack) -> None:
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")
+    clover, hipoink = sims(stack)
+    catalog = convenience_store_catalog(40, seed=11)
+    stack.add_merchant("MLIST0000001", "tok", "STORE-L", items=catalog)
+
+    stack.run_cycle()
+
+    [first_walk, *_] = clover.requests
+    assert first_walk.endpoint == "list"
+    assert "filter" not in first_walk.query  # the first read reads everything, however old
+    assert len(stack.products("MLIST0000001")) == 40
+    assert_in_step(stack, "MLIST0000001", "STORE-L")
+
+    shown = [i for i in clover.items("MLIST0000001") if not i.get("hidden") and i.get("sku")]
+    repriced, renamed, hidden, deleted = shown[:4]
+    created = clover.create_item("MLIST0000001", name="Red Bull 12oz", price=399, sku="NEW-001")
+    clover.update_item("MLIST0000001", repriced["id"], price=repriced["price"] + 50)
+    clover.update_item("MLIST0000001", renamed["id"], name="Renamed on the register")
+    clover.hide_item("MLIST0000001", hidden["id"])
+    clover.delete_item("MLIST0000001", deleted["id"])  # not listed any more: the sweep finds it
+    codeless = clover.create_item("MLIST0000001", name="Loose bananas", price=59)
+
+    stack.run_cycle()
+
+    assert_in_step(stack, "MLIST0000001", "STORE-L")
+    labels = hipoink.labels("STORE-L")
+    assert labels["NEW-001"]["pp"] == "3.99"
+    assert labels[renamed["sku"]]["pn"] == "Renamed on the register"
+    assert hidden["sku"] not in labels
+    assert deleted["sku"] not in labels
+    rows = {row["source_id"]: row for row in stack.products("MLIST0000001")}
+    assert rows[created["id"]]["status"] == "active"
+    assert rows[deleted["id"]]["status"] == "deleted"
+    assert rows[deleted["id"]]["deleted_at"] is not None
+    assert rows[hidden["id"]]["extra_data"]["removed_because"] == "hidden"
+    assert "no product code" in rows[codeless["id"]]["validation_error"]  # stored, no label
+    assert poll_lines(stack, "MLIST0000001")[-1]["sweep"] == "removed 1 of 1 missing"
+
+    clover.unhide_item("MLIST0000001", hidden["id"])
+    stack.run_cycle()
+
+    assert_in_step(stack, "MLIST0000001", "STORE-L")
+    assert hipoink.labels("STORE-L")[hidden["sku"]]["pi"] == hidden["id"]
+    restored = next(r for r in stack.products("MLIST0000001") if r["source_id"] == hidden["id"])
+    assert (restored["status"], restored["deleted_at"]) == ("active", None)
+
+
+def test_two_merchants_keep_their_own_cursors_and_shelves(stack: LocalStack) -> None:
+    clover, hipoink = sims(stack)
+    clover.freeze_clock(T0)
+    for merchant_id, store, price in (
+        ("MTWOA0000001", "STORE-A", 199),
+        ("MTWOB0000001", "STORE-B", 249),
+    ):
+        shared = {"name": "Coca-Cola 20oz", "price": price, "sku": "SHARED-1"}
+        stack.add_merchant(
+            merchant_id, f"tok-{store}", store, items=[*items_without_times(5, store), shared]
+        )
+    clover.freeze_clock(T0 + MINUTE)
+    stack.run_cycle()
+    assert (
+        merchant_state("MTWOA0000001").high_water_ms
+        == merchant_state("MTWOB0000001").high_water_ms
+        == T0
+    )
+    assert hipoink.labels("STORE-A")["SHARED-1"]["pp"] == "1.99"
+    assert hipoink.labels("STORE-B")["SHARED-1"]["pp"] == "2.49"
+    b_rows = row_versions(stack, "MTWOB0000001")
+
+    clover.freeze_clock(T0 + 2 * MINUTE)
+    item = next(i for i in clover.items("MTWOA0000001") if i["sku"] == "SHARED-1")
+    clover.update_item("MTWOA0000001", item["id"], price=219)
+    clover.freeze_clock(T0 + 3 * MINUTE)
+    hipoink.reset_requests()
+    stack.run_cycle()
+
+    assert merchant_state("MTWOA0000001").high_water_ms == T0 + 2 * MINUTE
+    assert merchant_state("MTWOB0000001").high_water_ms == T0
+    assert hipoink.labels("STORE-A")["SHARED-1"]["pp"] == "2.19"
+    assert hipoink.labels("STORE-B")["SHARED-1"]["pp"] == "2.49"
+    assert hipoink.request_count(store_code="STORE-B") == 0
+    assert row_versions(stack, "MTWOB0000001") == b_rows
+    assert_in_step(stack, "MTWOA0000001", "STORE-A")
+    assert_in_step(stack, "MTWOB0000001", "STORE-B")
+
+
+# -- cost --------------------------------------------------------------------------------
+
+
+def test_an_unchanged_merchant_costs_one_request_and_writes_nothing(stack: LocalStack) -> None:
+    clover, _ = sims(stack)
+    stack.add_merchant("MIDLE0000001", "tok", "STORE-I", items=gas_station_catalog(60, seed=4))
+    stack.run_cycle()
+    rows = row_versions(stack, "MIDLE0000001")
+    requests = clover.request_count("MIDLE0000001")
+
+    again = stack.run_cycle()
+
+    assert clover.request_count("MIDLE0000001") - requests == 1
+    assert row_versions(stack, "MIDLE0000001") == rows
+    assert again.labels.records == 0
+    line = poll_lines(stack, "MIDLE0000001")[-1]
+    assert line["status"] == "ok"
+    assert line.get("sweep") is None  # None fields are left out of the line
+    assert (line["products_changed"], line["label_upserts"], line["label_deletes"]) == (0, 0, 0)
+    # Freshness: how old the data was when the poll began, without a merchant dimension.
+    assert line["seconds_since_last_success"] is not None
+    [(age, dimensions)] = emf_metrics(stack, "SecondsSinceLastSuccess")
+    assert age == line["seconds_since_last_success"]
+    assert dimensions == [["service"]]
+
+
+def test_a_2000_item_first_sync_writes_each_page_in_one_statement(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clover, _ = sims(stack)
+    catalog = gas_station_catalog(2000, seed=9)
+    stack.add_merchant("MBULK0000001", "tok", "STORE-BULK", items=catalog)
+    stack.dispatch()
+    statements: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def counted(cursor: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(query if isinstance(query, str) else repr(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", counted)
+        assert stack.drain("PollQueue", "poller").failures == 0
+
+    pages = sum(1 for r in clover.requests if r.endpoint == "list") - 1  # the last is empty
+    assert pages == 2
+    writes = [s for s in statements if "INSERT INTO products" in s or "UPDATE products" in s]
+    assert len(writes) <= pages
+    assert len(statements) <= pages + 1  # and one to look the merchant up
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert len(stack.products("MBULK0000001")) == 2000
+    assert_in_step(stack, "MBULK0000001", "STORE-BULK")
+
+
+# -- crashes between the effects -----------------------------------------------------------
+
+
+class InjectedCrash(RuntimeError):
+    """The process dying right after an effect took place."""
+
+
+class CrashOnce:
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, where: str) -> None:
+        if not self.fired:
+            self.fired = True
+            raise InjectedCrash(f"crash {where}")
+
+
+class LabelQueueCrashingAfterSend:
+    def __init__(self, real: Any, crash: CrashOnce) -> None:
+        self._real, self._crash = real, crash
+
+    def send(self, jobs: Sequence[LabelJob]) -> None:
+        self._real.send(jobs)
+        self._crash("after the label jobs were sent")
+
+
+class ProductStoreCrashingAfterCommit:
+    def __init__(self, real: ProductStore, crash: CrashOnce) -> None:
+        self._real, self._crash = real, crash
+
+    @contextmanager
+    def transaction(self) -> Iterator[ProductWriter]:
+        with self._real.transaction() as writer:
+            yield writer
+        self._crash("after the commit")
+
+
+class StateStoreCrashingAfterSave:
+    def __init__(self, real: StateStore, crash: CrashOnce) -> None:
+        self._real, self._crash = real, crash
+
+    def load(self, merchant_id: str) -> MerchantState:
+        return self._real.load(merchant_id)
+
+    def save(self, state: MerchantState) -> None:
+        self._real.save(state)
+        self._crash("after the cursor was saved")
+
+    def read_token(self, merchant_id: str) -> str | None:
+        return self._real.read_token(merchant_id)
+
+    def write_token(self, merchant_id: str, token: str) -> None:
+        self._real.write_token(merchant_id, token)
+
+    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+        return self._real.acquire_lease(merchant_id, owner, now_ms=now_ms, duration_ms=duration_ms)
+
+    def release_lease(self, merchant_id: str, owner: str) -> None:
+        self._real.release_lease(merchant_id, owner)
+
+
+CRASHES: dict[str, Callable[[PollDeps, CrashOnce], PollDeps]] = {
+    "after_labels_sent": lambda deps, crash: replace(
+        deps, label_queue=LabelQueueCrashingAfterSend(deps.label_queue, crash)
+    ),
+    "after_commit": lambda deps, crash: replace(
+        deps, products=ProductStoreCrashingAfterCommit(deps.products, crash)
+    ),
+    "after_cursor_saved": lambda deps, crash: replace(
+        deps, state=StateStoreCrashingAfterSave(deps.state, crash)
+    ),
+}
+
+
+@pytest.mark.parametrize("crash_point", sorted(CRASHES))
+def test_a_crash_after_any_effect_is_repaired_by_the_redelivery_without_double_sends(
+    start_stack: StartStack, monkeypatch: pytest.MonkeyPatch, crash_point: str
+) -> None:
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")
+    clover, hipoink = sims(stack)
+    stack.add_merchant(
+        "MCRASH000001", "tok", "STORE-C", items=convenience_store_catalog(20, seed=5)
+    )
+    stack.run_cycle()
+    shown = [i for i in clover.items("MCRASH000001") if not i.get("hidden") and i.get("sku")]
+    clover.update_item("MCRASH000001", shown[0]["id"], price=shown[0]["price"] + 25)
+    clover.update_item("MCRASH000001", shown[1]["id"], name="Renamed before the crash")
+    clover.hide_item("MCRASH000001", shown[2]["id"])
+    clover.delete_item("MCRASH000001", shown[3]["id"])
+    clover.create_item("MCRASH000001", name="Created before the crash", price=149, sku="NEW-CRASH")
+    crash = CrashOnce()
+    real_deps = runtime.poll_deps
+    monkeypatch.setattr(runtime, "poll_deps", lambda: CRASHES[crash_point](real_deps(), crash))
+
+    cycle = stack.run_cycle()
+
+    assert crash.fired
+    assert (cycle.polls.records, cycle.polls.failures) == (2, 1)  # the crash, then the redelivery
+    assert cycle.dead_lettered == 0
+    assert [line["status"] for line in poll_lines(stack, "MCRASH000001")[-2:]] == ["failed", "ok"]
+    assert_in_step(stack, "MCRASH000001", "STORE-C")
+    assert_each_label_version_sent_once(hipoink, "STORE-C")
+
+
+# -- times, ties and late items ------------------------------------------------------------
+
+
+def test_items_edited_between_page_requests_are_all_read(start_stack: StartStack) -> None:
+    stack = start_stack(CLOVER_PAGE_SIZE="5")
+    clover, _ = sims(stack)
+    stack.add_merchant(
+        "MEDIT0000001", "tok", "STORE-E", items=convenience_store_catalog(23, seed=2)
+    )
+    ids = [i["id"] for i in sorted(clover.items("MEDIT0000001"), key=lambda i: i["modifiedTime"])]
+
+    def edit_between_pages(number: int) -> None:
+        if number == 1:  # one item already read, one not yet read
+            clover.update_item("MEDIT0000001", ids[0], price=555)
+            clover.update_item("MEDIT0000001", ids[15], name="Edited ahead of the walk")
+        if number == 2:
+            clover.update_item("MEDIT0000001", ids[7], price=777)
+            clover.create_item("MEDIT0000001", name="Created mid-walk", price=100, sku="MID-WALK")
+
+    clover.before_list_page = edit_between_pages
+    stack.run_cycle()
+    clover.before_list_page = None
+
+    assert_in_step(stack, "MEDIT0000001", "STORE-E")
+
+
+def test_items_sharing_the_cursors_millisecond_are_not_lost(start_stack: StartStack) -> None:
+    stack = start_stack(CLOVER_PAGE_SIZE="3", CLOVER_OVERLAP_MS="0")
+    clover, _ = sims(stack)
+    clover.freeze_clock(T0)
+    stack.add_merchant("MTIES0000001", "tok", "STORE-T", items=items_without_times(7))
+    clover.freeze_clock(T0 + MINUTE)
+    stack.run_cycle()
+    assert merchant_state("MTIES0000001").high_water_ms == T0
+    assert_in_step(stack, "MTIES0000001", "STORE-T")
+
+    # More writes stamped with the cursor's millisecond, committed after the last read.
+    clover.freeze_clock(T0)
+    clover.create_item("MTIES0000001", name="Same ms A", price=301, sku="TIE-A")
+    clover.create_item("MTIES0000001", name="Same ms B", price=302, sku="TIE-B")
+    first = clover.items("MTIES0000001")[0]
+    clover.update_item("MTIES0000001", first["id"], price=999)
+    clover.freeze_clock(T0 + 2 * MINUTE)
+    stack.run_cycle()
+
+    assert_in_step(stack, "MTIES0000001", "STORE-T")
+
+
+def test_an_item_listed_only_after_a_read_that_began_after_its_stamp_is_not_lost(
+    start_stack: StartStack,
+) -> None:
+    """The cursor stays a margin behind Clover's clock at the start of the read, so a
+    change stamped just before the read but listed only after it is read next time, even
+    without an overlap window."""
+    stack = start_stack(CLOVER_OVERLAP_MS="0")
+    clover, _ = sims(stack)
+    clover.freeze_clock(T0)
+    stack.add_merchant("MSTART000001", "tok", "STORE-ST", items=items_without_times(4))
+    clover.freeze_clock(T0 + MINUTE)
+    stack.run_cycle()
+    late, prompt = clover.items("MSTART000001")[:2]
+    t = T0 + 2 * MINUTE
+    clover.freeze_clock(t)
+    clover.update_item("MSTART000001", late["id"], price=811)
+    clover.hide_from_listing = {late["id"]}  # its write is not visible yet
+    clover.freeze_clock(t + 1_000)
+    clover.update_item("MSTART000001", prompt["id"], price=812)
+    clover.freeze_clock(t + 2_000)
+    stack.run_cycle()
+    assert (merchant_state("MSTART000001").high_water_ms or 0) <= t
+
+    clover.hide_from_listing = set()
+    clover.freeze_clock(t + 3_000)
+    stack.run_cycle()
+
+    assert_in_step(stack, "MSTART000001", "STORE-ST")
+
+
+@pytest.mark.parametrize("offset_ms", [2 * MINUTE, -2 * MINUTE], ids=["ahead", "behind"])
+def test_a_clover_clock_ahead_or_behind_ours_loses_nothing(
+    start_stack: StartStack, offset_ms: int
+) -> None:
+    stack = start_stack(CLOVER_OVERLAP_MS="0")  # the cursor alone must be right
+    clover, _ = sims(stack)
+    clover.clock_offset_ms = offset_ms
+    stack.add_merchant("MSKEW0000001", "tok", "STORE-S", items=items_without_times(6))
+    stack.run_cycle()
+    cursor = merchant_state("MSKEW0000001").high_water_ms
+    assert cursor is not None
+    assert cursor <= max(i["modifiedTime"] for i in clover.items("MSKEW0000001"))
+
+    first = clover.items("MSKEW0000001")[0]
+    clover.update_item("MSKEW0000001", first["id"], price=777)
+    clover.create_item("MSKEW0000001", name="Created after the first read", price=5, sku="NEW")
+    stack.run_cycle()
+
+    assert_in_step(stack, "MSKEW0000001", "STORE-S")
+
+
+def test_items_that_become_visible_late_are_read_again(stack: LocalStack) -> None:
+    clover, _ = sims(stack)
+    clover.freeze_clock(T0)
+    stack.add_merchant("MLATE0000001", "tok", "STORE-LATE", items=items_without_times(6))
+    clover.freeze_clock(T0 + MINUTE)
+    stack.run_cycle()
+    x, y, z = clover.items("MLATE0000001")[:3]
+
+    # Every change shows in lists 30 s after its modifiedTime.
+    clover.visibility_lag_ms = 30_000
+    t1 = T0 + 2 * MINUTE
+    clover.freeze_clock(t1)
+    clover.update_item("MLATE0000001", x["id"], price=701)
+    clover.freeze_clock(t1 + 10_000)
+    stack.run_cycle()
+    stored = {r["source_id"]: r for r in stack.products("MLATE0000001")}
+    assert stored[x["id"]]["raw"]["price"] == x["price"]  # not visible yet
+    clover.freeze_clock(t1 + 40_000)
+    stack.run_cycle()
+    assert_in_step(stack, "MLATE0000001", "STORE-LATE")
+
+    # One change shows late while a later one shows at once: the cursor passes the late
+    # one, and only the overlap window brings it back.
+    clover.visibility_lag_ms = 0
+    t2 = T0 + 5 * MINUTE
+    clover.freeze_clock(t2)
+    clover.update_item("MLATE0000001", y["id"], price=702)
+    clover.hide_from_listing = {y["id"]}
+    clover.freeze_clock(t2 + 20_000)
+    clover.update_item("MLATE0000001", z["id"], price=703)
+    clover.freeze_clock(t2 + 25_000)
+    stack.run_cycle()
+    assert (merchant_state("MLATE0000001").high_water_ms or 0) > t2
+    clover.hide_from_listing = set()
+    clover.freeze_clock(t2 + 30_000)
+    stack.run_cycle()
+
+    assert_in_step(stack, "MLATE0000001", "STORE-LATE")
+
+
+# -- the sweep -----------------------------------------------------------------------------
+
+
+def test_a_sweep_refuses_a_listing_missing_half_the_items_then_removes_a_real_deletion(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")
+    clover, hipoink = sims(stack)
+    stack.add_merchant("MSWEEP000001", "tok", "STORE-W", items=items_without_times(20))
+    stack.run_cycle()
+    before = hipoink.labels("STORE-W")
+    ids = [i["id"] for i in clover.items("MSWEEP000001")]
+    clover.hide_from_listing = set(ids[::2])
+
+    stack.run_cycle()
+
+    assert hipoink.labels("STORE-W") == before
+    assert all(row["status"] == "active" for row in stack.products("MSWEEP000001"))
+    assert poll_lines(stack, "MSWEEP000001")[-1]["sweep"] == "refused: 10 of 20 missing"
+    assert [value for value, _ in emf_metrics(stack, "SweepRefused")] == [1]
+
+    # One item missing from the listing but still there (GET answers 200), one deleted (404).
+    kept, gone = clover.items("MSWEEP000001")[2:4]
+    clover.hide_from_listing = {kept["id"]}
+    clover.delete_item("MSWEEP000001", gone["id"])
+    stack.run_cycle()
+
+    assert kept["sku"] in hipoink.labels("STORE-W")
+    assert gone["sku"] not in hipoink.labels("STORE-W")
+    assert poll_lines(stack, "MSWEEP000001")[-1]["sweep"] == "removed 1 of 2 missing"
+    clover.hide_from_listing = set()
+    assert_in_step(stack, "MSWEEP000001", "STORE-W")
+
+
+# -- concurrency and failures --------------------------------------------------------------
+
+
+def test_a_second_delivery_while_a_poll_runs_is_acknowledged_without_work(
+    stack: LocalStack,
+) -> None:
+    clover, _ = sims(stack)
+    stack.add_merchant("MLEASE000001", "tok", "STORE-LS", items=items_without_times(8))
+    walking, release = threading.Event(), threading.Event()
+
+    def hold_first_page(number: int) -> None:
+        if number == 0:
+            walking.set()
+            release.wait(10)
+
+    clover.before_list_page = hold_first_page
+    answers: list[dict[str, Any]] = []
+    first = threading.Thread(
+        target=lambda: answers.append(stack.invoke("poller", poller_event("MLEASE000001", "m-1")))
+    )
+    first.start()
+    try:
+        assert walking.wait(10)
+        second = stack.invoke("poller", poller_event("MLEASE000001", "m-2"))
+    finally:
+        release.set()
+        first.join(10)
+
+    assert second == {"batchItemFailures": []}
+    assert answers == [{"batchItemFailures": []}]
+    assert clover.request_count("MLEASE000001") == 1  # the first poll's single page
+    assert sorted(line["status"] for line in poll_lines(stack, "MLEASE000001")) == ["busy", "ok"]
+    busy = next(line for line in poll_lines(stack, "MLEASE000001") if line["status"] == "busy")
+    assert busy["clover_requests"] == 0
+    clover.before_list_page = None
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert_in_step(stack, "MLEASE000001", "STORE-LS")
+
+    poll(stack, "MLEASE000001")  # the lease was given back
+    assert poll_lines(stack, "MLEASE000001")[-1]["status"] == "ok"
+
+
+def test_the_lease_outlasts_the_pollers_timeout_by_a_little() -> None:
+    """A poll killed by its Lambda timeout frees its merchant soon after, never before."""
+    timeout_ms = 1000 * int(resource(load_template(), "PollerFunction")["Properties"]["Timeout"])
+    assert timeout_ms < POLL_LEASE_MS <= timeout_ms + 60_000
+
+
+def test_the_lease_is_conditional_and_leaves_the_state_version_alone(stack: LocalStack) -> None:
+    store = runtime.state_store()
+    assert store.acquire_lease("MLEASE000002", "a", now_ms=1_000, duration_ms=100)
+    assert not store.acquire_lease("MLEASE000002", "b", now_ms=1_099, duration_ms=100)
+    store.release_lease("MLEASE000002", "b")  # not b's to give back
+    assert not store.acquire_lease("MLEASE000002", "b", now_ms=1_050, duration_ms=100)
+    assert store.acquire_lease("MLEASE000002", "b", now_ms=1_100, duration_ms=100)  # expired
+    store.release_lease("MLEASE000002", "a")  # a lost it: nothing happens
+    assert not store.acquire_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
+    saved = store.load("MLEASE000002")
+    assert saved.version == 0
+    store.save(saved)  # not stale: the lease did not touch the version
+    store.release_lease("MLEASE000002", "b")
+    assert store.acquire_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
+    assert store.load("MLEASE000002").version == 1
+
+
+def test_a_401_marks_only_its_merchant_and_the_batch_carries_on(stack: LocalStack) -> None:
+    clover, _ = sims(stack)
+    for n in (1, 2, 3):
+        stack.add_merchant(
+            f"MAUTH000000{n}", f"tok-{n}", f"STORE-{n}", items=items_without_times(5, f"S{n}")
+        )
+    clover.set_token("MAUTH0000001", "a-token-we-do-not-have")
+
+    cycle = stack.run_cycle()
+
+    assert cycle.polls.invocations == 1  # all three in one batch
+    assert (cycle.polls.records, cycle.polls.failures) == (3, 0)
+    assert_in_step(stack, "MAUTH0000002", "STORE-2")
+    assert_in_step(stack, "MAUTH0000003", "STORE-3")
+    revoked = merchant_state("MAUTH0000001")
+    assert revoked.auth_state == "needs_reauth"
+    assert revoked.last_failure_class == "CloverAuthError"
+    assert revoked.high_water_ms is None
+    assert stack.products("MAUTH0000001") == []
+    assert [value for value, _ in emf_metrics(stack, "NeedsReauth")] == [1]
+
+    requests = clover.request_count("MAUTH0000001")
+    stack.run_cycle()
+    assert clover.request_count("MAUTH0000001") == requests  # skipped until re-authorised
+    assert poll_lines(stack, "MAUTH0000001")[-1]["status"] == "skipped"
+
+
+def test_a_merchant_whose_clover_keeps_failing_fails_alone_and_is_retried(
+    stack: LocalStack,
+) -> None:
+    clover, _ = sims(stack)
+    for n in (1, 2, 3):
+        stack.add_merchant(
+            f"MDOWN000000{n}", f"tok-{n}", f"STORE-{n}", items=items_without_times(5, f"D{n}")
+        )
+    runtime.clover().sleep = lambda _seconds: None  # retry without waiting
+    attempts = runtime.clover().max_attempts
+    clover.fail_next(503, count=attempts, merchant_id="MDOWN0000001")
+
+    cycle = stack.run_cycle()
+
+    assert (cycle.polls.records, cycle.polls.failures) == (4, 1)  # then SQS delivered it again
+    assert merchant_state("MDOWN0000001").consecutive_failures == 0
+    for n in (1, 2, 3):
+        assert_in_step(stack, f"MDOWN000000{n}", f"STORE-{n}")

@@ -1,0 +1,278 @@
+"""The Hipoink sender in production conditions: real handlers, moto, Postgres, simulators.
+
+Batching, bad-record isolation, outages past the dead-letter limit, a wrong sign, ordering
+of upserts and deletes, duplicate deliveries, and the repairs an operator (or the poller's
+sweep) runs afterwards: ``esl-sync status --labels``, ``heal``, ``stores unblock``,
+``redrive``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from esl_sync import runtime
+from esl_sync.messages import LabelJob
+
+from devkit.catalog import gas_station_catalog
+from devkit.cli import main
+from devkit.demo import expected_labels
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.local_stack import HIPOINK_SIGN, LocalStack
+from devkit.template import load_template
+
+M = "MSEND0000001"
+STORE = "STORE-SEND"
+MAX_RECEIVES = int(load_template()["Parameters"]["MaxReceiveCount"]["Default"])
+
+StackFactory = Callable[..., LocalStack]
+
+
+@pytest.fixture
+def make_stack(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StackFactory]:
+    """A local stack on a fresh database with the given settings (environment names)."""
+    stacks: list[LocalStack] = []
+
+    def start(**settings: str) -> LocalStack:
+        monkeypatch.setenv("DATABASE_URL", make_database())
+        stacks.append(LocalStack(settings=settings).__enter__())
+        return stacks[-1]
+
+    yield start
+    for stack in stacks:
+        stack.__exit__(None, None, None)
+
+
+def _catalog(n: int) -> list[dict[str, Any]]:
+    return [
+        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i:04d}"}
+        for i in range(n)
+    ]
+
+
+def _sim(stack: LocalStack) -> HipoinkSimulator:
+    assert stack.hipoink is not None
+    return stack.hipoink
+
+
+def _expected(stack: LocalStack) -> dict[str, dict[str, str]]:
+    assert stack.clover is not None
+    return expected_labels(stack.clover.items(M))
+
+
+def _poll_only(stack: LocalStack) -> None:
+    """Dispatcher and poller, leaving the label jobs on the queue."""
+    stack.dispatch()
+    assert stack.drain("PollQueue", "poller").failures == 0
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    capsys.readouterr()
+    assert main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def _status(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = json.loads(_cli(capsys, "status", "--json"))
+    return next(r for r in rows if r["merchant_id"] == M)
+
+
+def _stale(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
+    rows = json.loads(_cli(capsys, "status", "--labels", M, "--json"))
+    return {r["pc"]: r for r in rows}
+
+
+def _expire_block(stack: LocalStack) -> None:
+    """Let the store's cool-down pass now (rather than wait ten minutes)."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute("UPDATE store_blocks SET retry_after = now() WHERE merchant_id = %s", (M,))
+
+
+def test_a_first_sync_of_2000_products_takes_one_call_per_batch(stack: LocalStack) -> None:
+    hipoink = _sim(stack)
+    batch = runtime.settings().hipoink_batch_size
+    hipoink.max_batch_size = batch  # a server that refuses anything bigger
+    stack.add_merchant(M, "tok", STORE, items=gas_station_catalog(2000, seed=11))
+
+    summary = stack.run_cycle()
+
+    expected = _expected(stack)
+    assert summary.labels.failures == 0
+    assert hipoink.labels(STORE) == expected
+    assert hipoink.request_count("product/create_multiple") == math.ceil(len(expected) / batch)
+    assert hipoink.request_count() == hipoink.request_count("product/create_multiple")
+
+
+def test_bad_records_are_isolated_named_and_never_retried(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = make_stack(HIPOINK_BATCH_SIZE="100")
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=_catalog(100))
+    bad = {"SKU0007", "SKU0042", "SKU0099"}
+    hipoink.reject_pcs = bad
+
+    summary = stack.run_cycle()
+
+    assert summary.labels.records == 1
+    assert summary.labels.failures == 0
+    assert summary.dead_lettered == 0
+    labels = hipoink.labels(STORE)
+    assert len(labels) == 97
+    assert not bad & labels.keys()
+    for pc in bad:  # halving a batch of 100 reaches a bad record in at most 8 calls
+        assert sum(pc in r.codes for r in hipoink.requests) <= math.ceil(math.log2(100)) + 1
+    stale = _stale(capsys)
+    assert set(stale) == bad
+    assert stale["SKU0042"]["failure"] == "bad_record: create_multiple: product SKU0042: rejected"
+    assert stale["SKU0042"]["name"] == "Item 42"
+
+    # Neither the next cycle nor the self-healing pass sends them again.
+    hipoink.reset_requests()
+    stack.run_cycle()
+    assert "queued 0 upsert(s)" in _cli(capsys, "heal", M, "--older-than", "0")
+    assert hipoink.request_count() == 0
+
+
+def test_hipoink_down_retries_then_dead_letters_then_heals(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hipoink, clover = _sim(stack), stack.clover
+    assert clover is not None
+    stack.add_merchant(M, "tok", STORE, items=_catalog(30))
+
+    # Down for a while: the job is retried and arrives once Hipoink is back.
+    hipoink.fail_next(503, count=2)
+    first = stack.run_cycle()
+    assert first.labels.failures == 2
+    assert first.dead_lettered == 0
+    assert hipoink.labels(STORE) == _expected(stack)
+
+    # Down past the queue's receive limit: the job is dead-lettered, the labels are stale.
+    hipoink.down = True
+    for item in clover.items(M)[:3]:
+        clover.update_item(M, item["id"], price=item["price"] + 50)
+    second = stack.run_cycle()
+    assert second.queue_depths["LabelDeadLetterQueue"] == 1
+    assert hipoink.request_count() == 1 + 2 + MAX_RECEIVES
+    assert _status(capsys)["stale_labels"] == 3
+    stale = _stale(capsys)
+    assert {row["failure"] for row in stale.values()} == {"retryable: create_multiple: HTTP 503"}
+
+    # A failure that fresh is left alone; once Hipoink is back the heal repairs everything.
+    assert "queued 0 upsert(s)" in _cli(capsys, "heal", M)
+    hipoink.down = False
+    assert "queued 3 upsert(s) and 0 delete(s) in 1" in _cli(capsys, "heal", M, "--older-than", "0")
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    assert hipoink.labels(STORE) == _expected(stack)
+    assert _status(capsys)["stale_labels"] == 0
+
+    # Redriving the dead letter afterwards is harmless: its labels are acknowledged.
+    hipoink.reset_requests()
+    assert "moved 1 message(s)" in _cli(capsys, "redrive", "--queue", "label")
+    redriven = stack.drain("LabelQueue", "hipoink_sender")
+    assert (redriven.records, redriven.failures) == (1, 0)
+    assert hipoink.request_count() == 0
+    assert stack.queue_depths()["LabelDeadLetterQueue"] == 0
+
+
+def test_a_wrong_sign_blocks_the_store_until_it_is_fixed(
+    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = make_stack(HIPOINK_BATCH_SIZE="10")
+    hipoink, clover = _sim(stack), stack.clover
+    assert clover is not None
+    stack.add_merchant(M, "tok", STORE, items=_catalog(35))
+    hipoink.sign = "rotated-on-the-server"
+
+    first = stack.run_cycle()
+
+    # Four jobs, one Hipoink call: the first job blocks the store, the rest wait.
+    assert first.labels.records == 4
+    assert first.labels.failures == 0
+    assert first.dead_lettered == 0
+    assert hipoink.request_count() == 1
+    assert any('"HipoinkConfigErrors"' in line for line in stack.logs)
+    status = _status(capsys)
+    assert status["stale_labels"] == 35
+    assert status["store_blocked"].endswith("create_multiple: sign error")
+    stale = _stale(capsys)
+    assert stale["SKU0000"]["failure"] == "configuration: create_multiple: sign error"
+    assert "store blocked since" in stale["SKU0034"]["failure"]
+
+    # New changes while blocked make no call either.
+    clover.update_item(M, clover.items(M)[0]["id"], price=999)
+    stack.run_cycle()
+    assert hipoink.request_count() == 1
+
+    # After the cool-down one call re-tests the store; still wrong, it stays blocked.
+    _expire_block(stack)
+    assert "in 4 label job(s)" in _cli(capsys, "heal", M, "--older-than", "0")
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.request_count() == 2
+
+    # Fixed, and unblocked by the operator: the heal brings every label up to date.
+    hipoink.sign = HIPOINK_SIGN
+    assert "unblocked" in _cli(capsys, "stores", "unblock", M)
+    _cli(capsys, "heal", M, "--older-than", "0")
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    assert hipoink.labels(STORE) == _expected(stack)
+    status = _status(capsys)
+    assert (status["stale_labels"], status["store_blocked"]) == (0, None)
+    assert "was not blocked" in _cli(capsys, "stores", "unblock", M)
+    assert all(HIPOINK_SIGN not in line for line in stack.logs)
+
+
+def test_upsert_then_delete_in_one_batch_and_a_barcode_change(stack: LocalStack) -> None:
+    hipoink, clover = _sim(stack), stack.clover
+    assert clover is not None
+    stack.add_merchant(M, "tok", STORE, items=_catalog(5))
+    _poll_only(stack)
+    hidden = clover.items(M)[0]
+    clover.hide_item(M, hidden["id"])
+    _poll_only(stack)
+
+    both = stack.drain("LabelQueue", "hipoink_sender")
+
+    assert (both.invocations, both.records, both.failures) == (1, 2, 0)
+    assert hidden["sku"] not in hipoink.labels(STORE)
+    assert len(hipoink.upserts_of(STORE, hidden["sku"])) == 1  # created, then deleted
+    assert hipoink.labels(STORE) == _expected(stack)
+
+    renamed = clover.items(M)[1]
+    clover.update_item(M, renamed["id"], sku="NEWCODE")
+    assert stack.run_cycle().labels.failures == 0
+    labels = hipoink.labels(STORE)
+    assert "NEWCODE" in labels
+    assert renamed["sku"] not in labels
+    assert labels == _expected(stack)
+
+
+def test_the_same_label_job_delivered_twice_reaches_hipoink_once(stack: LocalStack) -> None:
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    record = {"pc": "X1", "pn": "Thing", "pp": "1.00", "pi": "ITEMX1"}
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=[record])
+
+    runtime.label_queue().send([job, job])
+    drained = stack.drain("LabelQueue", "hipoink_sender")
+
+    assert (drained.records, drained.failures) == (2, 0)
+    assert hipoink.upserts_of(STORE, "X1") == [record]
+    assert hipoink.request_count("product/create_multiple") == 1
+
+
+def test_redrive_of_the_poll_queue(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    for _ in range(3):
+        stack.sqs.send_message(
+            QueueUrl=stack.urls["PollDeadLetterQueue"], MessageBody=json.dumps({"merchant_id": M})
+        )
+    assert "moved 3 message(s)" in _cli(capsys, "redrive", "--queue", "poll")
+    depths = stack.queue_depths()
+    assert (depths["PollDeadLetterQueue"], depths["PollQueue"]) == (0, 3)

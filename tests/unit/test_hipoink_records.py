@@ -1,0 +1,112 @@
+"""Product → Hipoink record (with the configurable free fields), and error classification."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from esl_sync.hipoink.client import (
+    HipoinkConfigError,
+    HipoinkError,
+    HipoinkNotFound,
+    HipoinkRecordError,
+    classify,
+)
+from esl_sync.hipoink.records import label_hash, parse_extra_fields, to_record
+from esl_sync.products import Product
+
+
+def _product(**changes: object) -> Product:
+    fields: dict[str, object] = {
+        "merchant_id": "M",
+        "source_id": "ITEM1",
+        "name": "Regular Unleaded",
+        "barcode": "REG",
+        "sku": "REG",
+        "price": Decimal("3.4"),
+        "cost": Decimal("2.9"),
+        "price_type": "PER_UNIT",
+        "unit": "gal",
+        "extra_data": {"unit_cost": "2.90", "is_age_restricted": False, "item_group_id": None},
+    }
+    return Product.model_validate(fields | changes)
+
+
+def test_the_base_record() -> None:
+    assert to_record(_product()) == {
+        "pc": "REG",
+        "pn": "Regular Unleaded",
+        "pp": "3.40",
+        "pi": "ITEM1",
+        "pu": "gal",
+    }
+    assert "pu" not in (to_record(_product(price_type="FIXED")) or {})
+    assert to_record(_product(status="deleted")) is None
+    assert to_record(_product(barcode=None)) is None
+
+
+def test_free_fields_come_from_attributes_and_extra_data() -> None:
+    mapping = parse_extra_fields("f1=price_type, f2=unit_cost,f3=cost,f4=is_age_restricted")
+    record = to_record(_product(), extra_fields=mapping)
+    assert record is not None
+    assert (record["f1"], record["f2"], record["f3"], record["f4"]) == (
+        "PER_UNIT",
+        "2.90",
+        "2.90",
+        "0",
+    )
+    # An absent value is sent empty, so a cleared value clears the label too.
+    empty = to_record(_product(extra_data={}), extra_fields=(("f16", "item_group_id"),))
+    assert empty is not None
+    assert empty["f16"] == ""
+
+
+def test_the_label_hash_covers_the_free_fields() -> None:
+    plain = label_hash(to_record(_product()))
+    mapped = label_hash(to_record(_product(), extra_fields=(("f1", "price_type"),)))
+    other = label_hash(to_record(_product(price_type="FIXED"), extra_fields=(("f1", "sku"),)))
+    assert len({plain, mapped, other}) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("f17=sku", "not f1 … f16=SOURCE"),
+        ("f1", "not f1 … f16=SOURCE"),
+        ("pc=sku", "not f1 … f16=SOURCE"),
+        ("f1=raw", "source must be one of"),
+        ("f1=sku,f1=cost", "f1 is mapped twice"),
+    ],
+)
+def test_a_bad_mapping_is_refused_naming_the_entry(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_extra_fields(text)
+
+
+def test_an_empty_mapping_is_no_mapping() -> None:
+    assert parse_extra_fields("") == ()
+    assert parse_extra_fields(" , ") == ()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # configuration: the reference's and the simulator's messages
+        ("sign error", HipoinkConfigError),
+        ("app key nobody not found", HipoinkConfigError),
+        ("default missing store_code field", HipoinkConfigError),
+        ("store S-1 not found", HipoinkConfigError),
+        ("f1 must be a JSON array, not a string", HipoinkConfigError),
+        ("invalid json", HipoinkConfigError),
+        # a record: the message names a product
+        ("product 0123: missing field pp", HipoinkRecordError),
+        ("product #4: record must be an object", HipoinkRecordError),
+        ("product store-1: rejected", HipoinkRecordError),  # a pc that looks like a store
+        ("product X not found", HipoinkNotFound),
+        # the batch as a whole: split it
+        ("too many products (max 50)", HipoinkRecordError),
+        ("something nobody documented", HipoinkRecordError),
+    ],
+)
+def test_classify(message: str, expected: type[HipoinkError]) -> None:
+    assert classify(message) is expected

@@ -1,0 +1,71 @@
+"""When a deletion sweep runs, and when it must remove nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from esl_sync.settings import Settings
+from esl_sync.store.interfaces import MerchantState
+from esl_sync.sync.sweep import plan_sweep, sweep_due
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+SETTINGS = Settings.model_validate(
+    {"clover_cleanup_every_n_polls": 10, "clover_cleanup_interval_hours": 24}
+)
+
+
+def _state(poll_count: int, *, hours_since_sweep: float | None = 1.0) -> MerchantState:
+    last_sweep = (
+        None
+        if hours_since_sweep is None
+        else int((NOW - timedelta(hours=hours_since_sweep)).timestamp() * 1000)
+    )
+    return MerchantState(
+        "M1", high_water_ms=NOW_MS, poll_count=poll_count, last_sweep_ms=last_sweep
+    )
+
+
+def test_never_on_the_first_read() -> None:
+    assert not sweep_due(MerchantState("M1", poll_count=9), SETTINGS, NOW)
+
+
+@pytest.mark.parametrize(("poll_count", "due"), [(1, False), (8, False), (9, True), (19, True)])
+def test_every_nth_poll(poll_count: int, due: bool) -> None:
+    assert sweep_due(_state(poll_count), SETTINGS, NOW) is due
+
+
+@pytest.mark.parametrize(("hours", "due"), [(23.9, False), (24.0, True), (None, True)])
+def test_when_the_interval_has_passed_since_the_last_sweep(hours: float | None, due: bool) -> None:
+    assert sweep_due(_state(3, hours_since_sweep=hours), SETTINGS, NOW) is due
+
+
+def _keys(*ids: str) -> set[tuple[str, str]]:
+    return {(item_id, "") for item_id in ids}
+
+
+def test_suspects_are_active_products_clover_did_not_list() -> None:
+    plan = plan_sweep(_keys("A", "B", "C", "D", "E"), {"A", "B", "D", "E", "NEW"}, Decimal("0.2"))
+    assert plan.suspects == [("C", "")]
+    assert plan.active == 5
+    assert not plan.refused
+
+
+def test_nothing_missing_is_nothing_to_do() -> None:
+    plan = plan_sweep(_keys("A", "B"), {"A", "B"}, Decimal("0.2"))
+    assert (plan.suspects, plan.refused) == ([], False)
+
+
+@pytest.mark.parametrize(("missing", "refused"), [(2, False), (3, True), (5, True)])
+def test_more_than_the_fraction_missing_is_refused(missing: int, refused: bool) -> None:
+    active = _keys(*(f"I{n}" for n in range(10)))
+    listed = {f"I{n}" for n in range(missing, 10)}
+    plan = plan_sweep(active, listed, Decimal("0.2"))
+    assert len(plan.suspects) == missing
+    assert plan.refused is refused
+
+
+def test_a_fraction_of_zero_refuses_any_removal() -> None:
+    assert plan_sweep(_keys("A", "B"), {"A"}, Decimal("0")).refused
