@@ -148,9 +148,9 @@ def _merchants_toggle(args: argparse.Namespace) -> int:
 
 def _cycle(_args: argparse.Namespace) -> int:
     import boto3
-    from esl_sync.settings import settings
 
     from devkit.lambda_runner import FunctionRunner
+    from esl_sync.settings import settings
 
     s = settings()
     s.require("poll_queue_url", "label_queue_url")

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from esl_sync import runtime
 from esl_sync.events import ScheduleEvent
 from esl_sync.observability import logger, metrics, tracer
@@ -25,7 +26,7 @@ def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, An
         runtime.merchants(),
         runtime.poll_queue(),
         settings(),
-        now=datetime.now(UTC),
+        now=event.scheduled_time or datetime.now(UTC),
         reason=event.reason,
     )
     return {

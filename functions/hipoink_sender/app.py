@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from esl_sync import runtime
 from esl_sync.events import LabelJobRecord
 from esl_sync.observability import logger, metrics, tracer

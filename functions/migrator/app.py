@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from esl_sync import runtime
 from esl_sync.deploy import run_migration_step
 from esl_sync.events import CustomResourceEvent

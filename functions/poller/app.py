@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from esl_sync import runtime
 from esl_sync.events import PollRecord
 from esl_sync.observability import logger, metrics, tracer

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from esl_sync.events import ScheduleEvent
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.settings import Settings
 
@@ -217,7 +219,10 @@ def test_dispatcher_schedule_follows_the_sync_interval(template: Template) -> No
     event = template["Resources"]["DispatcherFunction"]["Properties"]["Events"]["Schedule"]
     assert event["Type"] == "ScheduleV2"
     props = event["Properties"]
-    assert json.loads(props["Input"]) == {"reason": "schedule"}
+    assert json.loads(props["Input"]) == {
+        "reason": "schedule",
+        "scheduled_time": "<aws.scheduler.scheduled-time>",
+    }
     assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 0
     assert props["ScheduleExpression"] == {
         "Fn::FindInMap": ["SyncRate", {"Ref": "SyncIntervalSeconds"}, "Expression"]
@@ -584,7 +589,10 @@ def test_outputs(template: Template) -> None:
 
 def test_dispatcher_event_is_the_schedule_input(template: Template) -> None:
     schedule = template["Resources"]["DispatcherFunction"]["Properties"]["Events"]["Schedule"]
-    assert load_event("dispatcher") == json.loads(schedule["Properties"]["Input"])
+    scheduled = json.loads(schedule["Properties"]["Input"])
+    scheduled["scheduled_time"] = load_event("dispatcher")["scheduled_time"]  # filled by Scheduler
+    assert load_event("dispatcher") == scheduled
+    assert ScheduleEvent.model_validate(load_event("dispatcher")).scheduled_time is not None
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from esl_sync.store.schema import apply_migrations, migration_files
 
 from devkit.catalog import gas_station_catalog
 from devkit.cli import main
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
+from esl_sync.store.schema import apply_migrations, migration_files
 
 
 def test_merchants_add_list_disable_enable_and_status(

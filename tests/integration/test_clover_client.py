@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+from devkit.catalog import gas_station_catalog
+from devkit.clover_sim import CloverSimulator
 from esl_sync.clover import (
     CloverAuthError,
     CloverBadResponse,
@@ -30,9 +33,6 @@ from esl_sync.clover import (
     RequestPacer,
     to_product,
 )
-
-from devkit.catalog import gas_station_catalog
-from devkit.clover_sim import CloverSimulator
 
 MID = "MERCHANT0001A"
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"

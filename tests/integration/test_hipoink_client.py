@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+from devkit.hipoink_sim import HipoinkSimulator
 from esl_sync.hipoink.client import (
     HipoinkClient,
     HipoinkConfigError,
@@ -13,8 +15,6 @@ from esl_sync.hipoink.client import (
     HipoinkRecordError,
     HipoinkRetryable,
 )
-
-from devkit.hipoink_sim import HipoinkSimulator
 
 SIGN = "s3cret-sign"
 STORE = "store-1"

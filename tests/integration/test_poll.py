@@ -15,12 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from esl_sync import runtime
-from esl_sync.messages import LabelJob, PollRequest
-from esl_sync.products import stable_hash
-from esl_sync.store.interfaces import MerchantState, ProductStore, ProductWriter, StateStore
-from esl_sync.store.sqs import SqsPollQueue
-from esl_sync.sync.poll import POLL_LEASE_MS, PollDeps
 
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
 from devkit.clover_sim import CloverSimulator
@@ -28,6 +22,12 @@ from devkit.demo import expected_labels
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
+from esl_sync import runtime
+from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.products import stable_hash
+from esl_sync.store.interfaces import MerchantState, ProductStore, ProductWriter, StateStore
+from esl_sync.store.sqs import SqsPollQueue
+from esl_sync.sync.poll import POLL_LEASE_MS, PollDeps
 
 T0 = 1_800_000_000_000  # a Clover time for the tests that freeze its clock
 MINUTE = 60_000

@@ -15,8 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from esl_sync import runtime
-from esl_sync.messages import LabelJob
 
 from devkit.catalog import gas_station_catalog
 from devkit.cli import main
@@ -24,6 +22,8 @@ from devkit.demo import expected_labels
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import HIPOINK_SIGN, LocalStack
 from devkit.template import load_template
+from esl_sync import runtime
+from esl_sync.messages import LabelJob
 
 M = "MSEND0000001"
 STORE = "STORE-SEND"
@@ -276,3 +276,23 @@ def test_redrive_of_the_poll_queue(stack: LocalStack, capsys: pytest.CaptureFixt
     assert "moved 3 message(s)" in _cli(capsys, "redrive", "--queue", "poll")
     depths = stack.queue_depths()
     assert (depths["PollDeadLetterQueue"], depths["PollQueue"]) == (0, 3)
+
+
+def test_a_sweep_poll_heals_dead_lettered_labels_without_an_operator(
+    make_stack: StackFactory,
+) -> None:
+    """Hipoink down past the receive limit, then back: the next sweep poll re-sends."""
+    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="2", LABEL_HEAL_AFTER_SECONDS="0")
+    hipoink = _sim(stack)
+    assert stack.clover is not None
+    stack.add_merchant(M, "tok", STORE, items=_catalog(30))
+    hipoink.down = True
+    first = stack.run_cycle()
+    assert first.queue_depths["LabelDeadLetterQueue"] == 1
+    assert hipoink.labels(STORE) == {}
+
+    hipoink.down = False
+    stack.run_cycle()  # the second poll sweeps, then heals
+
+    assert hipoink.labels(STORE) == expected_labels(stack.clover.items(M))
+    assert any('"stale labels queued again"' in line for line in stack.logs)

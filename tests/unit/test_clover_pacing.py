@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 
 

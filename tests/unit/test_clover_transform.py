@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from esl_sync.clover import InvalidItem, to_product
 from esl_sync.clover.transform import cents_to_dollars
 from esl_sync.products import Product

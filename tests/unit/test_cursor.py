@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS, next_cursor, read_from
 
 CLOVER_NOW = 1_800_000_000_000

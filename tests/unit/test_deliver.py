@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from esl_sync.hipoink.client import (
     HipoinkConfigError,
     HipoinkNotFound,

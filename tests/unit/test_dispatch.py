@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+
 from esl_sync.messages import PollRequest
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import Merchant

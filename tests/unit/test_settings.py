@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 
 

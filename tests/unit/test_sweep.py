@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import MerchantState
 from esl_sync.sync.sweep import plan_sweep, sweep_due
@@ -69,3 +70,11 @@ def test_more_than_the_fraction_missing_is_refused(missing: int, refused: bool) 
 
 def test_a_fraction_of_zero_refuses_any_removal() -> None:
     assert plan_sweep(_keys("A", "B"), {"A"}, Decimal("0")).refused
+
+
+def test_a_few_deletions_are_always_allowed_so_small_stores_can_lose_items() -> None:
+    active = [(f"I{i}", "") for i in range(4)]
+    listed = {"I0", "I1", "I2"}
+    assert plan_sweep(active, listed, Decimal("0.2")).refused
+    assert not plan_sweep(active, listed, Decimal("0.2"), always_allowed=3).refused
+    assert plan_sweep(active, {"I0"}, Decimal("0.2"), always_allowed=2).refused

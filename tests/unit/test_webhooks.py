@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from esl_sync.webhooks import MAX_BODY_BYTES, read_webhook
 
 AUTH = "clover-auth-code"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
@@ -16,6 +17,7 @@ class ScheduleEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     reason: PollReason = "schedule"
+    scheduled_time: datetime | None = None
 
 
 class PollRecord(SqsRecordModel):

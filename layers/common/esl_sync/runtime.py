@@ -110,6 +110,7 @@ def poll_deps() -> PollDeps:
         state=state_store(),
         tokens=state_store(),
         label_queue=label_queue(),
+        label_ledger=label_ledger(),
         clover=clover(),
         settings=settings(),
     )

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     clover_page_size: int = Field(1000, ge=1, le=1000)
     clover_overlap_ms: int = Field(120_000, ge=0)
     clover_max_delete_fraction: Decimal = Field(Decimal("0.2"), ge=0, le=1)
+    clover_sweep_always_allowed: int = Field(3, ge=0, le=100)
     clover_product_code_fields: Annotated[tuple[str, ...], NoDecode] = (
         "sku",
         "code",

@@ -25,6 +25,7 @@ from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import (
+    LabelLedger,
     LabelQueue,
     Merchant,
     MerchantDirectory,
@@ -37,6 +38,7 @@ from esl_sync.store.interfaces import (
     TokenProvider,
 )
 from esl_sync.sync.cursor import next_cursor, read_from
+from esl_sync.sync.heal import heal_merchant
 from esl_sync.sync.labels import LabelPlan, LabelTarget
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
@@ -89,6 +91,7 @@ class PollDeps:
     state: StateStore
     tokens: TokenProvider
     label_queue: LabelQueue
+    label_ledger: LabelLedger
     clover: CatalogSource
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -194,6 +197,22 @@ def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: P
     if swept or first_read:
         state.last_sweep_ms = _ms(now)
     _save(deps, state)
+    if swept:
+        _heal(merchant, deps)
+
+
+def _heal(merchant: Merchant, deps: PollDeps) -> None:
+    """Re-queue labels that stayed stale (see :mod:`esl_sync.sync.heal`).
+
+    It runs after the poll's own effects are committed; its failure is logged and left to
+    the next sweep, never turned into a failed poll.
+    """
+    try:
+        heal_merchant(merchant, deps.label_ledger, deps.label_queue, deps.settings)
+    except Exception:
+        logger.exception(
+            "self-healing failed; the next sweep tries again", merchant_id=merchant.merchant_id
+        )
 
 
 def _sync(
@@ -245,7 +264,7 @@ def _transform(
             continue
         if product.validation_error and product.status == "active":
             outcome.invalid_items += 1
-        record = to_record(product)
+        record = to_record(product, extra_fields=settings.hipoink_extra_fields)
         target = LabelTarget(record, label_hash(record))
         targets[product.key] = target
         rows.append(ProductRow(product, target.label_hash))
@@ -266,6 +285,7 @@ def _sweep(
         tx.active_keys(merchant_id),
         catalog.list_all_item_ids().ids,
         settings.clover_max_delete_fraction,
+        settings.clover_sweep_always_allowed,
     )
     if not sweep.suspects:
         return "nothing missing"

@@ -43,11 +43,17 @@ class SweepPlan:
 
 
 def plan_sweep(
-    active: Collection[ProductKey], listed: Set[str], max_delete_fraction: Decimal
+    active: Collection[ProductKey],
+    listed: Set[str],
+    max_delete_fraction: Decimal,
+    always_allowed: int = 0,
 ) -> SweepPlan:
     """Suspects are active products whose Clover id was not listed. More than
     ``max_delete_fraction`` of the active products missing at once is more likely a bad
-    listing than a mass deletion: the sweep is refused and removes nothing."""
+    listing than a mass deletion: the sweep is refused and removes nothing. Up to
+    ``always_allowed`` suspects are never refused, so a small store can still lose an item
+    (one of four is already 25 %)."""
     suspects = sorted(key for key in active if key[0] not in listed)
-    refused = len(suspects) > max_delete_fraction * len(active)
+    allowed = max(Decimal(always_allowed), max_delete_fraction * len(active))
+    refused = len(suspects) > allowed
     return SweepPlan(suspects=suspects, active=len(active), refused=refused)
