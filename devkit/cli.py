@@ -1,8 +1,9 @@
 """The ``esl-sync`` command line (a stable interface: see DESIGN.md).
 
 Every command but ``demo`` works against whatever the environment names (``DATABASE_URL``,
-``POLL_QUEUE_URL``, ``STATE_TABLE_NAME``, ``AWS_ENDPOINT_URL``, …): a deployed stack or a
-local one. Errors are one line naming what is wrong, with exit status 2.
+``POLL_QUEUE_URL``, ``STATE_TABLE_NAME``, ``AWS_ENDPOINT_URL``, …), or against a deployed
+stack named with ``--stack`` (its outputs fill in what the environment does not say).
+Errors are one line naming what is wrong, with exit status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +13,19 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from esl_sync.clover.oauth import CloverTokens
+
+# Stack output → the setting it provides (see template.yaml, Outputs).
+STACK_OUTPUTS = {
+    "PollQueueUrl": "POLL_QUEUE_URL",
+    "LabelQueueUrl": "LABEL_QUEUE_URL",
+    "StateTableName": "STATE_TABLE_NAME",
+    "StateKeyArn": "STATE_KEY_ID",
+    "DatabaseUrlSecretArn": "DATABASE_URL_SECRET_ARN",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esl_sync.settings import ConfigurationError
 
     try:
+        if args.stack:
+            _use_stack(args.stack)
         result: int = args.run(args)
     except (ConfigurationError, UnknownMerchantError) as error:
         print(f"esl-sync: {error}", file=sys.stderr)
@@ -30,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="esl-sync", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stack", metavar="NAME", help="work against this deployed stack (its outputs)"
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run the whole system locally and check the labels")
@@ -43,10 +61,19 @@ def _parser() -> argparse.ArgumentParser:
     add = actions.add_parser("add", help="register a merchant and store its Clover token")
     add.add_argument("merchant_id")
     add.add_argument("--store-code", required=True, help="the Hipoink store of its labels")
-    add.add_argument(
+    token_source = add.add_mutually_exclusive_group()
+    token_source.add_argument(
         "--token-stdin",
         action="store_true",
-        help="read the Clover access token from standard input (kept out of shell history)",
+        help="read a plain Clover token (sandbox or legacy) from standard input (kept out of"
+        " shell history)",
+    )
+    token_source.add_argument(
+        "--token-pair-stdin",
+        action="store_true",
+        help="read a v2 token pair from standard input: the JSON Clover's /oauth/v2/token"
+        " returns (access_token, access_token_expiration, refresh_token,"
+        " refresh_token_expiration)",
     )
     add.add_argument("--clover-base-url", help="regional Clover API host, if not the default")
     add.add_argument("--poll-interval-seconds", type=int, help="poll this merchant less often")
@@ -73,6 +100,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=_status)
 
+    poll = commands.add_parser("poll", help="poll one merchant now, outside the schedule")
+    poll.add_argument("merchant_id")
+    poll.set_defaults(run=_poll)
+
+    resync = commands.add_parser(
+        "resync", help="re-read a merchant's whole catalog and send every label again"
+    )
+    resync.add_argument("merchant_id")
+    resync.set_defaults(run=_resync)
+
     stores = commands.add_parser("stores", help="lift a store's Hipoink configuration block")
     store_actions = stores.add_subparsers(required=True, metavar="ACTION")
     unblock = store_actions.add_parser(
@@ -96,6 +133,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _use_stack(name: str) -> None:
+    """Fill the environment from a stack's outputs; what is set explicitly wins."""
+    import os
+
+    from esl_sync import runtime
+    from esl_sync.store.stack import stack_outputs
+
+    outputs = stack_outputs(name)
+    for output, variable in STACK_OUTPUTS.items():
+        if output in outputs:
+            os.environ.setdefault(variable, outputs[output])
+    runtime.reset()
+
+
+def _poll(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    admin.request_poll(runtime.merchants(), runtime.poll_queue(), args.merchant_id)
+    print(f"poll of {args.merchant_id} queued")
+    return 0
+
+
+def _resync(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+    from esl_sync.settings import settings
+
+    outcome = admin.resync(
+        runtime.merchants(),
+        runtime.state_store(),
+        runtime.label_ledger(),
+        runtime.poll_queue(),
+        runtime.label_queue(),
+        settings(),
+        args.merchant_id,
+    )
+    print(
+        f"{args.merchant_id}: cursor reset, {outcome.upserts} label(s) and {outcome.deletes}"
+        " delete(s) queued, full re-read queued"
+    )
+    return 0
+
+
 def _demo(_args: argparse.Namespace) -> int:
     from devkit.demo import main as demo_main
 
@@ -115,9 +194,10 @@ def _merchants_add(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
     from esl_sync.store.interfaces import Merchant
 
-    token = sys.stdin.readline().strip() if args.token_stdin else None
-    if args.token_stdin and not token:
-        print("esl-sync: no token on standard input", file=sys.stderr)
+    try:
+        token = _token_from_stdin(args)
+    except ValueError as error:
+        print(f"esl-sync: {error}", file=sys.stderr)
         return 2
     merchant = Merchant(
         merchant_id=args.merchant_id,
@@ -126,8 +206,28 @@ def _merchants_add(args: argparse.Namespace) -> int:
         poll_interval_seconds=args.poll_interval_seconds,
     )
     admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
-    print(f"merchant {merchant.merchant_id} saved{' with its token' if token else ''}")
+    kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
+    print(f"merchant {merchant.merchant_id} saved{kind}")
     return 0
+
+
+def _token_from_stdin(args: argparse.Namespace) -> str | CloverTokens | None:
+    """The token an operator pipes in (never an argument: shell history keeps those)."""
+    from esl_sync.clover.oauth import CloverTokens
+
+    if args.token_pair_stdin:
+        pair = CloverTokens.parse(sys.stdin.read(), "token pair on standard input")
+        if pair.refresh_token is None:
+            raise ValueError(
+                "token pair on standard input: no refresh_token (plain token: use --token-stdin)"
+            )
+        return pair
+    if args.token_stdin:
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise ValueError("no token on standard input")
+        return token
+    return None
 
 
 def _merchants_list(args: argparse.Namespace) -> int:
@@ -170,16 +270,35 @@ def _cycle(_args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from esl_sync import runtime
     from esl_sync.admin import merchant_status
+    from esl_sync.settings import settings
 
     if args.labels:
         return _stale_labels(args.labels, args.json)
-    rows = merchant_status(runtime.merchants(), runtime.state_store(), runtime.label_ledger())
+    rows = merchant_status(
+        runtime.merchants(),
+        runtime.state_store(),
+        runtime.label_ledger(),
+        settings().clover_sync_interval_seconds,
+    )
     now = datetime.now(UTC)
-    stale = [r for r in rows if r["stale_labels"]]
+    active = [r for r in rows if r["active"]]
     print(
-        f"{len(rows)} merchant(s); {len(stale)} with stale labels; as of {now:%Y-%m-%d %H:%M:%S}Z",
+        f"{len(rows)} merchant(s), {len(active)} active:"
+        f" {sum(not r['fresh'] for r in active)} not fresh,"
+        f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
+        f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
+        f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
+        f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,
     )
+    verification = runtime.state_store().last_verification_code()
+    if verification:
+        code, received = verification
+        print(
+            f"last Clover webhook verification code: {code}"
+            f" (received {received:%Y-%m-%d %H:%M:%S}Z)",
+            file=sys.stderr if args.json else sys.stdout,
+        )
     _print_rows(rows, args.json)
     return 0
 

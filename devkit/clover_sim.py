@@ -5,6 +5,11 @@ auth, rate limits) and can play both sides of what that document leaves unconfir
 (``orderBy`` ignored, deleted items listed, stock bumping ``modifiedTime``), plus the faults a
 sync must survive: injected statuses, slow answers, late visibility, listings that miss items
 and a catalog that changes between page requests.
+
+It also plays Clover's v2 OAuth refresh (``POST /oauth/v2/refresh``): access tokens that
+expire (settable lifetimes), single-use refresh tokens (the old one is refused with "401
+invalid refresh token" as soon as it has been used), and a switch that revokes a
+merchant's refresh token.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import operator
 import random
+import secrets
 import string
 import threading
 import time
@@ -91,9 +97,12 @@ class RequestRecord:
 
 @dataclass
 class _Merchant:
-    token: str
+    # Valid access tokens and when each expires (Unix seconds on Clover's clock; None: never).
+    access_tokens: dict[str, int | None]
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     list_requests: int = 0
+    refresh_token: str | None = None
+    refresh_expiration: int | None = None
 
 
 @dataclass
@@ -277,6 +286,10 @@ class CloverSimulator:
         # Ids every list response leaves out while the single-item GET still serves them:
         # a listing that silently misses items, or one item that becomes visible late.
         self.hide_from_listing: set[str] = set()
+        # OAuth: the app's client id, and the lifetimes of the tokens this Clover issues.
+        self.client_id = "sim-clover-app"
+        self.access_token_lifetime_seconds = 1800
+        self.refresh_token_lifetime_seconds = 31 * 86_400
 
         self._lock = threading.Lock()
         self._random = random.Random(seed)
@@ -371,7 +384,7 @@ class CloverSimulator:
         with self._lock:
             if merchant_id in self._merchants:
                 raise ValueError(f"merchant {merchant_id} exists")
-            merchant = _Merchant(token)
+            merchant = _Merchant({token: None})
             now = self.clock_ms()
             for source in items or []:
                 item = copy.deepcopy(source)
@@ -385,9 +398,36 @@ class CloverSimulator:
             self._merchants[merchant_id] = merchant
 
     def set_token(self, merchant_id: str, token: str) -> None:
-        """Replaces the merchant's token; the old one gets 401 from now on."""
+        """Replaces the merchant's tokens by a plain one; the old ones get 401 from now on."""
         with self._lock:
-            self._merchant(merchant_id).token = token
+            merchant = self._merchant(merchant_id)
+            merchant.access_tokens = {token: None}
+            merchant.refresh_token = merchant.refresh_expiration = None
+
+    def issue_tokens(
+        self,
+        merchant_id: str,
+        *,
+        access_lifetime_seconds: int | None = None,
+        refresh_lifetime_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        """A new authorization: a v2 pair, as ``/oauth/v2/token`` returns it; every earlier
+        token of the merchant stops working. Lifetimes default to the simulator's."""
+        with self._lock:
+            merchant = self._merchant(merchant_id)
+            merchant.access_tokens.clear()
+            return self._new_pair(merchant, access_lifetime_seconds, refresh_lifetime_seconds)
+
+    def revoke_refresh_token(self, merchant_id: str) -> None:
+        """The merchant's refresh token is refused from now on (its access token lives on)."""
+        with self._lock:
+            self._merchant(merchant_id).refresh_token = None
+
+    def access_token(self, merchant_id: str) -> str | None:
+        """The merchant's newest access token (the one a refresh issued last)."""
+        with self._lock:
+            tokens = self._merchant(merchant_id).access_tokens
+            return next(reversed(tokens), None)
 
     def create_item(self, merchant_id: str, **fields: Any) -> dict[str, Any]:
         """Creates an item; Clover assigns ``id``, ``createdTime`` and ``modifiedTime``."""
@@ -586,6 +626,48 @@ class CloverSimulator:
                     RequestRecord(arrived, merchant_id, endpoint, status, key, query)
                 )
 
+    def _serve_post(self, path: str, body: bytes) -> _Response:
+        """Answers one POST: only ``/oauth/v2/refresh`` exists."""
+        arrived = time.time()
+        merchant_id: str | None = None
+        response = _error(404)
+        if path == "/oauth/v2/refresh":
+            merchant_id, response = self._refresh(body)
+        with self._lock:
+            self._records.append(
+                RequestRecord(arrived, merchant_id, "refresh", response.status, None, {})
+            )
+        return response
+
+    def _refresh(self, body: bytes) -> tuple[str | None, _Response]:
+        """A new pair for a live refresh token, which dies at once (single use)."""
+        try:
+            request = json.loads(body)
+            client_id, refresh_token = request["client_id"], request["refresh_token"]
+        except (ValueError, TypeError, KeyError):
+            return None, _error(400, "client_id and refresh_token are required")
+        with self._lock:
+            now = self.clock_ms() // 1000
+            merchant_id, merchant = next(
+                (
+                    (mid, m)
+                    for mid, m in self._merchants.items()
+                    if refresh_token and m.refresh_token == refresh_token
+                ),
+                (None, None),
+            )
+        fault = self._take_fault(merchant_id)
+        if fault is not None:
+            return merchant_id, fault
+        with self._lock:
+            if client_id != self.client_id:
+                return merchant_id, _error(401, "invalid client_id")
+            if merchant is None or merchant.refresh_token != refresh_token:
+                return merchant_id, _error(401, "invalid refresh token")
+            if merchant.refresh_expiration is not None and now >= merchant.refresh_expiration:
+                return merchant_id, _error(401, "invalid refresh token")
+            return merchant_id, _json_response(200, self._new_pair(merchant, None, None))
+
     def _answer(
         self,
         endpoint: str,
@@ -602,7 +684,12 @@ class CloverSimulator:
             return _error(404)
         with self._lock:
             merchant = self._merchants.get(merchant_id)
-            authorized = merchant is not None and token == merchant.token
+            authorized = (
+                merchant is not None
+                and token is not None
+                and token in merchant.access_tokens
+                and _alive(merchant.access_tokens[token], self.clock_ms() // 1000)
+            )
         if not authorized or "access_token" in query:
             return _error(401)
         try:
@@ -688,6 +775,28 @@ class CloverSimulator:
         """The rate-limit and record key of a token; None stands for the whole app."""
         return None if token is None else token_fingerprint(token)
 
+    def _new_pair(
+        self, merchant: _Merchant, access_lifetime: int | None, refresh_lifetime: int | None
+    ) -> dict[str, Any]:
+        now = self.clock_ms() // 1000
+        access = f"sim-access-{secrets.token_urlsafe(12)}"
+        refresh = f"sim-refresh-{secrets.token_urlsafe(12)}"
+        access_expiration = now + (
+            self.access_token_lifetime_seconds if access_lifetime is None else access_lifetime
+        )
+        refresh_expiration = now + (
+            self.refresh_token_lifetime_seconds if refresh_lifetime is None else refresh_lifetime
+        )
+        merchant.access_tokens[access] = access_expiration
+        merchant.refresh_token = refresh
+        merchant.refresh_expiration = refresh_expiration
+        return {
+            "access_token": access,
+            "access_token_expiration": access_expiration,
+            "refresh_token": refresh,
+            "refresh_token_expiration": refresh_expiration,
+        }
+
     def _merchant(self, merchant_id: str) -> _Merchant:
         merchant = self._merchants.get(merchant_id)
         if merchant is None:
@@ -763,8 +872,12 @@ class CloverSimulator:
         return _error(429, headers=headers)
 
 
+def _alive(expiration: int | None, now: int) -> bool:
+    return expiration is None or now < expiration
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """Turns HTTP/1.1 GETs (keep-alive, like Clover's) into :meth:`CloverSimulator._serve`."""
+    """Turns HTTP/1.1 requests (keep-alive, like Clover's) into the simulator's answers."""
 
     protocol_version = "HTTP/1.1"
     # Headers and body go out as separate writes; with Nagle on, the body would wait for the
@@ -774,7 +887,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         simulator = self.server.simulator
-        response = simulator._serve(self.path, self.headers.get("Authorization"))
+        self._send(simulator._serve(self.path, self.headers.get("Authorization")))
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(self.server.simulator._serve_post(urlsplit(self.path).path, body))
+
+    def _send(self, response: _Response) -> None:
+        simulator = self.server.simulator
         headers = {
             "Content-Type": "application/json",
             "Content-Length": str(len(response.body)),

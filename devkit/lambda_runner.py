@@ -30,6 +30,7 @@ FUNCTIONS = {
     "poller": "PollerFunction",
     "hipoink_sender": "HipoinkSenderFunction",
     "migrator": "MigrationFunction",
+    "webhook": "WebhookFunction",
 }
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 

@@ -7,14 +7,18 @@ by moto's server on loopback (queues, table and key built from ``template.yaml``
 Clover and Hipoink simulators (unless their URLs are given). ``run_cycle()`` drives the real
 handlers the way Lambda's event source mappings do: batches, partial batch failures made
 visible again, and redrive to the dead-letter queue after ``maxReceiveCount`` receives.
+``send_webhook()`` delivers a Clover notification through the webhook function the way
+the HTTP API would, then lets the poll it queued run through to the labels.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -30,15 +34,18 @@ from devkit.clover_sim import CloverSimulator
 from devkit.embedded_postgres import EmbeddedPostgres
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.lambda_runner import DrainResult, FunctionRunner, load_handler
-from devkit.template import load_template, resolve, resource
+from devkit.template import REPO_ROOT, load_template, resolve, resource
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
+    from esl_sync.clover.oauth import CloverTokens
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 HIPOINK_SIGN = "local-hipoink-sign"
+CLOVER_WEBHOOK_AUTH = "local-clover-webhook-auth"  # also in events/webhook.json
 QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first
 
 
@@ -52,6 +59,16 @@ class CycleSummary:
     @property
     def dead_lettered(self) -> int:
         return self.queue_depths["PollDeadLetterQueue"] + self.queue_depths["LabelDeadLetterQueue"]
+
+
+@dataclass
+class WebhookDelivery:
+    """The webhook function's HTTP answer, and what the polls and label jobs it led to did."""
+
+    status: int
+    message: str
+    polls: DrainResult
+    labels: DrainResult
 
 
 class LocalStack:
@@ -136,7 +153,9 @@ class LocalStack:
                 "HIPOINK_API_BASE_URL": self._hipoink_base_url,
                 "HIPOINK_CLIENT_ID": "default",
                 "HIPOINK_SIGN": HIPOINK_SIGN,
+                "CLOVER_WEBHOOK_AUTH": CLOVER_WEBHOOK_AUTH,
                 "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
+                **({"CLOVER_CLIENT_ID": self.clover.client_id} if self.clover else {}),
             }
         )
         self._create_aws_resources()
@@ -149,7 +168,7 @@ class LocalStack:
         settings()  # a bad override fails here, naming the variable
         apply_migrations(database_url)
         self.runner = FunctionRunner(self.sqs, REGION)
-        for name in ("dispatcher", "poller", "hipoink_sender", "migrator"):
+        for name in ("dispatcher", "poller", "hipoink_sender", "migrator", "webhook"):
             load_handler(name)  # a handler that cannot start fails here, not mid-cycle
 
     def _start_moto(self) -> str:
@@ -274,6 +293,28 @@ class LocalStack:
             token,
         )
 
+    def use_token_pair(
+        self,
+        merchant_id: str,
+        *,
+        access_lifetime_seconds: int | None = None,
+        refresh_lifetime_seconds: int | None = None,
+    ) -> CloverTokens:
+        """Authorize the merchant anew with a v2 pair from the Clover simulator and store it,
+        as an operator does with ``esl-sync merchants add --token-pair-stdin``."""
+        from esl_sync import runtime
+        from esl_sync.clover.oauth import CloverTokens
+
+        assert self.clover is not None, "token pairs come from the Clover simulator"
+        pair = self.clover.issue_tokens(
+            merchant_id,
+            access_lifetime_seconds=access_lifetime_seconds,
+            refresh_lifetime_seconds=refresh_lifetime_seconds,
+        )
+        tokens = CloverTokens.model_validate(pair)
+        runtime.state_store().write_token(merchant_id, tokens)
+        return tokens
+
     @contextmanager
     def _db(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         with psycopg.connect(self.env["DATABASE_URL"], row_factory=dict_row) as conn:
@@ -306,6 +347,23 @@ class LocalStack:
         assert self.runner is not None, "the local stack is not started"
         return self.runner.drain(self.urls[queue], function, batch_size=batch_size)
 
+    def send_webhook(
+        self, body: bytes | str | dict[str, Any], auth: str | None, *, deliver: bool = True
+    ) -> WebhookDelivery:
+        """POST a Clover notification to the webhook function (an HTTP API v2 event, with
+        ``X-Clover-Auth: auth`` unless None); then, unless ``deliver`` is False, run the
+        polls it queued and their label jobs, with no dispatcher involved."""
+        text = json.dumps(body) if isinstance(body, dict) else body
+        raw = text.encode() if isinstance(text, str) else text
+        answer = self.invoke("webhook", _http_api_event(raw, auth))
+        polls = labels = DrainResult()
+        if deliver:
+            polls = self.drain("PollQueue", "poller", batch_size=self._batch_size("PollerFunction"))
+            labels = self.drain("LabelQueue", "hipoink_sender")
+        return WebhookDelivery(
+            answer["statusCode"], json.loads(answer["body"])["message"], polls, labels
+        )
+
     def run_cycle(self) -> CycleSummary:
         """dispatcher → poll queue → poller → label queue → sender, once."""
         started = time.monotonic()
@@ -326,3 +384,19 @@ class LocalStack:
             if event.get("Type") == "SQS":
                 return int(resolve(self.template, event["Properties"].get("BatchSize", 10)))
         return 10
+
+
+def _http_api_event(body: bytes, auth: str | None) -> dict[str, Any]:
+    """The sample event of ``events/webhook.json`` carrying this body and auth header."""
+    event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "webhook.json").read_text())
+    headers = {k: v for k, v in event["headers"].items() if k != "x-clover-auth"}
+    headers["content-length"] = str(len(body))
+    if auth is not None:
+        headers["x-clover-auth"] = auth
+    try:
+        text, encoded = body.decode(), False
+    except UnicodeDecodeError:  # API Gateway base64-encodes what is not text
+        text, encoded = base64.b64encode(body).decode(), True
+    event.update(headers=headers, body=text, isBase64Encoded=encoded)
+    event["requestContext"].update(requestId=uuid.uuid4().hex, timeEpoch=int(time.time() * 1000))
+    return event

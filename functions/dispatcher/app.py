@@ -14,7 +14,7 @@ from esl_sync.observability import logger, metrics, tracer
 from esl_sync.settings import settings
 from esl_sync.sync.dispatch import dispatch
 
-settings().require("database_url", "poll_queue_url")
+settings().require("database_url", "poll_queue_url", "state_table_name")
 
 
 @logger.inject_lambda_context
@@ -26,6 +26,8 @@ def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, An
         runtime.merchants(),
         runtime.poll_queue(),
         settings(),
+        states=runtime.state_store(),
+        ledger=runtime.label_ledger(),
         now=event.scheduled_time or datetime.now(UTC),
         reason=event.reason,
     )

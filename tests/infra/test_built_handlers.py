@@ -117,6 +117,16 @@ def test_hipoink_sender_sample_event(sam_build_dir: Path, demo_stack: LocalStack
     }
 
 
+def test_webhook_sample_event_queues_a_poll(sam_build_dir: Path, demo_stack: LocalStack) -> None:
+    before = demo_stack.queue_depths()["PollQueue"]
+    answer = _invoke_built(
+        sam_build_dir, "WebhookFunction", str(REPO_ROOT / "events/webhook.json"), demo_stack.env
+    )
+    assert answer["result"]["statusCode"] == 202
+    assert json.loads(answer["result"]["body"]) == {"message": "accepted"}
+    assert demo_stack.queue_depths()["PollQueue"] == before + 1
+
+
 def test_migrator_sample_event_answers_cloudformation(
     sam_build_dir: Path, demo_stack: LocalStack
 ) -> None:

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
+from devkit.template import REPO_ROOT, TEMPLATE_PATH
 from esl_sync.events import ScheduleEvent
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.settings import Settings
+from esl_sync.webhooks import CloverNotification
 
 pytestmark = pytest.mark.infra
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 Template = dict[str, Any]
 
@@ -27,6 +27,7 @@ FUNCTION_DIRS = {
     "PollerFunction": "poller",
     "HipoinkSenderFunction": "hipoink_sender",
     "MigrationFunction": "migrator",
+    "WebhookFunction": "webhook",
 }
 # main queue -> (its dead-letter queue, the function that consumes it)
 QUEUES = {
@@ -255,7 +256,49 @@ def test_every_alarm_explains_itself_and_notifies_the_topic(template: Template) 
         assert len(props.get("AlarmDescription", "")) > 40, name
         assert topic in props["AlarmActions"], name
         assert topic in props["OKActions"], name
-        assert props["TreatMissingData"] == "notBreaching", name
+        # Missing data means "nothing happened" for every alarm but freshness, where it
+        # means the dispatcher that measures freshness is not running.
+        expected = "breaching" if name == "MerchantNotFreshAlarm" else "notBreaching"
+        assert props["TreatMissingData"] == expected, name
+
+
+ALARMS_OF_ISSUE_7 = {
+    "PollDeadLetterAlarm",
+    "LabelDeadLetterAlarm",
+    "MerchantNotFreshAlarm",
+    "CloverRateLimitAlarm",
+    "SweepRefusedAlarm",
+    "MerchantNeedsReauthAlarm",
+    "HipoinkConfigErrorAlarm",
+    "DispatcherErrorsAlarm",
+    "PollerErrorsAlarm",
+    "HipoinkSenderErrorsAlarm",
+    "MigrationErrorsAlarm",
+    "WebhookErrorsAlarm",
+    "FunctionThrottlesAlarm",
+    "PollQueueLateAlarm",
+}
+
+
+def test_the_alarms_operators_need_exist(template: Template) -> None:
+    assert set(resources(template, "AWS::CloudWatch::Alarm")) >= ALARMS_OF_ISSUE_7
+
+
+def _custom_metrics(props: dict[str, Any]) -> set[str]:
+    stats = [props] + [
+        q["MetricStat"]["Metric"] for q in props.get("Metrics", []) if "MetricStat" in q
+    ]
+    return {m["MetricName"] for m in stats if m.get("Namespace") == "EslSync"}
+
+
+def test_every_custom_metric_an_alarm_watches_is_emitted_by_the_code(template: Template) -> None:
+    code = "\n".join(
+        path.read_text() for path in (REPO_ROOT / "layers/common/esl_sync").rglob("*.py")
+    )
+    for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        for metric in _custom_metrics(alarm["Properties"]):
+            emitted = re.search(rf'(name=|\(\s*)"{metric}"', code)
+            assert emitted, f"{name} watches {metric}, which nothing emits"
 
 
 @pytest.mark.parametrize("dead_letter_queue", ["PollDeadLetterQueue", "LabelDeadLetterQueue"])
@@ -334,7 +377,7 @@ def test_function_code_and_handler(template: Template, function: str, directory:
     assert lines[0].startswith("#"), "function dependencies come from the common layer"
 
 
-def test_functions_are_the_four_of_the_design(template: Template) -> None:
+def test_functions_are_those_of_the_design(template: Template) -> None:
     assert set(functions(template)) == set(FUNCTION_DIRS)
     timeouts = {name: function_property(template, name, "Timeout") for name in FUNCTION_DIRS}
     assert timeouts == {
@@ -342,7 +385,23 @@ def test_functions_are_the_four_of_the_design(template: Template) -> None:
         "PollerFunction": 300,
         "HipoinkSenderFunction": 60,
         "MigrationFunction": 120,
+        "WebhookFunction": 15,
     }
+
+
+def test_the_webhook_is_one_post_route_of_an_http_api(template: Template) -> None:
+    events = template["Resources"]["WebhookFunction"]["Properties"]["Events"]
+    assert [e["Type"] for e in events.values()] == ["HttpApi"]
+    [route] = [e["Properties"] for e in events.values()]
+    assert route["ApiId"] == {"Ref": "WebhookApi"}
+    assert (route["Method"], route["Path"]) == ("POST", "/webhooks/clover/inventory")
+    assert route["PayloadFormatVersion"] == "2.0"
+    api = template["Resources"]["WebhookApi"]
+    assert api["Type"] == "AWS::Serverless::HttpApi"
+    assert api["Properties"]["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    url = template["Outputs"]["WebhookUrl"]["Value"]["Fn::Sub"]
+    assert url.startswith("https://${WebhookApi}.execute-api.")
+    assert url.endswith(route["Path"])
 
 
 def test_every_function_has_its_own_log_group_with_retention(template: Template) -> None:
@@ -387,6 +446,14 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "CLOVER_OVERLAP_MS",
             "CLOVER_MAX_DELETE_FRACTION",
             "HIPOINK_BATCH_SIZE",
+            "CLOVER_APP_SECRET_ARN",
+            "CLOVER_TOKEN_REFRESH_MARGIN_SECONDS",
+        },
+        "WebhookFunction": {
+            "POLL_QUEUE_URL",
+            "STATE_TABLE_NAME",
+            "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
+            "CLOVER_WEBHOOK_POLL_WINDOW_SECONDS",
         },
         "HipoinkSenderFunction": {
             "HIPOINK_API_BASE_URL",
@@ -471,9 +538,15 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "PollerFunction": "PollerLogGroup",
         "HipoinkSenderFunction": "HipoinkSenderLogGroup",
         "MigrationFunction": "MigrationLogGroup",
+        "WebhookFunction": "WebhookLogGroup",
     }
     database = {"Ref": "DatabaseUrlSecretArn"}
     sign = {"Ref": "HipoinkSignSecretArn"}
+    own_secrets = {
+        "HipoinkSenderFunction": {"Ref": "HipoinkSignSecretArn"},
+        "PollerFunction": {"Ref": "CloverAppSecretArn"},
+        "WebhookFunction": {"Ref": "CloverWebhookAuthSecretArn"},
+    }
     table = {"Fn::GetAtt": ["StateTable", "Arn"]}
     key = {"Fn::GetAtt": ["StateKey", "Arn"]}
     for name, statements in roles.items():
@@ -481,12 +554,24 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         assert grants(statements, "logs:PutLogEvents") == [own_group], name
         assert grants(statements, "logs:CreateLogStream") == [own_group], name
         assert database in grants(statements, "secretsmanager:GetSecretValue"), name
-        assert (sign in grants(statements, "secretsmanager:GetSecretValue")) == (
-            name == "HipoinkSenderFunction"
+        readable = grants(statements, "secretsmanager:GetSecretValue")
+        assert sorted(map(str, readable)) == sorted(
+            map(str, [database, *([own_secrets[name]] if name in own_secrets else [])])
         ), name
-        is_poller = name == "PollerFunction"
-        assert grants(statements, "dynamodb:UpdateItem") == ([table] if is_poller else []), name
-        assert grants(statements, "kms:Decrypt") == ([key] if is_poller else []), name
+        writes_state = name in ("PollerFunction", "WebhookFunction")
+        assert grants(statements, "dynamodb:UpdateItem") == ([table] if writes_state else []), name
+        uses_state = name in ("PollerFunction", "DispatcherFunction", "WebhookFunction")
+        assert grants(statements, "kms:Decrypt") == ([key] if uses_state else []), name
+    # The dispatcher reads merchant state (freshness) and the webhook writes hints into it,
+    # but both may use the key only through DynamoDB, so neither can decrypt a Clover token.
+    for name in ("DispatcherFunction", "WebhookFunction"):
+        decrypt = [s for s in roles[name] if "kms:Decrypt" in str(s.get("Action"))]
+        assert [s["Condition"]["StringEquals"]["kms:ViaService"] for s in decrypt] == [
+            {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}
+        ], name
+        assert not grants(roles[name], "kms:Encrypt"), name
+    assert sign not in grants(roles["PollerFunction"], "secretsmanager:GetSecretValue")
+    assert grants(roles["DispatcherFunction"], "dynamodb:BatchGetItem") == [table]
     poller = roles["PollerFunction"]
     for action in (
         "dynamodb:GetItem",
@@ -505,6 +590,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "PollerFunction": [{"Fn::GetAtt": ["LabelQueue", "Arn"]}],
         "HipoinkSenderFunction": [],
         "MigrationFunction": [],
+        "WebhookFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
     }
     receives = {
         name: grants(statements, "sqs:ReceiveMessage") for name, statements in roles.items()
@@ -514,6 +600,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "PollerFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
         "HipoinkSenderFunction": [{"Fn::GetAtt": ["LabelQueue", "Arn"]}],
         "MigrationFunction": [],
+        "WebhookFunction": [],
     }
 
 
@@ -561,6 +648,10 @@ def test_every_parameter_is_described(template: Template) -> None:
         "PollerBatchSize",
         "LogRetentionDays",
         "LogLevel",
+        "AlarmEmail",
+        "SyncEnabled",
+        "CloverWebhookAuthSecretArn",
+        "CloverAppSecretArn",
     }
     assert set(template["Parameters"]) == expected
     for name, parameter in template["Parameters"].items():
@@ -579,6 +670,7 @@ def test_outputs(template: Template) -> None:
         "StateKeyArn",
         "AlarmTopicArn",
         "CommonLayerArn",
+        "WebhookUrl",
     }
     for name, output in template["Outputs"].items():
         assert output.get("Description"), name
@@ -653,6 +745,20 @@ def test_migrator_event_is_a_custom_resource_create(template: Template) -> None:
     schema_version = template["Resources"]["DatabaseMigration"]["Properties"]["SchemaVersion"]
     assert event["ResourceProperties"]["SchemaVersion"] == schema_version
     assert event["ResourceProperties"]["ServiceToken"] == event["ServiceToken"]
+
+
+def test_webhook_event_is_a_clover_delivery_through_the_http_api(template: Template) -> None:
+    event = load_event("webhook")
+    route = template["Resources"]["WebhookFunction"]["Properties"]["Events"]["CloverInventory"]
+    props = route["Properties"]
+    assert event["version"] == props["PayloadFormatVersion"]
+    assert event["routeKey"] == f"{props['Method']} {props['Path']}"
+    assert event["requestContext"]["http"]["method"] == "POST"
+    assert event["isBase64Encoded"] is False
+    assert event["headers"]["x-clover-auth"]
+    assert event["headers"]["content-length"] == str(len(event["body"].encode()))
+    delivery = CloverNotification.model_validate_json(event["body"])
+    assert [e.object_id for e in delivery.merchants["MDEMO0000001"]] == ["I:ITEMDEMO00002"]
 
 
 # ---------------------------------------------------------------- build

@@ -33,6 +33,7 @@ def test_merchants_add_list_disable_enable_and_status(
     assert "saved with its token" in capsys.readouterr().out
     assert main(["merchants", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
+    assert listed[0].pop("created_at")
     assert listed == [
         {
             "merchant_id": "MCLI00000001",

@@ -374,6 +374,86 @@ def test_a_replaced_token_stops_working(clover: CloverSimulator, http: httpx.Cli
     assert http.get(ITEMS, headers={"Authorization": "Bearer rotated-token"}).status_code == 200
 
 
+# OAuth: expiring access tokens, single-use refresh tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def refresh(
+    clover: CloverSimulator, refresh_token: str, client_id: str | None = None
+) -> httpx.Response:
+    body = {"client_id": client_id or clover.client_id, "refresh_token": refresh_token}
+    return httpx.post(f"{clover.base_url}/oauth/v2/refresh", json=body, timeout=5.0)
+
+
+def test_issued_tokens_expire_after_their_lifetime_on_clover_s_clock(
+    clover: CloverSimulator,
+) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    clover.freeze_clock(FROZEN_MS)
+    pair = clover.issue_tokens(MERCHANT, access_lifetime_seconds=60, refresh_lifetime_seconds=600)
+
+    assert pair["access_token_expiration"] == FROZEN_MS // 1000 + 60
+    assert pair["refresh_token_expiration"] == FROZEN_MS // 1000 + 600
+    with httpx.Client(base_url=clover.base_url, timeout=5.0) as client:
+        assert client.get(ITEMS, headers=AUTH).status_code == 401  # a new authorization
+        assert client.get(ITEMS, headers=bearer(pair["access_token"])).status_code == 200
+        clover.freeze_clock(FROZEN_MS + 60_000)
+        assert client.get(ITEMS, headers=bearer(pair["access_token"])).status_code == 401
+    clover.freeze_clock(FROZEN_MS + 600_000)
+    assert message(refresh(clover, pair["refresh_token"])) == "invalid refresh token"
+
+
+def test_a_refresh_token_works_once(clover: CloverSimulator) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    clover.access_token_lifetime_seconds = 900
+    first = clover.issue_tokens(MERCHANT)
+
+    renewed = refresh(clover, first["refresh_token"])
+    again = refresh(clover, first["refresh_token"])
+
+    assert renewed.status_code == 200
+    pair = renewed.json()
+    assert set(pair) == {
+        "access_token",
+        "access_token_expiration",
+        "refresh_token",
+        "refresh_token_expiration",
+    }
+    assert pair["access_token_expiration"] - time.time() == pytest.approx(900, abs=5)
+    assert (again.status_code, message(again)) == (401, "invalid refresh token")
+    assert clover.access_token(MERCHANT) == pair["access_token"]
+    assert refresh(clover, pair["refresh_token"]).status_code == 200
+    records = [r for r in clover.requests if r.endpoint == "refresh"]
+    assert [(r.merchant_id, r.status) for r in records] == [
+        (MERCHANT, 200),
+        (None, 401),
+        (MERCHANT, 200),
+    ]
+    assert clover.request_count(MERCHANT, "refresh") == 2
+
+
+def test_a_revoked_refresh_token_is_refused_and_bad_requests_say_why(
+    clover: CloverSimulator,
+) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    pair = clover.issue_tokens(MERCHANT)
+
+    wrong_client = refresh(clover, pair["refresh_token"], client_id="someone-else")
+    clover.revoke_refresh_token(MERCHANT)
+    revoked = refresh(clover, pair["refresh_token"])
+    malformed = httpx.post(f"{clover.base_url}/oauth/v2/refresh", content=b"{", timeout=5.0)
+
+    assert (wrong_client.status_code, message(wrong_client)) == (401, "invalid client_id")
+    assert (revoked.status_code, message(revoked)) == (401, "invalid refresh token")
+    assert malformed.status_code == 400
+    with httpx.Client(base_url=clover.base_url, timeout=5.0) as client:
+        # Revoking the refresh token leaves the access token alive until it expires.
+        assert client.get(ITEMS, headers=bearer(pair["access_token"])).status_code == 200
+
+
 # Rate limits
 
 

@@ -351,12 +351,6 @@ class StateStoreCrashingAfterSave:
         self._real.save(state)
         self._crash("after the cursor was saved")
 
-    def read_token(self, merchant_id: str) -> str | None:
-        return self._real.read_token(merchant_id)
-
-    def write_token(self, merchant_id: str, token: str) -> None:
-        self._real.write_token(merchant_id, token)
-
     def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
         return self._real.acquire_lease(merchant_id, owner, now_ms=now_ms, duration_ms=duration_ms)
 

@@ -9,8 +9,8 @@ import pytest
 
 from esl_sync.messages import PollRequest
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import Merchant
-from esl_sync.sync.dispatch import dispatch, is_due
+from esl_sync.store.interfaces import Merchant, MerchantState
+from esl_sync.sync.dispatch import DispatchOutcome, dispatch, is_due
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -29,6 +29,19 @@ class Directory:
         raise AssertionError("the dispatcher never writes merchants")
 
 
+class States:
+    def __init__(self, **states: MerchantState) -> None:
+        self.states = states
+
+    def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
+        return {m: self.states.get(m, MerchantState(merchant_id=m)) for m in merchant_ids}
+
+
+class Ledger:
+    def stale_labels_total(self) -> int:
+        return 7
+
+
 class Queue:
     def __init__(self) -> None:
         self.sent: list[tuple[PollRequest, int]] = []
@@ -41,6 +54,10 @@ def _settings(**values: object) -> Settings:
     return Settings.model_validate(values)
 
 
+def _dispatch(directory: Directory, queue: Queue, settings: Settings) -> DispatchOutcome:
+    return dispatch(directory, queue, settings, states=States(), ledger=Ledger(), now=NOW)
+
+
 def test_one_request_per_active_merchant_with_a_store_code() -> None:
     directory = Directory(
         [
@@ -51,7 +68,7 @@ def test_one_request_per_active_merchant_with_a_store_code() -> None:
         ]
     )
     queue = Queue()
-    outcome = dispatch(directory, queue, _settings(), now=NOW)
+    outcome = _dispatch(directory, queue, _settings())
     assert [r.merchant_id for r, _ in queue.sent] == ["A", "D"]
     assert all(r.reason == "schedule" and r.requested_at == NOW for r, _ in queue.sent)
     assert outcome.skipped == {"B": "no Hipoink store code"}
@@ -59,8 +76,8 @@ def test_one_request_per_active_merchant_with_a_store_code() -> None:
 
 def test_disabled_sync_dispatches_nothing() -> None:
     queue = Queue()
-    outcome = dispatch(
-        Directory([Merchant("A", "S")]), queue, _settings(clover_sync_enabled=False), now=NOW
+    outcome = _dispatch(
+        Directory([Merchant("A", "S")]), queue, _settings(clover_sync_enabled=False)
     )
     assert not outcome.enabled
     assert queue.sent == []
@@ -69,8 +86,8 @@ def test_disabled_sync_dispatches_nothing() -> None:
 def test_delays_are_stable_and_spread_within_the_window() -> None:
     merchants = [Merchant(f"M{i:04d}", "S") for i in range(200)]
     first, second = Queue(), Queue()
-    dispatch(Directory(merchants), first, _settings(), now=NOW)
-    dispatch(Directory(merchants), second, _settings(), now=NOW)
+    _dispatch(Directory(merchants), first, _settings())
+    _dispatch(Directory(merchants), second, _settings())
     delays = [d for _, d in first.sent]
     assert delays == [d for _, d in second.sent]
     assert all(0 <= d < 240 for d in delays)

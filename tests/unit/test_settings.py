@@ -25,6 +25,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert s.clover_max_delete_fraction == Decimal("0.2")
     assert s.clover_api_base_url == "https://api.clover.com"
     assert s.clover_product_code_fields == ("sku", "code", "alternateName")
+    assert s.clover_token_refresh_margin_seconds == 300
+    assert s.clover_webhook_poll_window_seconds == 10
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,9 @@ def test_product_code_fields_are_a_comma_list(monkeypatch: pytest.MonkeyPatch) -
 def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HIPOINK_SIGN", "very-secret-sign")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db/x")
+    monkeypatch.setenv("CLOVER_WEBHOOK_AUTH", "clover-auth-code")
     text = repr(load_settings())
+    assert "clover-auth-code" not in text
     assert "very-secret-sign" not in text
     assert "hunter2" not in text
 

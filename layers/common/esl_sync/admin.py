@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from esl_sync.clover.oauth import CloverTokens
+from esl_sync.messages import PollRequest
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import (
     DeadLetterQueue,
@@ -13,9 +15,12 @@ from esl_sync.store.interfaces import (
     LabelQueue,
     Merchant,
     MerchantDirectory,
+    PollQueue,
     StaleLabel,
     StateStore,
+    TokenStore,
 )
+from esl_sync.sync.fleet import fleet_health
 from esl_sync.sync.heal import HealOutcome, heal_merchant
 
 
@@ -25,14 +30,15 @@ class UnknownMerchantError(LookupError):
 
 def add_merchant(
     directory: MerchantDirectory,
-    state: StateStore,
+    tokens: TokenStore,
     merchant: Merchant,
-    token: str | None,
+    token: str | CloverTokens | None,
 ) -> None:
-    """Register (or update) a merchant; its Clover token goes to the encrypted state only."""
+    """Register (or update) a merchant; its Clover token (plain, or a v2 pair) goes to the
+    encrypted state only, and new tokens lift a ``needs_reauth`` mark."""
     directory.save(merchant)
     if token:
-        state.write_token(merchant.merchant_id, token)
+        tokens.write_token(merchant.merchant_id, token)
 
 
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
@@ -42,15 +48,22 @@ def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> 
 
 
 def merchant_status(
-    directory: MerchantDirectory, state: StateStore, ledger: LabelLedger
+    directory: MerchantDirectory, state: StateStore, ledger: LabelLedger, interval_seconds: int
 ) -> list[dict[str, Any]]:
-    """One row per merchant: is its shelf current, and if not, since when and why."""
+    """One row per merchant: is its shelf current, and if not, since when and why.
+
+    "fresh" is the freshness alarm's own test (:mod:`esl_sync.sync.fleet`): a successful
+    poll within three of the merchant's intervals.
+    """
     now = datetime.now(UTC)
     blocks = ledger.store_blocks()
+    merchants = directory.all()
+    states = state.load_many([m.merchant_id for m in merchants])
+    stale = set(fleet_health(merchants, states, 0, interval_seconds, now).stale)
     rows = []
-    for merchant in directory.all():
+    for merchant in merchants:
         block = blocks.get(merchant.merchant_id)
-        current = state.load(merchant.merchant_id)
+        current = states[merchant.merchant_id]
         cursor = (
             datetime.fromtimestamp(current.high_water_ms / 1000, UTC)
             if current.high_water_ms is not None
@@ -66,6 +79,7 @@ def merchant_status(
                 "merchant_id": merchant.merchant_id,
                 "store_code": merchant.store_code,
                 "active": merchant.active,
+                "fresh": merchant.merchant_id not in stale,
                 "auth": current.auth_state,
                 "cursor": cursor,
                 "last_success": current.last_success_at,
@@ -109,6 +123,37 @@ def heal(
     """The self-healing pass for one merchant, or for every active one."""
     merchants = [_known(directory, merchant_id)] if merchant_id else directory.all(active_only=True)
     return [heal_merchant(m, ledger, queue, settings, stale_for=stale_for) for m in merchants]
+
+
+def request_poll(directory: MerchantDirectory, queue: PollQueue, merchant_id: str) -> None:
+    """Poll one merchant now (``esl-sync poll``), outside the schedule."""
+    _known(directory, merchant_id)
+    queue.send([PollRequest(merchant_id=merchant_id, reason="manual")])
+
+
+def resync(
+    directory: MerchantDirectory,
+    state: StateStore,
+    ledger: LabelLedger,
+    polls: PollQueue,
+    labels: LabelQueue,
+    settings: Settings,
+    merchant_id: str,
+) -> HealOutcome:
+    """Re-read the whole catalog and refresh every label of one merchant.
+
+    The cursor is forgotten (the next poll reads everything, like a first run), every
+    acknowledgement is invalidated (so each label counts as stale and a code nobody wants
+    is deleted), the labels are queued at once, and a poll is requested.
+    """
+    merchant = _known(directory, merchant_id)
+    current = state.load(merchant_id)
+    current.high_water_ms = None
+    state.save(current)
+    ledger.invalidate_acknowledgements(merchant_id)
+    outcome = heal_merchant(merchant, ledger, labels, settings, stale_for=timedelta(0))
+    polls.send([PollRequest(merchant_id=merchant_id, reason="manual")])
+    return outcome
 
 
 def redrive(dead_letters: DeadLetterQueue) -> int:

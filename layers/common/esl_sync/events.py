@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Literal
 
@@ -39,3 +40,25 @@ class CustomResourceEvent(BaseModel):
     request_id: str = Field(alias="RequestId")
     logical_resource_id: str = Field(alias="LogicalResourceId")
     physical_resource_id: str | None = Field(None, alias="PhysicalResourceId")
+
+
+class HttpRequest(BaseModel):
+    """What the webhook reads of an HTTP API (payload 2.0) request: headers and raw body."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    is_base64_encoded: bool = Field(False, alias="isBase64Encoded")
+
+    @property
+    def raw_body(self) -> bytes:
+        """The body as sent (API Gateway base64-encodes what it takes for binary)."""
+        if self.body is None:
+            return b""
+        return base64.b64decode(self.body) if self.is_base64_encoded else self.body.encode()
+
+    def header(self, name: str) -> str | None:
+        """A header by name, whatever its case (HTTP API lower-cases them; tests may not)."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)

@@ -33,6 +33,9 @@ class LabelJob(BaseModel):
     store_code: str = Field(min_length=1)
     upserts: list[dict[str, Any]] = Field(default_factory=list)
     deletes: list[str] = Field(default_factory=list)
+    oldest_change_ms: int | None = Field(
+        None, description="Clover's modifiedTime of the oldest change in the job (latency)."
+    )
 
     @property
     def size(self) -> int:

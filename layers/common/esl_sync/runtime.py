@@ -12,13 +12,16 @@ from functools import cache
 from typing import Literal
 
 from esl_sync.clover.client import CloverClient
+from esl_sync.clover.oauth import AppCredentials, CloverOAuthClient
+from esl_sync.clover.tokens import TokenKeeper
 from esl_sync.hipoink.client import HipoinkClient
-from esl_sync.settings import settings
+from esl_sync.settings import ConfigurationError, settings
 from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.postgres import Database, PostgresLabelLedger, PostgresMerchantDirectory
 from esl_sync.store.secrets import resolve_secret
 from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
 from esl_sync.sync.poll import PollDeps
+from esl_sync.webhooks import WebhookDeps
 
 
 @cache
@@ -84,6 +87,62 @@ def clover() -> CloverClient:
 
 
 @cache
+def clover_oauth() -> CloverOAuthClient:
+    """Built on the first refresh: plain tokens never need the app's credentials."""
+    s = settings()
+    return CloverOAuthClient(clover_client_id(), timeout_seconds=s.clover_timeout_seconds)
+
+
+def clover_client_id() -> str:
+    """``CLOVER_CLIENT_ID``, or the ``client_id`` of the JSON secret ``CLOVER_APP_SECRET_ARN``."""
+    s = settings()
+    if s.clover_client_id:
+        return s.clover_client_id
+    if not s.clover_app_secret_arn:
+        raise ConfigurationError("missing setting: CLOVER_CLIENT_ID (or CLOVER_APP_SECRET_ARN)")
+    text = resolve_secret("CLOVER_APP_SECRET", None, s.clover_app_secret_arn)
+    try:
+        return AppCredentials.model_validate_json(text).client_id
+    except ValueError:  # the message would quote the secret
+        raise ConfigurationError(
+            'invalid setting: CLOVER_APP_SECRET_ARN: the secret must be JSON {"client_id", …}'
+        ) from None
+
+
+@cache
+def token_provider() -> TokenKeeper:
+    s = settings()
+    return TokenKeeper(
+        store=state_store(),
+        refresher=clover_oauth,
+        margin_seconds=s.clover_token_refresh_margin_seconds,
+        # A refresh is one request: the lock outlives its timeout three times over.
+        lock_ms=int(s.clover_timeout_seconds * 3000),
+    )
+
+
+def webhook_auth() -> str:
+    """Read per delivery: the secret's five-minute cache brings in a changed auth code."""
+    s = settings()
+    auth = resolve_secret(
+        "CLOVER_WEBHOOK_AUTH", s.clover_webhook_auth, s.clover_webhook_auth_secret_arn
+    )
+    if not auth:
+        raise ConfigurationError("invalid setting: CLOVER_WEBHOOK_AUTH is empty")
+    return auth
+
+
+def webhook_deps() -> WebhookDeps:
+    return WebhookDeps(
+        merchants=merchants(),
+        hints=state_store(),
+        poll_queue=poll_queue(),
+        expected_auth=webhook_auth,
+        window_seconds=settings().clover_webhook_poll_window_seconds,
+    )
+
+
+@cache
 def hipoink() -> HipoinkClient:
     s = settings()
     s.require("hipoink_api_base_url", "hipoink_sign")
@@ -108,7 +167,7 @@ def poll_deps() -> PollDeps:
         merchants=merchants(),
         products=database(),
         state=state_store(),
-        tokens=state_store(),
+        tokens=token_provider(),
         label_queue=label_queue(),
         label_ledger=label_ledger(),
         clover=clover(),
@@ -122,6 +181,8 @@ def reset() -> None:
         database().close()
     if clover.cache_info().currsize:
         clover().close()
+    if clover_oauth.cache_info().currsize:
+        clover_oauth().close()
     if hipoink.cache_info().currsize:
         hipoink().close()
     for builder in (
@@ -134,6 +195,8 @@ def reset() -> None:
         label_queue,
         state_store,
         clover,
+        clover_oauth,
+        token_provider,
         hipoink,
     ):
         builder.cache_clear()

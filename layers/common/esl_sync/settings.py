@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     label_queue_url: str | None = None
     state_table_name: str | None = None
     state_key_id: str | None = None
+    clover_webhook_auth: SecretStr | None = None
+    clover_webhook_auth_secret_arn: str | None = None
+    clover_client_id: str | None = None
+    clover_app_secret_arn: str | None = None
 
     # How the sync behaves.
     clover_sync_enabled: bool = True
@@ -57,6 +61,8 @@ class Settings(BaseSettings):
         "alternateName",
     )
     clover_timeout_seconds: float = Field(10.0, gt=0)
+    clover_token_refresh_margin_seconds: int = Field(300, ge=0, le=86_400)
+    clover_webhook_poll_window_seconds: int = Field(10, ge=0, le=3600)
     hipoink_batch_size: int = Field(200, ge=1, le=1000)
     hipoink_f1_encoding: Literal["array", "string"] = "array"
     hipoink_timeout_seconds: float = Field(15.0, gt=0)

@@ -42,6 +42,7 @@ from esl_sync.clover.errors import (
     CloverTimeout,
 )
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
+from esl_sync.observability import NAMESPACE, SERVICE, MetricUnit, metrics, single_metric
 
 _LOG = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ class MerchantCatalog:
                 )
             if status == 429:
                 limit = _named_limit(response.headers)
+                _count_rate_limit(limit)
                 retry_after = _retry_after_seconds(response.headers)
                 wait = retry_after if retry_after is not None else _equal_jitter(client, attempt)
                 if last:
@@ -630,6 +632,21 @@ def _first_index_of(times: list[int], value: int) -> int:
 def is_deleted(item: Item) -> bool:
     """Whether Clover flags ``item`` as deleted (``deleted: true`` or a ``deletedTime``)."""
     return item.get("deleted") is True or item.get("deletedTime") is not None
+
+
+def _count_rate_limit(limit: str | None) -> None:
+    """A 429 as metrics: the total (which an alarm compares with ``CloverRequests``) and
+    one by the limit that was hit, so an operator sees which budget ran out."""
+    metrics.add_metric(name="CloverRateLimited", unit=MetricUnit.Count, value=1)
+    named = (limit or "unnamed").removeprefix("X-RateLimit-")
+    with single_metric(
+        name="CloverRateLimitedByLimit",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE},
+    ) as metric:
+        metric.add_dimension(name="Limit", value=named)
 
 
 def _is_int(value: object) -> bool:

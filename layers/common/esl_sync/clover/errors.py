@@ -66,3 +66,8 @@ class CloverRequestRejected(CloverError):
     def __init__(self, message: str, *, merchant_id: str, status: int) -> None:
         super().__init__(message, merchant_id=merchant_id)
         self.status = status
+
+
+class CloverRefreshRejected(CloverAuthError):
+    """Clover refused a refresh token (401/403): used, revoked or expired. Refresh tokens
+    work once, so only new tokens from the merchant's authorization help."""

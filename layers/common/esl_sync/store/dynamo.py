@@ -2,26 +2,32 @@
 
 State writes are conditional on the version read (optimistic concurrency). The poll
 lease (``lease_owner``, ``lease_until_ms``) sits beside the version, in its own
-conditional writes, so taking it never makes a state write stale. Tokens are
+conditional writes, so taking it never makes a state write stale; so do the token refresh
+lock and the webhook's poll window. Tokens (one JSON blob: a plain token or a v2 pair) are
 encrypted with the stack's customer-managed KMS key, bound to the merchant id through the
-encryption context, so reading the table alone never reveals them.
+encryption context, so reading the table alone never reveals them; ``token_generation``
+counts the writes of new tokens and guards every change of them and of ``auth_state``.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from esl_sync.store.interfaces import MerchantState, StaleStateError
+from esl_sync.clover.oauth import CloverTokens
+from esl_sync.store.interfaces import MerchantState, StaleStateError, StoredTokens
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_kms.client import KMSClient
 
-_STATE_FIELDS = (
+# What ``save`` writes; ``auth_state`` is read with them but written only with the tokens.
+_POLL_FIELDS = (
     "high_water_ms",
     "poll_count",
     "last_sweep_ms",
@@ -30,10 +36,15 @@ _STATE_FIELDS = (
     "last_failure_class",
     "last_failure_message",
     "consecutive_failures",
-    "auth_state",
 )
+_STATE_FIELDS = (*_POLL_FIELDS, "auth_state")
 
 _LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
+_REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
+_GENERATION_NAMES = {"#generation": "token_generation"}
+WEBHOOK_ITEM_KEY = "#clover-webhook"
+"""The reserved item holding the last webhook verification code (no merchant id starts
+with '#'; nothing lists the table, so no poll ever sees it)."""
 
 
 def _to_attr(value: object) -> dict[str, Any]:
@@ -59,6 +70,34 @@ def _from_attr(name: str, attr: dict[str, Any]) -> object:
     return datetime.fromisoformat(value) if name.endswith("_at") else value
 
 
+def _state(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
+    state = MerchantState(merchant_id=merchant_id)
+    if not item:
+        return state
+    state.version = int(item.get("version", {"N": "0"})["N"])
+    for name in _STATE_FIELDS:
+        if name in item:
+            setattr(state, name, _from_attr(name, dict(item[name])))
+    if "pending_deletes" in item:
+        state.pending_deletes = frozenset(item["pending_deletes"]["SS"])
+    return state
+
+
+def _generation_is(generation: int) -> tuple[str, dict[str, Any]]:
+    """The condition "the stored tokens are still of ``generation``" (0: written before
+    generations were counted, or never)."""
+    if generation == 0:
+        return "attribute_not_exists(#generation)", {}
+    return "#generation = :generation", {":generation": {"N": str(generation)}}
+
+
+def _stored_tokens(plaintext: bytes) -> CloverTokens:
+    """The decrypted blob: JSON since pairs exist, the bare token before (still read)."""
+    if plaintext.startswith(b"{"):
+        return CloverTokens.parse(plaintext, "stored Clover tokens")
+    return CloverTokens.plain(plaintext.decode())
+
+
 class DynamoStateStore:
     """The :class:`~esl_sync.store.interfaces.StateStore` on one DynamoDB table."""
 
@@ -74,31 +113,56 @@ class DynamoStateStore:
         self._key_id = key_id
         self._dynamodb = dynamodb or boto3.client("dynamodb")
         self._kms = kms
+        self._kms_lock = threading.Lock()  # boto3 builds clients unsafely across threads
 
     def load(self, merchant_id: str) -> MerchantState:
         item = self._dynamodb.get_item(
             TableName=self._table, Key={"merchant_id": {"S": merchant_id}}, ConsistentRead=True
         ).get("Item")
-        state = MerchantState(merchant_id=merchant_id)
-        if not item:
-            return state
-        state.version = int(item.get("version", {"N": "0"})["N"])
-        for name in _STATE_FIELDS:
-            if name in item:
-                setattr(state, name, _from_attr(name, dict(item[name])))
-        return state
+        return _state(merchant_id, item)
+
+    def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
+        """Many merchants' state in batches of 100, without their token material."""
+        found: dict[str, MerchantState] = {}
+        names = {f"#{i}": name for i, name in enumerate(("merchant_id", "version", *_STATE_FIELDS))}
+        for start in range(0, len(merchant_ids), 100):
+            keys: list[Mapping[str, Any]] = [
+                {"merchant_id": {"S": m}} for m in merchant_ids[start : start + 100]
+            ]
+            while keys:
+                answer = self._dynamodb.batch_get_item(
+                    RequestItems={
+                        self._table: {
+                            "Keys": keys,
+                            "ProjectionExpression": ", ".join(names),
+                            "ExpressionAttributeNames": names,
+                        }
+                    }
+                )
+                for item in answer["Responses"].get(self._table, []):
+                    merchant_id = str(item["merchant_id"]["S"])
+                    found[merchant_id] = _state(merchant_id, item)
+                unprocessed = answer.get("UnprocessedKeys") or {}
+                keys = list(unprocessed[self._table]["Keys"]) if self._table in unprocessed else []
+        return {m: found.get(m, MerchantState(merchant_id=m)) for m in merchant_ids}
 
     def save(self, state: MerchantState) -> None:
-        names = {f"#{i}": name for i, name in enumerate(_STATE_FIELDS)}
+        names = {f"#{i}": name for i, name in enumerate(_POLL_FIELDS)}
         values: dict[str, Any] = {
-            f":{i}": _to_attr(getattr(state, name)) for i, name in enumerate(_STATE_FIELDS)
+            f":{i}": _to_attr(getattr(state, name)) for i, name in enumerate(_POLL_FIELDS)
         }
         values[":expected"] = {"N": str(state.version)}
         values[":next"] = {"N": str(state.version + 1)}
-        assignments = ", ".join(f"#{i} = :{i}" for i in range(len(_STATE_FIELDS)))
+        assignments = ", ".join(f"#{i} = :{i}" for i in range(len(_POLL_FIELDS)))
+        update = f"SET {assignments}, version = :next"
+        settled = state.settled_deletes
+        if settled:
+            names["#pending"] = "pending_deletes"
+            values[":settled"] = {"SS": sorted(settled)}
+            update += " DELETE #pending :settled"
         if not self._conditional_update(
             state.merchant_id,
-            f"SET {assignments}, version = :next",
+            update,
             "attribute_not_exists(version) OR version = :expected",
             values,
             names,
@@ -107,8 +171,27 @@ class DynamoStateStore:
                 f"merchant {state.merchant_id}: state changed since version {state.version}"
             )
         state.version += 1
+        state.pending_deletes -= settled
+        state.settled_deletes = frozenset()
 
     def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+        return self._acquire(merchant_id, _LEASE_NAMES, owner, now_ms, duration_ms)
+
+    def release_lease(self, merchant_id: str, owner: str) -> None:
+        self._release(merchant_id, _LEASE_NAMES, owner)
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        return self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
+        self._release(merchant_id, _REFRESH_LOCK_NAMES, owner)
+
+    def _acquire(
+        self, merchant_id: str, names: dict[str, str], owner: str, now_ms: int, duration_ms: int
+    ) -> bool:
+        """Take the lock named by ``names`` if it is free or expired."""
         return self._conditional_update(
             merchant_id,
             "SET #owner = :owner, #until = :until",
@@ -118,16 +201,13 @@ class DynamoStateStore:
                 ":until": {"N": str(now_ms + duration_ms)},
                 ":now": {"N": str(now_ms)},
             },
-            _LEASE_NAMES,
+            names,
         )
 
-    def release_lease(self, merchant_id: str, owner: str) -> None:
+    def _release(self, merchant_id: str, names: dict[str, str], owner: str) -> None:
+        """Give the lock up if ``owner`` still holds it."""
         self._conditional_update(
-            merchant_id,
-            "REMOVE #owner, #until",
-            "#owner = :owner",
-            {":owner": {"S": owner}},
-            _LEASE_NAMES,
+            merchant_id, "REMOVE #owner, #until", "#owner = :owner", {":owner": {"S": owner}}, names
         )
 
     def _conditional_update(
@@ -154,11 +234,11 @@ class DynamoStateStore:
             raise
         return True
 
-    def read_token(self, merchant_id: str) -> str | None:
+    def load_tokens(self, merchant_id: str) -> StoredTokens | None:
         item = self._dynamodb.get_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            ProjectionExpression="token_ciphertext",
+            ProjectionExpression="token_ciphertext, token_generation, auth_state",
             ConsistentRead=True,
         ).get("Item")
         if not item or "token_ciphertext" not in item:
@@ -167,24 +247,100 @@ class DynamoStateStore:
             CiphertextBlob=item["token_ciphertext"]["B"],
             EncryptionContext={"merchant_id": merchant_id},
         )["Plaintext"]
-        return plaintext.decode()
-
-    def write_token(self, merchant_id: str, token: str) -> None:
-        if not self._key_id:
-            raise RuntimeError("STATE_KEY_ID is required to store Clover tokens")
-        ciphertext = self._kms_client().encrypt(
-            KeyId=self._key_id,
-            Plaintext=token.encode(),
-            EncryptionContext={"merchant_id": merchant_id},
-        )["CiphertextBlob"]
-        self._dynamodb.update_item(
-            TableName=self._table,
-            Key={"merchant_id": {"S": merchant_id}},
-            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok",
-            ExpressionAttributeValues={":t": {"B": ciphertext}, ":ok": {"S": "ok"}},
+        return StoredTokens(
+            tokens=_stored_tokens(plaintext),
+            generation=int(item.get("token_generation", {"N": "0"})["N"]),
+            needs_reauth=item.get("auth_state", {}).get("S") == "needs_reauth",
         )
 
+    def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
+        tokens = CloverTokens.plain(token) if isinstance(token, str) else token
+        answer = self._dynamodb.update_item(
+            TableName=self._table,
+            Key={"merchant_id": {"S": merchant_id}},
+            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok ADD #generation :one",
+            ExpressionAttributeNames=_GENERATION_NAMES,
+            ExpressionAttributeValues={
+                ":t": {"B": self._encrypt(merchant_id, tokens)},
+                ":ok": {"S": "ok"},
+                ":one": {"N": "1"},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer["Attributes"]["token_generation"]["N"])
+
+    def replace_tokens(
+        self, merchant_id: str, tokens: CloverTokens, *, generation: int
+    ) -> int | None:
+        condition, values = _generation_is(generation)
+        values[":t"] = {"B": self._encrypt(merchant_id, tokens)}
+        values[":next"] = {"N": str(generation + 1)}
+        written = self._conditional_update(
+            merchant_id,
+            "SET token_ciphertext = :t, #generation = :next",
+            condition,
+            values,
+            _GENERATION_NAMES,
+        )
+        return generation + 1 if written else None
+
+    def mark_needs_reauth(self, merchant_id: str, *, generation: int) -> bool:
+        condition, values = _generation_is(generation)
+        values[":reauth"] = {"S": "needs_reauth"}
+        return self._conditional_update(
+            merchant_id, "SET auth_state = :reauth", condition, values, _GENERATION_NAMES
+        )
+
+    # -- webhook hints (the webhook function's only writes; no tokens) ------------------
+
+    def record_verification_code(self, code: str, received_at: datetime) -> None:
+        self._dynamodb.update_item(
+            TableName=self._table,
+            Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
+            UpdateExpression="SET verification_code = :code, verification_received_at = :at",
+            ExpressionAttributeValues={":code": {"S": code}, ":at": _to_attr(received_at)},
+        )
+
+    def last_verification_code(self) -> tuple[str, datetime] | None:
+        item = self._dynamodb.get_item(
+            TableName=self._table, Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}}, ConsistentRead=True
+        ).get("Item")
+        if not item or "verification_code" not in item:
+            return None
+        received = _from_attr("verification_received_at", dict(item["verification_received_at"]))
+        assert isinstance(received, datetime)
+        return str(item["verification_code"]["S"]), received
+
+    def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
+        return self._conditional_update(
+            merchant_id,
+            "SET #until = :until",
+            "attribute_not_exists(#until) OR #until <= :now",
+            {":until": {"N": str(now_ms + window_ms)}, ":now": {"N": str(now_ms)}},
+            {"#until": "webhook_poll_until_ms"},
+        )
+
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str]) -> None:
+        ids = sorted(set(item_ids))
+        if ids:
+            self._dynamodb.update_item(
+                TableName=self._table,
+                Key={"merchant_id": {"S": merchant_id}},
+                UpdateExpression="ADD pending_deletes :ids",
+                ExpressionAttributeValues={":ids": {"SS": ids}},
+            )
+
+    def _encrypt(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        if not self._key_id:
+            raise RuntimeError("STATE_KEY_ID is required to store Clover tokens")
+        return self._kms_client().encrypt(
+            KeyId=self._key_id,
+            Plaintext=tokens.secret_json().encode(),
+            EncryptionContext={"merchant_id": merchant_id},
+        )["CiphertextBlob"]
+
     def _kms_client(self) -> KMSClient:
-        if self._kms is None:
-            self._kms = boto3.client("kms")
-        return self._kms
+        with self._kms_lock:
+            if self._kms is None:
+                self._kms = boto3.client("kms")
+            return self._kms

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from esl_sync.clover.oauth import CloverTokens
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.products import Product
 
@@ -21,6 +22,7 @@ class Merchant:
     clover_base_url: str | None = None
     active: bool = True
     poll_interval_seconds: int | None = None
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ class MerchantState:
     consecutive_failures: int = 0
     auth_state: str = "ok"
     extra: dict[str, str] = field(default_factory=dict)
+    # Item ids a webhook reported deleted; the next poll confirms each with a single-item
+    # read. ``save`` removes ``settled_deletes`` from the stored set (ids added since stay).
+    pending_deletes: frozenset[str] = frozenset()
+    settled_deletes: frozenset[str] = frozenset()
 
 
 class StaleStateError(RuntimeError):
@@ -169,6 +175,10 @@ class LabelLedger(Protocol):
 
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...
 
+    def stale_labels_total(self) -> int:
+        """Stale labels across every merchant (a gauge for the dashboard)."""
+        ...
+
     def stale_labels(self, merchant_id: str) -> int:
         """Labels that do not show what the product table says they should."""
         ...
@@ -199,29 +209,108 @@ class LabelLedger(Protocol):
         """Lift the block; False when there was none."""
         ...
 
+    def invalidate_acknowledgements(self, merchant_id: str) -> None:
+        """Forget which version each label shows, so every label counts as stale."""
+        ...
+
     def store_blocks(self) -> dict[str, StoreBlock]:
         """Every block in force, by merchant id (read only: claims no re-test)."""
         ...
 
 
-class TokenProvider(Protocol):
-    """Where a poll gets the merchant's Clover access token.
+@dataclass(frozen=True)
+class StoredTokens:
+    """A merchant's tokens as stored, with the generation that guards every change of them.
 
-    Today the token stored at onboarding; the token-refresh flow (DESIGN.md, "The poll" 7)
-    plugs in here, so the poll itself does not change when tokens start to expire.
+    Every write of new tokens (an operator's, a refresh's) makes a new generation, so a
+    poll that got a 401 on an old token can tell that newer tokens arrived meanwhile.
     """
 
-    def read_token(self, merchant_id: str) -> str | None: ...
+    tokens: CloverTokens
+    generation: int
+    needs_reauth: bool = False
 
 
-class StateStore(TokenProvider, Protocol):
-    def load(self, merchant_id: str) -> MerchantState: ...
+class TokenStore(Protocol):
+    """Clover tokens, encrypted in the merchant's state item, and what guards them."""
 
-    def save(self, state: MerchantState) -> None:
-        """Write the state if nobody wrote it since it was loaded; else StaleStateError."""
+    def load_tokens(self, merchant_id: str) -> StoredTokens | None: ...
+
+    def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
+        """Store an operator's new token (plain or pair): a new generation, and the
+        merchant is no longer marked ``needs_reauth``. Returns the generation."""
         ...
 
-    def write_token(self, merchant_id: str, token: str) -> None: ...
+    def replace_tokens(
+        self, merchant_id: str, tokens: CloverTokens, *, generation: int
+    ) -> int | None:
+        """Store refreshed tokens if ``generation`` is still the stored one: the new
+        generation, or None when other tokens were stored meanwhile."""
+        ...
+
+    def mark_needs_reauth(self, merchant_id: str, *, generation: int) -> bool:
+        """Mark the merchant ``needs_reauth`` if ``generation`` is still the stored one
+        (never over tokens stored since); whether it was marked."""
+        ...
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        """The per-merchant refresh lock, if free or expired (a conditional write)."""
+        ...
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None: ...
+
+
+class TokenProvider(Protocol):
+    """Where a poll gets a usable Clover access token (see :mod:`esl_sync.clover.tokens`)."""
+
+    def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
+        """The stored tokens, refreshed first when the access token is close to expiry;
+        None when none are stored. Raises ``ReauthRequired``."""
+        ...
+
+    def renew(
+        self,
+        merchant_id: str,
+        base_url: str,
+        rejected: StoredTokens,
+        error: Exception,
+        *,
+        refresh: bool = True,
+    ) -> StoredTokens:
+        """Clover refused ``rejected``: tokens stored since, else (``refresh``) refreshed
+        ones. Raises ``ReauthRequired`` after marking the merchant when there are none."""
+        ...
+
+
+class WebhookHints(Protocol):
+    """What the webhook function may write into the state table (never tokens)."""
+
+    def record_verification_code(self, code: str, received_at: datetime) -> None: ...
+
+    def last_verification_code(self) -> tuple[str, datetime] | None: ...
+
+    def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
+        """True for the first hint of a window (it queues the poll), False for the rest."""
+        ...
+
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str]) -> None: ...
+
+
+class StateStore(Protocol):
+    def load(self, merchant_id: str) -> MerchantState: ...
+
+    def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
+        """Every given merchant's state (a default one where none is stored yet)."""
+        ...
+
+    def save(self, state: MerchantState) -> None:
+        """Write the state if nobody wrote it since it was loaded; else StaleStateError.
+
+        ``auth_state`` is not written here: the token lifecycle owns it (:class:`TokenStore`).
+        """
+        ...
 
     def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
         """Take the merchant's poll lease if it is free or expired; False while another holds it.
@@ -280,5 +369,8 @@ __all__ = [
     "StaleStateError",
     "StateStore",
     "StoreBlock",
+    "StoredTokens",
     "TokenProvider",
+    "TokenStore",
+    "WebhookHints",
 ]

@@ -217,8 +217,8 @@ class PostgresMerchantDirectory:
     def _select(self, merchant_id: str | None, *, active_only: bool) -> list[Merchant]:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "SELECT merchant_id, store_code, clover_base_url, active, poll_interval_seconds"
-                " FROM merchants WHERE (%(id)s::text IS NULL OR merchant_id = %(id)s)"
+                "SELECT merchant_id, store_code, clover_base_url, active, poll_interval_seconds,"
+                " created_at FROM merchants WHERE (%(id)s::text IS NULL OR merchant_id = %(id)s)"
                 " AND (active OR NOT %(active_only)s) ORDER BY merchant_id",
                 {"id": merchant_id, "active_only": active_only},
             )
@@ -273,6 +273,10 @@ class PostgresLabelLedger:
             },
         )
 
+    def stale_labels_total(self) -> int:
+        row = self._db.connection().execute("SELECT count(*) FROM stale_labels").fetchone()
+        return int(row[0]) if row else 0
+
     def stale_labels(self, merchant_id: str) -> int:
         row = (
             self._db.connection()
@@ -314,6 +318,15 @@ class PostgresLabelLedger:
             " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
             " reason = EXCLUDED.reason, retry_after = EXCLUDED.retry_after",
             (merchant_id, store_code, reason, cooldown_seconds),
+        )
+
+    def invalidate_acknowledgements(self, merchant_id: str) -> None:
+        # A hash no record has: every product's label differs, and a code Hipoink holds
+        # that no product wants stays visible to the self-healing pass as a delete.
+        self._db.connection().execute(
+            "UPDATE label_state SET label_hash = 'invalidated' "
+            "WHERE merchant_id = %s AND label_hash IS NOT NULL",
+            (merchant_id,),
         )
 
     def unblock_store(self, merchant_id: str) -> bool:

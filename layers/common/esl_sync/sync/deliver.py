@@ -18,6 +18,7 @@ Labels left behind are stale, with their failure, and the self-healing pass
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -46,6 +47,7 @@ class DeliveryOutcome:
     skipped: int = 0
     rejected: list[str] = field(default_factory=list)
     blocked: str | None = None  # why (the rest of) the job was not sent to the store
+    latency_seconds: float | None = None  # Clover change → Hipoink acknowledged
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ def deliver(
     try:
         if changes:
             _Delivery(job, ledger, sink, outcome).run(changes, batch_size, block_cooldown_seconds)
+        if job.oldest_change_ms is not None and outcome.upserted + outcome.deleted:
+            outcome.latency_seconds = max(0.0, time.time() - job.oldest_change_ms / 1000)
     finally:
         _report(outcome)
     return outcome
@@ -180,7 +184,13 @@ def _report(outcome: DeliveryOutcome) -> None:
         skipped=outcome.skipped,
         rejected=outcome.rejected,
         blocked=outcome.blocked,
+        latency_seconds=outcome.latency_seconds,
     )
+    if outcome.latency_seconds is not None:
+        # Clover's clock against ours: the skew is seconds at most, the latency minutes.
+        metrics.add_metric(
+            name="LabelDeliveryLatency", unit=MetricUnit.Seconds, value=outcome.latency_seconds
+        )
     metrics.add_metric(name="LabelsUpserted", unit=MetricUnit.Count, value=outcome.upserted)
     metrics.add_metric(name="LabelsDeleted", unit=MetricUnit.Count, value=outcome.deleted)
     metrics.add_metric(name="LabelsRejected", unit=MetricUnit.Count, value=len(outcome.rejected))

@@ -9,7 +9,14 @@ from datetime import datetime
 from esl_sync.messages import PollReason, PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import Merchant, MerchantDirectory, PollQueue
+from esl_sync.store.interfaces import (
+    LabelLedger,
+    Merchant,
+    MerchantDirectory,
+    PollQueue,
+    StateStore,
+)
+from esl_sync.sync.fleet import fleet_health, report_fleet_health
 
 
 @dataclass
@@ -40,16 +47,30 @@ def dispatch(
     queue: PollQueue,
     settings: Settings,
     *,
+    states: StateStore,
+    ledger: LabelLedger,
     now: datetime,
     reason: PollReason = "schedule",
 ) -> DispatchOutcome:
-    """Queue a poll for every active merchant that has a store code and is due."""
+    """Queue a poll for every active merchant that has a store code and is due, and report
+    the fleet's health (also while sync is disabled: the shelves still age)."""
+    active = merchants.all(active_only=True)
+    synced = [m for m in active if m.store_code]
+    report_fleet_health(
+        fleet_health(
+            synced,
+            states.load_many([m.merchant_id for m in synced]),
+            ledger.stale_labels_total(),
+            settings.clover_sync_interval_seconds,
+            now,
+        )
+    )
     if not settings.clover_sync_enabled:
         logger.info("sync disabled by CLOVER_SYNC_ENABLED; nothing dispatched")
         return DispatchOutcome(enabled=False)
     outcome = DispatchOutcome(enabled=True)
     due: list[Merchant] = []
-    for merchant in merchants.all(active_only=True):
+    for merchant in active:
         if not merchant.store_code:
             outcome.skipped[merchant.merchant_id] = "no Hipoink store code"
         elif not is_due(merchant, settings.clover_sync_interval_seconds, now):

@@ -16,6 +16,7 @@ class LabelTarget:
 
     record: HipoinkRecord | None
     label_hash: str | None
+    changed_ms: int | None = None  # Clover's modifiedTime of the change, for latency
 
 
 @dataclass
@@ -24,6 +25,7 @@ class LabelPlan:
 
     upserts: dict[str, HipoinkRecord] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
+    changed_ms: dict[str, int] = field(default_factory=dict)
 
     def add(
         self, changes: Iterable[ProductChange], targets: Mapping[tuple[str, str], LabelTarget]
@@ -39,8 +41,14 @@ class LabelPlan:
             old_pc = change.previous_barcode if change.previous_label_hash else None
             if old_pc and old_pc != new_pc:
                 self.deletes.add(old_pc)
+                self._changed(old_pc, target.changed_ms)
             if target.record and new_pc and target.label_hash != change.previous_label_hash:
                 self.upserts[new_pc] = target.record
+                self._changed(new_pc, target.changed_ms)
+
+    def _changed(self, pc: str, changed_ms: int | None) -> None:
+        if changed_ms is not None:
+            self.changed_ms[pc] = changed_ms
 
     def jobs(self, merchant_id: str, store_code: str, batch_size: int) -> list[LabelJob]:
         """Jobs of at most ``batch_size`` codes each.
@@ -52,16 +60,29 @@ class LabelPlan:
         deletes = sorted(self.deletes - self.upserts.keys())
         return [
             LabelJob(
-                merchant_id=merchant_id, store_code=store_code, upserts=upserts[i : i + batch_size]
+                merchant_id=merchant_id,
+                store_code=store_code,
+                upserts=chunk,
+                oldest_change_ms=self._oldest(r["pc"] for r in chunk),
             )
-            for i in range(0, len(upserts), batch_size)
+            for chunk in _chunks(upserts, batch_size)
         ] + [
             LabelJob(
-                merchant_id=merchant_id, store_code=store_code, deletes=deletes[i : i + batch_size]
+                merchant_id=merchant_id,
+                store_code=store_code,
+                deletes=chunk,
+                oldest_change_ms=self._oldest(chunk),
             )
-            for i in range(0, len(deletes), batch_size)
+            for chunk in _chunks(deletes, batch_size)
         ]
+
+    def _oldest(self, pcs: Iterable[str]) -> int | None:
+        return min((self.changed_ms[pc] for pc in pcs if pc in self.changed_ms), default=None)
 
     @property
     def empty(self) -> bool:
         return not self.upserts and not self.deletes
+
+
+def _chunks[T](items: list[T], size: int) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

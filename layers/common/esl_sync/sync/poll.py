@@ -6,6 +6,11 @@ anywhere repeats work on the next delivery; the label ledger keeps repeats off t
 
 A poll holds the merchant's lease while it runs: a second delivery meanwhile (a webhook,
 a slow schedule) is acknowledged without work, since the running poll covers it.
+
+Tokens come from ``deps.tokens`` (refreshed before they expire); a 401 renews them once
+(tokens stored meanwhile, or a refresh) and retries; refused again, the merchant is marked
+``needs_reauth`` and skipped until new tokens are stored. Items a webhook reported deleted
+are confirmed one by one on the next poll instead of waiting for the sweep.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any, Protocol
 
 from esl_sync.clover.client import is_deleted
 from esl_sync.clover.errors import CloverAuthError, CloverError
+from esl_sync.clover.tokens import ReauthRequired
 from esl_sync.clover.transform import InvalidItem, to_product
 from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.messages import PollRequest
@@ -35,6 +41,7 @@ from esl_sync.store.interfaces import (
     ProductWriter,
     StaleStateError,
     StateStore,
+    StoredTokens,
     TokenProvider,
 )
 from esl_sync.sync.cursor import next_cursor, read_from
@@ -45,6 +52,9 @@ from esl_sync.sync.sweep import plan_sweep, sweep_due
 POLL_LEASE_MS = 330_000
 """How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,
 so a poll killed by its timeout frees the merchant half a minute later."""
+MAX_DELETE_CONFIRMATIONS = 100
+"""Webhook-reported deletions confirmed per poll (one Clover request each); the rest wait
+for the next poll, and a mass deletion is the sweep's job anyway."""
 
 
 class ItemPages(Protocol):
@@ -114,6 +124,7 @@ class PollOutcome:
     clover_requests: int = 0
     full_walk_fallback: bool = False
     sweep: str | None = None
+    deletes_confirmed: int = 0
     duration_ms: int = 0
 
 
@@ -167,27 +178,22 @@ def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: P
     if state.auth_state == "needs_reauth":
         outcome.status, outcome.detail = "skipped", "needs re-auth: add new Clover tokens"
         return
-    token = deps.tokens.read_token(merchant_id)
-    if token is None:
-        outcome.status, outcome.detail = "skipped", "no Clover token stored"
-        return
-    settings = deps.settings
-    catalog = deps.clover.merchant(
-        merchant_id, token, merchant.clover_base_url or settings.clover_api_base_url
-    )
+    base_url = merchant.clover_base_url or deps.settings.clover_api_base_url
     try:
-        new_high_water, swept = _sync(catalog, deps, state, store_code, outcome)
-    except CloverAuthError as error:
-        # The seam of the token refresh (DESIGN.md, "The poll" 7): one refresh through
-        # ``deps.tokens`` and a retry belong here. Until then the merchant needs re-auth.
+        tokens = deps.tokens.access_token(merchant_id, base_url)
+        if tokens is None:
+            outcome.status, outcome.detail = "skipped", "no Clover token stored"
+            return
+        new_high_water, swept, settled = _sync_authorized(
+            tokens, base_url, deps, state, store_code, outcome
+        )
+    except ReauthRequired as error:
         outcome.status, outcome.detail = "needs_reauth", str(error)
-        _record_failure(deps, state, error, auth_state="needs_reauth")
+        _record_failure(deps, state, error.cause or error)
         return
     except Exception as error:
         _record_failure(deps, state, error)
         raise
-    finally:
-        outcome.clover_requests = catalog.requests
     now = deps.clock()
     first_read = state.high_water_ms is None
     state.high_water_ms = new_high_water
@@ -196,6 +202,7 @@ def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: P
     state.consecutive_failures = 0
     if swept or first_read:
         state.last_sweep_ms = _ms(now)
+    state.settled_deletes = settled
     _save(deps, state)
     if swept:
         _heal(merchant, deps)
@@ -215,14 +222,60 @@ def _heal(merchant: Merchant, deps: PollDeps) -> None:
         )
 
 
+SyncResult = tuple[int | None, bool, frozenset[str]]
+"""The new cursor, whether the poll swept, and the pending deletes it settled."""
+
+
+def _sync_authorized(
+    tokens: StoredTokens,
+    base_url: str,
+    deps: PollDeps,
+    state: MerchantState,
+    store_code: str,
+    outcome: PollOutcome,
+) -> SyncResult:
+    """``_sync`` with the merchant's access token; after a 401, once more with renewed
+    tokens (DESIGN.md, "The poll" 7). Raises ``ReauthRequired`` when none are left."""
+    merchant_id = state.merchant_id
+    try:
+        return _sync_with(tokens, base_url, deps, state, store_code, outcome)
+    except CloverAuthError as error:
+        logger.info("Clover refused the access token; renewing it", merchant_id=merchant_id)
+        renewed = deps.tokens.renew(merchant_id, base_url, tokens, error)
+    for counter in ("items_fetched", "products_changed", "invalid_items"):
+        setattr(outcome, counter, 0)  # the refused attempt was rolled back
+    try:
+        return _sync_with(renewed, base_url, deps, state, store_code, outcome)
+    except CloverAuthError as error:
+        deps.tokens.renew(merchant_id, base_url, renewed, error, refresh=False)
+        raise  # newer tokens were stored meanwhile: the redelivery uses them
+
+
+def _sync_with(
+    tokens: StoredTokens,
+    base_url: str,
+    deps: PollDeps,
+    state: MerchantState,
+    store_code: str,
+    outcome: PollOutcome,
+) -> SyncResult:
+    catalog = deps.clover.merchant(
+        state.merchant_id, tokens.tokens.access_token.get_secret_value(), base_url
+    )
+    try:
+        return _sync(catalog, deps, state, store_code, outcome)
+    finally:
+        outcome.clover_requests += catalog.requests
+
+
 def _sync(
     catalog: MerchantCatalog,
     deps: PollDeps,
     state: MerchantState,
     store_code: str,
     outcome: PollOutcome,
-) -> tuple[int | None, bool]:
-    """Read, write and queue inside one transaction; return the new cursor and sweep flag."""
+) -> SyncResult:
+    """Read, write and queue inside one transaction."""
     settings = deps.settings
     merchant_id = state.merchant_id
     plan = LabelPlan()
@@ -238,6 +291,7 @@ def _sync(
             outcome.products_changed += len(changes)
             plan.add(changes, targets)
         outcome.full_walk_fallback = walk.fell_back
+        settled = _confirm_deletes(catalog, tx, state, plan, outcome)
         if sweeping:
             outcome.sweep = _sweep(catalog, tx, merchant_id, settings, plan, outcome)
         jobs = plan.jobs(merchant_id, store_code, settings.hipoink_batch_size)
@@ -245,7 +299,30 @@ def _sync(
         outcome.label_upserts = len(plan.upserts)
         outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
     cursor = next_cursor(state.high_water_ms, walk.max_modified_ms, walk.clover_time_ms)
-    return cursor, sweeping
+    return cursor, sweeping, settled
+
+
+def _confirm_deletes(
+    catalog: MerchantCatalog,
+    tx: ProductWriter,
+    state: MerchantState,
+    plan: LabelPlan,
+    outcome: PollOutcome,
+) -> frozenset[str]:
+    """Items a webhook reported deleted: each one we hold is read alone and removed on a
+    404 (or a deleted flag), like a sweep suspect. Returns the ids dealt with, which the
+    state save clears once this transaction has committed."""
+    batch = frozenset(sorted(state.pending_deletes)[:MAX_DELETE_CONFIRMATIONS])
+    if not batch:
+        return batch
+    merchant_id = state.merchant_id
+    held = [key for key in tx.active_keys(merchant_id) if key[0] in batch]
+    confirmed = [key for key in held if _gone(catalog.get_item(key[0]))]
+    changes = tx.mark_deleted(merchant_id, confirmed)
+    plan.add(changes, {})
+    outcome.products_changed += len(changes)
+    outcome.deletes_confirmed = len(changes)
+    return batch
 
 
 def _transform(
@@ -265,7 +342,7 @@ def _transform(
         if product.validation_error and product.status == "active":
             outcome.invalid_items += 1
         record = to_record(product, extra_fields=settings.hipoink_extra_fields)
-        target = LabelTarget(record, label_hash(record))
+        target = LabelTarget(record, label_hash(record), product.source_modified_time)
         targets[product.key] = target
         rows.append(ProductRow(product, target.label_hash))
     return targets, rows
@@ -311,16 +388,11 @@ def _gone(item: dict[str, Any] | None) -> bool:
     return item is None or is_deleted(item)
 
 
-def _record_failure(
-    deps: PollDeps, state: MerchantState, error: Exception, *, auth_state: str | None = None
-) -> None:
+def _record_failure(deps: PollDeps, state: MerchantState, error: Exception) -> None:
     state.last_failure_at = deps.clock()
     state.last_failure_class = type(error).__name__
     state.last_failure_message = str(error)[:500]
     state.consecutive_failures += 1
-    if auth_state:
-        state.auth_state = auth_state
-        metrics.add_metric(name="NeedsReauth", unit=MetricUnit.Count, value=1)
     if isinstance(error, CloverError):
         metrics.add_metric(name="CloverErrors", unit=MetricUnit.Count, value=1)
     _save(deps, state)
@@ -360,5 +432,6 @@ def _report(outcome: PollOutcome) -> None:
         ("LabelDeletesQueued", outcome.label_deletes),
         ("CloverRequests", outcome.clover_requests),
         ("FullWalkFallbacks", int(outcome.full_walk_fallback)),
+        ("DeletesConfirmed", outcome.deletes_confirmed),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

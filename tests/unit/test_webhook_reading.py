@@ -14,7 +14,7 @@ KNOWN = {"MKNOWN000001", "MKNOWN000002"}
 
 def _read(body: bytes | dict[str, object], auth: str | None = AUTH):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return read_webhook(raw, auth, AUTH, KNOWN.__contains__)
+    return read_webhook(raw, auth, lambda: AUTH, KNOWN.__contains__)
 
 
 def _event(object_id: str, kind: str = "UPDATE") -> dict[str, object]:

@@ -1,0 +1,57 @@
+"""Webhook: Clover's inventory notifications as hints that bring a merchant's poll forward.
+
+Every answer is one of the documented ones (200 handshake, 202 accepted, 400/401/413 with
+a reason). Anything unexpected (a store or a queue down, a secret that cannot be read) is
+logged and answered 503, never 500: the notification was only a hint, the scheduled poll
+still covers the change, and if Clover does retry a non-2xx delivery, a retry is what a
+temporary failure deserves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from esl_sync import runtime
+from esl_sync.events import HttpRequest
+from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.settings import settings
+from esl_sync.webhooks import receive_webhook
+
+settings().require("database_url", "poll_queue_url", "state_table_name", "clover_webhook_auth")
+app = APIGatewayHttpResolver()
+
+
+@app.post("/webhooks/clover/inventory")
+def inventory() -> Response[str]:
+    request = HttpRequest.model_validate(app.current_event.raw_event)
+    result = receive_webhook(
+        request.raw_body, request.header("X-Clover-Auth"), runtime.webhook_deps()
+    )
+    return _answer(result.status, result.message)
+
+
+def unexpected(error: Exception) -> Response[str]:
+    logger.exception("webhook not handled; answered 503 (the scheduled poll covers it)")
+    metrics.add_metric(name="WebhookErrors", unit=MetricUnit.Count, value=1)
+    return _answer(503, "temporarily unavailable")
+
+
+app.exception_handler(Exception)(unexpected)  # (the decorator form is untyped)
+
+
+def _answer(status: int, message: str) -> Response[str]:
+    return Response(
+        status_code=status, content_type="application/json", body=json.dumps({"message": message})
+    )
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,160 @@
+"""Clover access tokens that refresh themselves safely (DESIGN.md, "The poll" 7).
+
+A refresh token works once: two concurrent refreshes of one merchant kill its tokens.
+So a refresh happens only under the merchant's refresh lock (a conditional write); a
+poller that finds the lock held waits and re-reads what the holder stored. Every write
+of tokens makes a new generation, and ``needs_reauth`` is only ever set on the
+generation that failed, never over tokens an operator (or a refresh) stored since.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from esl_sync.clover.errors import CloverRefreshRejected
+from esl_sync.clover.oauth import CloverTokens
+from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.store.interfaces import StoredTokens, TokenStore
+
+
+class ReauthRequired(Exception):
+    """The merchant's tokens are refused and cannot be renewed: only new tokens from its
+    authorization help (``esl-sync merchants add``). ``cause`` is what Clover refused."""
+
+    def __init__(self, merchant_id: str, cause: Exception | None) -> None:
+        super().__init__(
+            f"merchant {merchant_id} needs re-authorization"
+            + (f": {cause}" if cause is not None else "")
+        )
+        self.cause = cause
+
+
+class TokenRefreshBusy(RuntimeError):
+    """Another poller held the refresh lock for longer than a refresh can take."""
+
+
+class Refresher(Protocol):
+    """The OAuth refresh call (see :class:`esl_sync.clover.oauth.CloverOAuthClient`)."""
+
+    def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens: ...
+
+
+@dataclass
+class TokenKeeper:
+    """The :class:`~esl_sync.store.interfaces.TokenProvider` of the poller.
+
+    ``refresher`` is a callable returning the refresh client, so that the app credentials
+    are read only when a refresh is actually needed (plain tokens never need them).
+    ``lock_ms`` bounds a refresh (longer than the OAuth call's timeout); waiters give up
+    a little after it, by which time a dead holder's lock has expired and been taken over.
+    """
+
+    store: TokenStore
+    refresher: Callable[[], Refresher]
+    margin_seconds: int
+    lock_ms: int = 30_000
+    wait_step_seconds: float = 0.1
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+
+    def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
+        stored = self.store.load_tokens(merchant_id)
+        if stored is None:
+            return None
+        if stored.needs_reauth:
+            raise ReauthRequired(merchant_id, None)
+        tokens = stored.tokens
+        if tokens.refresh_token is None or not tokens.expires_within(
+            self.margin_seconds, self.clock()
+        ):
+            return stored
+        return self._refresh(merchant_id, base_url, stored)
+
+    def renew(
+        self,
+        merchant_id: str,
+        base_url: str,
+        rejected: StoredTokens,
+        error: Exception,
+        *,
+        refresh: bool = True,
+    ) -> StoredTokens:
+        current = self.store.load_tokens(merchant_id)
+        if current is not None and current.generation != rejected.generation:
+            return current  # stored since the poll began: retry with those
+        if current is not None and current.needs_reauth:
+            raise ReauthRequired(merchant_id, error)
+        if refresh and rejected.tokens.refresh_token is not None:
+            return self._refresh(merchant_id, base_url, rejected)
+        return self._mark(merchant_id, rejected.generation, error)
+
+    def _refresh(self, merchant_id: str, base_url: str, stale: StoredTokens) -> StoredTokens:
+        """Refresh under the lock, or wait for whoever holds it and use what they stored."""
+        owner = uuid.uuid4().hex
+        deadline = self.clock() + self.lock_ms / 1000 + 1
+        while True:
+            if self.store.acquire_refresh_lock(
+                merchant_id, owner, now_ms=int(self.clock() * 1000), duration_ms=self.lock_ms
+            ):
+                try:
+                    return self._refresh_locked(merchant_id, base_url, stale)
+                finally:
+                    self.store.release_refresh_lock(merchant_id, owner)
+            self.sleep(self.wait_step_seconds)
+            current = self.store.load_tokens(merchant_id)
+            if current is not None and current.generation != stale.generation:
+                return current
+            if current is None or current.needs_reauth:
+                raise ReauthRequired(merchant_id, None)
+            if self.clock() > deadline:
+                raise TokenRefreshBusy(f"merchant {merchant_id}: the refresh lock stays held")
+
+    def _refresh_locked(self, merchant_id: str, base_url: str, stale: StoredTokens) -> StoredTokens:
+        current = self.store.load_tokens(merchant_id)
+        if current is None or current.needs_reauth:
+            raise ReauthRequired(merchant_id, None)
+        if current.generation != stale.generation:
+            return current  # refreshed (or replaced) between our read and the lock
+        refresh_token = current.tokens.refresh_token
+        assert refresh_token is not None  # the generation ``stale`` came from had one
+        try:
+            tokens = self.refresher().refresh(
+                base_url, merchant_id, refresh_token.get_secret_value()
+            )
+        except CloverRefreshRejected as error:
+            return self._mark(merchant_id, current.generation, error)
+        generation = self.store.replace_tokens(merchant_id, tokens, generation=current.generation)
+        if generation is None:  # an operator stored tokens while we refreshed: theirs win
+            newer = self.store.load_tokens(merchant_id)
+            if newer is None:
+                raise ReauthRequired(merchant_id, None)
+            return newer
+        metrics.add_metric(name="TokenRefreshes", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "Clover tokens refreshed",
+            merchant_id=merchant_id,
+            access_token_expiration=tokens.access_token_expiration,
+            refresh_token_expiration=tokens.refresh_token_expiration,
+        )
+        return StoredTokens(tokens, generation)
+
+    def _mark(self, merchant_id: str, generation: int, error: Exception) -> StoredTokens:
+        """Mark ``needs_reauth`` on ``generation`` and raise; or, when newer tokens were
+        stored meanwhile, return those instead (the race an operator must win)."""
+        if self.store.mark_needs_reauth(merchant_id, generation=generation):
+            metrics.add_metric(name="NeedsReauth", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "Clover refused the merchant's tokens: it is not polled until new tokens"
+                " are stored (esl-sync merchants add)",
+                merchant_id=merchant_id,
+                error=str(error),
+            )
+            raise ReauthRequired(merchant_id, error)
+        newer = self.store.load_tokens(merchant_id)
+        if newer is None or newer.needs_reauth:
+            raise ReauthRequired(merchant_id, error)
+        return newer

@@ -1,0 +1,180 @@
+"""What operators see: metrics (captured EMF) in the scenarios that cause them, and status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+
+from devkit.catalog import convenience_store_catalog, gas_station_catalog
+from devkit.cli import main
+from devkit.demo import expected_labels
+from devkit.emf import metric_sums, metric_values
+from devkit.local_stack import LocalStack
+from esl_sync import runtime
+
+
+@pytest.fixture
+def make_stack(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., LocalStack]]:
+    stacks: list[LocalStack] = []
+
+    def start(**settings: str) -> LocalStack:
+        monkeypatch.setenv("DATABASE_URL", make_database())
+        stacks.append(LocalStack(settings=settings).__enter__())
+        return stacks[-1]
+
+    yield start
+    for stack in reversed(stacks):
+        stack.__exit__(None, None, None)
+
+
+def _new_lines(stack: LocalStack, since: int) -> list[str]:
+    return stack.logs[since:]
+
+
+def test_a_cycle_reports_what_it_did(stack: LocalStack) -> None:
+    clover = stack.clover
+    assert clover is not None
+    now = clover.clock_ms()
+    gas = gas_station_catalog(40, seed=1, start_ms=now - 3 * 3_600_000)
+    corner = convenience_store_catalog(30, seed=2, start_ms=now - 3 * 3_600_000)
+    stack.add_merchant("MOPSGAS00001", "tok-gas", "OPS-GAS", items=gas)
+    stack.add_merchant("MOPSCNR00001", "tok-cnr", "OPS-CNR", items=corner)
+    labels = len(expected_labels(gas)) + len(expected_labels(corner))
+
+    stack.run_cycle()
+
+    sums = metric_sums(stack.logs)
+    assert sums["PollsDispatched"] == 2
+    assert sums["Polls"] == 2
+    assert sums["ItemsFetched"] == 70
+    assert sums["CloverRequests"] == 2
+    assert sums["LabelUpsertsQueued"] == labels
+    assert sums["LabelsUpserted"] == labels
+    assert sums["MerchantsStale"] == 0
+    assert "SecondsSinceLastSuccess" not in sums  # a first poll has no previous success
+
+    mark = len(stack.logs)
+    fuel = next(i for i in gas if i["priceType"] == "PER_UNIT")
+    clover.update_item("MOPSGAS00001", fuel["id"], price=fuel["price"] + 5)
+    stack.run_cycle()
+
+    new = metric_values(_new_lines(stack, mark))
+    assert sum(new["LabelsUpserted"]) == 1
+    assert sum(new["ProductsChanged"]) == 1
+    (latency,) = new["LabelDeliveryLatency"]
+    assert 0 <= latency < 60
+    assert len(new["SecondsSinceLastSuccess"]) == 2
+    assert all(0 <= age < 60 for age in new["SecondsSinceLastSuccess"])
+
+
+def test_status_and_gauges_name_stale_reauth_and_stale_labels(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clover, hipoink = stack.clover, stack.hipoink
+    assert clover is not None
+    assert hipoink is not None
+    for seed, (merchant_id, store) in enumerate(
+        (
+            ("MFRESH000001", "S-FRESH"),
+            ("MSTALE000001", "S-STALE"),
+            ("MREAUTH00001", "S-REAUTH"),
+            ("MLABELS00001", "S-LABELS"),
+        )
+    ):
+        items = gas_station_catalog(20, seed=seed)
+        stack.add_merchant(merchant_id, f"tok-{merchant_id}", store, items=items)
+    stack.run_cycle()
+
+    clover.set_token("MREAUTH00001", "a-token-we-do-not-have")
+    hipoink.down_stores = {"S-LABELS"}
+    changed = next(i for i in clover.items("MLABELS00001") if not i.get("hidden"))
+    clover.update_item("MLABELS00001", changed["id"], name="Changed while Hipoink is down")
+    second = stack.run_cycle()
+    assert second.queue_depths["LabelDeadLetterQueue"] == 1
+
+    states = runtime.state_store()
+    stale = states.load("MSTALE000001")
+    assert stale.last_success_at is not None
+    stale.last_success_at -= timedelta(minutes=20)  # three 5-minute intervals have passed
+    states.save(stale)
+
+    mark = len(stack.logs)
+    stack.dispatch()
+    gauges = metric_sums(_new_lines(stack, mark))
+    assert gauges["MerchantsStale"] == 1
+    assert gauges["MerchantsNeedingReauth"] == 1
+    assert gauges["StaleLabels"] == 1
+    assert gauges["StalestMerchantSeconds"] >= 20 * 60
+    assert any(
+        '"merchants need attention"' in line and "MSTALE000001" in line for line in stack.logs
+    )
+
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = {r["merchant_id"]: r for r in json.loads(captured.out)}
+    assert "1 not fresh, 1 need re-auth, 1 with stale labels" in captured.err
+    assert [m for m, r in rows.items() if not r["fresh"]] == ["MSTALE000001"]
+    assert rows["MREAUTH00001"]["auth"] == "needs_reauth"
+    assert "CloverAuthError" in rows["MREAUTH00001"]["last_error"]
+    assert {m: r["stale_labels"] for m, r in rows.items()} == {
+        "MFRESH000001": 0,
+        "MSTALE000001": 0,
+        "MREAUTH00001": 0,
+        "MLABELS00001": 1,
+    }
+
+
+def test_clover_429s_are_counted_in_total_and_by_limit(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    stack = make_stack(CLOVER_PAGE_SIZE="5")
+    clover = stack.clover
+    assert clover is not None
+    clover.token_rps = 3
+    stack.add_merchant("MLIMITED0001", "tok-limited", "S-LIMITED", items=gas_station_catalog(30))
+
+    stack.run_cycle()
+
+    answered_429 = sum(1 for r in clover.requests if r.status == 429)
+    assert answered_429 > 0
+    assert metric_sums(stack.logs)["CloverRateLimited"] == answered_429
+    by_limit = metric_sums(stack.logs, {"Limit": "tokenLimit"})
+    assert by_limit["CloverRateLimitedByLimit"] == answered_429
+    assert len(stack.products("MLIMITED0001")) == 30  # and nothing was lost to the limits
+
+
+def test_poll_and_resync_commands(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    clover, hipoink = stack.clover, stack.hipoink
+    assert clover is not None
+    assert hipoink is not None
+    stack.add_merchant("MCMD00000001", "tok-cmd", "S-CMD", items=gas_station_catalog(25))
+    stack.run_cycle()
+    expected = expected_labels(clover.items("MCMD00000001"))
+    assert hipoink.labels("S-CMD") == expected
+
+    assert main(["poll", "MCMD00000001"]) == 0
+    assert stack.queue_depths()["PollQueue"] == 1
+    stack.drain("PollQueue", "poller")
+
+    hipoink.reset_requests()
+    assert main(["resync", "MCMD00000001"]) == 0
+    assert f"{len(expected)} label(s)" in capsys.readouterr().out
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+    sent = {pc for r in hipoink.requests if r.path.endswith("create_multiple") for pc in r.codes}
+    assert sent == set(expected)
+    assert runtime.state_store().load("MCMD00000001").high_water_ms is not None
+
+    assert main(["poll", "NOSUCHMERCHANT"]) == 2
+    assert "unknown merchant 'NOSUCHMERCHANT'" in capsys.readouterr().err
+
+
+def test_a_missing_stack_is_named(capsys: pytest.CaptureFixture[str], stack: LocalStack) -> None:
+    assert main(["--stack", "no-such-stack", "status"]) == 2
+    assert "no stack named 'no-such-stack'" in capsys.readouterr().err

@@ -1,0 +1,211 @@
+"""Clover webhooks as hints (issue 6), through the real webhook function as the HTTP API
+calls it, moto, Postgres and both simulators. No dispatcher runs here: every poll that
+happens was asked for by a webhook (or, for the first read, by hand)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from devkit.catalog import gas_station_catalog
+from devkit.cli import main
+from devkit.clover_sim import CloverSimulator
+from devkit.emf import metric_sums
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
+from esl_sync import admin, runtime
+from esl_sync.messages import PollRequest
+from esl_sync.settings import ConfigurationError
+from esl_sync.webhooks import MAX_BODY_BYTES
+
+MERCHANT, STORE = "MHOOK0000001", "STORE-HOOK"
+
+
+@pytest.fixture
+def hooked(stack: LocalStack) -> LocalStack:
+    """A stack with one gas station, read once (by hand, not by the dispatcher)."""
+    stack.add_merchant(MERCHANT, "tok-hook", STORE, items=gas_station_catalog(40, seed=4))
+    runtime.poll_queue().send([PollRequest(merchant_id=MERCHANT, reason="manual")])
+    assert stack.drain("PollQueue", "poller").failures == 0
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    return stack
+
+
+def sims(stack: LocalStack) -> tuple[CloverSimulator, HipoinkSimulator]:
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    return stack.clover, stack.hipoink
+
+
+def notification(events: dict[str, list[tuple[str, str]]]) -> dict[str, Any]:
+    """A delivery as Clover sends it: per merchant, (objectId, type) events."""
+    return {
+        "appId": "DRKVJT2ZRRRSC",
+        "merchants": {
+            merchant_id: [
+                {"objectId": object_id, "type": kind, "ts": int(time.time() * 1000)}
+                for object_id, kind in pairs
+            ]
+            for merchant_id, pairs in events.items()
+        },
+    }
+
+
+def log_entries(stack: LocalStack, message: str) -> list[dict[str, Any]]:
+    entries = [json.loads(line) for line in stack.logs if line.startswith("{")]
+    return [e for e in entries if e.get("message") == message]
+
+
+def visible_sku(clover: CloverSimulator, n: int = 0) -> dict[str, Any]:
+    items = [i for i in clover.items(MERCHANT) if not i.get("hidden") and i.get("sku")]
+    return items[n]
+
+
+def test_the_handshake_is_answered_stored_for_the_operator_and_queues_nothing(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answer = stack.send_webhook({"verificationCode": "7f3c-verify-me"}, None)
+
+    assert (answer.status, answer.polls.records) == (200, 0)
+    assert sum(stack.queue_depths().values()) == 0
+    entries = [json.loads(line) for line in stack.logs if line.startswith("{")]
+    assert [e["verification_code"] for e in entries if "verification_code" in e] == [
+        "7f3c-verify-me"
+    ]
+    assert main(["status"]) == 0
+    assert "last Clover webhook verification code: 7f3c-verify-me" in capsys.readouterr().out
+
+
+def test_refused_deliveries_get_their_documented_answer_and_queue_nothing(
+    hooked: LocalStack,
+) -> None:
+    clover, _ = sims(hooked)
+    valid = notification({MERCHANT: [(f"I:{visible_sku(clover)['id']}", "DELETE")]})
+    cases: list[tuple[bytes | dict[str, Any], str | None, int, str]] = [
+        (valid, None, 401, "X-Clover-Auth"),
+        (valid, "not-the-auth-code", 401, "X-Clover-Auth"),
+        (valid, CLOVER_WEBHOOK_AUTH[:-1], 401, "X-Clover-Auth"),
+        (json.dumps(valid).encode()[:40], CLOVER_WEBHOOK_AUTH, 400, "not JSON"),
+        (b"[" + b" " * (10 * 1024 * 1024) + b"]", CLOVER_WEBHOOK_AUTH, 413, "larger than"),
+        ({"appId": "A", "merchants": [MERCHANT]}, CLOVER_WEBHOOK_AUTH, 400, "merchants"),
+        (
+            {"appId": "A", "merchants": {MERCHANT: [{"objectId": "I:X", "type": "MOVE", "ts": 1}]}},
+            CLOVER_WEBHOOK_AUTH,
+            400,
+            "type",
+        ),
+    ]
+    for body, auth, status, says in cases:
+        answer = hooked.send_webhook(body, auth)
+        assert (answer.status, answer.polls.records) == (status, 0), (status, says)
+        assert says in answer.message
+        assert sum(hooked.queue_depths().values()) == 0
+    assert MAX_BODY_BYTES < 10 * 1024 * 1024
+    state = runtime.state_store().load(MERCHANT)
+    assert state.pending_deletes == frozenset()  # nothing of a refused delivery was recorded
+    # … nor did any of them claim the merchant's poll window: a good delivery polls at once.
+    assert hooked.send_webhook(valid, CLOVER_WEBHOOK_AUTH).polls.records == 1
+    assert metric_sums(hooked.logs)["WebhookRejected"] == len(cases)
+
+
+def test_fifty_events_in_one_second_make_one_poll_that_reaches_the_label(
+    hooked: LocalStack,
+) -> None:
+    clover, hipoink = sims(hooked)
+    fuel = next(i for i in clover.items(MERCHANT) if i.get("priceType") == "PER_UNIT")
+    clover.update_item(MERCHANT, fuel["id"], price=fuel["price"] + 10)
+    event = notification({MERCHANT: [(f"I:{fuel['id']}", "UPDATE")]})
+
+    started = time.monotonic()
+    answers = [hooked.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False) for _ in range(50)]
+    assert time.monotonic() - started < 1.0
+    assert {a.status for a in answers} == {202}
+    assert hooked.queue_depths()["PollQueue"] == 1
+
+    polls = hooked.drain("PollQueue", "poller")
+    hooked.drain("LabelQueue", "hipoink_sender")
+
+    assert polls.records == 1
+    assert hipoink.labels(STORE)[fuel["sku"]]["pp"] == f"{(fuel['price'] + 10) / 100:.2f}"
+    [webhook_poll] = [p for p in log_entries(hooked, "poll finished") if p["reason"] == "webhook"]
+    assert webhook_poll["label_upserts"] == 1
+    assert not [e for e in log_entries(hooked, "dispatched polls")]
+    assert not [line for line in hooked.logs if "DispatcherFunction" in line]
+    sums = metric_sums(hooked.logs)
+    assert (sums["WebhookPollsQueued"], sums["WebhookPollsCoalesced"]) == (1, 49)
+
+
+def test_a_hint_after_the_window_polls_again(
+    make_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    with LocalStack(settings={"CLOVER_WEBHOOK_POLL_WINDOW_SECONDS": "1"}) as stack:
+        stack.add_merchant(MERCHANT, "tok-hook", STORE, items=gas_station_catalog(5, seed=4))
+        event = notification({MERCHANT: [("I:ANYITEM", "UPDATE")]})
+        assert stack.send_webhook(event, CLOVER_WEBHOOK_AUTH).polls.records == 1
+        assert stack.send_webhook(event, CLOVER_WEBHOOK_AUTH).polls.records == 0
+        time.sleep(1.05)
+        assert stack.send_webhook(event, CLOVER_WEBHOOK_AUTH).polls.records == 1
+
+
+def test_a_deleted_item_is_confirmed_by_the_next_poll_without_a_sweep(hooked: LocalStack) -> None:
+    clover, hipoink = sims(hooked)
+    gone, kept = visible_sku(clover, 0), visible_sku(clover, 1)
+    clover.delete_item(MERCHANT, gone["id"])  # not listed any more: only a sweep would notice
+    clover.reset_counters()
+    event = notification({MERCHANT: [(f"I:{gone['id']}", "DELETE"), (f"I:{kept['id']}", "DELETE")]})
+
+    answer = hooked.send_webhook(event, CLOVER_WEBHOOK_AUTH)
+
+    assert (answer.status, answer.polls.records, answer.labels.failures) == (202, 1, 0)
+    labels = hipoink.labels(STORE)
+    assert gone["sku"] not in labels
+    assert kept["sku"] in labels  # a DELETE that Clover does not confirm removes nothing
+    rows = {r["source_id"]: r for r in hooked.products(MERCHANT)}
+    assert (rows[gone["id"]]["status"], rows[kept["id"]]["status"]) == ("deleted", "active")
+    [line] = [p for p in log_entries(hooked, "poll finished") if p["reason"] == "webhook"]
+    assert (line["deletes_confirmed"], line.get("sweep")) == (1, None)
+    assert clover.request_count(MERCHANT, "get") == 2  # one single-item read per reported id
+    assert runtime.state_store().load(MERCHANT).pending_deletes == frozenset()
+
+
+def test_other_objects_and_unknown_or_disabled_merchants_are_ignored_and_counted(
+    hooked: LocalStack,
+) -> None:
+    hooked.add_merchant("MHOOKOFF0001", "tok-off", "STORE-OFF", items=gas_station_catalog(3))
+    admin.set_active(runtime.merchants(), "MHOOKOFF0001", False)
+    event = notification(
+        {
+            MERCHANT: [("O:ORDER0001", "CREATE"), ("C:CUSTOMER01", "UPDATE")],
+            "MNOBODY00001": [("I:ITEM1", "UPDATE")],
+            "MHOOKOFF0001": [("I:ITEM2", "UPDATE")],
+        }
+    )
+
+    answer = hooked.send_webhook(event, CLOVER_WEBHOOK_AUTH)
+
+    assert (answer.status, answer.polls.records) == (202, 0)
+    sums = metric_sums(hooked.logs)
+    assert (sums["WebhookEventsIgnored"], sums["WebhookUnknownMerchants"]) == (4, 2)
+    assert sums["WebhookPollsQueued"] == 0
+
+
+def test_an_unexpected_failure_is_logged_and_answered_503_never_500(
+    hooked: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable() -> str:
+        raise ConfigurationError("the auth code secret cannot be read")
+
+    monkeypatch.setattr(runtime, "webhook_auth", unreadable)
+    event = notification({MERCHANT: [("I:ANYITEM", "UPDATE")]})
+
+    answer = hooked.send_webhook(event, CLOVER_WEBHOOK_AUTH)
+
+    assert (answer.status, answer.polls.records) == (503, 0)
+    [error] = [json.loads(line) for line in hooked.logs if '"level":"ERROR"' in line]
+    assert "answered 503" in error["message"]
+    assert "ConfigurationError" in error["exception"]
+    assert metric_sums(hooked.logs)["WebhookErrors"] == 1

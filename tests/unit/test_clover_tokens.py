@@ -1,0 +1,244 @@
+"""Clover tokens: the refresh call, what is kept secret, and the keeper's lock discipline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from esl_sync.clover.errors import (
+    CloverAuthError,
+    CloverBadResponse,
+    CloverRefreshRejected,
+    CloverServerError,
+)
+from esl_sync.clover.oauth import CloverOAuthClient, CloverTokens
+from esl_sync.clover.pacing import RequestPacer
+from esl_sync.clover.tokens import ReauthRequired, TokenKeeper, TokenRefreshBusy
+from esl_sync.store.interfaces import StoredTokens
+
+NOW = 1_795_867_200.0
+PAIR = {
+    "access_token": "new-access-SECRET",
+    "access_token_expiration": 1_795_869_000,
+    "refresh_token": "new-refresh-SECRET",
+    "refresh_token_expiration": 1_798_459_200,
+}
+
+
+def _client(answer: Callable[[httpx.Request], httpx.Response]) -> CloverOAuthClient:
+    return CloverOAuthClient("app-id", pacer=RequestPacer(), transport=httpx.MockTransport(answer))
+
+
+def test_a_refresh_posts_client_id_and_refresh_token_to_the_merchant_s_host() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=PAIR)
+
+    tokens = _client(answer).refresh("https://api.eu.clover.com/", "M1", "old-refresh-SECRET")
+
+    assert str(seen[0].url) == "https://api.eu.clover.com/oauth/v2/refresh"
+    assert json.loads(seen[0].content) == {
+        "client_id": "app-id",
+        "refresh_token": "old-refresh-SECRET",
+    }
+    assert tokens == CloverTokens.model_validate(PAIR)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (401, {"message": "invalid refresh token old-refresh-SECRET"}, CloverRefreshRejected),
+        (403, {}, CloverRefreshRejected),
+        (503, {"message": "old-refresh-SECRET"}, CloverServerError),
+        (200, {**PAIR, "refresh_token": None}, CloverBadResponse),
+        (200, {**PAIR, "access_token_expiration": "new-access-SECRET"}, CloverBadResponse),
+    ],
+)
+def test_failures_are_typed_and_never_quote_a_token(
+    status: int, body: dict[str, object], error: type[Exception]
+) -> None:
+    client = _client(lambda _request: httpx.Response(status, json=body))
+
+    with pytest.raises(error) as caught:
+        client.refresh("https://api.clover.com", "M1", "old-refresh-SECRET")
+
+    assert "SECRET" not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+def test_tokens_never_show_in_a_repr_or_a_parse_error() -> None:
+    tokens = CloverTokens.model_validate(PAIR)
+    assert "SECRET" not in repr(tokens)
+    assert "SECRET" not in str(tokens)
+    with pytest.raises(ValueError, match="refresh_token_expiration") as caught:
+        CloverTokens.parse(json.dumps({**PAIR, "refresh_token_expiration": "SECRET"}), "pair")
+    assert "SECRET" not in str(caught.value)
+    assert CloverTokens.parse(tokens.secret_json(), "stored") == tokens
+
+
+def test_close_to_expiry_means_within_the_margin_and_plain_tokens_never_expire() -> None:
+    tokens = CloverTokens.model_validate(PAIR)
+    assert not tokens.expires_within(300, now=PAIR["access_token_expiration"] - 301)
+    assert tokens.expires_within(300, now=PAIR["access_token_expiration"] - 300)
+    assert not CloverTokens.plain("t").expires_within(300, now=NOW)
+
+
+# -- the keeper, on an in-memory store ---------------------------------------------------
+
+
+@dataclass
+class MemoryStore:
+    stored: StoredTokens | None
+    lock_owner: str | None = None
+    locks_taken: int = 0
+    marks: list[int] = field(default_factory=list)
+
+    def load_tokens(self, merchant_id: str) -> StoredTokens | None:
+        return self.stored
+
+    def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
+        tokens = CloverTokens.plain(token) if isinstance(token, str) else token
+        generation = (self.stored.generation if self.stored else 0) + 1
+        self.stored = StoredTokens(tokens, generation)
+        return generation
+
+    def replace_tokens(
+        self, merchant_id: str, tokens: CloverTokens, *, generation: int
+    ) -> int | None:
+        assert self.stored is not None
+        if self.stored.generation != generation:
+            return None
+        self.stored = StoredTokens(tokens, generation + 1)
+        return generation + 1
+
+    def mark_needs_reauth(self, merchant_id: str, *, generation: int) -> bool:
+        assert self.stored is not None
+        if self.stored.generation != generation:
+            return False
+        self.marks.append(generation)
+        self.stored = StoredTokens(self.stored.tokens, generation, needs_reauth=True)
+        return True
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        if self.lock_owner is not None:
+            return False
+        self.lock_owner = owner
+        self.locks_taken += 1
+        return True
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
+        if self.lock_owner == owner:
+            self.lock_owner = None
+
+
+@dataclass
+class Refresher:
+    answer: CloverTokens | Exception
+    calls: int = 0
+
+    def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens:
+        self.calls += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+EXPIRED = StoredTokens(
+    CloverTokens.model_validate(
+        {**PAIR, "access_token": "old-access", "access_token_expiration": int(NOW)}
+    ),
+    generation=3,
+)
+
+
+def _keeper(
+    store: MemoryStore, refresher: Refresher, while_waiting: Callable[[], None] = lambda: None
+) -> TokenKeeper:
+    clock = [NOW]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+        while_waiting()
+
+    return TokenKeeper(
+        store=store,
+        refresher=lambda: refresher,
+        margin_seconds=300,
+        lock_ms=5_000,
+        clock=lambda: clock[0],
+        sleep=sleep,
+    )
+
+
+def test_an_expiring_token_is_refreshed_under_the_lock_and_stored_as_a_new_generation() -> None:
+    store, refresher = MemoryStore(EXPIRED), Refresher(CloverTokens.model_validate(PAIR))
+
+    got = _keeper(store, refresher).access_token("M1", "https://api.clover.com")
+
+    assert got == StoredTokens(CloverTokens.model_validate(PAIR), 4)
+    assert (refresher.calls, store.locks_taken, store.lock_owner) == (1, 1, None)
+
+
+def test_a_waiter_uses_what_the_lock_holder_stored_and_makes_no_call() -> None:
+    store, refresher = (
+        MemoryStore(EXPIRED, lock_owner="another poller"),
+        Refresher(AssertionError("must not refresh")),
+    )
+
+    def holder_finishes() -> None:
+        store.write_token("M1", CloverTokens.model_validate(PAIR))
+
+    got = _keeper(store, refresher, holder_finishes).access_token("M1", "https://x")
+
+    assert got is not None
+    assert got.tokens.access_token.get_secret_value() == PAIR["access_token"]
+    assert refresher.calls == 0
+
+
+def test_a_waiter_gives_up_when_the_lock_stays_held_and_reports_a_refused_refresh() -> None:
+    held = MemoryStore(EXPIRED, lock_owner="a poller that hangs")
+    with pytest.raises(TokenRefreshBusy):
+        _keeper(held, Refresher(AssertionError())).access_token("M1", "https://x")
+
+    refused = MemoryStore(EXPIRED, lock_owner="a poller whose refresh is refused")
+
+    def holder_marks() -> None:
+        refused.mark_needs_reauth("M1", generation=3)
+
+    with pytest.raises(ReauthRequired):
+        _keeper(refused, Refresher(AssertionError()), holder_marks).access_token("M1", "x")
+
+
+def test_a_refused_refresh_marks_the_merchant_once_on_the_generation_it_refreshed() -> None:
+    rejection = CloverRefreshRejected("invalid refresh token", merchant_id="M1", status=401)
+    store = MemoryStore(EXPIRED)
+
+    with pytest.raises(ReauthRequired) as caught:
+        _keeper(store, Refresher(rejection)).access_token("M1", "https://x")
+
+    assert caught.value.cause is rejection
+    assert store.marks == [3]
+    assert store.stored is not None
+    assert store.stored.needs_reauth
+
+
+def test_after_a_401_a_plain_token_is_marked_unless_a_newer_one_was_stored() -> None:
+    error = CloverAuthError("HTTP 401", merchant_id="M1", status=401)
+    plain = StoredTokens(CloverTokens.plain("old"), generation=1)
+    store = MemoryStore(plain)
+    store.write_token("M1", "stored-meanwhile")
+
+    renewed = _keeper(store, Refresher(AssertionError())).renew("M1", "x", plain, error)
+
+    assert renewed.tokens.access_token.get_secret_value() == "stored-meanwhile"
+    with pytest.raises(ReauthRequired):
+        _keeper(store, Refresher(AssertionError())).renew("M1", "x", renewed, error)
+    assert store.marks == [2]
