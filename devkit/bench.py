@@ -262,6 +262,7 @@ def _import_times(say: Callable[[str], None]) -> dict[str, float]:
         "STATE_KEY_ID": "bench",
         "HIPOINK_API_BASE_URL": "http://127.0.0.1:1",
         "HIPOINK_SIGN": "bench",
+        "CLOVER_WEBHOOK_AUTH": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     code = (

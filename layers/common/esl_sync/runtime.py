@@ -4,24 +4,29 @@ Handlers and the CLI ask here for what they need; nothing else builds a client.
 Each builder checks the settings it needs, so a function fails at start with a message
 naming the missing variable. ``reset()`` forgets everything (the local stack uses it
 when it changes the environment).
+
+Imports are made inside the builders: a function imports only what it uses (the
+dispatcher never loads the Clover or Hipoink clients), which keeps cold starts short.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from esl_sync.clover.client import CloverClient
-from esl_sync.clover.oauth import AppCredentials, CloverOAuthClient
-from esl_sync.clover.tokens import TokenKeeper
-from esl_sync.hipoink.client import HipoinkClient
 from esl_sync.settings import ConfigurationError, settings
-from esl_sync.store.dynamo import DynamoStateStore
-from esl_sync.store.postgres import Database, PostgresLabelLedger, PostgresMerchantDirectory
 from esl_sync.store.secrets import resolve_secret
-from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
-from esl_sync.sync.poll import PollDeps
-from esl_sync.webhooks import WebhookDeps
+
+if TYPE_CHECKING:
+    from esl_sync.clover.client import CloverClient
+    from esl_sync.clover.oauth import CloverOAuthClient
+    from esl_sync.clover.tokens import TokenKeeper
+    from esl_sync.hipoink.client import HipoinkClient
+    from esl_sync.store.dynamo import DynamoStateStore
+    from esl_sync.store.postgres import Database, PostgresLabelLedger, PostgresMerchantDirectory
+    from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
+    from esl_sync.sync.poll import PollDeps
+    from esl_sync.webhooks import WebhookDeps
 
 
 @cache
@@ -33,21 +38,29 @@ def database_url() -> str:
 
 @cache
 def database() -> Database:
+    from esl_sync.store.postgres import Database
+
     return Database(database_url())
 
 
 @cache
 def merchants() -> PostgresMerchantDirectory:
+    from esl_sync.store.postgres import PostgresMerchantDirectory
+
     return PostgresMerchantDirectory(database())
 
 
 @cache
 def label_ledger() -> PostgresLabelLedger:
+    from esl_sync.store.postgres import PostgresLabelLedger
+
     return PostgresLabelLedger(database())
 
 
 @cache
 def poll_queue() -> SqsPollQueue:
+    from esl_sync.store.sqs import SqsPollQueue
+
     s = settings()
     s.require("poll_queue_url")
     assert s.poll_queue_url is not None
@@ -56,6 +69,8 @@ def poll_queue() -> SqsPollQueue:
 
 @cache
 def label_queue() -> SqsLabelQueue:
+    from esl_sync.store.sqs import SqsLabelQueue
+
     s = settings()
     s.require("label_queue_url")
     assert s.label_queue_url is not None
@@ -64,6 +79,8 @@ def label_queue() -> SqsLabelQueue:
 
 def dead_letter_queue(queue: Literal["poll", "label"]) -> SqsDeadLetterQueue:
     """The dead-letter queue behind ``POLL_QUEUE_URL`` or ``LABEL_QUEUE_URL``."""
+    from esl_sync.store.sqs import SqsDeadLetterQueue
+
     s = settings()
     name = f"{queue}_queue_url"
     s.require(name)
@@ -74,6 +91,8 @@ def dead_letter_queue(queue: Literal["poll", "label"]) -> SqsDeadLetterQueue:
 
 @cache
 def state_store() -> DynamoStateStore:
+    from esl_sync.store.dynamo import DynamoStateStore
+
     s = settings()
     s.require("state_table_name")
     assert s.state_table_name is not None
@@ -82,19 +101,31 @@ def state_store() -> DynamoStateStore:
 
 @cache
 def clover() -> CloverClient:
+    """The process's Clover client, paced to this instance's share of the app's budget."""
+    from esl_sync.clover.client import CloverClient
+    from esl_sync.clover.pacing import RequestPacer
+
     s = settings()
-    return CloverClient(page_size=s.clover_page_size, timeout_seconds=s.clover_timeout_seconds)
+    return CloverClient(
+        page_size=s.clover_page_size,
+        timeout_seconds=s.clover_timeout_seconds,
+        pacer=RequestPacer(app_rps=s.clover_instance_rps),
+    )
 
 
 @cache
 def clover_oauth() -> CloverOAuthClient:
     """Built on the first refresh: plain tokens never need the app's credentials."""
+    from esl_sync.clover.oauth import CloverOAuthClient
+
     s = settings()
     return CloverOAuthClient(clover_client_id(), timeout_seconds=s.clover_timeout_seconds)
 
 
 def clover_client_id() -> str:
     """``CLOVER_CLIENT_ID``, or the ``client_id`` of the JSON secret ``CLOVER_APP_SECRET_ARN``."""
+    from esl_sync.clover.oauth import AppCredentials
+
     s = settings()
     if s.clover_client_id:
         return s.clover_client_id
@@ -111,6 +142,8 @@ def clover_client_id() -> str:
 
 @cache
 def token_provider() -> TokenKeeper:
+    from esl_sync.clover.tokens import TokenKeeper
+
     s = settings()
     return TokenKeeper(
         store=state_store(),
@@ -133,6 +166,8 @@ def webhook_auth() -> str:
 
 
 def webhook_deps() -> WebhookDeps:
+    from esl_sync.webhooks import WebhookDeps
+
     return WebhookDeps(
         merchants=merchants(),
         hints=state_store(),
@@ -144,6 +179,8 @@ def webhook_deps() -> WebhookDeps:
 
 @cache
 def hipoink() -> HipoinkClient:
+    from esl_sync.hipoink.client import HipoinkClient
+
     s = settings()
     s.require("hipoink_api_base_url", "hipoink_sign")
     assert s.hipoink_api_base_url is not None
@@ -163,6 +200,8 @@ def hipoink_sign() -> str:
 
 
 def poll_deps() -> PollDeps:
+    from esl_sync.sync.poll import PollDeps
+
     return PollDeps(
         merchants=merchants(),
         products=database(),

@@ -6,11 +6,13 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from esl_sync.clover.oauth import CloverTokens
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.products import Product
+
+if TYPE_CHECKING:
+    from esl_sync.clover.oauth import CloverTokens
 
 
 @dataclass(frozen=True)
