@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -127,6 +128,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     heal.set_defaults(run=_heal)
 
+    bench = commands.add_parser(
+        "bench", help="measure a poll's cost on the local stack (prints a table of figures)"
+    )
+    bench.add_argument("--merchants", type=int, default=50, help="merchants (default 50)")
+    bench.add_argument("--skus", type=int, default=2000, help="SKUs each (default 2000)")
+    bench.add_argument(
+        "--idle-merchants", type=int, default=1000, help="mostly idle run (default 1000; 0: skip)"
+    )
+    bench.add_argument("--no-build", action="store_true", help="skip sam build (sizes)")
+    bench.add_argument("--json", type=Path, help="also write the figures to this file")
+    bench.set_defaults(run=_bench)
+
     redrive = commands.add_parser("redrive", help="move dead-lettered messages back to their queue")
     redrive.add_argument("--queue", required=True, choices=("label", "poll"))
     redrive.set_defaults(run=_redrive)
@@ -173,6 +186,12 @@ def _resync(args: argparse.Namespace) -> int:
         " delete(s) queued, full re-read queued"
     )
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from devkit.bench import run_from_args
+
+    return run_from_args(args)
 
 
 def _demo(_args: argparse.Namespace) -> int:

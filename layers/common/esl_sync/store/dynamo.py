@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -114,6 +115,10 @@ class DynamoStateStore:
         self._dynamodb = dynamodb or boto3.client("dynamodb")
         self._kms = kms
         self._kms_lock = threading.Lock()  # boto3 builds clients unsafely across threads
+        # Every write encrypts anew, so a ciphertext names one version of one merchant's
+        # tokens: its plaintext can be kept for the life of the process, which spares a
+        # KMS call (and its price) on every poll of every merchant.
+        self._decrypt = lru_cache(maxsize=4096)(self._decrypt_uncached)
 
     def load(self, merchant_id: str) -> MerchantState:
         item = self._dynamodb.get_item(
@@ -243,10 +248,7 @@ class DynamoStateStore:
         ).get("Item")
         if not item or "token_ciphertext" not in item:
             return None
-        plaintext = self._kms_client().decrypt(
-            CiphertextBlob=item["token_ciphertext"]["B"],
-            EncryptionContext={"merchant_id": merchant_id},
-        )["Plaintext"]
+        plaintext = self._decrypt(merchant_id, bytes(item["token_ciphertext"]["B"]))
         return StoredTokens(
             tokens=_stored_tokens(plaintext),
             generation=int(item.get("token_generation", {"N": "0"})["N"]),
@@ -338,6 +340,11 @@ class DynamoStateStore:
             Plaintext=tokens.secret_json().encode(),
             EncryptionContext={"merchant_id": merchant_id},
         )["CiphertextBlob"]
+
+    def _decrypt_uncached(self, merchant_id: str, ciphertext: bytes) -> bytes:
+        return self._kms_client().decrypt(
+            CiphertextBlob=ciphertext, EncryptionContext={"merchant_id": merchant_id}
+        )["Plaintext"]
 
     def _kms_client(self) -> KMSClient:
         with self._kms_lock:
