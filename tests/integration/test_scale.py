@@ -1,0 +1,63 @@
+"""Request counts that the benchmark's figures rest on, and the benchmark itself in small."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+
+from devkit.bench import print_report, run_bench
+from devkit.local_stack import LocalStack
+
+
+def test_1000_changed_labels_cost_one_hipoink_call_per_batch(stack: LocalStack) -> None:
+    clover, hipoink = stack.clover, stack.hipoink
+    assert clover is not None
+    assert hipoink is not None
+    items = [
+        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i:05d}"}
+        for i in range(1000)
+    ]
+    stack.add_merchant("MSCALE000001", "tok", "S-SCALE", items=items)
+    stack.run_cycle()
+    hipoink.reset_requests()
+
+    changed = clover.items("MSCALE000001")
+    clover.bulk_price_change("MSCALE000001", [i["id"] for i in changed], delta=7)
+    stack.run_cycle()
+
+    batch = int(stack.env.get("HIPOINK_BATCH_SIZE", "200"))
+    assert hipoink.request_count("product/create_multiple") == math.ceil(1000 / batch)
+    assert all(
+        r["pp"] == f"{(100 + i + 7) / 100:.2f}"
+        for i, r in enumerate(sorted(hipoink.labels("S-SCALE").values(), key=lambda r: r["pc"]))
+    )
+
+
+def test_the_benchmark_runs_and_its_figures_add_up(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    lines: list[str] = []
+    report = run_bench(merchants=2, skus=1200, idle_merchants=20, build=False, say=lines.append)
+    print_report(report, lines.append)
+
+    phases = {p.phase: p for p in report.phases}
+    assert phases["first sync"].clover_requests_per_poll == 2  # ⌊1200/1000⌋ + 1
+    assert phases["idle"].clover_requests_per_poll == 1
+    assert phases["idle"].label_jobs == 0
+    assert phases["changed"].label_jobs > 0
+    assert phases["sweep"].clover_requests_per_poll > phases["idle"].clover_requests_per_poll
+    assert report.idle_run["clover_requests_per_poll"] == 1
+    assert report.idle_run["answered_429"] == 0
+    assert report.idle_run["peak_in_flight"] <= 10
+    assert report.idle_run["peak_rps"] <= 50
+    assert set(report.import_ms) == {
+        "dispatcher",
+        "poller",
+        "hipoink_sender",
+        "migrator",
+        "webhook",
+    }
+    assert any("Clover req" in line for line in lines)
