@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from devkit.loopback import LoopbackServer, LoopbackService
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -263,13 +264,16 @@ def _bearer(authorization: str | None) -> str | None:
     return authorization.removeprefix("Bearer ").strip() or None
 
 
-class CloverSimulator:
+class CloverSimulator(LoopbackService):
     """Clover's items API for tests, on 127.0.0.1 with an ephemeral port.
 
     Behaviour switches are plain attributes that tests may flip while the server runs.
     """
 
+    thread_name = "clover-simulator"
+
     def __init__(self, *, seed: int = 0) -> None:
+        super().__init__()
         self.token_rps = 16
         self.token_concurrency = 5
         self.app_rps = 50
@@ -308,55 +312,17 @@ class CloverSimulator:
         self._early_retries: Counter[str] = Counter()
         self._records: list[RequestRecord] = []
 
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
     # Lifecycle
 
-    def start(self) -> Self:
-        """Serves in a daemon thread until :meth:`stop`."""
-        if self._server is not None:
-            raise RuntimeError("the simulator is already running")
+    def _make_server(self) -> LoopbackServer:
         self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.01},  # how long stop() may wait for the loop
-            name="clover-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return _Server(self)
 
-    def stop(self) -> None:
-        """Stops serving; delayed answers are cut short so that stopping never hangs."""
-        if self._server is None:
-            return
+    def _stopping_now(self) -> None:
+        """Delayed answers are cut short so that stopping never hangs."""
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the simulator is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # Clock
 
@@ -915,11 +881,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Stays quiet: a line per request would bury test output."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Bursts of concurrent connections (rate-limit tests) must not overflow the backlog.
-    request_queue_size = 128
-
+class _Server(LoopbackServer):
     def __init__(self, simulator: CloverSimulator) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.simulator = simulator

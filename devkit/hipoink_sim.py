@@ -19,9 +19,10 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal
+
+from devkit.loopback import LoopbackServer, LoopbackService
 
 F1Encoding = Literal["array", "string", "both"]
 UnknownDelete = Literal["count", "error"]
@@ -73,12 +74,15 @@ class _ApiError(Exception):
     """An ``error_code`` 1 answer, raised where the problem is found."""
 
 
-class HipoinkSimulator:
+class HipoinkSimulator(LoopbackService):
     """An in-process Hipoink server with inspectable state and switchable faults."""
+
+    thread_name = "hipoink-simulator"
 
     def __init__(
         self, *, client_id: str = "default", sign: str = "test-sign", stores: Iterable[str] = ()
     ) -> None:
+        super().__init__()
         self.client_id = client_id
         self.sign = sign
         self.f1_encoding: F1Encoding = "both"
@@ -97,8 +101,6 @@ class HipoinkSimulator:
         self._requests: list[HipoinkRequest] = []
         self._faults: deque[tuple[int, str | None]] = deque()
         self._delays: deque[float] = deque()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._routes: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
             "product/create": self._create,
             "product/create_multiple": self._create_multiple,
@@ -108,46 +110,8 @@ class HipoinkSimulator:
 
     # Lifecycle
 
-    def start(self) -> Self:
-        """Serve on a free loopback port in a daemon thread, so a test never waits on it."""
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._server = _Server(self)
-        # A short poll interval keeps stop() (and so every test teardown) quick.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.02,), name="hipoink-sim", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """Where the sender should point ``HIPOINK_API_BASE_URL``."""
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def _make_server(self) -> LoopbackServer:
+        return _Server(self)
 
     # Setup and inspection
 
@@ -337,10 +301,8 @@ class HipoinkSimulator:
                 self._history[(store_code, pc)].append(copy.deepcopy(record))
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(LoopbackServer):
     """The HTTP server, carrying the simulator its handlers answer for."""
-
-    daemon_threads = True
 
     def __init__(self, simulator: HipoinkSimulator) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)

@@ -1,0 +1,80 @@
+"""What the simulators share: serving HTTP on a free loopback port from daemon threads."""
+
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading server on 127.0.0.1, port chosen by the system."""
+
+    daemon_threads = True
+    # Bursts of concurrent connections (rate-limit tests) must not overflow the backlog.
+    request_queue_size = 128
+
+
+class LoopbackService:
+    """Start/stop, context manager and ``base_url`` of a simulator served over HTTP.
+
+    Subclasses build their server in :meth:`_make_server`; :meth:`_stopping_now` lets
+    one cut long answers short so that stopping never hangs.
+    """
+
+    thread_name = "simulator"
+
+    def __init__(self) -> None:
+        self._server: LoopbackServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _make_server(self) -> LoopbackServer:
+        raise NotImplementedError
+
+    def _stopping_now(self) -> None:
+        """Called before the server shuts down."""
+
+    def start(self) -> Self:
+        """Serve in a daemon thread until :meth:`stop`, so a test never waits on it."""
+        if self._server is not None:
+            raise RuntimeError(f"{self.thread_name} is already running")
+        self._server = self._make_server()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.01},  # how long stop() may wait for the loop
+            name=self.thread_name,
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is None:
+            return
+        self._stopping_now()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """Where the code under test points its base URL."""
+        if self._server is None:
+            raise RuntimeError(f"{self.thread_name} is not running")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
