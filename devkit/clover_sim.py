@@ -313,6 +313,7 @@ class CloverSimulator(LoopbackService):
         self._records: list[RequestRecord] = []
 
         self._stopping = threading.Event()
+        self._issued: set[str] = set()
 
     # Lifecycle
 
@@ -351,6 +352,7 @@ class CloverSimulator(LoopbackService):
             if merchant_id in self._merchants:
                 raise ValueError(f"merchant {merchant_id} exists")
             merchant = _Merchant({token: None})
+            self._issued.add(token)
             now = self.clock_ms()
             for source in items or []:
                 item = copy.deepcopy(source)
@@ -369,6 +371,7 @@ class CloverSimulator(LoopbackService):
             merchant = self._merchant(merchant_id)
             merchant.access_tokens = {token: None}
             merchant.refresh_token = merchant.refresh_expiration = None
+            self._issued.add(token)
 
     def issue_tokens(
         self,
@@ -388,6 +391,12 @@ class CloverSimulator(LoopbackService):
         """The merchant's refresh token is refused from now on (its access token lives on)."""
         with self._lock:
             self._merchant(merchant_id).refresh_token = None
+
+    def issued_tokens(self) -> frozenset[str]:
+        """Every access and refresh token the simulator ever accepted or issued: what must
+        never show in a log line (the local stack checks its logs against them)."""
+        with self._lock:
+            return frozenset(self._issued)
 
     def access_token(self, merchant_id: str) -> str | None:
         """The merchant's newest access token (the one a refresh issued last)."""
@@ -755,6 +764,7 @@ class CloverSimulator(LoopbackService):
         )
         merchant.access_tokens[access] = access_expiration
         merchant.refresh_token = refresh
+        self._issued |= {access, refresh}
         merchant.refresh_expiration = refresh_expiration
         return {
             "access_token": access,

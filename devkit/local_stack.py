@@ -114,6 +114,7 @@ class LocalStack:
     ) -> None:
         from esl_sync import runtime
 
+        leaks = self.leaked_secrets() if exc_type is None else 0
         runtime.reset()
         self._exit.close()
         self._sqs = None
@@ -124,6 +125,18 @@ class LocalStack:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
+        if leaks:
+            raise AssertionError(f"{leaks} handler log line(s) hold a token, sign or auth code")
+
+    def leaked_secrets(self) -> int:
+        """How many lines the handlers logged hold a secret: a Clover token the simulator
+        issued, the Hipoink sign or the webhook auth code. Checked on every normal exit,
+        so every test and demo run through the local stack is also a leak test."""
+        secrets = {self.env.get("HIPOINK_SIGN", ""), self.env.get("CLOVER_WEBHOOK_AUTH", "")}
+        if self.clover is not None:
+            secrets |= self.clover.issued_tokens()
+        secrets = {s for s in secrets if len(s) >= 6}  # shorter ones match ordinary words
+        return sum(1 for line in self.logs if any(s in line for s in secrets))
 
     def _start(self) -> None:
         database_url = os.environ.get("DATABASE_URL")

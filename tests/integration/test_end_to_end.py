@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
 from devkit.demo import expected_labels
 from devkit.local_stack import LocalStack
@@ -80,3 +82,18 @@ def test_unchanged_catalog_sends_no_label_jobs(stack: LocalStack) -> None:
 
     assert again.labels.records == 0
     assert hipoink.request_count() == 0
+
+
+def test_a_stack_whose_handlers_logged_a_token_fails_on_exit(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every local stack checks its handlers' logs for secrets when it closes."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    stack = LocalStack().__enter__()
+    stack.add_merchant("MLEAK0000001", "leaky-token-0001", "S-LEAK", items=[])
+    stack.run_cycle()
+    assert stack.leaked_secrets() == 0
+    assert stack.runner is not None
+    stack.runner.logs.append('{"message": "oops", "token": "leaky-token-0001"}')
+    with pytest.raises(AssertionError, match="1 handler log line"):
+        stack.__exit__(None, None, None)
