@@ -178,3 +178,71 @@ def test_poll_and_resync_commands(stack: LocalStack, capsys: pytest.CaptureFixtu
 def test_a_missing_stack_is_named(capsys: pytest.CaptureFixture[str], stack: LocalStack) -> None:
     assert main(["--stack", "no-such-stack", "status"]) == 2
     assert "no stack named 'no-such-stack'" in capsys.readouterr().err
+
+
+def test_the_remaining_metrics_in_the_scenarios_that_cause_them(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """Removals (hidden, swept, confirmed after a webhook), an item without a product code,
+    a record Hipoink refuses, an unsorted Clover page and a Clover error, each counted."""
+    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="2")
+    clover, hipoink = stack.clover, stack.hipoink
+    assert clover is not None
+    assert hipoink is not None
+    items: list[dict[str, object]] = [
+        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"OPS{i:03d}"}
+        for i in range(8)
+    ]
+    items.append({"name": "No code at all", "price": 150, "priceType": "FIXED"})
+    stack.add_merchant("MMETRICS0001", "tok-metrics", "S-METRICS", items=items)
+    stack.add_merchant("MBROKEN00001", "tok-broken", "S-BROKEN", items=gas_station_catalog(5))
+    clover.fail_next(200, merchant_id="MBROKEN00001", body="<html>not json</html>")
+
+    first = stack.run_cycle()
+
+    sums = metric_sums(stack.logs)
+    assert sums["InvalidItems"] == 1  # the item without a code: stored, flagged, no label
+    assert sums["CloverErrors"] == 1  # the broken merchant's first poll, retried by SQS
+    assert first.polls.failures == 1
+    assert len(stack.products("MBROKEN00001")) == 5
+
+    by_created = sorted(clover.items("MMETRICS0001"), key=lambda i: i["createdTime"])
+    by_created = [i for i in by_created if i.get("sku")]
+    hidden, swept, confirmed, refused, early, late = by_created[:6]
+    now = clover.clock_ms()  # stamps in the (recent) past: items are listed once stamped
+    clover.freeze_clock(now - 2_000)
+    clover.hide_item("MMETRICS0001", hidden["id"])
+    clover.delete_item("MMETRICS0001", swept["id"])
+    clover.delete_item("MMETRICS0001", confirmed["id"])
+    hipoink.reject_pcs = {str(refused["sku"])}
+    clover.update_item("MMETRICS0001", refused["id"], price=999)
+    # Modified in the opposite order of creation: a page ordered by createdTime DESC (Clover
+    # ignoring orderBy) is then not sorted by modifiedTime, and the poll must notice.
+    clover.update_item("MMETRICS0001", early["id"], price=201)
+    clover.freeze_clock(now - 1_000)
+    clover.update_item("MMETRICS0001", late["id"], price=202)
+    clover.freeze_clock(None)
+    clover.ignore_order_by = True
+    mark = len(stack.logs)
+    delivery = stack.send_webhook(
+        {
+            "appId": "APP",
+            "merchants": {
+                "MMETRICS0001": [{"objectId": f"I:{confirmed['id']}", "type": "DELETE", "ts": 1}]
+            },
+        },
+        stack.env["CLOVER_WEBHOOK_AUTH"],
+    )
+
+    assert delivery.status == 202
+    new = metric_sums(_new_lines(stack, mark))
+    assert new["WebhookRequests"] == 1
+    assert new["DeletesConfirmed"] == 1  # the webhook's DELETE, confirmed by a single GET
+    assert new["SweepDeletions"] == 1  # the deletion nobody announced
+    assert new["FullWalkFallbacks"] == 1
+    assert new["LabelDeletesQueued"] == 3  # hidden, confirmed, swept
+    assert new["LabelsDeleted"] == 3
+    assert new["LabelsRejected"] == 1
+    assert hipoink.labels("S-METRICS")[str(late["sku"])]["pp"] == "2.02"
+    gone = {str(i["sku"]) for i in (hidden, swept, confirmed)}
+    assert not gone & hipoink.labels("S-METRICS").keys()

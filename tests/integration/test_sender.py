@@ -19,6 +19,7 @@ import pytest
 from devkit.catalog import gas_station_catalog
 from devkit.cli import main
 from devkit.demo import expected_labels
+from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import HIPOINK_SIGN, LocalStack
 from devkit.template import load_template
@@ -296,3 +297,4 @@ def test_a_sweep_poll_heals_dead_lettered_labels_without_an_operator(
 
     assert hipoink.labels(STORE) == expected_labels(stack.clover.items(M))
     assert any('"stale labels queued again"' in line for line in stack.logs)
+    assert metric_sums(stack.logs)["LabelsHealed"] == len(hipoink.labels(STORE))
