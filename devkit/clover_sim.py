@@ -282,6 +282,7 @@ class CloverSimulator(LoopbackService):
         self.rate_limits_enabled = True
         self.delay_seconds = 0.0
         self.ignore_order_by = False
+        self.send_date = True  # False: answers without a Date header (a proxy that drops it)
         self.list_deleted = False
         self.stock_bumps_modified_time = False
         self.visibility_lag_ms = 0
@@ -874,7 +875,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {
             "Content-Type": "application/json",
             "Content-Length": str(len(response.body)),
-            "Date": simulator.http_date(),
+            **({"Date": simulator.http_date()} if simulator.send_date else {}),
             **response.headers,
         }
         try:

@@ -246,3 +246,22 @@ def test_the_remaining_metrics_in_the_scenarios_that_cause_them(
     assert hipoink.labels("S-METRICS")[str(late["sku"])]["pp"] == "2.02"
     gone = {str(i["sku"]) for i in (hidden, swept, confirmed)}
     assert not gone & hipoink.labels("S-METRICS").keys()
+
+
+def test_a_clover_without_a_date_header_keeps_the_cursor_and_says_so(stack: LocalStack) -> None:
+    clover = stack.clover
+    assert clover is not None
+    stack.add_merchant("MNODATE00001", "tok-nodate", "S-NODATE", items=gas_station_catalog(10))
+    stack.run_cycle()
+    cursor = runtime.state_store().load("MNODATE00001").high_water_ms
+    clover.send_date = False
+    changed = next(i for i in clover.items("MNODATE00001") if not i.get("hidden"))
+    clover.update_item("MNODATE00001", changed["id"], price=123)
+    mark = len(stack.logs)
+
+    stack.run_cycle()
+
+    assert metric_sums(_new_lines(stack, mark))["CloverClockMissing"] == 1
+    assert runtime.state_store().load("MNODATE00001").high_water_ms == cursor
+    assert stack.hipoink is not None
+    assert stack.hipoink.labels("S-NODATE")[changed["sku"]]["pp"] == "1.23"  # nothing lost

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from devkit.template import REPO_ROOT
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 
 
@@ -97,3 +98,9 @@ def test_label_delivery_defaults_and_the_free_field_mapping(
     assert s.label_heal_after_seconds == 900
     monkeypatch.setenv("HIPOINK_EXTRA_FIELDS", "f1=price_type,f2=unit_cost")
     assert load_settings().hipoink_extra_fields == (("f1", "price_type"), ("f2", "unit_cost"))
+
+
+def test_every_setting_is_documented_in_the_readme_configuration_table() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Command line")]
+    assert [n.upper() for n in Settings.model_fields if f"`{n.upper()}" not in table] == []
