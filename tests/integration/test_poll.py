@@ -574,6 +574,34 @@ def test_a_sweep_refuses_a_listing_missing_half_the_items_then_removes_a_real_de
     assert_in_step(stack, "MSWEEP000001", "STORE-W")
 
 
+def test_a_change_every_incremental_read_missed_is_caught_by_the_next_sweep(
+    start_stack: StartStack,
+) -> None:
+    """A sweep re-reads every item, so even a change stamped behind the cursor and its
+    overlap window (late beyond any window, or skipped by a walk) reaches the label."""
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
+    clover, hipoink = sims(stack)
+    stack.add_merchant("MMISSED00001", "tok", "STORE-M", items=items_without_times(12))
+    stack.run_cycle()
+    item = clover.items("MMISSED00001")[5]
+    clover.freeze_clock(merchant_state("MMISSED00001").high_water_ms - 3_600_000)
+    clover.update_item("MMISSED00001", item["id"], price=777)
+    clover.freeze_clock(None)
+
+    stack.run_cycle()  # incremental: the change is behind the cursor and the overlap
+
+    assert hipoink.labels("STORE-M")[item["sku"]]["pp"] != "7.77"
+    assert poll_lines(stack, "MMISSED00001")[-1].get("sweep") is None
+
+    stack.run_cycle()  # the third poll sweeps, reading every item
+
+    assert hipoink.labels("STORE-M")[item["sku"]]["pp"] == "7.77"
+    line = poll_lines(stack, "MMISSED00001")[-1]
+    assert line["sweep"] == "nothing missing"
+    assert line["clover_requests"] == 1  # 12 items: the whole catalog in one page
+    assert_in_step(stack, "MMISSED00001", "STORE-M")
+
+
 # -- concurrency and failures --------------------------------------------------------------
 
 

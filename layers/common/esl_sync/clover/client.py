@@ -6,7 +6,8 @@ regional base URL into a :class:`MerchantCatalog`, which reads items three ways:
 
 * :meth:`MerchantCatalog.iter_items_modified_since` walks the items changed since a
   time, sorted by ``modifiedTime`` and moving by key (see :class:`ItemWalk`);
-* :meth:`MerchantCatalog.list_all_item_ids` lists every present id (the deletion sweep);
+* :meth:`MerchantCatalog.list_all_item_ids` lists every present id (the poll does not
+  use it: it sweeps with a complete walk, which reads every item's content as well);
 * :meth:`MerchantCatalog.get_item` reads one item, ``None`` when Clover answers 404.
 
 The access token goes into the ``Authorization`` header of each request and nowhere

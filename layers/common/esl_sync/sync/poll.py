@@ -74,18 +74,11 @@ class ItemPages(Protocol):
     def __next__(self) -> list[dict[str, Any]]: ...
 
 
-class IdListing(Protocol):
-    @property
-    def ids(self) -> frozenset[str]: ...
-
-
 class MerchantCatalog(Protocol):
     @property
     def requests(self) -> int: ...
 
     def iter_items_modified_since(self, since_ms: int | None) -> ItemPages: ...
-
-    def list_all_item_ids(self) -> IdListing: ...
 
     def get_item(self, item_id: str) -> dict[str, Any] | None: ...
 
@@ -275,17 +268,27 @@ def _sync(
     store_code: str,
     outcome: PollOutcome,
 ) -> SyncResult:
-    """Read, write and queue inside one transaction."""
+    """Read, write and queue inside one transaction.
+
+    A sweeping poll reads every item, not only the changed ones: the listing a sweep needs
+    costs the same requests, and re-reading every item's content too means that whatever
+    an incremental read could ever have missed is caught within one sweep interval.
+    """
     settings = deps.settings
     merchant_id = state.merchant_id
     plan = LabelPlan()
     sweeping = sweep_due(state, settings, deps.clock())
+    listed: set[str] = set()
     with deps.products.transaction() as tx:
         walk = catalog.iter_items_modified_since(
-            read_from(state.high_water_ms, settings.clover_overlap_ms)
+            None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms)
         )
         for page in walk:
             outcome.items_fetched += len(page)
+            if sweeping:
+                listed.update(
+                    i["id"] for i in page if isinstance(i.get("id"), str) and not is_deleted(i)
+                )
             targets, rows = _transform(page, merchant_id, settings, outcome)
             changes = tx.upsert(merchant_id, rows)
             outcome.products_changed += len(changes)
@@ -293,7 +296,7 @@ def _sync(
         outcome.full_walk_fallback = walk.fell_back
         settled = _confirm_deletes(catalog, tx, state, plan, outcome)
         if sweeping:
-            outcome.sweep = _sweep(catalog, tx, merchant_id, settings, plan, outcome)
+            outcome.sweep = _sweep(catalog, tx, listed, merchant_id, settings, plan, outcome)
         jobs = plan.jobs(merchant_id, store_code, settings.hipoink_batch_size)
         deps.label_queue.send(jobs)
         outcome.label_upserts = len(plan.upserts)
@@ -358,16 +361,17 @@ def _transform(
 def _sweep(
     catalog: MerchantCatalog,
     tx: ProductWriter,
+    listed: set[str],
     merchant_id: str,
     settings: Settings,
     plan: LabelPlan,
     outcome: PollOutcome,
 ) -> str:
-    """Remove products Clover no longer has, each confirmed by a 404 first (see
+    """Remove products Clover did not list, each confirmed by a 404 first (see
     :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep raises ``SweepRefused``."""
     sweep = plan_sweep(
         tx.active_keys(merchant_id),
-        catalog.list_all_item_ids().ids,
+        listed,
         settings.clover_max_delete_fraction,
         settings.clover_sweep_always_allowed,
     )
