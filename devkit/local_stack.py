@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from esl_sync.clover.oauth import CloverTokens
 
 REGION = "us-east-1"
-ACCOUNT = "123456789012"
 HIPOINK_SIGN = "local-hipoink-sign"
 CLOVER_WEBHOOK_AUTH = "local-clover-webhook-auth"  # also in events/webhook.json
 QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first

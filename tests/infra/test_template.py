@@ -772,3 +772,11 @@ def test_sam_build_holds_layer_and_handlers(sam_build_dir: Path) -> None:
     for function in FUNCTION_DIRS:
         assert (sam_build_dir / function / "app.py").is_file(), function
     assert (sam_build_dir / "template.yaml").is_file()
+
+
+def test_the_runbook_names_every_alarm(template: Template) -> None:
+    """A newcomer reading only the README can map every alarm to its fix."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    runbook = readme[readme.index("## Runbook") : readme.index("**Onboarding a merchant.**")]
+    alarms = set(resources(template, "AWS::CloudWatch::Alarm"))
+    assert sorted(a for a in alarms if f"`{a}`" not in runbook) == []
