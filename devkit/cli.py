@@ -342,8 +342,30 @@ def _stale_labels(merchant_id: str, as_json: bool) -> int:
         }
         for label in labels
     ]
-    if rows or as_json:
+    refused = admin.refused_items(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    if as_json:  # one list, the same keys: a refused item is a label that is not current
+        rows += [
+            {"pc": r.pc, "action": "refused", "name": r.name, "since": r.since}
+            | {"failure": r.problem, "failed_at": None}
+            for r in refused
+        ]
         _print_rows(rows, as_json)
+        return 0
+    if rows:
+        _print_rows(rows, as_json)
+    print(
+        f"{merchant_id}: {len(refused)} refused item(s) (each label keeps its last accepted"
+        " version until the item is fixed in Clover)"
+    )
+    if refused:
+        _print_rows(
+            [
+                {"item_id": r.item_id, "pc": r.pc, "name": r.name, "since": r.since}
+                | {"label": "kept" if r.label_kept else "none", "problem": r.problem}
+                for r in refused
+            ],
+            as_json,
+        )
     return 0
 
 

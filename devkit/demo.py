@@ -44,19 +44,25 @@ def expected_labels(items: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
     """What the shelf must show, derived from the raw catalog independently of the library.
 
     Visible, undeleted items with a product code (sku, then code) carry a label with their
-    name and their price in dollars; fuel sold per unit shows its unit too.
+    name and their price in dollars (none for a price entered at the register, VARIABLE);
+    fuel sold per unit shows its unit too.
     """
     labels: dict[str, dict[str, str]] = {}
     for item in items:
         if item.get("hidden") or item.get("deleted"):
             continue
         pc = item.get("sku") or item.get("code") or item.get("alternateName")
-        if not pc:
+        variable = item.get("priceType") == "VARIABLE"
+        if not pc or (not variable and not isinstance(item.get("price"), int)):
             continue
         record = {
             "pc": pc,
             "pn": item["name"],
-            "pp": str((Decimal(item.get("price", 0)) / 100).quantize(Decimal("0.01"))),
+            "pp": (
+                ""
+                if variable
+                else str((Decimal(item["price"]) / 100).quantize(Decimal("0.01")))
+            ),
             "pi": item["id"],
         }
         if item.get("priceType") == "PER_UNIT" and item.get("unitName"):

@@ -94,6 +94,9 @@ class HipoinkSimulator(LoopbackService):
         self.down_stores: set[str] = set()
         self.delay_seconds = 0.0
         self.reject_pcs: set[str] = set()
+        # Whether an empty ``pp`` (a label without a price: what a VARIABLE-price item
+        # sends by default) is taken, or refused like any non-decimal price (unconfirmed).
+        self.blank_price_accepted = True
         self._lock = threading.Lock()
         self._stores: dict[str, dict[str, dict[str, Any]]] = {code: {} for code in stores}
         self._bindings: dict[str, dict[str, str]] = {code: {} for code in self._stores}
@@ -293,7 +296,8 @@ class HipoinkSimulator(LoopbackService):
     def _upsert(self, store_code: str, records: list[Any]) -> None:
         """Store all records, replacing by ``pc``, or none of them if one is bad."""
         rejected = set(self.reject_pcs)
-        valid = [_check_record(i, record, rejected) for i, record in enumerate(records)]
+        blank = self.blank_price_accepted
+        valid = [_check_record(i, record, rejected, blank) for i, record in enumerate(records)]
         with self._lock:
             products = self._stores[store_code]
             for pc, record in valid:
@@ -398,7 +402,9 @@ def _decode_f1(value: Any, encoding: F1Encoding) -> list[Any]:
     raise _ApiError("missing f1 field" if value is None else "f1 must be an array")
 
 
-def _check_record(index: int, record: Any, rejected: set[str]) -> tuple[str, dict[str, Any]]:
+def _check_record(
+    index: int, record: Any, rejected: set[str], blank_price_accepted: bool = False
+) -> tuple[str, dict[str, Any]]:
     """(pc, record) of a valid product; otherwise the error names the field and the pc.
 
     A record without a usable ``pc`` is named by its 0-based position in the batch.
@@ -411,7 +417,7 @@ def _check_record(index: int, record: Any, rejected: set[str]) -> tuple[str, dic
     pp = record.get("pp")
     if pp is None:
         raise _ApiError(f"{name}: missing field pp")
-    if not (isinstance(pp, str) and _PRICE.fullmatch(pp)):
+    if not (isinstance(pp, str) and (_PRICE.fullmatch(pp) or (blank_price_accepted and not pp))):
         raise _ApiError(f"{name}: field pp must be a decimal string")
     if pc in rejected:
         raise _ApiError(f"{name}: rejected")

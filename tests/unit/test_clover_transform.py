@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -50,6 +52,8 @@ class Row:
     code_fields: tuple[str, ...] = ("sku", "code", "alternateName")
 
 
+MEGABYTE = 1_000_000
+
 ROWS = [
     Row(
         "cents become exact two-place dollars",
@@ -58,12 +62,34 @@ ROWS = [
         {"unit_cost": "0.07"},
     ),
     Row("whole dollars keep two places", item(price=300), {"price": Decimal("3.00")}),
-    Row("zero price is a price", item(price=0, priceType="VARIABLE"), {"price": Decimal("0.00")}),
+    Row("zero price is a price", item(price=0), {"price": Decimal("0.00")}),
     Row(
-        "no price, no cost",
-        item(price=None, cost=None),
-        {"price": None, "cost": None},
+        "VARIABLE needs no price, and no cost is fine",
+        item(price=None, cost=None, priceType="VARIABLE"),
+        {"price": None, "cost": None, "price_type": "VARIABLE"},
         {"unit_cost": None},
+    ),
+    Row("VARIABLE keeps a price it has", item(price=0, priceType="VARIABLE"), {"price": 0}),
+    Row(
+        "FIXED without a price is refused, never $0.00",
+        item(price=None),
+        {"price": None},
+        error="item ITEM000000001: price is missing (a FIXED item needs one)",
+    ),
+    Row(
+        "FIXED with a null price is refused",
+        item() | {"price": None},
+        error="price is missing (a FIXED item needs one)",
+    ),
+    Row(
+        "no priceType means FIXED, so a price is needed",
+        item(price=None, priceType=None),
+        error="price is missing (a FIXED item needs one)",
+    ),
+    Row(
+        "PER_UNIT without a price is refused",
+        item(price=None, priceType="PER_UNIT", unitName="gal"),
+        error="price is missing (a PER_UNIT item needs one)",
     ),
     Row(
         "PER_UNIT keeps its unit (fuel per gallon)",
@@ -75,6 +101,11 @@ ROWS = [
         "a unit on a FIXED item is not a label unit",
         item(unitName="each"),
         {"price_type": "FIXED", "unit": None},
+    ),
+    Row(
+        "a unit is label text: control characters become spaces, cut at 64",
+        item(priceType="PER_UNIT", unitName="\x00g\nal" + "x" * 100),
+        {"unit": ("g al" + "x" * 100)[:64]},
     ),
     Row("missing priceType is FIXED", item(priceType=None), {"price_type": "FIXED"}),
     Row(
@@ -96,10 +127,22 @@ ROWS = [
         {"removed_because": "deleted"},
     ),
     Row(
+        "any deletedTime removes (as the client's listing reads it)",
+        item(deletedTime="yesterday"),
+        {"status": "deleted"},
+        {"removed_because": "deleted"},
+    ),
+    Row(
         "deleted wins over hidden as the reason",
         item(hidden=True, deleted=True),
         {"status": "deleted"},
         {"removed_because": "deleted"},
+    ),
+    Row(
+        "a removed item is never refused; what cannot be stored is left out",
+        item(hidden=True, price=10**14, cost=-1, sku="BAD\x01", modifiedTime=2**64),
+        {"status": "deleted", "price": None, "cost": None, "barcode": None},
+        {"removed_because": "hidden", "modified_time": None},
     ),
     Row("visible item is active", item(), {"status": "active"}, {"available": True}),
     Row("code order: sku first", item(), {"barcode": "BEV-0001", "sku": "BEV-0001"}),
@@ -122,6 +165,40 @@ ROWS = [
         error="no product code (sku, code, alternateName all empty)",
     ),
     Row(
+        "a pasted code loses the spaces and line breaks at its ends",
+        item(sku=" BEV-0001\r\n"),
+        {"barcode": "BEV-0001"},
+    ),
+    Row("a code of 64 characters is fine", item(sku="S" * 64), {"barcode": "S" * 64}),
+    Row(
+        "a code over 64 characters is refused, not cut",
+        item(sku="S" * 65),
+        {"barcode": None},
+        error="sku is not a usable product code: longer than 64 characters (65)",
+    ),
+    Row(
+        "a code with a control character is refused, not skipped to the next field",
+        item(sku="BEV\x010001"),
+        {"barcode": None},
+        error="sku is not a usable product code: holds control characters",
+    ),
+    Row("a code with NUL is refused", item(code="0490\x00", sku=None), error="code is not a us"),
+    Row("a code with a lone surrogate is refused", item(sku="BEV\ud800"), error="sku is not a us"),
+    Row("a code with an invisible character is refused", item(sku="BEV\u200b"), error="sku is"),
+    Row("a code of unicode letters is fine", item(sku="CAFÉ-Ñ1"), {"barcode": "CAFÉ-Ñ1"}),
+    Row(
+        "a code of the wrong type is named once",
+        item(sku=12345),
+        {"barcode": None},
+        error="item ITEM000000001: sku: input should be a valid string (got int)",
+    ),
+    Row(
+        "a configured code field outside the model must be text",
+        item(upc=49000028911),
+        error="upc: not text (got int)",
+        code_fields=("upc", "sku"),
+    ),
+    Row(
         "variant is its own product",
         item(id="VARIANT000001", itemGroup={"id": "GROUP00000001"}),
         {"source_id": "VARIANT000001", "source_variant_id": ""},
@@ -135,13 +212,75 @@ ROWS = [
     ),
     Row("negative cost", item(cost=-1), {"cost": None}, error="cost must not be negative"),
     Row(
-        "name too long",
+        "the largest price numeric(14,2) holds",
+        item(price=10**14 - 1, cost=10**14 - 1),
+        {"price": Decimal("999999999999.99"), "cost": Decimal("999999999999.99")},
+    ),
+    Row(
+        "a price of 10^14 cents is refused",
+        item(price=10**14),
+        {"price": None},
+        error="price is out of range (100000000000000; at most 99999999999999)",
+    ),
+    Row("a cost of 10^14 cents is refused", item(cost=10**14), error="cost is out of range"),
+    Row(
+        "a price of 2^63 (past bigint) is refused",
+        item(price=2**63),
+        error="price is out of range (9223372036854775808;",
+    ),
+    Row(
+        "a price of 4,000 digits is refused, named by its length",
+        item(price=10**3999),
+        error="price is out of range (a number of about 4000 digits;",
+    ),
+    Row(
+        "a negative price of 300 digits",
+        item(price=-(10**300)),
+        error="price must not be negative",
+    ),
+    Row(
+        "the last bigint millisecond is a time",
+        item(modifiedTime=2**63 - 1),
+        {"source_modified_time": 2**63 - 1},
+    ),
+    Row(
+        "a modifiedTime past bigint is refused",
+        item(modifiedTime=2**63),
+        {"source_modified_time": None},
+        error="modifiedTime is out of range (9223372036854775808; 0 to 9223372036854775807)",
+    ),
+    Row("a negative modifiedTime is refused", item(modifiedTime=-1), error="modifiedTime is out"),
+    Row(
+        "a name over 127 is cut, not refused (the price matters more)",
         item(name="x" * 128),
-        {"name": "x" * 128},
-        error="item ITEM000000001: name: string should have at most 127 characters",
+        {"name": "x" * 127},
     ),
     Row("name of 127 is fine", item(name="y" * 127), {"name": "y" * 127}),
+    Row(
+        "a megabyte name is cut to 127",
+        item(name="z" * MEGABYTE),
+        {"name": "z" * 127, "status": "active"},
+    ),
     Row("missing name", item(name=None), {"name": ""}, error="item ITEM000000001: name is missing"),
+    Row("blank name", item(name=" \t "), error="item ITEM000000001: name is missing"),
+    Row(
+        "a name of nothing storable is missing",
+        item(name="\x00\ud800\uffff"),
+        error="name is missing",
+    ),
+    Row("NUL is dropped from a name", item(name="Coca\x00-Cola"), {"name": "Coca-Cola"}),
+    Row("lone surrogates are dropped", item(name="Coca\udc00-Cola\ud800"), {"name": "Coca-Cola"}),
+    Row("noncharacters are dropped", item(name="Coca\ufffe-Cola\U0010ffff"), {"name": "Coca-Cola"}),
+    Row(
+        "control characters and line breaks become one space",
+        item(name="Coke\r\n20oz\x1b[31m\u2028can"),
+        {"name": "Coke 20oz [31m can"},
+    ),
+    Row(
+        "emoji sequences and accents are kept",
+        item(name="Crème brûlée 🏳️\u200d🌈"),
+        {"name": "Crème brûlée 🏳️\u200d🌈"},
+    ),
     Row(
         "wrong type: price as string",
         item(price="3.49"),
@@ -154,15 +293,25 @@ ROWS = [
         {"price": None},
         error="price: input should be a valid integer",
     ),
+    Row("wrong type: whole float", item(price=349.0), error="price: input should be a valid int"),
+    Row("wrong type: NaN", item(price=float("nan")), error="price: input should be a valid int"),
     Row(
         "wrong type: boolean price",
         item(price=True),
         error="price: input should be a valid integer",
     ),
+    Row("wrong type: list price", item(price=[349]), error="price: input should be a valid int"),
+    Row("wrong type: name as number", item(name=7), error="name: input should be a valid string"),
     Row("wrong type: hidden as string", item(hidden="yes"), {"status": "active"}, error="hidden:"),
+    Row("wrong type: hidden as 1", item(hidden=1), {"status": "active"}, error="hidden:"),
     Row("unknown priceType", item(priceType="WEIRD"), {"price_type": "FIXED"}, error="priceType:"),
-    Row("sku over 100", item(sku="S" * 101), error="sku: string should have at most 100"),
     Row("bad itemGroup", item(itemGroup={"id": 7}), {}, {"item_group_id": None}, "itemGroup.id:"),
+    Row(
+        "an itemGroup id with NUL is not a Clover id",
+        item(itemGroup={"id": "G\x00"}),
+        error="itemGroup.id: not a Clover id (got str)",
+    ),
+    Row("itemGroup of the wrong type", item(itemGroup="G1"), error="itemGroup:"),
     Row(
         "several problems are all named",
         item(price=-1, name=None),
@@ -174,14 +323,14 @@ ROWS = [
         {"status": "active", "price": Decimal("2.49")},
     ),
     Row(
+        "fields the transform does not read refuse nothing",
+        item(isRevenue="maybe", itemStock={"quantity": "lots"}, tags=[None, {"x": float("inf")}]),
+        {"status": "active"},
+    ),
+    Row(
         "null fields are absent fields",
         item(code=None) | {"code": None, "unitName": None, "itemStock": None, "cost": None},
         {"cost": None},
-    ),
-    Row(
-        "stock quantity may be an integer",
-        item(itemStock={"quantity": 12, "modifiedTime": 1}),
-        {"status": "active"},
     ),
 ]
 
@@ -243,8 +392,26 @@ def test_removal_reason_only_when_removed() -> None:
         item(id="   "),
         item(id=12345),
         item(id=["ITEM"]),
+        item(id="ITEM\x00"),
+        item(id="ITEM\ud800"),
+        item(id=" ITEM000000001"),
+        item(id="ITEM/../x"),
+        item(id="I" * 65),
+        item(id="I" * MEGABYTE),
     ],
-    ids=["missing", "empty", "blank", "integer", "list"],
+    ids=[
+        "missing",
+        "empty",
+        "blank",
+        "integer",
+        "list",
+        "NUL",
+        "surrogate",
+        "space",
+        "path",
+        "65 chars",
+        "megabyte",
+    ],
 )
 def test_missing_id_raises(raw: dict[str, Any]) -> None:
     with pytest.raises(InvalidItem, match="no usable 'id'"):
@@ -258,6 +425,55 @@ def test_not_an_object_raises() -> None:
 
 def test_invalid_item_is_a_value_error() -> None:
     assert issubclass(InvalidItem, ValueError)
+
+
+def test_a_rejected_id_is_described_not_echoed() -> None:
+    with pytest.raises(InvalidItem) as raised:
+        to_product(item(id="\x1b[2J" + "I" * MEGABYTE), merchant_id=MERCHANT)
+    assert str(raised.value).endswith(f"got a string of {MEGABYTE + 4} characters")
+
+
+def test_an_id_of_64_letters_digits_dashes_and_underscores_is_usable() -> None:
+    assert to_product(item(id="A-b_9" * 12 + "abcd"), merchant_id=MERCHANT).source_id
+
+
+def test_every_stored_string_of_raw_is_cleaned_keys_and_nesting_included() -> None:
+    raw = item(
+        name="Coca\x00Cola",
+        tags={"elements": [{"na\x00me": "Soda\ud800", "deep": [["\uffff", "ok\x00"]]}]},
+        **{"weird\udfffKey": {"\x00": None}},
+    )
+    product = to_product(raw, merchant_id=MERCHANT)
+    assert product.raw["name"] == "CocaCola"
+    assert product.raw["tags"] == {"elements": [{"name": "Soda", "deep": [["", "ok"]]}]}
+    assert product.raw["weirdKey"] == {"": None}
+    assert "\x00" not in json.dumps(product.model_dump(mode="json"))
+
+
+def test_raw_keeps_what_jsonb_cannot_hold_as_text() -> None:
+    nested: Any = "bottom"
+    for _ in range(100):
+        nested = [nested]
+    raw = item(
+        ratio=float("nan"),
+        big=float("-inf"),
+        huge=10**5000 if _int_digits_allowed(5000) else 2**20_000,
+        nested=nested,
+        note="n" * MEGABYTE,
+    )
+    product = to_product(raw, merchant_id=MERCHANT)
+    assert product.raw["ratio"] == "nan"
+    assert product.raw["big"] == "-inf"
+    assert product.raw["huge"].startswith("(an integer of about ")
+    assert json.dumps(product.raw["nested"]).count("[") == 31  # with raw itself: 32 levels
+    assert "nested deeper than 32 levels" in json.dumps(product.raw["nested"])
+    assert product.raw["note"].endswith(f"…({MEGABYTE - 4096} more characters)")
+    json.dumps(product.raw, allow_nan=False)  # what Postgres would refuse is gone
+
+
+def _int_digits_allowed(digits: int) -> bool:
+    limit = sys.get_int_max_str_digits()
+    return limit == 0 or digits <= limit
 
 
 def test_catalog_generator_items_all_transform() -> None:

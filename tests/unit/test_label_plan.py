@@ -108,7 +108,7 @@ def test_record_mapping() -> None:
     fuel = _product(
         name="Regular Unleaded",
         barcode="REG",
-        price=Decimal("3.499"),
+        price=Decimal("3.5"),  # a product holds at most cents (numeric(14, 2))
         price_type="PER_UNIT",
         unit="gal",
     )

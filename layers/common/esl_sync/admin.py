@@ -16,6 +16,7 @@ from esl_sync.store.interfaces import (
     Merchant,
     MerchantDirectory,
     PollQueue,
+    RefusedItem,
     StaleLabel,
     StateStore,
     TokenStore,
@@ -89,6 +90,7 @@ def merchant_status(
                     else None
                 ),
                 "stale_labels": ledger.stale_labels(merchant.merchant_id),
+                "refused_items": len(ledger.refused_items(merchant.merchant_id)),
                 "last_error": last_error,
                 "store_blocked": (
                     f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
@@ -104,6 +106,14 @@ def stale_labels(
     """One merchant's stale labels with their last failure (``esl-sync status --labels``)."""
     _known(directory, merchant_id)
     return ledger.stale_label_details(merchant_id)
+
+
+def refused_items(
+    directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str
+) -> list[RefusedItem]:
+    """One merchant's refused items (``esl-sync status --labels``, after the stale labels)."""
+    _known(directory, merchant_id)
+    return ledger.refused_items(merchant_id)
 
 
 def unblock_store(directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str) -> bool:

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     hipoink_f1_encoding: Literal["array", "string"] = "array"
     hipoink_timeout_seconds: float = Field(15.0, gt=0)
     hipoink_extra_fields: Annotated[ExtraFields, NoDecode] = ()
+    hipoink_variable_price_text: str = Field("", max_length=32)
     hipoink_block_cooldown_seconds: int = Field(600, ge=1, le=86_400)
     label_heal_after_seconds: int = Field(900, ge=0, le=7 * 86_400)
 
@@ -82,6 +83,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_extra_fields(cls, value: object) -> object:
         return parse_extra_fields(value) if isinstance(value, str) else value
+
+    @field_validator("hipoink_variable_price_text")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("must be printable text (no control characters)")
+        return value
 
     @field_validator("clover_api_base_url", "hipoink_api_base_url")
     @classmethod

@@ -42,6 +42,7 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
+from esl_sync.clover.items import is_deleted
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 from esl_sync.observability import NAMESPACE, SERVICE, MetricUnit, metrics, single_metric
 
@@ -346,8 +347,8 @@ class MerchantCatalog:
 
     def _json(self, response: httpx.Response, path: str) -> Any:
         try:
-            return response.json()
-        except ValueError:
+            return response.json(parse_int=_json_int)
+        except (ValueError, RecursionError):  # RecursionError: nested beyond Python's limit
             content_type = response.headers.get("Content-Type", "no content type")
             raise self._bad(
                 path,
@@ -630,11 +631,6 @@ def _first_index_of(times: list[int], value: int) -> int:
     return index
 
 
-def is_deleted(item: Item) -> bool:
-    """Whether Clover flags ``item`` as deleted (``deleted: true`` or a ``deletedTime``)."""
-    return item.get("deleted") is True or item.get("deletedTime") is not None
-
-
 def _count_rate_limit(limit: str | None) -> None:
     """A 429 as metrics: the total (which an alarm compares with ``CloverRequests``) and
     one by the limit that was hit, so an operator sees which budget ran out."""
@@ -648,6 +644,15 @@ def _count_rate_limit(limit: str | None) -> None:
         default_dimensions={"service": SERVICE},
     ) as metric:
         metric.add_dimension(name="Limit", value=named)
+
+
+def _json_int(text: str) -> int | str:
+    """A JSON integer; one Python refuses to read (over 4,300 digits) stays text, so that
+    one absurd field gets its item refused by name instead of making the page unreadable."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _is_int(value: object) -> bool:

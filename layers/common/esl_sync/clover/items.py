@@ -1,21 +1,29 @@
-"""The fields of a Clover inventory item that the sync uses, with their documented types.
+"""The fields of a Clover inventory item that the transform reads, with their documented types.
 
-Unknown fields are ignored (Clover adds fields; ``raw`` keeps them all). The fields used
-are checked strictly: a string where an integer belongs is an error, not a conversion.
-Every field but ``id`` may be absent or null (``return_null_fields=true`` sends nulls).
+Unknown fields are ignored (Clover adds fields; ``raw`` keeps them all), and so are the
+fields the transform does not read (``isRevenue``, ``itemStock``, …): junk in them
+refuses nothing. The fields read are checked strictly: a string where an integer belongs,
+a float or a boolean for cents, is an error, not a conversion. Every field but ``id``
+may be absent or null (``return_null_fields=true`` sends nulls). Lengths and ranges are
+not checked here but by the transform, against what Postgres and Hipoink take
+(:mod:`esl_sync.storable`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 PriceType = Literal["FIXED", "VARIABLE", "PER_UNIT"]
 
-NAME_MAX_LENGTH = 127
-CODE_MAX_LENGTH = 100
-UNIT_NAME_MAX_LENGTH = 64
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A Clover object id as this service accepts it: Clover's are 13 characters of ``A-Z0-9``;
+letters, digits, ``_`` and ``-`` up to 64 leave room without letting a control character,
+a path separator or a megabyte into a key, a URL or a log line."""
+CloverId = Annotated[str, Field(pattern=f"^{ID_PATTERN.pattern}$")]
 
 
 class _CloverModel(BaseModel):
@@ -25,33 +33,32 @@ class _CloverModel(BaseModel):
 class CloverReference(_CloverModel):
     """A reference to another Clover object, e.g. ``itemGroup``."""
 
-    id: str
-
-
-class CloverItemStock(_CloverModel):
-    """``itemStock`` (present when expanded)."""
-
-    quantity: float | None = None
+    id: CloverId
 
 
 class CloverItem(_CloverModel):
-    """One element of ``GET /v3/merchants/{mId}/items``."""
+    """One element of ``GET /v3/merchants/{mId}/items``, as far as the transform reads it.
+
+    ``deletedTime`` is read as "present or not" only (see :func:`is_deleted`).
+    """
 
     id: str = Field(min_length=1)
-    name: str | None = Field(None, max_length=NAME_MAX_LENGTH)
+    name: str | None = None
     alternateName: str | None = None
-    code: str | None = Field(None, max_length=CODE_MAX_LENGTH)
-    sku: str | None = Field(None, max_length=CODE_MAX_LENGTH)
+    code: str | None = None
+    sku: str | None = None
     price: int | None = None
     priceType: PriceType | None = None
-    unitName: str | None = Field(None, max_length=UNIT_NAME_MAX_LENGTH)
+    unitName: str | None = None
     cost: int | None = None
     hidden: bool | None = None
     available: bool | None = None
-    isRevenue: bool | None = None
     isAgeRestricted: bool | None = None
     itemGroup: CloverReference | None = None
     modifiedTime: int | None = None
     deleted: bool | None = None
-    deletedTime: int | None = None
-    itemStock: CloverItemStock | None = None
+
+
+def is_deleted(item: Mapping[str, Any]) -> bool:
+    """Whether Clover flags ``item`` as deleted (``deleted: true`` or a ``deletedTime``)."""
+    return item.get("deleted") is True or item.get("deletedTime") is not None

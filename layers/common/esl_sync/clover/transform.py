@@ -1,22 +1,37 @@
-"""Clover item → :class:`~esl_sync.products.Product`.
+"""Clover item → :class:`~esl_sync.products.Product`: every item is stored or named.
 
 Rules (one row of ``tests/unit/test_clover_transform.py`` each):
 
 * ``price`` and ``cost`` are integer cents and become exact two-place ``Decimal`` dollars;
 * ``priceType`` is kept; ``unit`` is ``unitName`` for ``PER_UNIT`` items (fuel: ``gal``);
-* the barcode (Hipoink ``pc``) is the first non-blank of ``code_fields``; without one the
-  product is stored with ``validation_error`` and never sent to a label;
+* the product code (Hipoink ``pc``) is the first non-blank of ``code_fields``;
 * a variant (an item in an ``itemGroup``) is its own product; the group id goes to
   ``extra_data``;
 * a hidden or deleted item (``hidden``, ``deleted`` or ``deletedTime``) has status
-  ``deleted``, i.e. its label is removed; ``extra_data["removed_because"]`` says why;
-* a bad value never raises: the product carries a ``validation_error`` naming the item
-  and the field. Only an item without a usable ``id`` raises :class:`InvalidItem`, since
-  it cannot be stored at all.
+  ``deleted``, i.e. its label is removed; ``extra_data["removed_because"]`` says why.
+
+What Postgres or Hipoink cannot take is either cleaned or refused by name:
+
+* **cleaned** (the item goes on): NUL, lone surrogates and noncharacters are dropped from
+  every string, ``raw`` included (keys too, nested to any depth); a name or unit is made
+  one line of label text and cut to Clover's own limit (127, 64);
+* **refused** (``validation_error`` names the item and each problem): a field of the wrong
+  type (a string, float or boolean for cents, …); a price, cost or time out of range
+  (negative, past ``numeric(14,2)`` or ``bigint``); no price on a ``FIXED`` or
+  ``PER_UNIT`` item; no name; no product code, or one Hipoink cannot take (a control or
+  invisible character, over 64 characters: :func:`esl_sync.storable.product_code`).
+
+A refused item changes no label: its row keeps the label fields of its last accepted
+version (see ``esl_sync.store.postgres``), so a shelf never loses a correct older price,
+nor gets ``$0.00``, because of a bad edit; the next version Clover sends is judged anew.
+A removed item is never refused (its removal is what the shelf needs; values it holds
+that cannot be stored are left out). Only an item without a usable ``id`` raises
+:class:`InvalidItem`, since it cannot be stored at all.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -24,10 +39,24 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from esl_sync.clover.items import CloverItem
+from esl_sync.clover.items import ID_PATTERN, CloverItem, is_deleted
 from esl_sync.products import Product
+from esl_sync.storable import (
+    BIGINT_MAX,
+    MONEY_MAX_CENTS,
+    NAME_MAX_LENGTH,
+    SKU_MAX_LENGTH,
+    UNIT_MAX_LENGTH,
+    label_text,
+    product_code,
+)
 
 DEFAULT_CODE_FIELDS: tuple[str, ...] = ("sku", "code", "alternateName")
+PRICE_REQUIRED = frozenset({"FIXED", "PER_UNIT"})
+"""Price types whose label shows Clover's price: without one the item is refused, never
+shown as $0.00. A ``VARIABLE`` price is entered at the register; its label shows
+``HIPOINK_VARIABLE_PRICE_TEXT`` instead (see :func:`esl_sync.hipoink.records.to_record`)."""
+VALIDATION_ERROR_MAX_CHARS = 1000
 _CENT = Decimal("0.01")
 
 
@@ -50,38 +79,32 @@ def to_product(
     """The product for one raw Clover item (see the module doc for the rules)."""
     if not isinstance(raw, Mapping):
         raise InvalidItem(f"item is not a JSON object but {type(raw).__name__}")
-    item_id = raw.get("id")
-    if not isinstance(item_id, str) or not item_id.strip():
-        got = "missing" if item_id is None else f"{type(item_id).__name__} {item_id!r}"[:60]
-        raise InvalidItem(f"item has no usable 'id' (a non-empty string); got {got}")
-
+    item_id = _item_id(raw)
     problems: list[str] = []
-    item = _validated(raw, item_id, problems)
+    item, bad = _validated(raw, item_id, problems)
 
-    name = item.name if item.name is not None else _raw_str(raw, "name")
-    if name is None or not name.strip():
+    name = label_text(item.name, NAME_MAX_LENGTH) if item.name is not None else ""
+    if not name and "name" not in bad:
         problems.append("name is missing")
-    price = _dollars(item.price, "price", problems)
-    cost = _dollars(item.cost, "cost", problems)
     price_type = item.priceType or "FIXED"
-    unit = item.unitName if price_type == "PER_UNIT" else None
-
-    barcode = _product_code(item, raw, code_fields)
-    validation_error = f"item {item_id}: {'; '.join(problems)}" if problems else None
-    if barcode is None:
-        missing = f"no product code ({', '.join(code_fields)} all empty)"
-        validation_error = f"{validation_error}; {missing}" if validation_error else missing
+    price = _dollars(item.price, "price", problems)
+    if item.price is None and "price" not in bad and price_type in PRICE_REQUIRED:
+        problems.append(f"price is missing (a {price_type} item needs one)")
+    cost = _dollars(item.cost, "cost", problems)
+    modified = _time(item.modifiedTime, "modifiedTime", problems)
+    unit = _optional_text(item.unitName, UNIT_MAX_LENGTH) if price_type == "PER_UNIT" else None
+    barcode = _product_code(item, raw, code_fields, bad, problems)
 
     removed_because: str | None = None
-    if item.deleted or item.deletedTime is not None:
+    if is_deleted(raw):
         removed_because = "deleted"
-    elif item.hidden:
+    elif raw.get("hidden") is True:
         removed_because = "hidden"
 
     extra_data: dict[str, Any] = {
         "unit_cost": str(cost) if cost is not None else None,
         "price_type": price_type,
-        "modified_time": item.modifiedTime,
+        "modified_time": modified,
         "item_group_id": item.itemGroup.id if item.itemGroup else None,
         "is_age_restricted": item.isAgeRestricted,
         "available": item.available,
@@ -94,9 +117,9 @@ def to_product(
         merchant_id=merchant_id,
         source_id=item_id,
         source_variant_id="",
-        name=name or "",
+        name=name,
         barcode=barcode,
-        sku=item.sku if item.sku is not None else _raw_str(raw, "sku"),
+        sku=_optional_text(item.sku, SKU_MAX_LENGTH),
         price=price,
         cost=cost,
         currency=currency,
@@ -105,23 +128,38 @@ def to_product(
         status="deleted" if removed_because else "active",
         extra_data=extra_data,
         raw=dict(raw),
-        source_modified_time=item.modifiedTime,
-        validation_error=validation_error,
+        source_modified_time=modified,
+        validation_error=None if removed_because else _named(item_id, problems),
     )
 
 
-def _validated(raw: Mapping[str, Any], item_id: str, problems: list[str]) -> CloverItem:
-    """The item's fields; a field of the wrong type or size is reported and left out."""
+def _item_id(raw: Mapping[str, Any]) -> str:
+    item_id = raw.get("id")
+    if isinstance(item_id, str) and ID_PATTERN.fullmatch(item_id):
+        return item_id
+    if item_id is None:
+        got = "missing"
+    elif isinstance(item_id, str):
+        got = f"a string of {len(item_id)} characters"
+    else:
+        got = type(item_id).__name__
+    raise InvalidItem(f"item has no usable 'id' (1 to 64 letters, digits, '_' or '-'); got {got}")
+
+
+def _validated(
+    raw: Mapping[str, Any], item_id: str, problems: list[str]
+) -> tuple[CloverItem, set[str]]:
+    """The item's fields, and the names of those of the wrong type (reported, left out)."""
     try:
-        return CloverItem.model_validate(raw)
+        return CloverItem.model_validate(raw), set()
     except ValidationError as error:
         details = error.errors(include_url=False)
     problems.extend(_describe(detail) for detail in details)
-    bad = {detail["loc"][0] for detail in details if detail["loc"]}
+    bad = {str(detail["loc"][0]) for detail in details if detail["loc"]}
     try:
-        return CloverItem.model_validate({k: v for k, v in raw.items() if k not in bad})
+        return CloverItem.model_validate({k: v for k, v in raw.items() if k not in bad}), bad
     except ValidationError:  # pragma: no cover - every failing field was left out
-        return CloverItem(id=item_id)
+        return CloverItem(id=item_id), bad
 
 
 def _describe(detail: ErrorDetails) -> str:
@@ -130,6 +168,8 @@ def _describe(detail: ErrorDetails) -> str:
     message = message[:1].lower() + message[1:]
     if detail["type"] == "missing":
         return f"{field} is missing"
+    if detail["type"] == "string_pattern_mismatch":
+        message = "not a Clover id"
     return f"{field}: {message} (got {type(detail['input']).__name__})"
 
 
@@ -139,18 +179,68 @@ def _dollars(cents: int | None, field: str, problems: list[str]) -> Decimal | No
     if cents < 0:
         problems.append(f"{field} must not be negative")
         return None
+    if cents > MONEY_MAX_CENTS:
+        problems.append(f"{field} is out of range ({_size(cents)}; at most {MONEY_MAX_CENTS})")
+        return None
     return cents_to_dollars(cents)
 
 
-def _product_code(item: CloverItem, raw: Mapping[str, Any], fields: Sequence[str]) -> str | None:
-    """The first non-blank of ``fields``: a checked field when the model has it, else raw."""
-    for field in fields:
-        value = getattr(item, field) if field in CloverItem.model_fields else raw.get(field)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+def _time(ms: int | None, field: str, problems: list[str]) -> int | None:
+    if ms is None or 0 <= ms <= BIGINT_MAX:
+        return ms
+    problems.append(f"{field} is out of range ({_size(ms)}; 0 to {BIGINT_MAX})")
     return None
 
 
-def _raw_str(raw: Mapping[str, Any], field: str) -> str | None:
-    value = raw.get(field)
-    return value if isinstance(value, str) else None
+def _size(number: int) -> str:
+    """A number for a message: itself when short, else its sign and about how long it is
+    (Python refuses to print integers of over 4,300 digits)."""
+    if number.bit_length() < 128:
+        return str(number)
+    digits = int(number.bit_length() * math.log10(2)) + 1
+    return f"{'minus ' if number < 0 else ''}a number of about {digits} digits"
+
+
+def _product_code(
+    item: CloverItem,
+    raw: Mapping[str, Any],
+    fields: Sequence[str],
+    bad: set[str],
+    problems: list[str],
+) -> str | None:
+    """The first non-blank of ``fields``, if Hipoink can take it; else None and a problem.
+
+    A code that is there but unusable is refused, not skipped: the next field would move
+    the product to another label without anyone noticing.
+    """
+    for field in fields:
+        value = getattr(item, field) if field in CloverItem.model_fields else raw.get(field)
+        if field in bad:
+            return None  # its type is already named
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{field}: not text (got {type(value).__name__})")
+            return None
+        code, problem = product_code(value)
+        if not code:
+            continue
+        if problem:
+            problems.append(f"{field} is not a usable product code: {problem}")
+            return None
+        return code
+    problems.append(f"no product code ({', '.join(fields)} all empty)")
+    return None
+
+
+def _optional_text(value: str | None, max_length: int) -> str | None:
+    return (label_text(value, max_length) or None) if value is not None else None
+
+
+def _named(item_id: str, problems: list[str]) -> str | None:
+    if not problems:
+        return None
+    text = f"item {item_id}: {'; '.join(problems)}"
+    if len(text) > VALIDATION_ERROR_MAX_CHARS:
+        text = text[: VALIDATION_ERROR_MAX_CHARS - 1] + "…"
+    return text

@@ -1,11 +1,15 @@
 """Product → Hipoink product record, and the hash of what a label shows.
 
 A record always has ``pc`` (the barcode), ``pn``, ``pp`` (two decimals) and ``pi`` (the
-Clover item id), and ``pu`` for items sold per unit. Label templates that show more use
-Hipoink's free fields ``f1`` … ``f16``: ``HIPOINK_EXTRA_FIELDS`` (for example
-``f1=price_type,f2=unit_cost``) fills them from the product values in
-:data:`EXTRA_FIELD_SOURCES`. A mapped value that is absent is sent as ``""``, so a cleared
-value also clears the label (whether Hipoink keeps omitted fields is unconfirmed).
+Clover item id), and ``pu`` for items sold per unit. A ``VARIABLE`` item's price is entered
+at the register, so Clover's ``price`` (often 0) is not what the customer pays: its ``pp``
+is ``HIPOINK_VARIABLE_PRICE_TEXT`` (empty by default: no price on the shelf), never
+Clover's price. A product without a price that needs one gets no record, never ``0.00``.
+Label templates that show more use Hipoink's free fields ``f1`` … ``f16``:
+``HIPOINK_EXTRA_FIELDS`` (for example ``f1=price_type,f2=unit_cost``) fills them from the
+product values in :data:`EXTRA_FIELD_SOURCES`. A mapped value that is absent is sent as
+``""``, so a cleared value also clears the label (whether Hipoink keeps omitted fields is
+unconfirmed).
 """
 
 from __future__ import annotations
@@ -43,17 +47,25 @@ def parse_extra_fields(text: str) -> ExtraFields:
     return tuple(pairs)
 
 
-def to_record(product: Product, *, extra_fields: ExtraFields = ()) -> HipoinkRecord | None:
+def to_record(
+    product: Product, *, extra_fields: ExtraFields = (), variable_price_text: str = ""
+) -> HipoinkRecord | None:
     """The full record a label needs, or None when the product must not be on a label.
 
     Every upsert sends the full record: whether Hipoink keeps omitted fields is unconfirmed.
     """
     if not product.labelable or product.barcode is None:
         return None
+    if product.price_type == "VARIABLE":
+        shown_price = variable_price_text
+    elif product.price is not None:
+        shown_price = f"{product.price:.2f}"
+    else:
+        return None  # refused by the transform; an older row is never shown as 0.00
     record: HipoinkRecord = {
         "pc": product.barcode,
         "pn": product.name,
-        "pp": f"{product.price or 0:.2f}",
+        "pp": shown_price,
         "pi": product.source_id,
     }
     if product.price_type == "PER_UNIT" and product.unit:

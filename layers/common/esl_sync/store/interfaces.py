@@ -80,6 +80,22 @@ class StaleLabel:
 
 
 @dataclass(frozen=True)
+class RefusedItem:
+    """An item whose current Clover version was refused (``problem`` names why).
+
+    Its label, if ``label_kept``, still shows the last accepted version (under ``pc``);
+    ``since`` is when the refusals began. Fixing the item in Clover clears it.
+    """
+
+    item_id: str
+    pc: str | None
+    name: str
+    since: datetime | None
+    label_kept: bool
+    problem: str
+
+
+@dataclass(frozen=True)
 class LabelRepairs:
     """What the self-healing pass queues again: products to upsert, codes to delete."""
 
@@ -187,6 +203,10 @@ class LabelLedger(Protocol):
 
     def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
         """The stale labels themselves, with their last failure, for the operator."""
+        ...
+
+    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
+        """The merchant's items whose current version was refused, for the operator."""
         ...
 
     def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:

@@ -19,10 +19,16 @@ from esl_sync.store.interfaces import (
     Merchant,
     ProductChange,
     ProductRow,
+    RefusedItem,
     StaleLabel,
     StoreBlock,
 )
 
+# One statement per page. A refused item (validation_error set) changes no label: if its
+# row exists, the row keeps every label field of the version before (name, code, prices,
+# status, label_hash, …) and takes only the new raw item, validation_error and content
+# hash; updated_at (the stale labels' "since") stays, refused_at says since when. Every
+# value arrives storable (esl_sync.products), so no item can make Postgres refuse the page.
 _UPSERT = """
 WITH incoming AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
@@ -32,20 +38,34 @@ WITH incoming AS (
         validation_error text, content_hash text, label_hash text)
 ),
 previous AS (
-    SELECT p.source_system, p.source_id, p.source_variant_id, p.barcode, p.label_hash
+    SELECT p.source_system, p.source_id, p.source_variant_id, p.name, p.barcode, p.sku,
+        p.price, p.cost, p.currency, p.price_type, p.unit, p.status, p.extra_data,
+        p.source_modified_time, p.label_hash
     FROM products p JOIN incoming i USING (source_system, source_id, source_variant_id)
     WHERE p.merchant_id = %(merchant_id)s
+),
+chosen AS (
+    SELECT i.* FROM incoming i LEFT JOIN previous v
+        USING (source_system, source_id, source_variant_id)
+    WHERE i.validation_error IS NULL OR v.source_id IS NULL
+    UNION ALL
+    SELECT i.source_system, i.source_id, i.source_variant_id, v.name, v.barcode, v.sku,
+        v.price, v.cost, v.currency, v.price_type, v.unit, v.status, v.extra_data, i.raw,
+        v.source_modified_time, i.validation_error, i.content_hash, v.label_hash
+    FROM incoming i JOIN previous v USING (source_system, source_id, source_variant_id)
+    WHERE i.validation_error IS NOT NULL
 ),
 written AS (
     INSERT INTO products AS p (
         source_system, merchant_id, source_id, source_variant_id, name, barcode, sku, price,
         cost, currency, price_type, unit, status, extra_data, raw, source_modified_time,
-        validation_error, content_hash, label_hash, deleted_at)
+        validation_error, content_hash, label_hash, deleted_at, refused_at)
     SELECT source_system, %(merchant_id)s, source_id, source_variant_id, name, barcode, sku,
         price, cost, currency, price_type, unit, status, extra_data, raw, source_modified_time,
         validation_error, content_hash, label_hash,
-        CASE WHEN status = 'deleted' THEN now() END
-    FROM incoming
+        CASE WHEN status = 'deleted' THEN now() END,
+        CASE WHEN validation_error IS NOT NULL THEN now() END
+    FROM chosen
     ON CONFLICT (source_system, merchant_id, source_id, source_variant_id) DO UPDATE SET
         name = EXCLUDED.name, barcode = EXCLUDED.barcode, sku = EXCLUDED.sku,
         price = EXCLUDED.price, cost = EXCLUDED.cost, currency = EXCLUDED.currency,
@@ -53,7 +73,10 @@ written AS (
         extra_data = EXCLUDED.extra_data, raw = EXCLUDED.raw,
         source_modified_time = EXCLUDED.source_modified_time,
         validation_error = EXCLUDED.validation_error, content_hash = EXCLUDED.content_hash,
-        label_hash = EXCLUDED.label_hash, updated_at = now(),
+        label_hash = EXCLUDED.label_hash,
+        updated_at = CASE WHEN EXCLUDED.validation_error IS NULL THEN now() ELSE p.updated_at END,
+        refused_at = CASE WHEN EXCLUDED.validation_error IS NOT NULL
+                          THEN coalesce(p.refused_at, now()) END,
         deleted_at = CASE WHEN EXCLUDED.status = 'deleted'
                           THEN coalesce(p.deleted_at, now()) END
     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
@@ -75,6 +98,7 @@ WITH target AS (
 )
 UPDATE products p SET status = 'deleted', deleted_at = now(), updated_at = now(),
     label_hash = NULL, content_hash = 'removed:' || p.content_hash,
+    validation_error = NULL, refused_at = NULL,
     extra_data = p.extra_data || '{"removed_because": "not listed by Clover (404)"}'
 FROM target t
 WHERE p.merchant_id = %(merchant_id)s AND p.source_system = t.source_system
@@ -294,6 +318,17 @@ class PostgresLabelLedger:
             )
             return [StaleLabel(**row) for row in cur.fetchall()]
 
+    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT source_id AS item_id, barcode AS pc, name, refused_at AS since,"
+                " label_hash IS NOT NULL AS label_kept, validation_error AS problem"
+                " FROM products WHERE merchant_id = %s AND validation_error IS NOT NULL"
+                " ORDER BY source_id, source_variant_id",
+                (merchant_id,),
+            )
+            return [RefusedItem(**row) for row in cur.fetchall()]
+
     def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
             cur.execute(_REPAIRS, {"m": merchant_id, "age": stale_for})
@@ -360,8 +395,9 @@ _PRODUCT_COLUMNS = (
     "status",
     "extra_data",
     "source_modified_time",
-    "validation_error",
 )
+"""The label fields of a row. ``validation_error`` is left out: a row with a label hash
+holds an accepted version in these fields even while Clover's newest one is refused."""
 
 
 def _product_fields(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from esl_sync.hipoink.records import to_record
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import LabelLedger, LabelQueue, Merchant
-from esl_sync.sync.labels import LabelPlan
+from esl_sync.sync.labels import LabelPlan, label_target
 
 
 @dataclass
@@ -47,7 +46,7 @@ def heal_merchant(
     repairs = ledger.repairs(merchant.merchant_id, age)
     plan = LabelPlan()
     for product in repairs.upserts:
-        record = to_record(product, extra_fields=settings.hipoink_extra_fields)
+        record = label_target(product, settings).record
         if record is not None:
             plan.upserts[record["pc"]] = record
     plan.deletes.update(repairs.deletes)

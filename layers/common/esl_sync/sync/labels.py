@@ -5,18 +5,36 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
+from esl_sync.products import Product
+from esl_sync.settings import Settings
 from esl_sync.store.interfaces import ProductChange
 
 
 @dataclass(frozen=True)
 class LabelTarget:
-    """What the label of one product should now show (record None: no label)."""
+    """What the label of one product should now show (record None: no label).
+
+    ``refused``: Clover's version was refused, so the label stays as it is.
+    """
 
     record: HipoinkRecord | None
     label_hash: str | None
     changed_ms: int | None = None  # Clover's modifiedTime of the change, for latency
+    refused: bool = False
+
+
+def label_target(product: Product, settings: Settings) -> LabelTarget:
+    """What the product's label should show with these settings (free fields, the text of a
+    ``VARIABLE`` price); a refused product's label stays as it is."""
+    record = to_record(
+        product,
+        extra_fields=settings.hipoink_extra_fields,
+        variable_price_text=settings.hipoink_variable_price_text,
+    )
+    changed_ms = product.source_modified_time
+    return LabelTarget(record, label_hash(record), changed_ms, refused=product.refused)
 
 
 @dataclass
@@ -33,10 +51,13 @@ class LabelPlan:
         """Turn written rows into label work.
 
         A product whose label hash changed gets an upsert; a code that a product no longer
-        shows (hidden, deleted, barcode changed, became invalid) gets a delete.
+        shows (hidden, deleted, barcode changed) gets a delete. A refused product changes
+        nothing: its label keeps showing the last version that was accepted.
         """
         for change in changes:
             target = targets.get(change.key, LabelTarget(None, None))
+            if target.refused:
+                continue
             new_pc = target.record["pc"] if target.record else None
             old_pc = change.previous_barcode if change.previous_label_hash else None
             if old_pc and old_pc != new_pc:

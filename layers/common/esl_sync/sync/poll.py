@@ -25,8 +25,7 @@ from typing import Any, Protocol
 from esl_sync.clover.client import is_deleted
 from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.tokens import ReauthRequired
-from esl_sync.clover.transform import InvalidItem, to_product
-from esl_sync.hipoink.records import label_hash, to_record
+from esl_sync.clover.transform import to_product
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import Settings
@@ -46,7 +45,7 @@ from esl_sync.store.interfaces import (
 )
 from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.heal import heal_merchant
-from esl_sync.sync.labels import LabelPlan, LabelTarget
+from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
 POLL_LEASE_MS = 330_000
@@ -345,14 +344,14 @@ def _transform(
             product = to_product(
                 raw, merchant_id=merchant_id, code_fields=settings.clover_product_code_fields
             )
-        except InvalidItem as error:
+        except ValueError as error:  # InvalidItem (no usable id); anything else is a bug
             outcome.invalid_items += 1
-            logger.warning("item rejected", merchant_id=merchant_id, error=str(error))
+            logger.warning("item rejected", merchant_id=merchant_id, error=str(error)[:300])
             continue
-        if product.validation_error and product.status == "active":
+        if product.refused:
             outcome.invalid_items += 1
-        record = to_record(product, extra_fields=settings.hipoink_extra_fields)
-        target = LabelTarget(record, label_hash(record), product.source_modified_time)
+            logger.warning("item refused", merchant_id=merchant_id, error=product.validation_error)
+        target = label_target(product, settings)
         targets[product.key] = target
         rows.append(ProductRow(product, target.label_hash))
     return targets, rows

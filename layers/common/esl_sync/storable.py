@@ -1,0 +1,117 @@
+"""What Postgres and Hipoink can take, and how a value is made to fit.
+
+Postgres refuses a whole statement for one bad value: a NUL character in text or JSON, a
+lone surrogate (it cannot be encoded as UTF-8), ``NaN`` or ``Infinity`` in jsonb, a number
+past a ``numeric(14,2)`` or ``bigint`` column. The poll writes a page of items in one
+statement, so one such value would refuse the page, and every later poll of the store with
+it. Hence two kinds of rule here:
+
+* **cleaning** (text and JSON): what no store can hold is dropped, the rest is kept as is;
+  it never changes what a label means, so it never refuses an item;
+* **limits** (money, times, product codes, label text): a value past them is refused by
+  name by the transform (:mod:`esl_sync.clover.transform`), never stored.
+
+:class:`esl_sync.products.Product` applies the cleaning to every field and the storage
+limits as field constraints, so no product that can be built can refuse a statement.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+MONEY_MAX_CENTS = 10**14 - 1
+"""The largest amount ``numeric(14, 2)`` holds, in cents: $999,999,999,999.99."""
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+"""The range of a ``bigint`` column (``source_modified_time``)."""
+
+PC_MAX_LENGTH = 64
+"""Hipoink's product code (``pc``): at most this many characters, every one printable.
+Hipoink documents no limit; 64 is what our simulator enforces and what every barcode
+(EAN-13, UPC-A, GS1-128 up to 48) and a Clover item id fit in."""
+NAME_MAX_LENGTH = 127
+"""A label's product name (``pn``): Clover's own limit for item names."""
+UNIT_MAX_LENGTH = 64
+"""A label's unit (``pu``): Clover's limit for ``unitName``."""
+SKU_MAX_LENGTH = 100
+"""Clover's limit for ``sku`` and ``code``; the stored ``sku`` is cut to it."""
+
+RAW_TEXT_MAX_CHARS = 4096
+"""A string in the stored ``raw`` item is cut to this many characters: ``raw`` is for
+reading what Clover sent, and a megabyte string would only make the page's statement big."""
+RAW_MAX_DEPTH = 32
+"""JSON nested deeper in ``raw`` is replaced by a note (Postgres and Python both have
+recursion limits; Clover's items are three levels deep)."""
+_HUGE_INT_BITS = 13_000
+"""Integers longer than about 3,900 digits are stored as a note: Python refuses to turn
+an integer of more than 4,300 digits into JSON text."""
+
+_NONCHARACTERS = "\\ufdd0-\\ufdef" + "".join(
+    f"\\U{plane + 0xFFFE:08x}\\U{plane + 0xFFFF:08x}" for plane in range(0, 0x110000, 0x10000)
+)
+_UNSTORABLE = re.compile(f"[\\x00\\ud800-\\udfff{_NONCHARACTERS}]")
+"""NUL (Postgres text and jsonb refuse it), lone surrogates (not UTF-8) and Unicode's 66
+noncharacters (not for interchange; SQS refuses U+FFFE and U+FFFF in a message)."""
+_LABEL_BREAKS = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+")
+"""Control characters and line or paragraph separators: a label shows one line."""
+_CODE_EDGES = " \t\r\n\f\v"
+
+
+def clean_text(text: str) -> str:
+    """``text`` without NUL, lone surrogates and noncharacters; everything else is kept."""
+    return _UNSTORABLE.sub("", text)
+
+
+def label_text(text: str, max_length: int) -> str:
+    """Text a label can show: cleaned, each run of control characters one space, trimmed,
+    cut to ``max_length`` characters. Empty when nothing printable is left."""
+    shown = _LABEL_BREAKS.sub(" ", clean_text(text)).strip()
+    return shown[:max_length].rstrip()
+
+
+def product_code(text: str) -> tuple[str, str | None]:
+    """(the code, None) for a usable Hipoink ``pc``, or (the code, why it is not).
+
+    Spaces, tabs and line breaks at either end are trimmed (a pasted barcode); anything
+    else is kept exactly, since the code is the label's identity: a code that holds a
+    control character, an invisible format character or an invalid code point, or is
+    longer than :data:`PC_MAX_LENGTH`, is refused rather than changed (a cleaned code
+    could name another product's label).
+    """
+    code = text.strip(_CODE_EDGES)
+    if len(code) > PC_MAX_LENGTH:
+        return code, f"longer than {PC_MAX_LENGTH} characters ({len(code)})"
+    if not code.isprintable():  # the standard library's rule: no Cc, Cf, Cs, Co, Cn, Z* but " "
+        return code, "holds control characters, invisible characters or invalid code points"
+    return code, None
+
+
+def clean_json(value: Any, depth: int = 0) -> Any:
+    """JSON-able data that jsonb takes: strings (keys too) cleaned and cut to
+    :data:`RAW_TEXT_MAX_CHARS`, ``NaN``/``Infinity`` as strings, giant integers and
+    nesting past :data:`RAW_MAX_DEPTH` replaced by a note. Anything else becomes text."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _raw_text(value)
+    if isinstance(value, int):
+        if value.bit_length() > _HUGE_INT_BITS:
+            return f"(an integer of about {int(value.bit_length() * math.log10(2))} digits)"
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict | list | tuple) and depth >= RAW_MAX_DEPTH:
+        return f"(nested deeper than {RAW_MAX_DEPTH} levels, not stored)"
+    if isinstance(value, dict):
+        return {_raw_text(str(k)): clean_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v, depth + 1) for v in value]
+    return _raw_text(str(value))
+
+
+def _raw_text(text: str) -> str:
+    text = clean_text(text)
+    if len(text) <= RAW_TEXT_MAX_CHARS:
+        return text
+    return f"{text[:RAW_TEXT_MAX_CHARS]}…({len(text) - RAW_TEXT_MAX_CHARS} more characters)"
