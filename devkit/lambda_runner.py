@@ -90,6 +90,7 @@ class FunctionRunner:
     def __init__(self, sqs: SQSClient, region: str = "us-east-1") -> None:
         self._sqs = sqs
         self._region = region
+        self._arns: dict[str, str] = {}  # a queue's ARN never changes: one lookup each
         self.logs: list[str] = []
 
     def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +116,12 @@ class FunctionRunner:
         timeout), so retries and the redrive to the dead-letter queue happen in one call.
         """
         result = DrainResult()
-        arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        arn = self._arns.get(queue_url)
+        if arn is None:
+            arn = self._sqs.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            self._arns[queue_url] = arn
         for _ in range(10_000):
             messages = self._sqs.receive_message(
                 QueueUrl=queue_url,

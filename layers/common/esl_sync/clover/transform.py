@@ -180,7 +180,7 @@ def _dollars(cents: int | None, field: str, problems: list[str]) -> Decimal | No
         problems.append(f"{field} must not be negative")
         return None
     if cents > MONEY_MAX_CENTS:
-        problems.append(f"{field} is out of range ({_size(cents)}; at most {MONEY_MAX_CENTS})")
+        problems.append(f"{field} is out of range ({_size(cents)}, at most {MONEY_MAX_CENTS})")
         return None
     return cents_to_dollars(cents)
 
@@ -188,7 +188,7 @@ def _dollars(cents: int | None, field: str, problems: list[str]) -> Decimal | No
 def _time(ms: int | None, field: str, problems: list[str]) -> int | None:
     if ms is None or 0 <= ms <= BIGINT_MAX:
         return ms
-    problems.append(f"{field} is out of range ({_size(ms)}; 0 to {BIGINT_MAX})")
+    problems.append(f"{field} is out of range ({_size(ms)}, 0 to {BIGINT_MAX})")
     return None
 
 
