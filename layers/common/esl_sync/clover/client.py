@@ -348,7 +348,9 @@ class MerchantCatalog:
     def _json(self, response: httpx.Response, path: str) -> Any:
         try:
             return response.json(parse_int=_json_int)
-        except (ValueError, RecursionError):  # RecursionError: nested beyond Python's limit
+        except RecursionError:
+            raise self._bad(path, "body is nested too deeply to read") from None
+        except ValueError:
             content_type = response.headers.get("Content-Type", "no content type")
             raise self._bad(
                 path,
