@@ -363,3 +363,39 @@ def test_a_refused_version_keeps_the_label_columns_of_the_accepted_one(database_
         None,
     )
     db.close()
+
+
+def test_a_variable_price_shows_no_price_and_a_server_refusing_that_names_the_label(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clover's price of a VARIABLE item (entered at the register, often 0) never reaches
+    the shelf; whether a server takes the empty price is unconfirmed, so one that refuses
+    it gets the label named as rejected, and nothing else held back."""
+    clover, hipoink = sims(stack)
+    variable = [
+        {"name": "Lottery Scratch", "price": 0, "priceType": "VARIABLE", "sku": "LOTTO"},
+        {"name": "Deli Sandwich", "price": 599, "priceType": "VARIABLE", "sku": "DELI"},
+        {"name": "Open Price", "priceType": "VARIABLE", "sku": "OPEN"},  # no price at all
+    ]
+    stack.add_merchant(M, "tok-hostile", STORE, items=[*catalog(2), *variable])
+    cycle_cleanly(stack)
+    labels = hipoink.labels(STORE)
+    assert {pc: labels[pc]["pp"] for pc in ("LOTTO", "DELI", "OPEN", "H000")} == {
+        "LOTTO": "",
+        "DELI": "",
+        "OPEN": "",
+        "H000": "1.00",
+    }
+
+    hipoink.blank_price_accepted = False
+    lottery, soda = (next(i for i in clover.items(M) if i["sku"] == s) for s in ("LOTTO", "H000"))
+    clover.update_item(M, lottery["id"], name="Lottery Scratch $5")
+    clover.update_item(M, soda["id"], price=149)
+    sums = cycle_cleanly(stack)
+
+    assert sums["LabelsRejected"] == 1
+    assert hipoink.labels(STORE)["H000"]["pp"] == "1.49"
+    [rejected] = json.loads(cli(capsys, "status", "--labels", M, "--json"))
+    assert (rejected["pc"], rejected["action"]) == ("LOTTO", "upsert")
+    assert rejected["failure"].startswith("bad_record: ")
+    assert "pp must be a decimal string" in rejected["failure"]

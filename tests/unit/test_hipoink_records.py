@@ -46,6 +46,19 @@ def test_the_base_record() -> None:
     assert to_record(_product(barcode=None)) is None
 
 
+def test_a_variable_price_is_the_configured_text_never_clovers_price() -> None:
+    lottery = _product(price_type="VARIABLE", price=Decimal("0"), unit=None)
+    assert (to_record(lottery) or {})["pp"] == ""
+    assert (to_record(lottery, variable_price_text="SEE CASHIER") or {})["pp"] == "SEE CASHIER"
+    assert (to_record(_product(price_type="VARIABLE", price=None)) or {})["pp"] == ""
+
+
+def test_a_price_that_is_needed_but_missing_makes_no_record_never_zero() -> None:
+    assert to_record(_product(price=None)) is None
+    assert to_record(_product(price_type="FIXED", price=None)) is None
+    assert to_record(_product(validation_error="item ITEM1: price is missing")) is None
+
+
 def test_free_fields_come_from_attributes_and_extra_data() -> None:
     mapping = parse_extra_fields("f1=price_type, f2=unit_cost,f3=cost,f4=is_age_restricted")
     record = to_record(_product(), extra_fields=mapping)

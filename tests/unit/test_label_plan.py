@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.products import Product
+from esl_sync.settings import load_settings
 from esl_sync.store.interfaces import ProductChange
-from esl_sync.sync.labels import LabelPlan, LabelTarget
+from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
 
 
 def _product(source_id: str = "ITEM1", **fields: object) -> Product:
@@ -50,6 +53,25 @@ def test_a_price_change_is_upserted() -> None:
     before = _target(_product(price=Decimal("2.29"))).label_hash
     plan = _plan(_product(), "049000028911", before)
     assert plan.upserts["049000028911"]["pp"] == "2.49"
+
+
+def test_a_refused_product_leaves_its_label_as_it_is() -> None:
+    shown = _target(_product()).label_hash
+    refused = _product(barcode=None, price=None, validation_error="item ITEM1: sku is not …")
+    target = label_target(refused, load_settings())
+    assert (target.record, target.refused) == (None, True)
+    plan = LabelPlan()
+    plan.add([ProductChange(refused.key, "049000028911", shown)], {refused.key: target})
+    assert plan.empty  # no delete of the shown label, no upsert of a 0.00 one
+
+
+def test_a_label_target_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPOINK_VARIABLE_PRICE_TEXT", "ASK")
+    monkeypatch.setenv("HIPOINK_EXTRA_FIELDS", "f1=price_type")
+    target = label_target(_product(price_type="VARIABLE"), load_settings())
+    assert target.record is not None
+    assert (target.record["pp"], target.record["f1"], target.refused) == ("ASK", "VARIABLE", False)
+    assert target.label_hash == label_hash(target.record)
 
 
 def test_hidden_product_deletes_its_label() -> None:

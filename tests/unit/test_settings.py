@@ -44,6 +44,8 @@ def test_defaults_are_the_documented_ones() -> None:
         ("HIPOINK_EXTRA_FIELDS", "f0=sku"),
         ("HIPOINK_BLOCK_COOLDOWN_SECONDS", "0"),
         ("LABEL_HEAL_AFTER_SECONDS", "-1"),
+        ("HIPOINK_VARIABLE_PRICE_TEXT", "x" * 33),
+        ("HIPOINK_VARIABLE_PRICE_TEXT", "see\ncashier"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(
@@ -98,6 +100,12 @@ def test_label_delivery_defaults_and_the_free_field_mapping(
     assert s.label_heal_after_seconds == 900
     monkeypatch.setenv("HIPOINK_EXTRA_FIELDS", "f1=price_type,f2=unit_cost")
     assert load_settings().hipoink_extra_fields == (("f1", "price_type"), ("f2", "unit_cost"))
+
+
+def test_a_variable_price_shows_no_price_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().hipoink_variable_price_text == ""
+    monkeypatch.setenv("HIPOINK_VARIABLE_PRICE_TEXT", "Prix à la caisse")
+    assert load_settings().hipoink_variable_price_text == "Prix à la caisse"
 
 
 def test_every_setting_is_documented_in_the_readme_configuration_table() -> None:
