@@ -60,6 +60,8 @@ _CODE_EDGES = " \t\r\n\f\v"
 
 def clean_text(text: str) -> str:
     """``text`` without NUL, lone surrogates and noncharacters; everything else is kept."""
+    if text.isascii() and "\x00" not in text:  # the common case, without the regex
+        return text
     return _UNSTORABLE.sub("", text)
 
 
@@ -91,10 +93,10 @@ def clean_json(value: Any, depth: int = 0) -> Any:
     """JSON-able data that jsonb takes: strings (keys too) cleaned and cut to
     :data:`RAW_TEXT_MAX_CHARS`, ``NaN``/``Infinity`` as strings, giant integers and
     nesting past :data:`RAW_MAX_DEPTH` replaced by a note. Anything else becomes text."""
-    if value is None or isinstance(value, bool):
-        return value
     if isinstance(value, str):
         return _raw_text(value)
+    if value is None or isinstance(value, bool):
+        return value
     if isinstance(value, int):
         if value.bit_length() > _HUGE_INT_BITS:
             return f"(an integer of about {int(value.bit_length() * math.log10(2))} digits)"
