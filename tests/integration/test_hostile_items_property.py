@@ -19,9 +19,14 @@ After each poll: no record failed; every healthy item's label is exactly its new
 every hostile item is either exactly on its label (``pc``, ``pp``, ``pi`` from what Clover
 sent, a cleaned ``pn``), removed because Clover hid or deleted it, or named on its product
 (``validation_error`` naming only fields that were made hostile) with its label untouched;
-an item without a usable id is counted and has no row. The poll's ``invalid_items`` count
-equals what was refused. CI runs a fixed, derandomized set of examples
-(``HOSTILE_ITEM_EXAMPLES`` to change how many).
+an item without a usable id is counted and has no row; the first poll's ``invalid_items``
+is exactly what was refused or rejected. After the second poll, every fixed item is on its
+label, and every victim either shows its new version correctly, is removed, or is named
+with its old label unchanged (never deleted, never $0.00).
+
+CI runs 150 fixed (derandomized) examples, about 35 s here: each example costs two polls,
+i.e. some 19 round trips to the emulated AWS services, which is what the time goes to.
+``HOSTILE_ITEM_EXAMPLES=N`` runs more; ``HOSTILE_ITEM_SHRINK=1`` shrinks a failure.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -48,8 +53,9 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import admin, runtime
 from esl_sync.messages import PollRequest
+from esl_sync.store.interfaces import Merchant
 
-EXAMPLES = int(os.environ.get("HOSTILE_ITEM_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("HOSTILE_ITEM_EXAMPLES", "150"))
 SHRINK = os.environ.get("HOSTILE_ITEM_SHRINK") == "1"
 MISSING = object()  # the field is left out of the item
 CODE_FIELDS = ("sku", "code", "alternateName")
@@ -199,7 +205,6 @@ class Scenario:
     price_types: list[str]
     hostile: list[Hostile]
     victims: list[Hostile]
-    tags: list[str] = field(default_factory=list)
 
 
 @st.composite
@@ -327,11 +332,11 @@ def _shown(label: dict[str, Any]) -> dict[str, str]:
 
 
 def _removed(raw: dict[str, Any]) -> bool:
-    return raw.get("hidden") is True or raw.get("deleted") is True or _has(raw, "deletedTime")
-
-
-def _has(raw: dict[str, Any], name: str) -> bool:
-    return raw.get(name) is not None
+    return (
+        raw.get("hidden") is True
+        or raw.get("deleted") is True
+        or raw.get("deletedTime") is not None
+    )
 
 
 def _check_accepted(raw: dict[str, Any], label: dict[str, Any] | None) -> None:
@@ -347,8 +352,8 @@ def _check_accepted(raw: dict[str, Any], label: dict[str, Any] | None) -> None:
     if raw.get("priceType") == "VARIABLE":
         assert label["pp"] == ""
     else:
-        price = raw["price"]
-        assert type(price) is int, price
+        price = raw.get("price")
+        assert type(price) is int, f"{price!r} on a label as {label['pp']}"
         assert 0 <= price < 10**14, price
         assert label["pp"] == f"{Decimal(price) / 100:.2f}"
     name = label["pn"]
@@ -363,7 +368,8 @@ def _check_refused(
     """A refused item is named, by the fields made hostile only, and its label untouched."""
     error = row["validation_error"]
     assert error.startswith(f"item {raw['id']}: "), error
-    made_hostile = set(hostile.values) | ({"modifiedTime"} if hostile.modified_time else set())
+    stamped = {"modifiedTime"} if hostile.modified_time is not None else set()
+    made_hostile = set(hostile.values) | stamped
     for problem in error.removeprefix(f"item {raw['id']}: ").split("; "):
         if problem.startswith("no product code"):
             assert made_hostile & set(CODE_FIELDS), problem
@@ -379,20 +385,14 @@ def _check_refused(
 
 
 def _check_hostile(
-    stack: LocalStack,
-    store: str,
+    labels: dict[str, dict[str, Any]],
     raw: dict[str, Any],
     hostile: Hostile,
     rows: dict[str, dict[str, Any]],
     old: dict[str, str] | None,
 ) -> bool:
-    """Check one hostile item after a poll; True when it was refused."""
-    _, hipoink = _sims(stack)
-    labels = hipoink.labels(store)
+    """Check one hostile item (with a usable id) after a poll; True when it was refused."""
     by_item = {label["pi"]: label for label in labels.values()}
-    if hostile.invalid_id is not None:
-        assert raw["id"] not in rows
-        return False
     assert sum(label["pi"] == raw["id"] for label in labels.values()) <= 1
     row = rows[raw["id"]]
     if _removed(raw):
@@ -405,6 +405,7 @@ def _check_hostile(
         if old is None:
             assert raw["id"] not in by_item
         else:
+            assert raw["id"] in by_item, "a refused item's label was deleted"
             assert _shown(by_item[raw["id"]]) == old, "a refused item changed its label"
         return True
     _check_accepted(raw, by_item.get(raw["id"]))
@@ -442,9 +443,7 @@ def test_hostile_items_never_stop_a_poll_nor_reach_a_label_wrong(
     for k, bad in enumerate(scenario.hostile):
         item = _apply(_healthy(f"{tag}X{k}", 900 + k), bad, for_update=False)
         if bad.invalid_id is not None:
-            item["id"] = f"{tag}X{k}{bad.invalid_id}"
-            if _ID.fullmatch(item["id"]):  # the text happened to be a usable id
-                bad.invalid_id = None
+            item["id"] = f"{tag}X{k}{bad.invalid_id}"  # unusable, unless the text happens to be
         if bad.modified_time is not None:
             item["modifiedTime"] = bad.modified_time
         hostile.append(item)
@@ -462,27 +461,29 @@ def test_hostile_items_never_stop_a_poll_nor_reach_a_label_wrong(
         assert _shown(labels[item["sku"]]) == _record(item)
     refused = 0
     invalid = 0
-    unlisted = 0
+    unread: set[str] = set()  # ids that cannot be stored, or that Clover does not list
     for item, bad in zip(hostile, scenario.hostile, strict=True):
         served = clover.item(merchant, item["id"])
         assert served is not None
         if served["modifiedTime"] > clover.clock_ms() - clover.visibility_lag_ms:
             assert served["id"] not in rows  # stamped too far ahead: Clover does not list it
-            unlisted += 1
-            bad.invalid_id = bad.invalid_id or "unlisted"  # nothing to fix either
-            continue
-        refused += _check_hostile(stack, store, served, bad, rows, None)
-        invalid += bad.invalid_id is not None
+            unread.add(item["id"])
+        elif not _ID.fullmatch(item["id"]):
+            assert item["id"] not in rows  # counted (below) and logged, never stored
+            unread.add(item["id"])
+            invalid += 1
+        else:
+            refused += _check_hostile(labels, served, bad, rows, None)
     assert first["invalid_items"] == refused + invalid
-    assert len(rows) == len(healthy) + len(victims) + len(hostile) - invalid - unlisted
+    assert len(rows) == len(healthy) + len(victims) + len(hostile) - len(unread)
 
     # Between polls: healthy prices change, the hostile are fixed, the victims go bad.
     before = {item["id"]: _shown(labels[item["sku"]]) for item in victims}
     for item in healthy:
         item.update(clover.update_item(merchant, item["id"], price=item["price"] + 1000))
     fixed = []
-    for k, (item, bad) in enumerate(zip(hostile, scenario.hostile, strict=True)):
-        if bad.invalid_id is None and item.get("deleted") is not True:  # Clover deleted it
+    for k, item in enumerate(hostile):
+        if item["id"] not in unread and item.get("deleted") is not True:  # not undeletable
             repaired = _healthy(item["id"], 700 + k)
             repaired |= {f: None for f in READ_FIELDS if f not in repaired}
             fixed.append(clover.update_item(merchant, item["id"], **_without_id(repaired)))
@@ -502,7 +503,7 @@ def test_hostile_items_never_stop_a_poll_nor_reach_a_label_wrong(
         assert _shown(labels[item["sku"]]) == _record(item), "a fixed item was not picked up"
     refused = 0
     for item, bad in zip(spoiled, scenario.victims, strict=True):
-        refused += _check_hostile(stack, store, item, bad, rows, before[item["id"]])
+        refused += _check_hostile(labels, item, bad, rows, before[item["id"]])
     # The overlap window re-reads the bad ids too (unless stamped long ago).
     assert refused <= second["invalid_items"] <= refused + invalid
     known = {row["source_id"] for row in rows.values()}
@@ -513,7 +514,5 @@ def _without_id(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "id"}
 
 
-def _merchant(merchant_id: str, store: str) -> Any:
-    from esl_sync.store.interfaces import Merchant
-
+def _merchant(merchant_id: str, store: str) -> Merchant:
     return Merchant(merchant_id=merchant_id, store_code=store)
