@@ -306,6 +306,7 @@ def _status(args: argparse.Namespace) -> int:
         f" {sum(not r['fresh'] for r in active)} not fresh,"
         f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
         f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
+        f" {sum(bool(r['refused_items']) for r in active)} with refused items,"
         f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
         f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,

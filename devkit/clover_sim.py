@@ -140,6 +140,9 @@ class _BadRequest(Exception):
 
 
 def _json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
+    """JSON as ``json.dumps`` writes it: everything beyond ASCII escaped, so an item holding
+    a lone surrogate (which no UTF-8 can carry) goes out as a ``\\ud800`` escape, as a real
+    server could send it; NaN and Infinity as the non-standard tokens many parsers accept."""
     return _Response(status, json.dumps(payload).encode(), headers or {})
 
 

@@ -59,9 +59,7 @@ def expected_labels(items: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
             "pc": pc,
             "pn": item["name"],
             "pp": (
-                ""
-                if variable
-                else str((Decimal(item["price"]) / 100).quantize(Decimal("0.01")))
+                "" if variable else str((Decimal(item["price"]) / 100).quantize(Decimal("0.01")))
             ),
             "pi": item["id"],
         }

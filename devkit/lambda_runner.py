@@ -118,9 +118,9 @@ class FunctionRunner:
         result = DrainResult()
         arn = self._arns.get(queue_url)
         if arn is None:
-            arn = self._sqs.get_queue_attributes(
-                QueueUrl=queue_url, AttributeNames=["QueueArn"]
-            )["Attributes"]["QueueArn"]
+            arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
             self._arns[queue_url] = arn
         for _ in range(10_000):
             messages = self._sqs.receive_message(

@@ -158,7 +158,7 @@ def test_a_fixed_item_without_a_price_is_named_and_never_shown_as_zero(
     assert f"{M}: 2 refused item(s)" in cli(capsys, "status", "--labels", M)
 
 
-def test_a_refused_item_keeps_its_label_through_a_resync_until_clover_hides_it(
+def test_a_refused_item_keeps_its_label_through_a_resync_until_clover_hides_or_deletes_it(
     stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clover, hipoink = sims(stack)
@@ -180,15 +180,25 @@ def test_a_refused_item_keeps_its_label_through_a_resync_until_clover_hides_it(
     assert hipoink.labels(STORE)[other["sku"]]["pp"] == dollars(other["price"])
     assert f"{M}: 0 stale label(s)" in cli(capsys, "status", "--labels", M)
 
-    clover.hide_item(M, item["id"])  # Clover removed it: that the shelf must follow
+    clover.update_item(M, other["id"], price=-1)  # refused too, then deleted in Clover
     cycle_cleanly(stack)
-    assert item["sku"] not in hipoink.labels(STORE)
-    hidden = rows(stack)[item["id"]]
-    assert (hidden["status"], hidden["validation_error"], hidden["refused_at"]) == (
-        "deleted",
-        None,
-        None,
+    assert f"{M}: 2 refused item(s)" in cli(capsys, "status", "--labels", M)
+    clover.hide_item(M, item["id"])  # Clover removed them: that the shelf must follow
+    clover.delete_item(M, other["id"])  # no longer listed: confirmed by the webhook's hint
+    event = {"objectId": f"I:{other['id']}", "type": "DELETE", "ts": 1}
+    delivery = stack.send_webhook(
+        {"appId": "APP", "merchants": {M: [event]}}, stack.env["CLOVER_WEBHOOK_AUTH"]
     )
+    assert (delivery.status, delivery.polls.failures, delivery.labels.failures) == (202, 0, 0)
+    assert not {item["sku"], other["sku"]} & hipoink.labels(STORE).keys()
+    for removed in (item, other):
+        row = rows(stack)[removed["id"]]
+        assert (row["status"], row["validation_error"], row["refused_at"]) == (
+            "deleted",
+            None,
+            None,
+        )
+    assert f"{M}: 0 refused item(s)" in cli(capsys, "status", "--labels", M)
 
 
 def test_a_page_with_unreadable_numbers_nan_and_invalid_escapes_is_stored_item_by_item(
