@@ -27,7 +27,8 @@ from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.products import stable_hash
 from esl_sync.store.interfaces import MerchantState, ProductStore, ProductWriter, StateStore
 from esl_sync.store.sqs import SqsPollQueue
-from esl_sync.sync.poll import POLL_LEASE_MS, PollDeps
+from esl_sync.sync.lease import POLL_LEASE_MS
+from esl_sync.sync.poll import PollDeps
 
 T0 = 1_800_000_000_000  # a Clover time for the tests that freeze its clock
 MINUTE = 60_000
