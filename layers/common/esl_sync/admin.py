@@ -35,10 +35,18 @@ def add_merchant(
     token: str | CloverTokens | None,
 ) -> None:
     """Register (or update) a merchant; its Clover token (plain, or a v2 pair) goes to the
-    encrypted state only, and new tokens lift a ``needs_reauth`` mark."""
-    directory.save(merchant)
-    if token:
-        tokens.write_token(merchant.merchant_id, token)
+    encrypted state only, and new tokens lift a ``needs_reauth`` mark.
+
+    All or nothing: the token is encrypted first (a token KMS refuses leaves nothing
+    written), then the row is written and the ciphertext stored before the row commits
+    (a refused write leaves the row as it was).
+    """
+    if not token:
+        directory.save(merchant)
+        return
+    pair = CloverTokens.plain(token) if isinstance(token, str) else token
+    sealed = tokens.seal_tokens(merchant.merchant_id, pair)
+    directory.save(merchant, then=lambda: tokens.write_sealed_tokens(merchant.merchant_id, sealed))
 
 
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -132,6 +132,15 @@ class MerchantState:
     # read. ``save`` removes ``settled_deletes`` from the stored set (ids added since stay).
     pending_deletes: frozenset[str] = frozenset()
     settled_deletes: frozenset[str] = frozenset()
+    # A webhook that could not add its deletions (too many pending) asks for a sweep with
+    # a fresh token; a poll that sweeps records the token it read as done, so a request
+    # that arrives during that poll still makes the next one sweep.
+    sweep_request: str | None = None
+    sweep_request_done: str | None = None
+
+    @property
+    def sweep_requested(self) -> bool:
+        return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
 
 
 class StaleStateError(RuntimeError):
@@ -165,7 +174,10 @@ class MerchantDirectory(Protocol):
 
     def all(self, *, active_only: bool = False) -> list[Merchant]: ...
 
-    def save(self, merchant: Merchant) -> None: ...
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        """Insert or update the row. ``then`` runs before the row is committed: if it
+        raises, the row stays as it was (the token written with a merchant, say)."""
+        ...
 
 
 class LabelLedger(Protocol):
@@ -243,6 +255,14 @@ class TokenStore(Protocol):
         merchant is no longer marked ``needs_reauth``. Returns the generation."""
         ...
 
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        """The tokens encrypted for this merchant, written nowhere yet (KMS refuses here)."""
+        ...
+
+    def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        """``write_token`` for tokens sealed by :meth:`seal_tokens`."""
+        ...
+
     def replace_tokens(
         self, merchant_id: str, tokens: CloverTokens, *, generation: int
     ) -> int | None:
@@ -286,18 +306,34 @@ class TokenProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class VerificationCode:
+    """A webhook verification code as received (``source_ip``: the caller's address)."""
+
+    code: str
+    received_at: datetime
+    source_ip: str | None = None
+
+
 class WebhookHints(Protocol):
     """What the webhook function may write into the state table (never tokens)."""
 
-    def record_verification_code(self, code: str, received_at: datetime) -> None: ...
+    def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
+        """Add a code to the ``keep`` most recent ones (a code received again moves up)."""
+        ...
 
-    def last_verification_code(self) -> tuple[str, datetime] | None: ...
+    def verification_codes(self) -> list[VerificationCode]:
+        """The codes kept, newest first."""
+        ...
 
     def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
         """True for the first hint of a window (it queues the poll), False for the rest."""
         ...
 
-    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str]) -> None: ...
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
+        """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
+        then pending; else add none and ask for a sweep (``sweep_request``). Whether added."""
+        ...
 
 
 class StateStore(Protocol):
@@ -374,5 +410,6 @@ __all__ = [
     "StoredTokens",
     "TokenProvider",
     "TokenStore",
+    "VerificationCode",
     "WebhookHints",
 ]

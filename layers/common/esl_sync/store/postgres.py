@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Self
@@ -198,8 +198,15 @@ class PostgresMerchantDirectory:
     def all(self, *, active_only: bool = False) -> list[Merchant]:
         return self._select(None, active_only=active_only)
 
-    def save(self, merchant: Merchant) -> None:
-        self._db.connection().execute(
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        conn = self._db.connection()
+        with conn.transaction():
+            self._upsert(conn, merchant)
+            if then is not None:
+                then()
+
+    def _upsert(self, conn: psycopg.Connection[Any], merchant: Merchant) -> None:
+        conn.execute(
             "INSERT INTO merchants (merchant_id, store_code, clover_base_url, active,"
             " poll_interval_seconds) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"

@@ -187,6 +187,7 @@ def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: P
     state.consecutive_failures = 0
     if swept or first_read:
         state.last_sweep_ms = _ms(now)
+        state.sweep_request_done = state.sweep_request
     state.settled_deletes = settled
     _save(deps, state)
     if swept:
