@@ -307,10 +307,10 @@ def test_5000_deleted_ids_keep_the_state_bounded_and_the_next_poll_sweeps(
         clover.delete_item(MERCHANT, item["id"])
     ids = [f"FLOOD{n:08d}" for n in range(5_000 - len(gone))] + [i["id"] for i in gone]
     sizes = []
-    for start in range(0, len(ids), 1_000):  # 5 deliveries of 1,000 (each ~70 KB)
+    for start in range(0, len(ids), 250):  # 20 deliveries of 250 (each ~17 KB)
         events = [
             {"objectId": f"I:{item_id}", "type": "DELETE", "ts": int(time.time() * 1000)}
-            for item_id in ids[start : start + 1_000]
+            for item_id in ids[start : start + 250]
         ]
         body = {"appId": "DRKVJT2ZRRRSC", "merchants": {MERCHANT: events}}
         answer = hooked.send_webhook(body, CLOVER_WEBHOOK_AUTH, deliver=False)
@@ -318,10 +318,12 @@ def test_5000_deleted_ids_keep_the_state_bounded_and_the_next_poll_sweeps(
         sizes.append(state_item_bytes(hooked, MERCHANT))
 
     state = runtime.state_store().load(MERCHANT)
-    assert len(state.pending_deletes) <= MAX_PENDING_DELETES
+    assert state.pending_deletes == frozenset(ids[: 2 * 250])  # the first two fit, exactly
+    assert len(state.pending_deletes) == MAX_PENDING_DELETES
     assert state.sweep_requested
     assert max(sizes) < 50_000  # DynamoDB's limit is 400 KB
-    assert metric_sums(hooked.logs)["WebhookSweepsRequested"] == 5
+    assert sizes[2:] == [sizes[2]] * 18  # full: the item no longer grows
+    assert metric_sums(hooked.logs)["WebhookSweepsRequested"] == 18
     assert errors_and_tracebacks(hooked) == []
 
     polls = hooked.drain("PollQueue", "poller")
