@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -22,7 +23,8 @@ from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
 from devkit.template import load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import PollRequest
-from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY
+from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY, DynamoStateStore
+from esl_sync.store.interfaces import VerificationCode
 from esl_sync.webhooks import KEEP_VERIFICATION_CODES, MAX_PENDING_DELETES
 
 MERCHANT, STORE = "MHOSTILE0001", "STORE-HOSTILE"
@@ -258,12 +260,12 @@ def test_forged_handshakes_cannot_hide_clovers_code(
 ) -> None:
     clovers = "ce7643c1-83ea-4218-abe6-da876c9c7a0a"
     assert hooked.send_webhook({"verificationCode": clovers}, None).status == 200
-    forged = [f"00000000-0000-4000-8000-{n:012d}" for n in range(KEEP_VERIFICATION_CODES - 1)]
+    forged = [f"00000000-0000-4000-8000-{n:012d}" for n in range(KEEP_VERIFICATION_CODES - 2)]
     for code in forged:
         assert hooked.send_webhook({"verificationCode": code}, None).status == 200
     assert hooked.send_webhook({"verificationCode": forged[0]}, None).status == 200  # again
 
-    kept = runtime.state_store().verification_codes()
+    kept = runtime.state_store().verification_codes()  # newest first, each code once
     assert [c.code for c in kept] == [forged[0], *reversed(forged[1:]), clovers]
     assert {c.source_ip for c in kept} == {"52.9.80.11"}  # the sample event's sourceIp
     capsys.readouterr()
@@ -274,9 +276,36 @@ def test_forged_handshakes_cannot_hide_clovers_code(
     assert "from 52.9.80.11" in out
 
     # The list is bounded: a flood pushes the oldest out, never grows the item.
-    for n in range(20):
-        hooked.send_webhook({"verificationCode": f"11111111-0000-4000-8000-{n:012d}"}, None)
-    assert len(runtime.state_store().verification_codes()) == KEEP_VERIFICATION_CODES
+    flood = [f"11111111-0000-4000-8000-{n:012d}" for n in range(20)]
+    for code in flood:
+        hooked.send_webhook({"verificationCode": code}, None)
+    kept = runtime.state_store().verification_codes()
+    assert [c.code for c in kept] == flood[::-1][:KEEP_VERIFICATION_CODES]
+
+
+class UpdatesOnly:
+    """DynamoDB as the webhook's role allows it: ``dynamodb:UpdateItem`` and nothing else."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def update_item(self, **request: Any) -> Any:
+        return self._real.update_item(**request)
+
+
+def test_the_webhooks_writes_need_nothing_but_update_item(hooked: LocalStack) -> None:
+    hints = DynamoStateStore(
+        hooked.env["STATE_TABLE_NAME"], None, dynamodb=UpdatesOnly(boto3.client("dynamodb"))
+    )
+    now = datetime.now(UTC)
+    for n in range(KEEP_VERIFICATION_CODES + 2):
+        code = f"22222222-0000-4000-8000-{n:012d}"
+        hints.record_verification_code(VerificationCode(code, now, "52.9.80.11"), keep=5)
+    assert hints.add_pending_deletes(MERCHANT, ["ITEM1"], limit=MAX_PENDING_DELETES)
+    assert not hints.add_pending_deletes(MERCHANT, ["ITEM2", "ITEM3"], limit=2)
+    assert hints.claim_webhook_poll(MERCHANT, now_ms=1, window_ms=10)
+    kept = runtime.state_store().verification_codes()
+    assert [c.code[-1] for c in kept] == ["6", "5", "4", "3", "2"]
 
 
 # -- deletion floods ---------------------------------------------------------------------

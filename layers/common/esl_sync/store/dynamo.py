@@ -11,7 +11,6 @@ counts the writes of new tokens and guards every change of them and of ``auth_st
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -93,29 +92,30 @@ def _state(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
     return state
 
 
-def _codes_json(codes: Sequence[VerificationCode]) -> str:
-    return json.dumps(
-        [
-            {"code": c.code, "received_at": c.received_at.isoformat(), "source_ip": c.source_ip}
-            for c in codes
-        ]
-    )
+_CODE_SLOT = "verification_code_"  # + slot number: one kept code each
 
 
 def _verification_codes(item: Mapping[str, Any]) -> list[VerificationCode]:
-    """The kept codes, newest first; an item written before codes were kept holds one."""
-    if "verification_codes" in item:
-        return [
-            VerificationCode(
-                str(c["code"]), datetime.fromisoformat(c["received_at"]), c.get("source_ip")
+    """The kept codes, newest first, each code once; an item written before codes were
+    kept holds one in ``verification_code`` (shown last)."""
+    numbered: list[tuple[int, VerificationCode]] = []
+    for name, attr in item.items():
+        if name.startswith(_CODE_SLOT) and "M" in attr:
+            slot = attr["M"]
+            code = VerificationCode(
+                slot["code"]["S"],
+                datetime.fromisoformat(slot["received_at"]["S"]),
+                slot.get("source_ip", {}).get("S"),
             )
-            for c in json.loads(item["verification_codes"]["S"])
-        ]
+            numbered.append((int(slot["n"]["N"]), code))
     if "verification_code" in item:
-        received = _from_attr("verification_received_at", dict(item["verification_received_at"]))
-        assert isinstance(received, datetime)
-        return [VerificationCode(str(item["verification_code"]["S"]), received)]
-    return []
+        legacy = _from_attr("verification_received_at", dict(item["verification_received_at"]))
+        assert isinstance(legacy, datetime)
+        numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
+    codes: dict[str, VerificationCode] = {}
+    for _, code in sorted(numbered, key=lambda pair: -pair[0]):
+        codes.setdefault(code.code, code)
+    return list(codes.values())
 
 
 def _generation_is(generation: int) -> tuple[str, dict[str, Any]]:
@@ -336,42 +336,36 @@ class DynamoStateStore:
     # -- webhook hints (the webhook function's only writes; no tokens) ------------------
 
     def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
-        """Read, add, write back on the version read. A concurrent handshake makes the write
-        stale and it is tried again, three times in all (each code is logged too)."""
-        names = {"#codes": "verification_codes", "#version": "codes_version"}
-        for _attempt in range(3):
-            item = self._webhook_item()
-            kept = [c for c in _verification_codes(item) if c.code != received.code]
-            version = int(item.get("codes_version", {"N": "0"})["N"])
-            values: dict[str, Any] = {
-                ":codes": {"S": _codes_json([received, *kept][:keep])},
-                ":next": {"N": str(version + 1)},
-            }
-            condition = "attribute_not_exists(#version)"
-            if version:
-                condition, values[":seen"] = "#version = :seen", {"N": str(version)}
-            if self._conditional_update(
-                WEBHOOK_ITEM_KEY,
-                "SET #codes = :codes, #version = :next"
-                " REMOVE verification_code, verification_received_at",
-                condition,
-                values,
-                names,
-            ):
-                return
+        """Two writes and no read (the webhook may not read the table): an atomic counter
+        numbers the code, which goes to slot ``number % keep`` unless a newer one is there
+        already; so concurrent handshakes each keep theirs and the oldest is replaced."""
+        counted = self._dynamodb.update_item(
+            TableName=self._table,
+            Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
+            UpdateExpression="ADD codes_received :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        number = int(counted["Attributes"]["codes_received"]["N"])
+        entry = {
+            "n": {"N": str(number)},
+            "code": {"S": received.code},
+            "received_at": {"S": received.received_at.isoformat()},
+            "source_ip": {"S": received.source_ip} if received.source_ip else {"NULL": True},
+        }
+        self._conditional_update(
+            WEBHOOK_ITEM_KEY,
+            "SET #slot = :entry REMOVE verification_code, verification_received_at",
+            "attribute_not_exists(#slot) OR #slot.#n < :n",
+            {":entry": {"M": entry}, ":n": {"N": str(number)}},
+            {"#slot": f"{_CODE_SLOT}{number % keep}", "#n": "n"},
+        )
 
     def verification_codes(self) -> list[VerificationCode]:
-        return _verification_codes(self._webhook_item())
-
-    def _webhook_item(self) -> Mapping[str, Any]:
-        return (
-            self._dynamodb.get_item(
-                TableName=self._table,
-                Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
-                ConsistentRead=True,
-            ).get("Item")
-            or {}
-        )
+        item = self._dynamodb.get_item(
+            TableName=self._table, Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}}, ConsistentRead=True
+        ).get("Item")
+        return _verification_codes(item or {})
 
     def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
         return self._conditional_update(
