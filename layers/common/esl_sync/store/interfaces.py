@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from esl_sync.messages import LabelJob, PollRequest
@@ -25,6 +25,10 @@ class Merchant:
     active: bool = True
     poll_interval_seconds: int | None = None
     created_at: datetime | None = None
+    # Labels whose last delivery failed for a reason that retrying can cure (Hipoink down,
+    # the store blocked), counted by the lookup itself: a poll's cue to retry them, free of
+    # any extra round trip for the healthy store, where it is 0.
+    labels_failing: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,38 @@ class ProductChange:
 
 
 @dataclass(frozen=True)
+class LabelOwner:
+    """The product a code's label shows, and how many products claim that code."""
+
+    product: Product
+    claims: int
+
+
+@dataclass(frozen=True)
+class LabelOwners:
+    """A poll's label decision: the version it carries and, per code, its product (a code
+    without an entry is wanted by no product: its label goes)."""
+
+    version: int
+    owners: dict[str, LabelOwner]
+
+
+@dataclass(frozen=True)
 class LabelAck:
-    """What Hipoink acknowledged for one product code (``label_hash`` None: deleted)."""
+    """What Hipoink acknowledged for one product code (``label_hash`` None: deleted), and
+    the version of the decision it came from (None: a job from before versions)."""
 
     pc: str
     label_hash: str | None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class AckedLabel:
+    """What the ledger says Hipoink shows under a code: hash (None: deleted) and version."""
+
+    label_hash: str | None
+    version: int | None
 
 
 @dataclass(frozen=True)
@@ -80,11 +111,37 @@ class StaleLabel:
 
 
 @dataclass(frozen=True)
-class LabelRepairs:
-    """What the self-healing pass queues again: products to upsert, codes to delete."""
+class LabelConflict:
+    """A product that claims a code other products claim too; only one is on the label."""
 
-    upserts: list[Product]
-    deletes: list[str]
+    pc: str
+    source_id: str
+    name: str
+    shown: bool
+    claims: int
+    shown_source_id: str
+
+
+@dataclass(frozen=True)
+class RepairCandidate:
+    """A stale label as the self-healing pass sees it (``product`` None: a delete)."""
+
+    pc: str
+    product: Product | None
+    since: datetime | None
+    failure_class: str | None = None
+    failed_at: datetime | None = None
+    requeued_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RepairSnapshot:
+    """A merchant's stale labels, read at the database's ``now`` with its newest
+    acknowledgement (``last_ack``): what the self-healing pass chooses from."""
+
+    now: datetime
+    last_ack: datetime | None
+    candidates: list[RepairCandidate]
 
 
 @dataclass(frozen=True)
@@ -153,6 +210,11 @@ class ProductWriter(Protocol):
         """(source_id, source_variant_id) of every active product of the merchant."""
         ...
 
+    def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
+        """Advance the merchant's label clock and say which product each code's label
+        shows, as this transaction's writes left them (one round trip)."""
+        ...
+
 
 class ProductStore(Protocol):
     def transaction(self) -> AbstractContextManager[ProductWriter]:
@@ -171,7 +233,7 @@ class MerchantDirectory(Protocol):
 class LabelLedger(Protocol):
     """``label_state``: what Hipoink acknowledged, and what failed."""
 
-    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]: ...
+    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]: ...
 
     def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None: ...
 
@@ -189,10 +251,25 @@ class LabelLedger(Protocol):
         """The stale labels themselves, with their last failure, for the operator."""
         ...
 
-    def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
-        """Labels stale for longer than ``stale_for`` (since the product changed or the
-        label last failed) that sending again can fix: a record Hipoink refused is left
-        out until its product changes."""
+    def label_conflicts(self, merchant_id: str) -> list[LabelConflict]:
+        """Every product that claims a code another product claims too."""
+        ...
+
+    def label_version(self, merchant_id: str, *, advance: bool) -> int:
+        """The merchant's label clock: advanced (only by a caller holding the merchant's
+        poll lease), or its committed value (0 before any)."""
+        ...
+
+    def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
+        """The merchant's stale labels, for the self-healing pass to choose from."""
+        ...
+
+    def mark_requeued(
+        self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None
+    ) -> None:
+        """Note that ``pcs`` were queued again now; with ``clear_failures_before``, forget
+        the retryable failures recorded before it on labels that are not in ``pcs`` and
+        no longer stale (the pass saw them fixed)."""
         ...
 
     def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
@@ -352,13 +429,16 @@ class DeadLetterQueue(Protocol):
 
 
 __all__ = [
+    "AckedLabel",
     "DeadLetter",
     "DeadLetterQueue",
     "LabelAck",
+    "LabelConflict",
     "LabelFailure",
     "LabelLedger",
+    "LabelOwner",
+    "LabelOwners",
     "LabelQueue",
-    "LabelRepairs",
     "Merchant",
     "MerchantDirectory",
     "MerchantState",
@@ -367,6 +447,8 @@ __all__ = [
     "ProductRow",
     "ProductStore",
     "ProductWriter",
+    "RepairCandidate",
+    "RepairSnapshot",
     "StaleLabel",
     "StaleStateError",
     "StateStore",
