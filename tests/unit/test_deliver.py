@@ -308,3 +308,16 @@ def test_the_same_version_with_another_record_is_sent() -> None:
 )
 def test_is_older(version: int | None, acknowledged: int | None, older: bool) -> None:
     assert deliver_module.is_older(version, acknowledged) is older
+
+
+def test_a_skipped_job_names_the_failure_on_the_labels_it_would_have_changed() -> None:
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A")], version=1), ledger, sink, 10)
+    skipped = _job([_record("A"), _record("B")], ["C"], version=2)
+    assert deliver_module.name_skipped(skipped, ledger) == 2
+    assert {pc: f.failure_class for pc, f in ledger.failures.items()} == {
+        "B": "retryable",
+        "C": "retryable",
+    }
+    assert ledger.failures["B"].message == deliver_module.SKIPPED
+    assert sink.calls == [("upsert", ["A"])]  # nothing sent for the skipped job

@@ -125,6 +125,9 @@ def test_no_second_probe_while_the_first_waits_for_its_attempt() -> None:
     assert _codes(tried) == (["B", "C"], "probe")  # the two that failed longest ago
     lost = _snapshot(_stale("A", failed=30, requeued=20), _stale("B", failed=30))
     assert _codes(lost)[1] == "probe"  # queued longer ago than the expiry: presumed lost
+    # Skipped behind a job that failed after it was queued: dead-lettered with it.
+    skipped = _snapshot(_stale("A", failed=30, requeued=10), _stale("B", failed=5))
+    assert _codes(skipped) == (["A", "B"], "probe")
 
 
 def test_once_hipoink_answered_every_settled_label_goes_failed_ones_last() -> None:

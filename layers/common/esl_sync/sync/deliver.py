@@ -19,8 +19,11 @@ Each of Hipoink's error classes ends differently:
   acknowledged. While the block holds, the store's jobs make no call; after the cool-down
   one job re-tests the store.
 
-Labels left behind are stale, with their failure, and the self-healing pass
-(:mod:`esl_sync.sync.heal`) queues them again.
+A job the sender does not even try, because an earlier job of its store failed in the
+same batch (the FIFO group is held in order), is retried and dead-lettered along with that
+one: :func:`name_skipped` names the failure on its labels too. So every label of a
+dead-lettered job carries a failure, and the self-healing pass (:mod:`esl_sync.sync.heal`)
+queues them again.
 """
 
 from __future__ import annotations
@@ -83,10 +86,7 @@ def deliver(
     sends only what is left.
     """
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
-    acknowledged = ledger.acknowledged(
-        job.merchant_id, [r["pc"] for r in job.upserts] + list(job.deletes)
-    )
-    triaged = triage(job, acknowledged)
+    triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
     outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
         ledger.acknowledge(job.merchant_id, triaged.renewed)
@@ -109,6 +109,22 @@ class Triage:
     older: list[str]  # a newer version is acknowledged: skipped
     same: list[str]  # Hipoink shows exactly this already: skipped
     renewed: list[LabelAck]  # ... from an older decision: its version moves up to the job's
+
+
+SKIPPED = "not tried: an earlier job of this store failed"
+
+
+def name_skipped(job: LabelJob, ledger: LabelLedger) -> int:
+    """Record a retryable failure on the labels a skipped job would have changed; how many."""
+    send = triage(job, ledger.acknowledged(job.merchant_id, _codes(job))).send
+    ledger.record_failures(
+        job.merchant_id, [LabelFailure(c.pc, "retryable", SKIPPED) for c in send]
+    )
+    return len(send)
+
+
+def _codes(job: LabelJob) -> list[str]:
+    return [r["pc"] for r in job.upserts] + list(job.deletes)
 
 
 def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:

@@ -119,14 +119,25 @@ def _retry(
     if not failing:
         return "", []
     last_failure = max(c.failed_at or now for c in failing)
+
+    def in_flight(candidate: RepairCandidate) -> bool:
+        """Queued again since it went stale and since the store's last failure (a job
+        that failed, or was skipped behind a failing one, ends that), and not so long ago
+        that it must be lost."""
+        queued = candidate.requeued_at
+        return (
+            queued is not None
+            and queued >= _stale_at(candidate)
+            and queued > last_failure
+            and queued > now - policy.requeue_expiry
+        )
+
     if snapshot.last_ack is not None and snapshot.last_ack > last_failure:
         settled_before = snapshot.last_ack
         return "recovered", [
-            c
-            for c in usable
-            if _stale_at(c) < settled_before and not _in_flight(c, now, policy.requeue_expiry)
+            c for c in usable if _stale_at(c) < settled_before and not in_flight(c)
         ]
-    if any(_in_flight(c, now, policy.requeue_expiry) for c in failing):
+    if any(in_flight(c) for c in failing):
         return "probe in flight", []
     if last_failure > now - policy.probe_after:
         return "backing off", []
@@ -138,12 +149,6 @@ def _stale_at(candidate: RepairCandidate) -> datetime:
     """When the label last went wrong: its product changed, or its delivery failed."""
     moments = [m for m in (candidate.since, candidate.failed_at) if m is not None]
     return max(moments) if moments else datetime.min.replace(tzinfo=UTC)
-
-
-def _in_flight(candidate: RepairCandidate, now: datetime, expiry: timedelta) -> bool:
-    """Queued again since it went stale, and not yet tried (nor presumed lost)."""
-    queued = candidate.requeued_at
-    return queued is not None and queued >= _stale_at(candidate) and queued > now - expiry
 
 
 def _refused(candidate: RepairCandidate) -> bool:

@@ -27,7 +27,7 @@ CREATE INDEX label_state_failing ON label_state (merchant_id)
 
 -- Which product a code's label shows. Products with a label (label_hash set: active, with
 -- a code, not refused) claim their code; when several claim one code, the product stored
--- first wins (then the smallest Clover id): a duplicate created later never takes a label
+-- first wins (then the smallest Clover id, byte order): a duplicate created later never takes a label
 -- over, and the winner cannot change while both stay, so the label never flips. Every
 -- query that needs the rule calls this function (it is inlined into each).
 CREATE FUNCTION label_owner(merchant text, code text)
@@ -35,7 +35,7 @@ RETURNS TABLE (source_system text, source_id text, source_variant_id text)
 LANGUAGE sql STABLE AS $$
     SELECT q.source_system, q.source_id, q.source_variant_id FROM products q
     WHERE q.merchant_id = merchant AND q.barcode = code AND q.label_hash IS NOT NULL
-    ORDER BY q.created_at, q.source_id, q.source_variant_id
+    ORDER BY q.created_at, q.source_id COLLATE "C", q.source_variant_id COLLATE "C"
     LIMIT 1
 $$;
 
