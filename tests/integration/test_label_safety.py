@@ -9,13 +9,12 @@ code (it compares them with the database's ``now()``) is that much time passing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 
-from devkit.cli import main
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
@@ -28,22 +27,6 @@ M = "MSAFE0000001"
 STORE = "STORE-SAFE"
 MAX_RECEIVES = int(load_template()["Parameters"]["MaxReceiveCount"]["Default"])
 INTERVAL_MINUTES = 5  # the shipped SyncIntervalSeconds
-
-
-@pytest.fixture
-def make_stack(
-    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., LocalStack]]:
-    stacks: list[LocalStack] = []
-
-    def start(**settings: str) -> LocalStack:
-        monkeypatch.setenv("DATABASE_URL", make_database())
-        stacks.append(LocalStack(settings=settings).__enter__())
-        return stacks[-1]
-
-    yield start
-    for stack in reversed(stacks):
-        stack.__exit__(None, None, None)
 
 
 def _catalog(n: int) -> list[dict[str, Any]]:
@@ -81,20 +64,23 @@ def _poll(stack: LocalStack) -> None:
     assert stack.drain("PollQueue", "poller").failures == 0
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    capsys.readouterr()
-    assert main(list(argv)) == 0
-    return capsys.readouterr().out
-
-
-def _status(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = json.loads(_cli(capsys, "status", "--json"))
+def _status(stack: LocalStack) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = json.loads(stack.cli("status", "--json"))
     return next(r for r in rows if r["merchant_id"] == M)
 
 
-def _label_rows(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(_cli(capsys, "status", "--labels", M, "--json"))
-    return rows
+def _conflicts(stack: LocalStack) -> dict[str, str]:
+    """Product name → what ``status --labels`` says of its product code conflict."""
+    rows = json.loads(stack.cli("status", "--labels", M, "--json"))
+    return {r["name"]: r["failure"] for r in rows if r["action"] == "conflict"}
+
+
+def _started(stack: LocalStack, items: int) -> tuple[Any, HipoinkSimulator]:
+    """The merchant with a catalog of ``items``, synced once."""
+    clover, hipoink = _sims(stack)
+    stack.add_merchant(M, "tok", STORE, items=_catalog(items))
+    stack.run_cycle()
+    return clover, hipoink
 
 
 def _price(stack: LocalStack, pc: str) -> str:
@@ -104,12 +90,8 @@ def _price(stack: LocalStack, pc: str) -> str:
 # -- (a) labels never regress --------------------------------------------------------------
 
 
-def test_a_redriven_older_job_never_replaces_a_newer_price(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
-) -> None:
-    clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(3))
-    stack.run_cycle()
+def test_a_redriven_older_job_never_replaces_a_newer_price(stack: LocalStack) -> None:
+    clover, hipoink = _started(stack, 3)
     item = clover.items(M)[0]
     pc = item["sku"]
 
@@ -126,7 +108,7 @@ def test_a_redriven_older_job_never_replaces_a_newer_price(
     # The operator redrives the old job: it is older than what Hipoink acknowledged.
     hipoink.reset_requests()
     mark = len(stack.logs)
-    assert "moved 1 message(s)" in _cli(capsys, "redrive", "--queue", "label")
+    assert "moved 1 message(s)" in stack.cli("redrive", "--queue", "label")
     redriven = stack.drain("LabelQueue", "hipoink_sender")
 
     assert (redriven.records, redriven.failures) == (1, 0)  # acknowledged, not an error
@@ -136,23 +118,22 @@ def test_a_redriven_older_job_never_replaces_a_newer_price(
     assert metric_sums(stack.logs[mark:])["LabelsSkippedOlder"] == 1
     delivered = [json.loads(line) for line in stack.logs[mark:] if "label job" in line]
     assert [(d["skipped_older"], d["skipped_older_codes"]) for d in delivered] == [(1, [pc])]
+    assert any('"level":"INFO"' in line for line in stack.logs[mark:])
     assert not any('"level":"ERROR"' in line for line in stack.logs[mark:])
-    assert _status(capsys)["stale_labels"] == 0
+    assert _status(stack)["stale_labels"] == 0
 
 
 def test_a_replayed_heal_or_a_job_from_before_versions_never_goes_backwards(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: LocalStack,
 ) -> None:
-    clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(3))
-    stack.run_cycle()
+    clover, hipoink = _started(stack, 3)
     first, second = clover.items(M)[:2]
 
     # A heal queued now, delivered late: a price change decided after it wins.
     clover.update_item(M, first["id"], price=300)
     _poll(stack)
     stack.sqs.purge_queue(QueueUrl=stack.urls["LabelQueue"])  # the poll's job is lost
-    _cli(capsys, "heal", M, "--older-than", "0")
+    stack.cli("heal", M, "--older-than", "0")
     late_heal = stack.sqs.receive_message(QueueUrl=stack.urls["LabelQueue"])["Messages"][0]
     stack.sqs.delete_message(
         QueueUrl=stack.urls["LabelQueue"], ReceiptHandle=late_heal["ReceiptHandle"]
@@ -174,7 +155,7 @@ def test_a_replayed_heal_or_a_job_from_before_versions_never_goes_backwards(
     )
     assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
     assert hipoink.labels(STORE) == expected_labels(clover.items(M))
-    assert _status(capsys)["stale_labels"] == 0
+    assert _status(stack)["stale_labels"] == 0
 
 
 # -- (b) healing after an outage, without an operator --------------------------------------
@@ -182,12 +163,10 @@ def test_a_replayed_heal_or_a_job_from_before_versions_never_goes_backwards(
 
 @pytest.mark.parametrize("minutes_back_before_next_poll", [0.5, INTERVAL_MINUTES])
 def test_a_hipoink_outage_past_the_dead_letter_limit_is_repaired_within_three_polls(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str], minutes_back_before_next_poll: float
+    stack: LocalStack, minutes_back_before_next_poll: float
 ) -> None:
     """With the shipped settings: no redrive, no heal command."""
-    clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(30))
-    stack.run_cycle()
+    clover, hipoink = _started(stack, 30)
 
     # Hipoink goes down; three polls of changes pile up in the dead-letter queue: prices,
     # a hidden item, a changed code (an upsert job and a delete job, the second skipped
@@ -211,7 +190,7 @@ def test_a_hipoink_outage_past_the_dead_letter_limit_is_repaired_within_three_po
     # Bounded while down: each poll's jobs (and at most one probe) go to the store's FIFO
     # group, whose first job is the only one tried on each of its receives.
     assert calls_while_down == [MAX_RECEIVES] * 3
-    assert _status(capsys)["stale_labels"] == 10
+    assert _status(stack)["stale_labels"] == 10
 
     # Hipoink returns; the polls go on as scheduled.
     hipoink.down = False
@@ -226,7 +205,7 @@ def test_a_hipoink_outage_past_the_dead_letter_limit_is_repaired_within_three_po
             break
 
     assert polls_needed is not None, "labels still differ from Clover after three polls"
-    assert _status(capsys)["stale_labels"] == 0
+    assert _status(stack)["stale_labels"] == 0
     assert stack.queue_depths()["LabelDeadLetterQueue"] == dead  # nobody redrove anything
     assert metric_sums(stack.logs)["LabelsHealed"] >= 10
     # Once repaired, a poll asks nothing more of the ledger (the failures are gone).
@@ -255,9 +234,7 @@ def test_a_store_still_down_gets_one_small_probe_at_a_time(stack: LocalStack) ->
 
 
 def test_jobs_queued_again_are_not_queued_twice_while_in_flight(stack: LocalStack) -> None:
-    clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(20))
-    stack.run_cycle()
+    clover, hipoink = _started(stack, 20)
     hipoink.down = True
     for item in clover.items(M)[:4]:
         clover.update_item(M, item["id"], price=item["price"] + 1)
@@ -315,9 +292,7 @@ def test_what_a_poll_costs_in_round_trips(stack: LocalStack) -> None:
     added for the label retries (the lookup counts failed labels). A poll that changes a
     label adds one statement (which product each code shows, and the label clock); a
     merchant with failed labels pays one read of its stale labels while it waits."""
-    clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(20))
-    stack.run_cycle()
+    clover, hipoink = _started(stack, 20)
 
     def trips(change: Callable[[], None] = lambda: None) -> int:
         change()
@@ -340,7 +315,7 @@ def test_what_a_poll_costs_in_round_trips(stack: LocalStack) -> None:
 
 
 def test_duplicate_product_codes_keep_one_stable_label_and_name_the_conflict(
-    make_stack: Callable[..., LocalStack], capsys: pytest.CaptureFixture[str]
+    make_stack: Callable[..., LocalStack],
 ) -> None:
     stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="2", LABEL_HEAL_AFTER_SECONDS="0")
     clover, hipoink = _sims(stack)
@@ -360,20 +335,19 @@ def test_duplicate_product_codes_keep_one_stable_label_and_name_the_conflict(
     for round_ in range(4):
         clover.update_item(M, second["id"], price=1000 + round_)
         stack.run_cycle()
-        _cli(capsys, "heal", M, "--older-than", "0")
+        stack.cli("heal", M, "--older-than", "0")
         stack.drain("LabelQueue", "hipoink_sender")
     shown = [(r["pi"], r["pp"]) for r in hipoink.upserts_of(STORE, "DUP")]
     assert shown == [(first["id"], "8.99")]
-    assert _status(capsys)["stale_labels"] == 0
-    assert _status(capsys)["label_conflicts"] == 1
-    conflicts = {r["name"]: r["failure"] for r in _label_rows(capsys) if r["action"] == "conflict"}
-    assert conflicts == {
+    assert _status(stack)["stale_labels"] == 0
+    assert _status(stack)["label_conflicts"] == 1
+    assert _conflicts(stack) == {
         "Marlboro Red": f"code claimed by 2 products (item {first['id']} is on the label:"
         " stored first)",
         "Marlboro Red (new)": f"code claimed by 2 products (item {second['id']} is not shown;"
         f" item {first['id']} is on the label)",
     }
-    assert "1 with product code conflicts" in _cli(capsys, "status")
+    assert "1 with product code conflicts" in stack.cli("status")
 
     # The first item's own changes still reach the label.
     clover.update_item(M, first["id"], price=949)
@@ -384,7 +358,7 @@ def test_duplicate_product_codes_keep_one_stable_label_and_name_the_conflict(
     clover.update_item(M, second["id"], sku="DUP-2")
     stack.run_cycle()
     assert (_price(stack, "DUP"), _price(stack, "DUP-2")) == ("9.49", "10.03")
-    assert _status(capsys)["label_conflicts"] == 0
+    assert _status(stack)["label_conflicts"] == 0
 
     # It forms again, and then the first item is hidden: the second takes the label over.
     clover.update_item(M, second["id"], sku="DUP")
@@ -394,12 +368,12 @@ def test_duplicate_product_codes_keep_one_stable_label_and_name_the_conflict(
     clover.hide_item(M, first["id"])
     stack.run_cycle()
     assert hipoink.labels(STORE)["DUP"]["pi"] == second["id"]
-    assert _status(capsys)["label_conflicts"] == 0
-    assert _status(capsys)["stale_labels"] == 0
+    assert _status(stack)["label_conflicts"] == 0
+    assert _status(stack)["stale_labels"] == 0
 
 
 def test_duplicate_codes_in_a_first_sync_show_the_smallest_item_id_every_time(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+    stack: LocalStack,
 ) -> None:
     clover, hipoink = _sims(stack)
     twins = [{"name": f"Twin {i}", "price": 100 * i, "sku": "TWIN"} for i in (1, 2, 3)]
@@ -408,10 +382,9 @@ def test_duplicate_codes_in_a_first_sync_show_the_smallest_item_id_every_time(
     owner = min(i["id"] for i in clover.items(M) if i.get("sku") == "TWIN")
 
     for _ in range(3):
-        _cli(capsys, "heal", M, "--older-than", "0")
+        stack.cli("heal", M, "--older-than", "0")
         stack.run_cycle()
 
     assert [r["pi"] for r in hipoink.upserts_of(STORE, "TWIN")] == [owner]
-    assert _status(capsys)["stale_labels"] == 0
-    rows = [r for r in _label_rows(capsys) if r["action"] == "conflict"]
-    assert len(rows) == 3
+    assert _status(stack)["stale_labels"] == 0
+    assert len(_conflicts(stack)) == 3
