@@ -42,7 +42,11 @@ class LabelJob(BaseModel):
         None, description="Clover's modifiedTime of the oldest change in the job (latency)."
     )
     version: int | None = Field(
-        None, ge=0, description="The merchant's label clock when the job was decided."
+        None,
+        ge=0,
+        le=2**63 - 1,  # a Postgres bigint, like the sequence it comes from
+        strict=True,
+        description="The merchant's label clock when the job was decided.",
     )
 
     @property
