@@ -22,6 +22,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import load_template
 from esl_sync import runtime
 from esl_sync.messages import LabelJob
+from esl_sync.store.interfaces import LabelAck
 
 M = "MSAFE0000001"
 STORE = "STORE-SAFE"
@@ -388,3 +389,16 @@ def test_duplicate_codes_in_a_first_sync_show_the_smallest_item_id_every_time(
     assert [r["pi"] for r in hipoink.upserts_of(STORE, "TWIN")] == [owner]
     assert _status(stack)["stale_labels"] == 0
     assert len(_conflicts(stack)) == 3
+
+
+def test_a_renewed_version_is_no_evidence_that_hipoink_answers(stack: LocalStack) -> None:
+    """A job whose record a label already shows makes no call: the version moves up, the
+    acknowledgement time (what tells the heal that Hipoink answers again) stays."""
+    _started(stack, 1)
+    ledger = runtime.label_ledger()
+    [before] = stack.label_state(M)
+    ledger.renew(M, [LabelAck("SKU0000", before["label_hash"], before["version"] + 5)])
+    ledger.renew(M, [LabelAck("SKU0000", before["label_hash"], before["version"] + 1)])
+    [after] = stack.label_state(M)
+    assert after["version"] == before["version"] + 5
+    assert after["acknowledged_at"] == before["acknowledged_at"]

@@ -36,6 +36,7 @@ class Ledger:
     def __init__(self) -> None:
         self.acks: dict[str, str | None] = {}
         self.versions: dict[str, int | None] = {}
+        self.renewed: list[str] = []
         self.failures: dict[str, LabelFailure] = {}
         self.blocks: dict[str, StoreBlock] = {}
         self.now = datetime(2025, 1, 1, tzinfo=UTC)
@@ -64,6 +65,10 @@ class Ledger:
 
     def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
         self.acks.update({a.pc: a.label_hash for a in acks})
+        self.versions.update({a.pc: a.version for a in acks})
+
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        self.renewed.extend(a.pc for a in acks)
         self.versions.update({a.pc: a.version for a in acks})
 
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
@@ -270,7 +275,7 @@ def test_the_same_record_from_a_newer_decision_takes_its_version() -> None:
     deliver(_job([_record("A", "1.00")], version=5), ledger, sink, 10)
     sink.calls.clear()
     again = deliver(_job([_record("A", "1.00")], version=9), ledger, sink, 10)
-    assert (again.skipped, sink.calls, ledger.versions["A"]) == (1, [], 9)
+    assert (again.skipped, sink.calls, ledger.versions["A"], ledger.renewed) == (1, [], 9, ["A"])
     redriven = deliver(_job([_record("A", "2.00")], version=7), ledger, sink, 10)
     assert redriven.skipped_older == ["A"]
     assert ledger.acks["A"] == label_hash(_record("A", "1.00"))

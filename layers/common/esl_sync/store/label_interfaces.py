@@ -130,6 +130,11 @@ class LabelLedger(Protocol):
 
     def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None: ...
 
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        """Raise the version of labels Hipoink already shows (no call was made, so the
+        acknowledgement time stays: it is the evidence that Hipoink answers)."""
+        ...
+
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...
 
     def stale_labels_total(self) -> int:

@@ -172,6 +172,19 @@ class PostgresLabelLedger:
             },
         )
 
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        if not acks:
+            return
+        self._db.connection().execute(
+            "UPDATE label_state l SET version = a.version FROM jsonb_to_recordset("
+            "%(acks)s::jsonb) AS a(pc text, version bigint) WHERE l.merchant_id = %(m)s"
+            " AND l.pc = a.pc AND (l.version IS NULL OR l.version < a.version)",
+            {
+                "m": merchant_id,
+                "acks": json.dumps([{"pc": a.pc, "version": a.version} for a in acks]),
+            },
+        )
+
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
         if not failures:
             return

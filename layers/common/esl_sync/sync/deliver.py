@@ -89,7 +89,7 @@ def deliver(
     triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
     outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
-        ledger.acknowledge(job.merchant_id, triaged.renewed)
+        ledger.renew(job.merchant_id, triaged.renewed)
         if triaged.send:
             _Delivery(job, ledger, sink, outcome).run(
                 triaged.send, batch_size, block_cooldown_seconds
