@@ -416,6 +416,7 @@ def _status(args: argparse.Namespace) -> int:
         f" {sum(not r['fresh'] for r in active)} not fresh,"
         f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
         f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
+        f" {sum(bool(r['label_conflicts']) for r in active)} with product code conflicts,"
         f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
         f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,
@@ -436,8 +437,11 @@ def _stale_labels(merchant_id: str, as_json: bool) -> int:
     from esl_sync import admin, runtime
 
     labels = admin.stale_labels(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    conflicts = admin.label_conflicts(runtime.merchants(), runtime.label_ledger(), merchant_id)
     print(
-        f"{merchant_id}: {len(labels)} stale label(s)", file=sys.stderr if as_json else sys.stdout
+        f"{merchant_id}: {len(labels)} stale label(s),"
+        f" {len({c.pc for c in conflicts})} product code(s) claimed by more than one product",
+        file=sys.stderr if as_json else sys.stdout,
     )
     rows = [
         {
@@ -451,6 +455,23 @@ def _stale_labels(merchant_id: str, as_json: bool) -> int:
             "failed_at": label.failed_at,
         }
         for label in labels
+    ] + [
+        {
+            "pc": conflict.pc,
+            "action": "conflict",
+            "name": conflict.name,
+            "since": None,
+            "failure": (
+                f"code claimed by {conflict.claims} products (item {conflict.source_id}"
+                + (
+                    " is on the label: stored first)"
+                    if conflict.shown
+                    else f" is not shown; item {conflict.shown_source_id} is on the label)"
+                )
+            ),
+            "failed_at": None,
+        }
+        for conflict in conflicts
     ]
     if rows or as_json:
         _print_rows(rows, as_json)

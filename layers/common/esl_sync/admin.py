@@ -11,6 +11,7 @@ from esl_sync.messages import PollRequest
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import (
     DeadLetterQueue,
+    LabelConflict,
     LabelLedger,
     LabelQueue,
     Merchant,
@@ -97,6 +98,9 @@ def merchant_status(
                     else None
                 ),
                 "stale_labels": ledger.stale_labels(merchant.merchant_id),
+                "label_conflicts": len(
+                    {c.pc for c in ledger.label_conflicts(merchant.merchant_id)}
+                ),
                 "last_error": last_error,
                 "store_blocked": (
                     f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
@@ -112,6 +116,15 @@ def stale_labels(
     """One merchant's stale labels with their last failure (``esl-sync status --labels``)."""
     _known(directory, merchant_id)
     return ledger.stale_label_details(merchant_id)
+
+
+def label_conflicts(
+    directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str
+) -> list[LabelConflict]:
+    """Every product of the merchant whose product code another product claims too; only
+    one of them is on the label (``esl-sync status --labels``)."""
+    _known(directory, merchant_id)
+    return ledger.label_conflicts(merchant_id)
 
 
 def unblock_store(directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str) -> bool:

@@ -44,7 +44,7 @@ from esl_sync.store.interfaces import (
     TokenProvider,
 )
 from esl_sync.sync.cursor import next_cursor, read_from
-from esl_sync.sync.heal import heal_merchant
+from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.labels import LabelPlan, LabelTarget
 from esl_sync.sync.lease import merchant_lease
 from esl_sync.sync.sweep import plan_sweep, sweep_due
@@ -190,21 +190,17 @@ def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: P
         state.sweep_request_done = state.sweep_request
     state.settled_deletes = settled
     _save(deps, state)
-    if swept:
-        _heal(merchant, deps)
+    _heal(merchant, deps, swept)
 
 
-def _heal(merchant: Merchant, deps: PollDeps) -> None:
-    """Re-queue labels that stayed stale (see :mod:`esl_sync.sync.heal`).
-
-    It runs after the poll's own effects are committed; its failure is logged and left to
-    the next sweep, never turned into a failed poll.
-    """
+def _heal(merchant: Merchant, deps: PollDeps, swept: bool) -> None:
+    """Re-queue labels that failed or stayed stale (:mod:`esl_sync.sync.heal`) once the
+    poll's effects are committed; its failure is logged, left to the next poll, not raised."""
     try:
-        heal_merchant(merchant, deps.label_ledger, deps.label_queue, deps.settings)
+        heal_after_poll(merchant, deps.label_ledger, deps.label_queue, deps.settings, swept=swept)
     except Exception:
         logger.exception(
-            "self-healing failed; the next sweep tries again", merchant_id=merchant.merchant_id
+            "self-healing failed; the next poll tries again", merchant_id=merchant.merchant_id
         )
 
 
@@ -290,6 +286,10 @@ def _sync(
         settled = _confirm_deletes(catalog, tx, state, plan, outcome)
         if sweeping:
             outcome.sweep = _sweep(catalog, tx, listed, merchant_id, settings, plan, outcome)
+        if plan.touched:  # which product each touched code shows now, and the version
+            extra = settings.hipoink_extra_fields
+            owners = tx.label_owners(merchant_id, plan.touched)
+            plan.resolve(owners, lambda product: to_record(product, extra_fields=extra))
         jobs = plan.jobs(merchant_id, store_code, settings.hipoink_batch_size)
         deps.label_queue.send(jobs)
         outcome.label_upserts = len(plan.upserts)
