@@ -3,18 +3,25 @@
 Every command but ``demo`` works against whatever the environment names (``DATABASE_URL``,
 ``POLL_QUEUE_URL``, ``STATE_TABLE_NAME``, ``AWS_ENDPOINT_URL``, …), or against a deployed
 stack named with ``--stack`` (its outputs fill in what the environment does not say).
-Errors are one line naming what is wrong, with exit status 2.
+Every argument is checked before anything is read or written (:mod:`esl_sync.inputs`):
+bad input is one line on stderr and exit status 2; any other failure (Postgres down, no
+AWS credentials, KMS refusing) is one line and exit status 1. Never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
+
+from esl_sync import inputs
 
 if TYPE_CHECKING:
     from esl_sync.clover.oauth import CloverTokens
@@ -29,8 +36,17 @@ STACK_OUTPUTS = {
 }
 
 
+POLL_INTERVAL_SECONDS = (60, 86_400)
+"""``--poll-interval-seconds``: as often as the schedule may run, at most once a day."""
+OLDER_THAN_SECONDS = (0, 30 * 86_400)
+"""``heal --older-than``: from now to 30 days."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse's own exit: --help (0) or a bad argument (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
     from esl_sync.admin import UnknownMerchantError
     from esl_sync.settings import ConfigurationError
 
@@ -38,16 +54,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stack:
             _use_stack(args.stack)
         result: int = args.run(args)
-    except (ConfigurationError, UnknownMerchantError) as error:
-        print(f"esl-sync: {error}", file=sys.stderr)
+    except (ConfigurationError, UnknownMerchantError, inputs.InvalidInput) as error:
+        _say_error(str(error))
         return 2
+    except KeyboardInterrupt:
+        _say_error("interrupted")
+        return 130
+    except Exception as error:  # one line, never a traceback (see the module docstring)
+        _say_error(f"{type(error).__name__}: {error}")
+        return 1
     return result
 
 
+def printable(text: str, limit: int = 300) -> str:
+    """Text safe for a terminal: every character that is not printable (control
+    characters, escapes, lone surrogates, line breaks) escaped; long text cut short."""
+    cut = text[:limit]
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
+    return shown + ("…" if len(text) > limit else "")
+
+
+def _say_error(message: str) -> None:
+    print(f"esl-sync: {printable(message)}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with every error as one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{printable(f'{self.prog}: {message}')}\n")
+
+
+def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from an :mod:`esl_sync.inputs` checker (its message, one line)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except inputs.InvalidInput as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = check.__name__
+    return convert
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number (ASCII digits) in ``[low, high]``."""
+
+    def convert(text: str) -> int:
+        if not re.fullmatch(r"[+-]?[0-9]{1,12}", text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}")
+        return int(text)
+
+    return convert
+
+
+def _local_aws(args: argparse.Namespace) -> bool:
+    """Whether AWS itself is on loopback (the local stack points ``AWS_ENDPOINT_URL`` at
+    moto there): only then may a merchant's Clover URL be a loopback simulator."""
+    url = os.environ.get("AWS_ENDPOINT_URL")
+    try:
+        return not args.stack and bool(url) and urlsplit(url).hostname in inputs.LOOPBACK_HOSTS
+    except ValueError:
+        return False
+
+
+MERCHANT_ID = _checked(inputs.merchant_id)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="esl-sync", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="esl-sync", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--stack", metavar="NAME", help="work against this deployed stack (its outputs)"
+        "--stack",
+        metavar="NAME",
+        type=_checked(inputs.stack_name),
+        help="work against this deployed stack (its outputs)",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -60,8 +141,13 @@ def _parser() -> argparse.ArgumentParser:
     merchants = commands.add_parser("merchants", help="add, list, disable or enable merchants")
     actions = merchants.add_subparsers(required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a merchant and store its Clover token")
-    add.add_argument("merchant_id")
-    add.add_argument("--store-code", required=True, help="the Hipoink store of its labels")
+    add.add_argument("merchant_id", type=MERCHANT_ID)
+    add.add_argument(
+        "--store-code",
+        required=True,
+        type=_checked(inputs.store_code),
+        help="the Hipoink store of its labels (1-32 of A-Z a-z 0-9 - _ .)",
+    )
     token_source = add.add_mutually_exclusive_group()
     token_source.add_argument(
         "--token-stdin",
@@ -76,15 +162,23 @@ def _parser() -> argparse.ArgumentParser:
         " returns (access_token, access_token_expiration, refresh_token,"
         " refresh_token_expiration)",
     )
-    add.add_argument("--clover-base-url", help="regional Clover API host, if not the default")
-    add.add_argument("--poll-interval-seconds", type=int, help="poll this merchant less often")
+    add.add_argument(
+        "--clover-base-url",
+        help="regional Clover API host, if not the default: https://api.eu.clover.com,"
+        " https://api.la.clover.com, https://apisandbox.dev.clover.com",
+    )
+    add.add_argument(
+        "--poll-interval-seconds",
+        type=_int_in(*POLL_INTERVAL_SECONDS),
+        help="poll this merchant less often (60-86400)",
+    )
     add.set_defaults(run=_merchants_add)
     listing = actions.add_parser("list", help="list merchants")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_merchants_list)
     for name, active in (("disable", False), ("enable", True)):
         toggle = actions.add_parser(name, help=f"{name} polling of a merchant")
-        toggle.add_argument("merchant_id")
+        toggle.add_argument("merchant_id", type=MERCHANT_ID)
         toggle.set_defaults(run=_merchants_toggle, active=active)
 
     cycle = commands.add_parser(
@@ -97,18 +191,19 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--labels",
         metavar="MERCHANT",
+        type=MERCHANT_ID,
         help="instead: that merchant's stale labels, each with its last failure",
     )
     status.set_defaults(run=_status)
 
     poll = commands.add_parser("poll", help="poll one merchant now, outside the schedule")
-    poll.add_argument("merchant_id")
+    poll.add_argument("merchant_id", type=MERCHANT_ID)
     poll.set_defaults(run=_poll)
 
     resync = commands.add_parser(
         "resync", help="re-read a merchant's whole catalog and send every label again"
     )
-    resync.add_argument("merchant_id")
+    resync.add_argument("merchant_id", type=MERCHANT_ID)
     resync.set_defaults(run=_resync)
 
     stores = commands.add_parser("stores", help="lift a store's Hipoink configuration block")
@@ -116,25 +211,37 @@ def _parser() -> argparse.ArgumentParser:
     unblock = store_actions.add_parser(
         "unblock", help="send to the merchant's store again (after fixing sign or store code)"
     )
-    unblock.add_argument("merchant_id")
+    unblock.add_argument("merchant_id", type=MERCHANT_ID)
     unblock.set_defaults(run=_stores_unblock)
 
     heal = commands.add_parser(
         "heal", help="queue again the labels stale for longer than LABEL_HEAL_AFTER_SECONDS"
     )
-    heal.add_argument("merchant_id", nargs="?", help="one merchant (default: every active one)")
     heal.add_argument(
-        "--older-than", type=int, metavar="SECONDS", help="override LABEL_HEAL_AFTER_SECONDS"
+        "merchant_id", nargs="?", type=MERCHANT_ID, help="one merchant (default: every active one)"
+    )
+    heal.add_argument(
+        "--older-than",
+        type=_int_in(*OLDER_THAN_SECONDS),
+        metavar="SECONDS",
+        help="override LABEL_HEAL_AFTER_SECONDS (0-2592000)",
     )
     heal.set_defaults(run=_heal)
 
     bench = commands.add_parser(
         "bench", help="measure a poll's cost on the local stack (prints a table of figures)"
     )
-    bench.add_argument("--merchants", type=int, default=50, help="merchants (default 50)")
-    bench.add_argument("--skus", type=int, default=2000, help="SKUs each (default 2000)")
     bench.add_argument(
-        "--idle-merchants", type=int, default=1000, help="mostly idle run (default 1000; 0: skip)"
+        "--merchants", type=_int_in(1, 10_000), default=50, help="merchants (default 50)"
+    )
+    bench.add_argument(
+        "--skus", type=_int_in(1, 100_000), default=2000, help="SKUs each (default 2000)"
+    )
+    bench.add_argument(
+        "--idle-merchants",
+        type=_int_in(0, 100_000),
+        default=1000,
+        help="mostly idle run (default 1000; 0: skip)",
     )
     bench.add_argument("--no-build", action="store_true", help="skip sam build (sizes)")
     bench.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -210,18 +317,21 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 
 def _merchants_add(args: argparse.Namespace) -> int:
+    """Every input is checked first; then the token is encrypted, then written with the
+    row (:func:`esl_sync.admin.add_merchant`): a refusal anywhere leaves nothing written."""
     from esl_sync import admin, runtime
     from esl_sync.store.interfaces import Merchant
 
-    try:
-        token = _token_from_stdin(args)
-    except ValueError as error:
-        print(f"esl-sync: {error}", file=sys.stderr)
-        return 2
+    clover_base_url = (
+        inputs.clover_base_url(args.clover_base_url, allow_loopback=_local_aws(args))
+        if args.clover_base_url is not None
+        else None
+    )
+    token = _token_from_stdin(args)
     merchant = Merchant(
         merchant_id=args.merchant_id,
         store_code=args.store_code,
-        clover_base_url=args.clover_base_url,
+        clover_base_url=clover_base_url,
         poll_interval_seconds=args.poll_interval_seconds,
     )
     admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
@@ -232,21 +342,21 @@ def _merchants_add(args: argparse.Namespace) -> int:
 
 def _token_from_stdin(args: argparse.Namespace) -> str | CloverTokens | None:
     """The token an operator pipes in (never an argument: shell history keeps those)."""
-    from esl_sync.clover.oauth import CloverTokens
-
     if args.token_pair_stdin:
-        pair = CloverTokens.parse(sys.stdin.read(), "token pair on standard input")
-        if pair.refresh_token is None:
-            raise ValueError(
-                "token pair on standard input: no refresh_token (plain token: use --token-stdin)"
-            )
-        return pair
+        return inputs.token_pair(_stdin_bytes())
     if args.token_stdin:
-        token = sys.stdin.readline().strip()
-        if not token:
-            raise ValueError("no token on standard input")
-        return token
+        return inputs.plain_token(_stdin_bytes())
     return None
+
+
+def _stdin_bytes() -> bytes:
+    """Standard input as bytes, read no further than the checker's limit (+1, to tell)."""
+    limit = inputs.MAX_STDIN_BYTES + 1
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is not None:
+        data: bytes = binary.read(limit)
+        return data
+    return sys.stdin.read(limit).encode("utf-8", "surrogatepass")  # a text stream (tests)
 
 
 def _merchants_list(args: argparse.Namespace) -> int:
@@ -307,16 +417,17 @@ def _status(args: argparse.Namespace) -> int:
         f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
         f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
         f" {sum(bool(r['refused_items']) for r in active)} with refused items,"
+        f" {sum(bool(r['label_conflicts']) for r in active)} with product code conflicts,"
         f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
         f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,
     )
-    verification = runtime.state_store().last_verification_code()
-    if verification:
-        code, received = verification
+    codes = runtime.state_store().verification_codes()
+    for number, received in enumerate(codes):
         print(
-            f"last Clover webhook verification code: {code}"
-            f" (received {received:%Y-%m-%d %H:%M:%S}Z)",
+            f"{'last' if number == 0 else '   earlier'} Clover webhook verification code:"
+            f" {printable(received.code)} (received {received.received_at:%Y-%m-%d %H:%M:%S}Z"
+            f" from {printable(received.source_ip or 'an unknown address')})",
             file=sys.stderr if args.json else sys.stdout,
         )
     _print_rows(rows, args.json)
@@ -327,8 +438,11 @@ def _stale_labels(merchant_id: str, as_json: bool) -> int:
     from esl_sync import admin, runtime
 
     labels = admin.stale_labels(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    conflicts = admin.label_conflicts(runtime.merchants(), runtime.label_ledger(), merchant_id)
     print(
-        f"{merchant_id}: {len(labels)} stale label(s)", file=sys.stderr if as_json else sys.stdout
+        f"{merchant_id}: {len(labels)} stale label(s),"
+        f" {len({c.pc for c in conflicts})} product code(s) claimed by more than one product",
+        file=sys.stderr if as_json else sys.stdout,
     )
     rows = [
         {
@@ -342,6 +456,23 @@ def _stale_labels(merchant_id: str, as_json: bool) -> int:
             "failed_at": label.failed_at,
         }
         for label in labels
+    ] + [
+        {
+            "pc": conflict.pc,
+            "action": "conflict",
+            "name": conflict.name,
+            "since": None,
+            "failure": (
+                f"code claimed by {conflict.claims} products (item {conflict.source_id}"
+                + (
+                    " is on the label: stored first)"
+                    if conflict.shown
+                    else f" is not shown; item {conflict.shown_source_id} is on the label)"
+                )
+            ),
+            "failed_at": None,
+        }
+        for conflict in conflicts
     ]
     refused = admin.refused_items(runtime.merchants(), runtime.label_ledger(), merchant_id)
     if as_json:  # one list, the same keys: a refused item is a label that is not current
@@ -427,9 +558,10 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
 
 
 def _cell(value: object) -> str:
+    """One table cell: what Clover, Hipoink or a webhook sent is escaped for the terminal."""
     if isinstance(value, datetime):
         return f"{value:%Y-%m-%d %H:%M:%S}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else printable(str(value), limit=120)
 
 
 if __name__ == "__main__":

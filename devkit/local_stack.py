@@ -14,13 +14,14 @@ the HTTP API would, then lets the poll it queued run through to the labels.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -389,6 +390,18 @@ class LocalStack:
             f" in {time.monotonic() - started:.1f} s"
         )
         return CycleSummary(dispatched, polls, labels, self.queue_depths())
+
+    def cli(self, *argv: str) -> str:
+        """``esl-sync ARGV`` in this process against the stack, as an operator runs it: its
+        standard output. A command that does not exit 0 raises, with its standard error."""
+        from devkit.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(list(argv))
+        if code != 0:
+            raise AssertionError(f"esl-sync {' '.join(argv)} exited {code}: {err.getvalue()}")
+        return out.getvalue()
 
     def _batch_size(self, function: str) -> int:
         events = resource(self.template, function)["Properties"].get("Events", {})

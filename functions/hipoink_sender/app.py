@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    ExceptionInfo,
+    FailureResponse,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.exceptions import SQSFifoMessageGroupCircuitBreakerError
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -12,11 +18,29 @@ from esl_sync import runtime
 from esl_sync.events import LabelJobRecord
 from esl_sync.observability import logger, metrics, tracer
 from esl_sync.settings import settings
-from esl_sync.sync.deliver import deliver
+from esl_sync.sync.deliver import deliver, name_skipped
 
 settings().require("database_url", "hipoink_api_base_url", "hipoink_sign")
-# A failed job stops only its own store's later jobs, which keeps each store in order.
-processor = SqsFifoPartialProcessor(model=LabelJobRecord, skip_group_on_error=True)
+
+
+class LabelJobProcessor(SqsFifoPartialProcessor):
+    """A failed job stops only its own store's later jobs, which keeps each store in order;
+    the labels of a job skipped that way get a named failure too (see
+    :func:`esl_sync.sync.deliver.name_skipped`), best effort: Powertools' documented way
+    to add to failure handling is to override ``failure_handler``."""
+
+    def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
+        if exception[0] is SQSFifoMessageGroupCircuitBreakerError and isinstance(
+            record, LabelJobRecord
+        ):
+            try:
+                name_skipped(record.body, runtime.label_ledger())
+            except Exception:
+                logger.exception("could not name the failure of a skipped label job")
+        return super().failure_handler(record, exception)
+
+
+processor = LabelJobProcessor(model=LabelJobRecord, skip_group_on_error=True)
 
 
 @tracer.capture_method

@@ -1,10 +1,10 @@
 """Webhook: Clover's inventory notifications as hints that bring a merchant's poll forward.
 
 Every answer is one of the documented ones (200 handshake, 202 accepted, 400/401/413 with
-a reason). Anything unexpected (a store or a queue down, a secret that cannot be read) is
-logged and answered 503, never 500: the notification was only a hint, the scheduled poll
-still covers the change, and if Clover does retry a non-2xx delivery, a retry is what a
-temporary failure deserves.
+a reason), whatever the body holds. Anything unexpected (a store or a queue down, a
+secret that cannot be read) is logged and answered 503, never 500: the notification was
+only a hint, the scheduled poll still covers the change, and if Clover does retry a
+non-2xx delivery, a retry is what a temporary failure deserves.
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ app = APIGatewayHttpResolver()
 @app.post("/webhooks/clover/inventory")
 def inventory() -> Response[str]:
     request = HttpRequest.model_validate(app.current_event.raw_event)
+    try:
+        body = request.raw_body
+    except ValueError:
+        return _answer(400, "body is not valid base64")
     result = receive_webhook(
-        request.raw_body, request.header("X-Clover-Auth"), runtime.webhook_deps()
+        body, request.header("X-Clover-Auth"), runtime.webhook_deps(), source_ip=request.source_ip
     )
     return _answer(result.status, result.message)
 

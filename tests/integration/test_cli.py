@@ -41,6 +41,7 @@ def test_merchants_add_list_disable_enable_and_status(
             "clover_base_url": None,
             "active": True,
             "poll_interval_seconds": None,
+            "labels_failing": 0,
         }
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -14,22 +14,6 @@ from devkit.demo import expected_labels
 from devkit.emf import metric_sums, metric_values
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
-
-
-@pytest.fixture
-def make_stack(
-    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., LocalStack]]:
-    stacks: list[LocalStack] = []
-
-    def start(**settings: str) -> LocalStack:
-        monkeypatch.setenv("DATABASE_URL", make_database())
-        stacks.append(LocalStack(settings=settings).__enter__())
-        return stacks[-1]
-
-    yield start
-    for stack in reversed(stacks):
-        stack.__exit__(None, None, None)
 
 
 def _new_lines(stack: LocalStack, since: int) -> list[str]:

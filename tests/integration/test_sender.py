@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import pytest
 
 from devkit.catalog import gas_station_catalog
-from devkit.cli import main
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
@@ -29,25 +27,6 @@ from esl_sync.messages import LabelJob
 M = "MSEND0000001"
 STORE = "STORE-SEND"
 MAX_RECEIVES = int(load_template()["Parameters"]["MaxReceiveCount"]["Default"])
-
-StackFactory = Callable[..., LocalStack]
-
-
-@pytest.fixture
-def make_stack(
-    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[StackFactory]:
-    """A local stack on a fresh database with the given settings (environment names)."""
-    stacks: list[LocalStack] = []
-
-    def start(**settings: str) -> LocalStack:
-        monkeypatch.setenv("DATABASE_URL", make_database())
-        stacks.append(LocalStack(settings=settings).__enter__())
-        return stacks[-1]
-
-    yield start
-    for stack in stacks:
-        stack.__exit__(None, None, None)
 
 
 def _catalog(n: int) -> list[dict[str, Any]]:
@@ -73,19 +52,13 @@ def _poll_only(stack: LocalStack) -> None:
     assert stack.drain("PollQueue", "poller").failures == 0
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    capsys.readouterr()
-    assert main(list(argv)) == 0
-    return capsys.readouterr().out
-
-
-def _status(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = json.loads(_cli(capsys, "status", "--json"))
+def _status(stack: LocalStack) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = json.loads(stack.cli("status", "--json"))
     return next(r for r in rows if r["merchant_id"] == M)
 
 
-def _stale(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
-    rows = json.loads(_cli(capsys, "status", "--labels", M, "--json"))
+def _stale(stack: LocalStack) -> dict[str, dict[str, Any]]:
+    rows = json.loads(stack.cli("status", "--labels", M, "--json"))
     return {r["pc"]: r for r in rows}
 
 
@@ -111,7 +84,7 @@ def test_a_first_sync_of_2000_products_takes_one_call_per_batch(stack: LocalStac
 
 
 def test_bad_records_are_isolated_named_and_never_retried(
-    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+    make_stack: Callable[..., LocalStack],
 ) -> None:
     stack = make_stack(HIPOINK_BATCH_SIZE="100")
     hipoink = _sim(stack)
@@ -129,7 +102,7 @@ def test_bad_records_are_isolated_named_and_never_retried(
     assert not bad & labels.keys()
     for pc in bad:  # halving a batch of 100 reaches a bad record in at most 8 calls
         assert sum(pc in r.codes for r in hipoink.requests) <= math.ceil(math.log2(100)) + 1
-    stale = _stale(capsys)
+    stale = _stale(stack)
     assert set(stale) == bad
     assert stale["SKU0042"]["failure"] == "bad_record: create_multiple: product SKU0042: rejected"
     assert stale["SKU0042"]["name"] == "Item 42"
@@ -137,13 +110,11 @@ def test_bad_records_are_isolated_named_and_never_retried(
     # Neither the next cycle nor the self-healing pass sends them again.
     hipoink.reset_requests()
     stack.run_cycle()
-    assert "queued 0 upsert(s)" in _cli(capsys, "heal", M, "--older-than", "0")
+    assert "queued 0 upsert(s)" in stack.cli("heal", M, "--older-than", "0")
     assert hipoink.request_count() == 0
 
 
-def test_hipoink_down_retries_then_dead_letters_then_heals(
-    stack: LocalStack, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_hipoink_down_retries_then_dead_letters_then_heals(stack: LocalStack) -> None:
     hipoink, clover = _sim(stack), stack.clover
     assert clover is not None
     stack.add_merchant(M, "tok", STORE, items=_catalog(30))
@@ -162,21 +133,21 @@ def test_hipoink_down_retries_then_dead_letters_then_heals(
     second = stack.run_cycle()
     assert second.queue_depths["LabelDeadLetterQueue"] == 1
     assert hipoink.request_count() == 1 + 2 + MAX_RECEIVES
-    assert _status(capsys)["stale_labels"] == 3
-    stale = _stale(capsys)
+    assert _status(stack)["stale_labels"] == 3
+    stale = _stale(stack)
     assert {row["failure"] for row in stale.values()} == {"retryable: create_multiple: HTTP 503"}
 
     # A failure that fresh is left alone; once Hipoink is back the heal repairs everything.
-    assert "queued 0 upsert(s)" in _cli(capsys, "heal", M)
+    assert "queued 0 upsert(s)" in stack.cli("heal", M)
     hipoink.down = False
-    assert "queued 3 upsert(s) and 0 delete(s) in 1" in _cli(capsys, "heal", M, "--older-than", "0")
+    assert "queued 3 upsert(s) and 0 delete(s) in 1" in stack.cli("heal", M, "--older-than", "0")
     assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
     assert hipoink.labels(STORE) == _expected(stack)
-    assert _status(capsys)["stale_labels"] == 0
+    assert _status(stack)["stale_labels"] == 0
 
     # Redriving the dead letter afterwards is harmless: its labels are acknowledged.
     hipoink.reset_requests()
-    assert "moved 1 message(s)" in _cli(capsys, "redrive", "--queue", "label")
+    assert "moved 1 message(s)" in stack.cli("redrive", "--queue", "label")
     redriven = stack.drain("LabelQueue", "hipoink_sender")
     assert (redriven.records, redriven.failures) == (1, 0)
     assert hipoink.request_count() == 0
@@ -184,7 +155,7 @@ def test_hipoink_down_retries_then_dead_letters_then_heals(
 
 
 def test_a_wrong_sign_blocks_the_store_until_it_is_fixed(
-    make_stack: StackFactory, capsys: pytest.CaptureFixture[str]
+    make_stack: Callable[..., LocalStack],
 ) -> None:
     stack = make_stack(HIPOINK_BATCH_SIZE="10")
     hipoink, clover = _sim(stack), stack.clover
@@ -200,10 +171,10 @@ def test_a_wrong_sign_blocks_the_store_until_it_is_fixed(
     assert first.dead_lettered == 0
     assert hipoink.request_count() == 1
     assert any('"HipoinkConfigErrors"' in line for line in stack.logs)
-    status = _status(capsys)
+    status = _status(stack)
     assert status["stale_labels"] == 35
     assert status["store_blocked"].endswith("create_multiple: sign error")
-    stale = _stale(capsys)
+    stale = _stale(stack)
     assert stale["SKU0000"]["failure"] == "configuration: create_multiple: sign error"
     assert "store blocked since" in stale["SKU0034"]["failure"]
 
@@ -214,19 +185,19 @@ def test_a_wrong_sign_blocks_the_store_until_it_is_fixed(
 
     # After the cool-down one call re-tests the store; still wrong, it stays blocked.
     _expire_block(stack)
-    assert "in 4 label job(s)" in _cli(capsys, "heal", M, "--older-than", "0")
+    assert "in 4 label job(s)" in stack.cli("heal", M, "--older-than", "0")
     stack.drain("LabelQueue", "hipoink_sender")
     assert hipoink.request_count() == 2
 
     # Fixed, and unblocked by the operator: the heal brings every label up to date.
     hipoink.sign = HIPOINK_SIGN
-    assert "unblocked" in _cli(capsys, "stores", "unblock", M)
-    _cli(capsys, "heal", M, "--older-than", "0")
+    assert "unblocked" in stack.cli("stores", "unblock", M)
+    stack.cli("heal", M, "--older-than", "0")
     assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
     assert hipoink.labels(STORE) == _expected(stack)
-    status = _status(capsys)
+    status = _status(stack)
     assert (status["stale_labels"], status["store_blocked"]) == (0, None)
-    assert "was not blocked" in _cli(capsys, "stores", "unblock", M)
+    assert "was not blocked" in stack.cli("stores", "unblock", M)
     assert all(HIPOINK_SIGN not in line for line in stack.logs)
 
 
@@ -269,18 +240,18 @@ def test_the_same_label_job_delivered_twice_reaches_hipoink_once(stack: LocalSta
     assert hipoink.request_count("product/create_multiple") == 1
 
 
-def test_redrive_of_the_poll_queue(stack: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+def test_redrive_of_the_poll_queue(stack: LocalStack) -> None:
     for _ in range(3):
         stack.sqs.send_message(
             QueueUrl=stack.urls["PollDeadLetterQueue"], MessageBody=json.dumps({"merchant_id": M})
         )
-    assert "moved 3 message(s)" in _cli(capsys, "redrive", "--queue", "poll")
+    assert "moved 3 message(s)" in stack.cli("redrive", "--queue", "poll")
     depths = stack.queue_depths()
     assert (depths["PollDeadLetterQueue"], depths["PollQueue"]) == (0, 3)
 
 
 def test_a_sweep_poll_heals_dead_lettered_labels_without_an_operator(
-    make_stack: StackFactory,
+    make_stack: Callable[..., LocalStack],
 ) -> None:
     """Hipoink down past the receive limit, then back: the next sweep poll re-sends."""
     stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="2", LABEL_HEAL_AFTER_SECONDS="0")

@@ -240,7 +240,7 @@ def test_no_token_refresh_token_sign_or_auth_code_reaches_a_log_or_postgres(
         tokens = stack.use_token_pair(merchant_id, access_lifetime_seconds=0)
         secrets |= {tokens.access_token.get_secret_value(), _refresh_of(tokens)}
     clover.revoke_refresh_token("MTOKEN000063")
-    stack.send_webhook({"verificationCode": "not-a-secret"}, None)
+    stack.send_webhook({"verificationCode": "0c8d1a4e-5b8f-4e0b-9a53-2f1d0e7c6b5a"}, None)
     event = {
         "appId": "A",
         "merchants": {"MTOKEN000061": [{"objectId": "I:X", "type": "DELETE", "ts": 1}]},

@@ -67,16 +67,15 @@ def visible_sku(clover: CloverSimulator, n: int = 0) -> dict[str, Any]:
 def test_the_handshake_is_answered_stored_for_the_operator_and_queues_nothing(
     stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    answer = stack.send_webhook({"verificationCode": "7f3c-verify-me"}, None)
+    code = "ce7643c1-83ea-4218-abe6-da876c9c7a0a"  # Clover's codes are UUIDs
+    answer = stack.send_webhook({"verificationCode": code}, None)
 
     assert (answer.status, answer.polls.records) == (200, 0)
     assert sum(stack.queue_depths().values()) == 0
     entries = [json.loads(line) for line in stack.logs if line.startswith("{")]
-    assert [e["verification_code"] for e in entries if "verification_code" in e] == [
-        "7f3c-verify-me"
-    ]
+    assert [e["verification_code"] for e in entries if "verification_code" in e] == [code]
     assert main(["status"]) == 0
-    assert "last Clover webhook verification code: 7f3c-verify-me" in capsys.readouterr().out
+    assert f"last Clover webhook verification code: {code}" in capsys.readouterr().out
 
 
 def test_refused_deliveries_get_their_documented_answer_and_queue_nothing(

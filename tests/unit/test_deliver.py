@@ -1,4 +1,4 @@
-"""Label delivery: ledger skips, bad-record isolation, ordering, store blocks."""
+"""Label delivery: ledger skips, versions, bad-record isolation, ordering, store blocks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from esl_sync.hipoink.client import (
 )
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
-from esl_sync.store.interfaces import LabelAck, LabelFailure, StoreBlock
+from esl_sync.store.interfaces import AckedLabel, LabelAck, LabelFailure, StoreBlock
 from esl_sync.sync import deliver as deliver_module
 
 COOLDOWN = 600
@@ -35,6 +35,8 @@ class Ledger:
 
     def __init__(self) -> None:
         self.acks: dict[str, str | None] = {}
+        self.versions: dict[str, int | None] = {}
+        self.renewed: list[str] = []
         self.failures: dict[str, LabelFailure] = {}
         self.blocks: dict[str, StoreBlock] = {}
         self.now = datetime(2025, 1, 1, tzinfo=UTC)
@@ -58,11 +60,16 @@ class Ledger:
     def unblock_store(self, merchant_id: str) -> bool:
         return self.blocks.pop(merchant_id, None) is not None
 
-    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]:
-        return {pc: self.acks[pc] for pc in pcs if pc in self.acks}
+    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]:
+        return {pc: AckedLabel(self.acks[pc], self.versions[pc]) for pc in pcs if pc in self.acks}
 
     def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
         self.acks.update({a.pc: a.label_hash for a in acks})
+        self.versions.update({a.pc: a.version for a in acks})
+
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        self.renewed.extend(a.pc for a in acks)
+        self.versions.update({a.pc: a.version for a in acks})
 
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
         self.failures.update({f.pc: f for f in failures})
@@ -106,8 +113,12 @@ def _record(pc: str, price: str = "1.00") -> HipoinkRecord:
     return {"pc": pc, "pn": f"Item {pc}", "pp": price, "pi": pc}
 
 
-def _job(upserts: list[HipoinkRecord], deletes: list[str] | None = None) -> LabelJob:
-    return LabelJob(merchant_id="M", store_code="S", upserts=upserts, deletes=deletes or [])
+def _job(
+    upserts: list[HipoinkRecord], deletes: list[str] | None = None, version: int | None = None
+) -> LabelJob:
+    return LabelJob(
+        merchant_id="M", store_code="S", upserts=upserts, deletes=deletes or [], version=version
+    )
 
 
 def test_batches_of_the_configured_size() -> None:
@@ -226,3 +237,101 @@ def test_a_job_with_nothing_left_to_send_reads_no_block() -> None:
     outcome = deliver(_job([_record("A")]), ledger, sink, 10)
     assert outcome.skipped == 1
     assert outcome.blocked is None
+
+
+# -- versions: nothing older replaces something newer --------------------------------------
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A", "1.00")], version=5), ledger, sink, 10)
+    deliver(_job([_record("A", "2.00")], version=7), ledger, sink, 10)
+    sink.calls.clear()
+
+    redriven = deliver(_job([_record("A", "1.00"), _record("B")], version=5), ledger, sink, 10)
+
+    assert redriven.skipped_older == ["A"]
+    assert sink.calls == [("upsert", ["B"])]  # the rest of the job still goes
+    assert (ledger.acks["A"], ledger.versions["A"]) == (label_hash(_record("A", "2.00")), 7)
+    assert ledger.failures == {}  # skipping is not a failure
+
+
+def test_an_older_upsert_never_brings_a_deleted_label_back() -> None:
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A")], version=6), ledger, sink, 10)
+    deliver(_job([], ["A"], version=8), ledger, sink, 10)
+    assert deliver(_job([_record("A")], version=6), ledger, sink, 10).skipped_older == ["A"]
+    assert ledger.acks["A"] is None
+    # ... and a delete older than a newer upsert leaves the label up.
+    deliver(_job([_record("A", "3.00")], version=10), ledger, sink, 10)
+    assert deliver(_job([], ["A"], version=8), ledger, sink, 10).skipped_older == ["A"]
+    assert ledger.acks["A"] == label_hash(_record("A", "3.00"))
+
+
+def test_the_same_record_from_a_newer_decision_takes_its_version() -> None:
+    """1.00 (v5) shown; 2.00 (v7) dead-lettered; back to 1.00 (v9) makes no call but moves
+    the version, so the redriven 2.00 is older than what the shelf shows."""
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A", "1.00")], version=5), ledger, sink, 10)
+    sink.calls.clear()
+    again = deliver(_job([_record("A", "1.00")], version=9), ledger, sink, 10)
+    assert (again.skipped, sink.calls, ledger.versions["A"], ledger.renewed) == (1, [], 9, ["A"])
+    redriven = deliver(_job([_record("A", "2.00")], version=7), ledger, sink, 10)
+    assert redriven.skipped_older == ["A"]
+    assert ledger.acks["A"] == label_hash(_record("A", "1.00"))
+
+
+def test_jobs_from_before_versions_still_deliver_but_never_over_a_versioned_label() -> None:
+    ledger, sink = Ledger(), Sink()
+    legacy = deliver(_job([_record("A", "1.00"), _record("B", "1.00")]), ledger, sink, 10)
+    assert legacy.upserted == 2
+    assert ledger.versions == {"A": None, "B": None}
+    assert deliver(_job([_record("A", "2.00")]), ledger, sink, 10).upserted == 1  # as before
+    deliver(_job([_record("B", "3.00")], version=0), ledger, sink, 10)
+    assert deliver(_job([_record("B", "2.00")]), ledger, sink, 10).skipped_older == ["B"]
+    assert ledger.acks["B"] == label_hash(_record("B", "3.00"))
+
+
+def test_the_same_version_with_another_record_is_sent() -> None:
+    """One decision read twice with other label settings (extra fields): not older."""
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A")], version=3), ledger, sink, 10)
+    with_field = {**_record("A"), "f1": "FIXED"}
+    assert deliver(_job([with_field], version=3), ledger, sink, 10).upserted == 1
+
+
+@pytest.mark.parametrize(
+    ("version", "acknowledged", "older"),
+    [
+        (None, None, False),
+        (None, 0, True),
+        (0, None, False),
+        (4, 5, True),
+        (5, 5, False),
+        (6, 5, False),
+    ],
+)
+def test_is_older(version: int | None, acknowledged: int | None, older: bool) -> None:
+    assert deliver_module.is_older(version, acknowledged) is older
+
+
+def test_a_skipped_job_names_the_failure_on_the_labels_it_would_have_changed() -> None:
+    ledger, sink = Ledger(), Sink()
+    deliver(_job([_record("A")], version=1), ledger, sink, 10)
+    skipped = _job([_record("A"), _record("B")], ["C"], version=2)
+    assert deliver_module.name_skipped(skipped, ledger) == 2
+    assert {pc: f.failure_class for pc, f in ledger.failures.items()} == {
+        "B": "retryable",
+        "C": "retryable",
+    }
+    assert ledger.failures["B"].message == deliver_module.SKIPPED
+    assert sink.calls == [("upsert", ["A"])]  # nothing sent for the skipped job
+
+
+def test_label_jobs_from_before_versions_still_parse_and_versions_stay_in_range() -> None:
+    old = '{"merchant_id": "M", "store_code": "S", "upserts": [], "deletes": ["A"]}'
+    assert LabelJob.model_validate_json(old).version is None
+    assert LabelJob.model_validate_json(old[:-1] + ', "version": 9223372036854775807}').version
+    for bad in ("-1", "9223372036854775808", '"7"', "1.5", "true"):
+        with pytest.raises(ValueError, match="version"):
+            LabelJob.model_validate_json(old[:-1] + f', "version": {bad}}}')

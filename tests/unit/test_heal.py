@@ -1,26 +1,44 @@
-"""The self-healing pass: stale labels become ordinary label jobs again."""
+"""The self-healing pass: which stale labels go out again, when, and with which version."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from esl_sync.messages import LabelJob
 from esl_sync.products import Product
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import LabelRepairs, Merchant
-from esl_sync.sync.heal import heal_merchant
+from esl_sync.store.interfaces import Merchant, RepairCandidate, RepairSnapshot
+from esl_sync.sync.heal import RepairPolicy, choose, heal_after_poll, heal_merchant
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 
 class Ledger:
-    def __init__(self, repairs: LabelRepairs) -> None:
-        self._repairs = repairs
-        self.asked: list[timedelta] = []
+    """The ledger calls of a pass, recorded; the snapshot is what the test says."""
 
-    def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
-        self.asked.append(stale_for)
-        return self._repairs
+    def __init__(self, snapshot: RepairSnapshot, committed: int = 7) -> None:
+        self.snapshot = snapshot
+        self.clock = committed
+        self.calls: list[str] = []
+        self.requeued: list[tuple[list[str], datetime | None]] = []
+
+    def label_version(self, merchant_id: str, *, advance: bool) -> int:
+        self.calls.append("advance" if advance else "read")
+        self.clock += advance
+        return self.clock
+
+    def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
+        self.calls.append("candidates")
+        return self.snapshot
+
+    def mark_requeued(
+        self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None
+    ) -> None:
+        self.calls.append("mark")
+        self.requeued.append((list(pcs), clear_failures_before))
 
 
 class Queue:
@@ -37,20 +55,114 @@ def _product(pc: str) -> Product:
     )
 
 
+def _stale(
+    pc: str,
+    *,
+    changed: int = 60,
+    failed: int | None = None,
+    failure: str = "retryable",
+    requeued: int | None = None,
+    delete: bool = False,
+) -> RepairCandidate:
+    """A stale label: product changed ``changed`` minutes ago, failed ``failed`` minutes
+    ago, queued again ``requeued`` minutes ago."""
+    return RepairCandidate(
+        pc=pc,
+        product=None if delete else _product(pc),
+        since=NOW - changed * MINUTE,
+        failure_class=failure if failed is not None else None,
+        failed_at=None if failed is None else NOW - failed * MINUTE,
+        requeued_at=None if requeued is None else NOW - requeued * MINUTE,
+    )
+
+
+def _snapshot(*candidates: RepairCandidate, last_ack: int | None = None) -> RepairSnapshot:
+    return RepairSnapshot(NOW, None if last_ack is None else NOW - last_ack * MINUTE, [*candidates])
+
+
+RETRY = RepairPolicy(
+    retry=True, limit=100, probe_size=2, probe_after=4 * MINUTE, requeue_expiry=15 * MINUTE
+)
 MERCHANT = Merchant("M", "STORE-M")
+FAILING = Merchant("M", "STORE-M", labels_failing=3)
 
 
-def test_stale_products_and_unwanted_codes_are_queued_in_batches() -> None:
-    repairs = LabelRepairs([_product(f"P{i}") for i in range(5)], ["OLD1", "OLD2"])
-    ledger, queue = Ledger(repairs), Queue()
+def _codes(snapshot: RepairSnapshot, policy: RepairPolicy = RETRY) -> tuple[list[str], str]:
+    choice = choose(snapshot, policy)
+    return [c.pc for c in choice.chosen], choice.mode
+
+
+# -- choose: the pure decision -------------------------------------------------------------
+
+
+def test_labels_stale_long_enough_are_chosen_but_never_a_refused_record() -> None:
+    snapshot = _snapshot(
+        _stale("OLD", changed=20),
+        _stale("NEW", changed=5),
+        _stale("FAILED_LATE", changed=20, failed=3),  # counted from its last failure
+        _stale("REFUSED", changed=30, failed=25, failure="bad_record"),
+        _stale("REFUSED_THEN_CHANGED", changed=20, failed=25, failure="bad_record"),
+        _stale("GONE", delete=True, changed=60),
+    )
+    codes, mode = _codes(snapshot, RepairPolicy(older_than=15 * MINUTE))
+    assert (codes, mode) == (["GONE", "OLD", "REFUSED_THEN_CHANGED"], "")
+
+
+def test_while_the_store_still_fails_a_probe_goes_out_only_after_the_spacing() -> None:
+    failing = [_stale("A", failed=10), _stale("B", failed=3), _stale("C", failed=12)]
+    assert _codes(_snapshot(*failing, last_ack=60)) == ([], "backing off")
+    older = [_stale("A", failed=10), _stale("B", failed=5), _stale("C", failed=12)]
+    # One small batch of the longest-failing labels; the labels that never failed wait.
+    assert _codes(_snapshot(*older, _stale("D"), last_ack=60)) == (["A", "C"], "probe")
+
+
+def test_no_second_probe_while_the_first_waits_for_its_attempt() -> None:
+    waiting = _snapshot(_stale("A", failed=30, requeued=10), _stale("B", failed=30))
+    assert _codes(waiting) == ([], "probe in flight")
+    tried = _snapshot(
+        _stale("A", failed=9, requeued=10), _stale("B", failed=30), _stale("C", failed=20)
+    )
+    assert _codes(tried) == (["B", "C"], "probe")  # the two that failed longest ago
+    lost = _snapshot(_stale("A", failed=30, requeued=20), _stale("B", failed=30))
+    assert _codes(lost)[1] == "probe"  # queued longer ago than the expiry: presumed lost
+    # Skipped behind a job that failed after it was queued: dead-lettered with it.
+    skipped = _snapshot(_stale("A", failed=30, requeued=10), _stale("B", failed=5))
+    assert _codes(skipped) == (["A", "B"], "probe")
+
+
+def test_once_hipoink_answered_every_settled_label_goes_failed_ones_last() -> None:
+    snapshot = _snapshot(
+        _stale("F1", failed=10),
+        _stale("SKIPPED", changed=40),  # its job was dead-lettered behind a failing one
+        _stale("FRESH", changed=1),  # changed after Hipoink's answer: its job is in flight
+        _stale("QUEUED", changed=40, requeued=3),  # queued again already
+        _stale("GONE", delete=True, changed=90),
+        last_ack=2,
+    )
+    assert _codes(snapshot) == (["GONE", "SKIPPED", "F1"], "recovered")
+    limited = RepairPolicy(retry=True, limit=2, requeue_expiry=15 * MINUTE)
+    assert _codes(snapshot, limited)[0] == ["GONE", "SKIPPED"]
+
+
+def test_nothing_failed_means_no_retry() -> None:
+    assert _codes(_snapshot(_stale("A"), last_ack=1)) == ([], "")
+
+
+# -- the passes ----------------------------------------------------------------------------
+
+
+def test_the_operator_pass_uses_the_committed_version_read_before_the_ledger() -> None:
+    ledger = Ledger(_snapshot(*[_stale(f"P{i}") for i in range(5)], _stale("OLD1", delete=True)))
+    queue = Queue()
     settings = Settings(hipoink_batch_size=2, hipoink_extra_fields=(("f1", "price_type"),))
 
     outcome = heal_merchant(MERCHANT, ledger, queue, settings)  # type: ignore[arg-type]
 
-    assert (outcome.upserts, outcome.deletes, outcome.jobs) == (5, 2, 4)
+    assert ledger.calls == ["read", "candidates", "mark"]
+    assert (outcome.upserts, outcome.deletes, outcome.jobs, outcome.version) == (5, 1, 4, 7)
     assert [len(j.upserts) for j in queue.jobs] == [2, 2, 1, 0]
-    assert queue.jobs[-1].deletes == ["OLD1", "OLD2"]
-    assert {j.store_code for j in queue.jobs} == {"STORE-M"}
+    assert queue.jobs[-1].deletes == ["OLD1"]
+    assert {(j.store_code, j.version) for j in queue.jobs} == {("STORE-M", 7)}
     assert queue.jobs[0].upserts[0] == {
         "pc": "P0",
         "pn": "Item P0",
@@ -58,30 +170,47 @@ def test_stale_products_and_unwanted_codes_are_queued_in_batches() -> None:
         "pi": "IDP0",
         "f1": "FIXED",
     }
-    assert ledger.asked == [timedelta(seconds=settings.label_heal_after_seconds)]
+    assert ledger.requeued == [(["OLD1", "P0", "P1", "P2", "P3", "P4"], None)]
 
 
-def test_a_code_some_product_shows_is_not_deleted() -> None:
-    queue = Queue()
-    heal_merchant(
-        MERCHANT,
-        Ledger(LabelRepairs([_product("A")], ["A"])),  # type: ignore[arg-type]
-        queue,
-        Settings(),
-        stale_for=timedelta(0),
+def test_a_healthy_merchant_costs_the_poll_nothing() -> None:
+    ledger, queue = Ledger(_snapshot(_stale("A", failed=60))), Queue()
+    assert heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=False) is None  # type: ignore[arg-type]
+    assert (ledger.calls, queue.jobs) == ([], [])
+
+
+def test_after_a_poll_the_pass_advances_the_clock_only_when_it_queues() -> None:
+    settings = Settings()
+    waiting = Ledger(_snapshot(_stale("A", failed=1), _stale("B", failed=1), _stale("C", failed=1)))
+    heal_after_poll(FAILING, waiting, Queue(), settings, swept=False)  # type: ignore[arg-type]
+    assert waiting.calls == ["candidates"]
+
+    probing = Ledger(
+        _snapshot(_stale("A", failed=10), _stale("B", failed=10), _stale("C", failed=10))
     )
-    assert [(j.upserts[0]["pc"] if j.upserts else None, j.deletes) for j in queue.jobs] == [
-        ("A", [])
-    ]
-
-
-def test_nothing_to_heal_or_no_store_queues_nothing() -> None:
     queue = Queue()
-    heal_merchant(MERCHANT, Ledger(LabelRepairs([], [])), queue, Settings())  # type: ignore[arg-type]
-    heal_merchant(
-        Merchant("M", None),
-        Ledger(LabelRepairs([_product("A")], [])),  # type: ignore[arg-type]
-        queue,
-        Settings(),
-    )
-    assert queue.jobs == []
+    outcome = heal_after_poll(FAILING, probing, queue, settings, swept=False)  # type: ignore[arg-type]
+    assert outcome is not None
+    assert (outcome.mode, outcome.upserts, outcome.version) == ("probe", 3, 8)
+    assert probing.calls == ["candidates", "advance", "mark"]
+    assert [j.version for j in queue.jobs] == [8]
+
+
+def test_failures_fixed_meanwhile_are_forgotten_so_the_poll_stops_looking() -> None:
+    """The lookup counted three failed labels; only one is still stale."""
+    ledger = Ledger(_snapshot(_stale("A", failed=1)))
+    heal_after_poll(FAILING, ledger, Queue(), Settings(), swept=False)  # type: ignore[arg-type]
+    assert ledger.requeued == [([], NOW)]
+
+
+def test_a_sweep_poll_also_heals_labels_lost_without_a_failure() -> None:
+    ledger, queue = Ledger(_snapshot(_stale("LOST", changed=60), _stale("NEW", changed=1))), Queue()
+    outcome = heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=True)  # type: ignore[arg-type]
+    assert outcome is not None
+    assert [r["pc"] for j in queue.jobs for r in j.upserts] == ["LOST"]
+
+
+def test_no_store_queues_nothing() -> None:
+    ledger, queue = Ledger(_snapshot(_stale("A"))), Queue()
+    heal_merchant(Merchant("M", None), ledger, queue, Settings(), stale_for=timedelta(0))  # type: ignore[arg-type]
+    assert (ledger.calls, queue.jobs) == ([], [])

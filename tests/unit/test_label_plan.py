@@ -1,7 +1,9 @@
-"""Which label work a set of product changes calls for."""
+"""Which label work a set of product changes calls for, given which product each touched
+code belongs to now (the ``label_claims`` rule, played here by the order of a list)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import pytest
@@ -9,8 +11,10 @@ import pytest
 from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.products import Product
 from esl_sync.settings import load_settings
-from esl_sync.store.interfaces import ProductChange
+from esl_sync.store.interfaces import LabelOwner, LabelOwners, ProductChange
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
+
+VERSION = 41
 
 
 def _product(source_id: str = "ITEM1", **fields: object) -> Product:
@@ -30,11 +34,30 @@ def _target(product: Product) -> LabelTarget:
     return LabelTarget(record, label_hash(record))
 
 
-def _plan(product: Product, previous_barcode: str | None, previous_hash: str | None) -> LabelPlan:
+def _owners(products: Sequence[Product]) -> LabelOwners:
+    """Each code's owner: the first labelable product in ``products`` that claims it."""
+    claimants: dict[str, list[Product]] = {}
+    for product in products:
+        if product.labelable and product.barcode:
+            claimants.setdefault(product.barcode, []).append(product)
+    return LabelOwners(VERSION, {pc: LabelOwner(ps[0], len(ps)) for pc, ps in claimants.items()})
+
+
+def _resolve(plan: LabelPlan, products: Sequence[Product]) -> LabelPlan:
+    plan.resolve(_owners(products), to_record)
+    return plan
+
+
+def _plan(
+    product: Product,
+    previous_barcode: str | None,
+    previous_hash: str | None,
+    others: Sequence[Product] = (),
+) -> LabelPlan:
     plan = LabelPlan()
     change = ProductChange(product.key, previous_barcode, previous_hash)
     plan.add([change], {product.key: _target(product)})
-    return plan
+    return _resolve(plan, [*others, product])
 
 
 def test_a_new_product_is_upserted() -> None:
@@ -62,7 +85,7 @@ def test_a_refused_product_leaves_its_label_as_it_is() -> None:
     assert (target.record, target.refused) == (None, True)
     plan = LabelPlan()
     plan.add([ProductChange(refused.key, "049000028911", shown)], {refused.key: target})
-    assert plan.empty  # no delete of the shown label, no upsert of a 0.00 one
+    assert plan.touched == set()  # no delete of the shown label, no upsert of a 0.00 one
 
 
 def test_a_label_target_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,9 +131,39 @@ def test_a_code_wanted_by_another_product_is_not_deleted() -> None:
         [ProductChange(hidden.key, "X", "old"), ProductChange(shown.key, None, None)],
         {hidden.key: _target(hidden), shown.key: _target(shown)},
     )
-    jobs = plan.jobs("M1", "S1", batch_size=10)
+    jobs = _resolve(plan, [hidden, shown]).jobs("M1", "S1", batch_size=10)
     assert [job.deletes for job in jobs] == [[]]
     assert [r["pi"] for r in jobs[0].upserts] == ["B"]
+
+
+def test_a_product_leaving_a_code_hands_the_label_to_the_other_claimant() -> None:
+    """The other product was not written by this poll: its record is built from its row."""
+    staying = _product("B", barcode="X", name="Stays", price=Decimal("1.25"))
+    leaving = _product("A", barcode="NEW")
+    plan = _plan(leaving, "X", "shown-before", others=[staying])
+    assert plan.deletes == set()
+    assert plan.upserts["X"] == to_record(staying)
+    assert plan.upserts["NEW"]["pi"] == "A"
+
+
+def test_only_the_owner_of_a_shared_code_is_on_its_label() -> None:
+    """A change of the product that does not own the code re-sends the owner's record (the
+    ledger drops it as already shown): the label never flips to the other product."""
+    owner = _product("A", barcode="DUP", name="First", price=Decimal("1.00"))
+    other = _product("B", barcode="DUP", name="Second", price=Decimal("9.99"))
+    plan = _plan(other, "DUP", "some-earlier-hash", others=[owner])
+    assert plan.upserts == {"DUP": to_record(owner)}
+    assert plan.conflicts == {"DUP": 2}
+    assert plan.deletes == set()
+
+
+def test_jobs_carry_the_version_of_the_decision() -> None:
+    plan = _plan(_product(), None, None)
+    deleted = _plan(_product(status="deleted"), "049000028911", "x")
+    assert [j.version for j in plan.jobs("M1", "S1", 10)] == [VERSION]
+    assert [(j.deletes, j.version) for j in deleted.jobs("M1", "S1", 10)] == [
+        (["049000028911"], VERSION)
+    ]
 
 
 def test_jobs_are_chunked_to_the_batch_size() -> None:
@@ -119,6 +172,7 @@ def test_jobs_are_chunked_to_the_batch_size() -> None:
     plan.add(
         [ProductChange(p.key, None, None) for p in products], {p.key: _target(p) for p in products}
     )
+    _resolve(plan, products)
     plan.deletes = {"GONE1", "GONE2", "GONE3"}
     jobs = plan.jobs("M1", "S1", batch_size=2)
     assert [len(j.upserts) for j in jobs] == [2, 2, 1, 0, 0]

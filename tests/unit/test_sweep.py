@@ -78,3 +78,16 @@ def test_a_few_deletions_are_always_allowed_so_small_stores_can_lose_items() -> 
     assert plan_sweep(active, listed, Decimal("0.2")).refused
     assert not plan_sweep(active, listed, Decimal("0.2"), always_allowed=3).refused
     assert plan_sweep(active, {"I0"}, Decimal("0.2"), always_allowed=2).refused
+
+
+def test_a_sweep_requested_by_a_webhook_is_due_until_a_poll_records_it_done() -> None:
+    state = _state(3)
+    assert not sweep_due(state, SETTINGS, NOW)
+    state.sweep_request = "token-1"
+    assert sweep_due(state, SETTINGS, NOW)
+    state.sweep_request_done = "token-1"
+    assert not sweep_due(state, SETTINGS, NOW)
+    state.sweep_request = "token-2"  # asked again (during or after that poll)
+    assert sweep_due(state, SETTINGS, NOW)
+    state.high_water_ms = None  # but never on the first read
+    assert not sweep_due(state, SETTINGS, NOW)

@@ -22,8 +22,9 @@ def _event(object_id: str, kind: str = "UPDATE") -> dict[str, object]:
 
 
 def test_verification_handshake_needs_no_auth_and_queues_nothing() -> None:
-    result = _read({"verificationCode": "abc-123"}, auth=None)
-    assert (result.status, result.verification_code) == (200, "abc-123")
+    code = "ce7643c1-83ea-4218-abe6-da876c9c7a0a"
+    result = _read({"verificationCode": code}, auth=None)
+    assert (result.status, result.verification_code) == (200, code)
     assert result.merchants_to_poll == []
 
 

@@ -11,6 +11,7 @@ from esl_sync.messages import PollRequest
 from esl_sync.settings import Settings
 from esl_sync.store.interfaces import (
     DeadLetterQueue,
+    LabelConflict,
     LabelLedger,
     LabelQueue,
     Merchant,
@@ -36,10 +37,18 @@ def add_merchant(
     token: str | CloverTokens | None,
 ) -> None:
     """Register (or update) a merchant; its Clover token (plain, or a v2 pair) goes to the
-    encrypted state only, and new tokens lift a ``needs_reauth`` mark."""
-    directory.save(merchant)
-    if token:
-        tokens.write_token(merchant.merchant_id, token)
+    encrypted state only, and new tokens lift a ``needs_reauth`` mark.
+
+    All or nothing: the token is encrypted first (a token KMS refuses leaves nothing
+    written), then the row is written and the ciphertext stored before the row commits
+    (a refused write leaves the row as it was).
+    """
+    if not token:
+        directory.save(merchant)
+        return
+    pair = CloverTokens.plain(token) if isinstance(token, str) else token
+    sealed = tokens.seal_tokens(merchant.merchant_id, pair)
+    directory.save(merchant, then=lambda: tokens.write_sealed_tokens(merchant.merchant_id, sealed))
 
 
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
@@ -91,6 +100,9 @@ def merchant_status(
                 ),
                 "stale_labels": ledger.stale_labels(merchant.merchant_id),
                 "refused_items": len(ledger.refused_items(merchant.merchant_id)),
+                "label_conflicts": len(
+                    {c.pc for c in ledger.label_conflicts(merchant.merchant_id)}
+                ),
                 "last_error": last_error,
                 "store_blocked": (
                     f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
@@ -114,6 +126,15 @@ def refused_items(
     """One merchant's refused items (``esl-sync status --labels``, after the stale labels)."""
     _known(directory, merchant_id)
     return ledger.refused_items(merchant_id)
+
+
+def label_conflicts(
+    directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str
+) -> list[LabelConflict]:
+    """Every product of the merchant whose product code another product claims too; only
+    one of them is on the label (``esl-sync status --labels``)."""
+    _known(directory, merchant_id)
+    return ledger.label_conflicts(merchant_id)
 
 
 def unblock_store(directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str) -> bool:

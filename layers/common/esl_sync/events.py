@@ -42,21 +42,44 @@ class CustomResourceEvent(BaseModel):
     physical_resource_id: str | None = Field(None, alias="PhysicalResourceId")
 
 
+class _HttpDetails(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    source_ip: str | None = Field(None, alias="sourceIp")
+
+
+class _RequestContext(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    http: _HttpDetails = Field(default_factory=_HttpDetails)
+
+
 class HttpRequest(BaseModel):
-    """What the webhook reads of an HTTP API (payload 2.0) request: headers and raw body."""
+    """What the webhook reads of an HTTP API (payload 2.0) request: headers, raw body and
+    the caller's address."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
     is_base64_encoded: bool = Field(False, alias="isBase64Encoded")
+    request_context: _RequestContext = Field(
+        default_factory=_RequestContext, alias="requestContext"
+    )
 
     @property
     def raw_body(self) -> bytes:
-        """The body as sent (API Gateway base64-encodes what it takes for binary)."""
+        """The body as sent (API Gateway base64-encodes what it takes for binary); a
+        ``ValueError`` if it cannot be (invalid base64)."""
         if self.body is None:
             return b""
-        return base64.b64decode(self.body) if self.is_base64_encoded else self.body.encode()
+        if self.is_base64_encoded:
+            return base64.b64decode(self.body, validate=True)
+        return self.body.encode("utf-8", "surrogatepass")
+
+    @property
+    def source_ip(self) -> str | None:
+        return self.request_context.http.source_ip
 
     def header(self, name: str) -> str | None:
         """A header by name, whatever its case (HTTP API lower-cases them; tests may not)."""

@@ -25,6 +25,11 @@ class LabelJob(BaseModel):
 
     ``upserts`` are complete Hipoink product records; ``deletes`` are product codes.
     Deletes are applied after upserts, so a code both upserted and deleted ends deleted.
+
+    ``version`` is the merchant's label clock when the job was decided: the sender skips a
+    label whose acknowledged version is newer, so a replayed, redriven or late job never
+    puts an older value back. Jobs queued before versions existed have none and count as
+    older than any version (they still deliver where no versioned label was acknowledged).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +40,13 @@ class LabelJob(BaseModel):
     deletes: list[str] = Field(default_factory=list)
     oldest_change_ms: int | None = Field(
         None, description="Clover's modifiedTime of the oldest change in the job (latency)."
+    )
+    version: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,  # a Postgres bigint, like the sequence it comes from
+        strict=True,
+        description="The merchant's label clock when the job was decided.",
     )
 
     @property

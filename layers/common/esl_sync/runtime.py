@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from esl_sync.clover.tokens import TokenKeeper
     from esl_sync.hipoink.client import HipoinkClient
     from esl_sync.store.dynamo import DynamoStateStore
-    from esl_sync.store.postgres import Database, PostgresLabelLedger, PostgresMerchantDirectory
+    from esl_sync.store.label_ledger import PostgresLabelLedger
+    from esl_sync.store.postgres import Database, PostgresMerchantDirectory
     from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
     from esl_sync.sync.poll import PollDeps
     from esl_sync.webhooks import WebhookDeps
@@ -52,7 +53,7 @@ def merchants() -> PostgresMerchantDirectory:
 
 @cache
 def label_ledger() -> PostgresLabelLedger:
-    from esl_sync.store.postgres import PostgresLabelLedger
+    from esl_sync.store.label_ledger import PostgresLabelLedger
 
     return PostgresLabelLedger(database())
 

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     hipoink_variable_price_text: str = Field("", max_length=32)
     hipoink_block_cooldown_seconds: int = Field(600, ge=1, le=86_400)
     label_heal_after_seconds: int = Field(900, ge=0, le=7 * 86_400)
+    label_heal_per_poll: int = Field(2000, ge=1, le=100_000)
 
     @field_validator("clover_product_code_fields", mode="before")
     @classmethod

@@ -2,39 +2,75 @@
 
 Clover signs nothing: every delivery carries the static ``X-Clover-Auth`` code, compared
 here in constant time. The body is validated before anything is queued; a malformed one
-gets a 400 naming what is wrong, and nothing ever answers 500 to Clover.
+gets a 4xx naming what is wrong (never quoting it raw), and nothing ever answers 500 to
+Clover. The body is read before authentication (the handshake has none), so reading it
+must hold against anything: invalid UTF-8, nesting deep enough to exhaust the parser's
+recursion, numbers of thousands of digits, NaN, NUL and lone surrogates in the ids.
 
-:func:`receive_webhook` acts on a delivery: the one-time verification code is stored for
-the operator (never acted on); each known merchant with inventory events gets one poll
-per window however many events arrive (a conditional write claims the window), and the
-items it reports deleted are confirmed by that poll one by one.
+:func:`receive_webhook` acts on a delivery: a verification code is stored for the operator
+(never acted on; the last few are kept, see :data:`KEEP_VERIFICATION_CODES`); each known
+merchant with inventory events gets one poll per window however many events arrive (a
+conditional write claims the window), and the items it reports deleted are confirmed by
+that poll one by one, up to :data:`MAX_PENDING_DELETES` waiting per merchant; beyond that
+the merchant's next poll sweeps instead.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from esl_sync.inputs import MERCHANT_ID
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import MerchantDirectory, PollQueue, WebhookHints
+from esl_sync.store.interfaces import (
+    MerchantDirectory,
+    PollQueue,
+    VerificationCode,
+    WebhookHints,
+)
 
 MAX_BODY_BYTES = 256 * 1024  # Clover's notifications are small; anything larger is not one
+MAX_NUMBER_DIGITS = 20
+"""A JSON integer longer than this is refused before Python converts it (the only number
+Clover sends is a millisecond timestamp; Python refuses 4,300 digits with a ValueError)."""
 INVENTORY_PREFIX = "I:"
+MAX_PENDING_DELETES = 500
+"""Item ids a merchant's state may hold for confirmation (5 polls' worth at 100 a poll,
+at most ~35 KB). A flood beyond it asks for a sweep instead: the state item stays small
+(DynamoDB refuses items over 400 KB, which would fail every poll of the merchant)."""
+KEEP_VERIFICATION_CODES = 5
+"""Anyone may POST a well-formed verification code (the handshake has no auth): the last
+few are kept with their time and source address, so a forged one cannot hide Clover's."""
+LATEST_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+CloverId = Annotated[str, StringConstraints(pattern=rf"^{MERCHANT_ID.pattern}$")]
+"""Merchant and app ids (Clover's are 13 upper-case letters and digits): what the
+``merchants`` table accepts, so NUL, lone surrogates or escapes never reach a store."""
+ObjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{1,8}:[A-Za-z0-9_-]{1,64}$")]
+"""``I:<item id>``, ``O:<order id>``, ``IS:…``: a type prefix and a Clover id."""
+UuidText = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+    ),
+]
+"""Clover's verification codes are UUIDs (``ce7643c1-83ea-4218-abe6-da876c9c7a0a``)."""
 
 
 class CloverObjectEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    object_id: str = Field(alias="objectId", min_length=3, max_length=200)
+    object_id: ObjectId = Field(alias="objectId")
     type: Literal["CREATE", "UPDATE", "DELETE"]
-    ts: int = Field(ge=0)
+    ts: int = Field(ge=0, le=LATEST_TIMESTAMP_MS)
 
 
 class CloverNotification(BaseModel):
@@ -42,8 +78,8 @@ class CloverNotification(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    app_id: str = Field(alias="appId", min_length=1)
-    merchants: dict[str, list[CloverObjectEvent]]
+    app_id: CloverId = Field(alias="appId")
+    merchants: dict[CloverId, list[CloverObjectEvent]]
 
 
 class VerificationRequest(BaseModel):
@@ -51,7 +87,7 @@ class VerificationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    verification_code: str = Field(alias="verificationCode", min_length=1, max_length=200)
+    verification_code: UuidText = Field(alias="verificationCode")
 
 
 @dataclass
@@ -67,6 +103,40 @@ class WebhookResult:
     unknown_merchants: list[str] = field(default_factory=list)
     polls_queued: list[str] = field(default_factory=list)
     polls_coalesced: list[str] = field(default_factory=list)
+    sweeps_requested: list[str] = field(default_factory=list)
+
+
+class _NotAccepted(ValueError):
+    """A body that is JSON-ish but outside what this endpoint reads (its message says why)."""
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _NotAccepted(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    return int(digits)
+
+
+def _no_constant(name: str) -> float:
+    raise _NotAccepted(f"{name} is not JSON")
+
+
+def parse_body(body: bytes) -> object:
+    """The JSON of a body, or a ``ValueError`` whose message is the 400's reason.
+
+    The standard library's parser with its edges closed: integers are length-checked
+    before conversion, NaN/Infinity are refused, and a nesting deep enough to exhaust
+    its recursion (``RecursionError``) is refused like any other malformed body.
+    """
+    try:
+        return json.loads(body.decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("body is not JSON this endpoint reads: nested too deeply") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"body is not JSON: {error.msg} (character {error.pos})") from None
+    except _NotAccepted as error:
+        raise ValueError(f"body is not JSON this endpoint reads: {error}") from None
 
 
 def read_webhook(
@@ -83,18 +153,16 @@ def read_webhook(
     if len(body) > MAX_BODY_BYTES:
         return WebhookResult(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        return WebhookResult(400, "body is not UTF-8 text")
-    except json.JSONDecodeError as error:
-        return WebhookResult(400, f"body is not JSON: {error.msg} (character {error.pos})")
+        payload = parse_body(body)
+    except ValueError as error:
+        return WebhookResult(400, str(error))
     if isinstance(payload, dict) and set(payload) == {"verificationCode"}:
         try:
             code = VerificationRequest.model_validate(payload).verification_code
         except ValidationError as error:
             return WebhookResult(400, _first_problem(error))
         return WebhookResult(200, "verification code received", verification_code=code)
-    if not auth_header or not hmac.compare_digest(auth_header.encode(), expected_auth().encode()):
+    if not auth_header or not hmac.compare_digest(_bytes(auth_header), _bytes(expected_auth())):
         return WebhookResult(401, "missing or wrong X-Clover-Auth")
     try:
         notification = CloverNotification.model_validate(payload)
@@ -125,10 +193,33 @@ def _item_ids(events: Iterable[CloverObjectEvent]) -> list[str]:
     return sorted({e.object_id.removeprefix(INVENTORY_PREFIX) for e in events})
 
 
+def _bytes(text: str) -> bytes:
+    """Header text as bytes, whatever it holds (a lone surrogate must not raise here)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _first_problem(error: ValidationError) -> str:
-    problem = error.errors()[0]
-    where = ".".join(str(part) for part in problem["loc"]) or "body"
+    """Pydantic's first complaint, its location escaped: a location can be a merchant id
+    the sender chose (NUL, escapes, surrogates), and the answer and the log must not carry
+    it raw. Pydantic's messages themselves never quote the input."""
+    problem = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(_plain(part) for part in problem["loc"]) or "body"
     return f"{where}: {problem['msg']}"
+
+
+def _plain(part: str | int) -> str:
+    text = str(part)
+    if text.isascii() and text.isprintable() and len(text) <= 64:
+        return text
+    return ascii(text[:64])
+
+
+def source_address(text: str | None) -> str | None:
+    """The caller's IP address as the HTTP API saw it, if it is one."""
+    try:
+        return str(ipaddress.ip_address(text)) if text else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -141,16 +232,20 @@ class WebhookDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
-def receive_webhook(body: bytes, auth_header: str | None, deps: WebhookDeps) -> WebhookResult:
+def receive_webhook(
+    body: bytes, auth_header: str | None, deps: WebhookDeps, *, source_ip: str | None = None
+) -> WebhookResult:
     """Read a delivery and act on it; the result is the HTTP answer (logged and counted)."""
     result = read_webhook(body, auth_header, deps.expected_auth, _syncable(deps.merchants))
     now = deps.clock()
     if result.verification_code is not None:
-        deps.hints.record_verification_code(result.verification_code, now)
+        received = VerificationCode(result.verification_code, now, source_address(source_ip))
+        deps.hints.record_verification_code(received, keep=KEEP_VERIFICATION_CODES)
         logger.info(
             "Clover webhook verification code received: paste it into the app's webhook"
             " settings in Clover's dashboard (also shown by esl-sync status)",
-            verification_code=result.verification_code,
+            verification_code=received.code,
+            source_ip=received.source_ip,
         )
     elif result.status == 202:
         _queue_polls(result, deps, now)
@@ -174,7 +269,9 @@ def _queue_polls(result: WebhookResult, deps: WebhookDeps, now: datetime) -> Non
     poll that has not started yet confirms them too."""
     now_ms = int(now.timestamp() * 1000)
     for merchant_id in result.merchants_to_poll:
-        deps.hints.add_pending_deletes(merchant_id, result.deleted_items.get(merchant_id, []))
+        deleted = result.deleted_items.get(merchant_id, [])
+        if not deps.hints.add_pending_deletes(merchant_id, deleted, limit=MAX_PENDING_DELETES):
+            result.sweeps_requested.append(merchant_id)
         if deps.hints.claim_webhook_poll(
             merchant_id, now_ms=now_ms, window_ms=deps.window_seconds * 1000
         ):
@@ -197,6 +294,7 @@ def _report(result: WebhookResult) -> None:
         unknown_merchants=result.unknown_merchants,
         ignored_events=result.ignored_events,
         deletes_reported=sum(len(ids) for ids in result.deleted_items.values()),
+        sweeps_requested=result.sweeps_requested,
     )
     for name, value in (
         ("WebhookRequests", 1),
@@ -205,5 +303,6 @@ def _report(result: WebhookResult) -> None:
         ("WebhookPollsCoalesced", len(result.polls_coalesced)),
         ("WebhookUnknownMerchants", len(result.unknown_merchants)),
         ("WebhookEventsIgnored", result.ignored_events),
+        ("WebhookSweepsRequested", len(result.sweeps_requested)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

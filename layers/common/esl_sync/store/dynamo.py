@@ -12,6 +12,7 @@ counts the writes of new tokens and guards every change of them and of ``auth_st
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -21,13 +22,18 @@ import boto3
 from botocore.exceptions import ClientError
 
 from esl_sync.clover.oauth import CloverTokens
-from esl_sync.store.interfaces import MerchantState, StaleStateError, StoredTokens
+from esl_sync.store.interfaces import (
+    MerchantState,
+    StaleStateError,
+    StoredTokens,
+    VerificationCode,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_kms.client import KMSClient
 
-# What ``save`` writes; ``auth_state`` is read with them but written only with the tokens.
+# What ``save`` writes.
 _POLL_FIELDS = (
     "high_water_ms",
     "poll_count",
@@ -37,14 +43,16 @@ _POLL_FIELDS = (
     "last_failure_class",
     "last_failure_message",
     "consecutive_failures",
+    "sweep_request_done",
 )
-_STATE_FIELDS = (*_POLL_FIELDS, "auth_state")
+# ``auth_state`` is written only with the tokens, ``sweep_request`` only by the webhook.
+_STATE_FIELDS = (*_POLL_FIELDS, "auth_state", "sweep_request")
 
 _LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
 _GENERATION_NAMES = {"#generation": "token_generation"}
 WEBHOOK_ITEM_KEY = "#clover-webhook"
-"""The reserved item holding the last webhook verification code (no merchant id starts
+"""The reserved item holding the last webhook verification codes (no merchant id starts
 with '#'; nothing lists the table, so no poll ever sees it)."""
 
 
@@ -82,6 +90,32 @@ def _state(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
     if "pending_deletes" in item:
         state.pending_deletes = frozenset(item["pending_deletes"]["SS"])
     return state
+
+
+_CODE_SLOT = "verification_code_"  # + slot number: one kept code each
+
+
+def _verification_codes(item: Mapping[str, Any]) -> list[VerificationCode]:
+    """The kept codes, newest first, each code once; an item written before codes were
+    kept holds one in ``verification_code`` (shown last)."""
+    numbered: list[tuple[int, VerificationCode]] = []
+    for name, attr in item.items():
+        if name.startswith(_CODE_SLOT) and "M" in attr:
+            slot = attr["M"]
+            code = VerificationCode(
+                slot["code"]["S"],
+                datetime.fromisoformat(slot["received_at"]["S"]),
+                slot.get("source_ip", {}).get("S"),
+            )
+            numbered.append((int(slot["n"]["N"]), code))
+    if "verification_code" in item:
+        legacy = _from_attr("verification_received_at", dict(item["verification_received_at"]))
+        assert isinstance(legacy, datetime)
+        numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
+    codes: dict[str, VerificationCode] = {}
+    for _, code in sorted(numbered, key=lambda pair: -pair[0]):
+        codes.setdefault(code.code, code)
+    return list(codes.values())
 
 
 def _generation_is(generation: int) -> tuple[str, dict[str, Any]]:
@@ -257,13 +291,19 @@ class DynamoStateStore:
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
         tokens = CloverTokens.plain(token) if isinstance(token, str) else token
+        return self.write_sealed_tokens(merchant_id, self.seal_tokens(merchant_id, tokens))
+
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        return self._encrypt(merchant_id, tokens)
+
+    def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
         answer = self._dynamodb.update_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
             UpdateExpression="SET token_ciphertext = :t, auth_state = :ok ADD #generation :one",
             ExpressionAttributeNames=_GENERATION_NAMES,
             ExpressionAttributeValues={
-                ":t": {"B": self._encrypt(merchant_id, tokens)},
+                ":t": {"B": sealed},
                 ":ok": {"S": "ok"},
                 ":one": {"N": "1"},
             },
@@ -295,23 +335,37 @@ class DynamoStateStore:
 
     # -- webhook hints (the webhook function's only writes; no tokens) ------------------
 
-    def record_verification_code(self, code: str, received_at: datetime) -> None:
-        self._dynamodb.update_item(
+    def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
+        """Two writes and no read (the webhook may not read the table): an atomic counter
+        numbers the code, which goes to slot ``number % keep`` unless a newer one is there
+        already; so concurrent handshakes each keep theirs and the oldest is replaced."""
+        counted = self._dynamodb.update_item(
             TableName=self._table,
             Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
-            UpdateExpression="SET verification_code = :code, verification_received_at = :at",
-            ExpressionAttributeValues={":code": {"S": code}, ":at": _to_attr(received_at)},
+            UpdateExpression="ADD codes_received :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        number = int(counted["Attributes"]["codes_received"]["N"])
+        entry = {
+            "n": {"N": str(number)},
+            "code": {"S": received.code},
+            "received_at": {"S": received.received_at.isoformat()},
+            "source_ip": {"S": received.source_ip} if received.source_ip else {"NULL": True},
+        }
+        self._conditional_update(
+            WEBHOOK_ITEM_KEY,
+            "SET #slot = :entry REMOVE verification_code, verification_received_at",
+            "attribute_not_exists(#slot) OR #slot.#n < :n",
+            {":entry": {"M": entry}, ":n": {"N": str(number)}},
+            {"#slot": f"{_CODE_SLOT}{number % keep}", "#n": "n"},
         )
 
-    def last_verification_code(self) -> tuple[str, datetime] | None:
+    def verification_codes(self) -> list[VerificationCode]:
         item = self._dynamodb.get_item(
             TableName=self._table, Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}}, ConsistentRead=True
         ).get("Item")
-        if not item or "verification_code" not in item:
-            return None
-        received = _from_attr("verification_received_at", dict(item["verification_received_at"]))
-        assert isinstance(received, datetime)
-        return str(item["verification_code"]["S"]), received
+        return _verification_codes(item or {})
 
     def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
         return self._conditional_update(
@@ -322,15 +376,25 @@ class DynamoStateStore:
             {"#until": "webhook_poll_until_ms"},
         )
 
-    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str]) -> None:
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         ids = sorted(set(item_ids))
-        if ids:
-            self._dynamodb.update_item(
-                TableName=self._table,
-                Key={"merchant_id": {"S": merchant_id}},
-                UpdateExpression="ADD pending_deletes :ids",
-                ExpressionAttributeValues={":ids": {"SS": ids}},
-            )
+        if not ids:
+            return True
+        if len(ids) <= limit and self._conditional_update(
+            merchant_id,
+            "ADD #pending :ids",
+            "attribute_not_exists(#pending) OR size(#pending) <= :room",
+            {":ids": {"SS": ids}, ":room": {"N": str(limit - len(ids))}},
+            {"#pending": "pending_deletes"},
+        ):
+            return True
+        self._dynamodb.update_item(
+            TableName=self._table,
+            Key={"merchant_id": {"S": merchant_id}},
+            UpdateExpression="SET sweep_request = :token",
+            ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
+        )
+        return False
 
     def _encrypt(self, merchant_id: str, tokens: CloverTokens) -> bytes:
         if not self._key_id:

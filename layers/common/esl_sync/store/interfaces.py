@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.products import Product
+from esl_sync.store.label_interfaces import (
+    AckedLabel,
+    LabelAck,
+    LabelConflict,
+    LabelFailure,
+    LabelLedger,
+    LabelOwner,
+    LabelOwners,
+    RefusedItem,
+    RepairCandidate,
+    RepairSnapshot,
+    StaleLabel,
+    StoreBlock,
+)
 
 if TYPE_CHECKING:
     from esl_sync.clover.oauth import CloverTokens
@@ -25,6 +39,10 @@ class Merchant:
     active: bool = True
     poll_interval_seconds: int | None = None
     created_at: datetime | None = None
+    # Labels whose last delivery failed for a reason that retrying can cure (Hipoink down,
+    # the store blocked), counted by the lookup itself: a poll's cue to retry them, free of
+    # any extra round trip for the healthy store, where it is 0.
+    labels_failing: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,81 +60,6 @@ class ProductChange:
     key: tuple[str, str]
     previous_barcode: str | None
     previous_label_hash: str | None
-
-
-@dataclass(frozen=True)
-class LabelAck:
-    """What Hipoink acknowledged for one product code (``label_hash`` None: deleted)."""
-
-    pc: str
-    label_hash: str | None
-
-
-@dataclass(frozen=True)
-class LabelFailure:
-    """A label Hipoink refused or could not take, named for the operator."""
-
-    pc: str
-    failure_class: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StaleLabel:
-    """A label that does not show what the product table says, with its last failure.
-
-    ``action`` is what would fix it: ``upsert`` (show the product's current record) or
-    ``delete`` (remove a label that no product wants any more). ``since`` is when the
-    product last changed (upsert) or when Hipoink last acknowledged the label (delete).
-    """
-
-    pc: str
-    action: str
-    name: str | None
-    since: datetime | None
-    failure_class: str | None
-    failure_message: str | None
-    failed_at: datetime | None
-
-
-@dataclass(frozen=True)
-class RefusedItem:
-    """An item whose current Clover version was refused (``problem`` names why).
-
-    Its label, if ``label_kept``, still shows the last accepted version (under ``pc``);
-    ``since`` is when the refusals began. Fixing the item in Clover clears it.
-    """
-
-    item_id: str
-    pc: str | None
-    name: str
-    since: datetime | None
-    label_kept: bool
-    problem: str
-
-
-@dataclass(frozen=True)
-class LabelRepairs:
-    """What the self-healing pass queues again: products to upsert, codes to delete."""
-
-    upserts: list[Product]
-    deletes: list[str]
-
-
-@dataclass(frozen=True)
-class StoreBlock:
-    """Hipoink refused a store's configuration: its labels wait until a re-test passes.
-
-    ``retest`` is True for the one caller allowed to try the store again after the
-    cool-down (``retry_after``); everyone else sends nothing while the block holds.
-    """
-
-    merchant_id: str
-    store_code: str
-    reason: str
-    blocked_at: datetime
-    retry_after: datetime
-    retest: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,6 +91,15 @@ class MerchantState:
     # read. ``save`` removes ``settled_deletes`` from the stored set (ids added since stay).
     pending_deletes: frozenset[str] = frozenset()
     settled_deletes: frozenset[str] = frozenset()
+    # A webhook that could not add its deletions (too many pending) asks for a sweep with
+    # a fresh token; a poll that sweeps records the token it read as done, so a request
+    # that arrives during that poll still makes the next one sweep.
+    sweep_request: str | None = None
+    sweep_request_done: str | None = None
+
+    @property
+    def sweep_requested(self) -> bool:
+        return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
 
 
 class StaleStateError(RuntimeError):
@@ -169,6 +121,11 @@ class ProductWriter(Protocol):
         """(source_id, source_variant_id) of every active product of the merchant."""
         ...
 
+    def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
+        """Advance the merchant's label clock and say which product each code's label
+        shows, as this transaction's writes left them (one round trip)."""
+        ...
+
 
 class ProductStore(Protocol):
     def transaction(self) -> AbstractContextManager[ProductWriter]:
@@ -181,62 +138,9 @@ class MerchantDirectory(Protocol):
 
     def all(self, *, active_only: bool = False) -> list[Merchant]: ...
 
-    def save(self, merchant: Merchant) -> None: ...
-
-
-class LabelLedger(Protocol):
-    """``label_state``: what Hipoink acknowledged, and what failed."""
-
-    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]: ...
-
-    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None: ...
-
-    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...
-
-    def stale_labels_total(self) -> int:
-        """Stale labels across every merchant (a gauge for the dashboard)."""
-        ...
-
-    def stale_labels(self, merchant_id: str) -> int:
-        """Labels that do not show what the product table says they should."""
-        ...
-
-    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
-        """The stale labels themselves, with their last failure, for the operator."""
-        ...
-
-    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
-        """The merchant's items whose current version was refused, for the operator."""
-        ...
-
-    def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
-        """Labels stale for longer than ``stale_for`` (since the product changed or the
-        label last failed) that sending again can fix: a record Hipoink refused is left
-        out until its product changes."""
-        ...
-
-    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
-        """None: the store may be sent to. Else its block; once the cool-down has passed,
-        exactly one caller gets it with ``retest`` True (the next re-test is moved one
-        cool-down ahead), so a broken store sees one call per cool-down."""
-        ...
-
-    def block_store(
-        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
-    ) -> None:
-        """Stop sending to the store until ``cooldown_seconds`` from now (then re-test)."""
-        ...
-
-    def unblock_store(self, merchant_id: str) -> bool:
-        """Lift the block; False when there was none."""
-        ...
-
-    def invalidate_acknowledgements(self, merchant_id: str) -> None:
-        """Forget which version each label shows, so every label counts as stale."""
-        ...
-
-    def store_blocks(self) -> dict[str, StoreBlock]:
-        """Every block in force, by merchant id (read only: claims no re-test)."""
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        """Insert or update the row. ``then`` runs before the row is committed: if it
+        raises, the row stays as it was (the token written with a merchant, say)."""
         ...
 
 
@@ -261,6 +165,14 @@ class TokenStore(Protocol):
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
         """Store an operator's new token (plain or pair): a new generation, and the
         merchant is no longer marked ``needs_reauth``. Returns the generation."""
+        ...
+
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        """The tokens encrypted for this merchant, written nowhere yet (KMS refuses here)."""
+        ...
+
+    def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        """``write_token`` for tokens sealed by :meth:`seal_tokens`."""
         ...
 
     def replace_tokens(
@@ -306,18 +218,34 @@ class TokenProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class VerificationCode:
+    """A webhook verification code as received (``source_ip``: the caller's address)."""
+
+    code: str
+    received_at: datetime
+    source_ip: str | None = None
+
+
 class WebhookHints(Protocol):
     """What the webhook function may write into the state table (never tokens)."""
 
-    def record_verification_code(self, code: str, received_at: datetime) -> None: ...
+    def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
+        """Add a code to the ``keep`` most recent ones (a code received again moves up)."""
+        ...
 
-    def last_verification_code(self) -> tuple[str, datetime] | None: ...
+    def verification_codes(self) -> list[VerificationCode]:
+        """The codes kept, newest first."""
+        ...
 
     def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
         """True for the first hint of a window (it queues the poll), False for the rest."""
         ...
 
-    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str]) -> None: ...
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
+        """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
+        then pending; else add none and ask for a sweep (``sweep_request``). Whether added."""
+        ...
 
 
 class StateStore(Protocol):
@@ -372,13 +300,16 @@ class DeadLetterQueue(Protocol):
 
 
 __all__ = [
+    "AckedLabel",
     "DeadLetter",
     "DeadLetterQueue",
     "LabelAck",
+    "LabelConflict",
     "LabelFailure",
     "LabelLedger",
+    "LabelOwner",
+    "LabelOwners",
     "LabelQueue",
-    "LabelRepairs",
     "Merchant",
     "MerchantDirectory",
     "MerchantState",
@@ -387,6 +318,9 @@ __all__ = [
     "ProductRow",
     "ProductStore",
     "ProductWriter",
+    "RefusedItem",
+    "RepairCandidate",
+    "RepairSnapshot",
     "StaleLabel",
     "StaleStateError",
     "StateStore",
@@ -394,5 +328,6 @@ __all__ = [
     "StoredTokens",
     "TokenProvider",
     "TokenStore",
+    "VerificationCode",
     "WebhookHints",
 ]

@@ -1,28 +1,18 @@
-"""Postgres implementations of the product, merchant and label-ledger interfaces."""
+"""Postgres implementations of the product and merchant interfaces (the label ledger is
+in :mod:`esl_sync.store.label_ledger`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import Any, Self
 
 import psycopg
 from psycopg.rows import dict_row
 
-from esl_sync.products import Product
-from esl_sync.store.interfaces import (
-    LabelAck,
-    LabelFailure,
-    LabelRepairs,
-    Merchant,
-    ProductChange,
-    ProductRow,
-    RefusedItem,
-    StaleLabel,
-    StoreBlock,
-)
+from esl_sync.store.interfaces import LabelOwners, Merchant, ProductChange, ProductRow
+from esl_sync.store.label_ledger import label_owners
 
 # One statement per page. A refused item (validation_error set) changes no label: if its
 # row exists, the row keeps every label field of the version before (name, code, prices,
@@ -160,6 +150,9 @@ class PostgresProductWriter:
         )
         return {(sid, vid) for sid, vid in result.fetchall()}
 
+    def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
+        return label_owners(self._conn, merchant_id, pcs)
+
 
 class _CountingCursor(psycopg.Cursor[Any]):
     """Counts the statements this process sends: each one is a round trip to the server."""
@@ -222,8 +215,15 @@ class PostgresMerchantDirectory:
     def all(self, *, active_only: bool = False) -> list[Merchant]:
         return self._select(None, active_only=active_only)
 
-    def save(self, merchant: Merchant) -> None:
-        self._db.connection().execute(
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        conn = self._db.connection()
+        with conn.transaction():
+            self._upsert(conn, merchant)
+            if then is not None:
+                then()
+
+    def _upsert(self, conn: psycopg.Connection[Any], merchant: Merchant) -> None:
+        conn.execute(
             "INSERT INTO merchants (merchant_id, store_code, clover_base_url, active,"
             " poll_interval_seconds) VALUES (%s, %s, %s, %s, %s)"
             " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
@@ -242,192 +242,11 @@ class PostgresMerchantDirectory:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
             cur.execute(
                 "SELECT merchant_id, store_code, clover_base_url, active, poll_interval_seconds,"
-                " created_at FROM merchants WHERE (%(id)s::text IS NULL OR merchant_id = %(id)s)"
+                " created_at, (SELECT count(*) FROM label_state l"
+                " WHERE l.merchant_id = m.merchant_id"
+                " AND l.failure_class IN ('retryable', 'configuration')) AS labels_failing"
+                " FROM merchants m WHERE (%(id)s::text IS NULL OR merchant_id = %(id)s)"
                 " AND (active OR NOT %(active_only)s) ORDER BY merchant_id",
                 {"id": merchant_id, "active_only": active_only},
             )
             return [Merchant(**row) for row in cur.fetchall()]
-
-
-class PostgresLabelLedger:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]:
-        result = self._db.connection().execute(
-            "SELECT pc, label_hash FROM label_state"
-            " WHERE merchant_id = %s AND pc = ANY(%s) AND acknowledged_at IS NOT NULL",
-            (merchant_id, list(pcs)),
-        )
-        return {pc: label_hash for pc, label_hash in result.fetchall()}
-
-    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
-        if not acks:
-            return
-        self._db.connection().execute(
-            "INSERT INTO label_state (merchant_id, pc, label_hash, acknowledged_at)"
-            " SELECT %(m)s, a.pc, a.label_hash, now()"
-            " FROM jsonb_to_recordset(%(acks)s::jsonb) AS a(pc text, label_hash text)"
-            " ON CONFLICT (merchant_id, pc) DO UPDATE SET label_hash = EXCLUDED.label_hash,"
-            " acknowledged_at = EXCLUDED.acknowledged_at, failure_class = NULL,"
-            " failure_message = NULL, failed_at = NULL",
-            {
-                "m": merchant_id,
-                "acks": json.dumps([{"pc": a.pc, "label_hash": a.label_hash} for a in acks]),
-            },
-        )
-
-    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
-        if not failures:
-            return
-        self._db.connection().execute(
-            "INSERT INTO label_state (merchant_id, pc, failure_class, failure_message, failed_at)"
-            " SELECT %(m)s, f.pc, f.failure_class, f.message, now()"
-            " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text, failure_class text, message text)"
-            " ON CONFLICT (merchant_id, pc) DO UPDATE SET failure_class = EXCLUDED.failure_class,"
-            " failure_message = EXCLUDED.failure_message, failed_at = EXCLUDED.failed_at",
-            {
-                "m": merchant_id,
-                "f": json.dumps(
-                    [
-                        {"pc": f.pc, "failure_class": f.failure_class, "message": f.message}
-                        for f in failures
-                    ]
-                ),
-            },
-        )
-
-    def stale_labels_total(self) -> int:
-        row = self._db.connection().execute("SELECT count(*) FROM stale_labels").fetchone()
-        return int(row[0]) if row else 0
-
-    def stale_labels(self, merchant_id: str) -> int:
-        row = (
-            self._db.connection()
-            .execute("SELECT count(*) FROM stale_labels WHERE merchant_id = %s", (merchant_id,))
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
-
-    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
-        with self._db.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT pc, action, name, since, failure_class, failure_message, failed_at"
-                " FROM stale_labels WHERE merchant_id = %s ORDER BY pc, action",
-                (merchant_id,),
-            )
-            return [StaleLabel(**row) for row in cur.fetchall()]
-
-    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
-        with self._db.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT source_id AS item_id, barcode AS pc, name, refused_at AS since,"
-                " label_hash IS NOT NULL AS label_kept, validation_error AS problem"
-                " FROM products WHERE merchant_id = %s AND validation_error IS NOT NULL"
-                " ORDER BY source_id, source_variant_id",
-                (merchant_id,),
-            )
-            return [RefusedItem(**row) for row in cur.fetchall()]
-
-    def repairs(self, merchant_id: str, stale_for: timedelta) -> LabelRepairs:
-        with self._db.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(_REPAIRS, {"m": merchant_id, "age": stale_for})
-            rows = cur.fetchall()
-        return LabelRepairs(
-            upserts=[Product(**_product_fields(r)) for r in rows if r["action"] == "upsert"],
-            deletes=[r["pc"] for r in rows if r["action"] == "delete"],
-        )
-
-    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
-        with self._db.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(_CHECK_BLOCK, {"m": merchant_id, "cooldown": cooldown_seconds})
-            row = cur.fetchone()
-        return StoreBlock(**row) if row else None
-
-    def block_store(
-        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
-    ) -> None:
-        self._db.connection().execute(
-            "INSERT INTO store_blocks (merchant_id, store_code, reason, retry_after)"
-            " VALUES (%s, %s, %s, now() + make_interval(secs => %s))"
-            " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
-            " reason = EXCLUDED.reason, retry_after = EXCLUDED.retry_after",
-            (merchant_id, store_code, reason, cooldown_seconds),
-        )
-
-    def invalidate_acknowledgements(self, merchant_id: str) -> None:
-        # A hash no record has: every product's label differs, and a code Hipoink holds
-        # that no product wants stays visible to the self-healing pass as a delete.
-        self._db.connection().execute(
-            "UPDATE label_state SET label_hash = 'invalidated' "
-            "WHERE merchant_id = %s AND label_hash IS NOT NULL",
-            (merchant_id,),
-        )
-
-    def unblock_store(self, merchant_id: str) -> bool:
-        result = self._db.connection().execute(
-            "DELETE FROM store_blocks WHERE merchant_id = %s", (merchant_id,)
-        )
-        return result.rowcount > 0
-
-    def store_blocks(self) -> dict[str, StoreBlock]:
-        with self._db.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT merchant_id, store_code, reason, blocked_at, retry_after"
-                " FROM store_blocks ORDER BY merchant_id"
-            )
-            return {row["merchant_id"]: StoreBlock(**row) for row in cur.fetchall()}
-
-
-_PRODUCT_COLUMNS = (
-    "source_system",
-    "merchant_id",
-    "source_id",
-    "source_variant_id",
-    "name",
-    "barcode",
-    "sku",
-    "price",
-    "cost",
-    "currency",
-    "price_type",
-    "unit",
-    "status",
-    "extra_data",
-    "source_modified_time",
-)
-"""The label fields of a row. ``validation_error`` is left out: a row with a label hash
-holds an accepted version in these fields even while Clover's newest one is refused."""
-
-
-def _product_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {column: row[column] for column in _PRODUCT_COLUMNS}
-
-
-# Stale for longer than %(age)s, counted from the product's change or the label's last
-# failure (a store that keeps failing is retried once per period, not on every pass). A
-# record Hipoink refused (bad_record) is sent again only once its product has changed.
-_REPAIRS = f"""
-SELECT s.action, s.pc, {", ".join(f"p.{c}" for c in _PRODUCT_COLUMNS)}
-FROM stale_labels s
-LEFT JOIN products p ON p.merchant_id = s.merchant_id AND p.source_system = s.source_system
-     AND p.source_id = s.source_id AND p.source_variant_id = s.source_variant_id
-WHERE s.merchant_id = %(m)s
-  AND greatest(s.since, s.failed_at) < now() - %(age)s::interval
-  AND NOT coalesce(s.failure_class = 'bad_record' AND s.failed_at >= s.since, false)
-ORDER BY s.pc
-"""  # noqa: S608 - the interpolated names are the constant column list above
-
-# The block, claiming the one re-test when the cool-down has passed. Two senders racing for
-# it serialise on the row lock; the loser re-reads retry_after and sees the block.
-_CHECK_BLOCK = """
-WITH claimed AS (
-    UPDATE store_blocks SET retry_after = now() + make_interval(secs => %(cooldown)s)
-    WHERE merchant_id = %(m)s AND retry_after <= now()
-    RETURNING merchant_id, store_code, reason, blocked_at, retry_after, true AS retest
-)
-SELECT * FROM claimed
-UNION ALL
-SELECT merchant_id, store_code, reason, blocked_at, retry_after, false
-FROM store_blocks WHERE merchant_id = %(m)s AND NOT EXISTS (SELECT 1 FROM claimed)
-"""

@@ -1,8 +1,15 @@
-"""Delivering one label job to Hipoink, exactly once per label version.
+"""Delivering one label job to Hipoink, exactly once per label version, never backwards.
 
-The label ledger (``label_state``) says what Hipoink already acknowledged: a record whose
-label hash is acknowledged is not sent again, so duplicated SQS deliveries and repeated
-polls never double-send. Each of Hipoink's error classes ends differently:
+The label ledger (``label_state``) says what Hipoink already acknowledged, and from which
+version of the merchant's label decisions (:attr:`esl_sync.messages.LabelJob.version`):
+
+* a record whose label hash is acknowledged is not sent again, so duplicated SQS
+  deliveries and repeated polls never double-send;
+* a label older than the acknowledged version is skipped, so a replayed, redriven or late
+  job never puts an older value back on the shelf. That is not an error: it is counted
+  (``LabelsSkippedOlder``) and logged, and the message is acknowledged.
+
+Each of Hipoink's error classes ends differently:
 
 * bad record: the batch is split until the refused records are isolated; they are recorded
   with Hipoink's message and not retried, and the rest go through;
@@ -12,8 +19,11 @@ polls never double-send. Each of Hipoink's error classes ends differently:
   acknowledged. While the block holds, the store's jobs make no call; after the cool-down
   one job re-tests the store.
 
-Labels left behind are stale, with their failure, and the self-healing pass
-(:mod:`esl_sync.sync.heal`) queues them again.
+A job the sender does not even try, because an earlier job of its store failed in the
+same batch (the FIFO group is held in order), is retried and dead-lettered along with that
+one: :func:`name_skipped` names the failure on its labels too. So every label of a
+dead-lettered job carries a failure, and the self-healing pass (:mod:`esl_sync.sync.heal`)
+queues them again.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ from esl_sync.hipoink.client import HipoinkConfigError, HipoinkRecordError, Hipo
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import LabelAck, LabelFailure, LabelLedger
+from esl_sync.store.interfaces import AckedLabel, LabelAck, LabelFailure, LabelLedger
+
+_LOGGED_CODES = 20  # codes named in a log line; the count is always complete
 
 
 class LabelSink(Protocol):
@@ -42,9 +54,11 @@ class LabelSink(Protocol):
 class DeliveryOutcome:
     merchant_id: str
     store_code: str
+    version: int | None = None
     upserted: int = 0
     deleted: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already acknowledged
+    skipped_older: list[str] = field(default_factory=list)  # a newer version is acknowledged
     rejected: list[str] = field(default_factory=list)
     blocked: str | None = None  # why (the rest of) the job was not sent to the store
     latency_seconds: float | None = None  # Clover change → Hipoink acknowledged
@@ -71,26 +85,80 @@ def deliver(
     Raises only what SQS should retry; progress made before is acknowledged, so the retry
     sends only what is left.
     """
-    outcome = DeliveryOutcome(job.merchant_id, job.store_code)
-    acknowledged = ledger.acknowledged(
-        job.merchant_id, [r["pc"] for r in job.upserts] + list(job.deletes)
-    )
-    changes = [
-        _Change(r["pc"], r) for r in job.upserts if acknowledged.get(r["pc"], "") != label_hash(r)
-    ] + [
-        _Change(pc, None)
-        for pc in job.deletes
-        if not (pc in acknowledged and acknowledged[pc] is None)
-    ]
-    outcome.skipped = job.size - len(changes)
+    outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
+    triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
+    outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
-        if changes:
-            _Delivery(job, ledger, sink, outcome).run(changes, batch_size, block_cooldown_seconds)
+        ledger.renew(job.merchant_id, triaged.renewed)
+        if triaged.send:
+            _Delivery(job, ledger, sink, outcome).run(
+                triaged.send, batch_size, block_cooldown_seconds
+            )
         if job.oldest_change_ms is not None and outcome.upserted + outcome.deleted:
             outcome.latency_seconds = max(0.0, time.time() - job.oldest_change_ms / 1000)
     finally:
         _report(outcome)
     return outcome
+
+
+@dataclass(frozen=True)
+class Triage:
+    """What a job's labels need, given what Hipoink acknowledged."""
+
+    send: list[_Change]
+    older: list[str]  # a newer version is acknowledged: skipped
+    same: list[str]  # Hipoink shows exactly this already: skipped
+    renewed: list[LabelAck]  # ... from an older decision: its version moves up to the job's
+
+
+SKIPPED = "not tried: an earlier job of this store failed"
+
+
+def name_skipped(job: LabelJob, ledger: LabelLedger) -> int:
+    """Record a retryable failure on the labels a skipped job would have changed; how many."""
+    send = triage(job, ledger.acknowledged(job.merchant_id, _codes(job))).send
+    ledger.record_failures(
+        job.merchant_id, [LabelFailure(c.pc, "retryable", SKIPPED) for c in send]
+    )
+    return len(send)
+
+
+def _codes(job: LabelJob) -> list[str]:
+    return [r["pc"] for r in job.upserts] + list(job.deletes)
+
+
+def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
+    """Sort the job's changes (in order) by what Hipoink already shows.
+
+    A label that already shows this record takes the job's version when that is newer, so
+    a job decided between the two (redriven later) cannot put its older value back.
+    """
+    result = Triage([], [], [], [])
+    wanted = [_Change(r["pc"], r) for r in job.upserts] + [_Change(pc, None) for pc in job.deletes]
+    for change in wanted:
+        acked = acknowledged.get(change.pc)
+        if acked is None:
+            result.send.append(change)
+        elif acked.label_hash == label_hash(change.record):
+            result.same.append(change.pc)
+            if job.version is not None and is_older(acked.version, job.version):
+                result.renewed.append(LabelAck(change.pc, acked.label_hash, job.version))
+        elif is_older(job.version, acked.version):
+            result.older.append(change.pc)
+        else:
+            result.send.append(change)
+    return result
+
+
+def is_older(version: int | None, acknowledged: int | None) -> bool:
+    """Whether a label of ``version`` is older than the acknowledged one.
+
+    No version (a job or an acknowledgement from before versions) ranks below every
+    version, and two unversioned ones are not ordered (the label is sent, as it was then).
+    Equal versions are the same decision: sent (a settings change may have changed the
+    record, never the data it shows).
+    """
+    return (-1 if version is None else version) < (-1 if acknowledged is None else acknowledged)
 
 
 @dataclass
@@ -159,7 +227,10 @@ class _Delivery:
             self.outcome.rejected.append(batch[0].pc)
             self.settled += 1
             return
-        self.ledger.acknowledge(merchant_id, [LabelAck(c.pc, label_hash(c.record)) for c in batch])
+        self.ledger.acknowledge(
+            merchant_id,
+            [LabelAck(c.pc, label_hash(c.record), self.job.version) for c in batch],
+        )
         if batch[0].record is not None:
             self.outcome.upserted += len(batch)
         else:
@@ -182,6 +253,9 @@ def _report(outcome: DeliveryOutcome) -> None:
         upserted=outcome.upserted,
         deleted=outcome.deleted,
         skipped=outcome.skipped,
+        version=outcome.version,
+        skipped_older=len(outcome.skipped_older),
+        skipped_older_codes=outcome.skipped_older[:_LOGGED_CODES],
         rejected=outcome.rejected,
         blocked=outcome.blocked,
         latency_seconds=outcome.latency_seconds,
@@ -194,3 +268,6 @@ def _report(outcome: DeliveryOutcome) -> None:
     metrics.add_metric(name="LabelsUpserted", unit=MetricUnit.Count, value=outcome.upserted)
     metrics.add_metric(name="LabelsDeleted", unit=MetricUnit.Count, value=outcome.deleted)
     metrics.add_metric(name="LabelsRejected", unit=MetricUnit.Count, value=len(outcome.rejected))
+    metrics.add_metric(
+        name="LabelsSkippedOlder", unit=MetricUnit.Count, value=len(outcome.skipped_older)
+    )

@@ -52,19 +52,45 @@ def dispatch(
     now: datetime,
     reason: PollReason = "schedule",
 ) -> DispatchOutcome:
-    """Queue a poll for every active merchant that has a store code and is due, and report
-    the fleet's health (also while sync is disabled: the shelves still age)."""
+    """Queue a poll for every active merchant that has a store code and is due, then report
+    the fleet's health (also while sync is disabled: the shelves still age).
+
+    The polls come first and the health part fails alone: its reads (the state table, the
+    label ledger) are not what a poll needs, so their failure is counted
+    (``FleetHealthErrors``) and logged, and the polls are queued all the same. The missing
+    gauges then raise the freshness alarm, which treats missing data as breaching.
+    """
     active = merchants.all(active_only=True)
-    synced = [m for m in active if m.store_code]
-    report_fleet_health(
-        fleet_health(
+    outcome = _dispatch(active, queue, settings, now, reason)
+    _measure_fleet([m for m in active if m.store_code], states, ledger, settings, now)
+    return outcome
+
+
+def _measure_fleet(
+    synced: list[Merchant],
+    states: StateStore,
+    ledger: LabelLedger,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    try:
+        health = fleet_health(
             synced,
             states.load_many([m.merchant_id for m in synced]),
             ledger.stale_labels_total(),
             settings.clover_sync_interval_seconds,
             now,
         )
-    )
+    except Exception:
+        metrics.add_metric(name="FleetHealthErrors", unit=MetricUnit.Count, value=1)
+        logger.exception("fleet health not measured (the polls were queued); gauges missing")
+        return
+    report_fleet_health(health)
+
+
+def _dispatch(
+    active: list[Merchant], queue: PollQueue, settings: Settings, now: datetime, reason: PollReason
+) -> DispatchOutcome:
     if not settings.clover_sync_enabled:
         logger.info("sync disabled by CLOVER_SYNC_ENABLED; nothing dispatched")
         return DispatchOutcome(enabled=False)

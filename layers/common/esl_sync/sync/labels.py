@@ -1,15 +1,26 @@
-"""Which label updates a set of product changes calls for, chunked into label jobs."""
+"""Which label updates a set of product changes calls for, chunked into label jobs.
+
+A poll first notes the product codes its writes touched (a product's label changed, or a
+product left a code); then, with the products as its transaction left them, each touched
+code gets what its owner shows (:meth:`LabelPlan.resolve`): the owner's record, or a delete
+when no product claims the code any more. One code can be claimed by several products
+(a duplicate product code): only the owner (the rule is in the ``label_claims`` view) is on
+the label, so the label never flips between them, and the conflict is named.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.products import Product
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import ProductChange
+from esl_sync.store.interfaces import LabelOwners, ProductChange
+
+_LOGGED_CONFLICTS = 20  # conflicts named in one log line; the metric counts all
 
 
 @dataclass(frozen=True)
@@ -44,15 +55,19 @@ class LabelPlan:
     upserts: dict[str, HipoinkRecord] = field(default_factory=dict)
     deletes: set[str] = field(default_factory=set)
     changed_ms: dict[str, int] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
+    records: dict[tuple[str, str], HipoinkRecord] = field(default_factory=dict)
+    version: int | None = None
+    conflicts: dict[str, int] = field(default_factory=dict)  # code → products claiming it
 
     def add(
         self, changes: Iterable[ProductChange], targets: Mapping[tuple[str, str], LabelTarget]
     ) -> None:
-        """Turn written rows into label work.
+        """Note the codes written rows touched.
 
-        A product whose label hash changed gets an upsert; a code that a product no longer
-        shows (hidden, deleted, barcode changed) gets a delete. A refused product changes
-        nothing: its label keeps showing the last version that was accepted.
+        A product whose label hash changed touches its code; a product that no longer
+        shows a code (hidden, deleted, code changed) touches that code. A refused product
+        touches nothing: its row and its label keep the last version that was accepted.
         """
         for change in changes:
             target = targets.get(change.key, LabelTarget(None, None))
@@ -61,15 +76,38 @@ class LabelPlan:
             new_pc = target.record["pc"] if target.record else None
             old_pc = change.previous_barcode if change.previous_label_hash else None
             if old_pc and old_pc != new_pc:
-                self.deletes.add(old_pc)
-                self._changed(old_pc, target.changed_ms)
+                self._touch(old_pc, target.changed_ms)
             if target.record and new_pc and target.label_hash != change.previous_label_hash:
-                self.upserts[new_pc] = target.record
-                self._changed(new_pc, target.changed_ms)
+                self._touch(new_pc, target.changed_ms)
+                self.records[change.key] = target.record
 
-    def _changed(self, pc: str, changed_ms: int | None) -> None:
+    def _touch(self, pc: str, changed_ms: int | None) -> None:
+        self.touched.add(pc)
         if changed_ms is not None:
             self.changed_ms[pc] = changed_ms
+
+    def resolve(
+        self, owners: LabelOwners, record_of: Callable[[Product], HipoinkRecord | None]
+    ) -> None:
+        """Each touched code shows its owner's record, or goes when it has none.
+
+        ``record_of`` builds the record of an owner this poll did not write (a product
+        that takes a code over when another leaves it).
+        """
+        self.version = owners.version
+        for pc in sorted(self.touched):
+            owner = owners.owners.get(pc)
+            record = None
+            if owner is not None:
+                record = self.records.get(owner.product.key) or record_of(owner.product)
+                if owner.claims > 1:
+                    self.conflicts[pc] = owner.claims
+            if record is not None:
+                self.upserts[pc] = record
+            else:
+                self.deletes.add(pc)
+        if self.conflicts:
+            _report_conflicts(self.conflicts, owners)
 
     def jobs(self, merchant_id: str, store_code: str, batch_size: int) -> list[LabelJob]:
         """Jobs of at most ``batch_size`` codes each.
@@ -85,6 +123,7 @@ class LabelPlan:
                 store_code=store_code,
                 upserts=chunk,
                 oldest_change_ms=self._oldest(r["pc"] for r in chunk),
+                version=self.version,
             )
             for chunk in _chunks(upserts, batch_size)
         ] + [
@@ -93,6 +132,7 @@ class LabelPlan:
                 store_code=store_code,
                 deletes=chunk,
                 oldest_change_ms=self._oldest(chunk),
+                version=self.version,
             )
             for chunk in _chunks(deletes, batch_size)
         ]
@@ -103,6 +143,20 @@ class LabelPlan:
     @property
     def empty(self) -> bool:
         return not self.upserts and not self.deletes
+
+
+def _report_conflicts(conflicts: Mapping[str, int], owners: LabelOwners) -> None:
+    """A code several products claim: named in the log (with the product on the label)
+    and counted, each time a poll touches it."""
+    named = sorted(conflicts)[:_LOGGED_CONFLICTS]
+    merchant_id = owners.owners[named[0]].product.merchant_id
+    logger.warning(
+        "product code claimed by more than one product; the label shows the one stored first",
+        merchant_id=merchant_id,
+        conflicts=len(conflicts),
+        codes={pc: owners.owners[pc].product.source_id for pc in named},
+    )
+    metrics.add_metric(name="LabelConflicts", unit=MetricUnit.Count, value=len(conflicts))
 
 
 def _chunks[T](items: list[T], size: int) -> list[list[T]]:

@@ -4,8 +4,8 @@ Effects happen in the order that makes a crash harmless (DESIGN.md, "The poll"):
 jobs are queued, then the product transaction commits, then the cursor advances. A crash
 anywhere repeats work on the next delivery; the label ledger keeps repeats off the shelf.
 
-A poll holds the merchant's lease while it runs: a second delivery meanwhile (a webhook,
-a slow schedule) is acknowledged without work, since the running poll covers it.
+A poll holds the merchant's lease while it runs (:mod:`esl_sync.sync.lease`): a second
+delivery meanwhile is acknowledged without work; a failed poll gives it back at once.
 
 Tokens come from ``deps.tokens`` (refreshed before they expire); a 401 renews them once
 (tokens stored meanwhile, or a refresh) and retries; refused again, the merchant is marked
@@ -16,7 +16,6 @@ are confirmed one by one on the next poll instead of waiting for the sweep.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -44,13 +43,11 @@ from esl_sync.store.interfaces import (
     TokenProvider,
 )
 from esl_sync.sync.cursor import next_cursor, read_from
-from esl_sync.sync.heal import heal_merchant
+from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
+from esl_sync.sync.lease import merchant_lease
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
-POLL_LEASE_MS = 330_000
-"""How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,
-so a poll killed by its timeout frees the merchant half a minute later."""
 MAX_DELETE_CONFIRMATIONS = 100
 """Webhook-reported deletions confirmed per poll (one Clover request each); the rest wait
 for the next poll, and a mass deletion is the sweep's job anyway."""
@@ -147,17 +144,12 @@ def _poll(request: PollRequest, deps: PollDeps, outcome: PollOutcome) -> None:
             else "no Hipoink store code"
         )
         return
-    owner = uuid.uuid4().hex
-    if not deps.state.acquire_lease(
-        merchant.merchant_id, owner, now_ms=_ms(deps.clock()), duration_ms=POLL_LEASE_MS
-    ):
-        outcome.status = "busy"
-        outcome.detail = "another poll of this merchant is running and covers this request"
-        return
-    try:
+    with merchant_lease(deps.state, merchant.merchant_id, now_ms=_ms(deps.clock())) as held:
+        if not held:
+            outcome.status = "busy"
+            outcome.detail = "another poll of this merchant is running and covers this request"
+            return
         _poll_leased(merchant, merchant.store_code, deps, outcome)
-    finally:
-        deps.state.release_lease(merchant.merchant_id, owner)
 
 
 def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: PollOutcome) -> None:
@@ -194,23 +186,20 @@ def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: P
     state.consecutive_failures = 0
     if swept or first_read:
         state.last_sweep_ms = _ms(now)
+        state.sweep_request_done = state.sweep_request
     state.settled_deletes = settled
     _save(deps, state)
-    if swept:
-        _heal(merchant, deps)
+    _heal(merchant, deps, swept)
 
 
-def _heal(merchant: Merchant, deps: PollDeps) -> None:
-    """Re-queue labels that stayed stale (see :mod:`esl_sync.sync.heal`).
-
-    It runs after the poll's own effects are committed; its failure is logged and left to
-    the next sweep, never turned into a failed poll.
-    """
+def _heal(merchant: Merchant, deps: PollDeps, swept: bool) -> None:
+    """Re-queue labels that failed or stayed stale (:mod:`esl_sync.sync.heal`) once the
+    poll's effects are committed; its failure is logged, left to the next poll, not raised."""
     try:
-        heal_merchant(merchant, deps.label_ledger, deps.label_queue, deps.settings)
+        heal_after_poll(merchant, deps.label_ledger, deps.label_queue, deps.settings, swept=swept)
     except Exception:
         logger.exception(
-            "self-healing failed; the next sweep tries again", merchant_id=merchant.merchant_id
+            "self-healing failed; the next poll tries again", merchant_id=merchant.merchant_id
         )
 
 
@@ -296,6 +285,9 @@ def _sync(
         settled = _confirm_deletes(catalog, tx, state, plan, outcome)
         if sweeping:
             outcome.sweep = _sweep(catalog, tx, listed, merchant_id, settings, plan, outcome)
+        if plan.touched:  # which product each touched code shows now, and the version
+            owners = tx.label_owners(merchant_id, plan.touched)
+            plan.resolve(owners, lambda product: label_target(product, settings).record)
         jobs = plan.jobs(merchant_id, store_code, settings.hipoink_batch_size)
         deps.label_queue.send(jobs)
         outcome.label_upserts = len(plan.upserts)

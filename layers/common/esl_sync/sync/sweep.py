@@ -20,11 +20,14 @@ ProductKey = tuple[str, str]
 
 
 def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
-    """Every ``CLOVER_CLEANUP_EVERY_N_POLLS``-th poll, or once ``CLOVER_CLEANUP_INTERVAL_HOURS``
-    passed since the last sweep. Never on the first read: there is nothing to compare yet,
-    and the first read starts the sweep clock (the poll records it as ``last_sweep_ms``)."""
+    """Every ``CLOVER_CLEANUP_EVERY_N_POLLS``-th poll, once ``CLOVER_CLEANUP_INTERVAL_HOURS``
+    passed since the last sweep, or when a webhook asked for one (more deletions reported
+    than the state may hold for confirmation). Never on the first read: there is nothing
+    to compare yet, and the first read starts the sweep clock (``last_sweep_ms``)."""
     if state.high_water_ms is None:
         return False
+    if state.sweep_requested:
+        return True
     if (state.poll_count + 1) % settings.clover_cleanup_every_n_polls == 0:
         return True
     if state.last_sweep_ms is None:

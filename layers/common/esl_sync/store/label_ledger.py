@@ -1,0 +1,329 @@
+"""The label ledger in Postgres: what Hipoink acknowledged, at which version, what failed,
+which product each code's label shows, and the stores Hipoink refused.
+
+The rule that picks one product per code lives in SQL (the ``label_owner`` function of
+migration 0004), so the poll, the stale count, the heal and ``status`` all read the same.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from psycopg.rows import dict_row
+
+from esl_sync.products import Product
+from esl_sync.store.interfaces import (
+    AckedLabel,
+    LabelAck,
+    LabelConflict,
+    LabelFailure,
+    LabelOwner,
+    LabelOwners,
+    RefusedItem,
+    RepairCandidate,
+    RepairSnapshot,
+    StaleLabel,
+    StoreBlock,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from esl_sync.store.postgres import Database
+
+PRODUCT_COLUMNS = (
+    "source_system",
+    "merchant_id",
+    "source_id",
+    "source_variant_id",
+    "name",
+    "barcode",
+    "sku",
+    "price",
+    "cost",
+    "currency",
+    "price_type",
+    "unit",
+    "status",
+    "extra_data",
+    "source_modified_time",
+)
+"""The label fields of a product row. ``validation_error`` is left out: a row with a label
+holds an accepted version in these fields even while Clover's newest one is refused (see
+the upsert in :mod:`esl_sync.store.postgres`), and that version is what its label shows."""
+_P_COLUMNS = ", ".join(f"p.{c}" for c in PRODUCT_COLUMNS)
+_ADVANCE_CLOCK = """
+INSERT INTO label_clocks (merchant_id, version) VALUES (%(m)s, nextval('label_versions'))
+ON CONFLICT (merchant_id) DO UPDATE SET version = EXCLUDED.version
+RETURNING version
+"""
+
+# The clock advanced, then the owner of each code (as this transaction sees the products).
+_LABEL_OWNERS = f"""
+WITH clock AS ({_ADVANCE_CLOCK})
+SELECT clock.version, o.*
+FROM clock LEFT JOIN (
+    SELECT code.pc, {_P_COLUMNS},
+           (SELECT count(*) FROM products c WHERE c.merchant_id = %(m)s AND c.barcode = code.pc
+              AND c.label_hash IS NOT NULL) AS claims
+    FROM unnest(%(pcs)s::text[]) AS code (pc)
+    CROSS JOIN LATERAL label_owner(%(m)s, code.pc) owner
+    JOIN products p ON p.merchant_id = %(m)s AND p.source_system = owner.source_system
+         AND p.source_id = owner.source_id AND p.source_variant_id = owner.source_variant_id
+) o ON true
+"""  # noqa: S608 - the interpolated names are the constant column list above
+
+_REPAIR_CANDIDATES = f"""
+WITH head AS (
+    SELECT now() AS now,
+           (SELECT max(acknowledged_at) FROM label_state WHERE merchant_id = %(m)s) AS last_ack
+), stale AS (
+    SELECT s.pc, s.since, s.failure_class, s.failed_at, l.requeued_at,
+           p.source_id IS NOT NULL AS has_product, {_P_COLUMNS}
+    FROM stale_labels s
+    LEFT JOIN label_state l ON l.merchant_id = s.merchant_id AND l.pc = s.pc
+    LEFT JOIN products p ON p.merchant_id = s.merchant_id AND p.source_system = s.source_system
+         AND p.source_id = s.source_id AND p.source_variant_id = s.source_variant_id
+    WHERE s.merchant_id = %(m)s
+)
+SELECT head.now, head.last_ack, stale.* FROM head LEFT JOIN stale ON true ORDER BY stale.pc
+"""  # noqa: S608 - the interpolated names are the constant column list above
+
+# Queued again now; and retryable failures the pass found fixed (no longer stale) are
+# forgotten, so the merchant lookup stops counting them (only those older than the pass's
+# own reading: a failure recorded meanwhile is kept).
+_MARK_REQUEUED = """
+WITH queued AS (
+    INSERT INTO label_state (merchant_id, pc, requeued_at)
+    SELECT %(m)s, pc, now() FROM unnest(%(pcs)s::text[]) AS pc
+    ON CONFLICT (merchant_id, pc) DO UPDATE SET requeued_at = EXCLUDED.requeued_at
+)
+UPDATE label_state l SET failure_class = NULL, failure_message = NULL, failed_at = NULL
+WHERE %(before)s::timestamptz IS NOT NULL AND l.merchant_id = %(m)s
+  AND l.failure_class IN ('retryable', 'configuration') AND l.failed_at < %(before)s
+  AND NOT l.pc = ANY(%(pcs)s)
+  AND NOT EXISTS (SELECT 1 FROM stale_labels s WHERE s.merchant_id = l.merchant_id
+                  AND s.pc = l.pc)
+"""
+
+# The block, claiming the one re-test when the cool-down has passed. Two senders racing for
+# it serialise on the row lock; the loser re-reads retry_after and sees the block.
+_CHECK_BLOCK = """
+WITH claimed AS (
+    UPDATE store_blocks SET retry_after = now() + make_interval(secs => %(cooldown)s)
+    WHERE merchant_id = %(m)s AND retry_after <= now()
+    RETURNING merchant_id, store_code, reason, blocked_at, retry_after, true AS retest
+)
+SELECT * FROM claimed
+UNION ALL
+SELECT merchant_id, store_code, reason, blocked_at, retry_after, false
+FROM store_blocks WHERE merchant_id = %(m)s AND NOT EXISTS (SELECT 1 FROM claimed)
+"""
+
+
+def product_of(row: dict[str, Any]) -> Product:
+    return Product(**{column: row[column] for column in PRODUCT_COLUMNS})
+
+
+def label_owners(
+    conn: psycopg.Connection[Any], merchant_id: str, pcs: Iterable[str]
+) -> LabelOwners:
+    """See :meth:`esl_sync.store.interfaces.ProductWriter.label_owners`."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_LABEL_OWNERS, {"m": merchant_id, "pcs": sorted(set(pcs))})
+        rows = cur.fetchall()
+    return LabelOwners(
+        version=int(rows[0]["version"]),
+        owners={
+            row["pc"]: LabelOwner(product_of(row), int(row["claims"]))
+            for row in rows
+            if row["pc"] is not None
+        },
+    )
+
+
+class PostgresLabelLedger:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]:
+        result = self._db.connection().execute(
+            "SELECT pc, label_hash, version FROM label_state"
+            " WHERE merchant_id = %s AND pc = ANY(%s) AND acknowledged_at IS NOT NULL",
+            (merchant_id, list(pcs)),
+        )
+        return {pc: AckedLabel(label_hash, version) for pc, label_hash, version in result}
+
+    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        if not acks:
+            return
+        self._db.connection().execute(
+            "INSERT INTO label_state (merchant_id, pc, label_hash, version, acknowledged_at)"
+            " SELECT %(m)s, a.pc, a.label_hash, a.version, now() FROM jsonb_to_recordset("
+            "%(acks)s::jsonb) AS a(pc text, label_hash text, version bigint)"
+            " ON CONFLICT (merchant_id, pc) DO UPDATE SET label_hash = EXCLUDED.label_hash,"
+            " version = EXCLUDED.version, acknowledged_at = EXCLUDED.acknowledged_at,"
+            " failure_class = NULL, failure_message = NULL, failed_at = NULL, requeued_at = NULL",
+            {
+                "m": merchant_id,
+                "acks": json.dumps(
+                    [{"pc": a.pc, "label_hash": a.label_hash, "version": a.version} for a in acks]
+                ),
+            },
+        )
+
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        if not acks:
+            return
+        self._db.connection().execute(
+            "UPDATE label_state l SET version = a.version FROM jsonb_to_recordset("
+            "%(acks)s::jsonb) AS a(pc text, version bigint) WHERE l.merchant_id = %(m)s"
+            " AND l.pc = a.pc AND (l.version IS NULL OR l.version < a.version)",
+            {
+                "m": merchant_id,
+                "acks": json.dumps([{"pc": a.pc, "version": a.version} for a in acks]),
+            },
+        )
+
+    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
+        if not failures:
+            return
+        self._db.connection().execute(
+            "INSERT INTO label_state (merchant_id, pc, failure_class, failure_message, failed_at)"
+            " SELECT %(m)s, f.pc, f.failure_class, f.message, now()"
+            " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text, failure_class text, message text)"
+            " ON CONFLICT (merchant_id, pc) DO UPDATE SET failure_class = EXCLUDED.failure_class,"
+            " failure_message = EXCLUDED.failure_message, failed_at = EXCLUDED.failed_at",
+            {
+                "m": merchant_id,
+                "f": json.dumps(
+                    [
+                        {"pc": f.pc, "failure_class": f.failure_class, "message": f.message}
+                        for f in failures
+                    ]
+                ),
+            },
+        )
+
+    def stale_labels_total(self) -> int:
+        row = self._db.connection().execute("SELECT count(*) FROM stale_labels").fetchone()
+        return int(row[0]) if row else 0
+
+    def stale_labels(self, merchant_id: str) -> int:
+        row = (
+            self._db.connection()
+            .execute("SELECT count(*) FROM stale_labels WHERE merchant_id = %s", (merchant_id,))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT pc, action, name, since, failure_class, failure_message, failed_at"
+                " FROM stale_labels WHERE merchant_id = %s ORDER BY pc, action",
+                (merchant_id,),
+            )
+            return [StaleLabel(**row) for row in cur.fetchall()]
+
+    def label_conflicts(self, merchant_id: str) -> list[LabelConflict]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT pc, source_id, name, shown, claims, shown_source_id FROM label_conflicts"
+                " WHERE merchant_id = %s ORDER BY pc, NOT shown, source_id",
+                (merchant_id,),
+            )
+            return [LabelConflict(**row) for row in cur.fetchall()]
+
+    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT source_id AS item_id, barcode AS pc, name, refused_at AS since,"
+                " label_hash IS NOT NULL AS label_kept, validation_error AS problem"
+                " FROM products WHERE merchant_id = %s AND validation_error IS NOT NULL"
+                " ORDER BY source_id, source_variant_id",
+                (merchant_id,),
+            )
+            return [RefusedItem(**row) for row in cur.fetchall()]
+
+    def label_version(self, merchant_id: str, *, advance: bool) -> int:
+        conn = self._db.connection()
+        if advance:
+            row = conn.execute(_ADVANCE_CLOCK, {"m": merchant_id}).fetchone()
+        else:
+            row = conn.execute(
+                "SELECT version FROM label_clocks WHERE merchant_id = %s", (merchant_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(_REPAIR_CANDIDATES, {"m": merchant_id})
+            rows = cur.fetchall()
+        return RepairSnapshot(
+            now=rows[0]["now"],
+            last_ack=rows[0]["last_ack"],
+            candidates=[
+                RepairCandidate(
+                    pc=row["pc"],
+                    product=product_of(row) if row["has_product"] else None,
+                    since=row["since"],
+                    failure_class=row["failure_class"],
+                    failed_at=row["failed_at"],
+                    requeued_at=row["requeued_at"],
+                )
+                for row in rows
+                if row["pc"] is not None
+            ],
+        )
+
+    def mark_requeued(
+        self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None
+    ) -> None:
+        self._db.connection().execute(
+            _MARK_REQUEUED, {"m": merchant_id, "pcs": list(pcs), "before": clear_failures_before}
+        )
+
+    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(_CHECK_BLOCK, {"m": merchant_id, "cooldown": cooldown_seconds})
+            row = cur.fetchone()
+        return StoreBlock(**row) if row else None
+
+    def block_store(
+        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
+    ) -> None:
+        self._db.connection().execute(
+            "INSERT INTO store_blocks (merchant_id, store_code, reason, retry_after)"
+            " VALUES (%s, %s, %s, now() + make_interval(secs => %s))"
+            " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
+            " reason = EXCLUDED.reason, retry_after = EXCLUDED.retry_after",
+            (merchant_id, store_code, reason, cooldown_seconds),
+        )
+
+    def invalidate_acknowledgements(self, merchant_id: str) -> None:
+        # A hash no record has: every product's label differs, and a code Hipoink holds
+        # that no product wants stays visible to the self-healing pass as a delete. The
+        # versions stay: an older job still cannot replace what Hipoink holds.
+        self._db.connection().execute(
+            "UPDATE label_state SET label_hash = 'invalidated' "
+            "WHERE merchant_id = %s AND label_hash IS NOT NULL",
+            (merchant_id,),
+        )
+
+    def unblock_store(self, merchant_id: str) -> bool:
+        result = self._db.connection().execute(
+            "DELETE FROM store_blocks WHERE merchant_id = %s", (merchant_id,)
+        )
+        return result.rowcount > 0
+
+    def store_blocks(self) -> dict[str, StoreBlock]:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT merchant_id, store_code, reason, blocked_at, retry_after"
+                " FROM store_blocks ORDER BY merchant_id"
+            )
+            return {row["merchant_id"]: StoreBlock(**row) for row in cur.fetchall()}

@@ -1,0 +1,173 @@
+"""Faults stay small (issue 11, part 8), through the real dispatcher and poller: the
+dispatcher queues every poll while the state table cannot be read (only its gauges fail),
+and a poll that fails gives its lease back, so SQS's retry does the work at once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from devkit.catalog import gas_station_catalog
+from devkit.emf import metric_sums
+from devkit.local_stack import LocalStack
+from devkit.template import REPO_ROOT
+from esl_sync import runtime
+from esl_sync.messages import PollRequest
+from esl_sync.store.dynamo import DynamoStateStore
+from esl_sync.store.postgres import Database
+from esl_sync.store.sqs import SqsLabelQueue
+
+MERCHANTS = ["MFAULT000001", "MFAULT000002", "MFAULT000003"]
+
+
+def entries(stack: LocalStack) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stack.logs if line.startswith("{")]
+
+
+def poll_lines(stack: LocalStack, merchant_id: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in entries(stack)
+        if e.get("message") == "poll finished" and e.get("merchant_id") == merchant_id
+    ]
+
+
+def poller_event(merchant_id: str, message_id: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "poller.json").read_text())
+    record = event["Records"][0]
+    record["messageId"] = message_id
+    record["body"] = PollRequest(merchant_id=merchant_id, reason="manual").model_dump_json()
+    return event
+
+
+def lease_of(stack: LocalStack, merchant_id: str) -> str | None:
+    item = (
+        boto3.client("dynamodb")
+        .get_item(TableName=stack.env["STATE_TABLE_NAME"], Key={"merchant_id": {"S": merchant_id}})
+        .get("Item", {})
+    )
+    owner = item.get("lease_owner")
+    return None if owner is None else str(owner["S"])
+
+
+# -- the dispatcher ----------------------------------------------------------------------
+
+
+def test_the_dispatcher_queues_every_poll_while_dynamodb_fails(stack: LocalStack) -> None:
+    for merchant_id in MERCHANTS:
+        stack.add_merchant(merchant_id, f"tok-{merchant_id}", f"STORE-{merchant_id[-1]}")
+    # The state table is gone: every read of it fails (ResourceNotFoundException).
+    boto3.client("dynamodb").delete_table(TableName=stack.env["STATE_TABLE_NAME"])
+
+    answer = stack.invoke("dispatcher", {"reason": "schedule"})
+
+    assert answer["dispatched"] == len(MERCHANTS)
+    assert stack.queue_depths()["PollQueue"] == len(MERCHANTS)
+    sums = metric_sums(stack.logs)
+    assert sums["FleetHealthErrors"] == 1
+    assert sums["PollsDispatched"] == len(MERCHANTS)
+    assert "MerchantsStale" not in sums  # missing: the freshness alarm treats it as breaching
+    [error] = [e for e in entries(stack) if e.get("level") == "ERROR"]
+    assert error["message"].startswith("fleet health not measured")
+    assert "ResourceNotFoundException" in error["exception"]
+
+
+def test_the_dispatcher_measures_the_fleet_when_it_can(stack: LocalStack) -> None:
+    stack.add_merchant(MERCHANTS[0], "tok", "STORE-1")
+    stack.invoke("dispatcher", {"reason": "schedule"})
+    sums = metric_sums(stack.logs)
+    assert (sums["MerchantsStale"], sums.get("FleetHealthErrors", 0)) == (0, 0)
+
+
+# -- the lease ---------------------------------------------------------------------------
+
+Patch = tuple[type, str]
+FAILURES: dict[str, Patch] = {
+    "state load (DynamoDB)": (DynamoStateStore, "load"),
+    "token load (DynamoDB)": (DynamoStateStore, "load_tokens"),
+    "product transaction (Postgres)": (Database, "transaction"),
+    "label queue send (SQS)": (SqsLabelQueue, "send"),
+    "state save (DynamoDB)": (DynamoStateStore, "save"),
+}
+
+
+def fail_first_calls(
+    monkeypatch: pytest.MonkeyPatch, patch: Patch, times: int = 1
+) -> Callable[[], int]:
+    """Make ``patch`` raise on its first ``times`` calls; returns how often it was called."""
+    cls, name = patch
+    real = getattr(cls, name)
+    calls = 0
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls <= times:
+            raise ConnectionError(f"injected: {cls.__name__}.{name} unreachable")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, failing)
+    return lambda: calls
+
+
+@pytest.mark.parametrize("where", sorted(FAILURES))
+def test_a_failed_poll_gives_its_lease_back_and_the_retry_does_the_work(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    merchant_id = MERCHANTS[0]
+    assert stack.hipoink is not None
+    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(12, seed=3))
+    fail_first_calls(monkeypatch, FAILURES[where])
+
+    with pytest.raises(Exception, match="All records failed"):  # one record: the batch fails
+        stack.invoke("poller", poller_event(merchant_id, "first"))
+    [failed] = poll_lines(stack, merchant_id)
+    assert failed["status"] == "failed"
+    assert "injected" in failed["detail"]
+    assert lease_of(stack, merchant_id) is None  # given back on the way out
+
+    retry = stack.invoke("poller", poller_event(merchant_id, "retry"))  # SQS's retry, at once
+
+    assert retry == {"batchItemFailures": []}
+    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["failed", "ok"]
+    assert poll_lines(stack, merchant_id)[-1]["items_fetched"] == 12  # real work, not "busy"
+    assert lease_of(stack, merchant_id) is None
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert len(stack.hipoink.labels("STORE-1")) > 0
+
+
+def test_a_lease_release_that_fails_once_is_tried_again(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=3))
+    calls = fail_first_calls(monkeypatch, (DynamoStateStore, "release_lease"), times=1)
+
+    assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}
+
+    assert calls() == 2
+    assert lease_of(stack, merchant_id) is None
+    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["ok"]
+
+
+def test_a_lease_that_cannot_be_given_back_leaves_the_polls_outcome_alone(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB refusing the release too: the poll's own result stands (here: success, so
+    SQS does not redeliver it), a warning and a metric say so, and the lease expires."""
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=3))
+    fail_first_calls(monkeypatch, (DynamoStateStore, "release_lease"), times=2)
+
+    assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}
+
+    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["ok"]
+    [warning] = [e for e in entries(stack) if e.get("message", "").startswith("poll lease not")]
+    assert (warning["level"], warning["merchant_id"]) == ("WARNING", merchant_id)
+    assert metric_sums(stack.logs)["LeaseReleaseFailures"] == 1
+    assert lease_of(stack, merchant_id) is not None  # held until it expires (330 s)
+    assert runtime.state_store().load(merchant_id).last_success_at is not None
