@@ -3,8 +3,12 @@
 It is the single way the demo, the tests and the benchmarks run the system.
 
 It starts an embedded PostgreSQL (unless ``DATABASE_URL`` is set), AWS emulated in-process
-by moto's server on loopback (queues, table and key built from ``template.yaml``), and the
-Clover and Hipoink simulators (unless their URLs are given). ``run_cycle()`` drives the real
+by moto's server on loopback (queues, table and key built from ``template.yaml``, and the
+secrets: the handlers read the database URL, the Hipoink sign, the webhook auth code and
+the Clover app's credentials from Secrets Manager, as deployed), and the Clover and Hipoink
+simulators (unless their URLs are given). Every AWS call a handler makes is recorded and
+checked against its role in ``template.yaml`` when the stack closes: a call the role does
+not grant fails the run, as it would fail in AWS. ``run_cycle()`` drives the real
 handlers the way Lambda's event source mappings do: batches, partial batch failures made
 visible again, and redrive to the dead-letter queue after ``maxReceiveCount`` receives.
 ``send_webhook()`` delivers a Clover notification through the webhook function the way
@@ -30,10 +34,18 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
+from devkit.aws_calls import AwsCallRecorder
 from devkit.clover_sim import CloverSimulator
 from devkit.embedded_postgres import EmbeddedPostgres
 from devkit.hipoink_sim import HipoinkSimulator
-from devkit.lambda_runner import DrainResult, FunctionRunner, load_handler
+from devkit.iam import problems
+from devkit.lambda_runner import (
+    FUNCTIONS,
+    ContextFactory,
+    DrainResult,
+    FunctionRunner,
+    load_handler,
+)
 from devkit.template import REPO_ROOT, load_template, resolve, resource
 
 if TYPE_CHECKING:
@@ -46,6 +58,14 @@ REGION = "us-east-1"
 HIPOINK_SIGN = "local-hipoink-sign"
 CLOVER_WEBHOOK_AUTH = "local-clover-webhook-auth"  # also in events/webhook.json
 QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first
+CLOVER_APP_CLIENT_SECRET = "local-clover-app-secret"
+# Secrets the handlers read from Secrets Manager: value variable -> the variable of its ARN.
+SECRET_VARIABLES = {
+    "DATABASE_URL": "DATABASE_URL_SECRET_ARN",
+    "HIPOINK_SIGN": "HIPOINK_SIGN_SECRET_ARN",
+    "CLOVER_WEBHOOK_AUTH": "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
+    "CLOVER_CLIENT_ID": "CLOVER_APP_SECRET_ARN",  # {"client_id", "client_secret"}
+}
 
 
 @dataclass
@@ -94,6 +114,7 @@ class LocalStack:
         self.template = load_template()
         self._sqs: SQSClient | None = None
         self.runner: FunctionRunner | None = None
+        self.aws_calls = AwsCallRecorder(self._resource_of)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,6 +135,8 @@ class LocalStack:
         from esl_sync import runtime
 
         leaks = self.leaked_secrets() if exc_type is None else 0
+        ungranted = self.ungranted_calls() if exc_type is None else []
+        self.aws_calls.detach()
         runtime.reset()
         self._exit.close()
         self._sqs = None
@@ -126,6 +149,18 @@ class LocalStack:
         self._saved_env.clear()
         if leaks:
             raise AssertionError(f"{leaks} handler log line(s) hold a token, sign or auth code")
+        if ungranted:
+            raise AssertionError("AWS would refuse these calls:\n" + "\n".join(ungranted))
+
+    def ungranted_calls(self) -> list[str]:
+        """The handlers' AWS calls that their roles in template.yaml do not grant (each
+        line names the function, the call and the role to change)."""
+        calls = self.aws_calls.calls
+        return [
+            line
+            for f in FUNCTIONS.values()
+            for line in problems(self.template, f, calls, exact=False)
+        ]
 
     def leaked_secrets(self) -> int:
         """How many lines the handlers logged hold a secret: a Clover token the simulator
@@ -160,17 +195,25 @@ class LocalStack:
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_SERVICE_NAME": "esl-sync",
                 "POWERTOOLS_METRICS_NAMESPACE": "EslSync",
-                "DATABASE_URL": database_url,
                 "CLOVER_API_BASE_URL": self._clover_base_url,
                 "HIPOINK_API_BASE_URL": self._hipoink_base_url,
                 "HIPOINK_CLIENT_ID": "default",
+                "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
+            }
+        )
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        self.aws_calls.attach(boto3.DEFAULT_SESSION.events)  # every client the runtime builds
+        self._create_aws_resources()
+        self._create_secrets(
+            {
+                "DATABASE_URL": database_url,
                 "HIPOINK_SIGN": HIPOINK_SIGN,
                 "CLOVER_WEBHOOK_AUTH": CLOVER_WEBHOOK_AUTH,
-                "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
                 **({"CLOVER_CLIENT_ID": self.clover.client_id} if self.clover else {}),
             }
         )
-        self._create_aws_resources()
         self._set_env(self._overrides)
         from esl_sync import runtime
         from esl_sync.settings import settings
@@ -200,6 +243,20 @@ class LocalStack:
         for name, value in values.items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
+            self.env[name] = value
+
+    def _create_secrets(self, values: dict[str, str]) -> None:
+        """Each secret in Secrets Manager, its ARN in the handlers' environment and its value
+        only in ``env`` (for tests and subprocesses): the handlers read it as deployed."""
+        secrets = boto3.client("secretsmanager", region_name=REGION)
+        for name, value in values.items():
+            text = value
+            if name == "CLOVER_CLIENT_ID":
+                text = json.dumps({"client_id": value, "client_secret": CLOVER_APP_CLIENT_SECRET})
+            arn = secrets.create_secret(Name=f"esl-sync-local/{name}", SecretString=text)["ARN"]
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ.pop(name, None)
+            self._set_env({SECRET_VARIABLES[name]: arn})
             self.env[name] = value
 
     def _create_aws_resources(self) -> None:
@@ -247,6 +304,24 @@ class LocalStack:
                 "STATE_KEY_ID": key_id,
             }
         )
+
+    def _resource_of(self, service: str, params: dict[str, Any]) -> list[str]:
+        """The template's logical ids (``env:NAME`` for secrets) that a call names."""
+        if service == "sqs":
+            url = params.get("QueueUrl") or params.get("QueueName", "")
+            names = {u: q for q, u in self.urls.items()} | {q: q for q in self.urls}
+            return [names.get(url, names.get(url.removesuffix(".fifo"), f"?{url}"))]
+        if service == "dynamodb":
+            tables = [params["TableName"]] if "TableName" in params else params["RequestItems"]
+            return [str(t) for t in tables]  # the local table is named after its logical id
+        if service == "kms":
+            key = params.get("KeyId", self.env.get("STATE_KEY_ID"))
+            return ["StateKey" if key == self.env.get("STATE_KEY_ID") else f"?{key}"]
+        if service == "secretsmanager":
+            secret = params.get("SecretId")
+            named = [f"env:{n}" for n, v in self.env.items() if v == secret and n.endswith("_ARN")]
+            return named or [f"?{secret}"]
+        return [f"?{service}"]
 
     def _queue_arn(self, logical_id: str) -> str:
         return self.sqs.get_queue_attributes(
@@ -351,13 +426,23 @@ class LocalStack:
         dispatched: int = result["dispatched"]
         return dispatched
 
-    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+    def invoke(
+        self, function: str, event: dict[str, Any], *, context: ContextFactory | None = None
+    ) -> dict[str, Any]:
         assert self.runner is not None, "the local stack is not started"
-        return self.runner.invoke(function, event)
+        return self.runner.invoke(function, event, context=context)
 
-    def drain(self, queue: str, function: str, *, batch_size: int = 10) -> DrainResult:
+    def drain(
+        self,
+        queue: str,
+        function: str,
+        *,
+        batch_size: int = 10,
+        context: ContextFactory | None = None,
+    ) -> DrainResult:
+        """Deliver the queue to the function; ``context`` builds each invocation's context."""
         assert self.runner is not None, "the local stack is not started"
-        return self.runner.drain(self.urls[queue], function, batch_size=batch_size)
+        return self.runner.drain(self.urls[queue], function, batch_size=batch_size, context=context)
 
     def send_webhook(
         self, body: bytes | str | dict[str, Any], auth: str | None, *, deliver: bool = True
