@@ -1,8 +1,9 @@
 """Fixtures of the infra tests: the template as data, and one `sam build` per session.
 
 `sam_build_dir` builds the stack for the HOST architecture (the template says arm64; a copy
-with the host's architecture is built) so that the built handlers and the layer's compiled
-wheels (pydantic-core, psycopg-binary) import on this machine.
+with the host's architecture is built, and the layer's Makefile is told the host's platform)
+so that the built handlers and the layer's compiled wheels (pydantic-core, psycopg-binary,
+wrapt) import on this machine.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def sam_build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         text.replace(TEMPLATE_ARCHITECTURE, host_architecture()), encoding="utf-8"
     )
     build_dir = work / "build"
+    # The layer's Makefile installs wheels for this platform (Lambda's arm64 by default).
+    env["ESL_SYNC_LAYER_ARCH"] = "x86_64" if host_architecture() == "x86_64" else "aarch64"
     command = [
         sam,
         "build",

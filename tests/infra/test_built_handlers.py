@@ -2,8 +2,10 @@
 
 The built code runs in a subprocess whose path starts with the build output (the layer's
 ``python/`` folder and the function's folder), so it imports the packaged ``esl_sync`` and
-dependencies, not the development checkout. AWS, Postgres, Clover and Hipoink come from a
-local stack that the subprocess reaches over loopback.
+dependencies, not the development checkout; boto3 and botocore come from outside the layer,
+as the Lambda runtime provides them. AWS, Postgres, Clover and Hipoink come from a local
+stack that the subprocess reaches over loopback; the secrets come from its Secrets Manager,
+as deployed (the subprocess gets only their ARNs).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from devkit.catalog import gas_station_catalog
-from devkit.local_stack import LocalStack
+from devkit.local_stack import SECRET_VARIABLES, LocalStack
 from devkit.template import REPO_ROOT
 
 pytestmark = pytest.mark.infra
@@ -31,7 +33,7 @@ import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("app", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-import esl_sync
+import esl_sync, pydantic
 
 class Context:
     function_name = "built"
@@ -46,7 +48,9 @@ event = json.load(open(sys.argv[2]))
 if len(sys.argv) > 3:
     event["ResponseURL"] = sys.argv[3]
 result = module.lambda_handler(event, Context())
-print(json.dumps({"esl_sync": esl_sync.__file__, "result": result}, default=str))
+import botocore
+files = {"esl_sync": esl_sync, "pydantic": pydantic, "botocore": botocore}
+print(json.dumps({**{k: m.__file__ for k, m in files.items()}, "result": result}, default=str))
 """
 
 
@@ -66,9 +70,10 @@ def _invoke_built(
     build: Path, logical_id: str, event_file: str, env: dict[str, str], *extra: str
 ) -> dict[str, Any]:
     path = os.pathsep.join([str(build / "CommonLayer" / "python"), str(build / logical_id)])
+    deployed_env = {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
     completed = subprocess.run(
         [sys.executable, "-c", RUNNER, str(build / logical_id / "app.py"), event_file, *extra],
-        env={**os.environ, **env, "PYTHONPATH": path},
+        env={**os.environ, **deployed_env, "PYTHONPATH": path},
         capture_output=True,
         text=True,
         timeout=120,
@@ -77,6 +82,8 @@ def _invoke_built(
     assert completed.returncode == 0, completed.stderr[-3000:]
     answer: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     assert answer["esl_sync"].startswith(str(build)), "imported the checkout, not the build"
+    assert answer["pydantic"].startswith(str(build)), "imported the venv's pydantic"
+    assert not answer["botocore"].startswith(str(build)), "the layer must not ship botocore"
     return answer
 
 
