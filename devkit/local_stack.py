@@ -59,6 +59,8 @@ HIPOINK_SIGN = "local-hipoink-sign"
 CLOVER_WEBHOOK_AUTH = "local-clover-webhook-auth"  # also in events/webhook.json
 QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first
 CLOVER_APP_CLIENT_SECRET = "local-clover-app-secret"
+STATE_KEY_ALIAS = "alias/esl-sync-local-state"
+SECRET_PREFIX = "esl-sync-local/"
 # Secrets the handlers read from Secrets Manager: value variable -> the variable of its ARN.
 SECRET_VARIABLES = {
     "DATABASE_URL": "DATABASE_URL_SECRET_ARN",
@@ -66,6 +68,25 @@ SECRET_VARIABLES = {
     "CLOVER_WEBHOOK_AUTH": "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
     "CLOVER_CLIENT_ID": "CLOVER_APP_SECRET_ARN",  # {"client_id", "client_secret"}
 }
+
+
+def secret_name(variable: str) -> str:
+    """The local secret holding a value variable: ``esl-sync-local/database-url`` for
+    ``DATABASE_URL``, ``esl-sync-local/clover-app`` for the Clover app's credentials."""
+    stem = SECRET_VARIABLES[variable].removesuffix("_ARN").removesuffix("_SECRET")
+    return SECRET_PREFIX + stem.lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the stack's AWS emulation and simulators listen when other processes must
+    reach them (``sam local invoke`` containers, see devkit/local_services.py); port 0 is
+    any free port. Without it, everything is on loopback on free ports."""
+
+    host: str = "0.0.0.0"
+    aws_port: int = 4566
+    clover_port: int = 4011
+    hipoink_port: int = 4012
 
 
 @dataclass
@@ -100,7 +121,13 @@ class LocalStack:
         *,
         settings: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        listen: Listen | None = None,
+        database_secret: str | None = None,
     ) -> None:
+        """``database_secret`` is the database secret's value when the handlers reach
+        Postgres by another address than this process (from a container)."""
+        self._listen = listen
+        self._database_secret = database_secret
         self._clover_base_url = clover_base_url
         self._hipoink_base_url = hipoink_base_url
         self._overrides = settings or {}
@@ -180,10 +207,16 @@ class LocalStack:
         self._progress("starting AWS emulation (moto) and simulators")
         aws_endpoint = self._start_moto()
         if self._clover_base_url is None:
-            self.clover = self._exit.enter_context(CloverSimulator())
+            clover = CloverSimulator()
+            if self._listen:
+                clover.address = (self._listen.host, self._listen.clover_port)
+            self.clover = self._exit.enter_context(clover)
             self._clover_base_url = self.clover.base_url
         if self._hipoink_base_url is None:
-            self.hipoink = self._exit.enter_context(HipoinkSimulator(sign=HIPOINK_SIGN))
+            hipoink = HipoinkSimulator(sign=HIPOINK_SIGN)
+            if self._listen:
+                hipoink.address = (self._listen.host, self._listen.hipoink_port)
+            self.hipoink = self._exit.enter_context(hipoink)
             self._hipoink_base_url = self.hipoink.base_url
         self._set_env(
             {
@@ -208,7 +241,7 @@ class LocalStack:
         self._create_aws_resources()
         self._create_secrets(
             {
-                "DATABASE_URL": database_url,
+                "DATABASE_URL": self._database_secret or database_url,
                 "HIPOINK_SIGN": HIPOINK_SIGN,
                 "CLOVER_WEBHOOK_AUTH": CLOVER_WEBHOOK_AUTH,
                 **({"CLOVER_CLIENT_ID": self.clover.client_id} if self.clover else {}),
@@ -230,11 +263,13 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        host, port = ("127.0.0.1", 0)
+        if self._listen:
+            host, port = self._listen.host, self._listen.aws_port
+        server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
         self._exit.callback(server.stop)
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
         # moto keeps its state per process: start every stack from nothing.
         httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         return endpoint
@@ -253,7 +288,7 @@ class LocalStack:
             text = value
             if name == "CLOVER_CLIENT_ID":
                 text = json.dumps({"client_id": value, "client_secret": CLOVER_APP_CLIENT_SECRET})
-            arn = secrets.create_secret(Name=f"esl-sync-local/{name}", SecretString=text)["ARN"]
+            arn = secrets.create_secret(Name=secret_name(name), SecretString=text)["ARN"]
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ.pop(name, None)
             self._set_env({SECRET_VARIABLES[name]: arn})
@@ -288,6 +323,7 @@ class LocalStack:
             ]
         kms = boto3.client("kms", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=REGION)
         key_id = kms.create_key(Description="esl-sync state key (local)")["KeyMetadata"]["Arn"]
+        kms.create_alias(AliasName=STATE_KEY_ALIAS, TargetKeyId=key_id)
         table = resource(self.template, "StateTable")["Properties"]
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         dynamodb.create_table(
@@ -316,7 +352,9 @@ class LocalStack:
             return [str(t) for t in tables]  # the local table is named after its logical id
         if service == "kms":
             key = params.get("KeyId", self.env.get("STATE_KEY_ID"))
-            return ["StateKey" if key == self.env.get("STATE_KEY_ID") else f"?{key}"]
+            return [
+                "StateKey" if key in (self.env.get("STATE_KEY_ID"), STATE_KEY_ALIAS) else f"?{key}"
+            ]
         if service == "secretsmanager":
             secret = params.get("SecretId")
             named = [f"env:{n}" for n, v in self.env.items() if v == secret and n.endswith("_ARN")]

@@ -8,11 +8,13 @@ wrapt) import on this machine.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +124,61 @@ def sam_env() -> dict[str, str]:
 def sam_command() -> str:
     """The `sam` executable; fails (never skips) when it is missing."""
     return sam_executable()
+
+
+RUNNER = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+import esl_sync, pydantic
+
+class Context:
+    function_name = "built"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:built"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    def get_remaining_time_in_millis(self):
+        return 60000
+
+event = json.load(open(sys.argv[2]))
+if len(sys.argv) > 3:
+    event["ResponseURL"] = sys.argv[3]
+result = module.lambda_handler(event, Context())
+import botocore
+files = {"esl_sync": esl_sync, "pydantic": pydantic, "botocore": botocore}
+print(json.dumps({**{k: m.__file__ for k, m in files.items()}, "result": result}, default=str))
+"""
+
+InvokeBuilt = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(scope="session")
+def invoke_built() -> InvokeBuilt:
+    """``invoke_built(build, logical_id, event_file, env, [response_url])``: the built
+    function run in a subprocess with exactly ``env`` and a path of the built layer and the
+    function's folder (so it imports the build, not the checkout; boto3 and botocore come
+    from outside it, as the Lambda runtime provides them). Returns ``{"result": ...}`` and
+    where ``esl_sync``, ``pydantic`` and ``botocore`` came from."""
+
+    def invoke(
+        build: Path, logical_id: str, event_file: str, env: dict[str, str], *extra: str
+    ) -> dict[str, Any]:
+        path = os.pathsep.join([str(build / "CommonLayer" / "python"), str(build / logical_id)])
+        completed = subprocess.run(
+            [sys.executable, "-c", RUNNER, str(build / logical_id / "app.py"), event_file, *extra],
+            env={**env, "PYTHONPATH": path},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        answer: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        assert answer["esl_sync"].startswith(str(build)), "imported the checkout, not the build"
+        assert answer["pydantic"].startswith(str(build)), "imported the venv's pydantic"
+        assert not answer["botocore"].startswith(str(build)), "the layer must not ship botocore"
+        return answer
+
+    return invoke
