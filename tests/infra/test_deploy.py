@@ -121,3 +121,49 @@ def test_the_schema_version_is_the_newest_migration(template: Template) -> None:
         f"bump DatabaseMigration's SchemaVersion to {int(newest.split('_', 1)[0])} so that"
         f" the deploy applies {newest}"
     )
+
+
+# ---------------------------------------------------------------- sam deploy --guided
+
+
+def _samconfig_deploy() -> dict[str, Any]:
+    from samcli.lib.config.samconfig import SamConfig
+
+    parameters: dict[str, Any] = SamConfig(str(REPO_ROOT), "samconfig.toml").get_all(
+        ["deploy"], "parameters"
+    )
+    return parameters
+
+
+def test_samconfig_offers_every_non_secret_default(template: Template) -> None:
+    config = _samconfig_deploy()
+    overrides = dict(item.split("=", 1) for item in config["parameter_overrides"])
+    defaults = {n: p["Default"] for n, p in template["Parameters"].items() if "Default" in p}
+    assert set(overrides) == set(defaults), "samconfig.toml and the template's defaults differ"
+    for name, value in overrides.items():
+        assert value == str(defaults[name]), name
+    asked = set(template["Parameters"]) - set(overrides)
+    assert asked == {
+        "HipoinkApiBaseUrl",
+        "DatabaseUrlSecretArn",
+        "HipoinkSignSecretArn",
+        "CloverWebhookAuthSecretArn",
+        "CloverAppSecretArn",
+    }
+    assert config["capabilities"] == "CAPABILITY_IAM"
+    assert config["resolve_s3"] is True
+    assert config["confirm_changeset"] is True
+    assert config["stack_name"] == "esl-sync"
+
+
+def test_the_guided_deploy_asks_about_the_webhook_only_and_the_readme_answers(
+    template: Template,
+) -> None:
+    from samcli.commands.deploy.auth_utils import auth_per_resource
+    from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+
+    stacks, _ = SamLocalStackProvider.get_stacks(str(REPO_ROOT / "template.yaml"))
+    unauthenticated = [name for name, ok in auth_per_resource(stacks) if not ok]
+    assert unauthenticated == ["WebhookFunction"]
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "WebhookFunction has no authentication. Is this okay? [y/N]: y" in readme
