@@ -28,6 +28,8 @@ from typing import Any
 from botocore.hooks import BaseEventHooks
 
 _RUNNING: ContextVar[str | None] = ContextVar("esl_sync_running_function", default=None)
+OPERATOR = "Operator"
+"""Who owns the calls of an ``esl-sync`` command (deploy/iam/operator-policy.json)."""
 
 # Batch APIs are authorized as their single-message action.
 _AUTHORIZED_AS = {

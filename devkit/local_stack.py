@@ -359,6 +359,8 @@ class LocalStack:
             secret = params.get("SecretId")
             named = [f"env:{n}" for n, v in self.env.items() if v == secret and n.endswith("_ARN")]
             return named or [f"?{secret}"]
+        if service == "cloudformation":
+            return ["Stack"]  # `esl-sync --stack NAME` reading the stack's outputs
         return [f"?{service}"]
 
     def _queue_arn(self, logical_id: str) -> str:

@@ -11,11 +11,12 @@ longer makes fails here until the role stops granting it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from devkit.aws_calls import AwsCall, read_record
+from devkit.aws_calls import OPERATOR, AwsCall, read_record
 from devkit.iam import attribute_limits, function_env, problems, role_grants, role_name
 from devkit.lambda_runner import FUNCTIONS
 from devkit.template import REPO_ROOT, translate
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.infra
 Template = dict[str, Any]
 AWS_CALLS = REPO_ROOT / "tests" / "infra" / "aws_calls.json"
 TOKEN_ATTRIBUTES = {"token_ciphertext", "token_generation", "auth_state", "high_water_ms"}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def recorded() -> set[AwsCall]:
@@ -49,7 +54,7 @@ def test_every_function_was_recorded_reading_its_database_secret() -> None:
         if (c.action, c.resource)
         == ("secretsmanager:GetSecretValue", "env:DATABASE_URL_SECRET_ARN")
     }
-    assert readers == set(FUNCTIONS.values())
+    assert readers == {*FUNCTIONS.values(), OPERATOR}
 
 
 def test_the_comparison_names_the_role_and_what_to_change(template: Template) -> None:
@@ -174,3 +179,82 @@ def _resolve_conditions(template: Template, parameters: dict[str, str]) -> Templ
         return conditions[name]
 
     return {"Resources": value(template["Resources"])}
+
+
+# ---------------------------------------------------------------- people's policies
+
+POLICIES = REPO_ROOT / "deploy" / "iam"
+# An ARN pattern of deploy/iam/*.json (placeholders REGION, ACCOUNT, STACK, …) -> the
+# logical id (or secret variable) of the resource it matches in a stack named STACK.
+OPERATOR_RESOURCES = {
+    "arn:aws:cloudformation:REGION:ACCOUNT:stack/STACK/*": "Stack",
+    "DATABASE_SECRET_ARN": "env:DATABASE_URL_SECRET_ARN",
+    "arn:aws:dynamodb:REGION:ACCOUNT:table/STACK-StateTable-*": "StateTable",
+    "arn:aws:kms:REGION:ACCOUNT:key/*": "StateKey",  # with the alias condition, below
+    "arn:aws:sqs:REGION:ACCOUNT:STACK-PollQueue-*": "PollQueue",
+    "arn:aws:sqs:REGION:ACCOUNT:STACK-LabelQueue-*": "LabelQueue",
+    "arn:aws:sqs:REGION:ACCOUNT:STACK-PollDeadLetterQueue-*": "PollDeadLetterQueue",
+    "arn:aws:sqs:REGION:ACCOUNT:STACK-LabelDeadLetterQueue-*": "LabelDeadLetterQueue",
+}
+
+
+def _policy(name: str) -> list[dict[str, Any]]:
+    document = json.loads((POLICIES / name).read_text())
+    assert document["Version"] == "2012-10-17"
+    statements: list[dict[str, Any]] = document["Statement"]
+    return statements
+
+
+def test_the_operator_policy_is_what_the_cli_calls(template: Template) -> None:
+    """`esl-sync --stack NAME …` (all but demo, bench and cycle) against a deployed stack."""
+    granted = set()
+    for statement in _policy("operator-policy.json"):
+        condition = statement.get("Condition", {})
+        if "kms:ResourceAliases" in str(condition):
+            aliases = condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"]
+            assert aliases == "alias/STACK-state", "the key is named by the stack's alias"
+        via = "via dynamodb" if "kms:ViaService" in str(condition) else ""
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                granted.add((action, OPERATOR_RESOURCES[resource], via))
+    calls = {c for c in recorded() if c.function == OPERATOR}
+    assert calls, "no operator command was recorded"
+    needed = {(c.action, c.resource, "") for c in calls}
+    needed.add(("kms:Decrypt", "StateKey", "via dynamodb"))  # the table's own encryption
+    assert granted == needed
+
+
+DEPLOYER_NEEDS = {  # what creating and deleting each resource type of the stack takes
+    "AWS::ApiGatewayV2::Api": "apigateway:POST",
+    "AWS::ApiGatewayV2::Stage": "apigateway:POST",
+    "AWS::CloudFormation::CustomResource": "lambda:InvokeFunction",
+    "AWS::CloudWatch::Alarm": "cloudwatch:PutMetricAlarm",
+    "AWS::CloudWatch::Dashboard": "cloudwatch:PutDashboard",
+    "AWS::DynamoDB::Table": "dynamodb:CreateTable",
+    "AWS::IAM::Role": "iam:CreateRole",
+    "AWS::KMS::Alias": "kms:CreateAlias",
+    "AWS::KMS::Key": "kms:CreateKey",
+    "AWS::Lambda::EventSourceMapping": "lambda:CreateEventSourceMapping",
+    "AWS::Lambda::Function": "lambda:CreateFunction",
+    "AWS::Lambda::LayerVersion": "lambda:PublishLayerVersion",
+    "AWS::Lambda::Permission": "lambda:AddPermission",
+    "AWS::Logs::LogGroup": "logs:CreateLogGroup",
+    "AWS::SNS::Subscription": "sns:Subscribe",
+    "AWS::SNS::Topic": "sns:CreateTopic",
+    "AWS::SNS::TopicPolicy": "sns:SetTopicAttributes",
+    "AWS::SQS::Queue": "sqs:CreateQueue",
+    "AWS::Scheduler::Schedule": "scheduler:CreateSchedule",
+}
+
+
+def test_the_deployer_policy_covers_every_resource_of_the_stack(template: Template) -> None:
+    statements = _policy("deployer-policy.json")
+    actions = {a for s in statements for a in as_list(s["Action"])}
+    for kind in {r["Type"] for r in translate(template)["Resources"].values()}:
+        assert kind in DEPLOYER_NEEDS, f"{kind}: say what deploying it takes"
+        assert DEPLOYER_NEEDS[kind] in actions, kind
+    assert {"cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"} <= actions
+    assert not any(a == "*" or a.endswith(":*") for a in actions)
+    [pass_role] = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    passed = pass_role["Condition"]["StringEquals"]["iam:PassedToService"]
+    assert sorted(passed) == ["lambda.amazonaws.com", "scheduler.amazonaws.com"]
