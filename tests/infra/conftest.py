@@ -127,11 +127,11 @@ def sam_command() -> str:
 
 
 RUNNER = """
-import importlib.util, json, sys
+import importlib, importlib.util, json, os, sys, time
+deadline = time.monotonic() + float(os.environ.get("ESL_SYNC_TEST_TIMEOUT_SECONDS", "60"))
 spec = importlib.util.spec_from_file_location("app", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
-import esl_sync, pydantic
 
 class Context:
     function_name = "built"
@@ -140,15 +140,19 @@ class Context:
     memory_limit_in_mb = 512
     aws_request_id = "00000000-0000-0000-0000-000000000000"
     def get_remaining_time_in_millis(self):
-        return 60000
+        return int((deadline - time.monotonic()) * 1000)
 
 event = json.load(open(sys.argv[2]))
 if len(sys.argv) > 3:
     event["ResponseURL"] = sys.argv[3]
 result = module.lambda_handler(event, Context())
-import botocore
-files = {"esl_sync": esl_sync, "pydantic": pydantic, "botocore": botocore}
-print(json.dumps({**{k: m.__file__ for k, m in files.items()}, "result": result}, default=str))
+origins = {}
+for name in ("esl_sync", "pydantic", "botocore"):
+    try:
+        origins[name] = importlib.import_module(name).__file__
+    except Exception:
+        origins[name] = None
+print(json.dumps({**origins, "result": result}, default=str))
 """
 
 InvokeBuilt = Callable[..., dict[str, Any]]
@@ -156,16 +160,24 @@ InvokeBuilt = Callable[..., dict[str, Any]]
 
 @pytest.fixture(scope="session")
 def invoke_built() -> InvokeBuilt:
-    """``invoke_built(build, logical_id, event_file, env, [response_url])``: the built
-    function run in a subprocess with exactly ``env`` and a path of the built layer and the
-    function's folder (so it imports the build, not the checkout; boto3 and botocore come
-    from outside it, as the Lambda runtime provides them). Returns ``{"result": ...}`` and
-    where ``esl_sync``, ``pydantic`` and ``botocore`` came from."""
+    """``invoke_built(build, logical_id, event_file, env, [response_url], layer=None)``: the
+    built function run in a subprocess with exactly ``env`` and a path of the built layer
+    (or ``layer``) and the function's folder, so it imports the build, not the checkout;
+    boto3 and botocore come from outside it, as the Lambda runtime provides them. Its
+    context's remaining time runs down with the clock from ``ESL_SYNC_TEST_TIMEOUT_SECONDS``
+    in ``env`` (60 by default). Returns ``{"result": ...}`` and where ``esl_sync``,
+    ``pydantic`` and ``botocore`` came from (checked, unless a ``layer`` is given)."""
 
     def invoke(
-        build: Path, logical_id: str, event_file: str, env: dict[str, str], *extra: str
+        build: Path,
+        logical_id: str,
+        event_file: str,
+        env: dict[str, str],
+        *extra: str,
+        layer: Path | None = None,
     ) -> dict[str, Any]:
-        path = os.pathsep.join([str(build / "CommonLayer" / "python"), str(build / logical_id)])
+        layer_path = layer or build / "CommonLayer" / "python"
+        path = os.pathsep.join([str(layer_path), str(build / logical_id)])
         completed = subprocess.run(
             [sys.executable, "-c", RUNNER, str(build / logical_id / "app.py"), event_file, *extra],
             env={**env, "PYTHONPATH": path},
@@ -176,9 +188,10 @@ def invoke_built() -> InvokeBuilt:
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
         answer: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-        assert answer["esl_sync"].startswith(str(build)), "imported the checkout, not the build"
-        assert answer["pydantic"].startswith(str(build)), "imported the venv's pydantic"
-        assert not answer["botocore"].startswith(str(build)), "the layer must not ship botocore"
+        if layer is None:
+            assert answer["esl_sync"].startswith(str(build)), "imported the checkout"
+            assert answer["pydantic"].startswith(str(build)), "imported the venv's pydantic"
+            assert not answer["botocore"].startswith(str(build)), "the layer ships botocore"
         return answer
 
     return invoke

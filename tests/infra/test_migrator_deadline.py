@@ -5,11 +5,8 @@ own layer (an import that fails). The context's remaining time runs with the rea
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,66 +17,42 @@ from devkit.template import REPO_ROOT
 pytestmark = pytest.mark.infra
 
 TIMEOUT_SECONDS = 8  # the function's timeout in these runs (template: 120)
-RUNNER = """
-import importlib.util, json, sys, time
-deadline = time.monotonic() + float(sys.argv[3])
-spec = importlib.util.spec_from_file_location("app", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-
-class Context:
-    function_name = "MigrationFunction"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:migrator"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    def get_remaining_time_in_millis(self):
-        return int((deadline - time.monotonic()) * 1000)
-
-event = json.load(open(sys.argv[2]))
-event["ResponseURL"] = sys.argv[4]
-print(json.dumps(module.lambda_handler(event, Context())))
-"""
+InvokeBuilt = Callable[..., dict[str, Any]]  # the invoke_built fixture (tests/infra/conftest.py)
 
 
 def _run_built_migrator(
-    build: Path, answers: Any, env: dict[str, str], *, layer: Path | None = None
+    invoke_built: InvokeBuilt,
+    build: Path,
+    answers: Any,
+    env: dict[str, str],
+    *,
+    layer: Path | None = None,
 ) -> tuple[dict[str, Any], float]:
-    function = build / "MigrationFunction"
-    path = os.pathsep.join([str(layer or build / "CommonLayer" / "python"), str(function)])
     started = time.monotonic()
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            RUNNER,
-            str(function / "app.py"),
-            str(REPO_ROOT / "events" / "migrator.json"),
-            str(TIMEOUT_SECONDS),
-            answers.url,
-        ],
-        env={
-            "PATH": os.environ["PATH"],
-            "PYTHONPATH": path,
+    answer = invoke_built(
+        build,
+        "MigrationFunction",
+        str(REPO_ROOT / "events" / "migrator.json"),
+        {
+            "ESL_SYNC_TEST_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
             "POWERTOOLS_TRACE_DISABLED": "true",
             "AWS_LAMBDA_FUNCTION_NAME": "esl-sync-MigrationFunction-x",
             **env,
         },
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_SECONDS * 4,
-        check=False,
+        answers.url,
+        layer=layer,
     )
-    elapsed = time.monotonic() - started
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1]), elapsed
+    result: dict[str, Any] = answer["result"]
+    return result, time.monotonic() - started
 
 
 def test_a_postgres_that_never_answers(
-    sam_build_dir: Path, cloudformation: Any, silent_server: int
+    invoke_built: InvokeBuilt, sam_build_dir: Path, cloudformation: Any, silent_server: int
 ) -> None:
     url = f"postgresql://app:pw@127.0.0.1:{silent_server}/esl?sslmode=require"
-    answer, elapsed = _run_built_migrator(sam_build_dir, cloudformation, {"DATABASE_URL": url})
+    answer, elapsed = _run_built_migrator(
+        invoke_built, sam_build_dir, cloudformation, {"DATABASE_URL": url}
+    )
     assert elapsed < TIMEOUT_SECONDS, f"answered after {elapsed:.1f} s"
     assert cloudformation.answers == [answer]
     assert answer["Status"] == "FAILED"
@@ -89,7 +62,7 @@ def test_a_postgres_that_never_answers(
 
 
 def test_a_secrets_manager_that_never_answers(
-    sam_build_dir: Path, cloudformation: Any, silent_server: int
+    invoke_built: InvokeBuilt, sam_build_dir: Path, cloudformation: Any, silent_server: int
 ) -> None:
     env = {
         "DATABASE_URL_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
@@ -98,7 +71,7 @@ def test_a_secrets_manager_that_never_answers(
         "AWS_SECRET_ACCESS_KEY": "x",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    answer, elapsed = _run_built_migrator(sam_build_dir, cloudformation, env)
+    answer, elapsed = _run_built_migrator(invoke_built, sam_build_dir, cloudformation, env)
     assert elapsed < TIMEOUT_SECONDS, f"answered after {elapsed:.1f} s"
     assert cloudformation.answers == [answer]
     assert answer["Status"] == "FAILED"
@@ -106,14 +79,16 @@ def test_a_secrets_manager_that_never_answers(
 
 
 def test_a_layer_that_cannot_be_imported(
-    sam_build_dir: Path, cloudformation: Any, tmp_path: Path
+    invoke_built: InvokeBuilt, sam_build_dir: Path, cloudformation: Any, tmp_path: Path
 ) -> None:
     broken = tmp_path / "layer"
     (broken / "esl_sync").mkdir(parents=True)
     (broken / "esl_sync" / "__init__.py").write_text(
         "raise ImportError('the layer was built for another platform')\n"
     )
-    answer, elapsed = _run_built_migrator(sam_build_dir, cloudformation, {}, layer=broken)
+    answer, elapsed = _run_built_migrator(
+        invoke_built, sam_build_dir, cloudformation, {}, layer=broken
+    )
     assert elapsed < TIMEOUT_SECONDS
     assert cloudformation.answers == [answer]
     assert answer["Status"] == "FAILED"

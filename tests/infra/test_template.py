@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devkit.iam import function_env
 from devkit.template import REPO_ROOT, TEMPLATE_PATH
 from esl_sync.events import ScheduleEvent
 from esl_sync.messages import LabelJob, PollRequest
@@ -61,14 +62,7 @@ def function_property(template: Template, name: str, prop: str) -> Any:
     return template.get("Globals", {}).get("Function", {}).get(prop)
 
 
-def env_vars(template: Template, name: str) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for source in (
-        template.get("Globals", {}).get("Function", {}),
-        template["Resources"][name]["Properties"],
-    ):
-        merged.update(source.get("Environment", {}).get("Variables", {}))
-    return merged
+env_vars = function_env
 
 
 def role_of(template: Template, function: str) -> dict[str, Any]:
