@@ -16,7 +16,7 @@ from typing import Any
 
 try:
     from esl_sync import runtime
-    from esl_sync.deploy import answer_reserve_ms, failed_answer, migration_answer
+    from esl_sync.deploy import failed_answer, migration_answer
     from esl_sync.events import CustomResourceEvent
     from esl_sync.observability import logger
 
@@ -29,7 +29,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if STARTUP_ERROR is not None:
         logging.getLogger().error("migration function cannot start: %r", STARTUP_ERROR)
         body = _bare_failure(event, f"the migration function cannot start: {STARTUP_ERROR!r}")
-        _answer(event["ResponseURL"], body, timeout=10)
+        _answer(event["ResponseURL"], body, context)
         return body
     logger.set_correlation_id(event.get("RequestId"))
     try:
@@ -38,8 +38,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except Exception as error:  # a malformed event: still answer, if it says where
         logger.exception("migration request not handled")
         body = failed_answer(_bare_failure(event, ""), error)
-    reserve = answer_reserve_ms(context.get_remaining_time_in_millis()) / 1000
-    _answer(event["ResponseURL"], body, timeout=max(1.0, reserve - 1))
+    _answer(event["ResponseURL"], body, context)
     return body
 
 
@@ -54,8 +53,10 @@ def _bare_failure(event: dict[str, Any], reason: str) -> dict[str, Any]:
     }
 
 
-def _answer(url: str, body: dict[str, Any], *, timeout: float) -> None:
-    """PUT the answer; the presigned URL is signed for an empty Content-Type."""
+def _answer(url: str, body: dict[str, Any], context: Any) -> None:
+    """PUT the answer within the time left; the presigned URL is signed for an empty
+    Content-Type."""
+    timeout = max(1.0, context.get_remaining_time_in_millis() / 1000 - 1)
     data = json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 - CloudFormation's https URL
         url, data=data, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(data))}
