@@ -16,12 +16,15 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from esl_sync import inputs
+
+from devkit.aws_calls import OPERATOR, running
 
 if TYPE_CHECKING:
     from esl_sync.clover.oauth import CloverTokens
@@ -50,10 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esl_sync.admin import UnknownMerchantError
     from esl_sync.settings import ConfigurationError
 
+    # Its AWS calls are the operator's (deploy/iam/operator-policy.json; devkit/aws_calls.py)
+    # but for the commands that run the functions' code or a local stack of their own.
+    owner = nullcontext() if args.run in (_demo, _bench, _cycle) else running(OPERATOR)
     try:
-        if args.stack:
-            _use_stack(args.stack)
-        result: int = args.run(args)
+        with owner:
+            if args.stack:
+                _use_stack(args.stack)
+            result: int = args.run(args)
     except (ConfigurationError, UnknownMerchantError, inputs.InvalidInput) as error:
         _say_error(str(error))
         return 2

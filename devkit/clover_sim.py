@@ -897,5 +897,5 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(LoopbackServer):
     def __init__(self, simulator: CloverSimulator) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(simulator.address, _Handler)
         self.simulator = simulator

@@ -309,7 +309,7 @@ class _Server(LoopbackServer):
     """The HTTP server, carrying the simulator its handlers answer for."""
 
     def __init__(self, simulator: HipoinkSimulator) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(simulator.address, _Handler)
         self.simulator = simulator
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from devkit.aws_calls import running
 from devkit.template import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 @dataclass
 class LambdaContext:
-    """Enough of Lambda's context object for Powertools."""
+    """Enough of Lambda's context object for Powertools and the handlers' deadlines.
+
+    ``remaining`` stands in for the clock: by default the whole ``timeout_ms`` is always
+    left; a test gives a function to make time run out (say, per Hipoink call made)."""
 
     function_name: str
     region: str = "us-east-1"
@@ -45,13 +49,18 @@ class LambdaContext:
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     timeout_ms: int = 300_000
     function_version: str = "$LATEST"
+    remaining: Callable[[], int] | None = None
 
     @property
     def invoked_function_arn(self) -> str:
         return f"arn:aws:lambda:{self.region}:123456789012:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.timeout_ms
+        return self.remaining() if self.remaining is not None else self.timeout_ms
+
+
+ContextFactory = Callable[[str], LambdaContext]
+"""Builds the context of one invocation from the function's logical id."""
 
 
 @dataclass
@@ -92,24 +101,44 @@ class FunctionRunner:
         self._region = region
         self._arns: dict[str, str] = {}  # a queue's ARN never changes: one lookup each
         self.logs: list[str] = []
+        self._started: set[str] = set()
 
-    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
-        """Call one handler, capturing its log lines and EMF metrics instead of printing them."""
+    def invoke(
+        self, function: str, event: dict[str, Any], *, context: ContextFactory | None = None
+    ) -> dict[str, Any]:
+        """Call one handler, capturing its log lines and EMF metrics instead of printing them,
+        and owning the AWS calls it makes (devkit/aws_calls.py)."""
+        from esl_sync import runtime
         from esl_sync.observability import logger
 
         handler = load_handler(function)
+        logical_id = FUNCTIONS[function]
+        if logical_id not in self._started:  # its own "process": it reads its secrets itself
+            self._started.add(logical_id)
+            runtime.forget_secret_state()
+        lambda_context = (context or self._context)(logical_id)
         buffer = io.StringIO()
         streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
         previous = [h.setStream(buffer) for h in streams]
         try:
-            with redirect_stdout(buffer):
-                return handler(event, LambdaContext(FUNCTIONS[function], self._region))
+            with redirect_stdout(buffer), running(logical_id):
+                return handler(event, lambda_context)
         finally:
             for stream_handler, stream in zip(streams, previous, strict=True):
                 stream_handler.setStream(stream)
             self.logs.extend(line for line in buffer.getvalue().splitlines() if line)
 
-    def drain(self, queue_url: str, function: str, *, batch_size: int = 10) -> DrainResult:
+    def _context(self, logical_id: str) -> LambdaContext:
+        return LambdaContext(logical_id, self._region)
+
+    def drain(
+        self,
+        queue_url: str,
+        function: str,
+        *,
+        batch_size: int = 10,
+        context: ContextFactory | None = None,
+    ) -> DrainResult:
         """Deliver a queue to its function until it is empty, like an event source mapping.
 
         Failed records become visible again at once (rather than after the visibility
@@ -133,7 +162,7 @@ class FunctionRunner:
                 return result
             event = {"Records": [self._lambda_record(m, arn) for m in messages]}
             try:
-                answer = self.invoke(function, event)
+                answer = self.invoke(function, event, context=context)
                 failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
             except Exception:  # the whole invocation failed: every record is retried
                 failed = {m["MessageId"] for m in messages}

@@ -3,8 +3,12 @@
 It is the single way the demo, the tests and the benchmarks run the system.
 
 It starts an embedded PostgreSQL (unless ``DATABASE_URL`` is set), AWS emulated in-process
-by moto's server on loopback (queues, table and key built from ``template.yaml``), and the
-Clover and Hipoink simulators (unless their URLs are given). ``run_cycle()`` drives the real
+by moto's server on loopback (queues, table and key built from ``template.yaml``, and the
+secrets: the handlers read the database URL, the Hipoink sign, the webhook auth code and
+the Clover app's credentials from Secrets Manager, as deployed), and the Clover and Hipoink
+simulators (unless their URLs are given). Every AWS call a handler makes is recorded and
+checked against its role in ``template.yaml`` when the stack closes: a call the role does
+not grant fails the run, as it would fail in AWS. ``run_cycle()`` drives the real
 handlers the way Lambda's event source mappings do: batches, partial batch failures made
 visible again, and redrive to the dead-letter queue after ``maxReceiveCount`` receives.
 ``send_webhook()`` delivers a Clover notification through the webhook function the way
@@ -31,10 +35,18 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
+from devkit.aws_calls import AwsCallRecorder
 from devkit.clover_sim import CloverSimulator
 from devkit.embedded_postgres import EmbeddedPostgres
 from devkit.hipoink_sim import HipoinkSimulator
-from devkit.lambda_runner import DrainResult, FunctionRunner, load_handler
+from devkit.iam import problems
+from devkit.lambda_runner import (
+    FUNCTIONS,
+    ContextFactory,
+    DrainResult,
+    FunctionRunner,
+    load_handler,
+)
 from devkit.template import REPO_ROOT, load_template, resolve, resource
 
 if TYPE_CHECKING:
@@ -47,6 +59,35 @@ REGION = "us-east-1"
 HIPOINK_SIGN = "local-hipoink-sign"
 CLOVER_WEBHOOK_AUTH = "local-clover-webhook-auth"  # also in events/webhook.json
 QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first
+CLOVER_APP_CLIENT_SECRET = "local-clover-app-secret"
+STATE_KEY_ALIAS = "alias/esl-sync-local-state"
+SECRET_PREFIX = "esl-sync-local/"
+# Secrets the handlers read from Secrets Manager: value variable -> the variable of its ARN.
+SECRET_VARIABLES = {
+    "DATABASE_URL": "DATABASE_URL_SECRET_ARN",
+    "HIPOINK_SIGN": "HIPOINK_SIGN_SECRET_ARN",
+    "CLOVER_WEBHOOK_AUTH": "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
+    "CLOVER_CLIENT_ID": "CLOVER_APP_SECRET_ARN",  # {"client_id", "client_secret"}
+}
+
+
+def secret_name(variable: str) -> str:
+    """The local secret holding a value variable: ``esl-sync-local/database-url`` for
+    ``DATABASE_URL``, ``esl-sync-local/clover-app`` for the Clover app's credentials."""
+    stem = SECRET_VARIABLES[variable].removesuffix("_ARN").removesuffix("_SECRET")
+    return SECRET_PREFIX + stem.lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the stack's AWS emulation and simulators listen when other processes must
+    reach them (``sam local invoke`` containers, see devkit/local_services.py); port 0 is
+    any free port. Without it, everything is on loopback on free ports."""
+
+    host: str = "0.0.0.0"
+    aws_port: int = 4566
+    clover_port: int = 4011
+    hipoink_port: int = 4012
 
 
 @dataclass
@@ -81,7 +122,13 @@ class LocalStack:
         *,
         settings: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        listen: Listen | None = None,
+        database_secret: str | None = None,
     ) -> None:
+        """``database_secret`` is the database secret's value when the handlers reach
+        Postgres by another address than this process (from a container)."""
+        self._listen = listen
+        self._database_secret = database_secret
         self._clover_base_url = clover_base_url
         self._hipoink_base_url = hipoink_base_url
         self._overrides = settings or {}
@@ -95,6 +142,7 @@ class LocalStack:
         self.template = load_template()
         self._sqs: SQSClient | None = None
         self.runner: FunctionRunner | None = None
+        self.aws_calls = AwsCallRecorder(self._resource_of)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -115,6 +163,8 @@ class LocalStack:
         from esl_sync import runtime
 
         leaks = self.leaked_secrets() if exc_type is None else 0
+        ungranted = self.ungranted_calls() if exc_type is None else []
+        self.aws_calls.detach()
         runtime.reset()
         self._exit.close()
         self._sqs = None
@@ -127,6 +177,18 @@ class LocalStack:
         self._saved_env.clear()
         if leaks:
             raise AssertionError(f"{leaks} handler log line(s) hold a token, sign or auth code")
+        if ungranted:
+            raise AssertionError("AWS would refuse these calls:\n" + "\n".join(ungranted))
+
+    def ungranted_calls(self) -> list[str]:
+        """The handlers' AWS calls that their roles in template.yaml do not grant (each
+        line names the function, the call and the role to change)."""
+        calls = self.aws_calls.calls
+        return [
+            line
+            for f in FUNCTIONS.values()
+            for line in problems(self.template, f, calls, exact=False)
+        ]
 
     def leaked_secrets(self) -> int:
         """How many lines the handlers logged hold a secret: a Clover token the simulator
@@ -146,10 +208,16 @@ class LocalStack:
         self._progress("starting AWS emulation (moto) and simulators")
         aws_endpoint = self._start_moto()
         if self._clover_base_url is None:
-            self.clover = self._exit.enter_context(CloverSimulator())
+            clover = CloverSimulator()
+            if self._listen:
+                clover.address = (self._listen.host, self._listen.clover_port)
+            self.clover = self._exit.enter_context(clover)
             self._clover_base_url = self.clover.base_url
         if self._hipoink_base_url is None:
-            self.hipoink = self._exit.enter_context(HipoinkSimulator(sign=HIPOINK_SIGN))
+            hipoink = HipoinkSimulator(sign=HIPOINK_SIGN)
+            if self._listen:
+                hipoink.address = (self._listen.host, self._listen.hipoink_port)
+            self.hipoink = self._exit.enter_context(hipoink)
             self._hipoink_base_url = self.hipoink.base_url
         self._set_env(
             {
@@ -161,17 +229,25 @@ class LocalStack:
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_SERVICE_NAME": "esl-sync",
                 "POWERTOOLS_METRICS_NAMESPACE": "EslSync",
-                "DATABASE_URL": database_url,
                 "CLOVER_API_BASE_URL": self._clover_base_url,
                 "HIPOINK_API_BASE_URL": self._hipoink_base_url,
                 "HIPOINK_CLIENT_ID": "default",
+                "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
+            }
+        )
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        self.aws_calls.attach(boto3.DEFAULT_SESSION.events)  # every client the runtime builds
+        self._create_aws_resources()
+        self._create_secrets(
+            {
+                "DATABASE_URL": self._database_secret or database_url,
                 "HIPOINK_SIGN": HIPOINK_SIGN,
                 "CLOVER_WEBHOOK_AUTH": CLOVER_WEBHOOK_AUTH,
-                "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
                 **({"CLOVER_CLIENT_ID": self.clover.client_id} if self.clover else {}),
             }
         )
-        self._create_aws_resources()
         self._set_env(self._overrides)
         from esl_sync import runtime
         from esl_sync.settings import settings
@@ -188,11 +264,13 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        host, port = ("127.0.0.1", 0)
+        if self._listen:
+            host, port = self._listen.host, self._listen.aws_port
+        server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
         self._exit.callback(server.stop)
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
         # moto keeps its state per process: start every stack from nothing.
         httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         return endpoint
@@ -201,6 +279,20 @@ class LocalStack:
         for name, value in values.items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
+            self.env[name] = value
+
+    def _create_secrets(self, values: dict[str, str]) -> None:
+        """Each secret in Secrets Manager, its ARN in the handlers' environment and its value
+        only in ``env`` (for tests and subprocesses): the handlers read it as deployed."""
+        secrets = boto3.client("secretsmanager", region_name=REGION)
+        for name, value in values.items():
+            text = value
+            if name == "CLOVER_CLIENT_ID":
+                text = json.dumps({"client_id": value, "client_secret": CLOVER_APP_CLIENT_SECRET})
+            arn = secrets.create_secret(Name=secret_name(name), SecretString=text)["ARN"]
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ.pop(name, None)
+            self._set_env({SECRET_VARIABLES[name]: arn})
             self.env[name] = value
 
     def _create_aws_resources(self) -> None:
@@ -232,6 +324,7 @@ class LocalStack:
             ]
         kms = boto3.client("kms", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=REGION)
         key_id = kms.create_key(Description="esl-sync state key (local)")["KeyMetadata"]["Arn"]
+        kms.create_alias(AliasName=STATE_KEY_ALIAS, TargetKeyId=key_id)
         table = resource(self.template, "StateTable")["Properties"]
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         dynamodb.create_table(
@@ -248,6 +341,28 @@ class LocalStack:
                 "STATE_KEY_ID": key_id,
             }
         )
+
+    def _resource_of(self, service: str, params: dict[str, Any]) -> list[str]:
+        """The template's logical ids (``env:NAME`` for secrets) that a call names."""
+        if service == "sqs":
+            url = params.get("QueueUrl") or params.get("QueueName", "")
+            names = {u: q for q, u in self.urls.items()} | {q: q for q in self.urls}
+            return [names.get(url, names.get(url.removesuffix(".fifo"), f"?{url}"))]
+        if service == "dynamodb":
+            tables = [params["TableName"]] if "TableName" in params else params["RequestItems"]
+            return [str(t) for t in tables]  # the local table is named after its logical id
+        if service == "kms":
+            key = params.get("KeyId", self.env.get("STATE_KEY_ID"))
+            return [
+                "StateKey" if key in (self.env.get("STATE_KEY_ID"), STATE_KEY_ALIAS) else f"?{key}"
+            ]
+        if service == "secretsmanager":
+            secret = params.get("SecretId")
+            named = [f"env:{n}" for n, v in self.env.items() if v == secret and n.endswith("_ARN")]
+            return named or [f"?{secret}"]
+        if service == "cloudformation":
+            return ["Stack"]  # `esl-sync --stack NAME` reading the stack's outputs
+        return [f"?{service}"]
 
     def _queue_arn(self, logical_id: str) -> str:
         return self.sqs.get_queue_attributes(
@@ -352,13 +467,23 @@ class LocalStack:
         dispatched: int = result["dispatched"]
         return dispatched
 
-    def invoke(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
+    def invoke(
+        self, function: str, event: dict[str, Any], *, context: ContextFactory | None = None
+    ) -> dict[str, Any]:
         assert self.runner is not None, "the local stack is not started"
-        return self.runner.invoke(function, event)
+        return self.runner.invoke(function, event, context=context)
 
-    def drain(self, queue: str, function: str, *, batch_size: int = 10) -> DrainResult:
+    def drain(
+        self,
+        queue: str,
+        function: str,
+        *,
+        batch_size: int = 10,
+        context: ContextFactory | None = None,
+    ) -> DrainResult:
+        """Deliver the queue to the function; ``context`` builds each invocation's context."""
         assert self.runner is not None, "the local stack is not started"
-        return self.runner.drain(self.urls[queue], function, batch_size=batch_size)
+        return self.runner.drain(self.urls[queue], function, batch_size=batch_size, context=context)
 
     def send_webhook(
         self, body: bytes | str | dict[str, Any], auth: str | None, *, deliver: bool = True

@@ -28,6 +28,9 @@ class LoopbackService:
     def __init__(self) -> None:
         self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
+        # Where to listen: loopback on a free port, unless containers must reach it
+        # (devkit/local_services.py, for `sam local invoke`).
+        self.address: tuple[str, int] = ("127.0.0.1", 0)
 
     def _make_server(self) -> LoopbackServer:
         raise NotImplementedError

@@ -52,3 +52,29 @@ def resolve(template: dict[str, Any], value: Any) -> Any:
 def resource(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
     found: dict[str, Any] = template["Resources"][logical_id]
     return found
+
+
+def translate(template: dict[str, Any], parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The plain CloudFormation that ``sam deploy`` submits: the template through the SAM
+    translator, local code paths replaced by S3 URIs the way ``sam package`` does.
+
+    Needs the dev extra (aws-sam-translator comes with aws-sam-cli) and a region, which
+    the translator only uses for ARNs of managed policies this template does not use."""
+    import copy
+    import os
+
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    packaged = copy.deepcopy(template)
+    for name, resource in packaged["Resources"].items():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://esl-sync-artifacts/{name}.zip"
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    translated: dict[str, Any] = transform(packaged, parameters or {}, NoManagedPolicies())
+    return translated

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
+from esl_sync.deadline import require_time
 from esl_sync.events import LabelJobRecord
 from esl_sync.observability import logger, metrics, tracer
 from esl_sync.settings import settings
@@ -41,11 +42,20 @@ class LabelJobProcessor(SqsFifoPartialProcessor):
 
 
 processor = LabelJobProcessor(model=LabelJobRecord, skip_group_on_error=True)
+# Besides one Hipoink call (HIPOINK_TIMEOUT_SECONDS at worst): the ledger's reads and writes.
+LEDGER_MARGIN_MS = 5_000
 
 
 @tracer.capture_method
-def record_handler(record: LabelJobRecord) -> None:
+def record_handler(record: LabelJobRecord, lambda_context: LambdaContext) -> None:
     s = settings()
+    # A job starts only if another Hipoink call still fits in this invocation; otherwise it,
+    # and every job after it, goes back to the queue (its group stays in order).
+    require_time(
+        lambda_context,
+        int(s.hipoink_timeout_seconds * 1000) + LEDGER_MARGIN_MS,
+        f"label job of {record.body.merchant_id}",
+    )
     deliver(
         record.body,
         runtime.label_ledger(),

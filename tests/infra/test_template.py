@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devkit.iam import function_env
 from devkit.template import REPO_ROOT, TEMPLATE_PATH
 from esl_sync.events import ScheduleEvent
 from esl_sync.messages import LabelJob, PollRequest
@@ -61,14 +62,7 @@ def function_property(template: Template, name: str, prop: str) -> Any:
     return template.get("Globals", {}).get("Function", {}).get(prop)
 
 
-def env_vars(template: Template, name: str) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for source in (
-        template.get("Globals", {}).get("Function", {}),
-        template["Resources"][name]["Properties"],
-    ):
-        merged.update(source.get("Environment", {}).get("Variables", {}))
-    return merged
+env_vars = function_env
 
 
 def role_of(template: Template, function: str) -> dict[str, Any]:
@@ -217,14 +211,18 @@ def test_poller_concurrency_stays_inside_clovers_in_flight_budget(template: Temp
 
 
 def test_dispatcher_schedule_follows_the_sync_interval(template: Template) -> None:
-    event = template["Resources"]["DispatcherFunction"]["Properties"]["Events"]["Schedule"]
-    assert event["Type"] == "ScheduleV2"
-    props = event["Properties"]
-    assert json.loads(props["Input"]) == {
+    schedule = template["Resources"]["DispatchSchedule"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    props = schedule["Properties"]
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["DispatcherFunction", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["DispatchScheduleRole", "Arn"]}
+    assert "Name" not in props, "a fixed name collides with a second stack in the account"
+    assert json.loads(target["Input"]) == {
         "reason": "schedule",
         "scheduled_time": "<aws.scheduler.scheduled-time>",
     }
-    assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 0
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 0
     assert props["ScheduleExpression"] == {
         "Fn::FindInMap": ["SyncRate", {"Ref": "SyncIntervalSeconds"}, "Expression"]
     }
@@ -362,8 +360,9 @@ def test_common_layer(template: Template) -> None:
     assert layer["Properties"]["ContentUri"] == "layers/common"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
     assert (REPO_ROOT / "layers/common/requirements.txt").is_file()
+    assert "build-CommonLayer:" in (REPO_ROOT / "layers/common/Makefile").read_text()
 
 
 @pytest.mark.parametrize(("function", "directory"), FUNCTION_DIRS.items())
@@ -420,6 +419,11 @@ def test_every_function_has_its_own_log_group_with_retention(template: Template)
 
 def test_env_var_names_are_settings(template: Template) -> None:
     fields = {name.upper() for name in Settings.model_fields}
+    # Declared for `sam local invoke --env-vars` only; CloudFormation drops it when deployed.
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["AWS_ENDPOINT_URL"] == {
+        "Ref": "AWS::NoValue"
+    }
+    fields.add("AWS_ENDPOINT_URL")
     for name in functions(template):
         for variable in env_vars(template, name):
             assert (
@@ -540,7 +544,14 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "MigrationFunction": "MigrationLogGroup",
         "WebhookFunction": "WebhookLogGroup",
     }
-    database = {"Ref": "DatabaseUrlSecretArn"}
+    main_database = {"Ref": "DatabaseUrlSecretArn"}
+    read_only_or_main = {
+        "Fn::If": [
+            "HasReadOnlyDatabase",
+            {"Ref": "ReadOnlyDatabaseUrlSecretArn"},
+            {"Ref": "DatabaseUrlSecretArn"},
+        ]
+    }
     sign = {"Ref": "HipoinkSignSecretArn"}
     own_secrets = {
         "HipoinkSenderFunction": {"Ref": "HipoinkSignSecretArn"},
@@ -550,6 +561,12 @@ def test_each_role_is_least_privilege(template: Template) -> None:
     table = {"Fn::GetAtt": ["StateTable", "Arn"]}
     key = {"Fn::GetAtt": ["StateKey", "Arn"]}
     for name, statements in roles.items():
+        database = (
+            read_only_or_main
+            if name in ("DispatcherFunction", "WebhookFunction")
+            else main_database
+        )
+        assert env_vars(template, name)["DATABASE_URL_SECRET_ARN"] == database, name
         own_group = {"Fn::GetAtt": [log_groups[name], "Arn"]}
         assert grants(statements, "logs:PutLogEvents") == [own_group], name
         assert grants(statements, "logs:CreateLogStream") == [own_group], name
@@ -573,17 +590,10 @@ def test_each_role_is_least_privilege(template: Template) -> None:
     assert sign not in grants(roles["PollerFunction"], "secretsmanager:GetSecretValue")
     assert grants(roles["DispatcherFunction"], "dynamodb:BatchGetItem") == [table]
     poller = roles["PollerFunction"]
-    for action in (
-        "dynamodb:GetItem",
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:Query",
-        "dynamodb:Scan",
-    ):
-        assert grants(poller, action) == [table], action
-    for action in ("kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"):
-        assert grants(poller, action) == [key], action
+    for action in ("dynamodb:GetItem", "dynamodb:UpdateItem", "kms:Encrypt", "kms:Decrypt"):
+        assert grants(poller, action) == [key if action.startswith("kms") else table], action
+    for action in ("dynamodb:PutItem", "dynamodb:DeleteItem", "kms:GenerateDataKey"):
+        assert grants(poller, action) == [], action
     sends = {name: grants(statements, "sqs:SendMessage") for name, statements in roles.items()}
     assert sends == {
         "DispatcherFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
@@ -652,6 +662,7 @@ def test_every_parameter_is_described(template: Template) -> None:
         "SyncEnabled",
         "CloverWebhookAuthSecretArn",
         "CloverAppSecretArn",
+        "ReadOnlyDatabaseUrlSecretArn",
     }
     assert set(template["Parameters"]) == expected
     for name, parameter in template["Parameters"].items():
@@ -680,8 +691,8 @@ def test_outputs(template: Template) -> None:
 
 
 def test_dispatcher_event_is_the_schedule_input(template: Template) -> None:
-    schedule = template["Resources"]["DispatcherFunction"]["Properties"]["Events"]["Schedule"]
-    scheduled = json.loads(schedule["Properties"]["Input"])
+    schedule = template["Resources"]["DispatchSchedule"]["Properties"]["Target"]
+    scheduled = json.loads(schedule["Input"])
     scheduled["scheduled_time"] = load_event("dispatcher")["scheduled_time"]  # filled by Scheduler
     assert load_event("dispatcher") == scheduled
     assert ScheduleEvent.model_validate(load_event("dispatcher")).scheduled_time is not None

@@ -14,8 +14,8 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
-from esl_sync.settings import ConfigurationError, settings
-from esl_sync.store.secrets import resolve_secret
+from esl_sync.settings import ConfigurationError, deployed, settings
+from esl_sync.store.secrets import database_conninfo, forget_secrets, resolve_secret
 
 if TYPE_CHECKING:
     from esl_sync.clover.client import CloverClient
@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 @cache
 def database_url() -> str:
+    """The Postgres connection string: TLS required in a deployed function."""
     s = settings()
     s.require("database_url")
-    return resolve_secret("DATABASE_URL", s.database_url, s.database_url_secret_arn)
+    text = resolve_secret("DATABASE_URL", s.database_url, s.database_url_secret_arn)
+    return database_conninfo(text, require_tls=deployed())
 
 
 @cache
@@ -215,8 +217,21 @@ def poll_deps() -> PollDeps:
     )
 
 
+def forget_secret_state() -> None:
+    """Forget the secrets read and the database connection built from one (and its readers),
+    so that the next use reads the secret again. The local stack calls this before each
+    function's first invocation: in Lambda every function is a process of its own, which
+    reads its secrets itself (and the local stack records those reads per function)."""
+    forget_secrets()
+    if database.cache_info().currsize:
+        database().close()
+    for builder in (database_url, database, merchants, label_ledger):
+        builder.cache_clear()
+
+
 def reset() -> None:
-    """Forget every cached object (closing what holds connections)."""
+    """Forget every cached object (closing what holds connections) and every secret."""
+    forget_secrets()
     if database.cache_info().currsize:
         database().close()
     if clover.cache_info().currsize:

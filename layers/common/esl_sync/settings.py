@@ -7,6 +7,7 @@ need is checked by :meth:`Settings.require` when that function starts.
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from functools import cache
 from typing import Annotated, Literal
@@ -21,6 +22,19 @@ DEFAULT_CLOVER_BASE_URL = "https://api.clover.com"
 
 class ConfigurationError(RuntimeError):
     """A setting is missing or malformed; the message names the environment variable."""
+
+
+def deployed() -> bool:
+    """Whether this process is a function deployed to AWS Lambda.
+
+    Lambda sets ``AWS_LAMBDA_FUNCTION_NAME``; ``sam local invoke`` sets it too, and also
+    ``AWS_SAM_LOCAL=true``. The local stack, the CLI and the tests set neither. A deployed
+    function refuses plain-text connections: ``http://`` base URLs and a Postgres login
+    without TLS.
+    """
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME")) and (
+        os.environ.get("AWS_SAM_LOCAL", "").lower() != "true"
+    )
 
 
 class Settings(BaseSettings):
@@ -97,6 +111,8 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        if value is not None and deployed() and not value.startswith("https://"):
+            raise ValueError("must start with https:// in a deployed function")
         return value.rstrip("/") if value else value
 
     @property

@@ -1,21 +1,139 @@
-"""Secret settings: the value itself (local runs) or a Secrets Manager ARN (deployed)."""
+"""Secret settings: the value itself (local runs) or a Secrets Manager ARN (deployed).
+
+The database secret comes in either form a deployer is likely to have: a connection URL,
+or the JSON secret RDS and Secrets Manager create for a database login. Errors name the
+setting and what is wrong with it, never the secret's text.
+"""
 
 from __future__ import annotations
+
+import json
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from esl_sync.settings import ConfigurationError
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
 SECRET_MAX_AGE_SECONDS = 300  # a rotated secret is picked up within five minutes
+# Secrets Manager answers in milliseconds or not at all: botocore's defaults (60 s per
+# attempt, retried) made an unreachable endpoint cost the deploy's migration 180 s.
+CONNECT_TIMEOUT_SECONDS = 3
+READ_TIMEOUT_SECONDS = 5
+ATTEMPTS = 3
+_WEAK_SSLMODES = frozenset({"disable", "allow", "prefer"})
+_SSLMODES = _WEAK_SSLMODES | {"require", "verify-ca", "verify-full"}
+_POSTGRES_ENGINES = frozenset({"postgres", "postgresql", "aurora-postgresql"})
+
+
+@cache
+def _provider() -> SecretsProvider:
+    """Powertools' cached secrets, through a client with short timeouts (and the default
+    session, whose event hooks the local stack uses to record every AWS call)."""
+    import boto3
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+    )
+    return SecretsProvider(boto3_client=boto3.client("secretsmanager", config=config))
+
+
+def forget_secrets() -> None:
+    """Drop the client and every cached value (the local stack starts each stack afresh)."""
+    _provider.cache_clear()
 
 
 def resolve_secret(name: str, value: SecretStr | None, secret_arn: str | None) -> str:
-    """The secret's text, from the environment or Secrets Manager (cached by Powertools)."""
+    """The secret's text, from the environment or Secrets Manager (cached for five minutes)."""
     if value is not None:
         return value.get_secret_value()
     if secret_arn:
-        from aws_lambda_powertools.utilities.parameters import get_secret
-
-        secret = get_secret(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
-        return secret if isinstance(secret, str) else secret.decode()
+        secret = _provider().get(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
+        if isinstance(secret, bytes):
+            return secret.decode()
+        return secret if isinstance(secret, str) else json.dumps(secret)
     raise ConfigurationError(f"missing setting: {name} (or {name}_SECRET_ARN)")
+
+
+def database_conninfo(text: str, *, require_tls: bool) -> str:
+    """The libpq connection string held by the database secret.
+
+    ``text`` is a URL (``postgresql://user:password@host:5432/db?sslmode=require``), a
+    ``key=value`` string, or an RDS JSON secret (``username``, ``password``, ``host``,
+    ``port``, ``dbname``; ``engine`` if present must be Postgres). With ``require_tls``
+    (a deployed function) a login without ``sslmode`` gets ``sslmode=require`` and a weaker
+    mode (``disable``, ``allow``, ``prefer``) is refused.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    stripped = text.strip()
+    if not stripped:
+        raise ConfigurationError("invalid setting: DATABASE_URL: the secret is empty")
+    if stripped.startswith("{"):
+        params = _rds_json_secret(stripped)
+    else:
+        try:
+            params = conninfo_to_dict(stripped)
+        except ProgrammingError:  # its message quotes the string, password included
+            raise ConfigurationError(
+                "invalid setting: DATABASE_URL: not a Postgres URL, key=value string or JSON secret"
+            ) from None
+    mode = str(params.get("sslmode") or "")
+    if mode and mode not in _SSLMODES:
+        raise ConfigurationError(
+            f"invalid setting: DATABASE_URL: sslmode must be one of {', '.join(sorted(_SSLMODES))}"
+        )
+    if require_tls:
+        if not mode:
+            params["sslmode"] = "require"
+        elif mode in _WEAK_SSLMODES:
+            raise ConfigurationError(
+                f"invalid setting: DATABASE_URL: sslmode={mode} is refused in a deployed"
+                " function; use require, verify-ca or verify-full"
+            )
+    return make_conninfo("", **params)
+
+
+def _rds_json_secret(text: str) -> dict[str, Any]:
+    """libpq parameters from ``{"username", "password", "host", "port", "dbname"}``."""
+    try:
+        secret = json.loads(text)
+    except ValueError:
+        secret = None
+    if not isinstance(secret, dict):
+        raise ConfigurationError("invalid setting: DATABASE_URL: the secret is not a JSON object")
+    engine = secret.get("engine")
+    if engine is not None and engine not in _POSTGRES_ENGINES:
+        raise ConfigurationError(
+            "invalid setting: DATABASE_URL: the secret's engine is not Postgres"
+        )
+    params: dict[str, Any] = {}
+    for key, param in (("username", "user"), ("password", "password"), ("host", "host")):
+        value = secret.get(key)
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(
+                f"invalid setting: DATABASE_URL: the JSON secret needs a non-empty {key!r}"
+                " (a secret RDS manages for the master user holds only username and password:"
+                " use a secret with the host, or a URL)"
+            )
+        params[param] = value
+    port = secret.get("port", 5432)
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError("invalid setting: DATABASE_URL: the secret's port is not a port")
+    params["port"] = port
+    dbname = secret.get("dbname")
+    if dbname is not None:
+        if not isinstance(dbname, str) or not dbname:
+            raise ConfigurationError("invalid setting: DATABASE_URL: the secret's dbname is empty")
+        params["dbname"] = dbname
+    return params

@@ -1,0 +1,159 @@
+"""Which AWS API actions each function's handler calls, on which resources.
+
+The local stack attaches an :class:`AwsCallRecorder` to boto3's default session (every
+client the library builds comes from it): a botocore ``before-parameter-build`` hook sees
+each call, and the function the local stack is running at that moment (``running()``,
+set by the function runner) owns it. Calls made while no handler runs (the stack's own
+setup, its event-source emulation, test code) belong to nobody and are not recorded.
+
+A call is recorded as its IAM action (``sqs:SendMessageBatch`` is authorized as
+``sqs:SendMessage``), the template's logical id of its resource (or ``env:NAME`` for a
+secret, by the environment variable that names it), and for DynamoDB the attribute names
+the request touches (what an IAM ``dynamodb:Attributes`` condition sees).
+Every recorded call also lands in ``SESSION_CALLS``, the union over the process (the test
+session compares it with ``tests/infra/aws_calls.json``; see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.hooks import BaseEventHooks
+
+_RUNNING: ContextVar[str | None] = ContextVar("esl_sync_running_function", default=None)
+OPERATOR = "Operator"
+"""Who owns the calls of an ``esl-sync`` command (deploy/iam/operator-policy.json)."""
+
+# Batch APIs are authorized as their single-message action.
+_AUTHORIZED_AS = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
+_EXPRESSIONS = (
+    "UpdateExpression",
+    "ConditionExpression",
+    "ProjectionExpression",
+    "KeyConditionExpression",
+    "FilterExpression",
+)
+_NOT_ATTRIBUTES = {
+    "SET",
+    "REMOVE",
+    "ADD",
+    "DELETE",
+    "AND",
+    "OR",
+    "NOT",
+    "BETWEEN",
+    "IN",
+    "attribute_exists",
+    "attribute_not_exists",
+    "attribute_type",
+    "begins_with",
+    "contains",
+    "size",
+    "if_not_exists",
+    "list_append",
+}
+
+
+@dataclass(frozen=True, order=True)
+class AwsCall:
+    function: str  # the template's logical id, e.g. "PollerFunction"
+    action: str  # e.g. "sqs:SendMessage"
+    resource: str  # e.g. "PollQueue", "env:DATABASE_URL_SECRET_ARN"
+    attributes: tuple[str, ...] = ()  # DynamoDB attribute names, sorted
+
+
+SESSION_CALLS: set[AwsCall] = set()
+
+
+@contextmanager
+def running(function: str) -> Iterator[None]:
+    """Attribute the AWS calls made in this context to ``function`` (a logical id)."""
+    token = _RUNNING.set(function)
+    try:
+        yield
+    finally:
+        _RUNNING.reset(token)
+
+
+class AwsCallRecorder:
+    """Records the calls of the handlers; ``resource_of(service, params)`` names resources."""
+
+    def __init__(self, resource_of: Callable[[str, dict[str, Any]], list[str]]) -> None:
+        self._resource_of = resource_of
+        self.calls: set[AwsCall] = set()
+        self._events: BaseEventHooks | None = None
+
+    def attach(self, events: BaseEventHooks) -> None:
+        """Hook into a session's events (clients created afterwards carry the hook)."""
+        events.register("before-parameter-build", self._record)
+        self._events = events
+
+    def detach(self) -> None:
+        if self._events is not None:
+            self._events.unregister("before-parameter-build", self._record)
+            self._events = None
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        function = _RUNNING.get()
+        if function is None:
+            return
+        service = model.service_model.signing_name
+        action = f"{service}:{_AUTHORIZED_AS.get(model.name, model.name)}"
+        attributes = tuple(sorted(dynamodb_attributes(params))) if service == "dynamodb" else ()
+        for resource in self._resource_of(service, params):
+            call = AwsCall(function, action, resource, attributes)
+            self.calls.add(call)
+            SESSION_CALLS.add(call)
+
+
+def dynamodb_attributes(params: dict[str, Any]) -> set[str]:
+    """Attribute names a DynamoDB request names: its key, its item, its expressions."""
+    names: set[str] = set(params.get("Key", {})) | set(params.get("Item", {}))
+    placeholders = params.get("ExpressionAttributeNames", {})
+    requests = [params, *params.get("RequestItems", {}).values()]
+    for request in requests:
+        for keys in request.get("Keys", []):
+            names |= set(keys)
+        for field in _EXPRESSIONS:
+            expression = re.sub(r":\w+", " ", request.get(field, ""))
+            for token in re.findall(r"#\w+|[A-Za-z_]\w*", expression):
+                if token.startswith("#"):
+                    names.add(request.get("ExpressionAttributeNames", placeholders)[token])
+                elif token not in _NOT_ATTRIBUTES:
+                    names.add(token)
+    return names
+
+
+# -- the committed record (tests/infra/aws_calls.json) -------------------------------------
+
+Record = dict[str, dict[str, dict[str, list[str]]]]
+"""``{function: {action: {resource: [attributes]}}}``, sorted: the file's shape."""
+
+
+def as_record(calls: set[AwsCall]) -> Record:
+    record: Record = {}
+    for call in sorted(calls):
+        attributes = record.setdefault(call.function, {}).setdefault(call.action, {})
+        merged = set(attributes.get(call.resource, [])) | set(call.attributes)
+        attributes[call.resource] = sorted(merged)
+    return record
+
+
+def write_record(path: Path, calls: set[AwsCall]) -> None:
+    path.write_text(json.dumps(as_record(calls), indent=2, sort_keys=True) + "\n")
+
+
+def read_record(path: Path) -> Record:
+    record: Record = json.loads(path.read_text())
+    return record

@@ -1,0 +1,33 @@
+"""Time left in an invocation: a job that may not finish in it is given back, not started.
+
+Lambda ends an invocation at its timeout mid-call; a job that starts only when its slowest
+step still fits either finishes or is handed back to its queue whole (a partial batch
+failure), and the next invocation takes it with a full budget.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from esl_sync.observability import logger
+
+
+class RemainingTime(Protocol):
+    """The part of Lambda's context object this needs."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class OutOfTime(RuntimeError):
+    """Not started: too little time left in this invocation. Retry the message; nothing
+    was sent and nothing recorded."""
+
+
+def require_time(context: RemainingTime, needed_ms: int, what: str) -> None:
+    """Raise :class:`OutOfTime` (and say so in the log) unless ``needed_ms`` are left."""
+    left = context.get_remaining_time_in_millis()
+    if left < needed_ms:
+        logger.warning(
+            "not started: too little time left", what=what, left_ms=left, needed_ms=needed_ms
+        )
+        raise OutOfTime(f"{what} not started: {left} ms left, {needed_ms} ms needed")

@@ -1,0 +1,114 @@
+"""The layer is pinned and reproducible: layers/common/requirements.txt (the lock, written by
+`scripts/lock`) agrees with pyproject.toml, the tests run its versions, and `sam build`
+ships exactly it, without boto3/botocore (the Lambda runtime's own pair serves the code
+and the X-Ray SDK alike)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from devkit.template import REPO_ROOT
+
+pytestmark = pytest.mark.infra
+
+LOCK = REPO_ROOT / "layers" / "common" / "requirements.txt"
+# What the Lambda Python runtime provides, so the layer must not ship (scripts/lock leaves
+# them out): boto3 and botocore, and what only they need.
+RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer", "urllib3", "python-dateutil", "six"}
+# Lambda's python3.13 on arm64, for evaluating the dependencies' markers.
+LAMBDA = {
+    **default_environment(),
+    "python_version": "3.13",
+    "python_full_version": "3.13.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "aarch64",
+    "os_name": "posix",
+}
+
+
+def locked() -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", LOCK.read_text(), flags=re.MULTILINE)
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def runtime_requirements() -> list[Requirement]:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(line) for line in project["dependencies"]]
+
+
+def requirements_of(name: str, extras: set[str]) -> list[Requirement]:
+    """The installed distribution's requirements that apply on Lambda with ``extras``."""
+    found = []
+    for line in metadata.requires(name) or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({**LAMBDA, "extra": e}) for e in extras | {""}):
+            found.append(requirement)
+    return found
+
+
+def test_the_lock_pins_what_pyproject_asks_and_only_that() -> None:
+    pins = locked()
+    assert pins, f"{LOCK} pins nothing"
+    assert not set(pins) & RUNTIME_PROVIDED, "the layer must not ship the runtime's boto3"
+    needed: dict[str, set[str]] = {}
+    todo = [r for r in runtime_requirements() if canonicalize_name(r.name) not in RUNTIME_PROVIDED]
+    assert {canonicalize_name(r.name) for r in runtime_requirements()} >= {"boto3"}
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in RUNTIME_PROVIDED:
+            continue
+        assert name in pins, f"{requirement} is needed but not in the lock: run scripts/lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"the lock pins {name}=={pins[name]}, which {requirement} refuses: run scripts/lock"
+        )
+        extras = set(requirement.extras)
+        if name in needed and extras <= needed[name]:
+            continue
+        needed[name] = needed.get(name, set()) | extras
+        todo.extend(requirements_of(name, needed[name]))
+    assert set(pins) == set(needed), f"locked but never needed: {sorted(set(pins) - set(needed))}"
+
+
+def test_the_runtime_provided_packages_come_only_through_boto3() -> None:
+    pins = locked()
+    for name in pins:
+        for requirement in requirements_of(name, {""}):
+            dependency = canonicalize_name(requirement.name)
+            assert dependency not in RUNTIME_PROVIDED - {"botocore"}, (name, dependency)
+
+
+def test_the_tests_run_the_locked_versions() -> None:
+    wrong = {
+        name: (version, metadata.version(name))
+        for name, version in locked().items()
+        if metadata.version(name) != version
+    }
+    assert wrong == {}, f"installed versions differ from the lock (run scripts/setup): {wrong}"
+
+
+def test_the_built_layer_is_exactly_the_lock(sam_build_dir: Path) -> None:
+    layer = sam_build_dir / "CommonLayer" / "python"
+    shipped = {}
+    for info in layer.glob("*.dist-info"):
+        name, version = info.name.removesuffix(".dist-info").rsplit("-", 1)
+        shipped[canonicalize_name(name)] = version
+    assert shipped == locked()
+    for package in ("boto3", "botocore", "s3transfer", "urllib3", "dateutil"):
+        assert not (layer / package).exists(), f"the layer ships {package}"
+    assert not list(layer.rglob("*.pyc")), "bytecode of the building Python"
+    assert (layer / "esl_sync" / "store" / "migrations" / "0001_initial.sql").is_file()
+    size = sum(f.stat().st_size for f in layer.rglob("*") if f.is_file())
+    assert size < 40 * 2**20, f"the layer grew to {size / 2**20:.1f} MiB (README says ~30)"

@@ -1,0 +1,94 @@
+"""The Hipoink sender stops taking label jobs when its invocation cannot fit another Hipoink
+call, and gives the rest back to the queue (a partial batch response), through the real
+handler: the Lambda context's remaining time runs down with every Hipoink call made."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from devkit.demo import expected_labels
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.lambda_runner import LambdaContext
+from devkit.local_stack import LocalStack
+from devkit.template import load_template
+
+MERCHANTS = [f"MLATE000000{i}" for i in range(1, 5)]
+TIMEOUT_MS = int(load_template()["Resources"]["HipoinkSenderFunction"]["Properties"]["Timeout"])
+TIMEOUT_MS *= 1000
+HIPOINK_CALL_MS = 25_000  # each call takes this long in these tests (HIPOINK_TIMEOUT_SECONDS is 15)
+
+
+@pytest.fixture
+def late_stack(stack: LocalStack) -> LocalStack:
+    """Four merchants polled, one label job each waiting in the label queue (four groups)."""
+    assert stack.clover is not None
+    for i, merchant in enumerate(MERCHANTS):
+        items = [
+            {"name": f"Item {merchant} {n}", "price": 100 + n, "sku": f"S{i}{n}"} for n in (1, 2)
+        ]
+        stack.add_merchant(merchant, f"token-{merchant}", f"STORE-{i}", items=items)
+    stack.dispatch()
+    assert stack.drain("PollQueue", "poller").failures == 0
+    return stack
+
+
+def _hipoink(stack: LocalStack) -> HipoinkSimulator:
+    assert stack.hipoink is not None
+    return stack.hipoink
+
+
+def _slow_hipoink(stack: LocalStack) -> Callable[[str], LambdaContext]:
+    """Contexts of a 60 s sender in which every Hipoink call takes 25 s."""
+
+    def context(function: str) -> LambdaContext:
+        calls_before = _hipoink(stack).request_count()
+
+        def remaining() -> int:
+            made = _hipoink(stack).request_count() - calls_before
+            return TIMEOUT_MS - made * HIPOINK_CALL_MS
+
+        return LambdaContext(function, timeout_ms=TIMEOUT_MS, remaining=remaining)
+
+    return context
+
+
+def test_jobs_that_cannot_finish_go_back_to_the_queue_and_arrive_later(
+    late_stack: LocalStack,
+) -> None:
+    stack = late_stack
+    hipoink = _hipoink(stack)
+    result = stack.drain(
+        "LabelQueue", "hipoink_sender", batch_size=10, context=_slow_hipoink(stack)
+    )
+    # Each invocation fits two calls (60 s - 2 x 25 s = 10 s < 15 s + 5 s): two jobs, then the
+    # rest of its batch goes back; the next invocation takes them with a fresh budget.
+    assert result.records == 4 + 2
+    assert result.failures == 2
+    assert result.invocations == 2
+    assert hipoink.request_count() == 4, "no call was started without time for it"
+    assert stack.queue_depths()["LabelDeadLetterQueue"] == 0
+    assert stack.clover is not None
+    for i, merchant in enumerate(MERCHANTS):
+        assert hipoink.labels(f"STORE-{i}") == expected_labels(stack.clover.items(merchant))
+    given_back = [line for line in stack.logs if "too little time left" in line]
+    assert len(given_back) == 2
+    assert "label job of MLATE0000003" in given_back[0]
+
+
+def test_an_invocation_with_no_time_starts_no_job_and_loses_none(late_stack: LocalStack) -> None:
+    stack = late_stack
+    invocations: list[str] = []
+
+    def first_has_no_time(function: str) -> LambdaContext:
+        invocations.append(function)
+        left = 19_999 if len(invocations) == 1 else TIMEOUT_MS  # one short of 15 s + 5 s
+        return LambdaContext(function, remaining=lambda: left)
+
+    result = stack.drain("LabelQueue", "hipoink_sender", context=first_has_no_time)
+    # Powertools fails an invocation whose records all failed (SQS then retries them all).
+    assert (result.invocations, result.records, result.failures) == (2, 8, 4)
+    assert _hipoink(stack).request_count() == 4, "one call per job, all in the second invocation"
+    assert stack.queue_depths()["LabelQueue"] == 0
+    assert len([line for line in stack.logs if "too little time left" in line]) == 4
