@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from esl_sync import inputs
-
 from devkit.aws_calls import OPERATOR, running
+from esl_sync import inputs
 
 if TYPE_CHECKING:
     from esl_sync.clover.oauth import CloverTokens
