@@ -28,6 +28,7 @@ from typing import Any
 from botocore.hooks import BaseEventHooks
 
 _RUNNING: ContextVar[str | None] = ContextVar("esl_sync_running_function", default=None)
+_UNRECORDED: ContextVar[bool] = ContextVar("esl_sync_unrecorded", default=False)
 OPERATOR = "Operator"
 """Who owns the calls of an ``esl-sync`` command (deploy/iam/operator-policy.json)."""
 
@@ -86,6 +87,17 @@ def running(function: str) -> Iterator[None]:
         _RUNNING.reset(token)
 
 
+@contextmanager
+def unrecorded() -> Iterator[None]:
+    """Record nothing in this context: for tests that point the code at resources the
+    stack does not have (a deleted table, an unknown key) to see it fail by name."""
+    token = _UNRECORDED.set(True)
+    try:
+        yield
+    finally:
+        _UNRECORDED.reset(token)
+
+
 class AwsCallRecorder:
     """Records the calls of the handlers; ``resource_of(service, params)`` names resources."""
 
@@ -106,7 +118,7 @@ class AwsCallRecorder:
 
     def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         function = _RUNNING.get()
-        if function is None:
+        if function is None or _UNRECORDED.get():
             return
         service = model.service_model.signing_name
         action = f"{service}:{_AUTHORIZED_AS.get(model.name, model.name)}"
@@ -127,7 +139,9 @@ def dynamodb_attributes(params: dict[str, Any]) -> set[str]:
             names |= set(keys)
         for field in _EXPRESSIONS:
             expression = re.sub(r":\w+", " ", request.get(field, ""))
-            for token in re.findall(r"#\w+|[A-Za-z_]\w*", expression):
+            # Only a path's first element is an attribute (IAM's dynamodb:Attributes sees
+            # top-level names): ``#slot.#n`` names ``#slot``, not ``#n``.
+            for token in re.findall(r"(?<![.\w#])(#\w+|[A-Za-z_]\w*)", expression):
                 if token.startswith("#"):
                     names.add(request.get("ExpressionAttributeNames", placeholders)[token])
                 elif token not in _NOT_ATTRIBUTES:
