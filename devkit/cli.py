@@ -26,7 +26,7 @@ from devkit.aws_calls import OPERATOR, running
 from esl_sync import inputs
 
 if TYPE_CHECKING:
-    from esl_sync.clover.oauth import CloverTokens
+    from esl_sync.credentials import CloverTokens
 
 # Stack output → the setting it provides (see template.yaml, Outputs).
 STACK_OUTPUTS = {
@@ -326,7 +326,7 @@ def _merchants_add(args: argparse.Namespace) -> int:
     """Every input is checked first; then the token is encrypted, then written with the
     row (:func:`esl_sync.admin.add_merchant`): a refusal anywhere leaves nothing written."""
     from esl_sync import admin, runtime
-    from esl_sync.store.interfaces import Merchant
+    from esl_sync.records import Merchant
 
     clover_base_url = (
         inputs.clover_base_url(args.clover_base_url, allow_loopback=_local_aws(args))

@@ -48,12 +48,12 @@ from devkit.lambda_runner import (
     load_handler,
 )
 from devkit.template import REPO_ROOT, load_template, resolve, resource
+from esl_sync.credentials import CloverTokens
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
-    from esl_sync.clover.oauth import CloverTokens
 
 REGION = "us-east-1"
 HIPOINK_SIGN = "local-hipoink-sign"
@@ -408,7 +408,7 @@ class LocalStack:
     ) -> None:
         """Register a merchant (Postgres + encrypted token) and, on the simulators, its catalog."""
         from esl_sync import admin, runtime
-        from esl_sync.store.interfaces import Merchant
+        from esl_sync.records import Merchant
 
         if self.clover is not None:
             self.clover.add_merchant(merchant_id, token, items or [])
@@ -431,7 +431,6 @@ class LocalStack:
         """Authorize the merchant anew with a v2 pair from the Clover simulator and store it,
         as an operator does with ``esl-sync merchants add --token-pair-stdin``."""
         from esl_sync import runtime
-        from esl_sync.clover.oauth import CloverTokens
 
         assert self.clover is not None, "token pairs come from the Clover simulator"
         pair = self.clover.issue_tokens(

@@ -20,19 +20,17 @@ import pytest
 
 from devkit.catalog import gas_station_catalog
 from devkit.clover_sim import CloverSimulator
-from esl_sync.clover import (
+from esl_sync.clover.client import CloverClient, ItemWalk, MerchantCatalog
+from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
-    CloverClient,
     CloverError,
     CloverRateLimited,
     CloverServerError,
     CloverTimeout,
-    ItemWalk,
-    MerchantCatalog,
-    RequestPacer,
-    to_product,
 )
+from esl_sync.clover.pacing import RequestPacer
+from esl_sync.clover.transform import to_product
 
 MID = "MERCHANT0001A"
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from devkit.hipoink_sim import HipoinkSimulator
-from esl_sync.hipoink.client import (
-    HipoinkClient,
+from esl_sync.hipoink.client import HipoinkClient
+from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkError,
     HipoinkNotFound,

@@ -23,8 +23,8 @@ from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from esl_sync.clover.transform import to_product
 from esl_sync.hipoink.records import label_hash, to_record
+from esl_sync.records import Merchant, ProductRow
 from esl_sync.storable import BIGINT_MAX, MONEY_MAX_CENTS
-from esl_sync.store.interfaces import Merchant, ProductRow
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations
 

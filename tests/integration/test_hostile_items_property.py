@@ -53,7 +53,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import admin, runtime
 from esl_sync.messages import PollRequest
-from esl_sync.store.interfaces import Merchant
+from esl_sync.records import Merchant
 
 EXAMPLES = int(os.environ.get("HOSTILE_ITEM_EXAMPLES", "150"))
 SHRINK = os.environ.get("HOSTILE_ITEM_SHRINK") == "1"

@@ -22,7 +22,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import load_template
 from esl_sync import runtime
 from esl_sync.messages import LabelJob
-from esl_sync.store.interfaces import LabelAck
+from esl_sync.records import LabelAck
 
 M = "MSAFE0000001"
 STORE = "STORE-SAFE"

@@ -24,8 +24,9 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.ports import ProductStore, ProductWriter, StateStore
 from esl_sync.products import stable_hash
-from esl_sync.store.interfaces import MerchantState, ProductStore, ProductWriter, StateStore
+from esl_sync.records import MerchantState
 from esl_sync.store.sqs import SqsPollQueue
 from esl_sync.sync.lease import POLL_LEASE_MS
 from esl_sync.sync.poll import PollDeps

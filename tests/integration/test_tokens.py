@@ -24,8 +24,8 @@ from devkit.emf import metric_values
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, HIPOINK_SIGN, LocalStack
 from esl_sync import runtime
 from esl_sync.clover.errors import CloverAuthError
-from esl_sync.clover.oauth import CloverTokens
-from esl_sync.store.interfaces import StoredTokens, TokenStore
+from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.ports import TokenStore
 
 
 def clover_of(stack: LocalStack) -> CloverSimulator:

@@ -23,8 +23,8 @@ from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
 from devkit.template import load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import PollRequest
+from esl_sync.records import VerificationCode
 from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY, DynamoStateStore
-from esl_sync.store.interfaces import VerificationCode
 from esl_sync.webhooks import KEEP_VERIFICATION_CODES, MAX_PENDING_DELETES
 
 MERCHANT, STORE = "MHOSTILE0001", "STORE-HOSTILE"

@@ -15,10 +15,10 @@ from esl_sync.clover.errors import (
     CloverRefreshRejected,
     CloverServerError,
 )
-from esl_sync.clover.oauth import CloverOAuthClient, CloverTokens
+from esl_sync.clover.oauth import CloverOAuthClient
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper, TokenRefreshBusy
-from esl_sync.store.interfaces import StoredTokens
+from esl_sync.credentials import CloverTokens, StoredTokens
 
 NOW = 1_795_867_200.0
 PAIR = {

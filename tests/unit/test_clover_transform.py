@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from esl_sync.clover import InvalidItem, to_product
-from esl_sync.clover.transform import cents_to_dollars
+from esl_sync.clover.transform import InvalidItem, cents_to_dollars, to_product
 from esl_sync.products import Product
 
 MERCHANT = "MERCHANT00001"

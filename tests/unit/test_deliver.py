@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from esl_sync.hipoink.client import (
+from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkNotFound,
     HipoinkRecordError,
@@ -16,7 +16,7 @@ from esl_sync.hipoink.client import (
 )
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
-from esl_sync.store.interfaces import AckedLabel, LabelAck, LabelFailure, StoreBlock
+from esl_sync.records import AckedLabel, LabelAck, LabelFailure, StoreBlock
 from esl_sync.sync import deliver as deliver_module
 
 COOLDOWN = 600

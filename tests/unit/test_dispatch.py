@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from esl_sync.messages import PollRequest
+from esl_sync.records import Merchant, MerchantState
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import Merchant, MerchantState
 from esl_sync.sync.dispatch import DispatchOutcome, dispatch, is_due
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

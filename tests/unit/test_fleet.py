@@ -8,7 +8,7 @@ import pytest
 
 from devkit.emf import metric_sums
 from esl_sync.observability import metrics
-from esl_sync.store.interfaces import Merchant, MerchantState
+from esl_sync.records import Merchant, MerchantState
 from esl_sync.sync.fleet import fleet_health, report_fleet_health
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from esl_sync.messages import LabelJob
 from esl_sync.products import Product
+from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.sync.heal import RepairPolicy, choose, heal_after_poll, heal_merchant
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

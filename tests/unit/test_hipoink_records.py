@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from esl_sync.hipoink.client import (
+from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkError,
     HipoinkNotFound,

@@ -10,8 +10,8 @@ import pytest
 
 from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.products import Product
+from esl_sync.records import LabelOwner, LabelOwners, ProductChange
 from esl_sync.settings import load_settings
-from esl_sync.store.interfaces import LabelOwner, LabelOwners, ProductChange
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
 
 VERSION = 41

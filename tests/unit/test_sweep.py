@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
+from esl_sync.records import MerchantState
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import MerchantState
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

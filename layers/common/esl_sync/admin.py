@@ -6,22 +6,19 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from esl_sync.clover.oauth import CloverTokens
+from esl_sync.credentials import CloverTokens
 from esl_sync.messages import PollRequest
-from esl_sync.settings import Settings
-from esl_sync.store.interfaces import (
+from esl_sync.ports import (
     DeadLetterQueue,
-    LabelConflict,
     LabelLedger,
     LabelQueue,
-    Merchant,
     MerchantDirectory,
     PollQueue,
-    RefusedItem,
-    StaleLabel,
     StateStore,
     TokenStore,
 )
+from esl_sync.records import LabelConflict, Merchant, RefusedItem, StaleLabel
+from esl_sync.settings import Settings
 from esl_sync.sync.fleet import fleet_health
 from esl_sync.sync.heal import HealOutcome, heal_merchant
 

@@ -7,15 +7,8 @@ failure), and the next invocation takes it with a full budget.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from esl_sync.observability import logger
-
-
-class RemainingTime(Protocol):
-    """The part of Lambda's context object this needs."""
-
-    def get_remaining_time_in_millis(self) -> int: ...
+from esl_sync.ports import RemainingTime
 
 
 class OutOfTime(RuntimeError):

@@ -11,11 +11,9 @@ without surprises.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:  # imported where used: the webhook reads ids only, without httpx
-    from esl_sync.clover.oauth import CloverTokens
+from esl_sync.credentials import CloverTokens
 
 MERCHANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Clover's merchant ids are 13 upper-case letters and digits; this is the ``merchants``
@@ -110,8 +108,6 @@ def plain_token(raw: bytes) -> str:
         raise InvalidInput("no token on standard input")
     if len(lines) > 1:
         raise InvalidInput("token on standard input: expected one line")
-    from esl_sync.clover.oauth import CloverTokens
-
     token = lines[0]
     if token.startswith("{"):
         raise InvalidInput("token on standard input looks like JSON: use --token-pair-stdin")
@@ -123,8 +119,6 @@ def plain_token(raw: bytes) -> str:
 
 def token_pair(raw: bytes) -> CloverTokens:
     """The JSON Clover's ``/oauth/v2/token`` returns: both tokens and their expirations."""
-    from esl_sync.clover.oauth import CloverTokens
-
     what = "token pair on standard input"
     try:  # the message names the fields at fault, never their values
         pair = CloverTokens.parse(_text(raw, what), what)

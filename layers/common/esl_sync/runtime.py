@@ -127,7 +127,7 @@ def clover_oauth() -> CloverOAuthClient:
 
 def clover_client_id() -> str:
     """``CLOVER_CLIENT_ID``, or the ``client_id`` of the JSON secret ``CLOVER_APP_SECRET_ARN``."""
-    from esl_sync.clover.oauth import AppCredentials
+    from esl_sync.credentials import AppCredentials
 
     s = settings()
     if s.clover_client_id:

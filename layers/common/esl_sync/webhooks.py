@@ -30,12 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from esl_sync.inputs import MERCHANT_ID
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import (
-    MerchantDirectory,
-    PollQueue,
-    VerificationCode,
-    WebhookHints,
-)
+from esl_sync.ports import MerchantDirectory, PollQueue, WebhookHints
+from esl_sync.records import VerificationCode
 
 MAX_BODY_BYTES = 256 * 1024  # Clover's notifications are small; anything larger is not one
 MAX_NUMBER_DIGITS = 20

@@ -1,45 +1,12 @@
-"""Clover side of the sync: the HTTP client, the item model, and item → product."""
+"""Clover side of the sync.
 
-from esl_sync.clover.client import (
-    CloverClient,
-    ItemIdListing,
-    ItemWalk,
-    MerchantCatalog,
-    is_deleted,
-)
-from esl_sync.clover.errors import (
-    CloverAuthError,
-    CloverBadResponse,
-    CloverConnectionError,
-    CloverError,
-    CloverRateLimited,
-    CloverRequestRejected,
-    CloverServerError,
-    CloverTimeout,
-)
-from esl_sync.clover.items import CloverItem
-from esl_sync.clover.pacing import RequestPacer, default_pacer
-from esl_sync.clover.transform import DEFAULT_CODE_FIELDS, InvalidItem, cents_to_dollars, to_product
+Import the modules themselves: this package re-exports nothing, so that reading an error
+type or the item model never loads the HTTP client (and httpx) with it.
 
-__all__ = [
-    "DEFAULT_CODE_FIELDS",
-    "CloverAuthError",
-    "CloverBadResponse",
-    "CloverClient",
-    "CloverConnectionError",
-    "CloverError",
-    "CloverItem",
-    "CloverRateLimited",
-    "CloverRequestRejected",
-    "CloverServerError",
-    "CloverTimeout",
-    "InvalidItem",
-    "ItemIdListing",
-    "ItemWalk",
-    "MerchantCatalog",
-    "RequestPacer",
-    "cents_to_dollars",
-    "default_pacer",
-    "is_deleted",
-    "to_product",
-]
+* :mod:`~esl_sync.clover.client`: the HTTP client (pooling, pacing, retries, typed errors);
+* :mod:`~esl_sync.clover.walk`: the keyed page walk over items changed since a time;
+* :mod:`~esl_sync.clover.oauth`: the token refresh call; :mod:`~esl_sync.clover.tokens`:
+  tokens that refresh themselves safely;
+* :mod:`~esl_sync.clover.items`, :mod:`~esl_sync.clover.transform`: the item model and
+  item → product; :mod:`~esl_sync.clover.errors`; :mod:`~esl_sync.clover.pacing`.
+"""

@@ -13,12 +13,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from esl_sync.clover.errors import CloverRefreshRejected
-from esl_sync.clover.oauth import CloverTokens
+from esl_sync.credentials import StoredTokens
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import StoredTokens, TokenStore
+from esl_sync.ports import Refresher, TokenStore
 
 
 class ReauthRequired(Exception):
@@ -37,15 +36,9 @@ class TokenRefreshBusy(RuntimeError):
     """Another poller held the refresh lock for longer than a refresh can take."""
 
 
-class Refresher(Protocol):
-    """The OAuth refresh call (see :class:`esl_sync.clover.oauth.CloverOAuthClient`)."""
-
-    def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens: ...
-
-
 @dataclass
 class TokenKeeper:
-    """The :class:`~esl_sync.store.interfaces.TokenProvider` of the poller.
+    """The :class:`~esl_sync.ports.TokenProvider` of the poller.
 
     ``refresher`` is a callable returning the refresh client, so that the app credentials
     are read only when a refresh is actually needed (plain tokens never need them).

@@ -1,5 +1,7 @@
-"""Data access: the only code that talks to Postgres, DynamoDB, SQS and Secrets Manager.
+"""Adapters to AWS and Postgres: the only code that talks to Postgres, DynamoDB, SQS,
+Secrets Manager and CloudFormation.
 
-Logic in ``esl_sync.sync`` depends on the protocols in :mod:`esl_sync.store.interfaces`;
-the modules here implement them.
+Each implements Protocols of :mod:`esl_sync.ports` with the values of
+:mod:`esl_sync.records`; :mod:`esl_sync.runtime` builds them. Nothing here imports the
+logic or the Clover and Hipoink clients.
 """

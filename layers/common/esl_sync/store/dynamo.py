@@ -21,13 +21,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import ClientError
 
-from esl_sync.clover.oauth import CloverTokens
-from esl_sync.store.interfaces import (
-    MerchantState,
-    StaleStateError,
-    StoredTokens,
-    VerificationCode,
-)
+from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.ports import StaleStateError
+from esl_sync.records import MerchantState, VerificationCode
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -134,7 +130,7 @@ def _stored_tokens(plaintext: bytes) -> CloverTokens:
 
 
 class DynamoStateStore:
-    """The :class:`~esl_sync.store.interfaces.StateStore` on one DynamoDB table."""
+    """The :class:`~esl_sync.ports.StateStore` on one DynamoDB table."""
 
     def __init__(
         self,

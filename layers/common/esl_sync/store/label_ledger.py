@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 
 from esl_sync.products import Product
-from esl_sync.store.interfaces import (
+from esl_sync.records import (
     AckedLabel,
     LabelAck,
     LabelConflict,
@@ -131,7 +131,7 @@ def product_of(row: dict[str, Any]) -> Product:
 def label_owners(
     conn: psycopg.Connection[Any], merchant_id: str, pcs: Iterable[str]
 ) -> LabelOwners:
-    """See :meth:`esl_sync.store.interfaces.ProductWriter.label_owners`."""
+    """See :meth:`esl_sync.ports.ProductWriter.label_owners`."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_LABEL_OWNERS, {"m": merchant_id, "pcs": sorted(set(pcs))})
         rows = cur.fetchall()

@@ -11,7 +11,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.rows import dict_row
 
-from esl_sync.store.interfaces import LabelOwners, Merchant, ProductChange, ProductRow
+from esl_sync.records import LabelOwners, Merchant, ProductChange, ProductRow
 from esl_sync.store.label_ledger import label_owners
 
 # One statement per page. A refused item (validation_error set) changes no label: if its

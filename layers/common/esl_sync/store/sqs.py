@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import boto3
 
 from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.records import DeadLetter
 from esl_sync.settings import ConfigurationError
-from esl_sync.store.interfaces import DeadLetter
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient

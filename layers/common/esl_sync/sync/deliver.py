@@ -29,25 +29,16 @@ queues them again.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from esl_sync.hipoink.client import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
+from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import AckedLabel, LabelAck, LabelFailure, LabelLedger
+from esl_sync.ports import LabelLedger, LabelSink
+from esl_sync.records import AckedLabel, LabelAck, LabelFailure
 
 _LOGGED_CODES = 20  # codes named in a log line; the count is always complete
-
-
-class LabelSink(Protocol):
-    """The Hipoink product API (see :class:`esl_sync.hipoink.client.HipoinkClient`)."""
-
-    def upsert(self, store_code: str, records: Sequence[HipoinkRecord]) -> None: ...
-
-    def delete(self, store_code: str, codes: Sequence[str]) -> int: ...
 
 
 @dataclass

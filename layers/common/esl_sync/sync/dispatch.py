@@ -8,14 +8,9 @@ from datetime import datetime
 
 from esl_sync.messages import PollReason, PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.ports import LabelLedger, MerchantDirectory, PollQueue, StateStore
+from esl_sync.records import Merchant
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import (
-    LabelLedger,
-    Merchant,
-    MerchantDirectory,
-    PollQueue,
-    StateStore,
-)
 from esl_sync.sync.fleet import fleet_health, report_fleet_health
 
 

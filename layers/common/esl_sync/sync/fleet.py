@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import Merchant, MerchantState
+from esl_sync.records import Merchant, MerchantState
 
 STALE_AFTER_INTERVALS = 3
 

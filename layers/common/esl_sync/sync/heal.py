@@ -43,14 +43,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.ports import LabelLedger, LabelQueue
+from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import (
-    LabelLedger,
-    LabelQueue,
-    Merchant,
-    RepairCandidate,
-    RepairSnapshot,
-)
 from esl_sync.sync.labels import LabelPlan, label_target
 
 RETRY_CLASSES = frozenset({"retryable", "configuration"})

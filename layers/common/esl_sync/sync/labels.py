@@ -17,8 +17,8 @@ from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.products import Product
+from esl_sync.records import LabelOwners, ProductChange
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import LabelOwners, ProductChange
 
 _LOGGED_CONFLICTS = 20  # conflicts named in one log line; the metric counts all
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.store.interfaces import StateStore
+from esl_sync.ports import StateStore
 
 POLL_LEASE_MS = 330_000
 """How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,

@@ -19,29 +19,29 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from esl_sync.clover.client import is_deleted
 from esl_sync.clover.errors import CloverAuthError, CloverError
+from esl_sync.clover.items import is_deleted
 from esl_sync.clover.tokens import ReauthRequired
 from esl_sync.clover.transform import to_product
+from esl_sync.credentials import StoredTokens
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.settings import Settings
-from esl_sync.store.interfaces import (
+from esl_sync.ports import (
+    CatalogReader,
+    CatalogReaders,
     LabelLedger,
     LabelQueue,
-    Merchant,
     MerchantDirectory,
-    MerchantState,
-    ProductRow,
     ProductStore,
     ProductWriter,
     StaleStateError,
     StateStore,
-    StoredTokens,
     TokenProvider,
 )
+from esl_sync.records import Merchant, MerchantState, ProductRow
+from esl_sync.settings import Settings
 from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
@@ -53,36 +53,6 @@ MAX_DELETE_CONFIRMATIONS = 100
 for the next poll, and a mass deletion is the sweep's job anyway."""
 
 
-class ItemPages(Protocol):
-    """A walk over Clover items (see :class:`esl_sync.clover.client.ItemWalk`)."""
-
-    @property
-    def clover_time_ms(self) -> int | None: ...
-
-    @property
-    def fell_back(self) -> bool: ...
-
-    @property
-    def max_modified_ms(self) -> int | None: ...
-
-    def __iter__(self) -> ItemPages: ...
-
-    def __next__(self) -> list[dict[str, Any]]: ...
-
-
-class MerchantCatalog(Protocol):
-    @property
-    def requests(self) -> int: ...
-
-    def iter_items_modified_since(self, since_ms: int | None) -> ItemPages: ...
-
-    def get_item(self, item_id: str) -> dict[str, Any] | None: ...
-
-
-class CatalogSource(Protocol):
-    def merchant(self, merchant_id: str, token: str, base_url: str) -> MerchantCatalog: ...
-
-
 @dataclass
 class PollDeps:
     merchants: MerchantDirectory
@@ -91,7 +61,7 @@ class PollDeps:
     tokens: TokenProvider
     label_queue: LabelQueue
     label_ledger: LabelLedger
-    clover: CatalogSource
+    clover: CatalogReaders
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
@@ -250,7 +220,7 @@ def _sync_with(
 
 
 def _sync(
-    catalog: MerchantCatalog,
+    catalog: CatalogReader,
     deps: PollDeps,
     state: MerchantState,
     store_code: str,
@@ -304,7 +274,7 @@ def _sync(
 
 
 def _confirm_deletes(
-    catalog: MerchantCatalog,
+    catalog: CatalogReader,
     tx: ProductWriter,
     state: MerchantState,
     plan: LabelPlan,
@@ -350,7 +320,7 @@ def _transform(
 
 
 def _sweep(
-    catalog: MerchantCatalog,
+    catalog: CatalogReader,
     tx: ProductWriter,
     listed: set[str],
     merchant_id: str,

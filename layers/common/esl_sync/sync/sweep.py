@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from esl_sync.records import MerchantState
 from esl_sync.settings import Settings
-from esl_sync.store.interfaces import MerchantState
 
 ProductKey = tuple[str, str]
 

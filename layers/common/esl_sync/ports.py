@@ -1,0 +1,352 @@
+"""What the logic needs from the world: every interface it talks to, in one place.
+
+The logic (:mod:`esl_sync.sync`, :mod:`esl_sync.webhooks`, :mod:`esl_sync.admin`, the walk
+and the token keeper in :mod:`esl_sync.clover`) depends on these Protocols only; the
+adapters (:mod:`esl_sync.store`, the HTTP clients in :mod:`esl_sync.clover` and
+:mod:`esl_sync.hipoink`) implement them, :mod:`esl_sync.runtime` wires one to the other,
+and the tests swap in the in-memory fakes of ``tests/fakes.py``. The values they trade are
+in :mod:`esl_sync.records` and :mod:`esl_sync.credentials`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.records import (
+    AckedLabel,
+    DeadLetter,
+    LabelAck,
+    LabelConflict,
+    LabelFailure,
+    LabelOwners,
+    Merchant,
+    MerchantState,
+    ProductChange,
+    ProductRow,
+    RefusedItem,
+    RepairSnapshot,
+    StaleLabel,
+    StoreBlock,
+    VerificationCode,
+)
+
+# -- Postgres: merchants, products, the label ledger -----------------------------------
+
+
+class MerchantDirectory(Protocol):
+    def get(self, merchant_id: str) -> Merchant | None: ...
+
+    def all(self, *, active_only: bool = False) -> list[Merchant]: ...
+
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        """Insert or update the row. ``then`` runs before the row is committed: if it
+        raises, the row stays as it was (the token written with a merchant, say)."""
+        ...
+
+
+class ProductWriter(Protocol):
+    """Product writes of one transaction."""
+
+    def upsert(self, merchant_id: str, rows: Sequence[ProductRow]) -> list[ProductChange]:
+        """Write changed rows in one round trip; return only the rows that changed."""
+        ...
+
+    def mark_deleted(
+        self, merchant_id: str, keys: Iterable[tuple[str, str]]
+    ) -> list[ProductChange]: ...
+
+    def active_keys(self, merchant_id: str) -> set[tuple[str, str]]:
+        """(source_id, source_variant_id) of every active product of the merchant."""
+        ...
+
+    def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
+        """Advance the merchant's label clock and say which product each code's label
+        shows, as this transaction's writes left them (one round trip)."""
+        ...
+
+
+class ProductStore(Protocol):
+    def transaction(self) -> AbstractContextManager[ProductWriter]:
+        """A unit of work: committed when the block exits normally, rolled back otherwise."""
+        ...
+
+
+class LabelLedger(Protocol):
+    """``label_state``: what Hipoink acknowledged, and what failed."""
+
+    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]: ...
+
+    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None: ...
+
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        """Raise the version of labels Hipoink already shows (no call was made, so the
+        acknowledgement time stays: it is the evidence that Hipoink answers)."""
+        ...
+
+    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...
+
+    def stale_labels_total(self) -> int:
+        """Stale labels across every merchant (a gauge for the dashboard)."""
+        ...
+
+    def stale_labels(self, merchant_id: str) -> int:
+        """Labels that do not show what the product table says they should."""
+        ...
+
+    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
+        """The stale labels themselves, with their last failure, for the operator."""
+        ...
+
+    def label_conflicts(self, merchant_id: str) -> list[LabelConflict]:
+        """Every product that claims a code another product claims too."""
+        ...
+
+    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
+        """The merchant's items whose current version was refused, for the operator."""
+        ...
+
+    def label_version(self, merchant_id: str, *, advance: bool) -> int:
+        """The merchant's label clock: advanced (only by a caller holding the merchant's
+        poll lease), or its committed value (0 before any)."""
+        ...
+
+    def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
+        """The merchant's stale labels, for the self-healing pass to choose from."""
+        ...
+
+    def mark_requeued(
+        self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None
+    ) -> None:
+        """Note that ``pcs`` were queued again now; with ``clear_failures_before``, forget
+        the retryable failures recorded before it on labels that are not in ``pcs`` and
+        no longer stale (the pass saw them fixed)."""
+        ...
+
+    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+        """None: the store may be sent to. Else its block; once the cool-down has passed,
+        exactly one caller gets it with ``retest`` True (the next re-test is moved one
+        cool-down ahead), so a broken store sees one call per cool-down."""
+        ...
+
+    def block_store(
+        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
+    ) -> None:
+        """Stop sending to the store until ``cooldown_seconds`` from now (then re-test)."""
+        ...
+
+    def unblock_store(self, merchant_id: str) -> bool:
+        """Lift the block; False when there was none."""
+        ...
+
+    def invalidate_acknowledgements(self, merchant_id: str) -> None:
+        """Forget which version each label shows, so every label counts as stale."""
+        ...
+
+    def store_blocks(self) -> dict[str, StoreBlock]:
+        """Every block in force, by merchant id (read only: claims no re-test)."""
+        ...
+
+
+# -- DynamoDB: merchant state, tokens, webhook hints -----------------------------------
+
+
+class StaleStateError(RuntimeError):
+    """Someone else wrote the merchant state since we read it."""
+
+
+class StateStore(Protocol):
+    def load(self, merchant_id: str) -> MerchantState: ...
+
+    def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
+        """Every given merchant's state (a default one where none is stored yet)."""
+        ...
+
+    def save(self, state: MerchantState) -> None:
+        """Write the state if nobody wrote it since it was loaded; else StaleStateError.
+
+        ``auth_state`` is not written here: the token lifecycle owns it (:class:`TokenStore`).
+        """
+        ...
+
+    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+        """Take the merchant's poll lease if it is free or expired; False while another holds it.
+
+        The lease lives beside ``version``, not in it: taking or giving it up never makes
+        the holder's own ``save`` stale.
+        """
+        ...
+
+    def release_lease(self, merchant_id: str, owner: str) -> None:
+        """Give the lease up if ``owner`` still holds it (once expired, it may be another's)."""
+        ...
+
+
+class TokenStore(Protocol):
+    """Clover tokens, encrypted in the merchant's state item, and what guards them."""
+
+    def load_tokens(self, merchant_id: str) -> StoredTokens | None: ...
+
+    def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
+        """Store an operator's new token (plain or pair): a new generation, and the
+        merchant is no longer marked ``needs_reauth``. Returns the generation."""
+        ...
+
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        """The tokens encrypted for this merchant, written nowhere yet (KMS refuses here)."""
+        ...
+
+    def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        """``write_token`` for tokens sealed by :meth:`seal_tokens`."""
+        ...
+
+    def replace_tokens(
+        self, merchant_id: str, tokens: CloverTokens, *, generation: int
+    ) -> int | None:
+        """Store refreshed tokens if ``generation`` is still the stored one: the new
+        generation, or None when other tokens were stored meanwhile."""
+        ...
+
+    def mark_needs_reauth(self, merchant_id: str, *, generation: int) -> bool:
+        """Mark the merchant ``needs_reauth`` if ``generation`` is still the stored one
+        (never over tokens stored since); whether it was marked."""
+        ...
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        """The per-merchant refresh lock, if free or expired (a conditional write)."""
+        ...
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None: ...
+
+
+class WebhookHints(Protocol):
+    """What the webhook function may write into the state table (never tokens)."""
+
+    def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
+        """Add a code to the ``keep`` most recent ones (a code received again moves up)."""
+        ...
+
+    def verification_codes(self) -> list[VerificationCode]:
+        """The codes kept, newest first."""
+        ...
+
+    def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
+        """True for the first hint of a window (it queues the poll), False for the rest."""
+        ...
+
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
+        """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
+        then pending; else add none and ask for a sweep (``sweep_request``). Whether added."""
+        ...
+
+
+# -- SQS -------------------------------------------------------------------------------
+
+
+class PollQueue(Protocol):
+    def send(
+        self, requests: Sequence[PollRequest], delays: Sequence[int] | None = None
+    ) -> None: ...
+
+
+class LabelQueue(Protocol):
+    def send(self, jobs: Sequence[LabelJob]) -> None: ...
+
+
+class DeadLetterQueue(Protocol):
+    """A dead-letter queue and the queue its messages came from."""
+
+    def receive(self) -> list[DeadLetter]:
+        """Up to ten messages (hidden from other readers until deleted or timed out)."""
+        ...
+
+    def send_back(self, letters: Sequence[DeadLetter]) -> None:
+        """Send the messages to the source queue, in order, keeping their FIFO group."""
+        ...
+
+    def delete(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+# -- Clover and Hipoink ----------------------------------------------------------------
+
+
+class TokenProvider(Protocol):
+    """Where a poll gets a usable Clover access token (see :mod:`esl_sync.clover.tokens`)."""
+
+    def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
+        """The stored tokens, refreshed first when the access token is close to expiry;
+        None when none are stored. Raises ``ReauthRequired``."""
+        ...
+
+    def renew(
+        self,
+        merchant_id: str,
+        base_url: str,
+        rejected: StoredTokens,
+        error: Exception,
+        *,
+        refresh: bool = True,
+    ) -> StoredTokens:
+        """Clover refused ``rejected``: tokens stored since, else (``refresh``) refreshed
+        ones. Raises ``ReauthRequired`` after marking the merchant when there are none."""
+        ...
+
+
+class Refresher(Protocol):
+    """The OAuth refresh call (see :class:`esl_sync.clover.oauth.CloverOAuthClient`)."""
+
+    def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens: ...
+
+
+class ItemPages(Protocol):
+    """A walk over Clover items (see :class:`esl_sync.clover.client.ItemWalk`)."""
+
+    @property
+    def clover_time_ms(self) -> int | None: ...
+
+    @property
+    def fell_back(self) -> bool: ...
+
+    @property
+    def max_modified_ms(self) -> int | None: ...
+
+    def __iter__(self) -> ItemPages: ...
+
+    def __next__(self) -> list[dict[str, Any]]: ...
+
+
+class CatalogReader(Protocol):
+    @property
+    def requests(self) -> int: ...
+
+    def iter_items_modified_since(self, since_ms: int | None) -> ItemPages: ...
+
+    def get_item(self, item_id: str) -> dict[str, Any] | None: ...
+
+
+class CatalogReaders(Protocol):
+    def merchant(self, merchant_id: str, token: str, base_url: str) -> CatalogReader: ...
+
+
+class LabelSink(Protocol):
+    """The Hipoink product API (see :class:`esl_sync.hipoink.client.HipoinkClient`)."""
+
+    def upsert(self, store_code: str, records: Sequence[HipoinkRecord]) -> None: ...
+
+    def delete(self, store_code: str, codes: Sequence[str]) -> int: ...
+
+
+# -- Lambda ----------------------------------------------------------------------------
+
+
+class RemainingTime(Protocol):
+    """The part of Lambda's context object this needs."""
+
+    def get_remaining_time_in_millis(self) -> int: ...

@@ -1,0 +1,228 @@
+"""The shared data: the values the logic and the adapters trade through :mod:`esl_sync.ports`.
+
+Plain frozen dataclasses (``MerchantState`` is the one mutable record: a poll updates it and
+saves it back), importing nothing but the product model, so every layer may use them.
+Tokens have a module of their own (:mod:`esl_sync.credentials`): they need care these do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from esl_sync.products import Product
+
+# -- merchants, their state and their products ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Merchant:
+    """A row of ``merchants``: where to read and where the labels are. No secrets."""
+
+    merchant_id: str
+    store_code: str | None
+    clover_base_url: str | None = None
+    active: bool = True
+    poll_interval_seconds: int | None = None
+    created_at: datetime | None = None
+    # Labels whose last delivery failed for a reason that retrying can cure (Hipoink down,
+    # the store blocked), counted by the lookup itself: a poll's cue to retry them, free of
+    # any extra round trip for the healthy store, where it is 0.
+    labels_failing: int = 0
+
+
+@dataclass
+class MerchantState:
+    """The merchant's poll state in DynamoDB; ``version`` guards every write."""
+
+    merchant_id: str
+    version: int = 0
+    high_water_ms: int | None = None
+    poll_count: int = 0
+    last_sweep_ms: int | None = None
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    last_failure_class: str | None = None
+    last_failure_message: str | None = None
+    consecutive_failures: int = 0
+    auth_state: str = "ok"
+    extra: dict[str, str] = field(default_factory=dict)
+    # Item ids a webhook reported deleted; the next poll confirms each with a single-item
+    # read. ``save`` removes ``settled_deletes`` from the stored set (ids added since stay).
+    pending_deletes: frozenset[str] = frozenset()
+    settled_deletes: frozenset[str] = frozenset()
+    # A webhook that could not add its deletions (too many pending) asks for a sweep with
+    # a fresh token; a poll that sweeps records the token it read as done, so a request
+    # that arrives during that poll still makes the next one sweep.
+    sweep_request: str | None = None
+    sweep_request_done: str | None = None
+
+    @property
+    def sweep_requested(self) -> bool:
+        return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    """A product to write, with the hash of the label it should show (None: no label)."""
+
+    product: Product
+    label_hash: str | None
+
+
+@dataclass(frozen=True)
+class ProductChange:
+    """A row a write changed, with what it held before (None: the row is new)."""
+
+    key: tuple[str, str]
+    previous_barcode: str | None
+    previous_label_hash: str | None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in a dead-letter queue; ``group_id`` is its FIFO message group, if any."""
+
+    body: str
+    receipt_handle: str
+    group_id: str | None
+
+
+@dataclass(frozen=True)
+class VerificationCode:
+    """A webhook verification code as received (``source_ip``: the caller's address)."""
+
+    code: str
+    received_at: datetime
+    source_ip: str | None = None
+
+
+# -- labels: what Hipoink shows, what failed, what the self-healing pass repairs -------
+
+
+@dataclass(frozen=True)
+class LabelOwner:
+    """The product a code's label shows, and how many products claim that code."""
+
+    product: Product
+    claims: int
+
+
+@dataclass(frozen=True)
+class LabelOwners:
+    """A poll's label decision: the version it carries and, per code, its product (a code
+    without an entry is wanted by no product: its label goes)."""
+
+    version: int
+    owners: dict[str, LabelOwner]
+
+
+@dataclass(frozen=True)
+class LabelAck:
+    """What Hipoink acknowledged for one product code (``label_hash`` None: deleted), and
+    the version of the decision it came from (None: a job from before versions)."""
+
+    pc: str
+    label_hash: str | None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class AckedLabel:
+    """What the ledger says Hipoink shows under a code: hash (None: deleted) and version."""
+
+    label_hash: str | None
+    version: int | None
+
+
+@dataclass(frozen=True)
+class LabelFailure:
+    """A label Hipoink refused or could not take, named for the operator."""
+
+    pc: str
+    failure_class: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StaleLabel:
+    """A label that does not show what the product table says, with its last failure.
+
+    ``action`` is what would fix it: ``upsert`` (show the product's current record) or
+    ``delete`` (remove a label that no product wants any more). ``since`` is when the
+    product last changed (upsert) or when Hipoink last acknowledged the label (delete).
+    """
+
+    pc: str
+    action: str
+    name: str | None
+    since: datetime | None
+    failure_class: str | None
+    failure_message: str | None
+    failed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LabelConflict:
+    """A product that claims a code other products claim too; only one is on the label."""
+
+    pc: str
+    source_id: str
+    name: str
+    shown: bool
+    claims: int
+    shown_source_id: str
+
+
+@dataclass(frozen=True)
+class RefusedItem:
+    """An item whose current Clover version was refused (``problem`` names why).
+
+    Its label, if ``label_kept``, still shows the last accepted version (under ``pc``);
+    ``since`` is when the refusals began. Fixing the item in Clover clears it.
+    """
+
+    item_id: str
+    pc: str | None
+    name: str
+    since: datetime | None
+    label_kept: bool
+    problem: str
+
+
+@dataclass(frozen=True)
+class RepairCandidate:
+    """A stale label as the self-healing pass sees it (``product`` None: a delete)."""
+
+    pc: str
+    product: Product | None
+    since: datetime | None
+    failure_class: str | None = None
+    failed_at: datetime | None = None
+    requeued_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RepairSnapshot:
+    """A merchant's stale labels, read at the database's ``now`` with its newest
+    acknowledgement (``last_ack``): what the self-healing pass chooses from."""
+
+    now: datetime
+    last_ack: datetime | None
+    candidates: list[RepairCandidate]
+
+
+@dataclass(frozen=True)
+class StoreBlock:
+    """Hipoink refused a store's configuration: its labels wait until a re-test passes.
+
+    ``retest`` is True for the one caller allowed to try the store again after the
+    cool-down (``retry_after``); everyone else sends nothing while the block holds.
+    """
+
+    merchant_id: str
+    store_code: str
+    reason: str
+    blocked_at: datetime
+    retry_after: datetime
+    retest: bool = False
