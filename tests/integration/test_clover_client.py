@@ -20,7 +20,7 @@ import pytest
 
 from devkit.catalog import gas_station_catalog
 from devkit.clover_sim import CloverSimulator
-from esl_sync.clover.client import CloverClient, ItemWalk, MerchantCatalog
+from esl_sync.clover.client import CloverClient, MerchantCatalog
 from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
@@ -29,8 +29,10 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
+from esl_sync.clover.items import is_deleted
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.transform import to_product
+from esl_sync.clover.walk import ItemWalk
 
 MID = "MERCHANT0001A"
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
@@ -165,7 +167,7 @@ def test_distinct_items_cost_floor_n_over_1000_plus_one_list_requests(
     sim: CloverSimulator, make_client: Callable[..., CloverClient], count: int, pages: int
 ) -> None:
     catalog = catalog_for(sim, make_client, distinct_items(count))
-    walk = catalog.iter_items_modified_since(None)
+    walk = ItemWalk(catalog, None)
     _latest, yielded = read_all(walk)
     assert len(yielded) == len(set(yielded)) == count
     assert sim.request_count(MID, "list") == pages == count // 1000 + 1
@@ -181,7 +183,7 @@ def test_since_filters_and_sorts(
     sim: CloverSimulator, make_client: Callable[..., CloverClient]
 ) -> None:
     catalog = catalog_for(sim, make_client, distinct_items(50))
-    latest, _ = read_all(catalog.iter_items_modified_since(START_MS + 40))
+    latest, _ = read_all(ItemWalk(catalog, START_MS + 40))
     assert sorted(latest) == [f"I{n:012d}" for n in range(40, 50)]
     record = sim.requests[0]
     assert record.query["filter"] == [f"modifiedTime>={START_MS + 40}"]
@@ -193,7 +195,7 @@ def test_1500_items_in_one_millisecond_cost_two_list_requests(
     sim: CloverSimulator, make_client: Callable[..., CloverClient]
 ) -> None:
     catalog = catalog_for(sim, make_client, tied_items(1500))
-    walk = catalog.iter_items_modified_since(START_MS)
+    walk = ItemWalk(catalog, START_MS)
     _latest, yielded = read_all(walk)
     assert len(yielded) == len(set(yielded)) == 1500
     assert sim.request_count(MID, "list") == 2
@@ -209,7 +211,7 @@ def test_small_pages_through_ties(
         + distinct_items(5, start_ms=START_MS + 10, prefix="J")
     )
     catalog = catalog_for(sim, make_client, items, page_size=4)
-    latest, yielded = read_all(catalog.iter_items_modified_since(None))
+    latest, yielded = read_all(ItemWalk(catalog, None))
     assert len(yielded) == len(set(yielded)) == 35
     assert_latest_of_everything(sim, latest)
     assert sim.request_count(MID, "list") == 35 // 4 + 1
@@ -234,7 +236,7 @@ def test_edits_between_page_requests_skip_nothing(
                 edited.append(item["id"])
 
     sim.before_list_page = edit
-    walk = catalog.iter_items_modified_since(None)
+    walk = ItemWalk(catalog, None)
     latest, yielded = read_all(walk)
     sim.before_list_page = None
 
@@ -259,7 +261,7 @@ def test_edits_inside_a_1500_item_tie_skip_nothing(
                 sim.update_item(MID, item["id"], price=9999)
 
     sim.before_list_page = edit
-    walk = catalog.iter_items_modified_since(START_MS)
+    walk = ItemWalk(catalog, START_MS)
     latest, _ = read_all(walk)
     sim.before_list_page = None
 
@@ -282,7 +284,7 @@ def test_items_created_and_hidden_during_the_walk(
             sim.hide_item(MID, items[999]["id"])
 
     sim.before_list_page = churn
-    latest, _ = read_all(catalog.iter_items_modified_since(None))
+    latest, _ = read_all(ItemWalk(catalog, None))
     assert_latest_of_everything(sim, latest)
     assert latest[items[999]["id"]]["hidden"] is True
     assert created[0] in latest
@@ -297,7 +299,7 @@ def test_ignored_order_by_falls_back_to_a_complete_walk(
 ) -> None:
     catalog = catalog_for(sim, make_client, distinct_items(2100))
     sim.ignore_order_by = True
-    walk = catalog.iter_items_modified_since(since)
+    walk = ItemWalk(catalog, since)
     latest, yielded = read_all(walk)
     assert walk.fell_back
     assert_latest_of_everything(sim, latest)
@@ -311,7 +313,7 @@ def test_rejected_sorted_query_falls_back(
 ) -> None:
     catalog = catalog_for(sim, make_client, distinct_items(30))
     sim.fail_next(400)
-    walk = catalog.iter_items_modified_since(START_MS)
+    walk = ItemWalk(catalog, START_MS)
     latest, _ = read_all(walk)
     assert walk.fell_back
     assert_latest_of_everything(sim, latest)
@@ -320,17 +322,27 @@ def test_rejected_sorted_query_falls_back(
 # -- listing every id, and single items -------------------------------------------------
 
 
-def test_list_all_item_ids(sim: CloverSimulator, make_client: Callable[..., CloverClient]) -> None:
+def test_a_walk_from_the_start_reads_every_item_deleted_flags_included(
+    sim: CloverSimulator, make_client: Callable[..., CloverClient]
+) -> None:
+    """The sweep's listing: a walk from ``None`` yields every item, and an item Clover lists
+    flagged deleted as well (the poll counts it as not present, see ``is_deleted``)."""
     items = gas_station_catalog(1200, seed=7)
     catalog = catalog_for(sim, make_client, items)
     gone = items[5]["id"]
     sim.delete_item(MID, gone)
     sim.list_deleted = True  # Clover may list deleted items, flagged: still not present
-    listing = catalog.list_all_item_ids()
-    assert listing.ids == {item["id"] for item in items} - {gone}
-    assert listing.requests == 2 == sim.request_count(MID, "list")
-    assert listing.clover_time_ms is not None
-    assert all("filter" not in record.query for record in sim.requests)
+    walk = ItemWalk(catalog, None)
+    latest, _ = read_all(walk)
+    assert set(latest) == {item["id"] for item in items}
+    assert {i for i, item in latest.items() if is_deleted(item)} == {gone}
+    assert walk.requests == 2 == sim.request_count(MID, "list")
+    assert walk.clover_time_ms is not None
+    assert not walk.fell_back
+    first, second = list_filters(sim)
+    assert first == ([], None)  # the first page asks for everything, sorted
+    [by_key] = second[0]  # then by key
+    assert by_key.startswith("modifiedTime>=")
 
 
 def test_get_item_and_404(sim: CloverSimulator, make_client: Callable[..., CloverClient]) -> None:
@@ -348,7 +360,7 @@ def test_walk_items_transform(
     sim: CloverSimulator, make_client: Callable[..., CloverClient]
 ) -> None:
     catalog = catalog_for(sim, make_client, gas_station_catalog(300, seed=1))
-    latest, _ = read_all(catalog.iter_items_modified_since(None))
+    latest, _ = read_all(ItemWalk(catalog, None))
     products = [to_product(item, merchant_id=MID) for item in latest.values()]
     assert len(products) == 300
     assert any(p.unit == "gal" for p in products)
@@ -362,7 +374,7 @@ def test_clover_time_comes_from_the_date_header(
 ) -> None:
     catalog = catalog_for(sim, make_client, distinct_items(3))
     sim.clock_offset_ms = -3 * 3600 * 1000  # Clover's clock is 3 h behind ours
-    walk = catalog.iter_items_modified_since(None)
+    walk = ItemWalk(catalog, None)
     read_all(walk)
     assert walk.clover_time_ms is not None
     clover_now = sim.clock_ms()
@@ -370,8 +382,9 @@ def test_clover_time_comes_from_the_date_header(
     assert walk.clover_time_ms % 1000 == 0  # HTTP dates have whole seconds
 
     sim.freeze_clock(1_800_000_123_456)
-    listing = catalog.list_all_item_ids()
-    assert listing.clover_time_ms == 1_800_000_123_000
+    again = ItemWalk(catalog, None)
+    read_all(again)
+    assert again.clover_time_ms == 1_800_000_123_000
 
 
 def test_clover_time_is_from_the_first_response(
@@ -384,7 +397,7 @@ def test_clover_time_is_from_the_first_response(
         sim.freeze_clock(1_800_000_000_000 + 60_000 * (page_number + 1))
 
     sim.before_list_page = tick
-    walk = catalog.iter_items_modified_since(None)
+    walk = ItemWalk(catalog, None)
     read_all(walk)
     assert walk.requests == 3
     assert walk.clover_time_ms == 1_800_000_060_000  # the clock as of the first answer
@@ -400,7 +413,7 @@ def test_retry_after_is_honoured_on_the_wire(
     catalog = catalog_for(sim, make_client, distinct_items(3), sleep=sleeps)
     sim.retry_after_seconds = 2
     sim.fail_next(429)
-    walk = catalog.iter_items_modified_since(None)
+    walk = ItemWalk(catalog, None)
     latest, _ = read_all(walk)
     assert len(latest) == 3
     first, second = sim.requests[:2]
@@ -484,12 +497,12 @@ def test_many_threads_stay_inside_the_limits(
 
 def _provoke_401(sim: CloverSimulator, catalog: MerchantCatalog) -> None:
     sim.set_token(MID, "another-token")
-    catalog.list_all_item_ids()
+    list(ItemWalk(catalog, None))
 
 
 def _provoke_500_storm(sim: CloverSimulator, catalog: MerchantCatalog) -> None:
     sim.fail_next(500, count=50)
-    list(catalog.iter_items_modified_since(None))
+    list(ItemWalk(catalog, None))
 
 
 def _provoke_timeout(sim: CloverSimulator, catalog: MerchantCatalog) -> None:
@@ -499,7 +512,7 @@ def _provoke_timeout(sim: CloverSimulator, catalog: MerchantCatalog) -> None:
 
 def _provoke_not_json(sim: CloverSimulator, catalog: MerchantCatalog) -> None:
     sim.fail_next(200, body=f"<html>proxy error for Bearer {TOKEN}</html>")
-    list(catalog.iter_items_modified_since(None))
+    list(ItemWalk(catalog, None))
 
 
 @pytest.mark.parametrize(
@@ -566,7 +579,7 @@ def test_bad_shapes_name_the_part(
     catalog = catalog_for(sim, make_client, distinct_items(3))
     sim.fail_next(200, body=body)
     with pytest.raises(CloverBadResponse) as caught:
-        list(catalog.iter_items_modified_since(None))
+        list(ItemWalk(catalog, None))
     assert part in str(caught.value)
     assert catalog.requests == 1
 
@@ -577,7 +590,7 @@ def test_server_error_then_success_is_retried(
     catalog = catalog_for(sim, make_client, distinct_items(3))
     sim.fail_next(503, count=2)
     sim.fail_next(502, count=1)
-    latest, _ = read_all(catalog.iter_items_modified_since(None))
+    latest, _ = read_all(ItemWalk(catalog, None))
     assert len(latest) == 3
     assert catalog.requests == 4
     assert len(sleeps.calls) == 3
@@ -595,9 +608,10 @@ def test_get_item_401_is_not_retried(
 
 
 def test_client_is_a_context_manager(sim: CloverSimulator) -> None:
-    sim.add_merchant(MID, TOKEN, distinct_items(2))
+    items = distinct_items(2)
+    sim.add_merchant(MID, TOKEN, items)
     with CloverClient(pacer=RequestPacer()) as client:
-        assert client.merchant(MID, TOKEN, sim.base_url).list_all_item_ids().ids
+        assert client.merchant(MID, TOKEN, sim.base_url).get_item(items[0]["id"])
     assert TOKEN not in repr(client)
 
 
@@ -614,7 +628,7 @@ def test_a_server_ignoring_offset_cannot_loop_forever() -> None:
         page_size=2, pacer=RequestPacer(), transport=httpx.MockTransport(handler)
     ) as client:
         catalog = client.merchant(MID, TOKEN, "https://clover.test")
-        walk = catalog.iter_items_modified_since(None)
+        walk = ItemWalk(catalog, None)
         with pytest.raises(CloverBadResponse, match="is 'offset' ignored"):
             list(walk)
         assert walk.fell_back

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from esl_sync.credentials import CloverTokens, StoredTokens
 from esl_sync.hipoink.records import HipoinkRecord
@@ -21,6 +21,8 @@ from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.records import (
     AckedLabel,
     DeadLetter,
+    Item,
+    ItemPage,
     LabelAck,
     LabelConflict,
     LabelFailure,
@@ -305,33 +307,41 @@ class Refresher(Protocol):
     def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens: ...
 
 
-class ItemPages(Protocol):
-    """A walk over Clover items (see :class:`esl_sync.clover.client.ItemWalk`)."""
-
-    @property
-    def clover_time_ms(self) -> int | None: ...
-
-    @property
-    def fell_back(self) -> bool: ...
-
-    @property
-    def max_modified_ms(self) -> int | None: ...
-
-    def __iter__(self) -> ItemPages: ...
-
-    def __next__(self) -> list[dict[str, Any]]: ...
-
-
 class CatalogReader(Protocol):
+    """One merchant's Clover items, read with its token (the HTTP client's
+    :class:`esl_sync.clover.client.MerchantCatalog`); the keyed walk
+    (:mod:`esl_sync.clover.walk`) pages through :meth:`list_page`."""
+
     @property
-    def requests(self) -> int: ...
+    def merchant_id(self) -> str: ...
 
-    def iter_items_modified_since(self, since_ms: int | None) -> ItemPages: ...
+    @property
+    def page_size(self) -> int:
+        """The ``limit`` of a list request: a shorter page is the last."""
+        ...
 
-    def get_item(self, item_id: str) -> dict[str, Any] | None: ...
+    @property
+    def items_path(self) -> str:
+        """The listing's path, as error messages name it."""
+        ...
+
+    @property
+    def requests(self) -> int:
+        """Every request made through this reader, retries included."""
+        ...
+
+    def list_page(self, params: Sequence[tuple[str, str]]) -> ItemPage:
+        """One request of the items listing with these query parameters."""
+        ...
+
+    def get_item(self, item_id: str) -> Item | None:
+        """The item as Clover holds it now; ``None`` when Clover answers 404."""
+        ...
 
 
 class CatalogReaders(Protocol):
+    """Where a poll gets a merchant's :class:`CatalogReader` (the process's Clover client)."""
+
     def merchant(self, merchant_id: str, token: str, base_url: str) -> CatalogReader: ...
 
 

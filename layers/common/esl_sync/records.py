@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from esl_sync.products import Product
 
@@ -95,6 +96,23 @@ class VerificationCode:
     code: str
     received_at: datetime
     source_ip: str | None = None
+
+
+# -- Clover items as read -------------------------------------------------------------
+
+Item = dict[str, Any]
+"""A raw element of Clover's items listing, as sent (:mod:`esl_sync.clover.items` reads it)."""
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One answer of ``GET /v3/merchants/{mId}/items``: its elements (each a JSON object),
+    the requests it took (retries included) and Clover's clock at the first of them (its
+    ``Date`` header in epoch ms, whole seconds; ``None`` when no answer carried one)."""
+
+    elements: list[Item]
+    requests: int
+    clover_time_ms: int | None
 
 
 # -- labels: what Hipoink shows, what failed, what the self-healing pass repairs -------

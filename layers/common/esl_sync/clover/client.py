@@ -1,18 +1,27 @@
-"""The Clover inventory client: paging, retries, pacing and typed errors.
+"""The Clover inventory client: one HTTP request at a time, paced, retried, typed.
 
 One :class:`CloverClient` holds one httpx connection pool for the whole process (or
 Lambda instance); :meth:`CloverClient.merchant` binds a merchant, its token and its
-regional base URL into a :class:`MerchantCatalog`, which reads items three ways:
+regional base URL into a :class:`MerchantCatalog`, the :class:`esl_sync.ports.CatalogReader`
+the poll reads through: one page of the items listing per :meth:`~MerchantCatalog.list_page`
+(the keyed walk over pages is :mod:`esl_sync.clover.walk`), or one item per
+:meth:`~MerchantCatalog.get_item`.
 
-* :meth:`MerchantCatalog.iter_items_modified_since` walks the items changed since a
-  time, sorted by ``modifiedTime`` and moving by key (see :class:`ItemWalk`);
-* :meth:`MerchantCatalog.list_all_item_ids` lists every present id (the poll does not
-  use it: it sweeps with a complete walk, which reads every item's content as well);
-* :meth:`MerchantCatalog.get_item` reads one item, ``None`` when Clover answers 404.
+Its invariants:
 
-The access token goes into the ``Authorization`` header of each request and nowhere
-else: no log line, exception or repr of this module formats it, and httpx exceptions
-(which hold the request and its headers) are never chained onto ours.
+* every request waits for a slot of the token's and of the process's budget
+  (:mod:`esl_sync.clover.pacing`); a 429 pauses the token (or, for a cross-token limit,
+  everyone) for ``Retry-After`` before its retry;
+* timeouts, transport errors, 429 and 5xx are retried up to ``max_attempts`` with jittered
+  backoff; 401/403 and any other status are not; whatever is left ends in one
+  :mod:`esl_sync.clover.errors` type naming the merchant, never an httpx exception;
+* a 2xx body is JSON of the documented shape, or :class:`CloverBadResponse` says which part
+  is not (an integer of absurd length stays text, so one field cannot make a page unreadable);
+* ``requests`` counts every request, retries included, and a page knows Clover's clock
+  (its first response's ``Date``);
+* the access token goes into the ``Authorization`` header of each request and nowhere
+  else: no log line, exception or repr of this module formats it, and httpx exceptions
+  (which hold the request and its headers) are never chained onto ours.
 """
 
 from __future__ import annotations
@@ -21,8 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -42,13 +50,12 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
-from esl_sync.clover.items import is_deleted
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 from esl_sync.observability import NAMESPACE, SERVICE, MetricUnit, metrics, single_metric
+from esl_sync.records import Item, ItemPage
 
 _LOG = logging.getLogger(__name__)
 
-Item = dict[str, Any]
 
 #: ``X-RateLimit-*`` headers that name the limit a 429 hit; cross-token ones pause everyone.
 RATE_LIMIT_HEADERS = (
@@ -57,9 +64,6 @@ RATE_LIMIT_HEADERS = (
     "X-RateLimit-crossTokenLimit",
     "X-RateLimit-crossTokenConcurrentLimit",
 )
-#: How often a walk re-reads ranges an edit may have shifted before it gives up on key
-#: paging and falls back to a complete walk.
-MAX_REREAD_ROUNDS = 5
 _RETRY_AFTER_MARGIN_SECONDS = 0.05
 _BODY_EXCERPT_CHARS = 120
 
@@ -132,7 +136,12 @@ class CloverClient:
     ) -> None:
         self.close()
 
-    def _backoff(self, attempt: int) -> float:
+    def send(self, url: str, headers: dict[str, str], key: str) -> httpx.Response:
+        """One GET, in a slot of the pacing budget of ``key`` (a token's key); no retry."""
+        with self.pacer.slot(key):
+            return self._http.get(url, headers=headers)
+
+    def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2.0**attempt)]."""
         ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2.0**attempt)
         return random.uniform(0, ceiling)
@@ -140,19 +149,10 @@ class CloverClient:
 
 @dataclass
 class _Tally:
-    """Requests made for one operation, and Clover's clock at its first response."""
+    """Requests made for one page or item, and Clover's clock at its first response."""
 
     requests: int = 0
     clover_time_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class ItemIdListing:
-    """Every id Clover listed as present (deleted-flagged items excluded)."""
-
-    ids: frozenset[str]
-    requests: int
-    clover_time_ms: int | None
 
 
 class MerchantCatalog:
@@ -165,7 +165,7 @@ class MerchantCatalog:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._key = token_key(token)
-        self._items_path = f"/v3/merchants/{quote(merchant_id, safe='')}/items"
+        self.items_path = f"/v3/merchants/{quote(merchant_id, safe='')}/items"
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -175,38 +175,28 @@ class MerchantCatalog:
             f"requests={self.requests})"
         )
 
-    # -- the three reads -------------------------------------------------------------
+    @property
+    def page_size(self) -> int:
+        return self._client.page_size
 
-    def iter_items_modified_since(self, since_ms: int | None) -> ItemWalk:
-        """Pages of items with ``modifiedTime >= since_ms`` (``None``: every item)."""
-        return ItemWalk(self, since_ms)
+    # -- the two reads ---------------------------------------------------------------
 
-    def list_all_item_ids(self) -> ItemIdListing:
-        """Every present item id, by a complete offset walk (Clover has no id-only listing).
-
-        Items flagged deleted (``deleted: true`` or a ``deletedTime``) are not present.
-        """
+    def list_page(self, params: Sequence[tuple[str, str]]) -> ItemPage:
+        """One request of the items listing (``filter``, ``orderBy``, ``limit``, ``offset``
+        as given): its elements, each a JSON object, as the documented shape says."""
         tally = _Tally()
-        ids: set[str] = set()
-        offset = 0
-        size = self._client.page_size
-        while True:
-            params: list[tuple[str, str]] = [("limit", str(size))]
-            if offset:
-                params.append(("offset", str(offset)))
-            elements = self._list(params, tally, need_modified_time=False)
-            for element in elements:
-                item_id = element.get("id")
-                if isinstance(item_id, str) and item_id and not is_deleted(element):
-                    ids.add(item_id)
-            offset += len(elements)
-            if len(elements) < size:
-                break
-        return ItemIdListing(frozenset(ids), tally.requests, tally.clover_time_ms)
+        body = self._get(self.items_path, params, tally)
+        if not isinstance(body, dict) or not isinstance(body.get("elements"), list):
+            raise self._bad(self.items_path, "body has no 'elements' list")
+        elements: list[Item] = body["elements"]
+        for index, element in enumerate(elements):
+            if not isinstance(element, dict):
+                raise self._bad(self.items_path, f"elements[{index}] is not an object")
+        return ItemPage(elements, tally.requests, tally.clover_time_ms)
 
     def get_item(self, item_id: str) -> Item | None:
         """The item as Clover holds it now, or ``None`` when Clover answers 404."""
-        path = f"{self._items_path}/{quote(item_id, safe='')}"
+        path = f"{self.items_path}/{quote(item_id, safe='')}"
         body = self._get(path, [], _Tally(), not_found_ok=True)
         if body is None:
             return None
@@ -216,27 +206,10 @@ class MerchantCatalog:
 
     # -- HTTP ------------------------------------------------------------------------
 
-    def _list(
-        self, params: list[tuple[str, str]], tally: _Tally, *, need_modified_time: bool
-    ) -> list[Item]:
-        """One list request: the page's elements, checked against the documented shape."""
-        body = self._get(self._items_path, params, tally)
-        if not isinstance(body, dict) or not isinstance(body.get("elements"), list):
-            raise self._bad(self._items_path, "body has no 'elements' list")
-        elements: list[Item] = body["elements"]
-        for index, element in enumerate(elements):
-            if not isinstance(element, dict):
-                raise self._bad(self._items_path, f"elements[{index}] is not an object")
-            if need_modified_time and not _is_int(element.get("modifiedTime")):
-                raise self._bad(
-                    self._items_path, f"elements[{index}].modifiedTime is not an integer"
-                )
-        return elements
-
     def _get(
         self,
         path: str,
-        params: list[tuple[str, str]],
+        params: Sequence[tuple[str, str]],
         tally: _Tally,
         *,
         not_found_ok: bool = False,
@@ -250,29 +223,12 @@ class MerchantCatalog:
         for attempt in range(client.max_attempts):
             last = attempt + 1 >= client.max_attempts
             try:
-                with client.pacer.slot(self._key):
-                    response = client._http.get(url, headers=headers)
-            except httpx.TimeoutException as exc:
+                response = client.send(url, headers, self._key)
+            except httpx.TransportError as exc:  # timeouts (TimeoutException) included
                 self._count(tally, None)
-                kind = type(exc).__name__
                 if last:
-                    raise CloverTimeout(
-                        f"{where}: no answer within {client.timeout_seconds}s ({kind}) "
-                        f"after {client.max_attempts} attempts",
-                        merchant_id=self.merchant_id,
-                    ) from None
-                self._retry_sleep(client._backoff(attempt), where, kind, attempt)
-                continue
-            except httpx.TransportError as exc:
-                self._count(tally, None)
-                kind = type(exc).__name__
-                if last:
-                    raise CloverConnectionError(
-                        f"{where}: {kind}: {self._redact(str(exc))} "
-                        f"after {client.max_attempts} attempts",
-                        merchant_id=self.merchant_id,
-                    ) from None
-                self._retry_sleep(client._backoff(attempt), where, kind, attempt)
+                    raise self._transport_failure(exc, where) from None
+                self._retry_sleep(client.backoff(attempt), where, type(exc).__name__, attempt)
                 continue
 
             self._count(tally, response)
@@ -318,7 +274,7 @@ class MerchantCatalog:
                         merchant_id=self.merchant_id,
                         status=status,
                     )
-                self._retry_sleep(client._backoff(attempt), where, str(status), attempt)
+                self._retry_sleep(client.backoff(attempt), where, str(status), attempt)
                 continue
             raise CloverRequestRejected(
                 f"{where}: HTTP {status}: {self._excerpt(response)}",
@@ -326,6 +282,20 @@ class MerchantCatalog:
                 status=status,
             )
         raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def _transport_failure(self, exc: httpx.TransportError, where: str) -> CloverError:
+        """The error of a request that got no answer on its last attempt."""
+        kind, attempts = type(exc).__name__, self._client.max_attempts
+        if isinstance(exc, httpx.TimeoutException):
+            return CloverTimeout(
+                f"{where}: no answer within {self._client.timeout_seconds}s ({kind}) "
+                f"after {attempts} attempts",
+                merchant_id=self.merchant_id,
+            )
+        return CloverConnectionError(
+            f"{where}: {kind}: {self._redact(str(exc))} after {attempts} attempts",
+            merchant_id=self.merchant_id,
+        )
 
     def _retry_sleep(self, seconds: float, where: str, reason: str, attempt: int) -> None:
         _LOG.debug(
@@ -370,269 +340,6 @@ class MerchantCatalog:
         return text.replace(self._token, "***") if self._token else text
 
 
-class _FallBack(Exception):
-    """Key paging cannot be trusted for this walk; read everything instead."""
-
-
-@dataclass
-class _OffsetRead:
-    """A list request that skipped ``offset`` items at or above ``low``.
-
-    If one of the skipped items moved away before the request, the request skipped one
-    item too many: some item with a ``modifiedTime`` in [``low``, ``first``] (``first``
-    being the first time the page returned, or ``high``/unbounded if it was empty).
-    """
-
-    low: int
-    high: int | None
-    first: int | None
-    tainted: bool = False
-
-    @property
-    def window(self) -> tuple[int, int | None]:
-        return (self.low, self.first if self.first is not None else self.high)
-
-    def covers(self, modified_ms: int) -> bool:
-        low, high = self.window
-        return modified_ms >= low and (high is None or modified_ms <= high)
-
-
-class ItemWalk(Iterator[list[Item]]):
-    """Pages of raw items with ``modifiedTime >= since`` (every item when ``since`` is None).
-
-    Pages are requested lazily as the walk is iterated. Each id is yielded once, again
-    only if it comes back with a newer ``modifiedTime``; empty pages are not yielded.
-
-    How it moves: ``filter=modifiedTime>=<ms>``, ``orderBy=modifiedTime ASC``,
-    ``limit=page_size``; the next page asks from the last ``modifiedTime`` seen with
-    ``offset`` = the number of items already passed at exactly that ms. The walk ends on
-    a page shorter than ``limit``. An item edited between two requests moves to the end
-    (its ``modifiedTime`` grows), so it is read again there; if it had been counted in an
-    offset, that offset skipped one unread item, which lies between the offset's ms and
-    the first ms the page returned. When a seen id comes back newer, every offset request
-    it may have been counted in is re-read over that window (usually a single ms, offset
-    paging, deduplicated), and if such a re-read needed more than one page the tail is
-    read again to catch items that moved meanwhile. Every page is verified (times
-    non-decreasing, inside the filter); if one is not, or Clover rejects the sorted query
-    (400), or re-reads keep finding moved items, the walk sets ``fell_back`` and reads
-    every item instead (default order, offset paging, deduplicated; repeated once if an
-    id showed up twice with a newer ``modifiedTime``).
-
-    ``clover_time_ms`` is Clover's clock (the ``Date`` of the walk's first response, so
-    whole seconds, rounded down); ``max_modified_ms`` the largest ``modifiedTime``
-    yielded; ``requests`` the HTTP requests made, retries included.
-    """
-
-    def __init__(self, catalog: MerchantCatalog, since_ms: int | None) -> None:
-        self._catalog = catalog
-        self._since = since_ms
-        self._tally = _Tally()
-        self._seen: dict[str, int] = {}
-        self._offset_reads: list[_OffsetRead] = []
-        self._pending: deque[tuple[int, int | None]] = deque()
-        self._complete_walk_running = False
-        self.fell_back = False
-        self.max_modified_ms: int | None = None
-        self._pages = self._run()
-
-    def __repr__(self) -> str:
-        return (
-            f"ItemWalk(merchant_id={self._catalog.merchant_id!r}, since_ms={self._since}, "
-            f"requests={self.requests}, fell_back={self.fell_back})"
-        )
-
-    @property
-    def clover_time_ms(self) -> int | None:
-        return self._tally.clover_time_ms
-
-    @property
-    def requests(self) -> int:
-        return self._tally.requests
-
-    def __iter__(self) -> Self:
-        return self
-
-    def __next__(self) -> list[Item]:
-        return next(self._pages)
-
-    # -- the walk --------------------------------------------------------------------
-
-    def _run(self) -> Generator[list[Item]]:
-        try:
-            yield from self._key_walk()
-        except _FallBack as reason:
-            self.fell_back = True
-            _LOG.warning(
-                "clover merchant %s: %s; falling back to a complete walk",
-                self._catalog.merchant_id,
-                reason,
-            )
-            yield from self._complete_walk()
-
-    def _key_walk(self) -> Generator[list[Item]]:
-        tail_low = yield from self._range(self._since, None)
-        rounds = 0
-        while self._pending:
-            rounds += 1
-            if rounds > MAX_REREAD_ROUNDS:
-                raise _FallBack(f"items kept moving after {MAX_REREAD_ROUNDS} re-reads")
-            reread_paged = False
-            while self._pending:
-                low, high = self._pending.popleft()
-                before = len(self._offset_reads)
-                _LOG.debug(
-                    "clover merchant %s: re-reading modifiedTime %s..%s (an edit shifted offsets)",
-                    self._catalog.merchant_id,
-                    low,
-                    "" if high is None else high,
-                )
-                end = yield from self._range(low, high)
-                if high is None:
-                    tail_low = _later(tail_low, end)
-                elif len(self._offset_reads) > before:
-                    reread_paged = True
-            if reread_paged:
-                # A multi-page re-read used offsets itself; items that moved during it went
-                # to the tail: read the tail again so they are seen (and re-read if need be).
-                tail_low = yield from self._range(tail_low, None)
-
-    def _range(self, low: int | None, high: int | None) -> Generator[list[Item], None, int | None]:
-        """Key-page through ``low <= modifiedTime <= high``; return the last cursor ms."""
-        size = self._catalog._client.page_size
-        cursor, offset = low, 0
-        read_here: set[str] = set()
-        while True:
-            params: list[tuple[str, str]] = []
-            if cursor is not None and high is not None and cursor == high:
-                params.append(("filter", f"modifiedTime={cursor}"))
-            else:
-                if cursor is not None:
-                    params.append(("filter", f"modifiedTime>={cursor}"))
-                if high is not None:
-                    params.append(("filter", f"modifiedTime<={high}"))
-            params += [("orderBy", "modifiedTime ASC"), ("limit", str(size))]
-            if offset:
-                params.append(("offset", str(offset)))
-            try:
-                elements = self._catalog._list(params, self._tally, need_modified_time=True)
-            except CloverRequestRejected as error:
-                if error.status == 400:
-                    raise _FallBack("Clover rejected the sorted query (HTTP 400)") from None
-                raise
-            times: list[int] = [element["modifiedTime"] for element in elements]
-            _check_sorted(times, cursor, high)
-            if offset and cursor is not None:
-                self._offset_reads.append(_OffsetRead(cursor, high, times[0] if times else None))
-                if len(elements) == size and _ids(elements) <= read_here:
-                    raise _FallBack("a page past an offset repeated only items already read")
-            read_here |= _ids(elements)
-            page = self._accept(elements)
-            if page:
-                yield page
-            if times:
-                last = times[-1]
-                ties = len(times) - _first_index_of(times, last)
-                if last == cursor:
-                    offset += ties
-                else:
-                    cursor, offset = last, ties
-            if len(elements) < size:
-                return cursor
-
-    def _complete_walk(self) -> Generator[list[Item]]:
-        self._complete_walk_running = True
-        size = self._catalog._client.page_size
-        for round_number in (1, 2):
-            changed = False
-            this_walk: dict[str, int] = {}
-            offset = 0
-            while True:
-                params: list[tuple[str, str]] = [("limit", str(size))]
-                if offset:
-                    params.append(("offset", str(offset)))
-                elements = self._catalog._list(params, self._tally, need_modified_time=True)
-                if offset and len(elements) == size and _ids(elements) <= this_walk.keys():
-                    raise self._catalog._bad(
-                        self._catalog._items_path,
-                        f"the page at offset {offset} repeats only items already read "
-                        "(is 'offset' ignored?)",
-                    )
-                for element in elements:
-                    item_id, modified = element.get("id"), element["modifiedTime"]
-                    if isinstance(item_id, str):
-                        if item_id in this_walk and modified > this_walk[item_id]:
-                            changed = True
-                        this_walk[item_id] = max(modified, this_walk.get(item_id, modified))
-                page = self._accept(elements)
-                if page:
-                    yield page
-                offset += len(elements)
-                if len(elements) < size:
-                    break
-            if not changed:
-                return
-            if round_number == 1:
-                _LOG.info(
-                    "clover merchant %s: catalog changed during the complete walk; walking again",
-                    self._catalog.merchant_id,
-                )
-
-    def _accept(self, elements: list[Item]) -> list[Item]:
-        """The elements not yet yielded in this version; notes ids that moved."""
-        page: list[Item] = []
-        for element in elements:
-            item_id = element.get("id")
-            modified: int = element["modifiedTime"]
-            if not isinstance(item_id, str) or not item_id:
-                page.append(element)  # the transform rejects it; the caller counts it
-                continue
-            previous = self._seen.get(item_id)
-            if previous is not None and modified <= previous:
-                continue
-            self._seen[item_id] = modified
-            page.append(element)
-            if self.max_modified_ms is None or modified > self.max_modified_ms:
-                self.max_modified_ms = modified
-            if previous is not None and not self._complete_walk_running:
-                self._moved(previous)
-        return page
-
-    def _moved(self, old_ms: int) -> None:
-        """An item seen at ``old_ms`` changed: re-read every offset it may have shifted."""
-        for read in self._offset_reads:
-            if not read.tainted and read.covers(old_ms):
-                read.tainted = True
-                self._pending.append(read.window)
-
-
-def _check_sorted(times: list[int], low: int | None, high: int | None) -> None:
-    previous = low
-    for index, value in enumerate(times):
-        if previous is not None and value < previous:
-            what = "below the filter" if previous == low and index == 0 else "out of order"
-            raise _FallBack(f"page not sorted by modifiedTime (elements[{index}] {what})")
-        if high is not None and value > high:
-            raise _FallBack(f"page not inside the filter (elements[{index}] above {high})")
-        previous = value
-
-
-def _ids(elements: list[Item]) -> set[str]:
-    return {item_id for element in elements if isinstance(item_id := element.get("id"), str)}
-
-
-def _later(a: int | None, b: int | None) -> int | None:
-    if a is None or b is None:
-        return b if a is None else a
-    return max(a, b)
-
-
-def _first_index_of(times: list[int], value: int) -> int:
-    index = len(times) - 1
-    while index > 0 and times[index - 1] == value:
-        index -= 1
-    return index
-
-
 def _count_rate_limit(limit: str | None) -> None:
     """A 429 as metrics: the total (which an alarm compares with ``CloverRequests``) and
     one by the limit that was hit, so an operator sees which budget ran out."""
@@ -655,10 +362,6 @@ def _json_int(text: str) -> int | str:
         return int(text)
     except ValueError:
         return text
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _date_ms(value: str | None) -> int | None:
@@ -707,13 +410,3 @@ def _equal_jitter(client: CloverClient, attempt: int) -> float:
     """A 429 without Retry-After: at least half of the capped exponential delay."""
     delay = min(client.backoff_cap_seconds, client.backoff_base_seconds * 2.0**attempt)
     return delay / 2 + random.uniform(0, delay / 2)
-
-
-__all__ = [
-    "CloverClient",
-    "CloverError",
-    "ItemIdListing",
-    "ItemWalk",
-    "MerchantCatalog",
-    "is_deleted",
-]

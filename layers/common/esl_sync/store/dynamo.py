@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
+from itertools import batched
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -160,10 +161,8 @@ class DynamoStateStore:
         """Many merchants' state in batches of 100, without their token material."""
         found: dict[str, MerchantState] = {}
         names = {f"#{i}": name for i, name in enumerate(("merchant_id", "version", *_STATE_FIELDS))}
-        for start in range(0, len(merchant_ids), 100):
-            keys: list[Mapping[str, Any]] = [
-                {"merchant_id": {"S": m}} for m in merchant_ids[start : start + 100]
-            ]
+        for batch in batched(merchant_ids, 100):  # BatchGetItem takes at most 100 keys
+            keys: list[Mapping[str, Any]] = [{"merchant_id": {"S": m}} for m in batch]
             while keys:
                 answer = self._dynamodb.batch_get_item(
                     RequestItems={

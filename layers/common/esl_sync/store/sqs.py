@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
+from itertools import batched
 from typing import TYPE_CHECKING
 
 import boto3
@@ -27,8 +28,8 @@ class QueueSendError(RuntimeError):
 def _send_all(
     sqs: SQSClient, url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef]
 ) -> None:
-    for start in range(0, len(entries), SQS_BATCH):
-        answer = sqs.send_message_batch(QueueUrl=url, Entries=list(entries[start : start + 10]))
+    for batch in batched(entries, SQS_BATCH):
+        answer = sqs.send_message_batch(QueueUrl=url, Entries=list(batch))
         failed = answer.get("Failed", [])
         if failed:
             reasons = ", ".join(f"{f['Id']}: {f.get('Message', f['Code'])}" for f in failed)
@@ -130,8 +131,7 @@ class SqsDeadLetterQueue:
         _send_all(self._sqs, self._source_url, entries)
 
     def delete(self, letters: Sequence[DeadLetter]) -> None:
-        for start in range(0, len(letters), SQS_BATCH):
-            batch = letters[start : start + SQS_BATCH]
+        for batch in batched(letters, SQS_BATCH):
             answer = self._sqs.delete_message_batch(
                 QueueUrl=self.url,
                 Entries=[

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import batched
 
 from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
@@ -177,8 +178,8 @@ class _Delivery:
         deletes = [c for c in changes if c.record is None]
         try:
             for kind in (upserts, deletes):
-                for start in range(0, len(kind), batch_size):
-                    self._apply(kind[start : start + batch_size])
+                for batch in batched(kind, batch_size):
+                    self._apply(list(batch))
         except HipoinkRetryable as error:
             self._fail_rest(changes, "retryable", str(error))
             raise

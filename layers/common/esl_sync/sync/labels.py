@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import batched
 
 from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
@@ -121,20 +122,20 @@ class LabelPlan:
             LabelJob(
                 merchant_id=merchant_id,
                 store_code=store_code,
-                upserts=chunk,
+                upserts=list(chunk),
                 oldest_change_ms=self._oldest(r["pc"] for r in chunk),
                 version=self.version,
             )
-            for chunk in _chunks(upserts, batch_size)
+            for chunk in batched(upserts, batch_size)
         ] + [
             LabelJob(
                 merchant_id=merchant_id,
                 store_code=store_code,
-                deletes=chunk,
+                deletes=list(chunk),
                 oldest_change_ms=self._oldest(chunk),
                 version=self.version,
             )
-            for chunk in _chunks(deletes, batch_size)
+            for chunk in batched(deletes, batch_size)
         ]
 
     def _oldest(self, pcs: Iterable[str]) -> int | None:
@@ -157,7 +158,3 @@ def _report_conflicts(conflicts: Mapping[str, int], owners: LabelOwners) -> None
         codes={pc: owners.owners[pc].product.source_id for pc in named},
     )
     metrics.add_metric(name="LabelConflicts", unit=MetricUnit.Count, value=len(conflicts))
-
-
-def _chunks[T](items: list[T], size: int) -> list[list[T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -25,6 +25,7 @@ from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.items import is_deleted
 from esl_sync.clover.tokens import ReauthRequired
 from esl_sync.clover.transform import to_product
+from esl_sync.clover.walk import ItemWalk
 from esl_sync.credentials import StoredTokens
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
@@ -238,8 +239,9 @@ def _sync(
     sweeping = sweep_due(state, settings, deps.clock())
     listed: set[str] = set()
     with deps.products.transaction() as tx:
-        walk = catalog.iter_items_modified_since(
-            None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms)
+        walk = ItemWalk(
+            catalog,
+            None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms),
         )
         for page in walk:
             outcome.items_fetched += len(page)
