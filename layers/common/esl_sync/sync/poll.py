@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.items import is_deleted
@@ -41,7 +40,7 @@ from esl_sync.ports import (
     StateStore,
     TokenProvider,
 )
-from esl_sync.records import Merchant, MerchantState, ProductRow
+from esl_sync.records import Item, Merchant, MerchantState, ProductRow
 from esl_sync.settings import Settings
 from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.heal import heal_after_poll
@@ -120,263 +119,262 @@ def _poll(request: PollRequest, deps: PollDeps, outcome: PollOutcome) -> None:
             outcome.status = "busy"
             outcome.detail = "another poll of this merchant is running and covers this request"
             return
-        _poll_leased(merchant, merchant.store_code, deps, outcome)
+        # Read under the lease: the state is the last poll's.
+        state = deps.state.load(merchant.merchant_id)
+        _Poll(merchant, merchant.store_code, state, deps, outcome).run()
 
 
-def _poll_leased(merchant: Merchant, store_code: str, deps: PollDeps, outcome: PollOutcome) -> None:
-    """The poll proper; the state is read under the lease, so it is the last poll's."""
-    merchant_id = merchant.merchant_id
-    state = deps.state.load(merchant_id)
-    if state.last_success_at is not None:
-        age = deps.clock() - state.last_success_at
-        outcome.seconds_since_last_success = int(age.total_seconds())
-    if state.auth_state == "needs_reauth":
-        outcome.status, outcome.detail = "skipped", "needs re-auth: add new Clover tokens"
-        return
-    base_url = merchant.clover_base_url or deps.settings.clover_api_base_url
-    try:
-        tokens = deps.tokens.access_token(merchant_id, base_url)
-        if tokens is None:
-            outcome.status, outcome.detail = "skipped", "no Clover token stored"
+@dataclass(frozen=True)
+class _Synced:
+    """What a committed sync leaves for the merchant's state."""
+
+    cursor: int | None  # the new high-water mark
+    swept: bool
+    settled: frozenset[str]  # the webhook-reported deletes dealt with
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One page as product rows, and the label each product should show."""
+
+    targets: dict[tuple[str, str], LabelTarget]
+    rows: list[ProductRow]
+
+
+@dataclass
+class _Poll:
+    """One poll of one merchant under its lease: the merchant, its state as the last poll
+    left it, and the outcome every step adds to. Each step takes what it reads or writes
+    (the catalog, the transaction, the label plan) as arguments."""
+
+    merchant: Merchant
+    store_code: str
+    state: MerchantState
+    deps: PollDeps
+    outcome: PollOutcome
+
+    @property
+    def merchant_id(self) -> str:
+        return self.merchant.merchant_id
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    def run(self) -> None:
+        """The poll proper: sync with the merchant's tokens, then advance the state."""
+        state, outcome = self.state, self.outcome
+        if state.last_success_at is not None:
+            age = self.deps.clock() - state.last_success_at
+            outcome.seconds_since_last_success = int(age.total_seconds())
+        if state.auth_state == "needs_reauth":
+            outcome.status, outcome.detail = "skipped", "needs re-auth: add new Clover tokens"
             return
-        new_high_water, swept, settled = _sync_authorized(
-            tokens, base_url, deps, state, store_code, outcome
-        )
-    except ReauthRequired as error:
-        outcome.status, outcome.detail = "needs_reauth", str(error)
-        _record_failure(deps, state, error.cause or error)
-        return
-    except Exception as error:
-        _record_failure(deps, state, error)
-        raise
-    now = deps.clock()
-    first_read = state.high_water_ms is None
-    state.high_water_ms = new_high_water
-    state.poll_count += 1
-    state.last_success_at = now
-    state.consecutive_failures = 0
-    if swept or first_read:
-        state.last_sweep_ms = _ms(now)
-        state.sweep_request_done = state.sweep_request
-    state.settled_deletes = settled
-    _save(deps, state)
-    _heal(merchant, deps, swept)
-
-
-def _heal(merchant: Merchant, deps: PollDeps, swept: bool) -> None:
-    """Re-queue labels that failed or stayed stale (:mod:`esl_sync.sync.heal`) once the
-    poll's effects are committed; its failure is logged, left to the next poll, not raised."""
-    try:
-        heal_after_poll(merchant, deps.label_ledger, deps.label_queue, deps.settings, swept=swept)
-    except Exception:
-        logger.exception(
-            "self-healing failed; the next poll tries again", merchant_id=merchant.merchant_id
-        )
-
-
-SyncResult = tuple[int | None, bool, frozenset[str]]
-"""The new cursor, whether the poll swept, and the pending deletes it settled."""
-
-
-def _sync_authorized(
-    tokens: StoredTokens,
-    base_url: str,
-    deps: PollDeps,
-    state: MerchantState,
-    store_code: str,
-    outcome: PollOutcome,
-) -> SyncResult:
-    """``_sync`` with the merchant's access token; after a 401, once more with renewed
-    tokens (DESIGN.md, "The poll" 7). Raises ``ReauthRequired`` when none are left."""
-    merchant_id = state.merchant_id
-    try:
-        return _sync_with(tokens, base_url, deps, state, store_code, outcome)
-    except CloverAuthError as error:
-        logger.info("Clover refused the access token; renewing it", merchant_id=merchant_id)
-        renewed = deps.tokens.renew(merchant_id, base_url, tokens, error)
-    for counter in ("items_fetched", "products_changed", "invalid_items"):
-        setattr(outcome, counter, 0)  # the refused attempt was rolled back
-    try:
-        return _sync_with(renewed, base_url, deps, state, store_code, outcome)
-    except CloverAuthError as error:
-        deps.tokens.renew(merchant_id, base_url, renewed, error, refresh=False)
-        raise  # newer tokens were stored meanwhile: the redelivery uses them
-
-
-def _sync_with(
-    tokens: StoredTokens,
-    base_url: str,
-    deps: PollDeps,
-    state: MerchantState,
-    store_code: str,
-    outcome: PollOutcome,
-) -> SyncResult:
-    catalog = deps.clover.merchant(
-        state.merchant_id, tokens.tokens.access_token.get_secret_value(), base_url
-    )
-    try:
-        return _sync(catalog, deps, state, store_code, outcome)
-    finally:
-        outcome.clover_requests += catalog.requests
-
-
-def _sync(
-    catalog: CatalogReader,
-    deps: PollDeps,
-    state: MerchantState,
-    store_code: str,
-    outcome: PollOutcome,
-) -> SyncResult:
-    """Read, write and queue inside one transaction.
-
-    A sweeping poll reads every item, not only the changed ones: the listing a sweep needs
-    costs the same requests, and re-reading every item's content too means that whatever
-    an incremental read could ever have missed is caught within one sweep interval.
-    """
-    settings = deps.settings
-    merchant_id = state.merchant_id
-    plan = LabelPlan()
-    sweeping = sweep_due(state, settings, deps.clock())
-    listed: set[str] = set()
-    with deps.products.transaction() as tx:
-        walk = ItemWalk(
-            catalog,
-            None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms),
-        )
-        for page in walk:
-            outcome.items_fetched += len(page)
-            if sweeping:
-                listed.update(
-                    i["id"] for i in page if isinstance(i.get("id"), str) and not is_deleted(i)
-                )
-            targets, rows = _transform(page, merchant_id, settings, outcome)
-            changes = tx.upsert(merchant_id, rows)
-            outcome.products_changed += len(changes)
-            plan.add(changes, targets)
-        outcome.full_walk_fallback = walk.fell_back
-        settled = _confirm_deletes(catalog, tx, state, plan, outcome)
-        if sweeping:
-            outcome.sweep = _sweep(catalog, tx, listed, merchant_id, settings, plan, outcome)
-        if plan.touched:  # which product each touched code shows now, and the version
-            owners = tx.label_owners(merchant_id, plan.touched)
-            plan.resolve(owners, lambda product: label_target(product, settings).record)
-        jobs = plan.jobs(merchant_id, store_code, settings.hipoink_batch_size)
-        deps.label_queue.send(jobs)
-        outcome.label_upserts = len(plan.upserts)
-        outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
-    if walk.max_modified_ms is not None and walk.clover_time_ms is None:
-        # Safe (the next poll repeats the read) but it would repeat forever unnoticed.
-        metrics.add_metric(name="CloverClockMissing", unit=MetricUnit.Count, value=1)
-        logger.warning(
-            "Clover sent no Date header: the cursor stays where it was",
-            merchant_id=state.merchant_id,
-        )
-    cursor = next_cursor(state.high_water_ms, walk.max_modified_ms, walk.clover_time_ms)
-    return cursor, sweeping, settled
-
-
-def _confirm_deletes(
-    catalog: CatalogReader,
-    tx: ProductWriter,
-    state: MerchantState,
-    plan: LabelPlan,
-    outcome: PollOutcome,
-) -> frozenset[str]:
-    """Items a webhook reported deleted: each one we hold is read alone and removed on a
-    404 (or a deleted flag), like a sweep suspect. Returns the ids dealt with, which the
-    state save clears once this transaction has committed."""
-    batch = frozenset(sorted(state.pending_deletes)[:MAX_DELETE_CONFIRMATIONS])
-    if not batch:
-        return batch
-    merchant_id = state.merchant_id
-    held = [key for key in tx.active_keys(merchant_id) if key[0] in batch]
-    confirmed = [key for key in held if _gone(catalog.get_item(key[0]))]
-    changes = tx.mark_deleted(merchant_id, confirmed)
-    plan.add(changes, {})
-    outcome.products_changed += len(changes)
-    outcome.deletes_confirmed = len(changes)
-    return batch
-
-
-def _transform(
-    page: list[dict[str, Any]], merchant_id: str, settings: Settings, outcome: PollOutcome
-) -> tuple[dict[tuple[str, str], LabelTarget], list[ProductRow]]:
-    targets: dict[tuple[str, str], LabelTarget] = {}
-    rows: list[ProductRow] = []
-    for raw in page:
+        base_url = self.merchant.clover_base_url or self.settings.clover_api_base_url
         try:
-            product = to_product(
-                raw, merchant_id=merchant_id, code_fields=settings.clover_product_code_fields
+            tokens = self.deps.tokens.access_token(self.merchant_id, base_url)
+            if tokens is None:
+                outcome.status, outcome.detail = "skipped", "no Clover token stored"
+                return
+            synced = self._sync_authorized(tokens, base_url)
+        except ReauthRequired as error:
+            outcome.status, outcome.detail = "needs_reauth", str(error)
+            self._record_failure(error.cause or error)
+            return
+        except Exception as error:
+            self._record_failure(error)
+            raise
+        now = self.deps.clock()
+        first_read = state.high_water_ms is None
+        state.high_water_ms = synced.cursor
+        state.poll_count += 1
+        state.last_success_at = now
+        state.consecutive_failures = 0
+        if synced.swept or first_read:
+            state.last_sweep_ms = _ms(now)
+            state.sweep_request_done = state.sweep_request
+        state.settled_deletes = synced.settled
+        self._save()
+        self._heal(synced.swept)
+
+    def _heal(self, swept: bool) -> None:
+        """Re-queue labels that failed or stayed stale (:mod:`esl_sync.sync.heal`) once the
+        poll's effects are committed; its failure is logged, left to the next poll, not raised."""
+        deps = self.deps
+        try:
+            heal_after_poll(
+                self.merchant, deps.label_ledger, deps.label_queue, deps.settings, swept=swept
             )
-        except ValueError as error:  # InvalidItem (no usable id); anything else is a bug
-            outcome.invalid_items += 1
-            logger.warning("item rejected", merchant_id=merchant_id, error=str(error)[:300])
-            continue
-        if product.refused:
-            outcome.invalid_items += 1
-            logger.warning("item refused", merchant_id=merchant_id, error=product.validation_error)
-        target = label_target(product, settings)
-        targets[product.key] = target
-        rows.append(ProductRow(product, target.label_hash))
-    return targets, rows
+        except Exception:
+            logger.exception(
+                "self-healing failed; the next poll tries again", merchant_id=self.merchant_id
+            )
 
+    def _sync_authorized(self, tokens: StoredTokens, base_url: str) -> _Synced:
+        """``_sync`` with the merchant's access token; after a 401, once more with renewed
+        tokens (DESIGN.md, "The poll" 7). Raises ``ReauthRequired`` when none are left."""
+        try:
+            return self._sync_with(tokens, base_url)
+        except CloverAuthError as error:
+            logger.info(
+                "Clover refused the access token; renewing it", merchant_id=self.merchant_id
+            )
+            renewed = self.deps.tokens.renew(self.merchant_id, base_url, tokens, error)
+        for counter in ("items_fetched", "products_changed", "invalid_items"):
+            setattr(self.outcome, counter, 0)  # the refused attempt was rolled back
+        try:
+            return self._sync_with(renewed, base_url)
+        except CloverAuthError as error:
+            self.deps.tokens.renew(self.merchant_id, base_url, renewed, error, refresh=False)
+            raise  # newer tokens were stored meanwhile: the redelivery uses them
 
-def _sweep(
-    catalog: CatalogReader,
-    tx: ProductWriter,
-    listed: set[str],
-    merchant_id: str,
-    settings: Settings,
-    plan: LabelPlan,
-    outcome: PollOutcome,
-) -> str:
-    """Remove products Clover did not list, each confirmed by a 404 first (see
-    :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep raises ``SweepRefused``."""
-    sweep = plan_sweep(
-        tx.active_keys(merchant_id),
-        listed,
-        settings.clover_max_delete_fraction,
-        settings.clover_sweep_always_allowed,
-    )
-    if not sweep.suspects:
-        return "nothing missing"
-    if sweep.refused:
-        metrics.add_metric(name="SweepRefused", unit=MetricUnit.Count, value=1)
-        logger.error(
-            "sweep refused: too many items missing from Clover's listing; no label removed",
-            merchant_id=merchant_id,
-            missing=len(sweep.suspects),
-            active=sweep.active,
+    def _sync_with(self, tokens: StoredTokens, base_url: str) -> _Synced:
+        catalog = self.deps.clover.merchant(
+            self.merchant_id, tokens.tokens.access_token.get_secret_value(), base_url
         )
-        return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
-    confirmed = [key for key in sweep.suspects if _gone(catalog.get_item(key[0]))]
-    changes = tx.mark_deleted(merchant_id, confirmed)
-    plan.add(changes, {})
-    outcome.products_changed += len(changes)
-    metrics.add_metric(name="SweepDeletions", unit=MetricUnit.Count, value=len(changes))
-    return f"removed {len(changes)} of {len(sweep.suspects)} missing"
+        try:
+            return self._sync(catalog)
+        finally:
+            self.outcome.clover_requests += catalog.requests
+
+    def _sync(self, catalog: CatalogReader) -> _Synced:
+        """Read, write and queue inside one transaction.
+
+        A sweeping poll reads every item, not only the changed ones: the listing a sweep
+        needs costs the same requests, and re-reading every item's content too means that
+        whatever an incremental read could ever have missed is caught within one sweep
+        interval.
+        """
+        settings, state, outcome = self.settings, self.state, self.outcome
+        merchant_id = self.merchant_id
+        plan = LabelPlan()
+        sweeping = sweep_due(state, settings, self.deps.clock())
+        listed: set[str] = set()
+        with self.deps.products.transaction() as tx:
+            walk = ItemWalk(
+                catalog,
+                None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms),
+            )
+            for page in walk:
+                outcome.items_fetched += len(page)
+                if sweeping:
+                    listed.update(
+                        i["id"] for i in page if isinstance(i.get("id"), str) and not is_deleted(i)
+                    )
+                rows = self._transform(page)
+                changes = tx.upsert(merchant_id, rows.rows)
+                outcome.products_changed += len(changes)
+                plan.add(changes, rows.targets)
+            outcome.full_walk_fallback = walk.fell_back
+            settled = self._confirm_deletes(catalog, tx, plan)
+            if sweeping:
+                outcome.sweep = self._sweep(catalog, tx, listed, plan)
+            if plan.touched:  # which product each touched code shows now, and the version
+                owners = tx.label_owners(merchant_id, plan.touched)
+                plan.resolve(owners, lambda product: label_target(product, settings).record)
+            jobs = plan.jobs(merchant_id, self.store_code, settings.hipoink_batch_size)
+            self.deps.label_queue.send(jobs)
+            outcome.label_upserts = len(plan.upserts)
+            outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
+        if walk.max_modified_ms is not None and walk.clover_time_ms is None:
+            # Safe (the next poll repeats the read) but it would repeat forever unnoticed.
+            metrics.add_metric(name="CloverClockMissing", unit=MetricUnit.Count, value=1)
+            logger.warning(
+                "Clover sent no Date header: the cursor stays where it was",
+                merchant_id=merchant_id,
+            )
+        cursor = next_cursor(state.high_water_ms, walk.max_modified_ms, walk.clover_time_ms)
+        return _Synced(cursor, sweeping, settled)
+
+    def _confirm_deletes(
+        self, catalog: CatalogReader, tx: ProductWriter, plan: LabelPlan
+    ) -> frozenset[str]:
+        """Items a webhook reported deleted: each one we hold is read alone and removed on a
+        404 (or a deleted flag), like a sweep suspect. Returns the ids dealt with, which the
+        state save clears once this transaction has committed."""
+        batch = frozenset(sorted(self.state.pending_deletes)[:MAX_DELETE_CONFIRMATIONS])
+        if not batch:
+            return batch
+        held = [key for key in tx.active_keys(self.merchant_id) if key[0] in batch]
+        confirmed = [key for key in held if _gone(catalog.get_item(key[0]))]
+        changes = tx.mark_deleted(self.merchant_id, confirmed)
+        plan.add(changes, {})
+        self.outcome.products_changed += len(changes)
+        self.outcome.deletes_confirmed = len(changes)
+        return batch
+
+    def _transform(self, page: list[Item]) -> _Rows:
+        merchant_id, settings = self.merchant_id, self.settings
+        result = _Rows({}, [])
+        for raw in page:
+            try:
+                product = to_product(
+                    raw, merchant_id=merchant_id, code_fields=settings.clover_product_code_fields
+                )
+            except ValueError as error:  # InvalidItem (no usable id); anything else is a bug
+                self.outcome.invalid_items += 1
+                logger.warning("item rejected", merchant_id=merchant_id, error=str(error)[:300])
+                continue
+            if product.refused:
+                self.outcome.invalid_items += 1
+                logger.warning(
+                    "item refused", merchant_id=merchant_id, error=product.validation_error
+                )
+            target = label_target(product, settings)
+            result.targets[product.key] = target
+            result.rows.append(ProductRow(product, target.label_hash))
+        return result
+
+    def _sweep(
+        self, catalog: CatalogReader, tx: ProductWriter, listed: set[str], plan: LabelPlan
+    ) -> str:
+        """Remove products Clover did not list, each confirmed by a 404 first (see
+        :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep removes nothing."""
+        settings, merchant_id = self.settings, self.merchant_id
+        sweep = plan_sweep(
+            tx.active_keys(merchant_id),
+            listed,
+            settings.clover_max_delete_fraction,
+            settings.clover_sweep_always_allowed,
+        )
+        if not sweep.suspects:
+            return "nothing missing"
+        if sweep.refused:
+            metrics.add_metric(name="SweepRefused", unit=MetricUnit.Count, value=1)
+            logger.error(
+                "sweep refused: too many items missing from Clover's listing; no label removed",
+                merchant_id=merchant_id,
+                missing=len(sweep.suspects),
+                active=sweep.active,
+            )
+            return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
+        confirmed = [key for key in sweep.suspects if _gone(catalog.get_item(key[0]))]
+        changes = tx.mark_deleted(merchant_id, confirmed)
+        plan.add(changes, {})
+        self.outcome.products_changed += len(changes)
+        metrics.add_metric(name="SweepDeletions", unit=MetricUnit.Count, value=len(changes))
+        return f"removed {len(changes)} of {len(sweep.suspects)} missing"
+
+    def _record_failure(self, error: Exception) -> None:
+        state = self.state
+        state.last_failure_at = self.deps.clock()
+        state.last_failure_class = type(error).__name__
+        state.last_failure_message = str(error)[:500]
+        state.consecutive_failures += 1
+        if isinstance(error, CloverError):
+            metrics.add_metric(name="CloverErrors", unit=MetricUnit.Count, value=1)
+        self._save()
+
+    def _save(self) -> None:
+        try:
+            self.deps.state.save(self.state)
+        except StaleStateError as error:
+            logger.warning("merchant state not saved; the next poll repeats", error=str(error))
 
 
-def _gone(item: dict[str, Any] | None) -> bool:
+def _gone(item: Item | None) -> bool:
     """A 404, or (should Clover answer so) the item itself flagged deleted."""
     return item is None or is_deleted(item)
-
-
-def _record_failure(deps: PollDeps, state: MerchantState, error: Exception) -> None:
-    state.last_failure_at = deps.clock()
-    state.last_failure_class = type(error).__name__
-    state.last_failure_message = str(error)[:500]
-    state.consecutive_failures += 1
-    if isinstance(error, CloverError):
-        metrics.add_metric(name="CloverErrors", unit=MetricUnit.Count, value=1)
-    _save(deps, state)
-
-
-def _save(deps: PollDeps, state: MerchantState) -> None:
-    try:
-        deps.state.save(state)
-    except StaleStateError as error:
-        logger.warning("merchant state not saved; the next poll repeats", error=str(error))
 
 
 def _ms(moment: datetime) -> int:
