@@ -389,12 +389,10 @@ def _cycle(_args: argparse.Namespace) -> int:
 
     s = settings()
     s.require("poll_queue_url", "label_queue_url")
-    assert s.poll_queue_url is not None
-    assert s.label_queue_url is not None
     runner = FunctionRunner(boto3.client("sqs"))
     dispatched = runner.invoke("dispatcher", {"reason": "manual"})
-    polls = runner.drain(s.poll_queue_url, "poller")
-    labels = runner.drain(s.label_queue_url, "hipoink_sender")
+    polls = runner.drain(s.required("poll_queue_url"), "poller")
+    labels = runner.drain(s.required("label_queue_url"), "hipoink_sender")
     print(
         f"dispatched {dispatched['dispatched']}; polls {polls.records} ({polls.failures} failed);"
         f" label jobs {labels.records} ({labels.failures} failed)"

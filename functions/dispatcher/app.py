@@ -22,15 +22,8 @@ settings().require("database_url", "poll_queue_url", "state_table_name")
 @metrics.log_metrics
 @event_parser(model=ScheduleEvent)
 def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, Any]:
-    outcome = dispatch(
-        runtime.merchants(),
-        runtime.poll_queue(),
-        settings(),
-        states=runtime.state_store(),
-        ledger=runtime.label_ledger(),
-        now=event.scheduled_time or datetime.now(UTC),
-        reason=event.reason,
-    )
+    now = event.scheduled_time or datetime.now(UTC)
+    outcome = dispatch(runtime.dispatch_deps(), now=now, reason=event.reason)
     return {
         "enabled": outcome.enabled,
         "dispatched": len(outcome.dispatched),

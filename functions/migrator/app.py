@@ -34,7 +34,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.set_correlation_id(event.get("RequestId"))
     try:
         request = CustomResourceEvent.model_validate(event)
-        body = migration_answer(request, runtime.database_url, context.get_remaining_time_in_millis)
+        body = migration_answer(
+            request, runtime.migration_deps(), context.get_remaining_time_in_millis
+        )
     except Exception as error:  # a malformed event: still answer, if it says where
         logger.exception("migration request not handled")
         body = failed_answer(_bare_failure(event, ""), error)

@@ -17,6 +17,7 @@ from esl_sync.hipoink.errors import (
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
 from esl_sync.records import AckedLabel, LabelAck, LabelFailure, StoreBlock
+from esl_sync.settings import Settings
 from esl_sync.sync import deliver as deliver_module
 
 COOLDOWN = 600
@@ -25,9 +26,10 @@ COOLDOWN = 600
 def deliver(
     job: LabelJob, ledger: Ledger, sink: Sink, batch_size: int
 ) -> deliver_module.DeliveryOutcome:
-    return deliver_module.deliver(
-        job, ledger, sink, batch_size=batch_size, block_cooldown_seconds=COOLDOWN
+    settings = Settings.model_validate(
+        {"hipoink_batch_size": batch_size, "hipoink_block_cooldown_seconds": COOLDOWN}
     )
+    return deliver_module.deliver(job, deliver_module.DeliveryDeps(ledger, sink, settings))
 
 
 class Ledger:

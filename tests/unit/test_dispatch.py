@@ -10,7 +10,7 @@ import pytest
 from esl_sync.messages import PollRequest
 from esl_sync.records import Merchant, MerchantState
 from esl_sync.settings import Settings
-from esl_sync.sync.dispatch import DispatchOutcome, dispatch, is_due
+from esl_sync.sync.dispatch import DispatchDeps, DispatchOutcome, dispatch, is_due
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def _settings(**values: object) -> Settings:
 
 
 def _dispatch(directory: Directory, queue: Queue, settings: Settings) -> DispatchOutcome:
-    return dispatch(directory, queue, settings, states=States(), ledger=Ledger(), now=NOW)
+    return dispatch(DispatchDeps(directory, queue, States(), Ledger(), settings), now=NOW)
 
 
 def test_one_request_per_active_merchant_with_a_store_code() -> None:

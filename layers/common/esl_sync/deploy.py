@@ -14,17 +14,32 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from esl_sync.events import CustomResourceEvent
 from esl_sync.observability import logger
-from esl_sync.store.schema import apply_migrations
 
 PHYSICAL_ID = "esl-sync-schema"
 ANSWER_RESERVE_MS = 10_000
 """Kept back from the remaining time for answering CloudFormation (one HTTPS PUT)."""
 CONNECT_TIMEOUT_SECONDS = 10.0
 REASON_LIMIT = 500  # CloudFormation shows the reason; the whole answer must stay under 4 KiB
+
+
+class Migrate(Protocol):
+    """Applies the migrations (:func:`esl_sync.store.schema.apply_migrations`)."""
+
+    def __call__(
+        self, conninfo: str, *, connect_timeout: float, statement_timeout_ms: int
+    ) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class MigrationDeps:
+    conninfo: Callable[[], str]
+    """The database URL, resolved inside the deadline (so an unreadable secret is reported)."""
+    migrate: Migrate
 
 
 class MigrationTimedOut(TimeoutError):
@@ -37,12 +52,11 @@ def answer_reserve_ms(remaining_ms: int) -> int:
 
 
 def migration_answer(
-    event: CustomResourceEvent, conninfo: Callable[[], str], remaining_ms: Callable[[], int]
+    event: CustomResourceEvent, deps: MigrationDeps, remaining_ms: Callable[[], int]
 ) -> dict[str, Any]:
     """The answer for CloudFormation: SUCCESS with the versions applied, or FAILED with why.
 
     Delete does nothing: dropping the product store with the stack would lose data.
-    ``conninfo`` is resolved inside the deadline, so an unreadable secret is reported too.
     """
     body: dict[str, Any] = {
         "PhysicalResourceId": event.physical_resource_id or PHYSICAL_ID,
@@ -57,7 +71,7 @@ def migration_answer(
     left = remaining_ms()
     budget_seconds = (left - answer_reserve_ms(left)) / 1000
     try:
-        applied = _within(budget_seconds, lambda: _migrate(conninfo, budget_seconds))
+        applied = _within(budget_seconds, lambda: _migrate(deps, budget_seconds))
     except Exception as error:
         logger.exception("migration failed")
         return failed_answer(body, error)
@@ -70,9 +84,9 @@ def failed_answer(body: dict[str, Any], error: BaseException) -> dict[str, Any]:
     return {**body, "Status": "FAILED", "Reason": f"{type(error).__name__}: {error}"[:REASON_LIMIT]}
 
 
-def _migrate(conninfo: Callable[[], str], budget_seconds: float) -> list[str]:
-    return apply_migrations(
-        conninfo(),
+def _migrate(deps: MigrationDeps, budget_seconds: float) -> list[str]:
+    return deps.migrate(
+        deps.conninfo(),
         connect_timeout=min(CONNECT_TIMEOUT_SECONDS, budget_seconds),
         statement_timeout_ms=int(budget_seconds * 1000),
     )

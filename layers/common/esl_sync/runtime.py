@@ -1,9 +1,11 @@
 """The composition root: the concrete stores and clients of this process, built once.
 
-Handlers and the CLI ask here for what they need; nothing else builds a client.
-Each builder checks the settings it needs, so a function fails at start with a message
-naming the missing variable. ``reset()`` forgets everything (the local stack uses it
-when it changes the environment).
+Handlers and the CLI ask here for what they need; nothing else builds a client. Every
+handler is wired the same way: ``runtime.<flow>_deps()`` (:func:`dispatch_deps`,
+:func:`poll_deps`, :func:`delivery_deps`, :func:`webhook_deps`, :func:`migration_deps`)
+and one call into the logic with it. Each builder checks the settings it needs, so a
+function fails at start with a message naming the missing variable. ``reset()`` forgets
+everything (the local stack uses it when it changes the environment).
 
 Imports are made inside the builders: a function imports only what it uses (the
 dispatcher never loads the Clover or Hipoink clients), which keeps cold starts short.
@@ -21,11 +23,14 @@ if TYPE_CHECKING:
     from esl_sync.clover.client import CloverClient
     from esl_sync.clover.oauth import CloverOAuthClient
     from esl_sync.clover.tokens import TokenKeeper
+    from esl_sync.deploy import MigrationDeps
     from esl_sync.hipoink.client import HipoinkClient
     from esl_sync.store.dynamo import DynamoStateStore
     from esl_sync.store.label_ledger import PostgresLabelLedger
     from esl_sync.store.postgres import Database, PostgresMerchantDirectory
     from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
+    from esl_sync.sync.deliver import DeliveryDeps
+    from esl_sync.sync.dispatch import DispatchDeps
     from esl_sync.sync.poll import PollDeps
     from esl_sync.webhooks import WebhookDeps
 
@@ -64,31 +69,21 @@ def label_ledger() -> PostgresLabelLedger:
 def poll_queue() -> SqsPollQueue:
     from esl_sync.store.sqs import SqsPollQueue
 
-    s = settings()
-    s.require("poll_queue_url")
-    assert s.poll_queue_url is not None
-    return SqsPollQueue(s.poll_queue_url)
+    return SqsPollQueue(settings().required("poll_queue_url"))
 
 
 @cache
 def label_queue() -> SqsLabelQueue:
     from esl_sync.store.sqs import SqsLabelQueue
 
-    s = settings()
-    s.require("label_queue_url")
-    assert s.label_queue_url is not None
-    return SqsLabelQueue(s.label_queue_url)
+    return SqsLabelQueue(settings().required("label_queue_url"))
 
 
 def dead_letter_queue(queue: Literal["poll", "label"]) -> SqsDeadLetterQueue:
     """The dead-letter queue behind ``POLL_QUEUE_URL`` or ``LABEL_QUEUE_URL``."""
     from esl_sync.store.sqs import SqsDeadLetterQueue
 
-    s = settings()
-    name = f"{queue}_queue_url"
-    s.require(name)
-    url = getattr(s, name)
-    assert isinstance(url, str)
+    url = settings().required("poll_queue_url" if queue == "poll" else "label_queue_url")
     return SqsDeadLetterQueue(url)
 
 
@@ -97,9 +92,7 @@ def state_store() -> DynamoStateStore:
     from esl_sync.store.dynamo import DynamoStateStore
 
     s = settings()
-    s.require("state_table_name")
-    assert s.state_table_name is not None
-    return DynamoStateStore(s.state_table_name, s.state_key_id)
+    return DynamoStateStore(s.required("state_table_name"), s.state_key_id)
 
 
 @cache
@@ -186,9 +179,8 @@ def hipoink() -> HipoinkClient:
 
     s = settings()
     s.require("hipoink_api_base_url", "hipoink_sign")
-    assert s.hipoink_api_base_url is not None
     return HipoinkClient(
-        s.hipoink_api_base_url,
+        s.required("hipoink_api_base_url"),
         s.hipoink_client_id,
         hipoink_sign,
         timeout_seconds=s.hipoink_timeout_seconds,
@@ -215,6 +207,31 @@ def poll_deps() -> PollDeps:
         clover=clover(),
         settings=settings(),
     )
+
+
+def dispatch_deps() -> DispatchDeps:
+    from esl_sync.sync.dispatch import DispatchDeps
+
+    return DispatchDeps(
+        merchants=merchants(),
+        poll_queue=poll_queue(),
+        states=state_store(),
+        ledger=label_ledger(),
+        settings=settings(),
+    )
+
+
+def delivery_deps() -> DeliveryDeps:
+    from esl_sync.sync.deliver import DeliveryDeps
+
+    return DeliveryDeps(ledger=label_ledger(), sink=hipoink(), settings=settings())
+
+
+def migration_deps() -> MigrationDeps:
+    from esl_sync.deploy import MigrationDeps
+    from esl_sync.store.schema import apply_migrations
+
+    return MigrationDeps(conninfo=database_url, migrate=apply_migrations)
 
 
 def forget_secret_state() -> None:

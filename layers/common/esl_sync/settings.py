@@ -18,6 +18,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from esl_sync.hipoink.records import ExtraFields, parse_extra_fields
 
 DEFAULT_CLOVER_BASE_URL = "https://api.clover.com"
+RequiredText = Literal[
+    "poll_queue_url", "label_queue_url", "state_table_name", "hipoink_api_base_url"
+]
+"""The settings without a default that some function needs: :meth:`Settings.required`."""
 
 
 class ConfigurationError(RuntimeError):
@@ -138,6 +142,14 @@ class Settings(BaseSettings):
                 missing.append(f"{name.upper()}{alternative}")
         if missing:
             raise ConfigurationError(f"missing setting: {', '.join(missing)}")
+
+    def required(self, name: RequiredText) -> str:
+        """The value of a setting the caller cannot do without (its type says it is there),
+        or the :class:`ConfigurationError` of :meth:`require` naming the variable."""
+        value: object = getattr(self, name)
+        if isinstance(value, str):
+            return value
+        raise ConfigurationError(f"missing setting: {name.upper()}")
 
 
 def load_settings() -> Settings:

@@ -38,8 +38,16 @@ from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import LabelLedger, LabelSink
 from esl_sync.records import AckedLabel, LabelAck, LabelFailure
+from esl_sync.settings import Settings
 
 _LOGGED_CODES = 20  # codes named in a log line; the count is always complete
+
+
+@dataclass
+class DeliveryDeps:
+    ledger: LabelLedger
+    sink: LabelSink
+    settings: Settings
 
 
 @dataclass
@@ -64,27 +72,21 @@ class _Change:
     record: HipoinkRecord | None
 
 
-def deliver(
-    job: LabelJob,
-    ledger: LabelLedger,
-    sink: LabelSink,
-    *,
-    batch_size: int,
-    block_cooldown_seconds: int,
-) -> DeliveryOutcome:
-    """Apply one job: upserts then deletes, each in batches of ``batch_size``.
+def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
+    """Apply one job: upserts then deletes, each in batches of ``HIPOINK_BATCH_SIZE``.
 
     Raises only what SQS should retry; progress made before is acknowledged, so the retry
     sends only what is left.
     """
+    ledger, settings = deps.ledger, deps.settings
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
     triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
     outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
         ledger.renew(job.merchant_id, triaged.renewed)
         if triaged.send:
-            _Delivery(job, ledger, sink, outcome).run(
-                triaged.send, batch_size, block_cooldown_seconds
+            _Delivery(job, ledger, deps.sink, outcome).run(
+                triaged.send, settings.hipoink_batch_size, settings.hipoink_block_cooldown_seconds
             )
         if job.oldest_change_ms is not None and outcome.upserted + outcome.deleted:
             outcome.latency_seconds = max(0.0, time.time() - job.oldest_change_ms / 1000)

@@ -15,6 +15,15 @@ from esl_sync.sync.fleet import fleet_health, report_fleet_health
 
 
 @dataclass
+class DispatchDeps:
+    merchants: MerchantDirectory
+    poll_queue: PollQueue
+    states: StateStore
+    ledger: LabelLedger
+    settings: Settings
+
+
+@dataclass
 class DispatchOutcome:
     enabled: bool
     dispatched: list[str] = field(default_factory=list)
@@ -38,14 +47,7 @@ def is_due(merchant: Merchant, interval_seconds: int, now: datetime) -> bool:
 
 
 def dispatch(
-    merchants: MerchantDirectory,
-    queue: PollQueue,
-    settings: Settings,
-    *,
-    states: StateStore,
-    ledger: LabelLedger,
-    now: datetime,
-    reason: PollReason = "schedule",
+    deps: DispatchDeps, *, now: datetime, reason: PollReason = "schedule"
 ) -> DispatchOutcome:
     """Queue a poll for every active merchant that has a store code and is due, then report
     the fleet's health (also while sync is disabled: the shelves still age).
@@ -55,9 +57,10 @@ def dispatch(
     (``FleetHealthErrors``) and logged, and the polls are queued all the same. The missing
     gauges then raise the freshness alarm, which treats missing data as breaching.
     """
-    active = merchants.all(active_only=True)
-    outcome = _dispatch(active, queue, settings, now, reason)
-    _measure_fleet([m for m in active if m.store_code], states, ledger, settings, now)
+    active = deps.merchants.all(active_only=True)
+    outcome = _dispatch(active, deps.poll_queue, deps.settings, now, reason)
+    synced = [m for m in active if m.store_code]
+    _measure_fleet(synced, deps.states, deps.ledger, deps.settings, now)
     return outcome
 
 

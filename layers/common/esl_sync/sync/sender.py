@@ -1,0 +1,61 @@
+"""The Hipoink sender's batch: label jobs in order per store, each only if it can finish.
+
+SQS delivers a batch of FIFO messages; a failed job must stop only its own store's later
+jobs (their message group), which keeps each store's labels in order. Powertools'
+:class:`SqsFifoPartialProcessor` with ``skip_group_on_error`` does that; the labels of a
+job skipped that way get a named failure too (:func:`esl_sync.sync.deliver.name_skipped`),
+so every label of a dead-lettered job carries one. A job starts only while one more
+Hipoink call still fits in the invocation; otherwise it, and every job after it, goes back
+to the queue whole (:mod:`esl_sync.deadline`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    ExceptionInfo,
+    FailureResponse,
+    SqsFifoPartialProcessor,
+)
+from aws_lambda_powertools.utilities.batch.exceptions import SQSFifoMessageGroupCircuitBreakerError
+
+from esl_sync.deadline import require_time
+from esl_sync.events import LabelJobRecord
+from esl_sync.messages import LabelJob
+from esl_sync.observability import logger
+from esl_sync.ports import RemainingTime
+from esl_sync.sync.deliver import DeliveryDeps, DeliveryOutcome, deliver, name_skipped
+
+LEDGER_MARGIN_MS = 5_000
+"""Besides one Hipoink call (``HIPOINK_TIMEOUT_SECONDS`` at worst): the ledger's reads and
+writes."""
+
+
+class LabelJobProcessor(SqsFifoPartialProcessor):
+    """A failed job stops only its own store's later jobs; a job skipped that way has the
+    failure named on its labels, best effort: Powertools' documented way to add to failure
+    handling is to override ``failure_handler``. ``deps`` is called only then."""
+
+    def __init__(self, deps: Callable[[], DeliveryDeps]) -> None:
+        super().__init__(model=LabelJobRecord, skip_group_on_error=True)
+        self._deps = deps
+
+    def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
+        if exception[0] is SQSFifoMessageGroupCircuitBreakerError and isinstance(
+            record, LabelJobRecord
+        ):
+            try:
+                name_skipped(record.body, self._deps().ledger)
+            except Exception:
+                logger.exception("could not name the failure of a skipped label job")
+        return super().failure_handler(record, exception)
+
+
+def send_label_job(job: LabelJob, context: RemainingTime, deps: DeliveryDeps) -> DeliveryOutcome:
+    """Deliver one job if another Hipoink call still fits in this invocation; otherwise
+    raise :class:`esl_sync.deadline.OutOfTime` (the job goes back to its queue)."""
+    needed_ms = int(deps.settings.hipoink_timeout_seconds * 1000) + LEDGER_MARGIN_MS
+    require_time(context, needed_ms, f"label job of {job.merchant_id}")
+    return deliver(job, deps)
