@@ -35,7 +35,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from devkit.aws_calls import AwsCallRecorder
+from devkit.aws_calls import OPERATOR, AwsCallRecorder, running
 from devkit.clover_sim import CloverSimulator
 from devkit.embedded_postgres import EmbeddedPostgres
 from devkit.hipoink_sim import HipoinkSimulator
@@ -239,6 +239,7 @@ class LocalStack:
             boto3.setup_default_session()
         assert boto3.DEFAULT_SESSION is not None
         self.aws_calls.attach(boto3.DEFAULT_SESSION.events)  # every client the runtime builds
+        self._exit.enter_context(_operator_commands_attributed())
         self._create_aws_resources()
         self._create_secrets(
             {
@@ -518,7 +519,7 @@ class LocalStack:
     def cli(self, *argv: str) -> str:
         """``esl-sync ARGV`` in this process against the stack, as an operator runs it: its
         standard output. A command that does not exit 0 raises, with its standard error."""
-        from devkit.cli import main
+        from esl_sync_ops.cli import main
 
         out, err = io.StringIO(), io.StringIO()
         with redirect_stdout(out), redirect_stderr(err):
@@ -533,6 +534,21 @@ class LocalStack:
             if event.get("Type") == "SQS":
                 return int(resolve(self.template, event["Properties"].get("BatchSize", 10)))
         return 10
+
+
+@contextmanager
+def _operator_commands_attributed() -> Iterator[None]:
+    """While the stack runs, the AWS calls of an ``esl-sync`` operator command run in this
+    process are the operator's (``deploy/iam/operator-policy.json``; devkit/aws_calls.py):
+    the IAM test compares them with the operator's policy."""
+    from esl_sync_ops import cli
+
+    previous = cli.operator_scope
+    cli.operator_scope = lambda: running(OPERATOR)
+    try:
+        yield
+    finally:
+        cli.operator_scope = previous
 
 
 def _http_api_event(body: bytes, auth: str | None) -> dict[str, Any]:

@@ -11,10 +11,10 @@ import sys
 import pytest
 
 from devkit.catalog import gas_station_catalog
-from devkit.cli import main
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync.store.schema import apply_migrations, migration_files
+from esl_sync_ops.cli import main
 
 
 def test_merchants_add_list_disable_enable_and_status(
@@ -72,7 +72,7 @@ def test_migrations_are_applied_once(database_url: str) -> None:
 def test_a_malformed_setting_stops_the_command_naming_the_variable() -> None:
     env = {**os.environ, "CLOVER_SYNC_INTERVAL_SECONDS": "abc"}
     completed = subprocess.run(
-        [sys.executable, "-m", "devkit.cli", "status"],
+        [sys.executable, "-m", "esl_sync_ops", "status"],
         env=env,
         capture_output=True,
         text=True,

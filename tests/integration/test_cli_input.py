@@ -16,10 +16,10 @@ import psycopg
 import pytest
 
 from devkit.aws_calls import unrecorded
-from devkit.cli import main
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
+from esl_sync_ops.cli import main
 
 MID = "MCLIBAD00001"
 ADD = ["merchants", "add", MID, "--store-code", "STORE-1"]
@@ -339,7 +339,7 @@ def test_unexpected_failures_are_one_line_and_exit_1(
 
 def test_the_installed_command_never_prints_a_traceback(cli: LocalStack) -> None:
     """The process as an operator runs it: bad bytes on stdin, a bad id, no AWS at all."""
-    command = [sys.executable, "-m", "devkit.cli"]
+    command = [sys.executable, "-m", "esl_sync_ops"]
     run_cli = functools.partial(
         subprocess.run, capture_output=True, timeout=120, check=False, cwd=REPO_ROOT
     )

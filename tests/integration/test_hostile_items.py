@@ -16,7 +16,6 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from devkit.cli import main
 from devkit.clover_sim import CloverSimulator
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
@@ -27,6 +26,7 @@ from esl_sync.records import Merchant, ProductRow
 from esl_sync.storable import BIGINT_MAX, MONEY_MAX_CENTS
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations
+from esl_sync_ops.cli import main
 
 M, STORE = "MHOSTILE0001", "S-HOSTILE"
 

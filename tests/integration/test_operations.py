@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
-from devkit.cli import main
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums, metric_values
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
+from esl_sync_ops.cli import main
 
 
 def _new_lines(stack: LocalStack, since: int) -> list[str]:

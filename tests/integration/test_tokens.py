@@ -17,7 +17,6 @@ import psycopg
 import pytest
 
 from devkit.catalog import gas_station_catalog
-from devkit.cli import main
 from devkit.clover_sim import CloverSimulator
 from devkit.demo import expected_labels
 from devkit.emf import metric_values
@@ -26,6 +25,7 @@ from esl_sync import runtime
 from esl_sync.clover.errors import CloverAuthError
 from esl_sync.credentials import CloverTokens, StoredTokens
 from esl_sync.ports import TokenStore
+from esl_sync_ops.cli import main
 
 
 def clover_of(stack: LocalStack) -> CloverSimulator:

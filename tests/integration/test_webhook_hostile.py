@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from devkit.catalog import gas_station_catalog
-from devkit.cli import main
 from devkit.emf import metric_sums
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
 from devkit.template import load_template, resource
@@ -26,6 +25,7 @@ from esl_sync.messages import PollRequest
 from esl_sync.records import VerificationCode
 from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY, DynamoStateStore
 from esl_sync.webhooks import KEEP_VERIFICATION_CODES, MAX_PENDING_DELETES
+from esl_sync_ops.cli import main
 
 MERCHANT, STORE = "MHOSTILE0001", "STORE-HOSTILE"
 AUTHS = [None, CLOVER_WEBHOOK_AUTH]  # before authentication, and after it

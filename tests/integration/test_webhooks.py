@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from devkit.catalog import gas_station_catalog
-from devkit.cli import main
 from devkit.clover_sim import CloverSimulator
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
@@ -20,6 +19,7 @@ from esl_sync import admin, runtime
 from esl_sync.messages import PollRequest
 from esl_sync.settings import ConfigurationError
 from esl_sync.webhooks import MAX_BODY_BYTES
+from esl_sync_ops.cli import main
 
 MERCHANT, STORE = "MHOOK0000001", "STORE-HOOK"
 

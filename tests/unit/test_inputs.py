@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from devkit.cli import printable
 from esl_sync import inputs
 from esl_sync.inputs import InvalidInput
+from esl_sync_ops.terminal import printable
 
 
 @pytest.mark.parametrize(

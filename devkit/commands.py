@@ -1,0 +1,79 @@
+"""The development commands of ``esl-sync``: ``demo``, ``cycle`` and ``bench``.
+
+They run the functions' own code on this machine (the local stack, or the handlers in
+this process), so they live with the development kit; the operator's CLI
+(:mod:`esl_sync_ops.cli`) does not import them: pyproject.toml registers :func:`register`
+in its entry point group ``esl_sync_ops.commands``. Their modules are imported only when
+the command runs (the local stack needs moto and an embedded PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from esl_sync_ops.cli import int_in
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the development commands to ``esl-sync``'s parser."""
+    demo = subparsers.add_parser("demo", help="run the whole system locally and check the labels")
+    demo.set_defaults(run=_demo, development=True)
+
+    cycle = subparsers.add_parser(
+        "cycle", help="dispatcher → poll queue → poller → label queue → sender, once"
+    )
+    cycle.set_defaults(run=_cycle, development=True)
+
+    bench = subparsers.add_parser(
+        "bench", help="measure a poll's cost on the local stack (prints a table of figures)"
+    )
+    bench.add_argument(
+        "--merchants", type=int_in(1, 10_000), default=50, help="merchants (default 50)"
+    )
+    bench.add_argument(
+        "--skus", type=int_in(1, 100_000), default=2000, help="SKUs each (default 2000)"
+    )
+    bench.add_argument(
+        "--idle-merchants",
+        type=int_in(0, 100_000),
+        default=1000,
+        help="mostly idle run (default 1000; 0: skip)",
+    )
+    bench.add_argument("--no-build", action="store_true", help="skip sam build (sizes)")
+    bench.add_argument("--json", type=Path, help="also write the figures to this file")
+    bench.set_defaults(run=_bench, development=True)
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    from devkit.demo import main as demo_main
+
+    return demo_main()
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from devkit.bench import run_from_args
+
+    return run_from_args(args)
+
+
+def _cycle(_args: argparse.Namespace) -> int:
+    """dispatcher → poll queue → poller → label queue → sender, once, in this process,
+    against whatever the environment names (the handlers' AWS calls are theirs)."""
+    import boto3
+
+    from devkit.lambda_runner import FunctionRunner
+    from esl_sync.settings import settings
+
+    s = settings()
+    s.require("poll_queue_url", "label_queue_url")
+    runner = FunctionRunner(boto3.client("sqs"))
+    dispatched = runner.invoke("dispatcher", {"reason": "manual"})
+    polls = runner.drain(s.required("poll_queue_url"), "poller")
+    labels = runner.drain(s.required("label_queue_url"), "hipoink_sender")
+    print(
+        f"dispatched {dispatched['dispatched']}; polls {polls.records} ({polls.failures} failed);"
+        f" label jobs {labels.records} ({labels.failures} failed)"
+    )
+    return 1 if polls.failures or labels.failures else 0

@@ -1,0 +1,216 @@
+"""The ``esl-sync`` command line: the operator's runbook (a stable interface).
+
+Every command works against whatever the environment names (``DATABASE_URL``,
+``POLL_QUEUE_URL``, ``STATE_TABLE_NAME``, ``AWS_ENDPOINT_URL``, …), or against a deployed
+stack named with ``--stack`` (its outputs fill in what the environment does not say).
+Every argument is checked before anything is read or written (:mod:`esl_sync.inputs`):
+bad input is one line on stderr and exit status 2; any other failure (Postgres down, no
+AWS credentials, KMS refusing) is one line and exit status 1. Never a traceback.
+
+Other installed packages may add commands under the same entry point through the entry
+point group :data:`COMMAND_PLUGINS` (the development kit adds ``demo``, ``cycle`` and
+``bench``, see ``devkit/commands.py``); this package imports none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from importlib.metadata import entry_points
+from typing import Any, NoReturn
+
+from esl_sync import inputs
+from esl_sync_ops import commands
+from esl_sync_ops.terminal import printable
+
+COMMAND_PLUGINS = "esl_sync_ops.commands"
+"""Entry point group: each entry is a function that adds its commands to the subparsers
+(``add_parser(...).set_defaults(run=..., development=True)``)."""
+POLL_INTERVAL_SECONDS = (60, 86_400)
+"""``--poll-interval-seconds``: as often as the schedule may run, at most once a day."""
+OLDER_THAN_SECONDS = (0, 30 * 86_400)
+"""``heal --older-than``: from now to 30 days."""
+
+operator_scope: Callable[[], AbstractContextManager[object]] = nullcontext
+"""Entered around every operator command (not the development commands, which run the
+functions' own code). The local stack sets it to attribute the command's AWS calls to the
+operator's policy for the IAM test (``deploy/iam/operator-policy.json``)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse's own exit: --help (0) or a bad argument (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    from esl_sync.admin import UnknownMerchantError
+    from esl_sync.settings import ConfigurationError
+
+    scope = nullcontext() if getattr(args, "development", False) else operator_scope()
+    try:
+        with scope:
+            if args.stack:
+                commands.use_stack(args.stack)
+            result: int = args.run(args)
+    except (ConfigurationError, UnknownMerchantError, inputs.InvalidInput) as error:
+        _say_error(str(error))
+        return 2
+    except KeyboardInterrupt:
+        _say_error("interrupted")
+        return 130
+    except Exception as error:  # one line, never a traceback (see the module docstring)
+        _say_error(f"{type(error).__name__}: {error}")
+        return 1
+    return result
+
+
+def _say_error(message: str) -> None:
+    print(f"esl-sync: {printable(message)}", file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with every error as one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{printable(f'{self.prog}: {message}')}\n")
+
+
+def checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` from an :mod:`esl_sync.inputs` checker (its message, one line)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except inputs.InvalidInput as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = check.__name__
+    return convert
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number (ASCII digits) in ``[low, high]``."""
+
+    def convert(text: str) -> int:
+        if not re.fullmatch(r"[+-]?[0-9]{1,12}", text) or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}")
+        return int(text)
+
+    return convert
+
+
+MERCHANT_ID = checked(inputs.merchant_id)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="esl-sync", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--stack",
+        metavar="NAME",
+        type=checked(inputs.stack_name),
+        help="work against this deployed stack (its outputs)",
+    )
+    subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    migrate = subparsers.add_parser("migrate", help="apply the Postgres migrations (DATABASE_URL)")
+    migrate.set_defaults(run=commands.migrate)
+
+    merchants = subparsers.add_parser("merchants", help="add, list, disable or enable merchants")
+    actions = merchants.add_subparsers(required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="register a merchant and store its Clover token")
+    add.add_argument("merchant_id", type=MERCHANT_ID)
+    add.add_argument(
+        "--store-code",
+        required=True,
+        type=checked(inputs.store_code),
+        help="the Hipoink store of its labels (1-32 of A-Z a-z 0-9 - _ .)",
+    )
+    token_source = add.add_mutually_exclusive_group()
+    token_source.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="read a plain Clover token (sandbox or legacy) from standard input (kept out of"
+        " shell history)",
+    )
+    token_source.add_argument(
+        "--token-pair-stdin",
+        action="store_true",
+        help="read a v2 token pair from standard input: the JSON Clover's /oauth/v2/token"
+        " returns (access_token, access_token_expiration, refresh_token,"
+        " refresh_token_expiration)",
+    )
+    add.add_argument(
+        "--clover-base-url",
+        help="regional Clover API host, if not the default: https://api.eu.clover.com,"
+        " https://api.la.clover.com, https://apisandbox.dev.clover.com",
+    )
+    add.add_argument(
+        "--poll-interval-seconds",
+        type=int_in(*POLL_INTERVAL_SECONDS),
+        help="poll this merchant less often (60-86400)",
+    )
+    add.set_defaults(run=commands.merchants_add)
+    listing = actions.add_parser("list", help="list merchants")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=commands.merchants_list)
+    for name, active in (("disable", False), ("enable", True)):
+        toggle = actions.add_parser(name, help=f"{name} polling of a merchant")
+        toggle.add_argument("merchant_id", type=MERCHANT_ID)
+        toggle.set_defaults(run=commands.merchants_toggle, active=active)
+
+    status = subparsers.add_parser("status", help="per merchant: cursor, last success, lag, labels")
+    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--labels",
+        metavar="MERCHANT",
+        type=MERCHANT_ID,
+        help="instead: that merchant's stale labels, each with its last failure",
+    )
+    status.set_defaults(run=commands.status)
+
+    poll = subparsers.add_parser("poll", help="poll one merchant now, outside the schedule")
+    poll.add_argument("merchant_id", type=MERCHANT_ID)
+    poll.set_defaults(run=commands.poll)
+
+    resync = subparsers.add_parser(
+        "resync", help="re-read a merchant's whole catalog and send every label again"
+    )
+    resync.add_argument("merchant_id", type=MERCHANT_ID)
+    resync.set_defaults(run=commands.resync)
+
+    stores = subparsers.add_parser("stores", help="lift a store's Hipoink configuration block")
+    store_actions = stores.add_subparsers(required=True, metavar="ACTION")
+    unblock = store_actions.add_parser(
+        "unblock", help="send to the merchant's store again (after fixing sign or store code)"
+    )
+    unblock.add_argument("merchant_id", type=MERCHANT_ID)
+    unblock.set_defaults(run=commands.stores_unblock)
+
+    heal = subparsers.add_parser(
+        "heal", help="queue again the labels stale for longer than LABEL_HEAL_AFTER_SECONDS"
+    )
+    heal.add_argument(
+        "merchant_id", nargs="?", type=MERCHANT_ID, help="one merchant (default: every active one)"
+    )
+    heal.add_argument(
+        "--older-than",
+        type=int_in(*OLDER_THAN_SECONDS),
+        metavar="SECONDS",
+        help="override LABEL_HEAL_AFTER_SECONDS (0-2592000)",
+    )
+    heal.set_defaults(run=commands.heal)
+
+    redrive = subparsers.add_parser(
+        "redrive", help="move dead-lettered messages back to their queue"
+    )
+    redrive.add_argument("--queue", required=True, choices=("label", "poll"))
+    redrive.set_defaults(run=commands.redrive)
+    for plugin in entry_points(group=COMMAND_PLUGINS):
+        plugin.load()(subparsers)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

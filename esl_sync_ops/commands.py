@@ -1,0 +1,293 @@
+"""The operator's commands: each checks its arguments (done by the parser), asks
+:mod:`esl_sync.runtime` for the stores it needs and makes one call into
+:mod:`esl_sync.admin` (or the schema), then prints what happened.
+
+Imports are made inside the commands: ``esl-sync --help`` and a bad argument load nothing
+but the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from esl_sync import inputs
+from esl_sync.credentials import CloverTokens
+from esl_sync_ops.terminal import print_rows, printable
+
+# Stack output → the setting it provides (see template.yaml, Outputs).
+STACK_OUTPUTS = {
+    "PollQueueUrl": "POLL_QUEUE_URL",
+    "LabelQueueUrl": "LABEL_QUEUE_URL",
+    "StateTableName": "STATE_TABLE_NAME",
+    "StateKeyArn": "STATE_KEY_ID",
+    "DatabaseUrlSecretArn": "DATABASE_URL_SECRET_ARN",
+}
+
+
+def _local_aws(args: argparse.Namespace) -> bool:
+    """Whether AWS itself is on loopback (the local stack points ``AWS_ENDPOINT_URL`` at
+    moto there): only then may a merchant's Clover URL be a loopback simulator."""
+    url = os.environ.get("AWS_ENDPOINT_URL")
+    try:
+        return not args.stack and bool(url) and urlsplit(url).hostname in inputs.LOOPBACK_HOSTS
+    except ValueError:
+        return False
+
+
+def use_stack(name: str) -> None:
+    """Fill the environment from a stack's outputs; what is set explicitly wins."""
+    from esl_sync import runtime
+    from esl_sync.store.stack import stack_outputs
+
+    outputs = stack_outputs(name)
+    for output, variable in STACK_OUTPUTS.items():
+        if output in outputs:
+            os.environ.setdefault(variable, outputs[output])
+    runtime.reset()
+
+
+def poll(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    admin.request_poll(runtime.merchants(), runtime.poll_queue(), args.merchant_id)
+    print(f"poll of {args.merchant_id} queued")
+    return 0
+
+
+def resync(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+    from esl_sync.settings import settings
+
+    outcome = admin.resync(
+        runtime.merchants(),
+        runtime.state_store(),
+        runtime.label_ledger(),
+        runtime.poll_queue(),
+        runtime.label_queue(),
+        settings(),
+        args.merchant_id,
+    )
+    print(
+        f"{args.merchant_id}: cursor reset, {outcome.upserts} label(s) and {outcome.deletes}"
+        " delete(s) queued, full re-read queued"
+    )
+    return 0
+
+
+def migrate(_args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+    from esl_sync.store.schema import apply_migrations
+
+    applied = apply_migrations(runtime.database_url())
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+def merchants_add(args: argparse.Namespace) -> int:
+    """Every input is checked first; then the token is encrypted, then written with the
+    row (:func:`esl_sync.admin.add_merchant`): a refusal anywhere leaves nothing written."""
+    from esl_sync import admin, runtime
+    from esl_sync.records import Merchant
+
+    clover_base_url = (
+        inputs.clover_base_url(args.clover_base_url, allow_loopback=_local_aws(args))
+        if args.clover_base_url is not None
+        else None
+    )
+    token = _token_from_stdin(args)
+    merchant = Merchant(
+        merchant_id=args.merchant_id,
+        store_code=args.store_code,
+        clover_base_url=clover_base_url,
+        poll_interval_seconds=args.poll_interval_seconds,
+    )
+    admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
+    kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
+    print(f"merchant {merchant.merchant_id} saved{kind}")
+    return 0
+
+
+def _token_from_stdin(args: argparse.Namespace) -> str | CloverTokens | None:
+    """The token an operator pipes in (never an argument: shell history keeps those)."""
+    if args.token_pair_stdin:
+        return inputs.token_pair(_stdin_bytes())
+    if args.token_stdin:
+        return inputs.plain_token(_stdin_bytes())
+    return None
+
+
+def _stdin_bytes() -> bytes:
+    """Standard input as bytes, read no further than the checker's limit (+1, to tell)."""
+    limit = inputs.MAX_STDIN_BYTES + 1
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is not None:
+        data: bytes = binary.read(limit)
+        return data
+    return sys.stdin.read(limit).encode("utf-8", "surrogatepass")  # a text stream (tests)
+
+
+def merchants_list(args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+
+    rows = [vars(m) for m in runtime.merchants().all()]
+    print_rows(rows, args.json)
+    return 0
+
+
+def merchants_toggle(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    merchant = admin.set_active(runtime.merchants(), args.merchant_id, args.active)
+    print(f"merchant {merchant.merchant_id} {'enabled' if merchant.active else 'disabled'}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+    from esl_sync.admin import merchant_status
+    from esl_sync.settings import settings
+
+    if args.labels:
+        return _stale_labels(args.labels, args.json)
+    rows = merchant_status(
+        runtime.merchants(),
+        runtime.state_store(),
+        runtime.label_ledger(),
+        settings().clover_sync_interval_seconds,
+    )
+    now = datetime.now(UTC)
+    active = [r for r in rows if r["active"]]
+    print(
+        f"{len(rows)} merchant(s), {len(active)} active:"
+        f" {sum(not r['fresh'] for r in active)} not fresh,"
+        f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
+        f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
+        f" {sum(bool(r['refused_items']) for r in active)} with refused items,"
+        f" {sum(bool(r['label_conflicts']) for r in active)} with product code conflicts,"
+        f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
+        f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
+        file=sys.stderr if args.json else sys.stdout,
+    )
+    codes = runtime.state_store().verification_codes()
+    for number, received in enumerate(codes):
+        print(
+            f"{'last' if number == 0 else '   earlier'} Clover webhook verification code:"
+            f" {printable(received.code)} (received {received.received_at:%Y-%m-%d %H:%M:%S}Z"
+            f" from {printable(received.source_ip or 'an unknown address')})",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    print_rows(rows, args.json)
+    return 0
+
+
+def _stale_labels(merchant_id: str, as_json: bool) -> int:
+    from esl_sync import admin, runtime
+
+    labels = admin.stale_labels(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    conflicts = admin.label_conflicts(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    print(
+        f"{merchant_id}: {len(labels)} stale label(s),"
+        f" {len({c.pc for c in conflicts})} product code(s) claimed by more than one product",
+        file=sys.stderr if as_json else sys.stdout,
+    )
+    rows = [
+        {
+            "pc": label.pc,
+            "action": label.action,
+            "name": label.name,
+            "since": label.since,
+            "failure": (
+                f"{label.failure_class}: {label.failure_message}" if label.failure_class else None
+            ),
+            "failed_at": label.failed_at,
+        }
+        for label in labels
+    ] + [
+        {
+            "pc": conflict.pc,
+            "action": "conflict",
+            "name": conflict.name,
+            "since": None,
+            "failure": (
+                f"code claimed by {conflict.claims} products (item {conflict.source_id}"
+                + (
+                    " is on the label: stored first)"
+                    if conflict.shown
+                    else f" is not shown; item {conflict.shown_source_id} is on the label)"
+                )
+            ),
+            "failed_at": None,
+        }
+        for conflict in conflicts
+    ]
+    refused = admin.refused_items(runtime.merchants(), runtime.label_ledger(), merchant_id)
+    if as_json:  # one list, the same keys: a refused item is a label that is not current
+        rows += [
+            {"pc": r.pc, "action": "refused", "name": r.name, "since": r.since}
+            | {"failure": r.problem, "failed_at": None}
+            for r in refused
+        ]
+        print_rows(rows, as_json)
+        return 0
+    if rows:
+        print_rows(rows, as_json)
+    print(
+        f"{merchant_id}: {len(refused)} refused item(s) (each label keeps its last accepted"
+        " version until the item is fixed in Clover)"
+    )
+    if refused:
+        print_rows(
+            [
+                {"item_id": r.item_id, "pc": r.pc, "name": r.name, "since": r.since}
+                | {"label": "kept" if r.label_kept else "none", "problem": r.problem}
+                for r in refused
+            ],
+            as_json,
+        )
+    return 0
+
+
+def stores_unblock(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    if admin.unblock_store(runtime.merchants(), runtime.label_ledger(), args.merchant_id):
+        print(
+            f"store of {args.merchant_id} unblocked; its stale labels are re-sent by the next"
+            f" heal (now: esl-sync heal {args.merchant_id} --older-than 0)"
+        )
+    else:
+        print(f"store of {args.merchant_id} was not blocked")
+    return 0
+
+
+def heal(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+    from esl_sync.settings import settings
+
+    stale_for = None if args.older_than is None else timedelta(seconds=args.older_than)
+    outcomes = admin.heal(
+        runtime.merchants(),
+        runtime.label_ledger(),
+        runtime.label_queue(),
+        settings(),
+        args.merchant_id,
+        stale_for,
+    )
+    for outcome in outcomes:
+        print(
+            f"{outcome.merchant_id}: queued {outcome.upserts} upsert(s) and"
+            f" {outcome.deletes} delete(s) in {outcome.jobs} label job(s)"
+        )
+    return 0
+
+
+def redrive(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    moved = admin.redrive(runtime.dead_letter_queue(args.queue))
+    print(f"moved {moved} message(s) from the {args.queue} dead-letter queue back to its queue")
+    return 0
