@@ -2,7 +2,8 @@
 which product each code's label shows, and the stores Hipoink refused.
 
 The rule that picks one product per code lives in SQL (the ``label_owner`` function of
-migration 0004), so the poll, the stale count, the heal and ``status`` all read the same.
+migration 0004, read back by :mod:`esl_sync.store.label_owners`), so the poll, the stale
+count, the heal and ``status`` all read the same.
 """
 
 from __future__ import annotations
@@ -10,71 +11,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from psycopg.rows import dict_row
 
-from esl_sync.products import Product
 from esl_sync.records import (
     AckedLabel,
     LabelAck,
     LabelConflict,
     LabelFailure,
-    LabelOwner,
-    LabelOwners,
     RefusedItem,
     RepairCandidate,
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
 )
+from esl_sync.store.label_owners import ADVANCE_CLOCK, PRODUCT_SELECT, product_of
 
 if TYPE_CHECKING:
-    import psycopg
-
     from esl_sync.store.postgres import Database
 
-PRODUCT_COLUMNS = (
-    "source_system",
-    "merchant_id",
-    "source_id",
-    "source_variant_id",
-    "name",
-    "barcode",
-    "sku",
-    "price",
-    "cost",
-    "currency",
-    "price_type",
-    "unit",
-    "status",
-    "extra_data",
-    "source_modified_time",
-)
-"""The label fields of a product row. ``validation_error`` is left out: a row with a label
-holds an accepted version in these fields even while Clover's newest one is refused (see
-the upsert in :mod:`esl_sync.store.postgres`), and that version is what its label shows."""
-_P_COLUMNS = ", ".join(f"p.{c}" for c in PRODUCT_COLUMNS)
-_ADVANCE_CLOCK = """
-INSERT INTO label_clocks (merchant_id, version) VALUES (%(m)s, nextval('label_versions'))
-ON CONFLICT (merchant_id) DO UPDATE SET version = EXCLUDED.version
-RETURNING version
-"""
-
-# The clock advanced, then the owner of each code (as this transaction sees the products).
-_LABEL_OWNERS = f"""
-WITH clock AS ({_ADVANCE_CLOCK})
-SELECT clock.version, o.*
-FROM clock LEFT JOIN (
-    SELECT code.pc, {_P_COLUMNS},
-           (SELECT count(*) FROM products c WHERE c.merchant_id = %(m)s AND c.barcode = code.pc
-              AND c.label_hash IS NOT NULL) AS claims
-    FROM unnest(%(pcs)s::text[]) AS code (pc)
-    CROSS JOIN LATERAL label_owner(%(m)s, code.pc) owner
-    JOIN products p ON p.merchant_id = %(m)s AND p.source_system = owner.source_system
-         AND p.source_id = owner.source_id AND p.source_variant_id = owner.source_variant_id
-) o ON true
-"""  # noqa: S608 - the interpolated names are the constant column list above
 
 _REPAIR_CANDIDATES = f"""
 WITH head AS (
@@ -82,7 +38,7 @@ WITH head AS (
            (SELECT max(acknowledged_at) FROM label_state WHERE merchant_id = %(m)s) AS last_ack
 ), stale AS (
     SELECT s.pc, s.since, s.failure_class, s.failed_at, l.requeued_at,
-           p.source_id IS NOT NULL AS has_product, {_P_COLUMNS}
+           p.source_id IS NOT NULL AS has_product, {PRODUCT_SELECT}
     FROM stale_labels s
     LEFT JOIN label_state l ON l.merchant_id = s.merchant_id AND l.pc = s.pc
     LEFT JOIN products p ON p.merchant_id = s.merchant_id AND p.source_system = s.source_system
@@ -122,27 +78,6 @@ UNION ALL
 SELECT merchant_id, store_code, reason, blocked_at, retry_after, false
 FROM store_blocks WHERE merchant_id = %(m)s AND NOT EXISTS (SELECT 1 FROM claimed)
 """
-
-
-def product_of(row: dict[str, Any]) -> Product:
-    return Product(**{column: row[column] for column in PRODUCT_COLUMNS})
-
-
-def label_owners(
-    conn: psycopg.Connection[Any], merchant_id: str, pcs: Iterable[str]
-) -> LabelOwners:
-    """See :meth:`esl_sync.ports.ProductWriter.label_owners`."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_LABEL_OWNERS, {"m": merchant_id, "pcs": sorted(set(pcs))})
-        rows = cur.fetchall()
-    return LabelOwners(
-        version=int(rows[0]["version"]),
-        owners={
-            row["pc"]: LabelOwner(product_of(row), int(row["claims"]))
-            for row in rows
-            if row["pc"] is not None
-        },
-    )
 
 
 class PostgresLabelLedger:
@@ -252,7 +187,7 @@ class PostgresLabelLedger:
     def label_version(self, merchant_id: str, *, advance: bool) -> int:
         conn = self._db.connection()
         if advance:
-            row = conn.execute(_ADVANCE_CLOCK, {"m": merchant_id}).fetchone()
+            row = conn.execute(ADVANCE_CLOCK, {"m": merchant_id}).fetchone()
         else:
             row = conn.execute(
                 "SELECT version FROM label_clocks WHERE merchant_id = %s", (merchant_id,)

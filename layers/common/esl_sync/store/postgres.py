@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from esl_sync.records import LabelOwners, Merchant, ProductChange, ProductRow
-from esl_sync.store.label_ledger import label_owners
+from esl_sync.store.label_owners import label_owners
 
 # One statement per page. A refused item (validation_error set) changes no label: if its
 # row exists, the row keeps every label field of the version before (name, code, prices,
