@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from esl_sync.clover.oauth import CloverOAuthClient
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper, TokenRefreshBusy
 from esl_sync.credentials import CloverTokens, StoredTokens
+from tests.fakes import MemoryTokens, StaticRefresher
 
 NOW = 1_795_867_200.0
 PAIR = {
@@ -92,65 +92,6 @@ def test_close_to_expiry_means_within_the_margin_and_plain_tokens_never_expire()
 # -- the keeper, on an in-memory store ---------------------------------------------------
 
 
-@dataclass
-class MemoryStore:
-    stored: StoredTokens | None
-    lock_owner: str | None = None
-    locks_taken: int = 0
-    marks: list[int] = field(default_factory=list)
-
-    def load_tokens(self, merchant_id: str) -> StoredTokens | None:
-        return self.stored
-
-    def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
-        tokens = CloverTokens.plain(token) if isinstance(token, str) else token
-        generation = (self.stored.generation if self.stored else 0) + 1
-        self.stored = StoredTokens(tokens, generation)
-        return generation
-
-    def replace_tokens(
-        self, merchant_id: str, tokens: CloverTokens, *, generation: int
-    ) -> int | None:
-        assert self.stored is not None
-        if self.stored.generation != generation:
-            return None
-        self.stored = StoredTokens(tokens, generation + 1)
-        return generation + 1
-
-    def mark_needs_reauth(self, merchant_id: str, *, generation: int) -> bool:
-        assert self.stored is not None
-        if self.stored.generation != generation:
-            return False
-        self.marks.append(generation)
-        self.stored = StoredTokens(self.stored.tokens, generation, needs_reauth=True)
-        return True
-
-    def acquire_refresh_lock(
-        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
-    ) -> bool:
-        if self.lock_owner is not None:
-            return False
-        self.lock_owner = owner
-        self.locks_taken += 1
-        return True
-
-    def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
-        if self.lock_owner == owner:
-            self.lock_owner = None
-
-
-@dataclass
-class Refresher:
-    answer: CloverTokens | Exception
-    calls: int = 0
-
-    def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens:
-        self.calls += 1
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
-
-
 EXPIRED = StoredTokens(
     CloverTokens.model_validate(
         {**PAIR, "access_token": "old-access", "access_token_expiration": int(NOW)}
@@ -160,7 +101,9 @@ EXPIRED = StoredTokens(
 
 
 def _keeper(
-    store: MemoryStore, refresher: Refresher, while_waiting: Callable[[], None] = lambda: None
+    store: MemoryTokens,
+    refresher: StaticRefresher,
+    while_waiting: Callable[[], None] = lambda: None,
 ) -> TokenKeeper:
     clock = [NOW]
 
@@ -179,7 +122,7 @@ def _keeper(
 
 
 def test_an_expiring_token_is_refreshed_under_the_lock_and_stored_as_a_new_generation() -> None:
-    store, refresher = MemoryStore(EXPIRED), Refresher(CloverTokens.model_validate(PAIR))
+    store, refresher = MemoryTokens(EXPIRED), StaticRefresher(CloverTokens.model_validate(PAIR))
 
     got = _keeper(store, refresher).access_token("M1", "https://api.clover.com")
 
@@ -189,8 +132,8 @@ def test_an_expiring_token_is_refreshed_under_the_lock_and_stored_as_a_new_gener
 
 def test_a_waiter_uses_what_the_lock_holder_stored_and_makes_no_call() -> None:
     store, refresher = (
-        MemoryStore(EXPIRED, lock_owner="another poller"),
-        Refresher(AssertionError("must not refresh")),
+        MemoryTokens(EXPIRED, lock_owner="another poller"),
+        StaticRefresher(AssertionError("must not refresh")),
     )
 
     def holder_finishes() -> None:
@@ -204,25 +147,25 @@ def test_a_waiter_uses_what_the_lock_holder_stored_and_makes_no_call() -> None:
 
 
 def test_a_waiter_gives_up_when_the_lock_stays_held_and_reports_a_refused_refresh() -> None:
-    held = MemoryStore(EXPIRED, lock_owner="a poller that hangs")
+    held = MemoryTokens(EXPIRED, lock_owner="a poller that hangs")
     with pytest.raises(TokenRefreshBusy):
-        _keeper(held, Refresher(AssertionError())).access_token("M1", "https://x")
+        _keeper(held, StaticRefresher(AssertionError())).access_token("M1", "https://x")
 
-    refused = MemoryStore(EXPIRED, lock_owner="a poller whose refresh is refused")
+    refused = MemoryTokens(EXPIRED, lock_owner="a poller whose refresh is refused")
 
     def holder_marks() -> None:
         refused.mark_needs_reauth("M1", generation=3)
 
     with pytest.raises(ReauthRequired):
-        _keeper(refused, Refresher(AssertionError()), holder_marks).access_token("M1", "x")
+        _keeper(refused, StaticRefresher(AssertionError()), holder_marks).access_token("M1", "x")
 
 
 def test_a_refused_refresh_marks_the_merchant_once_on_the_generation_it_refreshed() -> None:
     rejection = CloverRefreshRejected("invalid refresh token", merchant_id="M1", status=401)
-    store = MemoryStore(EXPIRED)
+    store = MemoryTokens(EXPIRED)
 
     with pytest.raises(ReauthRequired) as caught:
-        _keeper(store, Refresher(rejection)).access_token("M1", "https://x")
+        _keeper(store, StaticRefresher(rejection)).access_token("M1", "https://x")
 
     assert caught.value.cause is rejection
     assert store.marks == [3]
@@ -233,12 +176,12 @@ def test_a_refused_refresh_marks_the_merchant_once_on_the_generation_it_refreshe
 def test_after_a_401_a_plain_token_is_marked_unless_a_newer_one_was_stored() -> None:
     error = CloverAuthError("HTTP 401", merchant_id="M1", status=401)
     plain = StoredTokens(CloverTokens.plain("old"), generation=1)
-    store = MemoryStore(plain)
+    store = MemoryTokens(plain)
     store.write_token("M1", "stored-meanwhile")
 
-    renewed = _keeper(store, Refresher(AssertionError())).renew("M1", "x", plain, error)
+    renewed = _keeper(store, StaticRefresher(AssertionError())).renew("M1", "x", plain, error)
 
     assert renewed.tokens.access_token.get_secret_value() == "stored-meanwhile"
     with pytest.raises(ReauthRequired):
-        _keeper(store, Refresher(AssertionError())).renew("M1", "x", renewed, error)
+        _keeper(store, StaticRefresher(AssertionError())).renew("M1", "x", renewed, error)
     assert store.marks == [2]

@@ -2,113 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from esl_sync.hipoink.errors import (
-    HipoinkConfigError,
-    HipoinkNotFound,
-    HipoinkRecordError,
     HipoinkRetryable,
 )
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
-from esl_sync.records import AckedLabel, LabelAck, LabelFailure, StoreBlock
 from esl_sync.settings import Settings
 from esl_sync.sync import deliver as deliver_module
+from tests.fakes import MemoryLedger, MemorySink
 
 COOLDOWN = 600
 
 
 def deliver(
-    job: LabelJob, ledger: Ledger, sink: Sink, batch_size: int
+    job: LabelJob, ledger: MemoryLedger, sink: MemorySink, batch_size: int
 ) -> deliver_module.DeliveryOutcome:
     settings = Settings.model_validate(
         {"hipoink_batch_size": batch_size, "hipoink_block_cooldown_seconds": COOLDOWN}
     )
     return deliver_module.deliver(job, deliver_module.DeliveryDeps(ledger, sink, settings))
-
-
-class Ledger:
-    """The label ledger in memory, with a clock the test moves for store blocks."""
-
-    def __init__(self) -> None:
-        self.acks: dict[str, str | None] = {}
-        self.versions: dict[str, int | None] = {}
-        self.renewed: list[str] = []
-        self.failures: dict[str, LabelFailure] = {}
-        self.blocks: dict[str, StoreBlock] = {}
-        self.now = datetime(2025, 1, 1, tzinfo=UTC)
-
-    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
-        block = self.blocks.get(merchant_id)
-        if block is None or block.retry_after > self.now:
-            return block
-        retry_after = self.now + timedelta(seconds=cooldown_seconds)
-        self.blocks[merchant_id] = replace(block, retry_after=retry_after)
-        return replace(block, retry_after=retry_after, retest=True)
-
-    def block_store(
-        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
-    ) -> None:
-        since = self.blocks[merchant_id].blocked_at if merchant_id in self.blocks else self.now
-        self.blocks[merchant_id] = StoreBlock(
-            merchant_id, store_code, reason, since, self.now + timedelta(seconds=cooldown_seconds)
-        )
-
-    def unblock_store(self, merchant_id: str) -> bool:
-        return self.blocks.pop(merchant_id, None) is not None
-
-    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]:
-        return {pc: AckedLabel(self.acks[pc], self.versions[pc]) for pc in pcs if pc in self.acks}
-
-    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
-        self.acks.update({a.pc: a.label_hash for a in acks})
-        self.versions.update({a.pc: a.version for a in acks})
-
-    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
-        self.renewed.extend(a.pc for a in acks)
-        self.versions.update({a.pc: a.version for a in acks})
-
-    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
-        self.failures.update({f.pc: f for f in failures})
-
-    def stale_labels(self, merchant_id: str) -> int:
-        return 0
-
-
-class Sink:
-    """Stands in for Hipoink: rejects a batch containing a bad code, like the real server."""
-
-    def __init__(self, bad: set[str] = frozenset(), down: bool = False) -> None:  # type: ignore[assignment]
-        self.bad, self.down = bad, down
-        self.wrong_sign = False
-        self.unknown: set[str] = set()
-        self.calls: list[tuple[str, list[str]]] = []
-
-    def upsert(self, store_code: str, records: Sequence[HipoinkRecord]) -> None:
-        self.calls.append(("upsert", [r["pc"] for r in records]))
-        self._check()
-        bad = [r["pc"] for r in records if r["pc"] in self.bad]
-        if bad:
-            raise HipoinkRecordError(f"create_multiple: product {bad[0]}: field pp is malformed")
-
-    def delete(self, store_code: str, codes: Sequence[str]) -> int:
-        self.calls.append(("delete", list(codes)))
-        self._check()
-        unknown = [pc for pc in codes if pc in self.unknown]
-        if unknown and len(codes) > 1:  # like HipoinkClient.delete over a strict server
-            raise HipoinkNotFound(f"del_multiple: product {unknown[0]} not found")
-        return len(codes) - len(unknown)
-
-    def _check(self) -> None:
-        if self.down:
-            raise HipoinkRetryable("create_multiple: HTTP 503")
-        if self.wrong_sign:
-            raise HipoinkConfigError("create_multiple: sign error")
 
 
 def _record(pc: str, price: str = "1.00") -> HipoinkRecord:
@@ -124,14 +40,14 @@ def _job(
 
 
 def test_batches_of_the_configured_size() -> None:
-    sink = Sink()
-    outcome = deliver(_job([_record(f"{i:03d}") for i in range(25)]), Ledger(), sink, 10)
+    sink = MemorySink()
+    outcome = deliver(_job([_record(f"{i:03d}") for i in range(25)]), MemoryLedger(), sink, 10)
     assert [len(pcs) for _, pcs in sink.calls] == [10, 10, 5]
     assert outcome.upserted == 25
 
 
 def test_bad_records_are_isolated_recorded_and_not_raised() -> None:
-    ledger, sink = Ledger(), Sink(bad={"007", "042", "099"})
+    ledger, sink = MemoryLedger(), MemorySink(bad={"007", "042", "099"})
     outcome = deliver(_job([_record(f"{i:03d}") for i in range(100)]), ledger, sink, 100)
     assert sorted(outcome.rejected) == ["007", "042", "099"]
     assert outcome.upserted == 97
@@ -142,7 +58,7 @@ def test_bad_records_are_isolated_recorded_and_not_raised() -> None:
 
 
 def test_acknowledged_versions_are_not_sent_again() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     job = _job([_record("A"), _record("B")], ["C"])
     deliver(job, ledger, sink, 10)
     sink.calls.clear()
@@ -156,7 +72,7 @@ def test_acknowledged_versions_are_not_sent_again() -> None:
 
 
 def test_a_retryable_failure_propagates_after_keeping_progress() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A")]), ledger, sink, 1)
     sink.down = True
     with pytest.raises(HipoinkRetryable):
@@ -165,14 +81,14 @@ def test_a_retryable_failure_propagates_after_keeping_progress() -> None:
 
 
 def test_upserts_go_before_deletes_so_a_later_delete_wins() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("X")], ["Y"]), ledger, sink, 10)
     assert [kind for kind, _ in sink.calls] == ["upsert", "delete"]
     assert ledger.acks == {"X": label_hash(_record("X")), "Y": None}
 
 
 def test_a_retryable_failure_names_what_is_left_on_each_label() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     sink.down = True
     with pytest.raises(HipoinkRetryable):
         deliver(_job([_record("A"), _record("B")], ["C"]), ledger, sink, 10)
@@ -185,7 +101,7 @@ def test_a_retryable_failure_names_what_is_left_on_each_label() -> None:
 
 
 def test_a_configuration_error_blocks_the_store_and_acknowledges_the_message() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     sink.wrong_sign = True
     outcome = deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)  # does not raise
     assert outcome.blocked == "create_multiple: sign error"
@@ -203,7 +119,7 @@ def test_a_configuration_error_blocks_the_store_and_acknowledges_the_message() -
 
 
 def test_after_the_cool_down_one_job_re_tests_the_store() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     sink.wrong_sign = True
     deliver(_job([_record("A")]), ledger, sink, 10)
     ledger.now += timedelta(seconds=COOLDOWN)
@@ -224,7 +140,7 @@ def test_after_the_cool_down_one_job_re_tests_the_store() -> None:
 
 
 def test_an_unknown_code_is_deleted_even_from_a_batch_refused_for_it() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     sink.unknown = {"Y"}
     outcome = deliver(_job([], ["X", "Y", "Z"]), ledger, sink, 10)
     assert outcome.deleted == 3
@@ -233,7 +149,7 @@ def test_an_unknown_code_is_deleted_even_from_a_batch_refused_for_it() -> None:
 
 
 def test_a_job_with_nothing_left_to_send_reads_no_block() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A")]), ledger, sink, 10)
     ledger.block_store("M", "S", "sign error", COOLDOWN)
     outcome = deliver(_job([_record("A")]), ledger, sink, 10)
@@ -245,7 +161,7 @@ def test_a_job_with_nothing_left_to_send_reads_no_block() -> None:
 
 
 def test_an_older_version_never_replaces_a_newer_one() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A", "1.00")], version=5), ledger, sink, 10)
     deliver(_job([_record("A", "2.00")], version=7), ledger, sink, 10)
     sink.calls.clear()
@@ -259,7 +175,7 @@ def test_an_older_version_never_replaces_a_newer_one() -> None:
 
 
 def test_an_older_upsert_never_brings_a_deleted_label_back() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A")], version=6), ledger, sink, 10)
     deliver(_job([], ["A"], version=8), ledger, sink, 10)
     assert deliver(_job([_record("A")], version=6), ledger, sink, 10).skipped_older == ["A"]
@@ -273,7 +189,7 @@ def test_an_older_upsert_never_brings_a_deleted_label_back() -> None:
 def test_the_same_record_from_a_newer_decision_takes_its_version() -> None:
     """1.00 (v5) shown; 2.00 (v7) dead-lettered; back to 1.00 (v9) makes no call but moves
     the version, so the redriven 2.00 is older than what the shelf shows."""
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A", "1.00")], version=5), ledger, sink, 10)
     sink.calls.clear()
     again = deliver(_job([_record("A", "1.00")], version=9), ledger, sink, 10)
@@ -284,7 +200,7 @@ def test_the_same_record_from_a_newer_decision_takes_its_version() -> None:
 
 
 def test_jobs_from_before_versions_still_deliver_but_never_over_a_versioned_label() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     legacy = deliver(_job([_record("A", "1.00"), _record("B", "1.00")]), ledger, sink, 10)
     assert legacy.upserted == 2
     assert ledger.versions == {"A": None, "B": None}
@@ -296,7 +212,7 @@ def test_jobs_from_before_versions_still_deliver_but_never_over_a_versioned_labe
 
 def test_the_same_version_with_another_record_is_sent() -> None:
     """One decision read twice with other label settings (extra fields): not older."""
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A")], version=3), ledger, sink, 10)
     with_field = {**_record("A"), "f1": "FIXED"}
     assert deliver(_job([with_field], version=3), ledger, sink, 10).upserted == 1
@@ -318,7 +234,7 @@ def test_is_older(version: int | None, acknowledged: int | None, older: bool) ->
 
 
 def test_a_skipped_job_names_the_failure_on_the_labels_it_would_have_changed() -> None:
-    ledger, sink = Ledger(), Sink()
+    ledger, sink = MemoryLedger(), MemorySink()
     deliver(_job([_record("A")], version=1), ledger, sink, 10)
     skipped = _job([_record("A"), _record("B")], ["C"], version=2)
     assert deliver_module.name_skipped(skipped, ledger) == 2

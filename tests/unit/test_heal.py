@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from esl_sync.messages import LabelJob
 from esl_sync.products import Product
 from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
 from esl_sync.sync.heal import RepairPolicy, choose, heal_after_poll, heal_merchant
+from tests.fakes import MemoryLabelQueue, MemoryLedger
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-class Ledger:
-    """The ledger calls of a pass, recorded; the snapshot is what the test says."""
-
-    def __init__(self, snapshot: RepairSnapshot, committed: int = 7) -> None:
-        self.snapshot = snapshot
-        self.clock = committed
-        self.calls: list[str] = []
-        self.requeued: list[tuple[list[str], datetime | None]] = []
-
-    def label_version(self, merchant_id: str, *, advance: bool) -> int:
-        self.calls.append("advance" if advance else "read")
-        self.clock += advance
-        return self.clock
-
-    def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
-        self.calls.append("candidates")
-        return self.snapshot
-
-    def mark_requeued(
-        self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None
-    ) -> None:
-        self.calls.append("mark")
-        self.requeued.append((list(pcs), clear_failures_before))
-
-
-class Queue:
-    def __init__(self) -> None:
-        self.jobs: list[LabelJob] = []
-
-    def send(self, jobs: Sequence[LabelJob]) -> None:
-        self.jobs.extend(jobs)
+def _ledger(snapshot: RepairSnapshot) -> MemoryLedger:
+    """The ledger of a merchant whose committed label version is 7."""
+    return MemoryLedger(snapshot, clock=7)
 
 
 def _product(pc: str) -> Product:
@@ -152,13 +123,13 @@ def test_nothing_failed_means_no_retry() -> None:
 
 
 def test_the_operator_pass_uses_the_committed_version_read_before_the_ledger() -> None:
-    ledger = Ledger(_snapshot(*[_stale(f"P{i}") for i in range(5)], _stale("OLD1", delete=True)))
-    queue = Queue()
+    ledger = _ledger(_snapshot(*[_stale(f"P{i}") for i in range(5)], _stale("OLD1", delete=True)))
+    queue = MemoryLabelQueue()
     settings = Settings(hipoink_batch_size=2, hipoink_extra_fields=(("f1", "price_type"),))
 
-    outcome = heal_merchant(MERCHANT, ledger, queue, settings)  # type: ignore[arg-type]
+    outcome = heal_merchant(MERCHANT, ledger, queue, settings)
 
-    assert ledger.calls == ["read", "candidates", "mark"]
+    assert ledger.calls == ["label_version:read", "repair_candidates", "mark_requeued"]
     assert (outcome.upserts, outcome.deletes, outcome.jobs, outcome.version) == (5, 1, 4, 7)
     assert [len(j.upserts) for j in queue.jobs] == [2, 2, 1, 0]
     assert queue.jobs[-1].deletes == ["OLD1"]
@@ -174,43 +145,48 @@ def test_the_operator_pass_uses_the_committed_version_read_before_the_ledger() -
 
 
 def test_a_healthy_merchant_costs_the_poll_nothing() -> None:
-    ledger, queue = Ledger(_snapshot(_stale("A", failed=60))), Queue()
-    assert heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=False) is None  # type: ignore[arg-type]
+    ledger, queue = _ledger(_snapshot(_stale("A", failed=60))), MemoryLabelQueue()
+    assert heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=False) is None
     assert (ledger.calls, queue.jobs) == ([], [])
 
 
 def test_after_a_poll_the_pass_advances_the_clock_only_when_it_queues() -> None:
     settings = Settings()
-    waiting = Ledger(_snapshot(_stale("A", failed=1), _stale("B", failed=1), _stale("C", failed=1)))
-    heal_after_poll(FAILING, waiting, Queue(), settings, swept=False)  # type: ignore[arg-type]
-    assert waiting.calls == ["candidates"]
+    waiting = _ledger(
+        _snapshot(_stale("A", failed=1), _stale("B", failed=1), _stale("C", failed=1))
+    )
+    heal_after_poll(FAILING, waiting, MemoryLabelQueue(), settings, swept=False)
+    assert waiting.calls == ["repair_candidates"]
 
-    probing = Ledger(
+    probing = _ledger(
         _snapshot(_stale("A", failed=10), _stale("B", failed=10), _stale("C", failed=10))
     )
-    queue = Queue()
-    outcome = heal_after_poll(FAILING, probing, queue, settings, swept=False)  # type: ignore[arg-type]
+    queue = MemoryLabelQueue()
+    outcome = heal_after_poll(FAILING, probing, queue, settings, swept=False)
     assert outcome is not None
     assert (outcome.mode, outcome.upserts, outcome.version) == ("probe", 3, 8)
-    assert probing.calls == ["candidates", "advance", "mark"]
+    assert probing.calls == ["repair_candidates", "label_version:advance", "mark_requeued"]
     assert [j.version for j in queue.jobs] == [8]
 
 
 def test_failures_fixed_meanwhile_are_forgotten_so_the_poll_stops_looking() -> None:
     """The lookup counted three failed labels; only one is still stale."""
-    ledger = Ledger(_snapshot(_stale("A", failed=1)))
-    heal_after_poll(FAILING, ledger, Queue(), Settings(), swept=False)  # type: ignore[arg-type]
+    ledger = _ledger(_snapshot(_stale("A", failed=1)))
+    heal_after_poll(FAILING, ledger, MemoryLabelQueue(), Settings(), swept=False)
     assert ledger.requeued == [([], NOW)]
 
 
 def test_a_sweep_poll_also_heals_labels_lost_without_a_failure() -> None:
-    ledger, queue = Ledger(_snapshot(_stale("LOST", changed=60), _stale("NEW", changed=1))), Queue()
-    outcome = heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=True)  # type: ignore[arg-type]
+    ledger, queue = (
+        _ledger(_snapshot(_stale("LOST", changed=60), _stale("NEW", changed=1))),
+        MemoryLabelQueue(),
+    )
+    outcome = heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=True)
     assert outcome is not None
     assert [r["pc"] for j in queue.jobs for r in j.upserts] == ["LOST"]
 
 
 def test_no_store_queues_nothing() -> None:
-    ledger, queue = Ledger(_snapshot(_stale("A"))), Queue()
-    heal_merchant(Merchant("M", None), ledger, queue, Settings(), stale_for=timedelta(0))  # type: ignore[arg-type]
+    ledger, queue = _ledger(_snapshot(_stale("A"))), MemoryLabelQueue()
+    heal_merchant(Merchant("M", None), ledger, queue, Settings(), stale_for=timedelta(0))
     assert (ledger.calls, queue.jobs) == ([], [])

@@ -1,0 +1,362 @@
+"""In-memory fakes of the ports (:mod:`esl_sync.ports`), shared by the unit tests.
+
+Each fake subclasses the Protocol it stands for and is ``@final``, so mypy (strict, see
+pyproject.toml) checks it against it where it is defined: a method missing or with another
+signature breaks the fake at once, not some test at random.
+They keep what they are told in plain attributes the tests read and set; where the real
+adapter computes something from tables the fake does not have (stale labels, conflicts,
+refused items, repair candidates), the test sets the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import final
+
+from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.hipoink.errors import (
+    HipoinkConfigError,
+    HipoinkNotFound,
+    HipoinkRecordError,
+    HipoinkRetryable,
+)
+from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.ports import (
+    LabelLedger,
+    LabelQueue,
+    LabelSink,
+    MerchantDirectory,
+    PollQueue,
+    Refresher,
+    StaleStateError,
+    StateStore,
+    TokenStore,
+)
+from esl_sync.records import (
+    AckedLabel,
+    LabelAck,
+    LabelConflict,
+    LabelFailure,
+    Merchant,
+    MerchantState,
+    RefusedItem,
+    RepairSnapshot,
+    StaleLabel,
+    StoreBlock,
+)
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class _OneMerchant:
+    """A fake that holds one merchant's data (what every unit test needs): a call for
+    another merchant is a test mistake, and says so."""
+
+    merchant_id: str | None = None
+
+    def _check(self, merchant_id: str) -> None:
+        if self.merchant_id is None:
+            self.merchant_id = merchant_id
+        elif merchant_id != self.merchant_id:
+            raise AssertionError(f"this fake holds {self.merchant_id}, not {merchant_id}")
+
+
+@final
+class MemoryLedger(_OneMerchant, LabelLedger):
+    """``label_state`` of one merchant: acknowledgements by code, failures, the store's
+    block (against ``now``, which the test moves), the label clock. ``calls`` lists every
+    call by method name (``label_version:read`` or ``label_version:advance``)."""
+
+    def __init__(self, snapshot: RepairSnapshot | None = None, *, clock: int = 0) -> None:
+        self.acks: dict[str, str | None] = {}
+        self.versions: dict[str, int | None] = {}
+        self.renewed: list[str] = []
+        self.failures: dict[str, LabelFailure] = {}
+        self.blocks: dict[str, StoreBlock] = {}
+        self.now = START
+        self.clock = clock
+        self.snapshot = snapshot
+        self.requeued: list[tuple[list[str], datetime | None]] = []
+        self.calls: list[str] = []
+        # What the real ledger reads from the product table: the test says.
+        self.stale: list[StaleLabel] = []
+        self.stale_total = 0
+        self.conflicts: list[LabelConflict] = []
+        self.refused: list[RefusedItem] = []
+
+    def _call(self, name: str, merchant_id: str | None = None) -> None:
+        self.calls.append(name)
+        if merchant_id is not None:
+            self._check(merchant_id)
+
+    def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]:
+        self._call("acknowledged", merchant_id)
+        return {pc: AckedLabel(self.acks[pc], self.versions[pc]) for pc in pcs if pc in self.acks}
+
+    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        self._call("acknowledge", merchant_id)
+        self.acks.update({a.pc: a.label_hash for a in acks})
+        self.versions.update({a.pc: a.version for a in acks})
+
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+        self._call("renew", merchant_id)
+        self.renewed.extend(a.pc for a in acks)
+        self.versions.update({a.pc: a.version for a in acks})
+
+    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
+        self._call("record_failures", merchant_id)
+        self.failures.update({f.pc: f for f in failures})
+
+    def stale_labels_total(self) -> int:
+        self._call("stale_labels_total")
+        return self.stale_total
+
+    def stale_labels(self, merchant_id: str) -> int:
+        self._call("stale_labels", merchant_id)
+        return len(self.stale)
+
+    def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
+        self._call("stale_label_details", merchant_id)
+        return list(self.stale)
+
+    def label_conflicts(self, merchant_id: str) -> list[LabelConflict]:
+        self._call("label_conflicts", merchant_id)
+        return list(self.conflicts)
+
+    def refused_items(self, merchant_id: str) -> list[RefusedItem]:
+        self._call("refused_items", merchant_id)
+        return list(self.refused)
+
+    def label_version(self, merchant_id: str, *, advance: bool) -> int:
+        self._call(f"label_version:{'advance' if advance else 'read'}", merchant_id)
+        self.clock += advance
+        return self.clock
+
+    def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
+        self._call("repair_candidates", merchant_id)
+        return self.snapshot if self.snapshot is not None else RepairSnapshot(self.now, None, [])
+
+    def mark_requeued(
+        self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None
+    ) -> None:
+        self._call("mark_requeued", merchant_id)
+        self.requeued.append((list(pcs), clear_failures_before))
+
+    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+        self._call("check_block", merchant_id)
+        block = self.blocks.get(merchant_id)
+        if block is None or block.retry_after > self.now:
+            return block
+        retry_after = self.now + timedelta(seconds=cooldown_seconds)
+        self.blocks[merchant_id] = replace(block, retry_after=retry_after)
+        return replace(block, retry_after=retry_after, retest=True)
+
+    def block_store(
+        self, merchant_id: str, store_code: str, reason: str, cooldown_seconds: int
+    ) -> None:
+        self._call("block_store", merchant_id)
+        since = self.blocks[merchant_id].blocked_at if merchant_id in self.blocks else self.now
+        self.blocks[merchant_id] = StoreBlock(
+            merchant_id, store_code, reason, since, self.now + timedelta(seconds=cooldown_seconds)
+        )
+
+    def unblock_store(self, merchant_id: str) -> bool:
+        self._call("unblock_store", merchant_id)
+        return self.blocks.pop(merchant_id, None) is not None
+
+    def invalidate_acknowledgements(self, merchant_id: str) -> None:
+        self._call("invalidate_acknowledgements", merchant_id)
+        self.versions = dict.fromkeys(self.versions)
+
+    def store_blocks(self) -> dict[str, StoreBlock]:
+        self._call("store_blocks")
+        return dict(self.blocks)
+
+
+@final
+class MemorySink(LabelSink):
+    """Hipoink's product API: refuses a batch holding a ``bad`` code like the real server,
+    answers 503 while ``down``, refuses the sign while ``wrong_sign``; ``unknown`` codes are
+    not found (alone: deleted; in a batch: the batch is refused). ``calls`` lists what was
+    sent."""
+
+    def __init__(self, bad: Iterable[str] = ()) -> None:
+        self.bad = set(bad)
+        self.down = False
+        self.wrong_sign = False
+        self.unknown: set[str] = set()
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def upsert(self, store_code: str, records: Sequence[HipoinkRecord]) -> None:
+        self.calls.append(("upsert", [r["pc"] for r in records]))
+        self._answer()
+        bad = [r["pc"] for r in records if r["pc"] in self.bad]
+        if bad:
+            raise HipoinkRecordError(f"create_multiple: product {bad[0]}: field pp is malformed")
+
+    def delete(self, store_code: str, codes: Sequence[str]) -> int:
+        self.calls.append(("delete", list(codes)))
+        self._answer()
+        unknown = [pc for pc in codes if pc in self.unknown]
+        if unknown and len(codes) > 1:  # like HipoinkClient.delete over a strict server
+            raise HipoinkNotFound(f"del_multiple: product {unknown[0]} not found")
+        return len(codes) - len(unknown)
+
+    def _answer(self) -> None:
+        if self.down:
+            raise HipoinkRetryable("create_multiple: HTTP 503")
+        if self.wrong_sign:
+            raise HipoinkConfigError("create_multiple: sign error")
+
+
+@final
+class MemoryLabelQueue(LabelQueue):
+    def __init__(self) -> None:
+        self.jobs: list[LabelJob] = []
+
+    def send(self, jobs: Sequence[LabelJob]) -> None:
+        self.jobs.extend(jobs)
+
+
+@final
+class MemoryPollQueue(PollQueue):
+    """``sent``: each request with its delay in seconds."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[PollRequest, int]] = []
+
+    def send(self, requests: Sequence[PollRequest], delays: Sequence[int] | None = None) -> None:
+        self.sent += list(zip(requests, delays or [0] * len(requests), strict=True))
+
+
+@final
+class MemoryDirectory(MerchantDirectory):
+    def __init__(self, merchants: Iterable[Merchant] = ()) -> None:
+        self.merchants = {m.merchant_id: m for m in merchants}
+        self.saved: list[Merchant] = []
+
+    def get(self, merchant_id: str) -> Merchant | None:
+        return self.merchants.get(merchant_id)
+
+    def all(self, *, active_only: bool = False) -> list[Merchant]:
+        return [m for m in self.merchants.values() if m.active or not active_only]
+
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        if then is not None:
+            then()  # raises: the row stays as it was
+        self.merchants[merchant.merchant_id] = merchant
+        self.saved.append(merchant)
+
+
+@final
+class MemoryStates(StateStore):
+    """Merchant states with the version guard and the poll lease (``now_ms`` as given)."""
+
+    def __init__(self, *states: MerchantState) -> None:
+        self.states = {s.merchant_id: replace(s) for s in states}
+        self.leases: dict[str, tuple[str, int]] = {}
+
+    def load(self, merchant_id: str) -> MerchantState:
+        stored = self.states.get(merchant_id)
+        return replace(stored) if stored is not None else MerchantState(merchant_id=merchant_id)
+
+    def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
+        return {m: self.load(m) for m in merchant_ids}
+
+    def save(self, state: MerchantState) -> None:
+        stored = self.states.get(state.merchant_id)
+        if (stored.version if stored else 0) != state.version:
+            raise StaleStateError(f"merchant {state.merchant_id}: written since it was read")
+        state.version += 1
+        self.states[state.merchant_id] = replace(state)
+
+    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+        held = self.leases.get(merchant_id)
+        if held is not None and held[1] > now_ms:
+            return False
+        self.leases[merchant_id] = (owner, now_ms + duration_ms)
+        return True
+
+    def release_lease(self, merchant_id: str, owner: str) -> None:
+        if self.leases.get(merchant_id, ("", 0))[0] == owner:
+            del self.leases[merchant_id]
+
+
+@final
+class MemoryTokens(_OneMerchant, TokenStore):
+    """One merchant's tokens with their generation, the ``needs_reauth`` mark and the
+    refresh lock; "sealing" is the JSON (the real store encrypts it with KMS)."""
+
+    def __init__(self, stored: StoredTokens | None, *, lock_owner: str | None = None) -> None:
+        self.stored = stored
+        self.lock_owner = lock_owner
+        self.locks_taken = 0
+        self.marks: list[int] = []
+
+    def load_tokens(self, merchant_id: str) -> StoredTokens | None:
+        self._check(merchant_id)
+        return self.stored
+
+    def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
+        tokens = CloverTokens.plain(token) if isinstance(token, str) else token
+        return self.write_sealed_tokens(merchant_id, self.seal_tokens(merchant_id, tokens))
+
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        self._check(merchant_id)
+        return tokens.secret_json().encode()
+
+    def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        self._check(merchant_id)
+        generation = (self.stored.generation if self.stored else 0) + 1
+        self.stored = StoredTokens(CloverTokens.model_validate(json.loads(sealed)), generation)
+        return generation
+
+    def replace_tokens(
+        self, merchant_id: str, tokens: CloverTokens, *, generation: int
+    ) -> int | None:
+        self._check(merchant_id)
+        if self.stored is None or self.stored.generation != generation:
+            return None
+        self.stored = StoredTokens(tokens, generation + 1)
+        return generation + 1
+
+    def mark_needs_reauth(self, merchant_id: str, *, generation: int) -> bool:
+        self._check(merchant_id)
+        if self.stored is None or self.stored.generation != generation:
+            return False
+        self.marks.append(generation)
+        self.stored = StoredTokens(self.stored.tokens, generation, needs_reauth=True)
+        return True
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        self._check(merchant_id)
+        if self.lock_owner is not None:
+            return False
+        self.lock_owner = owner
+        self.locks_taken += 1
+        return True
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
+        if self.lock_owner == owner:
+            self.lock_owner = None
+
+
+@final
+class StaticRefresher(Refresher):
+    """The OAuth refresh, answering ``answer`` (or raising it) and counting its calls."""
+
+    def __init__(self, answer: CloverTokens | Exception) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens:
+        self.calls += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
