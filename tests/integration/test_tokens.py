@@ -62,7 +62,7 @@ def test_five_workers_needing_an_expired_token_make_one_refresh(stack: LocalStac
     clover = clover_of(stack)
     add(stack, "MTOKEN000001")
     expired = stack.use_token_pair("MTOKEN000001", access_lifetime_seconds=0)
-    provider = runtime.token_provider()
+    provider = runtime.token_keeper()
     start = threading.Barrier(5)
 
     def worker() -> StoredTokens | None:
@@ -170,7 +170,7 @@ def test_a_401_on_an_old_token_never_marks_over_tokens_stored_meanwhile(
         # the tokens and its mark. The mark is conditional on the generation it read.
         rejected = store.load_tokens("MTOKEN000041")
         assert rejected is not None
-        keeper = replace(runtime.token_provider(), store=StoresTokenBeforeMarking(store))
+        keeper = replace(runtime.token_keeper(), store=StoresTokenBeforeMarking(store))
         renewed = keeper.renew(
             "MTOKEN000041",
             clover.base_url,

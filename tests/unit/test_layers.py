@@ -77,16 +77,13 @@ def clean_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _run(command: list[str | Path], cwd: Path, **more: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False, **more)  # type: ignore[call-overload]
+
+
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [BIN / "lint-imports", "--no-cache"],
-        cwd=root,
-        env={"PYTHONPATH": str(root), "PATH": str(BIN)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {"PYTHONPATH": str(root), "PATH": str(BIN)}
+    return _run([BIN / "lint-imports", "--no-cache"], root, env=env, timeout=120)
 
 
 def test_the_copy_keeps_every_contract(clean_copy: Path) -> None:
@@ -142,15 +139,8 @@ def test_ruff_bans_the_adapter_libraries_outside_the_adapters(
     module: str, allowed: bool, library: str
 ) -> None:
     source = (REPO / module).read_text() + f"\nimport {library}  # noqa: F401\n"
-    result = subprocess.run(
-        [BIN / "ruff", "check", "--select", "TID251", "--stdin-filename", module, "-"],
-        cwd=REPO,
-        input=source,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    command: list[str | Path] = [BIN / "ruff", "check", "--select", "TID251"]
+    result = _run([*command, "--stdin-filename", module, "-"], REPO, input=source, timeout=60)
     assert (result.returncode == 0) is allowed, result.stdout
     if not allowed:
         assert "TID251" in result.stdout

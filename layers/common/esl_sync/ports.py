@@ -279,28 +279,6 @@ class DeadLetterQueue(Protocol):
 # -- Clover and Hipoink ----------------------------------------------------------------
 
 
-class TokenProvider(Protocol):
-    """Where a poll gets a usable Clover access token (see :mod:`esl_sync.clover.tokens`)."""
-
-    def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
-        """The stored tokens, refreshed first when the access token is close to expiry;
-        None when none are stored. Raises ``ReauthRequired``."""
-        ...
-
-    def renew(
-        self,
-        merchant_id: str,
-        base_url: str,
-        rejected: StoredTokens,
-        error: Exception,
-        *,
-        refresh: bool = True,
-    ) -> StoredTokens:
-        """Clover refused ``rejected``: tokens stored since, else (``refresh``) refreshed
-        ones. Raises ``ReauthRequired`` after marking the merchant when there are none."""
-        ...
-
-
 class Refresher(Protocol):
     """The OAuth refresh call (see :class:`esl_sync.clover.oauth.CloverOAuthClient`)."""
 

@@ -137,7 +137,7 @@ def clover_client_id() -> str:
 
 
 @cache
-def token_provider() -> TokenKeeper:
+def token_keeper() -> TokenKeeper:
     from esl_sync.clover.tokens import TokenKeeper
 
     s = settings()
@@ -201,7 +201,7 @@ def poll_deps() -> PollDeps:
         merchants=merchants(),
         products=database(),
         state=state_store(),
-        tokens=token_provider(),
+        tokens=token_keeper(),
         label_queue=label_queue(),
         label_ledger=label_ledger(),
         clover=clover(),
@@ -212,13 +212,7 @@ def poll_deps() -> PollDeps:
 def dispatch_deps() -> DispatchDeps:
     from esl_sync.sync.dispatch import DispatchDeps
 
-    return DispatchDeps(
-        merchants=merchants(),
-        poll_queue=poll_queue(),
-        states=state_store(),
-        ledger=label_ledger(),
-        settings=settings(),
-    )
+    return DispatchDeps(merchants(), poll_queue(), state_store(), label_ledger(), settings())
 
 
 def delivery_deps() -> DeliveryDeps:
@@ -268,7 +262,7 @@ def reset() -> None:
         state_store,
         clover,
         clover_oauth,
-        token_provider,
+        token_keeper,
         hipoink,
     ):
         builder.cache_clear()

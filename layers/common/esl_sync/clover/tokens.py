@@ -38,7 +38,8 @@ class TokenRefreshBusy(RuntimeError):
 
 @dataclass
 class TokenKeeper:
-    """The :class:`~esl_sync.ports.TokenProvider` of the poller.
+    """Where a poll gets a usable Clover access token, over the state table's
+    :class:`~esl_sync.ports.TokenStore` and the OAuth :class:`~esl_sync.ports.Refresher`.
 
     ``refresher`` is a callable returning the refresh client, so that the app credentials
     are read only when a refresh is actually needed (plain tokens never need them).
@@ -55,6 +56,8 @@ class TokenKeeper:
     sleep: Callable[[float], None] = time.sleep
 
     def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
+        """The stored tokens, refreshed first when the access token is close to expiry;
+        None when none are stored. Raises :class:`ReauthRequired`."""
         stored = self.store.load_tokens(merchant_id)
         if stored is None:
             return None
@@ -76,6 +79,8 @@ class TokenKeeper:
         *,
         refresh: bool = True,
     ) -> StoredTokens:
+        """Clover refused ``rejected``: tokens stored since, else (``refresh``) refreshed
+        ones. Raises :class:`ReauthRequired` after marking the merchant when there are none."""
         current = self.store.load_tokens(merchant_id)
         if current is not None and current.generation != rejected.generation:
             return current  # stored since the poll began: retry with those

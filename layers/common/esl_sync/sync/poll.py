@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.items import is_deleted
-from esl_sync.clover.tokens import ReauthRequired
+from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.clover.transform import to_product
 from esl_sync.clover.walk import ItemWalk
 from esl_sync.credentials import StoredTokens
@@ -38,7 +38,6 @@ from esl_sync.ports import (
     ProductWriter,
     StaleStateError,
     StateStore,
-    TokenProvider,
 )
 from esl_sync.records import Item, Merchant, MerchantState, ProductRow
 from esl_sync.settings import Settings
@@ -58,7 +57,7 @@ class PollDeps:
     merchants: MerchantDirectory
     products: ProductStore
     state: StateStore
-    tokens: TokenProvider
+    tokens: TokenKeeper
     label_queue: LabelQueue
     label_ledger: LabelLedger
     clover: CatalogReaders
