@@ -335,6 +335,6 @@ class LabelSink(Protocol):
 
 
 class RemainingTime(Protocol):
-    """The part of Lambda's context object this needs."""
+    """The part of Lambda's context object the deadline check needs (:mod:`esl_sync.deadline`)."""
 
     def get_remaining_time_in_millis(self) -> int: ...
