@@ -1,4 +1,4 @@
-"""The ``esl-sync`` command line (a stable interface: see DESIGN.md).
+"""The ``esl-sync`` command line (a stable interface: the README's "Command line").
 
 Every command but ``demo`` works against whatever the environment names (``DATABASE_URL``,
 ``POLL_QUEUE_URL``, ``STATE_TABLE_NAME``, ``AWS_ENDPOINT_URL``, …), or against a deployed

@@ -1,6 +1,6 @@
 """One poll of one merchant: read what changed in Clover, store it, queue label jobs.
 
-Effects happen in the order that makes a crash harmless (DESIGN.md, "The poll"): label
+Effects happen in the order that makes a crash harmless (docs/architecture.md): label
 jobs are queued, then the product transaction commits, then the cursor advances. A crash
 anywhere repeats work on the next delivery; the label ledger keeps repeats off the shelf.
 
@@ -216,7 +216,7 @@ def _sync_authorized(
     outcome: PollOutcome,
 ) -> SyncResult:
     """``_sync`` with the merchant's access token; after a 401, once more with renewed
-    tokens (DESIGN.md, "The poll" 7). Raises ``ReauthRequired`` when none are left."""
+    tokens (docs/architecture.md, "Tokens"). Raises ``ReauthRequired`` when none are left."""
     merchant_id = state.merchant_id
     try:
         return _sync_with(tokens, base_url, deps, state, store_code, outcome)
