@@ -1,6 +1,6 @@
 """A Clover REST API on loopback: faithful where the sync relies on Clover, hostile on demand.
 
-It reproduces what /work/shared/reference/clover-api.md states (paging, filters, ordering,
+It reproduces what docs/clover-api.md states (paging, filters, ordering,
 auth, rate limits) and can play both sides of what that document leaves unconfirmed
 (``orderBy`` ignored, deleted items listed, stock bumping ``modifiedTime``), plus the faults a
 sync must survive: injected statuses, slow answers, late visibility, listings that miss items

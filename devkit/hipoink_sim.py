@@ -1,9 +1,9 @@
 """A Hipoink ESL server on loopback that answers like the real one, faults included.
 
-It follows /work/shared/reference/hipoink-api.md: every call is
+It follows docs/hipoink-api.md: every call is
 ``POST /api/{client_id}/<path>`` with a JSON body carrying ``sign`` and ``store_code``;
 errors come as HTTP 200 with ``error_code`` 1, and one bad record fails its whole batch.
-What the reference leaves unconfirmed (``f1`` encoding, largest batch) is a setting, so
+What that page leaves unconfirmed (``f1`` encoding, largest batch) is a setting, so
 tests can play each variant. Fault switches (5xx, non-JSON bodies, outages, delays) let
 tests drive the sender's retry and error-class logic over real HTTP.
 """

@@ -1,7 +1,7 @@
 """The Clover simulator answers like Clover, over real HTTP on loopback.
 
 The poller's tests trust this simulator, so its answers (paging, filters, ordering, auth,
-rate limits, faults) are pinned here against /work/shared/reference/clover-api.md, and so is
+rate limits, faults) are pinned here against docs/clover-api.md, and so is
 the realism of the generated catalogs.
 """
 

@@ -1,7 +1,7 @@
 """The Hipoink simulator answers like the real server, over real HTTP on loopback.
 
 The sender's tests trust this simulator, so its answers (messages, batch semantics,
-faults) are pinned here against the reference in /work/shared/reference/hipoink-api.md.
+faults) are pinned here against docs/hipoink-api.md.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def test_an_empty_mapping_is_no_mapping() -> None:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        # configuration: the reference's and the simulator's messages
+        # configuration: the vendor's documented example and the simulator's messages
         ("sign error", HipoinkConfigError),
         ("app key nobody not found", HipoinkConfigError),
         ("default missing store_code field", HipoinkConfigError),

@@ -1,4 +1,4 @@
-"""Settings: DESIGN.md's names and defaults, and errors that name the variable."""
+"""Settings: the documented names and defaults, and errors that name the variable."""
 
 from __future__ import annotations
 

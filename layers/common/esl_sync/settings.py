@@ -1,6 +1,6 @@
 """Every setting of the service, read once from the environment.
 
-The variable names are a stable interface (see DESIGN.md, "Configuration"). A malformed
+The variable names are a stable interface (the README's "Configuration"). A malformed
 value fails at start with a message naming the variable; a value that only some functions
 need is checked by :meth:`Settings.require` when that function starts.
 """

@@ -1,4 +1,4 @@
-"""Clover access tokens that refresh themselves safely (DESIGN.md, "The poll" 7).
+"""Clover access tokens that refresh themselves safely (docs/architecture.md, "Tokens").
 
 A refresh token works once: two concurrent refreshes of one merchant kill its tokens.
 So a refresh happens only under the merchant's refresh lock (a conditional write); a

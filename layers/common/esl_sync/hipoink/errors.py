@@ -45,9 +45,10 @@ def classify(message: str) -> type[HipoinkError]:
     """The class of an ``error_code != 0`` answer, from its message.
 
     A refusal that names neither a product nor our configuration is treated as a refusal
-    of the batch's content (split, not retried): the reference warns against retrying
-    ``error_code`` 1 as if it were transient. "Too many products" also splits the batch,
-    which adapts to a server whose limit is below ``HIPOINK_BATCH_SIZE``.
+    of the batch's content (split, not retried): retrying ``error_code`` 1 as if it were
+    transient is a mistake public integrations made (docs/hipoink-api.md). "Too many
+    products" also splits the batch, which adapts to a server whose limit is below
+    ``HIPOINK_BATCH_SIZE``.
     """
     if _NAMES_PRODUCT.search(message):
         return HipoinkNotFound if _NOT_FOUND.search(message) else HipoinkRecordError

@@ -1,6 +1,6 @@
 """One poll of one merchant: read what changed in Clover, store it, queue label jobs.
 
-Effects happen in the order that makes a crash harmless (DESIGN.md, "The poll"): label
+Effects happen in the order that makes a crash harmless (docs/architecture.md): label
 jobs are queued, then the product transaction commits, then the cursor advances. A crash
 anywhere repeats work on the next delivery; the label ledger keeps repeats off the shelf.
 
@@ -211,7 +211,7 @@ class _Poll:
 
     def _sync_authorized(self, tokens: StoredTokens, base_url: str) -> _Synced:
         """``_sync`` with the merchant's access token; after a 401, once more with renewed
-        tokens (DESIGN.md, "The poll" 7). Raises ``ReauthRequired`` when none are left."""
+        tokens (docs/architecture.md, "Tokens"). Raises ``ReauthRequired`` when none are left."""
         try:
             return self._sync_with(tokens, base_url)
         except CloverAuthError as error:
