@@ -1,5 +1,6 @@
 """The dispatcher and the webhook never load httpx (nor the Clover client): their cold
-starts stay short and a failure of the HTTP stack cannot reach them (docs/layers.md).
+starts stay short and a failure of the HTTP stack cannot reach them (docs/architecture.md,
+"Layers").
 
 Each handler runs in a fresh interpreter, imported and invoked once with its sample event
 against the local stack, the way Lambda starts it; then ``sys.modules`` tells what it

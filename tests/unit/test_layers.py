@@ -1,6 +1,6 @@
-"""The layer order (docs/layers.md) is enforced, and enforceable: every module is placed
-in it, a violation fails the lint, and no module of the deployed code grows past a page
-a reader can hold."""
+"""The layer order (docs/architecture.md, "Layers") is enforced, and enforceable: every
+module is placed in it, a violation fails the lint, and no module of the deployed code grows
+past a page a reader can hold."""
 
 from __future__ import annotations
 
