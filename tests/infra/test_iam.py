@@ -244,6 +244,7 @@ DEPLOYER_NEEDS = {  # what creating and deleting each resource type of the stack
     "AWS::SNS::TopicPolicy": "sns:SetTopicAttributes",
     "AWS::SQS::Queue": "sqs:CreateQueue",
     "AWS::Scheduler::Schedule": "scheduler:CreateSchedule",
+    "AWS::SecretsManager::Secret": "secretsmanager:CreateSecret",
 }
 
 

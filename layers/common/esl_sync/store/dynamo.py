@@ -12,6 +12,7 @@ counts the writes of new tokens and guards every change of them and of ``auth_st
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -272,16 +273,19 @@ class DynamoStateStore:
         item = self._dynamodb.get_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            ProjectionExpression="token_ciphertext, token_generation, auth_state",
+            ProjectionExpression="token_ciphertext, token_generation, auth_state, authorized_ms,"
+            " app_uninstalled_ms",
             ConsistentRead=True,
         ).get("Item")
         if not item or "token_ciphertext" not in item:
             return None
         plaintext = self._decrypt(merchant_id, bytes(item["token_ciphertext"]["B"]))
+        uninstalled = int(item.get("app_uninstalled_ms", {"N": "-1"})["N"])
         return StoredTokens(
             tokens=_stored_tokens(plaintext),
             generation=int(item.get("token_generation", {"N": "0"})["N"]),
             needs_reauth=item.get("auth_state", {}).get("S") == "needs_reauth",
+            uninstalled=uninstalled > int(item.get("authorized_ms", {"N": "0"})["N"]),
         )
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
@@ -292,14 +296,18 @@ class DynamoStateStore:
         return self._encrypt(merchant_id, tokens)
 
     def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        """New tokens: a new generation, auth ``ok``, authorized now (``authorized_ms``,
+        against which an uninstall hint and an install's sign-in are compared)."""
         answer = self._dynamodb.update_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok ADD #generation :one",
+            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
+            " ADD #generation :one",
             ExpressionAttributeNames=_GENERATION_NAMES,
             ExpressionAttributeValues={
                 ":t": {"B": sealed},
                 ":ok": {"S": "ok"},
+                ":now": {"N": str(time.time_ns() // 1_000_000)},
                 ":one": {"N": "1"},
             },
             ReturnValues="UPDATED_NEW",
@@ -390,6 +398,15 @@ class DynamoStateStore:
             ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
         )
         return False
+
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        self._conditional_update(
+            merchant_id,
+            "SET #at = :ts",
+            "attribute_not_exists(#at) OR #at < :ts",
+            {":ts": {"N": str(ts_ms)}},
+            {"#at": "app_uninstalled_ms"},
+        )
 
     def _encrypt(self, merchant_id: str, tokens: CloverTokens) -> bytes:
         if not self._key_id:
