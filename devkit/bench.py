@@ -274,6 +274,7 @@ def _import_times(say: Callable[[str], None]) -> dict[str, float]:
         "HIPOINK_API_BASE_URL": "http://127.0.0.1:1",
         "HIPOINK_SIGN": "bench",
         "CLOVER_WEBHOOK_AUTH": "bench",
+        "CLOVER_OAUTH_STATE_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     code = (

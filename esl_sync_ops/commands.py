@@ -178,12 +178,12 @@ def status(args: argparse.Namespace) -> int:
     print(
         f"{len(rows)} merchant(s), {len(active)} active:"
         f" {sum(r['fresh'] is False for r in active)} not fresh,"
-        f" {sum(r['awaiting_store_code'] for r in active)} awaiting a store code,"
         f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
         f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
         f" {sum(bool(r['refused_items']) for r in active)} with refused items,"
         f" {sum(bool(r['label_conflicts']) for r in active)} with product code conflicts,"
-        f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
+        f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink,"
+        f" {sum(r['awaiting_store_code'] for r in active)} awaiting a store code"
         f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,
     )

@@ -59,5 +59,6 @@ def test_the_benchmark_runs_and_its_figures_add_up(
         "hipoink_sender",
         "migrator",
         "webhook",
+        "onboarding",
     }
     assert any("Clover req" in line for line in lines)
