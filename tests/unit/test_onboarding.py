@@ -9,7 +9,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import final
 
@@ -30,8 +30,9 @@ from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.regions import CLOVER_API_HOSTS, REGIONS, authorize_base_url
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.messages import PollRequest
 from esl_sync.onboarding import REFUSALS, OnboardingDeps, finish_install, start_install
-from esl_sync.ports import CodeExchanger, InstallTokens, MerchantRegistry
+from esl_sync.ports import CodeExchanger, InstallTokens, MerchantRegistry, PollQueue
 from esl_sync.records import Merchant
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 from esl_sync.web import MAX_QUERY_CHARS, SECURITY_HEADERS, Page, QueryRefused, read_query
@@ -417,6 +418,20 @@ def test_a_callback_registers_the_merchant_with_the_rule_s_store_and_queues_its_
     assert isinstance(deps.tokens, MemoryInstalls)
     assert deps.tokens.sealed == b"sealed for MFLOW0000001"
     assert deps.tokens.lock is None  # given back
+
+
+@final
+class DownPollQueue(PollQueue):
+    def send(self, requests: Sequence[PollRequest], delays: Sequence[int] | None = None) -> None:
+        raise ConnectionError("SQS is down")
+
+
+def test_a_first_poll_that_cannot_be_queued_leaves_the_merchant_connected() -> None:
+    deps = replace(_deps(template="{merchant_id}"), poll_queue=DownPollQueue())
+    page = finish_install(_callback(), deps, reference="r9")
+    assert (page.status, page.title) == (200, "esl-sync is connected")
+    assert isinstance(deps.merchants, MemoryRegistry)
+    assert deps.merchants.merchants["MFLOW0000001"].store_code == "MFLOW0000001"
 
 
 def test_an_assigned_store_wins_over_the_rule_and_an_unusable_rule_gives_none() -> None:

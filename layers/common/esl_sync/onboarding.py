@@ -159,6 +159,7 @@ def finish_install(raw_query: str, deps: OnboardingDeps, *, reference: str) -> P
     except _Refused as refusal:
         return _refused("callback", refusal.reason, reference, merchant_id)
     metrics.add_metric(name="OnboardingCompleted", unit=MetricUnit.Count, value=1)
+    logger.info("install finished", merchant_id=merchant_id, store_code=store, reference=reference)
     if store is None:
         metrics.add_metric(name="OnboardingAwaitingStoreCode", unit=MetricUnit.Count, value=1)
         logger.warning(
@@ -176,14 +177,26 @@ def finish_install(raw_query: str, deps: OnboardingDeps, *, reference: str) -> P
             ),
             reference,
         )
-    deps.poll_queue.send([PollRequest(merchant_id=merchant_id, reason="install")])
-    logger.info("install finished", merchant_id=merchant_id, store_code=store, reference=reference)
+    _first_poll(deps, merchant_id, reference)
     return Page(
         200,
         "esl-sync is connected",
         ("Your shelf labels follow your Clover prices from now on; the first ones in minutes.",),
         reference,
     )
+
+
+def _first_poll(deps: OnboardingDeps, merchant_id: str, reference: str) -> None:
+    """Queue the merchant's first poll now. The merchant is connected whatever happens
+    here: if the queue fails, the next scheduled dispatch polls it (logged, not raised)."""
+    try:
+        deps.poll_queue.send([PollRequest(merchant_id=merchant_id, reason="install")])
+    except Exception:
+        logger.exception(
+            "first poll not queued; the next scheduled dispatch polls the merchant",
+            merchant_id=merchant_id,
+            reference=reference,
+        )
 
 
 def _connect(
