@@ -207,6 +207,11 @@ def test_a_merchant_installs_the_app_and_reaches_its_first_labels(stack: LocalSt
         assert code not in page.body
         assert access_token not in page.body
     assert stack.leaked_secrets() == 0
+    # ... and the check would see one: the code, the client secret, the state's key.
+    for secret in (code, CLOVER_APP_CLIENT_SECRET, stack.env["CLOVER_OAUTH_STATE_KEY"]):
+        stack.pages.append(f"a page that shows {secret}")
+        assert stack.leaked_secrets() == 1
+        stack.pages.pop()
 
 
 def test_without_a_store_code_it_awaits_an_operator_then_polls_at_once(

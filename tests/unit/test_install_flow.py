@@ -37,6 +37,7 @@ from esl_sync.records import Merchant
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 from esl_sync.web import MAX_QUERY_CHARS, SECURITY_HEADERS, Page, QueryRefused, read_query
 from esl_sync.webhooks import read_webhook
+from esl_sync_ops.cli import main
 from tests.fakes import MemoryPollQueue, MemoryTokens, StaticRefresher
 
 KEY = b"k" * 32
@@ -553,3 +554,22 @@ def test_settings_default_to_no_redirect_uri_and_ten_minutes() -> None:
     assert defaults.clover_oauth_redirect_uri is None
     assert defaults.clover_oauth_state_ttl_seconds == 600
     assert defaults.onboarding_store_code_template == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["merchants", "set-store", "MSTORE000001", "bad code"],
+        ["merchants", "set-store", "MSTORE000001", "-leading-dash"],
+        ["merchants", "set-store", "MSTORE000001", "S" * 33],
+        ["merchants", "set-store", "M\x00NUL", "STORE-1"],
+        ["merchants", "set-store", "MSTORE000001"],
+    ],
+)
+def test_set_store_checks_its_arguments_like_merchants_add(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2  # refused before anything is read or written (nothing is reachable)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "\x00" not in err
