@@ -3,7 +3,9 @@
 ``GET /clover`` (the app's site URL) and ``GET /clover/install`` send the merchant's browser
 to Clover's authorize page; ``GET /clover/oauth/callback`` takes Clover's answer. Every
 answer is a small HTML page with the security headers of :mod:`esl_sync.web`; what is
-unexpected (a store, a secret, KMS) is logged with its reference and answered 503.
+unexpected (a store, a secret, KMS) is logged with its reference and answered 503. An
+event API Gateway would not send (a wrong type in it) is refused with a 400 page before
+it is routed.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
-from esl_sync.events import HttpRequest
+from esl_sync.events import HttpRequest, HttpRoute
 from esl_sync.observability import MetricUnit, logger, metrics, tracer
-from esl_sync.onboarding import finish_install, start_install, unavailable
+from esl_sync.onboarding import finish_install, malformed, not_found, start_install, unavailable
 from esl_sync.settings import settings
 from esl_sync.web import Page
 
@@ -49,6 +51,10 @@ def callback() -> Response[str]:
     )
 
 
+def no_route(error: Exception) -> Response[str]:
+    return _answer(not_found(_request().reference))
+
+
 def unexpected(error: Exception) -> Response[str]:
     try:
         reference = _request().reference
@@ -59,7 +65,8 @@ def unexpected(error: Exception) -> Response[str]:
     return _answer(unavailable(reference))
 
 
-app.exception_handler(Exception)(unexpected)  # (the decorator form is untyped)
+app.not_found(no_route)  # another method or path than the routes' (the decorators are untyped)
+app.exception_handler(Exception)(unexpected)
 
 
 def _request() -> HttpRequest:
@@ -79,4 +86,10 @@ def _answer(page: Page) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        HttpRoute.model_validate(event)
+        HttpRequest.model_validate(event)
+    except ValueError:  # (pydantic's ValidationError) what API Gateway never sends
+        page = malformed("unknown")
+        return {"statusCode": page.status, "headers": page.headers, "body": page.body}
     return app.resolve(event, context)

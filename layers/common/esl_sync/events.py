@@ -57,6 +57,29 @@ class _RequestContext(BaseModel):
     domain_name: str | None = Field(None, alias="domainName")
 
 
+class _RoutedHttp(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    method: str
+
+
+class _RoutedContext(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    http: _RoutedHttp
+
+
+class HttpRoute(BaseModel):
+    """What Powertools' resolver reads to route an HTTP API (payload 2.0) request, typed as
+    API Gateway always sends it: a function checks it before routing, so an event of
+    another shape gets a refusal, not the resolver's exception."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    raw_path: str = Field(alias="rawPath")
+    request_context: _RoutedContext = Field(alias="requestContext")
+
+
 class HttpRequest(BaseModel):
     """What the webhook and the install routes read of an HTTP API (payload 2.0) request:
     headers, raw body, the raw query string, the caller's address and the request id."""

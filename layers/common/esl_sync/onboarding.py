@@ -75,6 +75,7 @@ REFUSALS: dict[str, tuple[int, str, str]] = {
     ),
     "newer_tokens": (409, "A newer connection was made meanwhile", "Nothing was changed."),
     "clover_unavailable": (502, "Clover did not answer", "Wait a minute. " + _START_AGAIN),
+    "not_found": (404, "There is nothing here", _START_AGAIN),
 }
 """Every refusal, by name: its HTTP status, the page's title and what to do."""
 
@@ -340,6 +341,16 @@ def _refused(route: str, reason: str, reference: str, merchant_id: str | None) -
     )
     metrics.add_metric(name="OnboardingRefused", unit=MetricUnit.Count, value=1)
     return Page(status, title, (advice,), f"{reference} ({reason})")
+
+
+def malformed(reference: str) -> Page:
+    """The answer to an event API Gateway does not send (a wrong type in it): refused."""
+    return _refused("request", "bad_request", reference, None)
+
+
+def not_found(reference: str) -> Page:
+    """The answer to another method or path than the install routes'."""
+    return _refused("request", "not_found", reference, None)
 
 
 def unavailable(reference: str) -> Page:
