@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.sql import SQL, Identifier
 
 from devkit.catalog import gas_station_catalog
 from devkit.clover_sim import CloverSimulator
@@ -43,6 +44,7 @@ from devkit.local_stack import (
     http_get_event,
 )
 from esl_sync import oauth_state
+from esl_sync.onboarding import REFUSALS
 from esl_sync.web import SECURITY_HEADERS
 
 REDIRECT_URI = f"{CLOVER_SITE_URL}/oauth/callback"
@@ -129,15 +131,55 @@ def authorize(stack: LocalStack, merchant_id: str, state: str | None) -> str:
     return answer.headers["location"]
 
 
-def assert_nothing_stored(stack: LocalStack, merchant_id: str, *, claimed: bool = False) -> None:
-    """No merchant row, no tokens; before the sign-in's claim not even a state item."""
-    assert merchant_row(stack, merchant_id) is None
-    item = state_item(merchant_id)
-    if claimed:
-        assert item is not None
-        assert set(item) == {"merchant_id", "oauth_state_issued_ms", "oauth_state_nonce"}
-    else:
-        assert item is None
+CLAIM = frozenset({"oauth_state_issued_ms", "oauth_state_nonce"})
+"""What a callback writes before it exchanges the code: the mark of its sign-in used (so
+a replay never exchanges again); a refusal after the exchange leaves exactly this."""
+
+
+def world(stack: LocalStack, *merchant_ids: str) -> dict[str, Any]:
+    """Everything an install could write of these merchants: their state items, merchant
+    rows, store assignments and products; and how many KMS calls any function made."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        postgres = {
+            merchant_id: [
+                conn.execute(
+                    SQL("SELECT * FROM {} WHERE merchant_id = %s").format(Identifier(table)),
+                    (merchant_id,),
+                ).fetchall()
+                for table in ("merchants", "store_assignments", "products")
+            ]
+            for merchant_id in merchant_ids
+        }
+    kms = sum(n for action, n in stack.aws_calls.counts.items() if action.startswith("kms:"))
+    return {
+        "dynamodb": {merchant_id: state_item(merchant_id) for merchant_id in merchant_ids},
+        "postgres": postgres,
+        "kms_calls": kms,
+    }
+
+
+def without_claim(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A :func:`world` with each state item's claim (and key) left out."""
+    items = {
+        merchant_id: {k: v for k, v in (item or {}).items() if k not in {*CLAIM, "merchant_id"}}
+        for merchant_id, item in snapshot["dynamodb"].items()
+    }
+    return {**snapshot, "dynamodb": items}
+
+
+def assert_nothing_stored(
+    stack: LocalStack, before: dict[str, Any], *, claimed: bool = False
+) -> None:
+    """DynamoDB, Postgres and KMS as ``before`` (a :func:`world`): no merchant row, no
+    token, no KMS call; after the sign-in's claim, the claim is the one difference."""
+    merchant_ids = tuple(before["dynamodb"])
+    after = world(stack, *merchant_ids)
+    if not claimed:
+        assert after == before
+        return
+    assert without_claim(after) == without_claim(before)
+    for merchant_id in merchant_ids:
+        assert set(after["dynamodb"][merchant_id] or {}) >= CLAIM
 
 
 def labels_match(stack: LocalStack, merchant_id: str, store: str) -> bool:
@@ -263,13 +305,14 @@ def test_a_replayed_callback_is_refused_and_never_exchanged_twice(stack: LocalSt
     assert done.callback is not None
     assert done.callback_url is not None
     assert done.callback.status == 200
-    generation = (state_item("MREPLAY00001") or {})["token_generation"]
+    before = world(stack, "MREPLAY00001")
+    assert (before["dynamodb"]["MREPLAY00001"] or {})["token_generation"] == {"N": "1"}
 
     for _ in range(2):  # the back button, a reload, a replay
         again = stack.open(done.callback_url)
         assert (again.status, reason(again)) == (400, "state_used")
     assert exchanges(stack, "MREPLAY00001") == 1
-    assert (state_item("MREPLAY00001") or {})["token_generation"] == generation
+    assert_nothing_stored(stack, before)  # the tokens and the merchant as the first one left them
 
 
 def test_an_expired_state_is_refused(stack: LocalStack) -> None:
@@ -277,13 +320,14 @@ def test_an_expired_state_is_refused(stack: LocalStack) -> None:
     key = stack.env["CLOVER_OAUTH_STATE_KEY"].encode()
     eleven_minutes_ago = int(time.time() * 1000) - 11 * 60_000
     state, _ = oauth_state.issue(key, "MEXPIRED0001", eleven_minutes_ago)
+    before = world(stack, "MEXPIRED0001")
 
     page = stack.open(authorize(stack, "MEXPIRED0001", state))
 
     assert (page.status, reason(page)) == (400, "state_expired")
     assert "This sign-in expired" in page.body
     assert exchanges(stack, "MEXPIRED0001") == 0
-    assert_nothing_stored(stack, "MEXPIRED0001")
+    assert_nothing_stored(stack, before)
 
 
 FORGERIES: dict[str, tuple[Callable[[str, str], str | None], str]] = {
@@ -307,33 +351,34 @@ def test_a_forged_state_is_refused(stack: LocalStack, forgery: str) -> None:
     merchant = f"MFORGED{list(FORGERIES).index(forgery):05d}"
     new_merchant(stack, merchant)
     state = state_of(stack.install_app(merchant, approve=False).install.location)
+    before = world(stack, merchant)
 
     page = stack.open(authorize(stack, merchant, forge(state, merchant)))
 
     assert (page.status, reason(page)) == (400, expected)
     assert title(page) == ("This sign-in was not started by esl-sync")
     assert exchanges(stack, merchant) == 0
-    assert_nothing_stored(stack, merchant)
+    assert_nothing_stored(stack, before)
 
 
 def test_a_merchant_id_that_is_not_the_states_is_refused(stack: LocalStack) -> None:
     """The browser's Clover session approves another business than the one that started."""
     new_merchant(stack, "MSTARTED0001")
     new_merchant(stack, "MAPPROVED001")
+    before = world(stack, "MSTARTED0001", "MAPPROVED001")
 
     done = stack.install_app("MSTARTED0001", signed_in="MAPPROVED001")
 
     assert done.callback is not None
     assert (done.callback.status, reason(done.callback)) == (400, "merchant_mismatch")
     assert exchanges(stack, "MAPPROVED001") == exchanges(stack, "MSTARTED0001") == 0
-    assert_nothing_stored(stack, "MSTARTED0001")
-    assert_nothing_stored(stack, "MAPPROVED001")
+    assert_nothing_stored(stack, before)
 
 
 def test_a_wrong_app_secret_is_refused_by_clover_and_stores_nothing(stack: LocalStack) -> None:
     clover, _ = sims(stack)
     new_merchant(stack, "MBADSECRET01")
-    before = len(stack.logs)
+    logged, before = len(stack.logs), world(stack, "MBADSECRET01")
     clover.client_secret = "the-secret-clover-has-now"  # rotated in Clover, not in our secret
     try:
         done = stack.install_app("MBADSECRET01")
@@ -344,8 +389,8 @@ def test_a_wrong_app_secret_is_refused_by_clover_and_stores_nothing(stack: Local
     assert (done.callback.status, reason(done.callback)) == (400, "code_refused")
     assert "Clover refused the approval" in done.callback.body
     assert exchanges(stack, "MBADSECRET01") == 1  # once, refused
-    assert metric_sums(stack.logs[before:])["OnboardingExchangesRefused"] == 1
-    assert_nothing_stored(stack, "MBADSECRET01", claimed=True)
+    assert metric_sums(stack.logs[logged:])["OnboardingExchangesRefused"] == 1
+    assert_nothing_stored(stack, before, claimed=True)
 
 
 def test_a_code_used_before_is_refused_and_stores_nothing(stack: LocalStack) -> None:
@@ -359,11 +404,12 @@ def test_a_code_used_before_is_refused_and_stores_nothing(stack: LocalStack) -> 
         json={"client_id": clover.client_id, "client_secret": clover.client_secret, "code": code},
     )
     assert spent.status_code == 200  # someone else exchanged it first
+    before = world(stack, "MCODEUSED001")
 
     page = stack.open(callback)
 
     assert (page.status, reason(page)) == (400, "code_refused")
-    assert_nothing_stored(stack, "MCODEUSED001", claimed=True)
+    assert_nothing_stored(stack, before, claimed=True)
 
 
 # ---------------------------------------------------------------- races
@@ -490,11 +536,23 @@ HOSTILE_EVERYWHERE = [
     "merchant_id=MHOSTILE0001&client_id=another-app",
     "merchant_id=\u00c9T\u00c9",
     "merchant_id=MHOSTILE0001&" + "&".join(f"x{i}=1" for i in range(40)),
+    "merchant_id=MHOSTILE0001\x00",  # a NUL as sent, not escaped
+    "merchant_id=MHOSTILE0001\ud800",  # a lone surrogate as the event's JSON can hold it
+    "merchant_id=MHOSTILE0001%ed%a0%80",  # ... and as UTF-8 bytes (CESU-8), escaped
+    "merchant_id=MHOSTILE0001&x=" + "A" * 1_000_000,  # a megabyte
+    "merchant_id=MHOSTILE0001&merchant_id=",
+    "merchant_id[]=MHOSTILE0001",  # wrong types: an array, an object, a number
+    "merchant_id=%7B%22id%22%3A%22MHOSTILE0001%22%7D",
+    "merchant_id=1.5e3",
 ]
 HOSTILE_CALLBACK = [  # an install route ignores code and state: these are fine installs there
     "code=a&code=b&merchant_id=MHOSTILE0001&state=s",
     "code=%e2%80%ae&merchant_id=MHOSTILE0001&state=s1.MHOSTILE0001.1.x.y",
     "code=x%0d%0aSet-Cookie:a=b&merchant_id=MHOSTILE0001&state=s",
+    "code=%00&merchant_id=MHOSTILE0001&state=s",
+    "code=" + "c" * 1_000_000 + "&merchant_id=MHOSTILE0001&state=s",
+    "code[]=a&merchant_id=MHOSTILE0001&state[]=s",
+    "code=a&merchant_id=MHOSTILE0001&state=" + "s" * 300,
 ]
 
 
@@ -503,16 +561,79 @@ def test_hostile_query_strings_get_a_400_page_and_store_nothing(
     stack: LocalStack, route: str
 ) -> None:
     hostile = HOSTILE_EVERYWHERE + (HOSTILE_CALLBACK if route.endswith("callback") else [])
+    before, logged = world(stack, "MHOSTILE0001", "MOTHER000001"), len(stack.logs)
     for query in hostile:
         page = stack.open(f"{API_BASE_URL}{route}?{query}")
-        assert page.status == 400, query
+        assert (page.status, reason(page) in REFUSALS) == (400, True), query[:100]
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert "Traceback" not in page.body
         assert "Set-Cookie" not in json.dumps(page.headers)
         assert "\x00" not in page.body
         assert "another-app" not in page.body
-    assert_nothing_stored(stack, "MHOSTILE0001")
-    assert not [line for line in stack.logs if "MHOSTILE0001" in line and '"ERROR"' in line]
+    assert_nothing_stored(stack, before)
+    assert not [line for line in stack.logs[logged:] if '"ERROR"' in line or "Traceback" in line]
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    """A change of the event: ``value`` at the dotted ``path``."""
+
+    def change(event: dict[str, Any]) -> None:
+        *parents, name = path.split(".")
+        for parent in parents:
+            event = event[parent]
+        event[name] = value
+
+    return change
+
+
+MALFORMED_EVENTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "a number for the query": _set("rawQueryString", 5),
+    "a list for the query": _set("rawQueryString", ["merchant_id=MHOSTILE0001"]),
+    "null for the query": _set("rawQueryString", None),
+    "a list for the headers": _set("headers", ["host"]),
+    "a string for the request context": _set("requestContext", "x"),
+    "no method": _set("requestContext.http", {}),
+    "a number for the method": _set("requestContext.http.method", 5),
+    "a number for the request id": _set("requestContext.requestId", 7),
+    "a list for the domain name": _set("requestContext.domainName", ["x"]),
+    "a number for the path": _set("rawPath", 5),
+}
+
+
+@pytest.mark.parametrize("route", ["/clover/install", "/clover/oauth/callback"])
+@pytest.mark.parametrize("change", list(MALFORMED_EVENTS))
+def test_an_event_api_gateway_would_not_send_gets_a_400_page(
+    stack: LocalStack, route: str, change: str
+) -> None:
+    """The HTTP API sends the payload 2.0 shape; anything else invoking the function gets
+    a refusal page, never the resolver's exception or a 5xx."""
+    event = http_get_event(route, "merchant_id=MHOSTILE0001&code=c&state=s")
+    MALFORMED_EVENTS[change](event)
+    before, logged = world(stack, "MHOSTILE0001"), len(stack.logs)
+
+    answer = stack.invoke("onboarding", event)
+    stack.pages.append(json.dumps(answer))  # checked for secrets when the stack closes
+
+    assert answer["statusCode"] == 400
+    assert "(bad_request)" in answer["body"]
+    assert answer["headers"]["Cache-Control"] == "no-store"
+    assert_nothing_stored(stack, before)
+    assert not [line for line in stack.logs[logged:] if '"ERROR"' in line or "Traceback" in line]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/clover/oauth/callback"), ("GET", "/clover/elsewhere")]
+)
+def test_another_method_or_path_gets_a_404_page(stack: LocalStack, method: str, path: str) -> None:
+    event = http_get_event(path, "merchant_id=MHOSTILE0001")
+    event["requestContext"]["http"]["method"] = method
+
+    answer = stack.invoke("onboarding", event)
+
+    assert (answer["statusCode"], "(not_found)" in answer["body"]) == (404, True)
+    assert (
+        answer["headers"]["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+    )
 
 
 @settings(
