@@ -539,7 +539,7 @@ class LocalStack:
         polls it queued and their label jobs, with no dispatcher involved."""
         text = json.dumps(body) if isinstance(body, dict) else body
         raw = text.encode() if isinstance(text, str) else text
-        answer = self.invoke("webhook", _http_api_event(raw, auth))
+        answer = self.invoke("webhook", webhook_event(raw, auth))
         polls = labels = DrainResult()
         if deliver:
             polls = self.drain("PollQueue", "poller", batch_size=self._batch_size("PollerFunction"))
@@ -658,7 +658,7 @@ def http_get_event(path: str, raw_query: str) -> dict[str, Any]:
     return event
 
 
-def _http_api_event(body: bytes, auth: str | None) -> dict[str, Any]:
+def webhook_event(body: bytes, auth: str | None) -> dict[str, Any]:
     """The sample event of ``events/webhook.json`` carrying this body and auth header."""
     event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "webhook.json").read_text())
     headers = {k: v for k, v in event["headers"].items() if k != "x-clover-auth"}

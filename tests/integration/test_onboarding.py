@@ -46,6 +46,7 @@ from devkit.local_stack import (
 from esl_sync import oauth_state
 from esl_sync.onboarding import REFUSALS
 from esl_sync.web import SECURITY_HEADERS
+from tests.http_events import MALFORMED_EVENTS
 
 REDIRECT_URI = f"{CLOVER_SITE_URL}/oauth/callback"
 REPO = Path(__file__).resolve().parents[2]
@@ -572,32 +573,6 @@ def test_hostile_query_strings_get_a_400_page_and_store_nothing(
         assert "another-app" not in page.body
     assert_nothing_stored(stack, before)
     assert not [line for line in stack.logs[logged:] if '"ERROR"' in line or "Traceback" in line]
-
-
-def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
-    """A change of the event: ``value`` at the dotted ``path``."""
-
-    def change(event: dict[str, Any]) -> None:
-        *parents, name = path.split(".")
-        for parent in parents:
-            event = event[parent]
-        event[name] = value
-
-    return change
-
-
-MALFORMED_EVENTS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "a number for the query": _set("rawQueryString", 5),
-    "a list for the query": _set("rawQueryString", ["merchant_id=MHOSTILE0001"]),
-    "null for the query": _set("rawQueryString", None),
-    "a list for the headers": _set("headers", ["host"]),
-    "a string for the request context": _set("requestContext", "x"),
-    "no method": _set("requestContext.http", {}),
-    "a number for the method": _set("requestContext.http.method", 5),
-    "a number for the request id": _set("requestContext.requestId", 7),
-    "a list for the domain name": _set("requestContext.domainName", ["x"]),
-    "a number for the path": _set("rawPath", 5),
-}
 
 
 @pytest.mark.parametrize("route", ["/clover/install", "/clover/oauth/callback"])
