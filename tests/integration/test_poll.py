@@ -28,6 +28,7 @@ from esl_sync.ports import ProductStore, ProductWriter, StateStore
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
 from esl_sync.store.sqs import SqsPollQueue
+from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS
 from esl_sync.sync.lease import POLL_LEASE_MS
 from esl_sync.sync.poll import PollDeps
 
@@ -225,10 +226,11 @@ def test_two_merchants_keep_their_own_cursors_and_shelves(stack: LocalStack) -> 
         )
     clover.freeze_clock(T0 + MINUTE)
     stack.run_cycle()
+    # A complete read moves the cursor to Clover's clock at its start, less the margin.
     assert (
         merchant_state("MTWOA0000001").high_water_ms
         == merchant_state("MTWOB0000001").high_water_ms
-        == T0
+        == T0 + MINUTE - CURSOR_SKEW_MARGIN_MS
     )
     assert hipoink.labels("STORE-A")["SHARED-1"]["pp"] == "1.99"
     assert hipoink.labels("STORE-B")["SHARED-1"]["pp"] == "2.49"
@@ -239,10 +241,14 @@ def test_two_merchants_keep_their_own_cursors_and_shelves(stack: LocalStack) -> 
     clover.update_item("MTWOA0000001", item["id"], price=219)
     clover.freeze_clock(T0 + 3 * MINUTE)
     hipoink.reset_requests()
-    stack.run_cycle()
+    poll(stack, "MTWOA0000001")  # A alone
+    stack.drain("LabelQueue", "hipoink_sender")
 
-    assert merchant_state("MTWOA0000001").high_water_ms == T0 + 2 * MINUTE
-    assert merchant_state("MTWOB0000001").high_water_ms == T0
+    assert merchant_state("MTWOA0000001").high_water_ms == T0 + 3 * MINUTE - CURSOR_SKEW_MARGIN_MS
+    assert merchant_state("MTWOB0000001").high_water_ms == T0 + MINUTE - CURSOR_SKEW_MARGIN_MS
+
+    clover.freeze_clock(T0 + 4 * MINUTE)
+    stack.run_cycle()
     assert hipoink.labels("STORE-A")["SHARED-1"]["pp"] == "2.19"
     assert hipoink.labels("STORE-B")["SHARED-1"]["pp"] == "2.49"
     assert hipoink.request_count(store_code="STORE-B") == 0
@@ -437,12 +443,13 @@ def test_items_sharing_the_cursors_millisecond_are_not_lost(start_stack: StartSt
     clover.freeze_clock(T0)
     stack.add_merchant("MTIES0000001", "tok", "STORE-T", items=items_without_times(7))
     clover.freeze_clock(T0 + MINUTE)
-    stack.run_cycle()
-    assert merchant_state("MTIES0000001").high_water_ms == T0
+    stack.run_cycle()  # seven items at one ms, three a page: all read
+    cursor = T0 + MINUTE - CURSOR_SKEW_MARGIN_MS
+    assert merchant_state("MTIES0000001").high_water_ms == cursor
     assert_in_step(stack, "MTIES0000001", "STORE-T")
 
     # More writes stamped with the cursor's millisecond, committed after the last read.
-    clover.freeze_clock(T0)
+    clover.freeze_clock(cursor)
     clover.create_item("MTIES0000001", name="Same ms A", price=301, sku="TIE-A")
     clover.create_item("MTIES0000001", name="Same ms B", price=302, sku="TIE-B")
     first = clover.items("MTIES0000001")[0]
@@ -494,7 +501,8 @@ def test_a_clover_clock_ahead_or_behind_ours_loses_nothing(
     stack.run_cycle()
     cursor = merchant_state("MSKEW0000001").high_water_ms
     assert cursor is not None
-    assert cursor <= max(i["modifiedTime"] for i in clover.items("MSKEW0000001"))
+    # On Clover's clock (ours is two minutes off), behind it by the margin at least.
+    assert clover.clock_ms() - 60_000 < cursor <= clover.clock_ms() - CURSOR_SKEW_MARGIN_MS
 
     first = clover.items("MSKEW0000001")[0]
     clover.update_item("MSKEW0000001", first["id"], price=777)
@@ -542,6 +550,45 @@ def test_items_that_become_visible_late_are_read_again(stack: LocalStack) -> Non
     stack.run_cycle()
 
     assert_in_step(stack, "MLATE0000001", "STORE-LATE")
+
+
+def test_after_a_bulk_edit_idle_polls_cost_one_request_and_late_items_are_still_read(
+    stack: LocalStack,
+) -> None:
+    """2,000 items repriced within one minute: the poll after it reads them all; the idle
+    polls after that cost one request each (the cursor moved past the edit, not only to
+    its newest item), and an item that lists 110 s late is still read by the next one."""
+    clover, hipoink = sims(stack)
+    m = "MBULKEDIT001"
+    clover.freeze_clock(T0)
+    stack.add_merchant(m, "tok", "STORE-BE", items=items_without_times(2000))
+    clover.freeze_clock(T0 + MINUTE)
+    stack.run_cycle()
+    ids = sorted(i["id"] for i in clover.items(m))
+    edit = T0 + 10 * MINUTE
+    for k in range(20):  # 100 items every 3 s
+        clover.freeze_clock(edit + 3_000 * k)
+        clover.bulk_price_change(m, ids[100 * k : 100 * (k + 1)], delta=50)
+    poll_at = edit + 4 * MINUTE
+    clover.freeze_clock(poll_at - MINUTE)
+    late = clover.update_item(m, ids[7], price=4321)  # stamped a minute before the poll …
+    clover.hide_from_listing = {late["id"]}  # … and not listed yet when it reads
+    clover.freeze_clock(poll_at)
+    before = clover.request_count(m)
+    stack.run_cycle()
+    assert clover.request_count(m) - before == 2  # the 1,999 items listed: two pages
+    assert hipoink.labels("STORE-BE")[late["sku"]]["pp"] != "43.21"
+
+    clover.freeze_clock(poll_at + 50_000)
+    clover.hide_from_listing = set()  # listed 110 s after its stamp
+    for n in (1, 2, 3):
+        clover.freeze_clock(poll_at + 5 * MINUTE * n)
+        before = clover.request_count(m)
+        stack.run_cycle()
+        assert clover.request_count(m) - before == 1, f"idle poll {n}"
+    assert [line["items_fetched"] for line in poll_lines(stack, m)[-3:]] == [1, 0, 0]
+    assert hipoink.labels("STORE-BE")[late["sku"]]["pp"] == "43.21"
+    assert_in_step(stack, m, "STORE-BE")
 
 
 # -- the sweep -----------------------------------------------------------------------------

@@ -275,14 +275,14 @@ class _Poll:
             self.deps.label_queue.send(jobs)
             outcome.label_upserts = len(plan.upserts)
             outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
-        if walk.max_modified_ms is not None and walk.clover_time_ms is None:
+        if walk.clover_time_ms is None:
             # Safe (the next poll repeats the read) but it would repeat forever unnoticed.
             metrics.add_metric(name="CloverClockMissing", unit=MetricUnit.Count, value=1)
             logger.warning(
                 "Clover sent no Date header: the cursor stays where it was",
                 merchant_id=merchant_id,
             )
-        cursor = next_cursor(state.high_water_ms, walk.max_modified_ms, walk.clover_time_ms)
+        cursor = next_cursor(state.high_water_ms, walk.clover_time_ms)
         return _Synced(cursor, sweeping, settled)
 
     def _confirm_deletes(
