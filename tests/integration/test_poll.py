@@ -24,7 +24,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import LabelJob, PollRequest
-from esl_sync.ports import ProductStore, ProductWriter, StateStore
+from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError, StateStore
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
 from esl_sync.store.sqs import SqsPollQueue
@@ -357,12 +357,14 @@ class StateStoreCrashingAfterSave:
     def load(self, merchant_id: str) -> MerchantState:
         return self._real.load(merchant_id)
 
-    def save(self, state: MerchantState) -> None:
-        self._real.save(state)
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
+        self._real.save(state, release_lease=release_lease)
         self._crash("after the cursor was saved")
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
-        return self._real.acquire_lease(merchant_id, owner, now_ms=now_ms, duration_ms=duration_ms)
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
+        return self._real.take_lease(merchant_id, owner, now_ms=now_ms, duration_ms=duration_ms)
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._real.release_lease(merchant_id, owner)
@@ -703,19 +705,42 @@ def test_the_lease_outlasts_the_pollers_timeout_by_a_little() -> None:
 
 def test_the_lease_is_conditional_and_leaves_the_state_version_alone(stack: LocalStack) -> None:
     store = runtime.state_store()
-    assert store.acquire_lease("MLEASE000002", "a", now_ms=1_000, duration_ms=100)
-    assert not store.acquire_lease("MLEASE000002", "b", now_ms=1_099, duration_ms=100)
+    assert store.take_lease("MLEASE000002", "a", now_ms=1_000, duration_ms=100) is not None
+    assert store.take_lease("MLEASE000002", "b", now_ms=1_099, duration_ms=100) is None
     store.release_lease("MLEASE000002", "b")  # not b's to give back
-    assert not store.acquire_lease("MLEASE000002", "b", now_ms=1_050, duration_ms=100)
-    assert store.acquire_lease("MLEASE000002", "b", now_ms=1_100, duration_ms=100)  # expired
+    assert store.take_lease("MLEASE000002", "b", now_ms=1_050, duration_ms=100) is None
+    taken = store.take_lease("MLEASE000002", "b", now_ms=1_100, duration_ms=100)  # expired
+    assert taken is not None
+    assert (taken.state.version, taken.sealed) == (0, None)  # read in the same write
     store.release_lease("MLEASE000002", "a")  # a lost it: nothing happens
-    assert not store.acquire_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
+    assert store.take_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100) is None
     saved = store.load("MLEASE000002")
     assert saved.version == 0
     store.save(saved)  # not stale: the lease did not touch the version
-    store.release_lease("MLEASE000002", "b")
-    assert store.acquire_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
-    assert store.load("MLEASE000002").version == 1
+    with pytest.raises(StaleStateError):  # a's lease is gone: its last write is refused
+        store.save(store.load("MLEASE000002"), release_lease="a")
+    mine = store.load("MLEASE000002")
+    store.save(mine, release_lease="b")  # the state, and b's lease given back
+    leased = store.take_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
+    assert leased is not None
+    assert leased.state.version == 2
+
+
+def test_a_poll_reads_and_writes_the_state_table_twice(stack: LocalStack) -> None:
+    """The lease taken with the state and tokens read in one write; the state saved with
+    the lease given back in another: for an idle and a changed poll alike."""
+    clover, _ = sims(stack)
+    stack.add_merchant("MTWICE000001", "tok", "STORE-TW", items=items_without_times(8))
+    stack.run_cycle()
+    dynamodb = runtime.state_store()._dynamodb
+    calls: list[str] = []
+    dynamodb.meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+    poll(stack, "MTWICE000001")  # idle
+    clover.update_item("MTWICE000001", clover.items("MTWICE000001")[0]["id"], price=5)
+    poll(stack, "MTWICE000001")  # changed
+    assert calls == ["UpdateItem"] * 4
 
 
 def test_a_401_marks_only_its_merchant_and_the_batch_carries_on(stack: LocalStack) -> None:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import ClientError
 
-from esl_sync.credentials import CloverTokens, StoredTokens
-from esl_sync.ports import StaleStateError
+from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
+from esl_sync.ports import Leased, StaleStateError
 from esl_sync.records import MerchantState, VerificationCode
 
 if TYPE_CHECKING:
@@ -123,6 +123,17 @@ def _generation_is(generation: int) -> tuple[str, dict[str, Any]]:
     return "#generation = :generation", {":generation": {"N": str(generation)}}
 
 
+def _sealed(item: Mapping[str, Any] | None) -> SealedTokens | None:
+    """The item's tokens, still encrypted (None: none stored)."""
+    if not item or "token_ciphertext" not in item:
+        return None
+    return SealedTokens(
+        ciphertext=bytes(item["token_ciphertext"]["B"]),
+        generation=int(item.get("token_generation", {"N": "0"})["N"]),
+        needs_reauth=item.get("auth_state", {}).get("S") == "needs_reauth",
+    )
+
+
 def _stored_tokens(plaintext: bytes) -> CloverTokens:
     """The decrypted blob: JSON since pairs exist, the bare token before (still read)."""
     if plaintext.startswith(b"{"):
@@ -180,7 +191,7 @@ class DynamoStateStore:
                 keys = list(unprocessed[self._table]["Keys"]) if self._table in unprocessed else []
         return {m: found.get(m, MerchantState(merchant_id=m)) for m in merchant_ids}
 
-    def save(self, state: MerchantState) -> None:
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
         names = {f"#{i}": name for i, name in enumerate(_POLL_FIELDS)}
         values: dict[str, Any] = {
             f":{i}": _to_attr(getattr(state, name)) for i, name in enumerate(_POLL_FIELDS)
@@ -189,27 +200,51 @@ class DynamoStateStore:
         values[":next"] = {"N": str(state.version + 1)}
         assignments = ", ".join(f"#{i} = :{i}" for i in range(len(_POLL_FIELDS)))
         update = f"SET {assignments}, version = :next"
+        condition = "(attribute_not_exists(version) OR version = :expected)"
         settled = state.settled_deletes
         if settled:
             names["#pending"] = "pending_deletes"
             values[":settled"] = {"SS": sorted(settled)}
             update += " DELETE #pending :settled"
-        if not self._conditional_update(
-            state.merchant_id,
-            update,
-            "attribute_not_exists(version) OR version = :expected",
-            values,
-            names,
-        ):
+        if release_lease is not None:  # the poll's last write gives its lease back too
+            names |= _LEASE_NAMES
+            values[":owner"] = {"S": release_lease}
+            update += " REMOVE #owner, #until"
+            condition += " AND #owner = :owner"
+        if not self._conditional_update(state.merchant_id, update, condition, values, names):
             raise StaleStateError(
                 f"merchant {state.merchant_id}: state changed since version {state.version}"
+                + (" or the poll lease was lost" if release_lease is not None else "")
             )
         state.version += 1
         state.pending_deletes -= settled
         state.settled_deletes = frozenset()
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
-        return self._acquire(merchant_id, _LEASE_NAMES, owner, now_ms, duration_ms)
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
+        """One conditional write takes the lease and returns the whole item (DynamoDB
+        charges the write, not the read): the state and the sealed tokens under the lease."""
+        try:
+            answer = self._dynamodb.update_item(
+                TableName=self._table,
+                Key={"merchant_id": {"S": merchant_id}},
+                UpdateExpression="SET #owner = :owner, #until = :until",
+                ConditionExpression="attribute_not_exists(#until) OR #until <= :now",
+                ExpressionAttributeNames=_LEASE_NAMES,
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":until": {"N": str(now_ms + duration_ms)},
+                    ":now": {"N": str(now_ms)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        item = answer["Attributes"]
+        return Leased(_state(merchant_id, item), _sealed(item))
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, _LEASE_NAMES, owner)
@@ -275,13 +310,15 @@ class DynamoStateStore:
             ProjectionExpression="token_ciphertext, token_generation, auth_state",
             ConsistentRead=True,
         ).get("Item")
-        if not item or "token_ciphertext" not in item:
-            return None
-        plaintext = self._decrypt(merchant_id, bytes(item["token_ciphertext"]["B"]))
+        sealed = _sealed(item)
+        return None if sealed is None else self.open_tokens(merchant_id, sealed)
+
+    def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
+        plaintext = self._decrypt(merchant_id, sealed.ciphertext)
         return StoredTokens(
             tokens=_stored_tokens(plaintext),
-            generation=int(item.get("token_generation", {"N": "0"})["N"]),
-            needs_reauth=item.get("auth_state", {}).get("S") == "needs_reauth",
+            generation=sealed.generation,
+            needs_reauth=sealed.needs_reauth,
         )
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:

@@ -44,7 +44,7 @@ from esl_sync.settings import Settings
 from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
-from esl_sync.sync.lease import merchant_lease
+from esl_sync.sync.lease import Lease, merchant_lease
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
 MAX_DELETE_CONFIRMATIONS = 100
@@ -113,14 +113,13 @@ def _poll(request: PollRequest, deps: PollDeps, outcome: PollOutcome) -> None:
             else "no Hipoink store code"
         )
         return
-    with merchant_lease(deps.state, merchant.merchant_id, now_ms=_ms(deps.clock())) as held:
-        if not held:
+    with merchant_lease(deps.state, merchant.merchant_id, now_ms=_ms(deps.clock())) as lease:
+        if lease is None:
             outcome.status = "busy"
             outcome.detail = "another poll of this merchant is running and covers this request"
             return
-        # Read under the lease: the state is the last poll's.
-        state = deps.state.load(merchant.merchant_id)
-        _Poll(merchant, merchant.store_code, state, deps, outcome).run()
+        # Read with the lease: the state is the last poll's.
+        _Poll(merchant, merchant.store_code, lease, deps, outcome).run()
 
 
 @dataclass(frozen=True)
@@ -142,19 +141,24 @@ class _Rows:
 
 @dataclass
 class _Poll:
-    """One poll of one merchant under its lease: the merchant, its state as the last poll
-    left it, and the outcome every step adds to. Each step takes what it reads or writes
-    (the catalog, the transaction, the label plan) as arguments."""
+    """One poll of one merchant under its lease: the merchant, the lease (with the state
+    the last poll left and the sealed tokens), and the outcome every step adds to. Each
+    step takes what it reads or writes (the catalog, the transaction, the label plan) as
+    arguments."""
 
     merchant: Merchant
     store_code: str
-    state: MerchantState
+    lease: Lease
     deps: PollDeps
     outcome: PollOutcome
 
     @property
     def merchant_id(self) -> str:
         return self.merchant.merchant_id
+
+    @property
+    def state(self) -> MerchantState:
+        return self.lease.state
 
     @property
     def settings(self) -> Settings:
@@ -171,7 +175,9 @@ class _Poll:
             return
         base_url = self.merchant.clover_base_url or self.settings.clover_api_base_url
         try:
-            tokens = self.deps.tokens.access_token(self.merchant_id, base_url)
+            tokens = self.deps.tokens.access_token_from(
+                self.merchant_id, base_url, self.lease.sealed
+            )
             if tokens is None:
                 outcome.status, outcome.detail = "skipped", "no Clover token stored"
                 return
@@ -193,12 +199,14 @@ class _Poll:
             state.last_sweep_ms = _ms(now)
             state.sweep_request_done = state.sweep_request
         state.settled_deletes = synced.settled
-        self._save()
         self._heal(synced.swept)
+        self._save()
 
     def _heal(self, swept: bool) -> None:
         """Re-queue labels that failed or stayed stale (:mod:`esl_sync.sync.heal`) once the
-        poll's effects are committed; its failure is logged, left to the next poll, not raised."""
+        poll's jobs are sent and its products committed, still under the lease (the state
+        write after it gives the lease back); its failure is logged, left to the next poll,
+        not raised."""
         deps = self.deps
         try:
             heal_after_poll(
@@ -365,8 +373,9 @@ class _Poll:
         self._save()
 
     def _save(self) -> None:
+        """The state, and the lease given back, in one write."""
         try:
-            self.deps.state.save(self.state)
+            self.lease.save_and_release(self.deps.state)
         except StaleStateError as error:
             logger.warning("merchant state not saved; the next poll repeats", error=str(error))
 
