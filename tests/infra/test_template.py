@@ -202,9 +202,26 @@ def test_poller_concurrency_stays_inside_clovers_in_flight_budget(template: Temp
     }
     assert event["Properties"]["BatchSize"] == {"Ref": "PollerBatchSize"}
     parameter = template["Parameters"]["PollerMaximumConcurrency"]
-    assert parameter["Default"] == 5
+    assert parameter["Default"] == 2
     assert parameter["MinValue"] == 2
     assert parameter["MaxValue"] <= CLOVER_MAX_IN_FLIGHT
+    # Every instance's share of Clover's budget, at every allowed concurrency: together they
+    # stay within 50 requests/s and 10 in flight (an instance overlaps that many polls).
+    share = template["Mappings"]["CloverShare"]
+    for instances in range(parameter["MinValue"], parameter["MaxValue"] + 1):
+        rps = int(share[str(instances)]["InstanceRps"])
+        in_flight = int(share[str(instances)]["InstanceInFlight"])
+        assert instances * rps <= 50, instances
+        assert instances * in_flight <= CLOVER_MAX_IN_FLIGHT, instances
+        assert in_flight >= 1
+    env = template["Resources"]["PollerFunction"]["Properties"]["Environment"]["Variables"]
+    for variable, key in (
+        ("CLOVER_INSTANCE_RPS", "InstanceRps"),
+        ("CLOVER_INSTANCE_IN_FLIGHT", "InstanceInFlight"),
+    ):
+        assert env[variable] == {
+            "Fn::FindInMap": ["CloverShare", {"Ref": "PollerMaximumConcurrency"}, key]
+        }
     sender = template["Resources"]["HipoinkSenderFunction"]["Properties"]["Events"]
     assert sender["LabelQueueEvent"]["Properties"]["BatchSize"] == 10
     assert template["Parameters"]["SenderMaximumConcurrency"]["Default"] == 2

@@ -19,6 +19,7 @@ import pytest
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
 from devkit.clover_sim import CloverSimulator
 from devkit.demo import expected_labels
+from devkit.emf import metric_sums, metric_values
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
@@ -27,7 +28,9 @@ from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError, StateStore
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
+from esl_sync.settings import settings
 from esl_sync.store.sqs import SqsPollQueue
+from esl_sync.sync import poll as poll_module
 from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS
 from esl_sync.sync.lease import POLL_LEASE_MS
 from esl_sync.sync.poll import PollDeps
@@ -266,20 +269,26 @@ def test_an_unchanged_merchant_costs_one_request_and_writes_nothing(stack: Local
     stack.run_cycle()
     rows = row_versions(stack, "MIDLE0000001")
     requests = clover.request_count("MIDLE0000001")
+    stack.dispatch()
+    mark = len(stack.logs)
 
-    again = stack.run_cycle()
+    assert stack.drain("PollQueue", "poller").failures == 0
 
     assert clover.request_count("MIDLE0000001") - requests == 1
     assert row_versions(stack, "MIDLE0000001") == rows
-    assert again.labels.records == 0
-    line = poll_lines(stack, "MIDLE0000001")[-1]
-    assert line["status"] == "ok"
-    assert line.get("sweep") is None  # None fields are left out of the line
-    assert (line["products_changed"], line["label_upserts"], line["label_deletes"]) == (0, 0, 0)
+    assert stack.drain("LabelQueue", "hipoink_sender").records == 0
+    # Logged as little as can be: named in its batch's one line, no line of its own ...
+    lines = [json.loads(line) for line in stack.logs[mark:] if '"poll' in line]
+    assert [line["message"] for line in lines] == ["polls without changes"]
+    assert (lines[0]["polls"], lines[0]["merchant_ids"]) == (1, ["MIDLE0000001"])
+    assert poll_lines(stack, "MIDLE0000001") == [poll_lines(stack, "MIDLE0000001")[0]]
+    # ... and the batch's metrics, zero counts left out.
+    emitted = metric_values(stack.logs[mark:])
+    assert emitted.keys() == {"Polls", "CloverRequests", "SecondsSinceLastSuccess"}
+    assert (emitted["Polls"], emitted["CloverRequests"]) == ([1.0], [1.0])
     # Freshness: how old the data was when the poll began, without a merchant dimension.
-    assert line["seconds_since_last_success"] is not None
     [(age, dimensions)] = emf_metrics(stack, "SecondsSinceLastSuccess")
-    assert age == line["seconds_since_last_success"]
+    assert 0 <= age < 60
     assert dimensions == [["service"]]
 
 
@@ -311,6 +320,50 @@ def test_a_2000_item_first_sync_writes_each_page_in_one_statement(
     stack.drain("LabelQueue", "hipoink_sender")
     assert len(stack.products("MBULK0000001")) == 2000
     assert_in_step(stack, "MBULK0000001", "STORE-BULK")
+
+
+def test_a_sweep_transforms_only_what_changed_since_it_was_stored(
+    start_stack: StartStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-read item whose stored row was made from the very same raw item and mapping is
+    skipped before the transform; a changed item, or every item once the mapping changes
+    (a setting here), is transformed again. A refused item still counts as refused."""
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")  # every poll after the first sweeps
+    clover, hipoink = sims(stack)
+    catalog = items_without_times(120)
+    catalog[7] = {"name": "Lottery", "price": 500, "priceType": "VARIABLE", "sku": "LOTTO"}
+    catalog[9] = {"price": 100, "sku": "NO-NAME"}  # refused: no name
+    stack.add_merchant("MSKIP0000001", "tok", "STORE-SK", items=catalog)
+    transformed: list[str] = []
+    real = poll_module.to_product
+
+    def counted(raw: Any, **kwargs: Any) -> Any:
+        transformed.append(raw["id"])
+        return real(raw, **kwargs)
+
+    monkeypatch.setattr(poll_module, "to_product", counted)
+    stack.run_cycle()
+    assert len(transformed) == 120
+    item = next(i for i in clover.items("MSKIP0000001") if i.get("sku") == "ITEM-005")
+    clover.update_item("MSKIP0000001", item["id"], price=999)
+    transformed.clear()
+    mark = len(stack.logs)
+
+    stack.run_cycle()  # a sweep: all 120 read, one transformed
+
+    assert transformed == [item["id"]]
+    assert poll_lines(stack, "MSKIP0000001")[-1]["sweep"] == "nothing missing"
+    assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 120
+    assert metric_sums(stack.logs[mark:])["InvalidItems"] == 1  # skipped, still refused
+    assert hipoink.labels("STORE-SK")["ITEM-005"]["pp"] == "9.99"
+
+    monkeypatch.setenv("HIPOINK_VARIABLE_PRICE_TEXT", "0.00")  # the mapping changes
+    settings.cache_clear()
+    transformed.clear()
+    stack.run_cycle()
+
+    assert len(transformed) == 120
+    assert hipoink.labels("STORE-SK")["LOTTO"]["pp"] == "0.00"
 
 
 # -- crashes between the effects -----------------------------------------------------------
@@ -588,7 +641,9 @@ def test_after_a_bulk_edit_idle_polls_cost_one_request_and_late_items_are_still_
         before = clover.request_count(m)
         stack.run_cycle()
         assert clover.request_count(m) - before == 1, f"idle poll {n}"
-    assert [line["items_fetched"] for line in poll_lines(stack, m)[-3:]] == [1, 0, 0]
+    # the late item, then nothing: one line for it, none for the quiet polls
+    assert poll_lines(stack, m)[-1]["items_fetched"] == 1
+    assert poll_lines(stack, m)[-1]["products_changed"] == 1
     assert hipoink.labels("STORE-BE")[late["sku"]]["pp"] == "43.21"
     assert_in_step(stack, m, "STORE-BE")
 
@@ -695,6 +750,33 @@ def test_a_second_delivery_while_a_poll_runs_is_acknowledged_without_work(
 
     poll(stack, "MLEASE000001")  # the lease was given back
     assert poll_lines(stack, "MLEASE000001")[-1]["status"] == "ok"
+
+
+@pytest.mark.parametrize(("share", "overlapped"), [("2", 2), ("10", 5)])
+def test_a_batch_overlaps_its_polls_within_the_instances_in_flight_share(
+    start_stack: StartStack, share: str, overlapped: int
+) -> None:
+    """Five merchants in one invocation, Clover slow to answer: the polls overlap, and
+    never more of them have a request in flight than the instance's share of Clover's
+    budget (the template gives each instance 10 ÷ PollerMaximumConcurrency)."""
+    stack = start_stack(CLOVER_INSTANCE_IN_FLIGHT=share)
+    clover, _ = sims(stack)
+    merchants = [f"MOVERLAP0{n:03d}" for n in range(5)]
+    for n, merchant_id in enumerate(merchants):
+        items = items_without_times(3, f"O{n}")
+        stack.add_merchant(merchant_id, f"tok-{n}", f"STORE-O{n}", items=items)
+    clover.reset_counters()
+    clover.delay_seconds = 0.3
+    stack.dispatch()
+
+    polls = stack.drain("PollQueue", "poller", batch_size=5)
+
+    clover.delay_seconds = 0.0
+    assert (polls.invocations, polls.records, polls.failures) == (1, 5, 0)
+    assert clover.max_in_flight() == overlapped
+    stack.drain("LabelQueue", "hipoink_sender")
+    for n, merchant_id in enumerate(merchants):
+        assert_in_step(stack, merchant_id, f"STORE-O{n}")
 
 
 def test_the_lease_outlasts_the_pollers_timeout_by_a_little() -> None:

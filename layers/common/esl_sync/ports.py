@@ -36,6 +36,7 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    StoredHash,
     VerificationCode,
 )
 
@@ -66,6 +67,11 @@ class ProductWriter(Protocol):
 
     def active_keys(self, merchant_id: str) -> set[tuple[str, str]]:
         """(source_id, source_variant_id) of every active product of the merchant."""
+        ...
+
+    def stored_hashes(self, merchant_id: str, item_ids: Sequence[str]) -> dict[str, StoredHash]:
+        """The stored ``content_hash`` of these Clover items' products, and whether each is
+        refused now (one round trip); an item without a row is left out."""
         ...
 
     def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     clover_cleanup_interval_hours: int = Field(24, ge=1, le=24 * 30)
     clover_cleanup_every_n_polls: int = Field(10, ge=1)
     clover_instance_rps: int = Field(50, ge=1, le=50)
+    clover_instance_in_flight: int = Field(10, ge=1, le=10)
     clover_page_size: int = Field(1000, ge=1, le=1000)
     clover_overlap_ms: int = Field(120_000, ge=0)
     clover_max_delete_fraction: Decimal = Field(Decimal("0.2"), ge=0, le=1)
