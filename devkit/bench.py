@@ -45,7 +45,14 @@ from devkit import bench_cost
 from devkit.aws_calls import AwsCallCounter
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
 from devkit.clover_sim import CloverSimulator
-from devkit.cold_start import ColdStart, build_host_layer, cold_start, lambda_environment
+from devkit.cold_start import (
+    ColdStart,
+    build_host_layer,
+    cold_start,
+    lambda_environment,
+    layer_from_environment,
+    runtime_packages,
+)
 from devkit.emf import metric_sums
 from devkit.lambda_runner import FUNCTIONS
 from devkit.local_stack import LocalStack
@@ -150,7 +157,10 @@ def _main_run(report: BenchReport, merchants: int, skus: int, say: Say) -> dict[
         "CLOVER_CLEANUP_EVERY_N_POLLS": "4",
         "CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS),
     }
-    with LocalStack(settings=settings) as stack, _counting(stack) as counter:
+    with (
+        LocalStack(settings=settings, record_aws_calls=False) as stack,
+        _counting(stack) as counter,
+    ):
         clover, hipoink = _sims(stack)
         say(f"… seeding {merchants} merchants × {skus} SKUs")
         ids = [f"MBENCH{i:06d}" for i in range(merchants)]
@@ -361,18 +371,19 @@ def _attribute_bytes(value: dict[str, Any]) -> int:
 
 def _heap_pass(stack: LocalStack, skus: int, say: Say) -> dict[str, float]:
     """The Python heap's peak (tracemalloc, emulators included: an upper bound) for one
-    invocation of five first syncs and for an idle cycle; timed by nothing."""
+    first sync and one idle poll; timed by nothing (the tracer slows everything)."""
     clover, _ = _sims(stack)
-    say("… heap pass (tracemalloc): five first syncs, then an idle cycle")
-    for n in range(5):
-        items = gas_station_catalog(skus, seed=1000 + n)
-        stack.add_merchant(f"MHEAP{n:07d}", f"heap-token-{n}", f"HEAP-{n:04d}", items=items)
+    say("… heap pass (tracemalloc): a first sync, then an idle poll")
+    stack.add_merchant("MHEAP0000001", "heap-token", "HEAP-0001", items=gas_station_catalog(skus))
     peaks = {}
-    for phase in ("first sync (5)", "idle"):
+    for phase in ("first sync", "idle"):
         clover.clock_offset_ms += INTERVAL_SECONDS * 1000
-        stack.dispatch()
+        stack.sqs.send_message(
+            QueueUrl=stack.urls["PollQueue"],
+            MessageBody=json.dumps({"merchant_id": "MHEAP0000001", "reason": "manual"}),
+        )
         tracemalloc.start()
-        stack.drain("PollQueue", "poller", batch_size=5)
+        stack.drain("PollQueue", "poller")
         peaks[phase] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
         tracemalloc.stop()
         stack.drain("LabelQueue", "hipoink_sender")
@@ -461,9 +472,12 @@ def _cold_start_run(
     """Every function's cold start with its sample event (the migrator: import only), and
     the poller's peak memory over a batch of five first syncs (what sizes its memory)."""
     template = load_template()
-    report.cold_start_layer = "built layer (make)" if layer else "checkout (no build)"
+    report.cold_start_layer = "built layer (make)" if layer else "layer from this environment"
     with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
         say(f"… cold starts, each a fresh process ({report.cold_start_layer})")
+        if layer is None:
+            layer = layer_from_environment(Path(tmp) / "layer")
+        path = [layer, runtime_packages(Path(tmp) / "runtime")]
         stack.add_merchant(
             "MDEMO0000001", "demo-token", "STORE-DEMO-1", items=convenience_store_catalog(20)
         )
@@ -472,7 +486,7 @@ def _cold_start_run(
             memory = _memory_mb(template, logical_id)
             env = lambda_environment(stack.env, function, logical_id, memory)
             event = None if function == "migrator" else REPO_ROOT / "events" / f"{function}.json"
-            report.cold_starts.append(cold_start(function, env, layer, event, runs=runs))
+            report.cold_starts.append(cold_start(function, env, path, event, runs=runs))
         say("… peak memory of a poller invocation of five first syncs")
         records = []
         sample = json.loads((REPO_ROOT / "events" / "poller.json").read_text())["Records"][0]
@@ -486,7 +500,7 @@ def _cold_start_run(
         event_file.write_text(json.dumps({"Records": records}))
         memory = _memory_mb(template, "PollerFunction")
         env = lambda_environment(stack.env, "poller", "PollerFunction", memory)
-        heavy = cold_start("poller", env, layer, event_file, runs=1)
+        heavy = cold_start("poller", env, path, event_file, runs=1)
         report.poller_batch_peak_rss_mib = heavy.peak_rss_mib
         stack.drain("PollQueue", "poller")  # the dispatcher's sample event queued polls
 

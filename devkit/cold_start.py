@@ -1,11 +1,14 @@
 """Cold starts and peak memory, measured the way Lambda starts a function.
 
-Each measurement is a fresh Python process per function, as Lambda makes one per instance:
-the layer as ``layers/common/Makefile`` builds it (for this machine's architecture) first
-on the path and no bytecode written (Lambda's file system is read-only), boto3 and botocore
-from outside the layer (the runtime's), Lambda's environment (``LAMBDA_TASK_ROOT``, the
-function's name, a sampled X-Ray trace id, so the tracer and its patches run as deployed),
-the secrets read from Secrets Manager. It imports ``functions/<name>/app.py``, invokes it
+Each measurement is a fresh Python process per function, as Lambda makes one per instance,
+with nothing on its path but what Lambda gives a function: the function's folder, the
+layer as ``layers/common/Makefile`` builds it (for this machine's architecture), and the
+runtime's own packages (boto3, botocore and what they need, with their bytecode: copied
+from this environment, whose other packages, such as the SAM CLI's, are not on the path:
+``python -S``). No bytecode is written (Lambda's file system is read-only). Lambda's
+environment is set (``LAMBDA_TASK_ROOT``, the function's name, a sampled X-Ray trace id, so
+the tracer and its patches run as deployed) and the secrets are read from Secrets Manager.
+It imports ``functions/<name>/app.py``, invokes it
 once with an event, and reports the process's own CPU time (user + system) and wall time of
 each step, and its peak resident memory. The emulators answer from the parent process, so
 the child's CPU time is its own work; its wall time also holds their answers.
@@ -17,14 +20,19 @@ False (set by an import hook, after the module ran, so its import is timed as is
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import platform
+import py_compile
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +110,60 @@ class ColdStart:
         return self.import_cpu_ms + (self.invoke_cpu_ms or 0.0)
 
 
+RUNTIME_PROVIDED = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "urllib3",
+    "python-dateutil",
+    "six",
+    "jmespath",
+)
+"""What the Lambda Python runtime provides besides the standard library."""
+
+
+def copy_distributions(names: Iterable[str], folder: Path) -> Path:
+    """The installed files of these distributions, copied into ``folder`` (bytecode left
+    out, compiled anew by the caller as it needs)."""
+    for name in names:
+        distribution = metadata.distribution(name)
+        for file in distribution.files or []:
+            source = Path(str(distribution.locate_file(file)))
+            if str(file).startswith("..") or source.suffix == ".pyc" or not source.is_file():
+                continue
+            target = folder / str(file)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return folder
+
+
+def runtime_packages(folder: Path) -> Path:
+    """The runtime's packages, compiled as an installed runtime has them."""
+    copy_distributions(RUNTIME_PROVIDED, folder)
+    compileall.compile_dir(folder, quiet=1, workers=0)
+    return folder
+
+
+def layer_from_environment(folder: Path) -> Path:
+    """The layer without a build (no network): the lock's distributions as installed here
+    and the library, compiled as the Makefile compiles them."""
+    lock = REPO_ROOT / "layers" / "common" / "requirements.txt"
+    names = re.findall(r"^([A-Za-z0-9_.-]+)==", lock.read_text(), flags=re.MULTILINE)
+    copy_distributions(names, folder)
+    shutil.copytree(
+        REPO_ROOT / "layers" / "common" / "esl_sync",
+        folder / "esl_sync",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    compileall.compile_dir(
+        folder,
+        quiet=1,
+        workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return folder
+
+
 def build_host_layer(folder: Path) -> Path | None:
     """The layer as ``sam build`` makes it, for this machine's architecture; None if it
     cannot be built here (no ``make``, no PyPI)."""
@@ -153,13 +215,14 @@ def lambda_environment(
 def cold_start(
     function: str,
     env: dict[str, str],
-    layer: Path | None,
+    path: Sequence[Path],
     event_file: Path | None,
     *,
     runs: int = 3,
 ) -> ColdStart:
-    """``runs`` fresh processes of ``function`` (``event_file`` None: import only)."""
-    samples = [_child(function, env, layer, event_file) for _ in range(runs)]
+    """``runs`` fresh processes of ``function`` (``event_file`` None: import only), with
+    the layer and the runtime's packages (``path``) after the function's folder."""
+    samples = [_child(function, env, path, event_file) for _ in range(runs)]
     totals = [s["import_cpu_ms"] + s["invoke_cpu_ms"] for s in samples]
 
     def median(key: str) -> float:
@@ -180,20 +243,20 @@ def cold_start(
 
 
 def _child(
-    function: str, env: dict[str, str], layer: Path | None, event_file: Path | None
+    function: str, env: dict[str, str], path: Sequence[Path], event_file: Path | None
 ) -> dict[str, Any]:
     task_root = REPO_ROOT / "functions" / function
-    library = layer if layer is not None else REPO_ROOT / "layers" / "common"
     done = subprocess.run(
         [
             sys.executable,
+            "-S",  # no site-packages: only what Lambda puts on the path
             "-c",
             _CHILD,
             str(task_root / "app.py"),
             str(event_file or os.devnull),
             "1" if event_file else "0",
         ],
-        env={**env, "PYTHONPATH": os.pathsep.join([str(library), str(task_root)])},
+        env={**env, "PYTHONPATH": os.pathsep.join(str(p) for p in (task_root, *path))},
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,6 +10,7 @@ from esl_sync.settings import settings
 from esl_sync.sync.poll_batch import poll_batch
 
 settings().require("database_url", "label_queue_url", "state_table_name", "state_key_id")
+tracer.patch(("httpx",))  # Clover
 
 
 @logger.inject_lambda_context

@@ -33,6 +33,10 @@ class _Metrics(Metrics):
 
 
 metrics: Metrics = _Metrics(service=SERVICE, namespace=NAMESPACE)
-tracer = Tracer(service=SERVICE)
+# X-Ray traces the AWS calls everywhere; the functions that call Clover or Hipoink patch
+# httpx too (``tracer.patch(("httpx",))``), so the others never load it. Patching all it
+# knows would also load and patch what no function uses (sqlite3) and trace botocore's
+# requests twice (http.client under it); its psycopg patch needs psycopg_pool, absent here.
+tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
 
 __all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "logger", "metrics", "single_metric", "tracer"]

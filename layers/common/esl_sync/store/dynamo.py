@@ -14,7 +14,6 @@ through the encryption context, so reading the table alone never reveals them;
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -22,12 +21,12 @@ from functools import lru_cache
 from itertools import batched
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
 from botocore.exceptions import ClientError
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.ports import Leased, StaleStateError
 from esl_sync.records import MerchantState, VerificationCode
+from esl_sync.store import aws
 from esl_sync.store.state_item import (
     POLL_FIELDS,
     STATE_FIELDS,
@@ -103,9 +102,8 @@ class DynamoStateStore:
     ) -> None:
         self._table = table_name
         self._key_id = key_id
-        self._dynamodb = dynamodb or boto3.client("dynamodb")
+        self._dynamodb: DynamoDBClient = dynamodb or aws.client("dynamodb")
         self._kms = kms
-        self._kms_lock = threading.Lock()  # boto3 builds clients unsafely across threads
         # Every write encrypts anew, so a ciphertext names one version of one merchant's
         # tokens: its plaintext can be kept for the life of the process, which spares a
         # KMS call (and its price) on every poll of every merchant.
@@ -400,7 +398,6 @@ class DynamoStateStore:
         )["Plaintext"]
 
     def _kms_client(self) -> KMSClient:
-        with self._kms_lock:
-            if self._kms is None:
-                self._kms = boto3.client("kms")
-            return self._kms
+        if self._kms is None:  # two threads may both build one: harmless (aws.client locks)
+            self._kms = aws.client("kms")
+        return self._kms

@@ -18,6 +18,7 @@ from esl_sync.settings import ConfigurationError
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
+
 SECRET_MAX_AGE_SECONDS = 300  # a rotated secret is picked up within five minutes
 # Secrets Manager answers in milliseconds or not at all: botocore's defaults (60 s per
 # attempt, retried) made an unreachable endpoint cost the deploy's migration 180 s.
@@ -33,16 +34,17 @@ _POSTGRES_ENGINES = frozenset({"postgres", "postgresql", "aurora-postgresql"})
 def _provider() -> SecretsProvider:
     """Powertools' cached secrets, through a client with short timeouts (and the default
     session, whose event hooks the local stack uses to record every AWS call)."""
-    import boto3
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
     from botocore.config import Config
+
+    from esl_sync.store import aws
 
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         retries={"max_attempts": ATTEMPTS, "mode": "standard"},
     )
-    return SecretsProvider(boto3_client=boto3.client("secretsmanager", config=config))
+    return SecretsProvider(boto3_client=aws.client("secretsmanager", config=config))
 
 
 def forget_secrets() -> None:

@@ -87,7 +87,7 @@ def poll_batch(
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
 
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # the outcome is in the log and the metrics
 def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
     message_id = str(record.get("messageId") or "")
     try:
