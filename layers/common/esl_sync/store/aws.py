@@ -23,7 +23,7 @@ from typing import Any, overload
 
 import boto3
 from botocore.exceptions import DataNotFoundError
-from botocore.loaders import Loader, instance_cache
+from botocore.loaders import Loader
 
 _lock = threading.Lock()
 
@@ -53,8 +53,9 @@ def _quick_loader(search_paths: str | None) -> _QuickLoader:
 class _QuickLoader(Loader):
     """botocore's loader, which tells whether a service exists without listing them all."""
 
-    @instance_cache
-    def list_available_services(self, type_name: str) -> Sequence[str]:
+    # botocore's stubs say list; botocore itself only asks ``in`` of it (and lists it for an
+    # error message), which the sequence answers (a list subclass could not be trusted to).
+    def list_available_services(self, type_name: str) -> Sequence[str]:  # type: ignore[override]
         return _ServiceNames(self, type_name)
 
     def full_list(self, type_name: str) -> list[str]:
