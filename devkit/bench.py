@@ -374,7 +374,8 @@ def _heap_pass(stack: LocalStack, skus: int, say: Say) -> dict[str, float]:
     first sync and one idle poll; timed by nothing (the tracer slows everything)."""
     clover, _ = _sims(stack)
     say("… heap pass (tracemalloc): a first sync, then an idle poll")
-    stack.add_merchant("MHEAP0000001", "heap-token", "HEAP-0001", items=gas_station_catalog(skus))
+    items = gas_station_catalog(skus, seed=999)
+    stack.add_merchant("MHEAP0000001", "heap-token", "HEAP-0001", items=items)
     peaks = {}
     for phase in ("first sync", "idle"):
         clover.clock_offset_ms += INTERVAL_SECONDS * 1000
