@@ -106,6 +106,7 @@ class AwsCallRecorder:
     def __init__(self, resource_of: Callable[[str, dict[str, Any]], list[str]]) -> None:
         self._resource_of = resource_of
         self.calls: set[AwsCall] = set()
+        self.counts: Counter[str] = Counter()  # calls by action ("kms:Encrypt"), all functions
         self._events: BaseEventHooks | None = None
 
     def attach(self, events: BaseEventHooks) -> None:
@@ -124,6 +125,7 @@ class AwsCallRecorder:
             return
         service = model.service_model.signing_name
         action = f"{service}:{_AUTHORIZED_AS.get(model.name, model.name)}"
+        self.counts[action] += 1
         attributes = tuple(sorted(dynamodb_attributes(params))) if service == "dynamodb" else ()
         for resource in self._resource_of(service, params):
             call = AwsCall(function, action, resource, attributes)

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -29,6 +30,7 @@ FUNCTION_DIRS = {
     "HipoinkSenderFunction": "hipoink_sender",
     "MigrationFunction": "migrator",
     "WebhookFunction": "webhook",
+    "OnboardingFunction": "onboarding",
 }
 # main queue -> (its dead-letter queue, the function that consumes it)
 QUEUES = {
@@ -402,7 +404,10 @@ def test_functions_are_those_of_the_design(template: Template) -> None:
         "HipoinkSenderFunction": 60,
         "MigrationFunction": 120,
         "WebhookFunction": 15,
+        "OnboardingFunction": 25,
     }
+    # API Gateway gives an HTTP API's request 30 s: the install's answer comes before that.
+    assert timeouts["OnboardingFunction"] < 30
 
 
 def test_the_webhook_is_one_post_route_of_an_http_api(template: Template) -> None:
@@ -418,6 +423,29 @@ def test_the_webhook_is_one_post_route_of_an_http_api(template: Template) -> Non
     url = template["Outputs"]["WebhookUrl"]["Value"]["Fn::Sub"]
     assert url.startswith("https://${WebhookApi}.execute-api.")
     assert url.endswith(route["Path"])
+
+
+def test_the_install_is_three_get_routes_of_the_same_api(template: Template) -> None:
+    events = template["Resources"]["OnboardingFunction"]["Properties"]["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
+    assert routes == {
+        ("GET", "/clover"),
+        ("GET", "/clover/install"),
+        ("GET", "/clover/oauth/callback"),
+    }
+    for event in events.values():
+        assert event["Type"] == "HttpApi"
+        assert event["Properties"]["ApiId"] == {"Ref": "WebhookApi"}
+        assert event["Properties"]["PayloadFormatVersion"] == "2.0"
+    site = template["Outputs"]["CloverSiteUrl"]["Value"]["Fn::Sub"]
+    redirect = template["Outputs"]["CloverRedirectUri"]["Value"]["Fn::Sub"]
+    assert site.startswith("https://${WebhookApi}.execute-api.")
+    assert redirect.startswith(site + "/"), "Clover wants the redirect URI under the site URL"
+    assert redirect.endswith("/clover/oauth/callback")
+    access_log = template["Resources"]["WebhookApi"]["Properties"]["AccessLogSettings"]["Format"]
+    assert "$context.routeKey" in access_log
+    assert "querystring" not in access_log.lower(), "an install's query holds Clover's code"
+    assert "$context.path" not in access_log
 
 
 def test_every_function_has_its_own_log_group_with_retention(template: Template) -> None:
@@ -475,6 +503,16 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "STATE_TABLE_NAME",
             "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
             "CLOVER_WEBHOOK_POLL_WINDOW_SECONDS",
+        },
+        "OnboardingFunction": {
+            "POLL_QUEUE_URL",
+            "STATE_TABLE_NAME",
+            "STATE_KEY_ID",
+            "CLOVER_API_BASE_URL",
+            "CLOVER_APP_SECRET_ARN",
+            "CLOVER_OAUTH_STATE_KEY_SECRET_ARN",
+            "CLOVER_OAUTH_STATE_TTL_SECONDS",
+            "ONBOARDING_STORE_CODE_TEMPLATE",
         },
         "HipoinkSenderFunction": {
             "HIPOINK_API_BASE_URL",
@@ -560,6 +598,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "HipoinkSenderFunction": "HipoinkSenderLogGroup",
         "MigrationFunction": "MigrationLogGroup",
         "WebhookFunction": "WebhookLogGroup",
+        "OnboardingFunction": "OnboardingLogGroup",
     }
     main_database = {"Ref": "DatabaseUrlSecretArn"}
     read_only_or_main = {
@@ -571,9 +610,10 @@ def test_each_role_is_least_privilege(template: Template) -> None:
     }
     sign = {"Ref": "HipoinkSignSecretArn"}
     own_secrets = {
-        "HipoinkSenderFunction": {"Ref": "HipoinkSignSecretArn"},
-        "PollerFunction": {"Ref": "CloverAppSecretArn"},
-        "WebhookFunction": {"Ref": "CloverWebhookAuthSecretArn"},
+        "HipoinkSenderFunction": [{"Ref": "HipoinkSignSecretArn"}],
+        "PollerFunction": [{"Ref": "CloverAppSecretArn"}],
+        "WebhookFunction": [{"Ref": "CloverWebhookAuthSecretArn"}],
+        "OnboardingFunction": [{"Ref": "CloverAppSecretArn"}, {"Ref": "OAuthStateKeySecret"}],
     }
     table = {"Fn::GetAtt": ["StateTable", "Arn"]}
     key = {"Fn::GetAtt": ["StateKey", "Arn"]}
@@ -590,20 +630,28 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         assert database in grants(statements, "secretsmanager:GetSecretValue"), name
         readable = grants(statements, "secretsmanager:GetSecretValue")
         assert sorted(map(str, readable)) == sorted(
-            map(str, [database, *([own_secrets[name]] if name in own_secrets else [])])
+            map(str, [database, *own_secrets.get(name, [])])
         ), name
-        writes_state = name in ("PollerFunction", "WebhookFunction")
+        writes_state = name in ("PollerFunction", "WebhookFunction", "OnboardingFunction")
         assert grants(statements, "dynamodb:UpdateItem") == ([table] if writes_state else []), name
-        uses_state = name in ("PollerFunction", "DispatcherFunction", "WebhookFunction")
+        uses_state = name in (
+            "PollerFunction",
+            "DispatcherFunction",
+            "WebhookFunction",
+            "OnboardingFunction",
+        )
         assert grants(statements, "kms:Decrypt") == ([key] if uses_state else []), name
-    # The dispatcher reads merchant state (freshness) and the webhook writes hints into it,
-    # but both may use the key only through DynamoDB, so neither can decrypt a Clover token.
-    for name in ("DispatcherFunction", "WebhookFunction"):
+    # The dispatcher reads merchant state (freshness), the webhook writes hints into it and
+    # the onboarding function new tokens, but they may use the key only through DynamoDB, so
+    # none can decrypt a Clover token (the onboarding function encrypts the ones it stores).
+    for name in ("DispatcherFunction", "WebhookFunction", "OnboardingFunction"):
         decrypt = [s for s in roles[name] if "kms:Decrypt" in str(s.get("Action"))]
         assert [s["Condition"]["StringEquals"]["kms:ViaService"] for s in decrypt] == [
             {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}
         ], name
-        assert not grants(roles[name], "kms:Encrypt"), name
+        assert grants(roles[name], "kms:Encrypt") == ([key] if "Onboarding" in name else []), name
+    for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:BatchGetItem"):
+        assert grants(roles["OnboardingFunction"], action) == [], action
     assert sign not in grants(roles["PollerFunction"], "secretsmanager:GetSecretValue")
     assert grants(roles["DispatcherFunction"], "dynamodb:BatchGetItem") == [table]
     poller = roles["PollerFunction"]
@@ -618,6 +666,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "HipoinkSenderFunction": [],
         "MigrationFunction": [],
         "WebhookFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
+        "OnboardingFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
     }
     receives = {
         name: grants(statements, "sqs:ReceiveMessage") for name, statements in roles.items()
@@ -628,6 +677,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "HipoinkSenderFunction": [{"Fn::GetAtt": ["LabelQueue", "Arn"]}],
         "MigrationFunction": [],
         "WebhookFunction": [],
+        "OnboardingFunction": [],
     }
 
 
@@ -680,6 +730,7 @@ def test_every_parameter_is_described(template: Template) -> None:
         "CloverWebhookAuthSecretArn",
         "CloverAppSecretArn",
         "ReadOnlyDatabaseUrlSecretArn",
+        "OnboardingStoreCodeTemplate",
     }
     assert set(template["Parameters"]) == expected
     for name, parameter in template["Parameters"].items():
@@ -699,6 +750,8 @@ def test_outputs(template: Template) -> None:
         "AlarmTopicArn",
         "CommonLayerArn",
         "WebhookUrl",
+        "CloverSiteUrl",
+        "CloverRedirectUri",
     }
     for name, output in template["Outputs"].items():
         assert output.get("Description"), name
@@ -787,6 +840,19 @@ def test_webhook_event_is_a_clover_delivery_through_the_http_api(template: Templ
     assert event["headers"]["content-length"] == str(len(event["body"].encode()))
     delivery = CloverNotification.model_validate_json(event["body"])
     assert [e.object_id for e in delivery.merchants["MDEMO0000001"]] == ["I:ITEMDEMO00002"]
+
+
+def test_onboarding_event_is_clovers_site_url_through_the_http_api(template: Template) -> None:
+    event = load_event("onboarding")
+    routes = template["Resources"]["OnboardingFunction"]["Properties"]["Events"]
+    route = routes["CloverInstall"]["Properties"]
+    assert event["version"] == route["PayloadFormatVersion"]
+    assert event["routeKey"] == f"{route['Method']} {route['Path']}" == "GET /clover/install"
+    assert event["requestContext"]["http"]["method"] == "GET"
+    query = dict(parse_qsl(event["rawQueryString"]))
+    assert query == event["queryStringParameters"]
+    assert set(query) == {"merchant_id", "employee_id", "client_id"}  # what Clover adds
+    assert query["merchant_id"] == "MDEMO0000001"
 
 
 # ---------------------------------------------------------------- build

@@ -71,6 +71,7 @@ def test_the_benchmark_runs_and_its_figures_add_up(
         "hipoink_sender",
         "migrator",
         "webhook",
+        "onboarding",
     }
     assert all(c.import_cpu_ms > 0 and c.peak_rss_mib > 0 for c in report.cold_starts)
     assert report.summary["cost_usd_per_store_month"] == round(

@@ -65,11 +65,12 @@ class CloverTokens(BaseModel):
 
 class AppCredentials(BaseModel):
     """The Clover app's credentials secret, ``{"client_id", "client_secret"}``; the refresh
-    needs only the id."""
+    needs only the id, the install flow's code exchange both."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = Field(None, min_length=1)
 
 
 def _fields_at_fault(error: ValidationError) -> str:
@@ -91,6 +92,9 @@ class StoredTokens:
     tokens: CloverTokens
     generation: int
     needs_reauth: bool = False
+    # Clover reported the app uninstalled after these tokens were authorized (a webhook
+    # hint): they are treated as refused.
+    uninstalled: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,4 @@ class SealedTokens:
     ciphertext: bytes = field(repr=False)
     generation: int
     needs_reauth: bool = False
+    uninstalled: bool = False  # as in StoredTokens

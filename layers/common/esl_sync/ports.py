@@ -54,6 +54,33 @@ class MerchantDirectory(Protocol):
         ...
 
 
+class MerchantRegistry(Protocol):
+    """Merchants as the app's install flow and ``esl-sync merchants set-store`` change them.
+
+    A store code an operator sets before the merchant installed the app waits for it (an
+    assignment); the install takes it.
+    """
+
+    def register_install(
+        self,
+        merchant_id: str,
+        clover_base_url: str,
+        store_code: str | None,
+        *,
+        then: Callable[[], object],
+    ) -> Merchant:
+        """Register the merchant or re-activate it: active, on ``clover_base_url`` (its
+        region's REST host), with the store code it has, else the one assigned to it
+        (consumed), else ``store_code`` (a configured rule's, or None: it awaits one).
+        ``then`` runs before the commit: if it raises, nothing is written."""
+        ...
+
+    def assign_store(self, merchant_id: str, store_code: str) -> bool:
+        """Set a registered merchant's store code (True), or keep it for the merchant's
+        install (False)."""
+        ...
+
+
 class ProductWriter(Protocol):
     """Product writes of one transaction."""
 
@@ -253,6 +280,37 @@ class TokenStore(Protocol):
     def release_refresh_lock(self, merchant_id: str, owner: str) -> None: ...
 
 
+class InstallTokens(Protocol):
+    """What the install flow writes into the state table: never a token in clear, and it
+    never reads one (its role may encrypt, not decrypt)."""
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        """The merchant's refresh lock (:class:`TokenStore`'s): exchanges and refreshes of
+        one merchant never overlap."""
+        ...
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None: ...
+
+    def claim_install(self, merchant_id: str, *, issued_ms: int, nonce: str) -> bool:
+        """Mark the sign-in started at ``issued_ms`` used, unless it or a later one was
+        used already or tokens were stored since it started (a conditional write);
+        whether it was marked now."""
+        ...
+
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        """The tokens encrypted for this merchant, written nowhere yet."""
+        ...
+
+    def write_installed_tokens(
+        self, merchant_id: str, sealed: bytes, *, issued_ms: int, now_ms: int
+    ) -> bool:
+        """Store the sealed tokens as a new generation (auth ``ok``, authorized at
+        ``now_ms``) unless tokens were stored since ``issued_ms``; whether stored."""
+        ...
+
+
 class WebhookHints(Protocol):
     """What the webhook function may write into the state table (never tokens)."""
 
@@ -271,6 +329,11 @@ class WebhookHints(Protocol):
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
         then pending; else add none and ask for a sweep (``sweep_request``). Whether added."""
+        ...
+
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        """Note that Clover reported the app uninstalled at ``ts_ms`` (kept if later than
+        one noted before); tokens authorized after it are not affected."""
         ...
 
 
@@ -302,6 +365,14 @@ class DeadLetterQueue(Protocol):
 
 
 # -- Clover and Hipoink ----------------------------------------------------------------
+
+
+class CodeExchanger(Protocol):
+    """The install flow's code exchange (see :class:`esl_sync.clover.oauth.CloverOAuthClient`)."""
+
+    def exchange_code(
+        self, base_url: str, merchant_id: str, code: str, client_secret: str
+    ) -> CloverTokens: ...
 
 
 class Refresher(Protocol):

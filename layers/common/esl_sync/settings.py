@@ -12,6 +12,7 @@ sources, dotenv and JSON decoding, about 50 ms of every cold start) would add no
 from __future__ import annotations
 
 import os
+import string
 from decimal import Decimal
 from functools import cache
 from typing import Literal
@@ -64,7 +65,15 @@ class Settings(BaseModel):
     clover_webhook_auth: SecretStr | None = None
     clover_webhook_auth_secret_arn: str | None = None
     clover_client_id: str | None = None
+    clover_client_secret: SecretStr | None = None
     clover_app_secret_arn: str | None = None
+    # The app's install flow (esl_sync.onboarding).
+    clover_authorize_base_url: str | None = None  # default: the one of clover_api_base_url
+    clover_oauth_redirect_uri: str | None = None
+    clover_oauth_state_key: SecretStr | None = None
+    clover_oauth_state_key_secret_arn: str | None = None
+    clover_oauth_state_ttl_seconds: int = Field(600, ge=60, le=3600)
+    onboarding_store_code_template: str = Field("", max_length=64)
 
     # How the sync behaves.
     clover_sync_enabled: bool = True
@@ -114,14 +123,38 @@ class Settings(BaseModel):
             raise ValueError("must be printable text (no control characters)")
         return value
 
-    @field_validator("clover_api_base_url", "hipoink_api_base_url")
+    @field_validator("clover_api_base_url", "hipoink_api_base_url", "clover_authorize_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        if value is not None and deployed() and not value.startswith("https://"):
-            raise ValueError("must start with https:// in a deployed function")
-        return value.rstrip("/") if value else value
+        return _http_url(value).rstrip("/") if value is not None else value
+
+    @field_validator("clover_oauth_redirect_uri")
+    @classmethod
+    def _redirect_uri(cls, value: str | None) -> str | None:
+        """Where Clover sends the browser back: Clover wants https and a subpath of the
+        app's site URL; it must not carry a query of its own (Clover adds one)."""
+        if value is None:
+            return value
+        _http_url(value)
+        if "?" in value or "#" in value or not value.isascii() or not value.isprintable():
+            raise ValueError("must be a plain URL without query or fragment")
+        return value
+
+    @field_validator("onboarding_store_code_template")
+    @classmethod
+    def _store_code_template(cls, value: str) -> str:
+        """Empty (new merchants await an operator's store code), or text with
+        ``{merchant_id}`` in it, e.g. ``{merchant_id}`` or ``CLV-{merchant_id}``."""
+        try:
+            parts = list(string.Formatter().parse(value))
+        except ValueError:
+            raise ValueError("unbalanced braces") from None
+        for _literal, name, spec, conversion in parts:
+            if name is not None and (name != "merchant_id" or spec or conversion):
+                raise ValueError("the only placeholder allowed is {merchant_id}")
+        if value and not any(name for _literal, name, _spec, _conversion in parts):
+            raise ValueError("must hold {merchant_id} (one store per merchant)")
+        return value
 
     @property
     def dispatch_spread_seconds(self) -> int:
@@ -154,6 +187,14 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return value
         raise ConfigurationError(f"missing setting: {name.upper()}")
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    if deployed() and not value.startswith("https://"):
+        raise ValueError("must start with https:// in a deployed function")
+    return value
 
 
 def load_settings() -> Settings:

@@ -32,6 +32,11 @@ class ReauthRequired(Exception):
         self.cause = cause
 
 
+class AppUninstalled(Exception):
+    """Clover reported the app uninstalled (a webhook hint) after the stored tokens were
+    authorized: they are as good as revoked."""
+
+
 class TokenRefreshBusy(RuntimeError):
     """Another poller held the refresh lock for longer than a refresh can take."""
 
@@ -75,6 +80,12 @@ class TokenKeeper:
             return None
         if stored.needs_reauth:
             raise ReauthRequired(merchant_id, None)
+        if stored.uninstalled:
+            return self._mark(
+                merchant_id,
+                stored.generation,
+                AppUninstalled("Clover reported the app uninstalled"),
+            )
         tokens = stored.tokens
         if tokens.refresh_token is None or not tokens.expires_within(
             self.margin_seconds, self.clock()
@@ -159,7 +170,8 @@ class TokenKeeper:
             metrics.add_metric(name="NeedsReauth", unit=MetricUnit.Count, value=1)
             logger.error(
                 "Clover refused the merchant's tokens: it is not polled until new tokens"
-                " are stored (esl-sync merchants add)",
+                " are stored (the merchant opens the app again in Clover, or esl-sync"
+                " merchants add)",
                 merchant_id=merchant_id,
                 error=str(error),
             )

@@ -14,6 +14,7 @@ through the encryption context, so reading the table alone never reveals them;
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -262,7 +263,8 @@ class DynamoStateStore:
         item = self._dynamodb.get_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            ProjectionExpression="token_ciphertext, token_generation, auth_state",
+            ProjectionExpression="token_ciphertext, token_generation, auth_state, authorized_ms,"
+            " app_uninstalled_ms",
             ConsistentRead=True,
         ).get("Item")
         sealed = sealed_of(item)
@@ -274,6 +276,7 @@ class DynamoStateStore:
             tokens=_stored_tokens(plaintext),
             generation=sealed.generation,
             needs_reauth=sealed.needs_reauth,
+            uninstalled=sealed.uninstalled,
         )
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
@@ -284,14 +287,18 @@ class DynamoStateStore:
         return self._encrypt(merchant_id, tokens)
 
     def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        """New tokens: a new generation, auth ``ok``, authorized now (``authorized_ms``,
+        against which an uninstall hint and an install's sign-in are compared)."""
         answer = self._dynamodb.update_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok ADD #generation :one",
+            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
+            " ADD #generation :one",
             ExpressionAttributeNames=_GENERATION_NAMES,
             ExpressionAttributeValues={
                 ":t": {"B": sealed},
                 ":ok": {"S": "ok"},
+                ":now": {"N": str(time.time_ns() // 1_000_000)},
                 ":one": {"N": "1"},
             },
             ReturnValues="UPDATED_NEW",
@@ -382,6 +389,15 @@ class DynamoStateStore:
             ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
         )
         return False
+
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        self._conditional_update(
+            merchant_id,
+            "SET #at = :ts",
+            "attribute_not_exists(#at) OR #at < :ts",
+            {":ts": {"N": str(ts_ms)}},
+            {"#at": "app_uninstalled_ms"},
+        )
 
     def _encrypt(self, merchant_id: str, tokens: CloverTokens) -> bytes:
         if not self._key_id:

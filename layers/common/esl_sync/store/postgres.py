@@ -98,6 +98,22 @@ RETURNING t.source_id, t.source_variant_id, t.barcode, t.label_hash
 """
 
 
+# The install and `merchants set-store` of one merchant take turns (a transaction-scoped
+# advisory lock), so an assignment is never written beside an install that misses it.
+_LOCK_MERCHANT = "SELECT pg_advisory_xact_lock(hashtext('esl-sync merchant ' || %s))"
+
+# A merchant that installs the app: registered, or re-activated on its region's REST host;
+# its store code is kept, else the operator's assignment (consumed), else the rule's.
+_REGISTER_INSTALL = """
+WITH assigned AS (DELETE FROM store_assignments WHERE merchant_id = %s RETURNING store_code)
+INSERT INTO merchants (merchant_id, store_code, clover_base_url, active)
+VALUES (%s, coalesce((SELECT store_code FROM assigned), %s), %s, true)
+ON CONFLICT (merchant_id) DO UPDATE SET active = true,
+    clover_base_url = EXCLUDED.clover_base_url,
+    store_code = coalesce(merchants.store_code, EXCLUDED.store_code), updated_at = now()
+"""
+
+
 def _row_json(row: ProductRow) -> str:
     """The row as JSON for the page's statement: its fields (pydantic writes them, money as
     text), its hashes, and its raw item as the text the poll already made of it (one
@@ -257,6 +273,40 @@ class PostgresMerchantDirectory:
             self._upsert(conn, merchant)
             if then is not None:
                 then()
+
+    def register_install(
+        self,
+        merchant_id: str,
+        clover_base_url: str,
+        store_code: str | None,
+        *,
+        then: Callable[[], object],
+    ) -> Merchant:
+        conn = self._db.connection()
+        with conn.transaction():
+            conn.execute(_LOCK_MERCHANT, (merchant_id,))
+            conn.execute(_REGISTER_INSTALL, (merchant_id, merchant_id, store_code, clover_base_url))
+            then()
+        merchant = self.get(merchant_id)
+        assert merchant is not None  # committed just now
+        return merchant
+
+    def assign_store(self, merchant_id: str, store_code: str) -> bool:
+        conn = self._db.connection()
+        with conn.transaction():
+            conn.execute(_LOCK_MERCHANT, (merchant_id,))
+            updated = conn.execute(
+                "UPDATE merchants SET store_code = %s, updated_at = now() WHERE merchant_id = %s",
+                (store_code, merchant_id),
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    "INSERT INTO store_assignments (merchant_id, store_code) VALUES (%s, %s)"
+                    " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
+                    " assigned_at = now()",
+                    (merchant_id, store_code),
+                )
+        return bool(updated)
 
     def _upsert(self, conn: psycopg.Connection[Any], merchant: Merchant) -> None:
         conn.execute(

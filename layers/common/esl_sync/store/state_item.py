@@ -70,4 +70,6 @@ def sealed_of(item: Mapping[str, Any] | None) -> SealedTokens | None:
         ciphertext=bytes(item["token_ciphertext"]["B"]),
         generation=int(item.get("token_generation", {"N": "0"})["N"]),
         needs_reauth=item.get("auth_state", {}).get("S") == "needs_reauth",
+        uninstalled=int(item.get("app_uninstalled_ms", {"N": "-1"})["N"])
+        > int(item.get("authorized_ms", {"N": "0"})["N"]),
     )
