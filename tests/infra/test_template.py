@@ -314,7 +314,8 @@ def test_every_custom_metric_an_alarm_watches_is_emitted_by_the_code(template: T
     )
     for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
         for metric in _custom_metrics(alarm["Properties"]):
-            emitted = re.search(rf'(name=|\(\s*)"{metric}"', code)
+            # add_metric(name="X"), single_metric("X"), or a table of counts ("X": "field")
+            emitted = re.search(rf'(name=|\(\s*)"{metric}"|"{metric}": "', code)
             assert emitted, f"{name} watches {metric}, which nothing emits"
 
 
