@@ -93,7 +93,7 @@ class BenchReport:
     date: str
     merchants: int
     skus: int
-    summary: dict[str, float | None] = field(default_factory=dict)
+    summary: dict[str, float | str | None] = field(default_factory=dict)
     phases: list[PhaseCost] = field(default_factory=list)
     heap_mib: dict[str, float] = field(default_factory=dict)
     cold_starts: list[ColdStart] = field(default_factory=list)
@@ -605,6 +605,7 @@ def _costs(report: BenchReport, measured: dict[str, Any]) -> None:
         "poller_cold_start_ms": round(cold["poller"].cpu_ms, 1),
         "poller_batch_peak_rss_mib": report.poller_batch_peak_rss_mib,
         "cost_usd_per_store_month": round(bench_cost.total(report.cost[:-1]), 4),
+        "cost_estimated_inputs": "; ".join(bench_cost.ESTIMATES),
         "layer_mib": report.package_mib.get("CommonLayer"),
     }
 
@@ -667,6 +668,7 @@ def print_report(report: BenchReport, say: Say = print) -> None:
     for line in report.cost:
         say(f"  {line.item:<28}${line.usd:>8.4f}  {line.how}")
     say(f"  {'total (without X-Ray)':<28}${report.summary['cost_usd_per_store_month']:>8.4f}")
+    say(f"  estimates (the rest is counted or measured): {'; '.join(bench_cost.ESTIMATES)}")
     say("")
     say(f"Hipoink calls per 1,000 changed labels: {report.hipoink_calls_per_1000_labels}")
     say(

@@ -52,6 +52,16 @@ XRAY_TRACED_SHARE = 0.05
 FLEET_STORES = 1000
 """The fleet X-Ray's share is shown for (its reservoir is per account, not per store)."""
 
+ESTIMATES = (
+    f"changed polls a day ({CHANGED_POLLS_PER_DAY})",
+    "Lambda CPU share by memory, Graviton as fast as this machine",
+    "round trips in AWS (" + ", ".join(f"{k} {v:g} ms" for k, v in ROUND_TRIP_MS.items()) + ")",
+    f"Lambda's own log bytes ({PLATFORM_LOG_BYTES_PER_INVOCATION} B an invocation)",
+    f"KMS decrypts ({KMS_DECRYPTS_PER_STORE_MONTH} a month)",
+    f"X-Ray's fleet ({FLEET_STORES} stores)",
+)
+"""The inputs of the cost that a local run cannot count or measure (the bench prints them)."""
+
 
 @dataclass
 class PollKind:

@@ -74,6 +74,9 @@ def test_the_benchmark_runs_and_its_figures_add_up(
         "onboarding",
     }
     assert all(c.import_cpu_ms > 0 and c.peak_rss_mib > 0 for c in report.cold_starts)
+    # What the cost could not count is named, in the summary and the printed table
+    assert "KMS decrypts" in report.summary["cost_estimated_inputs"]
+    assert any(line.startswith("  estimates (the rest is counted") for line in lines)
     assert report.summary["cost_usd_per_store_month"] == round(
         sum(line.usd for line in report.cost if "X-Ray" not in line.item), 4
     )
