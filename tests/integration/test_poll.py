@@ -13,9 +13,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 
+from devkit.aws_calls import AwsCallCounter
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
 from devkit.clover_sim import CloverSimulator
 from devkit.demo import expected_labels
@@ -823,6 +825,48 @@ def test_a_poll_reads_and_writes_the_state_table_twice(stack: LocalStack) -> Non
     clover.update_item("MTWICE000001", clover.items("MTWICE000001")[0]["id"], price=5)
     poll(stack, "MTWICE000001")  # changed
     assert calls == ["UpdateItem"] * 4
+
+
+def test_the_aws_calls_of_each_kind_of_poll(start_stack: StartStack) -> None:
+    """Counted by the botocore hook the bench uses: two state writes whatever the poll; the
+    first read also opens the tokens (one KMS decrypt, then kept) and sends the labels;
+    a changed poll sends its labels; idle polls and sweeps call nothing else."""
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
+    clover, _ = sims(stack)
+    counter = AwsCallCounter()  # before any client is built: each one carries the hook
+    assert boto3.DEFAULT_SESSION is not None
+    counter.attach(boto3.DEFAULT_SESSION.events)
+    m = "MKINDS000001"
+    stack.add_merchant(m, "tok", "STORE-KI", items=items_without_times(8))
+    seen: list[dict[str, int]] = []
+
+    def counted_poll() -> None:
+        before = counter.snapshot("PollerFunction")
+        poll(stack, m)
+        seen.append(dict(counter.snapshot("PollerFunction") - before))
+
+    try:
+        counted_poll()  # the first read
+        counted_poll()  # idle
+        clover.update_item(m, clover.items(m)[0]["id"], price=5)
+        counted_poll()  # a sweep (the 3rd poll) that finds the change
+        counted_poll()  # idle again
+    finally:
+        counter.detach()
+    two_writes = {"dynamodb:UpdateItem": 2}
+    assert seen == [
+        # also the instance's first invocation: the database secret, read once
+        {
+            **two_writes,
+            "kms:Decrypt": 1,
+            "sqs:SendMessageBatch": 1,
+            "secretsmanager:GetSecretValue": 1,
+        },
+        two_writes,
+        {**two_writes, "sqs:SendMessageBatch": 1},
+        two_writes,
+    ]
+    assert [line.get("sweep") for line in poll_lines(stack, m)] == [None, "nothing missing"]
 
 
 def test_a_401_marks_only_its_merchant_and_the_batch_carries_on(stack: LocalStack) -> None:
