@@ -173,17 +173,8 @@ class DynamoStateStore:
     ) -> Leased | None:
         """One conditional write takes the lease and returns the whole item (DynamoDB
         charges the write, not the read): the state and the sealed tokens under the lease."""
-        item = self._update_if(
-            merchant_id,
-            "SET #owner = :owner, #until = :until",
-            "attribute_not_exists(#until) OR #until <= :now",
-            {
-                ":owner": {"S": owner},
-                ":until": {"N": str(now_ms + duration_ms)},
-                ":now": {"N": str(now_ms)},
-            },
-            _LEASE_NAMES,
-            returns="ALL_NEW",
+        item = self._acquire(
+            merchant_id, _LEASE_NAMES, owner, now_ms, duration_ms, returns="ALL_NEW"
         )
         return None if item is None else Leased(state_of(merchant_id, item), sealed_of(item))
 
@@ -193,16 +184,25 @@ class DynamoStateStore:
     def acquire_refresh_lock(
         self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
     ) -> bool:
-        return self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
+        taken = self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
+        return taken is not None
 
     def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, _REFRESH_LOCK_NAMES, owner)
 
     def _acquire(
-        self, merchant_id: str, names: dict[str, str], owner: str, now_ms: int, duration_ms: int
-    ) -> bool:
-        """Take the lock named by ``names`` if it is free or expired."""
-        return self._conditional_update(
+        self,
+        merchant_id: str,
+        names: dict[str, str],
+        owner: str,
+        now_ms: int,
+        duration_ms: int,
+        *,
+        returns: Literal["NONE", "ALL_NEW"] = "NONE",
+    ) -> Mapping[str, Any] | None:
+        """Take the lock named by ``names`` if it is free or expired: the item as written
+        (``returns``), or None when the lock is held."""
+        return self._update_if(
             merchant_id,
             "SET #owner = :owner, #until = :until",
             "attribute_not_exists(#until) OR #until <= :now",
@@ -212,6 +212,7 @@ class DynamoStateStore:
                 ":now": {"N": str(now_ms)},
             },
             names,
+            returns=returns,
         )
 
     def _release(self, merchant_id: str, names: dict[str, str], owner: str) -> None:
