@@ -158,9 +158,13 @@ class LocalStack:
         progress: Callable[[str], None] | None = None,
         listen: Listen | None = None,
         database_secret: str | None = None,
+        record_aws_calls: bool = True,
     ) -> None:
         """``database_secret`` is the database secret's value when the handlers reach
-        Postgres by another address than this process (from a container)."""
+        Postgres by another address than this process (from a container);
+        ``record_aws_calls=False`` leaves the handlers' AWS calls unrecorded and unchecked
+        (the benchmark: the recorder's work is not the handlers')."""
+        self._record_aws_calls = record_aws_calls
         self._listen = listen
         self._database_secret = database_secret
         self._clover_base_url = clover_base_url
@@ -283,7 +287,8 @@ class LocalStack:
         if boto3.DEFAULT_SESSION is None:
             boto3.setup_default_session()
         assert boto3.DEFAULT_SESSION is not None
-        self.aws_calls.attach(boto3.DEFAULT_SESSION.events)  # every client the runtime builds
+        if self._record_aws_calls:  # every client the runtime builds carries the hook
+            self.aws_calls.attach(boto3.DEFAULT_SESSION.events)
         self._exit.enter_context(_operator_commands_attributed())
         self._create_aws_resources()
         self._create_secrets(

@@ -204,9 +204,26 @@ def test_poller_concurrency_stays_inside_clovers_in_flight_budget(template: Temp
     }
     assert event["Properties"]["BatchSize"] == {"Ref": "PollerBatchSize"}
     parameter = template["Parameters"]["PollerMaximumConcurrency"]
-    assert parameter["Default"] == 5
+    assert parameter["Default"] == 2
     assert parameter["MinValue"] == 2
     assert parameter["MaxValue"] <= CLOVER_MAX_IN_FLIGHT
+    # Every instance's share of Clover's budget, at every allowed concurrency: together they
+    # stay within 50 requests/s and 10 in flight (an instance overlaps that many polls).
+    share = template["Mappings"]["CloverShare"]
+    for instances in range(parameter["MinValue"], parameter["MaxValue"] + 1):
+        rps = int(share[str(instances)]["InstanceRps"])
+        in_flight = int(share[str(instances)]["InstanceInFlight"])
+        assert instances * rps <= 50, instances
+        assert instances * in_flight <= CLOVER_MAX_IN_FLIGHT, instances
+        assert in_flight >= 1
+    env = template["Resources"]["PollerFunction"]["Properties"]["Environment"]["Variables"]
+    for variable, key in (
+        ("CLOVER_INSTANCE_RPS", "InstanceRps"),
+        ("CLOVER_INSTANCE_IN_FLIGHT", "InstanceInFlight"),
+    ):
+        assert env[variable] == {
+            "Fn::FindInMap": ["CloverShare", {"Ref": "PollerMaximumConcurrency"}, key]
+        }
     sender = template["Resources"]["HipoinkSenderFunction"]["Properties"]["Events"]
     assert sender["LabelQueueEvent"]["Properties"]["BatchSize"] == 10
     assert template["Parameters"]["SenderMaximumConcurrency"]["Default"] == 2
@@ -297,7 +314,8 @@ def test_every_custom_metric_an_alarm_watches_is_emitted_by_the_code(template: T
     )
     for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
         for metric in _custom_metrics(alarm["Properties"]):
-            emitted = re.search(rf'(name=|\(\s*)"{metric}"', code)
+            # add_metric(name="X"), single_metric("X"), or a table of counts ("X": "field")
+            emitted = re.search(rf'(name=|\(\s*)"{metric}"|"{metric}": "', code)
             assert emitted, f"{name} watches {metric}, which nothing emits"
 
 

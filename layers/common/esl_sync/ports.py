@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.records import (
@@ -35,6 +36,7 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    StoredHash,
     VerificationCode,
 )
 
@@ -92,6 +94,11 @@ class ProductWriter(Protocol):
 
     def active_keys(self, merchant_id: str) -> set[tuple[str, str]]:
         """(source_id, source_variant_id) of every active product of the merchant."""
+        ...
+
+    def stored_hashes(self, merchant_id: str, item_ids: Sequence[str]) -> dict[str, StoredHash]:
+        """The stored ``content_hash`` of these Clover items' products, and whether each is
+        refused now (one round trip); an item without a row is left out."""
         ...
 
     def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
@@ -189,6 +196,15 @@ class StaleStateError(RuntimeError):
     """Someone else wrote the merchant state since we read it."""
 
 
+@dataclass(frozen=True)
+class Leased:
+    """What taking a merchant's poll lease read in the same write: the state the last poll
+    left, and the merchant's tokens, still sealed (None: none stored)."""
+
+    state: MerchantState
+    sealed: SealedTokens | None
+
+
 class StateStore(Protocol):
     def load(self, merchant_id: str) -> MerchantState: ...
 
@@ -196,15 +212,20 @@ class StateStore(Protocol):
         """Every given merchant's state (a default one where none is stored yet)."""
         ...
 
-    def save(self, state: MerchantState) -> None:
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
         """Write the state if nobody wrote it since it was loaded; else StaleStateError.
 
+        With ``release_lease`` (its owner), the same write gives the poll lease back, and
+        only if that owner still holds it (else StaleStateError, nothing written).
         ``auth_state`` is not written here: the token lifecycle owns it (:class:`TokenStore`).
         """
         ...
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
-        """Take the merchant's poll lease if it is free or expired; False while another holds it.
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
+        """Take the merchant's poll lease if it is free or expired, reading its state and
+        sealed tokens in the same conditional write; None while another poll holds it.
 
         The lease lives beside ``version``, not in it: taking or giving it up never makes
         the holder's own ``save`` stale.
@@ -220,6 +241,10 @@ class TokenStore(Protocol):
     """Clover tokens, encrypted in the merchant's state item, and what guards them."""
 
     def load_tokens(self, merchant_id: str) -> StoredTokens | None: ...
+
+    def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
+        """Tokens read sealed (with the poll's lease), decrypted."""
+        ...
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
         """Store an operator's new token (plain or pair): a new generation, and the

@@ -14,6 +14,7 @@ dispatcher never loads the Clover or Hipoink clients), which keeps cold starts s
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
@@ -109,7 +110,9 @@ def clover() -> CloverClient:
     return CloverClient(
         page_size=s.clover_page_size,
         timeout_seconds=s.clover_timeout_seconds,
-        pacer=RequestPacer(app_rps=s.clover_instance_rps),
+        pacer=RequestPacer(
+            app_rps=s.clover_instance_rps, app_concurrency=s.clover_instance_in_flight
+        ),
     )
 
 
@@ -175,6 +178,16 @@ def oauth_state_key() -> bytes:
     return key
 
 
+_lazy = threading.Lock()
+
+
+def _clover_oauth_once() -> CloverOAuthClient:
+    """:func:`clover_oauth`, built by one thread only: the first refresh may come from any
+    of the poller's threads (everything else is built before they start)."""
+    with _lazy:
+        return clover_oauth()
+
+
 @cache
 def token_keeper() -> TokenKeeper:
     from esl_sync.clover.tokens import TokenKeeper
@@ -182,7 +195,7 @@ def token_keeper() -> TokenKeeper:
     s = settings()
     return TokenKeeper(
         store=state_store(),
-        refresher=clover_oauth,
+        refresher=_clover_oauth_once,
         margin_seconds=s.clover_token_refresh_margin_seconds,
         # A refresh is one request: the lock outlives its timeout three times over.
         lock_ms=int(s.clover_timeout_seconds * 3000),

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esl_sync.clover.errors import CloverRefreshRejected
-from esl_sync.credentials import StoredTokens
+from esl_sync.credentials import SealedTokens, StoredTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import Refresher, TokenStore
 
@@ -63,7 +63,19 @@ class TokenKeeper:
     def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
         """The stored tokens, refreshed first when the access token is close to expiry;
         None when none are stored. Raises :class:`ReauthRequired`."""
-        stored = self.store.load_tokens(merchant_id)
+        return self._usable(merchant_id, base_url, self.store.load_tokens(merchant_id))
+
+    def access_token_from(
+        self, merchant_id: str, base_url: str, sealed: SealedTokens | None
+    ) -> StoredTokens | None:
+        """:meth:`access_token` for tokens the caller read already (the poll reads them
+        with its lease), so a poll reads the state table once."""
+        stored = None if sealed is None else self.store.open_tokens(merchant_id, sealed)
+        return self._usable(merchant_id, base_url, stored)
+
+    def _usable(
+        self, merchant_id: str, base_url: str, stored: StoredTokens | None
+    ) -> StoredTokens | None:
         if stored is None:
             return None
         if stored.needs_reauth:
