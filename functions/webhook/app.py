@@ -18,7 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
-from esl_sync.events import HttpRequest, HttpRoute
+from esl_sync.events import HttpRequest, is_http_api_event
 from esl_sync.observability import MetricUnit, logger, metrics, tracer
 from esl_sync.settings import settings
 from esl_sync.webhooks import receive_webhook
@@ -59,14 +59,10 @@ def _answer(status: int, message: str) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        HttpRoute.model_validate(event)
-        HttpRequest.model_validate(event)
-    except ValueError:  # (pydantic's ValidationError) what API Gateway never sends
-        answer = _answer(400, "not an HTTP API request")
+    if not is_http_api_event(event):
         return {
             "statusCode": 400,
             "headers": {"Content-Type": "application/json"},
-            "body": answer.body,
+            "body": _answer(400, "not an HTTP API request").body,
         }
     return app.resolve(event, context)

@@ -126,3 +126,16 @@ class HttpRequest(BaseModel):
         """A header by name, whatever its case (HTTP API lower-cases them; tests may not)."""
         wanted = name.lower()
         return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+def is_http_api_event(event: object) -> bool:
+    """Whether ``event`` has the shape API Gateway's HTTP API (payload 2.0) always sends:
+    what the resolver routes on and what the functions read. Only another caller of the
+    function sends anything else; the functions refuse it before routing, with a 4xx, not
+    the resolver's exception answered 5xx."""
+    try:
+        HttpRoute.model_validate(event)
+        HttpRequest.model_validate(event)
+    except ValueError:  # pydantic's ValidationError
+        return False
+    return True
