@@ -58,6 +58,7 @@ PRICE_REQUIRED = frozenset({"FIXED", "PER_UNIT"})
 shown as $0.00. A ``VARIABLE`` price is entered at the register; its label shows
 ``HIPOINK_VARIABLE_PRICE_TEXT`` instead (see :func:`esl_sync.hipoink.records.to_record`)."""
 VALIDATION_ERROR_MAX_CHARS = 1000
+_READ_FIELDS = frozenset(CloverItem.model_fields)  # pydantic's accessor costs a call an item
 
 
 class InvalidItem(ValueError):
@@ -248,7 +249,7 @@ def _product_code(
     the product to another label without anyone noticing.
     """
     for field in fields:
-        value = item.get(field) if field in CloverItem.model_fields else raw.get(field)
+        value = item.get(field) if field in _READ_FIELDS else raw.get(field)
         if field in bad:
             return None  # its type is already named
         if value is None:
