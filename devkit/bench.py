@@ -146,6 +146,29 @@ def run_bench(
     return report
 
 
+def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = print) -> None:
+    """``bench --cpu-only``: the two CPU figures alone (a first sync, then ``idle_cycles``
+    idle cycles), in a minute or so instead of the full run's minutes: for comparing a
+    change to the poll's Python before and after (take medians over several runs; no
+    heap pass, cold starts, idle run or builds)."""
+    settings = {"CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS)}
+    with (
+        LocalStack(settings=settings, record_aws_calls=False) as stack,
+        _counting(stack) as counter,
+    ):
+        for n in range(merchants):
+            items = gas_station_catalog(skus, seed=n)
+            stack.add_merchant(f"MBENCH{n:06d}", f"bench-token-{n}", f"STORE-{n:04d}", items=items)
+        quiet: Say = lambda _text: None  # noqa: E731
+        first = _measure(stack, counter, "first sync", quiet, [])
+        idle = [_measure(stack, counter, "idle", quiet, []) for _ in range(idle_cycles)]
+    say(
+        f"first_sync_cpu_ms_per_1k_items {first.cpu_ms_per_1000_items}"
+        f"  idle_cpu_ms_per_poll {statistics.median(p.cpu_ms_per_poll for p in idle)}"
+        f" (cycles: {', '.join(str(p.cpu_ms_per_poll) for p in idle)})"
+    )
+
+
 # -- the main run: one cycle per kind of poll ------------------------------------------------
 
 
@@ -695,6 +718,9 @@ def print_report(report: BenchReport, say: Say = print) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     say: Say = lambda text: print(text, flush=True)  # noqa: E731
+    if args.cpu_only:
+        run_cpu_only(merchants=args.merchants, skus=args.skus, say=say)
+        return 0
     report = run_bench(
         merchants=args.merchants,
         skus=args.skus,

@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="mostly idle run (default 1000; 0: skip)",
     )
     bench.add_argument("--no-build", action="store_true", help="skip sam build (sizes)")
+    bench.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="only a first sync and idle polls: the two CPU figures, quickly",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures to this file")
     bench.set_defaults(run=_bench, development=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from esl_sync import runtime
@@ -11,6 +12,10 @@ from esl_sync.sync.poll_batch import poll_batch
 
 settings().require("database_url", "label_queue_url", "state_table_name", "state_key_id")
 tracer.patch(("httpx",))  # Clover
+# What is loaded by now lives as long as the process: frozen out of the garbage collector's
+# generations, so the full collections a first sync triggers (a few dicts per item) do not
+# walk every imported module's objects again (≈ 6 ms per 1,000 items on the bench).
+gc.freeze()
 
 
 @logger.inject_lambda_context
