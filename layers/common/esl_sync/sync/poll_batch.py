@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from esl_sync.events import PollRecord
-from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.sync.poll import PollDeps, PollOutcome, poll_merchant
 
 POLL_WORKER_PREFIX = "esl-sync-poll"
@@ -87,7 +87,6 @@ def poll_batch(
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
 
-@tracer.capture_method(capture_response=False)  # the outcome is in the log and the metrics
 def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
     message_id = str(record.get("messageId") or "")
     try:
