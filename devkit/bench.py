@@ -244,11 +244,10 @@ def _sims(stack: LocalStack) -> tuple[CloverSimulator, Any]:
 
 @contextmanager
 def _counting(stack: LocalStack) -> Iterator[AwsCallCounter]:
-    import boto3
+    from esl_sync.store import aws
 
     counter = AwsCallCounter()
-    assert boto3.DEFAULT_SESSION is not None  # the local stack set it up
-    counter.attach(boto3.DEFAULT_SESSION.events)
+    counter.attach(aws.session().get_component("event_emitter"))
     try:
         yield counter
     finally:
