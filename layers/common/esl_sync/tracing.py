@@ -8,9 +8,12 @@ twice (http.client under it); its psycopg patch needs psycopg_pool, absent here.
 
 The poller does not import it: it is traced by Lambda's active tracing alone (its
 invocations, initialization and errors, linked to the SQS message that started them), which
-costs it nothing at start. The SDK, its patches and the subsegments of a poll's AWS and
-Clover calls were a quarter of its cold start, and the poller is the function that starts
-most often (docs/architecture.md, "Cheap cold starts").
+costs it nothing. It is the function that starts most often and makes the most calls: the
+SDK's import and patches were ≈ 10 ms of its cold start (A/B over alternating fresh
+processes: 461 → 449 ms, median of 17 each, on a loaded machine; within the noise in a
+second run), and with Powertools' settings every closed subsegment is a UDP message to the
+daemon, so a poll paid for one per AWS or Clover call. What operators lose: the poller's
+traces have no subsegment per call (README, "Operations").
 """
 
 from __future__ import annotations
