@@ -169,6 +169,25 @@ def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = 
     )
 
 
+def run_cold_starts(
+    functions: list[str], *, build: bool = True, runs: int = 5, say: Say = print
+) -> BenchReport:
+    """Only the cold starts of ``functions`` (no polls, no idle run, no sizes, no cost): the
+    quick loop for work on imports and first invocations. The summary holds
+    ``<function>_cold_start_ms`` (import + first invocation, CPU, the median of ``runs``)."""
+    report = BenchReport(
+        machine=f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
+        date=time.strftime("%Y-%m-%d"),
+        merchants=0,
+        skus=0,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        layer = build_host_layer(Path(tmp) / "layer") if build else None
+        _cold_start_run(report, 0, layer, runs, say, functions=functions)
+    report.summary = {f"{c.function}_cold_start_ms": round(c.cpu_ms, 1) for c in report.cold_starts}
+    return report
+
+
 # -- the main run: one cycle per kind of poll ------------------------------------------------
 
 
@@ -248,11 +267,10 @@ def _sims(stack: LocalStack) -> tuple[CloverSimulator, Any]:
 
 @contextmanager
 def _counting(stack: LocalStack) -> Iterator[AwsCallCounter]:
-    import boto3
+    from esl_sync.store import aws
 
     counter = AwsCallCounter()
-    assert boto3.DEFAULT_SESSION is not None  # the local stack set it up
-    counter.attach(boto3.DEFAULT_SESSION.events)
+    counter.attach(aws.session().get_component("event_emitter"))
     try:
         yield counter
     finally:
@@ -491,10 +509,16 @@ def _idle_run(report: BenchReport, merchants: int, say: Say) -> None:
 
 
 def _cold_start_run(
-    report: BenchReport, skus: int, layer: Path | None, runs: int, say: Say
+    report: BenchReport,
+    skus: int,
+    layer: Path | None,
+    runs: int,
+    say: Say,
+    functions: list[str] | None = None,
 ) -> None:
     """Every function's cold start with its sample event (the migrator: import only), and
-    the poller's peak memory over a batch of five first syncs (what sizes its memory)."""
+    the poller's peak memory over a batch of five first syncs (what sizes its memory);
+    with ``functions``, only theirs (and no batch)."""
     template = load_template()
     report.cold_start_layer = "built layer (make)" if layer else "layer from this environment"
     with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -507,10 +531,14 @@ def _cold_start_run(
         )
         stack.run_cycle()  # the sample poll is an idle poll of a synced merchant
         for function, logical_id in FUNCTIONS.items():
+            if functions is not None and function not in functions:
+                continue
             memory = _memory_mb(template, logical_id)
             env = lambda_environment(stack.env, function, logical_id, memory)
             event = None if function == "migrator" else REPO_ROOT / "events" / f"{function}.json"
             report.cold_starts.append(cold_start(function, env, path, event, runs=runs))
+        if functions is not None:
+            return
         say("… peak memory of a poller invocation of five first syncs")
         records = []
         sample = json.loads((REPO_ROOT / "events" / "poller.json").read_text())["Records"][0]
@@ -672,19 +700,7 @@ def print_report(report: BenchReport, say: Say = print) -> None:
     heap = json.dumps(report.heap_mib)
     say(f"Python heap peak MiB (tracemalloc pass, emulators included): {heap}")
     say("")
-    say(f"cold starts: fresh process each, {report.cold_start_layer}; CPU and wall ms, medians")
-    say(
-        f"{'function':<16}{'import CPU':>11}{'wall':>7}{'1st call CPU':>13}{'wall':>7}"
-        f"{'total CPU [spread]':>22}{'peak MiB':>9}"
-    )
-    for c in report.cold_starts:
-        call_cpu = "-" if c.invoke_cpu_ms is None else f"{c.invoke_cpu_ms}"
-        call_wall = "-" if c.invoke_wall_ms is None else f"{c.invoke_wall_ms}"
-        total = f"{c.cpu_ms:.1f} [{c.cpu_low_ms}–{c.cpu_high_ms}]"
-        say(
-            f"{c.function:<16}{c.import_cpu_ms:>11}{c.import_wall_ms:>7}{call_cpu:>13}"
-            f"{call_wall:>7}{total:>22}{c.peak_rss_mib:>9}"
-        )
+    print_cold_starts(report, say)
     say(f"poller invocation of five first syncs: peak {report.poller_batch_peak_rss_mib} MiB")
     say("")
     say(f"one store's month (prices of {bench_cost.PRICES_AS_OF}, us-east-1, arm64):")
@@ -716,8 +732,34 @@ def print_report(report: BenchReport, say: Say = print) -> None:
     say(f"summary: {json.dumps(report.summary)}")
 
 
+def print_cold_starts(report: BenchReport, say: Say = print) -> None:
+    """The cold starts' table."""
+    say(f"cold starts: fresh process each, {report.cold_start_layer}; CPU and wall ms, medians")
+    say(
+        f"{'function':<16}{'import CPU':>11}{'wall':>7}{'1st call CPU':>13}{'wall':>7}"
+        f"{'total CPU [spread]':>22}{'peak MiB':>9}"
+    )
+    for c in report.cold_starts:
+        call_cpu = "-" if c.invoke_cpu_ms is None else f"{c.invoke_cpu_ms}"
+        call_wall = "-" if c.invoke_wall_ms is None else f"{c.invoke_wall_ms}"
+        total = f"{c.cpu_ms:.1f} [{c.cpu_low_ms}–{c.cpu_high_ms}]"
+        say(
+            f"{c.function:<16}{c.import_cpu_ms:>11}{c.import_wall_ms:>7}{call_cpu:>13}"
+            f"{call_wall:>7}{total:>22}{c.peak_rss_mib:>9}"
+        )
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     say: Say = lambda text: print(text, flush=True)  # noqa: E731
+    if args.cold_start_only:
+        cold = run_cold_starts(
+            args.function or ["poller"], build=not args.no_build, runs=args.runs, say=say
+        )
+        print_cold_starts(cold, say)
+        say(f"summary: {json.dumps(cold.summary)}")
+        if args.json:
+            args.json.write_text(json.dumps(asdict(cold), indent=2, default=str))
+        return 0
     if args.cpu_only:
         run_cpu_only(merchants=args.merchants, skus=args.skus, say=say)
         return 0

@@ -18,9 +18,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
 from esl_sync.events import HttpRequest, is_http_api_event
-from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.onboarding import finish_install, malformed, not_found, start_install, unavailable
 from esl_sync.settings import settings
+from esl_sync.tracing import tracer
 from esl_sync.web import Page
 
 settings().require(

@@ -19,8 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
 from esl_sync.events import HttpRequest, is_http_api_event
-from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import settings
+from esl_sync.tracing import tracer
 from esl_sync.webhooks import receive_webhook
 
 settings().require("database_url", "poll_queue_url", "state_table_name", "clover_webhook_auth")
