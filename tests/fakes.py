@@ -11,7 +11,9 @@ refused items, repair candidates), the test sets the answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import final
@@ -25,6 +27,7 @@ from esl_sync.hipoink.errors import (
 )
 from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.observability import logger
 from esl_sync.ports import (
     LabelLedger,
     LabelQueue,
@@ -59,6 +62,8 @@ class _OneMerchant:
     merchant_id: str | None = None
 
     def _check(self, merchant_id: str) -> None:
+        if not isinstance(merchant_id, str):
+            raise AssertionError(f"a call for merchant {merchant_id!r}")
         if self.merchant_id is None:
             self.merchant_id = merchant_id
         elif merchant_id != self.merchant_id:
@@ -88,10 +93,10 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.conflicts: list[LabelConflict] = []
         self.refused: list[RefusedItem] = []
 
-    def _call(self, name: str, merchant_id: str | None = None) -> None:
+    def _call(self, name: str, *merchant_id: str) -> None:
         self.calls.append(name)
-        if merchant_id is not None:
-            self._check(merchant_id)
+        for one in merchant_id:
+            self._check(one)
 
     def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]:
         self._call("acknowledged", merchant_id)
@@ -360,3 +365,38 @@ class StaticRefresher(Refresher):
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+
+
+@final
+class MemoryLog(logging.Handler):
+    """The service's log lines (Powertools' logger), each as its message and its fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @classmethod
+    @contextmanager
+    def attached(cls) -> Iterator[MemoryLog]:
+        log = cls()
+        logger.addHandler(log)
+        try:
+            yield log
+        finally:
+            logger.removeHandler(log)
+
+    def lines(self, message: str) -> list[dict[str, object]]:
+        """The fields of each line with this message (with ``level``)."""
+        plain = {*vars(logging.makeLogRecord({})), "message", "asctime"}
+        return [
+            {k: v for k, v in vars(r).items() if k not in plain} | {"level": r.levelname}
+            for r in self.records
+            if r.getMessage() == message
+        ]
+
+    @property
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]

@@ -195,7 +195,18 @@ def test_record_mapping() -> None:
         "pi": "ITEM1",
         "pu": "gal",
     }
-    assert "pu" not in (to_record(_product(unit="gal")) or {})
+    each = to_record(_product(unit="gal"))  # a FIXED price: the unit is not shown
+    assert each is not None
+    assert "pu" not in each
     assert to_record(_product(barcode=None)) is None
     assert label_hash(None) is None
-    assert label_hash(to_record(fuel)) == label_hash(to_record(fuel))
+
+
+def test_the_label_hash_is_stable_and_follows_what_the_label_shows() -> None:
+    """The hash decides whether a label is sent again: the same record always hashes the
+    same (across processes: it is stored), and any shown change changes it."""
+    record = {"pc": "REG", "pn": "Regular Unleaded", "pp": "3.50", "pi": "ITEM1", "pu": "gal"}
+    digest = label_hash(record)
+    assert digest == "79ab487a9d5e40c699cef532046cc7db"  # a new scheme re-sends every label
+    assert label_hash(dict(reversed(record.items()))) == digest  # key order does not matter
+    assert len({digest, *(label_hash(record | {k: record[k] + "x"}) for k in record)}) == 6
