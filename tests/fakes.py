@@ -38,6 +38,7 @@ from esl_sync.ports import (
     StaleStateError,
     StateStore,
     TokenStore,
+    WebhookHints,
 )
 from esl_sync.records import (
     AckedLabel,
@@ -50,6 +51,7 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    VerificationCode,
 )
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -365,6 +367,32 @@ class StaticRefresher(Refresher):
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+
+
+@final
+class MemoryHints(WebhookHints):
+    """What the webhook writes, with the bounds it passes (the real store enforces them)."""
+
+    def __init__(self) -> None:
+        self.codes: list[tuple[VerificationCode, int]] = []
+        self.claims: list[tuple[str, int, int]] = []
+        self.deletes: list[tuple[str, list[str], int]] = []
+        self.window_free = True
+        self.room = True
+
+    def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
+        self.codes.append((received, keep))
+
+    def verification_codes(self) -> list[VerificationCode]:
+        return [code for code, _ in reversed(self.codes)]
+
+    def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
+        self.claims.append((merchant_id, now_ms, window_ms))
+        return self.window_free
+
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
+        self.deletes.append((merchant_id, list(item_ids), limit))
+        return self.room
 
 
 @final
