@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS, next_cursor, read_from
+from esl_sync.sync.cursor import next_cursor, read_from
 
 CLOVER_NOW = 1_800_000_000_000
 
@@ -25,9 +25,11 @@ def test_the_cursor_is_the_newest_item_processed_when_it_is_older_than_clovers_c
 
 
 def test_the_cursor_stays_behind_clovers_clock_at_the_start() -> None:
-    """An item stamped in the last seconds before the read may not be visible to it yet."""
-    assert next_cursor(None, CLOVER_NOW + 1, CLOVER_NOW) == CLOVER_NOW - CURSOR_SKEW_MARGIN_MS
-    assert next_cursor(None, CLOVER_NOW - 1, CLOVER_NOW) == CLOVER_NOW - CURSOR_SKEW_MARGIN_MS
+    """An item stamped in the last five seconds before the read may not be visible to it
+    yet (Clover's ``Date`` has one-second resolution)."""
+    assert next_cursor(None, CLOVER_NOW + 1, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(None, CLOVER_NOW - 1, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(None, CLOVER_NOW - 5_000, CLOVER_NOW) == CLOVER_NOW - 5_000
 
 
 @pytest.mark.parametrize(("max_modified", "clover_start"), [(None, CLOVER_NOW), (CLOVER_NOW, None)])
@@ -43,3 +45,10 @@ def test_the_cursor_never_moves_back() -> None:
     previous = CLOVER_NOW - 10_000
     assert next_cursor(previous, previous - 30_000, CLOVER_NOW) == previous
     assert next_cursor(previous, CLOVER_NOW, previous) == previous
+
+
+def test_the_cursor_moves_forward_once_it_has_a_value() -> None:
+    """Else every poll would re-read everything changed since the first one."""
+    previous = CLOVER_NOW - 600_000
+    assert next_cursor(previous, CLOVER_NOW - 60_000, CLOVER_NOW) == CLOVER_NOW - 60_000
+    assert next_cursor(previous, CLOVER_NOW, CLOVER_NOW) == CLOVER_NOW - 5_000
