@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -501,6 +502,12 @@ def test_an_unusable_id_is_described(raw: dict[str, Any], got: str) -> None:
     assert str(raised.value) == (
         f"item has no usable 'id' (1 to 64 letters, digits, '_' or '-'); got {got}"
     )
+
+
+def test_any_mapping_is_an_item() -> None:
+    """Not only a dict: the transform takes a Mapping (a read-only view, for instance)."""
+    product = to_product(MappingProxyType(item()), merchant_id=MERCHANT)
+    assert (product.validation_error, product.barcode) == (None, "BEV-0001")
 
 
 def test_the_currency_is_usd_unless_told() -> None:

@@ -149,9 +149,11 @@ def _item_id(raw: Mapping[str, Any]) -> str:
 def _validated(
     raw: Mapping[str, Any], item_id: str, problems: list[str]
 ) -> tuple[CloverItem, set[str]]:
-    """The item's fields, and the names of those of the wrong type (reported, left out)."""
+    """The item's fields, and the names of those of the wrong type (reported, left out).
+
+    Read as a ``dict``: pydantic refuses any other mapping as a whole."""
     try:
-        return CloverItem.model_validate(raw), set()
+        return CloverItem.model_validate(dict(raw)), set()
     except ValidationError as error:
         details = error.errors(include_url=False)
     problems.extend(_describe(detail) for detail in details)
