@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from types import MappingProxyType
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -598,3 +598,18 @@ def test_catalog_generator_items_all_transform() -> None:
     assert any(p.status == "deleted" for p in products)
     wrong = [p.validation_error for p in products if p.validation_error and p.status == "active"]
     assert not wrong, wrong[:3]
+
+
+@pytest.mark.parametrize(
+    ("raw", "refusal"),
+    [
+        (item(name=7), "item ITEM000000001: name: input should be a valid string (got int)"),
+        (
+            item(price="2.49"),
+            "item ITEM000000001: price: input should be a valid integer (got str)",
+        ),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_named_once(raw: dict[str, Any], refusal: str) -> None:
+    """Not also as missing: the operator reads what to fix."""
+    assert to_product(raw, merchant_id=MERCHANT).validation_error == refusal

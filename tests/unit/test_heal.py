@@ -337,3 +337,15 @@ def test_labels_healed_counts_upserts_and_deletes(capsys: pytest.CaptureFixture[
     lines = capsys.readouterr().out.splitlines()
     assert metric_sums(lines) == {"LabelsHealed": 3.0}
     assert metric_units(lines) == {"LabelsHealed": "Count"}
+
+
+def test_the_probe_is_the_longest_failing_labels_even_under_the_per_poll_limit() -> None:
+    ledger = _ledger(
+        _snapshot(
+            _stale("A", failed=5),
+            _stale("B", failed=20),
+            _stale("C", failed=30),
+            _stale("D", failed=40),
+        )
+    )
+    assert _after_poll(ledger, Settings(label_heal_per_poll=2)) == ["C", "D"]

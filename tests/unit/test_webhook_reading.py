@@ -221,3 +221,15 @@ def test_the_store_keeps_the_last_five_codes_and_500_deletes_per_merchant() -> N
     _receive(_notification(), hints)
     assert [keep for _, keep in hints.codes] == [5]
     assert hints.deletes == [("MKNOWN000001", [], 500)]
+
+
+def test_an_unknown_merchant_does_not_stop_the_known_ones() -> None:
+    body = {
+        "appId": "APP",
+        "merchants": {"MUNKNOWN0001": [_event("I:X")], "MKNOWN000001": [_event("I:ITEM1")]},
+    }
+    result = _read(body)
+    assert (result.merchants_to_poll, result.unknown_merchants) == (
+        ["MKNOWN000001"],
+        ["MUNKNOWN0001"],
+    )
