@@ -1,5 +1,5 @@
 """Which label work a set of product changes calls for, given which product each touched
-code belongs to now (the ``label_claims`` rule, played here by the order of a list)."""
+code belongs to now (the ``label_owner`` rule, played here by the order of a list)."""
 
 from __future__ import annotations
 

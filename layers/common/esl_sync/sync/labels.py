@@ -4,7 +4,7 @@ A poll first notes the product codes its writes touched (a product's label chang
 product left a code); then, with the products as its transaction left them, each touched
 code gets what its owner shows (:meth:`LabelPlan.resolve`): the owner's record, or a delete
 when no product claims the code any more. One code can be claimed by several products
-(a duplicate product code): only the owner (the rule is in the ``label_claims`` view) is on
+(a duplicate product code): only the owner (the rule is the ``label_owner`` SQL function) is on
 the label, so the label never flips between them, and the conflict is named.
 """
 
