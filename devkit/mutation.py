@@ -9,13 +9,17 @@ repository checks: ``[tool.mutmut] pytest_add_cli_args_test_selection``):
   staging folder, ``.mutation/``, laid out the way it expects (``src/esl_sync``, the unit
   tests with ``tests/fakes.py`` and ``tests/conftest.py``, ``pyproject.toml``), rebuilt on
   every run so no result of older tests is reused. mutmut puts ``mutants/src`` first on
-  ``sys.path``, ahead of the editable install, so the tests import the mutants;
+  ``sys.path``, ahead of the editable install, so the tests import the mutants. mutmut
+  leaves decorated classes and functions alone, so in the staged copy each decorator is
+  written as a call after its definition (:func:`undecorated`): the label plan's methods,
+  the properties and the pydantic validators are mutated too;
 * **the AST supplement** (:mod:`devkit.ast_mutants`: negated conditions, ``min``/``max``
   reduced to one argument, deleted statements, changed constants). One clean run of the
   tests records which test executes which line (``sys.monitoring``); each mutant then runs
-  in a forked child, which imports the project afresh with the mutated module in place of
-  the file and runs the tests that execute the mutated lines (all the tests that execute
-  the module, for a constant), stopping at the first failure.
+  in a forked child, which gives the mutated function's code to every function object of
+  it (a constant: imports the project afresh with the mutated module in place of its
+  file) and runs the tests that execute the mutated lines (all the tests that execute the
+  module, for a constant), stopping at the first failure.
 
 A mutant is killed when a test fails (or it runs ten times longer than the tests: an
 endless loop), survives when they pass, and counts as a survivor too when no test runs it.
@@ -72,7 +76,7 @@ _MUTMUT_STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 2
 """mutmut's exit codes that are not a kill (see ``mutmut.__main__.status_by_exit_code``):
 every other code is a failing test, a timeout or a crash of the mutant."""
 _EQUIVALENT = re.compile(
-    r"^- `(?P<path>[^`]+)` `(?P<function>[^`]*)`: `(?P<before>.*)` → `(?P<after>.*)`: "
+    r"^- `(?P<path>[^`]+)` `(?P<function>[^`]*)`: `(?P<before>.*?)` → `(?P<after>.*?)`: "
 )
 
 

@@ -410,11 +410,12 @@ class MemoryLog(logging.Handler):
     @contextmanager
     def attached(cls) -> Iterator[MemoryLog]:
         log = cls()
-        logger.addHandler(log)
+        underlying = logging.getLogger(logger.name)  # Powertools' logger logs through it
+        underlying.addHandler(log)
         try:
             yield log
         finally:
-            logger.removeHandler(log)
+            underlying.removeHandler(log)
 
     def lines(self, message: str) -> list[dict[str, object]]:
         """The fields of each line with this message (with ``level``)."""

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from esl_sync import settings as settings_module
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 
 
@@ -14,6 +15,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
         monkeypatch.delenv(f"{name.upper()}_SECRET_ARN", raising=False)
+    for name in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_SAM_LOCAL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 DEFAULTS: dict[str, object] = {
@@ -129,3 +132,63 @@ def test_required_gives_the_value_or_names_the_variable(monkeypatch: pytest.Monk
 def test_a_configured_spread_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOVER_DISPATCH_SPREAD_SECONDS", "30")
     assert load_settings().dispatch_spread_seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "HIPOINK_VARIABLE_PRICE_TEXT",
+            "see\ncashier",
+            "Value error, must be printable text (no control characters)",
+        ),
+        (
+            "CLOVER_API_BASE_URL",
+            "api.clover.com",
+            "Value error, must start with http:// or https://",
+        ),
+        ("HIPOINK_API_BASE_URL", "ftp://esl", "Value error, must start with http:// or https://"),
+    ],
+)
+def test_a_malformed_value_says_what_is_expected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value) == f"invalid setting: {name}: {message}"
+
+
+def test_a_deployed_function_refuses_plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "esl-sync-poller")
+    monkeypatch.setenv("HIPOINK_API_BASE_URL", "http://esl.example.com")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        "invalid setting: HIPOINK_API_BASE_URL: Value error, must start with https:// in a"
+        " deployed function"
+    )
+
+
+def test_a_base_url_loses_only_its_trailing_slashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIPOINK_API_BASE_URL", "https://esl.example.com/ESL-X//")
+    assert load_settings().hipoink_api_base_url == "https://esl.example.com/ESL-X"
+
+
+def test_the_default_spread_is_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOVER_SYNC_INTERVAL_SECONDS", "301")
+    assert load_settings().dispatch_spread_seconds == 240
+
+
+class _WithAList(Settings):
+    """A setting pydantic-settings decodes as JSON (every shipped one is plain text)."""
+
+    clover_extra_list: tuple[str, ...] = ()
+
+
+def test_a_value_that_cannot_be_decoded_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings_module, "Settings", _WithAList)
+    monkeypatch.setenv("CLOVER_EXTRA_LIST", "not json")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value) == "invalid setting: CLOVER_EXTRA_LIST: cannot be parsed"
