@@ -100,12 +100,17 @@ def test_fractions_and_timeouts(
             load_settings()
 
 
-def test_every_bad_value_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLOVER_PAGE_SIZE", "0")
-    monkeypatch.setenv("HIPOINK_BATCH_SIZE", "x")
+def _refusal(monkeypatch: pytest.MonkeyPatch, **environment: str) -> str:
+    """The message load_settings() fails with in this environment."""
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError) as refused:
         load_settings()
-    assert str(refused.value) == (
+    return str(refused.value)
+
+
+def test_every_bad_value_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _refusal(monkeypatch, CLOVER_PAGE_SIZE="0", HIPOINK_BATCH_SIZE="x") == (
         "invalid setting: CLOVER_PAGE_SIZE: Input should be greater than or equal to 1;"
         " HIPOINK_BATCH_SIZE: Input should be a valid integer, unable to parse string as an"
         " integer"
@@ -153,18 +158,12 @@ def test_a_configured_spread_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -
 def test_a_malformed_value_says_what_is_expected(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
 ) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigurationError) as refused:
-        load_settings()
-    assert str(refused.value) == f"invalid setting: {name}: {message}"
+    assert _refusal(monkeypatch, **{name: value}) == f"invalid setting: {name}: {message}"
 
 
 def test_a_deployed_function_refuses_plain_http(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "esl-sync-poller")
-    monkeypatch.setenv("HIPOINK_API_BASE_URL", "http://esl.example.com")
-    with pytest.raises(ConfigurationError) as refused:
-        load_settings()
-    assert str(refused.value) == (
+    deployed = {"AWS_LAMBDA_FUNCTION_NAME": "esl-sync-poller"}
+    assert _refusal(monkeypatch, **deployed, HIPOINK_API_BASE_URL="http://esl.example.com") == (
         "invalid setting: HIPOINK_API_BASE_URL: Value error, must start with https:// in a"
         " deployed function"
     )
@@ -188,7 +187,5 @@ class _WithAList(Settings):
 
 def test_a_value_that_cannot_be_decoded_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings_module, "Settings", _WithAList)
-    monkeypatch.setenv("CLOVER_EXTRA_LIST", "not json")
-    with pytest.raises(ConfigurationError) as refused:
-        load_settings()
-    assert str(refused.value) == "invalid setting: CLOVER_EXTRA_LIST: cannot be parsed"
+    message = _refusal(monkeypatch, CLOVER_EXTRA_LIST="not json")
+    assert message == "invalid setting: CLOVER_EXTRA_LIST: cannot be parsed"
