@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -104,6 +106,7 @@ class AwsCallRecorder:
     def __init__(self, resource_of: Callable[[str, dict[str, Any]], list[str]]) -> None:
         self._resource_of = resource_of
         self.calls: set[AwsCall] = set()
+        self.counts: Counter[str] = Counter()  # calls by action ("kms:Encrypt"), all functions
         self._events: BaseEventHooks | None = None
 
     def attach(self, events: BaseEventHooks) -> None:
@@ -122,11 +125,45 @@ class AwsCallRecorder:
             return
         service = model.service_model.signing_name
         action = f"{service}:{_AUTHORIZED_AS.get(model.name, model.name)}"
+        self.counts[action] += 1
         attributes = tuple(sorted(dynamodb_attributes(params))) if service == "dynamodb" else ()
         for resource in self._resource_of(service, params):
             call = AwsCall(function, action, resource, attributes)
             self.calls.add(call)
             SESSION_CALLS.add(call)
+
+
+class AwsCallCounter:
+    """Counts the calls each function makes, by IAM-style action (``dynamodb:UpdateItem``):
+    what the benchmark divides by the polls of a phase. Calls made outside any function,
+    and in ``unrecorded()`` code, are not counted, as the recorder does not record them."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()  # threads of one invocation count into one Counter
+        self._events: BaseEventHooks | None = None
+
+    def attach(self, events: BaseEventHooks) -> None:
+        events.register("before-parameter-build", self._count)
+        self._events = events
+
+    def detach(self) -> None:
+        if self._events is not None:
+            self._events.unregister("before-parameter-build", self._count)
+            self._events = None
+
+    def snapshot(self, function: str) -> Counter[str]:
+        """The counts of ``function`` so far, by action."""
+        with self._lock:
+            return Counter({a: n for (f, a), n in self.counts.items() if f == function})
+
+    def _count(self, model: Any, **_: Any) -> None:
+        function = _RUNNING.get()
+        if function is None or _UNRECORDED.get():
+            return
+        action = f"{model.service_model.signing_name}:{model.name}"
+        with self._lock:
+            self.counts[(function, action)] += 1
 
 
 def dynamodb_attributes(params: dict[str, Any]) -> set[str]:

@@ -1,14 +1,24 @@
 """``esl-sync bench``: what a poll costs, measured on the local stack with the real handlers.
 
-Prints one table (and ``--json`` writes the same figures): Clover requests per poll (first
-sync, idle, changed, sweep), database round trips per poll, poller CPU and Python heap per
-poll and per 1,000 items, Hipoink calls per 1,000 changed labels, change-to-label latency,
-the peak request rate and concurrency the Clover simulator saw (also in a mostly idle run of
-many merchants), handler import times and the built package sizes.
+It prints tables (and ``--json FILE`` writes the same figures, with a flat ``summary``):
 
-CPU is the poller thread's own CPU time (``time.thread_time``), so the in-process emulators
-do not count; the heap figure is ``tracemalloc``'s peak during the polls and does include
-them, so it is an upper bound.
+* per kind of poll (first sync, idle, changed, sweep, a bulk edit of every item and the
+  idle poll after it): Clover requests, AWS calls by action (a botocore hook, see
+  devkit/aws_calls.py), database round trips, CPU, log bytes, label jobs;
+* cold starts and peak memory of every function, each in a fresh process run the way
+  Lambda runs it (devkit/cold_start.py);
+* one store's monthly AWS cost, computed from those counts (devkit/bench_cost.py);
+* change-to-label latency, the peak request rate and concurrency the Clover simulator saw
+  (also in a mostly idle run of many merchants), the built package sizes.
+
+CPU is the poller's own: the CPU time of the thread running the handler and of the
+poller's worker threads, taken around each invocation (the emulators run in other
+threads or processes and do not count). No profiler or memory tracer runs while it is
+measured; the Python heap is measured in a pass of its own. Each figure is the median over
+the invocations of its phase, with the lowest and highest beside it: on a machine shared
+with other work, CPU time stays close to the work done, but not exactly.
+
+Between cycles Clover's clock moves on by the poll interval, as it would between polls.
 """
 
 from __future__ import annotations
@@ -22,35 +32,59 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devkit import bench_cost
+from devkit.aws_calls import AwsCallCounter
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
+from devkit.clover_sim import CloverSimulator
+from devkit.cold_start import (
+    ColdStart,
+    build_host_layer,
+    cold_start,
+    lambda_environment,
+    layer_from_environment,
+    runtime_packages,
+)
+from devkit.emf import metric_sums
 from devkit.lambda_runner import FUNCTIONS
 from devkit.local_stack import LocalStack
-from devkit.template import REPO_ROOT
+from devkit.template import REPO_ROOT, load_template, resolve, resource
 
 CLOVER_APP_RPS = 50
 CLOVER_APP_IN_FLIGHT = 10
+INTERVAL_SECONDS = 300
+POLL_WORKER_PREFIX = "esl-sync-poll"
+"""Name prefix of the poller's worker threads, whose CPU counts as the poller's."""
+Say = Callable[[str], None]
 
 
 @dataclass
 class PhaseCost:
-    """Average cost of one poll in a phase of the benchmark."""
+    """Average cost of one poll in a phase of the benchmark (CPU: median of invocations)."""
 
     phase: str
     polls: int
+    invocations: int
     items_per_poll: float
     clover_requests_per_poll: float
+    aws_calls_per_poll: dict[str, float]
+    dynamodb_calls_per_poll: float
     db_round_trips_per_poll: float
     cpu_ms_per_poll: float
+    cpu_ms_per_poll_low: float
+    cpu_ms_per_poll_high: float
     cpu_ms_per_1000_items: float | None
-    peak_heap_mib: float
+    log_bytes_per_poll: float
     label_jobs: int
+    label_log_bytes: int  # what the sender logged for the phase's label jobs
 
 
 @dataclass
@@ -59,7 +93,14 @@ class BenchReport:
     date: str
     merchants: int
     skus: int
+    summary: dict[str, float | str | None] = field(default_factory=dict)
     phases: list[PhaseCost] = field(default_factory=list)
+    heap_mib: dict[str, float] = field(default_factory=dict)
+    cold_starts: list[ColdStart] = field(default_factory=list)
+    cold_start_layer: str = ""
+    poller_batch_peak_rss_mib: float = 0.0
+    cost: list[bench_cost.CostLine] = field(default_factory=list)
+    cost_inputs: dict[str, Any] = field(default_factory=dict)
     hipoink_calls_per_1000_labels: float = 0.0
     latency_schedule_p50_s: float = 0.0
     latency_schedule_p95_s: float = 0.0
@@ -69,7 +110,6 @@ class BenchReport:
     peak_clover_in_flight: int = 0
     idle_run: dict[str, Any] = field(default_factory=dict)
     max_merchants_per_app: int = 0
-    import_ms: dict[str, float] = field(default_factory=dict)
     package_mib: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,7 +119,8 @@ def run_bench(
     skus: int = 2000,
     idle_merchants: int = 1000,
     build: bool = True,
-    say: Callable[[str], None] = print,
+    cold_start_runs: int = 3,
+    say: Say = print,
 ) -> BenchReport:
     report = BenchReport(
         machine=f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
@@ -88,41 +129,51 @@ def run_bench(
         skus=skus,
     )
     started = time.monotonic()
-    progress: Callable[[str], None] = lambda text: say(  # noqa: E731
-        f"[{time.monotonic() - started:6.1f} s] {text}"
-    )
-    _main_run(report, merchants, skus, progress)
-    report.import_ms = _import_times(progress)
+    progress: Say = lambda text: say(f"[{time.monotonic() - started:6.1f} s] {text}")  # noqa: E731
+    inputs = _main_run(report, merchants, skus, progress)
     with tempfile.TemporaryDirectory() as tmp:
-        # The build (pip, mostly waiting on the network) runs beside the idle run, whose
+        # The builds (pip, mostly waiting on the network) run beside the idle run, whose
         # figures are request counts and limits, not CPU time.
         sam_build = _start_sam_build(Path(tmp), progress) if build else None
+        layer = _start_layer_build(Path(tmp) / "layer", progress) if build else None
         if idle_merchants:
             _idle_run(report, idle_merchants, progress)
+        layer_path = layer.result() if layer is not None else None
+        _cold_start_run(report, skus, layer_path, cold_start_runs, progress)
         if sam_build is not None:
             report.package_mib = _package_sizes(sam_build, Path(tmp), progress)
+    _costs(report, inputs)
     return report
 
 
-def _main_run(report: BenchReport, merchants: int, skus: int, say: Callable[[str], None]) -> None:
-    interval = 300
-    # The 4th poll of each merchant sweeps: first sync, idle, changed, sweep.
-    settings = {"CLOVER_CLEANUP_EVERY_N_POLLS": "4", "CLOVER_SYNC_INTERVAL_SECONDS": str(interval)}
-    with LocalStack(settings=settings) as stack:
-        clover, hipoink = stack.clover, stack.hipoink
-        assert clover is not None
-        assert hipoink is not None
+# -- the main run: one cycle per kind of poll ------------------------------------------------
+
+
+def _main_run(report: BenchReport, merchants: int, skus: int, say: Say) -> dict[str, Any]:
+    """The phases; returns what the cost model needs besides them."""
+    # The 4th poll of each merchant sweeps: first sync, idle, changed, sweep; then a bulk
+    # edit, and the idle poll after it.
+    settings = {
+        "CLOVER_CLEANUP_EVERY_N_POLLS": "4",
+        "CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS),
+    }
+    with (
+        LocalStack(settings=settings, record_aws_calls=False) as stack,
+        _counting(stack) as counter,
+    ):
+        clover, hipoink = _sims(stack)
         say(f"… seeding {merchants} merchants × {skus} SKUs")
         ids = [f"MBENCH{i:06d}" for i in range(merchants)]
         for n, merchant_id in enumerate(ids):
             items = gas_station_catalog(skus, seed=n)
             stack.add_merchant(merchant_id, f"bench-token-{n}", f"STORE-{n:04d}", items=items)
 
-        first = _measure(stack, "first sync", say)
+        dispatcher: list[tuple[float, int]] = []
+        first = _measure(stack, counter, "first sync", say, dispatcher)
         labels = sum(len(hipoink.labels(f"STORE-{n:04d}")) for n in range(merchants))
         calls = hipoink.request_count("product/create_multiple")
         report.hipoink_calls_per_1000_labels = round(1000 * calls / max(labels, 1), 2)
-        idle = _measure(stack, "idle", say)
+        idle = _measure(stack, counter, "idle", say, dispatcher)
 
         say("… changing catalogs: fuel prices and a few edits per store")
         rng = random.Random(1)
@@ -132,73 +183,219 @@ def _main_run(report: BenchReport, merchants: int, skus: int, say: Callable[[str
             clover.bulk_price_change(merchant_id, fuel, delta=rng.choice((-4, 3, 6)))
             for item in rng.sample([i for i in items if not i.get("hidden")], 5):
                 clover.update_item(merchant_id, item["id"], price=item.get("price", 0) + 10)
-        changed = _measure(stack, "changed", say)
-        sweep = _measure(stack, "sweep", say)
-        report.phases = [first, idle, changed, sweep]
+        sender: list[tuple[float, int]] = []
+        changed = _measure(stack, counter, "changed", say, dispatcher, sender=sender)
+        sweep = _measure(stack, counter, "sweep", say, dispatcher)
+        say("… a bulk edit: every item of every store repriced within one minute")
+        for merchant_id in ids:
+            _bulk_edit(clover, merchant_id)
+        bulk = _measure(stack, counter, "bulk edit", say, dispatcher)
+        after_bulk = _measure(stack, counter, "idle after bulk edit", say, dispatcher)
+        report.phases = [first, idle, changed, sweep, bulk, after_bulk]
         report.peak_clover_rps = clover.max_rps()
         report.peak_clover_in_flight = clover.max_in_flight()
 
+        report.heap_mib = _heap_pass(stack, skus, say)
         processing = _webhook_processing_seconds(stack, ids[0], say)
-        sched, hook = _latencies(interval, processing)
+        sched, hook = _latencies(INTERVAL_SECONDS, processing)
         report.latency_schedule_p50_s, report.latency_schedule_p95_s = sched
         report.latency_webhook_p50_s, report.latency_webhook_p95_s = hook
         per_poll = statistics.fmean(
             [idle.clover_requests_per_poll] * 9 + [sweep.clover_requests_per_poll]
         )
-        report.max_merchants_per_app = int(CLOVER_APP_RPS * interval / max(per_poll, 1e-9))
+        report.max_merchants_per_app = int(CLOVER_APP_RPS * INTERVAL_SECONDS / max(per_poll, 1e-9))
+        dispatch_calls = counter.snapshot("DispatcherFunction")
+        dispatches = len(dispatcher)
+        return {
+            "state_item_bytes": _state_item_bytes(stack, ids[0]),
+            "dispatcher_calls_per_merchant": {
+                a: n / (dispatches * merchants) for a, n in dispatch_calls.items()
+            },
+            "dispatcher_cpu_ms_per_merchant": 1000 * statistics.median(c for c, _ in dispatcher),
+            "sender_cpu_ms_per_job": 1000 * sum(c for c, _ in sender) / max(1, changed.label_jobs),
+            "sender_log_bytes_per_job": changed.label_log_bytes / max(1, changed.label_jobs),
+        }
 
 
-def _measure(stack: LocalStack, phase: str, say: Callable[[str], None]) -> PhaseCost:
-    """One cycle, with the poll queue drained under CPU, heap and request counters."""
+def _sims(stack: LocalStack) -> tuple[CloverSimulator, Any]:
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    return stack.clover, stack.hipoink
+
+
+@contextmanager
+def _counting(stack: LocalStack) -> Iterator[AwsCallCounter]:
+    import boto3
+
+    counter = AwsCallCounter()
+    assert boto3.DEFAULT_SESSION is not None  # the local stack set it up
+    counter.attach(boto3.DEFAULT_SESSION.events)
+    try:
+        yield counter
+    finally:
+        counter.detach()
+
+
+def _bulk_edit(clover: CloverSimulator, merchant_id: str) -> None:
+    """Every item repriced in chunks of 100, Clover's clock moving 3 s between chunks."""
+    items = [i["id"] for i in clover.items(merchant_id)]
+    for start in range(0, len(items), 100):
+        clover.bulk_price_change(merchant_id, items[start : start + 100], delta=1)
+        clover.clock_offset_ms += 3_000
+
+
+def _measure(
+    stack: LocalStack,
+    counter: AwsCallCounter,
+    phase: str,
+    say: Say,
+    dispatcher: list[tuple[float, int]],
+    *,
+    sender: list[tuple[float, int]] | None = None,
+) -> PhaseCost:
+    """One cycle (Clover's clock one interval on), the poll queue drained in batches of 5."""
     from esl_sync import runtime
 
-    clover = stack.clover
-    assert clover is not None
+    clover, _ = _sims(stack)
+    clover.clock_offset_ms += INTERVAL_SECONDS * 1000
     say(f"… cycle: {phase}")
+    with _handler_cpu("dispatcher", dispatcher):
+        dispatched = stack.dispatch()
     requests_before = clover.request_count()
     trips_before = runtime.database().round_trips
-    dispatched = stack.dispatch()
-    tracemalloc.start()
-    cpu_before = time.thread_time()
-    polls = stack.drain("PollQueue", "poller", batch_size=5)
-    cpu = time.thread_time() - cpu_before
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    calls_before = counter.snapshot("PollerFunction")
+    invocations: list[tuple[float, int]] = []
+    log_start = len(stack.logs)
+    with _handler_cpu("poller", invocations):
+        polls = stack.drain("PollQueue", "poller", batch_size=5)
+    lines = stack.logs[log_start:]
     requests = clover.request_count() - requests_before
     trips = runtime.database().round_trips - trips_before
-    items = sum(_poll_lines(stack, "items_fetched")[-dispatched:])
-    labels = stack.drain("LabelQueue", "hipoink_sender")
+    calls = counter.snapshot("PollerFunction") - calls_before
+    items = int(metric_sums(lines).get("ItemsFetched", 0))
+    label_start = len(stack.logs)
+    with _handler_cpu("hipoink_sender", sender if sender is not None else []):
+        labels = stack.drain("LabelQueue", "hipoink_sender")
     n = max(polls.records, 1)
+    per_poll = sorted(1000 * cpu / records for cpu, records in invocations)
+    total_cpu_ms = 1000 * sum(cpu for cpu, _ in invocations)
+    if polls.records != dispatched:
+        say(f"  ({polls.records} polls for {dispatched} dispatched: {polls.failures} failed)")
     return PhaseCost(
         phase=phase,
         polls=polls.records,
+        invocations=polls.invocations,
         items_per_poll=round(items / n, 1),
         clover_requests_per_poll=round(requests / n, 2),
+        aws_calls_per_poll={a: round(c / n, 3) for a, c in sorted(calls.items())},
+        dynamodb_calls_per_poll=round(
+            sum(c for a, c in calls.items() if a.startswith("dynamodb:")) / n, 2
+        ),
         db_round_trips_per_poll=round(trips / n, 2),
-        cpu_ms_per_poll=round(1000 * cpu / n, 1),
-        cpu_ms_per_1000_items=round(1_000_000 * cpu / items, 1) if items else None,
-        peak_heap_mib=round(peak / 2**20, 1),
+        cpu_ms_per_poll=round(statistics.median(per_poll), 2),
+        cpu_ms_per_poll_low=round(per_poll[0], 2),
+        cpu_ms_per_poll_high=round(per_poll[-1], 2),
+        cpu_ms_per_1000_items=round(1000 * total_cpu_ms / items, 1) if items else None,
+        log_bytes_per_poll=round(_bytes(lines) / n, 1),
         label_jobs=labels.records,
+        label_log_bytes=_bytes(stack.logs[label_start:]),
     )
 
 
-def _poll_lines(stack: LocalStack, key: str) -> list[int]:
-    values = []
-    for line in stack.logs:
-        if '"poll finished"' in line:
-            values.append(int(json.loads(line).get(key, 0)))
-    return values
+def _worker_cpu() -> float:
+    """CPU seconds of the poller's worker threads alive now."""
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.startswith(POLL_WORKER_PREFIX) and thread.ident is not None:
+            try:
+                total += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (OSError, ProcessLookupError):  # it ended meanwhile
+                continue
+    return total
 
 
-def _webhook_processing_seconds(
-    stack: LocalStack, merchant_id: str, say: Callable[[str], None]
-) -> list[float]:
+@contextmanager
+def _handler_cpu(function: str, samples: list[tuple[float, int]]) -> Iterator[None]:
+    """Append (CPU seconds, records) of every invocation of ``function`` meanwhile: the
+    thread running the handler and the poller's worker threads, nothing else."""
+    module = sys.modules[f"esl_sync_function_{function}"]  # the local stack loaded it
+    handler = getattr(module, "lambda_handler")  # noqa: B009
+
+    def timed(event: dict[str, Any], context: Any) -> Any:
+        workers, own = _worker_cpu(), time.thread_time()
+        try:
+            return handler(event, context)
+        finally:
+            cpu = time.thread_time() - own + _worker_cpu() - workers
+            samples.append((cpu, len(event.get("Records", [])) or 1))
+
+    setattr(module, "lambda_handler", timed)  # noqa: B010 (a module of its own file)
+    try:
+        yield
+    finally:
+        setattr(module, "lambda_handler", handler)  # noqa: B010
+
+
+def _bytes(lines: list[str]) -> int:
+    """What CloudWatch Logs ingests for these lines (one event each, with its newline)."""
+    return sum(len(line.encode()) + 1 for line in lines)
+
+
+def _state_item_bytes(stack: LocalStack, merchant_id: str) -> int:
+    """A merchant's state item as DynamoDB sizes it (names and values), with the lease."""
+    import boto3
+
+    found = boto3.client("dynamodb").get_item(
+        TableName=stack.env["STATE_TABLE_NAME"], Key={"merchant_id": {"S": merchant_id}}
+    )["Item"]
+    item: dict[str, dict[str, Any]] = {name: dict(value) for name, value in found.items()}
+    item.setdefault("lease_owner", {"S": "0" * 32})
+    item.setdefault("lease_until_ms", {"N": "1800000000000"})
+    return sum(len(name.encode()) + _attribute_bytes(value) for name, value in item.items())
+
+
+def _attribute_bytes(value: dict[str, Any]) -> int:
+    (kind, data), *_ = value.items()
+    if kind == "S":
+        return len(str(data).encode())
+    if kind == "N":
+        return len(str(data).lstrip("-").replace(".", "")) // 2 + 2
+    if kind == "B":
+        return len(data)
+    if kind == "SS":
+        return sum(len(s.encode()) for s in data)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _attribute_bytes(v) for k, v in data.items())
+    return 1  # BOOL, NULL
+
+
+def _heap_pass(stack: LocalStack, skus: int, say: Say) -> dict[str, float]:
+    """The Python heap's peak (tracemalloc, emulators included: an upper bound) for one
+    first sync and one idle poll; timed by nothing (the tracer slows everything)."""
+    clover, _ = _sims(stack)
+    say("… heap pass (tracemalloc): a first sync, then an idle poll")
+    items = gas_station_catalog(skus, seed=999)
+    stack.add_merchant("MHEAP0000001", "heap-token", "HEAP-0001", items=items)
+    peaks = {}
+    for phase in ("first sync", "idle"):
+        clover.clock_offset_ms += INTERVAL_SECONDS * 1000
+        stack.sqs.send_message(
+            QueueUrl=stack.urls["PollQueue"],
+            MessageBody=json.dumps({"merchant_id": "MHEAP0000001", "reason": "manual"}),
+        )
+        tracemalloc.start()
+        stack.drain("PollQueue", "poller")
+        peaks[phase] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        tracemalloc.stop()
+        stack.drain("LabelQueue", "hipoink_sender")
+    return peaks
+
+
+def _webhook_processing_seconds(stack: LocalStack, merchant_id: str, say: Say) -> list[float]:
     """Change → label time when a poll is asked for at once (what a webhook does)."""
     from esl_sync.messages import PollRequest
 
-    clover, hipoink = stack.clover, stack.hipoink
-    assert clover is not None
-    assert hipoink is not None
+    clover, _ = _sims(stack)
     say("… measuring change → label time for immediate polls")
     samples = []
     fuel = next(i for i in clover.items(merchant_id) if i.get("priceType") == "PER_UNIT")
@@ -232,11 +429,13 @@ def _latencies(
     return (pct(scheduled, 0.5), pct(scheduled, 0.95)), (pct(direct, 0.5), pct(direct, 0.95))
 
 
-def _idle_run(report: BenchReport, merchants: int, say: Callable[[str], None]) -> None:
+# -- many merchants: the app-wide limits ---------------------------------------------------
+
+
+def _idle_run(report: BenchReport, merchants: int, say: Say) -> None:
     """Many merchants, small catalogs: the app-wide limits must hold with no 429 we caused."""
     with LocalStack() as stack:
-        clover = stack.clover
-        assert clover is not None
+        clover, _ = _sims(stack)
         say(f"… idle run: seeding {merchants} merchants")
         for n in range(merchants):
             # Only the idle cycle is measured: most catalogs are left empty, so that the
@@ -246,9 +445,12 @@ def _idle_run(report: BenchReport, merchants: int, say: Callable[[str], None]) -
         say("… idle run: first sync")
         stack.run_cycle()
         clover.reset_counters()
+        clover.clock_offset_ms += INTERVAL_SECONDS * 1000
         say("… idle run: idle cycle")
         started = time.perf_counter()
-        summary = stack.run_cycle()
+        dispatcher: list[tuple[float, int]] = []
+        with _handler_cpu("dispatcher", dispatcher):
+            summary = stack.run_cycle()
         report.idle_run = {
             "merchants": merchants,
             "idle_cycle_seconds": round(time.perf_counter() - started, 1),
@@ -258,49 +460,70 @@ def _idle_run(report: BenchReport, merchants: int, say: Callable[[str], None]) -
             "peak_in_flight": clover.max_in_flight(),
             "answered_429": sum(1 for r in clover.requests if r.status == 429),
             "failed_polls": summary.polls.failures,
+            "dispatcher_cpu_ms": round(1000 * dispatcher[0][0], 1),
         }
 
 
-def _import_times(say: Callable[[str], None]) -> dict[str, float]:
-    """Milliseconds to import each handler module in a fresh interpreter (best of three)."""
-    say("… timing handler imports")
-    env = {
-        **os.environ,
-        "DATABASE_URL": "postgresql://bench@127.0.0.1:1/none",
-        "POLL_QUEUE_URL": "http://127.0.0.1:1/q",
-        "LABEL_QUEUE_URL": "http://127.0.0.1:1/q.fifo",
-        "STATE_TABLE_NAME": "bench",
-        "STATE_KEY_ID": "bench",
-        "HIPOINK_API_BASE_URL": "http://127.0.0.1:1",
-        "HIPOINK_SIGN": "bench",
-        "CLOVER_WEBHOOK_AUTH": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    code = (
-        "import time, runpy, sys; t = time.perf_counter();"
-        " runpy.run_path(sys.argv[1]); print((time.perf_counter() - t) * 1000)"
-    )
-    times = {}
-    for name in FUNCTIONS:
-        path = str(REPO_ROOT / "functions" / name / "app.py")
-        runs = [
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", code, path],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=120,
-                ).stdout.strip()
-            )
-            for _ in range(3)
-        ]
-        times[name] = round(min(runs), 1)
-    return times
+# -- cold starts and memory, each function in a fresh process --------------------------------
 
 
-def _start_sam_build(tmp: Path, say: Callable[[str], None]) -> subprocess.Popen[bytes] | None:
+def _cold_start_run(
+    report: BenchReport, skus: int, layer: Path | None, runs: int, say: Say
+) -> None:
+    """Every function's cold start with its sample event (the migrator: import only), and
+    the poller's peak memory over a batch of five first syncs (what sizes its memory)."""
+    template = load_template()
+    report.cold_start_layer = "built layer (make)" if layer else "layer from this environment"
+    with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        say(f"… cold starts, each a fresh process ({report.cold_start_layer})")
+        if layer is None:
+            layer = layer_from_environment(Path(tmp) / "layer")
+        path = [layer, runtime_packages(Path(tmp) / "runtime")]
+        stack.add_merchant(
+            "MDEMO0000001", "demo-token", "STORE-DEMO-1", items=convenience_store_catalog(20)
+        )
+        stack.run_cycle()  # the sample poll is an idle poll of a synced merchant
+        for function, logical_id in FUNCTIONS.items():
+            memory = _memory_mb(template, logical_id)
+            env = lambda_environment(stack.env, function, logical_id, memory)
+            event = None if function == "migrator" else REPO_ROOT / "events" / f"{function}.json"
+            report.cold_starts.append(cold_start(function, env, path, event, runs=runs))
+        say("… peak memory of a poller invocation of five first syncs")
+        records = []
+        sample = json.loads((REPO_ROOT / "events" / "poller.json").read_text())["Records"][0]
+        for n in range(5):
+            merchant_id = f"MPEAK{n:07d}"
+            items = gas_station_catalog(skus, seed=2000 + n)
+            stack.add_merchant(merchant_id, f"peak-token-{n}", f"PEAK-{n:04d}", items=items)
+            body = {"merchant_id": merchant_id, "reason": "schedule"}
+            records.append({**sample, "messageId": f"peak-{n}", "body": json.dumps(body)})
+        event_file = Path(tmp) / "batch.json"
+        event_file.write_text(json.dumps({"Records": records}))
+        memory = _memory_mb(template, "PollerFunction")
+        env = lambda_environment(stack.env, "poller", "PollerFunction", memory)
+        heavy = cold_start("poller", env, path, event_file, runs=1)
+        report.poller_batch_peak_rss_mib = heavy.peak_rss_mib
+        stack.drain("PollQueue", "poller")  # the dispatcher's sample event queued polls
+
+
+def _memory_mb(template: dict[str, Any], logical_id: str) -> int:
+    props = resource(template, logical_id)["Properties"]
+    default = template.get("Globals", {}).get("Function", {}).get("MemorySize", 128)
+    return int(resolve(template, props.get("MemorySize", default)))
+
+
+def _start_layer_build(folder: Path, say: Say) -> Any:
+    """The layer for this machine, built by its Makefile in the background."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    say("… layer build started (cold starts)")
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(build_host_layer, folder)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _start_sam_build(tmp: Path, say: Say) -> subprocess.Popen[bytes] | None:
     """``sam build`` of the (arm64) template into ``tmp``, started in the background."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     sam = shutil.which("sam", path=path)
@@ -317,9 +540,7 @@ def _start_sam_build(tmp: Path, say: Callable[[str], None]) -> subprocess.Popen[
     )
 
 
-def _package_sizes(
-    build: subprocess.Popen[bytes], tmp: Path, say: Callable[[str], None]
-) -> dict[str, float]:
+def _package_sizes(build: subprocess.Popen[bytes], tmp: Path, say: Say) -> dict[str, float]:
     """Unzipped MiB of the layer and of each function after ``sam build``."""
     if build.wait(timeout=900) != 0:
         say("  (sam build failed: package sizes skipped)")
@@ -333,24 +554,121 @@ def _mib(folder: Path) -> float:
     return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 2)
 
 
-def print_report(report: BenchReport, say: Callable[[str], None] = print) -> None:
+# -- the cost model and the summary ---------------------------------------------------------
+
+
+def _costs(report: BenchReport, measured: dict[str, Any]) -> None:
+    template = load_template()
+    # The dispatcher's CPU per merchant: what one more merchant adds to a tick (between the
+    # main run's ticks and the idle run's), not the tick's fixed work shared out.
+    tick_ms = measured["dispatcher_cpu_ms_per_merchant"]
+    many = report.idle_run.get("merchants", 0)
+    if many > report.merchants:
+        slope = (report.idle_run["dispatcher_cpu_ms"] - tick_ms) / (many - report.merchants)
+        measured["dispatcher_cpu_ms_per_merchant"] = max(0.0, slope)
+    else:
+        measured["dispatcher_cpu_ms_per_merchant"] = tick_ms / report.merchants
+    phases = {p.phase: p for p in report.phases}
+    poller = template["Resources"]["PollerFunction"]["Properties"]
+    event = poller["Events"]["PollQueueEvent"]["Properties"]
+    share = template["Mappings"]["CloverShare"]
+    concurrency = template["Parameters"]["PollerMaximumConcurrency"]["Default"]
+    inputs = bench_cost.CostInputs(
+        interval_seconds=INTERVAL_SECONDS,
+        sweep_every=int(poller["Environment"]["Variables"]["CLOVER_CLEANUP_EVERY_N_POLLS"]),
+        polls_per_invocation=float(resolve(template, event["BatchSize"])),
+        workers_per_invocation=int(share[str(concurrency)].get("InstanceInFlight", 1)),
+        poller_memory_mb=_memory_mb(template, "PollerFunction"),
+        idle=_kind(phases["idle"]),
+        changed=_kind(phases["changed"]),
+        sweep=_kind(phases["sweep"]),
+        dispatcher_memory_mb=_memory_mb(template, "DispatcherFunction"),
+        sender_memory_mb=_memory_mb(template, "HipoinkSenderFunction"),
+        **measured,
+    )
+    report.cost_inputs = asdict(inputs)
+    report.cost = [*bench_cost.cost_lines(inputs), bench_cost.xray_line(inputs)]
+    cold = {c.function: c for c in report.cold_starts}
+    first, idle, bulk_idle = (
+        phases["first sync"],
+        phases["idle"],
+        phases["idle after bulk edit"],
+    )
+    report.summary = {
+        "idle_clover_requests_per_poll": idle.clover_requests_per_poll,
+        "idle_after_bulk_edit_clover_requests_per_poll": bulk_idle.clover_requests_per_poll,
+        "idle_dynamodb_calls_per_poll": idle.dynamodb_calls_per_poll,
+        "first_sync_cpu_ms_per_1k_items": first.cpu_ms_per_1000_items,
+        "sweep_cpu_ms_per_1k_items": phases["sweep"].cpu_ms_per_1000_items,
+        "idle_cpu_ms_per_poll": idle.cpu_ms_per_poll,
+        "idle_log_bytes_per_poll": idle.log_bytes_per_poll,
+        "poller_cold_start_ms": round(cold["poller"].cpu_ms, 1),
+        "poller_batch_peak_rss_mib": report.poller_batch_peak_rss_mib,
+        "cost_usd_per_store_month": round(bench_cost.total(report.cost[:-1]), 4),
+        "cost_estimated_inputs": "; ".join(bench_cost.ESTIMATES),
+        "layer_mib": report.package_mib.get("CommonLayer"),
+    }
+
+
+def _kind(phase: PhaseCost) -> bench_cost.PollKind:
+    return bench_cost.PollKind(
+        aws_calls=phase.aws_calls_per_poll,
+        cpu_ms=phase.cpu_ms_per_poll,
+        clover_requests=phase.clover_requests_per_poll,
+        db_round_trips=phase.db_round_trips_per_poll,
+        log_bytes=phase.log_bytes_per_poll,
+        label_jobs=phase.label_jobs / max(phase.polls, 1),
+    )
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def print_report(report: BenchReport, say: Say = print) -> None:
     say("")
     say(f"esl-sync bench — {report.date}, {report.machine}")
-    say(f"{report.merchants} merchants × {report.skus} SKUs")
+    say(f"{report.merchants} merchants × {report.skus} SKUs; CPU ms: median [lowest–highest]")
     header = (
-        f"{'poll':<12}{'polls':>6}{'items/poll':>11}{'Clover req':>11}{'DB trips':>9}"
-        f"{'CPU ms':>8}{'CPU ms/1k items':>16}{'heap MiB':>9}{'label jobs':>11}"
+        f"{'poll':<21}{'polls':>6}{'items/poll':>11}{'Clover':>7}{'DynamoDB':>9}{'DB trips':>9}"
+        f"{'CPU ms/poll':>26}{'ms/1k items':>12}{'log B':>7}{'jobs':>6}"
     )
     say(header)
     say("-" * len(header))
     for p in report.phases:
-        # Per 1,000 items means something only where a poll reads many items.
         per_k = f"{p.cpu_ms_per_1000_items}" if p.items_per_poll >= 100 else "-"
+        cpu = f"{p.cpu_ms_per_poll} [{p.cpu_ms_per_poll_low}–{p.cpu_ms_per_poll_high}]"
         say(
-            f"{p.phase:<12}{p.polls:>6}{p.items_per_poll:>11}{p.clover_requests_per_poll:>11}"
-            f"{p.db_round_trips_per_poll:>9}{p.cpu_ms_per_poll:>8}{per_k:>16}"
-            f"{p.peak_heap_mib:>9}{p.label_jobs:>11}"
+            f"{p.phase:<21}{p.polls:>6}{p.items_per_poll:>11}{p.clover_requests_per_poll:>7}"
+            f"{p.dynamodb_calls_per_poll:>9}{p.db_round_trips_per_poll:>9}{cpu:>26}{per_k:>12}"
+            f"{p.log_bytes_per_poll:>7.0f}{p.label_jobs:>6}"
         )
+    say("")
+    say("AWS calls per poll (poller):")
+    for p in report.phases:
+        say(f"  {p.phase:<21}{json.dumps(p.aws_calls_per_poll)}")
+    heap = json.dumps(report.heap_mib)
+    say(f"Python heap peak MiB (tracemalloc pass, emulators included): {heap}")
+    say("")
+    say(f"cold starts: fresh process each, {report.cold_start_layer}; CPU and wall ms, medians")
+    say(
+        f"{'function':<16}{'import CPU':>11}{'wall':>7}{'1st call CPU':>13}{'wall':>7}"
+        f"{'total CPU [spread]':>22}{'peak MiB':>9}"
+    )
+    for c in report.cold_starts:
+        call_cpu = "-" if c.invoke_cpu_ms is None else f"{c.invoke_cpu_ms}"
+        call_wall = "-" if c.invoke_wall_ms is None else f"{c.invoke_wall_ms}"
+        total = f"{c.cpu_ms:.1f} [{c.cpu_low_ms}–{c.cpu_high_ms}]"
+        say(
+            f"{c.function:<16}{c.import_cpu_ms:>11}{c.import_wall_ms:>7}{call_cpu:>13}"
+            f"{call_wall:>7}{total:>22}{c.peak_rss_mib:>9}"
+        )
+    say(f"poller invocation of five first syncs: peak {report.poller_batch_peak_rss_mib} MiB")
+    say("")
+    say(f"one store's month (prices of {bench_cost.PRICES_AS_OF}, us-east-1, arm64):")
+    for line in report.cost:
+        say(f"  {line.item:<28}${line.usd:>8.4f}  {line.how}")
+    say(f"  {'total (without X-Ray)':<28}${report.summary['cost_usd_per_store_month']:>8.4f}")
+    say(f"  estimates (the rest is counted or measured): {'; '.join(bench_cost.ESTIMATES)}")
     say("")
     say(f"Hipoink calls per 1,000 changed labels: {report.hipoink_calls_per_1000_labels}")
     say(
@@ -370,13 +688,13 @@ def print_report(report: BenchReport, say: Callable[[str], None] = print) -> Non
         "merchants one Clover app can serve at a 5-minute interval:"
         f" ~{report.max_merchants_per_app}"
     )
-    say(f"handler import ms: {json.dumps(report.import_ms)}")
     if report.package_mib:
         say(f"built sizes MiB: {json.dumps(report.package_mib)}")
+    say(f"summary: {json.dumps(report.summary)}")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    say: Callable[[str], None] = lambda text: print(text, flush=True)  # noqa: E731
+    say: Say = lambda text: print(text, flush=True)  # noqa: E731
     report = run_bench(
         merchants=args.merchants,
         skus=args.skus,
@@ -386,5 +704,5 @@ def run_from_args(args: argparse.Namespace) -> int:
     )
     print_report(report, say)
     if args.json:
-        args.json.write_text(json.dumps(asdict(report), indent=2))
+        args.json.write_text(json.dumps(asdict(report), indent=2, default=str))
     return 0

@@ -6,9 +6,13 @@ auth, rate limits) and can play both sides of what that document leaves unconfir
 sync must survive: injected statuses, slow answers, late visibility, listings that miss items
 and a catalog that changes between page requests.
 
-It also plays Clover's v2 OAuth refresh (``POST /oauth/v2/refresh``): access tokens that
-expire (settable lifetimes), single-use refresh tokens (the old one is refused with "401
-invalid refresh token" as soon as it has been used), and a switch that revokes a
+It also plays Clover's v2 OAuth: the install's authorize page (``GET /oauth/v2/authorize``:
+an automatic approval by the merchant ``signed_in_merchant`` that redirects to the
+``redirect_uri``, a subpath of ``site_url``, with a one-time code, the merchant id and the
+``state``), the code exchange (``POST /oauth/v2/token``: codes that expire, work once and
+need the app's client secret), and the refresh (``POST /oauth/v2/refresh``): access tokens
+that expire (settable lifetimes), single-use refresh tokens (the old one is refused with
+"401 invalid refresh token" as soon as it has been used), and a switch that revokes a
 merchant's refresh token.
 """
 
@@ -30,7 +34,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from devkit.loopback import LoopbackServer, LoopbackService
 
@@ -104,6 +108,17 @@ class _Merchant:
     list_requests: int = 0
     refresh_token: str | None = None
     refresh_expiration: int | None = None
+
+
+@dataclass
+class _Code:
+    """An authorization code the authorize page issued: for one merchant and app, until
+    ``expires`` (Clover's clock, Unix seconds), once."""
+
+    merchant_id: str
+    client_id: str
+    expires: int
+    used: bool = False
 
 
 @dataclass
@@ -296,8 +311,16 @@ class CloverSimulator(LoopbackService):
         self.hide_from_listing: set[str] = set()
         # OAuth: the app's client id, and the lifetimes of the tokens this Clover issues.
         self.client_id = "sim-clover-app"
+        self.client_secret = "sim-clover-app-secret"
         self.access_token_lifetime_seconds = 1800
         self.refresh_token_lifetime_seconds = 31 * 86_400
+        # The install flow: who is signed in to Clover in the browser (the merchant that
+        # approves), the app's site URL (redirect URIs must be under it; None: any), and
+        # how long an authorization code lives.
+        self.signed_in_merchant: str | None = None
+        self.site_url: str | None = None
+        self.code_lifetime_seconds = 60
+        self._codes: dict[str, _Code] = {}
 
         self._lock = threading.Lock()
         self._random = random.Random(seed)
@@ -397,8 +420,9 @@ class CloverSimulator(LoopbackService):
             self._merchant(merchant_id).refresh_token = None
 
     def issued_tokens(self) -> frozenset[str]:
-        """Every access and refresh token the simulator ever accepted or issued: what must
-        never show in a log line (the local stack checks its logs against them)."""
+        """Every access and refresh token and authorization code the simulator ever accepted
+        or issued: what must never show in a log line or a page (the local stack checks
+        them)."""
         with self._lock:
             return frozenset(self._issued)
 
@@ -581,6 +605,13 @@ class CloverSimulator(LoopbackService):
         arrived = time.time()
         url = urlsplit(target)
         query = parse_qs(url.query, keep_blank_values=True)
+        if url.path == "/oauth/v2/authorize":  # a browser's page: no token, no rate limit
+            merchant_id, response = self._authorize(query)
+            with self._lock:
+                self._records.append(
+                    RequestRecord(arrived, merchant_id, "authorize", response.status, None, {})
+                )
+            return response
         endpoint, merchant_id, item_id = _route(url.path)
         token = _bearer(authorization)
         key = self._key(token)
@@ -606,17 +637,73 @@ class CloverSimulator(LoopbackService):
                 )
 
     def _serve_post(self, path: str, body: bytes) -> _Response:
-        """Answers one POST: only ``/oauth/v2/refresh`` exists."""
+        """Answers one POST: ``/oauth/v2/refresh`` or ``/oauth/v2/token``."""
         arrived = time.time()
         merchant_id: str | None = None
         response = _error(404)
-        if path == "/oauth/v2/refresh":
+        endpoint = {"/oauth/v2/refresh": "refresh", "/oauth/v2/token": "token"}.get(path, "other")
+        if endpoint == "refresh":
             merchant_id, response = self._refresh(body)
+        elif endpoint == "token":
+            merchant_id, response = self._exchange(body)
         with self._lock:
             self._records.append(
-                RequestRecord(arrived, merchant_id, "refresh", response.status, None, {})
+                RequestRecord(arrived, merchant_id, endpoint, response.status, None, {})
             )
         return response
+
+    def _authorize(self, query: dict[str, list[str]]) -> tuple[str | None, _Response]:
+        """The signed-in merchant approves the app at once: a redirect to ``redirect_uri``
+        with a one-time code (``state`` passed through when given)."""
+        single = {k: v[0] for k, v in query.items() if len(v) == 1}
+        client_id, redirect_uri = single.get("client_id"), single.get("redirect_uri", "")
+        with self._lock:
+            merchant_id = self.signed_in_merchant
+            if merchant_id is None or merchant_id not in self._merchants:
+                return merchant_id, _error(401, "no merchant signed in")
+            if client_id != self.client_id:
+                return merchant_id, _error(400, "unknown client_id")
+            site = self.site_url
+            if not redirect_uri.startswith("https://") or (
+                site is not None and not redirect_uri.startswith(site.rstrip("/") + "/")
+            ):
+                return merchant_id, _error(400, "redirect_uri must be a subpath of the site URL")
+            code = f"sim-code-{secrets.token_urlsafe(12)}"
+            expires = self.clock_ms() // 1000 + self.code_lifetime_seconds
+            self._codes[code] = _Code(merchant_id, client_id, expires)
+            self._issued.add(code)
+        back = {"merchant_id": merchant_id, "employee_id": "SIMEMPLOYEE01"}
+        back |= {"client_id": client_id, "code": code}
+        if "state" in single:
+            back["state"] = single["state"]
+        location = f"{redirect_uri}?{urlencode(back)}"
+        return merchant_id, _Response(302, b"", {"Location": location})
+
+    def _exchange(self, body: bytes) -> tuple[str | None, _Response]:
+        """A pair for a live code of this app with the right secret; the code dies on its
+        first exchange, and every earlier token of the merchant with it."""
+        try:
+            request = json.loads(body)
+            client_id, secret, code = (request[k] for k in ("client_id", "client_secret", "code"))
+        except (ValueError, TypeError, KeyError):
+            return None, _error(400, "client_id, client_secret and code are required")
+        with self._lock:
+            issued = self._codes.get(code) if isinstance(code, str) else None
+            merchant_id = issued.merchant_id if issued else None
+        fault = self._take_fault(merchant_id)
+        if fault is not None:
+            return merchant_id, fault
+        with self._lock:
+            if client_id != self.client_id or secret != self.client_secret:
+                return merchant_id, _error(401, "invalid client credentials")
+            if issued is None or issued.used or issued.client_id != client_id:
+                return merchant_id, _error(400, "invalid authorization code")
+            issued.used = True
+            if self.clock_ms() // 1000 >= issued.expires:
+                return merchant_id, _error(400, "authorization code expired")
+            merchant = self._merchant(issued.merchant_id)
+            merchant.access_tokens.clear()
+            return merchant_id, _json_response(200, self._new_pair(merchant, None, None))
 
     def _refresh(self, body: bytes) -> tuple[str | None, _Response]:
         """A new pair for a live refresh token, which dies at once (single use)."""

@@ -2,10 +2,13 @@
 
 Three merchants (one gas station with 2,000 SKUs) are synced through the real handlers;
 then the catalog changes (a fuel price, a new item, a deletion, a hidden item, an unhidden
-item) and the next cycle must carry every change to the labels. Last, a fuel price change
-is announced by a Clover webhook, which brings that merchant's poll forward: the demo
-prints how long the change took to reach the label, beside the scheduled path. The exit
-status is 0 only if every store's labels equal what its Clover catalog says they should show.
+item) and the next cycle must carry every change to the labels. Then a fourth merchant
+installs the app in Clover itself (the install flow: the site URL, Clover's authorize page,
+the callback, its store code assigned beforehand by the operator) and reaches its first
+labels with no token handled by anyone. Last, a fuel price change is announced by a Clover
+webhook, which brings that merchant's poll forward: the demo prints how long the change
+took to reach the label, beside the scheduled path. The exit status is 0 only if every
+store's labels equal what its Clover catalog says they should show.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ MERCHANTS = (
     ("MCORNERSHOP01", "STORE-CNR-01", 400, "convenience"),
     ("MKIOSK000001", "STORE-KSK-01", 120, "convenience"),
 )
+INSTALLING = ("MAPPINSTALL1", "STORE-APP-01", 300, "convenience")
+"""A merchant that onboards itself by installing the app (no operator token)."""
 
 
 @dataclass
@@ -116,10 +121,11 @@ def run_demo(say: Callable[[str], None] = print) -> int:
             m[1]: sum(r.n_records for r in hipoink.requests if r.store_code == m[1])
             for m in MERCHANTS
         }
+        install = _install_app(stack, say)
         _webhook_price_change(stack, say, cycle_seconds=time.monotonic() - started)
 
         reports = []
-        for merchant_id, store_code, _n, _kind in MERCHANTS:
+        for merchant_id, store_code, _n, _kind in (*MERCHANTS, INSTALLING):
             items = clover.items(merchant_id)
             expected = expected_labels(items)
             actual = hipoink.labels(store_code)
@@ -130,8 +136,8 @@ def run_demo(say: Callable[[str], None] = print) -> int:
                     items=len(items),
                     expected_labels=len(expected),
                     labels=len(actual),
-                    first_cycle_upserts=first_upserts[store_code],
-                    second_cycle_changes=second_changes[store_code],
+                    first_cycle_upserts=first_upserts.get(store_code, install),
+                    second_cycle_changes=second_changes.get(store_code, 0),
                     mismatches=_compare(expected, actual),
                 )
             )
@@ -163,6 +169,33 @@ def _change_catalogs(stack: LocalStack) -> None:
     corner = MERCHANTS[1][0]
     first = next(i for i in clover.items(corner) if not i.get("hidden"))
     clover.update_item(corner, first["id"], price=first.get("price", 0) + 50)
+
+
+def _install_app(stack: LocalStack, say: Callable[[str], None]) -> int:
+    """A merchant installs the app in Clover: the operator assigned its store beforehand
+    (``esl-sync merchants set-store``); its browser goes through the site URL, Clover's
+    authorize page and the callback; its first poll runs at once. The Hipoink calls of its
+    first labels."""
+    clover, hipoink = stack.clover, stack.hipoink
+    assert clover is not None
+    assert hipoink is not None
+    merchant_id, store_code, n_items, _kind = INSTALLING
+    clover.add_merchant(
+        merchant_id, f"nobody-{merchant_id}", convenience_store_catalog(n_items, seed=n_items)
+    )
+    hipoink.add_store(store_code)
+    say(f"install: {merchant_id} installs the app in Clover (its store assigned beforehand)")
+    say("  " + stack.cli("merchants", "set-store", merchant_id, store_code).strip())
+    started = time.monotonic()
+    done = stack.install_app(merchant_id)
+    page = done.callback.body.split("<title>")[1].split("</title>")[0] if done.callback else "-"
+    say(
+        f"  site URL {done.install.status} → Clover authorize {done.authorize_status} →"
+        f" callback {done.callback.status if done.callback else '-'} ({page}); first poll"
+        f" {done.polls.records}, label jobs {done.labels.records},"
+        f" {len(hipoink.labels(store_code))} labels in {time.monotonic() - started:.2f} s"
+    )
+    return hipoink.request_count("product/create_multiple", store_code)
 
 
 def _webhook_price_change(

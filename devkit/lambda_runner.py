@@ -32,6 +32,7 @@ FUNCTIONS = {
     "hipoink_sender": "HipoinkSenderFunction",
     "migrator": "MigrationFunction",
     "webhook": "WebhookFunction",
+    "onboarding": "OnboardingFunction",
 }
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 

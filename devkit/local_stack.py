@@ -12,7 +12,9 @@ not grant fails the run, as it would fail in AWS. ``run_cycle()`` drives the rea
 handlers the way Lambda's event source mappings do: batches, partial batch failures made
 visible again, and redrive to the dead-letter queue after ``maxReceiveCount`` receives.
 ``send_webhook()`` delivers a Clover notification through the webhook function the way
-the HTTP API would, then lets the poll it queued run through to the labels.
+the HTTP API would, then lets the poll it queued run through to the labels;
+``install_app()`` plays a merchant's browser through the app's install (the onboarding
+function's routes and the Clover simulator's authorize page) to its first labels.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ import io
 import json
 import logging
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import parse_qsl, urlsplit
 
 import boto3
 import httpx
@@ -60,6 +64,8 @@ HIPOINK_SIGN = "local-hipoink-sign"
 CLOVER_WEBHOOK_AUTH = "local-clover-webhook-auth"  # also in events/webhook.json
 QUEUES = ("PollDeadLetterQueue", "LabelDeadLetterQueue", "PollQueue", "LabelQueue")  # DLQs first
 CLOVER_APP_CLIENT_SECRET = "local-clover-app-secret"
+API_BASE_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"  # as in events/*.json
+CLOVER_SITE_URL = f"{API_BASE_URL}/clover"  # the app's site URL in Clover's dashboard
 STATE_KEY_ALIAS = "alias/esl-sync-local-state"
 SECRET_PREFIX = "esl-sync-local/"
 # Secrets the handlers read from Secrets Manager: value variable -> the variable of its ARN.
@@ -68,6 +74,7 @@ SECRET_VARIABLES = {
     "HIPOINK_SIGN": "HIPOINK_SIGN_SECRET_ARN",
     "CLOVER_WEBHOOK_AUTH": "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
     "CLOVER_CLIENT_ID": "CLOVER_APP_SECRET_ARN",  # {"client_id", "client_secret"}
+    "CLOVER_OAUTH_STATE_KEY": "CLOVER_OAUTH_STATE_KEY_SECRET_ARN",
 }
 
 
@@ -112,6 +119,33 @@ class WebhookDelivery:
     labels: DrainResult
 
 
+@dataclass
+class HttpAnswer:
+    """A function's answer through the HTTP API: status, headers (lower-case names), body."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("location")
+
+
+@dataclass
+class Install:
+    """A merchant's browser through the app's install: each answer on the way (the
+    authorize page's is None when the install route did not send the browser there), the
+    callback URL Clover sent it to, and the polls and label jobs it led to."""
+
+    install: HttpAnswer
+    authorize_status: int | None = None
+    callback_url: str | None = None
+    callback: HttpAnswer | None = None
+    polls: DrainResult = field(default_factory=DrainResult)
+    labels: DrainResult = field(default_factory=DrainResult)
+
+
 class LocalStack:
     """Context manager running everything in this process; see the module docstring."""
 
@@ -124,9 +158,13 @@ class LocalStack:
         progress: Callable[[str], None] | None = None,
         listen: Listen | None = None,
         database_secret: str | None = None,
+        record_aws_calls: bool = True,
     ) -> None:
         """``database_secret`` is the database secret's value when the handlers reach
-        Postgres by another address than this process (from a container)."""
+        Postgres by another address than this process (from a container);
+        ``record_aws_calls=False`` leaves the handlers' AWS calls unrecorded and unchecked
+        (the benchmark: the recorder's work is not the handlers')."""
+        self._record_aws_calls = record_aws_calls
         self._listen = listen
         self._database_secret = database_secret
         self._clover_base_url = clover_base_url
@@ -143,6 +181,7 @@ class LocalStack:
         self._sqs: SQSClient | None = None
         self.runner: FunctionRunner | None = None
         self.aws_calls = AwsCallRecorder(self._resource_of)
+        self.pages: list[str] = []  # every answer of the onboarding routes, headers included
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -176,7 +215,9 @@ class LocalStack:
                 os.environ[name] = value
         self._saved_env.clear()
         if leaks:
-            raise AssertionError(f"{leaks} handler log line(s) hold a token, sign or auth code")
+            raise AssertionError(
+                f"{leaks} handler log line(s) or page(s) hold a token, code, key or secret"
+            )
         if ungranted:
             raise AssertionError("AWS would refuse these calls:\n" + "\n".join(ungranted))
 
@@ -191,14 +232,20 @@ class LocalStack:
         ]
 
     def leaked_secrets(self) -> int:
-        """How many lines the handlers logged hold a secret: a Clover token the simulator
-        issued, the Hipoink sign or the webhook auth code. Checked on every normal exit,
-        so every test and demo run through the local stack is also a leak test."""
-        secrets = {self.env.get("HIPOINK_SIGN", ""), self.env.get("CLOVER_WEBHOOK_AUTH", "")}
+        """How many lines the handlers logged, or answers the install routes gave (page and
+        headers), hold a secret: a Clover token or authorization code the simulator issued,
+        the app's client secret, the install state's key, the Hipoink sign or the webhook
+        auth code. Checked on every normal exit, so every test and demo run through the
+        local stack is also a leak test."""
+        known = {
+            self.env.get(name, "")
+            for name in ("HIPOINK_SIGN", "CLOVER_WEBHOOK_AUTH", "CLOVER_OAUTH_STATE_KEY")
+        }
+        known.add(CLOVER_APP_CLIENT_SECRET)
         if self.clover is not None:
-            secrets |= self.clover.issued_tokens()
-        secrets = {s for s in secrets if len(s) >= 6}  # shorter ones match ordinary words
-        return sum(1 for line in self.logs if any(s in line for s in secrets))
+            known |= self.clover.issued_tokens() | {self.clover.client_secret}
+        known = {s for s in known if len(s) >= 6}  # shorter ones match ordinary words
+        return sum(1 for line in [*self.logs, *self.pages] if any(s in line for s in known))
 
     def _start(self) -> None:
         database_url = os.environ.get("DATABASE_URL")
@@ -211,6 +258,8 @@ class LocalStack:
             clover = CloverSimulator()
             if self._listen:
                 clover.address = (self._listen.host, self._listen.clover_port)
+            clover.client_secret = CLOVER_APP_CLIENT_SECRET
+            clover.site_url = CLOVER_SITE_URL
             self.clover = self._exit.enter_context(clover)
             self._clover_base_url = self.clover.base_url
         if self._hipoink_base_url is None:
@@ -238,7 +287,8 @@ class LocalStack:
         if boto3.DEFAULT_SESSION is None:
             boto3.setup_default_session()
         assert boto3.DEFAULT_SESSION is not None
-        self.aws_calls.attach(boto3.DEFAULT_SESSION.events)  # every client the runtime builds
+        if self._record_aws_calls:  # every client the runtime builds carries the hook
+            self.aws_calls.attach(boto3.DEFAULT_SESSION.events)
         self._exit.enter_context(_operator_commands_attributed())
         self._create_aws_resources()
         self._create_secrets(
@@ -246,6 +296,7 @@ class LocalStack:
                 "DATABASE_URL": self._database_secret or database_url,
                 "HIPOINK_SIGN": HIPOINK_SIGN,
                 "CLOVER_WEBHOOK_AUTH": CLOVER_WEBHOOK_AUTH,
+                "CLOVER_OAUTH_STATE_KEY": secrets.token_urlsafe(48),
                 **({"CLOVER_CLIENT_ID": self.clover.client_id} if self.clover else {}),
             }
         )
@@ -258,7 +309,7 @@ class LocalStack:
         settings()  # a bad override fails here, naming the variable
         apply_migrations(database_url)
         self.runner = FunctionRunner(self.sqs, REGION)
-        for name in ("dispatcher", "poller", "hipoink_sender", "migrator", "webhook"):
+        for name in FUNCTIONS:
             load_handler(name)  # a handler that cannot start fails here, not mid-cycle
 
     def _start_moto(self) -> str:
@@ -493,7 +544,7 @@ class LocalStack:
         polls it queued and their label jobs, with no dispatcher involved."""
         text = json.dumps(body) if isinstance(body, dict) else body
         raw = text.encode() if isinstance(text, str) else text
-        answer = self.invoke("webhook", _http_api_event(raw, auth))
+        answer = self.invoke("webhook", webhook_event(raw, auth))
         polls = labels = DrainResult()
         if deliver:
             polls = self.drain("PollQueue", "poller", batch_size=self._batch_size("PollerFunction"))
@@ -501,6 +552,50 @@ class LocalStack:
         return WebhookDelivery(
             answer["statusCode"], json.loads(answer["body"])["message"], polls, labels
         )
+
+    def open(self, url: str) -> HttpAnswer:
+        """GET ``url`` (on the stack's API, ``API_BASE_URL``) through the onboarding function,
+        as the HTTP API would: its raw query string passed on as sent."""
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" != API_BASE_URL:
+            raise ValueError(f"not the stack's API: {url}")
+        answer = self.invoke("onboarding", http_get_event(parts.path, parts.query))
+        headers = {k.lower(): v for k, v in answer.get("headers", {}).items()}
+        page = HttpAnswer(answer["statusCode"], headers, answer.get("body", ""))
+        self.pages.append(json.dumps(headers) + page.body)
+        return page
+
+    def install_app(
+        self,
+        merchant_id: str,
+        *,
+        signed_in: str | None = None,
+        query: str | None = None,
+        approve: bool = True,
+        deliver: bool = True,
+    ) -> Install:
+        """The merchant's browser through the install: Clover's site URL with the merchant
+        (``query`` instead, if given); unless ``approve`` is False, Clover's authorize page
+        (the simulator, ``signed_in`` approving: the merchant by default) and the callback;
+        then, unless ``deliver`` is False, the polls and label jobs it queued, with no
+        dispatcher involved."""
+        assert self.clover is not None, "the install needs the Clover simulator"
+        client = self.clover.client_id
+        start = query or f"merchant_id={merchant_id}&employee_id=SIMEMPLOYEE01&client_id={client}"
+        result = Install(self.open(f"{CLOVER_SITE_URL}/install?{start}"))
+        if not approve or result.install.status != 302 or result.install.location is None:
+            return result
+        self.clover.signed_in_merchant = signed_in or merchant_id
+        authorize = httpx.get(result.install.location, timeout=10)
+        result.authorize_status = authorize.status_code
+        result.callback_url = authorize.headers.get("location")
+        if authorize.status_code != 302 or result.callback_url is None:
+            return result
+        result.callback = self.open(result.callback_url)
+        if deliver:
+            result.polls = self.drain("PollQueue", "poller")
+            result.labels = self.drain("LabelQueue", "hipoink_sender")
+        return result
 
     def run_cycle(self) -> CycleSummary:
         """dispatcher → poll queue → poller → label queue → sender, once."""
@@ -551,7 +646,24 @@ def _operator_commands_attributed() -> Iterator[None]:
         cli.operator_scope = previous
 
 
-def _http_api_event(body: bytes, auth: str | None) -> dict[str, Any]:
+def http_get_event(path: str, raw_query: str) -> dict[str, Any]:
+    """The sample event of ``events/onboarding.json`` for ``GET path?raw_query``."""
+    event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "onboarding.json").read_text())
+    joined: dict[str, str] = {}  # API Gateway joins a repeated parameter's values with commas
+    for name, value in parse_qsl(raw_query, keep_blank_values=True, errors="replace"):
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    event.update(routeKey=f"GET {path}", rawPath=path, rawQueryString=raw_query)
+    event.pop("queryStringParameters", None)
+    if joined:
+        event["queryStringParameters"] = joined
+    event["requestContext"].update(
+        routeKey=f"GET {path}", requestId=uuid.uuid4().hex, timeEpoch=int(time.time() * 1000)
+    )
+    event["requestContext"]["http"]["path"] = path
+    return event
+
+
+def webhook_event(body: bytes, auth: str | None) -> dict[str, Any]:
     """The sample event of ``events/webhook.json`` carrying this body and auth header."""
     event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "webhook.json").read_text())
     headers = {k: v for k, v in event["headers"].items() if k != "x-clover-auth"}

@@ -117,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate = subparsers.add_parser("migrate", help="apply the Postgres migrations (DATABASE_URL)")
     migrate.set_defaults(run=commands.migrate)
 
-    merchants = subparsers.add_parser("merchants", help="add, list, disable or enable merchants")
+    merchants = subparsers.add_parser(
+        "merchants", help="add, set a store code, list, disable or enable merchants"
+    )
     actions = merchants.add_subparsers(required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a merchant and store its Clover token")
     add.add_argument("merchant_id", type=MERCHANT_ID)
@@ -152,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
         help="poll this merchant less often (60-86400)",
     )
     add.set_defaults(run=commands.merchants_add)
+    set_store = actions.add_parser(
+        "set-store",
+        help="give a merchant its Hipoink store code (one that installed the app and awaits"
+        " it, or one that will: kept for its install)",
+    )
+    set_store.add_argument("merchant_id", type=MERCHANT_ID)
+    set_store.add_argument(
+        "store", type=checked(inputs.store_code), help="1-32 of A-Z a-z 0-9 - _ ."
+    )
+    set_store.set_defaults(run=commands.merchants_set_store)
     listing = actions.add_parser("list", help="list merchants")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=commands.merchants_list)

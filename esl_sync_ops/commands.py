@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from esl_sync import inputs
+from esl_sync.clover.regions import LOOPBACK_HOSTS
 from esl_sync.credentials import CloverTokens
 from esl_sync_ops.terminal import print_rows, printable
 
@@ -33,7 +34,7 @@ def _local_aws(args: argparse.Namespace) -> bool:
     moto there): only then may a merchant's Clover URL be a loopback simulator."""
     url = os.environ.get("AWS_ENDPOINT_URL")
     try:
-        return not args.stack and bool(url) and urlsplit(url).hostname in inputs.LOOPBACK_HOSTS
+        return not args.stack and bool(url) and urlsplit(url).hostname in LOOPBACK_HOSTS
     except ValueError:
         return False
 
@@ -130,6 +131,19 @@ def _stdin_bytes() -> bytes:
     return sys.stdin.read(limit).encode("utf-8", "surrogatepass")  # a text stream (tests)
 
 
+def merchants_set_store(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    if admin.set_store(runtime.merchants(), runtime.poll_queue(), args.merchant_id, args.store):
+        print(f"merchant {args.merchant_id}: store {args.store}; its poll is queued")
+    else:
+        print(
+            f"merchant {args.merchant_id} has not installed the app yet: store {args.store} is"
+            " kept for its install"
+        )
+    return 0
+
+
 def merchants_list(args: argparse.Namespace) -> int:
     from esl_sync import runtime
 
@@ -163,12 +177,13 @@ def status(args: argparse.Namespace) -> int:
     active = [r for r in rows if r["active"]]
     print(
         f"{len(rows)} merchant(s), {len(active)} active:"
-        f" {sum(not r['fresh'] for r in active)} not fresh,"
+        f" {sum(r['fresh'] is False for r in active)} not fresh,"
         f" {sum(r['auth'] == 'needs_reauth' for r in active)} need re-auth,"
         f" {sum(bool(r['stale_labels']) for r in active)} with stale labels,"
         f" {sum(bool(r['refused_items']) for r in active)} with refused items,"
         f" {sum(bool(r['label_conflicts']) for r in active)} with product code conflicts,"
-        f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink"
+        f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink,"
+        f" {sum(r['awaiting_store_code'] for r in active)} awaiting a store code"
         f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,
     )

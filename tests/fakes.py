@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import final
 
-from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkNotFound,
@@ -32,6 +32,7 @@ from esl_sync.ports import (
     LabelLedger,
     LabelQueue,
     LabelSink,
+    Leased,
     MerchantDirectory,
     PollQueue,
     Refresher,
@@ -274,19 +275,25 @@ class MemoryStates(StateStore):
     def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
         return {m: self.load(m) for m in merchant_ids}
 
-    def save(self, state: MerchantState) -> None:
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
         stored = self.states.get(state.merchant_id)
         if (stored.version if stored else 0) != state.version:
             raise StaleStateError(f"merchant {state.merchant_id}: written since it was read")
+        if release_lease is not None:
+            if self.leases.get(state.merchant_id, ("", 0))[0] != release_lease:
+                raise StaleStateError(f"merchant {state.merchant_id}: the lease was lost")
+            del self.leases[state.merchant_id]
         state.version += 1
         self.states[state.merchant_id] = replace(state)
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
         held = self.leases.get(merchant_id)
         if held is not None and held[1] > now_ms:
-            return False
+            return None
         self.leases[merchant_id] = (owner, now_ms + duration_ms)
-        return True
+        return Leased(self.load(merchant_id), None)
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         if self.leases.get(merchant_id, ("", 0))[0] == owner:
@@ -307,6 +314,11 @@ class MemoryTokens(_OneMerchant, TokenStore):
     def load_tokens(self, merchant_id: str) -> StoredTokens | None:
         self._check(merchant_id)
         return self.stored
+
+    def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
+        self._check(merchant_id)
+        tokens = CloverTokens.model_validate(json.loads(sealed.ciphertext))
+        return StoredTokens(tokens, sealed.generation, sealed.needs_reauth)
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
         tokens = CloverTokens.plain(token) if isinstance(token, str) else token

@@ -15,6 +15,7 @@ from esl_sync.settings import settings
 from esl_sync.sync.sender import LabelJobProcessor, send_label_job
 
 settings().require("database_url", "hipoink_api_base_url", "hipoink_sign")
+tracer.patch(("httpx",))  # Hipoink
 processor = LabelJobProcessor(runtime.delivery_deps)
 
 

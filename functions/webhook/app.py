@@ -4,7 +4,8 @@ Every answer is one of the documented ones (200 handshake, 202 accepted, 400/401
 a reason), whatever the body holds. Anything unexpected (a store or a queue down, a
 secret that cannot be read) is logged and answered 503, never 500: the notification was
 only a hint, the scheduled poll still covers the change, and if Clover does retry a
-non-2xx delivery, a retry is what a temporary failure deserves.
+non-2xx delivery, a retry is what a temporary failure deserves. An event API Gateway would
+not send (a wrong type in it) is refused with a 400 before it is routed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
-from esl_sync.events import HttpRequest
+from esl_sync.events import HttpRequest, HttpRoute
 from esl_sync.observability import MetricUnit, logger, metrics, tracer
 from esl_sync.settings import settings
 from esl_sync.webhooks import receive_webhook
@@ -58,4 +59,14 @@ def _answer(status: int, message: str) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        HttpRoute.model_validate(event)
+        HttpRequest.model_validate(event)
+    except ValueError:  # (pydantic's ValidationError) what API Gateway never sends
+        answer = _answer(400, "not an HTTP API request")
+        return {
+            "statusCode": 400,
+            "headers": {"Content-Type": "application/json"},
+            "body": answer.body,
+        }
     return app.resolve(event, context)

@@ -171,7 +171,13 @@ def problems(alarm: Alarm, interval: int, late: int, *, breaching_when_stopped: 
 
 
 def test_the_gauges_are_known() -> None:
-    expected = {"MerchantsStale", "MerchantsNeedingReauth", "StalestMerchantSeconds", "StaleLabels"}
+    expected = {
+        "MerchantsStale",
+        "MerchantsNeedingReauth",
+        "StalestMerchantSeconds",
+        "StaleLabels",
+        "MerchantsAwaitingStoreCode",
+    }
     assert expected == TICK_GAUGES
 
 
@@ -192,7 +198,14 @@ def test_every_alarm_has_a_valid_period_at_every_interval(template: Template) ->
             assert int(props.get("DatapointsToAlarm", evaluation)) <= evaluation, name
 
 
-@pytest.mark.parametrize("name", ["MerchantNotFreshAlarm", "MerchantNeedsReauthAlarm"])
+GAUGE_ALARMS = [
+    "MerchantNotFreshAlarm",
+    "MerchantNeedsReauthAlarm",
+    "MerchantsAwaitingStoreCodeAlarm",
+]
+
+
+@pytest.mark.parametrize("name", GAUGE_ALARMS)
 def test_gauge_alarms_are_right_at_every_interval(template: Template, name: str) -> None:
     props = gauge_alarms(template)[name]
     late = latest_arrival(template)
@@ -204,7 +217,7 @@ def test_gauge_alarms_are_right_at_every_interval(template: Template, name: str)
 
 
 def test_every_gauge_alarm_is_simulated(template: Template) -> None:
-    assert set(gauge_alarms(template)) == {"MerchantNotFreshAlarm", "MerchantNeedsReauthAlarm"}
+    assert set(gauge_alarms(template)) == set(GAUGE_ALARMS)
 
 
 @pytest.mark.parametrize(("interval", "symptom"), [(900, "healthy"), (1800, "healthy")])

@@ -118,6 +118,25 @@ def test_webhook_sample_event_queues_a_poll(
     assert demo_stack.queue_depths()["PollQueue"] == before + 1
 
 
+def test_onboarding_sample_event_sends_the_browser_to_clover(
+    sam_build_dir: Path, demo_stack: LocalStack, invoke_built: InvokeBuilt
+) -> None:
+    answer = _invoke_built(
+        invoke_built,
+        sam_build_dir,
+        "OnboardingFunction",
+        str(REPO_ROOT / "events/onboarding.json"),
+        demo_stack.env,
+    )
+    result = answer["result"]
+    assert result["statusCode"] == 302
+    assert result["headers"]["Cache-Control"] == "no-store"
+    assert demo_stack.clover is not None
+    assert result["headers"]["Location"].startswith(
+        f"{demo_stack.clover.base_url}/oauth/v2/authorize?client_id=sim-clover-app&redirect_uri="
+    )
+
+
 def test_migrator_sample_event_answers_cloudformation(
     sam_build_dir: Path, demo_stack: LocalStack, invoke_built: InvokeBuilt, cloudformation: Any
 ) -> None:

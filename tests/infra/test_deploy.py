@@ -39,6 +39,7 @@ UNIQUE_NAME = {
     "AWS::SNS::TopicPolicy": None,
     "AWS::SQS::Queue": "QueueName",
     "AWS::Scheduler::Schedule": "Name",
+    "AWS::SecretsManager::Secret": "Name",
 }
 
 
@@ -69,7 +70,7 @@ def test_the_names_it_does_set_follow_the_stack(deployed: Template) -> None:
         for logical_id, resource in deployed["Resources"].items()
         if UNIQUE_NAME[resource["Type"]] in resource.get("Properties", {})
     }
-    assert set(named) >= {"StateKeyAlias", "Dashboard"}
+    assert set(named) >= {"StateKeyAlias", "Dashboard", "OAuthStateKeySecret"}
     assert any(r["Type"] == "AWS::Scheduler::Schedule" for r in deployed["Resources"].values())
     assert all(_mentions_stack_name(v) for v in named.values())
 
@@ -97,6 +98,7 @@ def test_functions_that_use_the_schema_wait_for_the_migration(
         "PollerFunction",
         "HipoinkSenderFunction",
         "WebhookFunction",
+        "OnboardingFunction",
     }
     # Their triggers need the function, so they wait too: nothing polls before the schema.
     schedule = deployed["Resources"]["DispatchSchedule"]["Properties"]["Target"]
@@ -156,7 +158,7 @@ def test_samconfig_offers_every_non_secret_default(template: Template) -> None:
     assert config["stack_name"] == "esl-sync"
 
 
-def test_the_guided_deploy_asks_about_the_webhook_only_and_the_readme_answers(
+def test_the_guided_deploy_asks_about_the_public_routes_only_and_the_readme_answers(
     template: Template,
 ) -> None:
     from samcli.commands.deploy.auth_utils import auth_per_resource
@@ -164,6 +166,8 @@ def test_the_guided_deploy_asks_about_the_webhook_only_and_the_readme_answers(
 
     stacks, _ = SamLocalStackProvider.get_stacks(str(REPO_ROOT / "template.yaml"))
     unauthenticated = [name for name, ok in auth_per_resource(stacks) if not ok]
-    assert unauthenticated == ["WebhookFunction"]
+    # Asked once per route: the install's three, the webhook's one.
+    assert sorted(unauthenticated) == ["OnboardingFunction"] * 3 + ["WebhookFunction"]
     readme = (REPO_ROOT / "README.md").read_text()
-    assert "WebhookFunction has no authentication. Is this okay? [y/N]: y" in readme
+    for function in set(unauthenticated):
+        assert f"{function} has no authentication. Is this okay? [y/N]: y" in readme

@@ -96,6 +96,39 @@ def test_the_webhook_may_write_only_its_hints(template: Template) -> None:
     assert actions == {"dynamodb:UpdateItem"}
 
 
+def test_the_onboarding_function_writes_tokens_it_can_never_read(template: Template) -> None:
+    """It stores the exchanged pair, takes the refresh lock and marks sign-ins used: an
+    UpdateItem limited to those attributes, returning nothing; KMS encrypt, never decrypt
+    but through DynamoDB; no read of the table at all."""
+    [(key, allowed)] = attribute_limits(template, "OnboardingFunction").items()
+    assert key == ("dynamodb:UpdateItem", "StateTable")
+    assert allowed == {
+        "merchant_id",
+        "refresh_lock_owner",
+        "refresh_lock_until_ms",
+        "oauth_state_issued_ms",
+        "oauth_state_nonce",
+        "authorized_ms",
+        "token_ciphertext",
+        "token_generation",
+        "auth_state",
+    }
+    assert not allowed & {"high_water_ms", "lease_owner", "pending_deletes", "version"}
+    grants = role_grants(template, "OnboardingFunction")
+    assert {g[0] for g in grants if g[0].startswith("dynamodb")} == {"dynamodb:UpdateItem"}
+    assert ("kms:Encrypt", "StateKey", "") in grants
+    assert {g for g in grants if g[0] == "kms:Decrypt"} == {
+        ("kms:Decrypt", "StateKey", "via dynamodb")
+    }
+    [statement] = [
+        s
+        for p in template["Resources"]["OnboardingRole"]["Properties"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+        if "dynamodb:Attributes" in str(s.get("Condition"))
+    ]
+    assert statement["Condition"]["StringEqualsIfExists"]["dynamodb:ReturnValues"] == ["NONE"]
+
+
 @pytest.mark.parametrize("read_only", [True, False])
 def test_dispatcher_and_webhook_use_the_read_only_login_when_there_is_one(
     template: Template, read_only: bool
@@ -244,6 +277,7 @@ DEPLOYER_NEEDS = {  # what creating and deleting each resource type of the stack
     "AWS::SNS::TopicPolicy": "sns:SetTopicAttributes",
     "AWS::SQS::Queue": "sqs:CreateQueue",
     "AWS::Scheduler::Schedule": "scheduler:CreateSchedule",
+    "AWS::SecretsManager::Secret": "secretsmanager:CreateSecret",
 }
 
 

@@ -45,6 +45,7 @@ EVENTS = {
     "HipoinkSenderFunction": "hipoink_sender",
     "MigrationFunction": "migrator",
     "WebhookFunction": "webhook",
+    "OnboardingFunction": "onboarding",
 }
 
 
@@ -154,6 +155,9 @@ def test_every_handler_starts_and_answers_its_sample_event(
     assert results["PollerFunction"] == {"batchItemFailures": []}
     assert results["HipoinkSenderFunction"] == {"batchItemFailures": []}
     assert results["WebhookFunction"]["statusCode"] == 202
+    assert results["OnboardingFunction"]["statusCode"] == 302  # on to Clover's authorize page
+    location = results["OnboardingFunction"]["headers"]["Location"]
+    assert location.startswith("http://localhost:4011/oauth/v2/authorize?client_id=")
     assert len(services.products(DEMO_MERCHANT)) == 60
     assert services.hipoink is not None
     assert services.hipoink.labels(DEMO_STORE)["REG-UNL"]["pp"] == "3.49"

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -29,6 +30,7 @@ FUNCTION_DIRS = {
     "HipoinkSenderFunction": "hipoink_sender",
     "MigrationFunction": "migrator",
     "WebhookFunction": "webhook",
+    "OnboardingFunction": "onboarding",
 }
 # main queue -> (its dead-letter queue, the function that consumes it)
 QUEUES = {
@@ -202,9 +204,26 @@ def test_poller_concurrency_stays_inside_clovers_in_flight_budget(template: Temp
     }
     assert event["Properties"]["BatchSize"] == {"Ref": "PollerBatchSize"}
     parameter = template["Parameters"]["PollerMaximumConcurrency"]
-    assert parameter["Default"] == 5
+    assert parameter["Default"] == 2
     assert parameter["MinValue"] == 2
     assert parameter["MaxValue"] <= CLOVER_MAX_IN_FLIGHT
+    # Every instance's share of Clover's budget, at every allowed concurrency: together they
+    # stay within 50 requests/s and 10 in flight (an instance overlaps that many polls).
+    share = template["Mappings"]["CloverShare"]
+    for instances in range(parameter["MinValue"], parameter["MaxValue"] + 1):
+        rps = int(share[str(instances)]["InstanceRps"])
+        in_flight = int(share[str(instances)]["InstanceInFlight"])
+        assert instances * rps <= 50, instances
+        assert instances * in_flight <= CLOVER_MAX_IN_FLIGHT, instances
+        assert in_flight >= 1
+    env = template["Resources"]["PollerFunction"]["Properties"]["Environment"]["Variables"]
+    for variable, key in (
+        ("CLOVER_INSTANCE_RPS", "InstanceRps"),
+        ("CLOVER_INSTANCE_IN_FLIGHT", "InstanceInFlight"),
+    ):
+        assert env[variable] == {
+            "Fn::FindInMap": ["CloverShare", {"Ref": "PollerMaximumConcurrency"}, key]
+        }
     sender = template["Resources"]["HipoinkSenderFunction"]["Properties"]["Events"]
     assert sender["LabelQueueEvent"]["Properties"]["BatchSize"] == 10
     assert template["Parameters"]["SenderMaximumConcurrency"]["Default"] == 2
@@ -295,7 +314,8 @@ def test_every_custom_metric_an_alarm_watches_is_emitted_by_the_code(template: T
     )
     for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
         for metric in _custom_metrics(alarm["Properties"]):
-            emitted = re.search(rf'(name=|\(\s*)"{metric}"', code)
+            # add_metric(name="X"), single_metric("X"), or a table of counts ("X": "field")
+            emitted = re.search(rf'(name=|\(\s*)"{metric}"|"{metric}": "', code)
             assert emitted, f"{name} watches {metric}, which nothing emits"
 
 
@@ -385,7 +405,10 @@ def test_functions_are_those_of_the_design(template: Template) -> None:
         "HipoinkSenderFunction": 60,
         "MigrationFunction": 120,
         "WebhookFunction": 15,
+        "OnboardingFunction": 25,
     }
+    # API Gateway gives an HTTP API's request 30 s: the install's answer comes before that.
+    assert timeouts["OnboardingFunction"] < 30
 
 
 def test_the_webhook_is_one_post_route_of_an_http_api(template: Template) -> None:
@@ -401,6 +424,29 @@ def test_the_webhook_is_one_post_route_of_an_http_api(template: Template) -> Non
     url = template["Outputs"]["WebhookUrl"]["Value"]["Fn::Sub"]
     assert url.startswith("https://${WebhookApi}.execute-api.")
     assert url.endswith(route["Path"])
+
+
+def test_the_install_is_three_get_routes_of_the_same_api(template: Template) -> None:
+    events = template["Resources"]["OnboardingFunction"]["Properties"]["Events"]
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events.values()}
+    assert routes == {
+        ("GET", "/clover"),
+        ("GET", "/clover/install"),
+        ("GET", "/clover/oauth/callback"),
+    }
+    for event in events.values():
+        assert event["Type"] == "HttpApi"
+        assert event["Properties"]["ApiId"] == {"Ref": "WebhookApi"}
+        assert event["Properties"]["PayloadFormatVersion"] == "2.0"
+    site = template["Outputs"]["CloverSiteUrl"]["Value"]["Fn::Sub"]
+    redirect = template["Outputs"]["CloverRedirectUri"]["Value"]["Fn::Sub"]
+    assert site.startswith("https://${WebhookApi}.execute-api.")
+    assert redirect.startswith(site + "/"), "Clover wants the redirect URI under the site URL"
+    assert redirect.endswith("/clover/oauth/callback")
+    access_log = template["Resources"]["WebhookApi"]["Properties"]["AccessLogSettings"]["Format"]
+    assert "$context.routeKey" in access_log
+    assert "querystring" not in access_log.lower(), "an install's query holds Clover's code"
+    assert "$context.path" not in access_log
 
 
 def test_every_function_has_its_own_log_group_with_retention(template: Template) -> None:
@@ -458,6 +504,16 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "STATE_TABLE_NAME",
             "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
             "CLOVER_WEBHOOK_POLL_WINDOW_SECONDS",
+        },
+        "OnboardingFunction": {
+            "POLL_QUEUE_URL",
+            "STATE_TABLE_NAME",
+            "STATE_KEY_ID",
+            "CLOVER_API_BASE_URL",
+            "CLOVER_APP_SECRET_ARN",
+            "CLOVER_OAUTH_STATE_KEY_SECRET_ARN",
+            "CLOVER_OAUTH_STATE_TTL_SECONDS",
+            "ONBOARDING_STORE_CODE_TEMPLATE",
         },
         "HipoinkSenderFunction": {
             "HIPOINK_API_BASE_URL",
@@ -543,6 +599,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "HipoinkSenderFunction": "HipoinkSenderLogGroup",
         "MigrationFunction": "MigrationLogGroup",
         "WebhookFunction": "WebhookLogGroup",
+        "OnboardingFunction": "OnboardingLogGroup",
     }
     main_database = {"Ref": "DatabaseUrlSecretArn"}
     read_only_or_main = {
@@ -554,9 +611,10 @@ def test_each_role_is_least_privilege(template: Template) -> None:
     }
     sign = {"Ref": "HipoinkSignSecretArn"}
     own_secrets = {
-        "HipoinkSenderFunction": {"Ref": "HipoinkSignSecretArn"},
-        "PollerFunction": {"Ref": "CloverAppSecretArn"},
-        "WebhookFunction": {"Ref": "CloverWebhookAuthSecretArn"},
+        "HipoinkSenderFunction": [{"Ref": "HipoinkSignSecretArn"}],
+        "PollerFunction": [{"Ref": "CloverAppSecretArn"}],
+        "WebhookFunction": [{"Ref": "CloverWebhookAuthSecretArn"}],
+        "OnboardingFunction": [{"Ref": "CloverAppSecretArn"}, {"Ref": "OAuthStateKeySecret"}],
     }
     table = {"Fn::GetAtt": ["StateTable", "Arn"]}
     key = {"Fn::GetAtt": ["StateKey", "Arn"]}
@@ -573,20 +631,28 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         assert database in grants(statements, "secretsmanager:GetSecretValue"), name
         readable = grants(statements, "secretsmanager:GetSecretValue")
         assert sorted(map(str, readable)) == sorted(
-            map(str, [database, *([own_secrets[name]] if name in own_secrets else [])])
+            map(str, [database, *own_secrets.get(name, [])])
         ), name
-        writes_state = name in ("PollerFunction", "WebhookFunction")
+        writes_state = name in ("PollerFunction", "WebhookFunction", "OnboardingFunction")
         assert grants(statements, "dynamodb:UpdateItem") == ([table] if writes_state else []), name
-        uses_state = name in ("PollerFunction", "DispatcherFunction", "WebhookFunction")
+        uses_state = name in (
+            "PollerFunction",
+            "DispatcherFunction",
+            "WebhookFunction",
+            "OnboardingFunction",
+        )
         assert grants(statements, "kms:Decrypt") == ([key] if uses_state else []), name
-    # The dispatcher reads merchant state (freshness) and the webhook writes hints into it,
-    # but both may use the key only through DynamoDB, so neither can decrypt a Clover token.
-    for name in ("DispatcherFunction", "WebhookFunction"):
+    # The dispatcher reads merchant state (freshness), the webhook writes hints into it and
+    # the onboarding function new tokens, but they may use the key only through DynamoDB, so
+    # none can decrypt a Clover token (the onboarding function encrypts the ones it stores).
+    for name in ("DispatcherFunction", "WebhookFunction", "OnboardingFunction"):
         decrypt = [s for s in roles[name] if "kms:Decrypt" in str(s.get("Action"))]
         assert [s["Condition"]["StringEquals"]["kms:ViaService"] for s in decrypt] == [
             {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}
         ], name
-        assert not grants(roles[name], "kms:Encrypt"), name
+        assert grants(roles[name], "kms:Encrypt") == ([key] if "Onboarding" in name else []), name
+    for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:BatchGetItem"):
+        assert grants(roles["OnboardingFunction"], action) == [], action
     assert sign not in grants(roles["PollerFunction"], "secretsmanager:GetSecretValue")
     assert grants(roles["DispatcherFunction"], "dynamodb:BatchGetItem") == [table]
     poller = roles["PollerFunction"]
@@ -601,6 +667,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "HipoinkSenderFunction": [],
         "MigrationFunction": [],
         "WebhookFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
+        "OnboardingFunction": [{"Fn::GetAtt": ["PollQueue", "Arn"]}],
     }
     receives = {
         name: grants(statements, "sqs:ReceiveMessage") for name, statements in roles.items()
@@ -611,6 +678,7 @@ def test_each_role_is_least_privilege(template: Template) -> None:
         "HipoinkSenderFunction": [{"Fn::GetAtt": ["LabelQueue", "Arn"]}],
         "MigrationFunction": [],
         "WebhookFunction": [],
+        "OnboardingFunction": [],
     }
 
 
@@ -663,6 +731,7 @@ def test_every_parameter_is_described(template: Template) -> None:
         "CloverWebhookAuthSecretArn",
         "CloverAppSecretArn",
         "ReadOnlyDatabaseUrlSecretArn",
+        "OnboardingStoreCodeTemplate",
     }
     assert set(template["Parameters"]) == expected
     for name, parameter in template["Parameters"].items():
@@ -682,6 +751,8 @@ def test_outputs(template: Template) -> None:
         "AlarmTopicArn",
         "CommonLayerArn",
         "WebhookUrl",
+        "CloverSiteUrl",
+        "CloverRedirectUri",
     }
     for name, output in template["Outputs"].items():
         assert output.get("Description"), name
@@ -770,6 +841,19 @@ def test_webhook_event_is_a_clover_delivery_through_the_http_api(template: Templ
     assert event["headers"]["content-length"] == str(len(event["body"].encode()))
     delivery = CloverNotification.model_validate_json(event["body"])
     assert [e.object_id for e in delivery.merchants["MDEMO0000001"]] == ["I:ITEMDEMO00002"]
+
+
+def test_onboarding_event_is_clovers_site_url_through_the_http_api(template: Template) -> None:
+    event = load_event("onboarding")
+    routes = template["Resources"]["OnboardingFunction"]["Properties"]["Events"]
+    route = routes["CloverInstall"]["Properties"]
+    assert event["version"] == route["PayloadFormatVersion"]
+    assert event["routeKey"] == f"{route['Method']} {route['Path']}" == "GET /clover/install"
+    assert event["requestContext"]["http"]["method"] == "GET"
+    query = dict(parse_qsl(event["rawQueryString"]))
+    assert query == event["queryStringParameters"]
+    assert set(query) == {"merchant_id", "employee_id", "client_id"}  # what Clover adds
+    assert query["merchant_id"] == "MDEMO0000001"
 
 
 # ---------------------------------------------------------------- build

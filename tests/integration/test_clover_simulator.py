@@ -454,6 +454,83 @@ def test_a_revoked_refresh_token_is_refused_and_bad_requests_say_why(
         assert client.get(ITEMS, headers=bearer(pair["access_token"])).status_code == 200
 
 
+# OAuth: the install's authorize page and code exchange
+
+SITE = "https://app.example/clover"
+
+
+def approve(clover: CloverSimulator, **query: str) -> httpx.Response:
+    params = {"client_id": clover.client_id, "redirect_uri": f"{SITE}/oauth/callback"} | query
+    return httpx.get(f"{clover.base_url}/oauth/v2/authorize", params=params, timeout=5.0)
+
+
+def exchange(clover: CloverSimulator, code: str, secret: str | None = None) -> httpx.Response:
+    body = {"client_id": clover.client_id, "client_secret": secret or clover.client_secret}
+    return httpx.post(f"{clover.base_url}/oauth/v2/token", json=body | {"code": code}, timeout=5.0)
+
+
+def test_the_authorize_page_approves_for_the_signed_in_merchant_with_a_one_time_code(
+    clover: CloverSimulator,
+) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    clover.site_url = SITE
+    clover.signed_in_merchant = MERCHANT
+
+    answer = approve(clover, state="s1.opaque")
+
+    assert answer.status_code == 302
+    location = httpx.URL(answer.headers["location"])
+    assert str(location.copy_with(query=None)) == f"{SITE}/oauth/callback"
+    back = dict(location.params)
+    assert set(back) == {"merchant_id", "employee_id", "client_id", "code", "state"}
+    assert (back["merchant_id"], back["client_id"], back["state"]) == (
+        MERCHANT,
+        clover.client_id,
+        "s1.opaque",
+    )
+    assert back["code"] in clover.issued_tokens()
+    pair = exchange(clover, back["code"])
+    assert pair.status_code == 200
+    assert client_items(clover, pair.json()["access_token"]) == 200
+    assert client_items(clover, TOKEN) == 401  # the new authorization replaces the old token
+    again = exchange(clover, back["code"])
+    assert (again.status_code, message(again)) == (400, "invalid authorization code")
+    assert clover.request_count(MERCHANT, "token") == 2
+
+
+def test_codes_expire_and_need_the_app_s_secret(clover: CloverSimulator) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    clover.signed_in_merchant = MERCHANT
+    clover.freeze_clock(FROZEN_MS)
+    code = dict(httpx.URL(approve(clover).headers["location"]).params)["code"]
+
+    wrong_secret = exchange(clover, code, secret="not-the-app-s-secret")
+    clover.freeze_clock(FROZEN_MS + clover.code_lifetime_seconds * 1000)
+    expired = exchange(clover, code)
+
+    assert (wrong_secret.status_code, message(wrong_secret)) == (401, "invalid client credentials")
+    assert (expired.status_code, message(expired)) == (400, "authorization code expired")
+
+
+def test_the_authorize_page_refuses_another_app_a_foreign_redirect_and_nobody_signed_in(
+    clover: CloverSimulator,
+) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    clover.site_url = SITE
+    nobody = approve(clover)
+    clover.signed_in_merchant = MERCHANT
+    other_app = approve(clover, client_id="another-app")
+    elsewhere = approve(clover, redirect_uri="https://evil.example/clover/oauth/callback")
+    outside = approve(clover, redirect_uri="https://app.example/clover-not/x")
+
+    assert [r.status_code for r in (nobody, other_app, elsewhere, outside)] == [401, 400, 400, 400]
+    assert [r.endpoint for r in clover.requests] == ["authorize"] * 4
+
+
+def client_items(clover: CloverSimulator, token: str) -> int:
+    return httpx.get(f"{clover.base_url}{ITEMS}", headers=bearer(token), timeout=5.0).status_code
+
+
 # Rate limits
 
 

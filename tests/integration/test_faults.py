@@ -36,6 +36,19 @@ def poll_lines(stack: LocalStack, merchant_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def statuses(lines: list[str], merchant_id: str) -> list[str]:
+    """The merchant's polls in these lines: a quiet poll (nothing found) is named only in
+    its batch's "polls without changes" line; it counts as "ok"."""
+    found = []
+    for line in lines:
+        entry = json.loads(line) if line.startswith("{") else {}
+        if entry.get("message") == "poll finished" and entry.get("merchant_id") == merchant_id:
+            found.append(entry["status"])
+        if entry.get("message") == "polls without changes" and merchant_id in entry["merchant_ids"]:
+            found.append("ok")
+    return found
+
+
 def poller_event(merchant_id: str, message_id: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "poller.json").read_text())
     record = event["Records"][0]
@@ -87,8 +100,7 @@ def test_the_dispatcher_measures_the_fleet_when_it_can(stack: LocalStack) -> Non
 
 Patch = tuple[type, str]
 FAILURES: dict[str, Patch] = {
-    "state load (DynamoDB)": (DynamoStateStore, "load"),
-    "token load (DynamoDB)": (DynamoStateStore, "load_tokens"),
+    "token decryption (KMS)": (DynamoStateStore, "open_tokens"),
     "product transaction (Postgres)": (Database, "transaction"),
     "label queue send (SQS)": (SqsLabelQueue, "send"),
     "state save (DynamoDB)": (DynamoStateStore, "save"),
@@ -130,44 +142,74 @@ def test_a_failed_poll_gives_its_lease_back_and_the_retry_does_the_work(
     assert "injected" in failed["detail"]
     assert lease_of(stack, merchant_id) is None  # given back on the way out
 
+    mark = len(stack.logs)
     retry = stack.invoke("poller", poller_event(merchant_id, "retry"))  # SQS's retry, at once
 
     assert retry == {"batchItemFailures": []}
-    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["failed", "ok"]
-    assert poll_lines(stack, merchant_id)[-1]["items_fetched"] == 12  # real work, not "busy"
+    assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
+    assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 12  # real work, not "busy"
     assert lease_of(stack, merchant_id) is None
     stack.drain("LabelQueue", "hipoink_sender")
     assert len(stack.hipoink.labels("STORE-1")) > 0
+
+
+def _without_tokens(merchant_id: str) -> None:
+    """A merchant whose poll is skipped under the lease (no token stored): the poll writes
+    no state, so the lease goes back on the way out, in a write of its own."""
+    from esl_sync.records import Merchant
+
+    runtime.merchants().save(Merchant(merchant_id, "STORE-1"))
 
 
 def test_a_lease_release_that_fails_once_is_tried_again(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     merchant_id = MERCHANTS[0]
-    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=3))
+    _without_tokens(merchant_id)
     calls = fail_first_calls(monkeypatch, (DynamoStateStore, "release_lease"), times=1)
 
     assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}
 
     assert calls() == 2
     assert lease_of(stack, merchant_id) is None
-    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["ok"]
+    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["skipped"]
 
 
 def test_a_lease_that_cannot_be_given_back_leaves_the_polls_outcome_alone(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """DynamoDB refusing the release too: the poll's own result stands (here: success, so
+    """DynamoDB refusing the release too: the poll's own result stands (here: a skip, so
     SQS does not redeliver it), a warning and a metric say so, and the lease expires."""
     merchant_id = MERCHANTS[0]
-    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=3))
+    _without_tokens(merchant_id)
     fail_first_calls(monkeypatch, (DynamoStateStore, "release_lease"), times=2)
 
     assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}
 
-    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["ok"]
+    assert [line["status"] for line in poll_lines(stack, merchant_id)] == ["skipped"]
     [warning] = [e for e in entries(stack) if e.get("message", "").startswith("poll lease not")]
     assert (warning["level"], warning["merchant_id"]) == ("WARNING", merchant_id)
     assert metric_sums(stack.logs)["LeaseReleaseFailures"] == 1
     assert lease_of(stack, merchant_id) is not None  # held until it expires (330 s)
-    assert runtime.state_store().load(merchant_id).last_success_at is not None
+
+
+def test_a_poll_whose_state_write_is_stale_still_gives_its_lease_back(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state changed under the poll (an operator's resync): its write, which would have
+    given the lease back, is refused; the lease goes back on the way out all the same."""
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=3))
+    real = DynamoStateStore.save
+
+    def resynced_meanwhile(self: DynamoStateStore, state: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(DynamoStateStore, "save", real)
+        real(self, self.load(state.merchant_id))  # someone else's write: the version moves
+        real(self, state, **kwargs)
+
+    monkeypatch.setattr(DynamoStateStore, "save", resynced_meanwhile)
+    assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}
+
+    assert lease_of(stack, merchant_id) is None
+    [warning] = [e for e in entries(stack) if e.get("message", "").startswith("merchant state")]
+    assert "lease" in warning["error"]

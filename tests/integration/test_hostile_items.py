@@ -174,6 +174,7 @@ def test_a_refused_item_keeps_its_label_through_a_resync_until_clover_hides_or_d
 
     cli(capsys, "resync", M)  # every label re-sent from the rows: the kept version again
     stack.drain("LabelQueue", "hipoink_sender")
+    stack.drain("PollQueue", "poller")  # the full re-read resync asks for, alone
     cycle_cleanly(stack)
     assert hipoink.labels(STORE)[item["sku"]] == shown
     assert hipoink.labels(STORE)[other["sku"]]["pp"] == dollars(other["price"])

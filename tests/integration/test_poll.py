@@ -13,21 +13,27 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 
+from devkit.aws_calls import AwsCallCounter
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
 from devkit.clover_sim import CloverSimulator
 from devkit.demo import expected_labels
+from devkit.emf import metric_sums, metric_values
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import LabelJob, PollRequest
-from esl_sync.ports import ProductStore, ProductWriter, StateStore
+from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError, StateStore
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
+from esl_sync.settings import settings
 from esl_sync.store.sqs import SqsPollQueue
+from esl_sync.sync import poll as poll_module
+from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS
 from esl_sync.sync.lease import POLL_LEASE_MS
 from esl_sync.sync.poll import PollDeps
 
@@ -225,10 +231,11 @@ def test_two_merchants_keep_their_own_cursors_and_shelves(stack: LocalStack) -> 
         )
     clover.freeze_clock(T0 + MINUTE)
     stack.run_cycle()
+    # A complete read moves the cursor to Clover's clock at its start, less the margin.
     assert (
         merchant_state("MTWOA0000001").high_water_ms
         == merchant_state("MTWOB0000001").high_water_ms
-        == T0
+        == T0 + MINUTE - CURSOR_SKEW_MARGIN_MS
     )
     assert hipoink.labels("STORE-A")["SHARED-1"]["pp"] == "1.99"
     assert hipoink.labels("STORE-B")["SHARED-1"]["pp"] == "2.49"
@@ -239,10 +246,14 @@ def test_two_merchants_keep_their_own_cursors_and_shelves(stack: LocalStack) -> 
     clover.update_item("MTWOA0000001", item["id"], price=219)
     clover.freeze_clock(T0 + 3 * MINUTE)
     hipoink.reset_requests()
-    stack.run_cycle()
+    poll(stack, "MTWOA0000001")  # A alone
+    stack.drain("LabelQueue", "hipoink_sender")
 
-    assert merchant_state("MTWOA0000001").high_water_ms == T0 + 2 * MINUTE
-    assert merchant_state("MTWOB0000001").high_water_ms == T0
+    assert merchant_state("MTWOA0000001").high_water_ms == T0 + 3 * MINUTE - CURSOR_SKEW_MARGIN_MS
+    assert merchant_state("MTWOB0000001").high_water_ms == T0 + MINUTE - CURSOR_SKEW_MARGIN_MS
+
+    clover.freeze_clock(T0 + 4 * MINUTE)
+    stack.run_cycle()
     assert hipoink.labels("STORE-A")["SHARED-1"]["pp"] == "2.19"
     assert hipoink.labels("STORE-B")["SHARED-1"]["pp"] == "2.49"
     assert hipoink.request_count(store_code="STORE-B") == 0
@@ -260,20 +271,26 @@ def test_an_unchanged_merchant_costs_one_request_and_writes_nothing(stack: Local
     stack.run_cycle()
     rows = row_versions(stack, "MIDLE0000001")
     requests = clover.request_count("MIDLE0000001")
+    stack.dispatch()
+    mark = len(stack.logs)
 
-    again = stack.run_cycle()
+    assert stack.drain("PollQueue", "poller").failures == 0
 
     assert clover.request_count("MIDLE0000001") - requests == 1
     assert row_versions(stack, "MIDLE0000001") == rows
-    assert again.labels.records == 0
-    line = poll_lines(stack, "MIDLE0000001")[-1]
-    assert line["status"] == "ok"
-    assert line.get("sweep") is None  # None fields are left out of the line
-    assert (line["products_changed"], line["label_upserts"], line["label_deletes"]) == (0, 0, 0)
+    assert stack.drain("LabelQueue", "hipoink_sender").records == 0
+    # Logged as little as can be: named in its batch's one line, no line of its own ...
+    lines = [json.loads(line) for line in stack.logs[mark:] if '"poll' in line]
+    assert [line["message"] for line in lines] == ["polls without changes"]
+    assert (lines[0]["polls"], lines[0]["merchant_ids"]) == (1, ["MIDLE0000001"])
+    assert poll_lines(stack, "MIDLE0000001") == [poll_lines(stack, "MIDLE0000001")[0]]
+    # ... and the batch's metrics, zero counts left out.
+    emitted = metric_values(stack.logs[mark:])
+    assert emitted.keys() == {"Polls", "CloverRequests", "SecondsSinceLastSuccess"}
+    assert (emitted["Polls"], emitted["CloverRequests"]) == ([1.0], [1.0])
     # Freshness: how old the data was when the poll began, without a merchant dimension.
-    assert line["seconds_since_last_success"] is not None
     [(age, dimensions)] = emf_metrics(stack, "SecondsSinceLastSuccess")
-    assert age == line["seconds_since_last_success"]
+    assert 0 <= age < 60
     assert dimensions == [["service"]]
 
 
@@ -305,6 +322,50 @@ def test_a_2000_item_first_sync_writes_each_page_in_one_statement(
     stack.drain("LabelQueue", "hipoink_sender")
     assert len(stack.products("MBULK0000001")) == 2000
     assert_in_step(stack, "MBULK0000001", "STORE-BULK")
+
+
+def test_a_sweep_transforms_only_what_changed_since_it_was_stored(
+    start_stack: StartStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-read item whose stored row was made from the very same raw item and mapping is
+    skipped before the transform; a changed item, or every item once the mapping changes
+    (a setting here), is transformed again. A refused item still counts as refused."""
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")  # every poll after the first sweeps
+    clover, hipoink = sims(stack)
+    catalog = items_without_times(120)
+    catalog[7] = {"name": "Lottery", "price": 500, "priceType": "VARIABLE", "sku": "LOTTO"}
+    catalog[9] = {"price": 100, "sku": "NO-NAME"}  # refused: no name
+    stack.add_merchant("MSKIP0000001", "tok", "STORE-SK", items=catalog)
+    transformed: list[str] = []
+    real = poll_module.to_product
+
+    def counted(raw: Any, **kwargs: Any) -> Any:
+        transformed.append(raw["id"])
+        return real(raw, **kwargs)
+
+    monkeypatch.setattr(poll_module, "to_product", counted)
+    stack.run_cycle()
+    assert len(transformed) == 120
+    item = next(i for i in clover.items("MSKIP0000001") if i.get("sku") == "ITEM-005")
+    clover.update_item("MSKIP0000001", item["id"], price=999)
+    transformed.clear()
+    mark = len(stack.logs)
+
+    stack.run_cycle()  # a sweep: all 120 read, one transformed
+
+    assert transformed == [item["id"]]
+    assert poll_lines(stack, "MSKIP0000001")[-1]["sweep"] == "nothing missing"
+    assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 120
+    assert metric_sums(stack.logs[mark:])["InvalidItems"] == 1  # skipped, still refused
+    assert hipoink.labels("STORE-SK")["ITEM-005"]["pp"] == "9.99"
+
+    monkeypatch.setenv("HIPOINK_VARIABLE_PRICE_TEXT", "0.00")  # the mapping changes
+    settings.cache_clear()
+    transformed.clear()
+    stack.run_cycle()
+
+    assert len(transformed) == 120
+    assert hipoink.labels("STORE-SK")["LOTTO"]["pp"] == "0.00"
 
 
 # -- crashes between the effects -----------------------------------------------------------
@@ -351,12 +412,14 @@ class StateStoreCrashingAfterSave:
     def load(self, merchant_id: str) -> MerchantState:
         return self._real.load(merchant_id)
 
-    def save(self, state: MerchantState) -> None:
-        self._real.save(state)
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
+        self._real.save(state, release_lease=release_lease)
         self._crash("after the cursor was saved")
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
-        return self._real.acquire_lease(merchant_id, owner, now_ms=now_ms, duration_ms=duration_ms)
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
+        return self._real.take_lease(merchant_id, owner, now_ms=now_ms, duration_ms=duration_ms)
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._real.release_lease(merchant_id, owner)
@@ -437,12 +500,13 @@ def test_items_sharing_the_cursors_millisecond_are_not_lost(start_stack: StartSt
     clover.freeze_clock(T0)
     stack.add_merchant("MTIES0000001", "tok", "STORE-T", items=items_without_times(7))
     clover.freeze_clock(T0 + MINUTE)
-    stack.run_cycle()
-    assert merchant_state("MTIES0000001").high_water_ms == T0
+    stack.run_cycle()  # seven items at one ms, three a page: all read
+    cursor = T0 + MINUTE - CURSOR_SKEW_MARGIN_MS
+    assert merchant_state("MTIES0000001").high_water_ms == cursor
     assert_in_step(stack, "MTIES0000001", "STORE-T")
 
     # More writes stamped with the cursor's millisecond, committed after the last read.
-    clover.freeze_clock(T0)
+    clover.freeze_clock(cursor)
     clover.create_item("MTIES0000001", name="Same ms A", price=301, sku="TIE-A")
     clover.create_item("MTIES0000001", name="Same ms B", price=302, sku="TIE-B")
     first = clover.items("MTIES0000001")[0]
@@ -494,7 +558,8 @@ def test_a_clover_clock_ahead_or_behind_ours_loses_nothing(
     stack.run_cycle()
     cursor = merchant_state("MSKEW0000001").high_water_ms
     assert cursor is not None
-    assert cursor <= max(i["modifiedTime"] for i in clover.items("MSKEW0000001"))
+    # On Clover's clock (ours is two minutes off), behind it by the margin at least.
+    assert clover.clock_ms() - 60_000 < cursor <= clover.clock_ms() - CURSOR_SKEW_MARGIN_MS
 
     first = clover.items("MSKEW0000001")[0]
     clover.update_item("MSKEW0000001", first["id"], price=777)
@@ -542,6 +607,47 @@ def test_items_that_become_visible_late_are_read_again(stack: LocalStack) -> Non
     stack.run_cycle()
 
     assert_in_step(stack, "MLATE0000001", "STORE-LATE")
+
+
+def test_after_a_bulk_edit_idle_polls_cost_one_request_and_late_items_are_still_read(
+    stack: LocalStack,
+) -> None:
+    """2,000 items repriced within one minute: the poll after it reads them all; the idle
+    polls after that cost one request each (the cursor moved past the edit, not only to
+    its newest item), and an item that lists 110 s late is still read by the next one."""
+    clover, hipoink = sims(stack)
+    m = "MBULKEDIT001"
+    clover.freeze_clock(T0)
+    stack.add_merchant(m, "tok", "STORE-BE", items=items_without_times(2000))
+    clover.freeze_clock(T0 + MINUTE)
+    stack.run_cycle()
+    ids = sorted(i["id"] for i in clover.items(m))
+    edit = T0 + 10 * MINUTE
+    for k in range(20):  # 100 items every 3 s
+        clover.freeze_clock(edit + 3_000 * k)
+        clover.bulk_price_change(m, ids[100 * k : 100 * (k + 1)], delta=50)
+    poll_at = edit + 4 * MINUTE
+    clover.freeze_clock(poll_at - MINUTE)
+    late = clover.update_item(m, ids[7], price=4321)  # stamped a minute before the poll …
+    clover.hide_from_listing = {late["id"]}  # … and not listed yet when it reads
+    clover.freeze_clock(poll_at)
+    before = clover.request_count(m)
+    stack.run_cycle()
+    assert clover.request_count(m) - before == 2  # the 1,999 items listed: two pages
+    assert hipoink.labels("STORE-BE")[late["sku"]]["pp"] != "43.21"
+
+    clover.freeze_clock(poll_at + 50_000)
+    clover.hide_from_listing = set()  # listed 110 s after its stamp
+    for n in (1, 2, 3):
+        clover.freeze_clock(poll_at + 5 * MINUTE * n)
+        before = clover.request_count(m)
+        stack.run_cycle()
+        assert clover.request_count(m) - before == 1, f"idle poll {n}"
+    # the late item, then nothing: one line for it, none for the quiet polls
+    assert poll_lines(stack, m)[-1]["items_fetched"] == 1
+    assert poll_lines(stack, m)[-1]["products_changed"] == 1
+    assert hipoink.labels("STORE-BE")[late["sku"]]["pp"] == "43.21"
+    assert_in_step(stack, m, "STORE-BE")
 
 
 # -- the sweep -----------------------------------------------------------------------------
@@ -648,6 +754,33 @@ def test_a_second_delivery_while_a_poll_runs_is_acknowledged_without_work(
     assert poll_lines(stack, "MLEASE000001")[-1]["status"] == "ok"
 
 
+@pytest.mark.parametrize(("share", "overlapped"), [("2", 2), ("10", 5)])
+def test_a_batch_overlaps_its_polls_within_the_instances_in_flight_share(
+    start_stack: StartStack, share: str, overlapped: int
+) -> None:
+    """Five merchants in one invocation, Clover slow to answer: the polls overlap, and
+    never more of them have a request in flight than the instance's share of Clover's
+    budget (the template gives each instance 10 ÷ PollerMaximumConcurrency)."""
+    stack = start_stack(CLOVER_INSTANCE_IN_FLIGHT=share)
+    clover, _ = sims(stack)
+    merchants = [f"MOVERLAP0{n:03d}" for n in range(5)]
+    for n, merchant_id in enumerate(merchants):
+        items = items_without_times(3, f"O{n}")
+        stack.add_merchant(merchant_id, f"tok-{n}", f"STORE-O{n}", items=items)
+    clover.reset_counters()
+    clover.delay_seconds = 0.3
+    stack.dispatch()
+
+    polls = stack.drain("PollQueue", "poller", batch_size=5)
+
+    clover.delay_seconds = 0.0
+    assert (polls.invocations, polls.records, polls.failures) == (1, 5, 0)
+    assert clover.max_in_flight() == overlapped
+    stack.drain("LabelQueue", "hipoink_sender")
+    for n, merchant_id in enumerate(merchants):
+        assert_in_step(stack, merchant_id, f"STORE-O{n}")
+
+
 def test_the_lease_outlasts_the_pollers_timeout_by_a_little() -> None:
     """A poll killed by its Lambda timeout frees its merchant soon after, never before."""
     timeout_ms = 1000 * int(resource(load_template(), "PollerFunction")["Properties"]["Timeout"])
@@ -656,19 +789,84 @@ def test_the_lease_outlasts_the_pollers_timeout_by_a_little() -> None:
 
 def test_the_lease_is_conditional_and_leaves_the_state_version_alone(stack: LocalStack) -> None:
     store = runtime.state_store()
-    assert store.acquire_lease("MLEASE000002", "a", now_ms=1_000, duration_ms=100)
-    assert not store.acquire_lease("MLEASE000002", "b", now_ms=1_099, duration_ms=100)
+    assert store.take_lease("MLEASE000002", "a", now_ms=1_000, duration_ms=100) is not None
+    assert store.take_lease("MLEASE000002", "b", now_ms=1_099, duration_ms=100) is None
     store.release_lease("MLEASE000002", "b")  # not b's to give back
-    assert not store.acquire_lease("MLEASE000002", "b", now_ms=1_050, duration_ms=100)
-    assert store.acquire_lease("MLEASE000002", "b", now_ms=1_100, duration_ms=100)  # expired
+    assert store.take_lease("MLEASE000002", "b", now_ms=1_050, duration_ms=100) is None
+    taken = store.take_lease("MLEASE000002", "b", now_ms=1_100, duration_ms=100)  # expired
+    assert taken is not None
+    assert (taken.state.version, taken.sealed) == (0, None)  # read in the same write
     store.release_lease("MLEASE000002", "a")  # a lost it: nothing happens
-    assert not store.acquire_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
+    assert store.take_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100) is None
     saved = store.load("MLEASE000002")
     assert saved.version == 0
     store.save(saved)  # not stale: the lease did not touch the version
-    store.release_lease("MLEASE000002", "b")
-    assert store.acquire_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
-    assert store.load("MLEASE000002").version == 1
+    with pytest.raises(StaleStateError):  # a's lease is gone: its last write is refused
+        store.save(store.load("MLEASE000002"), release_lease="a")
+    mine = store.load("MLEASE000002")
+    store.save(mine, release_lease="b")  # the state, and b's lease given back
+    leased = store.take_lease("MLEASE000002", "c", now_ms=1_150, duration_ms=100)
+    assert leased is not None
+    assert leased.state.version == 2
+
+
+def test_a_poll_reads_and_writes_the_state_table_twice(stack: LocalStack) -> None:
+    """The lease taken with the state and tokens read in one write; the state saved with
+    the lease given back in another: for an idle and a changed poll alike."""
+    clover, _ = sims(stack)
+    stack.add_merchant("MTWICE000001", "tok", "STORE-TW", items=items_without_times(8))
+    stack.run_cycle()
+    dynamodb = runtime.state_store()._dynamodb
+    calls: list[str] = []
+    dynamodb.meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+    poll(stack, "MTWICE000001")  # idle
+    clover.update_item("MTWICE000001", clover.items("MTWICE000001")[0]["id"], price=5)
+    poll(stack, "MTWICE000001")  # changed
+    assert calls == ["UpdateItem"] * 4
+
+
+def test_the_aws_calls_of_each_kind_of_poll(start_stack: StartStack) -> None:
+    """Counted by the botocore hook the bench uses: two state writes whatever the poll; the
+    first read also opens the tokens (one KMS decrypt, then kept) and sends the labels;
+    a changed poll sends its labels; idle polls and sweeps call nothing else."""
+    stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
+    clover, _ = sims(stack)
+    counter = AwsCallCounter()  # before any client is built: each one carries the hook
+    assert boto3.DEFAULT_SESSION is not None
+    counter.attach(boto3.DEFAULT_SESSION.events)
+    m = "MKINDS000001"
+    stack.add_merchant(m, "tok", "STORE-KI", items=items_without_times(8))
+    seen: list[dict[str, int]] = []
+
+    def counted_poll() -> None:
+        before = counter.snapshot("PollerFunction")
+        poll(stack, m)
+        seen.append(dict(counter.snapshot("PollerFunction") - before))
+
+    try:
+        counted_poll()  # the first read
+        counted_poll()  # idle
+        clover.update_item(m, clover.items(m)[0]["id"], price=5)
+        counted_poll()  # a sweep (the 3rd poll) that finds the change
+        counted_poll()  # idle again
+    finally:
+        counter.detach()
+    two_writes = {"dynamodb:UpdateItem": 2}
+    assert seen == [
+        # also the instance's first invocation: the database secret, read once
+        {
+            **two_writes,
+            "kms:Decrypt": 1,
+            "sqs:SendMessageBatch": 1,
+            "secretsmanager:GetSecretValue": 1,
+        },
+        two_writes,
+        {**two_writes, "sqs:SendMessageBatch": 1},
+        two_writes,
+    ]
+    assert [line.get("sweep") for line in poll_lines(stack, m)] == [None, "nothing missing"]
 
 
 def test_a_401_marks_only_its_merchant_and_the_batch_carries_on(stack: LocalStack) -> None:

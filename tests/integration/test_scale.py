@@ -40,7 +40,14 @@ def test_the_benchmark_runs_and_its_figures_add_up(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", make_database())
     lines: list[str] = []
-    report = run_bench(merchants=2, skus=1200, idle_merchants=20, build=False, say=lines.append)
+    report = run_bench(
+        merchants=2,
+        skus=1200,
+        idle_merchants=20,
+        build=False,
+        cold_start_runs=1,
+        say=lines.append,
+    )
     print_report(report, lines.append)
 
     phases = {p.phase: p for p in report.phases}
@@ -49,15 +56,37 @@ def test_the_benchmark_runs_and_its_figures_add_up(
     assert phases["idle"].label_jobs == 0
     assert phases["changed"].label_jobs > 0
     assert phases["sweep"].clover_requests_per_poll > phases["idle"].clover_requests_per_poll
+    # Every AWS call of the poller is counted, the poll queue's included
+    assert phases["idle"].dynamodb_calls_per_poll == sum(
+        n for action, n in phases["idle"].aws_calls_per_poll.items() if "dynamodb" in action
+    )
+    assert phases["first sync"].aws_calls_per_poll["kms:Decrypt"] > 0
     assert report.idle_run["clover_requests_per_poll"] == 1
     assert report.idle_run["answered_429"] == 0
     assert report.idle_run["peak_in_flight"] <= 10
     assert report.idle_run["peak_rps"] <= 50
-    assert set(report.import_ms) == {
+    assert {c.function for c in report.cold_starts} == {
         "dispatcher",
         "poller",
         "hipoink_sender",
         "migrator",
         "webhook",
+        "onboarding",
     }
-    assert any("Clover req" in line for line in lines)
+    assert all(c.import_cpu_ms > 0 and c.peak_rss_mib > 0 for c in report.cold_starts)
+    # What the cost could not count is named, in the summary and the printed table
+    assert "KMS decrypts" in report.summary["cost_estimated_inputs"]
+    assert any(line.startswith("  estimates (the rest is counted") for line in lines)
+    assert report.summary["cost_usd_per_store_month"] == round(
+        sum(line.usd for line in report.cost if "X-Ray" not in line.item), 4
+    )
+    assert set(report.summary) >= {
+        "idle_clover_requests_per_poll",
+        "idle_dynamodb_calls_per_poll",
+        "first_sync_cpu_ms_per_1k_items",
+        "idle_cpu_ms_per_poll",
+        "poller_cold_start_ms",
+        "cost_usd_per_store_month",
+        "layer_mib",
+    }
+    assert any("DynamoDB" in line for line in lines)

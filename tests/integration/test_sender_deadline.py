@@ -4,6 +4,7 @@ handler: the Lambda context's remaining time runs down with every Hipoink call m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -73,8 +74,11 @@ def test_jobs_that_cannot_finish_go_back_to_the_queue_and_arrive_later(
     for i, merchant in enumerate(MERCHANTS):
         assert hipoink.labels(f"STORE-{i}") == expected_labels(stack.clover.items(merchant))
     given_back = [line for line in stack.logs if "too little time left" in line]
-    assert len(given_back) == 2
-    assert "label job of MLATE0000003" in given_back[0]
+    # The first invocation's third and fourth jobs, whichever merchants' they are (the
+    # poller's overlapped polls queue the four jobs in no fixed order).
+    what = {json.loads(line)["what"] for line in given_back}
+    assert len(what) == 2
+    assert what <= {f"label job of {m}" for m in MERCHANTS}
 
 
 def test_an_invocation_with_no_time_starts_no_job_and_loses_none(late_stack: LocalStack) -> None:

@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 
 from devkit.catalog import gas_station_catalog
 from devkit.emf import metric_sums
-from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
+from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack, webhook_event
 from devkit.template import load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import PollRequest
 from esl_sync.records import VerificationCode
 from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY, DynamoStateStore
 from esl_sync_ops.cli import main
+from tests.http_events import MALFORMED_EVENTS
 
 MERCHANT, STORE = "MHOSTILE0001", "STORE-HOSTILE"
 AUTHS = [None, CLOVER_WEBHOOK_AUTH]  # before authentication, and after it
@@ -142,6 +143,21 @@ def test_wrong_types_and_shapes_are_a_400(hooked: LocalStack) -> None:
         "",
     ):
         assert_refused_quietly(hooked, body, CLOVER_WEBHOOK_AUTH)
+
+
+@pytest.mark.parametrize("change", list(MALFORMED_EVENTS))
+def test_an_event_api_gateway_would_not_send_is_a_400(hooked: LocalStack, change: str) -> None:
+    """Only the HTTP API invokes the webhook; an event of another shape is refused before
+    it is routed, never the resolver's exception answered 503 with a traceback."""
+    event = webhook_event(delivery().encode(), CLOVER_WEBHOOK_AUTH)
+    MALFORMED_EVENTS[change](event)
+
+    answer = hooked.invoke("webhook", event)
+
+    assert answer["statusCode"] == 400
+    assert json.loads(answer["body"]) == {"message": "not an HTTP API request"}
+    assert sum(hooked.queue_depths().values()) == 0
+    assert errors_and_tracebacks(hooked) == []
 
 
 JSON_LEAVES = (
@@ -370,9 +386,11 @@ def test_5000_deleted_ids_keep_the_state_bounded_and_the_next_poll_sweeps(
 
     # The request is answered: the next poll is an ordinary one again.
     runtime.poll_queue().send([PollRequest(merchant_id=MERCHANT, reason="manual")])
+    mark = len(hooked.logs)
     hooked.drain("PollQueue", "poller")
-    last = [json.loads(e) for e in hooked.logs if '"message":"poll finished"' in e][-1]
-    assert last.get("sweep") is None
+    [quiet] = [json.loads(e) for e in hooked.logs[mark:] if '"message":"polls without' in e]
+    assert quiet["merchant_ids"] == [MERCHANT]  # no sweep, nothing found: one quiet poll
+    assert not [e for e in hooked.logs[mark:] if '"message":"poll finished"' in e]
 
 
 def test_a_sweep_requested_during_a_poll_is_not_lost(hooked: LocalStack) -> None:

@@ -2,53 +2,79 @@
 
 from __future__ import annotations
 
-import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from esl_sync.sync.cursor import next_cursor, read_from
+from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS, next_cursor, read_from
 
 CLOVER_NOW = 1_800_000_000_000
+OVERLAP_MS = 120_000
 
 
 def test_the_first_read_reads_everything() -> None:
-    assert read_from(None, 120_000) is None
+    assert read_from(None, OVERLAP_MS) is None
 
 
 def test_later_reads_start_one_overlap_window_behind_the_cursor() -> None:
-    assert read_from(CLOVER_NOW, 120_000) == CLOVER_NOW - 120_000
+    assert read_from(CLOVER_NOW, OVERLAP_MS) == CLOVER_NOW - OVERLAP_MS
     assert read_from(CLOVER_NOW, 0) == CLOVER_NOW
-    assert read_from(50_000, 120_000) == 0
+    assert read_from(50_000, OVERLAP_MS) == 0
 
 
-def test_the_cursor_is_the_newest_item_processed_when_it_is_older_than_clovers_clock() -> None:
-    newest = CLOVER_NOW - 60_000
-    assert next_cursor(None, newest, CLOVER_NOW) == newest
+def test_a_complete_read_moves_the_cursor_to_clovers_clock_at_its_start_less_the_margin() -> None:
+    """Whatever it found: after a bulk edit, the next idle read starts past the edit."""
+    assert next_cursor(None, CLOVER_NOW) == CLOVER_NOW - CURSOR_SKEW_MARGIN_MS
+    assert next_cursor(CLOVER_NOW - 3_600_000, CLOVER_NOW) == CLOVER_NOW - CURSOR_SKEW_MARGIN_MS
+    assert next_cursor(None, 1_000) == 0
 
 
-def test_the_cursor_stays_behind_clovers_clock_at_the_start() -> None:
+def test_the_margin_is_five_seconds_behind_clovers_clock() -> None:
     """An item stamped in the last five seconds before the read may not be visible to it
     yet (Clover's ``Date`` has one-second resolution)."""
-    assert next_cursor(None, CLOVER_NOW + 1, CLOVER_NOW) == CLOVER_NOW - 5_000
-    assert next_cursor(None, CLOVER_NOW - 1, CLOVER_NOW) == CLOVER_NOW - 5_000
-    assert next_cursor(None, CLOVER_NOW - 5_000, CLOVER_NOW) == CLOVER_NOW - 5_000
-
-
-@pytest.mark.parametrize(("max_modified", "clover_start"), [(None, CLOVER_NOW), (CLOVER_NOW, None)])
-def test_a_read_without_items_or_without_clovers_clock_keeps_the_cursor(
-    max_modified: int | None, clover_start: int | None
-) -> None:
-    assert next_cursor(CLOVER_NOW - 9, max_modified, clover_start) == CLOVER_NOW - 9
-    assert next_cursor(None, max_modified, clover_start) is None
-
-
-def test_the_cursor_never_moves_back() -> None:
-    """Re-reading the overlap window finds only items older than the cursor."""
-    previous = CLOVER_NOW - 10_000
-    assert next_cursor(previous, previous - 30_000, CLOVER_NOW) == previous
-    assert next_cursor(previous, CLOVER_NOW, previous) == previous
+    assert next_cursor(None, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(None, 5_000) == 0
+    assert next_cursor(None, 5_001) == 1
 
 
 def test_the_cursor_moves_forward_once_it_has_a_value() -> None:
     """Else every poll would re-read everything changed since the first one."""
     previous = CLOVER_NOW - 600_000
-    assert next_cursor(previous, CLOVER_NOW - 60_000, CLOVER_NOW) == CLOVER_NOW - 60_000
-    assert next_cursor(previous, CLOVER_NOW, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(previous, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(previous, CLOVER_NOW + 60_000) == CLOVER_NOW + 55_000
+
+
+def test_a_read_without_clovers_clock_keeps_the_cursor() -> None:
+    assert next_cursor(CLOVER_NOW - 9, None) == CLOVER_NOW - 9
+    assert next_cursor(None, None) is None
+
+
+def test_the_cursor_never_moves_back() -> None:
+    """A Clover clock that jumps back (another server answering) moves nothing."""
+    previous = CLOVER_NOW - 10_000
+    assert next_cursor(previous, previous) == previous
+    assert next_cursor(previous, previous + CURSOR_SKEW_MARGIN_MS + 1) == previous + 1
+
+
+@given(
+    gaps=st.lists(st.integers(1_000, 900_000), min_size=1, max_size=12),
+    dated=st.lists(st.booleans(), min_size=12, max_size=12),
+    stamp=st.integers(0, 6_000_000),
+    lag=st.integers(0, OVERLAP_MS + CURSOR_SKEW_MARGIN_MS),
+)
+def test_an_item_visible_up_to_the_overlap_late_is_read_by_the_first_poll_that_sees_it(
+    gaps: list[int], dated: list[bool], stamp: int, lag: int
+) -> None:
+    """Polls at Clover times S1 < S2 < …, each reading every visible item stamped at or
+    after ``read_from(cursor)``: an item stamped ``stamp`` that lists only ``lag`` ms
+    later (at most the overlap and the margin) is read by the first poll after that,
+    whatever the polls before it found and whether they knew Clover's clock."""
+    start, cursor, seen = CLOVER_NOW, None, False
+    for gap, has_date in zip(gaps, dated, strict=False):
+        start += gap
+        since = read_from(cursor, OVERLAP_MS)
+        visible = CLOVER_NOW + stamp + lag <= start
+        stamped_within = since is None or CLOVER_NOW + stamp >= since
+        if visible and not seen:
+            assert stamped_within, (cursor, start)
+            seen = True
+        cursor = next_cursor(cursor, start if has_date else None)

@@ -54,6 +54,7 @@ def test_the_gauges_are_emitted(capsys: pytest.CaptureFixture[str]) -> None:
         "MerchantsNeedingReauth": 0.0,
         "StalestMerchantSeconds": 1200.0,
         "StaleLabels": 3.0,
+        "MerchantsAwaitingStoreCode": 0.0,
     }
 
 

@@ -43,7 +43,7 @@ def _owners(products: Sequence[Product]) -> LabelOwners:
     for product in products:
         if product.labelable and product.barcode:
             claimants.setdefault(product.barcode, []).append(product)
-    return LabelOwners(VERSION, {pc: LabelOwner(ps[0], len(ps)) for pc, ps in claimants.items()})
+    return LabelOwners(VERSION, {pc: LabelOwner.of(ps[0], len(ps)) for pc, ps in claimants.items()})
 
 
 def _resolve(plan: LabelPlan, products: Sequence[Product]) -> LabelPlan:

@@ -13,6 +13,7 @@ from esl_sync.ports import (
     LabelLedger,
     LabelQueue,
     MerchantDirectory,
+    MerchantRegistry,
     PollQueue,
     StateStore,
     TokenStore,
@@ -48,6 +49,18 @@ def add_merchant(
     directory.save(merchant, then=lambda: tokens.write_sealed_tokens(merchant.merchant_id, sealed))
 
 
+def set_store(
+    registry: MerchantRegistry, queue: PollQueue, merchant_id: str, store_code: str
+) -> bool:
+    """Give a merchant its Hipoink store code (``esl-sync merchants set-store``). A merchant
+    that installed the app and awaits one gets it and its first poll at once (True); one
+    that has not installed yet keeps it for its install (False)."""
+    registered = registry.assign_store(merchant_id, store_code)
+    if registered:
+        queue.send([PollRequest(merchant_id=merchant_id, reason="manual")])
+    return registered
+
+
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
     updated = replace(_known(directory, merchant_id), active=active)
     directory.save(updated)
@@ -66,7 +79,8 @@ def merchant_status(
     blocks = ledger.store_blocks()
     merchants = directory.all()
     states = state.load_many([m.merchant_id for m in merchants])
-    stale = set(fleet_health(merchants, states, 0, interval_seconds, now).stale)
+    polled = [m for m in merchants if m.store_code]
+    stale = set(fleet_health(polled, states, 0, interval_seconds, now).stale)
     rows = []
     for merchant in merchants:
         block = blocks.get(merchant.merchant_id)
@@ -86,7 +100,8 @@ def merchant_status(
                 "merchant_id": merchant.merchant_id,
                 "store_code": merchant.store_code,
                 "active": merchant.active,
-                "fresh": merchant.merchant_id not in stale,
+                "fresh": merchant.merchant_id not in stale if merchant.store_code else None,
+                "awaiting_store_code": merchant.store_code is None,
                 "auth": current.auth_state,
                 "cursor": cursor,
                 "last_success": current.last_success_at,

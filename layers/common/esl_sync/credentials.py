@@ -14,7 +14,7 @@ use it without loading an HTTP client.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -65,11 +65,12 @@ class CloverTokens(BaseModel):
 
 class AppCredentials(BaseModel):
     """The Clover app's credentials secret, ``{"client_id", "client_secret"}``; the refresh
-    needs only the id."""
+    needs only the id, the install flow's code exchange both."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = Field(None, min_length=1)
 
 
 def _fields_at_fault(error: ValidationError) -> str:
@@ -91,3 +92,18 @@ class StoredTokens:
     tokens: CloverTokens
     generation: int
     needs_reauth: bool = False
+    # Clover reported the app uninstalled after these tokens were authorized (a webhook
+    # hint): they are treated as refused.
+    uninstalled: bool = False
+
+
+@dataclass(frozen=True)
+class SealedTokens:
+    """A merchant's tokens as the state table holds them: still encrypted, with their
+    generation. The poll reads them with its lease (one write that returns the item) and
+    opens them where it uses them, so a KMS failure fails the poll under its lease."""
+
+    ciphertext: bytes = field(repr=False)
+    generation: int
+    needs_reauth: bool = False
+    uninstalled: bool = False  # as in StoredTokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -49,18 +50,44 @@ class _HttpDetails(BaseModel):
 
 
 class _RequestContext(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     http: _HttpDetails = Field(default_factory=_HttpDetails)
+    request_id: str | None = Field(None, alias="requestId")
+    domain_name: str | None = Field(None, alias="domainName")
+
+
+class _RoutedHttp(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    method: str
+
+
+class _RoutedContext(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    http: _RoutedHttp
+
+
+class HttpRoute(BaseModel):
+    """What Powertools' resolver reads to route an HTTP API (payload 2.0) request, typed as
+    API Gateway always sends it: a function checks it before routing, so an event of
+    another shape gets a refusal, not the resolver's exception."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    raw_path: str = Field(alias="rawPath")
+    request_context: _RoutedContext = Field(alias="requestContext")
 
 
 class HttpRequest(BaseModel):
-    """What the webhook reads of an HTTP API (payload 2.0) request: headers, raw body and
-    the caller's address."""
+    """What the webhook and the install routes read of an HTTP API (payload 2.0) request:
+    headers, raw body, the raw query string, the caller's address and the request id."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     headers: dict[str, str] = Field(default_factory=dict)
+    raw_query: str = Field("", alias="rawQueryString")
     body: str | None = None
     is_base64_encoded: bool = Field(False, alias="isBase64Encoded")
     request_context: _RequestContext = Field(
@@ -80,6 +107,20 @@ class HttpRequest(BaseModel):
     @property
     def source_ip(self) -> str | None:
         return self.request_context.http.source_ip
+
+    @property
+    def host(self) -> str | None:
+        """The API's own host name as API Gateway saw it (its execute-api name or a custom
+        domain), if it is one."""
+        name = self.request_context.domain_name or ""
+        return name if re.fullmatch(r"[A-Za-z0-9.-]{1,253}", name) else None
+
+    @property
+    def reference(self) -> str:
+        """API Gateway's id of the request (in its access log and our log lines), as pages
+        show it to the person who has to quote it."""
+        request_id = self.request_context.request_id or ""
+        return request_id if re.fullmatch(r"[A-Za-z0-9=_-]{1,64}", request_id) else "unknown"
 
     def header(self, name: str) -> str | None:
         """A header by name, whatever its case (HTTP API lower-cases them; tests may not)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from esl_sync.clover.regions import CLOVER_API_HOSTS, LOOPBACK_HOSTS
 from esl_sync.credentials import CloverTokens
 
 MERCHANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -25,12 +26,6 @@ seen in the field are short identifiers (``001``, ``STORE-12``), and anything wi
 reach a JSON body, a log line and an operator's terminal."""
 STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 """CloudFormation's rule for stack names."""
-CLOVER_API_HOSTS = frozenset(
-    {"api.clover.com", "api.eu.clover.com", "api.la.clover.com", "apisandbox.dev.clover.com"}
-)
-"""Clover's REST API hosts (North America, Europe, Latin America, sandbox): the only
-places a merchant's bearer token may be sent."""
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 TOKEN = re.compile(r"[!-~]+")
 """Printable ASCII without spaces: what an HTTP ``Authorization`` header can carry.
 Clover documents no length (and asks integrators not to assume one)."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PollReason = Literal["schedule", "webhook", "manual"]
+PollReason = Literal["schedule", "webhook", "manual", "install"]
 
 
 class PollRequest(BaseModel):

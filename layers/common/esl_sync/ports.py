@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.records import (
@@ -35,6 +36,7 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    StoredHash,
     VerificationCode,
 )
 
@@ -52,6 +54,33 @@ class MerchantDirectory(Protocol):
         ...
 
 
+class MerchantRegistry(Protocol):
+    """Merchants as the app's install flow and ``esl-sync merchants set-store`` change them.
+
+    A store code an operator sets before the merchant installed the app waits for it (an
+    assignment); the install takes it.
+    """
+
+    def register_install(
+        self,
+        merchant_id: str,
+        clover_base_url: str,
+        store_code: str | None,
+        *,
+        then: Callable[[], object],
+    ) -> Merchant:
+        """Register the merchant or re-activate it: active, on ``clover_base_url`` (its
+        region's REST host), with the store code it has, else the one assigned to it
+        (consumed), else ``store_code`` (a configured rule's, or None: it awaits one).
+        ``then`` runs before the commit: if it raises, nothing is written."""
+        ...
+
+    def assign_store(self, merchant_id: str, store_code: str) -> bool:
+        """Set a registered merchant's store code (True), or keep it for the merchant's
+        install (False)."""
+        ...
+
+
 class ProductWriter(Protocol):
     """Product writes of one transaction."""
 
@@ -65,6 +94,11 @@ class ProductWriter(Protocol):
 
     def active_keys(self, merchant_id: str) -> set[tuple[str, str]]:
         """(source_id, source_variant_id) of every active product of the merchant."""
+        ...
+
+    def stored_hashes(self, merchant_id: str, item_ids: Sequence[str]) -> dict[str, StoredHash]:
+        """The stored ``content_hash`` of these Clover items' products, and whether each is
+        refused now (one round trip); an item without a row is left out."""
         ...
 
     def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
@@ -162,6 +196,15 @@ class StaleStateError(RuntimeError):
     """Someone else wrote the merchant state since we read it."""
 
 
+@dataclass(frozen=True)
+class Leased:
+    """What taking a merchant's poll lease read in the same write: the state the last poll
+    left, and the merchant's tokens, still sealed (None: none stored)."""
+
+    state: MerchantState
+    sealed: SealedTokens | None
+
+
 class StateStore(Protocol):
     def load(self, merchant_id: str) -> MerchantState: ...
 
@@ -169,15 +212,20 @@ class StateStore(Protocol):
         """Every given merchant's state (a default one where none is stored yet)."""
         ...
 
-    def save(self, state: MerchantState) -> None:
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
         """Write the state if nobody wrote it since it was loaded; else StaleStateError.
 
+        With ``release_lease`` (its owner), the same write gives the poll lease back, and
+        only if that owner still holds it (else StaleStateError, nothing written).
         ``auth_state`` is not written here: the token lifecycle owns it (:class:`TokenStore`).
         """
         ...
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
-        """Take the merchant's poll lease if it is free or expired; False while another holds it.
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
+        """Take the merchant's poll lease if it is free or expired, reading its state and
+        sealed tokens in the same conditional write; None while another poll holds it.
 
         The lease lives beside ``version``, not in it: taking or giving it up never makes
         the holder's own ``save`` stale.
@@ -193,6 +241,10 @@ class TokenStore(Protocol):
     """Clover tokens, encrypted in the merchant's state item, and what guards them."""
 
     def load_tokens(self, merchant_id: str) -> StoredTokens | None: ...
+
+    def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
+        """Tokens read sealed (with the poll's lease), decrypted."""
+        ...
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
         """Store an operator's new token (plain or pair): a new generation, and the
@@ -228,6 +280,37 @@ class TokenStore(Protocol):
     def release_refresh_lock(self, merchant_id: str, owner: str) -> None: ...
 
 
+class InstallTokens(Protocol):
+    """What the install flow writes into the state table: never a token in clear, and it
+    never reads one (its role may encrypt, not decrypt)."""
+
+    def acquire_refresh_lock(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> bool:
+        """The merchant's refresh lock (:class:`TokenStore`'s): exchanges and refreshes of
+        one merchant never overlap."""
+        ...
+
+    def release_refresh_lock(self, merchant_id: str, owner: str) -> None: ...
+
+    def claim_install(self, merchant_id: str, *, issued_ms: int, nonce: str) -> bool:
+        """Mark the sign-in started at ``issued_ms`` used, unless it or a later one was
+        used already or tokens were stored since it started (a conditional write);
+        whether it was marked now."""
+        ...
+
+    def seal_tokens(self, merchant_id: str, tokens: CloverTokens) -> bytes:
+        """The tokens encrypted for this merchant, written nowhere yet."""
+        ...
+
+    def write_installed_tokens(
+        self, merchant_id: str, sealed: bytes, *, issued_ms: int, now_ms: int
+    ) -> bool:
+        """Store the sealed tokens as a new generation (auth ``ok``, authorized at
+        ``now_ms``) unless tokens were stored since ``issued_ms``; whether stored."""
+        ...
+
+
 class WebhookHints(Protocol):
     """What the webhook function may write into the state table (never tokens)."""
 
@@ -246,6 +329,11 @@ class WebhookHints(Protocol):
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
         then pending; else add none and ask for a sweep (``sweep_request``). Whether added."""
+        ...
+
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        """Note that Clover reported the app uninstalled at ``ts_ms`` (kept if later than
+        one noted before); tokens authorized after it are not affected."""
         ...
 
 
@@ -277,6 +365,14 @@ class DeadLetterQueue(Protocol):
 
 
 # -- Clover and Hipoink ----------------------------------------------------------------
+
+
+class CodeExchanger(Protocol):
+    """The install flow's code exchange (see :class:`esl_sync.clover.oauth.CloverOAuthClient`)."""
+
+    def exchange_code(
+        self, base_url: str, merchant_id: str, code: str, client_secret: str
+    ) -> CloverTokens: ...
 
 
 class Refresher(Protocol):

@@ -17,16 +17,52 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 from esl_sync.storable import BIGINT_MAX, BIGINT_MIN, clean_json, clean_text
 
+CHECKED_RAW = "storable_raw"
+"""Validation context key: the raw item (that very object) the caller found storable as it
+is (:func:`esl_sync.storable.json_text`), so it is neither copied nor walked again."""
+
+
+def _raw(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    context = info.context
+    if isinstance(context, dict) and context.get(CHECKED_RAW) is value:
+        return value
+    return clean_json(handler(value))
+
+
 ProductStatus = Literal["active", "deleted"]
 
-Text = Annotated[str, AfterValidator(clean_text)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]  # numeric(14, 2)
 Json = Annotated[dict[str, Any], AfterValidator(clean_json)]
+RawJson = Annotated[dict[str, Any], WrapValidator(_raw)]
 Bigint = Annotated[int, Field(ge=BIGINT_MIN, le=BIGINT_MAX)]
+
+
+_TEXT_FIELDS = (
+    "source_system",
+    "merchant_id",
+    "source_id",
+    "source_variant_id",
+    "name",
+    "barcode",
+    "sku",
+    "currency",
+    "price_type",
+    "unit",
+    "validation_error",
+)
 
 
 def stable_hash(value: Any) -> str:
@@ -40,28 +76,43 @@ class Product(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    source_system: Text = "clover"
-    merchant_id: Text
-    source_id: Text
-    source_variant_id: Text = ""
-    name: Text
-    barcode: Text | None = Field(None, description="The Hipoink product code (pc).")
-    sku: Text | None = None
+    source_system: str = "clover"
+    merchant_id: str
+    source_id: str
+    source_variant_id: str = ""
+    name: str
+    barcode: str | None = Field(None, description="The Hipoink product code (pc).")
+    sku: str | None = None
     price: Money | None = None
     cost: Money | None = None
-    currency: Text = "USD"
-    price_type: Text = "FIXED"
-    unit: Text | None = None
+    currency: str = "USD"
+    price_type: str = "FIXED"
+    unit: str | None = None
     status: ProductStatus = "active"
     extra_data: Json = Field(default_factory=dict)
-    raw: Json = Field(default_factory=dict)
+    raw: RawJson = Field(default_factory=dict)
     source_modified_time: Bigint | None = None
-    validation_error: Text | None = Field(
+    validation_error: str | None = Field(
         None,
         description="Why Clover's current version of the item was refused, named for the"
         " operator. A refused product changes no label: its row keeps the label fields of"
         " the version before (see ``esl_sync.store.postgres``).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clean_text(cls, data: Any) -> Any:
+        """Every text field cleaned (:func:`esl_sync.storable.clean_text`), in one call
+        rather than one per field: most text is plain ASCII, which this only looks at."""
+        if not isinstance(data, dict):
+            return data
+        cleaned = None
+        for name in _TEXT_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str) and (not value.isascii() or "\x00" in value):
+                cleaned = cleaned if cleaned is not None else dict(data)
+                cleaned[name] = clean_text(value)
+        return cleaned if cleaned is not None else data
 
     @property
     def key(self) -> tuple[str, str]:

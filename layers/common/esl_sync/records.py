@@ -7,8 +7,10 @@ Tokens have a module of their own (:mod:`esl_sync.credentials`): they need care 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from esl_sync.products import Product
@@ -65,10 +67,24 @@ class MerchantState:
 
 @dataclass(frozen=True)
 class ProductRow:
-    """A product to write, with the hash of the label it should show (None: no label)."""
+    """A product to write, with the hash of the label it should show (None: no label).
+
+    ``raw_key``: the key of the raw item it came from (:mod:`esl_sync.sync.raw_keys`), which
+    the row's ``content_hash`` begins with; ``raw_json``: that item's JSON text, when the
+    product holds the item as it is (the writer puts it into the statement unchanged)."""
 
     product: Product
     label_hash: str | None
+    raw_key: str | None = None
+    raw_json: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StoredHash:
+    """A product row's ``content_hash``, and whether Clover's version of it is refused."""
+
+    content_hash: str
+    refused: bool
 
 
 @dataclass(frozen=True)
@@ -120,10 +136,23 @@ class ItemPage:
 
 @dataclass(frozen=True)
 class LabelOwner:
-    """The product a code's label shows, and how many products claim that code."""
+    """The product a code's label shows, and how many products claim that code.
 
-    product: Product
+    The product itself is built (and validated) from its row only when asked for: a poll
+    that wrote the owner has its record already, and a first sync touches every code."""
+
+    key: tuple[str, str]
+    merchant_id: str
     claims: int
+    build: Callable[[], Product] = field(repr=False, compare=False)
+
+    @cached_property
+    def product(self) -> Product:
+        return self.build()
+
+    @classmethod
+    def of(cls, product: Product, claims: int) -> LabelOwner:
+        return cls(product.key, product.merchant_id, claims, lambda: product)
 
 
 @dataclass(frozen=True)

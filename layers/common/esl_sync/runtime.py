@@ -2,7 +2,8 @@
 
 Handlers and the CLI ask here for what they need; nothing else builds a client. Every
 handler is wired the same way: ``runtime.<flow>_deps()`` (:func:`dispatch_deps`,
-:func:`poll_deps`, :func:`delivery_deps`, :func:`webhook_deps`, :func:`migration_deps`)
+:func:`poll_deps`, :func:`delivery_deps`, :func:`webhook_deps`, :func:`migration_deps`,
+:func:`onboarding_deps`)
 and one call into the logic with it. Each builder checks the settings it needs, so a
 function fails at start with a message naming the missing variable. ``reset()`` forgets
 everything (the local stack uses it when it changes the environment).
@@ -13,6 +14,7 @@ dispatcher never loads the Clover or Hipoink clients), which keeps cold starts s
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
@@ -23,9 +25,12 @@ if TYPE_CHECKING:
     from esl_sync.clover.client import CloverClient
     from esl_sync.clover.oauth import CloverOAuthClient
     from esl_sync.clover.tokens import TokenKeeper
+    from esl_sync.credentials import AppCredentials
     from esl_sync.deploy import MigrationDeps
     from esl_sync.hipoink.client import HipoinkClient
+    from esl_sync.onboarding import OnboardingDeps
     from esl_sync.store.dynamo import DynamoStateStore
+    from esl_sync.store.installs import DynamoInstallStore
     from esl_sync.store.label_ledger import PostgresLabelLedger
     from esl_sync.store.postgres import Database, PostgresMerchantDirectory
     from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
@@ -105,7 +110,9 @@ def clover() -> CloverClient:
     return CloverClient(
         page_size=s.clover_page_size,
         timeout_seconds=s.clover_timeout_seconds,
-        pacer=RequestPacer(app_rps=s.clover_instance_rps),
+        pacer=RequestPacer(
+            app_rps=s.clover_instance_rps, app_concurrency=s.clover_instance_in_flight
+        ),
     )
 
 
@@ -120,20 +127,65 @@ def clover_oauth() -> CloverOAuthClient:
 
 def clover_client_id() -> str:
     """``CLOVER_CLIENT_ID``, or the ``client_id`` of the JSON secret ``CLOVER_APP_SECRET_ARN``."""
+    return settings().clover_client_id or clover_app().client_id
+
+
+def clover_app() -> AppCredentials:
+    """The Clover app's credentials: ``CLOVER_CLIENT_ID`` and ``CLOVER_CLIENT_SECRET``, or the
+    JSON secret ``CLOVER_APP_SECRET_ARN`` (``{"client_id", "client_secret"}``), read through
+    the secret's five-minute cache (a rotated secret is used within five minutes)."""
     from esl_sync.credentials import AppCredentials
 
     s = settings()
-    if s.clover_client_id:
-        return s.clover_client_id
+    if s.clover_client_id and s.clover_client_secret:
+        return AppCredentials(client_id=s.clover_client_id, client_secret=s.clover_client_secret)
     if not s.clover_app_secret_arn:
         raise ConfigurationError("missing setting: CLOVER_CLIENT_ID (or CLOVER_APP_SECRET_ARN)")
     text = resolve_secret("CLOVER_APP_SECRET", None, s.clover_app_secret_arn)
     try:
-        return AppCredentials.model_validate_json(text).client_id
+        credentials = AppCredentials.model_validate_json(text)
     except ValueError:  # the message would quote the secret
         raise ConfigurationError(
             'invalid setting: CLOVER_APP_SECRET_ARN: the secret must be JSON {"client_id", …}'
         ) from None
+    if s.clover_client_id:  # the id set apart wins (as for the refresh)
+        return credentials.model_copy(update={"client_id": s.clover_client_id})
+    return credentials
+
+
+def clover_client_secret() -> str:
+    """The app's client secret, which only the install flow's code exchange needs."""
+    secret = clover_app().client_secret
+    if secret is None:
+        raise ConfigurationError(
+            'missing setting: CLOVER_CLIENT_SECRET (or "client_secret" in CLOVER_APP_SECRET_ARN)'
+        )
+    return secret.get_secret_value()
+
+
+def oauth_state_key() -> bytes:
+    """The key that signs the install flow's ``state`` (at least 32 bytes)."""
+    from esl_sync import oauth_state
+
+    s = settings()
+    key = resolve_secret(
+        "CLOVER_OAUTH_STATE_KEY", s.clover_oauth_state_key, s.clover_oauth_state_key_secret_arn
+    ).encode()
+    if len(key) < oauth_state.MIN_KEY_BYTES:
+        raise ConfigurationError(
+            f"invalid setting: CLOVER_OAUTH_STATE_KEY: at least {oauth_state.MIN_KEY_BYTES} bytes"
+        )
+    return key
+
+
+_lazy = threading.Lock()
+
+
+def _clover_oauth_once() -> CloverOAuthClient:
+    """:func:`clover_oauth`, built by one thread only: the first refresh may come from any
+    of the poller's threads (everything else is built before they start)."""
+    with _lazy:
+        return clover_oauth()
 
 
 @cache
@@ -143,7 +195,7 @@ def token_keeper() -> TokenKeeper:
     s = settings()
     return TokenKeeper(
         store=state_store(),
-        refresher=clover_oauth,
+        refresher=_clover_oauth_once,
         margin_seconds=s.clover_token_refresh_margin_seconds,
         # A refresh is one request: the lock outlives its timeout three times over.
         lock_ms=int(s.clover_timeout_seconds * 3000),
@@ -170,6 +222,43 @@ def webhook_deps() -> WebhookDeps:
         poll_queue=poll_queue(),
         expected_auth=webhook_auth,
         window_seconds=settings().clover_webhook_poll_window_seconds,
+    )
+
+
+@cache
+def install_store() -> DynamoInstallStore:
+    from esl_sync.store.installs import DynamoInstallStore
+
+    s = settings()
+    return DynamoInstallStore(s.required("state_table_name"), s.state_key_id)
+
+
+def onboarding_deps() -> OnboardingDeps:
+    from esl_sync.clover.regions import authorize_base_url
+    from esl_sync.onboarding import OnboardingDeps
+
+    s = settings()
+    try:
+        authorize = s.clover_authorize_base_url or authorize_base_url(s.clover_api_base_url)
+    except ValueError:
+        raise ConfigurationError(
+            "missing setting: CLOVER_AUTHORIZE_BASE_URL (CLOVER_API_BASE_URL is not a Clover"
+            " host whose authorize page is known)"
+        ) from None
+    return OnboardingDeps(
+        client_id=clover_client_id,
+        client_secret=clover_client_secret,
+        state_key=oauth_state_key,
+        redirect_uri=s.clover_oauth_redirect_uri,
+        api_base_url=s.clover_api_base_url,
+        authorize_base_url=authorize,
+        state_ttl_seconds=s.clover_oauth_state_ttl_seconds,
+        store_code_template=s.onboarding_store_code_template,
+        exchanger=clover_oauth,
+        tokens=install_store(),
+        merchants=merchants(),
+        poll_queue=poll_queue(),
+        lock_ms=int(s.clover_timeout_seconds * 3000),
     )
 
 
@@ -260,6 +349,7 @@ def reset() -> None:
         poll_queue,
         label_queue,
         state_store,
+        install_store,
         clover,
         clover_oauth,
         token_keeper,

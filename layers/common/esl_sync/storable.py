@@ -17,6 +17,7 @@ limits as field constraints, so no product that can be built can refuse a statem
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -89,10 +90,42 @@ def product_code(text: str) -> tuple[str, str | None]:
     return code, None
 
 
+def json_text(value: Any) -> tuple[str | None, bool]:
+    """``value`` as compact JSON, and whether :func:`clean_json` would leave it as it is.
+
+    The poll's one serialization of a raw item: its text keys the item, goes into the
+    page's statement as it is, and is checked here in C instead of walked in Python. The
+    check is sufficient, never lax: text of at most :data:`RAW_TEXT_MAX_CHARS` holds no
+    longer string and no integer too long to print; at most :data:`RAW_MAX_DEPTH` opening
+    brackets allow no deeper nesting; ``allow_nan=False`` refuses ``NaN``/``Infinity``; NUL
+    is written ``\u0000`` (JSON escapes control characters) and the pattern finds every
+    other character no store can hold (keys included). Anything else (a bigger item, a
+    type JSON does not know) is "not as it is", for the walk to decide. The text is None
+    when even that cannot be written (an integer too long for Python to print).
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), False
+        except (ValueError, RecursionError):
+            return None, False
+    storable = (
+        len(text) <= RAW_TEXT_MAX_CHARS
+        and text.count("{") + text.count("[") <= RAW_MAX_DEPTH
+        and "\\u0000" not in text
+        and (text.isascii() or _UNSTORABLE.search(text) is None)  # the rest is not ASCII
+    )
+    return text, storable
+
+
 def clean_json(value: Any, depth: int = 0) -> Any:
     """JSON-able data that jsonb takes: strings (keys too) cleaned and cut to
     :data:`RAW_TEXT_MAX_CHARS`, ``NaN``/``Infinity`` as strings, giant integers and
-    nesting past :data:`RAW_MAX_DEPTH` replaced by a note. Anything else becomes text."""
+    nesting past :data:`RAW_MAX_DEPTH` replaced by a note. Anything else becomes text.
+    Data :func:`json_text` finds storable is returned as it is, unwalked."""
+    if depth == 0 and isinstance(value, dict) and (_plain(value) or json_text(value)[1]):
+        return value
     if isinstance(value, str):
         return _raw_text(value)
     if value is None or isinstance(value, bool):
@@ -110,6 +143,25 @@ def clean_json(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [clean_json(v, depth + 1) for v in value]
     return _raw_text(str(value))
+
+
+def _plain(value: dict[Any, Any]) -> bool:
+    """A flat dict (``extra_data``) of ASCII text without NUL, no longer than the limit, of
+    integers short enough, booleans and nulls: what :func:`clean_json` leaves as it is, told
+    without writing it out."""
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii() or "\x00" in key:
+            return False
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() or "\x00" in item or len(item) > RAW_TEXT_MAX_CHARS:
+                return False
+        elif kind is int:
+            if item.bit_length() > _HUGE_INT_BITS:
+                return False
+        elif item is not None and kind is not bool:
+            return False
+    return True
 
 
 def _raw_text(text: str) -> str:

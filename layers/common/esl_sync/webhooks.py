@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -31,13 +32,16 @@ from esl_sync.inputs import MERCHANT_ID
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import MerchantDirectory, PollQueue, WebhookHints
-from esl_sync.records import VerificationCode
+from esl_sync.records import Merchant, VerificationCode
 
 MAX_BODY_BYTES = 256 * 1024  # Clover's notifications are small; anything larger is not one
 MAX_NUMBER_DIGITS = 20
 """A JSON integer longer than this is refused before Python converts it (the only number
 Clover sends is a millisecond timestamp; Python refuses 4,300 digits with a ValueError)."""
 INVENTORY_PREFIX = "I:"
+APP_PREFIX = "A:"
+"""App events (``A:<app id>``): a ``DELETE`` reports the app uninstalled by the merchant
+(unconfirmed by Clover's pages; docs/clover-api.md). Taken as a hint, like the rest."""
 MAX_PENDING_DELETES = 500
 """Item ids a merchant's state may hold for confirmation (5 polls' worth at 100 a poll,
 at most ~35 KB). A flood beyond it asks for a sweep instead: the state item stays small
@@ -100,6 +104,7 @@ class WebhookResult:
     polls_queued: list[str] = field(default_factory=list)
     polls_coalesced: list[str] = field(default_factory=list)
     sweeps_requested: list[str] = field(default_factory=list)
+    uninstalled: dict[str, int] = field(default_factory=dict)  # merchant -> Clover's ts
 
 
 class _NotAccepted(ValueError):
@@ -140,11 +145,14 @@ def read_webhook(
     auth_header: str | None,
     expected_auth: Callable[[], str],
     is_known_merchant: Callable[[str], bool],
+    is_registered: Callable[[str], bool] | None = None,
 ) -> WebhookResult:
     """Decide what a delivery asks for; queueing and logging are the caller's.
 
     ``expected_auth`` is called only for a delivery that needs it: the handshake comes
-    before the operator has the auth code to configure.
+    before the operator has the auth code to configure. Inventory hints count for merchants
+    that are polled (``is_known_merchant``), uninstall hints for any registered one
+    (``is_registered``, by default the same).
     """
     if len(body) > MAX_BODY_BYTES:
         return WebhookResult(413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -164,14 +172,27 @@ def read_webhook(
         notification = CloverNotification.model_validate(payload)
     except ValidationError as error:
         return WebhookResult(400, _first_problem(error))
-    return _plan(notification, is_known_merchant)
+    return _plan(notification, is_known_merchant, is_registered or is_known_merchant)
 
 
-def _plan(notification: CloverNotification, is_known: Callable[[str], bool]) -> WebhookResult:
+def _plan(
+    notification: CloverNotification,
+    is_known: Callable[[str], bool],
+    is_registered: Callable[[str], bool],
+) -> WebhookResult:
     result = WebhookResult(202, "accepted")
     for merchant_id, events in notification.merchants.items():
         inventory = [e for e in events if e.object_id.startswith(INVENTORY_PREFIX)]
-        result.ignored_events += len(events) - len(inventory)
+        removals = [
+            e.ts for e in events if e.object_id.startswith(APP_PREFIX) and e.type == "DELETE"
+        ]
+        result.ignored_events += len(events) - len(inventory) - len(removals)
+        if removals and is_registered(merchant_id):
+            result.uninstalled[merchant_id] = max(removals)
+        elif removals:
+            result.ignored_events += len(removals)
+            if not inventory:
+                result.unknown_merchants.append(merchant_id)
         if not inventory:
             continue
         if not is_known(merchant_id):
@@ -232,7 +253,14 @@ def receive_webhook(
     body: bytes, auth_header: str | None, deps: WebhookDeps, *, source_ip: str | None = None
 ) -> WebhookResult:
     """Read a delivery and act on it; the result is the HTTP answer (logged and counted)."""
-    result = read_webhook(body, auth_header, deps.expected_auth, _syncable(deps.merchants))
+    lookup = cache(deps.merchants.get)  # one query per merchant and delivery
+    result = read_webhook(
+        body,
+        auth_header,
+        deps.expected_auth,
+        _syncable(lookup),
+        lambda merchant_id: lookup(merchant_id) is not None,
+    )
     now = deps.clock()
     if result.verification_code is not None:
         received = VerificationCode(result.verification_code, now, source_address(source_ip))
@@ -244,19 +272,37 @@ def receive_webhook(
             source_ip=received.source_ip,
         )
     elif result.status == 202:
+        _record_uninstalls(result, deps, _syncable(lookup))
         _queue_polls(result, deps, now)
     _report(result)
     return result
 
 
-def _syncable(merchants: MerchantDirectory) -> Callable[[str], bool]:
+def _syncable(lookup: Callable[[str], Merchant | None]) -> Callable[[str], bool]:
     """Known here means polled: registered, active and with a Hipoink store."""
 
     def known(merchant_id: str) -> bool:
-        merchant = merchants.get(merchant_id)
+        merchant = lookup(merchant_id)
         return merchant is not None and merchant.active and bool(merchant.store_code)
 
     return known
+
+
+def _record_uninstalls(
+    result: WebhookResult, deps: WebhookDeps, polled: Callable[[str], bool]
+) -> None:
+    """An uninstall is noted (the token keeper treats tokens authorized before it as
+    refused: the merchant is marked ``needs_reauth`` and no longer polled; its labels stay)
+    and the merchant's poll brought forward so that it happens now."""
+    for merchant_id, ts in result.uninstalled.items():
+        deps.hints.record_uninstall(merchant_id, ts_ms=ts)
+        logger.warning(
+            "Clover reported the app uninstalled: the merchant is no longer polled once its"
+            " next poll runs (its labels stay); a reinstall resumes it",
+            merchant_id=merchant_id,
+        )
+        if polled(merchant_id) and merchant_id not in result.merchants_to_poll:
+            result.merchants_to_poll.append(merchant_id)
 
 
 def _queue_polls(result: WebhookResult, deps: WebhookDeps, now: datetime) -> None:
@@ -291,6 +337,7 @@ def _report(result: WebhookResult) -> None:
         ignored_events=result.ignored_events,
         deletes_reported=sum(len(ids) for ids in result.deleted_items.values()),
         sweeps_requested=result.sweeps_requested,
+        uninstalled=sorted(result.uninstalled),
     )
     for name, value in (
         ("WebhookRequests", 1),
@@ -300,5 +347,6 @@ def _report(result: WebhookResult) -> None:
         ("WebhookUnknownMerchants", len(result.unknown_merchants)),
         ("WebhookEventsIgnored", result.ignored_events),
         ("WebhookSweepsRequested", len(result.sweeps_requested)),
+        ("WebhookUninstalls", len(result.uninstalled)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -26,6 +26,7 @@ Its invariants:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -317,7 +318,10 @@ class MerchantCatalog:
 
     def _json(self, response: httpx.Response, path: str) -> Any:
         try:
-            return response.json(parse_int=_json_int)
+            try:
+                return json.loads(response.content)
+            except ValueError:  # not JSON, or an integer too long for Python: see _json_int
+                return json.loads(response.content, parse_int=_json_int)
         except RecursionError:
             raise self._bad(path, "body is nested too deeply to read") from None
         except ValueError:

@@ -71,3 +71,13 @@ class CloverRequestRejected(CloverError):
 class CloverRefreshRejected(CloverAuthError):
     """Clover refused a refresh token (401/403): used, revoked or expired. Refresh tokens
     work once, so only new tokens from the merchant's authorization help."""
+
+
+class CloverCodeRejected(CloverError):
+    """Clover refused an authorization code exchange (400, 401 or 403): the code expired or
+    was used already, or the app's client id or secret is wrong. Clover's answer does not
+    say which; retrying cannot help (the merchant opens the app again)."""
+
+    def __init__(self, message: str, *, merchant_id: str, status: int) -> None:
+        super().__init__(message, merchant_id=merchant_id)
+        self.status = status

@@ -1,9 +1,12 @@
-"""The one OAuth call the sync makes: ``POST /oauth/v2/refresh``.
+"""Clover's two OAuth calls: ``POST /oauth/v2/refresh`` (the sync) and
+``POST /oauth/v2/token`` (the install flow's code exchange).
 
-The refresh endpoint lives on the merchant's REST API host (``apisandbox.dev.clover.com``,
-``api.clover.com``, ``api.eu.clover.com``, …) and takes only ``client_id`` and
-``refresh_token``; the client secret belongs to the code exchange, which this app does not do.
-The tokens it returns are :class:`esl_sync.credentials.CloverTokens`.
+Both live on the merchant's REST API host (``apisandbox.dev.clover.com``,
+``api.clover.com``, ``api.eu.clover.com``, …). The refresh takes only ``client_id`` and
+``refresh_token``; the exchange takes ``client_id``, ``client_secret`` and the ``code``.
+Both answer a token pair, :class:`esl_sync.credentials.CloverTokens`, and neither is ever
+retried: a refresh token and a code each work once, so a retry after an answer that got
+lost would only be refused.
 
 No token ever reaches a log line, an error or a repr: errors name the status and never
 quote Clover's body, and a body that is not a token pair is refused by the names of the
@@ -16,7 +19,9 @@ import httpx
 
 from esl_sync.clover.errors import (
     CloverBadResponse,
+    CloverCodeRejected,
     CloverConnectionError,
+    CloverError,
     CloverRefreshRejected,
     CloverRequestRejected,
     CloverServerError,
@@ -26,11 +31,12 @@ from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 from esl_sync.credentials import CloverTokens
 
 REFRESH_PATH = "/oauth/v2/refresh"
+TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a password
 
 
 class CloverOAuthClient:
-    """Refreshes v2 token pairs. One request per refresh, never retried here: a refresh
-    token works once, so a retry after an answer that got lost would only be refused."""
+    """Refreshes v2 token pairs and exchanges authorization codes for them: one request
+    each, never retried here."""
 
     def __init__(
         self,
@@ -55,25 +61,57 @@ class CloverOAuthClient:
     def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens:
         """A new pair for ``refresh_token`` (which dies with this call, whatever happens)."""
         where = f"POST {REFRESH_PATH}"
-        try:
-            with self._pacer.slot(token_key(refresh_token)):
-                response = self._http.post(
-                    base_url.rstrip("/") + REFRESH_PATH,
-                    json={"client_id": self._client_id, "refresh_token": refresh_token},
-                )
-        except httpx.TimeoutException:
-            raise CloverTimeout(f"{where}: no answer", merchant_id=merchant_id) from None
-        except httpx.TransportError as exc:
-            raise CloverConnectionError(
-                f"{where}: {type(exc).__name__}", merchant_id=merchant_id
-            ) from None
-        status = response.status_code
-        if status in (401, 403):
-            raise CloverRefreshRejected(
-                f"{where}: HTTP {status} (refresh token used, revoked or expired)",
-                merchant_id=merchant_id,
-                status=status,
+        with self._pacer.slot(token_key(refresh_token)):
+            response = self._post(
+                base_url.rstrip("/") + REFRESH_PATH,
+                {"client_id": self._client_id, "refresh_token": refresh_token},
+                merchant_id,
+                where,
             )
+        if response.status_code in (401, 403):
+            raise CloverRefreshRejected(
+                f"{where}: HTTP {response.status_code} (refresh token used, revoked or expired)",
+                merchant_id=merchant_id,
+                status=response.status_code,
+            )
+        return self._tokens(response, merchant_id, where)
+
+    def exchange_code(
+        self, base_url: str, merchant_id: str, code: str, client_secret: str
+    ) -> CloverTokens:
+        """The pair an authorization ``code`` stands for (the code dies with this call).
+        :class:`CloverCodeRejected` when Clover refuses it (400, 401, 403)."""
+        where = f"POST {TOKEN_PATH}"
+        with self._pacer.slot(token_key(code)):
+            response = self._post(
+                base_url.rstrip("/") + TOKEN_PATH,
+                {"client_id": self._client_id, "client_secret": client_secret, "code": code},
+                merchant_id,
+                where,
+            )
+        if response.status_code in (400, 401, 403):
+            raise CloverCodeRejected(
+                f"{where}: HTTP {response.status_code} (code expired or used, or the app's"
+                " client id or secret is wrong)",
+                merchant_id=merchant_id,
+                status=response.status_code,
+            )
+        return self._tokens(response, merchant_id, where)
+
+    def _post(self, url: str, body: dict[str, str], merchant_id: str, where: str) -> httpx.Response:
+        """One POST; transport failures as typed errors (never chained: httpx's
+        exceptions hold the request, and with it the body's secrets)."""
+        error: CloverError
+        try:
+            return self._http.post(url, json=body)
+        except httpx.TimeoutException:
+            error = CloverTimeout(f"{where}: no answer", merchant_id=merchant_id)
+        except httpx.TransportError as exc:
+            error = CloverConnectionError(f"{where}: {type(exc).__name__}", merchant_id=merchant_id)
+        raise error
+
+    def _tokens(self, response: httpx.Response, merchant_id: str, where: str) -> CloverTokens:
+        status = response.status_code
         if status >= 500:
             raise CloverServerError(
                 f"{where}: HTTP {status}", merchant_id=merchant_id, status=status
@@ -82,9 +120,6 @@ class CloverOAuthClient:
             raise CloverRequestRejected(
                 f"{where}: HTTP {status}", merchant_id=merchant_id, status=status
             )
-        return self._tokens(response, merchant_id, where)
-
-    def _tokens(self, response: httpx.Response, merchant_id: str, where: str) -> CloverTokens:
         try:
             tokens = CloverTokens.parse(response.content, where)
         except ValueError as error:

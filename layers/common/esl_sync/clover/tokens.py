@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esl_sync.clover.errors import CloverRefreshRejected
-from esl_sync.credentials import StoredTokens
+from esl_sync.credentials import SealedTokens, StoredTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import Refresher, TokenStore
 
@@ -30,6 +30,11 @@ class ReauthRequired(Exception):
             + (f": {cause}" if cause is not None else "")
         )
         self.cause = cause
+
+
+class AppUninstalled(Exception):
+    """Clover reported the app uninstalled (a webhook hint) after the stored tokens were
+    authorized: they are as good as revoked."""
 
 
 class TokenRefreshBusy(RuntimeError):
@@ -58,11 +63,29 @@ class TokenKeeper:
     def access_token(self, merchant_id: str, base_url: str) -> StoredTokens | None:
         """The stored tokens, refreshed first when the access token is close to expiry;
         None when none are stored. Raises :class:`ReauthRequired`."""
-        stored = self.store.load_tokens(merchant_id)
+        return self._usable(merchant_id, base_url, self.store.load_tokens(merchant_id))
+
+    def access_token_from(
+        self, merchant_id: str, base_url: str, sealed: SealedTokens | None
+    ) -> StoredTokens | None:
+        """:meth:`access_token` for tokens the caller read already (the poll reads them
+        with its lease), so a poll reads the state table once."""
+        stored = None if sealed is None else self.store.open_tokens(merchant_id, sealed)
+        return self._usable(merchant_id, base_url, stored)
+
+    def _usable(
+        self, merchant_id: str, base_url: str, stored: StoredTokens | None
+    ) -> StoredTokens | None:
         if stored is None:
             return None
         if stored.needs_reauth:
             raise ReauthRequired(merchant_id, None)
+        if stored.uninstalled:
+            return self._mark(
+                merchant_id,
+                stored.generation,
+                AppUninstalled("Clover reported the app uninstalled"),
+            )
         tokens = stored.tokens
         if tokens.refresh_token is None or not tokens.expires_within(
             self.margin_seconds, self.clock()
@@ -147,7 +170,8 @@ class TokenKeeper:
             metrics.add_metric(name="NeedsReauth", unit=MetricUnit.Count, value=1)
             logger.error(
                 "Clover refused the merchant's tokens: it is not polled until new tokens"
-                " are stored (esl-sync merchants add)",
+                " are stored (the merchant opens the app again in Clover, or esl-sync"
+                " merchants add)",
                 merchant_id=merchant_id,
                 error=str(error),
             )

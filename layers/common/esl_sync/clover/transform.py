@@ -40,13 +40,14 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from esl_sync.clover.items import ID_PATTERN, CloverItem, is_deleted
-from esl_sync.products import Product
+from esl_sync.products import CHECKED_RAW, Product
 from esl_sync.storable import (
     BIGINT_MAX,
     MONEY_MAX_CENTS,
     NAME_MAX_LENGTH,
     SKU_MAX_LENGTH,
     UNIT_MAX_LENGTH,
+    json_text,
     label_text,
     product_code,
 )
@@ -57,7 +58,6 @@ PRICE_REQUIRED = frozenset({"FIXED", "PER_UNIT"})
 shown as $0.00. A ``VARIABLE`` price is entered at the register; its label shows
 ``HIPOINK_VARIABLE_PRICE_TEXT`` instead (see :func:`esl_sync.hipoink.records.to_record`)."""
 VALIDATION_ERROR_MAX_CHARS = 1000
-_CENT = Decimal("0.01")
 
 
 class InvalidItem(ValueError):
@@ -65,8 +65,9 @@ class InvalidItem(ValueError):
 
 
 def cents_to_dollars(cents: int) -> Decimal:
-    """Integer cents as exact dollars with two places: ``349`` → ``Decimal("3.49")``."""
-    return (Decimal(cents) / 100).quantize(_CENT)
+    """Integer cents as exact dollars with two places: ``349`` → ``Decimal("3.49")``
+    (shifting the decimal point is exact, and cheaper than dividing and rounding)."""
+    return Decimal(cents).scaleb(-2)
 
 
 def to_product(
@@ -75,8 +76,12 @@ def to_product(
     merchant_id: str,
     code_fields: Sequence[str] = DEFAULT_CODE_FIELDS,
     currency: str = "USD",
+    storable: bool | None = None,
 ) -> Product:
-    """The product for one raw Clover item (see the module doc for the rules)."""
+    """The product for one raw Clover item (see the module doc for the rules).
+
+    ``storable``: what :func:`esl_sync.storable.json_text` said of ``raw`` (the caller's one
+    serialization of it); None: find out here."""
     if not isinstance(raw, Mapping):
         raise InvalidItem(f"item is not a JSON object but {type(raw).__name__}")
     item_id = _item_id(raw)
@@ -112,24 +117,31 @@ def to_product(
     if removed_because:
         extra_data["removed_because"] = removed_because
 
-    return Product(
-        source_system="clover",
-        merchant_id=merchant_id,
-        source_id=item_id,
-        source_variant_id="",
-        name=name,
-        barcode=barcode,
-        sku=_optional_text(item.sku, SKU_MAX_LENGTH),
-        price=price,
-        cost=cost,
-        currency=currency,
-        price_type=price_type,
-        unit=unit,
-        status="deleted" if removed_because else "active",
-        extra_data=extra_data,
-        raw=dict(raw),
-        source_modified_time=modified,
-        validation_error=None if removed_because else _named(item_id, problems),
+    if storable is None:
+        storable = json_text(raw)[1]
+    # A raw item storable as it is goes in as it is: no copy, no second walk (CHECKED_RAW).
+    kept = raw if storable and isinstance(raw, dict) else dict(raw)
+    return Product.model_validate(
+        {
+            "source_system": "clover",
+            "merchant_id": merchant_id,
+            "source_id": item_id,
+            "source_variant_id": "",
+            "name": name,
+            "barcode": barcode,
+            "sku": _optional_text(item.sku, SKU_MAX_LENGTH),
+            "price": price,
+            "cost": cost,
+            "currency": currency,
+            "price_type": price_type,
+            "unit": unit,
+            "status": "deleted" if removed_because else "active",
+            "extra_data": extra_data,
+            "raw": kept,
+            "source_modified_time": modified,
+            "validation_error": None if removed_because else _named(item_id, problems),
+        },
+        context={CHECKED_RAW: kept if kept is raw else None},
     )
 
 

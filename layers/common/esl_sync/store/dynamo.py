@@ -3,47 +3,43 @@
 State writes are conditional on the version read (optimistic concurrency). The poll
 lease (``lease_owner``, ``lease_until_ms``) sits beside the version, in its own
 conditional writes, so taking it never makes a state write stale; so do the token refresh
-lock and the webhook's poll window. Tokens (one JSON blob: a plain token or a v2 pair) are
-encrypted with the stack's customer-managed KMS key, bound to the merchant id through the
-encryption context, so reading the table alone never reveals them; ``token_generation``
-counts the writes of new tokens and guards every change of them and of ``auth_state``.
+lock and the webhook's poll window. A poll makes two calls: the write that takes its lease
+returns the item (state and sealed tokens: ``take_lease``), and its state write gives the
+lease back (``save(…, release_lease=owner)``). Tokens (one JSON blob: a plain token or a
+v2 pair) are encrypted with the stack's customer-managed KMS key, bound to the merchant id
+through the encryption context, so reading the table alone never reveals them;
+``token_generation`` counts the writes of new tokens and guards every change of them and of
+``auth_state``.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import batched
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
 from botocore.exceptions import ClientError
 
-from esl_sync.credentials import CloverTokens, StoredTokens
-from esl_sync.ports import StaleStateError
+from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
+from esl_sync.ports import Leased, StaleStateError
 from esl_sync.records import MerchantState, VerificationCode
+from esl_sync.store import aws
+from esl_sync.store.state_item import (
+    POLL_FIELDS,
+    STATE_FIELDS,
+    from_attr,
+    sealed_of,
+    state_of,
+    to_attr,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_kms.client import KMSClient
-
-# What ``save`` writes.
-_POLL_FIELDS = (
-    "high_water_ms",
-    "poll_count",
-    "last_sweep_ms",
-    "last_success_at",
-    "last_failure_at",
-    "last_failure_class",
-    "last_failure_message",
-    "consecutive_failures",
-    "sweep_request_done",
-)
-# ``auth_state`` is written only with the tokens, ``sweep_request`` only by the webhook.
-_STATE_FIELDS = (*_POLL_FIELDS, "auth_state", "sweep_request")
 
 _LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
@@ -51,42 +47,6 @@ _GENERATION_NAMES = {"#generation": "token_generation"}
 WEBHOOK_ITEM_KEY = "#clover-webhook"
 """The reserved item holding the last webhook verification codes (no merchant id starts
 with '#'; nothing lists the table, so no poll ever sees it)."""
-
-
-def _to_attr(value: object) -> dict[str, Any]:
-    if value is None:
-        return {"NULL": True}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if isinstance(value, datetime):
-        return {"S": value.isoformat()}
-    return {"S": str(value)}
-
-
-def _from_attr(name: str, attr: dict[str, Any]) -> object:
-    if "NULL" in attr:
-        return None
-    if "N" in attr:
-        return int(attr["N"])
-    if "BOOL" in attr:
-        return attr["BOOL"]
-    value = attr["S"]
-    return datetime.fromisoformat(value) if name.endswith("_at") else value
-
-
-def _state(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
-    state = MerchantState(merchant_id=merchant_id)
-    if not item:
-        return state
-    state.version = int(item.get("version", {"N": "0"})["N"])
-    for name in _STATE_FIELDS:
-        if name in item:
-            setattr(state, name, _from_attr(name, dict(item[name])))
-    if "pending_deletes" in item:
-        state.pending_deletes = frozenset(item["pending_deletes"]["SS"])
-    return state
 
 
 _CODE_SLOT = "verification_code_"  # + slot number: one kept code each
@@ -106,7 +66,7 @@ def _verification_codes(item: Mapping[str, Any]) -> list[VerificationCode]:
             )
             numbered.append((int(slot["n"]["N"]), code))
     if "verification_code" in item:
-        legacy = _from_attr("verification_received_at", dict(item["verification_received_at"]))
+        legacy = from_attr("verification_received_at", dict(item["verification_received_at"]))
         assert isinstance(legacy, datetime)
         numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
     codes: dict[str, VerificationCode] = {}
@@ -143,9 +103,8 @@ class DynamoStateStore:
     ) -> None:
         self._table = table_name
         self._key_id = key_id
-        self._dynamodb = dynamodb or boto3.client("dynamodb")
+        self._dynamodb: DynamoDBClient = dynamodb or aws.client("dynamodb")
         self._kms = kms
-        self._kms_lock = threading.Lock()  # boto3 builds clients unsafely across threads
         # Every write encrypts anew, so a ciphertext names one version of one merchant's
         # tokens: its plaintext can be kept for the life of the process, which spares a
         # KMS call (and its price) on every poll of every merchant.
@@ -155,12 +114,12 @@ class DynamoStateStore:
         item = self._dynamodb.get_item(
             TableName=self._table, Key={"merchant_id": {"S": merchant_id}}, ConsistentRead=True
         ).get("Item")
-        return _state(merchant_id, item)
+        return state_of(merchant_id, item)
 
     def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
         """Many merchants' state in batches of 100, without their token material."""
         found: dict[str, MerchantState] = {}
-        names = {f"#{i}": name for i, name in enumerate(("merchant_id", "version", *_STATE_FIELDS))}
+        names = {f"#{i}": name for i, name in enumerate(("merchant_id", "version", *STATE_FIELDS))}
         for batch in batched(merchant_ids, 100):  # BatchGetItem takes at most 100 keys
             keys: list[Mapping[str, Any]] = [{"merchant_id": {"S": m}} for m in batch]
             while keys:
@@ -175,41 +134,49 @@ class DynamoStateStore:
                 )
                 for item in answer["Responses"].get(self._table, []):
                     merchant_id = str(item["merchant_id"]["S"])
-                    found[merchant_id] = _state(merchant_id, item)
+                    found[merchant_id] = state_of(merchant_id, item)
                 unprocessed = answer.get("UnprocessedKeys") or {}
                 keys = list(unprocessed[self._table]["Keys"]) if self._table in unprocessed else []
         return {m: found.get(m, MerchantState(merchant_id=m)) for m in merchant_ids}
 
-    def save(self, state: MerchantState) -> None:
-        names = {f"#{i}": name for i, name in enumerate(_POLL_FIELDS)}
+    def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
+        names = {f"#{i}": name for i, name in enumerate(POLL_FIELDS)}
         values: dict[str, Any] = {
-            f":{i}": _to_attr(getattr(state, name)) for i, name in enumerate(_POLL_FIELDS)
+            f":{i}": to_attr(getattr(state, name)) for i, name in enumerate(POLL_FIELDS)
         }
         values[":expected"] = {"N": str(state.version)}
         values[":next"] = {"N": str(state.version + 1)}
-        assignments = ", ".join(f"#{i} = :{i}" for i in range(len(_POLL_FIELDS)))
+        assignments = ", ".join(f"#{i} = :{i}" for i in range(len(POLL_FIELDS)))
         update = f"SET {assignments}, version = :next"
+        condition = "(attribute_not_exists(version) OR version = :expected)"
         settled = state.settled_deletes
         if settled:
             names["#pending"] = "pending_deletes"
             values[":settled"] = {"SS": sorted(settled)}
             update += " DELETE #pending :settled"
-        if not self._conditional_update(
-            state.merchant_id,
-            update,
-            "attribute_not_exists(version) OR version = :expected",
-            values,
-            names,
-        ):
+        if release_lease is not None:  # the poll's last write gives its lease back too
+            names |= _LEASE_NAMES
+            values[":owner"] = {"S": release_lease}
+            update += " REMOVE #owner, #until"
+            condition += " AND #owner = :owner"
+        if not self._conditional_update(state.merchant_id, update, condition, values, names):
             raise StaleStateError(
                 f"merchant {state.merchant_id}: state changed since version {state.version}"
+                + (" or the poll lease was lost" if release_lease is not None else "")
             )
         state.version += 1
         state.pending_deletes -= settled
         state.settled_deletes = frozenset()
 
-    def acquire_lease(self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int) -> bool:
-        return self._acquire(merchant_id, _LEASE_NAMES, owner, now_ms, duration_ms)
+    def take_lease(
+        self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
+    ) -> Leased | None:
+        """One conditional write takes the lease and returns the whole item (DynamoDB
+        charges the write, not the read): the state and the sealed tokens under the lease."""
+        item = self._acquire(
+            merchant_id, _LEASE_NAMES, owner, now_ms, duration_ms, returns="ALL_NEW"
+        )
+        return None if item is None else Leased(state_of(merchant_id, item), sealed_of(item))
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, _LEASE_NAMES, owner)
@@ -217,16 +184,25 @@ class DynamoStateStore:
     def acquire_refresh_lock(
         self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
     ) -> bool:
-        return self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
+        taken = self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
+        return taken is not None
 
     def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, _REFRESH_LOCK_NAMES, owner)
 
     def _acquire(
-        self, merchant_id: str, names: dict[str, str], owner: str, now_ms: int, duration_ms: int
-    ) -> bool:
-        """Take the lock named by ``names`` if it is free or expired."""
-        return self._conditional_update(
+        self,
+        merchant_id: str,
+        names: dict[str, str],
+        owner: str,
+        now_ms: int,
+        duration_ms: int,
+        *,
+        returns: Literal["NONE", "ALL_NEW"] = "NONE",
+    ) -> Mapping[str, Any] | None:
+        """Take the lock named by ``names`` if it is free or expired: the item as written
+        (``returns``), or None when the lock is held."""
+        return self._update_if(
             merchant_id,
             "SET #owner = :owner, #until = :until",
             "attribute_not_exists(#until) OR #until <= :now",
@@ -236,6 +212,7 @@ class DynamoStateStore:
                 ":now": {"N": str(now_ms)},
             },
             names,
+            returns=returns,
         )
 
     def _release(self, merchant_id: str, names: dict[str, str], owner: str) -> None:
@@ -253,35 +230,54 @@ class DynamoStateStore:
         names: dict[str, str],
     ) -> bool:
         """Apply ``update`` if ``condition`` holds; whether it did."""
+        return self._update_if(merchant_id, update, condition, values, names) is not None
+
+    def _update_if(
+        self,
+        merchant_id: str,
+        update: str,
+        condition: str,
+        values: dict[str, Any],
+        names: dict[str, str],
+        *,
+        returns: Literal["NONE", "ALL_NEW"] = "NONE",
+    ) -> Mapping[str, Any] | None:
+        """Apply ``update`` if ``condition`` holds: the item as written (``returns``), or
+        None when the condition did not hold."""
         try:
-            self._dynamodb.update_item(
+            answer = self._dynamodb.update_item(
                 TableName=self._table,
                 Key={"merchant_id": {"S": merchant_id}},
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
                 ExpressionAttributeNames=names,
+                ReturnValues=returns,
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return answer.get("Attributes", {})
 
     def load_tokens(self, merchant_id: str) -> StoredTokens | None:
         item = self._dynamodb.get_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            ProjectionExpression="token_ciphertext, token_generation, auth_state",
+            ProjectionExpression="token_ciphertext, token_generation, auth_state, authorized_ms,"
+            " app_uninstalled_ms",
             ConsistentRead=True,
         ).get("Item")
-        if not item or "token_ciphertext" not in item:
-            return None
-        plaintext = self._decrypt(merchant_id, bytes(item["token_ciphertext"]["B"]))
+        sealed = sealed_of(item)
+        return None if sealed is None else self.open_tokens(merchant_id, sealed)
+
+    def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
+        plaintext = self._decrypt(merchant_id, sealed.ciphertext)
         return StoredTokens(
             tokens=_stored_tokens(plaintext),
-            generation=int(item.get("token_generation", {"N": "0"})["N"]),
-            needs_reauth=item.get("auth_state", {}).get("S") == "needs_reauth",
+            generation=sealed.generation,
+            needs_reauth=sealed.needs_reauth,
+            uninstalled=sealed.uninstalled,
         )
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
@@ -292,14 +288,18 @@ class DynamoStateStore:
         return self._encrypt(merchant_id, tokens)
 
     def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
+        """New tokens: a new generation, auth ``ok``, authorized now (``authorized_ms``,
+        against which an uninstall hint and an install's sign-in are compared)."""
         answer = self._dynamodb.update_item(
             TableName=self._table,
             Key={"merchant_id": {"S": merchant_id}},
-            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok ADD #generation :one",
+            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
+            " ADD #generation :one",
             ExpressionAttributeNames=_GENERATION_NAMES,
             ExpressionAttributeValues={
                 ":t": {"B": sealed},
                 ":ok": {"S": "ok"},
+                ":now": {"N": str(time.time_ns() // 1_000_000)},
                 ":one": {"N": "1"},
             },
             ReturnValues="UPDATED_NEW",
@@ -391,6 +391,15 @@ class DynamoStateStore:
         )
         return False
 
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        self._conditional_update(
+            merchant_id,
+            "SET #at = :ts",
+            "attribute_not_exists(#at) OR #at < :ts",
+            {":ts": {"N": str(ts_ms)}},
+            {"#at": "app_uninstalled_ms"},
+        )
+
     def _encrypt(self, merchant_id: str, tokens: CloverTokens) -> bytes:
         if not self._key_id:
             raise RuntimeError("STATE_KEY_ID is required to store Clover tokens")
@@ -406,7 +415,6 @@ class DynamoStateStore:
         )["Plaintext"]
 
     def _kms_client(self) -> KMSClient:
-        with self._kms_lock:
-            if self._kms is None:
-                self._kms = boto3.client("kms")
-            return self._kms
+        if self._kms is None:  # two threads may both build one: harmless (aws.client locks)
+            self._kms = aws.client("kms")
+        return self._kms

@@ -9,6 +9,7 @@ same columns and advances the same clock.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
@@ -47,19 +48,24 @@ RETURNING version
 """
 
 
-# The clock advanced, then the owner of each code (as this transaction sees the products).
+# The clock advanced, then the owner of each code (as this transaction sees the products):
+# its key only; its label fields are read when asked for (a poll that wrote the owner has
+# its record already, so a first sync of 2,000 items reads no product back).
 _LABEL_OWNERS = f"""
 WITH clock AS ({ADVANCE_CLOCK})
 SELECT clock.version, o.*
 FROM clock LEFT JOIN (
-    SELECT code.pc, {PRODUCT_SELECT},
+    SELECT code.pc, owner.source_system, owner.source_id, owner.source_variant_id,
            (SELECT count(*) FROM products c WHERE c.merchant_id = %(m)s AND c.barcode = code.pc
               AND c.label_hash IS NOT NULL) AS claims
     FROM unnest(%(pcs)s::text[]) AS code (pc)
     CROSS JOIN LATERAL label_owner(%(m)s, code.pc) owner
-    JOIN products p ON p.merchant_id = %(m)s AND p.source_system = owner.source_system
-         AND p.source_id = owner.source_id AND p.source_variant_id = owner.source_variant_id
 ) o ON true
+"""  # noqa: S608 - ADVANCE_CLOCK is a constant
+_PRODUCT = f"""
+SELECT {PRODUCT_SELECT} FROM products p
+WHERE p.merchant_id = %s AND p.source_system = %s AND p.source_id = %s
+  AND p.source_variant_id = %s
 """  # noqa: S608 - the interpolated names are the constant column list above
 
 
@@ -71,14 +77,25 @@ def label_owners(
     conn: psycopg.Connection[Any], merchant_id: str, pcs: Iterable[str]
 ) -> LabelOwners:
     """See :meth:`esl_sync.ports.ProductWriter.label_owners`."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_LABEL_OWNERS, {"m": merchant_id, "pcs": sorted(set(pcs))})
-        rows = cur.fetchall()
+    rows = conn.execute(_LABEL_OWNERS, {"m": merchant_id, "pcs": sorted(set(pcs))}).fetchall()
     return LabelOwners(
-        version=int(rows[0]["version"]),
+        version=int(rows[0][0]),
         owners={
-            row["pc"]: LabelOwner(product_of(row), int(row["claims"]))
-            for row in rows
-            if row["pc"] is not None
+            pc: LabelOwner(
+                (source_id, variant_id),
+                merchant_id,
+                int(claims),
+                partial(_read_product, conn, (merchant_id, system, source_id, variant_id)),
+            )
+            for _, pc, system, source_id, variant_id, claims in rows
+            if pc is not None
         },
     )
+
+
+def _read_product(conn: psycopg.Connection[Any], key: tuple[str, str, str, str]) -> Product:
+    """An owner's label fields, read in the transaction that asked who owns its code."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_PRODUCT, key).fetchone()
+    assert row is not None  # the owner's row, in this very transaction
+    return product_of(row)

@@ -4,6 +4,7 @@ in :mod:`esl_sync.store.label_ledger`)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
@@ -11,7 +12,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.rows import dict_row
 
-from esl_sync.records import LabelOwners, Merchant, ProductChange, ProductRow
+from esl_sync.records import LabelOwners, Merchant, ProductChange, ProductRow, StoredHash
 from esl_sync.store.label_owners import label_owners
 
 # One statement per page. A refused item (validation_error set) changes no label: if its
@@ -97,17 +98,41 @@ RETURNING t.source_id, t.source_variant_id, t.barcode, t.label_hash
 """
 
 
-def _row_json(row: ProductRow) -> dict[str, Any]:
+# The install and `merchants set-store` of one merchant take turns (a transaction-scoped
+# advisory lock), so an assignment is never written beside an install that misses it.
+_LOCK_MERCHANT = "SELECT pg_advisory_xact_lock(hashtext('esl-sync merchant ' || %s))"
+
+# A merchant that installs the app: registered, or re-activated on its region's REST host;
+# its store code is kept, else the operator's assignment (consumed), else the rule's.
+_REGISTER_INSTALL = """
+WITH assigned AS (DELETE FROM store_assignments WHERE merchant_id = %s RETURNING store_code)
+INSERT INTO merchants (merchant_id, store_code, clover_base_url, active)
+VALUES (%s, coalesce((SELECT store_code FROM assigned), %s), %s, true)
+ON CONFLICT (merchant_id) DO UPDATE SET active = true,
+    clover_base_url = EXCLUDED.clover_base_url,
+    store_code = coalesce(merchants.store_code, EXCLUDED.store_code), updated_at = now()
+"""
+
+
+def _row_json(row: ProductRow) -> str:
+    """The row as JSON for the page's statement: its fields (pydantic writes them, money as
+    text), its hashes, and its raw item as the text the poll already made of it (one
+    serialization per row), else as the product holds it."""
     product = row.product
-    data = product.model_dump(mode="json", exclude={"merchant_id"})
-    data["content_hash"] = content_hash(row)
-    data["label_hash"] = row.label_hash
-    return data
+    fields = product.model_dump_json(exclude={"merchant_id", "raw"})
+    raw = row.raw_json if row.raw_json is not None else json.dumps(product.raw)
+    hashes = (
+        f'"content_hash":{json.dumps(content_hash(row))},"label_hash":{json.dumps(row.label_hash)}'
+    )
+    return f'{fields[:-1]},{hashes},"raw":{raw}}}'
 
 
 def content_hash(row: ProductRow) -> str:
-    """The product's digest together with its label's: a mapping change rewrites the row."""
-    return f"{row.product.content_hash}:{row.label_hash or '-'}"
+    """What the row is made of, then its label's hash: the key of the raw item and its
+    mapping (:mod:`esl_sync.sync.raw_keys`), or, for a row made otherwise, a digest of
+    every stored field."""
+    made_of = row.raw_key if row.raw_key is not None else row.product.content_hash
+    return f"{made_of}:{row.label_hash or '-'}"
 
 
 class PostgresProductWriter:
@@ -121,7 +146,7 @@ class PostgresProductWriter:
         latest = {(r.product.source_id, r.product.source_variant_id): r for r in rows}
         if not latest:
             return []
-        payload = json.dumps([_row_json(r) for r in latest.values()])
+        payload = f"[{','.join(_row_json(r) for r in latest.values())}]"
         result = self._conn.execute(_UPSERT, {"rows": payload, "merchant_id": merchant_id})
         return [
             ProductChange(
@@ -150,6 +175,15 @@ class PostgresProductWriter:
         )
         return {(sid, vid) for sid, vid in result.fetchall()}
 
+    def stored_hashes(self, merchant_id: str, item_ids: Sequence[str]) -> dict[str, StoredHash]:
+        result = self._conn.execute(
+            "SELECT source_id, content_hash, validation_error IS NOT NULL FROM products"
+            " WHERE merchant_id = %s AND source_system = %s AND source_variant_id = ''"
+            " AND source_id = ANY(%s)",
+            (merchant_id, self._source_system, list(item_ids)),
+        )
+        return {sid: StoredHash(h, refused) for sid, h, refused in result.fetchall()}
+
     def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
         return label_owners(self._conn, merchant_id, pcs)
 
@@ -158,18 +192,27 @@ class _CountingCursor(psycopg.Cursor[Any]):
     """Counts the statements this process sends: each one is a round trip to the server."""
 
     statements = 0
+    lock = threading.Lock()
 
     def execute(self, *args: Any, **kwargs: Any) -> Self:
-        _CountingCursor.statements += 1
+        with _CountingCursor.lock:
+            _CountingCursor.statements += 1
         return super().execute(*args, **kwargs)
 
 
 class Database:
-    """One connection per process, opened lazily and reopened after it breaks."""
+    """One connection per thread, opened lazily and reopened after it breaks.
+
+    A psycopg connection serves one thread at a time, and the poller overlaps the polls of
+    a batch on worker threads it keeps (:mod:`esl_sync.sync.poll_batch`): so each thread
+    has its own connection, kept between invocations (as many as the poller has workers,
+    plus the invoking thread's)."""
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
-        self._conn: psycopg.Connection[Any] | None = None
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
         self._transactions = 0
 
     @property
@@ -181,27 +224,36 @@ class Database:
         return _CountingCursor.statements + 2 * self._transactions
 
     def connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
                 connect_timeout=10,
                 application_name="esl-sync",
                 cursor_factory=_CountingCursor,
             )
-        return self._conn
+            self._local.conn = conn
+            with self._lock:
+                self._opened = [c for c in self._opened if not c.closed]
+                self._opened.append(conn)
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresProductWriter]:
         conn = self.connection()
-        self._transactions += 1
+        with self._lock:
+            self._transactions += 1
         with conn.transaction():
             yield PostgresProductWriter(conn)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close every thread's connection."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+        self._local = threading.local()
 
 
 class PostgresMerchantDirectory:
@@ -221,6 +273,40 @@ class PostgresMerchantDirectory:
             self._upsert(conn, merchant)
             if then is not None:
                 then()
+
+    def register_install(
+        self,
+        merchant_id: str,
+        clover_base_url: str,
+        store_code: str | None,
+        *,
+        then: Callable[[], object],
+    ) -> Merchant:
+        conn = self._db.connection()
+        with conn.transaction():
+            conn.execute(_LOCK_MERCHANT, (merchant_id,))
+            conn.execute(_REGISTER_INSTALL, (merchant_id, merchant_id, store_code, clover_base_url))
+            then()
+        merchant = self.get(merchant_id)
+        assert merchant is not None  # committed just now
+        return merchant
+
+    def assign_store(self, merchant_id: str, store_code: str) -> bool:
+        conn = self._db.connection()
+        with conn.transaction():
+            conn.execute(_LOCK_MERCHANT, (merchant_id,))
+            updated = conn.execute(
+                "UPDATE merchants SET store_code = %s, updated_at = now() WHERE merchant_id = %s",
+                (store_code, merchant_id),
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    "INSERT INTO store_assignments (merchant_id, store_code) VALUES (%s, %s)"
+                    " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
+                    " assigned_at = now()",
+                    (merchant_id, store_code),
+                )
+        return bool(updated)
 
     def _upsert(self, conn: psycopg.Connection[Any], merchant: Merchant) -> None:
         conn.execute(

@@ -8,6 +8,8 @@ setting and what is wrong with it, never the secret's text.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,8 @@ from pydantic import SecretStr
 from esl_sync.settings import ConfigurationError
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
+
 
 SECRET_MAX_AGE_SECONDS = 300  # a rotated secret is picked up within five minutes
 # Secrets Manager answers in milliseconds or not at all: botocore's defaults (60 s per
@@ -28,26 +31,35 @@ _WEAK_SSLMODES = frozenset({"disable", "allow", "prefer"})
 _SSLMODES = _WEAK_SSLMODES | {"require", "verify-ca", "verify-full"}
 _POSTGRES_ENGINES = frozenset({"postgres", "postgresql", "aurora-postgresql"})
 
+# Our own five-minute cache, not Powertools' SecretsProvider: importing its parameters
+# package loads AppConfig, SSM and DynamoDB providers too (≈ 60 ms of every cold start);
+# what we need is one call and a clock.
+_cache_lock = threading.Lock()
+_cached: dict[str, tuple[float, str]] = {}
+
 
 @cache
-def _provider() -> SecretsProvider:
-    """Powertools' cached secrets, through a client with short timeouts (and the default
-    session, whose event hooks the local stack uses to record every AWS call)."""
-    import boto3
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+def _client() -> SecretsManagerClient:
+    """Secrets Manager with short timeouts (from the default session, whose event hooks
+    the local stack uses to record every AWS call)."""
     from botocore.config import Config
+
+    from esl_sync.store import aws
 
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         retries={"max_attempts": ATTEMPTS, "mode": "standard"},
     )
-    return SecretsProvider(boto3_client=boto3.client("secretsmanager", config=config))
+    client: SecretsManagerClient = aws.client("secretsmanager", config=config)
+    return client
 
 
 def forget_secrets() -> None:
     """Drop the client and every cached value (the local stack starts each stack afresh)."""
-    _provider.cache_clear()
+    _client.cache_clear()
+    with _cache_lock:
+        _cached.clear()
 
 
 def resolve_secret(name: str, value: SecretStr | None, secret_arn: str | None) -> str:
@@ -55,10 +67,17 @@ def resolve_secret(name: str, value: SecretStr | None, secret_arn: str | None) -
     if value is not None:
         return value.get_secret_value()
     if secret_arn:
-        secret = _provider().get(secret_arn, max_age=SECRET_MAX_AGE_SECONDS)
-        if isinstance(secret, bytes):
-            return secret.decode()
-        return secret if isinstance(secret, str) else json.dumps(secret)
+        now = time.monotonic()
+        with _cache_lock:
+            hit = _cached.get(secret_arn)
+        if hit is not None and now - hit[0] < SECRET_MAX_AGE_SECONDS:
+            return hit[1]
+        answer = _client().get_secret_value(SecretId=secret_arn)
+        text = answer["SecretString"] if "SecretString" in answer else answer["SecretBinary"]
+        secret = text.decode() if isinstance(text, bytes) else text
+        with _cache_lock:
+            _cached[secret_arn] = (now, secret)
+        return secret
     raise ConfigurationError(f"missing setting: {name} (or {name}_SECRET_ARN)")
 
 

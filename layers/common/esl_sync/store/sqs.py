@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from itertools import batched
 from typing import TYPE_CHECKING
 
-import boto3
-
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.records import DeadLetter
 from esl_sync.settings import ConfigurationError
+from esl_sync.store import aws
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -39,7 +38,7 @@ def _send_all(
 class SqsPollQueue:
     def __init__(self, url: str, sqs: SQSClient | None = None) -> None:
         self._url = url
-        self._sqs = sqs or boto3.client("sqs")
+        self._sqs: SQSClient = sqs or aws.client("sqs")
 
     def send(self, requests: Sequence[PollRequest], delays: Sequence[int] | None = None) -> None:
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
@@ -63,9 +62,11 @@ class SqsLabelQueue:
 
     def __init__(self, url: str, sqs: SQSClient | None = None) -> None:
         self._url = url
-        self._sqs = sqs or boto3.client("sqs")
+        self._sqs = sqs  # built at the first job: most polls send none
 
     def send(self, jobs: Sequence[LabelJob]) -> None:
+        if not jobs:
+            return
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(i),
@@ -75,6 +76,8 @@ class SqsLabelQueue:
             }
             for i, job in enumerate(jobs)
         ]
+        if self._sqs is None:
+            self._sqs = aws.client("sqs")
         _send_all(self._sqs, self._url, entries)
 
 
@@ -86,7 +89,7 @@ class SqsDeadLetterQueue:
     """
 
     def __init__(self, source_url: str, sqs: SQSClient | None = None) -> None:
-        self._sqs = sqs or boto3.client("sqs")
+        self._sqs: SQSClient = sqs or aws.client("sqs")
         self._source_url = source_url
         self._fifo = source_url.endswith(".fifo")
         self.url = self._dead_letter_url()

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import boto3
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 
 from esl_sync.settings import ConfigurationError
+from esl_sync.store import aws
 
 
 def stack_outputs(stack_name: str) -> dict[str, str]:
     """``{OutputKey: OutputValue}`` of a CloudFormation stack, or an error that says why not."""
     try:
-        client = boto3.client("cloudformation")
+        client = aws.client("cloudformation")
         stacks = client.describe_stacks(StackName=stack_name)["Stacks"]
     except NoRegionError:
         raise ConfigurationError("no AWS region: set AWS_REGION or AWS_DEFAULT_REGION") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from esl_sync.messages import PollReason, PollRequest
@@ -59,25 +59,29 @@ def dispatch(
     """
     active = deps.merchants.all(active_only=True)
     outcome = _dispatch(active, deps.poll_queue, deps.settings, now, reason)
-    synced = [m for m in active if m.store_code]
-    _measure_fleet(synced, deps.states, deps.ledger, deps.settings, now)
+    _measure_fleet(active, deps.states, deps.ledger, deps.settings, now)
     return outcome
 
 
 def _measure_fleet(
-    synced: list[Merchant],
+    active: list[Merchant],
     states: StateStore,
     ledger: LabelLedger,
     settings: Settings,
     now: datetime,
 ) -> None:
+    """Freshness over the merchants that are polled; those awaiting a store code apart."""
+    synced = [m for m in active if m.store_code]
     try:
-        health = fleet_health(
-            synced,
-            states.load_many([m.merchant_id for m in synced]),
-            ledger.stale_labels_total(),
-            settings.clover_sync_interval_seconds,
-            now,
+        health = replace(
+            fleet_health(
+                synced,
+                states.load_many([m.merchant_id for m in synced]),
+                ledger.stale_labels_total(),
+                settings.clover_sync_interval_seconds,
+                now,
+            ),
+            awaiting_store_code=[m.merchant_id for m in active if not m.store_code],
         )
     except Exception:
         metrics.add_metric(name="FleetHealthErrors", unit=MetricUnit.Count, value=1)

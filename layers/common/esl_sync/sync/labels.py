@@ -100,7 +100,7 @@ class LabelPlan:
             owner = owners.owners.get(pc)
             record = None
             if owner is not None:
-                record = self.records.get(owner.product.key) or record_of(owner.product)
+                record = self.records.get(owner.key) or record_of(owner.product)
                 if owner.claims > 1:
                     self.conflicts[pc] = owner.claims
             if record is not None:
@@ -150,11 +150,11 @@ def _report_conflicts(conflicts: Mapping[str, int], owners: LabelOwners) -> None
     """A code several products claim: named in the log (with the product on the label)
     and counted, each time a poll touches it."""
     named = sorted(conflicts)[:_LOGGED_CONFLICTS]
-    merchant_id = owners.owners[named[0]].product.merchant_id
+    merchant_id = owners.owners[named[0]].merchant_id
     logger.warning(
         "product code claimed by more than one product; the label shows the one stored first",
         merchant_id=merchant_id,
         conflicts=len(conflicts),
-        codes={pc: owners.owners[pc].product.source_id for pc in named},
+        codes={pc: owners.owners[pc].key[0] for pc in named},
     )
     metrics.add_metric(name="LabelConflicts", unit=MetricUnit.Count, value=len(conflicts))

@@ -1,11 +1,14 @@
 """The poll lease: one poll per merchant at a time, given back however the poll ends.
 
 A poll holds its merchant's lease while it runs, so a second delivery meanwhile (a
-webhook, a slow schedule) is acknowledged without work: the running poll covers it. A poll
-that fails gives the lease back on its way out, so SQS's retry does real work at once
-instead of being acknowledged as "busy" until the lease expires. Giving it back is best
-effort: if that write fails too (DynamoDB unreachable), the failure is logged, the poll's
-own outcome stands, and the lease expires by itself after :data:`POLL_LEASE_MS`.
+webhook, a slow schedule) is acknowledged without work: the running poll covers it. Taking
+the lease reads the merchant's state and sealed tokens in the same write, and the poll's
+last write (its state) gives the lease back too: two DynamoDB calls for a poll. A poll
+that ends without that write (it failed before it, it was skipped, its write was stale)
+gives the lease back on its way out, so SQS's retry does real work at once instead of
+being acknowledged as "busy" until the lease expires. Giving it back is best effort: if
+that write fails too (DynamoDB unreachable), the failure is logged, the poll's own outcome
+stands, and the lease expires by itself after :data:`POLL_LEASE_MS`.
 """
 
 from __future__ import annotations
@@ -13,26 +16,51 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+from esl_sync.credentials import SealedTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import StateStore
+from esl_sync.records import MerchantState
 
 POLL_LEASE_MS = 330_000
 """How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,
 so a poll killed by its timeout frees the merchant half a minute later."""
 
 
+@dataclass
+class Lease:
+    """A merchant's poll lease, held: the state and the sealed tokens read with it."""
+
+    merchant_id: str
+    owner: str
+    state: MerchantState
+    sealed: SealedTokens | None
+    released: bool = False
+
+    def save_and_release(self, store: StateStore) -> None:
+        """Write the state and give the lease back in one write. Raises StaleStateError
+        (nothing written) when the state changed or the lease was lost meanwhile; the lease
+        is then given back on the way out, if it is still ours."""
+        store.save(self.state, release_lease=self.owner)
+        self.released = True
+
+
 @contextmanager
-def merchant_lease(state: StateStore, merchant_id: str, *, now_ms: int) -> Iterator[bool]:
-    """Whether the lease was taken (False: another poll holds it); given back on exit."""
+def merchant_lease(store: StateStore, merchant_id: str, *, now_ms: int) -> Iterator[Lease | None]:
+    """The lease (None: another poll holds it); given back on exit unless the state write
+    gave it back already."""
     owner = uuid.uuid4().hex
-    if not state.acquire_lease(merchant_id, owner, now_ms=now_ms, duration_ms=POLL_LEASE_MS):
-        yield False
+    leased = store.take_lease(merchant_id, owner, now_ms=now_ms, duration_ms=POLL_LEASE_MS)
+    if leased is None:
+        yield None
         return
+    lease = Lease(merchant_id, owner, leased.state, leased.sealed)
     try:
-        yield True
+        yield lease
     finally:
-        _release(state, merchant_id, owner)
+        if not lease.released:
+            _release(store, merchant_id, owner)
 
 
 def _release(state: StateStore, merchant_id: str, owner: str) -> None:

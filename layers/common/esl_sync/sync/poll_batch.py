@@ -1,0 +1,136 @@
+"""One poller invocation: a batch of poll requests, overlapped, each its own success.
+
+Lambda hands the poller up to ``PollerBatchSize`` poll requests at once. A poll spends
+most of its time waiting (on Clover, DynamoDB, Postgres), so the batch runs its polls on
+up to ``workers`` threads at once: this instance's share of Clover's budget of requests in
+flight (``CLOVER_INSTANCE_IN_FLIGHT``; a poll has at most one Clover request in flight, so
+the instance never has more, and the pacer holds it to that share anyway). The template
+sizes the share so that every instance together stays within Clover's 10.
+
+What the threads share is safe to share: boto3 clients (built before the batch fans out;
+clients are thread-safe, sessions are not), the Clover client and its pacer (locked), the
+database (one connection per thread: :class:`esl_sync.store.postgres.Database`), the
+logger, and the metrics (added under a lock: :mod:`esl_sync.observability`). Each poll runs
+in a copy of the invoking thread's context, so what the context carries (the local stack's
+attribution of AWS calls) follows it.
+
+Reporting is per batch, not per poll: a poll that changed, refused, swept, confirmed,
+skipped or failed anything gets its own ``poll finished`` line, with every fact; the quiet
+ones (nothing found) are named together in one line; the metrics are summed over the batch
+(``SecondsSinceLastSuccess``: its maximum), zero counts left out. An idle store's poll thus
+costs a few bytes of log instead of a line and a metric blob of its own, which is what
+CloudWatch Logs bills.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from pydantic import ValidationError
+
+from esl_sync.events import PollRecord
+from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.sync.poll import PollDeps, PollOutcome, poll_merchant
+
+POLL_WORKER_PREFIX = "esl-sync-poll"
+"""Name prefix of the worker threads (the benchmark counts their CPU as the poller's)."""
+
+_COUNTS = {
+    "ItemsFetched": "items_fetched",
+    "ProductsChanged": "products_changed",
+    "InvalidItems": "invalid_items",
+    "LabelUpsertsQueued": "label_upserts",
+    "LabelDeletesQueued": "label_deletes",
+    "CloverRequests": "clover_requests",
+    "FullWalkFallbacks": "full_walk_fallback",
+    "DeletesConfirmed": "deletes_confirmed",
+}
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+class AllPollsFailed(RuntimeError):
+    """Every record of the batch failed: the invocation fails (Lambda's ``Errors``), and SQS
+    retries them all."""
+
+
+def poll_batch(
+    records: Sequence[Mapping[str, Any]], deps: PollDeps, *, workers: int
+) -> dict[str, list[dict[str, str]]]:
+    """Poll every record's merchant; the records SQS should retry (a partial batch response)."""
+    if workers > 1 and len(records) > 1:
+        pool = _workers(workers)
+        futures = [
+            pool.submit(contextvars.copy_context().run, _poll_one, record, deps)
+            for record in records
+        ]
+        results = [future.result() for future in futures]
+    else:
+        results = [_poll_one(record, deps) for record in records]
+    report([outcome for _, outcome in results if outcome is not None])
+    failed = [
+        message_id
+        for message_id, outcome in results
+        if outcome is None or outcome.status == "failed"
+    ]
+    if records and len(failed) == len(records):
+        details = "; ".join(
+            f"{o.merchant_id}: {o.detail}" for _, o in results if o is not None and o.detail
+        )
+        raise AllPollsFailed(f"All records failed processing ({len(failed)}): {details}"[:1000])
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+
+
+@tracer.capture_method(capture_response=False)  # the outcome is in the log and the metrics
+def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
+    message_id = str(record.get("messageId") or "")
+    try:
+        request = PollRecord.model_validate(record).body
+    except ValidationError as error:
+        logger.error(
+            "poll request refused: not a poll message", message_id=message_id, error=str(error)
+        )
+        return message_id, None
+    return message_id, poll_merchant(request, deps)
+
+
+def report(outcomes: Sequence[PollOutcome]) -> None:
+    """The batch's log lines and metrics (see the module docstring)."""
+    quiet = [o.merchant_id for o in outcomes if o.quiet]
+    for outcome in outcomes:
+        if not outcome.quiet:
+            logger.info("poll finished", **asdict(outcome))
+    if quiet:
+        logger.info("polls without changes", polls=len(quiet), merchant_ids=quiet)
+    if not outcomes:
+        return
+    metrics.add_metric(name="Polls", unit=MetricUnit.Count, value=len(outcomes))
+    for name, field in _COUNTS.items():
+        total = sum(int(getattr(o, field)) for o in outcomes)
+        if total:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=total)
+    ages = [o.seconds_since_last_success for o in outcomes]
+    known = [age for age in ages if age is not None]
+    if known:
+        # No merchant dimension: its Maximum is the stalest merchant, which the freshness
+        # view watches; the log line of a poll that did something names the merchant.
+        oldest = max(known)
+        metrics.add_metric(name="SecondsSinceLastSuccess", unit=MetricUnit.Seconds, value=oldest)
+
+
+def _workers(size: int) -> ThreadPoolExecutor:
+    """The process's worker threads, kept between invocations (each keeps its database
+    connection); replaced only if the share changes (the local stack's settings)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != size:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)
+            _pool = (size, ThreadPoolExecutor(size, thread_name_prefix=POLL_WORKER_PREFIX))
+        return _pool[1]
