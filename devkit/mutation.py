@@ -166,7 +166,7 @@ def _resolve(name: str, modules: list[str]) -> str:
         m
         for m in modules
         if m.removesuffix(".py")
-        in (wanted, *[f"{p}/{wanted}" for p in ("sync", "clover", "hipoink")])
+        in (wanted, *[f"{p}/{wanted}" for p in ("sync", "clover", "hipoink", "store")])
     ]
     if len(matches) != 1:
         raise ValueError(f"{name!r} is none of the mutated modules ({', '.join(modules)})")
@@ -413,7 +413,7 @@ def _run_ast(chosen: list[str], config: Config, tallies: dict[str, Tally], jobs:
     ):
         tally = tallies[path]
         if mutant is None:
-            if outcome != "survived":
+            if outcome not in ("survived", "no tests"):  # no tests: every mutant survives
                 raise SystemExit(
                     f"{path}: the tests fail on the unmutated module as loaded here ({outcome})"
                 )
@@ -460,7 +460,9 @@ def _run_children(
                 code = os.waitstatus_to_exitcode(status)
                 outcomes[index] = {0: "survived", 5: "no tests"}.get(code, "killed")
                 if code == _NOT_PLACED:
-                    raise SystemExit(f"{jobs[index][0]}: a mutant could not be put in place")
+                    path, mutant, _ = jobs[index]
+                    what = f"{mutant.kind}, line {mutant.line}" if mutant else "unmutated"
+                    raise SystemExit(f"{path}: a mutant could not be put in place ({what})")
             elif time.monotonic() > deadline:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
@@ -484,17 +486,15 @@ def _fork(path: str, mutant: Mutant | None, tests: list[str]) -> int:
         file = PACKAGE / path
         tree = mutant.tree if mutant is not None else ast.parse(file.read_text())
         compiled = compile(tree, str(file), "exec")
-        if mutant is not None and mutant.function and _swap_code(compiled, mutant.function):
-            pass  # the function runs the mutant wherever it is referenced
-        elif mutant is None or not mutant.function:
-            # A declared value may shape others (a class's fields, derived constants):
-            # import the project afresh, with the mutant in place of the module's file.
+        if mutant is None or not mutant.function or not _swap_code(compiled, mutant.function):
+            # A declared value may shape others (a class's fields, derived constants), and a
+            # function whose code cannot be swapped (its closure changed: a deleted
+            # ``super()`` call) is defined anew: import the project afresh, with the mutant
+            # in place of the module's file.
             for name in list(sys.modules):
                 if name.partition(".")[0] in _PROJECT_PACKAGES or name.startswith("test_"):
                     del sys.modules[name]
             sys.meta_path.insert(0, _MutantLoader(_module_name(path), file, compiled))
-        else:
-            os._exit(_NOT_PLACED)
         files = sorted({t.partition("::")[0] for t in tests})
         with _quiet():
             code = int(
@@ -511,16 +511,18 @@ def _swap_code(module: types.CodeType, qualname: str) -> bool:
     found = [c for c in _code_objects(module) if c.co_qualname == qualname]
     if len(found) != 1:
         return False
-    swapped = 0
-    for thing in gc.get_objects():
-        if (
-            isinstance(thing, types.FunctionType)
-            and thing.__code__.co_filename == module.co_filename
-            and thing.__code__.co_qualname == qualname
-        ):
-            thing.__code__ = found[0]
-            swapped += 1
-    return swapped > 0
+    functions = [
+        thing
+        for thing in gc.get_objects()
+        if isinstance(thing, types.FunctionType)
+        and thing.__code__.co_filename == module.co_filename
+        and thing.__code__.co_qualname == qualname
+    ]
+    if not functions or any(f.__code__.co_freevars != found[0].co_freevars for f in functions):
+        return False  # a function's closure must match its code's free variables
+    for function in functions:
+        function.__code__ = found[0]
+    return True
 
 
 def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:

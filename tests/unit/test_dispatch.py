@@ -163,6 +163,7 @@ def test_each_tick_reports_the_fleets_health(capsys: pytest.CaptureFixture[str])
         "MerchantsNeedingReauth": 0.0,
         "StalestMerchantSeconds": 1200.0,
         "StaleLabels": 7.0,
+        "MerchantsAwaitingStoreCode": 1.0,
     }
     assert metric_units(lines)["PollsDispatched"] == "Count"
     hourly = _settings(clover_sync_interval_seconds=600, clover_sync_enabled=False)

@@ -92,6 +92,7 @@ def test_the_gauges_have_their_units(capsys: pytest.CaptureFixture[str]) -> None
         "MerchantsNeedingReauth": "Count",
         "StalestMerchantSeconds": "Seconds",
         "StaleLabels": "Count",
+        "MerchantsAwaitingStoreCode": "Count",
     }
 
 
@@ -103,7 +104,13 @@ def test_merchants_needing_attention_are_named_in_a_warning(
 ) -> None:
     report_fleet_health(FleetHealth(3, stale, reauth, 1200, 0))
     assert log.lines("merchants need attention") == [
-        {"level": "WARNING", "stale": stale, "needing_reauth": reauth, "stalest_seconds": 1200}
+        {
+            "level": "WARNING",
+            "stale": stale,
+            "needing_reauth": reauth,
+            "awaiting_store_code": [],
+            "stalest_seconds": 1200,
+        }
     ]
 
 

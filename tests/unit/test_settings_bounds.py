@@ -6,7 +6,6 @@ from decimal import Decimal
 
 import pytest
 
-from esl_sync import settings as settings_module
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 
 
@@ -177,15 +176,3 @@ def test_a_base_url_loses_only_its_trailing_slashes(monkeypatch: pytest.MonkeyPa
 def test_the_default_spread_is_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOVER_SYNC_INTERVAL_SECONDS", "301")
     assert load_settings().dispatch_spread_seconds == 240
-
-
-class _WithAList(Settings):
-    """A setting pydantic-settings decodes as JSON (every shipped one is plain text)."""
-
-    clover_extra_list: tuple[str, ...] = ()
-
-
-def test_a_value_that_cannot_be_decoded_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings_module, "Settings", _WithAList)
-    message = _refusal(monkeypatch, CLOVER_EXTRA_LIST="not json")
-    assert message == "invalid setting: CLOVER_EXTRA_LIST: cannot be parsed"
