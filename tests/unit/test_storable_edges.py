@@ -27,9 +27,11 @@ def test_only_spaces_tabs_and_line_breaks_are_trimmed_from_a_code(
     assert (why is None) == (problem is None)
 
 
-def test_an_integer_of_13000_bits_is_kept_and_a_longer_one_is_a_note() -> None:
-    assert clean_json(2**12_999) == 2**12_999
-    assert clean_json(2**13_000) == "(an integer of about 3913 digits)"
+def test_an_integer_of_14000_bits_is_kept_and_a_longer_one_is_a_note() -> None:
+    """Any integer short enough to print is kept up to 14,000 bits (4,215 digits), more
+    than 4,096 characters of JSON can hold, so the walk keeps what json_text keeps."""
+    assert clean_json(2**13_999) == 2**13_999
+    assert clean_json(2**14_000) == "(an integer of about 4214 digits)"
 
 
 def test_a_text_of_4096_characters_is_kept_whole() -> None:
