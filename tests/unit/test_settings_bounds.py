@@ -36,6 +36,10 @@ DEFAULTS: dict[str, object] = {
     "hipoink_block_cooldown_seconds": 600,
     "label_heal_after_seconds": 900,
     "label_heal_per_poll": 2000,
+    "clover_instance_in_flight": 10,
+    "clover_oauth_state_ttl_seconds": 600,
+    "clover_oauth_redirect_uri": None,
+    "onboarding_store_code_template": "",
 }
 
 
@@ -61,6 +65,8 @@ BOUNDS = [
     ("HIPOINK_BLOCK_COOLDOWN_SECONDS", 1, 86_400),
     ("LABEL_HEAL_AFTER_SECONDS", 0, 604_800),
     ("LABEL_HEAL_PER_POLL", 1, 100_000),
+    ("CLOVER_INSTANCE_IN_FLIGHT", 1, 10),
+    ("CLOVER_OAUTH_STATE_TTL_SECONDS", 60, 3600),
 ]
 
 
@@ -176,3 +182,58 @@ def test_a_base_url_loses_only_its_trailing_slashes(monkeypatch: pytest.MonkeyPa
 def test_the_default_spread_is_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOVER_SYNC_INTERVAL_SECONDS", "301")
     assert load_settings().dispatch_spread_seconds == 240
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://esl.example.com/clover/oauth/callback", "http://127.0.0.1:4010/cb"]
+)
+def test_a_plain_redirect_uri_is_taken_as_it_is(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
+    monkeypatch.setenv("CLOVER_OAUTH_REDIRECT_URI", uri)
+    assert load_settings().clover_oauth_redirect_uri == uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("https://esl.example.com/cb?next=1", "must be a plain URL without query or fragment"),
+        ("https://esl.example.com/cb#top", "must be a plain URL without query or fragment"),
+        ("https://esl.example.com/caf\u00e9", "must be a plain URL without query or fragment"),
+        ("https://esl.example.com/cb\x7f", "must be a plain URL without query or fragment"),
+        ("esl.example.com/cb", "must start with http:// or https://"),
+    ],
+)
+def test_a_redirect_uri_clover_cannot_send_back_to_is_refused(
+    monkeypatch: pytest.MonkeyPatch, uri: str, message: str
+) -> None:
+    assert _refusal(monkeypatch, CLOVER_OAUTH_REDIRECT_URI=uri) == (
+        f"invalid setting: CLOVER_OAUTH_REDIRECT_URI: Value error, {message}"
+    )
+
+
+@pytest.mark.parametrize(
+    "template", ["", "{merchant_id}", "CLV-{merchant_id}-1", "S{merchant_id}" + "x" * 50]
+)
+def test_a_store_code_template_names_the_merchant_once_or_is_empty(
+    monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
+    monkeypatch.setenv("ONBOARDING_STORE_CODE_TEMPLATE", template)
+    assert load_settings().onboarding_store_code_template == template
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("CLV-{merchant_id", "Value error, unbalanced braces"),
+        ("{store}", "Value error, the only placeholder allowed is {merchant_id}"),
+        ("{merchant_id!r}", "Value error, the only placeholder allowed is {merchant_id}"),
+        ("{merchant_id:>20}", "Value error, the only placeholder allowed is {merchant_id}"),
+        ("CLV", "Value error, must hold {merchant_id} (one store per merchant)"),
+        ("S{merchant_id}" + "x" * 51, "String should have at most 64 characters"),
+    ],
+)
+def test_a_store_code_template_that_cannot_name_one_store_per_merchant_is_refused(
+    monkeypatch: pytest.MonkeyPatch, template: str, message: str
+) -> None:
+    assert _refusal(monkeypatch, ONBOARDING_STORE_CODE_TEMPLATE=template) == (
+        f"invalid setting: ONBOARDING_STORE_CODE_TEMPLATE: {message}"
+    )
