@@ -613,3 +613,18 @@ def test_catalog_generator_items_all_transform() -> None:
 def test_a_field_of_the_wrong_type_is_named_once(raw: dict[str, Any], refusal: str) -> None:
     """Not also as missing: the operator reads what to fix."""
     assert to_product(raw, merchant_id=MERCHANT).validation_error == refusal
+
+
+def test_a_raw_item_storable_as_it_is_is_kept_uncopied_and_anything_else_cleaned() -> None:
+    """The poll's pages hold thousands of items: one that needs no cleaning is neither
+    copied nor walked again (whether the caller says so or it is found out here)."""
+    raw = {"id": "ITEM1", "name": "Cola", "price": 199, "sku": "049000000443"}
+    assert to_product(raw, merchant_id="M").raw is raw
+    assert to_product(raw, merchant_id="M", storable=True).raw is raw
+    told_not = to_product(raw, merchant_id="M", storable=False).raw
+    assert told_not == raw
+    assert told_not is not raw
+    dirty = {**raw, "note": "a\x00b"}
+    product = to_product(dirty, merchant_id="M")
+    assert product.raw == {**raw, "note": "ab"}
+    assert dirty["note"] == "a\x00b"  # the caller's item is left alone
