@@ -17,8 +17,8 @@ repository checks: ``[tool.mutmut] pytest_add_cli_args_test_selection``):
   reduced to one argument, deleted statements, changed constants). One clean run of the
   tests records which test executes which line (``sys.monitoring``); each mutant then runs
   in a forked child, which gives the mutated function's code to every function object of
-  it (a constant: imports the project afresh with the mutated module in place of its
-  file) and runs the tests that execute the mutated lines (all the tests that execute the
+  it (a constant, or a function whose closure the mutant changes: imports the project
+  afresh with the mutated module in place of its file) and runs the tests that execute the mutated lines (all the tests that execute the
   module, for a constant), stopping at the first failure.
 
 A mutant is killed when a test fails (or it runs ten times longer than the tests: an
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _run_mutmut(chosen, config, tallies, args.jobs)
     if args.only != "mutmut":
         _run_ast(chosen, config, tallies, args.jobs)
-    failed = _report(tallies, config)
+    failed = _report(tallies, config, complete=args.only is None)
     print(f"\n{time.monotonic() - started:.0f} s on {args.jobs} processes")
     return 1 if failed else 0
 
@@ -563,7 +563,9 @@ def _documented(path: Path) -> set[tuple[str, str, str, str]]:
     return keys
 
 
-def _report(tallies: dict[str, Tally], config: Config) -> bool:
+def _report(tallies: dict[str, Tally], config: Config, *, complete: bool = True) -> bool:
+    """Print the table and the survivors; whether a module fails. ``complete``: both
+    sources ran, so a listed equivalent that did not survive is stale."""
     documented = _documented(config.equivalents)
     failed = False
     print(f"\n{'module':<22} {'mutmut':>9} {'ast':>9} {'score':>8} {'needs':>6}")
@@ -587,6 +589,12 @@ def _report(tallies: dict[str, Tally], config: Config) -> bool:
         )
         for survivor in new:
             print(f"  ({survivor.where})\n{survivor.line()}")
+    survived = {s.key for t in tallies.values() for s in t.survivors}
+    stale = sorted(k for k in documented if k[0] in tallies and k not in survived)
+    if complete and stale:
+        print(f"{len(stale)} listed equivalent(s) no longer survive (the code changed): remove:")
+        for path, function, before, after in stale:
+            print(f"- `{path}` `{function}`: `{before}` → `{after}`")
     return failed
 
 
