@@ -237,3 +237,8 @@ def test_a_store_code_template_that_cannot_name_one_store_per_merchant_is_refuse
     assert _refusal(monkeypatch, ONBOARDING_STORE_CODE_TEMPLATE=template) == (
         f"invalid setting: ONBOARDING_STORE_CODE_TEMPLATE: {message}"
     )
+
+
+def test_settings_built_in_code_may_leave_the_redirect_uri_out() -> None:
+    """The local stack and the tests build settings in code; None is "not configured"."""
+    assert Settings(clover_oauth_redirect_uri=None).clover_oauth_redirect_uri is None

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from esl_sync import storable
+from esl_sync.products import Product
 from esl_sync.storable import clean_json, json_text
 
 
@@ -83,7 +85,7 @@ def test_a_flat_ascii_dict_is_stored_without_being_written_out(
         return json_text(value)
 
     monkeypatch.setattr(storable, "json_text", counted)
-    plain = {"a": "text", "b": 2**64, "c": True, "d": None, "e": "x" * 4096}
+    plain = {"a": "text", "b": 2**13_999, "c": True, "d": None, "e": "x" * 4096, "f": 2**64}
     assert clean_json(plain) is plain
     assert written == []
     for other in (
@@ -103,6 +105,7 @@ def test_a_flat_ascii_dict_is_stored_without_being_written_out(
     ("value", "cleaned"),
     [
         ({"a\x00b": "c\x00d"}, {"ab": "cd"}),
+        ({"k\x00": 1}, {"k": 1}),
         ({"a": "x" * 4097}, {"a": "x" * 4096 + "…(1 more characters)"}),
         ({"a": 2**14_000}, {"a": "(an integer of about 4214 digits)"}),
         ({1: "a", "b": "\x00"}, {"1": "a", "b": ""}),
@@ -153,3 +156,13 @@ def test_what_is_stored_as_it_is_is_what_the_walk_would_store(item: dict[str, An
     if json_text(item)[1] or storable._plain(item):
         assert clean_json(item) is item
         assert _walked(item) == item
+
+
+def test_a_time_is_any_bigint() -> None:
+    """``source_modified_time`` is a ``bigint`` column: its whole range, nothing past it."""
+    row = {"merchant_id": "M", "source_id": "I1", "name": "Cola"}
+    for fits in (-(2**63), 2**63 - 1):
+        assert Product(**row, source_modified_time=fits).source_modified_time == fits
+    for past in (-(2**63) - 1, 2**63):
+        with pytest.raises(ValidationError, match="source_modified_time"):
+            Product(**row, source_modified_time=past)
