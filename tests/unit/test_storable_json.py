@@ -160,7 +160,7 @@ def test_what_is_stored_as_it_is_is_what_the_walk_would_store(item: dict[str, An
 
 def test_a_time_is_any_bigint() -> None:
     """``source_modified_time`` is a ``bigint`` column: its whole range, nothing past it."""
-    row = {"merchant_id": "M", "source_id": "I1", "name": "Cola"}
+    row = {"merchant_id": "M", "source_id": "I1", "name": "Cola", "extra_data": {"k": 1}}
     for fits in (-(2**63), 2**63 - 1):
         assert Product(**row, source_modified_time=fits).source_modified_time == fits
     for past in (-(2**63) - 1, 2**63):
