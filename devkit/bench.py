@@ -146,6 +146,48 @@ def run_bench(
     return report
 
 
+def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = print) -> None:
+    """``bench --cpu-only``: the two CPU figures alone (a first sync, then ``idle_cycles``
+    idle cycles), in a minute or so instead of the full run's minutes: for comparing a
+    change to the poll's Python before and after (take medians over several runs; no
+    heap pass, cold starts, idle run or builds)."""
+    settings = {"CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS)}
+    with (
+        LocalStack(settings=settings, record_aws_calls=False) as stack,
+        _counting(stack) as counter,
+    ):
+        for n in range(merchants):
+            items = gas_station_catalog(skus, seed=n)
+            stack.add_merchant(f"MBENCH{n:06d}", f"bench-token-{n}", f"STORE-{n:04d}", items=items)
+        quiet: Say = lambda _text: None  # noqa: E731
+        first = _measure(stack, counter, "first sync", quiet, [])
+        idle = [_measure(stack, counter, "idle", quiet, []) for _ in range(idle_cycles)]
+    say(
+        f"first_sync_cpu_ms_per_1k_items {first.cpu_ms_per_1000_items}"
+        f"  idle_cpu_ms_per_poll {statistics.median(p.cpu_ms_per_poll for p in idle)}"
+        f" (cycles: {', '.join(str(p.cpu_ms_per_poll) for p in idle)})"
+    )
+
+
+def run_cold_starts(
+    functions: list[str], *, build: bool = True, runs: int = 5, say: Say = print
+) -> BenchReport:
+    """Only the cold starts of ``functions`` (no polls, no idle run, no sizes, no cost): the
+    quick loop for work on imports and first invocations. The summary holds
+    ``<function>_cold_start_ms`` (import + first invocation, CPU, the median of ``runs``)."""
+    report = BenchReport(
+        machine=f"{os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}",
+        date=time.strftime("%Y-%m-%d"),
+        merchants=0,
+        skus=0,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        layer = build_host_layer(Path(tmp) / "layer") if build else None
+        _cold_start_run(report, 0, layer, runs, say, functions=functions)
+    report.summary = {f"{c.function}_cold_start_ms": round(c.cpu_ms, 1) for c in report.cold_starts}
+    return report
+
+
 # -- the main run: one cycle per kind of poll ------------------------------------------------
 
 
@@ -225,11 +267,10 @@ def _sims(stack: LocalStack) -> tuple[CloverSimulator, Any]:
 
 @contextmanager
 def _counting(stack: LocalStack) -> Iterator[AwsCallCounter]:
-    import boto3
+    from esl_sync.store import aws
 
     counter = AwsCallCounter()
-    assert boto3.DEFAULT_SESSION is not None  # the local stack set it up
-    counter.attach(boto3.DEFAULT_SESSION.events)
+    counter.attach(aws.session().get_component("event_emitter"))
     try:
         yield counter
     finally:
@@ -468,10 +509,16 @@ def _idle_run(report: BenchReport, merchants: int, say: Say) -> None:
 
 
 def _cold_start_run(
-    report: BenchReport, skus: int, layer: Path | None, runs: int, say: Say
+    report: BenchReport,
+    skus: int,
+    layer: Path | None,
+    runs: int,
+    say: Say,
+    functions: list[str] | None = None,
 ) -> None:
     """Every function's cold start with its sample event (the migrator: import only), and
-    the poller's peak memory over a batch of five first syncs (what sizes its memory)."""
+    the poller's peak memory over a batch of five first syncs (what sizes its memory);
+    with ``functions``, only theirs (and no batch)."""
     template = load_template()
     report.cold_start_layer = "built layer (make)" if layer else "layer from this environment"
     with LocalStack() as stack, tempfile.TemporaryDirectory() as tmp:
@@ -484,10 +531,14 @@ def _cold_start_run(
         )
         stack.run_cycle()  # the sample poll is an idle poll of a synced merchant
         for function, logical_id in FUNCTIONS.items():
+            if functions is not None and function not in functions:
+                continue
             memory = _memory_mb(template, logical_id)
             env = lambda_environment(stack.env, function, logical_id, memory)
             event = None if function == "migrator" else REPO_ROOT / "events" / f"{function}.json"
             report.cold_starts.append(cold_start(function, env, path, event, runs=runs))
+        if functions is not None:
+            return
         say("… peak memory of a poller invocation of five first syncs")
         records = []
         sample = json.loads((REPO_ROOT / "events" / "poller.json").read_text())["Records"][0]
@@ -649,19 +700,7 @@ def print_report(report: BenchReport, say: Say = print) -> None:
     heap = json.dumps(report.heap_mib)
     say(f"Python heap peak MiB (tracemalloc pass, emulators included): {heap}")
     say("")
-    say(f"cold starts: fresh process each, {report.cold_start_layer}; CPU and wall ms, medians")
-    say(
-        f"{'function':<16}{'import CPU':>11}{'wall':>7}{'1st call CPU':>13}{'wall':>7}"
-        f"{'total CPU [spread]':>22}{'peak MiB':>9}"
-    )
-    for c in report.cold_starts:
-        call_cpu = "-" if c.invoke_cpu_ms is None else f"{c.invoke_cpu_ms}"
-        call_wall = "-" if c.invoke_wall_ms is None else f"{c.invoke_wall_ms}"
-        total = f"{c.cpu_ms:.1f} [{c.cpu_low_ms}–{c.cpu_high_ms}]"
-        say(
-            f"{c.function:<16}{c.import_cpu_ms:>11}{c.import_wall_ms:>7}{call_cpu:>13}"
-            f"{call_wall:>7}{total:>22}{c.peak_rss_mib:>9}"
-        )
+    print_cold_starts(report, say)
     say(f"poller invocation of five first syncs: peak {report.poller_batch_peak_rss_mib} MiB")
     say("")
     say(f"one store's month (prices of {bench_cost.PRICES_AS_OF}, us-east-1, arm64):")
@@ -693,8 +732,37 @@ def print_report(report: BenchReport, say: Say = print) -> None:
     say(f"summary: {json.dumps(report.summary)}")
 
 
+def print_cold_starts(report: BenchReport, say: Say = print) -> None:
+    """The cold starts' table."""
+    say(f"cold starts: fresh process each, {report.cold_start_layer}; CPU and wall ms, medians")
+    say(
+        f"{'function':<16}{'import CPU':>11}{'wall':>7}{'1st call CPU':>13}{'wall':>7}"
+        f"{'total CPU [spread]':>22}{'peak MiB':>9}"
+    )
+    for c in report.cold_starts:
+        call_cpu = "-" if c.invoke_cpu_ms is None else f"{c.invoke_cpu_ms}"
+        call_wall = "-" if c.invoke_wall_ms is None else f"{c.invoke_wall_ms}"
+        total = f"{c.cpu_ms:.1f} [{c.cpu_low_ms}–{c.cpu_high_ms}]"
+        say(
+            f"{c.function:<16}{c.import_cpu_ms:>11}{c.import_wall_ms:>7}{call_cpu:>13}"
+            f"{call_wall:>7}{total:>22}{c.peak_rss_mib:>9}"
+        )
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     say: Say = lambda text: print(text, flush=True)  # noqa: E731
+    if args.cold_start_only:
+        cold = run_cold_starts(
+            args.function or ["poller"], build=not args.no_build, runs=args.runs, say=say
+        )
+        print_cold_starts(cold, say)
+        say(f"summary: {json.dumps(cold.summary)}")
+        if args.json:
+            args.json.write_text(json.dumps(asdict(cold), indent=2, default=str))
+        return 0
+    if args.cpu_only:
+        run_cpu_only(merchants=args.merchants, skus=args.skus, say=say)
+        return 0
     report = run_bench(
         merchants=args.merchants,
         skus=args.skus,

@@ -15,6 +15,9 @@ from typing import Any
 
 from esl_sync_ops.cli import int_in
 
+# devkit.lambda_runner.FUNCTIONS' names (not imported here: it loads boto3 for every command)
+FUNCTION_NAMES = ("dispatcher", "poller", "hipoink_sender", "migrator", "webhook", "onboarding")
+
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the development commands to ``esl-sync``'s parser."""
@@ -41,7 +44,33 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=1000,
         help="mostly idle run (default 1000; 0: skip)",
     )
-    bench.add_argument("--no-build", action="store_true", help="skip sam build (sizes)")
+    bench.add_argument(
+        "--no-build",
+        action="store_true",
+        help="skip the builds (sizes; cold starts use the layer as installed here)",
+    )
+    bench.add_argument(
+        "--cold-start-only",
+        action="store_true",
+        help="only the cold starts of --function (default: the poller), no polls",
+    )
+    bench.add_argument(
+        "--function",
+        action="append",
+        choices=FUNCTION_NAMES,
+        help="with --cold-start-only: a function to start (repeatable)",
+    )
+    bench.add_argument(
+        "--runs",
+        type=int_in(1, 100),
+        default=5,
+        help="fresh processes per function for --cold-start-only (default 5; median)",
+    )
+    bench.add_argument(
+        "--cpu-only",
+        action="store_true",
+        help="only a first sync and idle polls: the two CPU figures, quickly",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures to this file")
     bench.set_defaults(run=_bench, development=True)
 

@@ -53,6 +53,7 @@ from devkit.lambda_runner import (
 )
 from devkit.template import REPO_ROOT, load_template, resolve, resource
 from esl_sync.credentials import CloverTokens
+from esl_sync.store import aws
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -284,11 +285,8 @@ class LocalStack:
                 "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
             }
         )
-        if boto3.DEFAULT_SESSION is None:
-            boto3.setup_default_session()
-        assert boto3.DEFAULT_SESSION is not None
         if self._record_aws_calls:  # every client the runtime builds carries the hook
-            self.aws_calls.attach(boto3.DEFAULT_SESSION.events)
+            self.aws_calls.attach(aws.session().get_component("event_emitter"))
         self._exit.enter_context(_operator_commands_attributed())
         self._create_aws_resources()
         self._create_secrets(

@@ -10,9 +10,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
 from esl_sync.events import ScheduleEvent
-from esl_sync.observability import logger, metrics, tracer
+from esl_sync.observability import logger, metrics
 from esl_sync.settings import settings
 from esl_sync.sync.dispatch import dispatch
+from esl_sync.tracing import tracer
 
 settings().require("database_url", "poll_queue_url", "state_table_name")
 

@@ -10,9 +10,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
 from esl_sync.events import LabelJobRecord
-from esl_sync.observability import logger, metrics, tracer
+from esl_sync.observability import logger, metrics
 from esl_sync.settings import settings
 from esl_sync.sync.sender import LabelJobProcessor, send_label_job
+from esl_sync.tracing import tracer
 
 settings().require("database_url", "hipoink_api_base_url", "hipoink_sign")
 tracer.patch(("httpx",))  # Hipoink

@@ -17,10 +17,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
-from esl_sync.events import HttpRequest, HttpRoute
-from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.events import HttpRequest, is_http_api_event
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.onboarding import finish_install, malformed, not_found, start_install, unavailable
 from esl_sync.settings import settings
+from esl_sync.tracing import tracer
 from esl_sync.web import Page
 
 settings().require(
@@ -86,10 +87,7 @@ def _answer(page: Page) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        HttpRoute.model_validate(event)
-        HttpRequest.model_validate(event)
-    except ValueError:  # (pydantic's ValidationError) what API Gateway never sends
+    if not is_http_api_event(event):
         page = malformed("unknown")
         return {"statusCode": page.status, "headers": page.headers, "body": page.body}
     return app.resolve(event, context)

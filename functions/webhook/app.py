@@ -18,9 +18,10 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
-from esl_sync.events import HttpRequest, HttpRoute
-from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.events import HttpRequest, is_http_api_event
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.settings import settings
+from esl_sync.tracing import tracer
 from esl_sync.webhooks import receive_webhook
 
 settings().require("database_url", "poll_queue_url", "state_table_name", "clover_webhook_auth")
@@ -59,14 +60,10 @@ def _answer(status: int, message: str) -> Response[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    try:
-        HttpRoute.model_validate(event)
-        HttpRequest.model_validate(event)
-    except ValueError:  # (pydantic's ValidationError) what API Gateway never sends
-        answer = _answer(400, "not an HTTP API request")
+    if not is_http_api_event(event):
         return {
             "statusCode": 400,
             "headers": {"Content-Type": "application/json"},
-            "body": answer.body,
+            "body": _answer(400, "not an HTTP API request").body,
         }
     return app.resolve(event, context)

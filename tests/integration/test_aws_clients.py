@@ -1,4 +1,4 @@
-"""boto3 clients through esl_sync.store.aws: botocore's answer to "does this service exist",
+"""botocore clients through esl_sync.store.aws: botocore's answer to "does this service exist",
 without listing every service it knows (a third of a poller's cold start), and clients
 built safely from several threads at once (the poller's workers)."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 
-import boto3
 import pytest
 from botocore.exceptions import UnknownServiceError
 from botocore.loaders import Loader
@@ -17,12 +16,11 @@ from esl_sync.store import aws
 @pytest.fixture(autouse=True)
 def fresh_session(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    monkeypatch.setattr(aws, "_session", None)
 
 
 def _loader() -> aws._QuickLoader:
-    assert boto3.DEFAULT_SESSION is not None
-    loader = boto3.DEFAULT_SESSION._session.get_component("data_loader")
+    loader = aws.session().get_component("data_loader")
     assert isinstance(loader, aws._QuickLoader)
     return loader
 

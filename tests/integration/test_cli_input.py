@@ -301,6 +301,8 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["bench", "--merchants", "0"],
     ["bench", "--skus", "-5"],
     ["bench", "--idle-merchants", "1e9"],
+    ["bench", "--cold-start-only", "--function", "sender"],
+    ["bench", "--cold-start-only", "--runs", "0"],
 ]
 
 

@@ -13,7 +13,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 
@@ -31,6 +30,7 @@ from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError,
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
 from esl_sync.settings import settings
+from esl_sync.store import aws
 from esl_sync.store.sqs import SqsPollQueue
 from esl_sync.sync import poll as poll_module
 from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS
@@ -834,8 +834,7 @@ def test_the_aws_calls_of_each_kind_of_poll(start_stack: StartStack) -> None:
     stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
     clover, _ = sims(stack)
     counter = AwsCallCounter()  # before any client is built: each one carries the hook
-    assert boto3.DEFAULT_SESSION is not None
-    counter.attach(boto3.DEFAULT_SESSION.events)
+    counter.attach(aws.session().get_component("event_emitter"))
     m = "MKINDS000001"
     stack.add_merchant(m, "tok", "STORE-KI", items=items_without_times(8))
     seen: list[dict[str, int]] = []

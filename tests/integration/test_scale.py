@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from devkit.bench import print_report, run_bench
+from devkit.bench import print_cold_starts, print_report, run_bench, run_cold_starts
+from devkit.commands import FUNCTION_NAMES
+from devkit.lambda_runner import FUNCTIONS
 from devkit.local_stack import LocalStack
 
 
@@ -90,3 +92,25 @@ def test_the_benchmark_runs_and_its_figures_add_up(
         "layer_mib",
     }
     assert any("DynamoDB" in line for line in lines)
+
+
+def test_the_cold_start_only_bench_starts_the_functions_named(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    lines: list[str] = []
+    report = run_cold_starts(["migrator", "poller"], build=False, runs=1, say=lines.append)
+    print_cold_starts(report, lines.append)
+
+    assert [c.function for c in report.cold_starts] == ["poller", "migrator"]
+    poller = report.cold_starts[0]
+    assert poller.invoke_cpu_ms is not None  # invoked with its sample event, not only imported
+    assert poller.invoke_cpu_ms > 0
+    assert report.summary == {
+        "poller_cold_start_ms": round(poller.cpu_ms, 1),
+        "migrator_cold_start_ms": report.cold_starts[1].import_cpu_ms,
+    }
+    assert not report.phases  # no polls ran
+    assert any(line.startswith("poller ") for line in lines)
+    # The command's choices are the functions the bench knows
+    assert tuple(FUNCTIONS) == FUNCTION_NAMES

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 class CloverTokens(BaseModel):
     """A merchant's token material: a plain token, or a v2 pair with expirations."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     access_token: SecretStr = Field(min_length=1)
     access_token_expiration: int | None = Field(None, ge=0)
@@ -67,7 +67,7 @@ class AppCredentials(BaseModel):
     """The Clover app's credentials secret, ``{"client_id", "client_secret"}``; the refresh
     needs only the id, the install flow's code exchange both."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = Field(None, min_length=1)

@@ -1,4 +1,8 @@
-"""Typed models of the events the functions receive (validated before any logic runs)."""
+"""Typed models of the events the functions receive (validated before any logic runs).
+
+Each model's validator is built at its first use, not at import (``defer_build``): a
+function receives one kind of event, and building the others' cost every cold start.
+"""
 
 from __future__ import annotations
 
@@ -16,24 +20,28 @@ from esl_sync.messages import LabelJob, PollReason, PollRequest
 class ScheduleEvent(BaseModel):
     """What EventBridge Scheduler sends the dispatcher (the schedule's Input)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     reason: PollReason = "schedule"
     scheduled_time: datetime | None = None
 
 
 class PollRecord(SqsRecordModel):
+    model_config = ConfigDict(defer_build=True)
+
     body: Json[PollRequest]
 
 
 class LabelJobRecord(SqsRecordModel):
+    model_config = ConfigDict(defer_build=True)
+
     body: Json[LabelJob]
 
 
 class CustomResourceEvent(BaseModel):
     """A CloudFormation custom resource request (the migration step of a deploy)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     request_type: Literal["Create", "Update", "Delete"] = Field(alias="RequestType")
     response_url: str = Field(alias="ResponseURL")
@@ -44,13 +52,13 @@ class CustomResourceEvent(BaseModel):
 
 
 class _HttpDetails(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     source_ip: str | None = Field(None, alias="sourceIp")
 
 
 class _RequestContext(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     http: _HttpDetails = Field(default_factory=_HttpDetails)
     request_id: str | None = Field(None, alias="requestId")
@@ -58,13 +66,13 @@ class _RequestContext(BaseModel):
 
 
 class _RoutedHttp(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     method: str
 
 
 class _RoutedContext(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     http: _RoutedHttp
 
@@ -74,7 +82,7 @@ class HttpRoute(BaseModel):
     API Gateway always sends it: a function checks it before routing, so an event of
     another shape gets a refusal, not the resolver's exception."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     raw_path: str = Field(alias="rawPath")
     request_context: _RoutedContext = Field(alias="requestContext")
@@ -84,7 +92,7 @@ class HttpRequest(BaseModel):
     """What the webhook and the install routes read of an HTTP API (payload 2.0) request:
     headers, raw body, the raw query string, the caller's address and the request id."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     headers: dict[str, str] = Field(default_factory=dict)
     raw_query: str = Field("", alias="rawQueryString")
@@ -126,3 +134,16 @@ class HttpRequest(BaseModel):
         """A header by name, whatever its case (HTTP API lower-cases them; tests may not)."""
         wanted = name.lower()
         return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+def is_http_api_event(event: object) -> bool:
+    """Whether ``event`` has the shape API Gateway's HTTP API (payload 2.0) always sends:
+    what the resolver routes on and what the functions read. Only another caller of the
+    function sends anything else; the functions refuse it before routing, with a 4xx, not
+    the resolver's exception answered 5xx."""
+    try:
+        HttpRoute.model_validate(event)
+        HttpRequest.model_validate(event)
+    except ValueError:  # pydantic's ValidationError
+        return False
+    return True

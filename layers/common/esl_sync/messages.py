@@ -13,7 +13,7 @@ PollReason = Literal["schedule", "webhook", "manual", "install"]
 class PollRequest(BaseModel):
     """Poll queue: "poll this merchant now"."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     merchant_id: str = Field(min_length=1, max_length=64)
     reason: PollReason = "schedule"
@@ -32,7 +32,7 @@ class LabelJob(BaseModel):
     older than any version (they still deliver where no versioned label was acknowledged).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     merchant_id: str = Field(min_length=1)
     store_code: str = Field(min_length=1)

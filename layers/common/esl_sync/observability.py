@@ -1,4 +1,5 @@
-"""The one Logger, Metrics and Tracer of every function (Powertools).
+"""The one Logger and Metrics of every function (Powertools); the X-Ray tracer of the
+functions that use one is :mod:`esl_sync.tracing`.
 
 Service name and metrics namespace come from ``POWERTOOLS_SERVICE_NAME`` and
 ``POWERTOOLS_METRICS_NAMESPACE``; the defaults keep the local stack and the CLI working.
@@ -13,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "esl-sync")
@@ -33,10 +34,5 @@ class _Metrics(Metrics):
 
 
 metrics: Metrics = _Metrics(service=SERVICE, namespace=NAMESPACE)
-# X-Ray traces the AWS calls everywhere; the functions that call Clover or Hipoink patch
-# httpx too (``tracer.patch(("httpx",))``), so the others never load it. Patching all it
-# knows would also load and patch what no function uses (sqlite3) and trace botocore's
-# requests twice (http.client under it); its psycopg patch needs psycopg_pool, absent here.
-tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
 
-__all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "logger", "metrics", "single_metric", "tracer"]
+__all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "logger", "metrics", "single_metric"]

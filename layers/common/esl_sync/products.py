@@ -65,10 +65,14 @@ _TEXT_FIELDS = (
 )
 
 
+_STABLE_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""What ``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)`` does,
+without building an encoder per call (half the cost of a label's hash)."""
+
+
 def stable_hash(value: Any) -> str:
     """A short, stable digest of JSON-able data (keys sorted, decimals as strings)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_STABLE_JSON.encode(value).encode()).hexdigest()[:32]
 
 
 class Product(BaseModel):

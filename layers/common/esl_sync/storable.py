@@ -92,6 +92,11 @@ def product_code(text: str) -> tuple[str, str | None]:
     return code, None
 
 
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""``json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)``, its
+encoder built once rather than per item."""
+
+
 def json_text(value: Any) -> tuple[str | None, bool]:
     """``value`` as compact JSON, and whether :func:`clean_json` would leave it as it is.
 
@@ -106,7 +111,7 @@ def json_text(value: Any) -> tuple[str | None, bool]:
     when even that cannot be written (an integer too long for Python to print).
     """
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _COMPACT_JSON.encode(value)
     except (ValueError, TypeError, RecursionError):
         try:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), False

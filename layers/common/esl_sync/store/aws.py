@@ -1,5 +1,11 @@
-"""The boto3 clients of this process: built one at a time, from the default session, whose
-botocore data loader looks up only the services it is asked about.
+"""The AWS clients of this process: botocore clients, built one at a time from one botocore
+session, whose data loader looks up only the services it is asked about.
+
+botocore, not boto3: the library calls clients only (no resources, no S3 transfers), and
+importing boto3 also imports s3transfer and multiprocessing's managers, ≈ 8 % of a poller's
+cold start for nothing it uses. boto3's client is botocore's, with boto3's resource hooks
+(unused) and its name in the user agent; errors, retries, endpoints and configuration are
+botocore's in both.
 
 botocore checks that a service exists by listing every service it has data for: it reads
 the folders of some 400 services, twice (the service model and its endpoint rules), the
@@ -10,8 +16,8 @@ actually iterates the list (botocore does so for its error message, nothing else
 answer is exactly botocore's, at the price of the services asked about.
 
 Clients are thread-safe, a session is not: clients are built under a lock (the poller's
-threads may build one lazily, e.g. for KMS). The default session is the one boto3 and the
-local stack's recorder of AWS calls use (devkit/aws_calls.py).
+threads may build one lazily, e.g. for KMS). The local stack's recorder of AWS calls hooks
+into :func:`session`'s events (devkit/aws_calls.py).
 """
 
 from __future__ import annotations
@@ -21,25 +27,30 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
-import boto3
+import botocore.session
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import Loader
 
-_lock = threading.Lock()
+_lock = threading.RLock()
+_session: botocore.session.Session | None = None
+
+
+def session() -> botocore.session.Session:
+    """The process's botocore session, with the quick loader (built on first use)."""
+    global _session
+    with _lock:
+        if _session is None:
+            core = botocore.session.get_session()
+            paths = core.get_config_variable("data_path")
+            core.register_component("data_loader", _quick_loader(paths))
+            _session = core
+        return _session
 
 
 def client(service: str, **kwargs: Any) -> Any:
-    """``boto3.client(service, **kwargs)``, from the default session, under the lock."""
+    """``session().create_client(service, **kwargs)``, under the lock."""
     with _lock:
-        if boto3.DEFAULT_SESSION is None:
-            boto3.setup_default_session()
-        assert boto3.DEFAULT_SESSION is not None
-        # boto3 offers no accessor for its botocore session; this attribute is stable.
-        core = boto3.DEFAULT_SESSION._session
-        if not isinstance(core.get_component("data_loader"), _QuickLoader):
-            paths = core.get_config_variable("data_path")
-            core.register_component("data_loader", _quick_loader(paths))
-        return boto3.DEFAULT_SESSION.client(service, **kwargs)  # type: ignore[call-overload]
+        return session().create_client(service, **kwargs)
 
 
 def _quick_loader(search_paths: str | None) -> _QuickLoader:

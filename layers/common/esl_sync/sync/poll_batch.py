@@ -7,7 +7,7 @@ flight (``CLOVER_INSTANCE_IN_FLIGHT``; a poll has at most one Clover request in 
 the instance never has more, and the pacer holds it to that share anyway). The template
 sizes the share so that every instance together stays within Clover's 10.
 
-What the threads share is safe to share: boto3 clients (built before the batch fans out;
+What the threads share is safe to share: AWS clients (built before the batch fans out;
 clients are thread-safe, sessions are not), the Clover client and its pacer (locked), the
 database (one connection per thread: :class:`esl_sync.store.postgres.Database`), the
 logger, and the metrics (added under a lock: :mod:`esl_sync.observability`). Each poll runs
@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from esl_sync.events import PollRecord
-from esl_sync.observability import MetricUnit, logger, metrics, tracer
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.sync.poll import PollDeps, PollOutcome, poll_merchant
 
 POLL_WORKER_PREFIX = "esl-sync-poll"
@@ -87,7 +87,6 @@ def poll_batch(
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
 
-@tracer.capture_method(capture_response=False)  # the outcome is in the log and the metrics
 def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
     message_id = str(record.get("messageId") or "")
     try:
