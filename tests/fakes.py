@@ -389,6 +389,7 @@ class MemoryHints(WebhookHints):
         self.codes: list[tuple[VerificationCode, int]] = []
         self.claims: list[tuple[str, int, int]] = []
         self.deletes: list[tuple[str, list[str], int]] = []
+        self.uninstalls: list[tuple[str, int]] = []
         self.window_free = True
         self.room = True
 
@@ -405,6 +406,9 @@ class MemoryHints(WebhookHints):
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         self.deletes.append((merchant_id, list(item_ids), limit))
         return self.room
+
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        self.uninstalls.append((merchant_id, ts_ms))
 
 
 @final

@@ -628,3 +628,21 @@ def test_a_raw_item_storable_as_it_is_is_kept_uncopied_and_anything_else_cleaned
     product = to_product(dirty, merchant_id="M")
     assert product.raw == {**raw, "note": "ab"}
     assert dirty["note"] == "a\x00b"  # the caller's item is left alone
+
+
+def test_a_refused_item_keeps_its_storable_raw_item_uncopied_too() -> None:
+    raw = {"id": "ITEM2", "name": "Cola", "sku": "049000000443"}  # no price: refused
+    product = to_product(raw, merchant_id="M")
+    assert product.validation_error == "item ITEM2: price is missing (a FIXED item needs one)"
+    assert product.raw is raw
+
+
+def test_a_code_field_outside_the_model_is_read_from_an_item_read_the_long_way() -> None:
+    """An item with a wrong-typed field is read by pydantic; a configured code field that
+    CloverItem does not know still comes from the raw item."""
+    raw = {"id": "ITEM3", "name": "Cola", "price": "199", "upc": "0123456789012"}
+    product = to_product(raw, merchant_id="M", code_fields=("upc",))
+    assert product.barcode == "0123456789012"
+    assert (
+        product.validation_error == "item ITEM3: price: input should be a valid integer (got str)"
+    )
