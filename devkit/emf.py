@@ -29,3 +29,13 @@ def metric_values(
 def metric_sums(lines: Iterable[str], dimensions: dict[str, str] | None = None) -> dict[str, float]:
     """The Sum statistic of every metric over the lines."""
     return {name: sum(v) for name, v in metric_values(lines, dimensions).items()}
+
+
+def metric_units(lines: Iterable[str]) -> dict[str, str]:
+    """The unit each metric is emitted with (``Count``, ``Seconds``, …)."""
+    units: dict[str, str] = {}
+    for line in lines:
+        if '"_aws"' in line:
+            for directive in json.loads(line)["_aws"]["CloudWatchMetrics"]:
+                units.update({d["Name"]: d.get("Unit", "None") for d in directive["Metrics"]})
+    return units

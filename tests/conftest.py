@@ -23,6 +23,14 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "EslSync")
 from devkit.aws_calls import SESSION_CALLS, AwsCall, as_record, read_record, write_record
 from devkit.embedded_postgres import EmbeddedPostgres
 from devkit.local_stack import LocalStack
+from tests.fakes import MemoryLog
+
+
+@pytest.fixture
+def log() -> Iterator[MemoryLog]:
+    """The log lines the code under test writes."""
+    with MemoryLog.attached() as lines:
+        yield lines
 
 
 @pytest.fixture(scope="session")

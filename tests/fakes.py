@@ -11,7 +11,9 @@ refused items, repair candidates), the test sets the answer.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import final
@@ -25,6 +27,7 @@ from esl_sync.hipoink.errors import (
 )
 from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.observability import logger
 from esl_sync.ports import (
     LabelLedger,
     LabelQueue,
@@ -36,6 +39,7 @@ from esl_sync.ports import (
     StaleStateError,
     StateStore,
     TokenStore,
+    WebhookHints,
 )
 from esl_sync.records import (
     AckedLabel,
@@ -48,6 +52,7 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    VerificationCode,
 )
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -60,6 +65,8 @@ class _OneMerchant:
     merchant_id: str | None = None
 
     def _check(self, merchant_id: str) -> None:
+        if not isinstance(merchant_id, str):
+            raise AssertionError(f"a call for merchant {merchant_id!r}")
         if self.merchant_id is None:
             self.merchant_id = merchant_id
         elif merchant_id != self.merchant_id:
@@ -89,10 +96,10 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.conflicts: list[LabelConflict] = []
         self.refused: list[RefusedItem] = []
 
-    def _call(self, name: str, merchant_id: str | None = None) -> None:
+    def _call(self, name: str, *merchant_id: str) -> None:
         self.calls.append(name)
-        if merchant_id is not None:
-            self._check(merchant_id)
+        for one in merchant_id:
+            self._check(one)
 
     def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]:
         self._call("acknowledged", merchant_id)
@@ -372,3 +379,69 @@ class StaticRefresher(Refresher):
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+
+
+@final
+class MemoryHints(WebhookHints):
+    """What the webhook writes, with the bounds it passes (the real store enforces them)."""
+
+    def __init__(self) -> None:
+        self.codes: list[tuple[VerificationCode, int]] = []
+        self.claims: list[tuple[str, int, int]] = []
+        self.deletes: list[tuple[str, list[str], int]] = []
+        self.uninstalls: list[tuple[str, int]] = []
+        self.window_free = True
+        self.room = True
+
+    def record_verification_code(self, received: VerificationCode, *, keep: int) -> None:
+        self.codes.append((received, keep))
+
+    def verification_codes(self) -> list[VerificationCode]:
+        return [code for code, _ in reversed(self.codes)]
+
+    def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
+        self.claims.append((merchant_id, now_ms, window_ms))
+        return self.window_free
+
+    def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
+        self.deletes.append((merchant_id, list(item_ids), limit))
+        return self.room
+
+    def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:
+        self.uninstalls.append((merchant_id, ts_ms))
+
+
+@final
+class MemoryLog(logging.Handler):
+    """The service's log lines (Powertools' logger), each as its message and its fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @classmethod
+    @contextmanager
+    def attached(cls) -> Iterator[MemoryLog]:
+        log = cls()
+        underlying = logging.getLogger(logger.name)  # Powertools' logger logs through it
+        underlying.addHandler(log)
+        try:
+            yield log
+        finally:
+            underlying.removeHandler(log)
+
+    def lines(self, message: str) -> list[dict[str, object]]:
+        """The fields of each line with this message (with ``level``)."""
+        plain = {*vars(logging.makeLogRecord({})), "message", "asctime"}
+        return [
+            {k: v for k, v in vars(r).items() if k not in plain} | {"level": r.levelname}
+            for r in self.records
+            if r.getMessage() == message
+        ]
+
+    @property
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]

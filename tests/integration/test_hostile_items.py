@@ -23,7 +23,6 @@ from devkit.local_stack import LocalStack
 from esl_sync.clover.transform import to_product
 from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.records import Merchant, ProductRow
-from esl_sync.storable import BIGINT_MAX, MONEY_MAX_CENTS
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations
 from esl_sync_ops.cli import main
@@ -293,9 +292,10 @@ def test_one_page_statement_takes_every_value_at_its_bound(database_url: str) ->
     for _ in range(900):
         deep = [deep]
     hostile: list[dict[str, Any]] = [
-        {"price": MONEY_MAX_CENTS, "cost": MONEY_MAX_CENTS, "modifiedTime": BIGINT_MAX},
+        # numeric(14, 2) and bigint, written out: not the transform's own constants
+        {"price": 10**14 - 1, "cost": 10**14 - 1, "modifiedTime": 2**63 - 1},
         {"price": 0, "modifiedTime": 0, "name": "\U0010fffd𝕏🏳️\u200d🌈\u202eRTL"},
-        {"price": MONEY_MAX_CENTS + 1, "modifiedTime": BIGINT_MAX + 1},
+        {"price": 10**14, "modifiedTime": 2**63},
         {"name": "n\x00" * 500_000, "sku": "S\ud800", "junk": junk},
         {"priceType": "VARIABLE", "price": None, "unitName": "\uffff" * 10},
         {"price": -(10**3000), "deep": deep},
@@ -322,7 +322,7 @@ def test_one_page_statement_takes_every_value_at_its_bound(database_url: str) ->
             for r in conn.execute("SELECT * FROM products WHERE source_id LIKE 'BOUND0000_'")
         }
     assert stored["BOUND00000"]["price"] == Decimal("999999999999.99")
-    assert stored["BOUND00000"]["source_modified_time"] == BIGINT_MAX
+    assert stored["BOUND00000"]["source_modified_time"] == 2**63 - 1
     assert stored["BOUND00001"]["name"] == "\U0010fffd𝕏🏳️\u200d🌈\u202eRTL"
     assert "price is out of range" in stored["BOUND00002"]["validation_error"]
     assert "modifiedTime is out of range" in stored["BOUND00002"]["validation_error"]
@@ -347,7 +347,9 @@ def test_a_refused_version_keeps_the_label_columns_of_the_accepted_one(database_
     def row() -> dict[str, Any]:
         with psycopg.connect(database_url, row_factory=dict_row) as conn:
             found = conn.execute("SELECT * FROM products WHERE source_id = 'ITEMREF000001'")
-            return dict(found.fetchone() or {})
+            stored = found.fetchone()
+        assert stored is not None
+        return dict(stored)
 
     write()
     accepted = row()

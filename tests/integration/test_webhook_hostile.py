@@ -24,7 +24,6 @@ from esl_sync import runtime
 from esl_sync.messages import PollRequest
 from esl_sync.records import VerificationCode
 from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY, DynamoStateStore
-from esl_sync.webhooks import KEEP_VERIFICATION_CODES, MAX_PENDING_DELETES
 from esl_sync_ops.cli import main
 from tests.http_events import MALFORMED_EVENTS
 
@@ -276,7 +275,7 @@ def test_forged_handshakes_cannot_hide_clovers_code(
 ) -> None:
     clovers = "ce7643c1-83ea-4218-abe6-da876c9c7a0a"
     assert hooked.send_webhook({"verificationCode": clovers}, None).status == 200
-    forged = [f"00000000-0000-4000-8000-{n:012d}" for n in range(KEEP_VERIFICATION_CODES - 2)]
+    forged = [f"00000000-0000-4000-8000-{n:012d}" for n in range(3)]
     for code in forged:
         assert hooked.send_webhook({"verificationCode": code}, None).status == 200
     assert hooked.send_webhook({"verificationCode": forged[0]}, None).status == 200  # again
@@ -296,7 +295,7 @@ def test_forged_handshakes_cannot_hide_clovers_code(
     for code in flood:
         hooked.send_webhook({"verificationCode": code}, None)
     kept = runtime.state_store().verification_codes()
-    assert [c.code for c in kept] == flood[::-1][:KEEP_VERIFICATION_CODES]
+    assert [c.code for c in kept] == flood[::-1][:5]  # the last five, newest first
 
 
 class UpdatesOnly:
@@ -314,10 +313,10 @@ def test_the_webhooks_writes_need_nothing_but_update_item(hooked: LocalStack) ->
         hooked.env["STATE_TABLE_NAME"], None, dynamodb=UpdatesOnly(boto3.client("dynamodb"))
     )
     now = datetime.now(UTC)
-    for n in range(KEEP_VERIFICATION_CODES + 2):
+    for n in range(7):
         code = f"22222222-0000-4000-8000-{n:012d}"
         hints.record_verification_code(VerificationCode(code, now, "52.9.80.11"), keep=5)
-    assert hints.add_pending_deletes(MERCHANT, ["ITEM1"], limit=MAX_PENDING_DELETES)
+    assert hints.add_pending_deletes(MERCHANT, ["ITEM1"], limit=500)
     assert not hints.add_pending_deletes(MERCHANT, ["ITEM2", "ITEM3"], limit=2)
     assert hints.claim_webhook_poll(MERCHANT, now_ms=1, window_ms=10)
     kept = runtime.state_store().verification_codes()
@@ -364,7 +363,7 @@ def test_5000_deleted_ids_keep_the_state_bounded_and_the_next_poll_sweeps(
 
     state = runtime.state_store().load(MERCHANT)
     assert state.pending_deletes == frozenset(ids[: 2 * 250])  # the first two fit, exactly
-    assert len(state.pending_deletes) == MAX_PENDING_DELETES
+    assert len(state.pending_deletes) == 500  # MAX_PENDING_DELETES, written out
     assert state.sweep_requested
     assert max(sizes) < 50_000  # DynamoDB's limit is 400 KB
     assert sizes[2:] == [sizes[2]] * 18  # full: the item no longer grows

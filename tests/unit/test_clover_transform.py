@@ -6,6 +6,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -327,6 +328,71 @@ ROWS = [
         {"status": "active"},
     ),
     Row(
+        "one field of the wrong type leaves the item's other fields as they are",
+        item(hidden="yes", isAgeRestricted=True),
+        {
+            "name": "Coca-Cola 20oz",
+            "barcode": "BEV-0001",
+            "sku": "BEV-0001",
+            "price": Decimal("2.49"),
+            "cost": Decimal("1.12"),
+            "source_modified_time": 1_704_067_200_123,
+        },
+        {"is_age_restricted": True, "available": True},
+        error="item ITEM000000001: hidden: input should be a valid boolean (got str)",
+    ),
+    Row(
+        "a name of the wrong type is named once, not also as missing",
+        item(name=7),
+        {"name": ""},
+        error="item ITEM000000001: name: input should be a valid string (got int)",
+    ),
+    Row(
+        "a price of the wrong type is named once, not also as missing",
+        item(price="2.49"),
+        error="item ITEM000000001: price: input should be a valid integer (got str)",
+    ),
+    Row(
+        "a configured code field outside the model gives the code",
+        item(upc="0049000028911"),
+        {"barcode": "0049000028911", "sku": "BEV-0001"},
+        code_fields=("upc", "sku"),
+    ),
+    Row(
+        "a configured code field the item lacks is skipped",
+        item(),
+        {"barcode": "BEV-0001"},
+        code_fields=("upc", "sku"),
+    ),
+    Row(
+        "a stored sku is cut to Clover's 100 characters (too long for a code: refused)",
+        item(sku="S" * 150),
+        {"sku": "S" * 100, "barcode": None},
+        error="sku is not a usable product code: longer than 64 characters (150)",
+    ),
+    Row(
+        "an itemGroup without an id names the missing id",
+        item(itemGroup={}),
+        {"name": "Coca-Cola 20oz"},
+        error="item ITEM000000001: itemGroup.id is missing",
+    ),
+    Row("a modifiedTime of 0 is a time", item(modifiedTime=0), {"source_modified_time": 0}),
+    Row(
+        "a huge negative modifiedTime is named by its sign and length",
+        item(modifiedTime=-(10**300)),
+        error="modifiedTime is out of range (minus a number of about 301 digits, 0 to",
+    ),
+    Row(
+        "a price of 2^127 - 1 is printed whole",
+        item(price=2**127 - 1),
+        error="price is out of range (170141183460469231731687303715884105727, at most",
+    ),
+    Row(
+        "a price of 2^127 is named by its length",
+        item(price=2**127),
+        error="price is out of range (a number of about 39 digits, at most",
+    ),
+    Row(
         "null fields are absent fields",
         item(code=None) | {"code": None, "unitName": None, "itemStock": None, "cost": None},
         {"cost": None},
@@ -418,8 +484,54 @@ def test_missing_id_raises(raw: dict[str, Any]) -> None:
 
 
 def test_not_an_object_raises() -> None:
-    with pytest.raises(InvalidItem, match="not a JSON object"):
+    with pytest.raises(InvalidItem, match=r"^item is not a JSON object but list$"):
         to_product(["ITEM"], merchant_id=MERCHANT)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("raw", "got"),
+    [
+        (item(id=None), "missing"),
+        (item(id=12345), "int"),
+        (item(id=""), "a string of 0 characters"),
+    ],
+)
+def test_an_unusable_id_is_described(raw: dict[str, Any], got: str) -> None:
+    with pytest.raises(InvalidItem) as raised:
+        to_product(raw, merchant_id=MERCHANT)
+    assert str(raised.value) == (
+        f"item has no usable 'id' (1 to 64 letters, digits, '_' or '-'); got {got}"
+    )
+
+
+def test_any_mapping_is_an_item() -> None:
+    """Not only a dict: the transform takes a Mapping (a read-only view, for instance)."""
+    product = to_product(MappingProxyType(item()), merchant_id=MERCHANT)
+    assert (product.validation_error, product.barcode) == (None, "BEV-0001")
+
+
+def test_the_currency_is_usd_unless_told() -> None:
+    assert to_product(item(), merchant_id=MERCHANT).currency == "USD"
+
+
+def _no_code_error(length: int) -> str | None:
+    """The refusal of an item without a product code, whose one code field has a name that
+    makes the message ``length`` characters long."""
+    frame = len("item ITEM000000001: no product code ( all empty)")
+    field = "f" * (length - frame)
+    raw = item(sku=None, code=None, alternateName=None)
+    return to_product(raw, merchant_id=MERCHANT, code_fields=(field,)).validation_error
+
+
+def test_the_refusal_is_cut_at_1000_characters() -> None:
+    """validation_error is shown in `esl-sync status` and stored; 1,000 characters hold
+    every problem an item can have several times over."""
+    whole = _no_code_error(1000)
+    assert whole is not None
+    assert (len(whole), whole[-3:]) == (1000, "ty)")
+    cut = _no_code_error(1001)
+    assert cut is not None
+    assert (len(cut), cut[-6:]) == (1000, " empt…")
 
 
 def test_invalid_item_is_a_value_error() -> None:
@@ -486,3 +598,51 @@ def test_catalog_generator_items_all_transform() -> None:
     assert any(p.status == "deleted" for p in products)
     wrong = [p.validation_error for p in products if p.validation_error and p.status == "active"]
     assert not wrong, wrong[:3]
+
+
+@pytest.mark.parametrize(
+    ("raw", "refusal"),
+    [
+        (item(name=7), "item ITEM000000001: name: input should be a valid string (got int)"),
+        (
+            item(price="2.49"),
+            "item ITEM000000001: price: input should be a valid integer (got str)",
+        ),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_named_once(raw: dict[str, Any], refusal: str) -> None:
+    """Not also as missing: the operator reads what to fix."""
+    assert to_product(raw, merchant_id=MERCHANT).validation_error == refusal
+
+
+def test_a_raw_item_storable_as_it_is_is_kept_uncopied_and_anything_else_cleaned() -> None:
+    """The poll's pages hold thousands of items: one that needs no cleaning is neither
+    copied nor walked again (whether the caller says so or it is found out here)."""
+    raw = {"id": "ITEM1", "name": "Cola", "price": 199, "sku": "049000000443"}
+    assert to_product(raw, merchant_id="M").raw is raw
+    assert to_product(raw, merchant_id="M", storable=True).raw is raw
+    told_not = to_product(raw, merchant_id="M", storable=False).raw
+    assert told_not == raw
+    assert told_not is not raw
+    dirty = {**raw, "note": "a\x00b"}
+    product = to_product(dirty, merchant_id="M")
+    assert product.raw == {**raw, "note": "ab"}
+    assert dirty["note"] == "a\x00b"  # the caller's item is left alone
+
+
+def test_a_refused_item_keeps_its_storable_raw_item_uncopied_too() -> None:
+    raw = {"id": "ITEM2", "name": "Cola", "sku": "049000000443"}  # no price: refused
+    product = to_product(raw, merchant_id="M")
+    assert product.validation_error == "item ITEM2: price is missing (a FIXED item needs one)"
+    assert product.raw is raw
+
+
+def test_a_code_field_outside_the_model_is_read_from_an_item_read_the_long_way() -> None:
+    """An item with a wrong-typed field is read by pydantic; a configured code field that
+    CloverItem does not know still comes from the raw item."""
+    raw = {"id": "ITEM3", "name": "Cola", "price": "199", "upc": "0123456789012"}
+    product = to_product(raw, merchant_id="M", code_fields=("upc",))
+    assert product.barcode == "0123456789012"
+    assert (
+        product.validation_error == "item ITEM3: price: input should be a valid integer (got str)"
+    )

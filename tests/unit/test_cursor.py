@@ -28,6 +28,21 @@ def test_a_complete_read_moves_the_cursor_to_clovers_clock_at_its_start_less_the
     assert next_cursor(None, 1_000) == 0
 
 
+def test_the_margin_is_five_seconds_behind_clovers_clock() -> None:
+    """An item stamped in the last five seconds before the read may not be visible to it
+    yet (Clover's ``Date`` has one-second resolution)."""
+    assert next_cursor(None, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(None, 5_000) == 0
+    assert next_cursor(None, 5_001) == 1
+
+
+def test_the_cursor_moves_forward_once_it_has_a_value() -> None:
+    """Else every poll would re-read everything changed since the first one."""
+    previous = CLOVER_NOW - 600_000
+    assert next_cursor(previous, CLOVER_NOW) == CLOVER_NOW - 5_000
+    assert next_cursor(previous, CLOVER_NOW + 60_000) == CLOVER_NOW + 55_000
+
+
 def test_a_read_without_clovers_clock_keeps_the_cursor() -> None:
     assert next_cursor(CLOVER_NOW - 9, None) == CLOVER_NOW - 9
     assert next_cursor(None, None) is None

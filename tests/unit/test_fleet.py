@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from devkit.emf import metric_sums
+from devkit.emf import metric_sums, metric_units
 from esl_sync.observability import metrics
 from esl_sync.records import Merchant, MerchantState
-from esl_sync.sync.fleet import fleet_health, report_fleet_health
+from esl_sync.sync.fleet import FleetHealth, fleet_health, report_fleet_health
+from tests.fakes import MemoryLog
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -55,3 +56,64 @@ def test_the_gauges_are_emitted(capsys: pytest.CaptureFixture[str]) -> None:
         "StaleLabels": 3.0,
         "MerchantsAwaitingStoreCode": 0.0,
     }
+
+
+def test_stale_only_after_more_than_three_intervals() -> None:
+    merchants = [Merchant("EXACT", "S"), Merchant("OVER", "S")]
+    states = {
+        "EXACT": _state("EXACT", 15),
+        "OVER": MerchantState("OVER", last_success_at=NOW - timedelta(seconds=901)),
+    }
+    assert fleet_health(merchants, states, 0, 300, NOW).stale == ["OVER"]
+
+
+def test_a_merchant_without_any_time_is_not_measured_but_the_others_are() -> None:
+    """No success and no creation time (a row older than the column): nothing to age."""
+    merchants = [Merchant("UNKNOWN", "S"), Merchant("LATE", "S")]
+    states = {"UNKNOWN": _state("UNKNOWN", None, auth="needs_reauth"), "LATE": _state("LATE", 20)}
+    health = fleet_health(merchants, states, 0, 300, NOW)
+    assert (health.stale, health.needing_reauth, health.stalest_seconds) == (
+        ["LATE"],
+        ["UNKNOWN"],
+        1200,
+    )
+
+
+def test_an_empty_fleet_is_fresh() -> None:
+    assert fleet_health([], {}, 0, 300, NOW) == FleetHealth(0, [], [], 0, 0)
+
+
+def test_the_gauges_have_their_units(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics.clear_metrics()
+    report_fleet_health(FleetHealth(1, [], [], 5, 0))
+    metrics.flush_metrics()
+    assert metric_units(capsys.readouterr().out.splitlines()) == {
+        "MerchantsStale": "Count",
+        "MerchantsNeedingReauth": "Count",
+        "StalestMerchantSeconds": "Seconds",
+        "StaleLabels": "Count",
+        "MerchantsAwaitingStoreCode": "Count",
+    }
+
+
+@pytest.mark.parametrize(
+    ("stale", "reauth"), [(["LATE"], []), ([], ["REAUTH"]), (["LATE"], ["REAUTH"])]
+)
+def test_merchants_needing_attention_are_named_in_a_warning(
+    log: MemoryLog, stale: list[str], reauth: list[str]
+) -> None:
+    report_fleet_health(FleetHealth(3, stale, reauth, 1200, 0))
+    assert log.lines("merchants need attention") == [
+        {
+            "level": "WARNING",
+            "stale": stale,
+            "needing_reauth": reauth,
+            "awaiting_store_code": [],
+            "stalest_seconds": 1200,
+        }
+    ]
+
+
+def test_a_healthy_fleet_logs_nothing(log: MemoryLog) -> None:
+    report_fleet_health(FleetHealth(3, [], [], 60, 0))
+    assert log.messages == []

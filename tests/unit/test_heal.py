@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
+from devkit.emf import metric_sums, metric_units
+from esl_sync.observability import metrics
 from esl_sync.products import Product
 from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
 from esl_sync.sync.heal import RepairPolicy, choose, heal_after_poll, heal_merchant
-from tests.fakes import MemoryLabelQueue, MemoryLedger
+from tests.fakes import MemoryLabelQueue, MemoryLedger, MemoryLog
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -190,3 +195,157 @@ def test_no_store_queues_nothing() -> None:
     ledger, queue = _ledger(_snapshot(_stale("A"))), MemoryLabelQueue()
     heal_merchant(Merchant("M", None), ledger, queue, Settings(), stale_for=timedelta(0))
     assert (ledger.calls, queue.jobs) == ([], [])
+
+
+# -- the edges of each rule ----------------------------------------------------------------
+
+
+def test_a_label_stale_for_exactly_the_age_waits() -> None:
+    """Stale for *longer than* the age: the operator's ``--older-than 15m`` leaves a label
+    stale for exactly 15 minutes alone."""
+    snapshot = _snapshot(_stale("EXACT", changed=15), _stale("OLDER", changed=16))
+    assert _codes(snapshot, RepairPolicy(older_than=15 * MINUTE)) == (["OLDER"], "")
+
+
+def test_a_label_without_any_time_is_stale_since_forever() -> None:
+    forever = RepairCandidate(pc="X", product=_product("X"), since=None)
+    assert _codes(_snapshot(forever), RepairPolicy(older_than=15 * MINUTE)) == (["X"], "")
+
+
+def test_a_record_refused_when_its_product_changed_stays_refused() -> None:
+    """Hipoink refused the record the product had at that very moment: same record."""
+    same_moment = _stale("SAME", changed=30, failed=30, failure="bad_record")
+    assert _codes(_snapshot(same_moment), RepairPolicy(older_than=15 * MINUTE)) == ([], "")
+
+
+def test_an_acknowledgement_at_the_moment_of_the_last_failure_is_no_recovery() -> None:
+    snapshot = _snapshot(_stale("A", failed=10), last_ack=10)
+    assert _codes(snapshot) == (["A"], "probe")
+
+
+def test_once_recovered_a_label_stale_since_the_acknowledgement_is_in_flight() -> None:
+    """Its job came after Hipoink's answer in the store's order: not settled yet."""
+    snapshot = _snapshot(_stale("F", failed=10), _stale("AT_ACK", changed=2), last_ack=2)
+    assert _codes(snapshot) == (["F"], "recovered")
+
+
+def test_a_probe_goes_out_once_exactly_the_spacing_has_passed() -> None:
+    assert _codes(_snapshot(_stale("A", failed=4)))[1] == "probe"  # probe_after: 4 minutes
+    later = replace(_stale("A", failed=0), failed_at=NOW - 4 * MINUTE + timedelta(seconds=1))
+    assert _codes(_snapshot(later))[1] == "backing off"
+
+
+@pytest.mark.parametrize(
+    ("requeued", "failed", "changed", "in_flight"),
+    [
+        (10, 30, 10, True),  # queued again the moment its product changed: it is on its way
+        (10, 10, 60, False),  # queued at the moment of the store's last failure: failed with it
+        (15, 30, 60, False),  # queued exactly the expiry ago: presumed lost
+        (14, 30, 60, True),
+    ],
+)
+def test_when_a_label_queued_again_counts_as_on_its_way(
+    requeued: int, failed: int, changed: int, in_flight: bool
+) -> None:
+    label = _stale("A", changed=changed, failed=failed, requeued=requeued)
+    assert _codes(_snapshot(label)) == (([], "probe in flight") if in_flight else (["A"], "probe"))
+
+
+# -- the pass after a poll takes its policy from the settings ------------------------------
+
+
+def _failing(*pcs: str, failed: int = 10, requeued: int | None = None) -> MemoryLedger:
+    return _ledger(_snapshot(*[_stale(pc, failed=failed, requeued=requeued) for pc in pcs]))
+
+
+def _after_poll(ledger: MemoryLedger, settings: Settings) -> list[str]:
+    queue = MemoryLabelQueue()
+    heal_after_poll(FAILING, ledger, queue, settings, swept=False)
+    return [r["pc"] for job in queue.jobs for r in job.upserts]
+
+
+def test_the_probe_is_one_hipoink_batch_or_the_per_poll_limit_if_smaller() -> None:
+    five = ("A", "B", "C", "D", "E")
+    assert _after_poll(_failing(*five), Settings(hipoink_batch_size=2)) == ["A", "B"]
+    assert _after_poll(_failing(*five), Settings(label_heal_per_poll=3)) == ["A", "B", "C"]
+
+
+def test_after_a_recovery_a_poll_queues_at_most_the_per_poll_limit() -> None:
+    ledger = _ledger(_snapshot(*[_stale(f"P{i}", failed=10) for i in range(5)], last_ack=1))
+    assert _after_poll(ledger, Settings(label_heal_per_poll=2)) == ["P0", "P1"]
+
+
+def test_a_label_queued_again_is_presumed_lost_after_label_heal_after_seconds() -> None:
+    settings = Settings(label_heal_after_seconds=600)
+    assert _after_poll(_failing("A", failed=30, requeued=9), settings) == []
+    assert _after_poll(_failing("A", failed=30, requeued=10), settings) == ["A"]
+
+
+@pytest.mark.parametrize(("failed_seconds_ago", "probed"), [(240, True), (239, False)])
+def test_the_probe_waits_four_fifths_of_the_poll_interval(
+    failed_seconds_ago: int, probed: bool
+) -> None:
+    label = replace(_stale("A", failed=0), failed_at=NOW - timedelta(seconds=failed_seconds_ago))
+    settings = Settings(clover_sync_interval_seconds=300)
+    assert _after_poll(_ledger(_snapshot(label)), settings) == (["A"] if probed else [])
+
+
+# -- what a pass tells the operator --------------------------------------------------------
+
+
+def test_the_outcome_names_the_merchant_and_the_first_twenty_codes(log: MemoryLog) -> None:
+    ledger = _ledger(_snapshot(*[_stale(f"P{i:02d}") for i in range(25)]))
+    outcome = heal_merchant(MERCHANT, ledger, MemoryLabelQueue(), Settings())
+    assert outcome.merchant_id == "M"
+    assert outcome.codes == [f"P{i:02d}" for i in range(20)]
+    [line] = log.lines("stale labels queued again")
+    assert (line["level"], line["merchant_id"], line["upserts"], line["jobs"]) == (
+        "INFO",
+        "M",
+        25,
+        1,
+    )
+    assert line["codes"] == outcome.codes
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "mode"),
+    [
+        (_snapshot(_stale("A", failed=1)), "backing off"),
+        (_snapshot(_stale("A", failed=30, requeued=10)), "probe in flight"),
+    ],
+)
+def test_a_pass_that_waits_says_so(log: MemoryLog, snapshot: RepairSnapshot, mode: str) -> None:
+    heal_after_poll(FAILING, _ledger(snapshot), MemoryLabelQueue(), Settings(), swept=False)
+    [line] = log.lines("labels failing; waiting before the next retry")
+    assert (line["mode"], line["jobs"]) == (mode, 0)
+    assert "stale labels queued again" not in log.messages
+
+
+def test_a_pass_with_nothing_to_do_logs_nothing(log: MemoryLog) -> None:
+    heal_after_poll(
+        FAILING, _ledger(_snapshot(_stale("A"))), MemoryLabelQueue(), Settings(), swept=False
+    )
+    assert log.messages == []
+
+
+def test_labels_healed_counts_upserts_and_deletes(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics.clear_metrics()
+    ledger = _ledger(_snapshot(_stale("A"), _stale("B"), _stale("GONE", delete=True)))
+    heal_merchant(MERCHANT, ledger, MemoryLabelQueue(), Settings())
+    metrics.flush_metrics()
+    lines = capsys.readouterr().out.splitlines()
+    assert metric_sums(lines) == {"LabelsHealed": 3.0}
+    assert metric_units(lines) == {"LabelsHealed": "Count"}
+
+
+def test_the_probe_is_the_longest_failing_labels_even_under_the_per_poll_limit() -> None:
+    ledger = _ledger(
+        _snapshot(
+            _stale("A", failed=5),
+            _stale("B", failed=20),
+            _stale("C", failed=30),
+            _stale("D", failed=40),
+        )
+    )
+    assert _after_poll(ledger, Settings(label_heal_per_poll=2)) == ["C", "D"]

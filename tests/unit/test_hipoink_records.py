@@ -41,16 +41,24 @@ def test_the_base_record() -> None:
         "pi": "ITEM1",
         "pu": "gal",
     }
-    assert "pu" not in (to_record(_product(price_type="FIXED")) or {})
+    fixed = to_record(_product(price_type="FIXED"))
+    assert fixed is not None
+    assert "pu" not in fixed  # a unit only for items sold per unit
     assert to_record(_product(status="deleted")) is None
     assert to_record(_product(barcode=None)) is None
 
 
 def test_a_variable_price_is_the_configured_text_never_clovers_price() -> None:
     lottery = _product(price_type="VARIABLE", price=Decimal("0"), unit=None)
-    assert (to_record(lottery) or {})["pp"] == ""
-    assert (to_record(lottery, variable_price_text="SEE CASHIER") or {})["pp"] == "SEE CASHIER"
-    assert (to_record(_product(price_type="VARIABLE", price=None)) or {})["pp"] == ""
+    assert _shown_price(lottery) == ""
+    assert _shown_price(lottery, variable_price_text="SEE CASHIER") == "SEE CASHIER"
+    assert _shown_price(_product(price_type="VARIABLE", price=None)) == ""
+
+
+def _shown_price(product: Product, **settings: str) -> str:
+    record = to_record(product, **settings)
+    assert record is not None
+    return record["pp"]
 
 
 def test_a_price_that_is_needed_but_missing_makes_no_record_never_zero() -> None:
@@ -90,6 +98,9 @@ def test_the_label_hash_covers_the_free_fields() -> None:
         ("pc=sku", "not f1 … f16=SOURCE"),
         ("f1=raw", "source must be one of"),
         ("f1=sku,f1=cost", "f1 is mapped twice"),
+        ("f0=sku", "not f1 … f16=SOURCE"),
+        ("f1=", "not f1 … f16=SOURCE"),
+        ("f1=sku=cost", "'f1=sku=cost': source must be one of"),
     ],
 )
 def test_a_bad_mapping_is_refused_naming_the_entry(text: str, error: str) -> None:
@@ -100,6 +111,30 @@ def test_a_bad_mapping_is_refused_naming_the_entry(text: str, error: str) -> Non
 def test_an_empty_mapping_is_no_mapping() -> None:
     assert parse_extra_fields("") == ()
     assert parse_extra_fields(" , ") == ()
+
+
+def test_empty_entries_are_skipped_and_the_rest_is_read() -> None:
+    assert parse_extra_fields(",f1=sku,, f16 = available ,") == (
+        ("f1", "sku"),
+        ("f16", "available"),
+    )
+
+
+def test_a_bad_source_is_refused_naming_every_source() -> None:
+    with pytest.raises(ValueError, match="source must be one of") as refused:
+        parse_extra_fields("f2=raw")
+    assert str(refused.value) == (
+        "'f2=raw': source must be one of sku, cost, currency, price_type, unit, unit_cost,"
+        " item_group_id, is_age_restricted, available"
+    )
+
+
+def test_flags_show_as_1_or_0() -> None:
+    mapping = (("f1", "is_age_restricted"), ("f2", "available"))
+    extra = {"is_age_restricted": True, "available": False}
+    record = to_record(_product(extra_data=extra), extra_fields=mapping)
+    assert record is not None
+    assert (record["f1"], record["f2"]) == ("1", "0")
 
 
 @pytest.mark.parametrize(

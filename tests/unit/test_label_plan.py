@@ -8,11 +8,14 @@ from decimal import Decimal
 
 import pytest
 
+from devkit.emf import metric_sums, metric_units
 from esl_sync.hipoink.records import label_hash, to_record
+from esl_sync.observability import metrics
 from esl_sync.products import Product
 from esl_sync.records import LabelOwner, LabelOwners, ProductChange
 from esl_sync.settings import load_settings
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
+from tests.fakes import MemoryLog
 
 VERSION = 41
 
@@ -195,7 +198,104 @@ def test_record_mapping() -> None:
         "pi": "ITEM1",
         "pu": "gal",
     }
-    assert "pu" not in (to_record(_product(unit="gal")) or {})
+    each = to_record(_product(unit="gal"))  # a FIXED price: the unit is not shown
+    assert each is not None
+    assert "pu" not in each
     assert to_record(_product(barcode=None)) is None
     assert label_hash(None) is None
-    assert label_hash(to_record(fuel)) == label_hash(to_record(fuel))
+
+
+def test_the_label_hash_is_stable_and_follows_what_the_label_shows() -> None:
+    """The hash decides whether a label is sent again: the same record always hashes the
+    same (across processes: it is stored), and any shown change changes it."""
+    record = {"pc": "REG", "pn": "Regular Unleaded", "pp": "3.50", "pi": "ITEM1", "pu": "gal"}
+    digest = label_hash(record)
+    assert digest == "79ab487a9d5e40c699cef532046cc7db"  # a new scheme re-sends every label
+    assert label_hash(dict(reversed(record.items()))) == digest  # key order does not matter
+    assert len({digest, *(label_hash(record | {k: record[k] + "x"}) for k in record)}) == 6
+
+
+def test_a_change_without_a_target_takes_its_label_down() -> None:
+    """A product gone from this poll's targets (deleted) shows no label any more."""
+    plan = LabelPlan()
+    plan.add([ProductChange(("GONE", ""), "OLD", "shown-before")], {})
+    assert _resolve(plan, []).deletes == {"OLD"}
+
+
+def test_a_code_that_never_had_a_label_is_not_deleted() -> None:
+    plan = _plan(_product(status="deleted"), "049000028911", None)
+    assert (plan.touched, plan.empty) == (set(), True)
+
+
+def test_a_refused_product_does_not_stop_the_next_change() -> None:
+    refused = _product("A", barcode=None, price=None, validation_error="item A: …")
+    shown = _product("B", barcode="B1")
+    plan = LabelPlan()
+    targets = {refused.key: label_target(refused, load_settings()), shown.key: _target(shown)}
+    plan.add([ProductChange(refused.key, "A1", "h"), ProductChange(shown.key, None, None)], targets)
+    assert plan.touched == {"B1"}
+
+
+def test_the_record_this_poll_built_is_sent_not_rebuilt() -> None:
+    """It was built with the poll's settings (free fields, variable price text)."""
+    product = _product()
+    built = {"pc": "049000028911", "pn": "Coca-Cola 20oz", "pp": "2.49", "pi": "ITEM1", "f1": "x"}
+    plan = LabelPlan()
+    plan.add([ProductChange(product.key, None, None)], {product.key: LabelTarget(built, "h")})
+    plan.resolve(_owners([product]), lambda p: pytest.fail(f"rebuilt {p.source_id}"))
+    assert (plan.upserts, plan.conflicts) == ({"049000028911": built}, {})
+
+
+def test_each_job_carries_the_oldest_clover_change_it_delivers() -> None:
+    """The sender measures change-to-shelf latency from it."""
+    products = [
+        _product("A", barcode="A1", source_modified_time=3_000),
+        _product("B", barcode="B1", source_modified_time=1_000),
+        _product("C", barcode="C1"),  # no modifiedTime: not counted
+        _product("D", barcode="D1", status="deleted", source_modified_time=2_000),
+    ]
+    settings = load_settings()
+    plan = LabelPlan()
+    changes = [ProductChange(p.key, p.barcode, "shown-before") for p in products]
+    plan.add(changes, {p.key: label_target(p, settings) for p in products})
+    jobs = _resolve(plan, products).jobs("M1", "S1", batch_size=2)
+    assert [(len(j.upserts), len(j.deletes), j.oldest_change_ms) for j in jobs] == [
+        (2, 0, 1_000),
+        (1, 0, None),
+        (0, 1, 2_000),
+    ]
+
+
+def test_a_barcode_change_dates_the_delete_of_the_old_code_too() -> None:
+    moved = _product(barcode="NEW", source_modified_time=5_000)
+    plan = LabelPlan()
+    plan.add(
+        [ProductChange(moved.key, "OLD", "shown")],
+        {moved.key: label_target(moved, load_settings())},
+    )
+    jobs = _resolve(plan, [moved]).jobs("M1", "S1", batch_size=10)
+    assert [(j.deletes, j.oldest_change_ms) for j in jobs] == [([], 5_000), (["OLD"], 5_000)]
+
+
+def test_conflicts_are_named_and_counted(
+    log: MemoryLog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metrics.clear_metrics()
+    owners = [_product(f"O{i:02d}", barcode=f"C{i:02d}") for i in range(25)]
+    others = [_product(f"X{i:02d}", barcode=f"C{i:02d}") for i in range(25)]
+    plan = LabelPlan()
+    plan.add(
+        [ProductChange(p.key, None, None) for p in others], {p.key: _target(p) for p in others}
+    )
+    _resolve(plan, [*owners, *others])
+    metrics.flush_metrics()
+    lines = capsys.readouterr().out.splitlines()
+    assert (metric_sums(lines), metric_units(lines)) == (
+        {"LabelConflicts": 25.0},
+        {"LabelConflicts": "Count"},
+    )
+    [line] = log.lines(
+        "product code claimed by more than one product; the label shows the one stored first"
+    )
+    assert (line["level"], line["merchant_id"], line["conflicts"]) == ("WARNING", "M1", 25)
+    assert line["codes"] == {f"C{i:02d}": f"O{i:02d}" for i in range(20)}

@@ -44,9 +44,11 @@ reading what Clover sent, and a megabyte string would only make the page's state
 RAW_MAX_DEPTH = 32
 """JSON nested deeper in ``raw`` is replaced by a note (Postgres and Python both have
 recursion limits; Clover's items are three levels deep)."""
-_HUGE_INT_BITS = 13_000
-"""Integers longer than about 3,900 digits are stored as a note: Python refuses to turn
-an integer of more than 4,300 digits into JSON text."""
+_HUGE_INT_BITS = 14_000
+"""Integers longer than about 4,200 digits are stored as a note: Python refuses to turn
+an integer of more than 4,300 digits into JSON text. Every integer that fits in
+:data:`RAW_TEXT_MAX_CHARS` characters of JSON is shorter, so what :func:`json_text` finds
+storable as it is, the walk of :func:`clean_json` leaves as it is too."""
 
 _NONCHARACTERS = "\\ufdd0-\\ufdef" + "".join(
     f"\\U{plane + 0xFFFE:08x}\\U{plane + 0xFFFF:08x}" for plane in range(0, 0x110000, 0x10000)

@@ -181,11 +181,12 @@ def _validated(
 
     An item whose fields all have their exact types is its own reading
     (:func:`esl_sync.clover.items.plain_fields`: no model built, ≈ 3 µs less an item);
-    anything else is judged, and its problems named, by pydantic."""
+    anything else is judged, and its problems named, by pydantic (read as a ``dict``:
+    pydantic refuses any other mapping as a whole)."""
     if isinstance(raw, dict) and plain_fields(raw):
         return raw, set()
     try:
-        return CloverItem.model_validate(raw).model_dump(), set()
+        return CloverItem.model_validate(dict(raw)).model_dump(), set()
     except ValidationError as error:
         details = error.errors(include_url=False)
     problems.extend(_describe(detail) for detail in details)

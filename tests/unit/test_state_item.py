@@ -1,0 +1,151 @@
+"""The state item's codec: a merchant's state and sealed tokens to and from DynamoDB's
+attribute values, as the state table holds them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from esl_sync.credentials import SealedTokens
+from esl_sync.records import MerchantState
+from esl_sync.store.state_item import (
+    POLL_FIELDS,
+    STATE_FIELDS,
+    from_attr,
+    sealed_of,
+    state_of,
+    to_attr,
+)
+
+AT = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "attr"),
+    [
+        (None, {"NULL": True}),
+        (True, {"BOOL": True}),
+        (False, {"BOOL": False}),
+        (0, {"N": "0"}),
+        (1_800_000_000_000, {"N": "1800000000000"}),
+        (-3, {"N": "-3"}),
+        ("needs_reauth", {"S": "needs_reauth"}),
+        ("", {"S": ""}),
+        (AT, {"S": "2026-03-01T12:30:05.123456+00:00"}),
+    ],
+)
+def test_each_value_has_its_attribute_type(value: object, attr: dict[str, Any]) -> None:
+    assert to_attr(value) == attr
+
+
+@pytest.mark.parametrize(
+    ("name", "attr", "value"),
+    [
+        ("high_water_ms", {"NULL": True}, None),
+        ("high_water_ms", {"N": "1800000000000"}, 1_800_000_000_000),
+        ("poll_count", {"N": "0"}, 0),
+        ("sweep_request", {"BOOL": False}, False),
+        ("sweep_request", {"BOOL": True}, True),
+        ("last_failure_class", {"S": "CloverUnavailable"}, "CloverUnavailable"),
+        ("last_success_at", {"S": "2026-03-01T12:30:05.123456+00:00"}, AT),
+        ("last_failure_message", {"S": "2026-03-01T12:30:05+00:00"}, "2026-03-01T12:30:05+00:00"),
+    ],
+)
+def test_an_attribute_reads_back_as_its_value(
+    name: str, attr: dict[str, Any], value: object
+) -> None:
+    """A time only where the name says it is one (``…_at``): a message that looks like a
+    time stays text."""
+    assert from_attr(name, attr) == value
+    assert type(from_attr(name, attr)) is type(value)
+
+
+def test_a_merchant_without_an_item_has_the_first_state() -> None:
+    assert state_of("M1", None) == MerchantState(merchant_id="M1")
+    assert state_of("M1", {}) == MerchantState(merchant_id="M1")
+
+
+def test_every_state_field_reads_back_from_what_is_written() -> None:
+    state = MerchantState(
+        merchant_id="M1",
+        high_water_ms=1_800_000_000_000,
+        poll_count=41,
+        last_sweep_ms=1_799_000_000_000,
+        last_success_at=AT,
+        last_failure_at=datetime(2026, 2, 28, tzinfo=UTC),
+        last_failure_class="CloverUnavailable",
+        last_failure_message="503 from Clover",
+        consecutive_failures=2,
+        auth_state="needs_reauth",
+        sweep_request="req-1",
+        sweep_request_done="req-0",
+    )
+    item = {name: to_attr(getattr(state, name)) for name in STATE_FIELDS}
+    item["version"] = {"N": "7"}
+    item["pending_deletes"] = {"SS": ["I2", "I1"]}
+    assert state_of("M1", item) == MerchantState(
+        **{**state.__dict__, "version": 7, "pending_deletes": frozenset({"I1", "I2"})}
+    )
+
+
+def test_an_item_of_another_writer_keeps_the_defaults_of_what_it_lacks() -> None:
+    """A webhook's item holds only its sweep request; a token write only the tokens."""
+    state = state_of("M1", {"sweep_request": {"S": "req-9"}, "token_ciphertext": {"B": b"x"}})
+    assert state == MerchantState(merchant_id="M1", sweep_request="req-9")
+    assert state.version == 0
+    assert state.pending_deletes == frozenset()
+
+
+def test_the_fields_a_poll_writes_leave_auth_and_the_webhook_s_request_alone() -> None:
+    assert "auth_state" not in POLL_FIELDS
+    assert "sweep_request" not in POLL_FIELDS
+    assert set(STATE_FIELDS) == {*POLL_FIELDS, "auth_state", "sweep_request"}
+    assert "sweep_request_done" in POLL_FIELDS
+    assert "high_water_ms" in POLL_FIELDS
+
+
+def test_sealed_tokens_are_read_with_their_generation_and_reauth_flag() -> None:
+    item = {
+        "token_ciphertext": {"B": bytearray(b"\x00sealed")},
+        "token_generation": {"N": "12"},
+        "auth_state": {"S": "needs_reauth"},
+    }
+    sealed = sealed_of(item)
+    assert sealed == SealedTokens(ciphertext=b"\x00sealed", generation=12, needs_reauth=True)
+    assert type(sealed.ciphertext) is bytes
+
+
+def test_tokens_without_a_generation_or_auth_state_are_generation_zero_and_usable() -> None:
+    sealed = sealed_of({"token_ciphertext": {"B": b"c"}, "auth_state": {"S": "ok"}})
+    assert sealed == SealedTokens(ciphertext=b"c", generation=0, needs_reauth=False)
+    assert sealed_of({"token_ciphertext": {"B": b"c"}}) == SealedTokens(b"c", 0, False)
+
+
+@pytest.mark.parametrize(
+    "item", [None, {}, {"high_water_ms": {"N": "5"}, "auth_state": {"S": "ok"}}]
+)
+def test_an_item_without_tokens_has_none(item: dict[str, Any] | None) -> None:
+    assert sealed_of(item) is None
+
+
+@pytest.mark.parametrize(
+    ("times", "uninstalled"),
+    [
+        ({}, False),
+        ({"authorized_ms": {"N": "100"}}, False),
+        ({"app_uninstalled_ms": {"N": "100"}, "authorized_ms": {"N": "100"}}, False),
+        ({"app_uninstalled_ms": {"N": "100"}, "authorized_ms": {"N": "101"}}, False),
+        ({"app_uninstalled_ms": {"N": "101"}, "authorized_ms": {"N": "100"}}, True),
+        ({"app_uninstalled_ms": {"N": "0"}}, False),
+        ({"app_uninstalled_ms": {"N": "1"}}, True),
+    ],
+)
+def test_tokens_are_uninstalled_only_when_clover_said_so_after_they_were_authorized(
+    times: dict[str, Any], uninstalled: bool
+) -> None:
+    """A reinstall authorizes anew, so an older uninstall no longer counts."""
+    sealed = sealed_of({"token_ciphertext": {"B": b"c"}, **times})
+    assert sealed is not None
+    assert sealed.uninstalled is uninstalled
