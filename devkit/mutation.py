@@ -18,8 +18,9 @@ repository checks: ``[tool.mutmut] pytest_add_cli_args_test_selection``):
   tests records which test executes which line (``sys.monitoring``); each mutant then runs
   in a forked child, which gives the mutated function's code to every function object of
   it (a constant, or a function whose closure the mutant changes: imports the project
-  afresh with the mutated module in place of its file) and runs the tests that execute the mutated lines (all the tests that execute the
-  module, for a constant), stopping at the first failure.
+  afresh with the mutated module in place of its file) and runs the tests that execute
+  the mutated lines (all the tests that execute the module, for a constant), stopping at
+  the first failure.
 
 A mutant is killed when a test fails (or it runs ten times longer than the tests: an
 endless loop), survives when they pass, and counts as a survivor too when no test runs it.

@@ -29,6 +29,7 @@ from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.observability import logger
 from esl_sync.ports import (
+    CodeExchanger,
     LabelLedger,
     LabelQueue,
     LabelSink,
@@ -445,3 +446,32 @@ class MemoryLog(logging.Handler):
     @property
     def messages(self) -> list[str]:
         return [r.getMessage() for r in self.records]
+
+
+INSTALL_PAIR = CloverTokens.model_validate(
+    {
+        "access_token": "access-SECRET",
+        "access_token_expiration": 1_795_869_000,
+        "refresh_token": "refresh-SECRET",
+        "refresh_token_expiration": 1_798_459_200,
+    }
+)
+"""The v2 pair a fake OAuth exchange answers with (its secrets marked, for leak checks)."""
+
+
+@final
+class MemoryExchanger(CodeExchanger):
+    """Clover's code exchange: ``answer`` (a pair, or the error to raise) for every code;
+    ``calls`` holds each exchange's (base URL, merchant id, code, client secret)."""
+
+    def __init__(self, answer: CloverTokens | Exception = INSTALL_PAIR) -> None:
+        self.answer = answer
+        self.calls: list[tuple[str, str, str, str]] = []
+
+    def exchange_code(
+        self, base_url: str, merchant_id: str, code: str, client_secret: str
+    ) -> CloverTokens:
+        self.calls.append((base_url, merchant_id, code, client_secret))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer

@@ -32,24 +32,23 @@ from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.credentials import CloverTokens, StoredTokens
 from esl_sync.messages import PollRequest
 from esl_sync.onboarding import REFUSALS, OnboardingDeps, finish_install, start_install
-from esl_sync.ports import CodeExchanger, InstallTokens, MerchantRegistry, PollQueue
+from esl_sync.ports import InstallTokens, MerchantRegistry, PollQueue
 from esl_sync.records import Merchant
 from esl_sync.settings import ConfigurationError, Settings, load_settings
 from esl_sync.web import MAX_QUERY_CHARS, SECURITY_HEADERS, Page, QueryRefused, read_query
 from esl_sync.webhooks import read_webhook
 from esl_sync_ops.cli import main
-from tests.fakes import MemoryPollQueue, MemoryTokens, StaticRefresher
+from tests.fakes import (
+    INSTALL_PAIR,
+    MemoryExchanger,
+    MemoryPollQueue,
+    MemoryTokens,
+    StaticRefresher,
+)
 
 KEY = b"k" * 32
 NOW_MS = 1_795_867_200_000
-PAIR = CloverTokens.model_validate(
-    {
-        "access_token": "access-SECRET",
-        "access_token_expiration": 1_795_869_000,
-        "refresh_token": "refresh-SECRET",
-        "refresh_token_expiration": 1_798_459_200,
-    }
-)
+PAIR = INSTALL_PAIR
 
 # ---------------------------------------------------------------- the signed state
 
@@ -325,21 +324,6 @@ class MemoryRegistry(MerchantRegistry):
             return True
         self.assigned[merchant_id] = store_code
         return False
-
-
-@final
-class MemoryExchanger(CodeExchanger):
-    def __init__(self, answer: CloverTokens | Exception = PAIR) -> None:
-        self.answer = answer
-        self.calls: list[str] = []
-
-    def exchange_code(
-        self, base_url: str, merchant_id: str, code: str, client_secret: str
-    ) -> CloverTokens:
-        self.calls.append(code)
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
 
 
 def _deps(exchanger: MemoryExchanger | None = None, *, template: str = "") -> OnboardingDeps:

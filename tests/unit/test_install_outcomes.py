@@ -25,22 +25,15 @@ from esl_sync.onboarding import (
     start_install,
     unavailable,
 )
-from esl_sync.ports import CodeExchanger, InstallTokens, MerchantRegistry, PollQueue
+from esl_sync.ports import InstallTokens, MerchantRegistry, PollQueue
 from esl_sync.records import Merchant
 from esl_sync.web import Page
-from tests.fakes import MemoryLog, MemoryPollQueue
+from tests.fakes import INSTALL_PAIR, MemoryExchanger, MemoryLog, MemoryPollQueue
 
 KEY = b"k" * 32
 NOW_MS = 1_795_867_200_000
 MERCHANT = "MFLOW0000001"
-PAIR = CloverTokens.model_validate(
-    {
-        "access_token": "access-SECRET",
-        "access_token_expiration": 1_795_869_000,
-        "refresh_token": "refresh-SECRET",
-        "refresh_token_expiration": 1_798_459_200,
-    }
-)
+PAIR = INSTALL_PAIR
 START = "Open esl-sync again from your Clover dashboard to start over."
 
 
@@ -104,21 +97,6 @@ class Registry(MerchantRegistry):
 
 
 @final
-class Exchanger(CodeExchanger):
-    def __init__(self, answer: CloverTokens | Exception = PAIR) -> None:
-        self.answer = answer
-        self.calls: list[tuple[str, str, str, str]] = []
-
-    def exchange_code(
-        self, base_url: str, merchant_id: str, code: str, client_secret: str
-    ) -> CloverTokens:
-        self.calls.append((base_url, merchant_id, code, client_secret))
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
-
-
-@final
 class DownQueue(PollQueue):
     def send(self, requests: Sequence[PollRequest], delays: Sequence[int] | None = None) -> None:
         raise ConnectionError("SQS is down")
@@ -141,12 +119,12 @@ class Clock:
 def _deps(
     *,
     installs: Installs | None = None,
-    exchanger: Exchanger | None = None,
+    exchanger: MemoryExchanger | None = None,
     registry: Registry | None = None,
     template: str = "CLV-{merchant_id}",
 ) -> OnboardingDeps:
     clock = Clock()
-    exchange = exchanger or Exchanger()
+    exchange = exchanger or MemoryExchanger()
     return OnboardingDeps(
         client_id=lambda: "app-id",
         client_secret=lambda: "app-SECRET",
@@ -252,14 +230,14 @@ REFUSED = {
         (
             "code_refused",
             lambda: _deps(
-                exchanger=Exchanger(CloverCodeRejected("no", merchant_id="M", status=400))
+                exchanger=MemoryExchanger(CloverCodeRejected("no", merchant_id="M", status=400))
             ),
             _callback,
         ),
         ("newer_tokens", lambda: _deps(installs=Installs(write=False)), _callback),
         (
             "clover_unavailable",
-            lambda: _deps(exchanger=Exchanger(CloverTimeout("slow", merchant_id="M"))),
+            lambda: _deps(exchanger=MemoryExchanger(CloverTimeout("slow", merchant_id="M"))),
             _callback,
         ),
     ],
@@ -349,7 +327,7 @@ def test_a_configured_redirect_uri_wins_over_the_request_s_host() -> None:
 def test_a_callback_exchanges_seals_stores_and_registers_under_the_lock(
     log: MemoryLog, emf: Callable[[], list[str]]
 ) -> None:
-    installs, exchanger, registry = Installs(), Exchanger(), Registry()
+    installs, exchanger, registry = Installs(), MemoryExchanger(), Registry()
     deps = _deps(installs=installs, exchanger=exchanger, registry=registry)
     state = _state(NOW_MS - 599_999)  # within its ten minutes
     nonce = state.split(".")[3]
@@ -457,7 +435,7 @@ def test_a_refused_exchange_tells_the_operator_what_to_check(
     log: MemoryLog, emf: Callable[[], list[str]]
 ) -> None:
     error = CloverCodeRejected("no", merchant_id=MERCHANT, status=401)
-    finish_install(_callback(), _deps(exchanger=Exchanger(error)), reference="ref-1")
+    finish_install(_callback(), _deps(exchanger=MemoryExchanger(error)), reference="ref-1")
     assert log.lines(
         "Clover refused the code exchange: the merchant must start over; if every install"
         " fails so, check the app's client id and secret (CloverAppSecretArn)"
@@ -467,7 +445,7 @@ def test_a_refused_exchange_tells_the_operator_what_to_check(
 
 def test_an_exchange_clover_did_not_answer_is_logged_with_its_error(log: MemoryLog) -> None:
     error = CloverTimeout("no answer in 10 s", merchant_id=MERCHANT)
-    finish_install(_callback(), _deps(exchanger=Exchanger(error)), reference="ref-1")
+    finish_install(_callback(), _deps(exchanger=MemoryExchanger(error)), reference="ref-1")
     assert log.lines("Clover did not answer the code exchange") == [
         {
             "merchant_id": MERCHANT,
@@ -523,7 +501,7 @@ def test_each_callback_holds_the_lock_under_an_owner_of_its_own() -> None:
 )
 def test_a_callback_without_a_code_or_state_is_refused_by_name(left_out: str, reason: str) -> None:
     query = "&".join(p for p in _callback().split("&") if not p.startswith(f"{left_out}="))
-    installs, exchanger = Installs(), Exchanger()
+    installs, exchanger = Installs(), MemoryExchanger()
     page = finish_install(query, _deps(installs=installs, exchanger=exchanger), reference="ref-1")
     assert page == REFUSED[reason]
     assert (installs.calls, exchanger.calls) == ([], [])
