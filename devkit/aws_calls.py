@@ -1,10 +1,11 @@
 """Which AWS API actions each function's handler calls, on which resources.
 
-The local stack attaches an :class:`AwsCallRecorder` to boto3's default session (every
-client the library builds comes from it): a botocore ``before-parameter-build`` hook sees
-each call, and the function the local stack is running at that moment (``running()``,
-set by the function runner) owns it. Calls made while no handler runs (the stack's own
-setup, its event-source emulation, test code) belong to nobody and are not recorded.
+The local stack attaches an :class:`AwsCallRecorder` to the library's AWS calls
+(``esl_sync.store.aws_json.observe``, which also sees the operator CLI's botocore calls):
+it is told of each call before it is sent, and the function the local stack is running at
+that moment (``running()``, set by the function runner) owns it. Calls made while no
+handler runs (the stack's own setup, its event-source emulation, test code) belong to
+nobody and are not recorded.
 
 A call is recorded as its IAM action (``sqs:SendMessageBatch`` is authorized as
 ``sqs:SendMessage``), the template's logical id of its resource (or ``env:NAME`` for a
@@ -20,14 +21,14 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.hooks import BaseEventHooks
+from esl_sync.store import aws_json
 
 _RUNNING: ContextVar[str | None] = ContextVar("esl_sync_running_function", default=None)
 _UNRECORDED: ContextVar[bool] = ContextVar("esl_sync_unrecorded", default=False)
@@ -103,28 +104,22 @@ def unrecorded() -> Iterator[None]:
 class AwsCallRecorder:
     """Records the calls of the handlers; ``resource_of(service, params)`` names resources."""
 
-    def __init__(self, resource_of: Callable[[str, dict[str, Any]], list[str]]) -> None:
+    def __init__(self, resource_of: Callable[[str, Mapping[str, Any]], list[str]]) -> None:
         self._resource_of = resource_of
         self.calls: set[AwsCall] = set()
         self.counts: Counter[str] = Counter()  # calls by action ("kms:Encrypt"), all functions
-        self._events: BaseEventHooks | None = None
 
-    def attach(self, events: BaseEventHooks) -> None:
-        """Hook into a session's events (clients created afterwards carry the hook)."""
-        events.register("before-parameter-build", self._record)
-        self._events = events
+    def attach(self) -> None:
+        aws_json.observe(self._record)
 
     def detach(self) -> None:
-        if self._events is not None:
-            self._events.unregister("before-parameter-build", self._record)
-            self._events = None
+        aws_json.unobserve(self._record)
 
-    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+    def _record(self, service: str, operation: str, params: Mapping[str, Any]) -> None:
         function = _RUNNING.get()
         if function is None or _UNRECORDED.get():
             return
-        service = model.service_model.signing_name
-        action = f"{service}:{_AUTHORIZED_AS.get(model.name, model.name)}"
+        action = f"{service}:{_AUTHORIZED_AS.get(operation, operation)}"
         self.counts[action] += 1
         attributes = tuple(sorted(dynamodb_attributes(params))) if service == "dynamodb" else ()
         for resource in self._resource_of(service, params):
@@ -141,32 +136,28 @@ class AwsCallCounter:
     def __init__(self) -> None:
         self.counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()  # threads of one invocation count into one Counter
-        self._events: BaseEventHooks | None = None
 
-    def attach(self, events: BaseEventHooks) -> None:
-        events.register("before-parameter-build", self._count)
-        self._events = events
+    def attach(self) -> None:
+        aws_json.observe(self._count)
 
     def detach(self) -> None:
-        if self._events is not None:
-            self._events.unregister("before-parameter-build", self._count)
-            self._events = None
+        aws_json.unobserve(self._count)
 
     def snapshot(self, function: str) -> Counter[str]:
         """The counts of ``function`` so far, by action."""
         with self._lock:
             return Counter({a: n for (f, a), n in self.counts.items() if f == function})
 
-    def _count(self, model: Any, **_: Any) -> None:
+    def _count(self, service: str, operation: str, params: Mapping[str, Any]) -> None:
         function = _RUNNING.get()
         if function is None or _UNRECORDED.get():
             return
-        action = f"{model.service_model.signing_name}:{model.name}"
+        action = f"{service}:{operation}"
         with self._lock:
             self.counts[(function, action)] += 1
 
 
-def dynamodb_attributes(params: dict[str, Any]) -> set[str]:
+def dynamodb_attributes(params: Mapping[str, Any]) -> set[str]:
     """Attribute names a DynamoDB request names: its key, its item, its expressions."""
     names: set[str] = set(params.get("Key", {})) | set(params.get("Item", {}))
     placeholders = params.get("ExpressionAttributeNames", {})

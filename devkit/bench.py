@@ -267,10 +267,8 @@ def _sims(stack: LocalStack) -> tuple[CloverSimulator, Any]:
 
 @contextmanager
 def _counting(stack: LocalStack) -> Iterator[AwsCallCounter]:
-    from esl_sync.store import aws
-
     counter = AwsCallCounter()
-    counter.attach(aws.session().get_component("event_emitter"))
+    counter.attach()
     try:
         yield counter
     finally:

@@ -27,7 +27,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -53,7 +53,6 @@ from devkit.lambda_runner import (
 )
 from devkit.template import REPO_ROOT, load_template, resolve, resource
 from esl_sync.credentials import CloverTokens
-from esl_sync.store import aws
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -285,8 +284,8 @@ class LocalStack:
                 "CLOVER_DISPATCH_SPREAD_SECONDS": "0",
             }
         )
-        if self._record_aws_calls:  # every client the runtime builds carries the hook
-            self.aws_calls.attach(aws.session().get_component("event_emitter"))
+        if self._record_aws_calls:
+            self.aws_calls.attach()
         self._exit.enter_context(_operator_commands_attributed())
         self._create_aws_resources()
         self._create_secrets(
@@ -392,7 +391,7 @@ class LocalStack:
             }
         )
 
-    def _resource_of(self, service: str, params: dict[str, Any]) -> list[str]:
+    def _resource_of(self, service: str, params: Mapping[str, Any]) -> list[str]:
         """The template's logical ids (``env:NAME`` for secrets) that a call names."""
         if service == "sqs":
             url = params.get("QueueUrl") or params.get("QueueName", "")

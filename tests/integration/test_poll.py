@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
@@ -30,7 +30,7 @@ from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError,
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
 from esl_sync.settings import settings
-from esl_sync.store import aws
+from esl_sync.store import aws_json
 from esl_sync.store.sqs import SqsPollQueue
 from esl_sync.sync import poll as poll_module
 from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS
@@ -141,7 +141,7 @@ def emf_metrics(stack: LocalStack, name: str) -> list[tuple[float, list[list[str
 
 def poll(stack: LocalStack, *merchant_ids: str) -> None:
     """One poll of each merchant through the poll queue and the poller (no label delivery)."""
-    SqsPollQueue(stack.urls["PollQueue"], stack.sqs).send(
+    SqsPollQueue(stack.urls["PollQueue"]).send(
         [PollRequest(merchant_id=m, reason="manual") for m in merchant_ids]
     )
     result = stack.drain("PollQueue", "poller")
@@ -816,25 +816,30 @@ def test_a_poll_reads_and_writes_the_state_table_twice(stack: LocalStack) -> Non
     clover, _ = sims(stack)
     stack.add_merchant("MTWICE000001", "tok", "STORE-TW", items=items_without_times(8))
     stack.run_cycle()
-    dynamodb = runtime.state_store()._dynamodb
     calls: list[str] = []
-    dynamodb.meta.events.register(
-        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
-    )
-    poll(stack, "MTWICE000001")  # idle
-    clover.update_item("MTWICE000001", clover.items("MTWICE000001")[0]["id"], price=5)
-    poll(stack, "MTWICE000001")  # changed
+
+    def seen(service: str, operation: str, params: Mapping[str, Any]) -> None:
+        if service == "dynamodb":
+            calls.append(operation)
+
+    aws_json.observe(seen)
+    try:
+        poll(stack, "MTWICE000001")  # idle
+        clover.update_item("MTWICE000001", clover.items("MTWICE000001")[0]["id"], price=5)
+        poll(stack, "MTWICE000001")  # changed
+    finally:
+        aws_json.unobserve(seen)
     assert calls == ["UpdateItem"] * 4
 
 
 def test_the_aws_calls_of_each_kind_of_poll(start_stack: StartStack) -> None:
-    """Counted by the botocore hook the bench uses: two state writes whatever the poll; the
+    """Counted by the observer the bench uses: two state writes whatever the poll; the
     first read also opens the tokens (one KMS decrypt, then kept) and sends the labels;
     a changed poll sends its labels; idle polls and sweeps call nothing else."""
     stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
     clover, _ = sims(stack)
-    counter = AwsCallCounter()  # before any client is built: each one carries the hook
-    counter.attach(aws.session().get_component("event_emitter"))
+    counter = AwsCallCounter()
+    counter.attach()
     m = "MKINDS000001"
     stack.add_merchant(m, "tok", "STORE-KI", items=items_without_times(8))
     seen: list[dict[str, int]] = []

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import boto3
 import pytest
 
 from devkit.local_stack import LocalStack
-from esl_sync.store import secrets
+from esl_sync.store import aws_json, secrets
 
 
 def test_a_secret_is_read_once_then_again_after_five_minutes(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     manager = boto3.client("secretsmanager")
     text_arn = manager.create_secret(Name="t-text", SecretString="postgresql://a@h/db")["ARN"]
     binary_arn = manager.create_secret(Name="t-binary", SecretBinary=b"sign\xc3\xa9")["ARN"]
     secrets.forget_secrets()
     calls: list[str] = []
-    secrets._client().meta.events.register(
-        "before-call.secrets-manager.GetSecretValue", lambda **_: calls.append("get")
-    )
+
+    def seen(service: str, operation: str, params: Mapping[str, Any]) -> None:
+        calls.append(f"{service}:{operation}")
+
+    aws_json.observe(seen)
+    request.addfinalizer(lambda: aws_json.unobserve(seen))
     now = [1000.0]
     monkeypatch.setattr(secrets.time, "monotonic", lambda: now[0])
 
@@ -28,8 +34,11 @@ def test_a_secret_is_read_once_then_again_after_five_minutes(
     manager.put_secret_value(SecretId=text_arn, SecretString="postgresql://b@h/db")
     now[0] += secrets.SECRET_MAX_AGE_SECONDS - 1
     assert secrets.resolve_secret("DATABASE_URL", None, text_arn) == "postgresql://a@h/db"
-    assert len(calls) == 2
+    assert calls == ["secretsmanager:GetSecretValue"] * 2
     now[0] += 1  # five minutes on: the rotated value
     assert secrets.resolve_secret("DATABASE_URL", None, text_arn) == "postgresql://b@h/db"
     assert len(calls) == 3
+    assert secrets._client().call("GetSecretValue", {"SecretId": binary_arn})["SecretBinary"] == (
+        b"sign\xc3\xa9"  # a blob: base64 on the wire, bytes here
+    )
     secrets.forget_secrets()

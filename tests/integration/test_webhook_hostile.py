@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from devkit.template import load_template, resource
 from esl_sync import runtime
 from esl_sync.messages import PollRequest
 from esl_sync.records import VerificationCode
+from esl_sync.store import aws_json
 from esl_sync.store.dynamo import WEBHOOK_ITEM_KEY, DynamoStateStore
 from esl_sync_ops.cli import main
 from tests.http_events import MALFORMED_EVENTS
@@ -301,16 +303,17 @@ def test_forged_handshakes_cannot_hide_clovers_code(
 class UpdatesOnly:
     """DynamoDB as the webhook's role allows it: ``dynamodb:UpdateItem`` and nothing else."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: aws_json.AwsJsonClient) -> None:
         self._real = real
 
-    def update_item(self, **request: Any) -> Any:
-        return self._real.update_item(**request)
+    def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        assert operation == "UpdateItem", operation
+        return self._real.call(operation, params)
 
 
 def test_the_webhooks_writes_need_nothing_but_update_item(hooked: LocalStack) -> None:
     hints = DynamoStateStore(
-        hooked.env["STATE_TABLE_NAME"], None, dynamodb=UpdatesOnly(boto3.client("dynamodb"))
+        hooked.env["STATE_TABLE_NAME"], None, dynamodb=UpdatesOnly(aws_json.client("dynamodb"))
     )
     now = datetime.now(UTC)
     for n in range(7):

@@ -19,6 +19,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 from esl_sync.settings import ConfigurationError, deployed, settings
+from esl_sync.store import aws_json
 from esl_sync.store.secrets import database_conninfo, forget_secrets, resolve_secret
 
 if TYPE_CHECKING:
@@ -332,6 +333,7 @@ def forget_secret_state() -> None:
 def reset() -> None:
     """Forget every cached object (closing what holds connections) and every secret."""
     forget_secrets()
+    aws_json.forget_clients()  # the next stack may have its AWS elsewhere
     if database.cache_info().currsize:
         database().close()
     if clover.cache_info().currsize:

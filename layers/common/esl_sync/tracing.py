@@ -1,10 +1,13 @@
 """The X-Ray SDK's tracer (Powertools), for every function but the poller.
 
-Importing this module loads the X-Ray SDK and patches botocore, so every AWS call becomes a
-subsegment of the function's trace; the functions that call Clover or Hipoink patch httpx
-too (``tracer.patch(("httpx",))``), so the others never load it. Patching all it knows
-would also load and patch what no function uses (sqlite3) and trace botocore's requests
-twice (http.client under it); its psycopg patch needs psycopg_pool, absent here.
+Importing this module loads the X-Ray SDK and makes every AWS call a subsegment of the
+function's trace (an observer of :mod:`esl_sync.store.aws_json`, named and annotated as the
+SDK's botocore patch names them: the service, namespace ``aws``, the operation, region,
+table or queue, the HTTP status and the error); the functions that call Clover or Hipoink
+patch httpx too (``tracer.patch(("httpx",))``), so the others never load it. Nothing is
+patched on import: patching all it knows would load botocore (which no function uses) and
+patch what none uses (sqlite3), and trace the AWS requests twice (http.client under them);
+its psycopg patch needs psycopg_pool, absent here.
 
 The poller does not import it: it is traced by Lambda's active tracing alone (its
 invocations, initialization and errors, linked to the SQS message that started them), which
@@ -18,10 +21,45 @@ traces have no subsegment per call (README, "Operations").
 
 from __future__ import annotations
 
+import os
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
 from aws_lambda_powertools import Tracer
 
 from esl_sync.observability import SERVICE
+from esl_sync.store import aws_json
 
-tracer = Tracer(service=SERVICE, patch_modules=("botocore",))
+tracer = Tracer(service=SERVICE, auto_patch=False)
+
+
+def aws_subsegment(service: str, operation: str, params: Mapping[str, Any]) -> aws_json.Finish:
+    """Open the call's subsegment; what closes it with the outcome."""
+    recorder: Any = tracer.provider  # the X-Ray SDK's recorder
+    subsegment = recorder.begin_subsegment(service, "aws")
+    meta: dict[str, Any] = {"operation": operation, "region": os.environ.get("AWS_REGION")}
+    for param, key in (("TableName", "table_name"), ("QueueUrl", "queue_url")):
+        if isinstance(params.get(param), str):
+            meta[key] = params[param]
+
+    def finish(error: BaseException | None) -> None:
+        if subsegment is None:
+            return
+        if isinstance(error, aws_json.AwsError) and error.status:
+            subsegment.put_http_meta("status", error.status)
+        elif error is None:
+            subsegment.put_http_meta("status", 200)
+        if error is not None:
+            stack = traceback.extract_stack(limit=recorder.max_trace_back)
+            subsegment.add_exception(error, stack, remote=isinstance(error, aws_json.AwsError))
+        subsegment.set_aws(meta)
+        recorder.end_subsegment()
+
+    return finish
+
+
+if not tracer.disabled:
+    aws_json.observe(aws_subsegment)
 
 __all__ = ["tracer"]

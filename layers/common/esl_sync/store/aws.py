@@ -1,5 +1,9 @@
-"""The AWS clients of this process: botocore clients, built one at a time from one botocore
-session, whose data loader looks up only the services it is asked about.
+"""botocore, for the operator's CLI only: its credential chain (profiles, SSO) when the
+environment holds no keys, and its CloudFormation client (:mod:`esl_sync.store.stack`). The
+functions' calls go through :mod:`esl_sync.store.aws_json` and never import botocore.
+Clients are built one at a time from one botocore session, whose data loader looks up only
+the services it is asked about, and they tell ``aws_json``'s observers of each call (the
+local stack records the CLI's calls too).
 
 botocore, not boto3: the library calls clients only (no resources, no S3 transfers), and
 importing boto3 also imports s3transfer and multiprocessing's managers, ≈ 8 % of a poller's
@@ -31,6 +35,8 @@ import botocore.session
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import Loader
 
+from esl_sync.store import aws_json
+
 _lock = threading.RLock()
 _session: botocore.session.Session | None = None
 
@@ -43,8 +49,16 @@ def session() -> botocore.session.Session:
             core = botocore.session.get_session()
             paths = core.get_config_variable("data_path")
             core.register_component("data_loader", _quick_loader(paths))
+            core.register("before-parameter-build", _tell_observers)
             _session = core
         return _session
+
+
+def _tell_observers(**event: Any) -> None:
+    """A botocore call (``before-parameter-build``), as ``aws_json`` tells its observers of
+    one (its start only: no observer of a CLI's calls needs their end)."""
+    model = event["model"]
+    aws_json.tell_observers(model.service_model.signing_name, model.name, event["params"])
 
 
 def client(service: str, **kwargs: Any) -> Any:

@@ -20,14 +20,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import batched
-from typing import TYPE_CHECKING, Any, Literal
-
-from botocore.exceptions import ClientError
+from typing import Any, Literal
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.ports import Leased, StaleStateError
 from esl_sync.records import MerchantState, VerificationCode
-from esl_sync.store import aws
+from esl_sync.store import aws_json
+from esl_sync.store.aws_json import AwsError, Caller
 from esl_sync.store.state_item import (
     POLL_FIELDS,
     STATE_FIELDS,
@@ -36,10 +35,6 @@ from esl_sync.store.state_item import (
     state_of,
     to_attr,
 )
-
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.client import DynamoDBClient
-    from mypy_boto3_kms.client import KMSClient
 
 _LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
@@ -98,12 +93,12 @@ class DynamoStateStore:
         table_name: str,
         key_id: str | None,
         *,
-        dynamodb: DynamoDBClient | None = None,
-        kms: KMSClient | None = None,
+        dynamodb: Caller | None = None,
+        kms: Caller | None = None,
     ) -> None:
         self._table = table_name
         self._key_id = key_id
-        self._dynamodb: DynamoDBClient = dynamodb or aws.client("dynamodb")
+        self._dynamodb: Caller = dynamodb or aws_json.client("dynamodb")
         self._kms = kms
         # Every write encrypts anew, so a ciphertext names one version of one merchant's
         # tokens: its plaintext can be kept for the life of the process, which spares a
@@ -111,8 +106,11 @@ class DynamoStateStore:
         self._decrypt = lru_cache(maxsize=4096)(self._decrypt_uncached)
 
     def load(self, merchant_id: str) -> MerchantState:
-        item = self._dynamodb.get_item(
-            TableName=self._table, Key={"merchant_id": {"S": merchant_id}}, ConsistentRead=True
+        item = self._dynamodb.call(
+            "GetItem",
+            dict(
+                TableName=self._table, Key={"merchant_id": {"S": merchant_id}}, ConsistentRead=True
+            ),
         ).get("Item")
         return state_of(merchant_id, item)
 
@@ -123,14 +121,17 @@ class DynamoStateStore:
         for batch in batched(merchant_ids, 100):  # BatchGetItem takes at most 100 keys
             keys: list[Mapping[str, Any]] = [{"merchant_id": {"S": m}} for m in batch]
             while keys:
-                answer = self._dynamodb.batch_get_item(
-                    RequestItems={
-                        self._table: {
-                            "Keys": keys,
-                            "ProjectionExpression": ", ".join(names),
-                            "ExpressionAttributeNames": names,
+                answer = self._dynamodb.call(
+                    "BatchGetItem",
+                    dict(
+                        RequestItems={
+                            self._table: {
+                                "Keys": keys,
+                                "ProjectionExpression": ", ".join(names),
+                                "ExpressionAttributeNames": names,
+                            }
                         }
-                    }
+                    ),
                 )
                 for item in answer["Responses"].get(self._table, []):
                     merchant_id = str(item["merchant_id"]["S"])
@@ -245,28 +246,35 @@ class DynamoStateStore:
         """Apply ``update`` if ``condition`` holds: the item as written (``returns``), or
         None when the condition did not hold."""
         try:
-            answer = self._dynamodb.update_item(
-                TableName=self._table,
-                Key={"merchant_id": {"S": merchant_id}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ExpressionAttributeNames=names,
-                ReturnValues=returns,
+            answer = self._dynamodb.call(
+                "UpdateItem",
+                dict(
+                    TableName=self._table,
+                    Key={"merchant_id": {"S": merchant_id}},
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                    ExpressionAttributeNames=names,
+                    ReturnValues=returns,
+                ),
             )
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+        except AwsError as error:
+            if error.code == "ConditionalCheckFailedException":
                 return None
             raise
-        return answer.get("Attributes", {})
+        written: Mapping[str, Any] = answer.get("Attributes", {})
+        return written
 
     def load_tokens(self, merchant_id: str) -> StoredTokens | None:
-        item = self._dynamodb.get_item(
-            TableName=self._table,
-            Key={"merchant_id": {"S": merchant_id}},
-            ProjectionExpression="token_ciphertext, token_generation, auth_state, authorized_ms,"
-            " app_uninstalled_ms",
-            ConsistentRead=True,
+        item = self._dynamodb.call(
+            "GetItem",
+            dict(
+                TableName=self._table,
+                Key={"merchant_id": {"S": merchant_id}},
+                ProjectionExpression="token_ciphertext, token_generation, auth_state,"
+                " authorized_ms, app_uninstalled_ms",
+                ConsistentRead=True,
+            ),
         ).get("Item")
         sealed = sealed_of(item)
         return None if sealed is None else self.open_tokens(merchant_id, sealed)
@@ -290,19 +298,22 @@ class DynamoStateStore:
     def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
         """New tokens: a new generation, auth ``ok``, authorized now (``authorized_ms``,
         against which an uninstall hint and an install's sign-in are compared)."""
-        answer = self._dynamodb.update_item(
-            TableName=self._table,
-            Key={"merchant_id": {"S": merchant_id}},
-            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
-            " ADD #generation :one",
-            ExpressionAttributeNames=_GENERATION_NAMES,
-            ExpressionAttributeValues={
-                ":t": {"B": sealed},
-                ":ok": {"S": "ok"},
-                ":now": {"N": str(time.time_ns() // 1_000_000)},
-                ":one": {"N": "1"},
-            },
-            ReturnValues="UPDATED_NEW",
+        answer = self._dynamodb.call(
+            "UpdateItem",
+            dict(
+                TableName=self._table,
+                Key={"merchant_id": {"S": merchant_id}},
+                UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
+                " ADD #generation :one",
+                ExpressionAttributeNames=_GENERATION_NAMES,
+                ExpressionAttributeValues={
+                    ":t": {"B": sealed},
+                    ":ok": {"S": "ok"},
+                    ":now": {"N": str(time.time_ns() // 1_000_000)},
+                    ":one": {"N": "1"},
+                },
+                ReturnValues="UPDATED_NEW",
+            ),
         )
         return int(answer["Attributes"]["token_generation"]["N"])
 
@@ -334,12 +345,15 @@ class DynamoStateStore:
         """Two writes and no read (the webhook may not read the table): an atomic counter
         numbers the code, which goes to slot ``number % keep`` unless a newer one is there
         already; so concurrent handshakes each keep theirs and the oldest is replaced."""
-        counted = self._dynamodb.update_item(
-            TableName=self._table,
-            Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
-            UpdateExpression="ADD codes_received :one",
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="UPDATED_NEW",
+        counted = self._dynamodb.call(
+            "UpdateItem",
+            dict(
+                TableName=self._table,
+                Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
+                UpdateExpression="ADD codes_received :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+                ReturnValues="UPDATED_NEW",
+            ),
         )
         number = int(counted["Attributes"]["codes_received"]["N"])
         entry = {
@@ -357,8 +371,13 @@ class DynamoStateStore:
         )
 
     def verification_codes(self) -> list[VerificationCode]:
-        item = self._dynamodb.get_item(
-            TableName=self._table, Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}}, ConsistentRead=True
+        item = self._dynamodb.call(
+            "GetItem",
+            dict(
+                TableName=self._table,
+                Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
+                ConsistentRead=True,
+            ),
         ).get("Item")
         return _verification_codes(item or {})
 
@@ -383,11 +402,14 @@ class DynamoStateStore:
             {"#pending": "pending_deletes"},
         ):
             return True
-        self._dynamodb.update_item(
-            TableName=self._table,
-            Key={"merchant_id": {"S": merchant_id}},
-            UpdateExpression="SET sweep_request = :token",
-            ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
+        self._dynamodb.call(
+            "UpdateItem",
+            dict(
+                TableName=self._table,
+                Key={"merchant_id": {"S": merchant_id}},
+                UpdateExpression="SET sweep_request = :token",
+                ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
+            ),
         )
         return False
 
@@ -403,18 +425,24 @@ class DynamoStateStore:
     def _encrypt(self, merchant_id: str, tokens: CloverTokens) -> bytes:
         if not self._key_id:
             raise RuntimeError("STATE_KEY_ID is required to store Clover tokens")
-        return self._kms_client().encrypt(
-            KeyId=self._key_id,
-            Plaintext=tokens.secret_json().encode(),
-            EncryptionContext={"merchant_id": merchant_id},
-        )["CiphertextBlob"]
+        sealed: bytes = self._kms_client().call(
+            "Encrypt",
+            dict(
+                KeyId=self._key_id,
+                Plaintext=tokens.secret_json().encode(),
+                EncryptionContext={"merchant_id": merchant_id},
+            ),
+        )["CiphertextBlob"]  # bytes: aws_json decodes KMS's base64 blobs
+        return sealed
 
     def _decrypt_uncached(self, merchant_id: str, ciphertext: bytes) -> bytes:
-        return self._kms_client().decrypt(
-            CiphertextBlob=ciphertext, EncryptionContext={"merchant_id": merchant_id}
+        plaintext: bytes = self._kms_client().call(
+            "Decrypt",
+            dict(CiphertextBlob=ciphertext, EncryptionContext={"merchant_id": merchant_id}),
         )["Plaintext"]
+        return plaintext
 
-    def _kms_client(self) -> KMSClient:
-        if self._kms is None:  # two threads may both build one: harmless (aws.client locks)
-            self._kms = aws.client("kms")
+    def _kms_client(self) -> Caller:
+        if self._kms is None:  # two threads may both ask: one client (aws_json.client locks)
+            self._kms = aws_json.client("kms")
         return self._kms

@@ -11,18 +11,15 @@ import json
 import threading
 import time
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import SecretStr
 
 from esl_sync.settings import ConfigurationError
-
-if TYPE_CHECKING:
-    from mypy_boto3_secretsmanager.client import SecretsManagerClient
-
+from esl_sync.store import aws_json
 
 SECRET_MAX_AGE_SECONDS = 300  # a rotated secret is picked up within five minutes
-# Secrets Manager answers in milliseconds or not at all: botocore's defaults (60 s per
+# Secrets Manager answers in milliseconds or not at all: the defaults (botocore's: 60 s per
 # attempt, retried) made an unreachable endpoint cost the deploy's migration 180 s.
 CONNECT_TIMEOUT_SECONDS = 3
 READ_TIMEOUT_SECONDS = 5
@@ -39,20 +36,14 @@ _cached: dict[str, tuple[float, str]] = {}
 
 
 @cache
-def _client() -> SecretsManagerClient:
-    """Secrets Manager with short timeouts (from the default session, whose event hooks
-    the local stack uses to record every AWS call)."""
-    from botocore.config import Config
-
-    from esl_sync.store import aws
-
-    config = Config(
+def _client() -> aws_json.AwsJsonClient:
+    """Secrets Manager with short timeouts."""
+    return aws_json.client(
+        "secretsmanager",
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+        attempts=ATTEMPTS,
     )
-    client: SecretsManagerClient = aws.client("secretsmanager", config=config)
-    return client
 
 
 def forget_secrets() -> None:
@@ -72,7 +63,7 @@ def resolve_secret(name: str, value: SecretStr | None, secret_arn: str | None) -
             hit = _cached.get(secret_arn)
         if hit is not None and now - hit[0] < SECRET_MAX_AGE_SECONDS:
             return hit[1]
-        answer = _client().get_secret_value(SecretId=secret_arn)
+        answer = _client().call("GetSecretValue", {"SecretId": secret_arn})
         text = answer["SecretString"] if "SecretString" in answer else answer["SecretBinary"]
         secret = text.decode() if isinstance(text, bytes) else text
         with _cache_lock:

@@ -6,16 +6,13 @@ import json
 import uuid
 from collections.abc import Sequence
 from itertools import batched
-from typing import TYPE_CHECKING
+from typing import Any
 
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.records import DeadLetter
 from esl_sync.settings import ConfigurationError
-from esl_sync.store import aws
-
-if TYPE_CHECKING:
-    from mypy_boto3_sqs.client import SQSClient
-    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+from esl_sync.store import aws_json
+from esl_sync.store.aws_json import Caller
 
 SQS_BATCH = 10  # SendMessageBatch takes at most ten entries
 
@@ -24,11 +21,9 @@ class QueueSendError(RuntimeError):
     """SQS refused some messages; the caller's unit of work must fail and be retried."""
 
 
-def _send_all(
-    sqs: SQSClient, url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef]
-) -> None:
+def _send_all(sqs: Caller, url: str, entries: Sequence[dict[str, Any]]) -> None:
     for batch in batched(entries, SQS_BATCH):
-        answer = sqs.send_message_batch(QueueUrl=url, Entries=list(batch))
+        answer = sqs.call("SendMessageBatch", {"QueueUrl": url, "Entries": list(batch)})
         failed = answer.get("Failed", [])
         if failed:
             reasons = ", ".join(f"{f['Id']}: {f.get('Message', f['Code'])}" for f in failed)
@@ -36,12 +31,12 @@ def _send_all(
 
 
 class SqsPollQueue:
-    def __init__(self, url: str, sqs: SQSClient | None = None) -> None:
+    def __init__(self, url: str, sqs: Caller | None = None) -> None:
         self._url = url
-        self._sqs: SQSClient = sqs or aws.client("sqs")
+        self._sqs: Caller = sqs or aws_json.client("sqs")
 
     def send(self, requests: Sequence[PollRequest], delays: Sequence[int] | None = None) -> None:
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        entries: list[dict[str, Any]] = [
             {
                 "Id": str(i),
                 "MessageBody": request.model_dump_json(),
@@ -60,14 +55,14 @@ class SqsLabelQueue:
     label ledger instead (a label hash already acknowledged is not sent again).
     """
 
-    def __init__(self, url: str, sqs: SQSClient | None = None) -> None:
+    def __init__(self, url: str, sqs: Caller | None = None) -> None:
         self._url = url
         self._sqs = sqs  # built at the first job: most polls send none
 
     def send(self, jobs: Sequence[LabelJob]) -> None:
         if not jobs:
             return
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+        entries: list[dict[str, Any]] = [
             {
                 "Id": str(i),
                 "MessageBody": job.model_dump_json(),
@@ -77,7 +72,7 @@ class SqsLabelQueue:
             for i, job in enumerate(jobs)
         ]
         if self._sqs is None:
-            self._sqs = aws.client("sqs")
+            self._sqs = aws_json.client("sqs")
         _send_all(self._sqs, self._url, entries)
 
 
@@ -88,29 +83,36 @@ class SqsDeadLetterQueue:
     id (the original one may still be remembered by the queue).
     """
 
-    def __init__(self, source_url: str, sqs: SQSClient | None = None) -> None:
-        self._sqs: SQSClient = sqs or aws.client("sqs")
+    def __init__(self, source_url: str, sqs: Caller | None = None) -> None:
+        self._sqs: Caller = sqs or aws_json.client("sqs")
         self._source_url = source_url
         self._fifo = source_url.endswith(".fifo")
         self.url = self._dead_letter_url()
 
     def _dead_letter_url(self) -> str:
-        attributes = self._sqs.get_queue_attributes(
-            QueueUrl=self._source_url, AttributeNames=["RedrivePolicy"]
-        )["Attributes"]
+        attributes = self._sqs.call(
+            "GetQueueAttributes",
+            {"QueueUrl": self._source_url, "AttributeNames": ["RedrivePolicy"]},
+        ).get("Attributes", {})
         policy = attributes.get("RedrivePolicy")
         if not policy:
             raise ConfigurationError(f"queue {self._source_url} has no dead-letter queue")
         arn = json.loads(policy)["deadLetterTargetArn"]
         account, name = arn.split(":")[4:6]
-        return self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        found = self._sqs.call(
+            "GetQueueUrl", {"QueueName": name, "QueueOwnerAWSAccountId": account}
+        )
+        return str(found["QueueUrl"])
 
     def receive(self) -> list[DeadLetter]:
-        messages = self._sqs.receive_message(
-            QueueUrl=self.url,
-            MaxNumberOfMessages=SQS_BATCH,
-            MessageSystemAttributeNames=["MessageGroupId"],
-            WaitTimeSeconds=0,
+        messages = self._sqs.call(
+            "ReceiveMessage",
+            {
+                "QueueUrl": self.url,
+                "MaxNumberOfMessages": SQS_BATCH,
+                "MessageSystemAttributeNames": ["MessageGroupId"],
+                "WaitTimeSeconds": 0,
+            },
         ).get("Messages", [])
         return [
             DeadLetter(
@@ -122,9 +124,9 @@ class SqsDeadLetterQueue:
         ]
 
     def send_back(self, letters: Sequence[DeadLetter]) -> None:
-        entries: list[SendMessageBatchRequestEntryTypeDef] = []
+        entries: list[dict[str, Any]] = []
         for i, letter in enumerate(letters):
-            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(i), "MessageBody": letter.body}
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": letter.body}
             if self._fifo:
                 if letter.group_id is None:
                     raise QueueSendError("a message of a FIFO dead-letter queue has no group")
@@ -135,12 +137,15 @@ class SqsDeadLetterQueue:
 
     def delete(self, letters: Sequence[DeadLetter]) -> None:
         for batch in batched(letters, SQS_BATCH):
-            answer = self._sqs.delete_message_batch(
-                QueueUrl=self.url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": letter.receipt_handle}
-                    for i, letter in enumerate(batch)
-                ],
+            answer = self._sqs.call(
+                "DeleteMessageBatch",
+                {
+                    "QueueUrl": self.url,
+                    "Entries": [
+                        {"Id": str(i), "ReceiptHandle": letter.receipt_handle}
+                        for i, letter in enumerate(batch)
+                    ],
+                },
             )
             if answer.get("Failed"):
                 raise QueueSendError(f"{len(answer['Failed'])} message(s) not deleted")
