@@ -70,9 +70,9 @@ SERVICES = {
 # Partitions by region name (botocore's endpoints.json regionRegex) and their DNS suffix.
 # Others (the isolated ones) have other names for some services: refused, not guessed.
 _PARTITIONS = (
-    ("aws-us-gov", re.compile(r"us-gov-\w+-\d+"), "amazonaws.com"),
-    ("aws-cn", re.compile(r"cn-\w+-\d+"), "amazonaws.com.cn"),
-    ("aws", re.compile(r"(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+"), "amazonaws.com"),
+    ("aws-us-gov", r"us-gov-\w+-\d+", "amazonaws.com"),
+    ("aws-cn", r"cn-\w+-\d+", "amazonaws.com.cn"),
+    ("aws", r"(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+", "amazonaws.com"),
 )
 
 # botocore's "standard" retry mode (botocore/retries/standard.py).
@@ -125,7 +125,7 @@ def endpoint_url(service: str, region_name: str) -> str:
         if given:
             return given
     for _, pattern, suffix in _PARTITIONS:
-        if pattern.fullmatch(region_name):
+        if re.fullmatch(pattern, region_name):
             return f"https://{service}.{region_name}.{suffix}"
     raise ConfigurationError(
         f"AWS region {region_name!r} is in no partition this client knows (aws, aws-cn,"
@@ -274,6 +274,7 @@ class AwsJsonClient:
             "Content-Type": self._content_type,
             "X-Amz-Target": f"{self._protocol.target}.{operation}",
             "User-Agent": "esl-sync",
+            "Accept-Encoding": "identity",  # http.client's own, signed: every header sent is
         }
         # botocore's recursion-detection header: the invocation's trace, so an SQS message
         # links the traces of its sender and its consumer (unsigned, as botocore leaves it).
@@ -393,8 +394,8 @@ def _transport_error(
         code = "ConnectTimeout" if connecting else "ReadTimeout"
     elif isinstance(error, ssl.SSLError):
         code = "SSLError"
-    elif isinstance(error, http.client.HTTPException):
-        code = "HTTPClientError"
+    elif isinstance(error, http.client.HTTPException) and not isinstance(error, ConnectionError):
+        code = "HTTPClientError"  # an answer that is not HTTP
     else:
         code = "ConnectionError"
     return AwsError(service, operation, code, 0, str(error)[:200] or type(error).__name__, True)

@@ -1,0 +1,157 @@
+"""AWS's JSON protocol without a network: endpoints by region and setting, the request's
+body for any text, the service's refusals as codes, DynamoDB's binary values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esl_sync.settings import ConfigurationError
+from esl_sync.store import aws_codec, aws_json
+
+
+@pytest.fixture(autouse=True)
+def no_endpoint_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("service", "region", "url"),
+    [
+        ("dynamodb", "us-east-1", "https://dynamodb.us-east-1.amazonaws.com"),
+        ("sqs", "ap-southeast-4", "https://sqs.ap-southeast-4.amazonaws.com"),
+        ("kms", "cn-northwest-1", "https://kms.cn-northwest-1.amazonaws.com.cn"),
+        ("secretsmanager", "us-gov-west-1", "https://secretsmanager.us-gov-west-1.amazonaws.com"),
+        ("dynamodb", "il-central-1", "https://dynamodb.il-central-1.amazonaws.com"),
+    ],
+)
+def test_aws_own_endpoints_by_partition(service: str, region: str, url: str) -> None:
+    assert aws_json.endpoint_url(service, region) == url
+
+
+@pytest.mark.parametrize("region", ["us-iso-east-1", "us-isob-east-1", "eu-isoe-west-1", "xx-1"])
+def test_an_unknown_partition_is_refused_by_name(region: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{region}.*no partition"):
+        aws_json.endpoint_url("dynamodb", region)
+
+
+def test_configured_endpoints_win_service_first_unless_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:6000")
+    assert aws_json.endpoint_url("sqs", "us-east-1") == "http://127.0.0.1:5000"
+    assert aws_json.endpoint_url("secretsmanager", "us-east-1") == "http://127.0.0.1:6000"
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert aws_json.endpoint_url("sqs", "us-east-1") == "https://sqs.us-east-1.amazonaws.com"
+
+
+@pytest.mark.parametrize("bad", ["evil.com/x", "US-EAST-1", "us-east-1\n", "é", "a" * 41])
+def test_a_region_that_is_no_region_name_is_refused(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    monkeypatch.setenv("AWS_REGION", bad)
+    with pytest.raises(ConfigurationError, match="AWS_REGION: not a region name"):
+        aws_json.region()
+
+
+def test_region_comes_from_aws_region_before_aws_default_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    assert aws_json.region() == "eu-west-1"
+    monkeypatch.delenv("AWS_REGION")
+    assert aws_json.region() == "us-east-1"
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21", "127.0.0.1:5000", "http://"])
+def test_an_endpoint_that_is_no_http_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    with pytest.raises(ConfigurationError, match="AWS_ENDPOINT_URL: not an http"):
+        aws_json.AwsJsonClient("dynamodb")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "code", "retryable"),
+    [
+        (400, {}, b'{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}',
+         "ConditionalCheckFailedException", False),
+        (400, {}, b'{"__type":"com.amazon.coral.validate#ValidationException:http://x"}',
+         "ValidationException", False),
+        (400, {}, b'{"__type":"ProvisionedThroughputExceededException"}',
+         "ProvisionedThroughputExceededException", True),
+        (400, {"x-amzn-query-error": "AWS.SimpleQueueService.NonExistentQueue;Sender"},
+         b'{"__type":"com.amazonaws.sqs#QueueDoesNotExist"}',
+         "AWS.SimpleQueueService.NonExistentQueue", False),
+        (502, {}, b"<html>Bad Gateway</html>", "HTTP502", True),
+        (400, {}, b"[1, 2]", "HTTP400", False),
+        (400, {}, b"", "HTTP400", False),
+        (400, {}, b'{"__type":"RequestTimeoutException"}', "RequestTimeoutException", True),
+    ],
+)  # fmt: skip
+def test_refusals_are_parsed_as_botocore_parses_them(
+    status: int, headers: dict[str, str], body: bytes, code: str, retryable: bool
+) -> None:
+    error = aws_codec.service_error("dynamodb", "UpdateItem", status, headers, body)
+    assert (error.code, error.status, error.retryable) == (code, status, retryable)
+
+
+def test_binary_values_are_bytes_wherever_they_are_but_a_map_member_named_b_is_not() -> None:
+    answer = {
+        "Item": {
+            "b": {"B": "AAH/"},
+            "bs": {"BS": ["AQ==", "Ag=="]},
+            "m": {"M": {"B": {"S": "a map member named B"}, "BS": {"L": [{"B": "AQ=="}]}}},
+            "s": {"S": "AAH/"},
+        }
+    }
+    aws_codec.dynamodb_binaries(answer)
+    assert answer["Item"] == {
+        "b": {"B": b"\x00\x01\xff"},
+        "bs": {"BS": [b"\x01", b"\x02"]},
+        "m": {"M": {"B": {"S": "a map member named B"}, "BS": {"L": [{"B": b"\x01"}]}}},
+        "s": {"S": "AAH/"},
+    }
+
+
+_VALUES = st.recursive(
+    st.text() | st.binary() | st.integers() | st.booleans(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_VALUES)
+def test_any_value_encodes_to_utf8_json_and_text_round_trips(value: object) -> None:
+    body = aws_codec.encode({"v": value})
+    decoded = json.loads(body.decode("utf-8"))  # valid UTF-8 and valid JSON, always
+    if not _holds(value, lambda v: isinstance(v, bytes) or _lone_surrogate(v)):
+        assert decoded == {"v": value}
+
+
+def _lone_surrogate(value: object) -> bool:
+    return isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+
+
+def _holds(value: object, test: Callable[[object], bool]) -> bool:
+    if isinstance(value, list):
+        return any(_holds(v, test) for v in value)
+    if isinstance(value, dict):
+        return any(test(k) or _holds(v, test) for k, v in value.items())
+    return test(value)
+
+
+def test_lone_surrogates_become_the_replacement_character_and_pairs_stay() -> None:
+    body = aws_codec.encode({"S": "a\ud800b\udfffc\U0001f600"})
+    assert json.loads(body) == {"S": "a\ufffdb\ufffdc\U0001f600"}
