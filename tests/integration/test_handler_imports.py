@@ -1,6 +1,9 @@
 """The dispatcher and the webhook never load httpx (nor the Clover client): their cold
 starts stay short and a failure of the HTTP stack cannot reach them (docs/architecture.md,
-"Layers").
+"Layers"). No function loads botocore: their AWS calls go through esl_sync.store.aws_json
+(botocore's import, data and clients were a third of a poller's cold start). Powertools
+imports the bare ``botocore`` package (its user-agent hook, ≈ 1 ms, nothing under it), so the
+check is on botocore's modules: ``botocore.session``, ``botocore.client`` and the rest.
 
 Each handler runs in a fresh interpreter, imported and invoked once with its sample event
 against the local stack, the way Lambda starts it; then ``sys.modules`` tells what it
@@ -25,8 +28,20 @@ REPO = Path(__file__).resolve().parents[2]
 # Only the standard library besides the handler itself: anything imported here would
 # count against it.
 INVOKE = """
-import importlib.util, json, sys
+import builtins, importlib.util, json, sys
 from pathlib import Path
+
+# Who imports botocore (even when it is loaded already): the importing module's name.
+botocore_importers = set()
+_import = builtins.__import__
+
+def _watching(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = (globals or {}).get("__name__", "?")
+    if level == 0 and name.split(".")[0] == "botocore" and importer.split(".")[0] != "botocore":
+        botocore_importers.add(importer)
+    return _import(name, globals, locals, fromlist, level)
+
+builtins.__import__ = _watching
 
 repo, function = Path(sys.argv[1]), sys.argv[2]
 spec = importlib.util.spec_from_file_location("app", repo / "functions" / function / "app.py")
@@ -47,22 +62,36 @@ class Context:
 
 event = json.loads((repo / "events" / f"{function}.json").read_text())
 answer = module.lambda_handler(event, Context())
-loaded = sorted(m for m in sys.modules if m.split(".")[0] == "httpx" or m.startswith("esl_sync"))
-print(json.dumps({"answer": answer, "loaded": loaded}, default=str))
+loaded = sorted(
+    m for m in sys.modules if m.split(".")[0] in ("httpx", "botocore") or m.startswith("esl_sync")
+)
+found = {"answer": answer, "loaded": loaded, "botocore_importers": sorted(botocore_importers)}
+print(json.dumps(found, default=str))
 """
 
 
-def _invoke(function: str) -> tuple[dict[str, object], list[str]]:
+def _invoke(
+    function: str, env: dict[str, str | None] | None = None
+) -> tuple[dict[str, object], list[str]]:
+    answer, loaded, _ = _invoke_watched(function, env)
+    return answer, loaded
+
+
+def _invoke_watched(
+    function: str, env: dict[str, str | None] | None = None
+) -> tuple[dict[str, object], list[str], list[str]]:
+    """The handler's answer, the modules it loaded, the modules that imported botocore."""
+    changed = {**os.environ, **(env or {})}
     completed = subprocess.run(
         [sys.executable, "-c", INVOKE, str(REPO), function],
-        env=dict(os.environ),
+        env={name: value for name, value in changed.items() if value is not None},
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
     result = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result["answer"], result["loaded"]
+    return result["answer"], result["loaded"], result["botocore_importers"]
 
 
 @pytest.fixture
@@ -94,3 +123,49 @@ def test_the_poller_does_load_httpx_so_the_check_can_fail(demo_merchant: LocalSt
     assert answer == {"batchItemFailures": []}
     assert "httpx" in loaded
     assert "esl_sync.clover.client" in loaded
+
+
+def _botocore_modules(loaded: list[str]) -> list[str]:
+    return [m for m in loaded if m.startswith("botocore.")]
+
+
+def test_the_poller_never_loads_botocore(demo_merchant: LocalStack) -> None:
+    answer, loaded, importers = _invoke_watched("poller")
+    assert answer == {"batchItemFailures": []}
+    assert "esl_sync.store.aws_json" in loaded  # it called AWS
+    assert _botocore_modules(loaded) == []
+    assert importers == ["aws_lambda_powertools.shared.user_agent"]  # the bare package
+
+
+# The X-Ray SDK's recorder imports its sampling connector, which imports botocore.session
+# (for centralized sampling rules, which Lambda does not use): the functions traced with it
+# load botocore through it, and only through it (docs/architecture.md, "Tracing").
+_XRAY_SDK_ONLY = ["aws_lambda_powertools.shared.user_agent", "aws_xray_sdk.core.sampling.connector"]
+
+
+@pytest.mark.parametrize("function", ["dispatcher", "webhook", "hipoink_sender"])
+def test_nothing_of_ours_imports_botocore(demo_merchant: LocalStack, function: str) -> None:
+    answer, loaded, importers = _invoke_watched(function)
+    assert answer not in (None, {}), answer  # it ran its sample event
+    assert "esl_sync.store.aws_json" in loaded  # and called AWS through this client
+    assert importers == _XRAY_SDK_ONLY
+    assert "botocore.session" in loaded  # (what the SDK's connector costs them)
+
+
+def test_the_botocore_checks_can_fail(demo_merchant: LocalStack, tmp_path: Path) -> None:
+    """Without keys in the environment the client falls back to botocore's credential
+    chain (an operator's profile): the same checks then see botocore, imported by us."""
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = local\naws_secret_access_key = local\n"
+    )
+    answer, loaded, importers = _invoke_watched(
+        "poller",
+        {
+            "AWS_ACCESS_KEY_ID": None,
+            "AWS_SECRET_ACCESS_KEY": None,
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+        },
+    )
+    assert answer == {"batchItemFailures": []}  # it worked, signed with the profile's keys
+    assert "botocore.session" in _botocore_modules(loaded)
+    assert "esl_sync.store.aws" in importers
