@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esl_sync.store import aws_json
+from esl_sync import aws_observers
 
 _RUNNING: ContextVar[str | None] = ContextVar("esl_sync_running_function", default=None)
 _UNRECORDED: ContextVar[bool] = ContextVar("esl_sync_unrecorded", default=False)
@@ -110,10 +110,10 @@ class AwsCallRecorder:
         self.counts: Counter[str] = Counter()  # calls by action ("kms:Encrypt"), all functions
 
     def attach(self) -> None:
-        aws_json.observe(self._record)
+        aws_observers.observe(self._record)
 
     def detach(self) -> None:
-        aws_json.unobserve(self._record)
+        aws_observers.unobserve(self._record)
 
     def _record(self, service: str, operation: str, params: Mapping[str, Any]) -> None:
         function = _RUNNING.get()
@@ -138,10 +138,10 @@ class AwsCallCounter:
         self._lock = threading.Lock()  # threads of one invocation count into one Counter
 
     def attach(self) -> None:
-        aws_json.observe(self._count)
+        aws_observers.observe(self._count)
 
     def detach(self) -> None:
-        aws_json.unobserve(self._count)
+        aws_observers.unobserve(self._count)
 
     def snapshot(self, function: str) -> Counter[str]:
         """The counts of ``function`` so far, by action."""

@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devkit.local_stack import LocalStack
+from esl_sync import aws_observers
 from esl_sync.store import aws, aws_json, aws_sigv4
 from esl_sync.store.aws_json import AwsError
 
@@ -378,19 +379,19 @@ def test_observers_see_each_call_before_it_is_sent_and_how_it_ended(server: Scri
     seen: list[tuple[str, str, int]] = []
     ended: list[str | None] = []
 
-    def observer(service: str, operation: str, params: Mapping[str, Any]) -> aws_json.Finish:
+    def observer(service: str, operation: str, params: Mapping[str, Any]) -> aws_observers.Finish:
         seen.append((service, operation, len(server.requests)))
         return lambda error: ended.append(None if error is None else type(error).__name__)
 
     server.script = [(200, {}), (400, {"__type": "ValidationException"})]
-    aws_json.observe(observer)
+    aws_observers.observe(observer)
     try:
         sqs, _ = client("sqs")
         sqs.call("SendMessageBatch", {"QueueUrl": "q"})
         with pytest.raises(AwsError):
             sqs.call("DeleteMessageBatch", {"QueueUrl": "q"})
     finally:
-        aws_json.unobserve(observer)
+        aws_observers.unobserve(observer)
     assert seen == [("sqs", "SendMessageBatch", 0), ("sqs", "DeleteMessageBatch", 1)]
     assert ended == [None, "AwsError"]
 
@@ -462,3 +463,70 @@ def test_hostile_strings_and_blobs_round_trip_through_dynamodb_and_sqs(stack: Lo
         with pytest.raises(AwsError) as raised:
             dynamodb.call("GetItem", {"TableName": table, "Key": key, "Limit": bad})
         assert (raised.value.code, raised.value.retryable) == ("InvalidParameter", False)
+
+
+# -- tracing ------------------------------------------------------------------------------
+
+
+class _Emitted:
+    """An X-Ray emitter that keeps what it would send to the daemon."""
+
+    def __init__(self) -> None:
+        self.entities: list[Any] = []
+
+    def send_entity(self, entity: Any) -> None:
+        self.entities.append(entity)
+
+    def set_daemon_address(self, address: str | None) -> None:
+        pass
+
+
+def test_each_aws_call_is_an_xray_subsegment_as_the_sdks_botocore_patch_made_them(
+    server: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aws_xray_sdk import global_sdk_config
+    from aws_xray_sdk.core import AWSXRayRecorder
+    from aws_xray_sdk.core.context import Context
+
+    from esl_sync import tracing
+
+    enabled = global_sdk_config.sdk_enabled()
+    global_sdk_config.set_sdk_enabled(True)  # the test session disables tracing
+    recorder = AWSXRayRecorder()
+    recorder.configure(context=Context(), sampling=False, emitter=_Emitted())
+    monkeypatch.setattr(tracing.tracer, "provider", recorder)
+    segment = recorder.begin_segment("esl-sync-DispatcherFunction")
+    aws_observers.observe(tracing.aws_subsegment)
+    server.script = [(200, {}), (400, {"__type": "ResourceNotFoundException", "message": "no"})]
+    try:
+        dynamodb, _ = client()
+        dynamodb.call("GetItem", {"TableName": "StateTable"})
+        with pytest.raises(AwsError):
+            dynamodb.call("UpdateItem", {"TableName": "StateTable"})
+    finally:
+        aws_observers.unobserve(tracing.aws_subsegment)
+        global_sdk_config.set_sdk_enabled(enabled)
+    ok, failed = [s.to_dict() for s in segment.subsegments]
+    assert (ok["name"], ok["namespace"], failed["name"]) == ("dynamodb", "aws", "dynamodb")
+    assert ok["aws"] == {"operation": "GetItem", "region": "eu-west-1", "table_name": "StateTable"}
+    assert ok["http"] == {"response": {"status": 200}}
+    assert failed["aws"]["operation"] == "UpdateItem"
+    assert failed["http"] == {"response": {"status": 400}}
+    assert failed["error"] is True
+    assert failed["cause"]["exceptions"][0]["type"] == "AwsError"
+    assert all("end_time" in s for s in (ok, failed))  # both closed
+
+
+def test_in_lambda_each_request_carries_the_invocations_trace_header(
+    server: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's recursion-detection header: SQS links a message to its sender's trace."""
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)
+    client("sqs")[0].call("SendMessageBatch", {})
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "esl-sync-PollerFunction-x")
+    client("sqs")[0].call("SendMessageBatch", {})
+    first, second = (headers for headers, _ in server.requests)
+    assert "X-Amzn-Trace-Id" not in first  # outside Lambda: none (as botocore)
+    assert second["X-Amzn-Trace-Id"] == trace
+    assert "x-amzn-trace-id" not in second["Authorization"]  # unsigned

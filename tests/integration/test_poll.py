@@ -24,13 +24,12 @@ from devkit.emf import metric_sums, metric_values
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
-from esl_sync import runtime
+from esl_sync import aws_observers, runtime
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError, StateStore
 from esl_sync.products import stable_hash
 from esl_sync.records import MerchantState
 from esl_sync.settings import settings
-from esl_sync.store import aws_json
 from esl_sync.store.sqs import SqsPollQueue
 from esl_sync.sync import poll as poll_module
 from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS
@@ -822,13 +821,13 @@ def test_a_poll_reads_and_writes_the_state_table_twice(stack: LocalStack) -> Non
         if service == "dynamodb":
             calls.append(operation)
 
-    aws_json.observe(seen)
+    aws_observers.observe(seen)
     try:
         poll(stack, "MTWICE000001")  # idle
         clover.update_item("MTWICE000001", clover.items("MTWICE000001")[0]["id"], price=5)
         poll(stack, "MTWICE000001")  # changed
     finally:
-        aws_json.unobserve(seen)
+        aws_observers.unobserve(seen)
     assert calls == ["UpdateItem"] * 4
 
 

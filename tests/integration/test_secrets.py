@@ -9,7 +9,8 @@ import boto3
 import pytest
 
 from devkit.local_stack import LocalStack
-from esl_sync.store import aws_json, secrets
+from esl_sync import aws_observers
+from esl_sync.store import secrets
 
 
 def test_a_secret_is_read_once_then_again_after_five_minutes(
@@ -24,8 +25,8 @@ def test_a_secret_is_read_once_then_again_after_five_minutes(
     def seen(service: str, operation: str, params: Mapping[str, Any]) -> None:
         calls.append(f"{service}:{operation}")
 
-    aws_json.observe(seen)
-    request.addfinalizer(lambda: aws_json.unobserve(seen))
+    aws_observers.observe(seen)
+    request.addfinalizer(lambda: aws_observers.unobserve(seen))
     now = [1000.0]
     monkeypatch.setattr(secrets.time, "monotonic", lambda: now[0])
 

@@ -1,7 +1,7 @@
 """The X-Ray SDK's tracer (Powertools), for every function but the poller.
 
 Importing this module loads the X-Ray SDK and makes every AWS call a subsegment of the
-function's trace (an observer of :mod:`esl_sync.store.aws_json`, named and annotated as the
+function's trace (an observer of :mod:`esl_sync.aws_observers`, named and annotated as the
 SDK's botocore patch names them: the service, namespace ``aws``, the operation, region,
 table or queue, the HTTP status and the error); the functions that call Clover or Hipoink
 patch httpx too (``tracer.patch(("httpx",))``), so the others never load it. Nothing is
@@ -28,13 +28,13 @@ from typing import Any
 
 from aws_lambda_powertools import Tracer
 
+from esl_sync import aws_observers
 from esl_sync.observability import SERVICE
-from esl_sync.store import aws_json
 
 tracer = Tracer(service=SERVICE, auto_patch=False)
 
 
-def aws_subsegment(service: str, operation: str, params: Mapping[str, Any]) -> aws_json.Finish:
+def aws_subsegment(service: str, operation: str, params: Mapping[str, Any]) -> aws_observers.Finish:
     """Open the call's subsegment; what closes it with the outcome."""
     recorder: Any = tracer.provider  # the X-Ray SDK's recorder
     subsegment = recorder.begin_subsegment(service, "aws")
@@ -46,13 +46,12 @@ def aws_subsegment(service: str, operation: str, params: Mapping[str, Any]) -> a
     def finish(error: BaseException | None) -> None:
         if subsegment is None:
             return
-        if isinstance(error, aws_json.AwsError) and error.status:
-            subsegment.put_http_meta("status", error.status)
-        elif error is None:
-            subsegment.put_http_meta("status", 200)
+        status = 200 if error is None else getattr(error, "status", 0)  # AwsError's (0: none)
+        if status:
+            subsegment.put_http_meta("status", status)
         if error is not None:
             stack = traceback.extract_stack(limit=recorder.max_trace_back)
-            subsegment.add_exception(error, stack, remote=isinstance(error, aws_json.AwsError))
+            subsegment.add_exception(error, stack, remote=bool(status))
         subsegment.set_aws(meta)
         recorder.end_subsegment()
 
@@ -60,6 +59,6 @@ def aws_subsegment(service: str, operation: str, params: Mapping[str, Any]) -> a
 
 
 if not tracer.disabled:
-    aws_json.observe(aws_subsegment)
+    aws_observers.observe(aws_subsegment)
 
 __all__ = ["tracer"]

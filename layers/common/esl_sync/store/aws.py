@@ -2,7 +2,7 @@
 environment holds no keys, and its CloudFormation client (:mod:`esl_sync.store.stack`). The
 functions' calls go through :mod:`esl_sync.store.aws_json` and never import botocore.
 Clients are built one at a time from one botocore session, whose data loader looks up only
-the services it is asked about, and they tell ``aws_json``'s observers of each call (the
+the services it is asked about, and they tell :mod:`esl_sync.aws_observers` of each call (the
 local stack records the CLI's calls too).
 
 botocore, not boto3: the library calls clients only (no resources, no S3 transfers), and
@@ -35,7 +35,7 @@ import botocore.session
 from botocore.exceptions import DataNotFoundError
 from botocore.loaders import Loader
 
-from esl_sync.store import aws_json
+from esl_sync import aws_observers
 
 _lock = threading.RLock()
 _session: botocore.session.Session | None = None
@@ -55,10 +55,10 @@ def session() -> botocore.session.Session:
 
 
 def _tell_observers(**event: Any) -> None:
-    """A botocore call (``before-parameter-build``), as ``aws_json`` tells its observers of
+    """A botocore call (``before-parameter-build``), as the JSON client tells its observers of
     one (its start only: no observer of a CLI's calls needs their end)."""
     model = event["model"]
-    aws_json.tell_observers(model.service_model.signing_name, model.name, event["params"])
+    aws_observers.tell(model.service_model.signing_name, model.name, event["params"])
 
 
 def client(service: str, **kwargs: Any) -> Any:

@@ -9,10 +9,8 @@ idle poll's CPU (measured; the aws_sigv4 docstring has the figures). botocore st
 operator's CLI: its credential chain (profiles, SSO) when the environment holds no keys,
 and the CloudFormation lookup (:mod:`esl_sync.store.stack`).
 
-What the functions' calls are worth to observers (the local stack's IAM recorder, the
-bench's counter, the X-Ray subsegments of :mod:`esl_sync.tracing`): :func:`observe`
-registers a callable told of each call (service, operation, params) before it is sent,
-which may return one to be told how it ended.
+Each call is told to :mod:`esl_sync.aws_observers` before it is sent (the local stack's IAM
+recorder, the bench's counter, the X-Ray subsegments).
 """
 
 from __future__ import annotations
@@ -28,11 +26,11 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, urlsplit
 
+from esl_sync import aws_observers
 from esl_sync.settings import ConfigurationError
 from esl_sync.store import aws_codec, aws_sigv4
 from esl_sync.store.aws_codec import AwsError as AwsError
@@ -44,14 +42,7 @@ class Caller(Protocol):
     def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
-Finish = Callable[[BaseException | None], None]
-Observer = Callable[[str, str, Mapping[str, Any]], Finish | None]
-"""Told ``(service, operation, params)`` before a call is sent; may return a callable told
-the call's error (None: it succeeded) once it ended."""
-
-
-@dataclass(frozen=True)
-class _Service:
+class _Service(NamedTuple):
     target: str  # X-Amz-Target's prefix
     json_version: str
     env_name: str  # AWS_ENDPOINT_URL_<env_name> (botocore's service id, upper snake case)
@@ -81,23 +72,6 @@ MAX_BACKOFF_SECONDS = 20
 # botocore's default timeouts (what every client but Secrets Manager's had).
 CONNECT_TIMEOUT_SECONDS = 60.0
 READ_TIMEOUT_SECONDS = 60.0
-
-_observers: list[Observer] = []
-
-
-def observe(observer: Observer) -> None:
-    """Tell ``observer`` of every call from now on (in every thread)."""
-    _observers.append(observer)
-
-
-def unobserve(observer: Observer) -> None:
-    if observer in _observers:
-        _observers.remove(observer)
-
-
-def tell_observers(service: str, operation: str, params: Mapping[str, Any]) -> list[Finish]:
-    """Tell every observer of a call about to be sent: what each wants told of its end."""
-    return [f for o in list(_observers) if (f := o(service, operation, params)) is not None]
 
 
 def region() -> str:
@@ -247,9 +221,9 @@ class AwsJsonClient:
 
     def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """The answer of ``operation`` to ``params`` (bytes in them are sent as base64)."""
-        if not _observers:
+        if not aws_observers.observed():
             return self._call(operation, params)
-        finishing = tell_observers(self.service, operation, params)
+        finishing = aws_observers.tell(self.service, operation, params)
         try:
             answer = self._call(operation, params)
         except BaseException as error:
