@@ -47,11 +47,12 @@ class _Service(NamedTuple):
     json_version: str
     env_name: str  # AWS_ENDPOINT_URL_<env_name> (botocore's service id, upper snake case)
     blobs: frozenset[str] = frozenset()  # base64 fields of its answers (top level)
+    query_compatible: bool = False  # botocore sends x-amzn-query-mode (awsQueryCompatible)
 
 
 SERVICES = {
     "dynamodb": _Service("DynamoDB_20120810", "1.0", "DYNAMODB"),
-    "sqs": _Service("AmazonSQS", "1.0", "SQS"),
+    "sqs": _Service("AmazonSQS", "1.0", "SQS", query_compatible=True),
     "kms": _Service("TrentService", "1.1", "KMS", frozenset({"CiphertextBlob", "Plaintext"})),
     "secretsmanager": _Service(
         "secretsmanager", "1.1", "SECRETS_MANAGER", frozenset({"SecretBinary"})
@@ -248,8 +249,10 @@ class AwsJsonClient:
             "Content-Type": self._content_type,
             "X-Amz-Target": f"{self._protocol.target}.{operation}",
             "User-Agent": "esl-sync",
-            "Accept-Encoding": "identity",  # http.client's own, signed: every header sent is
+            "Accept-Encoding": "identity",  # http.client sends it anyway: given, it is signed
         }
+        if self._protocol.query_compatible:  # SQS: error codes as its query API names them
+            headers["x-amzn-query-mode"] = "true"
         # botocore's recursion-detection header: the invocation's trace, so an SQS message
         # links the traces of its sender and its consumer (unsigned, as botocore leaves it).
         trace = os.environ.get("_X_AMZN_TRACE_ID")
