@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -279,6 +281,53 @@ def test_an_endpoint_that_refuses_connections_is_a_named_retryable_error(
     with pytest.raises(AwsError) as raised:
         dynamodb.call("GetItem", {})
     assert (raised.value.code, raised.value.retryable, len(sleeps)) == ("ConnectionError", True, 2)
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(server: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scripted:
+    """The scripted server behind TLS, with a certificate for 127.0.0.1 of its own."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", server.url.replace("http:", "https:"))
+    monkeypatch.setattr(aws_json, "_tls_contexts", {})
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)  # the default roots (certifi's)
+    return server
+
+
+def test_tls_is_verified_with_one_context_for_every_client(
+    tls_server: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str | None] = []
+    new_context = aws_json._new_tls_context
+    monkeypatch.setattr(
+        aws_json, "_new_tls_context", lambda bundle: built.append(bundle) or new_context(bundle)
+    )
+    dynamodb, _ = client("dynamodb")
+    with pytest.raises(AwsError) as raised:  # a certificate no trusted root signed
+        dynamodb.call("GetItem", {})
+    assert (raised.value.code, raised.value.status) == ("SSLError", 0)
+    assert "CERTIFICATE_VERIFY_FAILED" in raised.value.message
+    assert tls_server.requests == []
+
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "cert.pem"))  # as botocore reads it
+    for service in ("dynamodb", "sqs", "kms", "secretsmanager"):
+        client(service)[0].call("Op", {})
+    assert len(tls_server.requests) == 4
+    assert built == [None, str(tmp_path / "cert.pem")]  # one context per bundle, not per client
 
 
 # -- credentials --------------------------------------------------------------------------
