@@ -21,6 +21,7 @@ import json
 import os
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -172,6 +173,10 @@ class _Connections:
             connection = http.client.HTTPConnection(self.hostname, self.port, timeout=connect)
         connection.connect()
         assert connection.sock is not None
+        # http.client sends the head and the body in two writes: without TCP_NODELAY the
+        # body waits for the peer's (delayed, up to 40 ms) ACK of the head. urllib3, under
+        # botocore, sets it too.
+        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.sock.settimeout(read)
         return connection
 
@@ -319,7 +324,7 @@ class AwsJsonClient:
             raise AwsError(
                 self.service, operation, "InvalidResponse", status, "not an object", True
             )
-        return self._blobs(answer)
+        return self._blobs(answer, data)
 
     def _exchange(
         self, operation: str, headers: dict[str, str], body: bytes
@@ -355,11 +360,11 @@ class AwsJsonClient:
                 self._connections.give(connection)
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
 
-    def _blobs(self, answer: dict[str, Any]) -> dict[str, Any]:
+    def _blobs(self, answer: dict[str, Any], data: bytes) -> dict[str, Any]:
         for name in self._protocol.blobs & answer.keys():
             answer[name] = base64.b64decode(answer[name])
-        if self.service == "dynamodb":
-            aws_codec.dynamodb_binaries(answer)
+        if self.service == "dynamodb" and (b'"B"' in data or b'"BS"' in data):
+            aws_codec.dynamodb_binaries(answer)  # only an answer that may hold one is walked
         return answer
 
 
