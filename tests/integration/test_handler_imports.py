@@ -139,7 +139,7 @@ def test_the_poller_never_loads_botocore(demo_merchant: LocalStack) -> None:
 
 # The X-Ray SDK's recorder imports its sampling connector, which imports botocore.session
 # (for centralized sampling rules, which Lambda does not use): the functions traced with it
-# load botocore through it, and only through it (docs/architecture.md, "Tracing").
+# load botocore through it, and only through it (docs/architecture.md, "Cheap cold starts").
 _XRAY_SDK_ONLY = ["aws_lambda_powertools.shared.user_agent", "aws_xray_sdk.core.sampling.connector"]
 
 
