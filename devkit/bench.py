@@ -3,7 +3,7 @@
 It prints tables (and ``--json FILE`` writes the same figures, with a flat ``summary``):
 
 * per kind of poll (first sync, idle, changed, sweep, a bulk edit of every item and the
-  idle poll after it): Clover requests, AWS calls by action (a botocore hook, see
+  idle poll after it): Clover requests, AWS calls by action (an observer of each call, see
   devkit/aws_calls.py), database round trips, CPU, log bytes, label jobs;
 * cold starts and peak memory of every function, each in a fresh process run the way
   Lambda runs it (devkit/cold_start.py);

@@ -106,12 +106,7 @@ class DynamoStateStore:
         self._decrypt = lru_cache(maxsize=4096)(self._decrypt_uncached)
 
     def load(self, merchant_id: str) -> MerchantState:
-        item = self._dynamodb.call(
-            "GetItem",
-            dict(
-                TableName=self._table, Key={"merchant_id": {"S": merchant_id}}, ConsistentRead=True
-            ),
-        ).get("Item")
+        item = self._on_item("GetItem", merchant_id, ConsistentRead=True).get("Item")
         return state_of(merchant_id, item)
 
     def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
@@ -121,17 +116,13 @@ class DynamoStateStore:
         for batch in batched(merchant_ids, 100):  # BatchGetItem takes at most 100 keys
             keys: list[Mapping[str, Any]] = [{"merchant_id": {"S": m}} for m in batch]
             while keys:
+                request = {
+                    "Keys": keys,
+                    "ProjectionExpression": ", ".join(names),
+                    "ExpressionAttributeNames": names,
+                }
                 answer = self._dynamodb.call(
-                    "BatchGetItem",
-                    dict(
-                        RequestItems={
-                            self._table: {
-                                "Keys": keys,
-                                "ProjectionExpression": ", ".join(names),
-                                "ExpressionAttributeNames": names,
-                            }
-                        }
-                    ),
+                    "BatchGetItem", {"RequestItems": {self._table: request}}
                 )
                 for item in answer["Responses"].get(self._table, []):
                     merchant_id = str(item["merchant_id"]["S"])
@@ -246,17 +237,14 @@ class DynamoStateStore:
         """Apply ``update`` if ``condition`` holds: the item as written (``returns``), or
         None when the condition did not hold."""
         try:
-            answer = self._dynamodb.call(
+            answer = self._on_item(
                 "UpdateItem",
-                dict(
-                    TableName=self._table,
-                    Key={"merchant_id": {"S": merchant_id}},
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeValues=values,
-                    ExpressionAttributeNames=names,
-                    ReturnValues=returns,
-                ),
+                merchant_id,
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ExpressionAttributeNames=names,
+                ReturnValues=returns,
             )
         except AwsError as error:
             if error.code == "ConditionalCheckFailedException":
@@ -265,16 +253,18 @@ class DynamoStateStore:
         written: Mapping[str, Any] = answer.get("Attributes", {})
         return written
 
+    def _on_item(self, operation: str, merchant_id: str, **params: Any) -> dict[str, Any]:
+        """``operation`` on one merchant's item (``params`` besides the table and key)."""
+        key = {"merchant_id": {"S": merchant_id}}
+        return self._dynamodb.call(operation, {"TableName": self._table, "Key": key, **params})
+
     def load_tokens(self, merchant_id: str) -> StoredTokens | None:
-        item = self._dynamodb.call(
+        item = self._on_item(
             "GetItem",
-            dict(
-                TableName=self._table,
-                Key={"merchant_id": {"S": merchant_id}},
-                ProjectionExpression="token_ciphertext, token_generation, auth_state,"
-                " authorized_ms, app_uninstalled_ms",
-                ConsistentRead=True,
-            ),
+            merchant_id,
+            ProjectionExpression="token_ciphertext, token_generation, auth_state,"
+            " authorized_ms, app_uninstalled_ms",
+            ConsistentRead=True,
         ).get("Item")
         sealed = sealed_of(item)
         return None if sealed is None else self.open_tokens(merchant_id, sealed)
@@ -298,22 +288,19 @@ class DynamoStateStore:
     def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
         """New tokens: a new generation, auth ``ok``, authorized now (``authorized_ms``,
         against which an uninstall hint and an install's sign-in are compared)."""
-        answer = self._dynamodb.call(
+        answer = self._on_item(
             "UpdateItem",
-            dict(
-                TableName=self._table,
-                Key={"merchant_id": {"S": merchant_id}},
-                UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
-                " ADD #generation :one",
-                ExpressionAttributeNames=_GENERATION_NAMES,
-                ExpressionAttributeValues={
-                    ":t": {"B": sealed},
-                    ":ok": {"S": "ok"},
-                    ":now": {"N": str(time.time_ns() // 1_000_000)},
-                    ":one": {"N": "1"},
-                },
-                ReturnValues="UPDATED_NEW",
-            ),
+            merchant_id,
+            UpdateExpression="SET token_ciphertext = :t, auth_state = :ok, authorized_ms = :now"
+            " ADD #generation :one",
+            ExpressionAttributeNames=_GENERATION_NAMES,
+            ExpressionAttributeValues={
+                ":t": {"B": sealed},
+                ":ok": {"S": "ok"},
+                ":now": {"N": str(time.time_ns() // 1_000_000)},
+                ":one": {"N": "1"},
+            },
+            ReturnValues="UPDATED_NEW",
         )
         return int(answer["Attributes"]["token_generation"]["N"])
 
@@ -345,15 +332,12 @@ class DynamoStateStore:
         """Two writes and no read (the webhook may not read the table): an atomic counter
         numbers the code, which goes to slot ``number % keep`` unless a newer one is there
         already; so concurrent handshakes each keep theirs and the oldest is replaced."""
-        counted = self._dynamodb.call(
+        counted = self._on_item(
             "UpdateItem",
-            dict(
-                TableName=self._table,
-                Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
-                UpdateExpression="ADD codes_received :one",
-                ExpressionAttributeValues={":one": {"N": "1"}},
-                ReturnValues="UPDATED_NEW",
-            ),
+            WEBHOOK_ITEM_KEY,
+            UpdateExpression="ADD codes_received :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
         )
         number = int(counted["Attributes"]["codes_received"]["N"])
         entry = {
@@ -371,13 +355,10 @@ class DynamoStateStore:
         )
 
     def verification_codes(self) -> list[VerificationCode]:
-        item = self._dynamodb.call(
+        item = self._on_item(
             "GetItem",
-            dict(
-                TableName=self._table,
-                Key={"merchant_id": {"S": WEBHOOK_ITEM_KEY}},
-                ConsistentRead=True,
-            ),
+            WEBHOOK_ITEM_KEY,
+            ConsistentRead=True,
         ).get("Item")
         return _verification_codes(item or {})
 
@@ -402,14 +383,11 @@ class DynamoStateStore:
             {"#pending": "pending_deletes"},
         ):
             return True
-        self._dynamodb.call(
+        self._on_item(
             "UpdateItem",
-            dict(
-                TableName=self._table,
-                Key={"merchant_id": {"S": merchant_id}},
-                UpdateExpression="SET sweep_request = :token",
-                ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
-            ),
+            merchant_id,
+            UpdateExpression="SET sweep_request = :token",
+            ExpressionAttributeValues={":token": {"S": uuid.uuid4().hex}},
         )
         return False
 
