@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -26,9 +25,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devkit.local_stack import LocalStack
-from esl_sync import aws_observers
+from esl_sync import aws_observers, tls
 from esl_sync.store import aws, aws_json, aws_sigv4
 from esl_sync.store.aws_json import AwsError
+from tests.tls_certs import self_signed
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 TOKEN = "IQoJb3JpZ2luX2VjEXAMPLE//////////wEaCXVzLWVhc3QtMSJHMEUCIQD"
@@ -289,21 +289,12 @@ def test_an_endpoint_that_refuses_connections_is_a_named_retryable_error(
 @pytest.fixture
 def tls_server(server: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scripted:
     """The scripted server behind TLS, with a certificate for 127.0.0.1 of its own."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     monkeypatch.setenv("AWS_ENDPOINT_URL", server.url.replace("http:", "https:"))
-    monkeypatch.setattr(aws_json, "_tls_contexts", {})
+    monkeypatch.setattr(tls, "_contexts", {})
     monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)  # the default roots (certifi's)
     return server
 
@@ -312,9 +303,11 @@ def test_tls_is_verified_with_one_context_for_every_client(
     tls_server: Scripted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[str | None] = []
-    new_context = aws_json._new_tls_context
+    new_context = tls._new_context
     monkeypatch.setattr(
-        aws_json, "_new_tls_context", lambda bundle: built.append(bundle) or new_context(bundle)
+        tls,
+        "_new_context",
+        lambda cafile, capath: built.append(cafile) or new_context(cafile, capath),
     )
     dynamodb, _ = client("dynamodb")
     with pytest.raises(AwsError) as raised:  # a certificate no trusted root signed

@@ -41,6 +41,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from esl_sync import tls
 from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
@@ -107,6 +108,7 @@ class CloverClient:
             headers={"Accept": "application/json", "User-Agent": "esl-sync"},
             follow_redirects=False,
             transport=transport,
+            verify=tls.for_https(),  # the process's one context (esl_sync.tls says why)
         )
 
     def __repr__(self) -> str:

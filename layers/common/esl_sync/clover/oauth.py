@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import httpx
 
+from esl_sync import tls
 from esl_sync.clover.errors import (
     CloverBadResponse,
     CloverCodeRejected,
@@ -53,6 +54,7 @@ class CloverOAuthClient:
             headers={"Accept": "application/json", "User-Agent": "esl-sync"},
             follow_redirects=False,
             transport=transport,
+            verify=tls.for_https(),  # the process's one context (esl_sync.tls says why)
         )
 
     def __repr__(self) -> str:

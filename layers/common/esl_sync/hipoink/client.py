@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import httpx
 
+from esl_sync import tls
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkNotFound,
@@ -37,7 +38,8 @@ class HipoinkClient:
         self._url = f"{base_url.rstrip('/')}/api/{client_id}/product/"
         self._sign = sign
         self._f1_encoding = f1_encoding
-        self._http = httpx.Client(timeout=timeout_seconds)
+        # The process's one TLS context (esl_sync.tls says why).
+        self._http = httpx.Client(timeout=timeout_seconds, verify=tls.for_https())
 
     def __repr__(self) -> str:
         return f"HipoinkClient(url={self._url!r})"

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, urlsplit
 
-from esl_sync import aws_observers
+from esl_sync import aws_observers, tls
 from esl_sync.settings import ConfigurationError
 from esl_sync.store import aws_codec, aws_sigv4
 from esl_sync.store.aws_codec import AwsError as AwsError
@@ -109,34 +109,6 @@ def endpoint_url(service: str, region_name: str) -> str:
     )
 
 
-_tls_lock = threading.Lock()
-_tls_contexts: dict[str | None, ssl.SSLContext] = {}
-
-
-def tls_context() -> ssl.SSLContext:
-    """Verified TLS, one context per process (and CA bundle) for every endpoint: loading
-    the roots costs ≈ 35 ms of CPU, which a context per client paid four times over."""
-    bundle = os.environ.get("AWS_CA_BUNDLE")
-    with _tls_lock:
-        context = _tls_contexts.get(bundle)
-        if context is None:
-            context = _tls_contexts[bundle] = _new_tls_context(bundle)
-        return context
-
-
-def _new_tls_context(bundle: str | None) -> ssl.SSLContext:
-    """AWS_CA_BUNDLE if set (as botocore), else certifi's roots if installed (as botocore
-    and httpx), else the system's."""
-    if not bundle:
-        try:
-            import certifi
-
-            bundle = certifi.where()
-        except ImportError:
-            bundle = None
-    return ssl.create_default_context(cafile=bundle)
-
-
 class _Connections:
     """Kept-alive connections to one endpoint, shared by the threads of the process: a
     call takes an idle one (or opens one) and gives it back once the answer is read."""
@@ -167,7 +139,7 @@ class _Connections:
         connection: http.client.HTTPConnection
         if self.https:
             connection = http.client.HTTPSConnection(
-                self.hostname, self.port, timeout=connect, context=tls_context()
+                self.hostname, self.port, timeout=connect, context=tls.for_aws()
             )
         else:
             connection = http.client.HTTPConnection(self.hostname, self.port, timeout=connect)
