@@ -23,6 +23,9 @@ from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError
 from tests.tls_certs import self_signed
 
+Built = list[tuple[str | None, str | None]]
+Https = tuple[str, Path, Built]
+
 
 class _Answer(BaseHTTPRequestHandler):
     """``{"error_code": 0}`` to every POST: a Hipoink success, an empty AWS answer."""
@@ -44,7 +47,7 @@ class _Answer(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path, list]]:
+def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Https]:
     """(URL of an HTTPS server with its own certificate, the certificate, the trust stores of
     every TLS context built since), with every context and AWS client forgotten around it."""
     cert, key = self_signed(tmp_path)
@@ -65,7 +68,7 @@ def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     # Every context the process builds, whoever builds it (httpx builds its own with this
     # function when it is given none).
-    built: list[tuple[str | None, str | None]] = []
+    built: Built = []
     create = ssl.create_default_context
 
     def counted(
@@ -94,7 +97,7 @@ def _hipoink(url: str) -> HipoinkClient:
     return HipoinkClient(url, "client-1", lambda: "the-sign")
 
 
-def test_a_certificate_no_trusted_root_signed_is_refused(https: tuple[str, Path, list]) -> None:
+def test_a_certificate_no_trusted_root_signed_is_refused(https: Https) -> None:
     url, _, built = https
     with pytest.raises(HipoinkRetryable, match="ConnectError"):
         _hipoink(url).upsert("STORE-1", [])
@@ -105,23 +108,28 @@ def test_a_certificate_no_trusted_root_signed_is_refused(https: tuple[str, Path,
 
 
 def test_every_https_client_verifies_with_the_one_context_of_its_trust_store(
-    https: tuple[str, Path, list], monkeypatch: pytest.MonkeyPatch
+    https: Https, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, cert, built = https
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # as httpx reads it
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))  # as botocore reads it
-    clients = [CloverClient(), CloverOAuthClient("app-1"), _hipoink(url), _hipoink(url)]
-    clients[2].upsert("STORE-1", [])
-    clients[3].upsert("STORE-1", [])
+    clover, oauth, hipoink, sender = (
+        CloverClient(),
+        CloverOAuthClient("app-1"),
+        _hipoink(url),
+        _hipoink(url),
+    )
+    hipoink.upsert("STORE-1", [])
+    sender.upsert("STORE-1", [])
     assert aws_json.client("kms").call("Decrypt", {}) == {"error_code": 0}
     assert aws_json.client("dynamodb").call("GetItem", {}) == {"error_code": 0}
     assert built == [(str(cert), None)]  # one context: four HTTPS clients and AWS
-    for each in clients:
+    for each in (clover, oauth, hipoink, sender):
         each.close()
 
 
 def test_ssl_cert_dir_is_honoured_as_httpx_would(
-    https: tuple[str, Path, list], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    https: Https, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     url, cert, built = https
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
