@@ -65,18 +65,16 @@ class MerchantState:
         return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProductRow:
-    """A product to write, with the hash of the label it should show (None: no label).
+    """A product to write: its key, the hash of the label it should show (None: no label)
+    and the row as the page's statement reads it, written once
+    (:mod:`esl_sync.sync.item_rows`): a JSON object of the row's columns but the merchant,
+    its ``content_hash`` and ``label_hash`` included."""
 
-    ``raw_key``: the key of the raw item it came from (:mod:`esl_sync.sync.raw_keys`), which
-    the row's ``content_hash`` begins with; ``raw_json``: that item's JSON text, when the
-    product holds the item as it is (the writer puts it into the statement unchanged)."""
-
-    product: Product
+    key: tuple[str, str]
     label_hash: str | None
-    raw_key: str | None = None
-    raw_json: str | None = field(default=None, repr=False)
+    row_json: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import batched
 
+from esl_sync.clover.transform import ItemFields
 from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
@@ -37,16 +38,19 @@ class LabelTarget:
     refused: bool = False
 
 
-def label_target(product: Product, settings: Settings) -> LabelTarget:
+def label_target(product: Product | ItemFields, settings: Settings) -> LabelTarget:
     """What the product's label should show with these settings (free fields, the text of a
-    ``VARIABLE`` price); a refused product's label stays as it is."""
+    ``VARIABLE`` price); a refused product's label stays as it is. ``product`` may be the
+    fields of an item the poll writes without a model (:mod:`esl_sync.sync.item_rows`)."""
     record = to_record(
         product,
         extra_fields=settings.hipoink_extra_fields,
         variable_price_text=settings.hipoink_variable_price_text,
     )
     changed_ms = product.source_modified_time
-    return LabelTarget(record, label_hash(record), changed_ms, refused=product.refused)
+    return LabelTarget(
+        record, label_hash(record), changed_ms, product.refused
+    )  # positional: per item
 
 
 @dataclass
