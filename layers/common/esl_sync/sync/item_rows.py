@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from json.encoder import encode_basestring as _text
-from typing import Any
+
+import orjson
 
 from esl_sync.clover.transform import ItemFields, item_fields, product_of
 from esl_sync.products import Product
@@ -68,49 +68,42 @@ def item_row(
 
 
 def fields_json(fields: ItemFields, content_hash: str, label_hash: str | None, raw: str) -> str:
-    """The statement's row of a clean item: its columns, hashes, and ``raw`` (its JSON text).
+    """The statement's row of a clean item: its columns, hashes, and ``raw`` (its JSON text,
+    embedded as it is).
 
-    Written by hand rather than by ``json``'s encoder, which took twice as long for a dict
-    built only to be written: each text through the standard library's own escaping
-    (:func:`json.encoder.encode_basestring`), numbers and constants as ``json`` writes
-    them. The columns' names are those the statement reads (``jsonb_to_recordset`` in
-    :mod:`esl_sync.store.postgres`); ``tests/unit/test_item_rows.py`` checks that the row
-    reads back as the long way's."""
-    return (
-        f'{{"source_system":"clover","source_id":{_text(fields.source_id)},'
-        f'"source_variant_id":"","name":{_text(fields.name)},'
-        f'"barcode":{_value(fields.barcode)},"sku":{_value(fields.sku)},'
-        f'"price":{_money(fields.price)},"cost":{_money(fields.cost)},'
-        f'"currency":{_text(fields.currency)},"price_type":{_text(fields.price_type)},'
-        f'"unit":{_value(fields.unit)},"status":{_text(fields.status)},'
-        f'"extra_data":{_flat_object(fields.extra_data)},'
-        f'"source_modified_time":{_value(fields.source_modified_time)},'
-        f'"validation_error":{_value(fields.validation_error)},'
-        f'"content_hash":{_text(content_hash)},"label_hash":{_value(label_hash)},'
-        f'"raw":{raw}}}'
-    )
-
-
-_CONSTANTS = {None: "null", True: "true", False: "false"}
-
-
-def _value(value: str | int | bool | None) -> str:
-    """A JSON scalar as ``json.dumps`` writes it (``ensure_ascii=False``)."""
-    if type(value) is str:
-        return _text(value)
-    if value is None or type(value) is bool:
-        return _CONSTANTS[value]
-    return int.__repr__(value)  # an int (json writes an int subclass as int.__repr__ too)
+    orjson, not ``json``: a row costs about 0.4 µs instead of 4 (measured here; a 2,000-item
+    first sync writes 2,000 rows), and ``orjson.Fragment`` embeds the raw item's text without
+    parsing it again. The values are exactly what it writes as ``json`` would (text without
+    lone surrogates: a clean item has none; integers within 64 bits: every number here is
+    within ``bigint``), and Postgres reads both the same. The columns' names are those the
+    statement reads (``jsonb_to_recordset`` in :mod:`esl_sync.store.postgres`);
+    ``tests/unit/test_item_rows.py`` checks the row reads back as the long way's."""
+    row = {
+        "source_system": "clover",
+        "source_id": fields.source_id,
+        "source_variant_id": "",
+        "name": fields.name,
+        "barcode": fields.barcode,
+        "sku": fields.sku,
+        "price": _money(fields.price),
+        "cost": _money(fields.cost),
+        "currency": fields.currency,
+        "price_type": fields.price_type,
+        "unit": fields.unit,
+        "status": fields.status,
+        "extra_data": fields.extra_data,
+        "source_modified_time": fields.source_modified_time,
+        "validation_error": fields.validation_error,
+        "content_hash": content_hash,
+        "label_hash": label_hash,
+        "raw": orjson.Fragment(raw),
+    }
+    return orjson.dumps(row).decode()
 
 
-def _flat_object(values: dict[str, Any]) -> str:
-    """A flat dict of scalars (``extra_data``) as JSON."""
-    return "{" + ",".join([f"{_text(key)}:{_value(value)}" for key, value in values.items()]) + "}"
-
-
-def _money(value: Decimal | None) -> str:
+def _money(value: Decimal | None) -> str | None:
     """Money as pydantic writes a Decimal (its text: ``"3.49"``), which Postgres reads exactly."""
-    return "null" if value is None else f'"{value}"'
+    return None if value is None else str(value)
 
 
 def product_row(
