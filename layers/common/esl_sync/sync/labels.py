@@ -53,6 +53,9 @@ def label_target(product: Product | ItemFields, settings: Settings) -> LabelTarg
     )  # positional: per item
 
 
+_NO_LABEL = LabelTarget(None, None)  # a row written without a target (a removal): one, shared
+
+
 @dataclass
 class LabelPlan:
     """Label upserts and deletes of one poll, keyed by product code."""
@@ -75,7 +78,7 @@ class LabelPlan:
         touches nothing: its row and its label keep the last version that was accepted.
         """
         for change in changes:
-            target = targets.get(change.key, LabelTarget(None, None))
+            target = targets.get(change.key, _NO_LABEL)
             if target.refused:
                 continue
             new_pc = target.record["pc"] if target.record else None
