@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -242,9 +243,12 @@ def _item_id(raw: Mapping[str, Any]) -> str:
     raise InvalidItem(f"item has no usable 'id' (1 to 64 letters, digits, '_' or '-'); got {got}")
 
 
+_NONE_BAD: frozenset[str] = frozenset()
+
+
 def _validated(
     raw: Mapping[str, Any], item_id: str, problems: list[str]
-) -> tuple[Mapping[str, Any], set[str]]:
+) -> tuple[Mapping[str, Any], AbstractSet[str]]:
     """The item's fields as :class:`CloverItem` reads them (``itemGroup`` a dict), and the
     names of those of the wrong type (reported, left out).
 
@@ -253,7 +257,7 @@ def _validated(
     anything else is judged, and its problems named, by pydantic (read as a ``dict``:
     pydantic refuses any other mapping as a whole)."""
     if isinstance(raw, dict) and plain_fields(raw):
-        return raw, set()
+        return raw, _NONE_BAD
     try:
         return CloverItem.model_validate(dict(raw)).model_dump(), set()
     except ValidationError as error:
@@ -310,7 +314,7 @@ def _product_code(
     item: Mapping[str, Any],
     raw: Mapping[str, Any],
     fields: Sequence[str],
-    bad: set[str],
+    bad: AbstractSet[str],
     problems: list[str],
 ) -> str | None:
     """The first non-blank of ``fields``, if Hipoink can take it; else None and a problem.

@@ -18,8 +18,8 @@ row and label for hostile items.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 import orjson
 
@@ -30,10 +30,9 @@ from esl_sync.settings import Settings
 from esl_sync.sync.labels import LabelTarget, label_target
 
 
-@dataclass(frozen=True, slots=True)
-class ItemRow:
+class ItemRow(NamedTuple):
     """One item as the poll writes it: the row, the label it should show, and the refusal
-    of Clover's version (``validation_error``) or None."""
+    of Clover's version (``validation_error``) or None (a tuple: one per item)."""
 
     row: ProductRow
     target: LabelTarget
