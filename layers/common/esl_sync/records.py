@@ -1,7 +1,8 @@
 """The shared data: the values the logic and the adapters trade through :mod:`esl_sync.ports`.
 
-Plain frozen dataclasses (``MerchantState`` is the one mutable record: a poll updates it and
-saves it back), importing nothing but the product model, so every layer may use them.
+Plain frozen dataclasses, or named tuples where a poll makes one per item
+(``MerchantState`` is the one mutable record: a poll updates it and saves it back),
+importing nothing but the product model, so every layer may use them.
 Tokens have a module of their own (:mod:`esl_sync.credentials`): they need care these do not.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from esl_sync.products import Product
 
@@ -85,9 +86,9 @@ class StoredHash:
     refused: bool
 
 
-@dataclass(frozen=True)
-class ProductChange:
-    """A row a write changed, with what it held before (None: the row is new)."""
+class ProductChange(NamedTuple):
+    """A row a write changed, with what it held before (None: the row is new). A tuple: a
+    first sync changes thousands of rows a page."""
 
     key: tuple[str, str]
     previous_barcode: str | None

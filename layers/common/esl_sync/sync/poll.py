@@ -347,7 +347,7 @@ class _Poll:
         for raw in page:
             text, storable = json_text(raw)  # the item's one serialization
             key = raw_key(seed, text) if text is not None else None
-            known = stored.get(str(raw.get("id")))
+            known = stored.get(str(raw.get("id"))) if stored else None  # none on a first sync
             if key is not None and known is not None and unchanged(known.content_hash, key):
                 self.outcome.invalid_items += known.refused  # still refused, as logged then
                 continue
