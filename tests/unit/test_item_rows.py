@@ -86,24 +86,45 @@ def test_a_catalog_is_written_without_a_model(
 
 
 @pytest.mark.parametrize(
-    ("change", "refusal"),
+    ("change", "refusal", "stored_raw"),
     [
-        ({"price": None}, "item ITEM000000001: price is missing (a FIXED item needs one)"),
-        ({"name": "Cola\x00"}, None),  # raw not storable as it is: cleaned the long way
-        ({"note": "\ud800"}, None),
-        ({"price": "2.49"}, "item ITEM000000001: price: input should be a valid integer (got str)"),
+        (
+            {"price": None},
+            "item ITEM000000001: price is missing (a FIXED item needs one)",
+            {"id": "ITEM000000001", "name": "Cola", "sku": "BEV-1"},
+        ),
+        (  # raw not storable as it is: cleaned the long way
+            {"name": "Cola\x00"},
+            None,
+            {"id": "ITEM000000001", "name": "Cola", "price": 249, "sku": "BEV-1"},
+        ),
+        (
+            {"note": "\ud800"},
+            None,
+            {"id": "ITEM000000001", "name": "Cola", "price": 249, "sku": "BEV-1", "note": ""},
+        ),
+        (
+            {"price": "2.49"},
+            "item ITEM000000001: price: input should be a valid integer (got str)",
+            {"id": "ITEM000000001", "name": "Cola", "price": "2.49", "sku": "BEV-1"},
+        ),
     ],
     ids=["refused", "nul", "surrogate", "wrong-type"],
 )
 def test_an_item_with_a_problem_takes_the_long_way(
-    change: dict[str, Any], refusal: str | None
+    change: dict[str, Any], refusal: str | None, stored_raw: dict[str, Any]
 ) -> None:
     raw = {"id": "ITEM000000001", "name": "Cola", "price": 249, "sku": "BEV-1"} | change
+    raw = {name: value for name, value in raw.items() if value is not None}
     made = _made(raw, MAPPINGS[0])
     _assert_same(made, _long_way(raw, MAPPINGS[0]))
     assert made.refusal == refusal
-    assert "\\u0000" not in made.row.row_json
-    assert "\\ud800" not in made.row.row_json
+    assert json.loads(made.row.row_json)["raw"] == stored_raw
+    assert made.row.row_json.count('"raw":') == 1
+    text, storable = json_text(raw)
+    if storable:  # the poll's one serialization of the item, embedded as it is
+        assert text is not None
+        assert made.row.row_json.endswith(f',"raw":{text}}}')
 
 
 def test_the_row_of_a_clean_item() -> None:
