@@ -1,4 +1,8 @@
-"""Clover item → :class:`~esl_sync.products.Product`: every item is stored or named.
+"""Clover item → its product's fields (:class:`ItemFields`, :func:`item_fields`) and
+:class:`~esl_sync.products.Product` (:func:`to_product`): every item is stored or named.
+
+:func:`item_fields` is the one definition of the rules below; the poll writes a clean
+item's fields without building a model (:mod:`esl_sync.sync.item_rows`).
 
 Rules (one row of ``tests/unit/test_clover_transform.py`` each):
 
