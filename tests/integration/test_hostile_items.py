@@ -22,9 +22,10 @@ from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from esl_sync.clover.transform import to_product
 from esl_sync.hipoink.records import label_hash, to_record
-from esl_sync.records import Merchant, ProductRow
+from esl_sync.records import Merchant
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations
+from esl_sync.sync.item_rows import product_row
 from esl_sync_ops.cli import main
 
 M, STORE = "MHOSTILE0001", "S-HOSTILE"
@@ -308,7 +309,7 @@ def test_one_page_statement_takes_every_value_at_its_bound(database_url: str) ->
         for k in range(1000)
     ]
     products = [to_product(raw, merchant_id="MBOUNDS00001") for raw in raws]
-    page = [ProductRow(p, label_hash(to_record(p))) for p in products]
+    page = [product_row(p, label_hash(to_record(p))) for p in products]
     trips = db.round_trips
 
     with db.transaction() as tx:
@@ -342,7 +343,7 @@ def test_a_refused_version_keeps_the_label_columns_of_the_accepted_one(database_
         raw = {"id": "ITEMREF000001", "name": "Soda", "sku": "SODA", "price": 249} | fields
         product = to_product(raw, merchant_id="MREFUSE00001")
         with db.transaction() as tx:
-            return tx.upsert("MREFUSE00001", [ProductRow(product, label_hash(to_record(product)))])
+            return tx.upsert("MREFUSE00001", [product_row(product, label_hash(to_record(product)))])
 
     def row() -> dict[str, Any]:
         with psycopg.connect(database_url, row_factory=dict_row) as conn:

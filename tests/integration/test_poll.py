@@ -336,13 +336,13 @@ def test_a_sweep_transforms_only_what_changed_since_it_was_stored(
     catalog[9] = {"price": 100, "sku": "NO-NAME"}  # refused: no name
     stack.add_merchant("MSKIP0000001", "tok", "STORE-SK", items=catalog)
     transformed: list[str] = []
-    real = poll_module.to_product
+    real = poll_module.item_row
 
     def counted(raw: Any, **kwargs: Any) -> Any:
         transformed.append(raw["id"])
         return real(raw, **kwargs)
 
-    monkeypatch.setattr(poll_module, "to_product", counted)
+    monkeypatch.setattr(poll_module, "item_row", counted)
     stack.run_cycle()
     assert len(transformed) == 120
     item = next(i for i in clover.items("MSKIP0000001") if i.get("sku") == "ITEM-005")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
@@ -14,7 +16,7 @@ from esl_sync.hipoink.errors import (
     classify,
 )
 from esl_sync.hipoink.records import label_hash, parse_extra_fields, to_record
-from esl_sync.products import Product
+from esl_sync.products import Product, stable_hash
 
 
 def _product(**changes: object) -> Product:
@@ -159,3 +161,21 @@ def test_flags_show_as_1_or_0() -> None:
 )
 def test_classify(message: str, expected: type[HipoinkError]) -> None:
     assert classify(message) is expected
+
+
+_RECORD_KEYS = st.sampled_from(["pc", "pn", "pp", "pi", "pu", *(f"f{n}" for n in range(1, 17))])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.one_of(_RECORD_KEYS, st.text(max_size=4)), st.text(max_size=30)))
+def test_a_label_hash_is_the_stable_hash_of_its_record(record: dict[str, str]) -> None:
+    """The label ledger holds hashes made by ``stable_hash``: the hand-written one agrees
+    (any text: quotes, backslashes, control characters, lone surrogates, non-ASCII)."""
+    assert label_hash(record) == stable_hash(record)
+
+
+def test_a_label_hash_of_known_records() -> None:
+    assert label_hash(None) is None
+    record = {"pp": "3.40", "pc": 'R"\\x00\u00e9\ud800', "f10": "1", "f2": ""}
+    assert label_hash(record) == stable_hash(record)
+    assert label_hash({}) == stable_hash({})

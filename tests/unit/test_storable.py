@@ -3,10 +3,13 @@ cannot be built with a value a column would refuse."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from esl_sync.products import Product
@@ -35,6 +38,26 @@ from esl_sync.storable import (
 def test_clean_text_drops_only_what_cannot_be_stored_or_queued(text: str, clean: str) -> None:
     assert clean_text(text) == clean
     clean.encode("utf-8")  # always encodable
+
+
+_LABEL_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # label_text's definition
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(
+        st.one_of(
+            st.characters(codec=None),
+            st.sampled_from("\x00\x1f\x7f\x85\xa0\u2028\u2029\u200b\u3000\ufffe\ud800 \t\n"),
+        ),
+        max_size=40,
+    ),
+    st.integers(1, 50),
+)
+def test_label_text_of_printable_text_is_its_definition(text: str, max_length: int) -> None:
+    """Printable text skips the regular expressions; anything gives what they would."""
+    defined = _LABEL_BREAKS.sub(" ", clean_text(text)).strip()[:max_length].rstrip()
+    assert label_text(text, max_length) == defined
 
 
 def test_label_text_is_one_trimmed_line() -> None:

@@ -1,7 +1,8 @@
 """The shared data: the values the logic and the adapters trade through :mod:`esl_sync.ports`.
 
-Plain frozen dataclasses (``MerchantState`` is the one mutable record: a poll updates it and
-saves it back), importing nothing but the product model, so every layer may use them.
+Plain frozen dataclasses, or named tuples where a poll makes one per item
+(``MerchantState`` is the one mutable record: a poll updates it and saves it back),
+importing nothing but the product model, so every layer may use them.
 Tokens have a module of their own (:mod:`esl_sync.credentials`): they need care these do not.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from esl_sync.products import Product
 
@@ -65,18 +66,16 @@ class MerchantState:
         return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProductRow:
-    """A product to write, with the hash of the label it should show (None: no label).
+    """A product to write: its key, the hash of the label it should show (None: no label)
+    and the row as the page's statement reads it, written once
+    (:mod:`esl_sync.sync.item_rows`): a JSON object of the row's columns but the merchant,
+    its ``content_hash`` and ``label_hash`` included."""
 
-    ``raw_key``: the key of the raw item it came from (:mod:`esl_sync.sync.raw_keys`), which
-    the row's ``content_hash`` begins with; ``raw_json``: that item's JSON text, when the
-    product holds the item as it is (the writer puts it into the statement unchanged)."""
-
-    product: Product
+    key: tuple[str, str]
     label_hash: str | None
-    raw_key: str | None = None
-    raw_json: str | None = field(default=None, repr=False)
+    row_json: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,9 +86,9 @@ class StoredHash:
     refused: bool
 
 
-@dataclass(frozen=True)
-class ProductChange:
-    """A row a write changed, with what it held before (None: the row is new)."""
+class ProductChange(NamedTuple):
+    """A row a write changed, with what it held before (None: the row is new). A tuple: a
+    first sync changes thousands of rows a page."""
 
     key: tuple[str, str]
     previous_barcode: str | None

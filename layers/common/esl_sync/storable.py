@@ -71,7 +71,9 @@ def clean_text(text: str) -> str:
 def label_text(text: str, max_length: int) -> str:
     """Text a label can show: cleaned, each run of control characters one space, trimmed,
     cut to ``max_length`` characters. Empty when nothing printable is left."""
-    shown = _LABEL_BREAKS.sub(" ", clean_text(text)).strip()
+    # Printable text (Python's rule: no Cc, Cf, Cs, Co, Cn, Z* but " ") holds nothing that
+    # cleaning drops or the breaks replace: only trimmed and cut (most names; no regex).
+    shown = text.strip() if text.isprintable() else _LABEL_BREAKS.sub(" ", clean_text(text)).strip()
     return shown[:max_length].rstrip()
 
 

@@ -1,4 +1,8 @@
-"""Clover item → :class:`~esl_sync.products.Product`: every item is stored or named.
+"""Clover item → its product's fields (:class:`ItemFields`, :func:`item_fields`) and
+:class:`~esl_sync.products.Product` (:func:`to_product`): every item is stored or named.
+
+:func:`item_fields` is the one definition of the rules below; the poll writes a clean
+item's fields without building a model (:mod:`esl_sync.sync.item_rows`).
 
 Rules (one row of ``tests/unit/test_clover_transform.py`` each):
 
@@ -33,8 +37,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -71,6 +76,42 @@ def cents_to_dollars(cents: int) -> Decimal:
     return Decimal(cents).scaleb(-2)
 
 
+class ItemFields(NamedTuple):
+    """What the rules make of one item: the fields of its product but the merchant and the
+    raw item, without building a model (a tuple: the poll builds one per item).
+
+    ``clean``: no problem was found, so every value is already what a ``Product``'s
+    validation would leave it (text through ``label_text`` or ``product_code``, money and
+    times within their columns, ``extra_data`` flat ASCII, the id matching ``ID_PATTERN``):
+    the poll writes such an item without a model (:mod:`esl_sync.sync.item_rows`)."""
+
+    source_id: str
+    name: str
+    barcode: str | None
+    sku: str | None
+    price: Decimal | None
+    cost: Decimal | None
+    currency: str
+    price_type: str
+    unit: str | None
+    status: str
+    extra_data: dict[str, Any]
+    source_modified_time: int | None
+    validation_error: str | None
+    clean: bool
+
+    @property
+    def refused(self) -> bool:
+        return self.validation_error is not None
+
+    @property
+    def labelable(self) -> bool:
+        """The same as :attr:`esl_sync.products.Product.labelable`."""
+        return (
+            self.status == "active" and self.barcode is not None and self.validation_error is None
+        )
+
+
 def to_product(
     raw: Mapping[str, Any],
     *,
@@ -83,25 +124,37 @@ def to_product(
 
     ``storable``: what :func:`esl_sync.storable.json_text` said of ``raw`` (the caller's one
     serialization of it); None: find out here."""
+    fields = item_fields(raw, code_fields=code_fields, currency=currency)
+    return product_of(fields, raw, merchant_id=merchant_id, storable=storable)
+
+
+def item_fields(
+    raw: Mapping[str, Any],
+    *,
+    code_fields: Sequence[str] = DEFAULT_CODE_FIELDS,
+    currency: str = "USD",
+) -> ItemFields:
+    """The rules applied to one raw Clover item (see the module doc); raises
+    :class:`InvalidItem` for an item without a usable ``id``."""
     if not isinstance(raw, Mapping):
         raise InvalidItem(f"item is not a JSON object but {type(raw).__name__}")
     item_id = _item_id(raw)
     problems: list[str] = []
     item, bad = _validated(raw, item_id, problems)
 
-    name_text = item.get("name")
+    get = item.get  # each field read once: this runs for every item of every page
+    name_text = get("name")
     name = label_text(name_text, NAME_MAX_LENGTH) if name_text is not None else ""
     if not name and "name" not in bad:
         problems.append("name is missing")
-    price_type = item.get("priceType") or "FIXED"
-    price = _dollars(item.get("price"), "price", problems)
-    if item.get("price") is None and "price" not in bad and price_type in PRICE_REQUIRED:
+    price_type = get("priceType") or "FIXED"
+    cents = get("price")
+    price = _dollars(cents, "price", problems)
+    if cents is None and "price" not in bad and price_type in PRICE_REQUIRED:
         problems.append(f"price is missing (a {price_type} item needs one)")
-    cost = _dollars(item.get("cost"), "cost", problems)
-    modified = _time(item.get("modifiedTime"), "modifiedTime", problems)
-    unit = (
-        _optional_text(item.get("unitName"), UNIT_MAX_LENGTH) if price_type == "PER_UNIT" else None
-    )
+    cost = _dollars(get("cost"), "cost", problems)
+    modified = _time(get("modifiedTime"), "modifiedTime", problems)
+    unit = _optional_text(get("unitName"), UNIT_MAX_LENGTH) if price_type == "PER_UNIT" else None
     barcode = _product_code(item, raw, code_fields, bad, problems)
 
     removed_because: str | None = None
@@ -110,50 +163,71 @@ def to_product(
     elif raw.get("hidden") is True:
         removed_because = "hidden"
 
-    group = item.get("itemGroup")
+    group = get("itemGroup")
     extra_data: dict[str, Any] = {
         "unit_cost": str(cost) if cost is not None else None,
         "price_type": price_type,
         "modified_time": modified,
         "item_group_id": group["id"] if group else None,
-        "is_age_restricted": item.get("isAgeRestricted"),
-        "available": item.get("available"),
+        "is_age_restricted": get("isAgeRestricted"),
+        "available": get("available"),
     }
     if removed_because:
         extra_data["removed_because"] = removed_because
+    # Positional (a tuple's fields in order): half the cost of naming them, per item.
+    return ItemFields(
+        item_id,
+        name,
+        barcode,
+        _optional_text(get("sku"), SKU_MAX_LENGTH),
+        price,
+        cost,
+        currency,
+        price_type,
+        unit,
+        "deleted" if removed_because else "active",
+        extra_data,
+        modified,
+        None if removed_because else _named(item_id, problems),
+        not problems and _plain_text(currency),
+    )
 
+
+def product_of(
+    fields: ItemFields, raw: Mapping[str, Any], *, merchant_id: str, storable: bool | None = None
+) -> Product:
+    """The product of an item's ``fields`` (:func:`item_fields`) and its ``raw`` item."""
     if storable is None:
         storable = json_text(raw)[1]
     # A raw item storable as it is goes in as it is: no copy, no second walk (CHECKED_RAW).
     kept = raw if storable and isinstance(raw, dict) else dict(raw)
-    fields: dict[str, Any] = {
+    values: dict[str, Any] = {
         "source_system": "clover",
         "merchant_id": merchant_id,
-        "source_id": item_id,
+        "source_id": fields.source_id,
         "source_variant_id": "",
-        "name": name,
-        "barcode": barcode,
-        "sku": _optional_text(item.get("sku"), SKU_MAX_LENGTH),
-        "price": price,
-        "cost": cost,
-        "currency": currency,
-        "price_type": price_type,
-        "unit": unit,
-        "status": "deleted" if removed_because else "active",
-        "extra_data": extra_data,
+        "name": fields.name,
+        "barcode": fields.barcode,
+        "sku": fields.sku,
+        "price": fields.price,
+        "cost": fields.cost,
+        "currency": fields.currency,
+        "price_type": fields.price_type,
+        "unit": fields.unit,
+        "status": fields.status,
+        "extra_data": fields.extra_data,
         "raw": kept,
-        "source_modified_time": modified,
-        "validation_error": None if removed_because else _named(item_id, problems),
+        "source_modified_time": fields.source_modified_time,
+        "validation_error": fields.validation_error,
     }
-    if kept is raw and not problems and _plain_text(merchant_id) and _plain_text(currency):
-        # Half of an item's cost was Product's validation redoing what the lines above did:
-        # every value here already is what it would leave (text through label_text or
-        # product_code, money and times within their columns, extra_data flat ASCII, raw
-        # found storable, ids matching ID_PATTERN). An item with a problem, or whose raw
-        # item or caller's text is not plain, is validated in full.
+    if kept is raw and fields.clean and _plain_text(merchant_id):
+        # Half of an item's cost was Product's validation redoing what the rules did:
+        # every value of a clean item already is what it would leave (see ItemFields),
+        # and the raw item was found storable. An item with a problem, or whose raw item
+        # or caller's text is not plain, is validated in full.
         # tests/unit/test_transform_fast_path.py checks the two agree on hostile items.
-        return Product.model_construct(**fields)
-    return Product.model_validate(fields, context={CHECKED_RAW: kept if kept is raw else None})
+        return Product.model_construct(**values)
+    return Product.model_validate(values, context={CHECKED_RAW: kept if kept is raw else None})
 
 
 def _plain_text(text: str) -> bool:
@@ -173,9 +247,12 @@ def _item_id(raw: Mapping[str, Any]) -> str:
     raise InvalidItem(f"item has no usable 'id' (1 to 64 letters, digits, '_' or '-'); got {got}")
 
 
+_NONE_BAD: frozenset[str] = frozenset()
+
+
 def _validated(
     raw: Mapping[str, Any], item_id: str, problems: list[str]
-) -> tuple[Mapping[str, Any], set[str]]:
+) -> tuple[Mapping[str, Any], AbstractSet[str]]:
     """The item's fields as :class:`CloverItem` reads them (``itemGroup`` a dict), and the
     names of those of the wrong type (reported, left out).
 
@@ -184,7 +261,7 @@ def _validated(
     anything else is judged, and its problems named, by pydantic (read as a ``dict``:
     pydantic refuses any other mapping as a whole)."""
     if isinstance(raw, dict) and plain_fields(raw):
-        return raw, set()
+        return raw, _NONE_BAD
     try:
         return CloverItem.model_validate(dict(raw)).model_dump(), set()
     except ValidationError as error:
@@ -212,13 +289,13 @@ def _describe(detail: ErrorDetails) -> str:
 def _dollars(cents: int | None, field: str, problems: list[str]) -> Decimal | None:
     if cents is None:
         return None
+    if 0 <= cents <= MONEY_MAX_CENTS:  # the common case first
+        return Decimal(cents).scaleb(-2)  # cents_to_dollars, without a call per item
     if cents < 0:
         problems.append(f"{field} must not be negative")
-        return None
-    if cents > MONEY_MAX_CENTS:
+    else:
         problems.append(f"{field} is out of range ({_size(cents)}, at most {MONEY_MAX_CENTS})")
-        return None
-    return cents_to_dollars(cents)
+    return None
 
 
 def _time(ms: int | None, field: str, problems: list[str]) -> int | None:
@@ -241,7 +318,7 @@ def _product_code(
     item: Mapping[str, Any],
     raw: Mapping[str, Any],
     fields: Sequence[str],
-    bad: set[str],
+    bad: AbstractSet[str],
     problems: list[str],
 ) -> str | None:
     """The first non-blank of ``fields``, if Hipoink can take it; else None and a problem.

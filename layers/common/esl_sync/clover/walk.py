@@ -250,7 +250,8 @@ class ItemWalk(Iterator[list[Item]]):
         if self.clover_time_ms is None:
             self.clover_time_ms = page.clover_time_ms
         for index, element in enumerate(page.elements):
-            if not _is_int(element.get("modifiedTime")):
+            modified = element.get("modifiedTime")
+            if type(modified) is not int and not _is_int(modified):  # an int, nearly always
                 raise self._bad(f"elements[{index}].modifiedTime is not an integer")
         return page.elements
 

@@ -19,7 +19,8 @@ from esl_sync.store.label_owners import label_owners
 # row exists, the row keeps every label field of the version before (name, code, prices,
 # status, label_hash, …) and takes only the new raw item, validation_error and content
 # hash; updated_at (the stale labels' "since") stays, refused_at says since when. Every
-# value arrives storable (esl_sync.products), so no item can make Postgres refuse the page.
+# value arrives storable (esl_sync.products, esl_sync.sync.item_rows), so no item can make
+# Postgres refuse the page.
 _UPSERT = """
 WITH incoming AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
@@ -114,27 +115,6 @@ ON CONFLICT (merchant_id) DO UPDATE SET active = true,
 """
 
 
-def _row_json(row: ProductRow) -> str:
-    """The row as JSON for the page's statement: its fields (pydantic writes them, money as
-    text), its hashes, and its raw item as the text the poll already made of it (one
-    serialization per row), else as the product holds it."""
-    product = row.product
-    fields = product.model_dump_json(exclude={"merchant_id", "raw"})
-    raw = row.raw_json if row.raw_json is not None else json.dumps(product.raw)
-    hashes = (
-        f'"content_hash":{json.dumps(content_hash(row))},"label_hash":{json.dumps(row.label_hash)}'
-    )
-    return f'{fields[:-1]},{hashes},"raw":{raw}}}'
-
-
-def content_hash(row: ProductRow) -> str:
-    """What the row is made of, then its label's hash: the key of the raw item and its
-    mapping (:mod:`esl_sync.sync.raw_keys`), or, for a row made otherwise, a digest of
-    every stored field."""
-    made_of = row.raw_key if row.raw_key is not None else row.product.content_hash
-    return f"{made_of}:{row.label_hash or '-'}"
-
-
 class PostgresProductWriter:
     """Product writes inside one open transaction."""
 
@@ -143,10 +123,10 @@ class PostgresProductWriter:
         self._source_system = source_system
 
     def upsert(self, merchant_id: str, rows: Sequence[ProductRow]) -> list[ProductChange]:
-        latest = {(r.product.source_id, r.product.source_variant_id): r for r in rows}
+        latest = {r.key: r.row_json for r in rows}  # the last version of a product wins
         if not latest:
             return []
-        payload = f"[{','.join(_row_json(r) for r in latest.values())}]"
+        payload = f"[{','.join(latest.values())}]"
         result = self._conn.execute(_UPSERT, {"rows": payload, "merchant_id": merchant_id})
         return [
             ProductChange(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import batched
 
+from esl_sync.clover.transform import ItemFields
 from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
@@ -37,16 +38,22 @@ class LabelTarget:
     refused: bool = False
 
 
-def label_target(product: Product, settings: Settings) -> LabelTarget:
+def label_target(product: Product | ItemFields, settings: Settings) -> LabelTarget:
     """What the product's label should show with these settings (free fields, the text of a
-    ``VARIABLE`` price); a refused product's label stays as it is."""
+    ``VARIABLE`` price); a refused product's label stays as it is. ``product`` may be the
+    fields of an item the poll writes without a model (:mod:`esl_sync.sync.item_rows`)."""
     record = to_record(
         product,
         extra_fields=settings.hipoink_extra_fields,
         variable_price_text=settings.hipoink_variable_price_text,
     )
     changed_ms = product.source_modified_time
-    return LabelTarget(record, label_hash(record), changed_ms, refused=product.refused)
+    return LabelTarget(
+        record, label_hash(record), changed_ms, product.refused
+    )  # positional: per item
+
+
+_NO_LABEL = LabelTarget(None, None)  # a row written without a target (a removal): one, shared
 
 
 @dataclass
@@ -71,7 +78,7 @@ class LabelPlan:
         touches nothing: its row and its label keep the last version that was accepted.
         """
         for change in changes:
-            target = targets.get(change.key, LabelTarget(None, None))
+            target = targets.get(change.key, _NO_LABEL)
             if target.refused:
                 continue
             new_pc = target.record["pc"] if target.record else None

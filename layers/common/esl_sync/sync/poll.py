@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.items import is_deleted
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
-from esl_sync.clover.transform import to_product
 from esl_sync.clover.walk import ItemWalk
 from esl_sync.credentials import StoredTokens
 from esl_sync.messages import PollRequest
@@ -44,6 +43,7 @@ from esl_sync.settings import Settings
 from esl_sync.storable import json_text
 from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.heal import heal_after_poll
+from esl_sync.sync.item_rows import item_row
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
 from esl_sync.sync.lease import Lease, merchant_lease
 from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
@@ -347,30 +347,28 @@ class _Poll:
         for raw in page:
             text, storable = json_text(raw)  # the item's one serialization
             key = raw_key(seed, text) if text is not None else None
-            known = stored.get(str(raw.get("id")))
+            known = stored.get(str(raw.get("id"))) if stored else None  # none on a first sync
             if key is not None and known is not None and unchanged(known.content_hash, key):
                 self.outcome.invalid_items += known.refused  # still refused, as logged then
                 continue
             try:
-                product = to_product(
+                made = item_row(
                     raw,
-                    merchant_id=merchant_id,
-                    code_fields=settings.clover_product_code_fields,
+                    text=text,
                     storable=storable,
+                    key=key,
+                    merchant_id=merchant_id,
+                    settings=settings,
                 )
             except ValueError as error:  # InvalidItem (no usable id); anything else is a bug
                 self.outcome.invalid_items += 1
                 logger.warning("item rejected", merchant_id=merchant_id, error=str(error)[:300])
                 continue
-            if product.refused:
+            if made.refusal is not None:
                 self.outcome.invalid_items += 1
-                logger.warning(
-                    "item refused", merchant_id=merchant_id, error=product.validation_error
-                )
-            target = label_target(product, settings)
-            result.targets[product.key] = target
-            raw_json = text if storable else None
-            result.rows.append(ProductRow(product, target.label_hash, key, raw_json))
+                logger.warning("item refused", merchant_id=merchant_id, error=made.refusal)
+            result.targets[made.row.key] = made.target
+            result.rows.append(made.row)
         return result
 
     def _sweep(

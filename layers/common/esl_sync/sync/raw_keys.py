@@ -16,7 +16,7 @@ a row the sweep or a webhook removed (``removed:…``) never matches.
 from __future__ import annotations
 
 import hashlib
-import sys
+import importlib
 from functools import cache
 from pathlib import Path
 
@@ -29,6 +29,7 @@ MAPPING_MODULES = (
     "esl_sync.products",
     "esl_sync.hipoink.records",
     "esl_sync.sync.labels",
+    "esl_sync.sync.item_rows",
     __name__,
 )
 """The modules whose code decides what a raw item becomes (already loaded by the poll)."""
@@ -47,7 +48,7 @@ def mapping_seed(settings: Settings) -> bytes:
 def _seed(*settings: object) -> bytes:
     digest = hashlib.blake2b(repr(settings).encode(), digest_size=32)
     for name in MAPPING_MODULES:
-        source = sys.modules[name].__file__
+        source = importlib.import_module(name).__file__  # loaded already, by the poll
         digest.update(Path(source).read_bytes() if source else name.encode())
     return digest.digest()
 
