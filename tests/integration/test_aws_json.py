@@ -389,6 +389,28 @@ def test_no_credentials_at_all_is_a_configuration_error(
     assert server.requests == []
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AWS_SESSION_TOKEN", "tok\r\nX-Injected: 1"),
+        ("AWS_ACCESS_KEY_ID", "AKID WITH SPACE"),
+        ("AWS_SECRET_ACCESS_KEY", "s3cr\tt"),  # (an environment cannot hold NUL)
+        ("AWS_SECRET_ACCESS_KEY", "sécret"),
+    ],
+)
+def test_keys_a_header_cannot_hold_are_refused_by_name_and_never_shown(
+    server: Scripted, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    from esl_sync.settings import ConfigurationError
+
+    dynamodb, _ = client()
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=f"invalid setting: {name}: not a key") as raised:
+        dynamodb.call("GetItem", {})
+    assert value not in str(raised.value)
+    assert server.requests == []
+
+
 # -- secrets stay secret ------------------------------------------------------------------
 
 

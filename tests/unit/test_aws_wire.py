@@ -71,6 +71,16 @@ def test_region_comes_from_aws_region_before_aws_default_region(
     assert aws_json.region() == "us-east-1"
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:abc", "http://127.0.0.1:70000"])
+def test_an_endpoint_whose_port_is_no_port_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    with pytest.raises(ConfigurationError, match="AWS_ENDPOINT_URL: not a port"):
+        aws_json.AwsJsonClient("dynamodb")
+
+
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1:21", "127.0.0.1:5000", "http://"])
 def test_an_endpoint_that_is_no_http_url_is_refused(
     monkeypatch: pytest.MonkeyPatch, url: str

@@ -117,8 +117,12 @@ class _Connections:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigurationError("invalid setting: AWS_ENDPOINT_URL: not an http(s) URL")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            raise ConfigurationError("invalid setting: AWS_ENDPOINT_URL: not a port") from None
         self.https = parts.scheme == "https"
-        self.hostname, self.port = parts.hostname, parts.port
+        self.hostname, self.port = parts.hostname, port
         default = 443 if self.https else 80
         self.host = parts.netloc.lower() if self.port not in (None, default) else self.hostname
         self.path = parts.path or "/"

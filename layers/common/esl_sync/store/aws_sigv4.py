@@ -115,8 +115,25 @@ def credentials() -> Credentials:
     env = os.environ
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
-        return Credentials(key, secret, env.get("AWS_SESSION_TOKEN") or None)
+        token = env.get("AWS_SESSION_TOKEN") or None
+        for name, value in (
+            ("AWS_ACCESS_KEY_ID", key),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_SESSION_TOKEN", token),
+        ):
+            _check_key(name, value)
+        return Credentials(key, secret, token)
     return _from_botocore()
+
+
+def _check_key(name: str, value: str | None) -> None:
+    """Keys are printable ASCII without spaces. Anything else (a pasted line break, say)
+    would make ``http.client`` refuse the header with its value in the message: refused
+    here, by the variable's name alone."""
+    if value is not None and not (value.isascii() and value.isprintable() and " " not in value):
+        from esl_sync.settings import ConfigurationError
+
+        raise ConfigurationError(f"invalid setting: {name}: not a key (a character it cannot hold)")
 
 
 def _from_botocore() -> Credentials:
