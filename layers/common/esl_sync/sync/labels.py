@@ -47,10 +47,8 @@ def label_target(product: Product | ItemFields, settings: Settings) -> LabelTarg
         extra_fields=settings.hipoink_extra_fields,
         variable_price_text=settings.hipoink_variable_price_text,
     )
-    changed_ms = product.source_modified_time
-    return LabelTarget(
-        record, label_hash(record), changed_ms, product.refused
-    )  # positional: per item
+    # Positional, not by name: one target per item of every page.
+    return LabelTarget(record, label_hash(record), product.source_modified_time, product.refused)
 
 
 _NO_LABEL = LabelTarget(None, None)  # a row written without a target (a removal): one, shared
