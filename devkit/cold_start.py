@@ -15,7 +15,10 @@ the child's CPU time is its own work; its wall time also holds their answers.
 
 One liberty: a deployed function refuses ``http://`` endpoints and Postgres without TLS,
 and the local stack offers only those, so the child's ``esl_sync.settings.deployed`` says
-False (set by an import hook, after the module ran, so its import is timed as is).
+False (set by an import hook, after the module ran, so its import is timed as is). Since
+nothing it calls is HTTPS, the child builds, inside the timed invocation, the verified TLS
+context(s) a deployed function builds at its first HTTPS connection (:mod:`esl_sync.tls`:
+one per trust store, the one a function's clients then share), so the figure holds them.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.template import REPO_ROOT
+from esl_sync import hashed_roots
 
 _MARK = "ESL_SYNC_COLD_START "
 _CHILD = r"""
@@ -74,6 +78,9 @@ module = importlib.util.module_from_spec(spec)
 sys.modules["app"] = module
 spec.loader.exec_module(module)
 cpu1, wall1 = time.process_time(), time.perf_counter()
+if invoke:  # the TLS context a deployed function builds at its first HTTPS connection
+    from esl_sync import tls
+    tls.for_aws(), tls.for_https()
 answer = module.lambda_handler(event, Context()) if invoke else None
 cpu2, wall2 = time.process_time(), time.perf_counter()
 # VmHWM, not getrusage: ru_maxrss keeps the forking parent's peak across exec.
@@ -146,7 +153,7 @@ def runtime_packages(folder: Path) -> Path:
 
 def layer_from_environment(folder: Path) -> Path:
     """The layer without a build (no network): the lock's distributions as installed here
-    and the library, compiled as the Makefile compiles them."""
+    and the library, with certifi's hashed roots and compiled, as the Makefile makes them."""
     lock = REPO_ROOT / "layers" / "common" / "requirements.txt"
     names = re.findall(r"^([A-Za-z0-9_.-]+)==", lock.read_text(), flags=re.MULTILINE)
     copy_distributions(names, folder)
@@ -155,6 +162,7 @@ def layer_from_environment(folder: Path) -> Path:
         folder / "esl_sync",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    hashed_roots.write(folder / "certifi" / "cacert.pem", folder / "esl_sync" / "_hashed_roots")
     compileall.compile_dir(
         folder,
         quiet=1,

@@ -16,6 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from devkit.template import REPO_ROOT
+from esl_sync import hashed_roots
 
 pytestmark = pytest.mark.infra
 
@@ -119,5 +120,10 @@ def test_the_built_layer_is_exactly_the_lock(sam_build_dir: Path) -> None:
     flags = {int.from_bytes(f.read_bytes()[4:8], "little") for f in compiled[:50]}
     assert flags == {0b01}, "bytecode checked against the sources' times (PEP 552: 1 = hash)"
     assert (layer / "esl_sync" / "store" / "migrations" / "0001_initial.sql").is_file()
+    # certifi's roots as a hashed directory, written from the very bundle the layer ships.
+    roots = layer / "esl_sync" / "_hashed_roots"
+    assert hashed_roots.folder_for(str(layer / "certifi" / "cacert.pem"), roots) == str(roots)
+    bundle = (layer / "certifi" / "cacert.pem").read_text(encoding="ascii")
+    assert len(list(roots.glob("*.[0-9]"))) == bundle.count("-----BEGIN CERTIFICATE-----")
     size = sum(f.stat().st_size for f in layer.rglob("*") if f.is_file())
     assert size < 50 * 2**20, f"the layer grew to {size / 2**20:.1f} MiB (README says ~40)"
