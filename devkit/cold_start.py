@@ -44,9 +44,9 @@ from esl_sync import hashed_roots
 
 _MARK = "ESL_SYNC_COLD_START "
 _CHILD = r"""
-import importlib.abc, importlib.util, json, os, sys, time
+import importlib.util, json, os, sys, time
 
-class _Undeployed(importlib.abc.MetaPathFinder):
+class _Undeployed:  # a finder by duck typing: importlib.abc's import is the function's to pay
     def find_spec(self, name, path, target=None):
         if name != "esl_sync.settings":
             return None

@@ -372,6 +372,8 @@ def test_globals(template: Template) -> None:
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "EslSync"
     assert variables["POWERTOOLS_LOG_LEVEL"] == variables["LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert variables["DATABASE_URL_SECRET_ARN"] == {"Ref": "DatabaseUrlSecretArn"}
+    assert variables["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    assert variables["PSYCOPG_IMPL"] == "binary"
 
 
 def test_common_layer(template: Template) -> None:
@@ -470,6 +472,8 @@ def test_env_var_names_are_settings(template: Template) -> None:
         "Ref": "AWS::NoValue"
     }
     fields.add("AWS_ENDPOINT_URL")
+    libraries = {"PYDANTIC_DISABLE_PLUGINS", "PSYCOPG_IMPL"}  # the libraries' own, documented
+    fields |= libraries
     for name in functions(template):
         for variable in env_vars(template, name):
             assert (
