@@ -18,6 +18,7 @@ to import, and botocore a third of it, for what ``http.client`` does (measured; 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import socket
 import ssl
@@ -200,6 +201,42 @@ class Origin:
                 self._idle.append(connection)
                 return
         connection.close()
+
+
+class Origins:
+    """The :class:`Origin` of each base URL a client calls (built on first use, shared by
+    the process's threads), all with the same timeouts and TLS context."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        context: Callable[[], ssl.SSLContext],
+        keep: int = 16,
+    ) -> None:
+        self._new: Callable[[str], Origin] = functools.partial(
+            Origin,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            context=context,
+            keep=keep,
+        )
+        self._origins: dict[str, Origin] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Origin:
+        with self._lock:
+            found = self._origins.get(url)
+            if found is None:
+                found = self._origins[url] = self._new(url)
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            origins, self._origins = list(self._origins.values()), {}
+        for origin in origins:
+            origin.close()
 
 
 def _read(response: http.client.HTTPResponse, limit: int | None) -> bytes | None:
