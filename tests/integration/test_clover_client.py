@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import pytest
 
 from devkit.catalog import gas_station_catalog
@@ -613,23 +612,3 @@ def test_client_is_a_context_manager(sim: CloverSimulator) -> None:
     with CloverClient(pacer=RequestPacer()) as client:
         assert client.merchant(MID, TOKEN, sim.base_url).get_item(items[0]["id"])
     assert TOKEN not in repr(client)
-
-
-def test_a_server_ignoring_offset_cannot_loop_forever() -> None:
-    """Not the simulator: a server that honours filter and order but ignores ``offset``."""
-    items = tied_items(5)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        # Every item shares one ms, so every filter matches all and the order is trivial.
-        limit = int(request.url.params["limit"])
-        return httpx.Response(200, json={"elements": items[:limit]})
-
-    with CloverClient(
-        page_size=2, pacer=RequestPacer(), transport=httpx.MockTransport(handler)
-    ) as client:
-        catalog = client.merchant(MID, TOKEN, "https://clover.test")
-        walk = ItemWalk(catalog, None)
-        with pytest.raises(CloverBadResponse, match="is 'offset' ignored"):
-            list(walk)
-        assert walk.fell_back
-        assert catalog.requests < 10
