@@ -8,6 +8,7 @@ anywhere, 404 → None, and Clover's clock from ``Date``.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 import traceback
@@ -363,6 +364,31 @@ def test_walk_items_transform(
     products = [to_product(item, merchant_id=MID) for item in latest.values()]
     assert len(products) == 300
     assert any(p.unit == "gal" for p in products)
+
+
+def test_gzip_answers_read_as_plain_ones(
+    sim: CloverSimulator, make_client: Callable[..., CloverClient]
+) -> None:
+    """The client asks for gzip; whether Clover compresses is unconfirmed, so the simulator
+    plays both, and a walk reads the same items either way."""
+    catalog = catalog_for(sim, make_client, gas_station_catalog(1100, seed=3))
+    plain, _ = read_all(ItemWalk(catalog, None))
+    sim.gzip_answers = True
+    compressed, _ = read_all(ItemWalk(catalog, None))
+    assert compressed == plain
+    assert len(plain) == 1100
+    connection = http.client.HTTPConnection(sim.base_url.removeprefix("http://"))
+    for accept, encoding in (("gzip", "gzip"), ("identity", None)):
+        connection.request(
+            "GET",
+            f"{catalog.items_path}?limit=1",
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept-Encoding": accept},
+        )
+        answer = connection.getresponse()
+        body = answer.read()
+        assert answer.getheader("Content-Encoding") == encoding
+        assert body[:2] == (b"\x1f\x8b" if encoding else b'{"')
+    connection.close()
 
 
 # -- Clover's clock --------------------------------------------------------------------
