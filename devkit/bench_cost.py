@@ -2,8 +2,9 @@
 
 Every price is a named constant with the date it was read (AWS list prices, us-east-1,
 arm64); every input that a local run cannot measure is a named estimate and says so. The
-rest comes from the benchmark: AWS calls per poll by kind (counted by an observer of each call), the DynamoDB
-item's size, log bytes per poll, CPU per poll, Clover requests and database round trips.
+rest comes from the benchmark: AWS calls per poll by kind (counted by an observer of each
+call), the DynamoDB item's size, log bytes per poll, CPU per poll, Clover requests and
+database round trips.
 
 How a month of one store is made of polls: ``P = 2,592,000 / interval`` polls; every
 ``sweep_every``-th one sweeps; :data:`CHANGED_POLLS_PER_DAY` find changes; the rest are idle.

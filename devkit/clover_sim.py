@@ -19,6 +19,7 @@ merchant's refresh token.
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
 import json
 import operator
@@ -301,6 +302,8 @@ class CloverSimulator(LoopbackService):
         self.delay_seconds = 0.0
         self.ignore_order_by = False
         self.send_date = True  # False: answers without a Date header (a proxy that drops it)
+        # True: a GET whose Accept-Encoding names gzip is answered gzip-compressed.
+        self.gzip_answers = False
         self.list_deleted = False
         self.stock_bumps_modified_time = False
         self.visibility_lag_ms = 0
@@ -954,7 +957,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         simulator = self.server.simulator
-        self._send(simulator._serve(self.path, self.headers.get("Authorization")))
+        response = simulator._serve(self.path, self.headers.get("Authorization"))
+        if simulator.gzip_answers and "gzip" in self.headers.get("Accept-Encoding", ""):
+            headers = {**response.headers, "Content-Encoding": "gzip"}
+            response = _Response(response.status, gzip.compress(response.body), headers)
+        self._send(response)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

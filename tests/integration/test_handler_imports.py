@@ -1,13 +1,14 @@
 """The dispatcher and the webhook never load httpx (nor the Clover client): their cold
 starts stay short and a failure of the HTTP stack cannot reach them (docs/architecture.md,
-"Layers"). No function loads botocore: their AWS calls go through esl_sync.store.aws_json
+"Layers"); the poller loads it only to refresh a token (its Clover items client is
+``http.client``). No function loads botocore: their AWS calls go through esl_sync.store.aws_json
 (botocore's import, data and clients were a third of a poller's cold start). Powertools
 imports the bare ``botocore`` package (its user-agent hook, ≈ 1 ms, nothing under it), so the
 check is on botocore's modules: ``botocore.session``, ``botocore.client`` and the rest.
 
 Each handler runs in a fresh interpreter, imported and invoked once with its sample event
 against the local stack, the way Lambda starts it; then ``sys.modules`` tells what it
-loaded. The poller, invoked the same way, is the control: it does load httpx."""
+loaded. A poll that refreshes its token is the control: it does load httpx."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.catalog import gas_station_catalog
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync.records import Merchant
@@ -118,11 +120,47 @@ def test_the_webhook_never_loads_httpx(demo_merchant: LocalStack) -> None:
     assert "esl_sync.clover.client" not in loaded
 
 
-def test_the_poller_does_load_httpx_so_the_check_can_fail(demo_merchant: LocalStack) -> None:
+def _httpx_modules(loaded: list[str]) -> list[str]:
+    return [m for m in loaded if m.split(".")[0] in ("httpx", "httpcore", "h11")]
+
+
+@pytest.fixture
+def demo_catalog(stack: LocalStack) -> LocalStack:
+    """The sample events' merchant with a token and 30 items in Clover: its first poll is a
+    first sync, the next ones idle polls."""
+    stack.add_merchant(
+        "MDEMO0000001", "tok-demo-0001", "STORE-DEMO-1", items=gas_station_catalog(30)
+    )
+    return stack
+
+
+def test_the_poller_never_loads_httpx_on_a_first_sync_or_an_idle_poll(
+    demo_catalog: LocalStack,
+) -> None:
+    """Its Clover client is ``http.client`` (esl_sync.http_connections); httpx is for the
+    token refresh (esl_sync.clover.oauth) alone."""
+    assert demo_catalog.clover is not None
+    for polls in (1, 2):  # the first sync, then an idle poll
+        answer, loaded = _invoke("poller")
+        assert answer == {"batchItemFailures": []}
+        assert demo_catalog.clover.request_count("MDEMO0000001", "list") == polls
+        assert "esl_sync.clover.client" in loaded  # it read Clover through its client
+        assert _httpx_modules(loaded) == []
+        assert "esl_sync.clover.oauth" not in loaded
+    assert len(demo_catalog.products("MDEMO0000001")) == 30
+
+
+def test_a_token_refresh_loads_httpx_so_the_check_can_fail(demo_catalog: LocalStack) -> None:
+    """The control: a poll whose access token is about to expire refreshes it through the
+    OAuth client, which is on httpx; the same check then sees it."""
+    assert demo_catalog.clover is not None
+    demo_catalog.use_token_pair("MDEMO0000001", access_lifetime_seconds=5)
     answer, loaded = _invoke("poller")
     assert answer == {"batchItemFailures": []}
-    assert "httpx" in loaded
-    assert "esl_sync.clover.client" in loaded
+    assert demo_catalog.clover.request_count("MDEMO0000001", "refresh") == 1
+    assert demo_catalog.clover.request_count("MDEMO0000001", "list") == 1
+    assert "esl_sync.clover.oauth" in loaded
+    assert "httpx" in _httpx_modules(loaded)
 
 
 def _botocore_modules(loaded: list[str]) -> list[str]:

@@ -16,9 +16,11 @@ import pytest
 
 from esl_sync import tls
 from esl_sync.clover.client import CloverClient
+from esl_sync.clover.errors import CloverConnectionError
 from esl_sync.clover.oauth import CloverOAuthClient
 from esl_sync.hipoink.client import HipoinkClient
 from esl_sync.hipoink.errors import HipoinkRetryable
+from esl_sync.records import ItemPage
 from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError
 from tests.tls_certs import self_signed
@@ -28,9 +30,18 @@ Https = tuple[str, Path, Built]
 
 
 class _Answer(BaseHTTPRequestHandler):
-    """``{"error_code": 0}`` to every POST: a Hipoink success, an empty AWS answer."""
+    """``{"error_code": 0}`` to every POST: a Hipoink success, an empty AWS answer; an empty
+    page of Clover items to every GET."""
 
     protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"elements": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -97,6 +108,10 @@ def _hipoink(url: str) -> HipoinkClient:
     return HipoinkClient(url, "client-1", lambda: "the-sign")
 
 
+def _clover_page(clover: CloverClient, url: str) -> ItemPage:
+    return clover.merchant("MTLS00000001", "tok-tls", url).list_page([("limit", "10")])
+
+
 def test_a_certificate_no_trusted_root_signed_is_refused(https: Https) -> None:
     url, _, built = https
     with pytest.raises(HipoinkRetryable, match="ConnectError"):
@@ -104,7 +119,10 @@ def test_a_certificate_no_trusted_root_signed_is_refused(https: Https) -> None:
     with pytest.raises(AwsError) as raised:
         aws_json.client("dynamodb", attempts=1).call("GetItem", {})
     assert raised.value.code == "SSLError"
-    assert built == [(certifi.where(), None)]  # certifi's roots, loaded once for both
+    with CloverClient(max_attempts=1) as clover, pytest.raises(CloverConnectionError) as refused:
+        _clover_page(clover, url)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+    assert built == [(certifi.where(), None)]  # certifi's roots, loaded once for all three
 
 
 def test_every_https_client_verifies_with_the_one_context_of_its_trust_store(
@@ -121,6 +139,7 @@ def test_every_https_client_verifies_with_the_one_context_of_its_trust_store(
     )
     hipoink.upsert("STORE-1", [])
     sender.upsert("STORE-1", [])
+    assert _clover_page(clover, url).elements == []
     assert aws_json.client("kms").call("Decrypt", {}) == {"error_code": 0}
     assert aws_json.client("dynamodb").call("GetItem", {}) == {"error_code": 0}
     assert built == [(str(cert), None)]  # one context: four HTTPS clients and AWS

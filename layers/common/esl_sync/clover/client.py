@@ -1,8 +1,9 @@
 """The Clover inventory client: one HTTP request at a time, paced, retried, typed.
 
-One :class:`CloverClient` holds one httpx connection pool for the whole process (or
-Lambda instance); :meth:`CloverClient.merchant` binds a merchant, its token and its
-regional base URL into a :class:`MerchantCatalog`, the :class:`esl_sync.ports.CatalogReader`
+One :class:`CloverClient` holds the kept-alive connections of the whole process (or Lambda
+instance) per origin (:mod:`esl_sync.http_connections`: ``http.client``; httpx's import was
+≈ 40 ms of a poller's cold start); :meth:`CloverClient.merchant` binds a merchant, its token
+and its regional base URL into a :class:`MerchantCatalog`, the :class:`esl_sync.ports.CatalogReader`
 the poll reads through: one page of the items listing per :meth:`~MerchantCatalog.list_page`
 (the keyed walk over pages is :mod:`esl_sync.clover.walk`), or one item per
 :meth:`~MerchantCatalog.get_item`.
@@ -12,16 +13,19 @@ Its invariants:
 * every request waits for a slot of the token's and of the process's budget
   (:mod:`esl_sync.clover.pacing`); a 429 pauses the token (or, for a cross-token limit,
   everyone) for ``Retry-After`` before its retry;
-* timeouts, transport errors, 429 and 5xx are retried up to ``max_attempts`` with jittered
-  backoff; 401/403 and any other status are not; whatever is left ends in one
-  :mod:`esl_sync.clover.errors` type naming the merchant, never an httpx exception;
-* a 2xx body is JSON of the documented shape, or :class:`CloverBadResponse` says which part
-  is not (an integer of absurd length stays text, so one field cannot make a page unreadable);
+* timeouts, transport errors (refused, reset, a body cut short, an answer that is not
+  HTTP), 429 and 5xx are retried up to ``max_attempts`` with jittered backoff; 401/403 and
+  any other status are not (redirects are not followed); whatever is left ends in one
+  :mod:`esl_sync.clover.errors` type naming the merchant, never another exception;
+* a 2xx body (``gzip`` asked for, decoded with zlib; at most ``MAX_BODY_BYTES``) is JSON of
+  the documented shape, or :class:`CloverBadResponse` says which part is not (an integer of
+  absurd length stays text, so one field cannot make a page unreadable);
 * ``requests`` counts every request, retries included, and a page knows Clover's clock
   (its first response's ``Date``);
 * the access token goes into the ``Authorization`` header of each request and nowhere
-  else: no log line, exception or repr of this module formats it, and httpx exceptions
-  (which hold the request and its headers) are never chained onto ours.
+  else: no log line, exception or repr of this module formats it, a token a header cannot
+  carry is refused before anything is sent (``http.client``'s refusal would quote it), and
+  the transport's exceptions (whose tracebacks hold the request) are never chained onto ours.
 """
 
 from __future__ import annotations
@@ -29,17 +33,17 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlencode
-
-import httpx
 
 from esl_sync import tls
 from esl_sync.clover.errors import (
@@ -53,6 +57,7 @@ from esl_sync.clover.errors import (
     CloverTimeout,
 )
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
+from esl_sync.http_connections import Answer, Origin, Origins, Unanswered, Unreadable
 from esl_sync.observability import NAMESPACE, SERVICE, MetricUnit, metrics, single_metric
 from esl_sync.records import Item, ItemPage
 
@@ -68,13 +73,18 @@ RATE_LIMIT_HEADERS = (
 )
 _RETRY_AFTER_MARGIN_SECONDS = 0.05
 _BODY_EXCERPT_CHARS = 120
+#: The largest answer read, as sent and once decoded: a page of 1,000 items is a few MB.
+MAX_BODY_BYTES = 64 << 20
+_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": "esl-sync"}
+# What a header can carry as it is (visible ASCII): RFC 6750's token68 is narrower still.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 class CloverClient:
     """A pooled, paced, retrying client for Clover's inventory endpoints.
 
-    ``sleep`` is used for every retry wait (tests inject a recorder); ``transport`` lets
-    tests replace the network (``httpx.MockTransport``).
+    ``sleep`` is used for every retry wait (tests inject a recorder). ``timeout_seconds``
+    bounds the connection (with its TLS handshake) and then each read of the answer.
     """
 
     def __init__(
@@ -87,7 +97,6 @@ class CloverClient:
         backoff_cap_seconds: float = 20.0,
         pacer: RequestPacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not 1 <= page_size <= 1000:
             raise ValueError(f"page_size must be 1..1000 (Clover's maximum), not {page_size}")
@@ -102,13 +111,11 @@ class CloverClient:
         self.backoff_cap_seconds = backoff_cap_seconds
         self.pacer = pacer if pacer is not None else default_pacer()
         self.sleep = sleep
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_seconds),
-            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
-            headers={"Accept": "application/json", "User-Agent": "esl-sync"},
-            follow_redirects=False,
-            transport=transport,
-            verify=tls.for_https(),  # the process's one context (esl_sync.tls says why)
+        self.origins = Origins(
+            connect_timeout=timeout_seconds,
+            read_timeout=timeout_seconds,
+            context=tls.for_https,  # the process's one context (esl_sync.tls says why)
+            keep=20,
         )
 
     def __repr__(self) -> str:
@@ -120,13 +127,15 @@ class CloverClient:
             raise ValueError("merchant_id must not be empty")
         if not token:
             raise ValueError(f"merchant {merchant_id}: the access token is empty")
+        if not _HEADER_SAFE.fullmatch(token):
+            raise ValueError(f"merchant {merchant_id}: the access token is not header-safe")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"merchant {merchant_id}: base_url must start with http(s)://")
         return MerchantCatalog(self, merchant_id, token, base_url)
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close every kept connection."""
+        self.origins.close()
 
     def __enter__(self) -> Self:
         return self
@@ -139,10 +148,10 @@ class CloverClient:
     ) -> None:
         self.close()
 
-    def send(self, url: str, headers: dict[str, str], key: str) -> httpx.Response:
+    def send(self, origin: Origin, target: str, headers: dict[str, str], key: str) -> Answer:
         """One GET, in a slot of the pacing budget of ``key`` (a token's key); no retry."""
         with self.pacer.slot(key):
-            return self._http.get(url, headers=headers)
+            return origin.exchange("GET", target, None, headers, limit=MAX_BODY_BYTES)
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2.0**attempt)]."""
@@ -166,6 +175,10 @@ class MerchantCatalog:
         self._client = client
         self.merchant_id = merchant_id
         self.base_url = base_url.rstrip("/")
+        try:
+            self._origin = client.origins.get(self.base_url)
+        except ValueError as error:
+            raise ValueError(f"merchant {merchant_id}: base_url: {error}") from None
         self._token = token
         self._key = token_key(token)
         self.items_path = f"/v3/merchants/{quote(merchant_id, safe='')}/items"
@@ -218,24 +231,28 @@ class MerchantCatalog:
         not_found_ok: bool = False,
     ) -> Any:
         """GET with pacing and retries; the parsed JSON body, or ``None`` on an allowed 404."""
-        client = self._client
+        client, origin = self._client, self._origin
         query = urlencode(params, quote_via=quote)
-        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        target = origin.path.rstrip("/") + path + (f"?{query}" if query else "")
         where = f"GET {path}" + (f"?{query}" if query else "")
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {**_HEADERS, "Authorization": f"Bearer {self._token}"}
         for attempt in range(client.max_attempts):
             last = attempt + 1 >= client.max_attempts
             try:
-                response = client.send(url, headers, self._key)
-            except httpx.TransportError as exc:  # timeouts (TimeoutException) included
+                response = client.send(origin, target, headers, self._key)
+            except Unanswered as failed:  # timeouts included
                 self._count(tally, None)
                 if last:
-                    raise self._transport_failure(exc, where) from None
-                self._retry_sleep(client.backoff(attempt), where, type(exc).__name__, attempt)
+                    raise self._transport_failure(failed, where) from None
+                reason = type(failed.error).__name__
+                self._retry_sleep(client.backoff(attempt), where, reason, attempt)
                 continue
+            except Unreadable as error:
+                self._count(tally, None)
+                raise self._bad(path, str(error)) from None
 
             self._count(tally, response)
-            status = response.status_code
+            status = response.status
             _LOG.debug(
                 "clover %s -> %s (merchant %s, attempt %d)",
                 where,
@@ -244,7 +261,7 @@ class MerchantCatalog:
                 attempt + 1,
             )
             if 200 <= status < 300:
-                return self._json(response, path)
+                return self._json(self._content(response, path), response.headers, path)
             if status == 404 and not_found_ok:
                 return None
             if status in (401, 403):
@@ -280,23 +297,23 @@ class MerchantCatalog:
                 self._retry_sleep(client.backoff(attempt), where, str(status), attempt)
                 continue
             raise CloverRequestRejected(
-                f"{where}: HTTP {status}: {self._excerpt(response)}",
+                f"{where}: HTTP {status}: {self._rejected_excerpt(response)}",
                 merchant_id=self.merchant_id,
                 status=status,
             )
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
-    def _transport_failure(self, exc: httpx.TransportError, where: str) -> CloverError:
+    def _transport_failure(self, failed: Unanswered, where: str) -> CloverError:
         """The error of a request that got no answer on its last attempt."""
-        kind, attempts = type(exc).__name__, self._client.max_attempts
-        if isinstance(exc, httpx.TimeoutException):
+        kind, attempts = type(failed.error).__name__, self._client.max_attempts
+        if failed.timed_out:
             return CloverTimeout(
                 f"{where}: no answer within {self._client.timeout_seconds}s ({kind}) "
                 f"after {attempts} attempts",
                 merchant_id=self.merchant_id,
             )
         return CloverConnectionError(
-            f"{where}: {kind}: {self._redact(str(exc))} after {attempts} attempts",
+            f"{where}: {kind}: {self._redact(str(failed.error))[:200]} after {attempts} attempts",
             merchant_id=self.merchant_id,
         )
 
@@ -311,36 +328,48 @@ class MerchantCatalog:
         )
         self._client.sleep(seconds)
 
-    def _count(self, tally: _Tally, response: httpx.Response | None) -> None:
+    def _count(self, tally: _Tally, response: Answer | None) -> None:
         with self._lock:
             self.requests += 1
         tally.requests += 1
         if response is not None and tally.clover_time_ms is None:
             tally.clover_time_ms = _date_ms(response.headers.get("Date"))
 
-    def _json(self, response: httpx.Response, path: str) -> Any:
+    def _content(self, response: Answer, path: str) -> bytes:
+        """The body as decoded, or :class:`CloverBadResponse` saying why it cannot be."""
+        try:
+            return response.content(MAX_BODY_BYTES)
+        except Unreadable as error:
+            raise self._bad(path, str(error)) from None
+
+    def _json(self, body: bytes, headers: Message, path: str) -> Any:
         try:
             try:
-                return json.loads(response.content)
+                return json.loads(body)
             except ValueError:  # not JSON, or an integer too long for Python: see _json_int
-                return json.loads(response.content, parse_int=_json_int)
+                return json.loads(body, parse_int=_json_int)
         except RecursionError:
             raise self._bad(path, "body is nested too deeply to read") from None
         except ValueError:
-            content_type = response.headers.get("Content-Type", "no content type")
+            content_type = headers.get("Content-Type", "no content type")
             raise self._bad(
                 path,
-                f"body is not JSON ({content_type}, {len(response.content)} bytes: "
-                f"{self._excerpt(response)})",
+                f"body is not JSON ({content_type}, {len(body)} bytes: {self._excerpt(body)})",
             ) from None
 
     def _bad(self, path: str, what: str) -> CloverBadResponse:
         return CloverBadResponse(f"GET {path}: {what}", merchant_id=self.merchant_id)
 
-    def _excerpt(self, response: httpx.Response) -> str:
-        text = response.content[: _BODY_EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    def _excerpt(self, body: bytes) -> str:
+        text = body[: _BODY_EXCERPT_CHARS * 4].decode("utf-8", "replace")
         text = self._redact(text)[:_BODY_EXCERPT_CHARS]
         return repr(text)
+
+    def _rejected_excerpt(self, response: Answer) -> str:
+        try:
+            return self._excerpt(response.content(MAX_BODY_BYTES))
+        except Unreadable as error:
+            return f"({error})"
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
@@ -384,7 +413,7 @@ def _date_ms(value: str | None) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _retry_after_seconds(headers: httpx.Headers) -> float | None:
+def _retry_after_seconds(headers: Message) -> float | None:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date), ``None`` when absent."""
     value = headers.get("Retry-After")
     if value is None:
@@ -401,7 +430,7 @@ def _retry_after_seconds(headers: httpx.Headers) -> float | None:
     return max(0.0, (then - reference) / 1000)
 
 
-def _named_limit(headers: httpx.Headers) -> str | None:
+def _named_limit(headers: Message) -> str | None:
     """Which ``X-RateLimit-*`` header named the limit a 429 hit."""
     for name in RATE_LIMIT_HEADERS:
         if name in headers:

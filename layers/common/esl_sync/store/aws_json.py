@@ -2,12 +2,13 @@
 
 Every call the library makes in a Lambda function is a POST of JSON: DynamoDB and SQS speak
 JSON 1.0, KMS and Secrets Manager JSON 1.1. This client sends it over ``http.client`` with
-kept-alive connections, signs it (:mod:`esl_sync.store.aws_sigv4`), retries as botocore's
-"standard" mode does, and raises one typed error, :class:`AwsError`. Why not botocore: its
-import, data and per-call machinery were a third of a poller's cold start and most of an
-idle poll's CPU (measured; the aws_sigv4 docstring has the figures). botocore stays for the
-operator's CLI: its credential chain (profiles, SSO) when the environment holds no keys,
-and the CloudFormation lookup (:mod:`esl_sync.store.stack`).
+kept-alive connections (:mod:`esl_sync.http_connections`), signs it
+(:mod:`esl_sync.store.aws_sigv4`), retries as botocore's "standard" mode does, and raises
+one typed error, :class:`AwsError`. Why not botocore: its import, data and per-call
+machinery were a third of a poller's cold start and most of an idle poll's CPU (measured;
+the aws_sigv4 docstring has the figures). botocore stays for the operator's CLI: its
+credential chain (profiles, SSO) when the environment holds no keys, and the CloudFormation
+lookup (:mod:`esl_sync.store.stack`).
 
 Each call is told to :mod:`esl_sync.aws_observers` before it is sent (the local stack's IAM
 recorder, the bench's counter, the X-Ray subsegments).
@@ -21,7 +22,6 @@ import json
 import os
 import random
 import re
-import socket
 import ssl
 import threading
 import time
@@ -29,9 +29,10 @@ import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from esl_sync import aws_observers, tls
+from esl_sync.http_connections import Origin, Unanswered
 from esl_sync.settings import ConfigurationError
 from esl_sync.store import aws_codec, aws_sigv4
 from esl_sync.store.aws_codec import AwsError as AwsError
@@ -109,67 +110,6 @@ def endpoint_url(service: str, region_name: str) -> str:
     )
 
 
-class _Connections:
-    """Kept-alive connections to one endpoint, shared by the threads of the process: a
-    call takes an idle one (or opens one) and gives it back once the answer is read."""
-
-    def __init__(self, url: str, connect_timeout: float, read_timeout: float) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError("invalid setting: AWS_ENDPOINT_URL: not an http(s) URL")
-        try:
-            port = parts.port
-        except ValueError:  # not a number, or past 65535
-            raise ConfigurationError("invalid setting: AWS_ENDPOINT_URL: not a port") from None
-        self.https = parts.scheme == "https"
-        self.hostname, self.port = parts.hostname, port
-        default = 443 if self.https else 80
-        self.host = parts.netloc.lower() if self.port not in (None, default) else self.hostname
-        self.path = parts.path or "/"
-        self._timeouts = (connect_timeout, read_timeout)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[http.client.HTTPConnection, bool]:
-        """An idle connection (True: used before, it may have died since) or a new one."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self.open(), False
-
-    def open(self) -> http.client.HTTPConnection:
-        """A new connection (its TLS handshake done under the connect timeout)."""
-        connect, read = self._timeouts
-        connection: http.client.HTTPConnection
-        if self.https:
-            connection = http.client.HTTPSConnection(
-                self.hostname, self.port, timeout=connect, context=tls.for_aws()
-            )
-        else:
-            connection = http.client.HTTPConnection(self.hostname, self.port, timeout=connect)
-        connection.connect()
-        assert connection.sock is not None
-        # http.client sends the head and the body in two writes: without TCP_NODELAY the
-        # body waits for the peer's (delayed, up to 40 ms) ACK of the head. urllib3, under
-        # botocore, sets it too.
-        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection.sock.settimeout(read)
-        return connection
-
-    def give(self, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < 16:
-                self._idle.append(connection)
-                return
-        connection.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
-
-
 class _RetryQuota:
     """botocore's retry quota: 500 tokens a client, 5 a retry (10 after a timeout), given
     back by the success that follows; when empty, failures are not retried."""
@@ -204,9 +144,15 @@ class AwsJsonClient:
         self.service = service
         self._protocol = SERVICES[service]
         self.region = region()
-        self._connections = _Connections(
-            endpoint_url(service, self.region), connect_timeout, read_timeout
-        )
+        try:
+            self._origin = Origin(
+                endpoint_url(service, self.region),
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                context=tls.for_aws,
+            )
+        except ValueError as error:  # what is wrong, never the URL
+            raise ConfigurationError(f"invalid setting: AWS_ENDPOINT_URL: {error}") from None
         self._attempts = attempts
         self._quota = _RetryQuota()
         self._content_type = f"application/x-amz-json-{self._protocol.json_version}"
@@ -228,7 +174,7 @@ class AwsJsonClient:
         return answer
 
     def close(self) -> None:
-        self._connections.close()
+        self._origin.close()
 
     def _call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -272,18 +218,18 @@ class AwsJsonClient:
         signed["X-Amz-Date"] = amz_date
         if keys.token:
             signed["X-Amz-Security-Token"] = keys.token
-        connections = self._connections
+        origin = self._origin
         signed["Authorization"] = aws_sigv4.authorization(
             keys,
             region=self.region,
             service=self.service,
-            host=connections.host,
-            path=connections.path,
+            host=origin.host,
+            path=origin.path,
             headers=signed,
             body=body,
             amz_date=amz_date,
         )
-        signed["Host"] = connections.host
+        signed["Host"] = origin.host
         status, answer_headers, data = self._exchange(operation, signed, body)
         crc = answer_headers.get("x-amz-crc32")
         if crc is not None and crc.isdigit() and int(crc) != zlib.crc32(data):
@@ -305,36 +251,17 @@ class AwsJsonClient:
     def _exchange(
         self, operation: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request and its answer, on a kept connection: one that died while it was
-        idle (the peer closed it, the instance was frozen) is replaced at once, without
-        counting as an attempt; any other failure of the transport is a retryable error."""
+        """One request and its answer, on a kept connection (one that died while idle is
+        replaced at once, without counting as an attempt); any other failure of the
+        transport is a retryable error."""
+        origin = self._origin
         try:
-            connection, reused = self._connections.take()
-        except OSError as error:
-            raise _transport_error(self.service, operation, error, connecting=True) from None
-        while True:
-            try:
-                connection.request("POST", self._connections.path, body, headers)
-                response = connection.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as error:
-                connection.close()
-                if not (reused and isinstance(error, _STALE)):
-                    raise _transport_error(
-                        self.service, operation, error, connecting=False
-                    ) from None
-                try:
-                    connection, reused = self._connections.open(), False
-                except OSError as again:
-                    raise _transport_error(
-                        self.service, operation, again, connecting=True
-                    ) from None
-                continue
-            if response.will_close:
-                connection.close()
-            else:
-                self._connections.give(connection)
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+            answer = origin.exchange("POST", origin.path, body, headers)
+        except Unanswered as failed:
+            raise _transport_error(
+                self.service, operation, failed.error, connecting=failed.connecting
+            ) from None
+        return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.body
 
     def _blobs(self, answer: dict[str, Any], data: bytes) -> dict[str, Any]:
         for name in self._protocol.blobs & answer.keys():
@@ -342,16 +269,6 @@ class AwsJsonClient:
         if self.service == "dynamodb" and (b'"B"' in data or b'"BS"' in data):
             aws_codec.dynamodb_binaries(answer)  # only an answer that may hold one is walked
         return answer
-
-
-# A kept connection that died while idle: the peer closed it (AWS closes idle ones), or the
-# instance was frozen long enough. Such a request was never read: sent again at once.
-_STALE = (
-    http.client.RemoteDisconnected,
-    ConnectionResetError,
-    BrokenPipeError,
-    ConnectionAbortedError,
-)
 
 
 def _transport_error(
