@@ -250,6 +250,17 @@ def test_a_connection_the_server_closed_while_idle_is_reopened_uncounted(
     assert (catalog.requests, wire.connections, sleeps) == (2, 2, [])
 
 
+def test_a_kept_connection_that_fails_after_its_answer_began_is_a_counted_attempt(
+    wire: Wire, catalog: MerchantCatalog, sleeps: list[float]
+) -> None:
+    """Only a failure before any byte of the answer is a connection that died while idle
+    (sent again at once, uncounted); a reset mid-body is an attempt, retried with backoff."""
+    wire.script = [answer(), reset(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{")]
+    assert _page(catalog) == [ITEM]
+    assert _page(catalog) == [ITEM]  # on the kept connection: reset, then a new one
+    assert (catalog.requests, len(sleeps), len(wire.heads)) == (3, 1, 3)
+
+
 def test_a_redirect_is_not_followed(wire: Wire, catalog: MerchantCatalog) -> None:
     wire.script = [answer(b"", status=b"302 Found", headers=(b"Location: http://evil.test/",))]
     with pytest.raises(CloverRequestRejected) as raised:
