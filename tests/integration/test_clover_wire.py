@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from esl_sync.clover import client as clover_client
 from esl_sync.clover.client import CloverClient, MerchantCatalog
@@ -248,6 +250,17 @@ def test_a_connection_the_server_closed_while_idle_is_reopened_uncounted(
     assert (catalog.requests, wire.connections, sleeps) == (2, 2, [])
 
 
+def test_a_kept_connection_that_fails_after_its_answer_began_is_a_counted_attempt(
+    wire: Wire, catalog: MerchantCatalog, sleeps: list[float]
+) -> None:
+    """Only a failure before any byte of the answer is a connection that died while idle
+    (sent again at once, uncounted); a reset mid-body is an attempt, retried with backoff."""
+    wire.script = [answer(), reset(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{")]
+    assert _page(catalog) == [ITEM]
+    assert _page(catalog) == [ITEM]  # on the kept connection: reset, then a new one
+    assert (catalog.requests, len(sleeps), len(wire.heads)) == (3, 1, 3)
+
+
 def test_a_redirect_is_not_followed(wire: Wire, catalog: MerchantCatalog) -> None:
     wire.script = [answer(b"", status=b"302 Found", headers=(b"Location: http://evil.test/",))]
     with pytest.raises(CloverRequestRejected) as raised:
@@ -366,6 +379,43 @@ def test_hostile_answers_end_in_named_errors_without_the_token(
     assert not [piece for piece in shown if TOKEN in piece]
     wire.script = []
     assert _page(catalog) == [ITEM]  # and the client is fine afterwards
+
+
+_HEADS = st.sampled_from(
+    [
+        b"",
+        b"HTTP/1.1 200 OK\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n",
+        b"HTTP/1.1 503 Busy\r\nRetry-After: 0\r\n",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(head=_HEADS, rest=st.binary(max_size=200) | st.sampled_from([PAGE, _gzipped(PAGE)]))
+def test_any_bytes_from_the_server_end_in_a_page_or_a_named_error(head: bytes, rest: bytes) -> None:
+    """Whatever a server writes before it closes the connection, the caller gets a page or
+    a Clover error, never another exception, never the token."""
+    wire = Wire()
+    wire.script = [raw(head + rest)] * 2
+    client = CloverClient(
+        max_attempts=2, timeout_seconds=2, pacer=RequestPacer(), sleep=lambda _: None
+    )
+    outcome: list[dict[str, Any]] | CloverError
+    try:
+        with client:
+            outcome = _page(client.merchant(MID, TOKEN, wire.url))
+    except CloverError as error:
+        outcome = error
+    finally:
+        wire.close()
+    if isinstance(outcome, CloverError):
+        assert outcome.merchant_id == MID
+        assert TOKEN not in str(outcome) + repr(outcome)
+    else:
+        assert all(isinstance(element, dict) for element in outcome)
 
 
 def test_answers_past_the_size_limit_are_refused_unread(

@@ -6,9 +6,10 @@ idle connections shared by the process's threads; each opened under a connect ti
 ``TCP_NODELAY`` and, for ``https``, the process's verified TLS context (:mod:`esl_sync.tls`);
 every socket operation after that under a read timeout (per operation, as httpx's and
 botocore's timeouts are); a kept connection that died while it was idle (the peer closed it,
-Lambda froze the instance) replaced at once and the request sent again, which only an
-exchange that got no answer at all can need. Answers are read whole (``Content-Length``,
-chunked, or to the close), their size bounded, and a ``gzip`` body decoded with zlib.
+Lambda froze the instance) replaced at once and the request sent again, when it failed
+before any byte of an answer came (a failure after that is the caller's to retry). Answers
+are read whole (``Content-Length``, chunked, or to the close), their size bounded, and a
+``gzip`` body decoded with zlib.
 
 Why the standard library: httpx, httpcore and h11 cost ≈ 35–45 ms of a poller's cold start
 to import, and botocore a third of it, for what ``http.client`` does (measured; the README's
@@ -28,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-# A kept connection that died while idle: the peer closed it, or the instance was frozen
-# long enough. Such a request was never read by the peer: sent again at once.
+# How a kept connection that died while idle fails: the peer closed it, or the instance was
+# frozen long enough. Before any answer came, such a request was never read: sent again.
 _STALE = (
     http.client.RemoteDisconnected,
     ConnectionResetError,
@@ -137,13 +138,14 @@ class Origin:
         except _TRANSPORT as error:
             raise Unanswered(error, connecting=True) from None
         while True:
+            response: http.client.HTTPResponse | None = None
             try:
                 connection.request(method, target, body, dict(headers))
                 response = connection.getresponse()
                 data = _read(response, limit)
             except _TRANSPORT as error:
                 connection.close()
-                if not (reused and isinstance(error, _STALE)):
+                if not (reused and response is None and isinstance(error, _STALE)):
                     raise Unanswered(error, connecting=False) from None
                 try:
                     connection, reused = self._open(), False
