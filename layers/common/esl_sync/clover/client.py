@@ -42,6 +42,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from esl_sync import tls
+from esl_sync.clover import json_body
 from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
@@ -321,7 +322,7 @@ class MerchantCatalog:
     def _json(self, response: httpx.Response, path: str) -> Any:
         try:
             try:
-                return json.loads(response.content)
+                return json_body.loads(response.content)  # json.loads, faster
             except ValueError:  # not JSON, or an integer too long for Python: see _json_int
                 return json.loads(response.content, parse_int=_json_int)
         except RecursionError:
