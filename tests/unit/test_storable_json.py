@@ -166,3 +166,57 @@ def test_a_time_is_any_bigint() -> None:
     for past in (-(2**63) - 1, 2**63):
         with pytest.raises(ValidationError, match="source_modified_time"):
             Product(**row, source_modified_time=past)
+
+
+# -- parsed_json_text: json_text of a parsed item, written by orjson where it writes the same
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"id": "I1", "name": 'Café "Ünïcode" \u2028 \x7f \U0010ffff', "price": 349},
+        {"a": [1, -0, True, False, {}, []], "b": "\x00\x1f\n\t\\/"},
+        {"i": [2**63 - 1, -(2**63), 2**64 - 1]},  # 64 bits: orjson writes them
+        {"i": 2**64},  # past 64 bits: orjson refuses, json writes it
+        {"i": -(2**63) - 1},
+        {"i": 10**5000},  # too long for Python to print: no text
+        {"f": [0.1, -0.0, 1e15, 1e16, 1.5e300, 5e-324, 1e-4, 1e-10, 1.7976931348623157e308]},
+        {"f": 1e-5},  # orjson 0.00001, json 1e-05
+        {"f": -3.5e-5},
+        {"f": 1.25e-9},  # orjson 1.25e-9, json 1.25e-09
+        {"f": 7e-6},
+        {"f": float("nan")},  # orjson null, json refuses: NaN, not as it is
+        {"f": float("inf")},
+        {"f": [float("-inf")]},
+        {"n": None, "s": "null e- 0.0000"},  # the marks, in vain
+        {"\ud800": 1},  # a lone surrogate: orjson refuses it
+        {"s": "a\udfffb"},
+        {"k": _nested(253)},  # orjson's deepest
+        {"k": _nested(254)},  # past it: json writes it
+        {"k": _nested(31)},
+        {"k": _nested(32)},
+        {"a": "x" * 4088},
+        {"a": "x" * 4089},
+        {"a": "\ufffe"},
+    ],
+)
+def test_a_parsed_item_is_written_as_json_text_writes_it(value: Any) -> None:
+    assert storable.parsed_json_text(value) == json_text(value)
+
+
+@given(
+    st.dictionaries(_TEXT, _JSON, max_size=4)
+    | st.dictionaries(_TEXT, st.floats() | st.integers(-(2**65), 2**65), max_size=4)
+)
+def test_any_parsed_item_is_written_as_json_text_writes_it(item: dict[str, Any]) -> None:
+    assert storable.parsed_json_text(item) == json_text(item)
+
+
+def test_an_ordinary_item_is_written_by_orjson_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The poll's cost: the standard library's encoder is not asked for a plain item."""
+    monkeypatch.setattr(storable, "json_text", lambda value: pytest.fail("json_text asked"))
+    item = {"id": "I1", "name": "Cola 1.5L", "code": "0123", "price": 199, "hidden": False}
+    assert storable.parsed_json_text(item) == (
+        '{"id":"I1","name":"Cola 1.5L","code":"0123","price":199,"hidden":false}',
+        True,
+    )

@@ -46,6 +46,7 @@ from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 from esl_sync import tls
+from esl_sync.clover import json_body
 from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
@@ -345,7 +346,7 @@ class MerchantCatalog:
     def _json(self, body: bytes, headers: Message, path: str) -> Any:
         try:
             try:
-                return json.loads(body)
+                return json_body.loads(body)  # json.loads, faster
             except ValueError:  # not JSON, or an integer too long for Python: see _json_int
                 return json.loads(body, parse_int=_json_int)
         except RecursionError:

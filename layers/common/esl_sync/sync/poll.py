@@ -40,7 +40,7 @@ from esl_sync.ports import (
 )
 from esl_sync.records import Item, Merchant, MerchantState, ProductRow, StoredHash
 from esl_sync.settings import Settings
-from esl_sync.storable import json_text
+from esl_sync.storable import parsed_json_text
 from esl_sync.sync.cursor import next_cursor, read_from
 from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.item_rows import item_row
@@ -345,7 +345,7 @@ class _Poll:
         seed = mapping_seed(settings)
         result = _Rows({}, [])
         for raw in page:
-            text, storable = json_text(raw)  # the item's one serialization
+            text, storable = parsed_json_text(raw)  # the item's one serialization
             key = raw_key(seed, text) if text is not None else None
             known = stored.get(str(raw.get("id"))) if stored else None  # none on a first sync
             if key is not None and known is not None and unchanged(known.content_hash, key):
