@@ -71,23 +71,22 @@ def test_region_comes_from_aws_region_before_aws_default_region(
     assert aws_json.region() == "us-east-1"
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:abc", "http://127.0.0.1:70000"])
-def test_an_endpoint_whose_port_is_no_port_is_refused_by_name(
-    monkeypatch: pytest.MonkeyPatch, url: str
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:abc", "not a port"),
+        ("http://127.0.0.1:70000", "not a port"),
+        ("ftp://127.0.0.1:21", "not an http"),
+        ("127.0.0.1:5000", "not an http"),
+        ("http://", "not an http"),
+    ],
+)
+def test_an_endpoint_that_is_no_http_url_or_whose_port_is_no_port_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, url: str, why: str
 ) -> None:
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    with pytest.raises(ConfigurationError, match="AWS_ENDPOINT_URL: not a port"):
-        aws_json.AwsJsonClient("dynamodb")
-
-
-@pytest.mark.parametrize("url", ["ftp://127.0.0.1:21", "127.0.0.1:5000", "http://"])
-def test_an_endpoint_that_is_no_http_url_is_refused(
-    monkeypatch: pytest.MonkeyPatch, url: str
-) -> None:
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    with pytest.raises(ConfigurationError, match="AWS_ENDPOINT_URL: not an http"):
+    with pytest.raises(ConfigurationError, match=f"AWS_ENDPOINT_URL: {why}"):
         aws_json.AwsJsonClient("dynamodb")
 
 
