@@ -487,7 +487,7 @@ class LocalStack:
             access_lifetime_seconds=access_lifetime_seconds,
             refresh_lifetime_seconds=refresh_lifetime_seconds,
         )
-        tokens = CloverTokens.model_validate(pair)
+        tokens = CloverTokens.from_object(pair, "simulator's token pair")
         runtime.state_store().write_token(merchant_id, tokens)
         return tokens
 

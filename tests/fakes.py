@@ -10,7 +10,6 @@ refused items, repair candidates), the test sets the answer.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -318,7 +317,7 @@ class MemoryTokens(_OneMerchant, TokenStore):
 
     def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
         self._check(merchant_id)
-        tokens = CloverTokens.model_validate(json.loads(sealed.ciphertext))
+        tokens = CloverTokens.parse(sealed.ciphertext, "sealed")
         return StoredTokens(tokens, sealed.generation, sealed.needs_reauth)
 
     def write_token(self, merchant_id: str, token: str | CloverTokens) -> int:
@@ -332,7 +331,7 @@ class MemoryTokens(_OneMerchant, TokenStore):
     def write_sealed_tokens(self, merchant_id: str, sealed: bytes) -> int:
         self._check(merchant_id)
         generation = (self.stored.generation if self.stored else 0) + 1
-        self.stored = StoredTokens(CloverTokens.model_validate(json.loads(sealed)), generation)
+        self.stored = StoredTokens(CloverTokens.parse(sealed, "sealed"), generation)
         return generation
 
     def replace_tokens(
@@ -448,7 +447,7 @@ class MemoryLog(logging.Handler):
         return [r.getMessage() for r in self.records]
 
 
-INSTALL_PAIR = CloverTokens.model_validate(
+INSTALL_PAIR = CloverTokens.from_object(
     {
         "access_token": "access-SECRET",
         "access_token_expiration": 1_795_869_000,

@@ -47,7 +47,7 @@ def test_a_refresh_posts_client_id_and_refresh_token_to_the_merchant_s_host() ->
         "client_id": "app-id",
         "refresh_token": "old-refresh-SECRET",
     }
-    assert tokens == CloverTokens.model_validate(PAIR)
+    assert tokens == CloverTokens.from_object(PAIR)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_failures_are_typed_and_never_quote_a_token(
 
 
 def test_tokens_never_show_in_a_repr_or_a_parse_error() -> None:
-    tokens = CloverTokens.model_validate(PAIR)
+    tokens = CloverTokens.from_object(PAIR)
     assert "SECRET" not in repr(tokens)
     assert "SECRET" not in str(tokens)
     with pytest.raises(ValueError, match="refresh_token_expiration") as caught:
@@ -83,7 +83,7 @@ def test_tokens_never_show_in_a_repr_or_a_parse_error() -> None:
 
 
 def test_close_to_expiry_means_within_the_margin_and_plain_tokens_never_expire() -> None:
-    tokens = CloverTokens.model_validate(PAIR)
+    tokens = CloverTokens.from_object(PAIR)
     assert not tokens.expires_within(300, now=PAIR["access_token_expiration"] - 301)
     assert tokens.expires_within(300, now=PAIR["access_token_expiration"] - 300)
     assert not CloverTokens.plain("t").expires_within(300, now=NOW)
@@ -93,7 +93,7 @@ def test_close_to_expiry_means_within_the_margin_and_plain_tokens_never_expire()
 
 
 EXPIRED = StoredTokens(
-    CloverTokens.model_validate(
+    CloverTokens.from_object(
         {**PAIR, "access_token": "old-access", "access_token_expiration": int(NOW)}
     ),
     generation=3,
@@ -122,11 +122,11 @@ def _keeper(
 
 
 def test_an_expiring_token_is_refreshed_under_the_lock_and_stored_as_a_new_generation() -> None:
-    store, refresher = MemoryTokens(EXPIRED), StaticRefresher(CloverTokens.model_validate(PAIR))
+    store, refresher = MemoryTokens(EXPIRED), StaticRefresher(CloverTokens.from_object(PAIR))
 
     got = _keeper(store, refresher).access_token("M1", "https://api.clover.com")
 
-    assert got == StoredTokens(CloverTokens.model_validate(PAIR), 4)
+    assert got == StoredTokens(CloverTokens.from_object(PAIR), 4)
     assert (refresher.calls, store.locks_taken, store.lock_owner) == (1, 1, None)
 
 
@@ -137,7 +137,7 @@ def test_a_waiter_uses_what_the_lock_holder_stored_and_makes_no_call() -> None:
     )
 
     def holder_finishes() -> None:
-        store.write_token("M1", CloverTokens.model_validate(PAIR))
+        store.write_token("M1", CloverTokens.from_object(PAIR))
 
     got = _keeper(store, refresher, holder_finishes).access_token("M1", "https://x")
 

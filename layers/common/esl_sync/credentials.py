@@ -5,44 +5,72 @@ A merchant holds either a plain token (sandbox test tokens, legacy non-expiring 
 a v2 pair: a short-lived access token and a single-use refresh token, each with its own
 expiration (Unix seconds, whatever Clover says: lifetimes are never assumed).
 
-No token ever reaches a log line, an error or a repr: the models hold them as ``SecretStr``
-and validation errors are reduced to the names of the fields at fault. This module needs
-nothing but pydantic, so the state store, the operator's input checks and the webhook can
-use it without loading an HTTP client.
+No token ever reaches a log line, an error or a repr: the classes hold them as
+:class:`~esl_sync.secret.Secret` and a refusal names the fields at fault only. Plain frozen
+dataclasses, not pydantic models: the poller reads a merchant's tokens on every poll and
+must start without pydantic (issue 15: its import and first model cost ≈ 110 ms of a cold
+start). :mod:`esl_sync.json_fields` reads their JSON exactly as the pydantic models did
+(``tests/unit/test_credentials.py`` checks it against them).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from esl_sync import json_fields
+from esl_sync.json_fields import Fields
+from esl_sync.secret import Secret
 
 
-class CloverTokens(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloverTokens:
     """A merchant's token material: a plain token, or a v2 pair with expirations."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+    access_token: Secret
+    access_token_expiration: int | None = None
+    refresh_token: Secret | None = None
+    refresh_token_expiration: int | None = None
 
-    access_token: SecretStr = Field(min_length=1)
-    access_token_expiration: int | None = Field(None, ge=0)
-    refresh_token: SecretStr | None = Field(None, min_length=1)
-    refresh_token_expiration: int | None = Field(None, ge=0)
+    def __post_init__(self) -> None:
+        json_fields.check_built(
+            type(self).__name__,
+            secrets={"access_token": self.access_token},
+            optional_secrets={"refresh_token": self.refresh_token},
+            counts={
+                "access_token_expiration": self.access_token_expiration,
+                "refresh_token_expiration": self.refresh_token_expiration,
+            },
+        )
 
     @classmethod
     def plain(cls, token: str) -> Self:
         """A token without refresh (sandbox test token or legacy token)."""
-        return cls(access_token=SecretStr(token))
+        return cls(access_token=Secret(token))
 
     @classmethod
     def parse(cls, text: str | bytes, what: str) -> Self:
         """Tokens from JSON; a ValueError that names ``what`` and the fields at fault only
-        (pydantic's own message would quote the input, tokens included)."""
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as error:
-            raise ValueError(f"{what}: {_fields_at_fault(error)}") from None
+        (never a value: the input holds tokens)."""
+        return cls.from_object(json_fields.loads(text, what), what)
+
+    @classmethod
+    def from_object(cls, data: object, what: str = "Clover tokens") -> Self:
+        """Tokens from a decoded JSON object, read as :meth:`parse` reads one."""
+        fields = Fields(data, what)
+        access_token = fields.secret("access_token", required=True)
+        access_token_expiration = fields.count("access_token_expiration")
+        refresh_token = fields.secret("refresh_token")
+        refresh_token_expiration = fields.count("refresh_token_expiration")
+        fields.check()
+        assert access_token is not None  # required: Fields.check refused its absence
+        return cls(
+            access_token=access_token,
+            access_token_expiration=access_token_expiration,
+            refresh_token=refresh_token,
+            refresh_token_expiration=refresh_token_expiration,
+        )
 
     def expires_within(self, seconds: int, now: float) -> bool:
         """Whether the access token expires less than ``seconds`` from ``now`` (Unix time)."""
@@ -50,7 +78,8 @@ class CloverTokens(BaseModel):
         return expiration is not None and expiration - seconds <= now
 
     def secret_json(self) -> str:
-        """The JSON stored encrypted in the state table: the only place tokens are written."""
+        """The JSON stored encrypted in the state table: the only place tokens are written.
+        Byte for byte what it has always been (tokens stored long ago are read back)."""
         return json.dumps(
             {
                 "access_token": self.access_token.get_secret_value(),
@@ -63,22 +92,34 @@ class CloverTokens(BaseModel):
         )
 
 
-class AppCredentials(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppCredentials:
     """The Clover app's credentials secret, ``{"client_id", "client_secret"}``; the refresh
     needs only the id, the install flow's code exchange both."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+    client_id: str
+    client_secret: Secret | None = None
 
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr | None = Field(None, min_length=1)
+    def __post_init__(self) -> None:
+        json_fields.check_built(
+            type(self).__name__,
+            texts={"client_id": self.client_id},
+            optional_secrets={"client_secret": self.client_secret},
+        )
 
+    @classmethod
+    def parse(cls, text: str | bytes, what: str) -> Self:
+        """The secret's JSON; a ValueError naming ``what`` and the fields at fault only."""
+        fields = Fields(json_fields.loads(text, what), what)
+        client_id = fields.text("client_id", required=True)
+        client_secret = fields.secret("client_secret")
+        fields.check()
+        assert client_id is not None  # required: Fields.check refused its absence
+        return cls(client_id=client_id, client_secret=client_secret)
 
-def _fields_at_fault(error: ValidationError) -> str:
-    problems = error.errors(include_input=False, include_url=False)
-    return "; ".join(
-        f"{'.'.join(str(p) for p in problem['loc']) or 'body'}: {problem['msg']}"
-        for problem in problems
-    )
+    def with_client_id(self, client_id: str) -> Self:
+        """The same credentials under another id (a ``CLOVER_CLIENT_ID`` set apart wins)."""
+        return replace(self, client_id=client_id)
 
 
 @dataclass(frozen=True)

@@ -136,21 +136,23 @@ def clover_app() -> AppCredentials:
     JSON secret ``CLOVER_APP_SECRET_ARN`` (``{"client_id", "client_secret"}``), read through
     the secret's five-minute cache (a rotated secret is used within five minutes)."""
     from esl_sync.credentials import AppCredentials
+    from esl_sync.secret import Secret
 
     s = settings()
     if s.clover_client_id and s.clover_client_secret:
-        return AppCredentials(client_id=s.clover_client_id, client_secret=s.clover_client_secret)
+        secret = Secret(s.clover_client_secret.get_secret_value())
+        return AppCredentials(client_id=s.clover_client_id, client_secret=secret)
     if not s.clover_app_secret_arn:
         raise ConfigurationError("missing setting: CLOVER_CLIENT_ID (or CLOVER_APP_SECRET_ARN)")
     text = resolve_secret("CLOVER_APP_SECRET", None, s.clover_app_secret_arn)
     try:
-        credentials = AppCredentials.model_validate_json(text)
+        credentials = AppCredentials.parse(text, "CLOVER_APP_SECRET_ARN")
     except ValueError:  # the message would quote the secret
         raise ConfigurationError(
             'invalid setting: CLOVER_APP_SECRET_ARN: the secret must be JSON {"client_id", …}'
         ) from None
     if s.clover_client_id:  # the id set apart wins (as for the refresh)
-        return credentials.model_copy(update={"client_id": s.clover_client_id})
+        return credentials.with_client_id(s.clover_client_id)
     return credentials
 
 
