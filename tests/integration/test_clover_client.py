@@ -29,7 +29,7 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
-from esl_sync.clover.items import is_deleted
+from esl_sync.clover.item_types import is_deleted
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.transform import to_product
 from esl_sync.clover.walk import ItemWalk

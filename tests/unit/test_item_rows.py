@@ -184,3 +184,44 @@ def test_the_row_of_a_clean_item() -> None:
 def test_an_item_without_a_usable_id_is_rejected() -> None:
     with pytest.raises(InvalidItem, match="no usable 'id'"):
         _made({"id": "a b", "name": "x", "price": 1, "sku": "s"}, MAPPINGS[0])
+
+
+_MODELS_LOADED = """
+import sys
+from esl_sync.settings import Settings
+from esl_sync.storable import json_text
+from esl_sync.store import label_owners, postgres
+from esl_sync.sync import heal, item_rows, labels, poll, raw_keys
+from devkit.catalog import gas_station_catalog
+
+mapping = Settings()
+seed = raw_keys.mapping_seed(mapping)
+models = ("esl_sync.products", "esl_sync.clover.items")
+for raw in [*gas_station_catalog(20, seed=3), *sys.argv[1:]]:
+    raw = raw if isinstance(raw, dict) else {"id": "I1", "name": "Cola", "price": raw}
+    text, storable = json_text(raw)
+    item_rows.item_row(raw, text=text, storable=storable, key=raw_keys.raw_key(seed, text),
+                       merchant_id="M1", settings=mapping)
+print(*(name in sys.modules for name in models))
+"""
+
+
+@pytest.mark.parametrize(
+    ("unclean", "loaded"),
+    [([], "False False"), (["1.99"], "True True")],  # a price as text: refused, by the model
+)
+def test_a_poll_of_clean_items_builds_and_loads_no_model(unclean: list[str], loaded: str) -> None:
+    """The models (and pydantic's validators) load only when an item is not clean: an
+    ordinary poll starts without them (issue 15: ≈ 110 ms of a cold start). Settings still
+    is pydantic (its own change), so pydantic itself is not checked here."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MODELS_LOADED, *unclean],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "", "LAMBDA_TASK_ROOT": "/var/task"},
+    )
+    assert done.stdout.split() == loaded.split()

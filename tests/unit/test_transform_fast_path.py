@@ -1,7 +1,7 @@
 """The transform's fast path agrees with pydantic's full validation on any item.
 
 An item whose fields all have their exact types is read without building a ``CloverItem``
-(:func:`esl_sync.clover.items.plain_fields`), and a product without a problem is built
+(:func:`esl_sync.clover.item_types.plain_fields`), and a product without a problem is built
 without validating it again (``Product.model_construct``). Both are shortcuts only: these
 tests feed hostile items (NUL, lone surrogates, noncharacters, huge and negative numbers,
 wrong types, booleans where integers go, ``str`` subclasses, megabyte text) and check that
@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devkit.catalog import gas_station_catalog
-from esl_sync.clover.items import CloverItem, plain_fields
+from esl_sync.clover.item_types import READ_FIELDS, plain_fields
+from esl_sync.clover.items import CloverItem
 from esl_sync.clover.transform import to_product
 from esl_sync.products import Product
 
@@ -43,6 +44,11 @@ values = st.one_of(
     st.lists(st.integers(), max_size=2),
 )
 FIELDS = [*CloverItem.model_fields, "deletedTime", "isRevenue"]
+
+
+def test_the_fields_read_without_the_model_are_the_model_s() -> None:
+    """The product code's fields are read from the model's reading when it reads them."""
+    assert frozenset(CloverItem.model_fields) == READ_FIELDS
 
 
 @st.composite

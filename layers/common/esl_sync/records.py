@@ -2,7 +2,8 @@
 
 Plain frozen dataclasses, or named tuples where a poll makes one per item
 (``MerchantState`` is the one mutable record: a poll updates it and saves it back),
-importing nothing but the product model, so every layer may use them.
+importing nothing at run time (the product model is a type here: a poll of clean items
+builds none and loads no pydantic), so every layer may use them.
 Tokens have a module of their own (:mod:`esl_sync.credentials`): they need care these do not.
 """
 
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from esl_sync.products import Product
+if TYPE_CHECKING:  # a type only: the poll builds a Product for an unclean item alone
+    from esl_sync.products import Product
 
 # -- merchants, their state and their products ----------------------------------------
 

@@ -1,4 +1,7 @@
-"""The fields of a Clover inventory item that the transform reads, with their documented types.
+"""The model of the fields of a Clover inventory item that the transform reads, with their
+documented types: it judges and names the problems of an item that
+:func:`esl_sync.clover.item_types.plain_fields` does not pass (a clean item never builds it,
+so the poll loads no pydantic for one).
 
 Unknown fields are ignored (Clover adds fields; ``raw`` keeps them all), and so are the
 fields the transform does not read (``isRevenue``, ``itemStock``, …): junk in them
@@ -11,18 +14,12 @@ not checked here but by the transform, against what Postgres and Hipoink take
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PriceType = Literal["FIXED", "VARIABLE", "PER_UNIT"]
+from esl_sync.clover.item_types import ID_PATTERN, PriceType
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""A Clover object id as this service accepts it: Clover's are 13 characters of ``A-Z0-9``;
-letters, digits, ``_`` and ``-`` up to 64 leave room without letting a control character,
-a path separator or a megabyte into a key, a URL or a log line."""
 CloverId = Annotated[str, Field(pattern=f"^{ID_PATTERN.pattern}$")]
 
 
@@ -57,49 +54,3 @@ class CloverItem(_CloverModel):
     itemGroup: CloverReference | None = None
     modifiedTime: int | None = None
     deleted: bool | None = None
-
-
-_EXACT_TYPES: dict[str, type] = {
-    "name": str,
-    "alternateName": str,
-    "code": str,
-    "sku": str,
-    "price": int,
-    "unitName": str,
-    "cost": int,
-    "hidden": bool,
-    "available": bool,
-    "isAgeRestricted": bool,
-    "modifiedTime": int,
-    "deleted": bool,
-}
-_PRICE_TYPES = frozenset(("FIXED", "VARIABLE", "PER_UNIT"))
-
-
-def plain_fields(raw: dict[str, Any]) -> bool:
-    """Whether every field :class:`CloverItem` reads is absent, null or of its exact type,
-    so that ``raw.get(field)`` is what ``CloverItem.model_validate(raw)`` would hold.
-
-    The poll's fast path: a plain check here costs about half of pydantic's validation
-    (written by hand because the semantics must be exactly "what strict pydantic accepts,
-    or narrower": ``type(v) is int`` leaves out ``bool`` as strict mode does, and a ``str``
-    subclass or anything else unusual answers False, for pydantic to judge and name).
-    ``id`` is the caller's (:func:`esl_sync.clover.transform.to_product` checks it first).
-    """
-    for name, kind in _EXACT_TYPES.items():
-        value = raw.get(name)
-        if value is not None and type(value) is not kind:
-            return False
-    price_type = raw.get("priceType")
-    if price_type is not None and (type(price_type) is not str or price_type not in _PRICE_TYPES):
-        return False
-    group = raw.get("itemGroup")
-    if group is None:
-        return True
-    group_id = group.get("id") if type(group) is dict else None
-    return type(group_id) is str and ID_PATTERN.fullmatch(group_id) is not None
-
-
-def is_deleted(item: Mapping[str, Any]) -> bool:
-    """Whether Clover flags ``item`` as deleted (``deleted: true`` or a ``deletedTime``)."""
-    return item.get("deleted") is True or item.get("deletedTime") is not None

@@ -39,13 +39,9 @@ import math
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
-
-from esl_sync.clover.items import ID_PATTERN, CloverItem, is_deleted, plain_fields
-from esl_sync.products import CHECKED_RAW, Product
+from esl_sync.clover.item_types import ID_PATTERN, READ_FIELDS, is_deleted, plain_fields
 from esl_sync.storable import (
     BIGINT_MAX,
     MONEY_MAX_CENTS,
@@ -57,13 +53,17 @@ from esl_sync.storable import (
     product_code,
 )
 
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
+    from esl_sync.products import Product
+
 DEFAULT_CODE_FIELDS: tuple[str, ...] = ("sku", "code", "alternateName")
 PRICE_REQUIRED = frozenset({"FIXED", "PER_UNIT"})
 """Price types whose label shows Clover's price: without one the item is refused, never
 shown as $0.00. A ``VARIABLE`` price is entered at the register; its label shows
 ``HIPOINK_VARIABLE_PRICE_TEXT`` instead (see :func:`esl_sync.hipoink.records.to_record`)."""
 VALIDATION_ERROR_MAX_CHARS = 1000
-_READ_FIELDS = frozenset(CloverItem.model_fields)  # pydantic's accessor costs a call an item
 
 
 class InvalidItem(ValueError):
@@ -197,6 +197,10 @@ def product_of(
     fields: ItemFields, raw: Mapping[str, Any], *, merchant_id: str, storable: bool | None = None
 ) -> Product:
     """The product of an item's ``fields`` (:func:`item_fields`) and its ``raw`` item."""
+    # Imported here, not with the module: the poll writes a clean item without a model and
+    # must not load pydantic for it (issue 15: ≈ 110 ms of a cold start).
+    from esl_sync.products import CHECKED_RAW, Product
+
     if storable is None:
         storable = json_text(raw)[1]
     # A raw item storable as it is goes in as it is: no copy, no second walk (CHECKED_RAW).
@@ -262,6 +266,12 @@ def _validated(
     pydantic refuses any other mapping as a whole)."""
     if isinstance(raw, dict) and plain_fields(raw):
         return raw, _NONE_BAD
+    # Imported here, not with the module: only an item that is not plain loads pydantic
+    # (issue 15: the poll of clean items starts without it, ≈ 110 ms of a cold start).
+    from pydantic import ValidationError
+
+    from esl_sync.clover.items import CloverItem
+
     try:
         return CloverItem.model_validate(dict(raw)).model_dump(), set()
     except ValidationError as error:
@@ -327,7 +337,7 @@ def _product_code(
     the product to another label without anyone noticing.
     """
     for field in fields:
-        value = item.get(field) if field in _READ_FIELDS else raw.get(field)
+        value = item.get(field) if field in READ_FIELDS else raw.get(field)
         if field in bad:
             return None  # its type is already named
         if value is None:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
 from esl_sync.clover.transform import ItemFields, item_fields, product_of
-from esl_sync.products import Product
 from esl_sync.records import Item, ProductRow
 from esl_sync.settings import Settings
 from esl_sync.sync.labels import LabelTarget, label_target
+
+if TYPE_CHECKING:  # a clean item is written without a model: the poll loads no pydantic
+    from esl_sync.products import Product
 
 
 class ItemRow(NamedTuple):

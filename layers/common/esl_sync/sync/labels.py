@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import batched
+from typing import TYPE_CHECKING
 
 from esl_sync.clover.transform import ItemFields
 from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.products import Product
 from esl_sync.records import LabelOwners, ProductChange
 from esl_sync.settings import Settings
+
+if TYPE_CHECKING:  # the poll builds a Product only for an unclean item: no pydantic else
+    from esl_sync.products import Product
 
 _LOGGED_CONFLICTS = 20  # conflicts named in one log line; the metric counts all
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from esl_sync.clover.errors import CloverAuthError, CloverError
-from esl_sync.clover.items import is_deleted
+from esl_sync.clover.item_types import is_deleted
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.clover.walk import ItemWalk
 from esl_sync.credentials import StoredTokens

@@ -16,13 +16,15 @@ a row the sweep or a webhook removed (``removed:…``) never matches.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
+import sys
 from functools import cache
 from pathlib import Path
 
 from esl_sync.settings import Settings
 
 MAPPING_MODULES = (
+    "esl_sync.clover.item_types",
     "esl_sync.clover.items",
     "esl_sync.clover.transform",
     "esl_sync.storable",
@@ -32,7 +34,8 @@ MAPPING_MODULES = (
     "esl_sync.sync.item_rows",
     __name__,
 )
-"""The modules whose code decides what a raw item becomes (already loaded by the poll)."""
+"""The modules whose code decides what a raw item becomes (read from their files: a poll
+of clean items loads no model)."""
 
 
 def mapping_seed(settings: Settings) -> bytes:
@@ -48,9 +51,19 @@ def mapping_seed(settings: Settings) -> bytes:
 def _seed(*settings: object) -> bytes:
     digest = hashlib.blake2b(repr(settings).encode(), digest_size=32)
     for name in MAPPING_MODULES:
-        source = importlib.import_module(name).__file__  # loaded already, by the poll
-        digest.update(Path(source).read_bytes() if source else name.encode())
+        digest.update(Path(source).read_bytes() if (source := _source(name)) else name.encode())
     return digest.digest()
+
+
+def _source(name: str) -> str | None:
+    """The file of a mapping module, found without importing it: the models
+    (``esl_sync.products``, ``esl_sync.clover.items``) are loaded only for an item that is
+    not clean, and importing them here would load pydantic on every poll (issue 15)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module.__file__
+    spec = importlib.util.find_spec(name)
+    return spec.origin if spec is not None else None
 
 
 def raw_key(seed: bytes, text: str) -> str:
