@@ -57,8 +57,37 @@ def test_the_seed_changes_with_the_source_of_a_mapping_module(
         raw_keys._seed.cache_clear()
 
 
+def test_a_mapping_module_not_loaded_is_read_from_its_file_without_importing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The models are loaded only for an item that is not clean: the seed must not import
+    them (issue 15), yet changes with their source like any mapping module's."""
+    (tmp_path / "esl_sync_test_unloaded.py").write_text("A = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(
+        raw_keys, "MAPPING_MODULES", ("esl_sync_test_unloaded", "esl_sync_test_nowhere")
+    )
+    raw_keys._seed.cache_clear()
+    try:
+        before = mapping_seed(Settings())
+        assert "esl_sync_test_unloaded" not in sys.modules
+        (tmp_path / "esl_sync_test_unloaded.py").write_text("A = 2\n")
+        raw_keys._seed.cache_clear()
+        assert mapping_seed(Settings()) != before
+        monkeypatch.setattr(raw_keys, "MAPPING_MODULES", ("esl_sync_test_nowhere",))
+        raw_keys._seed.cache_clear()
+        nowhere = mapping_seed(Settings())  # a module without a file: its name
+        monkeypatch.setattr(raw_keys, "MAPPING_MODULES", ("esl_sync_test_elsewhere",))
+        raw_keys._seed.cache_clear()
+        assert mapping_seed(Settings()) != nowhere
+    finally:
+        raw_keys._seed.cache_clear()
+
+
 def test_the_mapping_modules_are_those_that_shape_a_row_and_its_label() -> None:
     assert set(raw_keys.MAPPING_MODULES) >= {
+        "esl_sync.clover.item_types",
+        "esl_sync.clover.items",
         "esl_sync.clover.transform",
         "esl_sync.products",
         "esl_sync.hipoink.records",

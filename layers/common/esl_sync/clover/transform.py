@@ -53,7 +53,7 @@ from esl_sync.storable import (
     product_code,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the models load for an item that is not clean (issue 15)
     from pydantic_core import ErrorDetails
 
     from esl_sync.products import Product
