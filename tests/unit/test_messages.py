@@ -117,13 +117,15 @@ json_scalars = st.one_of(
     st.floats(allow_nan=False),
     hostile_text,
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    )
+
+
+json_values = st.recursive(json_scalars, _containers, max_leaves=8)
 zones = st.one_of(
     st.none(),
     st.just(UTC),
