@@ -15,9 +15,11 @@ code during a deploy and old messages come back from the dead-letter queues:
   ``oldest_change_ms`` a lax integer (``"5"``, ``5.0``, ``true``), ``requested_at`` an
   ISO 8601 date-time. The JSON itself is refused where pydantic's parser refused it:
   invalid UTF-8 or lone surrogates, nesting deeper than its limit, integers of more than
-  4,300 digits. One narrowing, on purpose: ``requested_at`` as a Unix timestamp (a
-  number or a numeric string), which no writer of this queue ever produced and nothing
-  reads, is refused (tests/unit/test_messages.py holds the old models as the oracle).
+  4,300 digits. Two narrowings, on purpose, of forms no writer of these queues ever
+  produced: ``requested_at`` as a Unix timestamp (a number or a numeric string; nothing
+  reads the field), and ``oldest_change_ms`` as text with a sign after leading zeros
+  (``"0-9"``, which pydantic read as -9). tests/unit/test_messages.py holds the old models
+  as the oracle.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def poll_batch(
 
 
 def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
-    message_id, request = read_record(record)
+    message_id, request = _read_record(record)
     if isinstance(request, MessageRefused):
         logger.error(
             "poll request refused: not a poll message", message_id=message_id, error=str(request)
@@ -95,7 +95,7 @@ def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutco
     return message_id, poll_merchant(request, deps)
 
 
-def read_record(record: object) -> tuple[str, PollRequest | MessageRefused]:
+def _read_record(record: object) -> tuple[str, PollRequest | MessageRefused]:
     """The record's message id (what a partial batch response names) and its poll request,
     or why it holds none.
 
@@ -109,8 +109,7 @@ def read_record(record: object) -> tuple[str, PollRequest | MessageRefused]:
     """
     if not isinstance(record, Mapping):
         return "", MessageRefused(PollRequest.KIND, None, "the SQS record is not an object")
-    message_id = record.get("messageId")
-    message_id = message_id if isinstance(message_id, str) else ""
+    message_id = str(record.get("messageId") or "")
     body = record.get("body")
     if not isinstance(body, str):
         return message_id, MessageRefused(
