@@ -441,7 +441,7 @@ def _webhook_processing_seconds(stack: LocalStack, merchant_id: str, say: Say) -
     for k in range(5):
         clover.update_item(merchant_id, fuel["id"], price=300 + k)
         started = time.perf_counter()
-        body = PollRequest(merchant_id=merchant_id, reason="manual").model_dump_json()
+        body = PollRequest(merchant_id=merchant_id, reason="manual").to_json()
         stack.sqs.send_message(QueueUrl=stack.urls["PollQueue"], MessageBody=body)
         stack.drain("PollQueue", "poller")
         stack.drain("LabelQueue", "hipoink_sender")

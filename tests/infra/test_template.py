@@ -801,7 +801,7 @@ def test_sqs_sample_events_are_complete(name: str, queue_suffix: str) -> None:
 
 def test_poller_event_carries_a_poll_request() -> None:
     body = load_event("poller")["Records"][0]["body"]
-    request = PollRequest.model_validate_json(body)
+    request = PollRequest.parse(body)
     assert request.merchant_id == "MDEMO0000001"
     assert request.reason == "schedule"
 
@@ -813,7 +813,7 @@ def test_sender_event_carries_a_label_job_from_the_fifo_queue() -> None:
     assert attributes["MessageGroupId"] == "MDEMO0000001"
     assert attributes["SequenceNumber"]
     assert attributes["MessageDeduplicationId"]
-    job = LabelJob.model_validate_json(record["body"])
+    job = LabelJob.parse(record["body"])
     assert job.merchant_id == "MDEMO0000001"
     assert job.store_code == "STORE-DEMO-1"
     assert [u["pc"] for u in job.upserts] == ["012345678905", "REG-UNL"]

@@ -53,7 +53,7 @@ def poller_event(merchant_id: str, message_id: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "poller.json").read_text())
     record = event["Records"][0]
     record["messageId"] = message_id
-    record["body"] = PollRequest(merchant_id=merchant_id, reason="manual").model_dump_json()
+    record["body"] = PollRequest(merchant_id=merchant_id, reason="manual").to_json()
     return event
 
 
@@ -213,3 +213,44 @@ def test_a_poll_whose_state_write_is_stale_still_gives_its_lease_back(
     assert lease_of(stack, merchant_id) is None
     [warning] = [e for e in entries(stack) if e.get("message", "").startswith("merchant state")]
     assert "lease" in warning["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "poll request: not valid JSON"),
+        ('{"merchant_id": ""}', "poll request: merchant_id: empty"),
+        ('{"merchant_id": "M", "extra": 1}', "poll request: extra: not a field"),
+        ('{"merchant_id": "M", "reason": "MANUAL"}', "poll request: reason: not one of"),
+        ('{"merchant_id": "M", "requested_at": "yesterday"}', "poll request: requested_at: not"),
+        ('{"merchant_id": "\\ud800"}', "poll request: not valid JSON (a lone surrogate)"),
+        ("[" * 300 + "]" * 300, "poll request: not valid JSON (nested too deeply)"),
+        (7, "poll request: body: the SQS record has no text body"),
+        (None, "poll request: body: the SQS record has no text body"),
+    ],
+)
+def test_a_record_that_is_not_a_poll_request_fails_alone_and_is_named(
+    stack: LocalStack, body: object, reason: str
+) -> None:
+    """It is failed (SQS retries it, then dead-letters it) and logged by its message id with
+    the reason; the good record beside it is polled."""
+    good = MERCHANTS[0]
+    stack.add_merchant(good, "tok", "STORE-F1", items=gas_station_catalog(3, seed=2))
+    event = poller_event(good, "good")
+    bad = json.loads(json.dumps(event["Records"][0]))
+    bad["messageId"], bad["body"] = "bad", body
+    if body is None:
+        del bad["body"]
+    event["Records"].append(bad)
+    mark = len(stack.logs)
+
+    assert stack.invoke("poller", event) == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+    refusals = [e for e in entries(stack)[mark:] if e.get("message", "").startswith("poll req")]
+    assert [(e["message"], e["message_id"]) for e in refusals] == [
+        ("poll request refused: not a poll message", "bad")
+    ]
+    assert refusals[0]["error"].startswith(reason)
+    assert "Traceback" not in refusals[0]["error"]
+    assert statuses(stack.logs[mark:], good) == ["ok"]
+    assert poll_lines(stack, good)[-1]["products_changed"] == 3

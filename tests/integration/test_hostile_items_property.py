@@ -286,7 +286,7 @@ def _poll(stack: LocalStack, merchant_id: str) -> dict[str, Any]:
     queue and the sender; the poll's ``poll finished`` line. Nothing may fail."""
     mark = len(stack.logs)
     event = json.loads((REPO_ROOT / "events" / "poller.json").read_text())
-    event["Records"][0]["body"] = PollRequest(merchant_id=merchant_id).model_dump_json()
+    event["Records"][0]["body"] = PollRequest(merchant_id=merchant_id).to_json()
     answer = stack.invoke("poller", event)
     labels = stack.drain("LabelQueue", "hipoink_sender")
     assert (answer["batchItemFailures"], labels.failures) == ([], 0)

@@ -141,7 +141,7 @@ def test_a_replayed_heal_or_a_job_from_before_versions_never_goes_backwards(
     )
     clover.update_item(M, first["id"], price=325)
     stack.run_cycle()
-    runtime.label_queue().send([LabelJob.model_validate_json(late_heal["Body"])])
+    runtime.label_queue().send([LabelJob.parse(late_heal["Body"])])
     stack.drain("LabelQueue", "hipoink_sender")
     assert _price(stack, first["sku"]) == "3.25"
 

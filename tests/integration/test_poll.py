@@ -162,7 +162,7 @@ def poller_event(merchant_id: str, message_id: str) -> dict[str, Any]:
     event: dict[str, Any] = json.loads(sample.read_text())
     record = event["Records"][0]
     record["messageId"] = message_id
-    record["body"] = PollRequest(merchant_id=merchant_id, reason="webhook").model_dump_json()
+    record["body"] = PollRequest(merchant_id=merchant_id, reason="webhook").to_json()
     return event
 
 

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 from devkit.catalog import gas_station_catalog
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import HIPOINK_SIGN, LocalStack
-from devkit.template import load_template
+from devkit.template import REPO_ROOT, load_template
 from esl_sync import runtime
 from esl_sync.messages import LabelJob
 
@@ -238,6 +239,51 @@ def test_the_same_label_job_delivered_twice_reaches_hipoink_once(stack: LocalSta
     assert (drained.records, drained.failures) == (2, 0)
     assert hipoink.upserts_of(STORE, "X1") == [record]
     assert hipoink.request_count("product/create_multiple") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        '{"merchant_id": "MSEND0000001", "store_code": "STORE-SEND", "version": "7"}',
+        '{"merchant_id": "MSEND0000001", "store_code": "", "upserts": []}',
+        '{"merchant_id": "MSEND0000001", "store_code": "STORE-SEND", "upserts": {}}',
+        '{"merchant_id": "MSEND0000001", "store_code": "STORE-SEND", "deletes": ["\\udc00"]}',
+        '{"merchant_id": "MSEND0000001", "store_code": "STORE-SEND", "surprise": 1}',
+        "x" * 2**18,
+    ],
+    ids=["not-json", "version-text", "empty-store", "upserts-object", "surrogate", "extra", "256k"],
+)
+def test_a_bad_label_job_fails_with_the_rest_of_its_store_and_no_other(
+    stack: LocalStack, body: str
+) -> None:
+    """The bad body's record fails; its store's later job is not tried and goes back to
+    the queue in order; another store's job is delivered."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    stack.add_merchant("MSEND0000002", "tok", "STORE-OTHER", items=[])
+    template = json.loads((REPO_ROOT / "events" / "hipoink_sender.json").read_text())
+    records = []
+    for message_id, group, text in [
+        ("bad", M, body),
+        ("later", M, _job(M, STORE, "X1")),
+        ("other", "MSEND0000002", _job("MSEND0000002", "STORE-OTHER", "Y1")),
+    ]:
+        record = json.loads(json.dumps(template["Records"][0]))
+        record["messageId"], record["body"] = message_id, text
+        record["attributes"]["MessageGroupId"] = group
+        records.append(record)
+
+    answer = stack.invoke("hipoink_sender", {"Records": records})
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "bad"}, {"itemIdentifier": "later"}]}
+    assert hipoink.upserts_of("STORE-OTHER", "Y1") != []
+    assert hipoink.upserts_of(STORE, "X1") == []
+
+
+def _job(merchant_id: str, store_code: str, pc: str) -> str:
+    record = {"pc": pc, "pn": "Thing", "pp": "1.00", "pi": f"ITEM{pc}"}
+    return LabelJob(merchant_id=merchant_id, store_code=store_code, upserts=[record]).to_json()
 
 
 def test_redrive_of_the_poll_queue(stack: LocalStack) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-from esl_sync.messages import LabelJob, PollReason, PollRequest
+from esl_sync.messages import LabelJob, PollReason
 
 
 class ScheduleEvent(BaseModel):
@@ -26,16 +26,24 @@ class ScheduleEvent(BaseModel):
     scheduled_time: datetime | None = None
 
 
-class PollRecord(SqsRecordModel):
-    model_config = ConfigDict(defer_build=True)
-
-    body: Json[PollRequest]
+def _label_job(body: object) -> LabelJob:
+    """The record's body read by :meth:`LabelJob.parse`; its refusal (a ``ValueError``)
+    fails the record as a body the model refused did before."""
+    if isinstance(body, LabelJob):
+        return body
+    if not isinstance(body, str):
+        raise ValueError("label job: not text")
+    return LabelJob.parse(body)
 
 
 class LabelJobRecord(SqsRecordModel):
+    """An SQS record of the label queue: Powertools' model checks the envelope, the body
+    is a :class:`LabelJob` (the poller reads its own records without pydantic:
+    :mod:`esl_sync.sync.poll_batch`)."""
+
     model_config = ConfigDict(defer_build=True)
 
-    body: Json[LabelJob]
+    body: Annotated[LabelJob, PlainValidator(_label_job)]  # type: ignore[assignment]
 
 
 class CustomResourceEvent(BaseModel):

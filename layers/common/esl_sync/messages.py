@@ -1,26 +1,97 @@
-"""The JSON carried by the two queues, validated on both sides."""
+"""The JSON carried by the two queues, validated on both sides.
+
+Plain frozen dataclasses and the standard library's ``json``, not pydantic models: the
+poller reads a poll request on every invocation, and pydantic's import and first model
+cost ≈ 110 ms of a ≈ 320 ms cold start (issue 15). The wire format is the one the
+pydantic models of before wrote and read, both ways, because old code runs beside new
+code during a deploy and old messages come back from the dead-letter queues:
+
+- :meth:`to_json` writes what ``model_dump_json()`` wrote (compact, fields in order,
+  non-ASCII as is, ``requested_at`` as ``2026-11-28T12:00:00.123456Z``);
+- :meth:`parse` accepts what the models accepted from JSON, to the same values, and
+  refuses what they refused, naming the field (:class:`MessageRefused`). Per field, as
+  pydantic had it: text is strict (a JSON string, length in code points), ``reason`` one
+  of four exact words, ``version`` a strict integer in a Postgres bigint's range,
+  ``oldest_change_ms`` a lax integer (``"5"``, ``5.0``, ``true``), ``requested_at`` an
+  ISO 8601 date-time. The JSON itself is refused where pydantic's parser refused it:
+  invalid UTF-8 or lone surrogates, nesting deeper than its limit, integers of more than
+  4,300 digits. Two narrowings, on purpose, of forms no writer of these queues ever
+  produced: ``requested_at`` as a Unix timestamp (a number or a numeric string; nothing
+  reads the field), and ``oldest_change_ms`` as text with a sign after leading zeros
+  (``"0-9"``, which pydantic read as -9). tests/unit/test_messages.py holds the old models
+  as the oracle.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, ClassVar, Literal, get_args
 
 PollReason = Literal["schedule", "webhook", "manual", "install"]
+POLL_REASONS: frozenset[str] = frozenset(get_args(PollReason))
+
+MAX_DEPTH = 201
+"""A value inside more containers than this is refused (the body itself is at depth 1, a
+field at 2), as pydantic's JSON parser refused it."""
+MAX_INT_DIGITS = 4300
+"""Integers longer than this, sign included, are refused (pydantic's parser)."""
 
 
-class PollRequest(BaseModel):
+class MessageRefused(ValueError):
+    """A queue message that is not a valid one: ``field`` names what is wrong (``None``:
+    the body as a whole). The text is one line and never quotes a value."""
+
+    def __init__(self, kind: str, field: str | None, problem: str) -> None:
+        self.field = field
+        where = f"{kind}: {_shown_name(field)}: " if field is not None else f"{kind}: "
+        super().__init__(where + problem)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PollRequest:
     """Poll queue: "poll this merchant now"."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    KIND: ClassVar[str] = "poll request"
 
-    merchant_id: str = Field(min_length=1, max_length=64)
+    merchant_id: str
     reason: PollReason = "schedule"
-    requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    requested_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        _text(self.KIND, "merchant_id", self.merchant_id, most=64)
+        _reason(self.KIND, self.reason)
+        if not isinstance(self.requested_at, datetime):
+            raise MessageRefused(self.KIND, "requested_at", "not a date-time")
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> PollRequest:
+        """The request a poll queue message holds, or :class:`MessageRefused`."""
+        body = _object(cls.KIND, text, _POLL_FIELDS)
+        values: dict[str, Any] = {"merchant_id": body.get("merchant_id", _MISSING)}
+        if "reason" in body:
+            values["reason"] = body["reason"]
+        if "requested_at" in body:
+            values["requested_at"] = _datetime(cls.KIND, "requested_at", body["requested_at"])
+        if values["merchant_id"] is _MISSING:
+            raise MessageRefused(cls.KIND, "merchant_id", "missing")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "merchant_id": self.merchant_id,
+                "reason": self.reason,
+                "requested_at": _iso(self.requested_at),
+            }
+        )
 
 
-class LabelJob(BaseModel):
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LabelJob:
     """Label queue: what one store's labels must show, in the order it was produced.
 
     ``upserts`` are complete Hipoink product records; ``deletes`` are product codes.
@@ -30,25 +101,266 @@ class LabelJob(BaseModel):
     label whose acknowledged version is newer, so a replayed, redriven or late job never
     puts an older value back. Jobs queued before versions existed have none and count as
     older than any version (they still deliver where no versioned label was acknowledged).
+    ``oldest_change_ms`` is Clover's modifiedTime of the oldest change in the job (latency).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    KIND: ClassVar[str] = "label job"
+    MAX_VERSION: ClassVar[int] = 2**63 - 1  # a Postgres bigint, like the sequence it comes from
 
-    merchant_id: str = Field(min_length=1)
-    store_code: str = Field(min_length=1)
-    upserts: list[dict[str, Any]] = Field(default_factory=list)
-    deletes: list[str] = Field(default_factory=list)
-    oldest_change_ms: int | None = Field(
-        None, description="Clover's modifiedTime of the oldest change in the job (latency)."
-    )
-    version: int | None = Field(
-        None,
-        ge=0,
-        le=2**63 - 1,  # a Postgres bigint, like the sequence it comes from
-        strict=True,
-        description="The merchant's label clock when the job was decided.",
-    )
+    merchant_id: str
+    store_code: str
+    upserts: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    oldest_change_ms: int | None = None
+    version: int | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.KIND
+        _text(kind, "merchant_id", self.merchant_id)
+        _text(kind, "store_code", self.store_code)
+        upserts, deletes = self.upserts, self.deletes
+        if not isinstance(upserts, list | tuple):
+            raise MessageRefused(kind, "upserts", "not a list")
+        if not all(isinstance(r, dict) and all(isinstance(k, str) for k in r) for r in upserts):
+            raise MessageRefused(kind, "upserts", "not a list of objects with text keys")
+        if not isinstance(deletes, list | tuple):
+            raise MessageRefused(kind, "deletes", "not a list")
+        for code in deletes:
+            _text(kind, "deletes", code, least=0)
+        if isinstance(upserts, tuple):  # pydantic took any sequence and kept a list
+            object.__setattr__(self, "upserts", list(upserts))
+        if isinstance(deletes, tuple):
+            object.__setattr__(self, "deletes", list(deletes))
+        oldest = self.oldest_change_ms
+        if oldest is not None and (isinstance(oldest, bool) or not isinstance(oldest, int)):
+            raise MessageRefused(kind, "oldest_change_ms", "not an integer")
+        _version(kind, self.version)
 
     @property
     def size(self) -> int:
         return len(self.upserts) + len(self.deletes)
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> LabelJob:
+        """The job a label queue message holds, or :class:`MessageRefused`."""
+        body = _object(cls.KIND, text, _JOB_FIELDS)
+        for name in ("merchant_id", "store_code"):
+            if name not in body:
+                raise MessageRefused(cls.KIND, name, "missing")
+        values = dict(body)
+        if "oldest_change_ms" in body:
+            values["oldest_change_ms"] = _lax_int(
+                cls.KIND, "oldest_change_ms", body["oldest_change_ms"]
+            )
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "merchant_id": self.merchant_id,
+                "store_code": self.store_code,
+                "upserts": self.upserts,
+                "deletes": self.deletes,
+                "oldest_change_ms": self.oldest_change_ms,
+                "version": self.version,
+            }
+        )
+
+
+_MISSING: Any = object()
+_POLL_FIELDS = frozenset(("merchant_id", "reason", "requested_at"))
+_JOB_FIELDS = frozenset(
+    ("merchant_id", "store_code", "upserts", "deletes", "oldest_change_ms", "version")
+)
+
+
+# -- the JSON ---------------------------------------------------------------------------------
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _object(kind: str, text: str | bytes, fields: frozenset[str]) -> dict[str, Any]:
+    """The body as a JSON object with only known fields (the models' ``extra="forbid"``)."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise MessageRefused(kind, None, "not UTF-8 text") from None
+    if not isinstance(text, str):
+        raise MessageRefused(kind, None, "not text")
+    if _SURROGATE.search(text):
+        raise MessageRefused(kind, None, "not valid Unicode text")
+    try:
+        body = json.loads(text, parse_int=_int)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise MessageRefused(kind, None, "not valid JSON") from None
+    # Python's parser takes escaped lone surrogates and nests without limit; pydantic's did
+    # not. Either can only be there when the text has escapes or enough brackets.
+    if _SURROGATE_ESCAPE.search(text) or text.count("[") + text.count("{") >= MAX_DEPTH:
+        _check_tree(kind, body)
+    if not isinstance(body, dict):
+        raise MessageRefused(kind, None, "not a JSON object")
+    extra = next((name for name in body if name not in fields), None)
+    if extra is not None:
+        raise MessageRefused(kind, extra, "not a field of this message")
+    return body
+
+
+def _int(digits: str) -> int:
+    if len(digits) > MAX_INT_DIGITS:  # its sign counted, as pydantic's parser counted it
+        raise ValueError("integer too long")
+    return int(digits)
+
+
+def _check_tree(kind: str, body: object) -> None:
+    stack: list[tuple[object, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise MessageRefused(kind, None, "not valid JSON (nested too deeply)")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise MessageRefused(kind, None, "not valid JSON (a lone surrogate)")
+        elif isinstance(value, dict | list):
+            items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+            for key, item in items:
+                if key is not None and _SURROGATE.search(key):
+                    raise MessageRefused(kind, None, "not valid JSON (a lone surrogate)")
+                stack.append((item, depth + 1))
+
+
+def _dumps(values: dict[str, Any]) -> str:
+    """Compact JSON, non-ASCII as is: byte for byte what pydantic wrote for these fields
+    (it differed only in how floats inside ``upserts`` are spelled, read back the same)."""
+    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if _SURROGATE.search(text):
+        raise MessageRefused("message", None, "not valid Unicode text")
+    return text
+
+
+# -- the fields -------------------------------------------------------------------------------
+
+
+def _text(kind: str, name: str, value: object, *, least: int = 1, most: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise MessageRefused(kind, name, "not text")
+    if _SURROGATE.search(value):
+        raise MessageRefused(kind, name, "not valid Unicode text")
+    if len(value) < least:
+        raise MessageRefused(kind, name, "empty")
+    if most is not None and len(value) > most:
+        raise MessageRefused(kind, name, f"longer than {most} characters")
+    return value
+
+
+def _reason(kind: str, value: object) -> None:
+    if not isinstance(value, str) or value not in POLL_REASONS:
+        raise MessageRefused(kind, "reason", "not one of " + ", ".join(sorted(POLL_REASONS)))
+
+
+def _version(kind: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessageRefused(kind, "version", "not an integer")
+    if not 0 <= value <= LabelJob.MAX_VERSION:
+        raise MessageRefused(kind, "version", f"outside 0…{LabelJob.MAX_VERSION}")
+
+
+_LAX_INT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0+)?", re.ASCII)
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Unicode's White_Space, which pydantic trims from a number given as text (Python's
+``str.strip`` would also trim U+001C…U+001F)."""
+_I64 = 2**63
+
+
+def _lax_int(kind: str, name: str, value: object) -> int | None:
+    """An integer as pydantic read one in lax mode from JSON: a JSON integer, ``true`` /
+    ``false``, a float without a fraction (within ±2⁶³), or text of a decimal integer
+    (surrounding white space, ``+``, ``_`` between digits and a ``.000`` allowed)."""
+    if value is None or isinstance(value, int):
+        return None if value is None else int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MessageRefused(kind, name, "not a finite number")
+        if not value.is_integer():
+            raise MessageRefused(kind, name, "not a whole number")
+        if not -_I64 < value < _I64:
+            raise MessageRefused(kind, name, "too large")
+        return int(value)
+    if isinstance(value, str):
+        digits = value.strip(_WHITESPACE)
+        if not _LAX_INT.fullmatch(digits):
+            raise MessageRefused(kind, name, "not an integer")
+        whole = digits.split(".")[0]
+        if len(whole.replace("_", "").lstrip("+-")) > MAX_INT_DIGITS:
+            raise MessageRefused(kind, name, "too large")
+        return int(whole)
+    raise MessageRefused(kind, name, "not an integer")
+
+
+_ISO = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt _](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(?:([Zz])|([+\-\u2212])(\d{2}):?(\d{2}))?)?",
+    re.ASCII,
+)
+
+
+def _datetime(kind: str, name: str, value: object) -> datetime:
+    """An ISO 8601 date-time as pydantic read one: ``2026-11-28T12:00:00Z`` and its
+    variants (``t``, space or ``_`` between date and time; seconds optional; ``.`` or
+    ``,`` before a fraction, cut to microseconds; ``Z``, ``z``, ``±HH:MM`` or ``±HHMM``,
+    or no zone: a naive value; a date alone: its midnight, naive)."""
+    match = _ISO.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise MessageRefused(kind, name, "not an ISO 8601 date-time")
+    year, month, day, hour, minute, second, fraction, zulu, sign, tz_h, tz_m = match.groups()
+    zone: timezone | None = None
+    if zulu:
+        zone = UTC
+    elif sign:
+        if int(tz_h) > 23 or int(tz_m) > 59:
+            raise MessageRefused(kind, name, "not a valid UTC offset")
+        offset = timedelta(hours=int(tz_h), minutes=int(tz_m))
+        zone = UTC if not offset else timezone(-offset if sign != "+" else offset)
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0")[:6].ljust(6, "0")),
+            tzinfo=zone,
+        )
+    except ValueError:
+        raise MessageRefused(kind, name, "not a valid date-time") from None
+
+
+def _iso(moment: datetime) -> str:
+    """As pydantic wrote a datetime: microseconds only when there are some, ``Z`` for a
+    zero offset, ``±HH:MM`` (whole seconds of the offset, its minutes) for others."""
+    m = moment
+    text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}"
+    offset = moment.utcoffset()
+    if offset is None:
+        return text
+    seconds = offset.days * 86400 + offset.seconds
+    if not seconds:
+        return text + "Z"
+    minutes = abs(seconds) // 60
+    return text + f"{'-' if seconds < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _shown_name(name: str) -> str:
+    """A field name fit for one log line: an unknown one may be anything, of any length."""
+    shown = name if name.isidentifier() and name.isascii() else ascii(name)
+    return shown if len(shown) <= 40 else shown[:37] + "..."

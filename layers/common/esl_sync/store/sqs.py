@@ -39,7 +39,7 @@ class SqsPollQueue:
         entries: list[dict[str, Any]] = [
             {
                 "Id": str(i),
-                "MessageBody": request.model_dump_json(),
+                "MessageBody": request.to_json(),
                 "DelaySeconds": delays[i] if delays else 0,
             }
             for i, request in enumerate(requests)
@@ -65,7 +65,7 @@ class SqsLabelQueue:
         entries: list[dict[str, Any]] = [
             {
                 "Id": str(i),
-                "MessageBody": job.model_dump_json(),
+                "MessageBody": job.to_json(),
                 "MessageGroupId": job.merchant_id,
                 "MessageDeduplicationId": uuid.uuid4().hex,
             }
