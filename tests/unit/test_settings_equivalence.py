@@ -427,6 +427,8 @@ def test_settings_built_in_code_are_checked_as_text_is() -> None:
         Settings(clover_page_size=1001)
     with pytest.raises(ConfigurationError, match="CLOVER_SYNC_ENABLED: Input should be a valid"):
         Settings(clover_sync_enabled=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="HIPOINK_TIMEOUT_SECONDS: Input should be a"):
+        Settings(hipoink_timeout_seconds=10**400)
 
 
 def test_the_fields_are_the_oracles_and_each_has_its_reader() -> None:
@@ -440,7 +442,11 @@ def test_the_fields_are_the_oracles_and_each_has_its_reader() -> None:
 
 
 def test_importing_the_settings_loads_no_pydantic() -> None:
-    code = "import sys, esl_sync.settings; print(sorted(m for m in sys.modules if 'pydantic' in m))"
+    """Nor does the secrets store, which reads the secret settings."""
+    code = (
+        "import sys, esl_sync.settings, esl_sync.store.secrets;"
+        " print(sorted(m for m in sys.modules if 'pydantic' in m))"
+    )
     shown = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

@@ -109,7 +109,10 @@ def number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise Invalid("Input should be a valid number")
     if not isinstance(value, str):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int past a float's range, given in code
+            raise Invalid("Input should be a valid number") from None
     checked = unicode_text(value)
     if _FLOAT.fullmatch(stripped := checked.strip(WHITESPACE)):
         return float(stripped)
