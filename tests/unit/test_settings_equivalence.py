@@ -352,6 +352,183 @@ def test_every_environment_reads_as_the_pydantic_model_read_it(
         _same_values(ours, oracle)
 
 
+CORNERS = [
+    *(
+        ("clover_overlap_ms", t)
+        for t in [
+            "300",
+            " 300 ",
+            "+300",
+            "3_00",
+            "300.0",
+            "300.00",
+            "300.",
+            "300.5",
+            "3e2",
+            "0x12c",
+            "00300",
+            "0_300",
+            "3__00",
+            "_300",
+            "300_",
+            "+_300",
+            "-0",
+            "-00.0",
+            "+-3",
+            "--3",
+            "1_0.0",
+            "300.0_0",
+            "٣٠٠",
+            "３００",
+            "300\x00",
+            "",
+            " ",
+            "1" * 4300,
+            "1" * 4301,
+            "0" * 4301 + "7",
+            "1" * 4300 + ".0",
+            "1" * 4301 + ".0",
+            "1" * 19,
+            "9" * 30,
+        ]
+    ),
+    *(("clover_overlap_ms", f"{space}7{space}") for space in SPACES),
+    *(
+        ("hipoink_timeout_seconds", t)
+        for t in [
+            "10",
+            " 10 ",
+            "+1e1",
+            "1E1",
+            "inf",
+            "-inf",
+            "Infinity",
+            "iNfInItY",
+            "nan",
+            "-nan",
+            "1_0",
+            "1_0.5",
+            " 1_0",
+            "1_0 ",
+            "1__0",
+            "_1",
+            "1_",
+            "1_.5",
+            ".5",
+            "5.",
+            "1.e5",
+            "e5",
+            "0x10",
+            "1e400",
+            "1e-400",
+            "0",
+            "-0",
+            "1,5",
+            "１０",
+            "1d",
+            "1.5e",
+            "+.5",
+            "-.5",
+        ]
+    ),
+    *(("hipoink_timeout_seconds", f"{space}7{space}") for space in SPACES),
+    *(
+        ("clover_max_delete_fraction", t)
+        for t in [
+            "0.2",
+            " 0.2 ",
+            "1_0",
+            "_1",
+            "1__0",
+            "0.1_0",
+            "NaN",
+            "sNaN",
+            "inf",
+            "-0",
+            "1.",
+            ".2",
+            "1E0",
+            "0x1",
+            "0,2",
+            "٠.٢",
+            "\x1c0.2",
+            "0.2\x00",
+            "",
+            "1e-999999",
+            "1.000000001",
+        ]
+    ),
+    *(
+        ("clover_sync_enabled", t)
+        for t in [
+            "true",
+            "TRUE",
+            "tRuE",
+            " true",
+            "yes",
+            "No",
+            "ON",
+            "off",
+            "t",
+            "F",
+            "y",
+            "N",
+            "1",
+            "0",
+            "2",
+            "01",
+            "+1",
+            "1.0",
+            "",
+            "ｔｒｕｅ",
+            "K",
+            "\u212a",
+            "on\x00",
+        ]
+    ),
+    *(("hipoink_f1_encoding", t) for t in ["array", "string", "ARRAY", " array", "", "xml"]),
+    *(("clover_dispatch_spread_seconds", t) for t in ["", "None", "0", "900", "901", "-1"]),
+    *(
+        (name, "1\udcff")
+        for name in [
+            "clover_overlap_ms",
+            "hipoink_timeout_seconds",
+            "clover_max_delete_fraction",
+            "clover_sync_enabled",
+            "hipoink_f1_encoding",
+            "hipoink_client_id",
+            "hipoink_sign",
+            "clover_product_code_fields",
+            "hipoink_variable_price_text",
+            "clover_api_base_url",
+            "onboarding_store_code_template",
+            "hipoink_extra_fields",
+            "clover_oauth_redirect_uri",
+        ]
+    ),
+    ("hipoink_variable_price_text", "x" * 32),
+    ("hipoink_variable_price_text", "x" * 33),
+    ("onboarding_store_code_template", "{merchant_id}" + "x" * 51),
+    ("onboarding_store_code_template", "{merchant_id}" + "x" * 52),
+    ("clover_product_code_fields", " code ,, sku,\x1c"),
+    ("hipoink_extra_fields", "f1=price_type, f16 = unit_cost,"),
+]
+
+
+@pytest.mark.parametrize(("name", "text"), CORNERS)
+def test_each_corner_reads_as_pydantic_read_it(name: str, text: str) -> None:
+    """The property's draws, written out: every corner of every kind of value."""
+    oracle, ours = _oracle({name: text}), _ours({name: text})
+    if isinstance(oracle, str) and _overlong({name: text}):
+        assert isinstance(ours, str)
+        assert _named(ours) == _named(oracle) == {name.upper()}
+    elif isinstance(oracle, str):
+        assert ours == oracle
+    else:
+        assert isinstance(ours, Settings), ours
+        _same_values(ours, oracle)
+
+
 @pytest.mark.parametrize(
     ("text", "pydantic_read"),
     [("0-5", -5), ("00_-5", -5), ("0__300", 300), ("00__1", 1), ("0__0", 0)],

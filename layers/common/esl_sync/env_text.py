@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -70,16 +71,17 @@ def text(value: object) -> str:
     return value
 
 
-def short_text(limit: int) -> Reader:
+@dataclass(frozen=True)
+class ShortText:
     """Text of at most ``limit`` characters."""
 
-    def read(value: object) -> str:
-        checked = unicode_text(value)
-        if len(checked) > limit:
-            raise Invalid(f"String should have at most {limit} characters")
-        return checked
+    limit: int
 
-    return read
+    def __call__(self, value: object) -> str:
+        checked = unicode_text(value)
+        if len(checked) > self.limit:
+            raise Invalid(f"String should have at most {self.limit} characters")
+        return checked
 
 
 def integer(value: object) -> int:
@@ -154,52 +156,62 @@ def boolean(value: object) -> bool:
     raise Invalid("Input should be a valid boolean, unable to interpret input")
 
 
-def one_of(*choices: str) -> Reader:
+@dataclass(frozen=True)
+class OneOf:
     """One of ``choices``, exactly (case and spaces count)."""
-    expected = ", ".join(f"'{choice}'" for choice in choices[:-1]) + f" or '{choices[-1]}'"
 
-    def read(value: object) -> str:
-        if isinstance(value, str) and unicode_text(value) in choices:
+    choices: tuple[str, ...]
+
+    def __call__(self, value: object) -> str:
+        if isinstance(value, str) and unicode_text(value) in self.choices:
             return value
-        raise Invalid(f"Input should be {expected}")
+        *first, last = (f"'{choice}'" for choice in self.choices)
+        raise Invalid(f"Input should be {', '.join(first)} or {last}")
 
-    return read
 
-
-def bounded(
-    read: Reader, *, ge: int | None = None, le: int | None = None, gt: int | None = None
-) -> Reader:
+@dataclass(frozen=True)
+class Bounded:
     """``read``, then the bounds (in pydantic's order and words)."""
 
-    def check(value: object) -> Any:
-        result = read(value)
-        if gt is not None and not result > gt:
-            raise Invalid(f"Input should be greater than {gt}")
-        if ge is not None and not result >= ge:
-            raise Invalid(f"Input should be greater than or equal to {ge}")
-        if le is not None and not result <= le:
-            raise Invalid(f"Input should be less than or equal to {le}")
+    read: Reader
+    ge: int | None = None
+    le: int | None = None
+    gt: int | None = None
+
+    def __call__(self, value: object) -> Any:
+        result = self.read(value)
+        if self.gt is not None and not result > self.gt:
+            raise Invalid(f"Input should be greater than {self.gt}")
+        if self.ge is not None and not result >= self.ge:
+            raise Invalid(f"Input should be greater than or equal to {self.ge}")
+        if self.le is not None and not result <= self.le:
+            raise Invalid(f"Input should be less than or equal to {self.le}")
         return result
 
-    return check
 
-
-def optional(read: Reader) -> Reader:
+@dataclass(frozen=True)
+class OrNone:
     """None (not configured; only settings built in code pass it), or what ``read`` takes."""
-    return lambda value: None if value is None else read(value)
+
+    read: Reader
+
+    def __call__(self, value: object) -> Any:
+        return None if value is None else self.read(value)
 
 
-def then(read: Reader, rule: Callable[[Any], Any]) -> Reader:
+@dataclass(frozen=True)
+class Then:
     """``read``, then a rule of the setting's own whose ValueError reads as pydantic's
     ``Value error, …``."""
 
-    def check(value: object) -> Any:
-        result = read(value)
+    read: Reader
+    rule: Callable[[Any], Any]
+
+    def __call__(self, value: object) -> Any:
+        result = self.read(value)
         try:
-            return rule(result)
+            return self.rule(result)
         except Invalid:
             raise
         except ValueError as error:
             raise Invalid(f"Value error, {error}") from None
-
-    return check

@@ -20,8 +20,20 @@ from decimal import Decimal
 from functools import cache
 from typing import Any, Literal
 
-from esl_sync import env_text
-from esl_sync.env_text import Invalid
+from esl_sync.env_text import (
+    Bounded,
+    Invalid,
+    OneOf,
+    OrNone,
+    Reader,
+    ShortText,
+    Then,
+    boolean,
+    decimal,
+    integer,
+    number,
+    text,
+)
 from esl_sync.hipoink.records import ExtraFields, parse_extra_fields
 from esl_sync.secret import Secret
 
@@ -204,7 +216,7 @@ def _printable(value: str) -> str:
 
 def _secret(value: object) -> Secret:
     """Any text (a SecretStr took any), held so that it never shows itself."""
-    return value if isinstance(value, Secret) else Secret(env_text.text(value))
+    return value if isinstance(value, Secret) else Secret(text(value))
 
 
 def _words(value: object) -> tuple[str, ...]:
@@ -212,8 +224,8 @@ def _words(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     if isinstance(value, tuple | list):
-        return tuple(env_text.text(part) for part in value)
-    raise env_text.Invalid("Input should be a valid tuple")
+        return tuple(text(part) for part in value)
+    raise Invalid("Input should be a valid tuple")
 
 
 def _extra_fields(value: object) -> object:
@@ -223,24 +235,20 @@ def _extra_fields(value: object) -> object:
     if isinstance(value, tuple | list) and all(
         isinstance(pair, tuple | list) and len(pair) == 2 for pair in value
     ):
-        return tuple((env_text.text(target), env_text.text(source)) for target, source in value)
-    raise env_text.Invalid("Input should be a valid tuple")
+        return tuple((text(target), text(source)) for target, source in value)
+    raise Invalid("Input should be a valid tuple")
 
 
-def _count(ge: int, le: int | None = None) -> env_text.Reader:
-    return env_text.bounded(env_text.integer, ge=ge, le=le)
-
-
-_URL = env_text.then(env_text.text, _http_url)
-_TEXT = env_text.optional(env_text.text)
-_SECRET = env_text.optional(_secret)
-_SECONDS = env_text.bounded(env_text.number, gt=0)
-_READERS: dict[str, env_text.Reader] = {
+_URL = Then(text, _http_url)
+_TEXT = OrNone(text)
+_SECRET = OrNone(_secret)
+_SECONDS = Bounded(number, gt=0)
+_READERS: dict[str, Reader] = {
     "database_url": _SECRET,
     "database_url_secret_arn": _TEXT,
     "clover_api_base_url": _URL,
-    "hipoink_api_base_url": env_text.optional(_URL),
-    "hipoink_client_id": env_text.text,
+    "hipoink_api_base_url": OrNone(_URL),
+    "hipoink_client_id": text,
     "hipoink_sign": _SECRET,
     "hipoink_sign_secret_arn": _TEXT,
     "poll_queue_url": _TEXT,
@@ -252,35 +260,35 @@ _READERS: dict[str, env_text.Reader] = {
     "clover_client_id": _TEXT,
     "clover_client_secret": _SECRET,
     "clover_app_secret_arn": _TEXT,
-    "clover_authorize_base_url": env_text.optional(_URL),
-    "clover_oauth_redirect_uri": env_text.optional(env_text.then(env_text.text, _redirect_uri)),
+    "clover_authorize_base_url": OrNone(_URL),
+    "clover_oauth_redirect_uri": OrNone(Then(text, _redirect_uri)),
     "clover_oauth_state_key": _SECRET,
     "clover_oauth_state_key_secret_arn": _TEXT,
-    "clover_oauth_state_ttl_seconds": _count(60, 3600),
-    "onboarding_store_code_template": env_text.then(env_text.short_text(64), _store_code_template),
-    "clover_sync_enabled": env_text.boolean,
-    "clover_sync_interval_seconds": _count(60, 86_400),
-    "clover_dispatch_spread_seconds": env_text.optional(_count(0, 900)),
-    "clover_cleanup_interval_hours": _count(1, 24 * 30),
-    "clover_cleanup_every_n_polls": _count(1),
-    "clover_instance_rps": _count(1, 50),
-    "clover_instance_in_flight": _count(1, 10),
-    "clover_page_size": _count(1, 1000),
-    "clover_overlap_ms": _count(0),
-    "clover_max_delete_fraction": env_text.bounded(env_text.decimal, ge=0, le=1),
-    "clover_sweep_always_allowed": _count(0, 100),
+    "clover_oauth_state_ttl_seconds": Bounded(integer, ge=60, le=3600),
+    "onboarding_store_code_template": Then(ShortText(64), _store_code_template),
+    "clover_sync_enabled": boolean,
+    "clover_sync_interval_seconds": Bounded(integer, ge=60, le=86_400),
+    "clover_dispatch_spread_seconds": OrNone(Bounded(integer, ge=0, le=900)),
+    "clover_cleanup_interval_hours": Bounded(integer, ge=1, le=24 * 30),
+    "clover_cleanup_every_n_polls": Bounded(integer, ge=1),
+    "clover_instance_rps": Bounded(integer, ge=1, le=50),
+    "clover_instance_in_flight": Bounded(integer, ge=1, le=10),
+    "clover_page_size": Bounded(integer, ge=1, le=1000),
+    "clover_overlap_ms": Bounded(integer, ge=0),
+    "clover_max_delete_fraction": Bounded(decimal, ge=0, le=1),
+    "clover_sweep_always_allowed": Bounded(integer, ge=0, le=100),
     "clover_product_code_fields": _words,
     "clover_timeout_seconds": _SECONDS,
-    "clover_token_refresh_margin_seconds": _count(0, 86_400),
-    "clover_webhook_poll_window_seconds": _count(0, 3600),
-    "hipoink_batch_size": _count(1, 1000),
-    "hipoink_f1_encoding": env_text.one_of("array", "string"),
+    "clover_token_refresh_margin_seconds": Bounded(integer, ge=0, le=86_400),
+    "clover_webhook_poll_window_seconds": Bounded(integer, ge=0, le=3600),
+    "hipoink_batch_size": Bounded(integer, ge=1, le=1000),
+    "hipoink_f1_encoding": OneOf(("array", "string")),
     "hipoink_timeout_seconds": _SECONDS,
-    "hipoink_extra_fields": env_text.then(lambda value: value, _extra_fields),
-    "hipoink_variable_price_text": env_text.then(env_text.short_text(32), _printable),
-    "hipoink_block_cooldown_seconds": _count(1, 86_400),
-    "label_heal_after_seconds": _count(0, 7 * 86_400),
-    "label_heal_per_poll": _count(1, 100_000),
+    "hipoink_extra_fields": Then(lambda value: value, _extra_fields),
+    "hipoink_variable_price_text": Then(ShortText(32), _printable),
+    "hipoink_block_cooldown_seconds": Bounded(integer, ge=1, le=86_400),
+    "label_heal_after_seconds": Bounded(integer, ge=0, le=7 * 86_400),
+    "label_heal_per_poll": Bounded(integer, ge=1, le=100_000),
 }
 """Each setting's reader: its type, bounds and rules (the README's "Configuration")."""
 _NAMES = tuple(field.name for field in fields(Settings))  # == tuple(_READERS): a test says so
