@@ -628,3 +628,77 @@ def test_importing_the_settings_loads_no_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert shown.strip() == "[]"
+
+
+MAX_SIZE = "Unable to parse input string as an integer, exceeded maximum size"
+NOT_DECIMAL = "Decimal input should be an integer, float, string or Decimal object"
+
+
+@pytest.mark.parametrize(
+    ("read", "value", "expected"),
+    [
+        (env_text.text, "t\udcff", "t\udcff"),
+        (env_text.text, 5, "Input should be a valid string"),
+        (env_text.ShortText(3), b"abc", "Input should be a valid string"),
+        (env_text.ShortText(3), "abc", "abc"),
+        (env_text.ShortText(3), "abcd", "String should have at most 3 characters"),
+        (env_text.integer, 5, 5),
+        (env_text.integer, True, "Input should be a valid integer"),
+        (env_text.integer, 5.0, "Input should be a valid integer"),
+        (env_text.integer, None, "Input should be a valid integer"),
+        (env_text.integer, "1" * 4301, MAX_SIZE),
+        (env_text.integer, "-" + "1" * 4301, MAX_SIZE),
+        (env_text.integer, "0" * 4400 + "12", 12),
+        (env_text.number, 3, 3.0),
+        (env_text.number, 2.5, 2.5),
+        (env_text.number, True, "Input should be a valid number"),
+        (env_text.number, None, "Input should be a valid number"),
+        (env_text.decimal, 3, Decimal(3)),
+        (env_text.decimal, Decimal("0.5"), Decimal("0.5")),
+        (env_text.decimal, True, NOT_DECIMAL),
+        (env_text.decimal, 0.5, NOT_DECIMAL),
+        (env_text.decimal, Decimal("NaN"), "Input should be a finite number"),
+        (env_text.boolean, True, True),
+        (env_text.boolean, False, False),
+        (env_text.boolean, 1, "Input should be a valid boolean, unable to interpret input"),
+        (env_text.OneOf(("a", "b", "c")), "d", "Input should be 'a', 'b' or 'c'"),
+        (env_text.OneOf(("a", "b")), 1, "Input should be 'a' or 'b'"),
+        (env_text.OrNone(env_text.integer), None, None),
+        (env_text.Bounded(env_text.integer, gt=2), "2", "Input should be greater than 2"),
+        (env_text.Bounded(env_text.integer, gt=2), "3", 3),
+        (env_text.Then(env_text.text, int), "x1", "Value error, invalid literal for int() with"),
+    ],
+)
+def test_values_given_in_code_have_the_fields_type(
+    read: env_text.Reader, value: object, expected: object
+) -> None:
+    """Settings built in code (tests, the local stack) pass typed values: the field's own
+    type is taken (an int for a float or a Decimal too), any other type is refused in
+    pydantic's words; a bool is no number here (a choice: pydantic's lax mode took it)."""
+    if isinstance(expected, str) and expected.startswith(
+        ("Input", "String", "Unable", "Dec", "Val")
+    ):
+        with pytest.raises(env_text.Invalid) as refused:
+            read(value)
+        assert str(refused.value).startswith(expected)
+    else:
+        got = read(value)
+        assert got == expected
+        assert type(got) is type(expected)
+
+
+def test_typed_sequences_and_pairs_are_checked() -> None:
+    assert Settings(clover_product_code_fields=["code"]).clover_product_code_fields == ("code",)  # type: ignore[arg-type]
+    extra = Settings(hipoink_extra_fields=[["f1", "sku"]]).hipoink_extra_fields  # type: ignore[arg-type]
+    assert extra == (("f1", "sku"),)
+    for name, value, message in [
+        ("clover_product_code_fields", 5, "Input should be a valid tuple"),
+        ("clover_product_code_fields", (5,), "Input should be a valid string"),
+        ("hipoink_extra_fields", 5, "Input should be a valid tuple"),
+        ("hipoink_extra_fields", (("f1",),), "Input should be a valid tuple"),
+        ("hipoink_extra_fields", [("f1", 2)], "Input should be a valid string"),
+        ("hipoink_sign", 5, "Input should be a valid string"),
+    ]:
+        with pytest.raises(ConfigurationError) as refused:
+            Settings.from_values({name: value})
+        assert str(refused.value) == f"invalid setting: {name.upper()}: {message}"
