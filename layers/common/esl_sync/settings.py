@@ -122,7 +122,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Read every field through its reader (text or a typed value in, the value out),
-        naming every bad variable in one message, never its value."""
+        naming every bad variable in one message, never a secret."""
         problems = []
         for name, read in _READERS.items():
             try:
