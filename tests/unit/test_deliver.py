@@ -21,7 +21,7 @@ COOLDOWN = 600
 def deliver(
     job: LabelJob, ledger: MemoryLedger, sink: MemorySink, batch_size: int
 ) -> deliver_module.DeliveryOutcome:
-    settings = Settings.model_validate(
+    settings = Settings.from_values(
         {"hipoink_batch_size": batch_size, "hipoink_block_cooldown_seconds": COOLDOWN}
     )
     return deliver_module.deliver(job, deliver_module.DeliveryDeps(ledger, sink, settings))

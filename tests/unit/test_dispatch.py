@@ -18,7 +18,7 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def _settings(**values: object) -> Settings:
-    return Settings.model_validate(values)
+    return Settings.from_values(values)
 
 
 def _dispatch(

@@ -12,7 +12,7 @@ from esl_sync.settings import ConfigurationError, Settings, load_settings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in Settings.model_fields:
+    for name in Settings.names():
         monkeypatch.delenv(name.upper(), raising=False)
 
 
@@ -111,4 +111,4 @@ def test_a_variable_price_shows_no_price_unless_configured(monkeypatch: pytest.M
 def test_every_setting_is_documented_in_the_readme_configuration_table() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     table = readme[readme.index("## Configuration") : readme.index("## Command line")]
-    assert [n.upper() for n in Settings.model_fields if f"`{n.upper()}" not in table] == []
+    assert [n.upper() for n in Settings.names() if f"`{n.upper()}" not in table] == []

@@ -11,7 +11,7 @@ from esl_sync.settings import ConfigurationError, Settings, load_settings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in Settings.model_fields:
+    for name in Settings.names():
         monkeypatch.delenv(name.upper(), raising=False)
         monkeypatch.delenv(f"{name.upper()}_SECRET_ARN", raising=False)
     for name in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_SAM_LOCAL"):

@@ -13,7 +13,7 @@ from esl_sync.sync.sweep import plan_sweep, sweep_due
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
-SETTINGS = Settings.model_validate(
+SETTINGS = Settings.from_values(
     {"clover_cleanup_every_n_polls": 10, "clover_cleanup_interval_hours": 24}
 )
 

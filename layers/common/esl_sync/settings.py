@@ -4,22 +4,38 @@ The variable names are a stable interface (the README's "Configuration"). A malf
 value fails at start with a message naming the variable; a value that only some functions
 need is checked by :meth:`Settings.require` when that function starts.
 
-A plain pydantic model over ``os.environ`` (names matched case-insensitively): every
-setting is a scalar or a comma-separated list parsed here, so pydantic-settings (its
-sources, dotenv and JSON decoding, about 50 ms of every cold start) would add nothing.
+A frozen dataclass over ``os.environ`` (names matched case-insensitively), each value read
+by :mod:`esl_sync.env_text` exactly as the pydantic model it replaces read it: pydantic's
+import and first model cost the poller ≈ 110 ms of a ≈ 320 ms cold start (issue 15), and
+every setting is a scalar or a comma-separated list, which needs none of it.
 """
 
 from __future__ import annotations
 
 import os
 import string
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-
+from esl_sync.env_text import (
+    Bounded,
+    Invalid,
+    OneOf,
+    OrNone,
+    Reader,
+    ShortText,
+    Then,
+    boolean,
+    decimal,
+    integer,
+    number,
+    text,
+)
 from esl_sync.hipoink.records import ExtraFields, parse_extra_fields
+from esl_sync.secret import Secret
 
 DEFAULT_CLOVER_BASE_URL = "https://api.clover.com"
 RequiredText = Literal[
@@ -45,116 +61,88 @@ def deployed() -> bool:
     )
 
 
-class Settings(BaseModel):
-    """The environment of every function, the CLI and the local stack."""
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The environment of every function, the CLI and the local stack.
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    Built from text (:meth:`from_values`, :func:`load_settings`) or in code with typed
+    values (``Settings(hipoink_batch_size=2)``): either way every value is read and checked
+    here, so no instance holds a value out of its bounds.
+    """
 
     # Where things are.
-    database_url: SecretStr | None = None
+    database_url: Secret | None = None
     database_url_secret_arn: str | None = None
     clover_api_base_url: str = DEFAULT_CLOVER_BASE_URL
     hipoink_api_base_url: str | None = None
     hipoink_client_id: str = "default"
-    hipoink_sign: SecretStr | None = None
+    hipoink_sign: Secret | None = None
     hipoink_sign_secret_arn: str | None = None
     poll_queue_url: str | None = None
     label_queue_url: str | None = None
     state_table_name: str | None = None
     state_key_id: str | None = None
-    clover_webhook_auth: SecretStr | None = None
+    clover_webhook_auth: Secret | None = None
     clover_webhook_auth_secret_arn: str | None = None
     clover_client_id: str | None = None
-    clover_client_secret: SecretStr | None = None
+    clover_client_secret: Secret | None = None
     clover_app_secret_arn: str | None = None
     # The app's install flow (esl_sync.onboarding).
     clover_authorize_base_url: str | None = None  # default: the one of clover_api_base_url
     clover_oauth_redirect_uri: str | None = None
-    clover_oauth_state_key: SecretStr | None = None
+    clover_oauth_state_key: Secret | None = None
     clover_oauth_state_key_secret_arn: str | None = None
-    clover_oauth_state_ttl_seconds: int = Field(600, ge=60, le=3600)
-    onboarding_store_code_template: str = Field("", max_length=64)
+    clover_oauth_state_ttl_seconds: int = 600
+    onboarding_store_code_template: str = ""
 
     # How the sync behaves.
     clover_sync_enabled: bool = True
-    clover_sync_interval_seconds: int = Field(300, ge=60, le=86_400)
-    clover_dispatch_spread_seconds: int | None = Field(None, ge=0, le=900)
-    clover_cleanup_interval_hours: int = Field(24, ge=1, le=24 * 30)
-    clover_cleanup_every_n_polls: int = Field(10, ge=1)
-    clover_instance_rps: int = Field(50, ge=1, le=50)
-    clover_instance_in_flight: int = Field(10, ge=1, le=10)
-    clover_page_size: int = Field(1000, ge=1, le=1000)
-    clover_overlap_ms: int = Field(120_000, ge=0)
-    clover_max_delete_fraction: Decimal = Field(Decimal("0.2"), ge=0, le=1)
-    clover_sweep_always_allowed: int = Field(3, ge=0, le=100)
-    clover_product_code_fields: tuple[str, ...] = (
-        "sku",
-        "code",
-        "alternateName",
-    )
-    clover_timeout_seconds: float = Field(10.0, gt=0)
-    clover_token_refresh_margin_seconds: int = Field(300, ge=0, le=86_400)
-    clover_webhook_poll_window_seconds: int = Field(10, ge=0, le=3600)
-    hipoink_batch_size: int = Field(200, ge=1, le=1000)
+    clover_sync_interval_seconds: int = 300
+    clover_dispatch_spread_seconds: int | None = None
+    clover_cleanup_interval_hours: int = 24
+    clover_cleanup_every_n_polls: int = 10
+    clover_instance_rps: int = 50
+    clover_instance_in_flight: int = 10
+    clover_page_size: int = 1000
+    clover_overlap_ms: int = 120_000
+    clover_max_delete_fraction: Decimal = Decimal("0.2")
+    clover_sweep_always_allowed: int = 3
+    clover_product_code_fields: tuple[str, ...] = ("sku", "code", "alternateName")
+    clover_timeout_seconds: float = 10.0
+    clover_token_refresh_margin_seconds: int = 300
+    clover_webhook_poll_window_seconds: int = 10
+    hipoink_batch_size: int = 200
     hipoink_f1_encoding: Literal["array", "string"] = "array"
-    hipoink_timeout_seconds: float = Field(15.0, gt=0)
+    hipoink_timeout_seconds: float = 15.0
     hipoink_extra_fields: ExtraFields = ()
-    hipoink_variable_price_text: str = Field("", max_length=32)
-    hipoink_block_cooldown_seconds: int = Field(600, ge=1, le=86_400)
-    label_heal_after_seconds: int = Field(900, ge=0, le=7 * 86_400)
-    label_heal_per_poll: int = Field(2000, ge=1, le=100_000)
+    hipoink_variable_price_text: str = ""
+    hipoink_block_cooldown_seconds: int = 600
+    label_heal_after_seconds: int = 900
+    label_heal_per_poll: int = 2000
 
-    @field_validator("clover_product_code_fields", mode="before")
-    @classmethod
-    def _split_fields(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    def __post_init__(self) -> None:
+        """Read every field through its reader (text or a typed value in, the value out),
+        naming every bad variable in one message, never a secret."""
+        problems = []
+        for name, read in _READERS.items():
+            try:
+                object.__setattr__(self, name, read(getattr(self, name)))
+            except Invalid as error:
+                problems.append(f"{name.upper()}: {error}")
+        if problems:
+            raise ConfigurationError(f"invalid setting: {'; '.join(problems)}")
 
-    @field_validator("hipoink_extra_fields", mode="before")
     @classmethod
-    def _parse_extra_fields(cls, value: object) -> object:
-        return parse_extra_fields(value) if isinstance(value, str) else value
+    def names(cls) -> tuple[str, ...]:
+        """The settings' names, lower case (the variables are these, upper case)."""
+        return _NAMES
 
-    @field_validator("hipoink_variable_price_text")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
-            raise ValueError("must be printable text (no control characters)")
-        return value
-
-    @field_validator("clover_api_base_url", "hipoink_api_base_url", "clover_authorize_base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        return _http_url(value).rstrip("/") if value is not None else value
-
-    @field_validator("clover_oauth_redirect_uri")
-    @classmethod
-    def _redirect_uri(cls, value: str | None) -> str | None:
-        """Where Clover sends the browser back: Clover wants https and a subpath of the
-        app's site URL; it must not carry a query of its own (Clover adds one)."""
-        if value is None:
-            return value
-        _http_url(value)
-        if "?" in value or "#" in value or not value.isascii() or not value.isprintable():
-            raise ValueError("must be a plain URL without query or fragment")
-        return value
-
-    @field_validator("onboarding_store_code_template")
-    @classmethod
-    def _store_code_template(cls, value: str) -> str:
-        """Empty (new merchants await an operator's store code), or text with
-        ``{merchant_id}`` in it, e.g. ``{merchant_id}`` or ``CLV-{merchant_id}``."""
-        try:
-            parts = list(string.Formatter().parse(value))
-        except ValueError:
-            raise ValueError("unbalanced braces") from None
-        for _literal, name, spec, conversion in parts:
-            if name is not None and (name != "merchant_id" or spec or conversion):
-                raise ValueError("the only placeholder allowed is {merchant_id}")
-        if value and not any(name for _literal, name, _spec, _conversion in parts):
-            raise ValueError("must hold {merchant_id} (one store per merchant)")
-        return value
+    def from_values(cls, values: Mapping[str, object]) -> Settings:
+        """Settings from ``{name: text or value}``; names that are no setting are ignored
+        (the environment holds much else)."""
+        known: dict[str, Any] = {k: v for k, v in values.items() if k in _READERS}
+        return cls(**known)
 
     @property
     def dispatch_spread_seconds(self) -> int:
@@ -172,9 +160,7 @@ class Settings(BaseModel):
         for name in names:
             if getattr(self, name) is None and getattr(self, f"{name}_secret_arn", None) is None:
                 alternative = (
-                    f" (or {name.upper()}_SECRET_ARN)"
-                    if f"{name}_secret_arn" in (type(self).model_fields)
-                    else ""
+                    f" (or {name.upper()}_SECRET_ARN)" if f"{name}_secret_arn" in _READERS else ""
                 )
                 missing.append(f"{name.upper()}{alternative}")
         if missing:
@@ -190,25 +176,128 @@ class Settings(BaseModel):
 
 
 def _http_url(value: str) -> str:
+    """A base URL: http(s), https only in a deployed function; no trailing slash."""
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
     if deployed() and not value.startswith("https://"):
         raise ValueError("must start with https:// in a deployed function")
+    return value.rstrip("/")
+
+
+def _redirect_uri(value: str) -> str:
+    """Where Clover sends the browser back: Clover wants https and a subpath of the app's
+    site URL; it must not carry a query of its own (Clover adds one)."""
+    _http_url(value)
+    if "?" in value or "#" in value or not value.isascii() or not value.isprintable():
+        raise ValueError("must be a plain URL without query or fragment")
     return value
 
 
-def load_settings() -> Settings:
-    """Read the environment, turning pydantic's error into one that names the variables."""
-    names = Settings.model_fields
-    found = {key.lower(): value for key, value in os.environ.items() if key.lower() in names}
+def _store_code_template(value: str) -> str:
+    """Empty (new merchants await an operator's store code), or text with
+    ``{merchant_id}`` in it, e.g. ``{merchant_id}`` or ``CLV-{merchant_id}``."""
     try:
-        return Settings.model_validate(found)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'_'.join(str(part) for part in e['loc'][:1]).upper()}: {e['msg']}"
-            for e in error.errors()
-        )
-        raise ConfigurationError(f"invalid setting: {problems}") from None
+        parts = list(string.Formatter().parse(value))
+    except ValueError:
+        raise ValueError("unbalanced braces") from None
+    for _literal, name, spec, conversion in parts:
+        if name is not None and (name != "merchant_id" or spec or conversion):
+            raise ValueError("the only placeholder allowed is {merchant_id}")
+    if value and not any(name for _literal, name, _spec, _conversion in parts):
+        raise ValueError("must hold {merchant_id} (one store per merchant)")
+    return value
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be printable text (no control characters)")
+    return value
+
+
+def _secret(value: object) -> Secret:
+    """Any text (a SecretStr took any), held so that it never shows itself."""
+    return value if isinstance(value, Secret) else Secret(text(value))
+
+
+def _words(value: object) -> tuple[str, ...]:
+    """A comma-separated list (``code, sku``), or a sequence of texts given in code."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, tuple | list):
+        return tuple(text(part) for part in value)
+    raise Invalid("Input should be a valid tuple")
+
+
+def _extra_fields(value: object) -> object:
+    """``f1=price_type, f2=unit_cost`` (:func:`parse_extra_fields`), or pairs given in code."""
+    if isinstance(value, str):
+        return parse_extra_fields(value)
+    if isinstance(value, tuple | list) and all(
+        isinstance(pair, tuple | list) and len(pair) == 2 for pair in value
+    ):
+        return tuple((text(target), text(source)) for target, source in value)
+    raise Invalid("Input should be a valid tuple")
+
+
+_URL = Then(text, _http_url)
+_TEXT = OrNone(text)
+_SECRET = OrNone(_secret)
+_SECONDS = Bounded(number, gt=0)
+_READERS: dict[str, Reader] = {
+    "database_url": _SECRET,
+    "database_url_secret_arn": _TEXT,
+    "clover_api_base_url": _URL,
+    "hipoink_api_base_url": OrNone(_URL),
+    "hipoink_client_id": text,
+    "hipoink_sign": _SECRET,
+    "hipoink_sign_secret_arn": _TEXT,
+    "poll_queue_url": _TEXT,
+    "label_queue_url": _TEXT,
+    "state_table_name": _TEXT,
+    "state_key_id": _TEXT,
+    "clover_webhook_auth": _SECRET,
+    "clover_webhook_auth_secret_arn": _TEXT,
+    "clover_client_id": _TEXT,
+    "clover_client_secret": _SECRET,
+    "clover_app_secret_arn": _TEXT,
+    "clover_authorize_base_url": OrNone(_URL),
+    "clover_oauth_redirect_uri": OrNone(Then(text, _redirect_uri)),
+    "clover_oauth_state_key": _SECRET,
+    "clover_oauth_state_key_secret_arn": _TEXT,
+    "clover_oauth_state_ttl_seconds": Bounded(integer, ge=60, le=3600),
+    "onboarding_store_code_template": Then(ShortText(64), _store_code_template),
+    "clover_sync_enabled": boolean,
+    "clover_sync_interval_seconds": Bounded(integer, ge=60, le=86_400),
+    "clover_dispatch_spread_seconds": OrNone(Bounded(integer, ge=0, le=900)),
+    "clover_cleanup_interval_hours": Bounded(integer, ge=1, le=24 * 30),
+    "clover_cleanup_every_n_polls": Bounded(integer, ge=1),
+    "clover_instance_rps": Bounded(integer, ge=1, le=50),
+    "clover_instance_in_flight": Bounded(integer, ge=1, le=10),
+    "clover_page_size": Bounded(integer, ge=1, le=1000),
+    "clover_overlap_ms": Bounded(integer, ge=0),
+    "clover_max_delete_fraction": Bounded(decimal, ge=0, le=1),
+    "clover_sweep_always_allowed": Bounded(integer, ge=0, le=100),
+    "clover_product_code_fields": _words,
+    "clover_timeout_seconds": _SECONDS,
+    "clover_token_refresh_margin_seconds": Bounded(integer, ge=0, le=86_400),
+    "clover_webhook_poll_window_seconds": Bounded(integer, ge=0, le=3600),
+    "hipoink_batch_size": Bounded(integer, ge=1, le=1000),
+    "hipoink_f1_encoding": OneOf(("array", "string")),
+    "hipoink_timeout_seconds": _SECONDS,
+    "hipoink_extra_fields": Then(lambda value: value, _extra_fields),
+    "hipoink_variable_price_text": Then(ShortText(32), _printable),
+    "hipoink_block_cooldown_seconds": Bounded(integer, ge=1, le=86_400),
+    "label_heal_after_seconds": Bounded(integer, ge=0, le=7 * 86_400),
+    "label_heal_per_poll": Bounded(integer, ge=1, le=100_000),
+}
+"""Each setting's reader: its type, bounds and rules (the README's "Configuration")."""
+_NAMES = tuple(field.name for field in fields(Settings))  # == tuple(_READERS): a test says so
+
+
+def load_settings() -> Settings:
+    """Read the environment (names in any case; other variables ignored)."""
+    found = {key.lower(): value for key, value in os.environ.items() if key.lower() in _READERS}
+    return Settings.from_values(found)
 
 
 @cache

@@ -13,8 +13,7 @@ import time
 from functools import cache
 from typing import Any
 
-from pydantic import SecretStr
-
+from esl_sync.secret import Secret
 from esl_sync.settings import ConfigurationError
 from esl_sync.store import aws_json
 
@@ -53,7 +52,7 @@ def forget_secrets() -> None:
         _cached.clear()
 
 
-def resolve_secret(name: str, value: SecretStr | None, secret_arn: str | None) -> str:
+def resolve_secret(name: str, value: Secret | None, secret_arn: str | None) -> str:
     """The secret's text, from the environment or Secrets Manager (cached for five minutes)."""
     if value is not None:
         return value.get_secret_value()
