@@ -8,7 +8,11 @@ check is on botocore's modules: ``botocore.session``, ``botocore.client`` and th
 
 Each handler runs in a fresh interpreter, imported and invoked once with its sample event
 against the local stack, the way Lambda starts it; then ``sys.modules`` tells what it
-loaded. A poll that refreshes its token is the control: it does load httpx."""
+loaded. A poll that refreshes its token is the control: it does load httpx.
+
+Nor does the poller load pydantic on an ordinary poll: its import and first model were
+≈ 110 ms of a ≈ 320 ms cold start (docs/architecture.md, "Cheap cold starts"). An item
+only pydantic can judge is the control."""
 
 from __future__ import annotations
 
@@ -65,7 +69,10 @@ class Context:
 event = json.loads((repo / "events" / f"{function}.json").read_text())
 answer = module.lambda_handler(event, Context())
 loaded = sorted(
-    m for m in sys.modules if m.split(".")[0] in ("httpx", "botocore") or m.startswith("esl_sync")
+    m
+    for m in sys.modules
+    if m.split(".")[0] in ("httpx", "botocore", "pydantic", "pydantic_core")
+    or m.startswith("esl_sync")
 )
 found = {"answer": answer, "loaded": loaded, "botocore_importers": sorted(botocore_importers)}
 print(json.dumps(found, default=str))
@@ -161,6 +168,44 @@ def test_a_token_refresh_loads_httpx_so_the_check_can_fail(demo_catalog: LocalSt
     assert demo_catalog.clover.request_count("MDEMO0000001", "list") == 1
     assert "esl_sync.clover.oauth" in loaded
     assert "httpx" in _httpx_modules(loaded)
+
+
+def _pydantic_modules(loaded: list[str]) -> list[str]:
+    return [m for m in loaded if m.split(".")[0] in ("pydantic", "pydantic_core")]
+
+
+def test_the_poller_never_loads_pydantic_on_a_first_sync_or_an_idle_poll(
+    demo_catalog: LocalStack,
+) -> None:
+    """Its settings, stored tokens, queue messages and SQS record are plain classes; the
+    models that judge an unusual item load only for such an item."""
+    assert demo_catalog.clover is not None
+    for polls in (1, 2):  # the first sync, then an idle poll
+        answer, loaded = _invoke("poller")
+        assert answer == {"batchItemFailures": []}
+        assert demo_catalog.clover.request_count("MDEMO0000001", "list") == polls
+        assert "esl_sync.sync.item_rows" in loaded  # it made rows of items
+        assert _pydantic_modules(loaded) == []
+    assert len(demo_catalog.products("MDEMO0000001")) == 30
+
+
+def test_an_item_only_pydantic_can_judge_loads_it_so_the_check_can_fail(
+    demo_catalog: LocalStack,
+) -> None:
+    """The control: after the first sync, an item whose price Clover sends as text is
+    judged (and refused by name) by the pydantic model; the same check then sees it."""
+    assert demo_catalog.clover is not None
+    answer, loaded = _invoke("poller")
+    assert _pydantic_modules(loaded) == []
+    item = demo_catalog.clover.items("MDEMO0000001")[0]
+    demo_catalog.clover.update_item("MDEMO0000001", item["id"], price="3.49")
+    demo_catalog.clover.clock_offset_ms += 600_000  # the next poll is due
+    answer, loaded = _invoke("poller")
+    assert answer == {"batchItemFailures": []}
+    assert "pydantic" in _pydantic_modules(loaded)
+    assert "esl_sync.clover.items" in loaded
+    row = next(p for p in demo_catalog.products("MDEMO0000001") if p["source_id"] == item["id"])
+    assert "price" in str(row["validation_error"])
 
 
 def _botocore_modules(loaded: list[str]) -> list[str]:
