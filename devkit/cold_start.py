@@ -8,7 +8,12 @@ from this environment, whose other packages, such as the SAM CLI's, are not on t
 ``python -S``). No bytecode is written (Lambda's file system is read-only). Lambda's
 environment is set (``LAMBDA_TASK_ROOT``, the function's name, a sampled X-Ray trace id, so
 the tracer and its patches run as deployed) and the secrets are read from Secrets Manager.
-It imports ``functions/<name>/app.py``, invokes it
+The child starts with what Lambda's Python runtime has imported before it imports a
+handler (its bootstrap, runtime client, event marshaller and log formatter: ``logging``,
+``json``, ``traceback``, ``datetime``, ``decimal``, ``enum``, ``math`` and
+``concurrent.futures``' thread pool) and nothing else: ``importlib.util`` and
+``importlib.abc``, which the runtime does not load, are the function's to pay.
+It imports ``functions/<name>/app.py`` as the runtime does (``import app``), invokes it
 once with an event, and reports the process's own CPU time (user + system) and wall time of
 each step, and its peak resident memory. The emulators answer from the parent process, so
 the child's CPU time is its own work; its wall time also holds their answers.
@@ -44,14 +49,19 @@ from esl_sync import hashed_roots
 
 _MARK = "ESL_SYNC_COLD_START "
 _CHILD = r"""
-import importlib.util, json, os, sys, time
+# What Lambda's Python runtime has imported before it imports the handler (its bootstrap,
+# runtime client, event marshaller and log formatter): the function does not pay for these.
+# Nothing else: importlib.util, importlib.abc and the rest are the function's to pay.
+import datetime, decimal, enum, importlib, importlib.machinery, json, logging, math, os, sys
+import time, traceback
+from concurrent.futures import ThreadPoolExecutor
 
-class _Undeployed:  # a finder by duck typing: importlib.abc's import is the function's to pay
+class _Undeployed:  # a finder by duck typing (importlib.abc is not loaded)
     def find_spec(self, name, path, target=None):
         if name != "esl_sync.settings":
             return None
         sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
         run = spec.loader.exec_module
         def exec_module(module):
             run(module)
@@ -73,10 +83,8 @@ class Context:
         return 300_000
 
 cpu0, wall0 = time.process_time(), time.perf_counter()
-spec = importlib.util.spec_from_file_location("app", app)
-module = importlib.util.module_from_spec(spec)
-sys.modules["app"] = module
-spec.loader.exec_module(module)
+module = importlib.import_module("app")  # as the runtime imports "app.lambda_handler"
+assert os.path.samefile(module.__file__, app), module.__file__
 cpu1, wall1 = time.process_time(), time.perf_counter()
 if invoke:  # the TLS context a deployed function builds at its first HTTPS connection
     from esl_sync import tls
