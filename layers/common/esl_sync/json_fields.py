@@ -13,8 +13,8 @@ still accepted, what it refused is still refused, by the same field
 * text fields: a JSON string of at least one character, nothing else (no number, no null
   where one is required);
 * count fields (``int`` with ``ge=0``): pydantic's lax integer
-  (:func:`esl_sync.lax.json_integer`: ``true`` as 1, ``1e3``, ``" 1_000 "``, not ``1e19``),
-  then at least 0. Null is "not set".
+  (:func:`esl_sync.lax.json_integer`: ``true`` as 1, ``1e3``, ``" 1_000 "``, not ``1e19``;
+  ``"0__5"``, which pydantic read as 5, refused), then at least 0. Null is "not set".
 
 A refusal names the fields at fault and what is wrong (pydantic's wording), never a value.
 """
