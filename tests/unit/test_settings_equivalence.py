@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from esl_sync import env_text
+from esl_sync import env_text, lax
 from esl_sync.hipoink.records import EXTRA_FIELD_SOURCES, ExtraFields, parse_extra_fields
 from esl_sync.secret import Secret
 from esl_sync.settings import (
@@ -301,7 +301,7 @@ def _odd(values: dict[str, str]) -> set[str]:
     odd = set()
     for name, value in values.items():
         kind = Oracle.model_fields[name].annotation
-        if kind in (int, int | None) and _ODD_INTEGER.match(value.strip(env_text.WHITESPACE)):
+        if kind in (int, int | None) and _ODD_INTEGER.match(value.strip(lax.WHITESPACE)):
             odd.add(name.upper())
     return odd
 
@@ -311,7 +311,7 @@ def _overlong(values: dict[str, str]) -> bool:
     leading zeros), and named, but pydantic's words depended on the spaces around it."""
     return any(
         Oracle.model_fields[name].annotation in (int, int | None)
-        and len(value) > env_text.MAX_INT_DIGITS
+        and len(value) > lax.MAX_INT_DIGITS
         for name, value in values.items()
     )
 

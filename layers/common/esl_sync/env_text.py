@@ -1,12 +1,14 @@
 """How the text of an environment variable becomes a setting's value.
 
 The rules are pydantic 2's lax mode, which validated :class:`esl_sync.settings.Settings`
-until issue 15, written out here because the poller must start without pydantic (its import
+until issue 15, written out here (those the tokens and the queue messages share with the
+settings, the white space trimmed and the integer read from text, in :mod:`esl_sync.lax`)
+because the poller must start without pydantic (its import
 and first model cost ≈ 110 ms of a ≈ 320 ms cold start): the same texts are accepted, give
 the same values and are refused with the same words (``tests/unit/test_settings_equivalence.py``
 holds the old model as its oracle). Own code rather than a library: the semantics must be
-exactly those pydantic had. Two corners where pydantic 2.13 was odd are decided here
-instead (:func:`integer`); both are texts nobody writes, and neither changes which
+exactly those pydantic had. Two corners where pydantic 2.13 was odd are decided
+instead (:func:`esl_sync.lax.integer_text`); both are texts nobody writes, and neither changes which
 configured value a service runs with.
 
 Each reader takes the text (or, for settings built in code, a value of the field's type) and
@@ -21,16 +23,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-# What pydantic trims around a number: Rust's `char::is_whitespace` (Unicode White_Space).
-# Narrower than Python's `str.strip()`, which also takes U+001C…U+001F.
-WHITESPACE = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680"
-    + "".join(map(chr, range(0x2000, 0x200B)))
-    + ("\u2028\u2029\u202f\u205f\u3000")
-)
-MAX_INT_DIGITS = 4300  # CPython's limit for int(str), which pydantic applies too
+from esl_sync import lax
+from esl_sync.lax import WHITESPACE
 
-_INT = re.compile(r"([+-]?)([0-9]+(?:_[0-9]+)*)(?:\.0+)?")
 # Rust's f64 grammar (what pydantic parses a float with); Python's float() reads the same
 # texts to the same values (both round correctly).
 _FLOAT = re.compile(
@@ -56,11 +51,8 @@ def unicode_text(value: object) -> str:
     length limits) and took them as they were in plain text."""
     if not isinstance(value, str):
         raise Invalid(NOT_TEXT)
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Invalid(NOT_UNICODE) from None
+    if lax.has_lone_surrogate(value):
+        raise Invalid(NOT_UNICODE)
     return value
 
 
@@ -85,24 +77,18 @@ class ShortText:
 
 
 def integer(value: object) -> int:
-    """An integer: ``300``, `` 300 ``, ``+300``, ``3_00``, ``300.0``, leading zeros.
-
-    Where pydantic 2.13 was odd, and this reader is not: it read ``0-5`` (a minus after
-    leading zeros) as -5, and took any run of underscores among leading zeros (``0__300``);
-    both are refused as not an integer here, as Python's ``int()`` refuses them. Every
-    integer setting has a lower bound of 0 or more, so the first was refused either way.
-    """
+    """An integer: ``300``, `` 300 ``, ``+300``, ``3_00``, ``300.0``, leading zeros; from
+    text by :func:`esl_sync.lax.integer_text` (which says where pydantic 2.13 was odd, and
+    this reader is not: ``0-5``, ``0__300``; every integer setting has a lower bound of 0
+    or more, so the first was refused either way)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise Invalid("Input should be a valid integer")
+        raise Invalid(lax.Problem.NOT_AN_INTEGER.value)
     if isinstance(value, int):
         return value
-    match = _INT.fullmatch(unicode_text(value).strip(WHITESPACE))
-    if match is None:
-        raise Invalid("Input should be a valid integer, unable to parse string as an integer")
-    sign, digits = match[1], match[2].replace("_", "").lstrip("0") or "0"
-    if len(digits) > MAX_INT_DIGITS:
-        raise Invalid("Unable to parse input string as an integer, exceeded maximum size")
-    return int(sign + digits)
+    try:
+        return lax.integer_text(unicode_text(value))
+    except lax.Refused as refused:
+        raise Invalid(refused.problem.value) from None
 
 
 def number(value: object) -> float:

@@ -7,100 +7,44 @@ tokens are stored, sent by Clover and typed in by operators, and what pydantic a
 still accepted, what it refused is still refused, by the same field
 (``tests/unit/test_credentials.py`` checks both against the pydantic models they replace):
 
-* the document: UTF-8 text (bytes that are not are refused), one JSON object, unknown
-  fields ignored; like pydantic's parser (``jiter``), a lone surrogate anywhere, a value
-  nested over 200 deep or an integer of over 4,300 digits makes it invalid JSON;
+* the document: what pydantic's parser took (:func:`esl_sync.lax.json_document`: UTF-8,
+  no lone surrogate, nesting and numbers within its limits), one JSON object, unknown
+  fields ignored;
 * text fields: a JSON string of at least one character, nothing else (no number, no null
   where one is required);
-* count fields (``int`` with ``ge=0``): an integer; ``true``/``false`` as 1/0; a float
-  without a fractional part, within 64 bits (``1.0``, ``1e3``, not ``1e19``); a string of
-  an integer, trimmed of white space, with ``_`` between digits and an optional ``.0…``
-  (``" 5 "``, ``"1_000"``, ``"5.00"``); then at least 0. Null is "not set".
+* count fields (``int`` with ``ge=0``): pydantic's lax integer
+  (:func:`esl_sync.lax.json_integer`: ``true`` as 1, ``1e3``, ``" 1_000 "``, not ``1e19``;
+  ``"0__5"``, which pydantic read as 5, refused), then at least 0. Null is "not set".
 
 A refusal names the fields at fault and what is wrong (pydantic's wording), never a value.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from typing import Any
 
+from esl_sync import lax
+from esl_sync.lax import Problem
 from esl_sync.secret import Secret
-
-MAX_DEPTH = 200
-"""Nesting pydantic's parser takes (a value deeper than this: "recursion limit exceeded")."""
-MAX_DIGITS = 4300
-"""Digits of an integer pydantic's parser (and Python's ``int``) takes."""
-
-# Rust's ``char::is_whitespace`` (what pydantic trims from a number's text): Python's
-# ``str.isspace`` but for the four separators U+001C..U+001F.
-_WHITESPACE = "".join(
-    c for c in map(chr, range(0x3001)) if c.isspace() and c not in "\x1c\x1d\x1e\x1f"
-)
-_INTEGER_TEXT = re.compile(r"([+-]?[0-9](?:_?[0-9])*)(?:\.0+)?")
 
 REQUIRED = "Field required"
 NOT_TEXT = "Input should be a valid string"
 EMPTY = "String should have at least 1 character"
-NOT_INTEGER = "Input should be a valid integer"
-FRACTION = "Input should be a valid integer, got a number with a fractional part"
-NOT_FINITE = "Input should be a finite number"
-UNPARSABLE = "Input should be a valid integer, unable to parse string as an integer"
-TOO_LONG = "Unable to parse input string as an integer, exceeded maximum size"
 NEGATIVE = "Input should be greater than or equal to 0"
 NOT_OBJECT = "Input should be an object"
 
 
 def loads(text: str | bytes, what: str) -> object:
-    """The JSON document ``text``; a ValueError naming ``what`` when it is not one."""
+    """The JSON document ``text`` (:func:`esl_sync.lax.json_document`: what pydantic's
+    parser took); a ValueError naming ``what`` when it is not one."""
     try:
-        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        document = json.loads(raw.decode("utf-8"))
-    except UnicodeError:
-        raise ValueError(f"{what}: body: Invalid JSON: not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        where = f"line {error.lineno} column {error.colno}"
-        raise ValueError(f"{what}: body: Invalid JSON: {error.msg} at {where}") from None
-    except ValueError:  # an integer past Python's 4,300 digits
-        raise ValueError(f"{what}: body: Invalid JSON: number out of range") from None
-    except RecursionError:
-        raise ValueError(f"{what}: body: Invalid JSON: recursion limit exceeded") from None
-    problem = _beyond_parser(document)
-    if problem:
-        raise ValueError(f"{what}: body: Invalid JSON: {problem}")
-    return document
-
-
-def _beyond_parser(document: object) -> str | None:
-    """What pydantic's parser refuses and Python's reads: a lone surrogate (``"\\ud800"``),
-    a value nested too deep. A walk without recursion (Python's parser nests deeper than
-    Python code may recurse)."""
-    stack: list[tuple[Any, int]] = [(document, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return "recursion limit exceeded"
-        if isinstance(value, str):
-            if _has_surrogate(value):
-                return "lone surrogate in a string"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if _has_surrogate(key):
-                    return "lone surrogate in a string"
-                stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-    return None
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+        return lax.json_document(text)
+    except lax.Refused as refused:
+        problem = refused.problem
+        said = refused.detail if problem is Problem.SYNTAX else problem.value
+        if problem is Problem.NOT_UNICODE:  # text that no UTF-8 can carry
+            said = Problem.NOT_UTF8.value
+        raise ValueError(f"{what}: body: Invalid JSON: {said}") from None
 
 
 class Fields:
@@ -142,11 +86,13 @@ class Fields:
         value = self._data.get(name) if self._whole else None
         if value is None:
             return None
-        number, problem = as_integer(value)
-        if number is not None and number < 0:
-            problem = NEGATIVE
-        if problem:
-            self._problems.append(f"{name}: {problem}")
+        try:
+            number = lax.json_integer(value)
+        except lax.Refused as refused:
+            self._problems.append(f"{name}: {refused.problem.value}")
+            return None
+        if number < 0:
+            self._problems.append(f"{name}: {NEGATIVE}")
             return None
         return number
 
@@ -154,28 +100,6 @@ class Fields:
         """Raise the refusal if any field read was at fault."""
         if self._problems:
             raise ValueError(f"{self._what}: {'; '.join(self._problems)}")
-
-
-def as_integer(value: object) -> tuple[int | None, str | None]:
-    """``value`` as pydantic's lax mode makes an integer of it, or what is wrong."""
-    if isinstance(value, int):  # bool too: True is 1
-        return int(value), None
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None, NOT_FINITE
-        if not value.is_integer():
-            return None, FRACTION
-        if not -(2**63) <= value < 2**63:  # pydantic makes an i64 of a float
-            return None, TOO_LONG
-        return int(value), None
-    if isinstance(value, str):
-        match = _INTEGER_TEXT.fullmatch(value.strip(_WHITESPACE))
-        if match is None:
-            return None, UNPARSABLE
-        if sum(c.isdigit() for c in match[1]) > MAX_DIGITS:
-            return None, TOO_LONG
-        return int(match[1]), None
-    return None, NOT_INTEGER
 
 
 def check_built(
@@ -207,7 +131,7 @@ def check_built(
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool):
-            problems.append(f"{name}: {NOT_INTEGER}")
+            problems.append(f"{name}: {Problem.NOT_AN_INTEGER.value}")
         elif value < 0:
             problems.append(f"{name}: {NEGATIVE}")
     if problems:

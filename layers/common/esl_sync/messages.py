@@ -17,28 +17,25 @@ code during a deploy and old messages come back from the dead-letter queues:
   invalid UTF-8 or lone surrogates, nesting deeper than its limit, integers of more than
   4,300 digits. Two narrowings, on purpose, of forms no writer of these queues ever
   produced: ``requested_at`` as a Unix timestamp (a number or a numeric string; nothing
-  reads the field), and ``oldest_change_ms`` as text with a sign after leading zeros
-  (``"0-9"``, which pydantic read as -9). tests/unit/test_messages.py holds the old models
-  as the oracle.
+  reads the field), and ``oldest_change_ms`` as text with a sign or a run of underscores
+  after leading zeros (``"0-9"``, ``"0__9"``, which pydantic read as -9 and 9: the rule of
+  :func:`esl_sync.lax.integer_text`). tests/unit/test_messages.py holds the old models as
+  the oracle.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal, get_args
 
+from esl_sync import lax
+from esl_sync.lax import Problem
+
 PollReason = Literal["schedule", "webhook", "manual", "install"]
 POLL_REASONS: frozenset[str] = frozenset(get_args(PollReason))
-
-MAX_DEPTH = 201
-"""A value inside more containers than this is refused (the body itself is at depth 1, a
-field at 2), as pydantic's JSON parser refused it."""
-MAX_INT_DIGITS = 4300
-"""Integers longer than this, sign included, are refused (pydantic's parser)."""
 
 
 class MessageRefused(ValueError):
@@ -176,29 +173,14 @@ _JOB_FIELDS = frozenset(
 
 # -- the JSON ---------------------------------------------------------------------------------
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 
 def _object(kind: str, text: str | bytes, fields: frozenset[str]) -> dict[str, Any]:
-    """The body as a JSON object with only known fields (the models' ``extra="forbid"``)."""
-    if isinstance(text, bytes | bytearray):
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise MessageRefused(kind, None, "not UTF-8 text") from None
-    if not isinstance(text, str):
-        raise MessageRefused(kind, None, "not text")
-    if _SURROGATE.search(text):
-        raise MessageRefused(kind, None, "not valid Unicode text")
+    """The body as a JSON object (what pydantic's parser took: :mod:`esl_sync.lax`) with
+    only known fields (the models' ``extra="forbid"``)."""
     try:
-        body = json.loads(text, parse_int=_int)
-    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-        raise MessageRefused(kind, None, "not valid JSON") from None
-    # Python's parser takes escaped lone surrogates and nests without limit; pydantic's did
-    # not. Either can only be there when the text has escapes or enough brackets.
-    if _SURROGATE_ESCAPE.search(text) or text.count("[") + text.count("{") >= MAX_DEPTH:
-        _check_tree(kind, body)
+        body = lax.json_document(text)
+    except lax.Refused as refused:
+        raise MessageRefused(kind, None, _SAID[refused.problem]) from None
     if not isinstance(body, dict):
         raise MessageRefused(kind, None, "not a JSON object")
     extra = next((name for name in body if name not in fields), None)
@@ -207,34 +189,28 @@ def _object(kind: str, text: str | bytes, fields: frozenset[str]) -> dict[str, A
     return body
 
 
-def _int(digits: str) -> int:
-    if len(digits) > MAX_INT_DIGITS:  # its sign counted, as pydantic's parser counted it
-        raise ValueError("integer too long")
-    return int(digits)
-
-
-def _check_tree(kind: str, body: object) -> None:
-    stack: list[tuple[object, int]] = [(body, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise MessageRefused(kind, None, "not valid JSON (nested too deeply)")
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                raise MessageRefused(kind, None, "not valid JSON (a lone surrogate)")
-        elif isinstance(value, dict | list):
-            items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
-            for key, item in items:
-                if key is not None and _SURROGATE.search(key):
-                    raise MessageRefused(kind, None, "not valid JSON (a lone surrogate)")
-                stack.append((item, depth + 1))
+_SAID = {
+    Problem.NOT_TEXT: "not text",
+    Problem.NOT_UTF8: "not UTF-8 text",
+    Problem.NOT_UNICODE: "not valid Unicode text",
+    Problem.SYNTAX: "not valid JSON",
+    Problem.NUMBER_TOO_LONG: "not valid JSON",
+    Problem.TOO_DEEP: "not valid JSON (nested too deeply)",
+    Problem.LONE_SURROGATE: "not valid JSON (a lone surrogate)",
+    Problem.NOT_AN_INTEGER: "not an integer",
+    Problem.UNPARSABLE: "not an integer",
+    Problem.NOT_FINITE: "not a finite number",
+    Problem.FRACTION: "not a whole number",
+    Problem.TOO_LONG: "too large",
+}
+"""Each problem in this module's short words."""
 
 
 def _dumps(values: dict[str, Any]) -> str:
     """Compact JSON, non-ASCII as is: byte for byte what pydantic wrote for these fields
     (it differed only in how floats inside ``upserts`` are spelled, read back the same)."""
     text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    if _SURROGATE.search(text):
+    if lax.has_lone_surrogate(text):
         raise MessageRefused("message", None, "not valid Unicode text")
     return text
 
@@ -245,7 +221,7 @@ def _dumps(values: dict[str, Any]) -> str:
 def _text(kind: str, name: str, value: object, *, least: int = 1, most: int | None = None) -> str:
     if not isinstance(value, str):
         raise MessageRefused(kind, name, "not text")
-    if _SURROGATE.search(value):
+    if lax.has_lone_surrogate(value):
         raise MessageRefused(kind, name, "not valid Unicode text")
     if len(value) < least:
         raise MessageRefused(kind, name, "empty")
@@ -268,39 +244,15 @@ def _version(kind: str, value: object) -> None:
         raise MessageRefused(kind, "version", f"outside 0…{LabelJob.MAX_VERSION}")
 
 
-_LAX_INT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0+)?", re.ASCII)
-_WHITESPACE = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-"""Unicode's White_Space, which pydantic trims from a number given as text (Python's
-``str.strip`` would also trim U+001C…U+001F)."""
-_I64 = 2**63
-
-
 def _lax_int(kind: str, name: str, value: object) -> int | None:
-    """An integer as pydantic read one in lax mode from JSON: a JSON integer, ``true`` /
-    ``false``, a float without a fraction (within ±2⁶³), or text of a decimal integer
-    (surrounding white space, ``+``, ``_`` between digits and a ``.000`` allowed)."""
-    if value is None or isinstance(value, int):
-        return None if value is None else int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise MessageRefused(kind, name, "not a finite number")
-        if not value.is_integer():
-            raise MessageRefused(kind, name, "not a whole number")
-        if not -_I64 < value < _I64:
-            raise MessageRefused(kind, name, "too large")
-        return int(value)
-    if isinstance(value, str):
-        digits = value.strip(_WHITESPACE)
-        if not _LAX_INT.fullmatch(digits):
-            raise MessageRefused(kind, name, "not an integer")
-        whole = digits.split(".")[0]
-        if len(whole.replace("_", "").lstrip("+-")) > MAX_INT_DIGITS:
-            raise MessageRefused(kind, name, "too large")
-        return int(whole)
-    raise MessageRefused(kind, name, "not an integer")
+    """An integer as pydantic read one in lax mode from JSON (:func:`esl_sync.lax.json_integer`:
+    ``5``, ``true``, ``5.0``, ``" +5_000.0 "``), or null."""
+    if value is None:
+        return None
+    try:
+        return lax.json_integer(value)
+    except lax.Refused as refused:
+        raise MessageRefused(kind, name, _SAID[refused.problem]) from None
 
 
 _ISO = re.compile(
