@@ -136,12 +136,10 @@ def clover_app() -> AppCredentials:
     JSON secret ``CLOVER_APP_SECRET_ARN`` (``{"client_id", "client_secret"}``), read through
     the secret's five-minute cache (a rotated secret is used within five minutes)."""
     from esl_sync.credentials import AppCredentials
-    from esl_sync.secret import Secret
 
     s = settings()
     if s.clover_client_id and s.clover_client_secret:
-        secret = Secret(s.clover_client_secret.get_secret_value())
-        return AppCredentials(client_id=s.clover_client_id, client_secret=secret)
+        return AppCredentials(client_id=s.clover_client_id, client_secret=s.clover_client_secret)
     if not s.clover_app_secret_arn:
         raise ConfigurationError("missing setting: CLOVER_CLIENT_ID (or CLOVER_APP_SECRET_ARN)")
     text = resolve_secret("CLOVER_APP_SECRET", None, s.clover_app_secret_arn)
