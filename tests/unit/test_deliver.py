@@ -253,3 +253,40 @@ def test_label_jobs_from_before_versions_still_parse_and_versions_stay_in_range(
     for bad in ("-1", "9223372036854775808", '"7"', "1.5", "true"):
         with pytest.raises(ValueError, match="version"):
             LabelJob.parse(old[:-1] + f', "version": {bad}}}')
+
+
+@pytest.mark.parametrize(
+    ("oldest_change_ms", "expected"),
+    [(10**400, 0.0), (-(10**400), 10 * 365 * 86_400.0), (-1, 10 * 365 * 86_400.0)],
+    ids=["far-future", "far-past", "before-1970"],
+)
+def test_any_change_time_in_a_job_gives_a_latency_and_never_fails_the_delivery(
+    oldest_change_ms: int, expected: float
+) -> None:
+    """A job with a nonsense change time (written by hand, or corrupted) is still delivered
+    and acknowledged: the latency is never negative and never raises (10**400 / 1000 did)."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    job = LabelJob(
+        merchant_id="M",
+        store_code="S",
+        upserts=[_record("A")],
+        deletes=[],
+        oldest_change_ms=oldest_change_ms,
+    )
+    outcome = deliver(job, ledger, sink, 10)
+    assert outcome.upserted == 1
+    assert "A" in ledger.acks
+    assert outcome.latency_seconds == expected
+
+
+def test_the_latency_is_the_time_since_the_change() -> None:
+    import time
+
+    ledger, sink = MemoryLedger(), MemorySink()
+    now_ms = time.time_ns() // 1_000_000
+    job = LabelJob(
+        merchant_id="M", store_code="S", upserts=[_record("A")], oldest_change_ms=now_ms - 90_000
+    )
+    outcome = deliver(job, ledger, sink, 10)
+    assert outcome.latency_seconds is not None
+    assert 90.0 <= outcome.latency_seconds < 3600.0

@@ -89,10 +89,22 @@ def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
                 triaged.send, settings.hipoink_batch_size, settings.hipoink_block_cooldown_seconds
             )
         if job.oldest_change_ms is not None and outcome.upserted + outcome.deleted:
-            outcome.latency_seconds = max(0.0, time.time() - job.oldest_change_ms / 1000)
+            outcome.latency_seconds = _latency_seconds(job.oldest_change_ms)
     finally:
         _report(outcome)
     return outcome
+
+
+def _latency_seconds(oldest_change_ms: int) -> float:
+    """Seconds from Clover's change to now, never negative. In integer milliseconds first:
+    a job may carry any integer (a hand-written or corrupted one: 10**400), and a float
+    division of it would raise after the labels were sent, failing a delivered job."""
+    elapsed_ms = time.time_ns() // 1_000_000 - oldest_change_ms
+    return 0.0 if elapsed_ms <= 0 else min(elapsed_ms, _LATENCY_CAP_MS) / 1000
+
+
+_LATENCY_CAP_MS = 10 * 365 * 86_400_000
+"""A change older than this (ten years: a job with a nonsense time) is reported as this."""
 
 
 @dataclass(frozen=True)
