@@ -184,18 +184,52 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """A test passed, or was skipped (say, no PostgreSQL 15 here: its calls are others' too)."""
-    if report.nodeid in _integration_items and (
-        report.skipped or (report.when == "call" and report.passed)
-    ):
+    """A test passed, or was skipped (say, no PostgreSQL 15 here: its calls are others' too).
+    Any test: under xdist the controller hears of every test before it knows which ones are
+    integration tests (the workers collect, and tell it at the end)."""
+    if report.skipped or (report.when == "call" and report.passed):
         _integration_passed.add(report.nodeid)
 
 
+# Under pytest-xdist (`scripts/test` runs two worker processes) each worker runs part of
+# the suite: at its end it hands what it collected and the calls its tests made to the
+# controller (xdist's `workeroutput`), which hears every test's report and checks the whole.
+_WORKER_OUTPUT = "esl_sync_integration"
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """(xdist, on the controller) A worker ended: take what it saw."""
+    seen = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT)
+    if seen is None:  # it crashed before the end of its session
+        _integration_partial.append(f"worker {node.gateway.id} ended without its record")
+        return
+    _integration_items.update(seen["items"])
+    _integration_partial.extend(seen["partial"])
+    _integration_calls.update(
+        AwsCall(function, action, resource, tuple(attributes))
+        for function, action, resource, attributes in seen["calls"]
+    )
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _is_worker(session.config):
+        session.config.workeroutput[_WORKER_OUTPUT] = {  # type: ignore[attr-defined]
+            "items": sorted(_integration_items),
+            "partial": list(_integration_partial),
+            "calls": [
+                (c.function, c.action, c.resource, list(c.attributes)) for c in _integration_calls
+            ],
+        }
+        return
     complete = (
         bool(_integration_items)
         and not _integration_partial
-        and _integration_passed == _integration_items
+        and _integration_items <= _integration_passed
     )
     recording = bool(os.environ.get(RECORD_VARIABLE))
     if not complete:
