@@ -89,8 +89,10 @@ def test_each_bound_is_the_documented_one(
     ("name", "accepted", "refused"),
     [
         ("CLOVER_MAX_DELETE_FRACTION", ["0", "1"], ["-0.01", "1.01"]),
-        ("CLOVER_TIMEOUT_SECONDS", ["0.001"], ["0"]),
-        ("HIPOINK_TIMEOUT_SECONDS", ["0.001"], ["0"]),
+        *(
+            (name, ["0.001", "900", "9e2"], ["0", "900.001", "inf", "Infinity", "1e400", "nan"])
+            for name in ("CLOVER_TIMEOUT_SECONDS", "HIPOINK_TIMEOUT_SECONDS")
+        ),
     ],
 )
 def test_fractions_and_timeouts(
@@ -119,6 +121,15 @@ def test_every_bad_value_is_named_in_one_message(monkeypatch: pytest.MonkeyPatch
         "invalid setting: CLOVER_PAGE_SIZE: Input should be greater than or equal to 1;"
         " HIPOINK_BATCH_SIZE: Input should be a valid integer, unable to parse string as an"
         " integer"
+    )
+
+
+def test_an_endless_timeout_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``inf`` reads as a float, and was taken: a call that never answered held the poll
+    until the function's own timeout. Now at most 900 s (Lambda's limit)."""
+    assert _refusal(monkeypatch, CLOVER_TIMEOUT_SECONDS="inf", HIPOINK_TIMEOUT_SECONDS="NaN") == (
+        "invalid setting: CLOVER_TIMEOUT_SECONDS: Input should be less than or equal to 900;"
+        " HIPOINK_TIMEOUT_SECONDS: Input should be less than or equal to 900"
     )
 
 

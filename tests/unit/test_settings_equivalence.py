@@ -43,7 +43,8 @@ from esl_sync.settings import (
 
 
 class Oracle(BaseModel):
-    """The pydantic model of the settings before issue 15 (its fields as they were)."""
+    """The pydantic model of the settings before issue 15 (its fields as they were, but the
+    timeouts' upper bound, added since: ``inf`` was an endless timeout)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -81,12 +82,12 @@ class Oracle(BaseModel):
     clover_max_delete_fraction: Decimal = Field(Decimal("0.2"), ge=0, le=1)
     clover_sweep_always_allowed: int = Field(3, ge=0, le=100)
     clover_product_code_fields: tuple[str, ...] = ("sku", "code", "alternateName")
-    clover_timeout_seconds: float = Field(10.0, gt=0)
+    clover_timeout_seconds: float = Field(10.0, gt=0, le=900)
     clover_token_refresh_margin_seconds: int = Field(300, ge=0, le=86_400)
     clover_webhook_poll_window_seconds: int = Field(10, ge=0, le=3600)
     hipoink_batch_size: int = Field(200, ge=1, le=1000)
     hipoink_f1_encoding: Literal["array", "string"] = "array"
-    hipoink_timeout_seconds: float = Field(15.0, gt=0)
+    hipoink_timeout_seconds: float = Field(15.0, gt=0, le=900)
     hipoink_extra_fields: ExtraFields = ()
     hipoink_variable_price_text: str = Field("", max_length=32)
     hipoink_block_cooldown_seconds: int = Field(600, ge=1, le=86_400)

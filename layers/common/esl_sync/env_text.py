@@ -166,12 +166,13 @@ class Bounded:
 
     def __call__(self, value: object) -> Any:
         result = self.read(value)
-        if self.gt is not None and not result > self.gt:
-            raise Invalid(f"Input should be greater than {self.gt}")
-        if self.ge is not None and not result >= self.ge:
-            raise Invalid(f"Input should be greater than or equal to {self.ge}")
+        # pydantic's order: the upper bound first (NaN fails both, and names that one).
         if self.le is not None and not result <= self.le:
             raise Invalid(f"Input should be less than or equal to {self.le}")
+        if self.ge is not None and not result >= self.ge:
+            raise Invalid(f"Input should be greater than or equal to {self.ge}")
+        if self.gt is not None and not result > self.gt:
+            raise Invalid(f"Input should be greater than {self.gt}")
         return result
 
 

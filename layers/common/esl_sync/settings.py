@@ -38,6 +38,10 @@ from esl_sync.hipoink.records import ExtraFields, parse_extra_fields
 from esl_sync.secret import Secret
 
 DEFAULT_CLOVER_BASE_URL = "https://api.clover.com"
+TIMEOUT_MAX_SECONDS = 900
+"""The longest HTTP timeout taken (Lambda's own limit: 15 minutes). ``inf`` (which a float
+reads) would be an endless wait: a call that never answers would hold the poll or the job
+until the function's own timeout, instead of failing as retryable."""
 RequiredText = Literal[
     "poll_queue_url", "label_queue_url", "state_table_name", "hipoink_api_base_url"
 ]
@@ -242,7 +246,7 @@ def _extra_fields(value: object) -> object:
 _URL = Then(text, _http_url)
 _TEXT = OrNone(text)
 _SECRET = OrNone(_secret)
-_SECONDS = Bounded(number, gt=0)
+_SECONDS = Bounded(number, gt=0, le=TIMEOUT_MAX_SECONDS)
 _READERS: dict[str, Reader] = {
     "database_url": _SECRET,
     "database_url_secret_arn": _TEXT,
