@@ -107,6 +107,20 @@ def test_a_key_is_fixed_for_a_seed_and_text_and_differs_otherwise() -> None:
     assert raw_key(seed, '{"name":"Cola","id":"I1","price":199}') != key  # another order
 
 
+def test_a_key_is_the_keyed_blake2b_of_the_text_whatever_came_before() -> None:
+    """Stored content hashes hold ``blake2b(text, digest_size=16, key=seed)``: the copied
+    keyed state gives exactly that, for any seed, interleaved, a state never reused."""
+    import hashlib
+
+    texts = [ITEM, "", "x" * 10_000, '{"name":"\u00e9\ud800"}']
+    for seed in (b"s" * 32, b"t" * 32, b"", b"k" * 64, b"s" * 32):
+        for text in texts + texts:
+            data = text.encode("utf-8", "surrogatepass")
+            assert (
+                raw_key(seed, text) == hashlib.blake2b(data, digest_size=16, key=seed).hexdigest()
+            )
+
+
 def test_text_with_a_lone_surrogate_is_keyed_as_it_came() -> None:
     seed = b"s" * 32
     assert raw_key(seed, '{"name":"\ud800"}') != raw_key(seed, '{"name":"\ud801"}')

@@ -68,16 +68,18 @@ class MerchantState:
         return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
 
 
-@dataclass(frozen=True, slots=True)
-class ProductRow:
+class ProductRow(NamedTuple):
     """A product to write: its key, the hash of the label it should show (None: no label)
     and the row as the page's statement reads it, written once
     (:mod:`esl_sync.sync.item_rows`): a JSON object of the row's columns but the merchant,
-    its ``content_hash`` and ``label_hash`` included."""
+    its ``content_hash`` and ``label_hash`` included. A tuple: one per item of every page."""
 
     key: tuple[str, str]
     label_hash: str | None
-    row_json: str = field(repr=False)
+    row_json: str
+
+    def __repr__(self) -> str:  # the row's JSON is long, and holds the raw item
+        return f"ProductRow(key={self.key!r}, label_hash={self.label_hash!r})"
 
 
 @dataclass(frozen=True)

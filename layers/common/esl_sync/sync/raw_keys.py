@@ -69,8 +69,17 @@ def _source(name: str) -> str | None:
 def raw_key(seed: bytes, text: str) -> str:
     """The key of one raw item's JSON text under a mapping's seed (any text: a lone
     surrogate Clover sent is keyed as it came)."""
-    data = text.encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=16, key=seed).hexdigest()
+    digest = _keyed(seed).copy()  # the key's block already hashed: once per seed
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+@cache
+def _keyed(seed: bytes) -> hashlib.blake2b:
+    """BLAKE2b keyed by ``seed``, nothing hashed yet: a copy of it hashes as
+    ``blake2b(data, digest_size=16, key=seed)`` does, without padding and compressing the
+    key again for every item (≈ 0.4 µs of ≈ 1)."""
+    return hashlib.blake2b(digest_size=16, key=seed)
 
 
 def unchanged(stored_hash: str | None, key: str) -> bool:
