@@ -17,6 +17,7 @@ from esl_sync.hipoink.errors import (
 )
 from esl_sync.hipoink.records import label_hash, parse_extra_fields, to_record
 from esl_sync.products import Product, stable_hash
+from esl_sync.sync import labels as labels_module
 from esl_sync.sync.labels import record_hash
 
 
@@ -191,6 +192,26 @@ def test_the_polls_record_hash_is_the_label_hash(record: dict[str, str]) -> None
     ``label_hash``: the two agree on any record (ASCII, DEL, control characters, text
     beyond ASCII, lone surrogates, in keys and values)."""
     assert record_hash(record) == label_hash(record) == stable_hash(record)
+
+
+def test_an_ascii_record_is_hashed_the_fast_way_and_any_other_the_standard_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reason ``record_hash`` exists: a label of ASCII text (nearly every one) is hashed
+    from orjson's output, without the standard library's way; anything else by it."""
+    slow: list[dict[str, str]] = []
+
+    def standard_way(record: dict[str, str]) -> str | None:
+        slow.append(record)
+        return label_hash(record)
+
+    monkeypatch.setattr(labels_module, "label_hash", standard_way)
+    ascii_record = {"pc": "A1", "pn": 'Cola "Zero" \\ 2L\t', "pp": "1.99", "pi": "I1"}
+    assert record_hash(ascii_record) == stable_hash(ascii_record)
+    assert slow == []
+    for other in ({"pc": "A1", "pn": "Café"}, {"pc": "A1", "pn": "\x7f"}, {"pc": "\ud800"}):
+        assert record_hash(other) == stable_hash(other)
+    assert len(slow) == 3
 
 
 @pytest.mark.parametrize("character", [chr(code) for code in range(128)] + ["é", "\ud800", "€"])
