@@ -169,6 +169,45 @@ def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = 
     )
 
 
+@dataclass
+class StageSplit:
+    """A first sync's CPU by stage (``bench --stages``), ms per 1,000 items."""
+
+    merchants: int
+    skus: int
+    total_ms_per_1000_items: float
+    stages_ms_per_1000_items: dict[str, float]  # devkit.bench_stages.STAGES, then "other"
+
+
+def run_stages(*, merchants: int, skus: int, say: Say = print) -> StageSplit:
+    """``bench --stages``: one first sync of every merchant (batches of 5, as the main run),
+    its poller CPU split by stage (:mod:`devkit.bench_stages`). Its own run: the stages'
+    wrappers are never on while the other figures are measured."""
+    from devkit.bench_stages import stage_clock
+
+    settings = {"CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS)}
+    with (
+        LocalStack(settings=settings, record_aws_calls=False) as stack,
+        _counting(stack) as counter,
+    ):
+        for n in range(merchants):
+            items = gas_station_catalog(skus, seed=n)
+            stack.add_merchant(f"MBENCH{n:06d}", f"bench-token-{n}", f"STORE-{n:04d}", items=items)
+        with stage_clock() as seconds:
+            first = _measure(stack, counter, "first sync", lambda _text: None, [])
+    fetched = first.items_per_poll * first.polls  # what the polls fetched (their metrics)
+    per_1000 = 1_000_000 / max(fetched, 1)  # seconds → ms per 1,000 items
+    total = first.cpu_ms_per_1000_items or 0.0
+    stages = {stage: round(spent * per_1000, 2) for stage, spent in seconds.items()}
+    stages["other"] = round(total - sum(stages.values()), 2)
+    split = StageSplit(merchants, skus, round(total, 2), stages)
+    say(f"first sync of {merchants} merchants × {skus} SKUs, CPU by stage (ms per 1,000 items):")
+    for stage, ms in split.stages_ms_per_1000_items.items():
+        say(f"  {stage:24s} {ms:7.2f}")
+    say(f"  {'total':24s} {split.total_ms_per_1000_items:7.2f}")
+    return split
+
+
 def run_cold_starts(
     functions: list[str], *, build: bool = True, runs: int = 5, say: Say = print
 ) -> BenchReport:
@@ -760,6 +799,11 @@ def run_from_args(args: argparse.Namespace) -> int:
         return 0
     if args.cpu_only:
         run_cpu_only(merchants=args.merchants, skus=args.skus, say=say)
+        return 0
+    if args.stages:
+        split = run_stages(merchants=args.merchants, skus=args.skus, say=say)
+        if args.json:
+            args.json.write_text(json.dumps(asdict(split), indent=2))
         return 0
     report = run_bench(
         merchants=args.merchants,

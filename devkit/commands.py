@@ -71,6 +71,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="only a first sync and idle polls: the two CPU figures, quickly",
     )
+    bench.add_argument(
+        "--stages",
+        action="store_true",
+        help="only a first sync, its CPU split by stage (transform, upsert, pages, …)",
+    )
     bench.add_argument("--json", type=Path, help="also write the figures to this file")
     bench.set_defaults(run=_bench, development=True)
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from devkit.bench import print_cold_starts, print_report, run_bench, run_cold_starts
+from devkit.bench import print_cold_starts, print_report, run_bench, run_cold_starts, run_stages
+from devkit.bench_stages import STAGES
 from devkit.commands import FUNCTION_NAMES
 from devkit.lambda_runner import FUNCTIONS
 from devkit.local_stack import LocalStack
@@ -114,3 +115,30 @@ def test_the_cold_start_only_bench_starts_the_functions_named(
     assert any(line.startswith("poller ") for line in lines)
     # The command's choices are the functions the bench knows
     assert tuple(FUNCTIONS) == FUNCTION_NAMES
+
+
+def test_the_stage_split_covers_the_first_sync_and_unwraps_after(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench --stages``: each stage of a first sync took CPU, together no more than the
+    handler's, the rest is ``other``; the wrapped steps are the originals again afterwards."""
+    import importlib
+
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    steps = {
+        (module, cls, method): getattr(importlib.import_module(module), cls).__dict__[method]
+        for _stage, module, cls, method in STAGES
+    }
+    lines: list[str] = []
+
+    split = run_stages(merchants=2, skus=1200, say=lines.append)
+
+    named = {stage for stage, *_ in STAGES}
+    assert set(split.stages_ms_per_1000_items) == named | {"other"}
+    assert all(split.stages_ms_per_1000_items[stage] > 0 for stage in named)
+    assert split.stages_ms_per_1000_items["other"] > -0.1  # the stages are part of the total
+    assert split.total_ms_per_1000_items > split.stages_ms_per_1000_items["transform"]
+    for (module, cls, method), original in steps.items():
+        assert getattr(importlib.import_module(module), cls).__dict__[method] is original
+    assert lines[0].startswith("first sync of 2 merchants × 1200 SKUs, CPU by stage")
+    assert any(line.split()[0] == "total" for line in lines)
