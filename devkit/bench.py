@@ -146,11 +146,10 @@ def run_bench(
     return report
 
 
-def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = print) -> None:
-    """``bench --cpu-only``: the two CPU figures alone (a first sync, then ``idle_cycles``
-    idle cycles), in a minute or so instead of the full run's minutes: for comparing a
-    change to the poll's Python before and after (take medians over several runs; no
-    heap pass, cold starts, idle run or builds)."""
+@contextmanager
+def _unsynced_stack(merchants: int, skus: int) -> Iterator[tuple[LocalStack, AwsCallCounter]]:
+    """A local stack of ``merchants`` gas stations of ``skus`` items, none polled yet, its
+    AWS calls counted: what the quick runs (``--cpu-only``, ``--stages``) start from."""
     settings = {"CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS)}
     with (
         LocalStack(settings=settings, record_aws_calls=False) as stack,
@@ -159,6 +158,15 @@ def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = 
         for n in range(merchants):
             items = gas_station_catalog(skus, seed=n)
             stack.add_merchant(f"MBENCH{n:06d}", f"bench-token-{n}", f"STORE-{n:04d}", items=items)
+        yield stack, counter
+
+
+def run_cpu_only(*, merchants: int, skus: int, idle_cycles: int = 3, say: Say = print) -> None:
+    """``bench --cpu-only``: the two CPU figures alone (a first sync, then ``idle_cycles``
+    idle cycles), in a minute or so instead of the full run's minutes: for comparing a
+    change to the poll's Python before and after (take medians over several runs; no
+    heap pass, cold starts, idle run or builds)."""
+    with _unsynced_stack(merchants, skus) as (stack, counter):
         quiet: Say = lambda _text: None  # noqa: E731
         first = _measure(stack, counter, "first sync", quiet, [])
         idle = [_measure(stack, counter, "idle", quiet, []) for _ in range(idle_cycles)]
@@ -185,16 +193,8 @@ def run_stages(*, merchants: int, skus: int, say: Say = print) -> StageSplit:
     wrappers are never on while the other figures are measured."""
     from devkit.bench_stages import stage_clock
 
-    settings = {"CLOVER_SYNC_INTERVAL_SECONDS": str(INTERVAL_SECONDS)}
-    with (
-        LocalStack(settings=settings, record_aws_calls=False) as stack,
-        _counting(stack) as counter,
-    ):
-        for n in range(merchants):
-            items = gas_station_catalog(skus, seed=n)
-            stack.add_merchant(f"MBENCH{n:06d}", f"bench-token-{n}", f"STORE-{n:04d}", items=items)
-        with stage_clock() as seconds:
-            first = _measure(stack, counter, "first sync", lambda _text: None, [])
+    with _unsynced_stack(merchants, skus) as (stack, counter), stage_clock() as seconds:
+        first = _measure(stack, counter, "first sync", lambda _text: None, [])
     fetched = first.items_per_poll * first.polls  # what the polls fetched (their metrics)
     per_1000 = 1_000_000 / max(fetched, 1)  # seconds → ms per 1,000 items
     total = first.cpu_ms_per_1000_items or 0.0
