@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="skip the builds (sizes; cold starts use the layer as installed here)",
     )
-    bench.add_argument(
+    modes = bench.add_mutually_exclusive_group()  # one quick run at a time, or the full one
+    modes.add_argument(
         "--cold-start-only",
         action="store_true",
         help="only the cold starts of --function (default: the poller), no polls",
@@ -66,12 +67,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=5,
         help="fresh processes per function for --cold-start-only (default 5; median)",
     )
-    bench.add_argument(
+    modes.add_argument(
         "--cpu-only",
         action="store_true",
         help="only a first sync and idle polls: the two CPU figures, quickly",
     )
-    bench.add_argument(
+    modes.add_argument(
         "--stages",
         action="store_true",
         help="only a first sync, its CPU split by stage (transform, upsert, pages, …)",

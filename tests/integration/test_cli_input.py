@@ -303,6 +303,9 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["bench", "--idle-merchants", "1e9"],
     ["bench", "--cold-start-only", "--function", "sender"],
     ["bench", "--cold-start-only", "--runs", "0"],
+    ["bench", "--cpu-only", "--stages"],  # one mode at a time, never one silently dropped
+    ["bench", "--stages", "--cold-start-only"],
+    ["bench", "--stages", "--merchants", "x"],
 ]
 
 
