@@ -150,7 +150,7 @@ RECORD_VARIABLE = "ESL_SYNC_RECORD_AWS_CALLS"
 _INTEGRATION = Path(__file__).parent / "integration"
 _integration_calls: set[AwsCall] = set()
 _integration_items: set[str] = set()
-_integration_passed: set[str] = set()
+_passed: set[str] = set()  # every test that passed or was skipped (see logreport)
 _integration_partial: list[str] = []
 
 
@@ -188,7 +188,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     Any test: under xdist the controller hears of every test before it knows which ones are
     integration tests (the workers collect, and tell it at the end)."""
     if report.skipped or (report.when == "call" and report.passed):
-        _integration_passed.add(report.nodeid)
+        _passed.add(report.nodeid)
 
 
 # Under pytest-xdist (`scripts/test` runs two worker processes) each worker runs part of
@@ -227,9 +227,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         }
         return
     complete = (
-        bool(_integration_items)
-        and not _integration_partial
-        and _integration_items <= _integration_passed
+        bool(_integration_items) and not _integration_partial and _integration_items <= _passed
     )
     recording = bool(os.environ.get(RECORD_VARIABLE))
     if not complete:
