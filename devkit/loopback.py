@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from http.server import ThreadingHTTPServer
 from types import TracebackType
@@ -31,6 +32,9 @@ class LoopbackService:
         # Where to listen: loopback on a free port, unless containers must reach it
         # (devkit/local_services.py, for `sam local invoke`).
         self.address: tuple[str, int] = ("127.0.0.1", 0)
+        # (certificate file, key file): serve HTTPS with them (a test's own certificate,
+        # which no trusted root signed: tests/tls_certs.py); None: plain HTTP.
+        self.certificate: tuple[str, str] | None = None
 
     def _make_server(self) -> LoopbackServer:
         raise NotImplementedError
@@ -43,6 +47,12 @@ class LoopbackService:
         if self._server is not None:
             raise RuntimeError(f"{self.thread_name} is already running")
         self._server = self._make_server()
+        if self.certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.certificate)
+            # A client that refuses the certificate fails the handshake in accept(): an
+            # OSError, which the server drops with that connection and serves on.
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.01},  # how long stop() may wait for the loop
@@ -80,4 +90,5 @@ class LoopbackService:
         """Where the code under test points its base URL."""
         if self._server is None:
             raise RuntimeError(f"{self.thread_name} is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "http" if self.certificate is None else "https"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"

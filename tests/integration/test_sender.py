@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,8 +24,10 @@ from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import HIPOINK_SIGN, LocalStack
 from devkit.template import REPO_ROOT, load_template
-from esl_sync import runtime
+from esl_sync import runtime, tls
+from esl_sync.hipoink.client import MESSAGE_MAX_CHARS
 from esl_sync.messages import LabelJob
+from tests.tls_certs import self_signed
 
 M = "MSEND0000001"
 STORE = "STORE-SEND"
@@ -200,6 +204,93 @@ def test_a_wrong_sign_blocks_the_store_until_it_is_fixed(
     assert (status["stale_labels"], status["store_blocked"]) == (0, None)
     assert "was not blocked" in stack.cli("stores", "unblock", M)
     assert all(HIPOINK_SIGN not in line for line in stack.logs)
+
+
+def test_a_hipoink_certificate_that_fails_verification_blocks_the_store_until_trusted(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A certificate no trusted root signed (a private CA not in ``SSL_CERT_FILE``, the
+    wrong host, one let expire) fails every retry alike: the store is blocked and alarmed,
+    its labels name why, and nothing is dead-lettered; trusted, a re-test delivers all."""
+    cert, key = self_signed(tmp_path)
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    tls.forget()
+    hipoink = HipoinkSimulator(sign=HIPOINK_SIGN)
+    hipoink.certificate = (str(cert), str(key))
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    with hipoink, LocalStack(hipoink_base_url=hipoink.base_url) as stack:
+        assert hipoink.base_url.startswith("https://")
+        hipoink.add_store(STORE)
+        stack.add_merchant(M, "tok", STORE, items=_catalog(5))
+
+        first = stack.run_cycle()
+
+        assert (first.labels.records, first.labels.failures, first.dead_lettered) == (1, 0, 0)
+        assert hipoink.request_count() == 0  # refused in the handshake, before any request
+        assert any('"HipoinkConfigErrors"' in line for line in stack.logs)
+        blocked = _status(stack)["store_blocked"]
+        refusal = re.search(
+            r"(create_multiple: Hipoink's TLS certificate failed verification \((.+)\))$", blocked
+        )
+        assert refusal is not None, blocked
+        assert re.search(r"self.signed certificate", refusal[2]), refusal[2]
+        stale = _stale(stack)
+        assert len(stale) == 5
+        assert {row["failure"] for row in stale.values()} == {f"configuration: {refusal[1]}"}
+
+        # The operator trusts the certificate: the setting, then new instances of the sender.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        tls.forget()
+        runtime.reset()
+        _expire_block(stack)
+        assert "in 1 label job(s)" in stack.cli("heal", M, "--older-than", "0")
+        assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+        assert hipoink.labels(STORE) == _expected(stack)
+        status = _status(stack)
+        assert (status["stale_labels"], status["store_blocked"]) == (0, None)
+    tls.forget()
+
+
+def test_a_refusal_postgres_could_not_store_as_sent_still_names_the_label(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """Hipoink's message is stored on the refused label: a NUL or a lone surrogate in it
+    (which Postgres refuses) or a megabyte of it must not crash the job into the
+    dead-letter queue; the label is named and the rest go through."""
+    stack = make_stack(HIPOINK_BATCH_SIZE="1")
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=_catalog(3))
+    message = "product SKU0000:\u0000 bad\nname \ud800" + "x" * 1_000_000
+    hipoink.fail_next(200, body=json.dumps({"error_code": 1, "error_msg": message}))
+
+    summary = stack.run_cycle()
+
+    assert (summary.labels.failures, summary.dead_lettered) == (0, 0)
+    stale = _stale(stack)
+    assert len(stale) == 1
+    (refused,) = stale.values()
+    kept = ("product SKU0000: bad name " + "x" * MESSAGE_MAX_CHARS)[:MESSAGE_MAX_CHARS]
+    assert refused["failure"] == f"bad_record: create_multiple: {kept}"
+    assert len(hipoink.labels(STORE)) == 2
+
+
+def test_a_configuration_refusal_postgres_could_not_store_as_sent_still_blocks(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    stack = make_stack()
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=_catalog(3))
+    message = "sign\u0000 error \udfff"  # NUL, a lone surrogate: json writes them escaped
+    hipoink.fail_next(200, body=json.dumps({"error_code": 1, "error_msg": message}))
+
+    summary = stack.run_cycle()
+
+    assert (summary.labels.failures, summary.dead_lettered) == (0, 0)
+    assert _status(stack)["store_blocked"].endswith(": create_multiple: sign error")
+    assert {row["failure"] for row in _stale(stack).values()} == {
+        "configuration: create_multiple: sign error"
+    }
 
 
 def test_upsert_then_delete_in_one_batch_and_a_barcode_change(stack: LocalStack) -> None:

@@ -14,12 +14,13 @@ from pathlib import Path
 import certifi
 import pytest
 
+from devkit.hipoink_sim import HipoinkSimulator
 from esl_sync import tls
 from esl_sync.clover.client import CloverClient
 from esl_sync.clover.errors import CloverConnectionError
 from esl_sync.clover.oauth import CloverOAuthClient
 from esl_sync.hipoink.client import HipoinkClient
-from esl_sync.hipoink.errors import HipoinkRetryable
+from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRetryable
 from esl_sync.records import ItemPage
 from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError
@@ -114,7 +115,11 @@ def _clover_page(clover: CloverClient, url: str) -> ItemPage:
 
 def test_a_certificate_no_trusted_root_signed_is_refused(https: Https) -> None:
     url, _, built = https
-    with pytest.raises(HipoinkRetryable, match="ConnectError"):
+    # A configuration error (the store is blocked, not retried into the dead-letter queue).
+    with pytest.raises(
+        HipoinkConfigError,
+        match=r"^create_multiple: Hipoink's TLS certificate failed verification \(self.signed",
+    ):
         _hipoink(url).upsert("STORE-1", [])
     with pytest.raises(AwsError) as raised:
         aws_json.client("dynamodb", attempts=1).call("GetItem", {})
@@ -123,6 +128,17 @@ def test_a_certificate_no_trusted_root_signed_is_refused(https: Https) -> None:
         _clover_page(clover, url)
     assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
     assert built == [(certifi.where(), None)]  # certifi's roots, loaded once for all three
+
+
+@pytest.mark.usefixtures("https")  # its trust stores: certifi's alone
+def test_a_handshake_that_fails_otherwise_is_retried() -> None:
+    """Not every TLS failure is about the certificate: a server that answers plain HTTP to
+    a TLS handshake (or breaks it off) may be a passing fault, so it stays retryable."""
+    with HipoinkSimulator(sign="the-sign") as plain:
+        https_to_plain = plain.base_url.replace("http://", "https://")
+        with pytest.raises(HipoinkRetryable, match=r"^create_multiple: ConnectError$"):
+            _hipoink(https_to_plain).upsert("STORE-1", [])
+        assert plain.request_count() == 0
 
 
 def test_every_https_client_verifies_with_the_one_context_of_its_trust_store(

@@ -4,11 +4,18 @@ Hipoink answers HTTP 200 even for errors; ``error_code`` decides, and its ``erro
 says which class of :mod:`esl_sync.hipoink.errors` the error is. The ``sign`` is a shared secret: it
 is sent in the body and never appears in a log line, error or repr. It is read through a
 callable on every call, so a rotated secret is picked up when its cache expires.
+
+A server certificate that fails verification is a configuration error, not a transient
+one: retrying the same handshake gets the same refusal, so the store is blocked and
+re-tested after the cool-down (and alarmed) instead of burning SQS receives into the
+dead-letter queue. It means the wrong ``HIPOINK_BASE_URL``, a private CA missing from
+``SSL_CERT_FILE``, or a certificate Hipoink let expire.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -23,6 +30,10 @@ from esl_sync.hipoink.errors import (
     classify,
 )
 from esl_sync.hipoink.records import HipoinkRecord
+
+MESSAGE_MAX_CHARS = 500
+"""Of Hipoink's ``error_msg``, what is kept (in the error, its log line, and each refused
+label's failure in Postgres): enough to read, never a megabyte per label."""
 
 
 class HipoinkClient:
@@ -76,6 +87,11 @@ class HipoinkClient:
         except httpx.TimeoutException:
             raise HipoinkRetryable(f"{path}: timed out") from None
         except httpx.TransportError as error:
+            refusal = certificate_refusal(error)
+            if refusal is not None:
+                raise HipoinkConfigError(
+                    f"{path}: Hipoink's TLS certificate failed verification ({refusal})"
+                ) from None
             raise HipoinkRetryable(f"{path}: {type(error).__name__}") from None
         status = response.status_code
         if status >= 500 or status in (408, 429):
@@ -86,13 +102,55 @@ class HipoinkClient:
             raise HipoinkRecordError(f"{path}: HTTP 413 (batch too large)")
         try:
             answer = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             raise HipoinkRetryable(f"{path}: answer is not JSON (HTTP {status})") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("error_code"), int):
             raise HipoinkRetryable(f"{path}: answer has no integer error_code")
         if answer["error_code"] != 0:
-            message = str(answer.get("error_msg") or "no message")
-            if sign:
-                message = message.replace(sign, "***")
+            message = said(answer.get("error_msg"), sign)
             raise classify(message)(f"{path}: {message}")
         return answer
+
+
+def said(error_msg: object, sign: str) -> str:
+    """Hipoink's ``error_msg`` as it is kept: the sign masked, made one line of storable
+    text (no NUL or lone surrogate, which Postgres refuses: a refused label must be named,
+    not crash the job) and cut to :data:`MESSAGE_MAX_CHARS`; ``no message`` if nothing
+    is left. The sign is masked before cleaning and again after it (dropping characters
+    could join one), then the text is cut, so no part of a masked sign survives."""
+    # Imported here: only an error answer needs it, and esl_sync.storable loads orjson,
+    # which a sender's cold start does not otherwise pay for.
+    from esl_sync.storable import label_text
+
+    text = error_msg if isinstance(error_msg, str) else str(error_msg or "")
+    if sign:
+        text = text.replace(sign, "***")
+    text = label_text(text, len(text))
+    if sign:
+        text = text.replace(sign, "***")
+    return label_text(text, MESSAGE_MAX_CHARS) or "no message"
+
+
+_REFUSAL_MAX_CHARS = 200
+
+
+def certificate_refusal(error: BaseException) -> str | None:
+    """OpenSSL's reason (``self-signed certificate``, ``certificate has expired``,
+    ``Hostname mismatch, …``) when ``error`` comes of a certificate that failed
+    verification, else None. httpx raises its own error from httpcore's, raised from the
+    ``ssl`` one: the causes are walked (a bounded chain: a cycle cannot hold it)."""
+    from esl_sync.storable import label_text  # see said()
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            # Set by the ssl module on the errors it raises; read with a default all the same.
+            for reason in (getattr(cause, "verify_message", None), getattr(cause, "reason", None)):
+                shown = label_text(str(reason), _REFUSAL_MAX_CHARS) if reason else ""
+                if shown:
+                    return shown
+            return "no reason given"
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

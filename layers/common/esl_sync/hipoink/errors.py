@@ -22,11 +22,12 @@ _NOT_FOUND = re.compile(r"not (found|exist)", re.IGNORECASE)
 
 
 class HipoinkError(Exception):
-    """Base of the sender's errors; the message is safe to log and to store."""
+    """Base of the sender's errors; the message is safe to log and to store (the server's
+    own words are kept as :func:`esl_sync.hipoink.client.said` leaves them)."""
 
 
 class HipoinkRetryable(HipoinkError):
-    """Timeout, 5xx, 429, 408 or a body that is not JSON: retry later."""
+    """Timeout, connection error, 5xx, 429, 408 or a body that is not JSON: retry later."""
 
 
 class HipoinkRecordError(HipoinkError):
@@ -38,7 +39,8 @@ class HipoinkNotFound(HipoinkRecordError):
 
 
 class HipoinkConfigError(HipoinkError):
-    """Wrong sign, client id, store code or ``f1`` encoding: stop sending for the store."""
+    """Wrong sign, client id, store code or ``f1`` encoding, or a server certificate that
+    fails verification: retrying cannot help, so stop sending for the store."""
 
 
 def classify(message: str) -> type[HipoinkError]:
