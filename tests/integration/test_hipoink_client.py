@@ -92,12 +92,29 @@ def test_a_batch_over_the_server_limit_is_refused_for_splitting(sim: HipoinkSimu
 
 @pytest.mark.parametrize(
     ("status", "body"),
-    [(500, None), (503, None), (429, None), (408, None), (200, "<html>proxy error</html>")],
+    [
+        (500, None),
+        (503, None),
+        (429, None),
+        (408, None),
+        (200, "<html>proxy error</html>"),
+        # Answers without the integer error_code Hipoink documents: never taken for success.
+        (200, '{"error_code": false}'),
+        (200, '{"error_code": true}'),
+        (200, '{"error_code": "0"}'),
+        (200, '{"error_code": 0.0}'),
+        (200, '{"error_code": null}'),
+        (200, "{}"),
+        (200, "[0]"),
+        (200, "[" * 100_000 + "]" * 100_000),  # deeper than Python's parser goes
+    ],
+    ids=lambda value: value if not isinstance(value, str) or len(value) < 40 else "too-deep",
 )
 def test_retryable_answers(sim: HipoinkSimulator, status: int, body: str | None) -> None:
     sim.fail_next(status, body=body)
     with pytest.raises(HipoinkRetryable):
         client_for(sim).upsert(STORE, [record("A")])
+    assert sim.labels(STORE) == {}  # the fault answered in the server's stead
 
 
 def test_a_timeout_is_retryable(sim: HipoinkSimulator) -> None:

@@ -104,9 +104,12 @@ class HipoinkClient:
             answer = response.json()
         except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             raise HipoinkRetryable(f"{path}: answer is not JSON (HTTP {status})") from None
-        if not isinstance(answer, dict) or not isinstance(answer.get("error_code"), int):
+        code = answer.get("error_code") if isinstance(answer, dict) else None
+        # A boolean is not the integer Hipoink documents: ``false`` must not pass for 0 and
+        # acknowledge labels the server may not hold (Python counts bools as ints).
+        if not isinstance(code, int) or isinstance(code, bool):
             raise HipoinkRetryable(f"{path}: answer has no integer error_code")
-        if answer["error_code"] != 0:
+        if code != 0:
             message = said(answer.get("error_msg"), sign)
             raise classify(message)(f"{path}: {message}")
         return answer
