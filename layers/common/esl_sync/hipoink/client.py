@@ -104,7 +104,9 @@ class HipoinkClient:
             answer = response.json()
         except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             raise HipoinkRetryable(f"{path}: answer is not JSON (HTTP {status})") from None
-        code = answer.get("error_code") if isinstance(answer, dict) else None
+        if not isinstance(answer, dict):
+            raise HipoinkRetryable(f"{path}: answer has no integer error_code")
+        code = answer.get("error_code")
         # A boolean is not the integer Hipoink documents: ``false`` must not pass for 0 and
         # acknowledge labels the server may not hold (Python counts bools as ints).
         if not isinstance(code, int) or isinstance(code, bool):
