@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from devkit.hipoink_sim import HipoinkSimulator
-from esl_sync.hipoink.client import HipoinkClient
+from esl_sync.hipoink.client import MESSAGE_MAX_CHARS, HipoinkClient
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkError,
@@ -107,6 +111,8 @@ def test_a_batch_over_the_server_limit_is_refused_for_splitting(sim: HipoinkSimu
         (200, "{}"),
         (200, "[0]"),
         (200, "[" * 100_000 + "]" * 100_000),  # deeper than Python's parser goes
+        (400, '{"error_code": 0}'),  # a success under an error status is none
+        (302, '{"error_code": 0}'),
     ],
     ids=lambda value: value if not isinstance(value, str) or len(value) < 40 else "too-deep",
 )
@@ -141,3 +147,67 @@ def test_the_sign_is_read_on_every_call(sim: HipoinkSimulator) -> None:
     current["sign"] = SIGN  # rotated in the secret store
     client.upsert(STORE, [record("A")])
     assert list(sim.labels(STORE)) == ["A"]
+
+
+_NO_STORABLE_LINE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\ud800-\\udfff]")
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(st.characters(exclude_categories=())),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+_answers = st.one_of(
+    # What a Hipoink could say: an object with any error_code and any error_msg (the sign
+    # echoed in it at times), written as json writes it (lone surrogates as escapes).
+    st.fixed_dictionaries(
+        {"error_code": st.integers(-1, 2) | st.booleans() | _json_values},
+        optional={
+            "error_msg": st.text(st.characters(exclude_categories=()))
+            | st.builds("{} sign {} {}".format, st.text(), st.just(SIGN), st.text())
+            | _json_values,
+            "count": _json_values,
+        },
+    ).map(json.dumps),
+    # What a proxy or a broken server could say instead.
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=200),
+)
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[HipoinkSimulator]:
+    """One simulator for every example: each answers one request with a fault it set."""
+    with HipoinkSimulator(sign=SIGN, stores=[STORE]) as simulator:
+        yield simulator
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(
+    status=st.sampled_from([200, 200, 200, 400, 401, 404, 408, 413, 429, 500, 502]), body=_answers
+)
+def test_whatever_hipoink_answers_is_one_named_class_with_a_storable_message(
+    shared_sim: HipoinkSimulator, status: int, body: str
+) -> None:
+    """Any status and body: the client either succeeds or raises one of the sender's error
+    classes (never another exception), whose message is one line Postgres can store, at
+    most the kept length past its prefix, with the sign masked."""
+    shared_sim.fail_next(status, body=body)
+    client = client_for(shared_sim)
+    try:
+        client.upsert(STORE, [record("A")])
+    except HipoinkError as error:
+        message = str(error)
+        assert message.startswith("create_multiple: ")
+        assert not _NO_STORABLE_LINE.search(message)
+        assert len(message) <= len("create_multiple: ") + MESSAGE_MAX_CHARS
+        assert SIGN not in message
+    else:
+        assert status == 200  # only an answer with error_code 0 is a success
+        answer = json.loads(body)
+        assert type(answer) is dict
+        assert type(answer["error_code"]) is int
+        assert answer["error_code"] == 0
+    finally:
+        client.close()

@@ -114,6 +114,10 @@ class HipoinkClient:
         if code != 0:
             message = said(answer.get("error_msg"), sign)
             raise classify(message)(f"{path}: {message}")
+        if not 200 <= status < 300:
+            # error_code 0 under an error status (a 400, a redirect): not a success, so no
+            # label is acknowledged that Hipoink may not hold; retried, then dead-lettered.
+            raise HipoinkRetryable(f"{path}: HTTP {status} with error_code 0")
         return answer
 
 
