@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devkit.hipoink_sim import HipoinkSimulator
-from esl_sync.hipoink.client import MESSAGE_MAX_CHARS, HipoinkClient
+from esl_sync.hipoink.client import ANSWER_MAX_BYTES, MESSAGE_MAX_CHARS, HipoinkClient
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkError,
@@ -111,6 +111,7 @@ def test_a_batch_over_the_server_limit_is_refused_for_splitting(sim: HipoinkSimu
         (200, "{}"),
         (200, "[0]"),
         (200, "[" * 100_000 + "]" * 100_000),  # deeper than Python's parser goes
+        (200, '{"error_code": 0, "pad": "' + "x" * (1 << 20) + '"}'),  # past ANSWER_MAX_BYTES
         (400, '{"error_code": 0}'),  # a success under an error status is none
         (302, '{"error_code": 0}'),
     ],
@@ -121,6 +122,15 @@ def test_retryable_answers(sim: HipoinkSimulator, status: int, body: str | None)
     with pytest.raises(HipoinkRetryable):
         client_for(sim).upsert(STORE, [record("A")])
     assert sim.labels(STORE) == {}  # the fault answered in the server's stead
+
+
+def test_an_answer_past_its_bound_is_not_read_whole(sim: HipoinkSimulator) -> None:
+    sim.fail_next(200, body='{"error_code": 0, "pad": "' + "x" * 50_000_000 + '"}')
+    with pytest.raises(HipoinkRetryable, match=r"answer larger than 1048576 bytes \(HTTP 200\)$"):
+        client_for(sim).upsert(STORE, [record("A")])
+    assert ANSWER_MAX_BYTES == 1 << 20
+    sim.fail_next(200, body='{"error_code": 0, "pad": "' + "x" * (ANSWER_MAX_BYTES - 30) + '"}')
+    client_for(sim).upsert(STORE, [record("A")])  # within it: read, and a success
 
 
 def test_a_timeout_is_retryable(sim: HipoinkSimulator) -> None:

@@ -31,6 +31,10 @@ from esl_sync.hipoink.errors import (
 )
 from esl_sync.hipoink.records import HipoinkRecord
 
+ANSWER_MAX_BYTES = 1 << 20
+"""Of an answer's body, what is read: Hipoink answers a few hundred bytes of JSON, and a
+body past this (a base URL that serves something else, a broken proxy) is retried, never
+held whole in a sender's memory."""
 MESSAGE_MAX_CHARS = 500
 """Of Hipoink's ``error_msg``, what is kept (in the error, its log line, and each refused
 label's failure in Postgres): enough to read, never a megabyte per label."""
@@ -82,18 +86,7 @@ class HipoinkClient:
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         sign = self._sign()
-        try:
-            response = self._http.post(self._url + path, json={**body, "sign": sign})
-        except httpx.TimeoutException:
-            raise HipoinkRetryable(f"{path}: timed out") from None
-        except httpx.TransportError as error:
-            refusal = certificate_refusal(error)
-            if refusal is not None:
-                raise HipoinkConfigError(
-                    f"{path}: Hipoink's TLS certificate failed verification ({refusal})"
-                ) from None
-            raise HipoinkRetryable(f"{path}: {type(error).__name__}") from None
-        status = response.status_code
+        status, content = self._exchange(path, {**body, "sign": sign})
         if status >= 500 or status in (408, 429):
             raise HipoinkRetryable(f"{path}: HTTP {status}")
         if status in (401, 403, 404):
@@ -101,7 +94,7 @@ class HipoinkClient:
         if status == 413:
             raise HipoinkRecordError(f"{path}: HTTP 413 (batch too large)")
         try:
-            answer = response.json()
+            answer = json.loads(content)  # what httpx's Response.json() does
         except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             raise HipoinkRetryable(f"{path}: answer is not JSON (HTTP {status})") from None
         if not isinstance(answer, dict):
@@ -119,6 +112,31 @@ class HipoinkClient:
             # label is acknowledged that Hipoink may not hold; retried, then dead-lettered.
             raise HipoinkRetryable(f"{path}: HTTP {status} with error_code 0")
         return answer
+
+    def _exchange(self, path: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+        """One POST: its status and at most :data:`ANSWER_MAX_BYTES` of its body, or the
+        transport's failure as a typed error (never chained: httpx's exceptions hold the
+        request, and with it the sign)."""
+        try:
+            with self._http.stream("POST", self._url + path, json=payload) as response:
+                content = bytearray()
+                for chunk in response.iter_bytes():  # decoded: a compressed body counts unpacked
+                    content += chunk
+                    if len(content) > ANSWER_MAX_BYTES:
+                        raise HipoinkRetryable(
+                            f"{path}: answer larger than {ANSWER_MAX_BYTES} bytes"
+                            f" (HTTP {response.status_code})"
+                        )
+                return response.status_code, bytes(content)
+        except httpx.TimeoutException:
+            raise HipoinkRetryable(f"{path}: timed out") from None
+        except httpx.TransportError as error:
+            refusal = certificate_refusal(error)
+            if refusal is not None:
+                raise HipoinkConfigError(
+                    f"{path}: Hipoink's TLS certificate failed verification ({refusal})"
+                ) from None
+            raise HipoinkRetryable(f"{path}: {type(error).__name__}") from None
 
 
 def said(error_msg: object, sign: str) -> str:
