@@ -115,7 +115,11 @@ def test_a_batch_over_the_server_limit_is_refused_for_splitting(sim: HipoinkSimu
         (400, '{"error_code": 0}'),  # a success under an error status is none
         (302, '{"error_code": 0}'),
     ],
-    ids=lambda value: value if not isinstance(value, str) or len(value) < 40 else "too-deep",
+    ids=lambda value: (
+        value
+        if not isinstance(value, str) or len(value) < 40
+        else f"{value[:16]}…{len(value)}-chars"
+    ),
 )
 def test_retryable_answers(sim: HipoinkSimulator, status: int, body: str | None) -> None:
     sim.fail_next(status, body=body)
