@@ -413,3 +413,29 @@ def test_a_variable_price_shows_no_price_and_a_server_refusing_that_names_the_la
     assert (rejected["pc"], rejected["action"]) == ("LOTTO", "upsert")
     assert rejected["failure"].startswith("bad_record: ")
     assert "pp must be a decimal string" in rejected["failure"]
+
+
+def test_ids_postgres_cannot_take_on_a_page_worth_a_stored_check_leave_the_rest_stored(
+    stack: LocalStack,
+) -> None:
+    """A page of many items after the first read is checked against what is stored (so
+    unchanged items skip the transform) by their ids, sent to Postgres before any item is
+    judged: an id with a NUL or a lone surrogate (which Postgres refuses), a number or a
+    megabyte there must not fail the poll; those items are counted as rejected."""
+    clover, hipoink = sims(stack)
+    stack.add_merchant(M, "tok-hostile", STORE, items=catalog(60))
+    cycle_cleanly(stack)
+    t = clover.clock_ms() - 1_000
+    items = [{**item, "price": item["price"] + 1, "modifiedTime": t} for item in clover.items(M)]
+    bad_ids: list[object] = ["BAD\u0000ID", "\ud800", 12345, "X" * 1_000_000, None]
+    items += [{**items[0], "id": bad, "sku": f"BAD{n}"} for n, bad in enumerate(bad_ids)]
+    clover.fail_next(200, merchant_id=M, body=json.dumps({"elements": items}))
+
+    sums = cycle_cleanly(stack)
+
+    assert sums["InvalidItems"] == len(bad_ids)
+    labels = hipoink.labels(STORE)
+    assert {pc: labels[pc]["pp"] for pc in labels} == {
+        f"H{k:03d}": dollars(100 + k + 1) for k in range(60)
+    }
+    assert len(rows(stack)) == 60

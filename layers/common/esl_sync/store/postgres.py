@@ -156,11 +156,14 @@ class PostgresProductWriter:
         return {(sid, vid) for sid, vid in result.fetchall()}
 
     def stored_hashes(self, merchant_id: str, item_ids: Sequence[str]) -> dict[str, StoredHash]:
+        # The ids as one JSON text, as label_owners sends its codes: psycopg writes a list
+        # of 1,000 as an array in Python at ≈ 0.9 ms, json's encoder at ≈ 0.07 (a sweep
+        # asks this for every page).
         result = self._conn.execute(
             "SELECT source_id, content_hash, validation_error IS NOT NULL FROM products"
             " WHERE merchant_id = %s AND source_system = %s AND source_variant_id = ''"
-            " AND source_id = ANY(%s)",
-            (merchant_id, self._source_system, list(item_ids)),
+            " AND source_id IN (SELECT jsonb_array_elements_text(%s::jsonb))",
+            (merchant_id, self._source_system, json.dumps(list(item_ids))),
         )
         return {sid: StoredHash(h, refused) for sid, h, refused in result.fetchall()}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from esl_sync.clover.errors import CloverAuthError, CloverError
-from esl_sync.clover.item_types import is_deleted
+from esl_sync.clover.item_types import ID_PATTERN, is_deleted
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.clover.walk import ItemWalk
 from esl_sync.credentials import StoredTokens
@@ -335,7 +335,11 @@ class _Poll:
         many items after the first read (a sweep, a bulk edit, the overlap of one)."""
         if len(page) < SKIP_CHECK_MIN_ITEMS or self.state.high_water_ms is None:
             return {}
-        ids = [i for i in (raw.get("id") for raw in page) if isinstance(i, str)]
+        # Only ids a product can have (ID_PATTERN): an item with another is rejected by
+        # the transform anyway, and its id (a NUL, a lone surrogate, a megabyte) could make
+        # Postgres refuse this query, and with it the page of every later poll.
+        usable = ID_PATTERN.fullmatch
+        ids = [i for i in (raw.get("id") for raw in page) if isinstance(i, str) and usable(i)]
         return tx.stored_hashes(self.merchant_id, ids)
 
     def _transform(self, page: list[Item], stored: Mapping[str, StoredHash]) -> _Rows:
