@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ from esl_sync.clover.errors import (
     CloverRefreshRejected,
     CloverServerError,
 )
-from esl_sync.clover.oauth import CloverOAuthClient
+from esl_sync.clover.oauth import ANSWER_MAX_BYTES, CloverOAuthClient
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper, TokenRefreshBusy
 from esl_sync.credentials import CloverTokens, StoredTokens
@@ -70,6 +70,39 @@ def test_failures_are_typed_and_never_quote_a_token(
 
     assert "SECRET" not in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize("status", [200, 401, 503])
+def test_an_answer_past_its_bound_is_not_read_further(status: int) -> None:
+    """A token pair is a few hundred bytes: a body past ANSWER_MAX_BYTES (a host that
+    serves something else) is refused by its size, in chunks never read whole."""
+    chunk = b'{"access_token": "new-access-SECRET", "pad": "' + b"x" * 65_536
+    chunks_read = 0
+
+    def endless() -> Iterator[bytes]:
+        nonlocal chunks_read
+        while True:
+            chunks_read += 1
+            yield chunk
+
+    client = _client(lambda _request: httpx.Response(status, content=endless()))
+
+    with pytest.raises(CloverBadResponse) as caught:
+        client.refresh("https://api.clover.com", "M1", "old-refresh-SECRET")
+
+    assert str(caught.value) == (
+        f"merchant M1: POST /oauth/v2/refresh: answer larger than {ANSWER_MAX_BYTES} bytes"
+        f" (HTTP {status})"
+    )
+    assert chunks_read == ANSWER_MAX_BYTES // len(chunk) + 1  # stopped at the first past it
+    assert caught.value.__cause__ is None
+
+
+def test_an_answer_within_its_bound_is_read_whole() -> None:
+    padded = json.dumps({**PAIR, "pad": "x" * (ANSWER_MAX_BYTES - 400)}).encode()
+    assert len(padded) <= ANSWER_MAX_BYTES
+    client = _client(lambda _request: httpx.Response(200, content=padded))
+    assert client.refresh("https://api.clover.com", "M1", "r") == CloverTokens.from_object(PAIR)
 
 
 def test_tokens_never_show_in_a_repr_or_a_parse_error() -> None:

@@ -25,7 +25,7 @@ import socket
 import ssl
 import threading
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -87,6 +87,17 @@ class Answer(NamedTuple):
                 raise Unreadable("gzip body is truncated")
             rest = inflater.unused_data
         return bytes(out)
+
+
+def read_at_most(chunks: Iterable[bytes], limit: int) -> bytes | None:
+    """``chunks`` joined, or None as soon as they pass ``limit`` bytes (the rest is never
+    read): how the httpx clients (Hipoink's, Clover's OAuth) bound a streamed answer."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 class Origin:

@@ -15,6 +15,8 @@ fields at fault.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import httpx
 
 from esl_sync import tls
@@ -30,7 +32,16 @@ from esl_sync.clover.errors import (
 )
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 from esl_sync.credentials import CloverTokens
+from esl_sync.http_connections import read_at_most
 
+
+class _Answer(NamedTuple):
+    status: int
+    content: bytes
+
+
+ANSWER_MAX_BYTES = 1 << 20
+"""Of an answer's body, what is read (unpacked): a token pair is a few hundred bytes."""
 REFRESH_PATH = "/oauth/v2/refresh"
 TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a password
 
@@ -70,11 +81,11 @@ class CloverOAuthClient:
                 merchant_id,
                 where,
             )
-        if response.status_code in (401, 403):
+        if response.status in (401, 403):
             raise CloverRefreshRejected(
-                f"{where}: HTTP {response.status_code} (refresh token used, revoked or expired)",
+                f"{where}: HTTP {response.status} (refresh token used, revoked or expired)",
                 merchant_id=merchant_id,
-                status=response.status_code,
+                status=response.status,
             )
         return self._tokens(response, merchant_id, where)
 
@@ -91,29 +102,40 @@ class CloverOAuthClient:
                 merchant_id,
                 where,
             )
-        if response.status_code in (400, 401, 403):
+        if response.status in (400, 401, 403):
             raise CloverCodeRejected(
-                f"{where}: HTTP {response.status_code} (code expired or used, or the app's"
+                f"{where}: HTTP {response.status} (code expired or used, or the app's"
                 " client id or secret is wrong)",
                 merchant_id=merchant_id,
-                status=response.status_code,
+                status=response.status,
             )
         return self._tokens(response, merchant_id, where)
 
-    def _post(self, url: str, body: dict[str, str], merchant_id: str, where: str) -> httpx.Response:
-        """One POST; transport failures as typed errors (never chained: httpx's
-        exceptions hold the request, and with it the body's secrets)."""
+    def _post(self, url: str, body: dict[str, str], merchant_id: str, where: str) -> _Answer:
+        """One POST: its status and at most :data:`ANSWER_MAX_BYTES` of its body (a token
+        pair is a few hundred bytes; a larger answer is not read further), transport
+        failures as typed errors (never chained: httpx's exceptions hold the request, and
+        with it the body's secrets)."""
         error: CloverError
         try:
-            return self._http.post(url, json=body)
+            with self._http.stream("POST", url, json=body) as response:
+                content = read_at_most(response.iter_bytes(), ANSWER_MAX_BYTES)
+                if content is None:
+                    error = CloverBadResponse(
+                        f"{where}: answer larger than {ANSWER_MAX_BYTES} bytes"
+                        f" (HTTP {response.status_code})",
+                        merchant_id=merchant_id,
+                    )
+                else:
+                    return _Answer(response.status_code, content)
         except httpx.TimeoutException:
             error = CloverTimeout(f"{where}: no answer", merchant_id=merchant_id)
         except httpx.TransportError as exc:
             error = CloverConnectionError(f"{where}: {type(exc).__name__}", merchant_id=merchant_id)
         raise error
 
-    def _tokens(self, response: httpx.Response, merchant_id: str, where: str) -> CloverTokens:
-        status = response.status_code
+    def _tokens(self, response: _Answer, merchant_id: str, where: str) -> CloverTokens:
+        status = response.status
         if status >= 500:
             raise CloverServerError(
                 f"{where}: HTTP {status}", merchant_id=merchant_id, status=status

@@ -30,6 +30,7 @@ from esl_sync.hipoink.errors import (
     classify,
 )
 from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.http_connections import read_at_most
 
 ANSWER_MAX_BYTES = 1 << 20
 """Of an answer's body, what is read: Hipoink answers a few hundred bytes of JSON, and a
@@ -119,15 +120,14 @@ class HipoinkClient:
         request, and with it the sign)."""
         try:
             with self._http.stream("POST", self._url + path, json=payload) as response:
-                content = bytearray()
-                for chunk in response.iter_bytes():  # decoded: a compressed body counts unpacked
-                    content += chunk
-                    if len(content) > ANSWER_MAX_BYTES:
-                        raise HipoinkRetryable(
-                            f"{path}: answer larger than {ANSWER_MAX_BYTES} bytes"
-                            f" (HTTP {response.status_code})"
-                        )
-                return response.status_code, bytes(content)
+                # iter_bytes() decodes: a compressed body counts unpacked.
+                content = read_at_most(response.iter_bytes(), ANSWER_MAX_BYTES)
+                if content is None:
+                    raise HipoinkRetryable(
+                        f"{path}: answer larger than {ANSWER_MAX_BYTES} bytes"
+                        f" (HTTP {response.status_code})"
+                    )
+                return response.status_code, content
         except httpx.TimeoutException:
             raise HipoinkRetryable(f"{path}: timed out") from None
         except httpx.TransportError as error:
