@@ -8,7 +8,7 @@ callable on every call, so a rotated secret is picked up when its cache expires.
 A server certificate that fails verification is a configuration error, not a transient
 one: retrying the same handshake gets the same refusal, so the store is blocked and
 re-tested after the cool-down (and alarmed) instead of burning SQS receives into the
-dead-letter queue. It means the wrong ``HIPOINK_BASE_URL``, a private CA missing from
+dead-letter queue. It means the wrong ``HIPOINK_API_BASE_URL``, a private CA missing from
 ``SSL_CERT_FILE``, or a certificate Hipoink let expire.
 """
 
