@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from esl_sync.hipoink.errors import (
     HipoinkRecordError,
     HipoinkRetryable,
 )
+from tests.strategies import HOSTILE_TEXT, JSON_VALUES, assert_one_storable_line
 
 SIGN = "s3cret-sign"
 STORE = "store-1"
@@ -163,26 +163,16 @@ def test_the_sign_is_read_on_every_call(sim: HipoinkSimulator) -> None:
     assert list(sim.labels(STORE)) == ["A"]
 
 
-_NO_STORABLE_LINE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\ud800-\\udfff]")
-_json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text(st.characters(exclude_categories=())),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=10,
-)
 _answers = st.one_of(
     # What a Hipoink could say: an object with any error_code and any error_msg (the sign
     # echoed in it at times), written as json writes it (lone surrogates as escapes).
     st.fixed_dictionaries(
-        {"error_code": st.integers(-1, 2) | st.booleans() | _json_values},
+        {"error_code": st.integers(-1, 2) | st.booleans() | JSON_VALUES},
         optional={
-            "error_msg": st.text(st.characters(exclude_categories=()))
+            "error_msg": HOSTILE_TEXT
             | st.builds("{} sign {} {}".format, st.text(), st.just(SIGN), st.text())
-            | _json_values,
-            "count": _json_values,
+            | JSON_VALUES,
+            "count": JSON_VALUES,
         },
     ).map(json.dumps),
     # What a proxy or a broken server could say instead.
@@ -214,7 +204,7 @@ def test_whatever_hipoink_answers_is_one_named_class_with_a_storable_message(
     except HipoinkError as error:
         message = str(error)
         assert message.startswith("create_multiple: ")
-        assert not _NO_STORABLE_LINE.search(message)
+        assert_one_storable_line(message)
         assert len(message) <= len("create_multiple: ") + MESSAGE_MAX_CHARS
         assert SIGN not in message
     else:

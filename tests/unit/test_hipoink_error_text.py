@@ -11,7 +11,6 @@ cannot be made to give: odd reasons, cycles, implicit contexts."""
 
 from __future__ import annotations
 
-import re
 import ssl
 
 import httpcore
@@ -21,31 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esl_sync.hipoink.client import MESSAGE_MAX_CHARS, certificate_refusal, said
+from tests.strategies import JSON_VALUES, assert_one_storable_line
 
 SIGN = "s3cret-sign"
-_ONE_LINE_STORABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text(st.characters(exclude_categories=())),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
-)
 
 
-def _storable_line(text: str) -> None:
-    assert text
-    assert text == text.strip()
-    assert not _ONE_LINE_STORABLE.search(text)
-
-
-@given(json_values)
+@given(JSON_VALUES)
 def test_any_error_msg_is_kept_as_one_bounded_line_postgres_can_store(error_msg: object) -> None:
     text = said(error_msg, SIGN)
-    _storable_line(text)
+    assert_one_storable_line(text)
     assert len(text) <= MESSAGE_MAX_CHARS
     assert SIGN not in text
 
@@ -182,9 +165,7 @@ def test_the_reason_is_one_short_line_of_storable_text(message: str) -> None:
     characters), what is kept fits a log line and a Postgres text column."""
     said = certificate_refusal(_as_httpx_raises(_verification(message)))
     assert said is not None
-    assert 0 < len(said) <= 200
-    assert said == said.strip()
-    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", said)  # one line, no NUL
-    said.encode()  # UTF-8: no lone surrogate
+    assert len(said) <= 200
+    assert_one_storable_line(said)
     if message.isprintable() and message == message.strip() and 0 < len(message) <= 200:
         assert said == message  # a plain reason is kept as it is
