@@ -394,6 +394,54 @@ def test_a_wrong_app_secret_is_refused_by_clover_and_stores_nothing(stack: Local
     assert_nothing_stored(stack, before, claimed=True)
 
 
+SEEN = "Q7xQ7"  # in every token below: no log line may hold it
+UNUSABLE_PAIRS = {
+    "a line break in the access token": {"access_token": f"{SEEN}\nX-Injected: 1"},
+    "a NUL in the refresh token": {"refresh_token": f"{SEEN}\u0000more"},
+    "a space in the access token": {"access_token": f"{SEEN} ACCESS"},
+    "a non-ASCII access token": {"access_token": f"{SEEN}\u00c9"},
+    "tokens KMS cannot encrypt (5,000 bytes)": {"access_token": SEEN + "A" * 5_000},
+    "a megabyte refresh token": {"refresh_token": SEEN + "R" * 1_000_000},
+    "an expiration in milliseconds": {"access_token_expiration": 1_795_867_200_000},
+}
+
+
+@pytest.mark.parametrize("change", list(UNUSABLE_PAIRS))
+def test_a_token_pair_that_cannot_be_sent_or_stored_is_refused_and_stores_no_tokens(
+    stack: LocalStack, change: str
+) -> None:
+    """Clover's answer to the exchange meets the rules an operator's tokens meet (printable
+    ASCII, within what KMS encrypts, expirations in seconds) before anything is stored:
+    otherwise the merchant was told "connected" and every poll failed on its token."""
+    clover, hipoink = sims(stack)
+    merchant_id = f"MUNUSABLE{list(UNUSABLE_PAIRS).index(change):03d}"
+    new_merchant(stack, merchant_id)
+    hipoink.add_store(f"S-{merchant_id}")
+    stack.cli("merchants", "set-store", merchant_id, f"S-{merchant_id}")
+    pair = {
+        "access_token": f"{SEEN}ACCESS",
+        "access_token_expiration": 1_795_867_200,
+        "refresh_token": f"{SEEN}REFRESH",
+        "refresh_token_expiration": 1_798_459_200,
+    } | UNUSABLE_PAIRS[change]
+    clover.fail_next(200, merchant_id=merchant_id, body=json.dumps(pair))
+    logged, before = len(stack.logs), world(stack, merchant_id)
+
+    done = stack.install_app(merchant_id)
+
+    assert done.callback is not None
+    assert (done.callback.status, title(done.callback)) == (502, "Clover did not answer")
+    assert reason(done.callback) == "clover_unavailable"
+    assert_nothing_stored(stack, before, claimed=True)
+    assert (done.polls.records, done.labels.records) == (0, 0)
+    new = stack.logs[logged:]
+    assert not [line for line in new if "Traceback" in line or "answered 503" in line]
+    assert not [line for line in [*new, done.callback.body] if SEEN in line]
+    [line] = [json.loads(e) for e in new if "did not answer the code exchange" in e]
+    assert line["merchant_id"] == merchant_id
+    assert line["error"].startswith(f"merchant {merchant_id}: Clover's token pair: ")
+
+
 def test_a_code_used_before_is_refused_and_stores_nothing(stack: LocalStack) -> None:
     clover, _ = sims(stack)
     new_merchant(stack, "MCODEUSED001")

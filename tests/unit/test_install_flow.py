@@ -30,6 +30,7 @@ from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.regions import CLOVER_API_HOSTS, REGIONS, authorize_base_url
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.credentials import CloverTokens, StoredTokens
+from esl_sync.inputs import InvalidInput, storable_pair
 from esl_sync.messages import PollRequest
 from esl_sync.onboarding import REFUSALS, OnboardingDeps, finish_install, start_install
 from esl_sync.ports import InstallTokens, MerchantRegistry, PollQueue
@@ -469,6 +470,37 @@ def test_a_failed_exchange_is_named_and_stores_no_tokens(error: Exception, reaso
     assert isinstance(deps.tokens, MemoryInstalls)
     assert deps.tokens.sealed is None
     assert deps.tokens.lock is None
+
+
+TOKEN_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8") | st.sampled_from("\x00\n\r \x7f\ud800"), min_size=1
+) | st.builds(lambda n: "A" * n, st.integers(1, 5_000))
+
+
+@given(
+    access=TOKEN_TEXT,
+    refresh=TOKEN_TEXT,
+    expiration=st.none() | st.integers(min_value=0, max_value=2**63),
+)
+def test_an_exchanged_pair_is_stored_only_if_an_operator_could_store_it(
+    access: str, refresh: str, expiration: int | None
+) -> None:
+    """Clover's answer meets the rules of ``esl-sync merchants add --token-pair-stdin``, or
+    the callback is Clover failing (502) and nothing is sealed."""
+    pair = CloverTokens.from_object(
+        {"access_token": access, "refresh_token": refresh, "access_token_expiration": expiration}
+    )
+    deps = _deps(MemoryExchanger(pair))
+    page = finish_install(_callback(), deps, reference="r9")
+    assert isinstance(deps.tokens, MemoryInstalls)
+    try:
+        storable_pair(pair, "pair")
+    except InvalidInput:
+        assert (page.status, _reason(page)) == (502, "clover_unavailable")
+        assert deps.tokens.sealed is None
+    else:
+        assert page.status == 200
+        assert deps.tokens.sealed is not None
 
 
 @pytest.mark.parametrize(

@@ -123,15 +123,23 @@ def token_pair(raw: bytes) -> CloverTokens:
         raise InvalidInput(str(error)) from None
     if pair.refresh_token is None:
         raise InvalidInput(f"{what}: no refresh_token (plain token: use --token-stdin)")
+    return storable_pair(pair, what)
+
+
+def storable_pair(pair: CloverTokens, what: str) -> CloverTokens:
+    """``pair`` if it can be stored and used: each token printable ASCII without spaces
+    (an HTTP header carries it), expirations in Unix seconds, both within what KMS
+    encrypts. Whoever hands over tokens (an operator, Clover's code exchange) is held to
+    these rules before anything is stored: a token that passes them never fails a poll."""
     secrets = {"access_token": pair.access_token, "refresh_token": pair.refresh_token}
     for name, secret in secrets.items():
-        if not TOKEN.fullmatch(secret.get_secret_value()):
+        if secret is not None and not TOKEN.fullmatch(secret.get_secret_value()):
             raise InvalidInput(f"{what}: {name}: expected printable ASCII without spaces")
     for name in ("access_token_expiration", "refresh_token_expiration"):
         value = getattr(pair, name)
         if value is not None and value > LATEST_EXPIRATION:
             raise InvalidInput(f"{what}: {name}: not a Unix time in seconds")
-    _fits_kms(pair)
+    _fits_kms(pair, what)
     return pair
 
 
@@ -144,10 +152,10 @@ def _text(raw: bytes, what: str) -> str:
         raise InvalidInput(f"{what}: not UTF-8 text") from None
 
 
-def _fits_kms(tokens: CloverTokens) -> None:
+def _fits_kms(tokens: CloverTokens, what: str = "tokens on standard input") -> None:
     if len(tokens.secret_json().encode()) > KMS_PLAINTEXT_BYTES:
         raise InvalidInput(
-            f"tokens on standard input: too long to encrypt (KMS takes {KMS_PLAINTEXT_BYTES}"
+            f"{what}: too long to encrypt (KMS takes {KMS_PLAINTEXT_BYTES}"
             " bytes for the tokens together)"
         )
 

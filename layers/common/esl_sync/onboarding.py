@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from esl_sync import oauth_state
-from esl_sync.clover.errors import CloverCodeRejected, CloverError
-from esl_sync.inputs import MERCHANT_ID, TOKEN, InvalidInput, store_code
+from esl_sync.clover.errors import CloverBadResponse, CloverCodeRejected, CloverError
+from esl_sync.credentials import CloverTokens
+from esl_sync.inputs import MERCHANT_ID, TOKEN, InvalidInput, storable_pair, store_code
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import CodeExchanger, InstallTokens, MerchantRegistry, PollQueue
@@ -209,6 +210,7 @@ def _connect(
         pair = deps.exchanger().exchange_code(
             deps.api_base_url, merchant_id, code, deps.client_secret()
         )
+        _usable(pair, merchant_id)
     except CloverCodeRejected as error:
         metrics.add_metric(name="OnboardingExchangesRefused", unit=MetricUnit.Count, value=1)
         logger.error(
@@ -253,6 +255,18 @@ def _connect(
         reference=reference,
     )
     return merchant.store_code
+
+
+def _usable(pair: CloverTokens, merchant_id: str) -> None:
+    """Clover's pair held to the rules an operator's tokens meet (:func:`storable_pair`)
+    before anything is sealed or stored: a pair that breaks them (a line break or a NUL in
+    a token, more than KMS encrypts, milliseconds for seconds) is a bad answer like a body
+    that is no pair at all. Stored, the merchant read "connected" and every poll failed on
+    its token (or KMS refused it, a 503)."""
+    try:
+        storable_pair(pair, "Clover's token pair")
+    except InvalidInput as error:
+        raise CloverBadResponse(str(error), merchant_id=merchant_id) from None
 
 
 def _rule_store_code(template: str, merchant_id: str) -> str | None:
