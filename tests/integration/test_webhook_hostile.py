@@ -326,6 +326,36 @@ def test_the_webhooks_writes_need_nothing_but_update_item(hooked: LocalStack) ->
     assert [c.code[-1] for c in kept] == ["6", "5", "4", "3", "2"]
 
 
+# -- uninstall hints ----------------------------------------------------------------------
+
+
+def test_an_uninstall_dated_in_the_future_counts_from_its_arrival(hooked: LocalStack) -> None:
+    """An uninstall's ``ts`` is compared with when tokens were stored: a later ts than the
+    delivery's arrival (Clover's clock ahead, a garbled or forged delivery: up to the year
+    9999 reads as a time) counts as its arrival. Taken as sent, it outlived every token
+    stored before that date: a reinstall's, an operator's, for good."""
+    year_9999 = 253_402_300_799_999
+    event = {"objectId": "A:DRKVJT2ZRRRSC", "type": "DELETE", "ts": year_9999}
+    body = {"appId": "DRKVJT2ZRRRSC", "merchants": {MERCHANT: [event]}}
+    answer = hooked.send_webhook(body, CLOVER_WEBHOOK_AUTH)
+    assert (answer.status, answer.polls.records) == (202, 1)
+    store = runtime.state_store()
+    before = store.load_tokens(MERCHANT)
+    assert before is not None
+    assert (before.uninstalled, before.needs_reauth) == (True, True)  # the hint is taken
+
+    store.write_token(MERCHANT, "tok-hostile")  # new tokens (a reinstall, an operator's)
+    mark = len(hooked.logs)
+
+    after = store.load_tokens(MERCHANT)
+    assert after is not None
+    assert (after.uninstalled, after.needs_reauth) == (False, False)
+    summary = hooked.run_cycle()
+    assert (summary.polls.records, summary.polls.failures) == (1, 0)
+    assert store.load(MERCHANT).auth_state == "ok"
+    assert [line for line in hooked.logs[mark:] if '"level":"ERROR"' in line] == []
+
+
 # -- deletion floods ---------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -233,3 +234,22 @@ def test_an_unknown_merchant_does_not_stop_the_known_ones() -> None:
         ["MKNOWN000001"],
         ["MUNKNOWN0001"],
     )
+
+
+@pytest.mark.parametrize(
+    ("ts", "recorded"),
+    [
+        (1_795_867_199_999, 1_795_867_199_999),  # before the arrival: as Clover says
+        (1_795_867_200_000, 1_795_867_200_000),
+        (1_795_867_200_001, 1_795_867_200_000),  # after it: the arrival
+        (253_402_300_799_999, 1_795_867_200_000),  # the year 9999
+    ],
+)
+def test_an_uninstall_is_noted_no_later_than_its_arrival(ts: int, recorded: int) -> None:
+    hints = MemoryHints()
+    merchants = MemoryDirectory([Merchant("MKNOWN000001", "S1")])
+    arrival = datetime.fromtimestamp(1_795_867_200, UTC)
+    deps = WebhookDeps(merchants, hints, MemoryPollQueue(), lambda: AUTH, 10, lambda: arrival)
+    body = {"appId": "APP", "merchants": {"MKNOWN000001": [_event("A:APP", "DELETE") | {"ts": ts}]}}
+    assert receive_webhook(json.dumps(body).encode(), AUTH, deps).status == 202
+    assert hints.uninstalls == [("MKNOWN000001", recorded)]

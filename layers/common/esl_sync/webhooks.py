@@ -272,7 +272,7 @@ def receive_webhook(
             source_ip=received.source_ip,
         )
     elif result.status == 202:
-        _record_uninstalls(result, deps, _syncable(lookup))
+        _record_uninstalls(result, deps, _syncable(lookup), now)
         _queue_polls(result, deps, now)
     _report(result)
     return result
@@ -289,13 +289,18 @@ def _syncable(lookup: Callable[[str], Merchant | None]) -> Callable[[str], bool]
 
 
 def _record_uninstalls(
-    result: WebhookResult, deps: WebhookDeps, polled: Callable[[str], bool]
+    result: WebhookResult, deps: WebhookDeps, polled: Callable[[str], bool], now: datetime
 ) -> None:
     """An uninstall is noted (the token keeper treats tokens authorized before it as
     refused: the merchant is marked ``needs_reauth`` and no longer polled; its labels stay)
-    and the merchant's poll brought forward so that it happens now."""
+    and the merchant's poll brought forward so that it happens now.
+
+    Its time is Clover's ``ts``, but never later than the delivery's arrival: the reading
+    lets any time up to the year 9999 through, and an uninstall noted in the future would
+    refuse every token stored before that date (a reinstall's, an operator's), for good."""
+    now_ms = int(now.timestamp() * 1000)
     for merchant_id, ts in result.uninstalled.items():
-        deps.hints.record_uninstall(merchant_id, ts_ms=ts)
+        deps.hints.record_uninstall(merchant_id, ts_ms=min(ts, now_ms))
         logger.warning(
             "Clover reported the app uninstalled: the merchant is no longer polled once its"
             " next poll runs (its labels stay); a reinstall resumes it",
