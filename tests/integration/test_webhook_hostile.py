@@ -300,6 +300,29 @@ def test_forged_handshakes_cannot_hide_clovers_code(
     assert [c.code for c in kept] == flood[::-1][:5]  # the last five, newest first
 
 
+@pytest.mark.parametrize(
+    "source_ip",
+    ["fe80::1%\x1b]0;pwned\x07", "fe80::1%" + "x" * 100_000, "fe80::1%eth0", "52.9.80.11\n"],
+)
+def test_a_source_address_api_gateway_never_sends_is_not_kept(
+    hooked: LocalStack, source_ip: str
+) -> None:
+    """API Gateway's ``sourceIp`` is a plain address; an IPv6 scope id (``%...``: any text,
+    escapes, 100 KB) is only another caller's, and is neither kept with the code nor logged
+    (five such codes would pass DynamoDB's 400 KB item limit: every handshake a 503)."""
+    code = "ce7643c1-83ea-4218-abe6-da876c9c7a0a"
+    event = webhook_event(json.dumps({"verificationCode": code}).encode(), None)
+    event["requestContext"]["http"]["sourceIp"] = source_ip
+    mark = len(hooked.logs)
+
+    answer = hooked.invoke("webhook", event)
+
+    assert answer["statusCode"] == 200
+    [kept] = runtime.state_store().verification_codes()
+    assert (kept.code, kept.source_ip) == (code, None)
+    assert not [line for line in hooked.logs[mark:] if "fe80" in line or "52.9.80.11\\n" in line]
+
+
 class UpdatesOnly:
     """DynamoDB as the webhook's role allows it: ``dynamodb:UpdateItem`` and nothing else."""
 

@@ -198,6 +198,8 @@ def test_a_merchant_without_inventory_events_does_not_stop_the_others() -> None:
         ("52.9.80.11", "52.9.80.11"),
         ("2001:DB8::0001", "2001:db8::1"),
         ("52.9.80", None),
+        ("fe80::1%eth0", None),  # a zone: any text after the %
+        ("fe80::1%\x1b[2J" + "x" * 10_000, None),
         ("", None),
         (None, None),
     ],

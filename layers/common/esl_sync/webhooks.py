@@ -232,11 +232,16 @@ def _plain(part: str | int) -> str:
 
 
 def source_address(text: str | None) -> str | None:
-    """The caller's IP address as the HTTP API saw it, if it is one."""
+    """The caller's IP address as the HTTP API saw it, if it is one. A scoped IPv6 address
+    (``fe80::1%<zone>``) is not: the standard library takes any text as its zone (escapes,
+    megabytes), and API Gateway never sends one; only another caller of the function does."""
     try:
-        return str(ipaddress.ip_address(text)) if text else None
+        address = ipaddress.ip_address(text) if text else None
     except ValueError:
         return None
+    if address is None or getattr(address, "scope_id", None) is not None:
+        return None
+    return str(address)
 
 
 @dataclass
