@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -94,6 +95,22 @@ def test_the_dispatcher_measures_the_fleet_when_it_can(stack: LocalStack) -> Non
     stack.invoke("dispatcher", {"reason": "schedule"})
     sums = metric_sums(stack.logs)
     assert (sums["MerchantsStale"], sums.get("FleetHealthErrors", 0)) == (0, 0)
+
+
+@pytest.mark.parametrize("scheduled", ["{:%Y-%m-%dT%H:%M:%S}", "{:%Y-%m-%d}"])
+def test_a_scheduled_time_without_an_offset_is_utc(stack: LocalStack, scheduled: str) -> None:
+    """The Scheduler sends ``…Z``; an operator's manual tick may leave the offset (or the
+    time) out. It is read as UTC, like Lambda's clock: compared as it was with the states'
+    times, the fleet's health failed (an error line, the gauges missing: the alarm)."""
+    stack.add_merchant(MERCHANTS[0], "tok", "STORE-1")
+    now = datetime.now(UTC)
+    answer = stack.invoke(
+        "dispatcher", {"reason": "schedule", "scheduled_time": scheduled.format(now)}
+    )
+    assert answer["dispatched"] == 1
+    sums = metric_sums(stack.logs)
+    assert (sums["MerchantsStale"], sums.get("FleetHealthErrors", 0)) == (0, 0)
+    assert [e for e in entries(stack) if e.get("level") == "ERROR"] == []
 
 
 # -- the lease ---------------------------------------------------------------------------

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 from esl_sync.messages import LabelJob, PollReason
 
@@ -24,6 +24,16 @@ class ScheduleEvent(BaseModel):
 
     reason: PollReason = "schedule"
     scheduled_time: datetime | None = None
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _utc_unless_said(cls, value: datetime | None) -> datetime | None:
+        """The Scheduler's time ends in ``Z``; one without an offset (an operator's manual
+        tick, a date alone) is UTC, like Lambda's clock. Left naive, it could not be
+        compared with the stored times, and the fleet's health went unmeasured."""
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 def _label_job(body: object) -> LabelJob:
