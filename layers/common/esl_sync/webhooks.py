@@ -70,7 +70,9 @@ class CloverObjectEvent(BaseModel):
 
     object_id: ObjectId = Field(alias="objectId")
     type: Literal["CREATE", "UPDATE", "DELETE"]
-    ts: int = Field(ge=0, le=LATEST_TIMESTAMP_MS)
+    ts: int = Field(ge=0, le=LATEST_TIMESTAMP_MS, strict=True)
+    """A JSON integer only: pydantic's lax mode would read ``true`` as 1, ``"17"`` and
+    ``1.0`` as numbers, none of which Clover sends."""
 
 
 class CloverNotification(BaseModel):
