@@ -293,3 +293,50 @@ def _postgres_rows(stack: LocalStack) -> list[str]:
             for table in tables
             for row in conn.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - catalog names
         ]
+
+
+SEEN = "Q7xQ7"  # in every token below: no log line may hold it
+UNUSABLE_REFRESHES = {
+    "a line break in the access token": {"access_token": f"{SEEN}\nX-Injected: 1"},
+    "a NUL in the refresh token": {"refresh_token": f"{SEEN}\u0000more"},
+    "tokens KMS cannot encrypt": {"access_token": SEEN + "A" * 5_000},
+}
+
+
+@pytest.mark.parametrize("change", list(UNUSABLE_REFRESHES))
+def test_a_refreshed_pair_that_cannot_be_sent_or_stored_marks_the_merchant(
+    stack: LocalStack, change: str
+) -> None:
+    """The old refresh token is spent once Clover answers; a new pair no header can carry
+    or KMS cannot encrypt is not stored (every poll would fail on it, or the save would):
+    the merchant is marked for re-authorization, by name, and its labels stay."""
+    clover = clover_of(stack)
+    merchant_id = f"MTOKEN0000{70 + list(UNUSABLE_REFRESHES).index(change)}"
+    add(stack, merchant_id)
+    stack.run_cycle()  # on the shelf with a plain token first
+    labels_before = in_step(stack, merchant_id)
+    stored = stack.use_token_pair(merchant_id, access_lifetime_seconds=0)
+    pair = {
+        "access_token": f"{SEEN}ACCESS",
+        "access_token_expiration": 1_795_867_200,
+        "refresh_token": f"{SEEN}REFRESH",
+        "refresh_token_expiration": 1_798_459_200,
+    } | UNUSABLE_REFRESHES[change]
+    clover.fail_next(200, merchant_id=merchant_id, body=json.dumps(pair))
+    logged = len(stack.logs)
+
+    cycle = stack.run_cycle()
+
+    assert (cycle.polls.records, cycle.polls.failures) == (1, 0)
+    state = runtime.state_store().load(merchant_id)
+    assert state.auth_state == "needs_reauth"
+    assert state.last_failure_class == "CloverBadResponse"
+    kept = runtime.token_keeper().store.load_tokens(merchant_id)
+    assert kept is not None
+    assert kept.tokens == stored  # the unusable pair was not stored
+    assert kept.needs_reauth
+    assert poll_lines(stack, merchant_id)[-1]["status"] == "needs_reauth"
+    assert metric_values(stack.logs[logged:])["NeedsReauth"] == [1]
+    assert not [line for line in stack.logs[logged:] if SEEN in line]
+    assert labels_before
+    assert in_step(stack, merchant_id)  # its labels stay as they were

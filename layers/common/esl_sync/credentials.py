@@ -16,12 +16,19 @@ start). :mod:`esl_sync.json_fields` reads their JSON exactly as the pydantic mod
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Self
 
 from esl_sync import json_fields
 from esl_sync.json_fields import Fields
 from esl_sync.secret import Secret
+
+TOKEN = re.compile(r"[!-~]+")
+"""Printable ASCII without spaces: what an HTTP ``Authorization`` header can carry.
+Clover documents no length (and asks integrators not to assume one)."""
+KMS_PLAINTEXT_BYTES = 4096
+"""KMS encrypts at most this much: the stored tokens (both, as JSON) must fit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +83,23 @@ class CloverTokens:
         """Whether the access token expires less than ``seconds`` from ``now`` (Unix time)."""
         expiration = self.access_token_expiration
         return expiration is not None and expiration - seconds <= now
+
+    def unusable_because(self) -> str | None:
+        """Why these tokens cannot be sent or stored (a token that is not printable ASCII
+        without spaces, which no HTTP header carries; more than KMS encrypts), or None.
+        Whoever hands over tokens (an operator, Clover's code exchange or refresh) is held
+        to this before they are stored: stored tokens never fail a poll for their text.
+        Names the field at fault, never a value."""
+        secrets = {"access_token": self.access_token, "refresh_token": self.refresh_token}
+        for name, secret in secrets.items():
+            if secret is not None and not TOKEN.fullmatch(secret.get_secret_value()):
+                return f"{name}: expected printable ASCII without spaces"
+        if len(self.secret_json().encode()) > KMS_PLAINTEXT_BYTES:
+            return (
+                f"too long to encrypt (KMS takes {KMS_PLAINTEXT_BYTES} bytes for the tokens"
+                " together)"
+            )
+        return None
 
     def secret_json(self) -> str:
         """The JSON stored encrypted in the state table: the only place tokens are written.

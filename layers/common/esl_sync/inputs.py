@@ -14,7 +14,7 @@ import re
 from urllib.parse import urlsplit
 
 from esl_sync.clover.regions import CLOVER_API_HOSTS, LOOPBACK_HOSTS
-from esl_sync.credentials import CloverTokens
+from esl_sync.credentials import TOKEN, CloverTokens
 
 MERCHANT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """Clover's merchant ids are 13 upper-case letters and digits; this is the ``merchants``
@@ -26,11 +26,6 @@ seen in the field are short identifiers (``001``, ``STORE-12``), and anything wi
 reach a JSON body, a log line and an operator's terminal."""
 STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
 """CloudFormation's rule for stack names."""
-TOKEN = re.compile(r"[!-~]+")
-"""Printable ASCII without spaces: what an HTTP ``Authorization`` header can carry.
-Clover documents no length (and asks integrators not to assume one)."""
-KMS_PLAINTEXT_BYTES = 4096
-"""KMS encrypts at most this much: the stored tokens (both, as JSON) must fit."""
 MAX_STDIN_BYTES = 64 * 1024
 """Tokens are read from standard input up to this much; more is refused unread."""
 LATEST_EXPIRATION = 100_000_000_000
@@ -108,7 +103,7 @@ def plain_token(raw: bytes) -> str:
         raise InvalidInput("token on standard input looks like JSON: use --token-pair-stdin")
     if not TOKEN.fullmatch(token):
         raise InvalidInput("token on standard input: expected printable ASCII without spaces")
-    _fits_kms(CloverTokens.plain(token))
+    usable_pair(CloverTokens.plain(token), "token on standard input")  # left: KMS's limit
     return token
 
 
@@ -123,23 +118,24 @@ def token_pair(raw: bytes) -> CloverTokens:
         raise InvalidInput(str(error)) from None
     if pair.refresh_token is None:
         raise InvalidInput(f"{what}: no refresh_token (plain token: use --token-stdin)")
-    return storable_pair(pair, what)
-
-
-def storable_pair(pair: CloverTokens, what: str) -> CloverTokens:
-    """``pair`` if it can be stored and used: each token printable ASCII without spaces
-    (an HTTP header carries it), expirations in Unix seconds, both within what KMS
-    encrypts. Whoever hands over tokens (an operator, Clover's code exchange) is held to
-    these rules before anything is stored: a token that passes them never fails a poll."""
-    secrets = {"access_token": pair.access_token, "refresh_token": pair.refresh_token}
-    for name, secret in secrets.items():
-        if secret is not None and not TOKEN.fullmatch(secret.get_secret_value()):
-            raise InvalidInput(f"{what}: {name}: expected printable ASCII without spaces")
     for name in ("access_token_expiration", "refresh_token_expiration"):
         value = getattr(pair, name)
         if value is not None and value > LATEST_EXPIRATION:
             raise InvalidInput(f"{what}: {name}: not a Unix time in seconds")
-    _fits_kms(pair, what)
+    return usable_pair(pair, what)
+
+
+def usable_pair(pair: CloverTokens, what: str) -> CloverTokens:
+    """``pair`` if its tokens can be sent and stored
+    (:meth:`~esl_sync.credentials.CloverTokens.unusable_because`), else the reason as
+    :class:`InvalidInput` naming ``what``.
+
+    Expirations are not judged here: Clover's are taken as they come (it documents seconds
+    and may change them; one read as too late only delays a refresh until a 401), while an
+    operator's pasted pair is held to Unix seconds by :func:`token_pair`."""
+    problem = pair.unusable_because()
+    if problem is not None:
+        raise InvalidInput(f"{what}: {problem}")
     return pair
 
 
@@ -150,14 +146,6 @@ def _text(raw: bytes, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{what}: not UTF-8 text") from None
-
-
-def _fits_kms(tokens: CloverTokens, what: str = "tokens on standard input") -> None:
-    if len(tokens.secret_json().encode()) > KMS_PLAINTEXT_BYTES:
-        raise InvalidInput(
-            f"{what}: too long to encrypt (KMS takes {KMS_PLAINTEXT_BYTES}"
-            " bytes for the tokens together)"
-        )
 
 
 def _shown(text: str, limit: int = 40) -> str:

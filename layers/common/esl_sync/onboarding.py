@@ -33,8 +33,8 @@ from urllib.parse import urlencode
 
 from esl_sync import oauth_state
 from esl_sync.clover.errors import CloverBadResponse, CloverCodeRejected, CloverError
-from esl_sync.credentials import CloverTokens
-from esl_sync.inputs import MERCHANT_ID, TOKEN, InvalidInput, storable_pair, store_code
+from esl_sync.credentials import TOKEN, CloverTokens
+from esl_sync.inputs import MERCHANT_ID, InvalidInput, store_code, usable_pair
 from esl_sync.messages import PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import CodeExchanger, InstallTokens, MerchantRegistry, PollQueue
@@ -258,13 +258,12 @@ def _connect(
 
 
 def _usable(pair: CloverTokens, merchant_id: str) -> None:
-    """Clover's pair held to the rules an operator's tokens meet (:func:`storable_pair`)
-    before anything is sealed or stored: a pair that breaks them (a line break or a NUL in
-    a token, more than KMS encrypts, milliseconds for seconds) is a bad answer like a body
-    that is no pair at all. Stored, the merchant read "connected" and every poll failed on
-    its token (or KMS refused it, a 503)."""
+    """Clover's pair held to what any stored tokens must be (:func:`usable_pair`) before
+    anything is sealed or stored: a pair that is not (a line break or a NUL in a token,
+    more than KMS encrypts) is a bad answer like a body that is no pair at all. Stored, the
+    merchant read "connected" and every poll failed on its token (or KMS refused it, a 503)."""
     try:
-        storable_pair(pair, "Clover's token pair")
+        usable_pair(pair, "Clover's token pair")
     except InvalidInput as error:
         raise CloverBadResponse(str(error), merchant_id=merchant_id) from None
 

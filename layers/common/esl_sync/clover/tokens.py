@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from esl_sync.clover.errors import CloverRefreshRejected
+from esl_sync.clover.errors import CloverBadResponse, CloverRefreshRejected
 from esl_sync.credentials import SealedTokens, StoredTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import Refresher, TokenStore
@@ -148,6 +148,14 @@ class TokenKeeper:
             )
         except CloverRefreshRejected as error:
             return self._mark(merchant_id, current.generation, error)
+        problem = tokens.unusable_because()
+        if problem is not None:
+            # The old refresh token is spent and the new pair cannot be sent or stored (a line
+            # break in a token, more than KMS encrypts): only a new authorization helps.
+            unusable = CloverBadResponse(
+                f"Clover's refreshed pair: {problem}", merchant_id=merchant_id
+            )
+            return self._mark(merchant_id, current.generation, unusable)
         generation = self.store.replace_tokens(merchant_id, tokens, generation=current.generation)
         if generation is None:  # an operator stored tokens while we refreshed: theirs win
             newer = self.store.load_tokens(merchant_id)
