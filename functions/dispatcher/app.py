@@ -23,8 +23,13 @@ settings().require("database_url", "poll_queue_url", "state_table_name")
 @metrics.log_metrics
 @event_parser(model=ScheduleEvent)
 def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, Any]:
-    now = event.scheduled_time or datetime.now(UTC)
-    outcome = dispatch(runtime.dispatch_deps(), now=now, reason=event.reason)
+    clock = datetime.now(UTC)
+    outcome = dispatch(
+        runtime.dispatch_deps(),
+        now=event.scheduled_time or clock,  # the tick: due-ness
+        reason=event.reason,
+        measured_at=clock,  # the fleet's ages
+    )
     return {
         "enabled": outcome.enabled,
         "dispatched": len(outcome.dispatched),

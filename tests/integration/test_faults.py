@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+import psycopg
 import pytest
 
 from devkit.catalog import gas_station_catalog
-from devkit.emf import metric_sums
+from devkit.emf import metric_sums, metric_values
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
@@ -111,6 +112,30 @@ def test_a_scheduled_time_without_an_offset_is_utc(stack: LocalStack, scheduled:
     sums = metric_sums(stack.logs)
     assert (sums["MerchantsStale"], sums.get("FleetHealthErrors", 0)) == (0, 0)
     assert [e for e in entries(stack) if e.get("level") == "ERROR"] == []
+
+
+def test_a_tick_far_from_the_clock_still_measures_the_fleet_by_the_clock(
+    stack: LocalStack,
+) -> None:
+    """Ages follow the clock, due-ness the tick: a manual tick dated 9999 made every merchant
+    look stale (a false alarm), one dated 0001 made every age negative (staleness hidden)."""
+    fresh, stale = MERCHANTS[0], MERCHANTS[1]
+    stack.add_merchant(fresh, "tok", "STORE-1")
+    stack.run_cycle()  # polled just now
+    stack.add_merchant(stale, "tok", "STORE-2")  # never polled, added two hours ago
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute(
+            "UPDATE merchants SET created_at = now() - interval '2 hours' WHERE merchant_id = %s",
+            (stale,),
+        )
+    for tick in ("9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z"):
+        logged = len(stack.logs)
+        answer = stack.invoke("dispatcher", {"reason": "schedule", "scheduled_time": tick})
+        assert answer["dispatched"] == 2
+        values = metric_values(stack.logs[logged:])
+        assert values["MerchantsStale"] == [1], tick  # the one never polled, only
+        [stalest] = values["StalestMerchantSeconds"]
+        assert 7200 <= stalest < 7200 + 300, tick
 
 
 # -- the lease ---------------------------------------------------------------------------

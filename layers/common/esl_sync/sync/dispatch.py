@@ -47,10 +47,19 @@ def is_due(merchant: Merchant, interval_seconds: int, now: datetime) -> bool:
 
 
 def dispatch(
-    deps: DispatchDeps, *, now: datetime, reason: PollReason = "schedule"
+    deps: DispatchDeps,
+    *,
+    now: datetime,
+    reason: PollReason = "schedule",
+    measured_at: datetime | None = None,
 ) -> DispatchOutcome:
-    """Queue a poll for every active merchant that has a store code and is due, then report
-    the fleet's health (also while sync is disabled: the shelves still age).
+    """Queue a poll for every active merchant that has a store code and is due at the tick
+    ``now``, then report the fleet's health at ``measured_at`` (the clock; ``now`` when not
+    given), also while sync is disabled: the shelves still age.
+
+    Due-ness follows the tick (a retried tick decides alike); the health follows the clock,
+    since ages measured from a tick far from it (a late retry, or a manual tick dated 0001 or
+    9999) would hide stale merchants or raise false alarms.
 
     The polls come first and the health part fails alone: its reads (the state table, the
     label ledger) are not what a poll needs, so their failure is counted
@@ -59,7 +68,7 @@ def dispatch(
     """
     active = deps.merchants.all(active_only=True)
     outcome = _dispatch(active, deps.poll_queue, deps.settings, now, reason)
-    _measure_fleet(active, deps.states, deps.ledger, deps.settings, now)
+    _measure_fleet(active, deps.states, deps.ledger, deps.settings, measured_at or now)
     return outcome
 
 
