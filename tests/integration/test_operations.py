@@ -250,3 +250,58 @@ def test_a_clover_without_a_date_header_keeps_the_cursor_and_says_so(stack: Loca
     assert runtime.state_store().load("MNODATE00001").high_water_ms == cursor
     assert stack.hipoink is not None
     assert stack.hipoink.labels("S-NODATE")[changed["sku"]]["pp"] == "1.23"  # nothing lost
+
+
+def test_a_state_item_edited_by_hand_stops_neither_the_fleet_nor_status_and_its_poll_repairs_it(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Attributes of the wrong type or range in one merchant's state item: the dispatcher
+    still measures every merchant, ``status`` still lists them all, and the merchant's next
+    poll reads its catalog again (no cursor) and writes its state anew."""
+    for seed, merchant_id in enumerate(("MGOODSTATE01", "MBADSTATE001")):
+        items = gas_station_catalog(10, seed=seed)
+        stack.add_merchant(merchant_id, f"tok-{merchant_id}", f"S-{merchant_id}", items=items)
+    stack.run_cycle()
+    table = runtime.state_store()
+    table._dynamodb.call(  # as an operator's console edit leaves it
+        "UpdateItem",
+        {
+            "TableName": stack.env["STATE_TABLE_NAME"],
+            "Key": {"merchant_id": {"S": "MBADSTATE001"}},
+            "UpdateExpression": "SET last_success_at = :when, high_water_ms = :cursor,"
+            " version = :version, poll_count = :count",
+            "ExpressionAttributeValues": {
+                ":when": {"S": "yesterday"},
+                ":cursor": {"N": "1" + "0" * 37},
+                ":version": {"S": "7"},
+                ":count": {"BOOL": True},
+            },
+        },
+    )
+
+    mark = len(stack.logs)
+    stack.dispatch()
+    gauges = metric_sums(_new_lines(stack, mark))
+    assert "FleetHealthErrors" not in gauges
+    assert gauges["MerchantsStale"] == 0
+    [attention] = [json.loads(x) for x in _new_lines(stack, mark) if "need attention" in x]
+    assert attention["unreadable_state"] == {
+        "MBADSTATE001": ["version", "high_water_ms", "poll_count", "last_success_at"]
+    }
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    rows = {r["merchant_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["MBADSTATE001"]["unreadable_state"] == (
+        "version, high_water_ms, poll_count, last_success_at"
+    )
+    assert rows["MBADSTATE001"]["cursor"] is None
+    assert rows["MGOODSTATE01"]["unreadable_state"] is None
+
+    polls = stack.drain("PollQueue", "poller")
+    assert polls.failures == 0
+    repaired = table.load("MBADSTATE001")
+    assert repaired.unreadable == ()
+    assert repaired.version == 1
+    assert repaired.high_water_ms is not None
+    assert repaired.high_water_ms < 10**13
+    assert repaired.last_success_at is not None

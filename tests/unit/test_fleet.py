@@ -109,6 +109,7 @@ def test_merchants_needing_attention_are_named_in_a_warning(
             "stale": stale,
             "needing_reauth": reauth,
             "awaiting_store_code": [],
+            "unreadable_state": {},
             "stalest_seconds": 1200,
         }
     ]
@@ -117,3 +118,16 @@ def test_merchants_needing_attention_are_named_in_a_warning(
 def test_a_healthy_fleet_logs_nothing(log: MemoryLog) -> None:
     report_fleet_health(FleetHealth(3, [], [], 60, 0))
     assert log.messages == []
+
+
+def test_merchants_whose_state_could_not_be_read_are_named_and_still_measured() -> None:
+    """An item with unreadable attributes reads as defaults (:mod:`esl_sync.store.state_item`):
+    the merchant is measured like the others, and named."""
+    merchants = [Merchant("OK", "S1", created_at=NOW), Merchant("BAD", "S2", created_at=NOW)]
+    states = {
+        "OK": MerchantState("OK", last_success_at=NOW),
+        "BAD": MerchantState("BAD", unreadable=("last_success_at",)),
+    }
+    health = fleet_health(merchants, states, 0, 300, NOW + timedelta(minutes=20))
+    assert health.stale == ["OK", "BAD"]
+    assert health.unreadable_state == {"BAD": ["last_success_at"]}

@@ -149,3 +149,71 @@ def test_tokens_are_uninstalled_only_when_clover_said_so_after_they_were_authori
     sealed = sealed_of({"token_ciphertext": {"B": b"c"}, **times})
     assert sealed is not None
     assert sealed.uninstalled is uninstalled
+
+
+# -- an item edited by hand or corrupted: each attribute read by its own type -----------------
+
+UNREADABLE: list[tuple[str, dict[str, Any]]] = [
+    ("last_success_at", {"S": "yesterday"}),
+    ("last_success_at", {"S": "99999-01-01T00:00:00+00:00"}),
+    ("last_failure_at", {"N": "1800000000"}),
+    ("high_water_ms", {"S": "1800000000000"}),
+    ("high_water_ms", {"N": "1.5"}),
+    ("high_water_ms", {"N": "1" + "0" * 37}),  # past the year 9999: no time at all
+    ("high_water_ms", {"N": "-1"}),
+    ("last_sweep_ms", {"BOOL": True}),
+    ("poll_count", {"BOOL": True}),  # a flag is not a count
+    ("poll_count", {"N": "-3"}),
+    ("consecutive_failures", {"M": {}}),
+    ("last_failure_message", {"N": "7"}),
+    ("last_failure_class", {"L": []}),
+    ("auth_state", {"BOOL": False}),
+    ("sweep_request_done", {"SS": ["a"]}),
+    ("version", {"S": "7"}),
+    ("version", {"N": "2.5"}),
+    ("pending_deletes", {"L": [{"S": "I1"}]}),
+    ("pending_deletes", {"S": "I1"}),
+]
+
+
+@pytest.mark.parametrize(("name", "attr"), UNREADABLE)
+def test_an_attribute_of_the_wrong_type_or_range_reads_as_its_default_and_is_named(
+    name: str, attr: dict[str, Any]
+) -> None:
+    """One bad attribute never makes the whole item unreadable (it stopped the dispatcher's
+    fleet measurement and ``status`` for every merchant, and every poll of its own): it
+    reads as the first state's value, which repeats work and never skips it (no cursor: a
+    full read), and its name is kept for the log line."""
+    good = {"poll_count": {"N": "4"}, "last_failure_class": {"S": "CloverUnavailable"}}
+    state = state_of("M1", {**good, name: attr})
+    first = MerchantState(merchant_id="M1")
+    assert getattr(state, name) == getattr(first, name)
+    assert state.unreadable == (name,)
+    if name != "poll_count":
+        assert state.poll_count == 4
+    if name != "last_failure_class":
+        assert state.last_failure_class == "CloverUnavailable"
+
+
+def test_a_time_written_without_an_offset_is_utc() -> None:
+    """A hand-written time without an offset could not be compared with the aware ones."""
+    state = state_of("M1", {"last_success_at": {"S": "2026-03-01T12:30:05.123456"}})
+    assert state.last_success_at == AT
+    assert state.unreadable == ()
+
+
+def test_an_unreadable_sweep_request_still_asks_for_one_sweep() -> None:
+    """A request nobody can read is honoured once (a sweep repeats work, never skips it):
+    the sweep records it as done, and the same unreadable request then asks for nothing."""
+    state = state_of("M1", {"sweep_request": {"N": "5"}})
+    assert state.unreadable == ("sweep_request",)
+    assert state.sweep_requested
+    done = state_of(
+        "M1", {"sweep_request": {"N": "5"}, "sweep_request_done": to_attr(state.sweep_request)}
+    )
+    assert not done.sweep_requested
+
+
+def test_a_long_stored_message_is_cut_to_what_a_poll_writes() -> None:
+    state = state_of("M1", {"last_failure_message": {"S": "x" * 400_000}})
+    assert state.last_failure_message == "x" * 500

@@ -119,6 +119,8 @@ def merchant_status(
                 "store_blocked": (
                     f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
                 ),
+                # attributes of its state item read as their defaults (edited by hand)
+                "unreadable_state": ", ".join(current.unreadable) or None,
             }
         )
     return rows

@@ -62,6 +62,9 @@ class MerchantState:
     # that arrives during that poll still makes the next one sweep.
     sweep_request: str | None = None
     sweep_request_done: str | None = None
+    # Attributes of the stored item that could not be read (edited by hand, corrupted):
+    # each holds its default here (:func:`esl_sync.store.state_item.state_of`).
+    unreadable: tuple[str, ...] = ()
 
     @property
     def sweep_requested(self) -> bool:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from esl_sync.credentials import SealedTokens
@@ -49,16 +49,107 @@ def from_attr(name: str, attr: dict[str, Any]) -> object:
     return datetime.fromisoformat(value) if name.endswith("_at") else value
 
 
+class Unreadable(ValueError):
+    """An attribute that is not what this module writes (edited by hand, or corrupted)."""
+
+
+MAX_MS = 253_402_300_799_999
+"""The last millisecond of the year 9999: a cursor or sweep time beyond it is no time."""
+MAX_COUNT = 2**63 - 1
+MAX_TEXT = 500
+"""What a poll writes of a failure message (``poll.py``): a longer stored text is cut."""
+UNREADABLE_SWEEP_REQUEST = "unreadable"
+"""What a ``sweep_request`` nobody can read stands for: one request (a sweep repeats work,
+never skips it), done once the sweep records it as done."""
+
+
+def _whole(attr: Mapping[str, Any], low: int, high: int) -> int:
+    """A DynamoDB number that is a whole number in [low, high]: ``int`` reads only plain
+    digits (no fraction or exponent), and a flag is not a number."""
+    text = attr.get("N") if isinstance(attr, Mapping) else None
+    if not isinstance(text, str):
+        raise Unreadable
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 40):
+        raise Unreadable
+    value = int(text)
+    if not low <= value <= high:
+        raise Unreadable
+    return value
+
+
+def _text(attr: Mapping[str, Any]) -> str:
+    value = attr.get("S") if isinstance(attr, Mapping) else None
+    if not isinstance(value, str):
+        raise Unreadable
+    return value[:MAX_TEXT]
+
+
+def _moment(attr: Mapping[str, Any]) -> datetime:
+    """An ISO time; one written without an offset is UTC (as the dispatcher reads one)."""
+    try:
+        moment = datetime.fromisoformat(_text(attr))
+    except ValueError:
+        raise Unreadable from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _nullable(read: Callable[[Mapping[str, Any]], object]) -> Callable[[Mapping[str, Any]], object]:
+    return lambda attr: (
+        None if isinstance(attr, Mapping) and attr.get("NULL") is True else read(attr)
+    )
+
+
+_READERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
+    "high_water_ms": _nullable(lambda a: _whole(a, 0, MAX_MS)),
+    "poll_count": lambda a: _whole(a, 0, MAX_COUNT),
+    "last_sweep_ms": _nullable(lambda a: _whole(a, 0, MAX_MS)),
+    "last_success_at": _nullable(_moment),
+    "last_failure_at": _nullable(_moment),
+    "last_failure_class": _nullable(_text),
+    "last_failure_message": _nullable(_text),
+    "consecutive_failures": lambda a: _whole(a, 0, MAX_COUNT),
+    "sweep_request_done": _nullable(_text),
+    "auth_state": _text,
+    "sweep_request": _nullable(_text),
+}
+"""Each state field as ``save`` (or the token and webhook writes) writes it."""
+
+
 def state_of(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
+    """The state the item holds. An attribute that is not what these writers write (a
+    wrong type, a number out of range, a time that is none) reads as the first state's
+    value, which repeats work and never skips it (no cursor: a full read; an unreadable
+    sweep request: one sweep), and is named in ``unreadable``: one bad attribute never
+    makes the item, the fleet's measurement or ``status`` unreadable."""
     state = MerchantState(merchant_id=merchant_id)
     if not item:
         return state
-    state.version = int(item.get("version", {"N": "0"})["N"])
+    unreadable: list[str] = []
+    if "version" in item:
+        try:
+            state.version = _whole(item["version"], 0, MAX_COUNT)
+        except Unreadable:
+            unreadable.append("version")
     for name in STATE_FIELDS:
         if name in item:
-            setattr(state, name, from_attr(name, dict(item[name])))
+            try:
+                setattr(state, name, _READERS[name](item[name]))
+            except Unreadable:
+                unreadable.append(name)
+                if name == "sweep_request":
+                    state.sweep_request = UNREADABLE_SWEEP_REQUEST
     if "pending_deletes" in item:
-        state.pending_deletes = frozenset(item["pending_deletes"]["SS"])
+        ids = (
+            item["pending_deletes"].get("SS")
+            if isinstance(item["pending_deletes"], Mapping)
+            else None
+        )
+        if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+            state.pending_deletes = frozenset(ids)
+        else:
+            unreadable.append("pending_deletes")
+    state.unreadable = tuple(unreadable)
     return state
 
 

@@ -28,6 +28,9 @@ class FleetHealth:
     # Active merchants that installed the app and have no Hipoink store code yet: not
     # polled, so not in the rest (an operator's to-do: esl-sync merchants set-store).
     awaiting_store_code: list[str] = field(default_factory=list)
+    # Merchants whose state item has attributes that could not be read (edited by hand or
+    # corrupted; each read as its default): which ones, for the log line.
+    unreadable_state: dict[str, list[str]] = field(default_factory=dict)
 
 
 def fleet_health(
@@ -40,8 +43,11 @@ def fleet_health(
     """How old each active merchant's data is: since its last success, or since it was
     added when it never had one."""
     stale, reauth, stalest = [], [], 0
+    unreadable: dict[str, list[str]] = {}
     for merchant in merchants:
         state = states[merchant.merchant_id]
+        if state.unreadable:
+            unreadable[merchant.merchant_id] = list(state.unreadable)
         since = state.last_success_at or merchant.created_at
         if state.auth_state == "needs_reauth":
             reauth.append(merchant.merchant_id)
@@ -52,7 +58,9 @@ def fleet_health(
         own = max(interval_seconds, merchant.poll_interval_seconds or 0)
         if age > STALE_AFTER_INTERVALS * own:
             stale.append(merchant.merchant_id)
-    return FleetHealth(len(merchants), stale, reauth, stalest, stale_labels)
+    return FleetHealth(
+        len(merchants), stale, reauth, stalest, stale_labels, unreadable_state=unreadable
+    )
 
 
 def report_fleet_health(health: FleetHealth) -> None:
@@ -65,11 +73,17 @@ def report_fleet_health(health: FleetHealth) -> None:
         ("MerchantsAwaitingStoreCode", MetricUnit.Count, len(health.awaiting_store_code)),
     ):
         metrics.add_metric(name=name, unit=unit, value=value)
-    if health.stale or health.needing_reauth or health.awaiting_store_code:
+    if (
+        health.stale
+        or health.needing_reauth
+        or health.awaiting_store_code
+        or health.unreadable_state
+    ):
         logger.warning(
             "merchants need attention",
             stale=health.stale,
             needing_reauth=health.needing_reauth,
             awaiting_store_code=health.awaiting_store_code,
+            unreadable_state=health.unreadable_state,
             stalest_seconds=health.stalest_seconds,
         )
