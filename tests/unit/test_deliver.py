@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -290,3 +291,36 @@ def test_the_latency_is_the_time_since_the_change() -> None:
     outcome = deliver(job, ledger, sink, 10)
     assert outcome.latency_seconds is not None
     assert 90.0 <= outcome.latency_seconds < 3600.0
+
+
+@pytest.mark.parametrize(
+    ("bad", "rejected", "named"),
+    [
+        ({"pc": "A1", "pn": "x", "pp": 10**400, "pi": "I"}, "A1", "a value that is not text"),
+        ({"pc": "A1", "pn": None, "pp": "1.00", "pi": "I"}, "A1", "a value that is not text"),
+        ({"pn": "x", "pp": "1.00"}, "(no usable pc)", None),
+        ({"pc": 5, "pn": "x", "pp": "1.00"}, "(no usable pc)", None),
+        ({"pc": "P" * 10_000, "pn": "x", "pp": "1.00"}, "(no usable pc)", None),
+        ({"pc": "", "pn": "x", "pp": "1.00"}, "(no usable pc)", None),
+    ],
+    ids=["price-10**400", "null-name", "no-pc", "number-pc", "10k-pc", "empty-pc"],
+)
+def test_a_hand_written_record_that_is_not_a_hipoink_record_is_refused_and_the_rest_go_on(
+    bad: dict[str, Any], rejected: str, named: str | None
+) -> None:
+    """A job edited by hand and redriven: valid JSON, but a record the poll never writes.
+    It raised (TypeError, KeyError) after nothing was sent, so SQS retried the whole job
+    into the dead-letter queue with its good labels, and its store's later jobs waited."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    text = LabelJob(merchant_id="M", store_code="S", upserts=[_record("OK1"), bad]).to_json()
+    job = LabelJob.parse(text)
+    outcome = deliver(job, ledger, sink, 10)
+    assert outcome.upserted == 1
+    assert [pcs for _, pcs in sink.calls] == [["OK1"]]
+    assert outcome.rejected == [rejected]
+    if named is None:
+        assert ledger.failures == {}
+    else:
+        assert ledger.failures[rejected].failure_class == "bad_record"
+        assert named in ledger.failures[rejected].message
+    assert deliver_module.name_skipped(job, MemoryLedger()) == 1

@@ -29,7 +29,7 @@ queues them again.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import batched
 
 from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
@@ -39,6 +39,7 @@ from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import LabelLedger, LabelSink
 from esl_sync.records import AckedLabel, LabelAck, LabelFailure
 from esl_sync.settings import Settings
+from esl_sync.storable import PC_MAX_LENGTH
 
 _LOGGED_CODES = 20  # codes named in a log line; the count is always complete
 
@@ -80,6 +81,7 @@ def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
     """
     ledger, settings = deps.ledger, deps.settings
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
+    job = _without_unusable(job, ledger, outcome)
     triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
     outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
@@ -93,6 +95,43 @@ def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
     finally:
         _report(outcome)
     return outcome
+
+
+def record_problem(record: dict[str, object]) -> str | None:
+    """Why an upsert of a job is not a Hipoink record the poll could have written (a job
+    edited by hand and redriven): None if it is one (text values, a ``pc`` of 1 to 64)."""
+    pc = record.get("pc")
+    if not isinstance(pc, str) or not 1 <= len(pc) <= PC_MAX_LENGTH:
+        return f"no product code (pc) of 1 to {PC_MAX_LENGTH} characters"
+    if not all(isinstance(value, str) for value in record.values()):
+        return "a value that is not text"
+    return None
+
+
+def _without_unusable(job: LabelJob, ledger: LabelLedger, outcome: DeliveryOutcome) -> LabelJob:
+    """The job without the upserts that are not Hipoink records: each is refused by name
+    (``rejected``, its label's failure when its code is usable) and the rest go on."""
+    problems = [record_problem(r) for r in job.upserts]
+    if not any(problems):
+        return job
+    failures = []
+    for record, problem in zip(job.upserts, problems, strict=True):
+        if problem is None:
+            continue
+        pc = record.get("pc")
+        usable_pc = isinstance(pc, str) and 1 <= len(pc) <= PC_MAX_LENGTH
+        outcome.rejected.append(str(pc) if usable_pc else "(no usable pc)")
+        if usable_pc:
+            failures.append(LabelFailure(str(pc), "bad_record", f"label job record: {problem}"))
+        logger.error(
+            "label job record refused: not a Hipoink record; the others go on",
+            merchant_id=job.merchant_id,
+            pc=str(pc)[:PC_MAX_LENGTH] if usable_pc else None,
+            problem=problem,
+        )
+    ledger.record_failures(job.merchant_id, failures)
+    usable = [r for r, problem in zip(job.upserts, problems, strict=True) if problem is None]
+    return replace(job, upserts=usable)
 
 
 def _latency_seconds(oldest_change_ms: int) -> float:
@@ -130,7 +169,7 @@ def name_skipped(job: LabelJob, ledger: LabelLedger) -> int:
 
 
 def _codes(job: LabelJob) -> list[str]:
-    return [r["pc"] for r in job.upserts] + list(job.deletes)
+    return [r["pc"] for r in job.upserts if record_problem(r) is None] + list(job.deletes)
 
 
 def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
@@ -140,7 +179,8 @@ def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
     a job decided between the two (redriven later) cannot put its older value back.
     """
     result = Triage([], [], [], [])
-    wanted = [_Change(r["pc"], r) for r in job.upserts] + [_Change(pc, None) for pc in job.deletes]
+    records = [r for r in job.upserts if record_problem(r) is None]
+    wanted = [_Change(r["pc"], r) for r in records] + [_Change(pc, None) for pc in job.deletes]
     for change in wanted:
         acked = acknowledged.get(change.pc)
         if acked is None:
