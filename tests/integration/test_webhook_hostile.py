@@ -275,6 +275,31 @@ def test_a_handshake_code_with_escapes_is_refused_and_status_prints_codes_escape
     assert "code: \\x1b[2J\\x1b]0;pwned\\x07code\\r\\nfake: line (received" in out
 
 
+def test_a_code_item_edited_by_hand_never_stops_status(
+    hooked: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept code's slot that is not as written (no code, a time that is none, a number
+    that is text) is left out; the others still print and `status` still answers."""
+    good = {"code": {"S": "GOOD-CODE"}, "received_at": {"S": "2026-11-28T12:00:00+00:00"}}
+    boto3.client("dynamodb").put_item(
+        TableName=hooked.env["STATE_TABLE_NAME"],
+        Item={
+            "merchant_id": {"S": WEBHOOK_ITEM_KEY},
+            "verification_code_0": {"M": {**good, "n": {"N": "3"}}},
+            "verification_code_1": {"M": {"received_at": good["received_at"], "n": {"N": "4"}}},
+            "verification_code_2": {"M": {**good, "received_at": {"S": "noon"}, "n": {"N": "5"}}},
+            "verification_code_3": {"M": {**good, "n": {"S": "six"}}},
+            "verification_code_4": {"S": "not a slot"},
+            "verification_received_at": {"N": "1"},  # a legacy code's time, not a time
+            "verification_code": {"S": "LEGACY"},
+        },
+    )
+    assert [c.code for c in runtime.state_store().verification_codes()] == ["GOOD-CODE"]
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    assert "last Clover webhook verification code: GOOD-CODE" in capsys.readouterr().out
+
+
 def test_forged_handshakes_cannot_hide_clovers_code(
     hooked: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,7 +30,6 @@ from esl_sync.store.aws_json import AwsError, Caller
 from esl_sync.store.state_item import (
     POLL_FIELDS,
     STATE_FIELDS,
-    from_attr,
     sealed_of,
     state_of,
     to_attr,
@@ -51,19 +50,25 @@ def _verification_codes(item: Mapping[str, Any]) -> list[VerificationCode]:
     """The kept codes, newest first, each code once; an item written before codes were
     kept holds one in ``verification_code`` (shown last)."""
     numbered: list[tuple[int, VerificationCode]] = []
+    # A slot that is not as written (edited by hand, corrupted) is no code: it is left out,
+    # so that it never makes `esl-sync status` fail for every merchant.
     for name, attr in item.items():
-        if name.startswith(_CODE_SLOT) and "M" in attr:
-            slot = attr["M"]
-            code = VerificationCode(
-                slot["code"]["S"],
-                datetime.fromisoformat(slot["received_at"]["S"]),
-                slot.get("source_ip", {}).get("S"),
-            )
-            numbered.append((int(slot["n"]["N"]), code))
-    if "verification_code" in item:
-        legacy = from_attr("verification_received_at", dict(item["verification_received_at"]))
-        assert isinstance(legacy, datetime)
+        if name.startswith(_CODE_SLOT):
+            try:
+                slot = attr["M"]
+                code = VerificationCode(
+                    str(slot["code"]["S"]),
+                    datetime.fromisoformat(slot["received_at"]["S"]),
+                    slot.get("source_ip", {}).get("S"),
+                )
+                numbered.append((int(slot["n"]["N"]), code))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+    try:
+        legacy = datetime.fromisoformat(item["verification_received_at"]["S"])
         numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
+    except (KeyError, TypeError, ValueError):
+        pass  # none, or not as written
     codes: dict[str, VerificationCode] = {}
     for _, code in sorted(numbered, key=lambda pair: -pair[0]):
         codes.setdefault(code.code, code)
