@@ -302,6 +302,9 @@ class CloverSimulator(LoopbackService):
         self.delay_seconds = 0.0
         self.ignore_order_by = False
         self.send_date = True  # False: answers without a Date header (a proxy that drops it)
+        # Added to the Date header alone (items are stamped by the clock): a glitching
+        # front end whose Date is wrong while the catalog's stamps are right.
+        self.date_offset_ms = 0
         # True: a GET whose Accept-Encoding names gzip is answered gzip-compressed.
         self.gzip_answers = False
         self.list_deleted = False
@@ -370,7 +373,7 @@ class CloverSimulator(LoopbackService):
 
     def http_date(self) -> str:
         """Clover's clock as an HTTP-date, which has one-second resolution."""
-        return formatdate(self.clock_ms() / 1000, usegmt=True)
+        return formatdate((self.clock_ms() + self.date_offset_ms) / 1000, usegmt=True)
 
     # Catalog state
 

@@ -568,6 +568,55 @@ def test_a_clover_clock_ahead_or_behind_ours_loses_nothing(
     assert_in_step(stack, "MSKEW0000001", "STORE-S")
 
 
+def test_one_date_header_a_century_ahead_does_not_hide_the_changes_after_it(
+    stack: LocalStack,
+) -> None:
+    """A front end whose ``Date`` is wrong once: taken, the cursor (which never moves back)
+    would sit a century ahead and every incremental read would miss every change until a
+    sweep. It is not believed: the cursor stays, by name, and the next change is read."""
+    clover, _ = sims(stack)
+    stack.add_merchant("MGLITCH00001", "tok", "STORE-GL", items=items_without_times(6))
+    stack.run_cycle()
+    before = merchant_state("MGLITCH00001").high_water_ms
+    assert before is not None
+    clover.date_offset_ms = 100 * 365 * 24 * 3_600_000
+    logged = len(stack.logs)
+    stack.run_cycle()
+    clover.date_offset_ms = 0
+    assert merchant_state("MGLITCH00001").high_water_ms == before
+    assert metric_sums(stack.logs[logged:])["CloverClockImplausible"] == 1
+
+    first = clover.items("MGLITCH00001")[0]
+    clover.update_item("MGLITCH00001", first["id"], price=777)
+    logged = len(stack.logs)
+    stack.run_cycle()
+    [line] = [json.loads(e) for e in stack.logs[logged:] if '"poll finished"' in e]
+    assert line["products_changed"] == 1  # read by the incremental poll (no sweep ran)
+    assert_in_step(stack, "MGLITCH00001", "STORE-GL")
+
+
+def test_a_stored_cursor_ahead_of_clovers_clock_is_dropped_and_every_item_read_again(
+    stack: LocalStack,
+) -> None:
+    """A cursor no read of this Clover proved (stored by a glitch before it was refused, or
+    edited by hand) is dropped; the next poll reads everything, as the first one did."""
+    clover, _ = sims(stack)
+    stack.add_merchant("MGLITCH00002", "tok", "STORE-GL2", items=items_without_times(6))
+    stack.run_cycle()
+    state = merchant_state("MGLITCH00002")
+    state.high_water_ms = 253_402_300_799_999  # the year 9999
+    runtime.state_store().save(state)
+    first = clover.items("MGLITCH00002")[0]
+    clover.update_item("MGLITCH00002", first["id"], price=778)
+
+    stack.run_cycle()  # reads from the year 9999: nothing, but the cursor goes
+
+    assert merchant_state("MGLITCH00002").high_water_ms is None
+    stack.run_cycle()
+    assert_in_step(stack, "MGLITCH00002", "STORE-GL2")
+    assert merchant_state("MGLITCH00002").high_water_ms is not None
+
+
 def test_items_that_become_visible_late_are_read_again(stack: LocalStack) -> None:
     clover, _ = sims(stack)
     clover.freeze_clock(T0)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esl_sync.sync.cursor import CURSOR_SKEW_MARGIN_MS, next_cursor, read_from
+from esl_sync.sync.cursor import (
+    CLOVER_CLOCK_JUMP_MAX_MS,
+    CURSOR_SKEW_MARGIN_MS,
+    clock_verdict,
+    next_cursor,
+    read_from,
+)
 
 CLOVER_NOW = 1_800_000_000_000
 OVERLAP_MS = 120_000
@@ -78,3 +84,37 @@ def test_an_item_visible_up_to_the_overlap_late_is_read_by_the_first_poll_that_s
             assert stamped_within, (cursor, start)
             seen = True
         cursor = next_cursor(cursor, start if has_date else None)
+
+
+HOUR = 3_600_000
+
+
+def test_clovers_clock_is_believed_within_the_time_that_passed_plus_an_hour() -> None:
+    assert CLOVER_CLOCK_JUMP_MAX_MS == HOUR
+    cursor = CLOVER_NOW
+    assert clock_verdict(None, CLOVER_NOW + 100 * HOUR, 0) is None  # no cursor yet: any time
+    assert clock_verdict(cursor, None, 0) is None  # no time told
+    assert clock_verdict(cursor, cursor + HOUR, 0) is None
+    assert clock_verdict(cursor, cursor + HOUR + 1, 0) == "ahead"
+    assert clock_verdict(cursor, cursor + 3 * HOUR, 2 * HOUR) is None  # two hours did pass
+    assert clock_verdict(cursor, cursor + 3 * HOUR + 1, 2 * HOUR) == "ahead"
+    assert clock_verdict(cursor, cursor + 1000 * HOUR, None) is None  # no success to measure from
+    assert clock_verdict(cursor, cursor - HOUR, 0) is None  # a slow clock: the cursor stays
+    assert clock_verdict(cursor, cursor - HOUR - 1, 0) == "behind"
+
+
+@given(
+    cursor=st.integers(0, 2**53),
+    told=st.integers(0, 2**53),
+    elapsed=st.none() | st.integers(0, 2**40),
+)
+def test_a_believed_time_never_moves_the_cursor_more_than_an_hour_past_what_passed(
+    cursor: int, told: int, elapsed: int | None
+) -> None:
+    verdict = clock_verdict(cursor, told, elapsed)
+    if verdict is None:
+        assert told >= cursor - HOUR
+        if elapsed is not None:
+            assert next_cursor(cursor, told) <= cursor + elapsed + HOUR  # type: ignore[operator]
+    else:
+        assert (verdict == "ahead") == (told > cursor)

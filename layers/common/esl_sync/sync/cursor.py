@@ -10,6 +10,8 @@ the items that became visible to listings late (docs/architecture.md, "The curso
 
 from __future__ import annotations
 
+from typing import Literal
+
 CURSOR_SKEW_MARGIN_MS = 5_000
 """Kept behind Clover's clock at the start: its ``Date`` header has one-second resolution,
 and an item stamped just before the read may not be visible to it yet."""
@@ -35,3 +37,72 @@ def next_cursor(previous: int | None, clover_start_ms: int | None) -> int | None
         return previous
     candidate = max(0, clover_start_ms - CURSOR_SKEW_MARGIN_MS)
     return candidate if previous is None else max(previous, candidate)
+
+
+CLOVER_CLOCK_JUMP_MAX_MS = 3_600_000
+"""How far Clover's clock may stray from the cursor beyond the time that really passed, an
+hour, before the ``Date`` is not believed (a glitching front end, a clock set wrong)."""
+
+
+def clock_verdict(
+    previous: int | None, clover_start_ms: int | None, elapsed_ms: int | None
+) -> Literal["ahead", "behind"] | None:
+    """Whether Clover's clock at a read's start can be believed against the cursor:
+
+    * ``"ahead"``: it leapt past the cursor by more than the time that passed since the
+      cursor was set (``elapsed_ms``, on our clock) plus :data:`CLOVER_CLOCK_JUMP_MAX_MS`.
+      Taken, the cursor would sit there for good (it never moves back) and every
+      incremental read would miss the merchant's changes until Clover's clock caught up:
+      the cursor stays, as when Clover tells no time;
+    * ``"behind"``: the stored cursor lies more than that hour ahead of Clover's own clock
+      now, so no read of this Clover proved it (a glitch stored before this check, a hand
+      edit): it is dropped, and the next read reads everything, as the first one did;
+    * ``None``: believed (also when there is no cursor yet, no time, or no elapsed time).
+
+    Our clock only ever measures the time that passed; it never becomes the cursor.
+    """
+    if previous is None or clover_start_ms is None:
+        return None
+    if clover_start_ms < previous - CLOVER_CLOCK_JUMP_MAX_MS:
+        return "behind"
+    if (
+        elapsed_ms is not None
+        and clover_start_ms > previous + elapsed_ms + CLOVER_CLOCK_JUMP_MAX_MS
+    ):
+        return "ahead"
+    return None
+
+
+CLOCK_REFUSALS: dict[str, tuple[str, str]] = {
+    "missing": (
+        "CloverClockMissing",
+        "Clover sent no Date header: the cursor stays where it was",
+    ),
+    "ahead": (
+        "CloverClockImplausible",
+        "Clover's Date header leapt past the cursor by more than an hour beyond the time that"
+        " passed: the cursor stays where it was",
+    ),
+    "behind": (
+        "CloverClockImplausible",
+        "the stored cursor is more than an hour ahead of Clover's clock: it is dropped and"
+        " the next poll reads every item",
+    ),
+}
+"""Why a read's Clover time was not taken: the metric and the warning that name it. Each is
+safe (work repeats), but would repeat unnoticed without them."""
+
+
+def cursor_after(
+    previous: int | None, clover_start_ms: int | None, elapsed_ms: int | None
+) -> tuple[int | None, str | None]:
+    """The cursor after a complete read (:func:`next_cursor`, :func:`clock_verdict`), and
+    the key of :data:`CLOCK_REFUSALS` when Clover's time was not taken (else None)."""
+    if clover_start_ms is None:
+        return previous, "missing"
+    verdict = clock_verdict(previous, clover_start_ms, elapsed_ms)
+    if verdict == "ahead":
+        return previous, verdict
+    if verdict == "behind":
+        return None, verdict
+    return next_cursor(previous, clover_start_ms), None

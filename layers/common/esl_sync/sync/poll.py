@@ -41,7 +41,7 @@ from esl_sync.ports import (
 from esl_sync.records import Item, Merchant, MerchantState, ProductRow, StoredHash
 from esl_sync.settings import Settings
 from esl_sync.storable import parsed_json_text
-from esl_sync.sync.cursor import next_cursor, read_from
+from esl_sync.sync.cursor import CLOCK_REFUSALS, cursor_after, read_from
 from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.item_rows import item_row
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
@@ -303,15 +303,23 @@ class _Poll:
             self.deps.label_queue.send(jobs)
             outcome.label_upserts = len(plan.upserts)
             outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
-        if walk.clover_time_ms is None:
-            # Safe (the next poll repeats the read) but it would repeat forever unnoticed.
-            metrics.add_metric(name="CloverClockMissing", unit=MetricUnit.Count, value=1)
+        return _Synced(self._cursor(walk.clover_time_ms), sweeping, settled)
+
+    def _cursor(self, clover_start_ms: int | None) -> int | None:
+        """Where the cursor goes after a complete read (:mod:`esl_sync.sync.cursor`)."""
+        state, since = self.state, self.state.last_success_at
+        elapsed = _ms(self.deps.clock()) - _ms(since) if since is not None else None
+        cursor, refused = cursor_after(state.high_water_ms, clover_start_ms, elapsed)
+        if refused is not None:
+            metric, warning = CLOCK_REFUSALS[refused]
+            metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
             logger.warning(
-                "Clover sent no Date header: the cursor stays where it was",
-                merchant_id=merchant_id,
+                warning,
+                merchant_id=self.merchant_id,
+                clover_time_ms=clover_start_ms,
+                cursor_ms=state.high_water_ms,
             )
-        cursor = next_cursor(state.high_water_ms, walk.clover_time_ms)
-        return _Synced(cursor, sweeping, settled)
+        return cursor
 
     def _confirm_deletes(
         self, catalog: CatalogReader, tx: ProductWriter, plan: LabelPlan
