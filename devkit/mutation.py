@@ -4,16 +4,16 @@ Two sources of mutants, each run against the unit tests (``tests/unit`` without 
 repository checks: ``[tool.mutmut] pytest_add_cli_args_test_selection``):
 
 * **mutmut** (``[tool.mutmut]`` in ``pyproject.toml``). mutmut 3 copies the code into
-  ``mutants/`` and names each mutant after its file's path, which must then be the module's
-  import path: ``esl_sync`` lives in ``layers/common/esl_sync``, so mutmut runs in a
-  staging folder, ``.mutation/``, laid out the way it expects (``src/esl_sync``, the unit
-  tests with ``tests/fakes.py`` and ``tests/conftest.py``, the sample ``events/``,
-  ``pyproject.toml``), rebuilt on every run so no result of older tests is reused. mutmut
-  puts ``mutants/src`` first on ``sys.path``, ahead of the editable install, so the tests
-  import the mutants. mutmut leaves decorated classes and functions alone, so in the
-  staged copy each decorator is written as a call after its definition
-  (:func:`undecorated`): the label plan's methods, the properties and the pydantic
-  validators are mutated too;
+  ``mutants/`` and names each mutant after its file's path, which must then be the
+  module's import path: ``esl_sync`` lives in ``layers/common/esl_sync``, so mutmut runs
+  in a staging folder, ``.mutation/``, laid out the way it expects (``src/esl_sync``, the
+  unit tests with ``tests/fakes.py``, ``tests/strategies.py`` and ``tests/conftest.py``,
+  the sample ``events/``, ``pyproject.toml``), rebuilt on every run so no result of older
+  tests is reused. mutmut puts ``mutants/src`` first on ``sys.path``, ahead of the
+  editable install, so the tests import the mutants. mutmut leaves decorated classes and
+  functions alone, so in the staged copy each decorator is written as a call after its
+  definition (:func:`undecorated`): the label plan's methods, the properties and the
+  pydantic validators are mutated too;
 * **the AST supplement** (:mod:`devkit.ast_mutants`: negated conditions, ``min``/``max``
   reduced to one argument, deleted statements, changed constants). One clean run of the
   tests records which test executes which line (``sys.monitoring``); each mutant then runs
@@ -195,7 +195,7 @@ def _stage(modules: list[str]) -> None:
         staged.write_text(undecorated(staged.read_text()))
     shutil.copytree(REPO / "tests" / "unit", STAGE / "tests" / "unit", ignore=ignore)
     shutil.copytree(REPO / "events", STAGE / "events")  # the sample events the tests read
-    for name in ("tests/fakes.py", "tests/conftest.py", "pyproject.toml"):
+    for name in ("tests/fakes.py", "tests/strategies.py", "tests/conftest.py", "pyproject.toml"):
         shutil.copy2(REPO / name, STAGE / name)
 
 

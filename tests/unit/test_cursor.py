@@ -6,9 +6,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from esl_sync.sync.cursor import (
+    CLOCK_REFUSALS,
     CLOVER_CLOCK_JUMP_MAX_MS,
     CURSOR_SKEW_MARGIN_MS,
     clock_verdict,
+    cursor_after,
     next_cursor,
     read_from,
 )
@@ -118,3 +120,19 @@ def test_a_believed_time_never_moves_the_cursor_more_than_an_hour_past_what_pass
             assert next_cursor(cursor, told) <= cursor + elapsed + HOUR  # type: ignore[operator]
     else:
         assert (verdict == "ahead") == (told > cursor)
+
+
+def test_after_a_read_the_cursor_and_why_clovers_time_was_not_taken() -> None:
+    cursor = CLOVER_NOW
+    assert cursor_after(cursor, None, 0) == (cursor, "missing")
+    assert cursor_after(None, None, None) == (None, "missing")
+    assert cursor_after(cursor, cursor + HOUR + 1, 0) == (cursor, "ahead")
+    assert cursor_after(cursor, cursor - HOUR - 1, 0) == (None, "behind")
+    assert cursor_after(cursor, cursor + 60_000, 0) == (cursor + 55_000, None)
+    assert cursor_after(cursor, cursor - 60_000, 0) == (cursor, None)  # believed: never back
+    assert cursor_after(None, CLOVER_NOW, None) == (CLOVER_NOW - 5_000, None)
+    assert {key: metric for key, (metric, _) in CLOCK_REFUSALS.items()} == {
+        "missing": "CloverClockMissing",
+        "ahead": "CloverClockImplausible",
+        "behind": "CloverClockImplausible",
+    }
