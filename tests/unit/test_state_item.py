@@ -217,3 +217,45 @@ def test_an_unreadable_sweep_request_still_asks_for_one_sweep() -> None:
 def test_a_long_stored_message_is_cut_to_what_a_poll_writes() -> None:
     state = state_of("M1", {"last_failure_message": {"S": "x" * 400_000}})
     assert state.last_failure_message == "x" * 500
+
+
+YEAR_9999_LAST_MS = 253_402_300_799_999
+READABLE_AT_THE_BOUNDS = [
+    ("high_water_ms", {"N": "0"}, 0),
+    ("high_water_ms", {"N": str(YEAR_9999_LAST_MS)}, YEAR_9999_LAST_MS),
+    ("high_water_ms", {"NULL": True}, None),
+    ("last_sweep_ms", {"N": "0"}, 0),
+    ("last_sweep_ms", {"N": str(YEAR_9999_LAST_MS)}, YEAR_9999_LAST_MS),
+    ("poll_count", {"N": "0"}, 0),
+    ("poll_count", {"N": str(2**63 - 1)}, 2**63 - 1),
+    ("consecutive_failures", {"N": "0"}, 0),
+    ("consecutive_failures", {"N": str(2**63 - 1)}, 2**63 - 1),
+    ("version", {"N": "0"}, 0),
+    ("last_success_at", {"NULL": True}, None),
+    ("sweep_request", {"NULL": True}, None),
+]
+UNREADABLE_PAST_THE_BOUNDS = [
+    ("high_water_ms", {"N": str(YEAR_9999_LAST_MS + 1)}),
+    ("last_sweep_ms", {"N": str(YEAR_9999_LAST_MS + 1)}),
+    ("poll_count", {"N": str(2**63)}),
+    ("consecutive_failures", {"N": str(2**63)}),
+    ("version", {"N": str(2**63)}),
+    ("high_water_ms", {"NULL": False}),  # not a null: nothing a writer writes
+    ("last_success_at", {"NULL": "true"}),
+    ("high_water_ms", ["N", "5"]),  # not an attribute at all
+    ("high_water_ms", {"N": "9" * 5000}),  # past Python's int-from-text limit: no crash
+]
+
+
+@pytest.mark.parametrize(("name", "attr", "value"), READABLE_AT_THE_BOUNDS)
+def test_a_value_at_its_bound_is_read_as_it_is(name: str, attr: Any, value: object) -> None:
+    state = state_of("M1", {name: attr})
+    assert getattr(state, name) == value
+    assert state.unreadable == ()
+
+
+@pytest.mark.parametrize(("name", "attr"), UNREADABLE_PAST_THE_BOUNDS)
+def test_a_value_just_past_its_bound_is_unreadable(name: str, attr: Any) -> None:
+    state = state_of("M1", {name: attr})
+    assert getattr(state, name) == getattr(MerchantState(merchant_id="M1"), name)
+    assert state.unreadable == (name,)

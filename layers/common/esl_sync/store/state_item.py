@@ -67,10 +67,9 @@ def _whole(attr: Mapping[str, Any], low: int, high: int) -> int:
     """A DynamoDB number that is a whole number in [low, high]: ``int`` reads only plain
     digits (no fraction or exponent), and a flag is not a number."""
     text = attr.get("N") if isinstance(attr, Mapping) else None
-    if not isinstance(text, str):
-        raise Unreadable
-    digits = text.removeprefix("-")
-    if not (digits.isascii() and digits.isdigit() and len(digits) <= 40):
+    # Every range here starts at 0: plain digits only (no sign, fraction or exponent), and
+    # few enough for int() (which refuses over 4,300): every value past 40 is out of range.
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 40):
         raise Unreadable
     value = int(text)
     if not low <= value <= high:
