@@ -93,26 +93,27 @@ def _moment(attr: Mapping[str, Any]) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _nullable(read: Callable[[Mapping[str, Any]], object]) -> Callable[[Mapping[str, Any]], object]:
-    return lambda attr: (
-        None if isinstance(attr, Mapping) and attr.get("NULL") is True else read(attr)
-    )
+def _is_null(attr: object) -> bool:
+    return isinstance(attr, Mapping) and attr.get("NULL") is True
 
 
 _READERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
-    "high_water_ms": _nullable(lambda a: _whole(a, 0, MAX_MS)),
+    "high_water_ms": lambda a: _whole(a, 0, MAX_MS),
     "poll_count": lambda a: _whole(a, 0, MAX_COUNT),
-    "last_sweep_ms": _nullable(lambda a: _whole(a, 0, MAX_MS)),
-    "last_success_at": _nullable(_moment),
-    "last_failure_at": _nullable(_moment),
-    "last_failure_class": _nullable(_text),
-    "last_failure_message": _nullable(_text),
+    "last_sweep_ms": lambda a: _whole(a, 0, MAX_MS),
+    "last_success_at": _moment,
+    "last_failure_at": _moment,
+    "last_failure_class": _text,
+    "last_failure_message": _text,
     "consecutive_failures": lambda a: _whole(a, 0, MAX_COUNT),
-    "sweep_request_done": _nullable(_text),
+    "sweep_request_done": _text,
     "auth_state": _text,
-    "sweep_request": _nullable(_text),
+    "sweep_request": _text,
 }
-"""Each state field as ``save`` (or the token and webhook writes) writes it."""
+"""Each state field as ``save`` (or the token and webhook writes) writes it; all but
+:data:`_NEVER_NULL` may also be written as a null. (The null is checked in :func:`state_of`,
+when an item is read, not wrapped around the readers when this module is imported.)"""
+_NEVER_NULL = frozenset({"poll_count", "consecutive_failures", "auth_state"})
 
 
 def state_of(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
@@ -133,7 +134,9 @@ def state_of(merchant_id: str, item: Mapping[str, Any] | None) -> MerchantState:
     for name in STATE_FIELDS:
         if name in item:
             try:
-                setattr(state, name, _READERS[name](item[name]))
+                attr = item[name]
+                null = name not in _NEVER_NULL and _is_null(attr)
+                setattr(state, name, None if null else _READERS[name](attr))
             except Unreadable:
                 unreadable.append(name)
                 if name == "sweep_request":
