@@ -498,3 +498,40 @@ def test_a_server_ignoring_offset_cannot_loop_forever(wire: Wire) -> None:
             list(walk)
         assert walk.fell_back
         assert catalog.requests < 10
+
+
+# -- which limit a 429 names -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [
+        (b"X-RateLimit-tokenLimit: 16", "tokenLimit"),
+        (b"x-ratelimit-crosstokenlimit: 50", "crossTokenLimit"),  # as an HTTP/2 proxy writes it
+        (b"X-RateLimit-Remaining: 0", "other"),
+        (b"X-RateLimit-crossTokenSomething: 1", "other"),
+        (b"X-RateLimit-" + b"Z" * 5000 + b": 1", "other"),
+        (b"X-Other: 1", "unnamed"),
+    ],
+)
+def test_a_429_is_counted_under_a_limit_clover_has_or_other(
+    wire: Wire,
+    catalog: MerchantCatalog,
+    capsys: pytest.CaptureFixture[str],
+    header: bytes,
+    named: str,
+) -> None:
+    """The limit a 429 names becomes a metric's dimension and goes into the error and log:
+    a header's name is whatever a server or proxy writes, and every new dimension value is
+    a new CloudWatch metric, paid for each month. Only Clover's four names are kept."""
+    wire.script = [answer(b"{}", status=b"429 Too Many", headers=(header, b"Retry-After: 0"))]
+    capsys.readouterr()
+    assert _page(catalog) == [ITEM]
+    printed = capsys.readouterr().out
+    limits = [
+        json.loads(line)["Limit"]
+        for line in printed.splitlines()
+        if '"CloverRateLimitedByLimit"' in line
+    ]
+    assert limits == [named]
+    assert "Z" * 100 not in printed and "Remaining" not in printed and "Something" not in printed
