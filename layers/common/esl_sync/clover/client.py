@@ -446,7 +446,7 @@ def _named_limit(headers: Message) -> str | None:
     for name in RATE_LIMIT_HEADERS:
         if name in headers:  # a Message's names are matched ignoring case
             return name
-    if any(name.lower().startswith("x-ratelimit-") for name in headers.keys()):
+    if any(name.lower().startswith("x-ratelimit-") for name in headers):  # its names
         return OTHER_LIMIT
     return None
 
