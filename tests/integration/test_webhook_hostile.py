@@ -477,6 +477,51 @@ def test_5000_deleted_ids_keep_the_state_bounded_and_the_next_poll_sweeps(
     assert not [e for e in hooked.logs[mark:] if '"message":"poll finished"' in e]
 
 
+@pytest.mark.parametrize("edited", [{"S": "ITEM1"}, {"N": "5"}, {"L": [{"S": "ITEM1"}]}])
+def test_pending_deletes_edited_by_hand_never_fail_a_webhook_and_the_next_poll_sweeps(
+    hooked: LocalStack, edited: dict[str, Any]
+) -> None:
+    """``pending_deletes`` of another type than a string set (an operator's console edit):
+    a delete notification still answers 202 (DynamoDB refuses to ``ADD`` a set to it, which
+    failed every delivery with a 5xx), asking for a sweep instead; the next poll sweeps, so
+    the deleted item's label goes, and writes the attribute anew."""
+    assert hooked.clover is not None
+    assert hooked.hipoink is not None
+    clover, hipoink = hooked.clover, hooked.hipoink
+    [gone] = [i for i in clover.items(MERCHANT) if not i.get("hidden") and i.get("sku")][:1]
+    clover.delete_item(MERCHANT, gone["id"])
+    store = runtime.state_store()
+    store._dynamodb.call(  # type: ignore[attr-defined]
+        "UpdateItem",
+        {
+            "TableName": hooked.env["STATE_TABLE_NAME"],
+            "Key": {"merchant_id": {"S": MERCHANT}},
+            "UpdateExpression": "SET pending_deletes = :odd",
+            "ExpressionAttributeValues": {":odd": edited},
+        },
+    )
+    event = {"objectId": f"I:{gone['id']}", "type": "DELETE", "ts": int(time.time() * 1000)}
+    body = {"appId": "DRKVJT2ZRRRSC", "merchants": {MERCHANT: [event]}}
+    answer = hooked.send_webhook(body, CLOVER_WEBHOOK_AUTH, deliver=False)
+    assert answer.status == 202
+    assert errors_and_tracebacks(hooked) == []
+    state = store.load(MERCHANT)
+    assert state.unreadable == ("pending_deletes",)
+    assert state.sweep_requested
+
+    polls = hooked.drain("PollQueue", "poller")
+    hooked.drain("LabelQueue", "hipoink_sender")
+    assert (polls.records, polls.failures) == (1, 0)
+    assert gone["sku"] not in hipoink.labels(STORE)
+    repaired = store.load(MERCHANT)
+    assert repaired.unreadable == ()
+    assert repaired.pending_deletes == frozenset()
+    assert not repaired.sweep_requested
+    # and the next deletion is noted as ever
+    assert store.add_pending_deletes(MERCHANT, ["ITEM2"], limit=500)
+    assert store.load(MERCHANT).pending_deletes == frozenset({"ITEM2"})
+
+
 def test_a_sweep_requested_during_a_poll_is_not_lost(hooked: LocalStack) -> None:
     """The poll records the request token it read; one written meanwhile stays pending."""
     store = runtime.state_store()

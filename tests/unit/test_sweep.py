@@ -91,3 +91,17 @@ def test_a_sweep_requested_by_a_webhook_is_due_until_a_poll_records_it_done() ->
     assert sweep_due(state, SETTINGS, NOW)
     state.high_water_ms = None  # but never on the first read
     assert not sweep_due(state, SETTINGS, NOW)
+
+
+@pytest.mark.parametrize("cursor", [NOW_MS, None])
+@pytest.mark.parametrize(
+    ("unreadable", "due"), [(("pending_deletes",), True), (("poll_count",), False), ((), False)]
+)
+def test_deletions_noted_where_they_cannot_be_read_make_a_sweep_due_even_on_a_first_read(
+    cursor: int | None, unreadable: tuple[str, ...], due: bool
+) -> None:
+    """Only a sweep finds what an unreadable ``pending_deletes`` held; the save that follows
+    removes it (:class:`esl_sync.store.dynamo.DynamoStateStore`)."""
+    state = _state(3)
+    state.high_water_ms, state.unreadable = cursor, unreadable
+    assert sweep_due(state, SETTINGS, NOW) is due

@@ -328,7 +328,8 @@ class WebhookHints(Protocol):
 
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
-        then pending; else add none and ask for a sweep (``sweep_request``). Whether added."""
+        then pending (and the stored ids are a set: one edited by hand is not); else add
+        none and ask for a sweep (``sweep_request``). Whether added."""
         ...
 
     def record_uninstall(self, merchant_id: str, *, ts_ms: int) -> None:

@@ -156,11 +156,20 @@ class DynamoStateStore:
             names["#pending"] = "pending_deletes"
             values[":settled"] = {"SS": sorted(settled)}
             update += " DELETE #pending :settled"
+        removed: list[str] = []
+        if "pending_deletes" in state.unreadable:
+            # Not a string set (edited by hand): no webhook can add to it (see
+            # add_pending_deletes), and the poll saving this swept (sweep_due), which
+            # finds whatever deletions it held. Removed, so the next one is noted again.
+            names["#pending"] = "pending_deletes"
+            removed.append("#pending")
         if release_lease is not None:  # the poll's last write gives its lease back too
             names |= _LEASE_NAMES
             values[":owner"] = {"S": release_lease}
-            update += " REMOVE #owner, #until"
+            removed += ["#owner", "#until"]
             condition += " AND #owner = :owner"
+        if removed:
+            update += f" REMOVE {', '.join(removed)}"
         if not self._conditional_update(state.merchant_id, update, condition, values, names):
             raise StaleStateError(
                 f"merchant {state.merchant_id}: state changed since version {state.version}"
@@ -388,8 +397,15 @@ class DynamoStateStore:
         if len(ids) <= limit and self._conditional_update(
             merchant_id,
             "ADD #pending :ids",
-            "attribute_not_exists(#pending) OR size(#pending) <= :room",
-            {":ids": {"SS": ids}, ":room": {"N": str(limit - len(ids))}},
+            # Of its type only: DynamoDB refuses to ADD a set to anything else (an
+            # attribute edited by hand), which would fail every delivery; a sweep instead.
+            "attribute_not_exists(#pending)"
+            " OR (attribute_type(#pending, :set) AND size(#pending) <= :room)",
+            {
+                ":ids": {"SS": ids},
+                ":room": {"N": str(limit - len(ids))},
+                ":set": {"S": "SS"},
+            },
             {"#pending": "pending_deletes"},
         ):
             return True

@@ -23,7 +23,13 @@ def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
     """Every ``CLOVER_CLEANUP_EVERY_N_POLLS``-th poll, once ``CLOVER_CLEANUP_INTERVAL_HOURS``
     passed since the last sweep, or when a webhook asked for one (more deletions reported
     than the state may hold for confirmation). Never on the first read: there is nothing
-    to compare yet, and the first read starts the sweep clock (``last_sweep_ms``)."""
+    to compare yet, and the first read starts the sweep clock (``last_sweep_ms``).
+
+    Also whenever the deletions a webhook noted cannot be read (``pending_deletes`` edited
+    by hand: the state store's save then removes it), first read or not: only a sweep
+    finds what it held."""
+    if "pending_deletes" in state.unreadable:
+        return True
     if state.high_water_ms is None:
         return False
     if state.sweep_requested:
