@@ -406,3 +406,44 @@ def test_a_sweep_poll_heals_dead_lettered_labels_without_an_operator(
     assert hipoink.labels(STORE) == expected_labels(stack.clover.items(M))
     assert any('"stale labels queued again"' in line for line in stack.logs)
     assert metric_sums(stack.logs)["LabelsHealed"] == len(hipoink.labels(STORE))
+
+
+def test_hand_written_codes_postgres_or_hipoink_cannot_take_are_refused_and_the_rest_go_on(
+    stack: LocalStack,
+) -> None:
+    """A label job edited by hand and redriven, its codes ones the poll never writes (a NUL,
+    empty, 10,000 characters, a line break inside): each is refused by name, the others
+    delivered. A NUL made Postgres refuse the job's ledger read, so the job failed whole,
+    every retry, into the dead-letter queue, and its store's later jobs waited."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    assert stack.invoke("hipoink_sender", _sender_event(_job(M, STORE, "GONE1"))) == {
+        "batchItemFailures": []
+    }
+    bad_codes = ["N\x00UL", "", "P" * 10_000, "LINE\nBREAK"]
+    good = {"pc": "OK1", "pn": "Thing", "pp": "1.00", "pi": "ITEMOK1"}
+    upserts = [good] + [{**good, "pc": pc} for pc in bad_codes]
+    job = LabelJob(
+        merchant_id=M, store_code=STORE, upserts=upserts, deletes=[*bad_codes, "GONE1"]
+    ).to_json()
+    mark = len(stack.logs)
+
+    answer = stack.invoke("hipoink_sender", _sender_event(job))
+
+    assert answer == {"batchItemFailures": []}
+    assert set(hipoink.labels(STORE)) == {"OK1"}  # GONE1 deleted, OK1 shown
+    lines = stack.logs[mark:]
+    assert metric_sums(lines)["LabelsRejected"] == 2 * len(bad_codes)
+    refused = [json.loads(x) for x in lines if "label job record refused" in x]
+    assert len(refused) == 2 * len(bad_codes)
+    assert all(len(x.get("pc") or "") <= 64 and "\x00" not in (x.get("pc") or "") for x in refused)
+    later = stack.invoke("hipoink_sender", _sender_event(_job(M, STORE, "X1")))
+    assert later == {"batchItemFailures": []}
+
+
+def _sender_event(body: str) -> dict[str, Any]:
+    template = json.loads((REPO_ROOT / "events" / "hipoink_sender.json").read_text())
+    record = json.loads(json.dumps(template["Records"][0]))
+    record["body"] = body
+    record["attributes"]["MessageGroupId"] = M
+    return {"Records": [record]}

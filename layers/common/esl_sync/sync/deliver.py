@@ -39,7 +39,7 @@ from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import LabelLedger, LabelSink
 from esl_sync.records import AckedLabel, LabelAck, LabelFailure
 from esl_sync.settings import Settings
-from esl_sync.storable import PC_MAX_LENGTH
+from esl_sync.storable import PC_MAX_LENGTH, product_code
 
 _LOGGED_CODES = 20  # codes named in a log line; the count is always complete
 
@@ -99,39 +99,61 @@ def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
 
 def record_problem(record: dict[str, object]) -> str | None:
     """Why an upsert of a job is not a Hipoink record the poll could have written (a job
-    edited by hand and redriven): None if it is one (text values, a ``pc`` of 1 to 64)."""
-    pc = record.get("pc")
-    if not isinstance(pc, str) or not 1 <= len(pc) <= PC_MAX_LENGTH:
-        return f"no product code (pc) of 1 to {PC_MAX_LENGTH} characters"
+    edited by hand and redriven): None if it is one (text values, a usable ``pc``)."""
+    problem = code_problem(record.get("pc"))
+    if problem is not None:
+        return problem
     if not all(isinstance(value, str) for value in record.values()):
         return "a value that is not text"
     return None
 
 
+def code_problem(pc: object) -> str | None:
+    """Why ``pc`` is not a product code the poll writes (:func:`esl_sync.storable.product_code`
+    left it as it is and found nothing wrong): None if it is one. The ledger cannot hold
+    another (Postgres refuses a NUL, and fails the job's every retry), nor Hipoink show it."""
+    if not isinstance(pc, str) or not 1 <= len(pc) <= PC_MAX_LENGTH:
+        return f"no product code (pc) of 1 to {PC_MAX_LENGTH} characters"
+    code, problem = product_code(pc)
+    if problem is not None:
+        return f"a product code (pc) that {problem}"
+    if code != pc:
+        return "a product code (pc) with spaces or line breaks at an end"
+    return None
+
+
 def _without_unusable(job: LabelJob, ledger: LabelLedger, outcome: DeliveryOutcome) -> LabelJob:
-    """The job without the upserts that are not Hipoink records: each is refused by name
-    (``rejected``, its label's failure when its code is usable) and the rest go on."""
+    """The job without the upserts that are not Hipoink records and the deletes of codes
+    that are not product codes: each is refused by name (``rejected``, its label's failure
+    when its code is usable) and the rest go on."""
     problems = [record_problem(r) for r in job.upserts]
-    if not any(problems):
+    deletes = [code_problem(pc) for pc in job.deletes]
+    if not any(problems) and not any(deletes):
         return job
     failures = []
-    for record, problem in zip(job.upserts, problems, strict=True):
-        if problem is None:
-            continue
-        pc = record.get("pc")
-        usable_pc = isinstance(pc, str) and 1 <= len(pc) <= PC_MAX_LENGTH
+    refused = [(r.get("pc"), p) for r, p in zip(job.upserts, problems, strict=True) if p]
+    refused += [(pc, p) for pc, p in zip(job.deletes, deletes, strict=True) if p]
+    for pc, problem in refused:
+        usable_pc = code_problem(pc) is None
         outcome.rejected.append(str(pc) if usable_pc else "(no usable pc)")
         if usable_pc:
             failures.append(LabelFailure(str(pc), "bad_record", f"label job record: {problem}"))
         logger.error(
             "label job record refused: not a Hipoink record; the others go on",
             merchant_id=job.merchant_id,
-            pc=str(pc)[:PC_MAX_LENGTH] if usable_pc else None,
+            pc=str(pc) if usable_pc else None,
             problem=problem,
         )
     ledger.record_failures(job.merchant_id, failures)
-    usable = [r for r, problem in zip(job.upserts, problems, strict=True) if problem is None]
-    return replace(job, upserts=usable)
+    return replace(
+        job,
+        upserts=[r for r, problem in zip(job.upserts, problems, strict=True) if problem is None],
+        deletes=_usable_deletes(job),
+    )
+
+
+def _usable_deletes(job: LabelJob) -> list[str]:
+    return [pc for pc in job.deletes if code_problem(pc) is None]
 
 
 def _latency_seconds(oldest_change_ms: int) -> float:
@@ -169,7 +191,7 @@ def name_skipped(job: LabelJob, ledger: LabelLedger) -> int:
 
 
 def _codes(job: LabelJob) -> list[str]:
-    return [r["pc"] for r in job.upserts if record_problem(r) is None] + list(job.deletes)
+    return [r["pc"] for r in job.upserts if record_problem(r) is None] + _usable_deletes(job)
 
 
 def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
@@ -180,7 +202,8 @@ def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
     """
     result = Triage([], [], [], [])
     records = [r for r in job.upserts if record_problem(r) is None]
-    wanted = [_Change(r["pc"], r) for r in records] + [_Change(pc, None) for pc in job.deletes]
+    wanted = [_Change(r["pc"], r) for r in records]
+    wanted += [_Change(pc, None) for pc in _usable_deletes(job)]
     for change in wanted:
         acked = acknowledged.get(change.pc)
         if acked is None:
