@@ -296,3 +296,49 @@ def test_a_record_that_is_not_a_poll_request_fails_alone_and_is_named(
     assert "Traceback" not in refusals[0]["error"]
     assert statuses(stack.logs[mark:], good) == ["ok"]
     assert poll_lines(stack, good)[-1]["products_changed"] == 3
+
+
+def test_connections_the_database_closed_while_idle_are_reopened_and_nothing_fails(
+    stack: LocalStack,
+) -> None:
+    """A failover, a restart or an idle timeout closes every connection a warm function
+    keeps. The next tick's dispatcher and each poll worker's first poll failed on theirs
+    (``AdminShutdown``): no poll queued that tick, each merchant's poll retried only after
+    the queue's visibility timeout, an error and a failure on each. A connection the server
+    closed while idle is now found before it is used (it has something to read) and
+    opened anew."""
+    assert stack.clover is not None
+    for n, merchant_id in enumerate(MERCHANTS):
+        stack.add_merchant(merchant_id, f"tok-{n}", f"S-{n}", items=gas_station_catalog(20, seed=n))
+    first = stack.run_cycle()
+    assert (first.polls.failures, first.labels.failures) == (0, 0)
+    changed = {}
+    for merchant_id in MERCHANTS:
+        item = stack.clover.items(merchant_id)[0]
+        stack.clover.update_item(merchant_id, item["id"], price=item.get("price", 0) + 7)
+        changed[merchant_id] = item["id"]
+    held = runtime.database()._opened[:]  # the warm functions' connections
+    assert held
+    with psycopg.connect(runtime.database_url(), autocommit=True) as admin:
+        ended = admin.execute(
+            # Waiting (up to 5 s) until each is gone: a kill racing the next statement is
+            # a failure no check before sending can prevent (the poll is retried).
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE application_name = 'esl-sync' AND pid <> pg_backend_pid()"
+            " AND datname = current_database()"  # this test's own: other tests share the server
+        ).fetchall()
+    assert len(ended) >= len(held)
+    mark = len(stack.logs)
+
+    second = stack.run_cycle()
+
+    assert second.dispatched == len(MERCHANTS)
+    assert (second.polls.failures, second.labels.failures) == (0, 0)
+    lines = stack.logs[mark:]
+    assert not [line for line in lines if '"level":"ERROR"' in line]
+    for merchant_id in MERCHANTS:
+        assert statuses(lines, merchant_id) == ["ok"]
+        [row] = [p for p in stack.products(merchant_id) if p["source_id"] == changed[merchant_id]]
+        item = stack.clover.item(merchant_id, changed[merchant_id])
+        assert row["price"] * 100 == item["price"]
+    assert all(conn.closed for conn in held)

@@ -4,12 +4,14 @@ in :mod:`esl_sync.store.label_ledger`)."""
 from __future__ import annotations
 
 import json
+import select
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from esl_sync.records import LabelOwners, Merchant, ProductChange, ProductRow, StoredHash
@@ -184,7 +186,8 @@ class _CountingCursor(psycopg.Cursor[Any]):
 
 
 class Database:
-    """One connection per thread, opened lazily and reopened after it breaks.
+    """One connection per thread, opened lazily and reopened after it breaks or after the
+    server closed it while it was idle (:func:`_closed_by_server`).
 
     A psycopg connection serves one thread at a time, and the poller overlaps the polls of
     a batch on worker threads it keeps (:mod:`esl_sync.sync.poll_batch`): so each thread
@@ -208,7 +211,9 @@ class Database:
 
     def connection(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
+        if conn is None or conn.closed or conn.broken or _closed_by_server(conn):
+            if conn is not None:
+                conn.close()
             conn = psycopg.connect(
                 self._conninfo,
                 autocommit=True,
@@ -237,6 +242,28 @@ class Database:
         for conn in opened:
             conn.close()
         self._local = threading.local()
+
+
+def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server closed (or is closing) this idle connection: a failover, a
+    restart, an idle timeout or ``pg_terminate_backend`` ends every connection a warm
+    function keeps, and the first statement sent on one fails (``AdminShutdown``, "server
+    closed the connection"): the dispatcher's tick, or each poll worker's next poll.
+
+    An idle connection has nothing to read, unless the server has said goodbye (its error
+    message, the TLS close, the end of the stream): one ``poll`` of the socket, no round
+    trip, finds that before anything is sent, so a new connection is opened instead
+    (urllib3 checks its kept HTTP connections the same way). Now and then the server
+    sends an idle connection something else (a parameter change); that connection is
+    replaced too, which costs only the new connection. A connection inside a transaction
+    is in use, and never replaced under its user. A server gone without a word (a network
+    cut) is not found here: the statement fails, and psycopg marks the connection broken.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class PostgresMerchantDirectory:
