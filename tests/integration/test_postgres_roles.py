@@ -18,6 +18,7 @@ from pathlib import Path
 
 import boto3
 import psycopg
+import psycopg.conninfo
 import pytest
 from psycopg import sql
 
@@ -156,3 +157,52 @@ def test_the_reader_reads_every_table_and_writes_none(logins: dict[str, str]) ->
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+def test_a_login_rotated_in_its_secret_is_used_by_the_next_connection_and_no_poll_fails(
+    logins: dict[str, str],
+    postgres15: tuple[str, int, str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Secrets Manager's rotation of the app login (its single-user strategy: the password
+    changes, then the secret): warm functions kept the login they started with for good,
+    so every connection opened after it (a failover, an idle timeout, a new worker) was
+    refused until Lambda replaced the instance, while the README promised a rotated secret
+    within five minutes. A connection refused is now tried once more with the secret read
+    again, when that holds something new."""
+    host, port, admin_password = postgres15
+    monkeypatch.setenv("DATABASE_URL", logins["app"])
+    with LocalStack() as stack:
+        assert stack.clover is not None
+        merchant, store = "MROTATE00001", "STORE-ROTATE"
+        stack.add_merchant(merchant, "tok-rotate", store, items=gas_station_catalog(20))
+        assert stack.run_cycle().polls.failures == 0
+        old = psycopg.conninfo.conninfo_to_dict(logins["app"])["password"]
+        rotated = secrets.token_urlsafe(12)
+        admin = f"host={host} port={port} dbname=esl_sync user=postgres password={admin_password}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE esl_sync_app PASSWORD {}").format(rotated))
+            request.addfinalizer(lambda: _set_app_password(admin, str(old)))  # for the others
+            boto3.client("secretsmanager").put_secret_value(
+                SecretId=stack.env["DATABASE_URL_SECRET_ARN"],
+                SecretString=logins["app"].replace(f":{old}@", f":{rotated}@"),
+            )
+            conn.execute(  # and a failover: every kept connection ends
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE usename = 'esl_sync_app'"
+            )
+        item = stack.clover.items(merchant)[0]
+        stack.clover.update_item(merchant, item["id"], price=item.get("price", 0) + 5)
+
+        summary = stack.run_cycle()
+
+        assert summary.dispatched >= 1  # this test's merchant, and any the others left
+        assert (summary.polls.failures, summary.labels.failures) == (0, 0)
+        assert stack.hipoink is not None
+        assert stack.hipoink.labels(store) == expected_labels(stack.clover.items(merchant))
+
+
+def _set_app_password(admin: str, password: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE esl_sync_app PASSWORD {}").format(password))

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Literal
 
 from esl_sync.settings import ConfigurationError, deployed, settings
 from esl_sync.store import aws_json
-from esl_sync.store.secrets import database_conninfo, forget_secrets, resolve_secret
+from esl_sync.store.secrets import (
+    database_conninfo,
+    forget_secret,
+    forget_secrets,
+    resolve_secret,
+)
 
 if TYPE_CHECKING:
     from esl_sync.clover.client import CloverClient
@@ -41,20 +46,27 @@ if TYPE_CHECKING:
     from esl_sync.webhooks import WebhookDeps
 
 
-@cache
 def database_url() -> str:
-    """The Postgres connection string: TLS required in a deployed function."""
+    """The Postgres connection string: TLS required in a deployed function. Read through
+    the secrets' five-minute cache at every call, so each connection opened uses the
+    login the secret holds now (a rotated password, a restored database's new host)."""
     s = settings()
     s.require("database_url")
     text = resolve_secret("DATABASE_URL", s.database_url, s.database_url_secret_arn)
     return database_conninfo(text, require_tls=deployed())
 
 
+def _reread_database_secret() -> None:
+    arn = settings().database_url_secret_arn
+    if arn:
+        forget_secret(arn)
+
+
 @cache
 def database() -> Database:
     from esl_sync.store.postgres import Database
 
-    return Database(database_url())
+    return Database(database_url, reread=_reread_database_secret)
 
 
 @cache
@@ -326,7 +338,7 @@ def forget_secret_state() -> None:
     forget_secrets()
     if database.cache_info().currsize:
         database().close()
-    for builder in (database_url, database, merchants, label_ledger):
+    for builder in (database, merchants, label_ledger):
         builder.cache_clear()
 
 
@@ -344,7 +356,6 @@ def reset() -> None:
         hipoink().close()
     for builder in (
         settings,
-        database_url,
         database,
         merchants,
         label_ledger,

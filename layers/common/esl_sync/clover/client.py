@@ -72,8 +72,7 @@ RATE_LIMIT_HEADERS = (
     "X-RateLimit-crossTokenLimit",
     "X-RateLimit-crossTokenConcurrentLimit",
 )
-#: What a 429 names when its ``X-RateLimit-*`` header is none of :data:`RATE_LIMIT_HEADERS`.
-OTHER_LIMIT = "X-RateLimit-other"
+OTHER_LIMIT = "X-RateLimit-other"  #: what a 429 names under any other X-RateLimit-* header
 _RETRY_AFTER_MARGIN_SECONDS = 0.05
 _BODY_EXCERPT_CHARS = 120
 #: The largest answer read, as sent and once decoded: a page of 1,000 items is a few MB.
@@ -434,17 +433,11 @@ def _retry_after_seconds(headers: Message) -> float | None:
 
 
 def _named_limit(headers: Message) -> str | None:
-    """Which of Clover's ``X-RateLimit-*`` headers named the limit a 429 hit (spelled as
-    Clover does, whatever case came), :data:`OTHER_LIMIT` for another such header, None
-    for none.
-
-    Only these names go on, into a metric's dimension, the error and the log: a header's
-    name is whatever a server or proxy writes (``X-RateLimit-Remaining``, one per answer,
-    5,000 characters), and each new value of a dimension is a new CloudWatch metric, paid
-    for every month. Another name never pauses every token (only a cross-token limit does).
-    """
+    """Which of Clover's ``X-RateLimit-*`` headers named the limit a 429 hit, else
+    :data:`OTHER_LIMIT` or None: a name becomes a metric dimension (each value a metric paid
+    monthly), and a server or proxy may write any (``X-RateLimit-Remaining``, 5,000 chars)."""
     for name in RATE_LIMIT_HEADERS:
-        if name in headers:  # a Message's names are matched ignoring case
+        if name in headers:  # matched ignoring case
             return name
     if any(name.lower().startswith("x-ratelimit-") for name in headers):  # its names
         return OTHER_LIMIT

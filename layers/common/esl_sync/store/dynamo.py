@@ -157,10 +157,8 @@ class DynamoStateStore:
             values[":settled"] = {"SS": sorted(settled)}
             update += " DELETE #pending :settled"
         removed: list[str] = []
-        if "pending_deletes" in state.unreadable:
-            # Not a string set (edited by hand): no webhook can add to it (see
-            # add_pending_deletes), and the poll saving this swept (sweep_due), which
-            # finds whatever deletions it held. Removed, so the next one is noted again.
+        if "pending_deletes" in state.unreadable:  # edited by hand: no webhook adds to
+            # it, and this poll swept (sweep_due), finding what it held. Noted anew after.
             names["#pending"] = "pending_deletes"
             removed.append("#pending")
         if release_lease is not None:  # the poll's last write gives its lease back too
@@ -397,8 +395,7 @@ class DynamoStateStore:
         if len(ids) <= limit and self._conditional_update(
             merchant_id,
             "ADD #pending :ids",
-            # Of its type only: DynamoDB refuses to ADD a set to anything else (an
-            # attribute edited by hand), which would fail every delivery; a sweep instead.
+            # A set only: DynamoDB refuses to ADD one to a hand-edited other type.
             "attribute_not_exists(#pending)"
             " OR (attribute_type(#pending, :set) AND size(#pending) <= :room)",
             {

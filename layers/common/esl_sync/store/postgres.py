@@ -194,8 +194,13 @@ class Database:
     has its own connection, kept between invocations (as many as the poller has workers,
     plus the invoking thread's)."""
 
-    def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
+    def __init__(
+        self, conninfo: str | Callable[[], str], *, reread: Callable[[], None] | None = None
+    ) -> None:
+        """``conninfo``: the connection string, or what reads it for each connection
+        opened; ``reread``: makes the next read ask its source again (see :meth:`_open`)."""
+        self._conninfo = conninfo if callable(conninfo) else lambda: conninfo
+        self._reread = reread
         self._local = threading.local()
         self._opened: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
@@ -214,18 +219,30 @@ class Database:
         if conn is None or conn.closed or conn.broken or _closed_by_server(conn):
             if conn is not None:
                 conn.close()
-            conn = psycopg.connect(
-                self._conninfo,
-                autocommit=True,
-                connect_timeout=10,
-                application_name="esl-sync",
-                cursor_factory=_CountingCursor,
-            )
+            conn = self._open()
             self._local.conn = conn
             with self._lock:
                 self._opened = [c for c in self._opened if not c.closed]
                 self._opened.append(conn)
         return conn
+
+    def _open(self) -> psycopg.Connection[Any]:
+        """A new connection. One that fails is tried once more if the login's secret, read
+        again, now holds another: Secrets Manager's rotation changes the password before
+        the secret, and a kept login is refused from then on. Any failure counts (the
+        server's words for a refused password may be in its own language); a database
+        that is down costs one more read of the secret."""
+        conninfo = self._conninfo()
+        try:
+            return _connect(conninfo)
+        except psycopg.OperationalError:
+            if self._reread is None:
+                raise
+            self._reread()
+            fresh = self._conninfo()
+            if fresh == conninfo:
+                raise
+        return _connect(fresh)
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresProductWriter]:
@@ -242,6 +259,16 @@ class Database:
         for conn in opened:
             conn.close()
         self._local = threading.local()
+
+
+def _connect(conninfo: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        conninfo,
+        autocommit=True,
+        connect_timeout=10,
+        application_name="esl-sync",
+        cursor_factory=_CountingCursor,
+    )
 
 
 def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:

@@ -52,6 +52,13 @@ def forget_secrets() -> None:
         _cached.clear()
 
 
+def forget_secret(secret_arn: str) -> None:
+    """Drop one cached value: the next read asks Secrets Manager (a login it held was
+    refused: it may have been rotated)."""
+    with _cache_lock:
+        _cached.pop(secret_arn, None)
+
+
 def resolve_secret(name: str, value: Secret | None, secret_arn: str | None) -> str:
     """The secret's text, from the environment or Secrets Manager (cached for five minutes)."""
     if value is not None:
