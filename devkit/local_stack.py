@@ -358,6 +358,8 @@ class LocalStack:
             }
             if fifo:
                 attributes["FifoQueue"] = "true"
+            if "MaximumMessageSize" in props:
+                attributes["MaximumMessageSize"] = str(props["MaximumMessageSize"])
             redrive = props.get("RedrivePolicy")
             if redrive:
                 target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]

@@ -966,3 +966,47 @@ def test_a_merchant_whose_clover_keeps_failing_fails_alone_and_is_retried(
     assert merchant_state("MDOWN0000001").consecutive_failures == 0
     for n in (1, 2, 3):
         assert_in_step(stack, f"MDOWN000000{n}", f"STORE-{n}")
+
+
+SQS_CLASSIC_LIMIT = 262_144  # bytes: a message, and a SendMessageBatch's messages together
+
+
+@pytest.mark.parametrize(("batch_size", "n_items"), [("200", 2000), ("1000", 1200)])
+def test_label_jobs_past_sqss_limits_are_split_and_every_label_arrives(
+    make_stack: Callable[..., LocalStack],
+    request: pytest.FixtureRequest,
+    batch_size: str,
+    n_items: int,
+) -> None:
+    """Names of 127 characters of four bytes each (emoji; CJK text is three): a job of 200
+    labels is ≈ 110 KB, and a first sync's eight went in one SendMessageBatch (≈ 850 KB),
+    past SQS's 256 KiB for a batch's messages together; at ``HIPOINK_BATCH_SIZE`` 1000 one
+    job (≈ 500 KB) passed the label queue's limit for a message: the poll failed, every
+    retry, and the store's labels never updated. Now batches are grouped and jobs halved to
+    fit 256 KiB (the classic limit, which the template sets on the label queues)."""
+    stack = make_stack(HIPOINK_BATCH_SIZE=batch_size)
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    items = gas_station_catalog(n_items, seed=3)
+    for n, item in enumerate(items):
+        item["name"] = f"{n:05d}" + "\U0001f600" * 122
+    stack.add_merchant("MLARGEJOBS01", "tok-large", "STORE-LARGE", items=items)
+    sent: list[list[int]] = []
+
+    def seen(service: str, operation: str, params: Mapping[str, Any]) -> None:
+        if operation in ("SendMessage", "SendMessageBatch"):
+            entries = params.get("Entries", [params])
+            sent.append([len(e["MessageBody"].encode()) for e in entries])
+
+    aws_observers.observe(seen)
+    request.addfinalizer(lambda: aws_observers.unobserve(seen))
+
+    summary = stack.run_cycle()
+
+    assert (summary.polls.failures, summary.labels.failures) == (0, 0)
+    assert stack.hipoink.labels("STORE-LARGE") == expected_labels(
+        stack.clover.items("MLARGEJOBS01")
+    )
+    label_calls = [sizes for sizes in sent if max(sizes) > 10_000]  # not the poll requests
+    assert sum(sum(sizes) for sizes in label_calls) > SQS_CLASSIC_LIMIT  # more than one call
+    assert all(sum(sizes) <= SQS_CLASSIC_LIMIT for sizes in sent)

@@ -525,3 +525,38 @@ def test_the_messages_and_the_poll_batch_do_not_import_pydantic() -> None:
     assert "esl_sync.messages" not in importers
     assert "esl_sync.sync.poll_batch" not in importers
     assert "esl_sync.events" in importers  # the control: the watch sees an importer
+
+
+@given(
+    upserts=st.lists(st.sampled_from(["A", "B", "C"]), max_size=12),
+    deletes=st.lists(st.sampled_from(["D", "E"]), max_size=12),
+)
+def test_a_jobs_halves_applied_in_turn_do_what_it_does(
+    upserts: list[str], deletes: list[str]
+) -> None:
+    """Halved (a job past a queue message's limit): every upsert before every delete, each
+    in its order, the version and oldest change kept; neither half empty when it had two."""
+    records = [{"pc": pc, "pn": f"n{i}"} for i, pc in enumerate(upserts)]
+    job = LabelJob(
+        merchant_id="M1",
+        store_code="S1",
+        upserts=records,
+        deletes=deletes,
+        version=7,
+        oldest_change_ms=5,
+    )
+    first, second = job.halves()
+    assert first.upserts + second.upserts == records
+    assert first.deletes + second.deletes == deletes
+    assert not (first.deletes and second.upserts)  # deletes stay after every upsert
+    assert abs(first.size - second.size) <= 1
+    if job.size >= 2:
+        assert first.size > 0
+        assert second.size > 0
+    for half in (first, second):
+        assert (half.merchant_id, half.store_code, half.version, half.oldest_change_ms) == (
+            "M1",
+            "S1",
+            7,
+            5,
+        )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal, get_args
 
@@ -136,6 +136,27 @@ class LabelJob:
     @property
     def size(self) -> int:
         return len(self.upserts) + len(self.deletes)
+
+    def halves(self) -> tuple[LabelJob, LabelJob]:
+        """Two jobs that, applied in turn, do what this one does (a job too large for one
+        queue message): its upserts then its deletes, cut in the middle, with this job's
+        version and oldest change."""
+        changes: list[tuple[bool, Any]] = [(True, r) for r in self.upserts]
+        changes += [(False, pc) for pc in self.deletes]
+        middle = len(changes) // 2
+        first, second = changes[:middle], changes[middle:]
+        return (
+            replace(
+                self,
+                upserts=[c for upsert, c in first if upsert],
+                deletes=[c for upsert, c in first if not upsert],
+            ),
+            replace(
+                self,
+                upserts=[c for upsert, c in second if upsert],
+                deletes=[c for upsert, c in second if not upsert],
+            ),
+        )
 
     @classmethod
     def parse(cls, text: str | bytes) -> LabelJob:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import batched
 from typing import Any
 
@@ -15,6 +15,13 @@ from esl_sync.store import aws_json
 from esl_sync.store.aws_json import Caller
 
 SQS_BATCH = 10  # SendMessageBatch takes at most ten entries
+SQS_MAX_BYTES = 262_144
+"""What one message, and the messages of one SendMessageBatch together, may hold: SQS's
+classic limit (256 KiB), which the template sets on the label queues. Newer queues may
+take 1 MiB, but every region and queue takes this. A first sync's label jobs are ≈ 17 KB
+each (200 labels), but names of 127 emoji or CJK characters make one job ≈ 110 KB, and
+one of ``HIPOINK_BATCH_SIZE`` 1000 ≈ 500 KB: sent as they were, the poll failed, every
+retry."""
 
 
 class QueueSendError(RuntimeError):
@@ -22,12 +29,29 @@ class QueueSendError(RuntimeError):
 
 
 def _send_all(sqs: Caller, url: str, entries: Sequence[dict[str, Any]]) -> None:
-    for batch in batched(entries, SQS_BATCH):
-        answer = sqs.call("SendMessageBatch", {"QueueUrl": url, "Entries": list(batch)})
+    for batch in _batches(entries):
+        answer = sqs.call("SendMessageBatch", {"QueueUrl": url, "Entries": batch})
         failed = answer.get("Failed", [])
         if failed:
             reasons = ", ".join(f"{f['Id']}: {f.get('Message', f['Code'])}" for f in failed)
             raise QueueSendError(f"{len(failed)} message(s) not queued: {reasons}")
+
+
+def _batches(entries: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The entries in order, in batches of at most ten and :data:`SQS_MAX_BYTES` together."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry in entries:
+        length = len(entry["MessageBody"].encode())
+        if length > SQS_MAX_BYTES:
+            raise QueueSendError(f"a message of {length} bytes; SQS takes {SQS_MAX_BYTES}")
+        if batch and (len(batch) == SQS_BATCH or size + length > SQS_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(entry)
+        size += length
+    if batch:
+        yield batch
 
 
 class SqsPollQueue:
@@ -65,15 +89,26 @@ class SqsLabelQueue:
         entries: list[dict[str, Any]] = [
             {
                 "Id": str(i),
-                "MessageBody": job.to_json(),
+                "MessageBody": text,
                 "MessageGroupId": job.merchant_id,
                 "MessageDeduplicationId": uuid.uuid4().hex,
             }
-            for i, job in enumerate(jobs)
+            for i, (job, text) in enumerate((job, t) for job in jobs for t in _fitting(job))
         ]
         if self._sqs is None:
             self._sqs = aws_json.client("sqs")
         _send_all(self._sqs, self._url, entries)
+
+
+def _fitting(job: LabelJob) -> Iterator[str]:
+    """The job as one message, or as consecutive halves (in order, the same version) until
+    each fits :data:`SQS_MAX_BYTES`: the sender applies them in turn as it would the whole."""
+    text = job.to_json()
+    if len(text.encode()) <= SQS_MAX_BYTES or job.size < 2:
+        yield text  # one record past the limit cannot be: _batches names it
+        return
+    for half in job.halves():
+        yield from _fitting(half)
 
 
 class SqsDeadLetterQueue:
