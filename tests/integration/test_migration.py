@@ -5,6 +5,7 @@ the presigned URL) with SUCCESS or a FAILED that says why, never quoting the sec
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from devkit.lambda_runner import LambdaContext
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
+from esl_sync.store import schema
 from esl_sync.store.schema import migration_files
 
 ALL_VERSIONS = ",".join(version for version, _ in migration_files())
@@ -123,3 +125,67 @@ def test_a_postgres_that_never_answers_is_answered_failed_before_the_deadline(
     assert answer["Status"] == "FAILED"
     assert "timeout" in answer["Reason"].lower() or "did not finish" in answer["Reason"]
     assert cloudformation.answers == [answer]
+
+
+def test_a_migration_waiting_for_a_busy_table_never_stalls_the_fleet_behind_it(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy's migration that alters a table while a poll's transaction reads it (a poll
+    holds one from its first page to its last): Postgres queues every later query on that
+    table behind the waiting ``ALTER``, so every poll and label job stalled for as long as
+    the migration waited (its whole budget, minutes). Each try now waits at most
+    ``LOCK_WAIT_MS`` and gives way, and tries again until the budget is spent."""
+    url = make_database()
+    schema.apply_migrations(url)
+    extra = ("9999_probe", "ALTER TABLE products ADD COLUMN probe integer")
+    monkeypatch.setattr(schema, "migration_files", lambda: [*migration_files(), extra])
+    outcome: dict[str, Any] = {}
+    with psycopg.connect(url) as poll, psycopg.connect(url, autocommit=True) as fleet:
+        poll.execute("SELECT count(*) FROM products")  # its transaction stays open
+        migrating = threading.Thread(
+            target=lambda: outcome.update(
+                applied=schema.apply_migrations(url, statement_timeout_ms=120_000)
+            )
+        )
+        migrating.start()
+        _wait_until_waiting_for_a_lock(fleet)
+        # Another poll's query on the table: behind the waiting ALTER it would wait for the
+        # first poll to end (never, here); it must get through within a try's wait.
+        fleet.execute(
+            "SELECT set_config('statement_timeout', %s, false)", (str(10 * schema.LOCK_WAIT_MS),)
+        )
+        assert fleet.execute("SELECT count(*) FROM products").fetchone() == (0,)
+        poll.commit()
+        migrating.join(timeout=60)
+    assert outcome["applied"] == ["9999_probe"]
+
+
+def _wait_until_waiting_for_a_lock(conn: psycopg.Connection[Any]) -> None:
+    for _ in range(200):
+        waiting = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        ).fetchone()
+        if waiting and waiting[0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the migration never waited for the table's lock")
+
+
+def test_a_table_busy_for_the_whole_budget_fails_the_migration_by_name_and_applies_nothing(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = make_database()
+    schema.apply_migrations(url)
+    extra = ("9999_probe", "ALTER TABLE products ADD COLUMN probe integer")
+    monkeypatch.setattr(schema, "migration_files", lambda: [*migration_files(), extra])
+    pauses: list[float] = []
+    with psycopg.connect(url) as poll:
+        poll.execute("SELECT count(*) FROM products")
+        with pytest.raises(schema.MigrationLocked, match="stayed locked through 2 tries"):
+            schema.apply_migrations(url, statement_timeout_ms=5_500, sleep=pauses.append)
+    assert pauses == [schema.RETRY_PAUSE_SECONDS]
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(migration_files()),
+        )
