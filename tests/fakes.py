@@ -310,6 +310,7 @@ class MemoryTokens(_OneMerchant, TokenStore):
         self.lock_owner = lock_owner
         self.locks_taken = 0
         self.marks: list[int] = []
+        self.replace_failures: list[Exception] = []  # raised by the next replace_tokens calls
 
     def load_tokens(self, merchant_id: str) -> StoredTokens | None:
         self._check(merchant_id)
@@ -338,6 +339,8 @@ class MemoryTokens(_OneMerchant, TokenStore):
         self, merchant_id: str, tokens: CloverTokens, *, generation: int
     ) -> int | None:
         self._check(merchant_id)
+        if self.replace_failures:
+            raise self.replace_failures.pop(0)
         if self.stored is None or self.stored.generation != generation:
             return None
         self.stored = StoredTokens(tokens, generation + 1)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from esl_sync.clover import tokens as tokens_module
 from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
@@ -218,3 +219,30 @@ def test_after_a_401_a_plain_token_is_marked_unless_a_newer_one_was_stored() -> 
     with pytest.raises(ReauthRequired):
         _keeper(store, StaticRefresher(AssertionError())).renew("M1", "x", renewed, error)
     assert store.marks == [2]
+
+
+def test_a_refreshed_pair_the_store_fails_to_take_is_stored_by_a_retry_never_refreshed_twice() -> (
+    None
+):
+    """Clover spends the old refresh token as it answers: a refreshed pair lost to one
+    failed write (a KMS or DynamoDB error past the client's own retries) left the merchant
+    needing a new install. The write is tried again, the refresh never is."""
+    store, refresher = MemoryTokens(EXPIRED), StaticRefresher(CloverTokens.from_object(PAIR))
+    store.replace_failures = [RuntimeError("KMS throttled"), RuntimeError("DynamoDB 500")]
+
+    got = _keeper(store, refresher).access_token("M1", "https://api.clover.com")
+
+    assert got == StoredTokens(CloverTokens.from_object(PAIR), 4)
+    assert store.stored == got
+    assert (refresher.calls, store.lock_owner, store.marks) == (1, None, [])
+
+
+def test_a_refreshed_pair_that_cannot_be_stored_at_all_fails_the_poll_and_marks_nothing() -> None:
+    store, refresher = MemoryTokens(EXPIRED), StaticRefresher(CloverTokens.from_object(PAIR))
+    store.replace_failures = [RuntimeError(f"KMS down {n}") for n in range(10)]
+
+    with pytest.raises(RuntimeError, match="KMS down"):
+        _keeper(store, refresher).access_token("M1", "https://api.clover.com")
+
+    assert (refresher.calls, store.lock_owner, store.marks) == (1, None, [])
+    assert len(store.replace_failures) == 10 - tokens_module.STORE_ATTEMPTS

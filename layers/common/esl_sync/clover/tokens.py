@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esl_sync.clover.errors import CloverBadResponse, CloverRefreshRejected
-from esl_sync.credentials import SealedTokens, StoredTokens
+from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import Refresher, TokenStore
 
@@ -35,6 +35,12 @@ class ReauthRequired(Exception):
 class AppUninstalled(Exception):
     """Clover reported the app uninstalled (a webhook hint) after the stored tokens were
     authorized: they are as good as revoked."""
+
+
+STORE_ATTEMPTS = 4
+STORE_RETRY_SECONDS = 0.5
+"""Pauses between tries of storing a refreshed pair: 0.5, 1 and 2 s, well within the
+refresh lock (``lock_ms``)."""
 
 
 class TokenRefreshBusy(RuntimeError):
@@ -156,7 +162,7 @@ class TokenKeeper:
                 f"Clover's refreshed pair: {problem}", merchant_id=merchant_id
             )
             return self._mark(merchant_id, current.generation, unusable)
-        generation = self.store.replace_tokens(merchant_id, tokens, generation=current.generation)
+        generation = self._store_refreshed(merchant_id, tokens, current.generation)
         if generation is None:  # an operator stored tokens while we refreshed: theirs win
             newer = self.store.load_tokens(merchant_id)
             if newer is None:
@@ -170,6 +176,37 @@ class TokenKeeper:
             refresh_token_expiration=tokens.refresh_token_expiration,
         )
         return StoredTokens(tokens, generation)
+
+    def _store_refreshed(
+        self, merchant_id: str, tokens: CloverTokens, generation: int
+    ) -> int | None:
+        """:meth:`TokenStore.replace_tokens`, tried again (never the refresh) when it fails:
+        Clover spent the old refresh token as it answered, so a pair lost to one failed
+        write (KMS or DynamoDB failing past the client's own retries) is a merchant who must
+        install the app again. A try after a write that went through finds the generation
+        moved, and the caller reads the pair back."""
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return self.store.replace_tokens(merchant_id, tokens, generation=generation)
+            except Exception as error:
+                failure = f"{type(error).__name__}: {str(error)[:200]}"  # names no token
+                if attempt == STORE_ATTEMPTS:
+                    metrics.add_metric(name="TokenStoreFailures", unit=MetricUnit.Count, value=1)
+                    logger.error(
+                        "refreshed Clover tokens could not be stored: the merchant needs a"
+                        " new install unless a later write stores them",
+                        merchant_id=merchant_id,
+                        error=failure,
+                    )
+                    raise
+                logger.warning(
+                    "refreshed Clover tokens not stored yet; trying again",
+                    merchant_id=merchant_id,
+                    attempt=attempt,
+                    error=failure,
+                )
+                self.sleep(STORE_RETRY_SECONDS * 2 ** (attempt - 1))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _mark(self, merchant_id: str, generation: int, error: Exception) -> StoredTokens:
         """Mark ``needs_reauth`` on ``generation`` and raise; or, when newer tokens were
