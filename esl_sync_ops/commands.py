@@ -106,9 +106,11 @@ def merchants_add(args: argparse.Namespace) -> int:
         clover_base_url=clover_base_url,
         poll_interval_seconds=args.poll_interval_seconds,
     )
+    previous = runtime.merchants().get(merchant.merchant_id)
     admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
     kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
     print(f"merchant {merchant.merchant_id} saved{kind}")
+    _relabel_if_moved(merchant.merchant_id, previous.store_code if previous else None)
     return 0
 
 
@@ -134,14 +136,37 @@ def _stdin_bytes() -> bytes:
 def merchants_set_store(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 
+    previous = runtime.merchants().get(args.merchant_id)
     if admin.set_store(runtime.merchants(), runtime.poll_queue(), args.merchant_id, args.store):
         print(f"merchant {args.merchant_id}: store {args.store}; its poll is queued")
+        _relabel_if_moved(args.merchant_id, previous.store_code if previous else None)
     else:
         print(
             f"merchant {args.merchant_id} has not installed the app yet: store {args.store} is"
             " kept for its install"
         )
     return 0
+
+
+def _relabel_if_moved(merchant_id: str, previous_store: str | None) -> None:
+    """A labelling merchant given another store: say where its labels go now."""
+    from esl_sync import admin, runtime
+    from esl_sync.settings import settings
+
+    moved = admin.relabel_if_moved(
+        runtime.merchants(),
+        runtime.label_ledger(),
+        runtime.label_queue(),
+        settings(),
+        merchant_id,
+        previous_store,
+    )
+    if moved is not None:
+        print(
+            f"moved from store {previous_store}: {moved.upserts} label(s) queued for the new"
+            f" store; the labels at {previous_store} stay (remove them in Hipoink if that store"
+            " is not this merchant's)"
+        )
 
 
 def merchants_list(args: argparse.Namespace) -> int:

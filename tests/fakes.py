@@ -105,12 +105,12 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("acknowledged", merchant_id)
         return {pc: AckedLabel(self.acks[pc], self.versions[pc]) for pc in pcs if pc in self.acks}
 
-    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         self._call("acknowledge", merchant_id)
         self.acks.update({a.pc: a.label_hash for a in acks})
         self.versions.update({a.pc: a.version for a in acks})
 
-    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         self._call("renew", merchant_id)
         self.renewed.extend(a.pc for a in acks)
         self.versions.update({a.pc: a.version for a in acks})

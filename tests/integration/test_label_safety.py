@@ -397,8 +397,43 @@ def test_a_renewed_version_is_no_evidence_that_hipoink_answers(stack: LocalStack
     _started(stack, 1)
     ledger = runtime.label_ledger()
     [before] = stack.label_state(M)
-    ledger.renew(M, [LabelAck("SKU0000", before["label_hash"], before["version"] + 5)])
-    ledger.renew(M, [LabelAck("SKU0000", before["label_hash"], before["version"] + 1)])
+    ack = before["label_hash"]
+    ledger.renew(M, [LabelAck("SKU0000", ack, before["version"] + 5)], store_code=STORE)
+    ledger.renew(M, [LabelAck("SKU0000", ack, before["version"] + 1)], store_code=STORE)
     [after] = stack.label_state(M)
     assert after["version"] == before["version"] + 5
     assert after["acknowledged_at"] == before["acknowledged_at"]
+
+
+# -- a merchant moved to another Hipoink store ----------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["set-store", "merchants add"])
+def test_a_merchant_moved_to_another_store_gets_every_label_there_and_old_jobs_hide_none(
+    stack: LocalStack, how: str
+) -> None:
+    """The store code of a merchant already labelling (a typo fixed, a store's Hipoink
+    account replaced): the ledger of what Hipoink acknowledged (keyed by merchant and
+    code) held the old store's labels, so the next polls sent only what changed and the new
+    store's shelf stayed bare, silently (no label counted stale). Now every label is queued
+    for the new store at once, and a job decided for the old store before the change (still
+    on the queue) is not acknowledged for the new one."""
+    clover, hipoink = _started(stack, 30)
+    item = next(i for i in clover.items(M) if i["sku"] == "SKU0007")
+    clover.update_item(M, item["id"], price=777)
+    _poll(stack)  # a job for the old store waits on the label queue
+    hipoink.add_store("STORE-NEW")  # the store exists in Hipoink
+    if how == "set-store":
+        stack.cli("merchants", "set-store", M, "STORE-NEW")
+    else:
+        stack.cli("merchants", "add", M, "--store-code", "STORE-NEW")
+
+    labels = stack.drain("LabelQueue", "hipoink_sender")
+    assert labels.failures == 0
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+
+    assert hipoink.labels("STORE-NEW") == expected_labels(clover.items(M))
+    assert hipoink.labels("STORE-NEW")["SKU0007"]["pp"] == "7.77"
+    assert _status(stack)["stale_labels"] == 0
+    assert stack.run_cycle().labels.records == 0  # settled: nothing more to send

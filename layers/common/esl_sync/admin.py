@@ -61,6 +61,27 @@ def set_store(
     return registered
 
 
+def relabel_if_moved(
+    directory: MerchantDirectory,
+    ledger: LabelLedger,
+    labels: LabelQueue,
+    settings: Settings,
+    merchant_id: str,
+    previous_store: str | None,
+) -> HealOutcome | None:
+    """After ``set-store`` or ``merchants add`` gave a labelling merchant another store
+    code: every label queued for the new store at once (the store change invalidated what
+    the old store acknowledged, in its own transaction: see
+    ``esl_sync.store.postgres``), or None when the store did not change. Without this the
+    polls' own healing would send them too, a few at a time, after they have been stale
+    for ``LABEL_HEAL_AFTER_SECONDS``. The old store's labels are not removed: its code may
+    be another merchant's (a typo being corrected)."""
+    merchant = _known(directory, merchant_id)
+    if previous_store is None or merchant.store_code in (None, previous_store):
+        return None
+    return heal_merchant(merchant, ledger, labels, settings, stale_for=timedelta(0))
+
+
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
     updated = replace(_known(directory, merchant_id), active=active)
     directory.save(updated)

@@ -118,11 +118,15 @@ class LabelLedger(Protocol):
 
     def acknowledged(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, AckedLabel]: ...
 
-    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None: ...
+    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
+        """Record what ``store_code`` acknowledged, unless the merchant has moved to another
+        store since the job was decided (that store's labels are not these)."""
+        ...
 
-    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         """Raise the version of labels Hipoink already shows (no call was made, so the
-        acknowledgement time stays: it is the evidence that Hipoink answers)."""
+        acknowledgement time stays: it is the evidence that Hipoink answers); as
+        :meth:`acknowledge`, only while ``store_code`` is still the merchant's."""
         ...
 
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...

@@ -27,6 +27,7 @@ from esl_sync.records import (
     StoreBlock,
 )
 from esl_sync.store.label_owners import ADVANCE_CLOCK, PRODUCT_SELECT, product_of
+from esl_sync.store.postgres import INVALIDATED_HASH
 
 if TYPE_CHECKING:
     from esl_sync.store.postgres import Database
@@ -80,6 +81,12 @@ FROM store_blocks WHERE merchant_id = %(m)s AND NOT EXISTS (SELECT 1 FROM claime
 """
 
 
+# _STORE_IS_CURRENT: what a job's store acknowledged counts only while it is still the
+# merchant's store. A job decided before the merchant moved to another store (still on the
+# queue) goes to the old one, and its acknowledgement there must not make the new store's
+# label look current (acknowledge and renew check it in their statements).
+
+
 class PostgresLabelLedger:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -92,33 +99,40 @@ class PostgresLabelLedger:
         )
         return {pc: AckedLabel(label_hash, version) for pc, label_hash, version in result}
 
-    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+    def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         if not acks:
             return
         self._db.connection().execute(
             "INSERT INTO label_state (merchant_id, pc, label_hash, version, acknowledged_at)"
             " SELECT %(m)s, a.pc, a.label_hash, a.version, now() FROM jsonb_to_recordset("
             "%(acks)s::jsonb) AS a(pc text, label_hash text, version bigint)"
+            # Only while the job's store is still the merchant's (see _STORE_IS_CURRENT).
+            " WHERE EXISTS (SELECT 1 FROM merchants"
+            " WHERE merchant_id = %(m)s AND store_code = %(store)s)"
             " ON CONFLICT (merchant_id, pc) DO UPDATE SET label_hash = EXCLUDED.label_hash,"
             " version = EXCLUDED.version, acknowledged_at = EXCLUDED.acknowledged_at,"
             " failure_class = NULL, failure_message = NULL, failed_at = NULL, requeued_at = NULL",
             {
                 "m": merchant_id,
+                "store": store_code,
                 "acks": json.dumps(
                     [{"pc": a.pc, "label_hash": a.label_hash, "version": a.version} for a in acks]
                 ),
             },
         )
 
-    def renew(self, merchant_id: str, acks: Sequence[LabelAck]) -> None:
+    def renew(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         if not acks:
             return
         self._db.connection().execute(
             "UPDATE label_state l SET version = a.version FROM jsonb_to_recordset("
             "%(acks)s::jsonb) AS a(pc text, version bigint) WHERE l.merchant_id = %(m)s"
-            " AND l.pc = a.pc AND (l.version IS NULL OR l.version < a.version)",
+            " AND l.pc = a.pc AND (l.version IS NULL OR l.version < a.version)"
+            " AND EXISTS (SELECT 1 FROM merchants"  # _STORE_IS_CURRENT
+            " WHERE merchant_id = %(m)s AND store_code = %(store)s)",
             {
                 "m": merchant_id,
+                "store": store_code,
                 "acks": json.dumps([{"pc": a.pc, "version": a.version} for a in acks]),
             },
         )
@@ -244,9 +258,9 @@ class PostgresLabelLedger:
         # that no product wants stays visible to the self-healing pass as a delete. The
         # versions stay: an older job still cannot replace what Hipoink holds.
         self._db.connection().execute(
-            "UPDATE label_state SET label_hash = 'invalidated' "
+            "UPDATE label_state SET label_hash = %s "
             "WHERE merchant_id = %s AND label_hash IS NOT NULL",
-            (merchant_id,),
+            (INVALIDATED_HASH, merchant_id),
         )
 
     def unblock_store(self, merchant_id: str) -> bool:

@@ -104,6 +104,18 @@ RETURNING t.source_id, t.source_variant_id, t.barcode, t.label_hash
 # The install and `merchants set-store` of one merchant take turns (a transaction-scoped
 # advisory lock), so an assignment is never written beside an install that misses it.
 _LOCK_MERCHANT = "SELECT pg_advisory_xact_lock(hashtext('esl-sync merchant ' || %s))"
+INVALIDATED_HASH = "invalidated"
+"""A label hash no record has: a label holding it counts as stale (to be sent again)."""
+# A merchant moved to another Hipoink store (its code changed): what the ledger says Hipoink
+# acknowledged is the old store's, so the new store's labels would never count as stale and
+# its shelf stay bare. Run before the change, in its transaction. Versions stay (see
+# PostgresLabelLedger.invalidate_acknowledgements).
+_INVALIDATE_IF_MOVED = """
+UPDATE label_state SET label_hash = %(invalidated)s
+WHERE merchant_id = %(m)s AND label_hash IS NOT NULL
+  AND EXISTS (SELECT 1 FROM merchants WHERE merchant_id = %(m)s
+              AND store_code IS NOT NULL AND store_code <> %(store)s)
+"""
 
 # A merchant that installs the app: registered, or re-activated on its region's REST host;
 # its store code is kept, else the operator's assignment (consumed), else the rule's.
@@ -307,6 +319,16 @@ class PostgresMerchantDirectory:
     def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
         conn = self._db.connection()
         with conn.transaction():
+            conn.execute(_LOCK_MERCHANT, (merchant.merchant_id,))
+            if merchant.store_code is not None:
+                conn.execute(
+                    _INVALIDATE_IF_MOVED,
+                    {
+                        "m": merchant.merchant_id,
+                        "store": merchant.store_code,
+                        "invalidated": INVALIDATED_HASH,
+                    },
+                )
             self._upsert(conn, merchant)
             if then is not None:
                 then()
@@ -332,6 +354,10 @@ class PostgresMerchantDirectory:
         conn = self._db.connection()
         with conn.transaction():
             conn.execute(_LOCK_MERCHANT, (merchant_id,))
+            conn.execute(
+                _INVALIDATE_IF_MOVED,
+                {"m": merchant_id, "store": store_code, "invalidated": INVALIDATED_HASH},
+            )
             updated = conn.execute(
                 "UPDATE merchants SET store_code = %s, updated_at = now() WHERE merchant_id = %s",
                 (store_code, merchant_id),

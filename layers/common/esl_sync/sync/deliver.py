@@ -85,7 +85,7 @@ def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
     triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
     outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
-        ledger.renew(job.merchant_id, triaged.renewed)
+        ledger.renew(job.merchant_id, triaged.renewed, store_code=job.store_code)
         if triaged.send:
             _Delivery(job, ledger, deps.sink, outcome).run(
                 triaged.send, settings.hipoink_batch_size, settings.hipoink_block_cooldown_seconds
@@ -299,6 +299,7 @@ class _Delivery:
         self.ledger.acknowledge(
             merchant_id,
             [LabelAck(c.pc, label_hash(c.record), self.job.version) for c in batch],
+            store_code=self.job.store_code,
         )
         if batch[0].record is not None:
             self.outcome.upserted += len(batch)
