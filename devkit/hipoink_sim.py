@@ -124,6 +124,13 @@ class HipoinkSimulator(LoopbackService):
             self._stores.setdefault(store_code, {})
             self._bindings.setdefault(store_code, {})
 
+    def remove_store(self, store_code: str) -> None:
+        """Forget a store, as if it never existed (a store code an operator mistyped):
+        calls for it are refused ("store … not found")."""
+        with self._lock:
+            self._stores.pop(store_code, None)
+            self._bindings.pop(store_code, None)
+
     def bind(self, store_code: str, esl_code: str, pc: str) -> None:
         """Bind a label to a product, as store staff do in the Hipoink console."""
         with self._lock:

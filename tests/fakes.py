@@ -154,10 +154,14 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("mark_requeued", merchant_id)
         self.requeued.append((list(pcs), clear_failures_before))
 
-    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+    def check_block(
+        self, merchant_id: str, store_code: str, cooldown_seconds: int
+    ) -> StoreBlock | None:
         self._call("check_block", merchant_id)
         block = self.blocks.get(merchant_id)
-        if block is None or block.retry_after > self.now:
+        if block is None or block.store_code != store_code:
+            return None
+        if block.retry_after > self.now:
             return block
         retry_after = self.now + timedelta(seconds=cooldown_seconds)
         self.blocks[merchant_id] = replace(block, retry_after=retry_after)

@@ -437,3 +437,27 @@ def test_a_merchant_moved_to_another_store_gets_every_label_there_and_old_jobs_h
     assert hipoink.labels("STORE-NEW")["SKU0007"]["pp"] == "7.77"
     assert _status(stack)["stale_labels"] == 0
     assert stack.run_cycle().labels.records == 0  # settled: nothing more to send
+
+
+def test_a_mistyped_store_code_corrected_lifts_its_block_for_the_right_store(
+    stack: LocalStack,
+) -> None:
+    """The common way a store code changes: the first was mistyped, Hipoink refused it
+    (a configuration error), the merchant's store was blocked for the cool-down. Blocks
+    were the merchant's, not the store's: the corrected store's jobs were held by the
+    mistyped one's block (and a job for it still queued would block it again)."""
+    clover, hipoink = _sims(stack)
+    stack.add_merchant(M, "tok", "STORE-TYPO", items=_catalog(20))
+    hipoink.remove_store("STORE-TYPO")
+    stack.run_cycle()
+    assert _status(stack)["store_blocked"]
+    hipoink.add_store("STORE-RIGHT")
+
+    stack.cli("merchants", "set-store", M, "STORE-RIGHT")
+    stack.drain("LabelQueue", "hipoink_sender")
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+
+    assert hipoink.labels("STORE-RIGHT") == expected_labels(clover.items(M))
+    assert not _status(stack)["store_blocked"]
+    assert _status(stack)["stale_labels"] == 0

@@ -168,8 +168,11 @@ class LabelLedger(Protocol):
         no longer stale (the pass saw them fixed)."""
         ...
 
-    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
-        """None: the store may be sent to. Else its block; once the cool-down has passed,
+    def check_block(
+        self, merchant_id: str, store_code: str, cooldown_seconds: int
+    ) -> StoreBlock | None:
+        """None: the merchant's ``store_code`` may be sent to (a block of another store
+        the merchant had does not hold it). Else its block; once the cool-down has passed,
         exactly one caller gets it with ``retest`` True (the next re-test is moved one
         cool-down ahead), so a broken store sees one call per cool-down."""
         ...

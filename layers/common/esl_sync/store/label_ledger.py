@@ -66,18 +66,21 @@ WHERE %(before)s::timestamptz IS NOT NULL AND l.merchant_id = %(m)s
                   AND s.pc = l.pc)
 """
 
-# The block, claiming the one re-test when the cool-down has passed. Two senders racing for
-# it serialise on the row lock; the loser re-reads retry_after and sees the block.
+# The block of the job's store, claiming the one re-test when the cool-down has passed. Two
+# senders racing for it serialise on the row lock; the loser re-reads retry_after and sees
+# the block. A block names the store Hipoink refused: a merchant moved to another store (a
+# mistyped code corrected) is not held by the old one's.
 _CHECK_BLOCK = """
 WITH claimed AS (
     UPDATE store_blocks SET retry_after = now() + make_interval(secs => %(cooldown)s)
-    WHERE merchant_id = %(m)s AND retry_after <= now()
+    WHERE merchant_id = %(m)s AND store_code = %(store)s AND retry_after <= now()
     RETURNING merchant_id, store_code, reason, blocked_at, retry_after, true AS retest
 )
 SELECT * FROM claimed
 UNION ALL
 SELECT merchant_id, store_code, reason, blocked_at, retry_after, false
-FROM store_blocks WHERE merchant_id = %(m)s AND NOT EXISTS (SELECT 1 FROM claimed)
+FROM store_blocks WHERE merchant_id = %(m)s AND store_code = %(store)s
+  AND NOT EXISTS (SELECT 1 FROM claimed)
 """
 
 
@@ -236,9 +239,13 @@ class PostgresLabelLedger:
             _MARK_REQUEUED, {"m": merchant_id, "pcs": list(pcs), "before": clear_failures_before}
         )
 
-    def check_block(self, merchant_id: str, cooldown_seconds: int) -> StoreBlock | None:
+    def check_block(
+        self, merchant_id: str, store_code: str, cooldown_seconds: int
+    ) -> StoreBlock | None:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
-            cur.execute(_CHECK_BLOCK, {"m": merchant_id, "cooldown": cooldown_seconds})
+            cur.execute(
+                _CHECK_BLOCK, {"m": merchant_id, "store": store_code, "cooldown": cooldown_seconds}
+            )
             row = cur.fetchone()
         return StoreBlock(**row) if row else None
 

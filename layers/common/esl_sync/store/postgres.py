@@ -111,10 +111,15 @@ INVALIDATED_HASH = "invalidated"
 # its shelf stay bare. Run before the change, in its transaction. Versions stay (see
 # PostgresLabelLedger.invalidate_acknowledgements).
 _INVALIDATE_IF_MOVED = """
+WITH moved AS (
+    SELECT 1 FROM merchants WHERE merchant_id = %(m)s
+    AND store_code IS NOT NULL AND store_code <> %(store)s
+), unblocked AS (  -- the old store's block (a mistyped code Hipoink refused) is not the new one's
+    DELETE FROM store_blocks WHERE merchant_id = %(m)s AND store_code <> %(store)s
+    AND EXISTS (SELECT 1 FROM moved)
+)
 UPDATE label_state SET label_hash = %(invalidated)s
-WHERE merchant_id = %(m)s AND label_hash IS NOT NULL
-  AND EXISTS (SELECT 1 FROM merchants WHERE merchant_id = %(m)s
-              AND store_code IS NOT NULL AND store_code <> %(store)s)
+WHERE merchant_id = %(m)s AND label_hash IS NOT NULL AND EXISTS (SELECT 1 FROM moved)
 """
 
 # A merchant that installs the app: registered, or re-activated on its region's REST host;

@@ -242,7 +242,7 @@ class _Delivery:
 
     def run(self, changes: list[_Change], batch_size: int, cooldown_seconds: int) -> None:
         merchant_id = self.job.merchant_id
-        block = self.ledger.check_block(merchant_id, cooldown_seconds)
+        block = self.ledger.check_block(merchant_id, self.job.store_code, cooldown_seconds)
         if block is not None and not block.retest:
             self.outcome.blocked = block.reason
             since = f"{block.blocked_at:%Y-%m-%d %H:%M:%S %Z}"
