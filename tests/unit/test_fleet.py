@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devkit.emf import metric_sums, metric_units
-from esl_sync.observability import metrics
+from esl_sync.observability import LOGGED_NAMES, metrics
 from esl_sync.records import Merchant, MerchantState
 from esl_sync.sync.fleet import FleetHealth, fleet_health, report_fleet_health
 from tests.fakes import MemoryLog
@@ -107,9 +107,13 @@ def test_merchants_needing_attention_are_named_in_a_warning(
         {
             "level": "WARNING",
             "stale": stale,
+            "stale_count": len(stale),
             "needing_reauth": reauth,
+            "needing_reauth_count": len(reauth),
             "awaiting_store_code": [],
+            "awaiting_store_code_count": 0,
             "unreadable_state": {},
+            "unreadable_state_count": 0,
             "stalest_seconds": 1200,
         }
     ]
@@ -131,3 +135,20 @@ def test_merchants_whose_state_could_not_be_read_are_named_and_still_measured() 
     health = fleet_health(merchants, states, 0, 300, NOW + timedelta(minutes=20))
     assert health.stale == ["OK", "BAD"]
     assert health.unreadable_state == {"BAD": ["last_success_at"]}
+
+
+def test_a_fleet_that_needs_attention_names_its_first_merchants_and_counts_them_all(
+    log: MemoryLog,
+) -> None:
+    """A line naming every merchant of a large fleet would pass CloudWatch's 256 KB for one
+    log event (``tests/integration/test_service_limits.py``): the first ones, sorted, and
+    the totals."""
+    many = [f"M{n:05d}" for n in reversed(range(LOGGED_NAMES + 7))]
+    unreadable = {m: ["version"] for m in many}
+    report_fleet_health(FleetHealth(len(many), many, many, 60, 0, many, unreadable))
+    (line,) = log.lines("merchants need attention")
+    first = sorted(many)[:LOGGED_NAMES]
+    assert line["stale"] == line["needing_reauth"] == line["awaiting_store_code"] == first
+    assert line["unreadable_state"] == {m: ["version"] for m in first}
+    assert line["stale_count"] == line["needing_reauth_count"] == len(many)
+    assert line["awaiting_store_code_count"] == line["unreadable_state_count"] == len(many)

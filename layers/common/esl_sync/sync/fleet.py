@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.observability import MetricUnit, first_named, logger, metrics
 from esl_sync.records import Merchant, MerchantState
 
 STALE_AFTER_INTERVALS = 3
@@ -64,7 +64,9 @@ def fleet_health(
 
 
 def report_fleet_health(health: FleetHealth) -> None:
-    """Gauges for the alarms and the dashboard; the merchants are named in the log line."""
+    """Gauges for the alarms and the dashboard; the merchants are named in the log line:
+    of each list the first :data:`~esl_sync.observability.LOGGED_NAMES` (sorted) and how
+    many in all, so that the line stays one log event during an outage of the whole fleet."""
     for name, unit, value in (
         ("MerchantsStale", MetricUnit.Count, len(health.stale)),
         ("MerchantsNeedingReauth", MetricUnit.Count, len(health.needing_reauth)),
@@ -79,11 +81,16 @@ def report_fleet_health(health: FleetHealth) -> None:
         or health.awaiting_store_code
         or health.unreadable_state
     ):
+        unreadable = first_named(health.unreadable_state)
         logger.warning(
             "merchants need attention",
-            stale=health.stale,
-            needing_reauth=health.needing_reauth,
-            awaiting_store_code=health.awaiting_store_code,
-            unreadable_state=health.unreadable_state,
+            stale=first_named(health.stale),
+            stale_count=len(health.stale),
+            needing_reauth=first_named(health.needing_reauth),
+            needing_reauth_count=len(health.needing_reauth),
+            awaiting_store_code=first_named(health.awaiting_store_code),
+            awaiting_store_code_count=len(health.awaiting_store_code),
+            unreadable_state={m: health.unreadable_state[m] for m in unreadable},
+            unreadable_state_count=len(health.unreadable_state),
             stalest_seconds=health.stalest_seconds,
         )

@@ -1,0 +1,68 @@
+"""What grows with the fleet must stay within AWS's limits for one log event, one trace
+document and one message: tried through the real handlers with a fleet of field size.
+
+moto and the local runner enforce none of these limits, so each test measures what the
+handler produced against the limit it names (as ``test_poll.py`` does for SQS's)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from devkit.emf import metric_sums
+from devkit.local_stack import LocalStack
+
+LOG_EVENT_LIMIT = 262_144
+"""Bytes of one CloudWatch Logs event as Lambda sends it (256 KB): a longer line is cut
+there, and a JSON line cut is no longer JSON (Logs Insights cannot read its fields)."""
+
+LONG_ID = "M" * 58  # a merchant id may be 64 characters (1–64 of A-Z a-z 0-9 - _)
+
+
+def _merchant_ids(count: int) -> list[str]:
+    return [f"{LONG_ID}{n:06d}" for n in range(count)]
+
+
+def _register(stack: LocalStack, merchant_ids: list[str], *, store_code: bool = True) -> None:
+    """Merchants as the operator's commands leave them, without tokens (no poll runs),
+    added a day ago: each is stale to the dispatcher (no success in three intervals)."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code, created_at)"
+            " VALUES (%s, %s, now() - interval '1 day')",
+            [(m, f"S-{n}" if store_code else None) for n, m in enumerate(merchant_ids)],
+        )
+
+
+def _longest(stack: LocalStack, since: int) -> int:
+    return max(len(line.encode()) for line in stack.logs[since:])
+
+
+def _lines(stack: LocalStack, since: int, message: str) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in stack.logs[since:] if f'"{message}"' in line]
+    return [line for line in found if line.get("message") == message]
+
+
+def test_a_fleet_that_needs_attention_is_named_within_one_log_event(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """Every merchant stale at once (an outage): the dispatcher's warning named all of them,
+    ≈ 300 KB for 4,500 merchants of 64-character ids (for Clover's 13-character ids, 10,000
+    stale merchants that also need re-auth are ≈ 320 KB). Past 256 KB Lambda cuts the line,
+    so the one line that names who needs attention was unreadable exactly when most needed."""
+    stack = make_stack(CLOVER_SYNC_ENABLED="false")  # the health is measured all the same
+    merchants = _merchant_ids(4500)
+    _register(stack, merchants)
+    mark = len(stack.logs)
+
+    stack.dispatch()
+
+    assert _longest(stack, mark) < LOG_EVENT_LIMIT // 4  # well within it, whatever the fleet
+    (warning,) = _lines(stack, mark, "merchants need attention")
+    assert warning["stale_count"] == 4500
+    assert warning["stale"] == sorted(merchants)[: len(warning["stale"])]
+    assert len(warning["stale"]) >= 10
+    assert metric_sums(stack.logs[mark:])["MerchantsStale"] == 4500
