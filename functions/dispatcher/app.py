@@ -23,6 +23,9 @@ settings().require("database_url", "poll_queue_url", "state_table_name")
 @metrics.log_metrics
 @event_parser(model=ScheduleEvent)
 def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, Any]:
+    """Counts only: the tracer records the answer in the trace (one X-Ray document of at most
+    64 kB), and naming every skipped merchant passed that at ≈ 1,500 of them; the "merchant
+    not dispatched" lines name each."""
     clock = datetime.now(UTC)
     outcome = dispatch(
         runtime.dispatch_deps(),
@@ -33,5 +36,5 @@ def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, An
     return {
         "enabled": outcome.enabled,
         "dispatched": len(outcome.dispatched),
-        "skipped": outcome.skipped,
+        "skipped": len(outcome.skipped),
     }

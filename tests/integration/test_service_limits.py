@@ -66,3 +66,31 @@ def test_a_fleet_that_needs_attention_is_named_within_one_log_event(
     assert warning["stale"] == sorted(merchants)[: len(warning["stale"])]
     assert len(warning["stale"]) >= 10
     assert metric_sums(stack.logs[mark:])["MerchantsStale"] == 4500
+
+
+XRAY_SEGMENT_DOCUMENT_LIMIT = 65_536
+"""Bytes of one X-Ray segment document (64 kB). The tracer records a handler's answer as
+metadata of its ``## lambda_handler`` subsegment (Powertools' ``capture_response``), one
+document; the X-Ray SDK sends it to the daemon as one UDP datagram, which cannot be longer,
+and a document past it is lost with the subsegments that name it as their parent."""
+
+
+def test_the_dispatchers_answer_stays_one_trace_document_however_many_are_skipped(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """Merchants with a longer own interval (the README's answer to Clover's rate limits)
+    are skipped on most ticks, as are merchants awaiting a store code: the answer listed
+    each with why, ≈ 46 bytes a merchant of Clover's ids, so 1,500 of them passed X-Ray's
+    64 kB and the dispatcher's trace document was lost on every tick."""
+    stack = make_stack()
+    merchants = [f"MOWN{n:09d}" for n in range(2000)]
+    _register(stack, merchants)
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute("UPDATE merchants SET poll_interval_seconds = 3600")
+    _register(stack, [f"MAWAIT{n:07d}" for n in range(200)], store_code=False)
+
+    answer = stack.invoke("dispatcher", {"reason": "schedule"})
+
+    assert len(json.dumps(answer).encode()) < XRAY_SEGMENT_DOCUMENT_LIMIT // 16
+    assert answer["skipped"] + answer["dispatched"] == 2200
+    assert 200 < answer["skipped"] < 2200
