@@ -14,6 +14,7 @@ import psycopg
 
 from devkit.emf import metric_sums
 from devkit.local_stack import LocalStack
+from esl_sync.messages import LabelJob
 
 LOG_EVENT_LIMIT = 262_144
 """Bytes of one CloudWatch Logs event as Lambda sends it (256 KB): a longer line is cut
@@ -94,3 +95,35 @@ def test_the_dispatchers_answer_stays_one_trace_document_however_many_are_skippe
     assert len(json.dumps(answer).encode()) < XRAY_SEGMENT_DOCUMENT_LIMIT // 16
     assert answer["skipped"] + answer["dispatched"] == 2200
     assert 200 < answer["skipped"] < 2200
+
+
+def test_a_job_whose_every_record_is_refused_is_reported_within_one_log_event(
+    stack: LocalStack,
+) -> None:
+    """A label job of hundreds of refused records (here a job edited by hand and redriven,
+    prices ``null``; Hipoink refusing each record of a job does the same) whose codes are
+    64 characters of emoji: the ``label job delivered`` line named every refused code, as
+    long as the job itself (up to SQS's 256 KiB), and passed CloudWatch Logs' 256 KB."""
+    stack.add_merchant("MREFUSED0001", "tok-refused", "S-REFUSED")
+    codes = [f"{n:04d}" + "\U0001f600" * 60 for n in range(900)]
+    job = LabelJob(
+        merchant_id="MREFUSED0001",
+        store_code="S-REFUSED",
+        upserts=[{"pc": pc, "pp": None} for pc in reversed(codes)],
+    ).to_json()
+    assert 200_000 < len(job.encode()) < 262_144  # a message the label queue takes
+    stack.sqs.send_message(
+        QueueUrl=stack.urls["LabelQueue"],
+        MessageBody=job,
+        MessageGroupId="MREFUSED0001",
+        MessageDeduplicationId="refused",
+    )
+    mark = len(stack.logs)
+
+    stack.drain("LabelQueue", "hipoink_sender")
+
+    assert _longest(stack, mark) < LOG_EVENT_LIMIT // 4
+    (delivered,) = _lines(stack, mark, "label job delivered")
+    assert delivered["rejected"] == 900
+    assert delivered["rejected_codes"] == codes[: len(delivered["rejected_codes"])]
+    assert len(delivered["rejected_codes"]) >= 10

@@ -35,13 +35,17 @@ from itertools import batched
 from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
-from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.observability import MetricUnit, first_named, logger, metrics
 from esl_sync.ports import LabelLedger, LabelSink
 from esl_sync.records import AckedLabel, LabelAck, LabelFailure
 from esl_sync.settings import Settings
 from esl_sync.storable import PC_MAX_LENGTH, product_code
 
-_LOGGED_CODES = 20  # codes named in a log line; the count is always complete
+_LOGGED_CODES = 20
+"""Codes named in a log line (refused, skipped as older); the count is always complete. A
+job holds up to 1,000 codes of up to 64 characters (256 bytes of emoji each): named in
+full, its refused codes alone were as long as the job, up to SQS's 256 KiB, past the 256 KB
+of one CloudWatch Logs event."""
 
 
 @dataclass
@@ -326,7 +330,8 @@ def _report(outcome: DeliveryOutcome) -> None:
         version=outcome.version,
         skipped_older=len(outcome.skipped_older),
         skipped_older_codes=outcome.skipped_older[:_LOGGED_CODES],
-        rejected=outcome.rejected,
+        rejected=len(outcome.rejected),
+        rejected_codes=first_named(outcome.rejected, _LOGGED_CODES),
         blocked=outcome.blocked,
         latency_seconds=outcome.latency_seconds,
     )
