@@ -45,6 +45,7 @@ from devkit.local_stack import (
 )
 from esl_sync import oauth_state
 from esl_sync.onboarding import REFUSALS
+from esl_sync.store import secrets
 from esl_sync.web import SECURITY_HEADERS
 from tests.http_events import MALFORMED_EVENTS
 
@@ -392,6 +393,46 @@ def test_a_wrong_app_secret_is_refused_by_clover_and_stores_nothing(stack: Local
     assert exchanges(stack, "MBADSECRET01") == 1  # once, refused
     assert metric_sums(stack.logs[logged:])["OnboardingExchangesRefused"] == 1
     assert_nothing_stored(stack, before, claimed=True)
+
+
+def test_a_new_app_in_the_app_secret_is_used_for_the_exchange_once_the_cache_expires(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's id and secret are read through the secret cache (README: used within five
+    minutes of a change), but the exchange client kept the id it was built with for the
+    life of the process: after the secret named another app, a warm onboarding function
+    sent merchants to approve the new app and then exchanged their codes with the old
+    app's id and the new app's secret, and every install was refused by Clover."""
+    clover, _ = sims(stack)
+    new_merchant(stack, "MAPPBEFORE01")
+    before = stack.install_app("MAPPBEFORE01", deliver=False).callback
+    assert before is not None
+    assert before.status == 200  # exchanged: the exchange client is built
+    arn = stack.env["CLOVER_APP_SECRET_ARN"]
+    manager = boto3.client("secretsmanager")
+    old_id, old_secret = clover.client_id, clover.client_secret
+    new_merchant(stack, "MAPPAFTER001")
+    try:
+        clover.client_id, clover.client_secret = "sim-clover-app-2", "the-second-apps-secret"
+        manager.put_secret_value(
+            SecretId=arn,
+            SecretString=json.dumps(
+                {"client_id": clover.client_id, "client_secret": clover.client_secret}
+            ),
+        )
+        monkeypatch.setattr(secrets, "SECRET_MAX_AGE_SECONDS", 0)  # five minutes on
+        done = stack.install_app("MAPPAFTER001", deliver=False)
+    finally:
+        clover.client_id, clover.client_secret = old_id, old_secret
+        manager.put_secret_value(
+            SecretId=arn,
+            SecretString=json.dumps({"client_id": old_id, "client_secret": old_secret}),
+        )
+        secrets.forget_secret(arn)
+
+    assert done.callback is not None
+    assert (done.callback.status, title(done.callback)) == (200, title(before))
+    assert exchanges(stack, "MAPPAFTER001") == 1
 
 
 SEEN = "Q7xQ7"  # in every token below: no log line may hold it

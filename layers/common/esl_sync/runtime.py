@@ -131,11 +131,13 @@ def clover() -> CloverClient:
 
 @cache
 def clover_oauth() -> CloverOAuthClient:
-    """Built on the first refresh: plain tokens never need the app's credentials."""
+    """Built on the first refresh: plain tokens never need the app's credentials. The app's
+    id is read for each request, through the secret's cache (a changed app is used within
+    five minutes, by the exchange as by the authorize page)."""
     from esl_sync.clover.oauth import CloverOAuthClient
 
     s = settings()
-    return CloverOAuthClient(clover_client_id(), timeout_seconds=s.clover_timeout_seconds)
+    return CloverOAuthClient(clover_client_id, timeout_seconds=s.clover_timeout_seconds)
 
 
 def clover_client_id() -> str:

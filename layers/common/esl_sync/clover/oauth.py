@@ -15,6 +15,7 @@ fields at fault.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import httpx
@@ -48,17 +49,19 @@ TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a password
 
 class CloverOAuthClient:
     """Refreshes v2 token pairs and exchanges authorization codes for them: one request
-    each, never retried here."""
+    each, never retried here. ``client_id`` is the app's id, or what reads it for each
+    request: a warm function kept the id it was built with, while the install flow reads
+    the id (and the secret) anew, so a changed app was half used until the process ended."""
 
     def __init__(
         self,
-        client_id: str,
+        client_id: str | Callable[[], str],
         *,
         timeout_seconds: float = 10.0,
         pacer: RequestPacer | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._client_id = client_id
+        self._client_id = client_id if callable(client_id) else lambda: client_id
         self._pacer = pacer if pacer is not None else default_pacer()
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_seconds),
@@ -74,10 +77,11 @@ class CloverOAuthClient:
     def refresh(self, base_url: str, merchant_id: str, refresh_token: str) -> CloverTokens:
         """A new pair for ``refresh_token`` (which dies with this call, whatever happens)."""
         where = f"POST {REFRESH_PATH}"
+        body = {"client_id": self._client_id(), "refresh_token": refresh_token}
         with self._pacer.slot(token_key(refresh_token)):
             response = self._post(
                 base_url.rstrip("/") + REFRESH_PATH,
-                {"client_id": self._client_id, "refresh_token": refresh_token},
+                body,
                 merchant_id,
                 where,
             )
@@ -95,10 +99,11 @@ class CloverOAuthClient:
         """The pair an authorization ``code`` stands for (the code dies with this call).
         :class:`CloverCodeRejected` when Clover refuses it (400, 401, 403)."""
         where = f"POST {TOKEN_PATH}"
+        body = {"client_id": self._client_id(), "client_secret": client_secret, "code": code}
         with self._pacer.slot(token_key(code)):
             response = self._post(
                 base_url.rstrip("/") + TOKEN_PATH,
-                {"client_id": self._client_id, "client_secret": client_secret, "code": code},
+                body,
                 merchant_id,
                 where,
             )
