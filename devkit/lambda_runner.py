@@ -103,6 +103,7 @@ class FunctionRunner:
         self._arns: dict[str, str] = {}  # a queue's ARN never changes: one lookup each
         self.logs: list[str] = []
         self._started: set[str] = set()
+        self._log_keys: dict[str, dict[str, Any]] = {}  # each function's logger keys
 
     def invoke(
         self, function: str, event: dict[str, Any], *, context: ContextFactory | None = None
@@ -121,10 +122,18 @@ class FunctionRunner:
         buffer = io.StringIO()
         streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
         previous = [h.setStream(buffer) for h in streams]
+        # The functions share this process's one Logger, whose appended keys (the HTTP
+        # functions' correlation_id) stay on every later line; in Lambda each function is a
+        # process of its own: each gets its own keys here, kept between its invocations.
+        formatter: Any = logger.registered_formatter
+        outside = formatter.log_format
+        formatter.log_format = self._log_keys.setdefault(logical_id, dict(outside))
         try:
             with redirect_stdout(buffer), running(logical_id):
                 return handler(event, lambda_context)
         finally:
+            self._log_keys[logical_id] = formatter.log_format
+            formatter.log_format = outside
             for stream_handler, stream in zip(streams, previous, strict=True):
                 stream_handler.setStream(stream)
             self.logs.extend(line for line in buffer.getvalue().splitlines() if line)

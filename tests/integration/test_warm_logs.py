@@ -1,0 +1,102 @@
+"""What a warm process keeps between invocations does not reach another invocation's lines.
+
+The local stack runs every function's handler in this one process, warm, as Lambda keeps
+an instance between invocations (hours, thousands of invocations). Each log line must name
+only its own invocation (``function_request_id``, and for the HTTP functions the API's
+``correlation_id``) and only the merchants that invocation was about: a line naming another
+request or merchant sends an operator after the wrong one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from devkit.lambda_runner import ContextFactory, LambdaContext
+from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
+
+MERCHANTS = [f"MWARM{k:07d}" for k in range(7)]
+
+
+@dataclass
+class Invocation:
+    function: str
+    correlation_id: str | None
+    merchants: set[str] = field(default_factory=set)
+
+
+def _merchants_of(event: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+    for record in event.get("Records", []):
+        found.add(json.loads(record["body"])["merchant_id"])
+    if isinstance(event.get("body"), str):  # a webhook delivery
+        found |= set(json.loads(event["body"]).get("merchants", {}))
+    return found
+
+
+def _record_invocations(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Invocation]:
+    """Every invocation by its request id: the function, the API's request id, the merchants."""
+    runner = stack.runner
+    assert runner is not None
+    invoke, seen = runner.invoke, {}
+
+    def recorded(
+        function: str, event: dict[str, Any], *, context: ContextFactory | None = None
+    ) -> dict[str, Any]:
+        made = context or (lambda logical_id: LambdaContext(logical_id))
+
+        def tracked(logical_id: str) -> LambdaContext:
+            lambda_context = made(logical_id)
+            seen[lambda_context.aws_request_id] = Invocation(
+                logical_id,
+                event.get("requestContext", {}).get("requestId"),
+                _merchants_of(event),
+            )
+            return lambda_context
+
+        return invoke(function, event, context=tracked)
+
+    monkeypatch.setattr(runner, "invoke", recorded)
+    return seen
+
+
+def test_every_line_names_only_its_own_invocation_and_merchants(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stack.clover is not None
+    for k, merchant in enumerate(MERCHANTS):
+        items = [{"name": f"{merchant} {n}", "price": 100 + n, "sku": f"{k}-{n}"} for n in range(3)]
+        stack.add_merchant(merchant, f"token-warm-{k:04d}", f"STORE-WARM-{k}", items=items)
+    invocations = _record_invocations(stack, monkeypatch)
+
+    for cycle in range(4):
+        changed = MERCHANTS[cycle % 3 :: 2]
+        for merchant in changed:
+            stack.clover.create_item(merchant, name=f"new {cycle}", price=5, sku=f"N{cycle}")
+        note = {
+            "appId": "A",
+            "merchants": {changed[0]: [{"objectId": "I:X", "type": "UPDATE", "ts": 1}]},
+        }
+        stack.send_webhook(note, CLOVER_WEBHOOK_AUTH)
+        stack.run_cycle()
+
+    lines = [json.loads(line) for line in stack.logs]
+    lines = [line for line in lines if "_aws" not in line]  # the EMF blobs name no request
+    assert {invocations[line["function_request_id"]].function for line in lines} >= {
+        "WebhookFunction",
+        "DispatcherFunction",
+        "PollerFunction",
+        "HipoinkSenderFunction",
+    }
+    for line in lines:
+        own = invocations[line["function_request_id"]]
+        assert line["function_name"] == own.function, line
+        assert line.get("correlation_id") == own.correlation_id, line
+        named = {line["merchant_id"]} if "merchant_id" in line else set()
+        named |= set(line.get("merchant_ids", []))
+        assert named <= own.merchants, line
