@@ -10,6 +10,7 @@ request or merchant sends an operator after the wrong one.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from devkit.lambda_runner import ContextFactory, LambdaContext
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
+from esl_sync.sync.poll_batch import POLL_WORKER_PREFIX
 
 MERCHANTS = [f"MWARM{k:07d}" for k in range(7)]
 
@@ -100,3 +102,48 @@ def test_every_line_names_only_its_own_invocation_and_merchants(
         named = {line["merchant_id"]} if "merchant_id" in line else set()
         named |= set(line.get("merchant_ids", []))
         assert named <= own.merchants, line
+
+
+def _kept(stack: LocalStack) -> dict[str, int]:
+    """The size of everything a warm process keeps that could grow with its invocations."""
+    from esl_sync import runtime
+    from esl_sync.store import aws_json
+    from esl_sync.store import secrets as secret_cache
+
+    clover = runtime.clover()
+    return {
+        "database connections": len(runtime.database()._opened),
+        "pacer budgets": len(clover.pacer._tokens),
+        "Clover origins": len(clover.origins._origins),
+        "AWS clients": len(aws_json._clients),
+        "secrets cached": len(secret_cache._cached),
+        "token plaintexts": runtime.state_store()._decrypt.cache_info().currsize,
+        "poll workers": sum(t.name.startswith(POLL_WORKER_PREFIX) for t in threading.enumerate()),
+    }
+
+
+def test_what_a_warm_process_keeps_does_not_grow_with_its_invocations(
+    stack: LocalStack,
+) -> None:
+    """Bounded by the workers, the merchants and the secrets, never by the invocations."""
+    assert stack.clover is not None
+    merchants = MERCHANTS[:4]
+    for k, merchant in enumerate(merchants):
+        stack.add_merchant(merchant, f"token-kept-{k:04d}", f"STORE-KEPT-{k}", items=[])
+
+    def cycles(first: int, count: int) -> None:
+        assert stack.clover is not None
+        for cycle in range(first, first + count):
+            for merchant in merchants:
+                stack.clover.create_item(merchant, name=f"n{cycle}", price=cycle, sku=f"K{cycle}")
+            note = {"appId": "A", "merchants": {merchants[cycle % 4]: []}}
+            stack.send_webhook(note, CLOVER_WEBHOOK_AUTH)
+            stack.run_cycle()
+
+    cycles(0, 3)
+    warm = _kept(stack)
+    cycles(3, 9)
+
+    assert _kept(stack) == warm
+    assert warm["token plaintexts"] <= len(merchants)
+    assert warm["pacer budgets"] <= len(merchants)
