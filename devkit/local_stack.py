@@ -20,11 +20,13 @@ function's routes and the Clover simulator's authorize page) to its first labels
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -311,6 +313,8 @@ class LocalStack:
 
     def _start_moto(self) -> str:
         from moto.server import ThreadedMotoServer
+
+        _atomic_dynamodb_items()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         host, port = ("127.0.0.1", 0)
@@ -643,6 +647,37 @@ def _operator_commands_attributed() -> Iterator[None]:
         yield
     finally:
         cli.operator_scope = previous
+
+
+_ITEM_OPERATIONS = ("put_item", "get_item", "update_item", "delete_item", "transact_write_items")
+
+
+def _atomic_dynamodb_items() -> None:
+    """Make moto apply each DynamoDB item operation whole, as DynamoDB does.
+
+    DynamoDB applies a conditional write atomically: of two racing for one refresh lock,
+    one wins. moto's server answers each request on a thread of its own and reads, checks
+    and writes an item without a lock, so both could pass their condition (five poll
+    workers racing for one token refresh made two refreshes now and then, under load). One
+    lock around moto's item operations gives the emulator DynamoDB's guarantee; done once
+    per process (moto's backends are the process's)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_esl_sync_atomic", False):
+        return
+    lock = threading.RLock()
+
+    def locked(operation: Any) -> Any:
+        @functools.wraps(operation)
+        def whole(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return operation(*args, **kwargs)
+
+        return whole
+
+    for name in _ITEM_OPERATIONS:
+        setattr(DynamoDBBackend, name, locked(getattr(DynamoDBBackend, name)))
+    DynamoDBBackend._esl_sync_atomic = True  # type: ignore[attr-defined]
 
 
 def http_get_event(path: str, raw_query: str) -> dict[str, Any]:
