@@ -144,6 +144,12 @@ def test_what_a_warm_process_keeps_does_not_grow_with_its_invocations(
     warm = _kept(stack)
     cycles(3, 9)
 
-    assert _kept(stack) == warm
+    later = _kept(stack)
+    # One connection per thread that used the database: the invoking thread and each poll
+    # worker, and a worker opens its own at its first poll, which may come only in a later
+    # cycle (how many polls overlap depends on timing): bounded by the workers, not equal.
+    connections = later.pop("database connections")
+    assert connections <= max(warm["database connections"], later["poll workers"] + 1)
+    assert later == {k: v for k, v in warm.items() if k != "database connections"}
     assert warm["token plaintexts"] <= len(merchants)
     assert warm["pacer budgets"] <= len(merchants)
