@@ -461,3 +461,15 @@ def test_a_mistyped_store_code_corrected_lifts_its_block_for_the_right_store(
     assert hipoink.labels("STORE-RIGHT") == expected_labels(clover.items(M))
     assert not _status(stack)["store_blocked"]
     assert _status(stack)["stale_labels"] == 0
+
+
+def test_the_same_store_code_set_again_moves_nothing_and_sends_nothing(stack: LocalStack) -> None:
+    """A replayed ``set-store`` (or ``merchants add``) with the code the merchant has: no
+    acknowledgement is invalidated, no label queued, nothing counted stale."""
+    _started(stack, 12)
+    said = stack.cli("merchants", "set-store", M, STORE)
+    said += stack.cli("merchants", "add", M, "--store-code", STORE)
+    assert "moved from store" not in said
+    assert stack.drain("LabelQueue", "hipoink_sender").records == 0
+    assert _status(stack)["stale_labels"] == 0
+    assert stack.run_cycle().labels.records == 0
