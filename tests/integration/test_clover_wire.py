@@ -30,6 +30,7 @@ from esl_sync.clover.errors import (
     CloverBadResponse,
     CloverConnectionError,
     CloverError,
+    CloverRateLimited,
     CloverRequestRejected,
     CloverTimeout,
 )
@@ -536,3 +537,86 @@ def test_a_429_is_counted_under_a_limit_clover_has_or_other(
     assert limits == [named]
     for odd in ("Z" * 100, "Remaining", "Something"):
         assert odd not in printed
+
+
+# -- a Retry-After the poll cannot wait out ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"3600",
+        b"inf",
+        b"1e400",
+        b"9" * 400,
+        b"Fri, 31 Dec 2099 23:59:59 GMT",
+    ],
+    ids=["an hour", "inf", "1e400", "400 digits", "2099"],
+)
+def test_a_retry_after_longer_than_the_longest_backoff_fails_at_once_and_pauses_no_longer(
+    wire: Wire, sleeps: list[float], value: bytes
+) -> None:
+    """A 429 asking for a wait longer than the client's longest backoff (an hour, infinity,
+    a date in 2099: what a proxy or a misconfigured gateway may send) is not waited out:
+    the poll would sleep into the Lambda timeout, killing the batch's other polls with it,
+    and a pause that long would stall every later poll of the token (of every merchant,
+    for a cross-token limit) in the warm instance. It fails at once, by name, and pauses
+    the token no longer than the longest backoff."""
+    pacer = RequestPacer()
+    wire.script = [
+        answer(
+            b"{}",
+            status=b"429 Too Many",
+            headers=(b"X-RateLimit-crossTokenLimit: 50", b"Retry-After: " + value),
+        )
+    ]
+    with CloverClient(
+        max_attempts=3,
+        timeout_seconds=0.3,
+        backoff_cap_seconds=0.5,  # the longest backoff, short for the test
+        pacer=pacer,
+        sleep=sleeps.append,
+    ) as client:
+        catalog = client.merchant(MID, TOKEN, wire.url)
+        started = time.monotonic()
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                _page(catalog)
+            except BaseException as error:
+                failed.append(error)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "the poll waits out the Retry-After"
+        [error] = failed
+        assert isinstance(error, CloverRateLimited), repr(error)
+        assert catalog.requests == 1
+        assert sleeps == []
+        assert error.retry_after_seconds > client.backoff_cap_seconds  # what was asked
+        assert "Retry-After" in str(error)
+        # The next request waits no longer than the longest backoff (the pacer's pause).
+        waited = threading.Event()
+
+        def next_request() -> None:
+            pacer.acquire("another-token")
+            pacer.release("another-token")
+            waited.set()
+
+        threading.Thread(target=next_request, daemon=True).start()
+        assert waited.wait(10), "a later request waits out the hour"
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("value", [b"nan", b"-inf", b"soon", b""])
+def test_an_unreadable_retry_after_is_taken_as_none_and_backs_off_as_ever(
+    wire: Wire, catalog: MerchantCatalog, sleeps: list[float], value: bytes
+) -> None:
+    """``nan`` reads as a float but is no wait: it, and any other unreadable value, is
+    handled as a 429 without Retry-After (the jittered backoff), never an exception."""
+    wire.script = [answer(b"{}", status=b"429 Too Many", headers=(b"Retry-After: " + value,))]
+    assert _page(catalog) == [ITEM]
+    [slept] = sleeps
+    assert 0 < slept <= 20.1

@@ -12,7 +12,9 @@ Its invariants:
 
 * every request waits for a slot of the token's and of the process's budget
   (:mod:`esl_sync.clover.pacing`); a 429 pauses the token (or, for a cross-token limit,
-  everyone) for ``Retry-After`` before its retry;
+  everyone) for ``Retry-After`` before its retry; a ``Retry-After`` longer than the longest
+  backoff (an hour, ``inf``, a date years ahead) is not waited out: the request fails at
+  once and the pause lasts the longest backoff;
 * timeouts, transport errors (refused, reset, a body cut short, an answer that is not
   HTTP), 429 and 5xx are retried up to ``max_attempts`` with jittered backoff; 401/403 and
   any other status are not (redirects are not followed); whatever is left ends in one
@@ -38,9 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
 from email.message import Message
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote, urlencode
@@ -57,22 +57,20 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
+from esl_sync.clover.headers import (
+    count_rate_limit,
+    date_ms,
+    duration_text,
+    named_limit,
+    retry_after_seconds,
+)
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 from esl_sync.http_connections import Answer, Origin, Origins, Unanswered, Unreadable
-from esl_sync.observability import NAMESPACE, SERVICE, MetricUnit, metrics, single_metric
 from esl_sync.records import Item, ItemPage
 
 _LOG = logging.getLogger(__name__)
 
 
-#: ``X-RateLimit-*`` headers that name the limit a 429 hit; cross-token ones pause everyone.
-RATE_LIMIT_HEADERS = (
-    "X-RateLimit-tokenLimit",
-    "X-RateLimit-tokenConcurrentLimit",
-    "X-RateLimit-crossTokenLimit",
-    "X-RateLimit-crossTokenConcurrentLimit",
-)
-OTHER_LIMIT = "X-RateLimit-other"  #: what a 429 names under any other X-RateLimit-* header
 _RETRY_AFTER_MARGIN_SECONDS = 0.05
 _BODY_EXCERPT_CHARS = 120
 #: The largest answer read, as sent and once decoded: a page of 1,000 items is a few MB.
@@ -273,10 +271,24 @@ class MerchantCatalog:
                     status=status,
                 )
             if status == 429:
-                limit = _named_limit(response.headers)
-                _count_rate_limit(limit)
-                retry_after = _retry_after_seconds(response.headers)
+                limit = named_limit(response.headers)
+                count_rate_limit(limit)
+                retry_after = retry_after_seconds(response.headers)
                 wait = retry_after if retry_after is not None else _equal_jitter(client, attempt)
+                scope = None if limit and "crossToken" in limit else self._key
+                if wait > client.backoff_cap_seconds:
+                    # Not waited out: the poll would sleep into the Lambda timeout (the
+                    # batch's other polls with it), and a pause that long would stall
+                    # every later poll of the token (of everyone, cross-token) here.
+                    client.pacer.pause(scope, client.backoff_cap_seconds)
+                    raise CloverRateLimited(
+                        f"{where}: HTTP 429 ({limit or 'limit not named'}) asking to wait "
+                        f"{duration_text(wait)} (Retry-After), longer than the longest backoff "
+                        f"({client.backoff_cap_seconds:g}s): not waited out in this poll",
+                        merchant_id=self.merchant_id,
+                        retry_after_seconds=wait,
+                        limit=limit,
+                    )
                 if last:
                     raise CloverRateLimited(
                         f"{where}: HTTP 429 ({limit or 'limit not named'}) "
@@ -285,7 +297,6 @@ class MerchantCatalog:
                         retry_after_seconds=wait,
                         limit=limit,
                     )
-                scope = None if limit and "crossToken" in limit else self._key
                 client.pacer.pause(scope, wait)
                 self._retry_sleep(wait + _RETRY_AFTER_MARGIN_SECONDS, where, "429", attempt)
                 continue
@@ -335,7 +346,7 @@ class MerchantCatalog:
             self.requests += 1
         tally.requests += 1
         if response is not None and tally.clover_time_ms is None:
-            tally.clover_time_ms = _date_ms(response.headers.get("Date"))
+            tally.clover_time_ms = date_ms(response.headers.get("Date"))
 
     def _content(self, response: Answer, path: str) -> bytes:
         """The body as decoded, or :class:`CloverBadResponse` saying why it cannot be."""
@@ -377,21 +388,6 @@ class MerchantCatalog:
         return text.replace(self._token, "***") if self._token else text
 
 
-def _count_rate_limit(limit: str | None) -> None:
-    """A 429 as metrics: the total (which an alarm compares with ``CloverRequests``) and
-    one by the limit that was hit, so an operator sees which budget ran out."""
-    metrics.add_metric(name="CloverRateLimited", unit=MetricUnit.Count, value=1)
-    named = (limit or "unnamed").removeprefix("X-RateLimit-")
-    with single_metric(
-        name="CloverRateLimitedByLimit",
-        unit=MetricUnit.Count,
-        value=1,
-        namespace=NAMESPACE,
-        default_dimensions={"service": SERVICE},
-    ) as metric:
-        metric.add_dimension(name="Limit", value=named)
-
-
 def _json_int(text: str) -> int | str:
     """A JSON integer; one Python refuses to read (over 4,300 digits) stays text, so that
     one absurd field gets its item refused by name instead of making the page unreadable."""
@@ -399,49 +395,6 @@ def _json_int(text: str) -> int | str:
         return int(text)
     except ValueError:
         return text
-
-
-def _date_ms(value: str | None) -> int | None:
-    """An HTTP ``Date`` header as epoch milliseconds, ``None`` when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        _LOG.debug("clover: unreadable Date header %r", value)
-        return None
-    if moment.tzinfo is None:  # "-0000": UTC by RFC 5322
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
-def _retry_after_seconds(headers: Message) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), ``None`` when absent."""
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    then = _date_ms(value)
-    if then is None:
-        return None
-    now = _date_ms(headers.get("Date"))
-    reference = now if now is not None else int(time.time() * 1000)
-    return max(0.0, (then - reference) / 1000)
-
-
-def _named_limit(headers: Message) -> str | None:
-    """Which of Clover's ``X-RateLimit-*`` headers named the limit a 429 hit, else
-    :data:`OTHER_LIMIT` or None: a name becomes a metric dimension (each value a metric paid
-    monthly), and a server or proxy may write any (``X-RateLimit-Remaining``, 5,000 chars)."""
-    for name in RATE_LIMIT_HEADERS:
-        if name in headers:  # matched ignoring case
-            return name
-    if any(name.lower().startswith("x-ratelimit-") for name in headers):  # its names
-        return OTHER_LIMIT
-    return None
 
 
 def _equal_jitter(client: CloverClient, attempt: int) -> float:
