@@ -19,6 +19,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
 from esl_sync.messages import PollRequest
+from esl_sync.store.aws_json import AwsError
 from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.postgres import Database
 from esl_sync.store.sqs import SqsLabelQueue
@@ -342,3 +343,87 @@ def test_connections_the_database_closed_while_idle_are_reopened_and_nothing_fai
         item = stack.clover.item(merchant_id, changed[merchant_id])
         assert row["price"] * 100 == item["price"]
     assert all(conn.closed for conn in held)
+
+
+# -- a throttled batch read ----------------------------------------------------------------
+
+
+class Unprocessing:
+    """DynamoDB answering BatchGetItem as it does under throttling: each answer reads at
+    most ``per_call`` of the keys asked (0: none) and returns the rest as
+    ``UnprocessedKeys``. Every other call goes through."""
+
+    def __init__(self, real: Any, per_call: int) -> None:
+        self._real, self._per_call = real, per_call
+        self.batch_calls = 0
+
+    def call(self, operation: str, params: Any) -> dict[str, Any]:
+        if operation != "BatchGetItem":
+            return dict(self._real.call(operation, params))
+        self.batch_calls += 1
+        [(table, request)] = params["RequestItems"].items()
+        keys, n = request["Keys"], self._per_call
+        answer: dict[str, Any] = {"Responses": {table: []}}
+        if keys[:n]:
+            read = {"RequestItems": {table: {**request, "Keys": keys[:n]}}}
+            answer = dict(self._real.call(operation, read))
+        answer["UnprocessedKeys"] = {table: {**request, "Keys": keys[n:]}} if keys[n:] else {}
+        return answer
+
+
+def _states_of(stack: LocalStack, count: int) -> list[str]:
+    merchants = [f"MUNPROC{n:05d}" for n in range(count)]
+    for merchant_id in merchants:
+        stack.add_merchant(merchant_id, f"tok-{merchant_id}", "STORE-U")
+    return merchants
+
+
+def test_keys_a_throttled_batch_read_leaves_unprocessed_are_read_again_after_a_backoff(
+    stack: LocalStack,
+) -> None:
+    """DynamoDB returns ``UnprocessedKeys`` when the table is throttled; read again at once,
+    in a loop, they make the throttling worse for every poll's own state reads (AWS asks
+    for an exponential backoff). Each retry waits, longer each time, and every state is read."""
+    from esl_sync.store import aws_json
+
+    merchants = _states_of(stack, 10)
+    stack.run_cycle()
+    unprocessing = Unprocessing(aws_json.client("dynamodb"), per_call=2)
+    sleeps: list[float] = []
+    store = DynamoStateStore(
+        stack.env["STATE_TABLE_NAME"], None, dynamodb=unprocessing, sleep=sleeps.append
+    )
+
+    states = store.load_many(merchants)
+
+    assert all(states[m].poll_count == 1 for m in merchants)  # every state, as stored
+    assert unprocessing.batch_calls == 5  # two keys read each time
+    assert len(sleeps) == 4
+    assert all(s >= 0 for s in sleeps)
+    assert sum(sleeps) > 0  # it waits (a random part of each ceiling: never all nothing)
+    ceilings = [store.unprocessed_backoff(n) for n in range(1, 5)]
+    assert ceilings == sorted(ceilings)
+    assert ceilings[0] < ceilings[-1]  # the ceiling grows
+    assert all(s <= c for s, c in zip(sleeps, ceilings, strict=True))
+
+
+def test_keys_dynamodb_never_processes_fail_the_read_by_name_after_a_bounded_number_of_tries(
+    stack: LocalStack,
+) -> None:
+    """Throttled for good: the read ends (a typed, retryable error naming how many keys were
+    left), instead of looping until the function's timeout."""
+    from esl_sync.store import aws_json
+
+    merchants = _states_of(stack, 3)
+    unprocessing = Unprocessing(aws_json.client("dynamodb"), per_call=0)
+    store = DynamoStateStore(
+        stack.env["STATE_TABLE_NAME"], None, dynamodb=unprocessing, sleep=lambda _: None
+    )
+
+    with pytest.raises(AwsError) as raised:
+        store.load_many(merchants)
+
+    assert raised.value.code == "UnprocessedKeys"
+    assert raised.value.retryable
+    assert "3 keys" in str(raised.value)
+    assert unprocessing.batch_calls <= 10

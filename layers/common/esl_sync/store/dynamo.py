@@ -14,10 +14,10 @@ through the encryption context, so reading the table alone never reveals them;
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
 from itertools import batched
 from typing import Any, Literal
@@ -28,51 +28,23 @@ from esl_sync.records import MerchantState, VerificationCode
 from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError, Caller
 from esl_sync.store.state_item import (
+    CODE_SLOT,
     POLL_FIELDS,
     STATE_FIELDS,
     sealed_of,
     state_of,
     to_attr,
+    verification_codes_of,
 )
 
 _LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
 _GENERATION_NAMES = {"#generation": "token_generation"}
+UNPROCESSED_TRIES = 8
+"""BatchGetItem calls for one batch of keys while DynamoDB leaves some unprocessed."""
 WEBHOOK_ITEM_KEY = "#clover-webhook"
 """The reserved item holding the last webhook verification codes (no merchant id starts
 with '#'; nothing lists the table, so no poll ever sees it)."""
-
-
-_CODE_SLOT = "verification_code_"  # + slot number: one kept code each
-
-
-def _verification_codes(item: Mapping[str, Any]) -> list[VerificationCode]:
-    """The kept codes, newest first, each code once; an item written before codes were
-    kept holds one in ``verification_code`` (shown last)."""
-    numbered: list[tuple[int, VerificationCode]] = []
-    # A slot that is not as written (edited by hand, corrupted) is no code: it is left out,
-    # so that it never makes `esl-sync status` fail for every merchant.
-    for name, attr in item.items():
-        if name.startswith(_CODE_SLOT):
-            try:
-                slot = attr["M"]
-                code = VerificationCode(
-                    str(slot["code"]["S"]),
-                    datetime.fromisoformat(slot["received_at"]["S"]),
-                    slot.get("source_ip", {}).get("S"),
-                )
-                numbered.append((int(slot["n"]["N"]), code))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                continue
-    try:
-        legacy = datetime.fromisoformat(item["verification_received_at"]["S"])
-        numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
-    except (KeyError, TypeError, ValueError):
-        pass  # none, or not as written
-    codes: dict[str, VerificationCode] = {}
-    for _, code in sorted(numbered, key=lambda pair: -pair[0]):
-        codes.setdefault(code.code, code)
-    return list(codes.values())
 
 
 def _generation_is(generation: int) -> tuple[str, dict[str, Any]]:
@@ -100,8 +72,10 @@ class DynamoStateStore:
         *,
         dynamodb: Caller | None = None,
         kms: Caller | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._table = table_name
+        self._sleep = sleep  # tests replace it: no waiting
         self._key_id = key_id
         self._dynamodb: Caller = dynamodb or aws_json.client("dynamodb")
         self._kms = kms
@@ -115,11 +89,18 @@ class DynamoStateStore:
         return state_of(merchant_id, item)
 
     def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
-        """Many merchants' state in batches of 100, without their token material."""
+        """Many merchants' state in batches of 100, without their token material.
+
+        Keys DynamoDB leaves unprocessed (it does under throttling) are read again after a
+        backoff, as AWS asks: read again at once, in a loop, they would deepen the throttling
+        every poll's own reads meet. Still unprocessed after ``UNPROCESSED_TRIES``, the read
+        fails (``AwsError`` ``UnprocessedKeys``, retryable) rather than loop until the
+        function's timeout."""
         found: dict[str, MerchantState] = {}
         names = {f"#{i}": name for i, name in enumerate(("merchant_id", "version", *STATE_FIELDS))}
         for batch in batched(merchant_ids, 100):  # BatchGetItem takes at most 100 keys
             keys: list[Mapping[str, Any]] = [{"merchant_id": {"S": m}} for m in batch]
+            tries = 0
             while keys:
                 request = {
                     "Keys": keys,
@@ -134,7 +115,25 @@ class DynamoStateStore:
                     found[merchant_id] = state_of(merchant_id, item)
                 unprocessed = answer.get("UnprocessedKeys") or {}
                 keys = list(unprocessed[self._table]["Keys"]) if self._table in unprocessed else []
+                if keys:
+                    tries += 1
+                    if tries >= UNPROCESSED_TRIES:
+                        raise AwsError(
+                            "dynamodb",
+                            "BatchGetItem",
+                            "UnprocessedKeys",
+                            200,
+                            f"{len(keys)} keys still unprocessed after {tries} tries (throttled)",
+                            True,
+                        )
+                    self._sleep(random.random() * self.unprocessed_backoff(tries))
         return {m: found.get(m, MerchantState(merchant_id=m)) for m in merchant_ids}
+
+    @staticmethod
+    def unprocessed_backoff(tries: int) -> float:
+        """The longest wait before reading unprocessed keys again after ``tries`` tries:
+        doubling from 50 ms to 2 s (the wait is a random part of it, "full jitter")."""
+        return min(2.0, 0.05 * 2.0 ** (tries - 1))
 
     def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
         names = {f"#{i}": name for i, name in enumerate(POLL_FIELDS)}
@@ -368,7 +367,7 @@ class DynamoStateStore:
             "SET #slot = :entry REMOVE verification_code, verification_received_at",
             "attribute_not_exists(#slot) OR #slot.#n < :n",
             {":entry": {"M": entry}, ":n": {"N": str(number)}},
-            {"#slot": f"{_CODE_SLOT}{number % keep}", "#n": "n"},
+            {"#slot": f"{CODE_SLOT}{number % keep}", "#n": "n"},
         )
 
     def verification_codes(self) -> list[VerificationCode]:
@@ -377,7 +376,7 @@ class DynamoStateStore:
             WEBHOOK_ITEM_KEY,
             ConsistentRead=True,
         ).get("Item")
-        return _verification_codes(item or {})
+        return verification_codes_of(item or {})
 
     def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
         return self._conditional_update(

@@ -1,5 +1,6 @@
 """A merchant's state item in DynamoDB, to and from :class:`~esl_sync.records.MerchantState`
-(and its sealed tokens): the attribute codec of :mod:`esl_sync.store.dynamo`."""
+(and its sealed tokens), and the webhook's item to its kept verification codes: the
+attribute codec of :mod:`esl_sync.store.dynamo`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from esl_sync.credentials import SealedTokens
-from esl_sync.records import MerchantState
+from esl_sync.records import MerchantState, VerificationCode
 
 # What ``save`` writes.
 POLL_FIELDS = (
@@ -166,3 +167,35 @@ def sealed_of(item: Mapping[str, Any] | None) -> SealedTokens | None:
         uninstalled=int(item.get("app_uninstalled_ms", {"N": "-1"})["N"])
         > int(item.get("authorized_ms", {"N": "0"})["N"]),
     )
+
+
+CODE_SLOT = "verification_code_"  # + slot number: one kept code each
+
+
+def verification_codes_of(item: Mapping[str, Any]) -> list[VerificationCode]:
+    """The kept codes, newest first, each code once; an item written before codes were
+    kept holds one in ``verification_code`` (shown last)."""
+    numbered: list[tuple[int, VerificationCode]] = []
+    # A slot that is not as written (edited by hand, corrupted) is no code: it is left out,
+    # so that it never makes `esl-sync status` fail for every merchant.
+    for name, attr in item.items():
+        if name.startswith(CODE_SLOT):
+            try:
+                slot = attr["M"]
+                code = VerificationCode(
+                    str(slot["code"]["S"]),
+                    datetime.fromisoformat(slot["received_at"]["S"]),
+                    slot.get("source_ip", {}).get("S"),
+                )
+                numbered.append((int(slot["n"]["N"]), code))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+    try:
+        legacy = datetime.fromisoformat(item["verification_received_at"]["S"])
+        numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
+    except (KeyError, TypeError, ValueError):
+        pass  # none, or not as written
+    codes: dict[str, VerificationCode] = {}
+    for _, code in sorted(numbered, key=lambda pair: -pair[0]):
+        codes.setdefault(code.code, code)
+    return list(codes.values())
