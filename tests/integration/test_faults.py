@@ -345,6 +345,111 @@ def test_connections_the_database_closed_while_idle_are_reopened_and_nothing_fai
     assert all(conn.closed for conn in held)
 
 
+def test_a_poll_waiting_on_a_slow_clover_outlasts_the_servers_idle_in_transaction_timeout(
+    stack: LocalStack,
+) -> None:
+    """Operators harden Postgres with ``idle_in_transaction_session_timeout`` (a minute is
+    common). A poll's transaction is open while it waits for Clover (pages, retries, a
+    ``Retry-After``, delete confirmations): past that timeout the server ended its session,
+    and the poll failed, every retry alike while Clover stayed slow, with its labels stale.
+    The poll's transaction sets its own limit, as long as a Lambda invocation can last."""
+    assert stack.clover is not None
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok-slow", "S-SLOW", items=gas_station_catalog(30, seed=7))
+    assert stack.run_cycle().polls.failures == 0
+    item = stack.clover.items(merchant_id)[0]
+    stack.clover.update_item(merchant_id, item["id"], price=item.get("price", 0) + 11)
+    with psycopg.connect(runtime.database_url(), autocommit=True) as admin:
+        database = admin.execute("SELECT current_database()").fetchone()
+        assert database is not None
+        admin.execute(
+            psycopg.sql.SQL(
+                "ALTER DATABASE {} SET idle_in_transaction_session_timeout = '1s'"
+            ).format(psycopg.sql.Identifier(database[0]))
+        )
+        admin.execute(  # the warm functions' sessions end: new ones take the setting
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE application_name = 'esl-sync' AND pid <> pg_backend_pid()"
+            " AND datname = current_database()"
+        )
+    stack.clover.delay_next(2.5)  # the poll's first page: 2.5 s, inside its transaction
+    mark = len(stack.logs)
+
+    cycle = stack.run_cycle()
+
+    failed = [line for line in stack.logs[mark:] if "poll finished" in line and "failed" in line]
+    assert cycle.polls.failures == 0, [line[line.find("detail") :][:300] for line in failed]
+    assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
+    [row] = [p for p in stack.products(merchant_id) if p["source_id"] == item["id"]]
+    assert row["price"] * 100 == item.get("price", 0) + 11
+
+
+class _Stop(Exception):
+    pass
+
+
+_INSERT = (
+    "INSERT INTO products (merchant_id, source_system, source_id, name, currency, price_type,"
+    " status, content_hash) VALUES (%s, 'clover', %s, 'x', 'USD', 'FIXED', 'active', 'h')"
+)
+
+
+def _in_poll_transaction(
+    merchant_id: str, *statements: str | tuple[str, str], stop: bool = False
+) -> list[Any]:
+    """Runs ``statements`` in the poll's transaction (a pair: an insert of that product
+    id), then raises :class:`_Stop` when ``stop``; returns what each statement fetched."""
+    fetched: list[Any] = []
+    with runtime.database().transaction() as tx:
+        conn = tx._conn
+        for statement in statements:
+            if isinstance(statement, tuple):
+                conn.execute(_INSERT, (merchant_id, statement[1]))
+            else:
+                fetched.append(conn.execute(statement).fetchone())
+        if stop:
+            raise _Stop
+    return fetched
+
+
+def test_the_polls_transaction_commits_whole_or_rolls_back_whole_and_leaves_its_connection_idle(
+    stack: LocalStack,
+) -> None:
+    """The poll's transaction ends itself (it sends BEGIN with its setting): whatever the
+    block raises, nothing it wrote stays, and the connection is idle for the next poll
+    (never inside the failed transaction); a connection that died inside it is replaced."""
+    db = runtime.database()
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok-tx", "S-TX")
+    idle = psycopg.pq.TransactionStatus.IDLE
+    show = "SHOW idle_in_transaction_session_timeout"
+
+    def stored() -> int:
+        with psycopg.connect(runtime.database_url()) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM products WHERE merchant_id = %s", (merchant_id,)
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    assert _in_poll_transaction(merchant_id, show) == [("15min",)]
+    with pytest.raises(_Stop):
+        _in_poll_transaction(merchant_id, ("insert", "ROLLED1"), stop=True)
+    assert stored() == 0
+    assert db.connection().info.transaction_status == idle
+    assert db.connection().execute(show).fetchone() != ("15min",)  # SET LOCAL: that one only
+
+    with pytest.raises(psycopg.errors.UniqueViolation):  # the transaction is aborted
+        _in_poll_transaction(merchant_id, ("insert", "TWICE"), ("insert", "TWICE"))
+    assert stored() == 0
+    assert db.connection().info.transaction_status == idle
+
+    with pytest.raises(psycopg.OperationalError):
+        _in_poll_transaction(merchant_id, "SELECT pg_terminate_backend(pg_backend_pid())")
+    _in_poll_transaction(merchant_id, ("insert", "KEPT"))  # on a new connection
+    assert stored() == 1
+
+
 # -- a throttled batch read ----------------------------------------------------------------
 
 

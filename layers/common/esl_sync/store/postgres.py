@@ -263,11 +263,28 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresProductWriter]:
+        """The poll's transaction, open while it waits for Clover (pages, retries, delete
+        confirmations): it sets its own ``idle_in_transaction_session_timeout``
+        (:data:`_BEGIN_POLL`), so a server hardened with a short one does not end the
+        session of a poll that waits longer than that for a slow Clover.
+
+        BEGIN and the setting go in one round trip (a statement without parameters may hold
+        two); psycopg's ``transaction()`` would send BEGIN alone, so this one ends itself:
+        COMMIT, or ROLLBACK on any exception (a connection that cannot roll back is closed)."""
         conn = self.connection()
         with self._lock:
             self._transactions += 1
-        with conn.transaction():
+        psycopg.Cursor(conn).execute(_BEGIN_POLL)  # counted as BEGIN (round_trips)
+        try:
             yield PostgresProductWriter(conn)
+        except BaseException:
+            try:
+                if not (conn.closed or conn.broken):
+                    psycopg.Cursor(conn).execute(b"ROLLBACK")
+            except psycopg.Error:
+                conn.close()  # its state unknown: no later use may inherit it (a new one opens)
+            raise
+        psycopg.Cursor(conn).execute(b"COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection."""
@@ -276,6 +293,12 @@ class Database:
         for conn in opened:
             conn.close()
         self._local = threading.local()
+
+
+_BEGIN_POLL = b"BEGIN; SET LOCAL idle_in_transaction_session_timeout = '15min'"
+"""As long as a Lambda invocation may last: no poll's transaction outlives its invocation
+(a function ended or timed out closes its connections), so the server's own limit (an
+operator's hardening, often a minute or less) only ever ended polls that were working."""
 
 
 def _connect(conninfo: str) -> psycopg.Connection[Any]:
