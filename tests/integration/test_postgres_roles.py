@@ -26,6 +26,7 @@ from devkit.catalog import gas_station_catalog
 from devkit.demo import expected_labels
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
+from esl_sync.store.schema import apply_migrations
 
 BINARIES = Path("/usr/lib/postgresql/15/bin")
 ROLES_SQL = Path(__file__).parents[2] / "deploy" / "postgres-roles.sql"
@@ -88,6 +89,8 @@ def logins(postgres15: tuple[str, int, str]) -> dict[str, str]:
         timeout=60,
         env={**os.environ, "PGPASSWORD": admin_password},
     )
+    app_url = f"postgresql://esl_sync_app:{app}@{host}:{port}/esl_sync"
+    apply_migrations(app_url)  # as the deploy does: every test here finds the tables
     reader_secret = {
         "engine": "postgres",
         "username": "esl_sync_reader",
@@ -96,10 +99,7 @@ def logins(postgres15: tuple[str, int, str]) -> dict[str, str]:
         "port": port,
         "dbname": "esl_sync",
     }
-    return {
-        "app": f"postgresql://esl_sync_app:{app}@{host}:{port}/esl_sync",
-        "reader": json.dumps(reader_secret),
-    }
+    return {"app": app_url, "reader": json.dumps(reader_secret)}
 
 
 def _use_database_secret(stack: LocalStack, value: str) -> None:
