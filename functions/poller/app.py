@@ -27,4 +27,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[s
         event.get("Records", []),
         runtime.poll_deps(),
         workers=settings().clover_instance_in_flight,
+        context=context,
     )

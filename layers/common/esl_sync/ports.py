@@ -424,7 +424,13 @@ class CatalogReader(Protocol):
 class CatalogReaders(Protocol):
     """Where a poll gets a merchant's :class:`CatalogReader` (the process's Clover client)."""
 
-    def merchant(self, merchant_id: str, token: str, base_url: str) -> CatalogReader: ...
+    def merchant(
+        self,
+        merchant_id: str,
+        token: str,
+        base_url: str,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> CatalogReader: ...
 
 
 class LabelSink(Protocol):

@@ -52,6 +52,7 @@ from esl_sync.clover.errors import (
     CloverBadResponse,
     CloverConnectionError,
     CloverError,
+    CloverOutOfTime,
     CloverRateLimited,
     CloverRequestRejected,
     CloverServerError,
@@ -121,8 +122,15 @@ class CloverClient:
     def __repr__(self) -> str:
         return f"CloverClient(page_size={self.page_size}, timeout_seconds={self.timeout_seconds})"
 
-    def merchant(self, merchant_id: str, token: str, base_url: str) -> MerchantCatalog:
-        """The catalog of one merchant, read with ``token`` from ``base_url`` (its region)."""
+    def merchant(
+        self,
+        merchant_id: str,
+        token: str,
+        base_url: str,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> MerchantCatalog:
+        """The catalog of one merchant, read with ``token`` from ``base_url`` (its region);
+        ``time_left_ms``: how long its requests may still take (None: no limit)."""
         if not merchant_id:
             raise ValueError("merchant_id must not be empty")
         if not token:
@@ -131,7 +139,7 @@ class CloverClient:
             raise ValueError(f"merchant {merchant_id}: the access token is not header-safe")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"merchant {merchant_id}: base_url must start with http(s)://")
-        return MerchantCatalog(self, merchant_id, token, base_url)
+        return MerchantCatalog(self, merchant_id, token, base_url, time_left_ms)
 
     def close(self) -> None:
         """Close every kept connection."""
@@ -171,8 +179,16 @@ class MerchantCatalog:
     """One merchant's items, read with its token. ``requests`` counts every HTTP request
     made through this object, retries included. Safe to share between threads."""
 
-    def __init__(self, client: CloverClient, merchant_id: str, token: str, base_url: str) -> None:
+    def __init__(
+        self,
+        client: CloverClient,
+        merchant_id: str,
+        token: str,
+        base_url: str,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> None:
         self._client = client
+        self._time_left_ms = time_left_ms
         self.merchant_id = merchant_id
         self.base_url = base_url.rstrip("/")
         try:
@@ -238,6 +254,7 @@ class MerchantCatalog:
         headers = {**_HEADERS, "Authorization": f"Bearer {self._token}"}
         for attempt in range(client.max_attempts):
             last = attempt + 1 >= client.max_attempts
+            self._require_time(client.timeout_seconds, where)
             try:
                 response = client.send(origin, target, headers, self._key)
             except Unanswered as failed:  # timeouts included
@@ -330,7 +347,20 @@ class MerchantCatalog:
             merchant_id=self.merchant_id,
         )
 
+    def _require_time(self, seconds: float, where: str) -> None:
+        """Start nothing the invocation cannot wait out: a request needs its timeout left, a
+        retry its wait too. Cut off by Lambda's timeout, a poll records nothing, its batch's
+        other polls report nothing, and its lease holds the merchant until it expires."""
+        left = self._time_left_ms() if self._time_left_ms is not None else None
+        if left is not None and left < seconds * 1000:
+            raise CloverOutOfTime(
+                f"{where}: not sent: {left} ms left in the invocation, {seconds * 1000:.0f} ms"
+                " needed",
+                merchant_id=self.merchant_id,
+            )
+
     def _retry_sleep(self, seconds: float, where: str, reason: str, attempt: int) -> None:
+        self._require_time(seconds + self._client.timeout_seconds, where)
         _LOG.debug(
             "clover %s: %s on attempt %d, retrying in %.2fs (merchant %s)",
             where,

@@ -52,6 +52,12 @@ class CloverTimeout(CloverError):
     """No complete answer within the client timeout, after every attempt."""
 
 
+class CloverOutOfTime(CloverError):
+    """Not sent: the invocation would end before the answer (or a retry's wait and answer)
+    could arrive. The poll fails by name and is retried with a whole invocation's time,
+    instead of being cut off by Lambda's timeout with its batch."""
+
+
 class CloverConnectionError(CloverError):
     """The connection failed (refused, reset, protocol error) after every attempt."""
 

@@ -68,6 +68,7 @@ class PollDeps:
     clover: CatalogReaders
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    time_left_ms: Callable[[], int] | None = None  # for Clover requests (poll_batch sets it)
 
 
 @dataclass
@@ -256,8 +257,9 @@ class _Poll:
             raise  # newer tokens were stored meanwhile: the redelivery uses them
 
     def _sync_with(self, tokens: StoredTokens, base_url: str) -> _Synced:
+        token = tokens.tokens.access_token.get_secret_value()
         catalog = self.deps.clover.merchant(
-            self.merchant_id, tokens.tokens.access_token.get_secret_value(), base_url
+            self.merchant_id, token, base_url, self.deps.time_left_ms
         )
         try:
             return self._sync(catalog)

@@ -28,11 +28,12 @@ import contextvars
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from esl_sync.messages import MessageRefused, PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.ports import RemainingTime
 from esl_sync.sync.poll import PollDeps, PollOutcome, poll_merchant
 
 POLL_WORKER_PREFIX = "esl-sync-poll"
@@ -49,6 +50,9 @@ _COUNTS = {
     "DeletesConfirmed": "deletes_confirmed",
 }
 
+CLOSING_MS = 10_000
+"""What a poll needs after its last Clover answer (its writes, label jobs, commit, state)."""
+
 _pool_lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -59,9 +63,20 @@ class AllPollsFailed(RuntimeError):
 
 
 def poll_batch(
-    records: Sequence[Mapping[str, Any]], deps: PollDeps, *, workers: int
+    records: Sequence[Mapping[str, Any]],
+    deps: PollDeps,
+    *,
+    workers: int,
+    context: RemainingTime | None = None,
 ) -> dict[str, list[dict[str, str]]]:
-    """Poll every record's merchant; the records SQS should retry (a partial batch response)."""
+    """Poll every record's merchant; the records SQS should retry (a partial batch response).
+
+    With Lambda's ``context``, no Clover request starts that could not be answered (and the
+    poll closed: :data:`CLOSING_MS`) before the invocation ends: such a poll fails as
+    ``CloverOutOfTime``, recorded and retried, while the batch's other polls report as ever."""
+    if context is not None:
+        remaining = context.get_remaining_time_in_millis
+        deps = replace(deps, time_left_ms=lambda: remaining() - CLOSING_MS)
     if workers > 1 and len(records) > 1:
         pool = _workers(workers)
         futures = [
