@@ -5,9 +5,12 @@ happens was asked for by a webhook (or, for the first read, by hand)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import replace
 from typing import Any
 
+import psycopg
 import pytest
 
 from devkit.catalog import gas_station_catalog
@@ -18,7 +21,7 @@ from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
 from esl_sync import admin, runtime
 from esl_sync.messages import PollRequest
 from esl_sync.settings import ConfigurationError, settings
-from esl_sync.webhooks import MAX_BODY_BYTES
+from esl_sync.webhooks import MAX_BODY_BYTES, WEBHOOK_WRITERS
 from esl_sync_ops.cli import main
 
 MERCHANT, STORE = "MHOOK0000001", "STORE-HOOK"
@@ -213,3 +216,64 @@ def test_an_unexpected_failure_is_logged_and_answered_503_never_500(
     assert "answered 503" in error["message"]
     assert "ConfigurationError" in error["exception"]
     assert metric_sums(hooked.logs)["WebhookErrors"] == 1
+
+
+class _Overlap:
+    """The real hints store, counting how many of its writes are in flight at once."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+
+    def _through(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            time.sleep(0.005)  # a DynamoDB write's round trip, at the least
+            return call(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def claim_webhook_poll(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(self._through(self._real.claim_webhook_poll, *args, **kwargs))
+
+    def add_pending_deletes(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(self._through(self._real.add_pending_deletes, *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_delivery_naming_hundreds_of_merchants_overlaps_their_writes_and_polls_each(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chain's head office changes a price in every store at once: one delivery may name
+    hundreds of merchants, and each costs the webhook two DynamoDB writes (the deletes to
+    confirm, the poll's window), a round trip each (5–10 ms). One after another, about a
+    thousand merchants passed the function's 15 s timeout, and a delivery cut off had
+    claimed windows but queued no poll, so Clover's retry found them claimed. The writes
+    now overlap (a few at a time: what this checks, since the local stack's emulator runs
+    in this process and gains nothing from it), and every merchant's poll is queued."""
+    merchants = [f"MCHAIN{n:06d}" for n in range(60)]
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
+            [(m, f"S-{n}") for n, m in enumerate(merchants)],
+        )
+    overlap = _Overlap(runtime.state_store())
+    real_deps = runtime.webhook_deps
+    monkeypatch.setattr(runtime, "webhook_deps", lambda: replace(real_deps(), hints=overlap))
+    event = notification({m: [("I:GONE", "DELETE"), ("I:PRICE", "UPDATE")] for m in merchants})
+
+    answer = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+
+    assert answer.status == 202
+    assert 1 < overlap.most <= WEBHOOK_WRITERS
+    assert stack.queue_depths()["PollQueue"] == len(merchants)
+    store = runtime.state_store()
+    pending = {m: store.load(m).pending_deletes for m in merchants}
+    assert pending == {m: frozenset({"GONE"}) for m in merchants}

@@ -17,10 +17,12 @@ the merchant's next poll sweeps instead.
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 import ipaddress
 import json
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -43,6 +45,10 @@ APP_PREFIX = "A:"
 """App events (``A:<app id>``): a ``DELETE`` reports the app uninstalled by the merchant
 (unconfirmed by Clover's pages; docs/clover-api.md). Taken as a hint, like the rest."""
 MAX_PENDING_DELETES = 500
+WEBHOOK_WRITERS = 8
+"""Merchants of one delivery whose DynamoDB writes are in flight at once (see
+:func:`_queue_polls`): a few, well within what one table takes and one small function
+holds."""
 """Item ids a merchant's state may hold for confirmation (5 polls' worth at 100 a poll,
 at most ~35 KB). A flood beyond it asks for a sweep instead: the state item stays small
 (DynamoDB refuses items over 400 KB, which would fail every poll of the merchant)."""
@@ -320,18 +326,33 @@ def _record_uninstalls(
 def _queue_polls(result: WebhookResult, deps: WebhookDeps, now: datetime) -> None:
     """One poll per merchant and window: the first hint claims the window and queues the
     poll; later ones in the window are covered by it. Deletions are recorded first, so a
-    poll that has not started yet confirms them too."""
+    poll that has not started yet confirms them too.
+
+    A merchant's two writes wait on DynamoDB, so the merchants' writes overlap, at most
+    :data:`WEBHOOK_WRITERS` at a time: a head office's change names hundreds of stores in
+    one delivery, and one after another they passed the function's timeout (a delivery cut
+    off had claimed windows and queued no poll). Their results are read in order, so the
+    answer and the log are the same as ever."""
     now_ms = int(now.timestamp() * 1000)
-    for merchant_id in result.merchants_to_poll:
+    window_ms = deps.window_seconds * 1000
+
+    def hint(merchant_id: str) -> tuple[bool, bool]:
         deleted = result.deleted_items.get(merchant_id, [])
-        if not deps.hints.add_pending_deletes(merchant_id, deleted, limit=MAX_PENDING_DELETES):
+        added = deps.hints.add_pending_deletes(merchant_id, deleted, limit=MAX_PENDING_DELETES)
+        return added, deps.hints.claim_webhook_poll(merchant_id, now_ms=now_ms, window_ms=window_ms)
+
+    merchants = result.merchants_to_poll
+    if len(merchants) > 1:  # threads only when there is something to overlap
+        with ThreadPoolExecutor(min(WEBHOOK_WRITERS, len(merchants))) as pool:
+            # Each in a copy of this thread's context (what it carries follows the write).
+            run = [pool.submit(contextvars.copy_context().run, hint, m) for m in merchants]
+            hinted = [future.result() for future in run]
+    else:
+        hinted = [hint(m) for m in merchants]
+    for merchant_id, (added, claimed) in zip(merchants, hinted, strict=True):
+        if not added:
             result.sweeps_requested.append(merchant_id)
-        if deps.hints.claim_webhook_poll(
-            merchant_id, now_ms=now_ms, window_ms=deps.window_seconds * 1000
-        ):
-            result.polls_queued.append(merchant_id)
-        else:
-            result.polls_coalesced.append(merchant_id)
+        (result.polls_queued if claimed else result.polls_coalesced).append(merchant_id)
     requests = [
         PollRequest(merchant_id=m, reason="webhook", requested_at=now) for m in result.polls_queued
     ]
