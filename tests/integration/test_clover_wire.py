@@ -648,3 +648,50 @@ def test_no_request_or_retry_starts_that_the_invocation_could_not_wait_out(
         with pytest.raises(CloverOutOfTime):
             catalog.get_item("ITEM00000001")
         assert catalog.requests == 1
+
+
+# -- a Date whose numbers no clock holds ------------------------------------------------------
+
+_HUGE = b"9" * 400
+_OVERFLOWING_DATES = [
+    b"Mon, 01 Jan " + _HUGE + b" 00:00:00 GMT",
+    b"Mon, " + _HUGE + b" Jan 2026 00:00:00 GMT",
+    b"Mon, 01 Jan 2026 " + _HUGE + b":00:00 GMT",
+    b"Mon, 01 Jan 2026 00:00:" + _HUGE + b" GMT",
+    b"Mon, 01 Jan 2026 00:00:00 +" + _HUGE,
+]
+_DATE_IDS = ["year", "day", "hour", "second", "zone"]
+
+
+@pytest.mark.parametrize("value", _OVERFLOWING_DATES, ids=_DATE_IDS)
+def test_a_date_header_whose_numbers_overflow_is_no_clock_and_the_page_is_read(
+    wire: Wire, value: bytes
+) -> None:
+    """A ``Date`` whose year, day, time or zone has 400 digits (what a broken proxy or
+    gateway may write) is an unreadable date: the page is read and the walk knows no Clover
+    time (the cursor stays, as without a Date). Python's date parsing raised OverflowError
+    for it, out of the client, which promises Clover errors only: the poll failed on every
+    answer such a front end touched."""
+    wire.script = [answer(headers=(b"Date: " + value,))]
+    with CloverClient(max_attempts=1, timeout_seconds=0.3, pacer=RequestPacer()) as client:
+        walk = ItemWalk(client.merchant(MID, TOKEN, wire.url), None)
+        assert [item for page in walk for item in page] == [ITEM]
+    assert walk.clover_time_ms is None
+
+
+@pytest.mark.parametrize("value", _OVERFLOWING_DATES, ids=_DATE_IDS)
+def test_a_retry_after_date_whose_numbers_overflow_backs_off_as_ever(
+    wire: Wire, catalog: MerchantCatalog, sleeps: list[float], value: bytes
+) -> None:
+    """The same dates as a 429's ``Retry-After`` (and as its ``Date``): no wait is read, so
+    the 429 backs off as one without Retry-After, never an OverflowError."""
+    wire.script = [
+        answer(
+            b"{}",
+            status=b"429 Too Many",
+            headers=(b"Retry-After: " + value, b"Date: " + value),
+        )
+    ]
+    assert _page(catalog) == [ITEM]
+    [slept] = sleeps
+    assert 0 < slept <= 20.1

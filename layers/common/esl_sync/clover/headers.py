@@ -31,12 +31,14 @@ OTHER_LIMIT = "X-RateLimit-other"  #: what a 429 names under any other X-RateLim
 
 
 def date_ms(value: str | None) -> int | None:
-    """An HTTP ``Date`` header as epoch milliseconds, ``None`` when absent or unreadable."""
+    """An HTTP ``Date`` header as epoch milliseconds, ``None`` when absent or unreadable:
+    a year, day, time or zone of many digits too (the parser raises OverflowError for
+    those, not ValueError)."""
     if not value:
         return None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         _LOG.debug("clover: unreadable Date header %r", value)
         return None
     if moment.tzinfo is None:  # "-0000": UTC by RFC 5322
