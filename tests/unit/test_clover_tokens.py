@@ -58,7 +58,7 @@ def test_a_refresh_posts_client_id_and_refresh_token_to_the_merchant_s_host() ->
         (403, {}, CloverRefreshRejected),
         (503, {"message": "old-refresh-SECRET"}, CloverServerError),
         (200, {**PAIR, "refresh_token": None}, CloverBadResponse),
-        (200, {**PAIR, "access_token_expiration": "new-access-SECRET"}, CloverBadResponse),
+        (200, {**PAIR, "access_token": {"value": "new-access-SECRET"}}, CloverBadResponse),
     ],
 )
 def test_failures_are_typed_and_never_quote_a_token(
@@ -246,3 +246,64 @@ def test_a_refreshed_pair_that_cannot_be_stored_at_all_fails_the_poll_and_marks_
 
     assert (refresher.calls, store.lock_owner, store.marks) == (1, None, [])
     assert len(store.replace_failures) == 10 - tokens_module.STORE_ATTEMPTS
+
+
+# -- expirations Clover's answer holds that are no count ---------------------------------
+
+UNREADABLE_EXPIRATIONS = {
+    "1e400": "1e400",
+    "1e19": "1e19",
+    "negative": "-1",
+    "a fraction": "1795869000.5",
+    "text": '"soon"',
+    "an object": "{}",
+}
+
+
+def _pair_text(field: str, value: str) -> bytes:
+    """PAIR as JSON with ``field``'s value written as is (1e400 has no Python float)."""
+    body = json.dumps({**PAIR, field: 0})
+    return body.replace(f'"{field}": 0', f'"{field}": {value}').encode()
+
+
+@pytest.mark.parametrize("field", ["access_token_expiration", "refresh_token_expiration"])
+@pytest.mark.parametrize(
+    "value", list(UNREADABLE_EXPIRATIONS.values()), ids=list(UNREADABLE_EXPIRATIONS)
+)
+def test_a_refreshed_pair_with_an_unreadable_expiration_is_stored_with_it_unknown(
+    field: str, value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clover spends the old refresh token as it answers: a new pair refused for one
+    expiration that is no count (1e400, 1e19, negative, a fraction, text) was lost,
+    and the merchant's next refresh, with the spent token, marked it for re-authorization:
+    every label of the store frozen until someone installs the app again, for a number the
+    keeper only uses to refresh early. The pair is stored, that expiration unknown (None):
+    an access token of unknown expiry is refreshed at its first 401."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=_pair_text(field, value))
+
+    store = MemoryTokens(EXPIRED)
+    keeper = TokenKeeper(
+        store=store,
+        refresher=lambda: _client(answer),
+        margin_seconds=300,
+        lock_ms=5_000,
+        clock=lambda: NOW,
+    )
+
+    got = keeper.access_token("M1", "https://api.clover.com")
+
+    expected = CloverTokens.from_object({**PAIR, field: None})
+    assert got == StoredTokens(expected, 4)
+    assert store.stored == got
+    assert store.marks == []
+    assert len(seen) == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [getattr(r, "fields", None) for r in warnings] == [[field]]
+    assert not [r for r in caplog.records if "SECRET" in str(r.__dict__)]
+    # Unknown expiry: not refreshed again before Clover refuses the token.
+    if field == "access_token_expiration":
+        assert not expected.expires_within(300, NOW + 10**9)

@@ -11,6 +11,12 @@ lost would only be refused.
 No token ever reaches a log line, an error or a repr: errors name the status and never
 quote Clover's body, and a body that is not a token pair is refused by the names of the
 fields at fault.
+
+An expiration in the answer that is no count (``1e400``, ``1e19``, negative, a fraction,
+text) does not refuse the pair: the call has spent the refresh token (or the code) already,
+so a refused pair would leave the merchant to be installed again, for a number the keeper
+only uses to refresh early. It is taken as unknown (None): that access token is refreshed
+at its first 401, as one whose expiry is read as too late is.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import NamedTuple
 
 import httpx
 
-from esl_sync import tls
+from esl_sync import json_fields, tls
 from esl_sync.clover.errors import (
     CloverBadResponse,
     CloverCodeRejected,
@@ -34,6 +40,7 @@ from esl_sync.clover.errors import (
 from esl_sync.clover.pacing import RequestPacer, default_pacer, token_key
 from esl_sync.credentials import CloverTokens
 from esl_sync.http_connections import read_at_most
+from esl_sync.observability import logger
 
 
 class _Answer(NamedTuple):
@@ -43,6 +50,7 @@ class _Answer(NamedTuple):
 
 ANSWER_MAX_BYTES = 1 << 20
 """Of an answer's body, what is read (unpacked): a token pair is a few hundred bytes."""
+EXPIRATIONS = ("access_token_expiration", "refresh_token_expiration")
 REFRESH_PATH = "/oauth/v2/refresh"
 TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a password
 
@@ -150,7 +158,8 @@ class CloverOAuthClient:
                 f"{where}: HTTP {status}", merchant_id=merchant_id, status=status
             )
         try:
-            tokens = CloverTokens.parse(response.content, where)
+            data = json_fields.loads(response.content, where)
+            tokens = CloverTokens.from_object(_known_expirations(data, merchant_id, where), where)
         except ValueError as error:
             raise CloverBadResponse(str(error), merchant_id=merchant_id) from None
         if tokens.refresh_token is None:
@@ -159,3 +168,29 @@ class CloverOAuthClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _known_expirations(data: object, merchant_id: str, where: str) -> object:
+    """``data`` with each expiration that is no count (what :class:`CloverTokens` would
+    refuse) made null, and a warning naming those fields (never a value); the module doc
+    says why the pair is not refused for them."""
+    if not isinstance(data, dict):
+        return data
+    unreadable = []
+    for name in EXPIRATIONS:
+        fields = json_fields.Fields({name: data.get(name)}, where)
+        fields.count(name)
+        try:
+            fields.check()
+        except ValueError:
+            unreadable.append(name)
+    if not unreadable:
+        return data
+    logger.warning(
+        "Clover's token pair has an expiration that is no Unix time: taken as unknown (the"
+        " access token is refreshed at its first 401)",
+        merchant_id=merchant_id,
+        request=where,
+        fields=unreadable,
+    )
+    return {**data, **dict.fromkeys(unreadable)}
