@@ -598,6 +598,51 @@ def test_one_date_header_a_century_ahead_does_not_hide_the_changes_after_it(
     assert_in_step(stack, "MGLITCH00001", "STORE-GL")
 
 
+@pytest.mark.parametrize("how", ["dropped Date", "Date in 1970"])
+def test_a_cursor_left_hours_behind_moves_again_once_clovers_date_is_right(
+    stack: LocalStack, how: str
+) -> None:
+    """A cursor left hours behind Clover's clock: polls without a ``Date`` for three hours
+    (a proxy that drops it; the cursor stays, and each of them is a success), or a first
+    read whose ``Date`` said 1970. When a right ``Date`` comes, it leaps past the cursor by
+    more than an hour beyond the time since the last success: it was refused as "ahead",
+    and so was every later one (each refusal is a success again), so the cursor stayed
+    there for good: every incremental poll re-read every item changed since, more each
+    time, and warned CloverClockImplausible. A time no later than our own clock plus the
+    hour is no leap into the future: it is taken."""
+    clover, _ = sims(stack)
+    now = clover.clock_ms()
+    if how == "dropped Date":
+        clover.freeze_clock(now - 3 * 3_600_000)
+    else:
+        clover.date_offset_ms = -now
+    stack.add_merchant("MBEHIND00001", "tok", "STORE-BH", items=items_without_times(6))
+    stack.run_cycle()
+    left = merchant_state("MBEHIND00001").high_water_ms
+    assert left is not None
+    assert left < now - 3_600_000
+    if how == "dropped Date":
+        clover.freeze_clock(None)
+        clover.send_date = False
+        stack.run_cycle()  # three hours later, no Date: the cursor stays
+        assert merchant_state("MBEHIND00001").high_water_ms == left
+        clover.send_date = True
+    clover.date_offset_ms = 0
+    logged = len(stack.logs)
+
+    stack.run_cycle()
+    stack.run_cycle()
+
+    moved = merchant_state("MBEHIND00001").high_water_ms
+    assert moved is not None
+    assert clover.clock_ms() - 60_000 < moved <= clover.clock_ms() - CURSOR_SKEW_MARGIN_MS
+    assert metric_sums(stack.logs[logged:]).get("CloverClockImplausible", 0) == 0
+    first = clover.items("MBEHIND00001")[0]
+    clover.update_item("MBEHIND00001", first["id"], price=779)
+    stack.run_cycle()
+    assert_in_step(stack, "MBEHIND00001", "STORE-BH")
+
+
 def test_a_stored_cursor_ahead_of_clovers_clock_is_dropped_and_every_item_read_again(
     stack: LocalStack,
 ) -> None:

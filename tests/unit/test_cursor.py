@@ -94,43 +94,67 @@ HOUR = 3_600_000
 def test_clovers_clock_is_believed_within_the_time_that_passed_plus_an_hour() -> None:
     assert CLOVER_CLOCK_JUMP_MAX_MS == HOUR
     cursor = CLOVER_NOW
-    assert clock_verdict(None, CLOVER_NOW + 100 * HOUR, 0) is None  # no cursor yet: any time
-    assert clock_verdict(cursor, None, 0) is None  # no time told
-    assert clock_verdict(cursor, cursor + HOUR, 0) is None
-    assert clock_verdict(cursor, cursor + HOUR + 1, 0) == "ahead"
-    assert clock_verdict(cursor, cursor + 3 * HOUR, 2 * HOUR) is None  # two hours did pass
-    assert clock_verdict(cursor, cursor + 3 * HOUR + 1, 2 * HOUR) == "ahead"
-    assert clock_verdict(cursor, cursor + 1000 * HOUR, None) is None  # no success to measure from
-    assert clock_verdict(cursor, cursor - HOUR, 0) is None  # a slow clock: the cursor stays
-    assert clock_verdict(cursor, cursor - HOUR - 1, 0) == "behind"
+
+    def verdict(told: int | None, elapsed: int | None) -> str | None:
+        """With our clock where the cursor plus the time that passed puts it."""
+        return clock_verdict(cursor, told, elapsed, our_now_ms=cursor + (elapsed or 0))
+
+    assert clock_verdict(None, CLOVER_NOW + 100 * HOUR, 0, our_now_ms=CLOVER_NOW) is None
+    assert verdict(None, 0) is None  # no time told
+    assert verdict(cursor + HOUR, 0) is None
+    assert verdict(cursor + HOUR + 1, 0) == "ahead"
+    assert verdict(cursor + 3 * HOUR, 2 * HOUR) is None  # two hours did pass
+    assert verdict(cursor + 3 * HOUR + 1, 2 * HOUR) == "ahead"
+    assert verdict(cursor + 1000 * HOUR, None) is None  # no success to measure from
+    assert verdict(cursor - HOUR, 0) is None  # a slow clock: the cursor stays
+    assert verdict(cursor - HOUR - 1, 0) == "behind"
+
+
+def test_a_cursor_left_behind_our_clock_takes_a_time_within_our_clock_plus_an_hour() -> None:
+    """The last success need not have moved the cursor (no Date, a refused one, a first
+    read told 1970): a time past it by hours is believed when it is no later than our own
+    clock plus the hour, and refused past that; measured from the last success alone, the
+    cursor stayed behind for good."""
+    cursor, ours = CLOVER_NOW - 3 * HOUR, CLOVER_NOW
+    assert clock_verdict(cursor, ours, 60_000, our_now_ms=ours) is None
+    assert clock_verdict(cursor, ours + HOUR, 60_000, our_now_ms=ours) is None
+    assert clock_verdict(cursor, ours + HOUR + 1, 60_000, our_now_ms=ours) == "ahead"
+    assert clock_verdict(0, ours, 60_000, our_now_ms=ours) is None
+    assert cursor_after(cursor, ours, 60_000, our_now_ms=ours) == (ours - 5_000, None)
 
 
 @given(
     cursor=st.integers(0, 2**53),
     told=st.integers(0, 2**53),
     elapsed=st.none() | st.integers(0, 2**40),
+    ours=st.integers(0, 2**53),
 )
 def test_a_believed_time_never_moves_the_cursor_more_than_an_hour_past_what_passed(
-    cursor: int, told: int, elapsed: int | None
+    cursor: int, told: int, elapsed: int | None, ours: int
 ) -> None:
-    verdict = clock_verdict(cursor, told, elapsed)
+    verdict = clock_verdict(cursor, told, elapsed, our_now_ms=ours)
     if verdict is None:
         assert told >= cursor - HOUR
         if elapsed is not None:
-            assert next_cursor(cursor, told) <= cursor + elapsed + HOUR  # type: ignore[operator]
+            ceiling = max(cursor + elapsed, ours) + HOUR
+            assert next_cursor(cursor, told) <= ceiling  # type: ignore[operator]
     else:
         assert (verdict == "ahead") == (told > cursor)
 
 
 def test_after_a_read_the_cursor_and_why_clovers_time_was_not_taken() -> None:
     cursor = CLOVER_NOW
-    assert cursor_after(cursor, None, 0) == (cursor, "missing")
-    assert cursor_after(None, None, None) == (None, "missing")
-    assert cursor_after(cursor, cursor + HOUR + 1, 0) == (cursor, "ahead")
-    assert cursor_after(cursor, cursor - HOUR - 1, 0) == (None, "behind")
-    assert cursor_after(cursor, cursor + 60_000, 0) == (cursor + 55_000, None)
-    assert cursor_after(cursor, cursor - 60_000, 0) == (cursor, None)  # believed: never back
-    assert cursor_after(None, CLOVER_NOW, None) == (CLOVER_NOW - 5_000, None)
+
+    def after(told: int | None, elapsed: int | None) -> tuple[int | None, str | None]:
+        return cursor_after(cursor, told, elapsed, our_now_ms=cursor)
+
+    assert after(None, 0) == (cursor, "missing")
+    assert cursor_after(None, None, None, our_now_ms=cursor) == (None, "missing")
+    assert after(cursor + HOUR + 1, 0) == (cursor, "ahead")
+    assert after(cursor - HOUR - 1, 0) == (None, "behind")
+    assert after(cursor + 60_000, 0) == (cursor + 55_000, None)
+    assert after(cursor - 60_000, 0) == (cursor, None)  # believed: never back
+    assert cursor_after(None, CLOVER_NOW, None, our_now_ms=None) == (CLOVER_NOW - 5_000, None)
     assert {key: metric for key, (metric, _) in CLOCK_REFUSALS.items()} == {
         "missing": "CloverClockMissing",
         "ahead": "CloverClockImplausible",

@@ -45,21 +45,29 @@ hour, before the ``Date`` is not believed (a glitching front end, a clock set wr
 
 
 def clock_verdict(
-    previous: int | None, clover_start_ms: int | None, elapsed_ms: int | None
+    previous: int | None,
+    clover_start_ms: int | None,
+    elapsed_ms: int | None,
+    *,
+    our_now_ms: int | None,
 ) -> Literal["ahead", "behind"] | None:
     """Whether Clover's clock at a read's start can be believed against the cursor:
 
     * ``"ahead"``: it leapt past the cursor by more than the time that passed since the
-      cursor was set (``elapsed_ms``, on our clock) plus :data:`CLOVER_CLOCK_JUMP_MAX_MS`.
-      Taken, the cursor would sit there for good (it never moves back) and every
-      incremental read would miss the merchant's changes until Clover's clock caught up:
-      the cursor stays, as when Clover tells no time;
+      last success (``elapsed_ms``, on our clock) plus :data:`CLOVER_CLOCK_JUMP_MAX_MS`,
+      and past our own clock (``our_now_ms``) by more than that hour too. Taken, the
+      cursor would sit there for good (it never moves back) and every incremental read
+      would miss the merchant's changes until Clover's clock caught up: the cursor stays,
+      as when Clover tells no time. Our clock bounds the leap because the last success
+      need not have moved the cursor (it told no time, or a time refused, or a first
+      read's time far in the past): measured from it alone, a right time after an hour of
+      those was refused, and every one after it, for good;
     * ``"behind"``: the stored cursor lies more than that hour ahead of Clover's own clock
       now, so no read of this Clover proved it (a glitch stored before this check, a hand
       edit): it is dropped, and the next read reads everything, as the first one did;
     * ``None``: believed (also when there is no cursor yet, no time, or no elapsed time).
 
-    Our clock only ever measures the time that passed; it never becomes the cursor.
+    Our clock only ever judges Clover's; it never becomes the cursor.
     """
     if previous is None or clover_start_ms is None:
         return None
@@ -68,6 +76,7 @@ def clock_verdict(
     if (
         elapsed_ms is not None
         and clover_start_ms > previous + elapsed_ms + CLOVER_CLOCK_JUMP_MAX_MS
+        and (our_now_ms is None or clover_start_ms > our_now_ms + CLOVER_CLOCK_JUMP_MAX_MS)
     ):
         return "ahead"
     return None
@@ -81,7 +90,7 @@ CLOCK_REFUSALS: dict[str, tuple[str, str]] = {
     "ahead": (
         "CloverClockImplausible",
         "Clover's Date header leapt past the cursor by more than an hour beyond the time that"
-        " passed: the cursor stays where it was",
+        " passed, and past our clock by more than an hour: the cursor stays where it was",
     ),
     "behind": (
         "CloverClockImplausible",
@@ -94,13 +103,17 @@ safe (work repeats), but would repeat unnoticed without them."""
 
 
 def cursor_after(
-    previous: int | None, clover_start_ms: int | None, elapsed_ms: int | None
+    previous: int | None,
+    clover_start_ms: int | None,
+    elapsed_ms: int | None,
+    *,
+    our_now_ms: int | None,
 ) -> tuple[int | None, str | None]:
     """The cursor after a complete read (:func:`next_cursor`, :func:`clock_verdict`), and
     the key of :data:`CLOCK_REFUSALS` when Clover's time was not taken (else None)."""
     if clover_start_ms is None:
         return previous, "missing"
-    verdict = clock_verdict(previous, clover_start_ms, elapsed_ms)
+    verdict = clock_verdict(previous, clover_start_ms, elapsed_ms, our_now_ms=our_now_ms)
     if verdict == "ahead":
         return previous, verdict
     if verdict == "behind":

@@ -310,8 +310,11 @@ class _Poll:
     def _cursor(self, clover_start_ms: int | None) -> int | None:
         """Where the cursor goes after a complete read (:mod:`esl_sync.sync.cursor`)."""
         state, since = self.state, self.state.last_success_at
-        elapsed = _ms(self.deps.clock()) - _ms(since) if since is not None else None
-        cursor, refused = cursor_after(state.high_water_ms, clover_start_ms, elapsed)
+        now_ms = _ms(self.deps.clock())
+        elapsed = now_ms - _ms(since) if since is not None else None
+        cursor, refused = cursor_after(
+            state.high_water_ms, clover_start_ms, elapsed, our_now_ms=now_ms
+        )
         if refused is not None:
             metric, warning = CLOCK_REFUSALS[refused]
             metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
