@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -215,3 +218,78 @@ def test_whatever_hipoink_answers_is_one_named_class_with_a_storable_message(
         assert answer["error_code"] == 0
     finally:
         client.close()
+
+
+# -- an answer that drips ------------------------------------------------------------------
+
+
+class _Drip:
+    """A server that answers ``head`` and then writes ``drip`` one byte each ``every``
+    seconds, for as long as the client listens: each read gets a byte well within the
+    client's read timeout, so only a deadline on the whole call ends it."""
+
+    def __init__(self, head: bytes, drip: bytes, every: float = 0.05) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.sent = 0
+        self._head, self._drip, self._every = head, drip, every
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self._head)
+                    while True:
+                        for byte in self._drip:
+                            conn.sendall(bytes([byte]))
+                            self.sent += 1
+                            time.sleep(self._every)
+                except OSError:  # the client gave up
+                    continue
+
+
+@pytest.mark.parametrize(
+    ("head", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Padding: aaaa\r\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b' {"error_code": 0}'),
+    ],
+    ids=["head", "body"],
+)
+def test_an_answer_that_drips_is_a_timeout_by_the_calls_deadline(head: bytes, drip: bytes) -> None:
+    """A server, proxy or load balancer writing its answer a byte at a time, each within
+    the read timeout, held a call (the timeout bounded each read, not the call) until the
+    sender's Lambda timed out, and with it the batch's other jobs, already sent or not: the
+    sender starts a job only while one call's HIPOINK_TIMEOUT_SECONDS still fits. The whole
+    call now ends by that deadline, as a retryable timeout."""
+    server = _Drip(head, drip)
+    client = HipoinkClient(server.url, "default", lambda: SIGN, timeout_seconds=0.5)
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.upsert(STORE, [record("A")])
+        except BaseException as error:
+            failed.append(error)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(10)
+    try:
+        assert not caller.is_alive(), f"still reading after {server.sent} bytes dripped"
+        [error] = failed
+        assert isinstance(error, HipoinkRetryable), repr(error)
+        assert "timed out" in str(error)
+        assert SIGN not in str(error)
+    finally:
+        client.close()
+        server.listener.close()

@@ -5,6 +5,10 @@ says which class of :mod:`esl_sync.hipoink.errors` the error is. The ``sign`` is
 is sent in the body and never appears in a log line, error or repr. It is read through a
 callable on every call, so a rotated secret is picked up when its cache expires.
 
+Each call ends within ``timeout_seconds`` as a whole (:mod:`esl_sync.http_deadline`), not
+only each of its reads: the sender starts a job only while one call still fits in its
+invocation, and an answer written a byte at a time ran it into its Lambda timeout.
+
 A server certificate that fails verification is a configuration error, not a transient
 one: retrying the same handshake gets the same refusal, so the store is blocked and
 re-tested after the cool-down (and alarmed) instead of burning SQS receives into the
@@ -21,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
-from esl_sync import tls
+from esl_sync import http_deadline, tls
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkNotFound,
@@ -54,8 +58,11 @@ class HipoinkClient:
         self._url = f"{base_url.rstrip('/')}/api/{client_id}/product/"
         self._sign = sign
         self._f1_encoding = f1_encoding
-        # The process's one TLS context (esl_sync.tls says why).
-        self._http = httpx.Client(timeout=timeout_seconds, verify=tls.for_https())
+        self._timeout_seconds = timeout_seconds
+        # The process's one TLS context (esl_sync.tls says why), under the call's deadline.
+        self._http = httpx.Client(
+            timeout=timeout_seconds, transport=http_deadline.transport(tls.for_https())
+        )
 
     def __repr__(self) -> str:
         return f"HipoinkClient(url={self._url!r})"
@@ -119,7 +126,10 @@ class HipoinkClient:
         transport's failure as a typed error (never chained: httpx's exceptions hold the
         request, and with it the sign)."""
         try:
-            with self._http.stream("POST", self._url + path, json=payload) as response:
+            with (
+                http_deadline.deadline(self._timeout_seconds),
+                self._http.stream("POST", self._url + path, json=payload) as response,
+            ):
                 # iter_bytes() decodes: a compressed body counts unpacked.
                 content = read_at_most(response.iter_bytes(), ANSWER_MAX_BYTES)
                 if content is None:
