@@ -35,6 +35,7 @@ from esl_sync.clover.errors import (
     CloverRequestRejected,
     CloverTimeout,
 )
+from esl_sync.clover.oauth import CloverOAuthClient
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.walk import ItemWalk
 
@@ -695,3 +696,59 @@ def test_a_retry_after_date_whose_numbers_overflow_backs_off_as_ever(
     assert _page(catalog) == [ITEM]
     [slept] = sleeps
     assert 0 < slept <= 20.1
+
+
+# -- an OAuth answer that drips -----------------------------------------------------------
+
+
+def drip(head: bytes, body: bytes, every: float = 0.05) -> Step:
+    """``head``, then ``body`` one byte each ``every`` seconds, again and again, for as long
+    as the client listens: each read gets a byte well within its timeout."""
+
+    def step(conn: socket.socket, _head: bytes) -> bool:
+        conn.sendall(head)
+        while True:
+            for byte in body:
+                conn.sendall(bytes([byte]))  # OSError once the client gave up: Wire's
+                time.sleep(every)
+
+    return step
+
+
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Padding: aaaa\r\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b' {"access_token": "a"}'),
+    ],
+    ids=["head", "body"],
+)
+def test_a_token_refresh_whose_answer_drips_times_out_within_its_lock(
+    wire: Wire, head: bytes, body: bytes
+) -> None:
+    """A refresh runs under the merchant's refresh lock, which outlives the OAuth call's
+    timeout three times over. An answer written a byte at a time, each within the read
+    timeout, held the call past the lock: another poller then took the lock over and
+    refreshed with the same, single-use refresh token, which Clover refuses, marking the
+    merchant for re-authorization (and the poll itself ran into its Lambda timeout). The
+    whole call now ends within the timeout, as a CloverTimeout."""
+    wire.script = [drip(head, body)]
+    client = CloverOAuthClient("app-1", timeout_seconds=0.5, pacer=RequestPacer())
+    failed: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            client.refresh(wire.url, MID, "refresh-SECRET")
+        except BaseException as error:
+            failed.append(error)
+
+    caller = threading.Thread(target=refresh, daemon=True)
+    caller.start()
+    caller.join(10)
+    try:
+        assert not caller.is_alive(), "the refresh still reads the dripping answer"
+        [error] = failed
+        assert isinstance(error, CloverTimeout), repr(error)
+        assert "SECRET" not in str(error)
+    finally:
+        client.close()

@@ -1,11 +1,13 @@
-"""A deadline on a whole HTTP call, for the httpx client (Hipoink's).
+"""A deadline on a whole HTTP call, for the httpx clients (Hipoink's, Clover's OAuth).
 
 httpx's timeouts bound each socket operation (the connect, each read, each write), not the
 call: a server, proxy or load balancer that writes its answer a byte at a time, each byte
 within the read timeout, holds a call for as long as it keeps writing. The Hipoink sender
 starts a job only while one call (``HIPOINK_TIMEOUT_SECONDS``) still fits in its
 invocation; a call that outlived that ran the invocation into its Lambda timeout, and the
-batch's other jobs, sent or not, went back to the queue with it.
+batch's other jobs, sent or not, went back to the queue with it. A token refresh runs under
+the merchant's refresh lock (three OAuth timeouts long): one held past it let another
+poller take the lock over and refresh the same single-use token, which Clover refuses.
 
 :func:`transport` is an httpx transport whose every socket operation gets at most the time
 left until the deadline of the call its thread is in (:func:`deadline`), and fails as a

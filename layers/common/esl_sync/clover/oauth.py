@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import httpx
 
-from esl_sync import json_fields, tls
+from esl_sync import http_deadline, json_fields, tls
 from esl_sync.clover.errors import (
     CloverBadResponse,
     CloverCodeRejected,
@@ -71,12 +71,14 @@ class CloverOAuthClient:
     ) -> None:
         self._client_id = client_id if callable(client_id) else lambda: client_id
         self._pacer = pacer if pacer is not None else default_pacer()
+        self._timeout_seconds = timeout_seconds
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_seconds),
             headers={"Accept": "application/json", "User-Agent": "esl-sync"},
             follow_redirects=False,
-            transport=transport,
-            verify=tls.for_https(),  # the process's one context (esl_sync.tls says why)
+            # The process's one TLS context (esl_sync.tls says why); each call ends within
+            # the timeout as a whole (esl_sync.http_deadline), well within the refresh lock.
+            transport=transport or http_deadline.transport(tls.for_https()),
         )
 
     def __repr__(self) -> str:
@@ -125,13 +127,18 @@ class CloverOAuthClient:
         return self._tokens(response, merchant_id, where)
 
     def _post(self, url: str, body: dict[str, str], merchant_id: str, where: str) -> _Answer:
-        """One POST: its status and at most :data:`ANSWER_MAX_BYTES` of its body (a token
+        """One POST, ended within the timeout as a whole (an answer written a byte at a time
+        held a refresh past its lock, and another poller refreshed the same single-use
+        token): its status and at most :data:`ANSWER_MAX_BYTES` of its body (a token
         pair is a few hundred bytes; a larger answer is not read further), transport
         failures as typed errors (never chained: httpx's exceptions hold the request, and
         with it the body's secrets)."""
         error: CloverError
         try:
-            with self._http.stream("POST", url, json=body) as response:
+            with (
+                http_deadline.deadline(self._timeout_seconds),
+                self._http.stream("POST", url, json=body) as response,
+            ):
                 content = read_at_most(response.iter_bytes(), ANSWER_MAX_BYTES)
                 if content is None:
                     error = CloverBadResponse(
