@@ -752,3 +752,38 @@ def test_a_token_refresh_whose_answer_drips_times_out_within_its_lock(
         assert "SECRET" not in str(error)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("head", "body"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Padding: aaaa\r\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b' {"elements": []}'),
+    ],
+    ids=["head", "body"],
+)
+def test_a_page_whose_answer_drips_times_out_by_the_requests_deadline(
+    wire: Wire, catalog: MerchantCatalog, sleeps: list[float], head: bytes, body: bytes
+) -> None:
+    """An items page written a byte at a time, each byte within the read timeout (a broken
+    proxy, a stalling gateway), held the poll until its Lambda timed out, and the batch's
+    other polls with it: the timeout bounded each read, never the answer. Each attempt now
+    ends by its deadline (three timeouts), as a timeout, retried, then a CloverTimeout."""
+    wire.script = [drip(head, body) for _ in range(3)]
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            _page(catalog)
+        except BaseException as error:
+            failed.append(error)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(20)
+    assert not reader.is_alive(), "the poll still reads the dripping answer"
+    [error] = failed
+    assert isinstance(error, CloverTimeout), repr(error)
+    assert catalog.requests == 3
+    assert len(sleeps) == 2  # backed off between the attempts, as after any timeout
+    assert TOKEN not in str(error)

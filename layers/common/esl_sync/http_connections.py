@@ -7,7 +7,10 @@ idle connections shared by the process's threads; each opened under a connect ti
 every socket operation after that under a read timeout (per operation, as httpx's and
 botocore's timeouts are); a kept connection that died while it was idle (the peer closed it,
 Lambda froze the instance) replaced at once and the request sent again, when it failed
-before any byte of an answer came (a failure after that is the caller's to retry). Answers
+before any byte of an answer came (a failure after that is the caller's to retry). With a
+``deadline``, an answer must also come whole within it: the read timeout bounds each read,
+and a peer writing a byte at a time, each within it, held a request for as long as it
+kept writing (a poll until its Lambda timed out, with the batch's other polls). Answers
 are read whole (``Content-Length``, chunked, or to the close), their size bounded, and a
 ``gzip`` body decoded with zlib.
 
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import functools
 import http.client
+import io
 import socket
 import ssl
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
@@ -100,6 +105,47 @@ def read_at_most(chunks: Iterable[bytes], limit: int) -> bytes | None:
     return bytes(body)
 
 
+class _DeadlineReads(io.RawIOBase):
+    """The reads of one answer from ``sock``, each under the read timeout shortened to the
+    time left before ``until`` (``time.monotonic``); ``TimeoutError`` once none is left."""
+
+    def __init__(self, sock: socket.socket, until: float, read_timeout: float) -> None:
+        self._sock, self._until, self._read_timeout = sock, until, read_timeout
+        self._raw = sock.makefile("rb", buffering=0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int | None:  # type: ignore[override]
+        left = self._until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer did not come whole within its deadline")
+        self._sock.settimeout(min(self._read_timeout, left))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An answer read through :class:`_DeadlineReads`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        until: float,
+        read_timeout: float,
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()  # the plain reader http.client made: nothing was read from it
+        self.fp = io.BufferedReader(_DeadlineReads(sock, until, read_timeout))
+
+
 class Origin:
     """Kept-alive connections to the origin of ``url``, shared by the threads of the
     process: an exchange takes an idle one (or opens one) and gives it back once its answer
@@ -113,6 +159,7 @@ class Origin:
         read_timeout: float,
         context: Callable[[], ssl.SSLContext],
         keep: int = 16,
+        deadline: float | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -128,6 +175,7 @@ class Origin:
         self.host = parts.netloc.lower() if port not in (None, default) else self.hostname
         self.path = parts.path or "/"
         self._timeouts = (connect_timeout, read_timeout)
+        self._deadline = deadline
         self._context = context
         self._keep = keep
         self._idle: list[http.client.HTTPConnection] = []
@@ -143,12 +191,18 @@ class Origin:
         limit: int | None = None,
     ) -> Answer:
         """One request and its whole answer (its body at most ``limit`` bytes as sent,
-        else :class:`Unreadable`). Raises :class:`Unanswered` when the transport fails."""
+        else :class:`Unreadable`), within the deadline if there is one. Raises
+        :class:`Unanswered` when the transport fails (``TimeoutError`` past the deadline)."""
         try:
             connection, reused = self._take()
         except _TRANSPORT as error:
             raise Unanswered(error, connecting=True) from None
+        until = None if self._deadline is None else time.monotonic() + self._deadline
         while True:
+            if until is not None:
+                connection.response_class = functools.partial(  # type: ignore[assignment]
+                    _DeadlineResponse, until=until, read_timeout=self._timeouts[1]
+                )
             response: http.client.HTTPResponse | None = None
             try:
                 connection.request(method, target, body, dict(headers))
@@ -209,6 +263,8 @@ class Origin:
         return connection
 
     def _give(self, connection: http.client.HTTPConnection) -> None:
+        if connection.sock is not None:  # a deadline shortened it for its last reads
+            connection.sock.settimeout(self._timeouts[1])
         with self._lock:
             if len(self._idle) < self._keep:
                 self._idle.append(connection)
@@ -227,6 +283,7 @@ class Origins:
         read_timeout: float,
         context: Callable[[], ssl.SSLContext],
         keep: int = 16,
+        deadline: float | None = None,
     ) -> None:
         self._new: Callable[[str], Origin] = functools.partial(
             Origin,
@@ -234,6 +291,7 @@ class Origins:
             read_timeout=read_timeout,
             context=context,
             keep=keep,
+            deadline=deadline,
         )
         self._origins: dict[str, Origin] = {}
         self._lock = threading.Lock()

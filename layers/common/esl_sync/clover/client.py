@@ -76,6 +76,9 @@ _RETRY_AFTER_MARGIN_SECONDS = 0.05
 _BODY_EXCERPT_CHARS = 120
 #: The largest answer read, as sent and once decoded: a page of 1,000 items is a few MB.
 MAX_BODY_BYTES = 64 << 20
+#: An attempt's whole answer comes within this many timeouts (the timeout bounds each read):
+#: a page of a few MB needs far less, and one written a byte at a time is cut off.
+ANSWER_DEADLINE_TIMEOUTS = 3
 _HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": "esl-sync"}
 # What a header can carry as it is (visible ASCII): RFC 6750's token68 is narrower still.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
@@ -117,6 +120,7 @@ class CloverClient:
             read_timeout=timeout_seconds,
             context=tls.for_https,  # the process's one context (esl_sync.tls says why)
             keep=20,
+            deadline=ANSWER_DEADLINE_TIMEOUTS * timeout_seconds,
         )
 
     def __repr__(self) -> str:
