@@ -630,19 +630,20 @@ def test_an_unreadable_retry_after_is_taken_as_none_and_backs_off_as_ever(
 def test_no_request_or_retry_starts_that_the_invocation_could_not_wait_out(
     wire: Wire, sleeps: list[float]
 ) -> None:
-    """A request needs the client's timeout left in the invocation; a retry its wait too.
+    """A request needs the longest an attempt may take (three timeouts: its answer's
+    deadline) left in the invocation; a retry its wait too.
     What cannot finish is not started (``CloverOutOfTime``): cut off by Lambda's timeout,
     the poll would record nothing and its batch report nothing."""
     wire.script = [answer(b"{}", status=b"503 Busy")]
-    # Enough for one request of 0.3 s; once it is made, 250 ms: no retry after it.
-    left = [400, 250]
+    # Enough for one attempt of at most 0.9 s; once it is made, 500 ms: no retry after it.
+    left = [1000, 500]
     with CloverClient(
         max_attempts=3, timeout_seconds=0.3, pacer=RequestPacer(), sleep=sleeps.append
     ) as client:
         catalog = client.merchant(
             MID, TOKEN, wire.url, time_left_ms=lambda: left[min(len(wire.heads), 1)]
         )
-        with pytest.raises(CloverOutOfTime, match="not sent: 250 ms left"):
+        with pytest.raises(CloverOutOfTime, match="not sent: 500 ms left"):
             _page(catalog)
         assert (catalog.requests, sleeps) == (1, [])
         left[1] = 200  # not even a first request

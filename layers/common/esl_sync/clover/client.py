@@ -120,11 +120,16 @@ class CloverClient:
             read_timeout=timeout_seconds,
             context=tls.for_https,  # the process's one context (esl_sync.tls says why)
             keep=20,
-            deadline=ANSWER_DEADLINE_TIMEOUTS * timeout_seconds,
+            deadline=ANSWER_DEADLINE_TIMEOUTS * timeout_seconds,  # attempt_seconds
         )
 
     def __repr__(self) -> str:
         return f"CloverClient(page_size={self.page_size}, timeout_seconds={self.timeout_seconds})"
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The longest one attempt may take: its whole answer's deadline."""
+        return ANSWER_DEADLINE_TIMEOUTS * self.timeout_seconds
 
     def merchant(
         self,
@@ -258,7 +263,7 @@ class MerchantCatalog:
         headers = {**_HEADERS, "Authorization": f"Bearer {self._token}"}
         for attempt in range(client.max_attempts):
             last = attempt + 1 >= client.max_attempts
-            self._require_time(client.timeout_seconds, where)
+            self._require_time(client.attempt_seconds, where)
             try:
                 response = client.send(origin, target, headers, self._key)
             except Unanswered as failed:  # timeouts included
@@ -352,9 +357,10 @@ class MerchantCatalog:
         )
 
     def _require_time(self, seconds: float, where: str) -> None:
-        """Start nothing the invocation cannot wait out: a request needs its timeout left, a
-        retry its wait too. Cut off by Lambda's timeout, a poll records nothing, its batch's
-        other polls report nothing, and its lease holds the merchant until it expires."""
+        """Start nothing the invocation cannot wait out: a request needs the longest an attempt
+        may take left (:attr:`CloverClient.attempt_seconds`), a retry its wait too. Cut off
+        by Lambda's timeout, a poll records nothing, its batch's other polls report nothing,
+        and its lease holds the merchant until it expires."""
         left = self._time_left_ms() if self._time_left_ms is not None else None
         if left is not None and left < seconds * 1000:
             raise CloverOutOfTime(
@@ -364,7 +370,7 @@ class MerchantCatalog:
             )
 
     def _retry_sleep(self, seconds: float, where: str, reason: str, attempt: int) -> None:
-        self._require_time(seconds + self._client.timeout_seconds, where)
+        self._require_time(seconds + self._client.attempt_seconds, where)
         _LOG.debug(
             "clover %s: %s on attempt %d, retrying in %.2fs (merchant %s)",
             where,
