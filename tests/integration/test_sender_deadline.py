@@ -14,6 +14,7 @@ from devkit.hipoink_sim import HipoinkSimulator
 from devkit.lambda_runner import LambdaContext
 from devkit.local_stack import LocalStack
 from devkit.template import load_template
+from esl_sync import runtime
 
 MERCHANTS = [f"MLATE000000{i}" for i in range(1, 5)]
 TIMEOUT_MS = int(load_template()["Resources"]["HipoinkSenderFunction"]["Properties"]["Timeout"])
@@ -96,3 +97,41 @@ def test_an_invocation_with_no_time_starts_no_job_and_loses_none(late_stack: Loc
     assert _hipoink(stack).request_count() == 4, "one call per job, all in the second invocation"
     assert stack.queue_depths()["LabelQueue"] == 0
     assert len([line for line in stack.logs if "too little time left" in line]) == 4
+
+
+def test_a_job_halving_a_refused_batch_makes_no_call_that_would_not_fit(
+    stack: LocalStack,
+) -> None:
+    """A batch Hipoink refuses for one record is halved until the culprit is alone: up to
+    2n - 1 calls for one job, while the sender checked the time for one call per job. A
+    call that would not fit is not made: the job goes back to its queue and the retry, with
+    a whole invocation, sends what is left (the record Hipoink refuses, named)."""
+    assert stack.clover is not None
+    items = [{"name": f"Item {n}", "price": 100 + n, "sku": f"HALF{n}"} for n in (1, 2)]
+    stack.add_merchant(MERCHANTS[0], "token-half", "STORE-HALF", items=items)
+    stack.dispatch()
+    assert stack.drain("PollQueue", "poller").failures == 0
+    hipoink = _hipoink(stack)
+    hipoink.reject_pcs = {"HALF2"}
+    invocations: list[int] = []
+
+    def slow_first(function: str) -> LambdaContext:
+        invocations.append(1)
+        if len(invocations) > 1:
+            return LambdaContext(function, timeout_ms=TIMEOUT_MS)
+        before = hipoink.request_count()
+        return LambdaContext(
+            function,
+            timeout_ms=TIMEOUT_MS,
+            remaining=lambda: TIMEOUT_MS - (hipoink.request_count() - before) * HIPOINK_CALL_MS,
+        )
+
+    result = stack.drain("LabelQueue", "hipoink_sender", context=slow_first)
+
+    # 60 s, 25 s a call: the whole batch (refused), then HALF1 alone; HALF2 alone would end
+    # past the timeout (10 s left, 15 s + 5 s needed): not made, the job retried.
+    assert (result.invocations, result.records, result.failures) == (2, 2, 1)
+    assert hipoink.request_count() == 2 + 1  # the retry sends only HALF2 (HALF1 acknowledged)
+    assert set(hipoink.labels("STORE-HALF")) == {"HALF1"}
+    stale = runtime.label_ledger().stale_label_details(MERCHANTS[0])
+    assert [(label.pc, label.failure_class) for label in stale] == [("HALF2", "bad_record")]

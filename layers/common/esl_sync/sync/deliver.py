@@ -29,9 +29,11 @@ queues them again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import batched
 
+from esl_sync.deadline import OutOfTime
 from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
@@ -77,11 +79,15 @@ class _Change:
     record: HipoinkRecord | None
 
 
-def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
+def deliver(
+    job: LabelJob, deps: DeliveryDeps, before_call: Callable[[], None] | None = None
+) -> DeliveryOutcome:
     """Apply one job: upserts then deletes, each in batches of ``HIPOINK_BATCH_SIZE``.
 
     Raises only what SQS should retry; progress made before is acknowledged, so the retry
-    sends only what is left.
+    sends only what is left. ``before_call`` runs before each Hipoink call and may refuse
+    it (:class:`~esl_sync.deadline.OutOfTime`: the sender's invocation could not wait for
+    it): a refused batch halved down to its culprit makes up to 2n - 1 calls in one job.
     """
     ledger, settings = deps.ledger, deps.settings
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
@@ -91,7 +97,7 @@ def deliver(job: LabelJob, deps: DeliveryDeps) -> DeliveryOutcome:
     try:
         ledger.renew(job.merchant_id, triaged.renewed, store_code=job.store_code)
         if triaged.send:
-            _Delivery(job, ledger, deps.sink, outcome).run(
+            _Delivery(job, ledger, deps.sink, outcome, before_call).run(
                 triaged.send, settings.hipoink_batch_size, settings.hipoink_block_cooldown_seconds
             )
         if job.oldest_change_ms is not None and outcome.upserted + outcome.deleted:
@@ -242,6 +248,7 @@ class _Delivery:
     ledger: LabelLedger
     sink: LabelSink
     outcome: DeliveryOutcome
+    before_call: Callable[[], None] | None = None
     settled: int = 0
 
     def run(self, changes: list[_Change], batch_size: int, cooldown_seconds: int) -> None:
@@ -261,7 +268,7 @@ class _Delivery:
             for kind in (upserts, deletes):
                 for batch in batched(kind, batch_size):
                     self._apply(list(batch))
-        except HipoinkRetryable as error:
+        except (HipoinkRetryable, OutOfTime) as error:
             self._fail_rest(changes, "retryable", str(error))
             raise
         except HipoinkConfigError as error:
@@ -284,6 +291,8 @@ class _Delivery:
     def _apply(self, batch: list[_Change]) -> None:
         """Send one batch of one kind; a refused batch is halved until the culprits are alone."""
         store_code, merchant_id = self.job.store_code, self.job.merchant_id
+        if self.before_call is not None:
+            self.before_call()
         try:
             if batch[0].record is not None:
                 self.sink.upsert(store_code, [c.record for c in batch if c.record is not None])

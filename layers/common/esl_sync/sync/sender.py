@@ -57,5 +57,6 @@ def send_label_job(job: LabelJob, context: RemainingTime, deps: DeliveryDeps) ->
     """Deliver one job if another Hipoink call still fits in this invocation; otherwise
     raise :class:`esl_sync.deadline.OutOfTime` (the job goes back to its queue)."""
     needed_ms = int(deps.settings.hipoink_timeout_seconds * 1000) + LEDGER_MARGIN_MS
-    require_time(context, needed_ms, f"label job of {job.merchant_id}")
-    return deliver(job, deps)
+    what = f"label job of {job.merchant_id}"
+    require_time(context, needed_ms, what)
+    return deliver(job, deps, before_call=lambda: require_time(context, needed_ms, what))
