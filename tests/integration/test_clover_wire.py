@@ -38,6 +38,7 @@ from esl_sync.clover.errors import (
 from esl_sync.clover.oauth import CloverOAuthClient
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.walk import ItemWalk
+from tests.bounded import raised_within
 
 MID = "MWIRE0000001"
 TOKEN = "tok-WIRE-SECRET-5e4d3c2b1a"
@@ -581,19 +582,7 @@ def test_a_retry_after_longer_than_the_longest_backoff_fails_at_once_and_pauses_
     ) as client:
         catalog = client.merchant(MID, TOKEN, wire.url)
         started = time.monotonic()
-        failed: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                _page(catalog)
-            except BaseException as error:
-                failed.append(error)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(10)
-        assert not reader.is_alive(), "the poll waits out the Retry-After"
-        [error] = failed
+        error = raised_within(10, lambda: _page(catalog), "the poll waits out the Retry-After")
         assert isinstance(error, CloverRateLimited), repr(error)
         assert catalog.requests == 1
         assert sleeps == []
@@ -735,20 +724,12 @@ def test_a_token_refresh_whose_answer_drips_times_out_within_its_lock(
     whole call now ends within the timeout, as a CloverTimeout."""
     wire.script = [drip(head, body)]
     client = CloverOAuthClient("app-1", timeout_seconds=0.5, pacer=RequestPacer())
-    failed: list[BaseException] = []
-
-    def refresh() -> None:
-        try:
-            client.refresh(wire.url, MID, "refresh-SECRET")
-        except BaseException as error:
-            failed.append(error)
-
-    caller = threading.Thread(target=refresh, daemon=True)
-    caller.start()
-    caller.join(10)
     try:
-        assert not caller.is_alive(), "the refresh still reads the dripping answer"
-        [error] = failed
+        error = raised_within(
+            10,
+            lambda: client.refresh(wire.url, MID, "refresh-SECRET"),
+            "the refresh still reads the dripping answer",
+        )
         assert isinstance(error, CloverTimeout), repr(error)
         assert "SECRET" not in str(error)
     finally:
@@ -771,19 +752,7 @@ def test_a_page_whose_answer_drips_times_out_by_the_requests_deadline(
     other polls with it: the timeout bounded each read, never the answer. Each attempt now
     ends by its deadline (three timeouts), as a timeout, retried, then a CloverTimeout."""
     wire.script = [drip(head, body) for _ in range(3)]
-    failed: list[BaseException] = []
-
-    def read() -> None:
-        try:
-            _page(catalog)
-        except BaseException as error:
-            failed.append(error)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(20)
-    assert not reader.is_alive(), "the poll still reads the dripping answer"
-    [error] = failed
+    error = raised_within(20, lambda: _page(catalog), "the poll still reads the dripping answer")
     assert isinstance(error, CloverTimeout), repr(error)
     assert catalog.requests == 3
     assert len(sleeps) == 2  # backed off between the attempts, as after any timeout

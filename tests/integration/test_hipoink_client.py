@@ -21,6 +21,7 @@ from esl_sync.hipoink.errors import (
     HipoinkRecordError,
     HipoinkRetryable,
 )
+from tests.bounded import raised_within
 from tests.strategies import HOSTILE_TEXT, JSON_VALUES, assert_one_storable_line
 
 SIGN = "s3cret-sign"
@@ -273,20 +274,12 @@ def test_an_answer_that_drips_is_a_timeout_by_the_calls_deadline(head: bytes, dr
     call now ends by that deadline, as a retryable timeout."""
     server = _Drip(head, drip)
     client = HipoinkClient(server.url, "default", lambda: SIGN, timeout_seconds=0.5)
-    failed: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.upsert(STORE, [record("A")])
-        except BaseException as error:
-            failed.append(error)
-
-    caller = threading.Thread(target=call, daemon=True)
-    caller.start()
-    caller.join(10)
     try:
-        assert not caller.is_alive(), f"still reading after {server.sent} bytes dripped"
-        [error] = failed
+        error = raised_within(
+            10,
+            lambda: client.upsert(STORE, [record("A")]),
+            "still reading the dripping answer",
+        )
         assert isinstance(error, HipoinkRetryable), repr(error)
         assert "timed out" in str(error)
         assert SIGN not in str(error)
