@@ -754,6 +754,7 @@ def test_a_page_whose_answer_drips_times_out_by_the_requests_deadline(
     wire.script = [drip(head, body) for _ in range(3)]
     error = raised_within(20, lambda: _page(catalog), "the poll still reads the dripping answer")
     assert isinstance(error, CloverTimeout), repr(error)
+    assert "or 0.9s (the whole answer)" in str(error)  # the deadline that ended it, named
     assert catalog.requests == 3
     assert len(sleeps) == 2  # backed off between the attempts, as after any timeout
     assert TOKEN not in str(error)

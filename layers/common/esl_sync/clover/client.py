@@ -346,8 +346,10 @@ class MerchantCatalog:
         """The error of a request that got no answer on its last attempt."""
         kind, attempts = type(failed.error).__name__, self._client.max_attempts
         if failed.timed_out:
+            client = self._client  # a read's timeout, or the whole answer's deadline
             return CloverTimeout(
-                f"{where}: no answer within {self._client.timeout_seconds}s ({kind}) "
+                f"{where}: no answer within {client.timeout_seconds}s (a read) or "
+                f"{client.attempt_seconds:g}s (the whole answer) ({kind}) "
                 f"after {attempts} attempts",
                 merchant_id=self.merchant_id,
             )
