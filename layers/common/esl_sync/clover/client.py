@@ -120,7 +120,7 @@ class CloverClient:
             read_timeout=timeout_seconds,
             context=tls.for_https,  # the process's one context (esl_sync.tls says why)
             keep=20,
-            deadline=ANSWER_DEADLINE_TIMEOUTS * timeout_seconds,  # attempt_seconds
+            deadline=self.attempt_seconds,
         )
 
     def __repr__(self) -> str:
@@ -302,28 +302,26 @@ class MerchantCatalog:
                 retry_after = retry_after_seconds(response.headers)
                 wait = retry_after if retry_after is not None else _equal_jitter(client, attempt)
                 scope = None if limit and "crossToken" in limit else self._key
-                if wait > client.backoff_cap_seconds:
-                    # Not waited out: the poll would sleep into the Lambda timeout (the
-                    # batch's other polls with it), and a pause that long would stall
-                    # every later poll of the token (of everyone, cross-token) here.
-                    client.pacer.pause(scope, client.backoff_cap_seconds)
+                # A wait longer than the longest backoff is not waited out: the poll would
+                # sleep into the Lambda timeout (the batch's other polls with it), and a
+                # pause that long would stall every later poll of the token (of everyone,
+                # cross-token) here. It pauses the longest backoff and fails now.
+                too_long = wait > client.backoff_cap_seconds
+                if too_long or not last:
+                    client.pacer.pause(scope, min(wait, client.backoff_cap_seconds))
+                if too_long or last:
+                    why = (
+                        f"asking to wait {duration_text(wait)} (Retry-After), longer than the "
+                        f"longest backoff ({client.backoff_cap_seconds:g}s): not waited out"
+                        if too_long
+                        else f"after {client.max_attempts} attempts"
+                    )
                     raise CloverRateLimited(
-                        f"{where}: HTTP 429 ({limit or 'limit not named'}) asking to wait "
-                        f"{duration_text(wait)} (Retry-After), longer than the longest backoff "
-                        f"({client.backoff_cap_seconds:g}s): not waited out in this poll",
+                        f"{where}: HTTP 429 ({limit or 'limit not named'}) {why}",
                         merchant_id=self.merchant_id,
                         retry_after_seconds=wait,
                         limit=limit,
                     )
-                if last:
-                    raise CloverRateLimited(
-                        f"{where}: HTTP 429 ({limit or 'limit not named'}) "
-                        f"after {client.max_attempts} attempts",
-                        merchant_id=self.merchant_id,
-                        retry_after_seconds=wait,
-                        limit=limit,
-                    )
-                client.pacer.pause(scope, wait)
                 self._retry_sleep(wait + _RETRY_AFTER_MARGIN_SECONDS, where, "429", attempt)
                 continue
             if status >= 500:
