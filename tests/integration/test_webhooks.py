@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -277,3 +278,37 @@ def test_a_delivery_naming_hundreds_of_merchants_overlaps_their_writes_and_polls
     store = runtime.state_store()
     pending = {m: store.load(m).pending_deletes for m in merchants}
     assert pending == {m: frozenset({"GONE"}) for m in merchants}
+
+
+def test_racing_and_replayed_deliveries_still_queue_one_poll_per_merchant_and_window(
+    stack: LocalStack,
+) -> None:
+    """The overlapped writes rely on the window's claim being conditional: eight writers
+    claiming one merchant's window at once (two deliveries' threads racing) make one
+    winner, and the same delivery sent again (Clover's retry) queues nothing more."""
+    merchants = [f"MRACE{n:07d}" for n in range(12)]
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
+            [(m, f"S-{n}") for n, m in enumerate(merchants)],
+        )
+    store = runtime.state_store()
+    now_ms = int(time.time() * 1000)
+    with ThreadPoolExecutor(8) as pool:
+        won = list(
+            pool.map(
+                lambda _: store.claim_webhook_poll("MRACE9999999", now_ms=now_ms, window_ms=60_000),
+                range(8),
+            )
+        )
+    assert won.count(True) == 1
+    event = notification({m: [("I:GONE", "DELETE")] for m in merchants})
+
+    first = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+    replay = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+
+    assert (first.status, replay.status) == (202, 202)
+    assert stack.queue_depths()["PollQueue"] == len(merchants)
+    [_, replayed] = log_entries(stack, "webhook handled")[-2:]
+    assert (len(replayed["polls_queued"]), len(replayed["polls_coalesced"])) == (0, len(merchants))
+    assert all(store.load(m).pending_deletes == {"GONE"} for m in merchants)  # one id, kept once
