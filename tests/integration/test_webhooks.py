@@ -21,6 +21,7 @@ from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
 from esl_sync import admin, runtime
 from esl_sync.messages import PollRequest
+from esl_sync.observability import LOGGED_NAMES
 from esl_sync.settings import ConfigurationError, settings
 from esl_sync.webhooks import MAX_BODY_BYTES, WEBHOOK_WRITERS
 from esl_sync_ops.cli import main
@@ -312,3 +313,37 @@ def test_racing_and_replayed_deliveries_still_queue_one_poll_per_merchant_and_wi
     [_, replayed] = log_entries(stack, "webhook handled")[-2:]
     assert (len(replayed["polls_queued"]), len(replayed["polls_coalesced"])) == (0, len(merchants))
     assert all(store.load(m).pending_deletes == {"GONE"} for m in merchants)  # one id, kept once
+
+
+def test_the_handled_line_names_at_most_fifty_merchants_of_each_list_and_counts_them_all(
+    stack: LocalStack,
+) -> None:
+    """A delivery may name a chain's every store, up to its 256 KiB body: the "webhook
+    handled" line named every one of each list (queued, coalesced, unknown), ≈ 220 KB at
+    most, near the 256 KB past which CloudWatch Logs cuts a line into no JSON at all, and
+    against the rule every other line keeps (README, *Log lines stay one log event*): the
+    first fifty, sorted, and the count beside them."""
+    known = [f"MLOG{n:09d}" for n in range(LOGGED_NAMES + 5)]
+    unknown = [f"MNONE{n:08d}" for n in range(LOGGED_NAMES + 7)]
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
+            [(m, f"S-{n}") for n, m in enumerate(known)],
+        )
+    event = notification({m: [("I:PRICE", "UPDATE")] for m in known + unknown})
+
+    first = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+    replay = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+
+    assert (first.status, replay.status) == (202, 202)
+    assert stack.queue_depths()["PollQueue"] == len(known)
+    queued, coalesced = log_entries(stack, "webhook handled")[-2:]
+    for line, field, names in (
+        (queued, "polls_queued", known),
+        (queued, "unknown_merchants", unknown),
+        (coalesced, "polls_coalesced", known),
+        (coalesced, "unknown_merchants", unknown),
+    ):
+        assert line[field] == sorted(names)[:LOGGED_NAMES], field
+        assert line[f"{field}_count"] == len(names), field
+    assert (queued["polls_coalesced_count"], coalesced["polls_queued_count"]) == (0, 0)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from esl_sync.inputs import MERCHANT_ID
 from esl_sync.messages import PollRequest
-from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.observability import MetricUnit, first_named, logger, metrics
 from esl_sync.ports import MerchantDirectory, PollQueue, WebhookHints
 from esl_sync.records import Merchant, VerificationCode
 
@@ -360,18 +360,26 @@ def _queue_polls(result: WebhookResult, deps: WebhookDeps, now: datetime) -> Non
 
 
 def _report(result: WebhookResult) -> None:
-    logger.info(
-        "webhook handled",
-        status=result.status,
-        detail=result.message,
-        polls_queued=result.polls_queued,
-        polls_coalesced=result.polls_coalesced,
-        unknown_merchants=result.unknown_merchants,
-        ignored_events=result.ignored_events,
-        deletes_reported=sum(len(ids) for ids in result.deleted_items.values()),
-        sweeps_requested=result.sweeps_requested,
-        uninstalled=sorted(result.uninstalled),
-    )
+    """One line of what the delivery did. A delivery may name a chain's every store, so
+    each list of merchants is named by its first fifty (``first_named``) with its count
+    (``<list>_count``): the line stays one CloudWatch Logs event (README, *Log lines stay
+    one log event*)."""
+    fields: dict[str, object] = {
+        "status": result.status,
+        "detail": result.message,
+        "ignored_events": result.ignored_events,
+        "deletes_reported": sum(len(ids) for ids in result.deleted_items.values()),
+    }
+    for name, merchants in (
+        ("polls_queued", result.polls_queued),
+        ("polls_coalesced", result.polls_coalesced),
+        ("unknown_merchants", result.unknown_merchants),
+        ("sweeps_requested", result.sweeps_requested),
+        ("uninstalled", list(result.uninstalled)),
+    ):
+        fields[name] = first_named(merchants)
+        fields[f"{name}_count"] = len(merchants)
+    logger.info("webhook handled", extra=fields)
     for name, value in (
         ("WebhookRequests", 1),
         ("WebhookRejected", int(result.status >= 400)),
