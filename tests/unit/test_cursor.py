@@ -123,6 +123,17 @@ def test_a_cursor_left_behind_our_clock_takes_a_time_within_our_clock_plus_an_ho
     assert cursor_after(cursor, ours, 60_000, our_now_ms=ours) == (ours - 5_000, None)
 
 
+def test_a_leap_past_the_time_that_passed_is_refused_whichever_clock_is_behind() -> None:
+    """Both bounds must be passed for "ahead": the time that passed since the last success
+    plus the hour, and our clock plus the hour. With our clock behind the cursor (or no
+    reading of it), the first bound alone decides, exactly at its edge."""
+    cursor, elapsed = CLOVER_NOW, 2 * HOUR
+    for ours in (cursor - 10 * HOUR, None):
+        assert clock_verdict(cursor, cursor + 3 * HOUR, elapsed, our_now_ms=ours) is None
+        assert clock_verdict(cursor, cursor + 3 * HOUR + 1, elapsed, our_now_ms=ours) == "ahead"
+        assert clock_verdict(cursor, cursor + HOUR + 1, 0, our_now_ms=ours) == "ahead"
+
+
 @given(
     cursor=st.integers(0, 2**53),
     told=st.integers(0, 2**53),
