@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from esl_sync.credentials import SealedTokens
-from esl_sync.records import MerchantState
+from esl_sync.records import MerchantState, VerificationCode
 from esl_sync.store.state_item import (
     POLL_FIELDS,
     STATE_FIELDS,
@@ -17,6 +17,7 @@ from esl_sync.store.state_item import (
     sealed_of,
     state_of,
     to_attr,
+    verification_codes_of,
 )
 
 AT = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
@@ -259,3 +260,71 @@ def test_a_value_just_past_its_bound_is_unreadable(name: str, attr: Any) -> None
     state = state_of("M1", {name: attr})
     assert getattr(state, name) == getattr(MerchantState(merchant_id="M1"), name)
     assert state.unreadable == (name,)
+
+
+def _slot(n: int, code: str, at: datetime, source_ip: str | None = None) -> dict[str, Any]:
+    """A kept webhook verification code as ``record_verification_code`` writes its slot."""
+    return {
+        "M": {
+            "n": {"N": str(n)},
+            "code": {"S": code},
+            "received_at": {"S": at.isoformat()},
+            "source_ip": {"S": source_ip} if source_ip else {"NULL": True},
+        }
+    }
+
+
+def test_kept_verification_codes_read_newest_first_each_once_the_legacy_one_last() -> None:
+    """What ``esl-sync status`` shows an operator registering the webhook: the codes by the
+    order they came (the counter ``n``, not the slot's name nor the item's order), a code
+    Clover sent twice once, as it came last, and a code kept before slots existed last.
+    The attribute names are written out: they are what the table already holds."""
+    later = AT.replace(minute=40)
+    no_address = _slot(5, "code-d", AT)
+    del no_address["M"]["source_ip"]  # as slots were written before addresses were kept
+    item = {
+        "pk": {"S": "#webhook"},
+        "codes_received": {"N": "7"},
+        "verification_code_1": _slot(4, "code-a", AT, "203.0.113.9"),
+        "verification_code_0": _slot(7, "code-b", later),
+        "verification_code_2": _slot(6, "code-a", later, "198.51.100.1"),
+        "verification_code_3": no_address,
+        "verification_code": {"S": "code-old"},
+        "verification_received_at": {"S": AT.replace(hour=1).isoformat()},
+    }
+
+    assert verification_codes_of(item) == [
+        VerificationCode("code-b", later, None),
+        VerificationCode("code-a", later, "198.51.100.1"),
+        VerificationCode("code-d", AT, None),
+        VerificationCode("code-old", AT.replace(hour=1), None),
+    ]
+    assert verification_codes_of({}) == []
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        {"S": "not a map"},
+        {"M": {}},
+        {"M": {**_slot(9, "x", AT)["M"], "n": {"S": "nine"}}},
+        {"M": {**_slot(9, "x", AT)["M"], "n": {"N": "9.5"}}},
+        {"M": {**_slot(9, "x", AT)["M"], "received_at": {"S": "yesterday"}}},
+        {"M": {**_slot(9, "x", AT)["M"], "received_at": {"N": "1"}}},
+        {"M": {k: v for k, v in _slot(9, "x", AT)["M"].items() if k != "code"}},
+        {"M": {**_slot(9, "x", AT)["M"], "source_ip": "203.0.113.9"}},
+        "a string",
+    ],
+)
+def test_a_kept_code_not_as_written_is_left_out_and_the_others_still_shown(corrupt: Any) -> None:
+    """A slot edited by hand or corrupted is no code; it never hides the others (it comes
+    first here) nor fails ``esl-sync status`` for every merchant. A legacy code with an
+    unreadable time is left out the same way."""
+    item = {
+        "verification_code_0": corrupt,
+        "verification_code_1": _slot(3, "code-c", AT),
+        "verification_code": {"S": "code-old"},
+        "verification_received_at": {"S": "not a time"},
+    }
+
+    assert verification_codes_of(item) == [VerificationCode("code-c", AT, None)]

@@ -189,7 +189,7 @@ def verification_codes_of(item: Mapping[str, Any]) -> list[VerificationCode]:
                 )
                 numbered.append((int(slot["n"]["N"]), code))
             except (KeyError, TypeError, ValueError, AttributeError):
-                continue
+                pass  # not as written: left out
     try:
         legacy = datetime.fromisoformat(item["verification_received_at"]["S"])
         numbered.append((0, VerificationCode(str(item["verification_code"]["S"]), legacy)))
