@@ -119,6 +119,23 @@ def test_merchants_needing_attention_are_named_in_a_warning(
     ]
 
 
+@pytest.mark.parametrize(
+    ("awaiting", "unreadable"), [(["NOSTORE"], {}), ([], {"EDITED": ["version"]})]
+)
+def test_a_fleet_whose_only_trouble_is_one_list_still_names_it(
+    log: MemoryLog, awaiting: list[str], unreadable: dict[str, list[str]]
+) -> None:
+    """Every list is reason enough for the line on its own: a merchant awaiting its store
+    code, or one whose state item was edited by hand, in an otherwise fresh fleet."""
+    metrics.clear_metrics()
+    try:
+        report_fleet_health(FleetHealth(3, [], [], 60, 0, awaiting, unreadable))
+    finally:
+        metrics.clear_metrics()
+    (line,) = log.lines("merchants need attention")
+    assert (line["awaiting_store_code"], line["unreadable_state"]) == (awaiting, unreadable)
+
+
 def test_a_healthy_fleet_logs_nothing(log: MemoryLog) -> None:
     report_fleet_health(FleetHealth(3, [], [], 60, 0))
     assert log.messages == []

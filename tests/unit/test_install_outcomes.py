@@ -456,6 +456,20 @@ def test_an_exchange_clover_did_not_answer_is_logged_with_its_error(log: MemoryL
     ]
 
 
+def test_a_token_pair_that_cannot_be_stored_is_logged_as_clovers_naming_the_merchant(
+    log: MemoryLog,
+) -> None:
+    """Clover answered, but with a pair no store can take (a space in a token): the
+    operator reads which merchant, that it was Clover's token pair, and what is wrong with
+    it, never the token itself."""
+    pair = CloverTokens.from_object({"access_token": "tok en-SECRET", "refresh_token": "r-1"})
+    finish_install(_callback(), _deps(exchanger=MemoryExchanger(pair)), reference="ref-2")
+    [line] = log.lines("Clover did not answer the code exchange")
+    assert line["merchant_id"] == MERCHANT
+    assert line["error"].startswith(f"merchant {MERCHANT}: Clover's token pair: ")
+    assert "SECRET" not in line["error"]
+
+
 def test_a_held_lock_is_waited_for_eight_seconds_in_fifths() -> None:
     installs = Installs(busy_for=1000)
     deps = _deps(installs=installs)
