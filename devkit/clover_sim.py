@@ -439,10 +439,14 @@ class CloverSimulator(LoopbackService):
             return next(reversed(tokens), None)
 
     def create_item(self, merchant_id: str, **fields: Any) -> dict[str, Any]:
-        """Creates an item; Clover assigns ``id``, ``createdTime`` and ``modifiedTime``."""
+        """Creates an item; Clover assigns ``createdTime``, ``modifiedTime`` and ``id`` (a
+        test may choose the id, one never used, so that a replayed test makes the same)."""
         with self._lock:
             merchant = self._merchant(merchant_id)
             now = self.clock_ms()
+            chosen = fields.pop("id", None)
+            if chosen is not None and chosen in self._known_ids:
+                raise ValueError(f"duplicate item id {chosen}")
             item: dict[str, Any] = {
                 "name": "",
                 "price": 0,
@@ -452,7 +456,7 @@ class CloverSimulator(LoopbackService):
                 "isRevenue": True,
                 "isAgeRestricted": False,
                 **copy.deepcopy(fields),
-                "id": self._new_id(),
+                "id": chosen or self._new_id(),
                 "createdTime": now,
                 "modifiedTime": now,
             }

@@ -188,6 +188,14 @@ class HipoinkSimulator(LoopbackService):
         with self._lock:
             self._faults.extend([(answer, body)] * count)
 
+    def clear_faults(self) -> int:
+        """Drop the faults ``fail_next`` queued that no request met yet; how many there were
+        (a test that queued them for calls that were never made cleans up after itself)."""
+        with self._lock:
+            unused = len(self._faults)
+            self._faults.clear()
+            return unused
+
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """Hold the next ``count`` requests (on top of ``delay_seconds``), for client timeouts.
 
