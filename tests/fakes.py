@@ -146,7 +146,8 @@ class MemoryLedger(_OneMerchant, LabelLedger):
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
         self._call("repair_candidates", merchant_id)
-        return self.snapshot if self.snapshot is not None else RepairSnapshot(self.now, None, [])
+        snapshot = self.snapshot or RepairSnapshot(self.now, None, [])
+        return replace(snapshot, clock=self.clock)
 
     def mark_requeued(
         self, merchant_id: str, pcs: Sequence[str], *, clear_failures_before: datetime | None

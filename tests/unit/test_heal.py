@@ -127,14 +127,14 @@ def test_nothing_failed_means_no_retry() -> None:
 # -- the passes ----------------------------------------------------------------------------
 
 
-def test_the_operator_pass_uses_the_committed_version_read_before_the_ledger() -> None:
+def test_the_operator_pass_uses_the_committed_version_read_with_the_ledger() -> None:
     ledger = _ledger(_snapshot(*[_stale(f"P{i}") for i in range(5)], _stale("OLD1", delete=True)))
     queue = MemoryLabelQueue()
     settings = Settings(hipoink_batch_size=2, hipoink_extra_fields=(("f1", "price_type"),))
 
     outcome = heal_merchant(MERCHANT, ledger, queue, settings)
 
-    assert ledger.calls == ["label_version:read", "repair_candidates", "mark_requeued"]
+    assert ledger.calls == ["repair_candidates", "mark_requeued"]
     assert (outcome.upserts, outcome.deletes, outcome.jobs, outcome.version) == (5, 1, 4, 7)
     assert [len(j.upserts) for j in queue.jobs] == [2, 2, 1, 0]
     assert queue.jobs[-1].deletes == ["OLD1"]

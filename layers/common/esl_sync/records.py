@@ -258,11 +258,14 @@ class RepairCandidate:
 @dataclass(frozen=True)
 class RepairSnapshot:
     """A merchant's stale labels, read at the database's ``now`` with its newest
-    acknowledgement (``last_ack``): what the self-healing pass chooses from."""
+    acknowledgement (``last_ack``): what the self-healing pass chooses from. ``clock`` is
+    the merchant's committed label clock (0 before any) as the same reading saw it, so the
+    products read are exactly what that version decided."""
 
     now: datetime
     last_ack: datetime | None
     candidates: list[RepairCandidate]
+    clock: int = 0
 
 
 @dataclass(frozen=True)

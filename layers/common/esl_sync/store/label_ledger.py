@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 _REPAIR_CANDIDATES = f"""
 WITH head AS (
     SELECT now() AS now,
-           (SELECT max(acknowledged_at) FROM label_state WHERE merchant_id = %(m)s) AS last_ack
+           (SELECT max(acknowledged_at) FROM label_state WHERE merchant_id = %(m)s) AS last_ack,
+           coalesce((SELECT version FROM label_clocks WHERE merchant_id = %(m)s), 0) AS clock
 ), stale AS (
     SELECT s.pc, s.since, s.failure_class, s.failed_at, l.requeued_at,
            p.source_id IS NOT NULL AS has_product, {PRODUCT_SELECT}
@@ -46,7 +47,8 @@ WITH head AS (
          AND p.source_id = s.source_id AND p.source_variant_id = s.source_variant_id
     WHERE s.merchant_id = %(m)s
 )
-SELECT head.now, head.last_ack, stale.* FROM head LEFT JOIN stale ON true ORDER BY stale.pc
+SELECT head.now, head.last_ack, head.clock, stale.* FROM head LEFT JOIN stale ON true
+ORDER BY stale.pc
 """  # noqa: S608 - the interpolated names are the constant column list above
 
 # Queued again now; and retryable failures the pass found fixed (no longer stale) are
@@ -218,6 +220,7 @@ class PostgresLabelLedger:
         return RepairSnapshot(
             now=rows[0]["now"],
             last_ack=rows[0]["last_ack"],
+            clock=rows[0]["clock"],
             candidates=[
                 RepairCandidate(
                     pc=row["pc"],

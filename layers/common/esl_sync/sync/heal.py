@@ -33,8 +33,9 @@ Two ways in (:func:`choose` decides, from one reading of the ledger):
   The poll holds the merchant's lease, so no product write runs meanwhile: the pass
   advances the label clock and its jobs outrank every earlier decision.
 * **by the operator** (``esl-sync heal``, ``resync``): labels stale for longer than
-  ``--older-than``; no lease, so the jobs carry the clock's committed value, read before
-  the ledger, and a poll committing meanwhile outranks them.
+  ``--older-than``; no lease, so the jobs carry the clock's committed value, read with
+  the ledger and the products in one statement: a poll committing meanwhile outranks
+  them, and their version's jobs all carry the same values.
 """
 
 from __future__ import annotations
@@ -202,9 +203,12 @@ def _repair(
     outcome = HealOutcome(merchant_id)
     if not merchant.store_code:
         return outcome
-    # Without the lease a poll may commit at any moment: read the clock before the ledger,
-    # so that whatever the poll decided outranks what this pass read.
-    committed = None if in_lease else ledger.label_version(merchant_id, advance=False)
+    # Without the lease a poll may commit at any moment: the clock comes with the ledger
+    # and the products in one reading, so what a poll decided meanwhile outranks this pass,
+    # and this pass's version carries that version's values only. (Read before the ledger,
+    # in a statement of its own, a poll committing in between made the pass send the poll's
+    # new value under the version of an older job that showed another: delivered first, it
+    # let that older job, redriven, back on the shelf, equal versions being one decision.)
     snapshot = ledger.repair_candidates(merchant_id)
     choice = choose(snapshot, policy)
     outcome.mode = choice.mode
@@ -215,7 +219,9 @@ def _repair(
         elif record := label_target(candidate.product, settings).record:
             plan.upserts[record["pc"]] = record
     if not plan.empty:
-        plan.version = ledger.label_version(merchant_id, advance=True) if in_lease else committed
+        plan.version = (
+            ledger.label_version(merchant_id, advance=True) if in_lease else snapshot.clock
+        )
         jobs = plan.jobs(merchant_id, merchant.store_code, settings.hipoink_batch_size)
         queue.send(jobs)
         outcome.jobs, outcome.version = len(jobs), plan.version
