@@ -135,3 +135,26 @@ def test_a_job_halving_a_refused_batch_makes_no_call_that_would_not_fit(
     assert set(hipoink.labels("STORE-HALF")) == {"HALF1"}
     stale = runtime.label_ledger().stale_label_details(MERCHANTS[0])
     assert [(label.pc, label.failure_class) for label in stale] == [("HALF2", "bad_record")]
+
+
+def test_a_job_refused_for_time_on_every_receive_is_dead_lettered_with_its_failures_named(
+    late_stack: LocalStack,
+) -> None:
+    """A job never started for want of time (behind slow jobs of other stores on each of
+    its receives) is dead-lettered like one Hipoink failed: its labels must carry a named
+    failure, or nothing says why they are stale and the poll's heal, which retries failed
+    labels, never looks at them (only a sweep, much later, would)."""
+    stack = late_stack
+
+    def never_enough(function: str) -> LambdaContext:
+        return LambdaContext(function, remaining=lambda: 19_999)  # one short of 15 s + 5 s
+
+    stack.drain("LabelQueue", "hipoink_sender", context=never_enough)
+    assert stack.queue_depths()["LabelDeadLetterQueue"] == len(MERCHANTS)
+    assert _hipoink(stack).request_count() == 0
+    for merchant in MERCHANTS:
+        stale = runtime.label_ledger().stale_label_details(merchant)
+        assert [(label.failure_class, label.failure_message) for label in stale] == [
+            ("retryable", f"label job of {merchant} not started: 19999 ms left, 20000 ms needed")
+        ] * 2
+        assert runtime.merchants().get(merchant).labels_failing == 2  # type: ignore[union-attr]

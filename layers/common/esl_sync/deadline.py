@@ -13,7 +13,8 @@ from esl_sync.ports import RemainingTime
 
 class OutOfTime(RuntimeError):
     """Not started: too little time left in this invocation. Retry the message; nothing
-    was sent and nothing recorded."""
+    was sent (the sender names the failure on a label job's labels, so one refused on every
+    receive and dead-lettered still carries it)."""
 
 
 def require_time(context: RemainingTime, needed_ms: int, what: str) -> None:

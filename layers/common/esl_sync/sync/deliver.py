@@ -191,11 +191,12 @@ class Triage:
 SKIPPED = "not tried: an earlier job of this store failed"
 
 
-def name_skipped(job: LabelJob, ledger: LabelLedger) -> int:
-    """Record a retryable failure on the labels a skipped job would have changed; how many."""
+def name_skipped(job: LabelJob, ledger: LabelLedger, message: str = SKIPPED) -> int:
+    """Record a retryable failure (``message``) on the labels a job not tried would have
+    changed; how many."""
     send = triage(job, ledger.acknowledged(job.merchant_id, _codes(job))).send
     ledger.record_failures(
-        job.merchant_id, [LabelFailure(c.pc, "retryable", SKIPPED) for c in send]
+        job.merchant_id, [LabelFailure(c.pc, "retryable", message) for c in send]
     )
     return len(send)
 

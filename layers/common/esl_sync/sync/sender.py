@@ -6,7 +6,8 @@ jobs (their message group), which keeps each store's labels in order. Powertools
 job skipped that way get a named failure too (:func:`esl_sync.sync.deliver.name_skipped`),
 so every label of a dead-lettered job carries one. A job starts only while one more
 Hipoink call still fits in the invocation; otherwise it, and every job after it, goes back
-to the queue whole (:mod:`esl_sync.deadline`).
+to the queue whole (:mod:`esl_sync.deadline`), its labels named too: a job behind slow
+jobs of other stores on each of its receives is dead-lettered unsent.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.batch.exceptions import SQSFifoMessageGroupCircuitBreakerError
 
-from esl_sync.deadline import require_time
+from esl_sync.deadline import OutOfTime, require_time
 from esl_sync.events import LabelJobRecord
 from esl_sync.messages import LabelJob
 from esl_sync.observability import logger
@@ -31,6 +32,9 @@ from esl_sync.sync.deliver import DeliveryDeps, DeliveryOutcome, deliver, name_s
 LEDGER_MARGIN_MS = 5_000
 """Besides one Hipoink call (``HIPOINK_TIMEOUT_SECONDS`` at worst): the ledger's reads and
 writes."""
+NAMING_MS = 1_000
+"""What naming the failure of a job not started takes (a ledger read and a write); with
+less left, the job goes back unnamed (a later receive names it)."""
 
 
 class LabelJobProcessor(SqsFifoPartialProcessor):
@@ -58,5 +62,16 @@ def send_label_job(job: LabelJob, context: RemainingTime, deps: DeliveryDeps) ->
     raise :class:`esl_sync.deadline.OutOfTime` (the job goes back to its queue)."""
     needed_ms = int(deps.settings.hipoink_timeout_seconds * 1000) + LEDGER_MARGIN_MS
     what = f"label job of {job.merchant_id}"
-    require_time(context, needed_ms, what)
+    try:
+        require_time(context, needed_ms, what)
+    except OutOfTime as error:
+        # Its labels are named as a failed job's are: refused on every receive (behind
+        # slow jobs of other stores), it is dead-lettered, and without a failure nothing
+        # said why its labels are stale, nor did the poll's heal retry them.
+        if context.get_remaining_time_in_millis() >= NAMING_MS:
+            try:
+                name_skipped(job, deps.ledger, str(error))
+            except Exception:
+                logger.exception("could not name the failure of a label job not started")
+        raise
     return deliver(job, deps, before_call=lambda: require_time(context, needed_ms, what))
