@@ -189,11 +189,13 @@ class HipoinkSimulator(LoopbackService):
             self._faults.extend([(answer, body)] * count)
 
     def clear_faults(self) -> int:
-        """Drop the faults ``fail_next`` queued that no request met yet; how many there were
-        (a test that queued them for calls that were never made cleans up after itself)."""
+        """Forget the failures and delays ``fail_next`` and ``delay_next`` queued that no
+        request met yet (the next requests are answered normally); how many failures there
+        were (a test that queued them for calls never made cleans up after itself)."""
         with self._lock:
             unused = len(self._faults)
             self._faults.clear()
+            self._delays.clear()
             return unused
 
     def delay_next(self, seconds: float, count: int = 1) -> None:
