@@ -204,6 +204,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self._note_catalog()
         self._poll()
 
+    @precondition(lambda self: self.queued)
     @rule()
     def deliver(self) -> None:
         self._deliver()
@@ -245,6 +246,7 @@ class DeliveryModel(RuleBasedStateMachine):
             self.sim.down_stores.add(self.store)
             self._deliver()
 
+    @precondition(lambda self: self.queued)
     @rule(failures=st.integers(1, MAX_RECEIVES + 2), batch=st.sampled_from([1, 10]))
     def hipoink_hiccup(self, failures: int, batch: int) -> None:
         """Hipoink answers a few calls with a 5xx, then works again: a job whose every
@@ -253,6 +255,7 @@ class DeliveryModel(RuleBasedStateMachine):
         self._deliver(batch_size=batch)
         self.sim.clear_faults()
 
+    @precondition(lambda self: self.queued)
     @rule(calls=st.integers(0, 2))
     def sender_runs_out_of_time(self, calls: int) -> None:
         """Each invocation has time for ``calls`` Hipoink calls (then 10 s are left,
@@ -406,7 +409,7 @@ def test_label_delivery_under_disorder(stack: LocalStack) -> None:
     run_state_machine_as_test(
         DeliveryModel,
         settings=settings(
-            max_examples=12,
+            max_examples=15,
             stateful_step_count=12,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
