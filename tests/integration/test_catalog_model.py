@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import time
 import unicodedata
 import uuid
@@ -68,7 +67,7 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -86,10 +85,9 @@ from devkit.template import REPO_ROOT
 from esl_sync import admin, runtime
 from esl_sync.messages import PollRequest
 from esl_sync.records import Merchant
+from tests.strategies import model_settings
 
 MINUTE = 60_000
-# CATALOG_MODEL_EXAMPLES=N explores N random examples (shrinking on) instead of the fixed ones.
-EXPLORE = int(os.environ.get("CATALOG_MODEL_EXAMPLES", "0"))
 CODE_FIELDS = ("sku", "code", "alternateName")
 SETTINGS = {
     "CLOVER_PAGE_SIZE": "2",
@@ -579,13 +577,8 @@ def test_the_shelf_follows_the_catalog_whatever_the_merchant_does(shared: Shared
     CatalogMachine.shared = shared
     run_state_machine_as_test(
         CatalogMachine,
-        settings=settings(
-            max_examples=EXPLORE or 25,
-            stateful_step_count=15,
-            deadline=None,
-            database=None,
-            derandomize=not EXPLORE,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        settings=model_settings(
+            "CATALOG_MODEL_EXAMPLES", 25, 15, HealthCheck.too_slow, HealthCheck.data_too_large
         ),
     )
 

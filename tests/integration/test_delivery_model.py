@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -39,6 +38,7 @@ from devkit.template import load_template
 from esl_sync.hipoink.records import label_hash
 from esl_sync.records import RepairSnapshot
 from esl_sync.store.label_ledger import PostgresLabelLedger
+from tests.strategies import model_settings
 
 ITEMS = 5
 MAX_RECEIVES = int(load_template()["Parameters"]["MaxReceiveCount"]["Default"])
@@ -405,22 +405,12 @@ class DeliveryModel(RuleBasedStateMachine):
         assert row["stale_labels"] == 0
 
 
-# DELIVERY_MODEL_EXAMPLES=N explores N random examples (shrinking on) instead of the fixed 15,
-# which CI replays the same on every run (as tests/integration/test_catalog_model.py does).
-EXPLORE = int(os.environ.get("DELIVERY_MODEL_EXAMPLES", "0"))
-
-
 def test_label_delivery_under_disorder(stack: LocalStack) -> None:
     DeliveryModel.stack = stack
     run_state_machine_as_test(
         DeliveryModel,
-        settings=settings(
-            max_examples=EXPLORE or 15,
-            stateful_step_count=12,
-            deadline=None,
-            database=None,
-            derandomize=not EXPLORE,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        settings=model_settings(
+            "DELIVERY_MODEL_EXAMPLES", 15, 12, HealthCheck.too_slow, HealthCheck.filter_too_much
         ),
     )
 
