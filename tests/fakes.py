@@ -77,7 +77,7 @@ class _OneMerchant:
 class MemoryLedger(_OneMerchant, LabelLedger):
     """``label_state`` of one merchant: acknowledgements by code, failures, the store's
     block (against ``now``, which the test moves), the label clock. ``calls`` lists every
-    call by method name (``label_version:read`` or ``label_version:advance``)."""
+    call by method name."""
 
     def __init__(self, snapshot: RepairSnapshot | None = None, *, clock: int = 0) -> None:
         self.acks: dict[str, str | None] = {}
@@ -139,9 +139,9 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("refused_items", merchant_id)
         return list(self.refused)
 
-    def label_version(self, merchant_id: str, *, advance: bool) -> int:
-        self._call(f"label_version:{'advance' if advance else 'read'}", merchant_id)
-        self.clock += advance
+    def advance_label_clock(self, merchant_id: str) -> int:
+        self._call("advance_label_clock", merchant_id)
+        self.clock += 1
         return self.clock
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:

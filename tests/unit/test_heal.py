@@ -170,7 +170,7 @@ def test_after_a_poll_the_pass_advances_the_clock_only_when_it_queues() -> None:
     outcome = heal_after_poll(FAILING, probing, queue, settings, swept=False)
     assert outcome is not None
     assert (outcome.mode, outcome.upserts, outcome.version) == ("probe", 3, 8)
-    assert probing.calls == ["repair_candidates", "label_version:advance", "mark_requeued"]
+    assert probing.calls == ["repair_candidates", "advance_label_clock", "mark_requeued"]
     assert [j.version for j in queue.jobs] == [8]
 
 

@@ -151,9 +151,9 @@ class LabelLedger(Protocol):
         """The merchant's items whose current version was refused, for the operator."""
         ...
 
-    def label_version(self, merchant_id: str, *, advance: bool) -> int:
-        """The merchant's label clock: advanced (only by a caller holding the merchant's
-        poll lease), or its committed value (0 before any)."""
+    def advance_label_clock(self, merchant_id: str) -> int:
+        """The merchant's label clock, advanced: only by a caller holding the merchant's poll
+        lease. (Its committed value is read with the stale labels: ``RepairSnapshot.clock``.)"""
         ...
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:

@@ -203,14 +203,8 @@ class PostgresLabelLedger:
             )
             return [RefusedItem(**row) for row in cur.fetchall()]
 
-    def label_version(self, merchant_id: str, *, advance: bool) -> int:
-        conn = self._db.connection()
-        if advance:
-            row = conn.execute(ADVANCE_CLOCK, {"m": merchant_id}).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT version FROM label_clocks WHERE merchant_id = %s", (merchant_id,)
-            ).fetchone()
+    def advance_label_clock(self, merchant_id: str) -> int:
+        row = self._db.connection().execute(ADVANCE_CLOCK, {"m": merchant_id}).fetchone()
         return int(row[0]) if row else 0
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:

@@ -219,9 +219,7 @@ def _repair(
         elif record := label_target(candidate.product, settings).record:
             plan.upserts[record["pc"]] = record
     if not plan.empty:
-        plan.version = (
-            ledger.label_version(merchant_id, advance=True) if in_lease else snapshot.clock
-        )
+        plan.version = ledger.advance_label_clock(merchant_id) if in_lease else snapshot.clock
         jobs = plan.jobs(merchant_id, merchant.store_code, settings.hipoink_batch_size)
         queue.send(jobs)
         outcome.jobs, outcome.version = len(jobs), plan.version
