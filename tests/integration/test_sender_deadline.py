@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from devkit.demo import expected_labels
+from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.lambda_runner import LambdaContext
 from devkit.local_stack import LocalStack
@@ -158,3 +159,9 @@ def test_a_job_refused_for_time_on_every_receive_is_dead_lettered_with_its_failu
             ("retryable", f"label job of {merchant} not started: 19999 ms left, 20000 ms needed")
         ] * 2
         assert runtime.merchants().get(merchant).labels_failing == 2  # type: ignore[union-attr]
+    # Counted on every receive that started none: the operator's sign of a sender too tight.
+    template = load_template()
+    redrive = template["Resources"]["LabelQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    receives = len(MERCHANTS) * int(template["Parameters"]["MaxReceiveCount"]["Default"])
+    assert metric_sums(stack.logs)["LabelJobsNotStarted"] == receives

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import SQSFifoMessageGroup
 from esl_sync.deadline import OutOfTime, require_time
 from esl_sync.events import LabelJobRecord
 from esl_sync.messages import LabelJob
-from esl_sync.observability import logger
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
 from esl_sync.sync.deliver import DeliveryDeps, DeliveryOutcome, deliver, name_skipped
 
@@ -67,7 +67,10 @@ def send_label_job(job: LabelJob, context: RemainingTime, deps: DeliveryDeps) ->
     except OutOfTime as error:
         # Its labels are named as a failed job's are: refused on every receive (behind
         # slow jobs of other stores), it is dead-lettered, and without a failure nothing
-        # said why its labels are stale, nor did the poll's heal retry them.
+        # said why its labels are stale, nor did the poll's heal retry them. Counted too:
+        # jobs going back for time say the sender's Timeout or batch is too tight (and an
+        # invocation that started none still has a metric to publish).
+        metrics.add_metric(name="LabelJobsNotStarted", unit=MetricUnit.Count, value=1)
         if context.get_remaining_time_in_millis() >= NAMING_MS:
             try:
                 name_skipped(job, deps.ledger, str(error))
