@@ -40,6 +40,29 @@ def _string_literals() -> set[str]:
     return found
 
 
+def _named_in_calls() -> set[str]:
+    """The metric names written out in ``add_metric(name=...)`` and ``single_metric(name=...)``
+    calls of the deployed code (names from tables are checked where their tables are)."""
+    found: set[str] = set()
+    for root in DEPLOYED:
+        for path in root.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.Call):
+                    continue
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else None
+                if called in {"add_metric", "single_metric"} or (
+                    isinstance(node.func, ast.Name) and node.func.id == "single_metric"
+                ):
+                    found.update(
+                        k.value.value
+                        for k in node.keywords
+                        if k.arg == "name"
+                        and isinstance(k.value, ast.Constant)
+                        and isinstance(k.value.value, str)
+                    )
+    return found
+
+
 def _dashboard(template: dict[str, Any]) -> dict[str, Any]:
     body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(body, str)
@@ -97,3 +120,11 @@ def test_the_check_finds_a_metric_nobody_emits(template: dict[str, Any]) -> None
         {"properties": {"metrics": [[NAMESPACE, "LabelsUpsertd", "service", "esl-sync"]]}}
     )
     assert "LabelsUpsertd" in _dashboard_metrics(dashboard) - _string_literals()
+
+
+def test_every_metric_written_out_in_the_code_is_named_in_the_readme() -> None:
+    """An operator reads the README's list to know what to graph and alarm on."""
+    named = _named_in_calls()
+    assert {"LabelsUpserted", "PollsDispatched", "LabelJobsNotStarted"} <= named
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert sorted(name for name in named if f"`{name}`" not in readme) == []
