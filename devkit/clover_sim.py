@@ -812,7 +812,11 @@ class CloverSimulator(LoopbackService):
                 and now >= item["modifiedTime"] + self.visibility_lag_ms
                 and all(f.matches(item) for f in filters)
             ]
-            listed.sort(key=lambda item: (item[order_field], item["id"]), reverse=descending)
+            # An item without the field (a test's hostile item) sorts as 0: where Clover would
+            # put it is unknown, and a listing must not fail on it.
+            listed.sort(
+                key=lambda item: (item.get(order_field) or 0, item["id"]), reverse=descending
+            )
             page = [_public(item, expand) for item in listed[offset : offset + limit]]
             return _json_response(
                 200,

@@ -308,10 +308,6 @@ def test_ignored_order_by_falls_back_to_a_complete_walk(
     assert list_filters(sim)[1:] == [([], None), ([], "1000"), ([], "2000")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a full page in order by chance is trusted (docs/clover-api.md, Order)",
-)
 @pytest.mark.parametrize("since", [None, START_MS])
 def test_ignored_order_by_on_pages_sorted_by_chance_still_skips_nothing(
     sim: CloverSimulator, make_client: Callable[..., CloverClient], since: int | None
@@ -319,10 +315,11 @@ def test_ignored_order_by_on_pages_sorted_by_chance_still_skips_nothing(
     """A Clover that ignores ``orderBy`` lists in its own order (the simulator's default:
     newest created first); a full page of that order can still be sorted by
     ``modifiedTime`` by chance (here the two newest items, stamped 10 and 30 ms after the
-    start). Paging on from its last time (``modifiedTime>=30``) then skips every item
+    start). Paging on from its last time (``modifiedTime>=30``) would skip every item
     stamped in between that the order lists later (the oldest, stamped 20 ms after): a
-    first sync never read it, and nor did any sweep, whose walk is the same (found by
-    tests/integration/test_catalog_model.py)."""
+    first sync would never read it, nor would any sweep, whose walk is the same (found by
+    tests/integration/test_catalog_model.py). Such a page is in the default order too, so
+    the walk cannot tell and falls back."""
     items = distinct_items(3)
     for item, stamp in zip(items, (20, 30, 10), strict=True):
         item["modifiedTime"] = START_MS + stamp
@@ -332,6 +329,53 @@ def test_ignored_order_by_on_pages_sorted_by_chance_still_skips_nothing(
     latest, yielded = read_all(walk)
     assert_latest_of_everything(sim, latest)
     assert len(yielded) == len(set(yielded)) == 3
+    assert walk.fell_back
+
+
+def test_a_full_page_of_items_created_in_one_ms_falls_back_and_reads_everything(
+    sim: CloverSimulator, make_client: Callable[..., CloverClient]
+) -> None:
+    """Clover honours ``orderBy`` here, but the items share one ``createdTime`` (a catalog
+    imported at once), so a full page is in the default order as well: unproven, the walk
+    falls back (one key page, then the complete walk: 1 + 2 requests for 5 items in pages
+    of 3) rather than trust it. Equal times are no rise, and an item without one between
+    them proves nothing either way."""
+    items = distinct_items(5)
+    for item in items:
+        item["createdTime"] = START_MS
+    items[1]["createdTime"] = None
+    catalog = catalog_for(sim, make_client, items, page_size=3)
+    walk = ItemWalk(catalog, None)
+    latest, yielded = read_all(walk)
+    assert_latest_of_everything(sim, latest)
+    assert sorted(yielded) == sorted(item["id"] for item in items)
+    assert walk.fell_back
+    assert walk.requests == 1 + 2
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        [100, 1000, 98, 97, 96],  # a rise between the first two
+        [100, 99, 98, 1000, 96],  # between the page's last two
+        [100, None, 1000, 97, 96],  # across an item without one, which is passed over
+    ],
+)
+def test_a_full_page_whose_created_times_rise_once_is_trusted(
+    sim: CloverSimulator, make_client: Callable[..., CloverClient], created: list[int | None]
+) -> None:
+    """One rise of ``createdTime`` anywhere in a page proves it is not Clover's default
+    order (newest created first): Clover sorted it, and the walk pages on by key (5 items
+    in pages of 4: 2 requests), however default-like the rest of the page looks."""
+    items = distinct_items(5)
+    for item, value in zip(items, created, strict=True):
+        item["createdTime"] = value
+    catalog = catalog_for(sim, make_client, items, page_size=4)
+    walk = ItemWalk(catalog, None)
+    latest, _ = read_all(walk)
+    assert_latest_of_everything(sim, latest)
+    assert not walk.fell_back
+    assert walk.requests == 2
 
 
 def test_rejected_sorted_query_falls_back(

@@ -714,7 +714,13 @@ def test_after_a_bulk_edit_idle_polls_cost_one_request_and_late_items_are_still_
     clover, hipoink = sims(stack)
     m = "MBULKEDIT001"
     clover.freeze_clock(T0)
-    stack.add_merchant(m, "tok", "STORE-BE", items=items_without_times(2000))
+    # Created over time, as a store's items are (one shared createdTime would make the walk
+    # fall back on each full page: see test_clover_client.py, orderBy unproven).
+    items = [
+        item | {"createdTime": T0 - 2_000_000 + 997 * k}
+        for k, item in enumerate(items_without_times(2000))
+    ]
+    stack.add_merchant(m, "tok", "STORE-BE", items=items)
     clover.freeze_clock(T0 + MINUTE)
     stack.run_cycle()
     ids = sorted(i["id"] for i in clover.items(m))

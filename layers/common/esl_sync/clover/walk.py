@@ -198,6 +198,8 @@ class ItemWalk(Iterator[list[Item]]):
                 yield page
             if times:
                 last = times[-1]
+                if len(elements) == size and (cursor is None or last > cursor):
+                    _check_order_proven(elements)
                 ties = len(times) - bisect.bisect_left(times, last)  # sorted: checked above
                 if last == cursor:
                     offset += ties
@@ -297,6 +299,32 @@ def _check_sorted(times: list[int], low: int | None, high: int | None) -> None:
         if high is not None and value > high:
             raise _FallBack(f"page not inside the filter (elements[{index}] above {high})")
         previous = value
+
+
+def _check_order_proven(elements: list[Item]) -> None:
+    """A full page that moves the walk's lower bound up must be in ``modifiedTime`` order
+    because Clover honoured ``orderBy``, not by chance: whether it does is unconfirmed, and a
+    Clover that ignores it lists in its default order, newest created first. A page that is
+    in that order too (every ``createdTime`` an integer, none above the one before) could be
+    either, and trusting it would skip, for good, every item stamped below its last time
+    that the default order lists later; so the walk falls back. A page sorted by
+    ``modifiedTime`` whose ``createdTime`` rises anywhere (between two items that have one)
+    cannot be in the default order: Clover sorted it, and paging on from its last time is
+    sound. Costs no request; a catalog whose items share one ``createdTime`` falls back on
+    such pages (safe, counted)."""
+    previous: int | None = None
+    for element in elements:
+        created = element.get("createdTime")
+        if not _is_int(created):
+            continue  # placed somewhere by the default order: proves nothing either way
+        assert isinstance(created, int)  # for mypy: _is_int said so
+        if previous is not None and created > previous:
+            return
+        previous = created
+    raise _FallBack(
+        "a full page in modifiedTime order is in Clover's default order too (newest created "
+        "first): whether orderBy was honoured is not proven"
+    )
 
 
 def _ids(elements: list[Item]) -> set[str]:
