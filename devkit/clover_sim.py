@@ -312,6 +312,9 @@ class CloverSimulator(LoopbackService):
         self.visibility_lag_ms = 0
         self.clock_offset_ms = 0
         self.before_list_page: Callable[[int], None] | None = None
+        # Called with the page's number once the page is read, before it is answered: an
+        # answer that Clover (or the network) delivers late, holding what it read then.
+        self.after_list_page: Callable[[int], None] | None = None
         # Ids every list response leaves out while the single-item GET still serves them:
         # a listing that silently misses items, or one item that becomes visible late.
         self.hide_from_listing: set[str] = set()
@@ -818,11 +821,14 @@ class CloverSimulator(LoopbackService):
                 key=lambda item: (item.get(order_field) or 0, item["id"]), reverse=descending
             )
             page = [_public(item, expand) for item in listed[offset : offset + limit]]
-            return _json_response(
-                200,
-                {"elements": page, "href": self.base_url + target},
-                {"X-Clover-Allowed-Filter-Fields": ",".join(ALLOWED_FILTER_FIELDS)},
-            )
+            late = self.after_list_page
+        if late is not None:
+            late(number)
+        return _json_response(
+            200,
+            {"elements": page, "href": self.base_url + target},
+            {"X-Clover-Allowed-Filter-Fields": ",".join(ALLOWED_FILTER_FIELDS)},
+        )
 
     def _take_delay(self) -> float:
         with self._lock:

@@ -720,6 +720,27 @@ def test_before_list_page_lets_a_test_change_the_catalog_between_pages(
     assert numbers == [0, 1, 0]
 
 
+def test_after_list_page_answers_late_what_was_read_before(
+    clover: CloverSimulator, http: httpx.Client
+) -> None:
+    """A slow answer: the page is read, then held; a change meanwhile is not in it."""
+    clover.add_merchant(MERCHANT, TOKEN, [item(n, price=100) for n in range(2)])
+    numbers: list[int] = []
+
+    def late(number: int) -> None:
+        numbers.append(number)
+        clover.update_item(MERCHANT, item_id(0), price=999)
+
+    clover.after_list_page = late
+
+    page = http.get(ITEMS).json()["elements"]
+
+    assert {element["id"]: element["price"] for element in page}[item_id(0)] == 100
+    assert numbers == [0]
+    changed = next(i for i in clover.items(MERCHANT) if i["id"] == item_id(0))
+    assert changed["price"] == 999  # changed after the read, before the answer
+
+
 # Clock and mutations
 
 
