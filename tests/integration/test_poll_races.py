@@ -99,7 +99,8 @@ def prices_shown(stack: LocalStack, pc: str) -> list[str]:
     strict=True,
     raises=AssertionError,
     reason="no fence: a poll whose lease expired still commits its products and queues its "
-    "label jobs (docs/architecture.md, 'The lease'); Lambda's timeout (300 s) ends a poll "
+    "label jobs (docs/architecture.md, 'The lease is not a fence'); "
+    "Lambda's timeout (300 s) ends a poll "
     "before its lease (330 s) does, so only a poll outliving its invocation could do this",
 )
 def test_a_poll_that_outlives_its_lease_writes_nothing_older(stack: LocalStack) -> None:
