@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devkit.emf import metric_sums
 from devkit.local_stack import LocalStack
 from devkit.template import load_template, resource
 from esl_sync import runtime
@@ -248,3 +249,40 @@ def test_a_poll_cannot_outlive_its_lease_and_a_redelivery_never_finds_it_held() 
     timeout_ms = 1000 * int(resource(template, "PollerFunction")["Properties"]["Timeout"])
     visibility_ms = 1000 * int(resource(template, "PollQueue")["Properties"]["VisibilityTimeout"])
     assert timeout_ms < POLL_LEASE_MS < visibility_ms
+
+
+def test_a_state_save_refused_is_counted_and_the_next_poll_repeats_the_read(
+    stack: LocalStack,
+) -> None:
+    """The state written beside a running poll (its version moved on) refuses the poll's
+    save: what the poll committed stays, the cursor does not move, and the refusal is
+    counted (``StateSavesRefused``), not only logged; the next poll reads again."""
+    clover, _ = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK), dict(BREAD)])
+    poll(stack, MERCHANT)
+    cursor = runtime.state_store().load(MERCHANT).high_water_ms
+    clover.update_item(MERCHANT, item_id(stack, "MILK-1"), price=275)
+
+    def written_beside(number: int) -> None:
+        boto3.client("dynamodb").update_item(
+            TableName=stack.env["STATE_TABLE_NAME"],
+            Key={"merchant_id": {"S": MERCHANT}},
+            UpdateExpression="ADD version :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+
+    clover.after_list_page = written_beside
+    mark = len(stack.logs)
+    try:
+        assert stack.invoke("poller", poller_event(MERCHANT, "m1")) == {"batchItemFailures": []}
+    finally:
+        clover.after_list_page = None
+    assert metric_sums(stack.logs[mark:])["StateSavesRefused"] == 1
+    refused = runtime.state_store().load(MERCHANT)
+    assert refused.high_water_ms == cursor
+    mark = len(stack.logs)
+    poll(stack, MERCHANT)
+    assert "StateSavesRefused" not in metric_sums(stack.logs[mark:])
+    assert runtime.state_store().load(MERCHANT).poll_count == refused.poll_count + 1
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert_in_step(stack, MERCHANT, STORE)

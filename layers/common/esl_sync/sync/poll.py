@@ -433,6 +433,10 @@ class _Poll:
         try:
             self.lease.save_and_release(self.deps.state)
         except StaleStateError as error:
+            # Counted: what it did is committed and the next poll repeats the read, but a
+            # steady count says polls outlive their lease or the state is written beside
+            # them (docs/architecture.md, "The lease is not a fence").
+            metrics.add_metric(name="StateSavesRefused", unit=MetricUnit.Count, value=1)
             logger.warning("merchant state not saved; the next poll repeats", error=str(error))
 
 
