@@ -91,6 +91,44 @@ def test_a_refused_product_leaves_its_label_as_it_is() -> None:
     assert plan.touched == set()  # no delete of the shown label, no upsert of a 0.00 one
 
 
+def test_a_refused_product_whose_kept_label_was_dropped_takes_it_off() -> None:
+    """Older code labelled an item without a price 0.00; the write dropped that label."""
+    zero = label_hash({"pc": "049000028911", "pn": "Coca-Cola 20oz", "pp": "0.00", "pi": "ITEM1"})
+    refused = _product(price=None, validation_error="item ITEM1: no price …")
+    target = label_target(refused, load_settings())
+    plan = LabelPlan()
+    dropped = ProductChange(refused.key, "049000028911", zero, label_dropped=True)
+    plan.add([dropped], {refused.key: target._replace(changed_ms=5)})
+    assert (plan.touched, plan.dropped, plan.changed_ms) == (
+        {"049000028911"},
+        {"049000028911"},
+        {"049000028911": 5},
+    )
+    _resolve(plan, [])
+    assert (plan.upserts, plan.deletes) == ({}, {"049000028911"})
+    # Another product claiming the code takes the label over instead.
+    other = _product("ITEM2", price=Decimal("1.99"))
+    plan = LabelPlan()
+    plan.add([dropped], {refused.key: target})
+    assert _resolve(plan, [other]).upserts["049000028911"]["pi"] == "ITEM2"
+    # A refused product whose label was not dropped still touches nothing.
+    plan = LabelPlan()
+    plan.add([dropped._replace(label_dropped=False)], {refused.key: target})
+    assert (plan.touched, plan.dropped) == (set(), set())
+
+
+def test_labels_taken_off_refused_items_are_named_once(log: MemoryLog) -> None:
+    refused = _product(price=None, validation_error="item ITEM1: no price …")
+    plan = LabelPlan()
+    change = ProductChange(refused.key, "049000028911", "zero", label_dropped=True)
+    plan.add([change], {refused.key: label_target(refused, load_settings())})
+    _resolve(plan, [])
+    assert len(plan.jobs("M1", "S1", 10)) == 1
+    (message,) = {r.getMessage() for r in log.records if "taken off" in r.getMessage()}
+    named = [(line["merchant_id"], line["codes"], line["count"]) for line in log.lines(message)]
+    assert named == [("M1", ["049000028911"], 1)]
+
+
 def test_a_label_target_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HIPOINK_VARIABLE_PRICE_TEXT", "ASK")
     monkeypatch.setenv("HIPOINK_EXTRA_FIELDS", "f1=price_type")

@@ -100,6 +100,9 @@ class ProductChange(NamedTuple):
     key: tuple[str, str]
     previous_barcode: str | None
     previous_label_hash: str | None
+    label_dropped: bool = False
+    """The row's version was refused and the label it kept was dropped: older code labelled
+    an item without a price (not ``VARIABLE``) $0.00, which no version shows now."""
 
 
 @dataclass(frozen=True)

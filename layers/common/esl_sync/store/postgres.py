@@ -22,7 +22,10 @@ from esl_sync.store.label_owners import label_owners
 # status, label_hash, …) and takes only the new raw item, validation_error and content
 # hash; updated_at (the stale labels' "since") stays, refused_at says since when. Every
 # value arrives storable (esl_sync.products, esl_sync.sync.item_rows), so no item can make
-# Postgres refuse the page.
+# Postgres refuse the page. One exception, for rows older code wrote: a kept version with
+# no price that is not VARIABLE was labelled $0.00, which no version shows now (the
+# transform refuses it): its label is dropped (label_hash NULL, returned as
+# label_dropped), so the poll takes that label off instead of keeping $0.00 up.
 _UPSERT = """
 WITH incoming AS (
     SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
@@ -45,7 +48,8 @@ chosen AS (
     UNION ALL
     SELECT i.source_system, i.source_id, i.source_variant_id, v.name, v.barcode, v.sku,
         v.price, v.cost, v.currency, v.price_type, v.unit, v.status, v.extra_data, i.raw,
-        v.source_modified_time, i.validation_error, i.content_hash, v.label_hash
+        v.source_modified_time, i.validation_error, i.content_hash,
+        CASE WHEN v.price IS NOT NULL OR v.price_type = 'VARIABLE' THEN v.label_hash END
     FROM incoming i JOIN previous v USING (source_system, source_id, source_variant_id)
     WHERE i.validation_error IS NOT NULL
 ),
@@ -74,10 +78,13 @@ written AS (
         deleted_at = CASE WHEN EXCLUDED.status = 'deleted'
                           THEN coalesce(p.deleted_at, now()) END
     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-    RETURNING p.source_system, p.source_id, p.source_variant_id
+    RETURNING p.source_system, p.source_id, p.source_variant_id, p.label_hash,
+        p.validation_error
 )
 SELECT w.source_id, w.source_variant_id, prev.source_id IS NOT NULL AS existed,
-       prev.barcode, prev.label_hash
+       prev.barcode, prev.label_hash,
+       w.validation_error IS NOT NULL AND w.label_hash IS NULL
+           AND prev.label_hash IS NOT NULL AS label_dropped
 FROM written w LEFT JOIN previous prev USING (source_system, source_id, source_variant_id)
 """
 
@@ -152,8 +159,9 @@ class PostgresProductWriter:
                 key=(sid, vid),
                 previous_barcode=barcode if existed else None,
                 previous_label_hash=label_hash if existed else None,
+                label_dropped=dropped,
             )
-            for sid, vid, existed, barcode, label_hash in result.fetchall()
+            for sid, vid, existed, barcode, label_hash, dropped in result.fetchall()
         ]
 
     def mark_deleted(

@@ -95,6 +95,7 @@ class LabelPlan:
     records: dict[tuple[str, str], HipoinkRecord] = field(default_factory=dict)
     version: int | None = None
     conflicts: dict[str, int] = field(default_factory=dict)  # code → products claiming it
+    dropped: set[str] = field(default_factory=set)  # $0.00 labels of older code, taken off
 
     def add(
         self, changes: Iterable[ProductChange], targets: Mapping[tuple[str, str], LabelTarget]
@@ -103,11 +104,17 @@ class LabelPlan:
 
         A product whose label hash changed touches its code; a product that no longer
         shows a code (hidden, deleted, code changed) touches that code. A refused product
-        touches nothing: its row and its label keep the last version that was accepted.
+        touches nothing: its row and its label keep the last version that was accepted;
+        unless that version is older code's $0.00 for an item without a price, whose
+        label the write dropped (``label_dropped``): its code is touched, so the label goes
+        (or another product claiming the code takes it over).
         """
         for change in changes:
             target = targets.get(change.key, _NO_LABEL)
             if target.refused:
+                if change.label_dropped and change.previous_barcode:
+                    self.dropped.add(change.previous_barcode)
+                    self._touch(change.previous_barcode, target.changed_ms)
                 continue
             new_pc = target.record["pc"] if target.record else None
             old_pc = change.previous_barcode if change.previous_label_hash else None
@@ -149,8 +156,17 @@ class LabelPlan:
         """Jobs of at most ``batch_size`` codes each.
 
         A code wanted by some product is never deleted in the same poll (two products
-        sharing a barcode, one hidden and one shown, leave the label up).
+        sharing a barcode, one hidden and one shown, leave the label up). Labels dropped
+        from refused items (older code's $0.00) are named in the log, once per poll.
         """
+        if self.dropped:
+            logger.warning(
+                "refused items without a price: the 0.00 labels older code gave them are"
+                " taken off (or shown by another product with their code)",
+                merchant_id=merchant_id,
+                codes=sorted(self.dropped)[:_LOGGED_CONFLICTS],
+                count=len(self.dropped),
+            )
         upserts = [self.upserts[pc] for pc in sorted(self.upserts)]
         deletes = sorted(self.deletes - self.upserts.keys())
         return [

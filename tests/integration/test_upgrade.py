@@ -1,0 +1,105 @@
+"""What an upgrade finds from older code never puts a wrong or older value on a shelf: real
+handlers, moto, Postgres, both simulators.
+
+Older code is played by writing what it left: product rows and acknowledgements as it
+wrote them (no label version, a $0.00 label for an item without a price), and label jobs
+as it queued them (no ``version``), left in the dead-letter queue until the upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import psycopg
+
+from devkit.demo import expected_labels
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.local_stack import LocalStack
+from esl_sync.hipoink.records import label_hash
+
+M = "MUPGR0000001"
+STORE = "STORE-UPGRADE"
+
+
+def _sims(stack: LocalStack) -> tuple[Any, HipoinkSimulator]:
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    return stack.clover, stack.hipoink
+
+
+def _status(stack: LocalStack) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = json.loads(stack.cli("status", "--json"))
+    return next(r for r in rows if r["merchant_id"] == M)
+
+
+def _legacy_job(stack: LocalStack, queue: str, **changes: Any) -> None:
+    """A label job as code from before label versions queued it: no ``version``."""
+    stack.sqs.send_message(
+        QueueUrl=stack.urls[queue],
+        MessageBody=json.dumps({"merchant_id": M, "store_code": STORE, **changes}),
+        MessageGroupId=M,
+        MessageDeduplicationId=uuid.uuid4().hex,
+    )
+
+
+def _acknowledged_before_versions(stack: LocalStack) -> None:
+    """Every label of the merchant as older code acknowledged it: without a version."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute("UPDATE label_state SET version = NULL WHERE merchant_id = %s", (M,))
+
+
+def test_a_zero_price_label_older_code_gave_an_item_without_a_price_is_taken_off(
+    stack: LocalStack,
+) -> None:
+    clover, hipoink = _sims(stack)
+    stack.add_merchant(
+        M,
+        "tok",
+        STORE,
+        items=[
+            {"name": "Coffee", "price": 199, "priceType": "FIXED", "sku": "COFFEE"},
+            {"name": "Open price", "priceType": "FIXED", "sku": "NOPRICE"},
+        ],
+    )
+    stack.run_cycle()
+    assert set(hipoink.labels(STORE)) == {"COFFEE"}  # this code refuses it: no label
+    item = next(i for i in clover.items(M) if i["sku"] == "NOPRICE")
+
+    # Older code stored it accepted (no price, FIXED) and put $0.00 on its label.
+    zero = {"pc": "NOPRICE", "pn": "Open price", "pp": "0.00", "pi": item["id"]}
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute(
+            "UPDATE products SET validation_error = NULL, refused_at = NULL,"
+            " label_hash = %s, content_hash = 'older code' WHERE merchant_id = %s"
+            " AND source_id = %s",
+            (label_hash(zero), M, item["id"]),
+        )
+    _legacy_job(stack, "LabelQueue", upserts=[zero])
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    _acknowledged_before_versions(stack)
+    assert hipoink.labels(STORE)["NOPRICE"]["pp"] == "0.00"
+
+    # The first poll after the upgrade that reads the item refuses it, and takes the
+    # $0.00 label older code gave it off, as this code never put one up.
+    mark = len(stack.logs)
+    stack.run_cycle()
+
+    assert hipoink.labels(STORE) == expected_labels(clover.items(M))
+    assert "NOPRICE" not in hipoink.labels(STORE)
+    assert hipoink.labels(STORE)["COFFEE"]["pp"] == "1.99"
+    status = _status(stack)
+    assert (status["stale_labels"], status["refused_items"]) == (0, 1)
+    refused = [
+        r for r in json.loads(stack.cli("status", "--labels", M, "--json")) if r["pc"] == "NOPRICE"
+    ]
+    assert [r["action"] for r in refused] == ["refused"]
+    dropped = [json.loads(line) for line in stack.logs[mark:] if "taken off" in line]
+    assert [d["codes"] for d in dropped] == [["NOPRICE"]]
+
+    # The item fixed in Clover is labelled again, at its price.
+    clover.update_item(M, item["id"], price=250)
+    stack.run_cycle()
+    assert hipoink.labels(STORE)["NOPRICE"]["pp"] == "2.50"
+    assert _status(stack)["stale_labels"] == 0
