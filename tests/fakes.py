@@ -32,7 +32,6 @@ from esl_sync.ports import (
     LabelLedger,
     LabelQueue,
     LabelSink,
-    Leased,
     MerchantDirectory,
     PollQueue,
     Refresher,
@@ -46,6 +45,7 @@ from esl_sync.records import (
     LabelAck,
     LabelConflict,
     LabelFailure,
+    Leased,
     Merchant,
     MerchantState,
     RefusedItem,
@@ -95,6 +95,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.stale_total = 0
         self.conflicts: list[LabelConflict] = []
         self.refused: list[RefusedItem] = []
+        self.wanted: dict[str, str | None] = {}  # code → the hash products want (absent: none)
 
     def _call(self, name: str, *merchant_id: str) -> None:
         self.calls.append(name)
@@ -138,6 +139,10 @@ class MemoryLedger(_OneMerchant, LabelLedger):
     def refused_items(self, merchant_id: str) -> list[RefusedItem]:
         self._call("refused_items", merchant_id)
         return list(self.refused)
+
+    def labels_wanted(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]:
+        self._call("labels_wanted", merchant_id)
+        return {pc: self.wanted.get(pc) for pc in pcs}
 
     def advance_label_clock(self, merchant_id: str) -> int:
         self._call("advance_label_clock", merchant_id)

@@ -26,9 +26,9 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resource
 from esl_sync import aws_observers, runtime
 from esl_sync.messages import LabelJob, PollRequest
-from esl_sync.ports import Leased, ProductStore, ProductWriter, StaleStateError, StateStore
+from esl_sync.ports import ProductStore, ProductWriter, StaleStateError, StateStore
 from esl_sync.products import stable_hash
-from esl_sync.records import MerchantState
+from esl_sync.records import Leased, MerchantState
 from esl_sync.settings import settings
 from esl_sync.store.sqs import SqsPollQueue
 from esl_sync.sync import poll as poll_module

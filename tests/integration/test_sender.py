@@ -322,7 +322,7 @@ def test_the_same_label_job_delivered_twice_reaches_hipoink_once(stack: LocalSta
     hipoink = _sim(stack)
     stack.add_merchant(M, "tok", STORE, items=[])
     record = {"pc": "X1", "pn": "Thing", "pp": "1.00", "pi": "ITEMX1"}
-    job = LabelJob(merchant_id=M, store_code=STORE, upserts=[record])
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=[record], version=1)
 
     runtime.label_queue().send([job, job])
     drained = stack.drain("LabelQueue", "hipoink_sender")
@@ -373,8 +373,11 @@ def test_a_bad_label_job_fails_with_the_rest_of_its_store_and_no_other(
 
 
 def _job(merchant_id: str, store_code: str, pc: str) -> str:
+    """A job as this code queues it (a version: one without is checked against the
+    products, which these tests have none of)."""
     record = {"pc": pc, "pn": "Thing", "pp": "1.00", "pi": f"ITEM{pc}"}
-    return LabelJob(merchant_id=merchant_id, store_code=store_code, upserts=[record]).to_json()
+    job = LabelJob(merchant_id=merchant_id, store_code=store_code, upserts=[record], version=1)
+    return job.to_json()
 
 
 def test_redrive_of_the_poll_queue(stack: LocalStack) -> None:
@@ -424,7 +427,7 @@ def test_hand_written_codes_postgres_or_hipoink_cannot_take_are_refused_and_the_
     good = {"pc": "OK1", "pn": "Thing", "pp": "1.00", "pi": "ITEMOK1"}
     upserts = [good] + [{**good, "pc": pc} for pc in bad_codes]
     job = LabelJob(
-        merchant_id=M, store_code=STORE, upserts=upserts, deletes=[*bad_codes, "GONE1"]
+        merchant_id=M, store_code=STORE, upserts=upserts, deletes=[*bad_codes, "GONE1"], version=1
     ).to_json()
     mark = len(stack.logs)
 

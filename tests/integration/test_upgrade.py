@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from devkit.demo import expected_labels
+from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from esl_sync.hipoink.records import label_hash
@@ -102,4 +103,50 @@ def test_a_zero_price_label_older_code_gave_an_item_without_a_price_is_taken_off
     clover.update_item(M, item["id"], price=250)
     stack.run_cycle()
     assert hipoink.labels(STORE)["NOPRICE"]["pp"] == "2.50"
+    assert _status(stack)["stale_labels"] == 0
+
+
+def test_jobs_from_before_versions_redriven_after_the_upgrade_never_put_an_older_value_back(
+    stack: LocalStack,
+) -> None:
+    clover, hipoink = _sims(stack)
+    stack.add_merchant(
+        M,
+        "tok",
+        STORE,
+        items=[
+            {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i}"}
+            for i in range(3)
+        ],
+    )
+    stack.run_cycle()
+    shown, _, lost = (next(i for i in clover.items(M) if i["sku"] == f"SKU{n}") for n in range(3))
+    clover.update_item(M, lost["id"], price=310)
+    stack.dispatch()
+    assert stack.drain("PollQueue", "poller").failures == 0
+    stack.sqs.purge_queue(QueueUrl=stack.urls["LabelQueue"])  # 3.10's job was lost ...
+    clover.update_item(M, shown["id"], price=275)  # ... 2.75's is delivered
+    stack.run_cycle()
+    assert hipoink.labels(STORE)["SKU0"]["pp"] == "2.75"
+    assert hipoink.labels(STORE)["SKU2"]["pp"] == "1.02"
+    # Every label was acknowledged by older code (no version), and older code's jobs wait
+    # in the dead-letter queue: an older price, a delete of a label shown since, and the
+    # lost job's value (what the product store wants now).
+    _acknowledged_before_versions(stack)
+    wanted = expected_labels(clover.items(M))
+    _legacy_job(stack, "LabelDeadLetterQueue", upserts=[{**wanted["SKU0"], "pp": "2.50"}])
+    _legacy_job(stack, "LabelDeadLetterQueue", deletes=["SKU1"])
+    _legacy_job(stack, "LabelDeadLetterQueue", upserts=[wanted["SKU2"]])
+    hipoink.reset_requests()
+    mark = len(stack.logs)
+
+    assert "moved 3 message(s)" in stack.cli("redrive", "--queue", "label")
+    redriven = stack.drain("LabelQueue", "hipoink_sender")
+
+    assert (redriven.records, redriven.failures) == (3, 0)
+    assert hipoink.labels(STORE) == wanted  # 2.75 stays, SKU1 stays, 3.10 arrives
+    assert [r["pp"] for r in hipoink.upserts_of(STORE, "SKU0")] == ["1.00", "2.75"]
+    assert hipoink.request_count() == 1  # only the value wanted now was sent
+    assert metric_sums(stack.logs[mark:])["LabelsSkippedOlder"] == 2
+    assert not any('"level":"ERROR"' in line for line in stack.logs[mark:])
     assert _status(stack)["stale_labels"] == 0

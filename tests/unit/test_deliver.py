@@ -33,8 +33,9 @@ def _record(pc: str, price: str = "1.00") -> HipoinkRecord:
 
 
 def _job(
-    upserts: list[HipoinkRecord], deletes: list[str] | None = None, version: int | None = None
+    upserts: list[HipoinkRecord], deletes: list[str] | None = None, version: int | None = 1
 ) -> LabelJob:
+    """A job of this code (a version); ``version=None``: one from before versions."""
     return LabelJob(
         merchant_id="M", store_code="S", upserts=upserts, deletes=deletes or [], version=version
     )
@@ -200,15 +201,46 @@ def test_the_same_record_from_a_newer_decision_takes_its_version() -> None:
     assert ledger.acks["A"] == label_hash(_record("A", "1.00"))
 
 
-def test_jobs_from_before_versions_still_deliver_but_never_over_a_versioned_label() -> None:
+def test_jobs_from_before_versions_deliver_only_what_is_wanted_now_never_over_a_version() -> None:
     ledger, sink = MemoryLedger(), MemorySink()
-    legacy = deliver(_job([_record("A", "1.00"), _record("B", "1.00")]), ledger, sink, 10)
+    ledger.wanted = {"A": label_hash(_record("A", "1.00")), "B": label_hash(_record("B", "1.00"))}
+    legacy = deliver(
+        _job([_record("A", "1.00"), _record("B", "1.00")], version=None), ledger, sink, 10
+    )
     assert legacy.upserted == 2
     assert ledger.versions == {"A": None, "B": None}
-    assert deliver(_job([_record("A", "2.00")]), ledger, sink, 10).upserted == 1  # as before
+    ledger.wanted["A"] = label_hash(_record("A", "2.00"))
+    assert deliver(_job([_record("A", "2.00")], version=None), ledger, sink, 10).upserted == 1
     deliver(_job([_record("B", "3.00")], version=0), ledger, sink, 10)
-    assert deliver(_job([_record("B", "2.00")]), ledger, sink, 10).skipped_older == ["B"]
+    older = deliver(_job([_record("B", "2.00")], version=None), ledger, sink, 10)
+    assert older.skipped_older == ["B"]
     assert ledger.acks["B"] == label_hash(_record("B", "3.00"))
+    assert ledger.calls.count("labels_wanted") == 2  # not asked where a version decides
+
+
+def test_a_job_from_before_versions_never_puts_back_what_the_products_no_longer_want() -> None:
+    """Redriven after the upgrade over labels acknowledged before versions (or never): an
+    older price, a delete of a label wanted since, or a label no product wants any more
+    are skipped as older; what the product store wants now still goes."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    deliver(_job([_record("A", "2.75"), _record("B"), _record("C")]), ledger, sink, 10)
+    ledger.versions = dict.fromkeys(ledger.versions)  # as acknowledged before versions
+    ledger.wanted = {pc: ledger.acks[pc] for pc in "AB"} | {"D": label_hash(_record("D"))}
+    sink.calls.clear()
+
+    redriven = deliver(
+        _job([_record("A", "2.50"), _record("C", "9.99"), _record("D")], ["B"], version=None),
+        ledger,
+        sink,
+        10,
+    )
+
+    assert (redriven.skipped_older, redriven.upserted) == (["A", "C", "B"], 1)
+    assert sink.calls == [("upsert", ["D"])]
+    assert ledger.acks["A"] == label_hash(_record("A", "2.75"))
+    assert ledger.failures == {}  # skipping is not a failure
+    # A delete no product contradicts still goes.
+    assert deliver(_job([], ["C"], version=None), ledger, sink, 10).deleted == 1
 
 
 def test_the_same_version_with_another_record_is_sent() -> None:
@@ -273,6 +305,7 @@ def test_any_change_time_in_a_job_gives_a_latency_and_never_fails_the_delivery(
         upserts=[_record("A")],
         deletes=[],
         oldest_change_ms=oldest_change_ms,
+        version=1,
     )
     outcome = deliver(job, ledger, sink, 10)
     assert outcome.upserted == 1
@@ -286,7 +319,11 @@ def test_the_latency_is_the_time_since_the_change() -> None:
     ledger, sink = MemoryLedger(), MemorySink()
     now_ms = time.time_ns() // 1_000_000
     job = LabelJob(
-        merchant_id="M", store_code="S", upserts=[_record("A")], oldest_change_ms=now_ms - 90_000
+        merchant_id="M",
+        store_code="S",
+        upserts=[_record("A")],
+        oldest_change_ms=now_ms - 90_000,
+        version=1,
     )
     outcome = deliver(job, ledger, sink, 10)
     assert outcome.latency_seconds is not None
@@ -312,7 +349,8 @@ def test_a_hand_written_record_that_is_not_a_hipoink_record_is_refused_and_the_r
     It raised (TypeError, KeyError) after nothing was sent, so SQS retried the whole job
     into the dead-letter queue with its good labels, and its store's later jobs waited."""
     ledger, sink = MemoryLedger(), MemorySink()
-    text = LabelJob(merchant_id="M", store_code="S", upserts=[_record("OK1"), bad]).to_json()
+    upserts = [_record("OK1"), bad]
+    text = LabelJob(merchant_id="M", store_code="S", upserts=upserts, version=1).to_json()
     job = LabelJob.parse(text)
     outcome = deliver(job, ledger, sink, 10)
     assert outcome.upserted == 1

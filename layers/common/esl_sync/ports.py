@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -28,6 +27,7 @@ from esl_sync.records import (
     LabelConflict,
     LabelFailure,
     LabelOwners,
+    Leased,
     Merchant,
     MerchantState,
     ProductChange,
@@ -151,6 +151,11 @@ class LabelLedger(Protocol):
         """The merchant's items whose current version was refused, for the operator."""
         ...
 
+    def labels_wanted(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]:
+        """Per code, the label hash the product store wants on the shelf now (None: no
+        product claims the code, the label goes), as committed."""
+        ...
+
     def advance_label_clock(self, merchant_id: str) -> int:
         """The merchant's label clock, advanced: only by a caller holding the merchant's poll
         lease. (Its committed value is read with the stale labels: ``RepairSnapshot.clock``.)"""
@@ -201,15 +206,6 @@ class LabelLedger(Protocol):
 
 class StaleStateError(RuntimeError):
     """Someone else wrote the merchant state since we read it."""
-
-
-@dataclass(frozen=True)
-class Leased:
-    """What taking a merchant's poll lease read in the same write: the state the last poll
-    left, and the merchant's tokens, still sealed (None: none stored)."""
-
-    state: MerchantState
-    sealed: SealedTokens | None
 
 
 class StateStore(Protocol):

@@ -16,6 +16,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # a type only: the poll builds a Product for an unclean item alone
+    from esl_sync.credentials import SealedTokens
     from esl_sync.products import Product
 
 # -- merchants, their state and their products ----------------------------------------
@@ -69,6 +70,15 @@ class MerchantState:
     @property
     def sweep_requested(self) -> bool:
         return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
+
+
+@dataclass(frozen=True)
+class Leased:
+    """What taking a merchant's poll lease read in the same write: the state the last poll
+    left, and the merchant's tokens, still sealed (None: none stored)."""
+
+    state: MerchantState
+    sealed: SealedTokens | None
 
 
 class ProductRow(NamedTuple):

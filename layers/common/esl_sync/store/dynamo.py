@@ -23,8 +23,8 @@ from itertools import batched
 from typing import Any, Literal
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
-from esl_sync.ports import Leased, StaleStateError
-from esl_sync.records import MerchantState, VerificationCode
+from esl_sync.ports import StaleStateError
+from esl_sync.records import Leased, MerchantState, VerificationCode
 from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError, Caller
 from esl_sync.store.state_item import (

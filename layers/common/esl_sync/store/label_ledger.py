@@ -51,6 +51,15 @@ SELECT head.now, head.last_ack, head.clock, stale.* FROM head LEFT JOIN stale ON
 ORDER BY stale.pc
 """  # noqa: S608 - the interpolated names are the constant column list above
 
+# What each code's label should show now, as committed: the hash of the product the
+# label_owner rule puts on it (NULL: no product claims the code).
+_LABELS_WANTED = """
+SELECT code.pc, p.label_hash FROM jsonb_array_elements_text(%(pcs)s::jsonb) AS code (pc)
+LEFT JOIN LATERAL label_owner(%(m)s, code.pc) o ON true
+LEFT JOIN products p ON p.merchant_id = %(m)s AND p.source_system = o.source_system
+     AND p.source_id = o.source_id AND p.source_variant_id = o.source_variant_id
+"""
+
 # Queued again now; and retryable failures the pass found fixed (no longer stale) are
 # forgotten, so the merchant lookup stops counting them (only those older than the pass's
 # own reading: a failure recorded meanwhile is kept).
@@ -202,6 +211,11 @@ class PostgresLabelLedger:
                 (merchant_id,),
             )
             return [RefusedItem(**row) for row in cur.fetchall()]
+
+    def labels_wanted(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, str | None]:
+        codes = json.dumps(sorted(set(pcs)))
+        result = self._db.connection().execute(_LABELS_WANTED, {"m": merchant_id, "pcs": codes})
+        return dict(result.fetchall())
 
     def advance_label_clock(self, merchant_id: str) -> int:
         row = self._db.connection().execute(ADVANCE_CLOCK, {"m": merchant_id}).fetchone()

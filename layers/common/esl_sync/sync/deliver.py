@@ -7,7 +7,10 @@ version of the merchant's label decisions (:attr:`esl_sync.messages.LabelJob.ver
   deliveries and repeated polls never double-send;
 * a label older than the acknowledged version is skipped, so a replayed, redriven or late
   job never puts an older value back on the shelf. That is not an error: it is counted
-  (``LabelsSkippedOlder``) and logged, and the message is acknowledged.
+  (``LabelsSkippedOlder``) and logged, and the message is acknowledged;
+* a job from before versions (none) cannot be ordered against a label acknowledged before
+  versions either: its labels go only where they are what the product store wants now
+  (:func:`wanted_now`), and are skipped as older elsewhere.
 
 Each of Hipoink's error classes ends differently:
 
@@ -93,6 +96,8 @@ def deliver(
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
     job = _without_unusable(job, ledger, outcome)
     triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
+    if job.version is None and triaged.send:
+        triaged = wanted_now(job, triaged, ledger)
     outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
         ledger.renew(job.merchant_id, triaged.renewed, store_code=job.store_code)
@@ -230,11 +235,31 @@ def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
     return result
 
 
+def wanted_now(job: LabelJob, triaged: Triage, ledger: LabelLedger) -> Triage:
+    """The labels of a job from before versions that are still to send, kept only where
+    they show what the product store wants now; the rest are older (skipped).
+
+    Such a job (queued by code from before the upgrade, redriven from the dead-letter
+    queue after it) is unordered against a label acknowledged before versions, or never
+    acknowledged: sent as it is, it could put an older price, name or deletion back. Its
+    value is sent only if it is the product store's (one read, as committed); a label
+    skipped here already shows what is wanted, or is stale and healed from the products.
+    """
+    wanted = ledger.labels_wanted(job.merchant_id, [c.pc for c in triaged.send])
+    current = [wanted.get(c.pc) == label_hash(c.record) for c in triaged.send]
+    return replace(
+        triaged,
+        send=[c for c, ok in zip(triaged.send, current, strict=True) if ok],
+        older=triaged.older + [c.pc for c, ok in zip(triaged.send, current, strict=True) if not ok],
+    )
+
+
 def is_older(version: int | None, acknowledged: int | None) -> bool:
     """Whether a label of ``version`` is older than the acknowledged one.
 
     No version (a job or an acknowledgement from before versions) ranks below every
-    version, and two unversioned ones are not ordered (the label is sent, as it was then).
+    version, and two unversioned ones are not ordered (the label is sent only if it is
+    what the product store wants now: :func:`wanted_now`).
     Equal versions are the same decision: sent (a settings change may have changed the
     record, never the data it shows).
     """
