@@ -305,3 +305,40 @@ def test_a_state_item_edited_by_hand_stops_neither_the_fleet_nor_status_and_its_
     assert repaired.high_water_ms is not None
     assert repaired.high_water_ms < 10**13
     assert repaired.last_success_at is not None
+
+
+def test_a_paused_merchant_is_not_called_not_fresh(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disabled merchant is not polled, so its age says nothing: ``status`` shows its
+    ``fresh`` as none (not judged), as the dispatcher's gauge leaves it out, rather than
+    false, which would send an operator after a store that was paused on purpose."""
+    for seed, merchant_id in enumerate(("MRUNNING0001", "MPAUSED00001")):
+        items = gas_station_catalog(10, seed=seed)
+        stack.add_merchant(merchant_id, f"tok-{merchant_id}", f"S-{merchant_id}", items=items)
+    stack.run_cycle()
+    assert main(["merchants", "disable", "MPAUSED00001"]) == 0
+    states = runtime.state_store()
+    for merchant_id in ("MRUNNING0001", "MPAUSED00001"):
+        state = states.load(merchant_id)
+        assert state.last_success_at is not None
+        state.last_success_at -= timedelta(minutes=20)  # three 5-minute intervals have passed
+        states.save(state)
+
+    mark = len(stack.logs)
+    stack.dispatch()
+    assert metric_sums(_new_lines(stack, mark))["MerchantsStale"] == 1  # the running one only
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    captured = capsys.readouterr()
+    rows = {r["merchant_id"]: r for r in json.loads(captured.out)}
+    assert (rows["MRUNNING0001"]["fresh"], rows["MPAUSED00001"]["fresh"]) == (False, None)
+    assert rows["MPAUSED00001"]["last_success"] is not None  # what it had is still shown
+    assert "2 merchant(s), 1 active: 1 not fresh," in captured.err
+
+    # Enabled again, it is judged again: its last success is old until its next poll.
+    assert main(["merchants", "enable", "MPAUSED00001"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    rows = {r["merchant_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["MPAUSED00001"]["fresh"] is False

@@ -94,13 +94,14 @@ def merchant_status(
     """One row per merchant: is its shelf current, and if not, since when and why.
 
     "fresh" is the freshness alarm's own test (:mod:`esl_sync.sync.fleet`): a successful
-    poll within three of the merchant's intervals.
+    poll within three of the merchant's intervals. It is None (not judged) for a merchant
+    that is not polled, as the alarm leaves it out: one awaiting a store code, or disabled.
     """
     now = datetime.now(UTC)
     blocks = ledger.store_blocks()
     merchants = directory.all()
     states = state.load_many([m.merchant_id for m in merchants])
-    polled = [m for m in merchants if m.store_code]
+    polled = [m for m in merchants if m.store_code and m.active]
     stale = set(fleet_health(polled, states, 0, interval_seconds, now).stale)
     rows = []
     for merchant in merchants:
@@ -121,7 +122,11 @@ def merchant_status(
                 "merchant_id": merchant.merchant_id,
                 "store_code": merchant.store_code,
                 "active": merchant.active,
-                "fresh": merchant.merchant_id not in stale if merchant.store_code else None,
+                "fresh": (
+                    merchant.merchant_id not in stale
+                    if merchant.store_code and merchant.active
+                    else None
+                ),
                 "awaiting_store_code": merchant.store_code is None,
                 "auth": current.auth_state,
                 "cursor": cursor,
