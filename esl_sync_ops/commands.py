@@ -90,7 +90,10 @@ def migrate(_args: argparse.Namespace) -> int:
 
 def merchants_add(args: argparse.Namespace) -> int:
     """Every input is checked first; then the token is encrypted, then written with the
-    row (:func:`esl_sync.admin.add_merchant`): a refusal anywhere leaves nothing written."""
+    row (:func:`esl_sync.admin.add_merchant`): a refusal anywhere leaves nothing written.
+
+    A merchant already there (new tokens after a re-auth) keeps the Clover host and poll
+    interval the options leave out, and is enabled."""
     from esl_sync import admin, runtime
     from esl_sync.records import Merchant
 
@@ -100,13 +103,15 @@ def merchants_add(args: argparse.Namespace) -> int:
         else None
     )
     token = _token_from_stdin(args)
+    previous = runtime.merchants().get(args.merchant_id)
     merchant = Merchant(
         merchant_id=args.merchant_id,
         store_code=args.store_code,
-        clover_base_url=clover_base_url,
-        poll_interval_seconds=args.poll_interval_seconds,
+        clover_base_url=clover_base_url or (previous.clover_base_url if previous else None),
+        poll_interval_seconds=(
+            args.poll_interval_seconds or (previous.poll_interval_seconds if previous else None)
+        ),
     )
-    previous = runtime.merchants().get(merchant.merchant_id)
     admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
     kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
     print(f"merchant {merchant.merchant_id} saved{kind}")

@@ -13,6 +13,7 @@ import pytest
 from devkit.catalog import gas_station_catalog
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
+from esl_sync import runtime
 from esl_sync.store.schema import apply_migrations, migration_files
 from esl_sync_ops.cli import main
 
@@ -60,6 +61,45 @@ def test_merchants_add_list_disable_enable_and_status(
     assert main(["merchants", "enable", "NOSUCHMERCHANT"]) == 2
     assert "unknown merchant 'NOSUCHMERCHANT'" in capsys.readouterr().err
     assert all("cli-secret-token" not in line for line in stack.logs)
+
+
+def test_storing_new_tokens_keeps_the_merchants_own_interval_and_clover_host(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``merchants add`` for a merchant already there (new tokens after a re-auth): what
+    its options leave out stays as it was, and a disabled merchant is enabled again."""
+    add = ["merchants", "add", "MREAUTH00001", "--store-code", "STORE-R"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first-token\n"))
+    eu = ["--clover-base-url", "https://api.eu.clover.com", "--poll-interval-seconds", "3600"]
+    assert main([*add, "--token-stdin", *eu]) == 0
+    assert main(["merchants", "disable", "MREAUTH00001"]) == 0
+    pair = {
+        "access_token": "acc-2",
+        "access_token_expiration": 1800000000,
+        "refresh_token": "ref-2",
+        "refresh_token_expiration": 1900000000,
+    }
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(pair)))
+
+    assert main([*add, "--token-pair-stdin"]) == 0
+
+    merchant = runtime.merchants().get("MREAUTH00001")
+    assert merchant is not None
+    assert (merchant.poll_interval_seconds, merchant.clover_base_url) == (
+        3600,
+        "https://api.eu.clover.com",
+    )
+    assert merchant.active  # `merchants add` enables a disabled merchant (README)
+    assert runtime.state_store().load("MREAUTH00001").auth_state == "ok"
+    # Given, the options still change them.
+    assert main([*add, "--poll-interval-seconds", "600"]) == 0
+    merchant = runtime.merchants().get("MREAUTH00001")
+    assert merchant is not None
+    assert (merchant.poll_interval_seconds, merchant.clover_base_url) == (
+        600,
+        "https://api.eu.clover.com",
+    )
+    capsys.readouterr()
 
 
 def test_migrations_are_applied_once(database_url: str) -> None:
