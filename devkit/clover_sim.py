@@ -557,6 +557,18 @@ class CloverSimulator(LoopbackService):
         with self._lock:
             self._faults.append(_Fault(status, count, merchant_id, body))
 
+    def clear_faults(self, merchant_id: str | None = None) -> int:
+        """Forget the failures ``fail_next`` queued that no request met yet: those of
+        ``merchant_id`` only, or (None) every one and the delays ``delay_next`` queued too;
+        how many failed answers were forgotten (a test that queued them for requests never made
+        cleans up after itself)."""
+        with self._lock:
+            unused = [f for f in self._faults if merchant_id in (None, f.merchant_id)]
+            self._faults = [f for f in self._faults if merchant_id not in (None, f.merchant_id)]
+            if merchant_id is None:
+                self._delays.clear()
+            return sum(f.remaining for f in unused)
+
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """Holds the next ``count`` admitted requests ``seconds`` long, not ``delay_seconds``."""
         with self._lock:

@@ -646,6 +646,29 @@ def test_fail_next_answers_the_given_status_then_recovers(
     assert http.get(ITEMS).status_code == 200
 
 
+def test_clear_faults_forgets_one_merchants_or_every_unmet_failure(
+    clover: CloverSimulator, http: httpx.Client
+) -> None:
+    clover.add_merchant(MERCHANT, TOKEN)
+    clover.add_merchant("MERCHANT0002B", "token-of-merchant-b")
+    other = {"Authorization": "Bearer token-of-merchant-b"}
+    clover.fail_next(500, count=3, merchant_id="MERCHANT0002B")
+    clover.fail_next(503, merchant_id=MERCHANT)
+
+    assert clover.clear_faults("MERCHANT0002B") == 3
+    assert http.get("/v3/merchants/MERCHANT0002B/items", headers=other).status_code == 200
+    assert http.get(ITEMS).status_code == 503  # another merchant's stays
+
+    clover.fail_next(503, count=2)
+    clover.fail_next(500, merchant_id="MERCHANT0002B")
+    clover.delay_next(5)
+    assert clover.clear_faults() == 3
+    began = time.monotonic()
+    assert http.get(ITEMS).status_code == 200
+    assert http.get("/v3/merchants/MERCHANT0002B/items", headers=other).status_code == 200
+    assert time.monotonic() - began < 2  # the delay went too
+
+
 def test_delays_slow_answers_down(clover: CloverSimulator, http: httpx.Client) -> None:
     clover.add_merchant(MERCHANT, TOKEN)
 
