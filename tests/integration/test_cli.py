@@ -42,6 +42,7 @@ def test_merchants_add_list_disable_enable_and_status(
             "clover_base_url": None,
             "active": True,
             "poll_interval_seconds": None,
+            "pollable_since": None,  # pollable since it was added (created_at)
             "labels_failing": 0,
         }
     ]

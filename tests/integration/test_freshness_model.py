@@ -15,7 +15,10 @@ each merchant what the model says, as README ("Operations") and docs/architectur
 health") put it:
 
 * ``fresh``: none while the merchant is disabled (not polled, not judged); otherwise whether
-  its last successful poll (or, before one, its registration) is within three intervals;
+  the later of its last successful poll and its last resume (enabled again after a pause,
+  by ``merchants enable`` or ``merchants add``; before either, its registration) is within
+  three intervals: resumed after a pause of any length, it is fresh until three intervals
+  pass with no successful poll;
 * ``last_success``: the time of its last successful poll, unchanged by a failed or skipped
   one; ``last_error``: the class of its last failure, kept after a success (it is the *last*
   error, not a current one) and after new tokens;
@@ -26,11 +29,11 @@ health") put it:
 and a tick's ``MerchantsStale`` counts the merchants that are enabled and not fresh.
 
 Time passes by ageing what esl-sync stored (the states' ``last_success_at`` and the rows'
-``created_at`` move back), so that the CLI and the dispatcher judge on their own clock.
-Ages are whole even minutes and the limit (three 5-minute intervals) an odd one, so the
-seconds an example takes never tip a comparison. A tick's polls are not delivered (dropped):
-the poll steps stand for deliveries. The fixed 10 examples of 20 steps take about 12 s;
-``FRESHNESS_MODEL_EXAMPLES=N`` explores N random ones.
+``created_at`` and ``pollable_since`` move back), so that the CLI and the dispatcher judge
+on their own clock. Ages are whole even minutes and the limit (three 5-minute intervals) an
+odd one, so the seconds an example takes never tip a comparison. A tick's polls are not
+delivered (dropped): the poll steps stand for deliveries. The fixed 10 examples of 20 steps
+take about 12 s; ``FRESHNESS_MODEL_EXAMPLES=N`` explores N random ones.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class Expected:
 
     active: bool = True
     auth: str = "ok"
-    age_minutes: int = 0  # since its last success, or since it was registered
+    age_minutes: int = 0  # since its last success or resume, or since it was registered
     last_success: tuple[datetime, datetime] | None = None  # when its poll ran (real clock)
     aged_minutes: int = 0  # time passed since that poll (its stored time moved back)
     last_error: str | None = None  # the class of its last failure
@@ -284,7 +287,7 @@ class FreshnessMachine(RuleBasedStateMachine):
     def pause_or_resume(self, k: int, active: bool) -> None:
         merchant = self.merchants[k]
         self.cli("merchants", "enable" if active else "disable", merchant)
-        self.model[merchant].active = active
+        self._resume_if_paused(merchant, active)
         self.trace.append(f"{merchant}: {'enabled' if active else 'disabled'}")
         self._check()
 
@@ -296,9 +299,18 @@ class FreshnessMachine(RuleBasedStateMachine):
         self.clover.set_token(merchant, self._token(merchant))
         add = ["merchants", "add", merchant, "--store-code", f"S-{merchant}", "--token-stdin"]
         self.cli(*add, stdin=self._token(merchant) + "\n")
-        expected.active, expected.auth = True, "ok"
+        self._resume_if_paused(merchant, True)
+        expected.auth = "ok"
         self.trace.append(f"{merchant}: new tokens")
         self._check()
+
+    def _resume_if_paused(self, merchant: str, active: bool) -> None:
+        """Enabled again after a pause (of any length), a merchant is judged from the
+        resume: no poll could have run since. Enabling an enabled one changes nothing."""
+        expected = self.model[merchant]
+        if active and not expected.active:
+            expected.age_minutes = 0
+        expected.active = active
 
     def time_passes(self, minutes: int) -> None:
         states = runtime.state_store()
@@ -308,9 +320,10 @@ class FreshnessMachine(RuleBasedStateMachine):
                 state.last_success_at -= timedelta(minutes=minutes)
                 states.save(state)
             self.shared.db.execute(
-                "UPDATE merchants SET created_at = created_at - make_interval(mins => %s)"
+                "UPDATE merchants SET created_at = created_at - make_interval(mins => %s),"
+                " pollable_since = pollable_since - make_interval(mins => %s)"
                 " WHERE merchant_id = %s",
-                (minutes, merchant),
+                (minutes, minutes, merchant),
             )
             self.model[merchant].age_minutes += minutes
             self.model[merchant].aged_minutes += minutes

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
@@ -336,9 +339,132 @@ def test_a_paused_merchant_is_not_called_not_fresh(
     assert rows["MPAUSED00001"]["last_success"] is not None  # what it had is still shown
     assert "2 merchant(s), 1 active: 1 not fresh," in captured.err
 
-    # Enabled again, it is judged again: its last success is old until its next poll.
+    # Enabled again, it is judged again, from its resume: no poll could have run yet, so it
+    # is fresh (test_a_merchant_resumed_after_a_long_pause_is_judged_from_its_resume
+    # follows it until it is stale).
     assert main(["merchants", "enable", "MPAUSED00001"]) == 0
     capsys.readouterr()
     assert main(["status", "--json"]) == 0
     rows = {r["merchant_id"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["MPAUSED00001"]["fresh"] is False
+    assert rows["MPAUSED00001"]["fresh"] is True
+
+
+def _age(stack: LocalStack, merchant_ids: tuple[str, ...], minutes: int) -> None:
+    """Time passes for the merchants: every time esl-sync stored of them moves back (their
+    last success, their registration, when they became pollable), so that the dispatcher and
+    ``status`` judge them on their own clock."""
+    states = runtime.state_store()
+    for merchant_id in merchant_ids:
+        state = states.load(merchant_id)
+        if state.last_success_at is not None:
+            state.last_success_at -= timedelta(minutes=minutes)
+            states.save(state)
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute(
+            "UPDATE merchants SET created_at = created_at - make_interval(mins => %s),"
+            " pollable_since = pollable_since - make_interval(mins => %s)"
+            " WHERE merchant_id = ANY(%s)",
+            (minutes, minutes, list(merchant_ids)),
+        )
+
+
+def _tick(stack: LocalStack) -> tuple[float, dict[str, bool | None]]:
+    """A dispatcher tick's ``MerchantsStale``, and each merchant's ``fresh`` in ``status``
+    (the tick's polls are dropped: no poll runs)."""
+    mark = len(stack.logs)
+    stack.dispatch()
+    stale = metric_sums(_new_lines(stack, mark))["MerchantsStale"]
+    _drop(stack, "PollQueue")
+    rows = json.loads(stack.cli("status", "--json"))
+    return stale, {r["merchant_id"]: r["fresh"] for r in rows}
+
+
+def _drop(stack: LocalStack, queue: str) -> None:
+    """Receive the queue's messages and delete them, undelivered (moto, as SQS, allows one
+    purge a minute)."""
+    url = stack.urls[queue]
+    while messages := stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get(
+        "Messages", []
+    ):
+        for message in messages:
+            stack.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _failed_polls(stack: LocalStack, merchant_ids: tuple[str, ...]) -> None:
+    """The merchants' queued polls run and fail (Clover answers a page that is no JSON)."""
+    assert stack.clover is not None
+    for merchant_id in merchant_ids:
+        stack.clover.fail_next(200, merchant_id=merchant_id, body="<html>not json</html>")
+    polls = stack.drain("PollQueue", "poller")
+    assert polls.failures >= 1
+    assert stack.clover.clear_faults() == 0  # each merchant's poll met its failure
+    _drop(stack, "PollQueue")  # SQS would retry them: here they stay failed
+
+
+def test_a_merchant_resumed_after_a_long_pause_is_judged_from_its_resume(
+    stack: LocalStack,
+) -> None:
+    """Paused for a day and resumed (``merchants enable``, ``merchants add`` with new tokens,
+    or the merchant installing the app again), a merchant has not been polled since it
+    was paused: the next tick must not count it stale before its first poll could run (a
+    false ``MerchantNotFreshAlarm`` on every resume). Its age runs from the resume, so if
+    no poll succeeds it is stale three intervals later, as any merchant."""
+    resumed = ("MRESUMEENA01", "MRESUMEADD01", "MRESUMEINS01")
+    for seed, merchant_id in enumerate(resumed):
+        items = gas_station_catalog(5, seed=seed)
+        stack.add_merchant(merchant_id, f"tok-{merchant_id}", f"S-{merchant_id}", items=items)
+    stack.run_cycle()
+    for merchant_id in resumed:
+        stack.cli("merchants", "disable", merchant_id)
+    _age(stack, resumed, 24 * 60)  # paused for a day
+    assert _tick(stack) == (0, dict.fromkeys(resumed))  # not polled, not judged
+
+    enabled, added, installed = resumed
+    stack.cli("merchants", "enable", enabled)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdin", io.StringIO(f"tok-{added}\n"))
+        stack.cli("merchants", "add", added, "--store-code", f"S-{added}", "--token-stdin")
+    assert stack.install_app(installed, deliver=False).polls.records == 0
+
+    # The next tick, before any poll could run: not stale.
+    assert _tick(stack) == (0, dict.fromkeys(resumed, True))
+    # Its polls fail; fourteen minutes after the resume it is still fresh ...
+    stack.dispatch()
+    _failed_polls(stack, resumed)
+    _age(stack, resumed, 14)
+    assert _tick(stack) == (0, dict.fromkeys(resumed, True))
+    # ... and past three intervals (15 minutes) with no success it is stale.
+    _age(stack, resumed, 2)
+    assert _tick(stack) == (3, dict.fromkeys(resumed, False))
+    # A poll that succeeds makes it fresh again.
+    stack.run_cycle()
+    assert _tick(stack) == (0, dict.fromkeys(resumed, True))
+
+
+def test_a_merchant_given_its_store_code_late_is_judged_from_then(stack: LocalStack) -> None:
+    """A merchant that installed the app and waited a day for its store code (``merchants
+    set-store``) is not stale at the next tick, before its first poll could run; if no poll
+    succeeds it is stale three intervals after the code was set."""
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    merchant_id = "MLATESTORE01"
+    stack.clover.add_merchant(merchant_id, f"unused-{merchant_id}", gas_station_catalog(5))
+    stack.install_app(merchant_id)
+    merchant = runtime.merchants().get(merchant_id)
+    assert merchant is not None
+    assert merchant.store_code is None  # it awaits its store code
+    _age(stack, (merchant_id,), 24 * 60)
+    assert _tick(stack) == (0, {merchant_id: None})  # not polled, not judged
+
+    stack.hipoink.add_store("S-LATE")
+    stack.cli("merchants", "set-store", merchant_id, "S-LATE")  # queues its first poll
+    assert _tick(stack) == (0, {merchant_id: True})
+    stack.dispatch()
+    _failed_polls(stack, (merchant_id,))
+    _age(stack, (merchant_id,), 14)
+    assert _tick(stack) == (0, {merchant_id: True})
+    _age(stack, (merchant_id,), 2)
+    assert _tick(stack) == (1, {merchant_id: False})
+    # Moved to another store, it was pollable all along: still judged from the first code.
+    stack.cli("merchants", "set-store", merchant_id, "S-LATE-2")
+    assert _tick(stack) == (1, {merchant_id: False})

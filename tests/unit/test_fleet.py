@@ -173,3 +173,29 @@ def test_a_fleet_that_needs_attention_names_its_first_merchants_and_counts_them_
     assert line["unreadable_state"] == {m: ["version"] for m in first}
     assert line["stale_count"] == line["needing_reauth_count"] == len(many)
     assert line["awaiting_store_code_count"] == line["unreadable_state_count"] == len(many)
+
+
+def test_a_resumed_merchant_is_aged_from_its_resume_or_its_last_success_whichever_is_later() -> (
+    None
+):
+    """Enabled again (or given its store code) after a day, a merchant is not stale before
+    its first poll could run, and is three intervals after the resume; a success after the
+    resume counts from the success, and a resume before the last success changes nothing."""
+    day = NOW - timedelta(days=1)
+    merchants = [
+        Merchant("RESUMED", "S", created_at=day, pollable_since=NOW - timedelta(minutes=1)),
+        Merchant("RESUMEDLATE", "S", created_at=day, pollable_since=NOW - timedelta(minutes=16)),
+        Merchant("NEVERPOLLED", "S", created_at=day, pollable_since=NOW - timedelta(minutes=1)),
+        Merchant("POLLEDSINCE", "S", pollable_since=NOW - timedelta(minutes=30)),
+        Merchant("RESUMEDBEFORE", "S", pollable_since=NOW - timedelta(hours=2)),
+    ]
+    states = {
+        "RESUMED": _state("RESUMED", 24 * 60),
+        "RESUMEDLATE": _state("RESUMEDLATE", 24 * 60),
+        "NEVERPOLLED": _state("NEVERPOLLED", None),
+        "POLLEDSINCE": _state("POLLEDSINCE", 4),
+        "RESUMEDBEFORE": _state("RESUMEDBEFORE", 20),
+    }
+    health = fleet_health(merchants, states, 0, 300, NOW)
+    assert health.stale == ["RESUMEDLATE", "RESUMEDBEFORE"]
+    assert health.stalest_seconds == 20 * 60

@@ -32,6 +32,9 @@ class Merchant:
     active: bool = True
     poll_interval_seconds: int | None = None
     created_at: datetime | None = None
+    # When it last became pollable (enabled, or given its first store code; the database
+    # records it): None when it has been pollable since ``created_at``.
+    pollable_since: datetime | None = None
     # Labels whose last delivery failed for a reason that retrying can cure (Hipoink down,
     # the store blocked), counted by the lookup itself: a poll's cue to retry them, free of
     # any extra round trip for the healthy store, where it is 0.

@@ -427,7 +427,7 @@ class PostgresMerchantDirectory:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
             cur.execute(
                 "SELECT merchant_id, store_code, clover_base_url, active, poll_interval_seconds,"
-                " created_at, (SELECT count(*) FROM label_state l"
+                " created_at, pollable_since, (SELECT count(*) FROM label_state l"
                 " WHERE l.merchant_id = m.merchant_id"
                 " AND l.failure_class IN ('retryable', 'configuration')) AS labels_failing"
                 " FROM merchants m WHERE (%(id)s::text IS NULL OR merchant_id = %(id)s)"

@@ -2,7 +2,8 @@
 
 A merchant whose polls stop running emits nothing from the poller, so freshness is
 measured here, where every merchant is listed anyway: the alarm on ``MerchantsStale``
-fires when one merchant has gone three of its intervals without a successful poll, and
+fires when one merchant has gone three of its intervals without a successful poll (counted
+from when it last became pollable, if later: see :func:`fleet_health`), and
 (missing data being breaching) when the dispatcher itself stops.
 """
 
@@ -40,15 +41,21 @@ def fleet_health(
     interval_seconds: int,
     now: datetime,
 ) -> FleetHealth:
-    """How old each active merchant's data is: since its last success, or since it was
-    added when it never had one."""
+    """How old each active merchant's data is: since its last success or since it last
+    became pollable (enabled, or given its store code), whichever is later; since it was
+    added when it has had neither. A merchant resumed after a long pause is thus not stale
+    before its first poll could run, and is stale three intervals after the resume if no
+    poll succeeds."""
     stale, reauth, stalest = [], [], 0
     unreadable: dict[str, list[str]] = {}
     for merchant in merchants:
         state = states[merchant.merchant_id]
         if state.unreadable:
             unreadable[merchant.merchant_id] = list(state.unreadable)
-        since = state.last_success_at or merchant.created_at
+        since = max(
+            (t for t in (state.last_success_at, merchant.pollable_since) if t is not None),
+            default=merchant.created_at,
+        )
         if state.auth_state == "needs_reauth":
             reauth.append(merchant.merchant_id)
         if since is None:
