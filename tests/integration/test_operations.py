@@ -6,7 +6,7 @@ import io
 import json
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -468,3 +468,49 @@ def test_a_merchant_given_its_store_code_late_is_judged_from_then(stack: LocalSt
     # Moved to another store, it was pollable all along: still judged from the first code.
     stack.cli("merchants", "set-store", merchant_id, "S-LATE-2")
     assert _tick(stack) == (1, {merchant_id: False})
+
+
+def test_status_says_when_the_last_error_happened(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``last_error`` is history (a later success keeps it), so ``status`` says when it
+    happened (``last_error_at``): an error from before the last success is not a current
+    one. In the JSON rows and in the text table."""
+    assert stack.clover is not None
+    merchant_id = "MLASTERROR01"
+    stack.add_merchant(merchant_id, "tok-err", "S-ERR", items=gas_station_catalog(5))
+    stack.clover.fail_next(200, merchant_id=merchant_id, body="<html>not json</html>")
+    before = datetime.now(UTC)
+    cycle = stack.run_cycle()  # the poll fails, and its retry succeeds
+    after = datetime.now(UTC)
+    assert (cycle.polls.failures, cycle.polls.records) == (1, 2)
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["fresh"], row["last_error"].split(":")[0]) == (True, "CloverBadResponse")
+    failed_at = datetime.fromisoformat(row["last_error_at"])
+    assert before <= failed_at < datetime.fromisoformat(row["last_success"]) <= after
+
+    stack.run_cycle()  # another success: the error stays, with its time
+    assert main(["status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["last_error"].split(":")[0] == "CloverBadResponse"
+    assert datetime.fromisoformat(row["last_error_at"]) == failed_at
+    assert datetime.fromisoformat(row["last_success"]) > after
+
+    assert main(["status"]) == 0
+    header, line = capsys.readouterr().out.splitlines()[-2:]
+    columns = header.split()
+    assert columns[columns.index("last_error") + 1] == "last_error_at"
+    assert f"{failed_at:%Y-%m-%d %H:%M:%S}" in line
+
+
+def test_status_of_a_merchant_that_never_failed_has_no_error_time(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.add_merchant("MNOERROR0001", "tok-ok", "S-OK", items=gas_station_catalog(5))
+    stack.run_cycle()
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["last_error"], row["last_error_at"]) == (None, None)

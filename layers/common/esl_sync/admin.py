@@ -96,6 +96,8 @@ def merchant_status(
     "fresh" is the freshness alarm's own test (:mod:`esl_sync.sync.fleet`): a successful
     poll within three of the merchant's intervals. It is None (not judged) for a merchant
     that is not polled, as the alarm leaves it out: one awaiting a store code, or disabled.
+    "last_error" is the last failure, never cleared (history), and "last_error_at" when it
+    happened.
     """
     now = datetime.now(UTC)
     blocks = ledger.store_blocks()
@@ -141,7 +143,10 @@ def merchant_status(
                 "label_conflicts": len(
                     {c.pc for c in ledger.label_conflicts(merchant.merchant_id)}
                 ),
+                # The last failure is history, kept after later successes: when it happened
+                # tells an old error (before last_success) from a current one.
                 "last_error": last_error,
+                "last_error_at": current.last_failure_at,
                 "store_blocked": (
                     f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
                 ),
