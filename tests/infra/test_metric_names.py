@@ -128,3 +128,14 @@ def test_every_metric_written_out_in_the_code_is_named_in_the_readme() -> None:
     assert {"LabelsUpserted", "PollsDispatched", "LabelJobsNotStarted"} <= named
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     assert sorted(name for name in named if f"`{name}`" not in readme) == []
+
+
+def test_every_count_the_poller_sums_per_batch_is_named_in_the_readme() -> None:
+    """The poller's batch counts come from a table (``poll_batch._COUNTS``), not from
+    ``add_metric`` calls written out, so the check above does not see them."""
+    from esl_sync.sync import poll_batch
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    counts = set(poll_batch._COUNTS)
+    assert {"ItemsFetched", "PollsSkipped"} <= counts
+    assert sorted(name for name in counts if f"`{name}`" not in readme) == []

@@ -196,19 +196,22 @@ def test_a_failed_poll_gives_its_lease_back_and_the_retry_does_the_work(
     assert len(stack.hipoink.labels("STORE-1")) > 0
 
 
-def _without_tokens(merchant_id: str) -> None:
-    """A merchant whose poll is skipped under the lease (no token stored): the poll writes
-    no state, so the lease goes back on the way out, in a write of its own."""
+def _needing_reauth(merchant_id: str) -> None:
+    """A merchant whose poll is skipped under the lease (marked ``needs_reauth``): the poll
+    writes no state, so the lease goes back on the way out, in a write of its own. (A
+    merchant without tokens records its skip in its state, giving the lease back with it.)"""
     from esl_sync.records import Merchant
 
     runtime.merchants().save(Merchant(merchant_id, "STORE-1"))
+    states = runtime.state_store()
+    assert states.mark_needs_reauth(merchant_id, generation=states.write_token(merchant_id, "t"))
 
 
 def test_a_lease_release_that_fails_once_is_tried_again(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     merchant_id = MERCHANTS[0]
-    _without_tokens(merchant_id)
+    _needing_reauth(merchant_id)
     calls = fail_first_calls(monkeypatch, (DynamoStateStore, "release_lease"), times=1)
 
     assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}
@@ -224,7 +227,7 @@ def test_a_lease_that_cannot_be_given_back_leaves_the_polls_outcome_alone(
     """DynamoDB refusing the release too: the poll's own result stands (here: a skip, so
     SQS does not redeliver it), a warning and a metric say so, and the lease expires."""
     merchant_id = MERCHANTS[0]
-    _without_tokens(merchant_id)
+    _needing_reauth(merchant_id)
     fail_first_calls(monkeypatch, (DynamoStateStore, "release_lease"), times=2)
 
     assert stack.invoke("poller", poller_event(merchant_id, "m1")) == {"batchItemFailures": []}

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -997,9 +998,69 @@ def test_a_401_marks_only_its_merchant_and_the_batch_carries_on(stack: LocalStac
     assert [value for value, _ in emf_metrics(stack, "NeedsReauth")] == [1]
 
     requests = clover.request_count("MAUTH0000001")
+    mark = len(stack.logs)
     stack.run_cycle()
     assert clover.request_count("MAUTH0000001") == requests  # skipped until re-authorised
     assert poll_lines(stack, "MAUTH0000001")[-1]["status"] == "skipped"
+    assert metric_sums(stack.logs[mark:])["PollsSkipped"] == 1  # the skip is counted
+    assert merchant_state("MAUTH0000001").last_failure_class == "CloverAuthError"  # kept
+
+
+def without_token(stack: LocalStack) -> None:
+    """MNOTOKEN0001 registered as ``merchants add`` without a token leaves it: a store code,
+    no Clover token; and MNOTOKEN0002, a merchant with one, in the same batches."""
+    clover, hipoink = sims(stack)
+    clover.add_merchant("MNOTOKEN0001", "tok-1", items_without_times(3, "NT"))
+    hipoink.add_store("STORE-NT")
+    stack.cli("merchants", "add", "MNOTOKEN0001", "--store-code", "STORE-NT")
+    stack.add_merchant("MNOTOKEN0002", "tok-2", "STORE-2", items=items_without_times(3, "N2"))
+
+
+def test_a_poll_skipped_for_want_of_a_clover_token_is_counted(stack: LocalStack) -> None:
+    """Its polls read nothing, so it must not go quiet: each skip is counted
+    (``PollsSkipped``) and, until tokens are stored, every poll is one."""
+    without_token(stack)
+
+    cycle = stack.run_cycle()
+
+    assert (cycle.polls.records, cycle.polls.failures) == (2, 0)  # skipped, not retried
+    assert metric_sums(stack.logs)["PollsSkipped"] == 1
+    assert sims(stack)[0].request_count("MNOTOKEN0001") == 0
+    [line] = poll_lines(stack, "MNOTOKEN0001")
+    assert (line["status"], line["detail"]) == ("skipped", "no Clover token stored")
+    assert merchant_state("MNOTOKEN0001").consecutive_failures == 1
+    assert_in_step(stack, "MNOTOKEN0002", "STORE-2")
+
+    mark = len(stack.logs)
+    stack.run_cycle()  # skipped again: counted again
+    assert metric_sums(stack.logs[mark:])["PollsSkipped"] == 1
+    assert merchant_state("MNOTOKEN0001").consecutive_failures == 2
+
+    runtime.state_store().write_token("MNOTOKEN0001", "tok-1")
+    mark = len(stack.logs)
+    stack.run_cycle()  # tokens stored: polled, and nothing is skipped
+    assert "PollsSkipped" not in metric_sums(stack.logs[mark:])
+    state = merchant_state("MNOTOKEN0001")
+    assert (state.consecutive_failures, state.last_failure_class) == (0, "NoCloverToken")
+    assert_in_step(stack, "MNOTOKEN0001", "STORE-NT")
+
+
+def test_a_merchant_without_a_clover_token_is_named_in_status(stack: LocalStack) -> None:
+    """``esl-sync status`` says why its shelf is not updated (the freshness alarm fires
+    three intervals later, and its runbook row sends the operator here), and when."""
+    without_token(stack)
+    before = datetime.now(UTC)
+
+    stack.run_cycle()
+
+    rows = {r["merchant_id"]: r for r in json.loads(stack.cli("status", "--json"))}
+    row = rows["MNOTOKEN0001"]
+    reason = "NoCloverToken: no Clover token stored: run `esl-sync merchants add` with the"
+    assert row["last_error"] == f"{reason} store's tokens", row
+    assert before <= datetime.fromisoformat(row["last_error_at"]) <= datetime.now(UTC)
+    assert (row["auth"], row["last_success"], row["fresh"]) == ("ok", None, True)
+    assert rows["MNOTOKEN0002"]["last_error"] is None
+    assert f"{reason} store's tokens" in stack.cli("status")  # the table shows it whole
 
 
 def test_a_merchant_whose_clover_keeps_failing_fails_alone_and_is_retried(

@@ -32,6 +32,18 @@ class ReauthRequired(Exception):
         self.cause = cause
 
 
+NOTHING_STORED = "no Clover token stored"
+
+
+class NoCloverToken(Exception):
+    """The merchant has a store code and no Clover token (registered by ``esl-sync
+    merchants add`` without one): a poll reads nothing until its tokens are stored. The
+    poll records it as the merchant's last error, which ``esl-sync status`` shows."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{NOTHING_STORED}: run `esl-sync merchants add` with the store's tokens")
+
+
 class AppUninstalled(Exception):
     """Clover reported the app uninstalled (a webhook hint) after the stored tokens were
     authorized: they are as good as revoked."""

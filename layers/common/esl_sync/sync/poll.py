@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from esl_sync.clover.errors import CloverAuthError, CloverError
 from esl_sync.clover.item_types import ID_PATTERN, is_deleted
-from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
+from esl_sync.clover.tokens import NOTHING_STORED, NoCloverToken, ReauthRequired, TokenKeeper
 from esl_sync.clover.walk import ItemWalk
 from esl_sync.credentials import StoredTokens
 from esl_sync.messages import PollRequest
@@ -46,6 +46,7 @@ from esl_sync.sync.heal import heal_after_poll
 from esl_sync.sync.item_rows import item_row
 from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
 from esl_sync.sync.lease import Lease, merchant_lease
+from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
@@ -69,43 +70,6 @@ class PollDeps:
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     time_left_ms: Callable[[], int] | None = None  # for Clover requests (poll_batch sets it)
-
-
-@dataclass
-class PollOutcome:
-    """What one poll did: the batch reports it (:mod:`esl_sync.sync.poll_batch`)."""
-
-    merchant_id: str
-    reason: str
-    status: str = "ok"  # ok | skipped | busy | needs_reauth | failed
-    detail: str | None = None
-    seconds_since_last_success: int | None = None
-    items_fetched: int = 0
-    products_changed: int = 0
-    invalid_items: int = 0
-    label_upserts: int = 0
-    label_deletes: int = 0
-    clover_requests: int = 0
-    full_walk_fallback: bool = False
-    sweep: str | None = None
-    deletes_confirmed: int = 0
-    duration_ms: int = 0
-
-    @property
-    def quiet(self) -> bool:
-        """A poll that found nothing to do: no change, no refusal, no sweep, no failure.
-        Its facts are the merchant's fresh state (``esl-sync status``) and the metrics; it
-        is named in the batch's one line instead of a line of its own."""
-        return (
-            self.status == "ok"
-            and not self.products_changed
-            and not self.invalid_items
-            and not self.label_upserts
-            and not self.label_deletes
-            and not self.full_walk_fallback
-            and self.sweep is None
-            and not self.deletes_confirmed
-        )
 
 
 def poll_merchant(request: PollRequest, deps: PollDeps) -> PollOutcome:
@@ -199,8 +163,9 @@ class _Poll:
             tokens = self.deps.tokens.access_token_from(
                 self.merchant_id, base_url, self.lease.sealed
             )
-            if tokens is None:
-                outcome.status, outcome.detail = "skipped", "no Clover token stored"
+            if tokens is None:  # recorded, so that status says why it is not fresh
+                outcome.status, outcome.detail = "skipped", NOTHING_STORED
+                self._record_failure(NoCloverToken())
                 return
             synced = self._sync_authorized(tokens, base_url)
         except ReauthRequired as error:

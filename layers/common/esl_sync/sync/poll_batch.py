@@ -34,7 +34,8 @@ from typing import Any
 from esl_sync.messages import MessageRefused, PollRequest
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
-from esl_sync.sync.poll import PollDeps, PollOutcome, poll_merchant
+from esl_sync.sync.poll import PollDeps, poll_merchant
+from esl_sync.sync.poll_outcome import PollOutcome
 
 POLL_WORKER_PREFIX = "esl-sync-poll"
 """Name prefix of the worker threads (the benchmark counts their CPU as the poller's)."""
@@ -48,6 +49,7 @@ _COUNTS = {
     "CloverRequests": "clover_requests",
     "FullWalkFallbacks": "full_walk_fallback",
     "DeletesConfirmed": "deletes_confirmed",
+    "PollsSkipped": "skipped",
 }
 
 CLOSING_MS = 10_000
