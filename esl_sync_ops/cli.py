@@ -101,7 +101,41 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
+def or_default(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type`` that also takes the word :data:`~esl_sync_ops.commands.DEFAULT`
+    (the stack's setting, clearing the merchant's own), exactly so."""
+
+    def either(text: str) -> Any:
+        if text == commands.DEFAULT:
+            return commands.DEFAULT
+        try:
+            return convert(text)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{error}, or {commands.DEFAULT}") from None
+
+    either.__name__ = convert.__name__
+    return either
+
+
 MERCHANT_ID = checked(inputs.merchant_id)
+
+
+def _poll_options(parser: argparse.ArgumentParser) -> None:
+    """The merchant's own Clover host and poll interval (``merchants add`` and ``set``)."""
+    parser.add_argument(
+        "--clover-base-url",
+        metavar="URL",
+        help="regional Clover API host, if not the default: https://api.eu.clover.com,"
+        " https://api.la.clover.com, https://apisandbox.dev.clover.com; 'default': the"
+        " stack's (CLOVER_API_BASE_URL)",
+    )
+    parser.add_argument(
+        "--poll-interval-seconds",
+        metavar="N",
+        type=or_default(int_in(*POLL_INTERVAL_SECONDS)),
+        help="poll this merchant less often (60-86400); 'default': every interval"
+        " (CLOVER_SYNC_INTERVAL_SECONDS)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(run=commands.migrate)
 
     merchants = subparsers.add_parser(
-        "merchants", help="add, set a store code, list, disable or enable merchants"
+        "merchants",
+        help="add, set a store code, Clover host or poll interval, list, disable or enable"
+        " merchants",
     )
     actions = merchants.add_subparsers(required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a merchant and store its Clover token")
@@ -143,17 +179,16 @@ def _parser() -> argparse.ArgumentParser:
         " returns (access_token, access_token_expiration, refresh_token,"
         " refresh_token_expiration)",
     )
-    add.add_argument(
-        "--clover-base-url",
-        help="regional Clover API host, if not the default: https://api.eu.clover.com,"
-        " https://api.la.clover.com, https://apisandbox.dev.clover.com",
-    )
-    add.add_argument(
-        "--poll-interval-seconds",
-        type=int_in(*POLL_INTERVAL_SECONDS),
-        help="poll this merchant less often (60-86400)",
-    )
+    _poll_options(add)
     add.set_defaults(run=commands.merchants_add)
+    options = actions.add_parser(
+        "set",
+        help="change a merchant's own Clover host or poll interval ('default': the stack's);"
+        " nothing else",
+    )
+    options.add_argument("merchant_id", type=MERCHANT_ID)
+    _poll_options(options)
+    options.set_defaults(run=commands.merchants_set)
     set_store = actions.add_parser(
         "set-store",
         help="give a merchant its Hipoink store code (one that installed the app and awaits"

@@ -19,6 +19,10 @@ from esl_sync.clover.regions import LOOPBACK_HOSTS
 from esl_sync.credentials import CloverTokens
 from esl_sync_ops.terminal import print_rows, printable
 
+DEFAULT = "default"
+"""The value of ``--clover-base-url`` and ``--poll-interval-seconds`` that clears a
+merchant's own setting: it then follows the stack's."""
+
 # Stack output → the setting it provides (see template.yaml, Outputs).
 STACK_OUTPUTS = {
     "PollQueueUrl": "POLL_QUEUE_URL",
@@ -97,19 +101,15 @@ def merchants_add(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
     from esl_sync.records import Merchant
 
-    clover_base_url = (
-        inputs.clover_base_url(args.clover_base_url, allow_loopback=_local_aws(args))
-        if args.clover_base_url is not None
-        else None
-    )
+    clover_base_url = _clover_base_url(args)
     token = _token_from_stdin(args)
     previous = runtime.merchants().get(args.merchant_id)
     merchant = Merchant(
         merchant_id=args.merchant_id,
         store_code=args.store_code,
-        clover_base_url=clover_base_url or (previous.clover_base_url if previous else None),
-        poll_interval_seconds=(
-            args.poll_interval_seconds or (previous.poll_interval_seconds if previous else None)
+        clover_base_url=_chosen(clover_base_url, previous.clover_base_url if previous else None),
+        poll_interval_seconds=_chosen(
+            args.poll_interval_seconds, previous.poll_interval_seconds if previous else None
         ),
     )
     admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
@@ -117,6 +117,56 @@ def merchants_add(args: argparse.Namespace) -> int:
     print(f"merchant {merchant.merchant_id} saved{kind}")
     _relabel_if_moved(merchant.merchant_id, previous.store_code if previous else None)
     return 0
+
+
+def merchants_set(args: argparse.Namespace) -> int:
+    """Only what is named changes (its store, tokens and being enabled stay as they are);
+    ``default`` returns a setting to the stack's."""
+    from esl_sync import admin, runtime
+
+    if args.clover_base_url is None and args.poll_interval_seconds is None:
+        raise inputs.InvalidInput(
+            "merchants set: nothing to change: give --clover-base-url or --poll-interval-seconds"
+            f" (a value, or {DEFAULT})"
+        )
+    clover_base_url = _clover_base_url(args)
+    merchant = admin.set_poll_options(
+        runtime.merchants(),
+        args.merchant_id,
+        clover_base_url=admin.KEEP if clover_base_url is None else _chosen(clover_base_url, None),
+        poll_interval_seconds=(
+            admin.KEEP
+            if args.poll_interval_seconds is None
+            else _chosen(args.poll_interval_seconds, None)
+        ),
+    )
+    host = merchant.clover_base_url or "the stack's (CLOVER_API_BASE_URL)"
+    interval = (
+        f"{merchant.poll_interval_seconds} s"
+        if merchant.poll_interval_seconds
+        else "the stack's (CLOVER_SYNC_INTERVAL_SECONDS)"
+    )
+    print(f"merchant {merchant.merchant_id}: Clover host {host}, poll interval {interval}")
+    return 0
+
+
+def _clover_base_url(args: argparse.Namespace) -> str | None:
+    """``--clover-base-url`` checked and normalized, :data:`DEFAULT`, or None (not given)."""
+    given: str | None = args.clover_base_url
+    if given is None or given == DEFAULT:
+        return given
+    try:
+        return inputs.clover_base_url(given, allow_loopback=_local_aws(args))
+    except inputs.InvalidInput as error:
+        raise inputs.InvalidInput(f"{error}, or {DEFAULT}") from None
+
+
+def _chosen[T](given: T | None, previous: T | None) -> T | None:
+    """An option's new value: left out (None), the previous one; :data:`DEFAULT`, none
+    (the stack's setting); else the value given."""
+    if given is None:
+        return previous
+    return None if given == DEFAULT else given
 
 
 def _token_from_stdin(args: argparse.Namespace) -> str | CloverTokens | None:

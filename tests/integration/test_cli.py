@@ -103,6 +103,63 @@ def test_storing_new_tokens_keeps_the_merchants_own_interval_and_clover_host(
     capsys.readouterr()
 
 
+def test_merchants_set_changes_or_clears_only_the_options_it_names(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``merchants set MID`` with ``--poll-interval-seconds`` or ``--clover-base-url``:
+    a value sets it, ``default`` returns it to the stack's; the store code, the tokens and
+    whether the merchant is enabled stay as they are. ``merchants add`` takes ``default``
+    too."""
+    mid = "MSETOPTS0001"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first-token\n"))
+    eu = ["--clover-base-url", "https://api.eu.clover.com", "--poll-interval-seconds", "3600"]
+    add = ["merchants", "add", mid, "--store-code", "STORE-O"]
+    assert main([*add, "--token-stdin", *eu]) == 0
+    assert main(["merchants", "disable", mid]) == 0
+    tokens_before = runtime.state_store().load_tokens(mid)
+    capsys.readouterr()
+
+    def options() -> tuple[int | None, str | None, str | None, bool]:
+        merchant = runtime.merchants().get(mid)
+        assert merchant is not None
+        return (
+            merchant.poll_interval_seconds,
+            merchant.clover_base_url,
+            merchant.store_code,
+            merchant.active,
+        )
+
+    assert main(["merchants", "set", mid, "--poll-interval-seconds", "default"]) == 0
+    assert capsys.readouterr().out == (
+        f"merchant {mid}: Clover host https://api.eu.clover.com, poll interval the stack's"
+        " (CLOVER_SYNC_INTERVAL_SECONDS)\n"
+    )
+    assert options() == (None, "https://api.eu.clover.com", "STORE-O", False)
+
+    assert main(["merchants", "set", mid, "--clover-base-url", "default"]) == 0
+    assert options() == (None, None, "STORE-O", False)
+    assert "Clover host the stack's (CLOVER_API_BASE_URL)" in capsys.readouterr().out
+
+    la = ["--clover-base-url", "HTTPS://API.LA.CLOVER.COM/", "--poll-interval-seconds", "7200"]
+    assert main(["merchants", "set", mid, *la]) == 0
+    assert options() == (7200, "https://api.la.clover.com", "STORE-O", False)
+    assert capsys.readouterr().out == (
+        f"merchant {mid}: Clover host https://api.la.clover.com, poll interval 7200 s\n"
+    )
+    stored = runtime.state_store().load_tokens(mid)
+    assert stored is not None
+    assert tokens_before is not None
+    assert stored.generation == tokens_before.generation  # the tokens were not touched
+
+    # `merchants add` (new tokens, say) takes `default` as well, and enables the merchant
+    both_default = ["--clover-base-url", "default", "--poll-interval-seconds", "default"]
+    assert main([*add, *both_default]) == 0
+    assert options() == (None, None, "STORE-O", True)
+
+    assert main(["merchants", "set", "NOSUCHMERCHANT", "--poll-interval-seconds", "60"]) == 2
+    assert capsys.readouterr().err == "esl-sync: unknown merchant 'NOSUCHMERCHANT'\n"
+
+
 def test_migrations_are_applied_once(database_url: str) -> None:
     first = apply_migrations(database_url)
     assert first == [version for version, _sql in migration_files()]

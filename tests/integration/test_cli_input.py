@@ -319,6 +319,76 @@ def test_every_other_command_answers_bad_input_with_one_line_and_exit_2(
     nothing_written(cli)
 
 
+SET = ["merchants", "set", MID]
+BAD_MERCHANTS_SET: list[list[str]] = [
+    SET,  # nothing to change
+    ["merchants", "set"],
+    ["merchants", "set", "MCLI\x00BAD", "--poll-interval-seconds", "default"],
+    ["merchants", "set", "-MCLI", "--poll-interval-seconds", "default"],
+    [*SET, "--store-code", "STORE-2"],  # not a `set` option: `set-store` changes it
+    [*SET, "--token-stdin"],
+    [*SET, "--poll-interval-seconds"],
+    [*SET, "--clover-base-url"],
+    *[
+        [*SET, "--poll-interval-seconds", bad]
+        for bad in [
+            "Default",
+            "DEFAULT",
+            "defaults",
+            " default",
+            "default\n",
+            "default\x00",
+            "\x1b[2Jdefault",
+            "",
+            "none",
+            "0",
+            "59",
+            "86401",
+            "-60",
+            "9" * 5_000,
+            "٣٠٠",
+            "3600.0",
+        ]
+    ],
+    *[
+        [*SET, "--clover-base-url", bad]
+        for bad in [
+            "Default",
+            "default\x00",
+            "default\n",
+            "https://evil.example",
+            "http://169.254.169.254",
+            "https://api.clover.com@evil.example",
+            "https://api.clover.com\x1b[2J",
+            "\udcff",
+            "",
+        ]
+    ],
+]
+
+
+def test_every_bad_input_to_merchants_set_is_one_line_exit_2_and_changes_nothing(
+    cli: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    eu = ["--clover-base-url", "https://api.eu.clover.com", "--poll-interval-seconds", "3600"]
+    assert run(monkeypatch, capsys, [*ADD, *TOKEN, *eu], b"tok-1\n")[0] == 0
+    before = runtime.merchants().get(MID)
+    for argv in BAD_MERCHANTS_SET:
+        code, out, err = run(monkeypatch, capsys, argv)
+        assert (code, out) == (2, ""), (argv, code, out, err)
+        assert_one_line(err)
+    assert runtime.merchants().get(MID) == before
+    # Good arguments do change it.
+    code, _, err = run(monkeypatch, capsys, [*SET, "--poll-interval-seconds", "default"])
+    assert (code, err) == (0, "")
+    after = runtime.merchants().get(MID)
+    assert after is not None
+    assert (after.poll_interval_seconds, after.clover_base_url) == (
+        None,
+        "https://api.eu.clover.com",
+    )
+
+
 def test_unexpected_failures_are_one_line_and_exit_1(
     cli: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

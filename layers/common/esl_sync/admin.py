@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from esl_sync.credentials import CloverTokens
@@ -80,6 +81,42 @@ def relabel_if_moved(
     if previous_store is None or merchant.store_code in (None, previous_store):
         return None
     return heal_merchant(merchant, ledger, labels, settings, stale_for=timedelta(0))
+
+
+class Keep(Enum):
+    """A merchant setting that a change leaves as it is (None clears it: the stack's)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+def set_poll_options(
+    directory: MerchantDirectory,
+    merchant_id: str,
+    *,
+    clover_base_url: str | Keep | None = KEEP,
+    poll_interval_seconds: int | Keep | None = KEEP,
+) -> Merchant:
+    """Change a registered merchant's own Clover host or poll interval (``esl-sync
+    merchants set``); None returns it to the stack's (``CLOVER_API_BASE_URL``,
+    ``CLOVER_SYNC_INTERVAL_SECONDS``). Nothing else changes: not its store, tokens or
+    whether it is enabled."""
+    merchant = _known(directory, merchant_id)
+    updated = replace(
+        merchant,
+        clover_base_url=(
+            merchant.clover_base_url if isinstance(clover_base_url, Keep) else clover_base_url
+        ),
+        poll_interval_seconds=(
+            merchant.poll_interval_seconds
+            if isinstance(poll_interval_seconds, Keep)
+            else poll_interval_seconds
+        ),
+    )
+    directory.save(updated)
+    return updated
 
 
 def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
