@@ -401,6 +401,7 @@ class MemoryHints(WebhookHints):
     def __init__(self) -> None:
         self.codes: list[tuple[VerificationCode, int]] = []
         self.claims: list[tuple[str, int, int]] = []
+        self.releases: list[tuple[str, int]] = []
         self.deletes: list[tuple[str, list[str], int]] = []
         self.uninstalls: list[tuple[str, int]] = []
         self.window_free = True
@@ -415,6 +416,9 @@ class MemoryHints(WebhookHints):
     def claim_webhook_poll(self, merchant_id: str, *, now_ms: int, window_ms: int) -> bool:
         self.claims.append((merchant_id, now_ms, window_ms))
         return self.window_free
+
+    def release_webhook_poll(self, merchant_id: str, *, until_ms: int) -> None:
+        self.releases.append((merchant_id, until_ms))
 
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         self.deletes.append((merchant_id, list(item_ids), limit))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +21,7 @@ from devkit.clover_sim import CloverSimulator
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
-from esl_sync import admin, runtime
+from esl_sync import admin, aws_observers, runtime
 from esl_sync.messages import PollRequest
 from esl_sync.observability import LOGGED_NAMES
 from esl_sync.settings import ConfigurationError, settings
@@ -347,3 +349,119 @@ def test_the_handled_line_names_at_most_fifty_merchants_of_each_list_and_counts_
         assert line[field] == sorted(names)[:LOGGED_NAMES], field
         assert line[f"{field}_count"] == len(names), field
     assert (queued["polls_coalesced_count"], coalesced["polls_queued_count"]) == (0, 0)
+
+
+# -- a poll queue that refuses the send -------------------------------------------------
+
+
+@contextmanager
+def poll_queue_refusing(
+    stack: LocalStack, refuse: Callable[[int, dict[str, Any]], None]
+) -> Iterator[list[int]]:
+    """SQS refusing the webhook's sends to the poll queue, for real (moto answers the
+    refusal): before each ``SendMessageBatch`` to it leaves the client, ``refuse(n, params)``
+    (``n`` counts them from 0) may point the call at a queue that does not exist
+    (``NonExistentQueue``: the whole batch refused) or give entries a delay SQS refuses
+    (those entries come back in ``Failed``, the rest are queued). The hook is the client's
+    own observer, as botocore's ``before-call`` event would be for a botocore client.
+    Yields the numbers of the calls seen."""
+    seen: list[int] = []
+    url = stack.urls["PollQueue"]
+
+    def observer(service: str, operation: str, params: Mapping[str, Any]) -> None:
+        if (service, operation) == ("sqs", "SendMessageBatch") and params["QueueUrl"] == url:
+            seen.append(len(seen))
+            assert isinstance(params, dict)
+            refuse(seen[-1], params)
+
+    aws_observers.observe(observer)
+    try:
+        yield seen
+    finally:
+        aws_observers.unobserve(observer)
+
+
+def _gone(params: dict[str, Any]) -> None:
+    params["QueueUrl"] = params["QueueUrl"] + "-deleted"
+
+
+def _overlong_delay(params: dict[str, Any], ids: set[str]) -> None:
+    for entry in params["Entries"]:
+        if entry["Id"] in ids:
+            entry["DelaySeconds"] = 901  # SQS takes at most 900: this entry alone is refused
+
+
+def test_a_delivery_whose_poll_could_not_be_queued_is_polled_when_clover_redelivers(
+    hooked: LocalStack,
+) -> None:
+    """The window is claimed before the poll is queued; SQS then refusing the send (the
+    function answers 503, and Clover redelivers) must not leave the window claimed by a
+    poll that was never queued: the redelivery would coalesce, and the change wait for the
+    next scheduled poll."""
+    clover, hipoink = sims(hooked)
+    fuel = next(i for i in clover.items(MERCHANT) if i.get("priceType") == "PER_UNIT")
+    clover.update_item(MERCHANT, fuel["id"], price=fuel["price"] + 10)
+    event = notification({MERCHANT: [(f"I:{fuel['id']}", "UPDATE")]})
+
+    with poll_queue_refusing(hooked, lambda n, params: _gone(params)) as sends:
+        refused = hooked.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+    assert (refused.status, sends) == (503, [0])
+    [error] = [json.loads(line) for line in hooked.logs if '"level":"ERROR"' in line]
+    assert "NonExistentQueue" in error["exception"]
+    assert hooked.queue_depths()["PollQueue"] == 0
+
+    redelivered = hooked.send_webhook(event, CLOVER_WEBHOOK_AUTH)  # Clover's retry
+
+    assert (redelivered.status, redelivered.polls.records) == (202, 1)
+    assert hipoink.labels(STORE)[fuel["sku"]]["pp"] == f"{(fuel['price'] + 10) / 100:.2f}"
+    assert metric_sums(hooked.logs)["WebhookPollsQueued"] == 1  # counted once: when queued
+
+
+def test_a_send_refused_in_part_gives_back_only_the_windows_it_did_not_queue(
+    stack: LocalStack,
+) -> None:
+    """SQS takes ten messages a call: of 25 merchants' polls the first ten are queued, the
+    second call has its even entries refused (``Failed``) and its odd ones queued, and the
+    third is never made. Clover's redelivery queues exactly the ten polls that were not:
+    one poll per merchant and window still, and no hint lost."""
+    merchants = [f"MPART{n:07d}" for n in range(25)]
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
+            [(m, f"S-{n}") for n, m in enumerate(merchants)],
+        )
+    event = notification({m: [("I:PRICE", "UPDATE")] for m in merchants})
+
+    def refuse(n: int, params: dict[str, Any]) -> None:
+        if n == 1:
+            _overlong_delay(params, {str(i) for i in range(10, 20, 2)})
+
+    with poll_queue_refusing(stack, refuse) as sends:
+        refused = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+    assert (refused.status, sends) == (503, [0, 1])
+    assert stack.queue_depths()["PollQueue"] == 15
+    queued = {PollRequest.parse(m["Body"]).merchant_id for m in _peek(stack, 15)}
+
+    redelivered = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+
+    assert redelivered.status == 202
+    assert stack.queue_depths()["PollQueue"] == len(merchants)
+    [line] = log_entries(stack, "webhook handled")
+    assert line["polls_queued"] == sorted(set(merchants) - queued)
+    assert line["polls_queued_count"] == 10
+    assert line["polls_coalesced"] == sorted(queued)
+
+
+def _peek(stack: LocalStack, count: int) -> list[dict[str, Any]]:
+    """The poll queue's messages (read, then made visible again at once)."""
+    url = stack.urls["PollQueue"]
+    messages: list[dict[str, Any]] = []
+    while len(messages) < count:
+        got = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        assert got, f"{len(messages)} of {count} messages read"
+        messages += got
+    for message in messages:
+        stack.sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    return messages

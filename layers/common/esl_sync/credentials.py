@@ -57,6 +57,13 @@ class CloverTokens:
         return cls(access_token=Secret(token))
 
     @classmethod
+    def stored(cls, plaintext: bytes) -> Self:
+        """A decrypted stored blob: JSON since pairs exist, the bare token before (still read)."""
+        if plaintext.startswith(b"{"):
+            return cls.parse(plaintext, "stored Clover tokens")
+        return cls.plain(plaintext.decode())
+
+    @classmethod
     def parse(cls, text: str | bytes, what: str) -> Self:
         """Tokens from JSON; a ValueError that names ``what`` and the fields at fault only
         (never a value: the input holds tokens)."""

@@ -38,6 +38,15 @@ PollReason = Literal["schedule", "webhook", "manual", "install"]
 POLL_REASONS: frozenset[str] = frozenset(get_args(PollReason))
 
 
+class NotQueued(RuntimeError):
+    """A send that failed after the queue took some of its messages: ``queued`` holds
+    their positions in the send; the others may or may not have been queued."""
+
+    def __init__(self, message: str, queued: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.queued = queued
+
+
 class MessageRefused(ValueError):
     """A queue message that is not a valid one: ``field`` names what is wrong (``None``:
     the body as a whole). The text is one line and never quotes a value."""

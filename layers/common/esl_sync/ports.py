@@ -329,6 +329,10 @@ class WebhookHints(Protocol):
         """True for the first hint of a window (it queues the poll), False for the rest."""
         ...
 
+    def release_webhook_poll(self, merchant_id: str, *, until_ms: int) -> None:
+        """Give back a claimed window (ending at ``until_ms``) whose poll was not queued."""
+        ...
+
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:
         """Add item ids for the next poll to confirm, as long as no more than ``limit`` are
         then pending (and the stored ids are a set: one edited by hand is not); else add

@@ -31,7 +31,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from esl_sync.inputs import MERCHANT_ID
-from esl_sync.messages import PollRequest
+from esl_sync.messages import NotQueued, PollRequest
 from esl_sync.observability import MetricUnit, first_named, logger, metrics
 from esl_sync.ports import MerchantDirectory, PollQueue, WebhookHints
 from esl_sync.records import Merchant, VerificationCode
@@ -332,31 +332,88 @@ def _queue_polls(result: WebhookResult, deps: WebhookDeps, now: datetime) -> Non
     :data:`WEBHOOK_WRITERS` at a time: a head office's change names hundreds of stores in
     one delivery, and one after another they passed the function's timeout (a delivery cut
     off had claimed windows and queued no poll). Their results are read in order, so the
-    answer and the log are the same as ever."""
+    answer and the log are the same as ever.
+
+    The window is claimed before the poll is queued (sending first would queue a poll for
+    every hint), so the claims of polls SQS did not surely take are given back before the
+    delivery fails (503): Clover's redelivery claims them again and queues the polls, where
+    it found them claimed by polls never queued (the change waited for the schedule). A
+    send refused in part keeps the claims of the polls it queued: one poll per window
+    holds, but for a batch whose call failed after SQS took it (polled twice: harmless
+    under the lease). A merchant whose writes failed fails the delivery once the others'
+    polls are queued; a give-back that fails loses its hint (logged)."""
     now_ms = int(now.timestamp() * 1000)
-    window_ms = deps.window_seconds * 1000
+    until_ms = now_ms + deps.window_seconds * 1000
 
     def hint(merchant_id: str) -> tuple[bool, bool]:
         deleted = result.deleted_items.get(merchant_id, [])
         added = deps.hints.add_pending_deletes(merchant_id, deleted, limit=MAX_PENDING_DELETES)
-        return added, deps.hints.claim_webhook_poll(merchant_id, now_ms=now_ms, window_ms=window_ms)
+        claimed = deps.hints.claim_webhook_poll(
+            merchant_id, now_ms=now_ms, window_ms=until_ms - now_ms
+        )
+        return added, claimed
 
     merchants = result.merchants_to_poll
-    if len(merchants) > 1:  # threads only when there is something to overlap
-        with ThreadPoolExecutor(min(WEBHOOK_WRITERS, len(merchants))) as pool:
-            # Each in a copy of this thread's context (what it carries follows the write).
-            run = [pool.submit(contextvars.copy_context().run, hint, m) for m in merchants]
-            hinted = [future.result() for future in run]
-    else:
-        hinted = [hint(m) for m in merchants]
-    for merchant_id, (added, claimed) in zip(merchants, hinted, strict=True):
+    hinted = _overlapped(hint, merchants)
+    failed = [outcome for outcome in hinted if isinstance(outcome, Exception)]
+    for merchant_id, outcome in zip(merchants, hinted, strict=True):
+        if isinstance(outcome, Exception):
+            continue
+        added, claimed = outcome
         if not added:
             result.sweeps_requested.append(merchant_id)
         (result.polls_queued if claimed else result.polls_coalesced).append(merchant_id)
     requests = [
         PollRequest(merchant_id=m, reason="webhook", requested_at=now) for m in result.polls_queued
     ]
-    deps.poll_queue.send(requests)
+    try:
+        deps.poll_queue.send(requests)
+    except Exception as error:
+        queued = error.queued if isinstance(error, NotQueued) else frozenset()
+        unsent = [r.merchant_id for i, r in enumerate(requests) if i not in queued]
+        _give_back(unsent, deps, until_ms)
+        raise
+    if failed:
+        raise failed[0]
+
+
+def _overlapped[T](write: Callable[[str], T], merchants: list[str]) -> list[T | Exception]:
+    """``write`` for each merchant, a few at a time (threads only when there is something
+    to overlap), each in a copy of this thread's context (what it carries follows the
+    write); each one's result, or what it raised, in order."""
+
+    def outcome(merchant_id: str) -> T | Exception:
+        try:
+            return write(merchant_id)
+        except Exception as error:
+            return error
+
+    if len(merchants) < 2:
+        return [outcome(m) for m in merchants]
+    with ThreadPoolExecutor(min(WEBHOOK_WRITERS, len(merchants))) as pool:
+        run = [pool.submit(contextvars.copy_context().run, outcome, m) for m in merchants]
+        return [future.result() for future in run]
+
+
+def _give_back(merchants: list[str], deps: WebhookDeps, until_ms: int) -> None:
+    """Release the windows of polls that were not queued, best effort (see
+    :func:`_queue_polls`); a window kept is a hint lost until the next scheduled poll."""
+
+    def release(merchant_id: str) -> None:
+        deps.hints.release_webhook_poll(merchant_id, until_ms=until_ms)
+
+    kept = [
+        m
+        for m, out in zip(merchants, _overlapped(release, merchants), strict=True)
+        if out is not None
+    ]
+    logger.warning(
+        "webhook polls not queued: their windows given back, so Clover's redelivery polls",
+        not_queued=first_named(merchants),
+        not_queued_count=len(merchants),
+        windows_kept=first_named(kept),
+        windows_kept_count=len(kept),
+    )
 
 
 def _report(result: WebhookResult) -> None:

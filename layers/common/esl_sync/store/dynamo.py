@@ -40,6 +40,7 @@ from esl_sync.store.state_item import (
 _LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
 _GENERATION_NAMES = {"#generation": "token_generation"}
+_WINDOW_NAMES = {"#until": "webhook_poll_until_ms"}
 UNPROCESSED_TRIES = 8
 """BatchGetItem calls for one batch of keys while DynamoDB leaves some unprocessed."""
 WEBHOOK_ITEM_KEY = "#clover-webhook"
@@ -53,13 +54,6 @@ def _generation_is(generation: int) -> tuple[str, dict[str, Any]]:
     if generation == 0:
         return "attribute_not_exists(#generation)", {}
     return "#generation = :generation", {":generation": {"N": str(generation)}}
-
-
-def _stored_tokens(plaintext: bytes) -> CloverTokens:
-    """The decrypted blob: JSON since pairs exist, the bare token before (still read)."""
-    if plaintext.startswith(b"{"):
-        return CloverTokens.parse(plaintext, "stored Clover tokens")
-    return CloverTokens.plain(plaintext.decode())
 
 
 class DynamoStateStore:
@@ -288,7 +282,7 @@ class DynamoStateStore:
     def open_tokens(self, merchant_id: str, sealed: SealedTokens) -> StoredTokens:
         plaintext = self._decrypt(merchant_id, sealed.ciphertext)
         return StoredTokens(
-            tokens=_stored_tokens(plaintext),
+            tokens=CloverTokens.stored(plaintext),
             generation=sealed.generation,
             needs_reauth=sealed.needs_reauth,
             uninstalled=sealed.uninstalled,
@@ -384,7 +378,14 @@ class DynamoStateStore:
             "SET #until = :until",
             "attribute_not_exists(#until) OR #until <= :now",
             {":until": {"N": str(now_ms + window_ms)}, ":now": {"N": str(now_ms)}},
-            {"#until": "webhook_poll_until_ms"},
+            _WINDOW_NAMES,
+        )
+
+    def release_webhook_poll(self, merchant_id: str, *, until_ms: int) -> None:
+        """Only the claim it made: a later one (after that window) is another delivery's."""
+        values = {":until": {"N": str(until_ms)}}
+        self._conditional_update(
+            merchant_id, "REMOVE #until", "#until = :until", values, _WINDOW_NAMES
         )
 
     def add_pending_deletes(self, merchant_id: str, item_ids: Iterable[str], *, limit: int) -> bool:

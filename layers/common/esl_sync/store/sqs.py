@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from itertools import batched
 from typing import Any
 
-from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.messages import LabelJob, NotQueued, PollRequest
 from esl_sync.records import DeadLetter
 from esl_sync.settings import ConfigurationError
 from esl_sync.store import aws_json
@@ -24,27 +24,46 @@ one of ``HIPOINK_BATCH_SIZE`` 1000 ≈ 500 KB: sent as they were, the poll faile
 retry."""
 
 
-class QueueSendError(RuntimeError):
-    """SQS refused some messages; the caller's unit of work must fail and be retried."""
+class QueueSendError(NotQueued):
+    """SQS refused some messages; the caller's unit of work must fail and be retried.
+    ``queued`` names those it took before (see :func:`_send_all`)."""
 
 
 def _send_all(sqs: Caller, url: str, entries: Sequence[dict[str, Any]]) -> None:
+    """Send ``entries`` (each ``Id`` its position) ten at a time, in order. A failure once
+    some are queued is a :class:`QueueSendError` whose ``queued`` are the positions SQS
+    answered as taken (a call that failed is not counted: it may or may not have been);
+    one before any is raised as it came."""
+    queued: set[int] = set()
     for batch in _batches(entries):
-        answer = sqs.call("SendMessageBatch", {"QueueUrl": url, "Entries": batch})
+        try:
+            answer = sqs.call("SendMessageBatch", {"QueueUrl": url, "Entries": batch})
+        except Exception as error:
+            if not queued:
+                raise
+            lost = len(entries) - len(queued)
+            raise QueueSendError(
+                f"{lost} message(s) not queued: {error}", frozenset(queued)
+            ) from error
+        queued.update(int(entry["Id"]) for entry in answer.get("Successful", []))
         failed = answer.get("Failed", [])
         if failed:
             reasons = ", ".join(f"{f['Id']}: {f.get('Message', f['Code'])}" for f in failed)
-            raise QueueSendError(f"{len(failed)} message(s) not queued: {reasons}")
+            raise QueueSendError(
+                f"{len(failed)} message(s) not queued: {reasons}", frozenset(queued)
+            )
 
 
 def _batches(entries: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """The entries in order, in batches of at most ten and :data:`SQS_MAX_BYTES` together."""
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for entry in entries:
-        length = len(entry["MessageBody"].encode())
+    """The entries in order, in batches of at most ten and :data:`SQS_MAX_BYTES` together;
+    a message too large for SQS is refused before any batch is made, so nothing is sent."""
+    lengths = [len(entry["MessageBody"].encode()) for entry in entries]
+    for length in lengths:
         if length > SQS_MAX_BYTES:
             raise QueueSendError(f"a message of {length} bytes; SQS takes {SQS_MAX_BYTES}")
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for entry, length in zip(entries, lengths, strict=True):
         if batch and (len(batch) == SQS_BATCH or size + length > SQS_MAX_BYTES):
             yield batch
             batch, size = [], 0
