@@ -514,3 +514,34 @@ def test_status_of_a_merchant_that_never_failed_has_no_error_time(
     assert main(["status", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert (row["last_error"], row["last_error_at"]) == (None, None)
+
+
+def test_status_lag_and_the_stalest_gauge_follow_the_freshness_rule_after_a_resume(
+    stack: LocalStack,
+) -> None:
+    """Resumed after a day's pause, before its first poll: ``fresh`` is true (its age runs
+    from the resume), and so must be what measures that age: ``lag_seconds`` (which said a
+    day beside ``fresh: true``) and ``StalestMerchantSeconds``; ``last_success`` still says
+    when its last poll succeeded. Sixteen minutes on with no success, all three agree it is
+    stale. Whenever a merchant is judged: fresh exactly while its lag is within three of its
+    intervals, and the gauge is the largest lag."""
+    merchant_id = "MRESUMELAG01"
+    stack.add_merchant(merchant_id, "tok-lag", "S-LAG", items=gas_station_catalog(5, seed=2))
+    stack.run_cycle()
+    stack.cli("merchants", "disable", merchant_id)
+    _age(stack, (merchant_id,), 24 * 60)  # paused for a day
+    stack.cli("merchants", "enable", merchant_id)
+
+    for minutes, fresh in ((0, True), (16, False)):
+        _age(stack, (merchant_id,), minutes)
+        mark = len(stack.logs)
+        stack.dispatch()
+        _drop(stack, "PollQueue")  # no poll runs
+        [stalest] = metric_values(_new_lines(stack, mark))["StalestMerchantSeconds"]
+        [row] = json.loads(stack.cli("status", "--json"))
+        since_success = datetime.now(UTC) - datetime.fromisoformat(row["last_success"])
+        assert since_success > timedelta(days=1), minutes
+        assert row["fresh"] is fresh, minutes
+        assert minutes * 60 <= row["lag_seconds"] < minutes * 60 + 60, minutes
+        assert row["lag_seconds"] - 5 <= stalest <= row["lag_seconds"], minutes
+        assert (row["lag_seconds"] <= 3 * 5 * 60) is fresh, minutes

@@ -21,7 +21,7 @@ from esl_sync.ports import (
 )
 from esl_sync.records import LabelConflict, Merchant, RefusedItem, StaleLabel
 from esl_sync.settings import Settings
-from esl_sync.sync.fleet import fleet_health
+from esl_sync.sync.fleet import fleet_health, judged_since
 from esl_sync.sync.heal import HealOutcome, heal_merchant
 
 
@@ -146,6 +146,8 @@ def merchant_status(
     for merchant in merchants:
         block = blocks.get(merchant.merchant_id)
         current = states[merchant.merchant_id]
+        since = judged_since(merchant, current)
+        judged = bool(merchant.store_code and merchant.active)
         cursor = (
             datetime.fromtimestamp(current.high_water_ms / 1000, UTC)
             if current.high_water_ms is not None
@@ -161,20 +163,15 @@ def merchant_status(
                 "merchant_id": merchant.merchant_id,
                 "store_code": merchant.store_code,
                 "active": merchant.active,
-                "fresh": (
-                    merchant.merchant_id not in stale
-                    if merchant.store_code and merchant.active
-                    else None
-                ),
+                "fresh": merchant.merchant_id not in stale if judged else None,
                 "awaiting_store_code": merchant.store_code is None,
                 "auth": current.auth_state,
                 "cursor": cursor,
                 "last_success": current.last_success_at,
-                "lag_seconds": (
-                    int((now - current.last_success_at).total_seconds())
-                    if current.last_success_at
-                    else None
-                ),
+                # The age "fresh" judges (judged_since), so none where it is: after a
+                # resume or a store code given late it runs from then, as in the gauge
+                # StalestMerchantSeconds (the largest lag); last_success stays as it was.
+                "lag_seconds": int((now - since).total_seconds()) if since and judged else None,
                 "stale_labels": ledger.stale_labels(merchant.merchant_id),
                 "refused_items": len(ledger.refused_items(merchant.merchant_id)),
                 "label_conflicts": len(

@@ -34,6 +34,15 @@ class FleetHealth:
     unreadable_state: dict[str, list[str]] = field(default_factory=dict)
 
 
+def judged_since(merchant: Merchant, state: MerchantState) -> datetime | None:
+    """Where a merchant's age starts: its last success or when it last became pollable,
+    whichever is later; its registration when it has neither (None: not known)."""
+    return max(
+        (t for t in (state.last_success_at, merchant.pollable_since) if t is not None),
+        default=merchant.created_at,
+    )
+
+
 def fleet_health(
     merchants: Sequence[Merchant],
     states: Mapping[str, MerchantState],
@@ -52,10 +61,7 @@ def fleet_health(
         state = states[merchant.merchant_id]
         if state.unreadable:
             unreadable[merchant.merchant_id] = list(state.unreadable)
-        since = max(
-            (t for t in (state.last_success_at, merchant.pollable_since) if t is not None),
-            default=merchant.created_at,
-        )
+        since = judged_since(merchant, state)
         if state.auth_state == "needs_reauth":
             reauth.append(merchant.merchant_id)
         if since is None:
