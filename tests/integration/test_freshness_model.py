@@ -21,19 +21,23 @@ health") put it:
   pass with no successful poll;
 * ``last_success``: the time of its last successful poll, unchanged by a failed or skipped
   one; ``last_error``: the class of its last failure, kept after a success (it is the *last*
-  error, not a current one) and after new tokens;
+  error, not a current one) and after new tokens; ``last_error_at``: when that failing poll
+  ran, unchanged by any later poll that does not fail;
+* ``lag_seconds``: the age ``fresh`` judges (none while disabled), in whole minutes as the
+  model counts them;
 * ``auth``: ``needs_reauth`` from a refused token until new tokens are stored; meanwhile its
   polls are skipped and fail nothing;
 * after a successful poll, Postgres holds Clover's prices (the poll read the edits);
 
 and a tick's ``MerchantsStale`` counts the merchants that are enabled and not fresh.
 
-Time passes by ageing what esl-sync stored (the states' ``last_success_at`` and the rows'
-``created_at`` and ``pollable_since`` move back), so that the CLI and the dispatcher judge
-on their own clock. Ages are whole even minutes and the limit (three 5-minute intervals) an
-odd one, so the seconds an example takes never tip a comparison. A tick's polls are not
-delivered (dropped): the poll steps stand for deliveries. The fixed 10 examples of 20 steps
-take about 12 s; ``FRESHNESS_MODEL_EXAMPLES=N`` explores N random ones.
+Time passes by ageing what esl-sync stored (the states' ``last_success_at`` and
+``last_failure_at`` and the rows' ``created_at`` and ``pollable_since`` move back), so that
+the CLI and the dispatcher judge on their own clock. Ages are whole even minutes and the
+limit (three 5-minute intervals) an odd one, so the seconds an example takes never tip a
+comparison. A tick's polls are not delivered (dropped): the poll steps stand for
+deliveries. The fixed 10 examples of 20 steps take about 12 s;
+``FRESHNESS_MODEL_EXAMPLES=N`` explores N random ones.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Expected:
     last_success: tuple[datetime, datetime] | None = None  # when its poll ran (real clock)
     aged_minutes: int = 0  # time passed since that poll (its stored time moved back)
     last_error: str | None = None  # the class of its last failure
+    last_error_at: tuple[datetime, datetime] | None = None  # when that poll ran, aged
     token: int = 0
 
     @property
@@ -250,6 +255,8 @@ class FreshnessMachine(RuleBasedStateMachine):
             elif clover == "401":
                 outcome, expected.last_error = "needs re-auth", "CloverAuthError"
                 expected.auth = "needs_reauth"
+            if clover != "ok":
+                expected.last_error_at = (before, after)
             else:
                 outcome = "ok"
                 expected.age_minutes = expected.aged_minutes = 0
@@ -318,7 +325,16 @@ class FreshnessMachine(RuleBasedStateMachine):
             state = states.load(merchant)
             if state.last_success_at is not None:
                 state.last_success_at -= timedelta(minutes=minutes)
+            if state.last_failure_at is not None:
+                state.last_failure_at -= timedelta(minutes=minutes)
+            if state.last_success_at is not None or state.last_failure_at is not None:
                 states.save(state)
+            failed = self.model[merchant].last_error_at
+            if failed is not None:
+                self.model[merchant].last_error_at = (
+                    failed[0] - timedelta(minutes=minutes),
+                    failed[1] - timedelta(minutes=minutes),
+                )
             self.shared.db.execute(
                 "UPDATE merchants SET created_at = created_at - make_interval(mins => %s),"
                 " pollable_since = pollable_since - make_interval(mins => %s)"
@@ -356,6 +372,17 @@ class FreshnessMachine(RuleBasedStateMachine):
                 began, ended = (moment - aged for moment in expected.last_success)
                 shown = datetime.fromisoformat(row["last_success"])
                 assert began <= shown <= ended, (merchant, shown, began, ended, self.trace)
+            if expected.last_error_at is None:
+                assert row["last_error_at"] is None, (merchant, row, self.trace)
+            else:
+                began, ended = expected.last_error_at
+                failed_at = datetime.fromisoformat(row["last_error_at"])
+                assert began <= failed_at <= ended, (merchant, failed_at, began, ended, self.trace)
+            lag = row["lag_seconds"]
+            if not expected.active:
+                assert lag is None, (merchant, row, self.trace)
+            else:  # the seconds an example takes stay well under a minute
+                assert 0 <= lag - 60 * expected.age_minutes < 60, (merchant, lag, self.trace)
 
 
 def test_status_and_the_freshness_gauge_follow_the_model(shared: Shared) -> None:
