@@ -465,3 +465,60 @@ def _peek(stack: LocalStack, count: int) -> list[dict[str, Any]]:
             QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
         )
     return messages
+
+
+@contextmanager
+def claims_refused_for(merchant_id: str) -> Iterator[list[str]]:
+    """DynamoDB refusing, for real (moto answers ``ResourceNotFoundException``), every
+    write of one merchant's poll-window claim: the call is pointed at a table that does
+    not exist just before it leaves the client. Yields the merchants whose claims it saw."""
+    seen: list[str] = []
+
+    def observer(service: str, operation: str, params: Mapping[str, Any]) -> None:
+        if (service, operation) != ("dynamodb", "UpdateItem"):
+            return
+        names = params.get("ExpressionAttributeNames", {})
+        if "webhook_poll_until_ms" not in names.values():
+            return
+        seen.append(params["Key"]["merchant_id"]["S"])
+        if seen[-1] == merchant_id:
+            assert isinstance(params, dict)
+            params["TableName"] = params["TableName"] + "-gone"
+
+    aws_observers.observe(observer)
+    try:
+        yield seen
+    finally:
+        aws_observers.unobserve(observer)
+
+
+def test_a_merchant_whose_claim_fails_does_not_keep_the_others_polls_from_the_queue(
+    stack: LocalStack,
+) -> None:
+    """One merchant's window cannot be claimed (DynamoDB refuses): the delivery fails, so
+    Clover redelivers, but only after the others' polls are queued. Before, the first
+    failure ended the delivery with the others' windows claimed and their polls unsent,
+    so the redelivery coalesced them and their changes waited for the schedule."""
+    merchants = [f"MCLAIM{n:06d}" for n in range(3)]
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
+            [(m, f"S-CLAIM-{n}") for n, m in enumerate(merchants)],
+        )
+    event = notification({m: [("I:PRICE", "UPDATE")] for m in merchants})
+    failing = merchants[1]
+
+    with claims_refused_for(failing) as seen:
+        refused = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+    assert sorted(seen) == merchants
+    assert refused.status >= 500
+    queued = {PollRequest.parse(m["Body"]).merchant_id for m in _peek(stack, 2)}
+    assert queued == set(merchants) - {failing}
+    assert stack.queue_depths()["PollQueue"] == 2
+
+    redelivered = stack.send_webhook(event, CLOVER_WEBHOOK_AUTH, deliver=False)
+
+    assert redelivered.status == 202
+    [line] = log_entries(stack, "webhook handled")
+    assert (line["polls_queued"], line["polls_coalesced"]) == ([failing], sorted(queued))
+    assert stack.queue_depths()["PollQueue"] == 3
