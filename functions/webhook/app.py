@@ -61,6 +61,10 @@ def _answer(status: int, message: str) -> Response[str]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not is_http_api_event(event):
+        # Counted like any refused request (and so never an invocation without metrics,
+        # which Powertools would warn about on every such event).
+        metrics.add_metric(name="WebhookRequests", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
         return {
             "statusCode": 400,
             "headers": {"Content-Type": "application/json"},

@@ -163,6 +163,8 @@ def test_an_event_api_gateway_would_not_send_is_a_400(hooked: LocalStack, change
     assert json.loads(answer["body"]) == {"message": "not an HTTP API request"}
     assert sum(hooked.queue_depths().values()) == 0
     assert errors_and_tracebacks(hooked) == []
+    sums = metric_sums(hooked.logs)
+    assert (sums["WebhookRequests"], sums["WebhookRejected"]) == (1, 1)
 
 
 JSON_LEAVES = (
