@@ -138,6 +138,27 @@ class HipoinkSimulator(LoopbackService):
                 raise KeyError(f"product {pc} not in store {store_code}")
             self._bindings[store_code][esl_code] = pc
 
+    def edit(self, store_code: str, pc: str, **fields: Any) -> None:
+        """Change a stored product's fields (``None`` removes one) as store staff do in the
+        Hipoink console, or as a restore from backup leaves it: no call of ours made it, so
+        ``upserts_of`` does not list it."""
+        with self._lock:
+            record = self._stores[store_code][pc]
+            for name, value in fields.items():
+                if value is None:
+                    record.pop(name, None)
+                else:
+                    record[name] = value
+
+    def forget(self, store_code: str, pc: str) -> None:
+        """Lose a product (and its label bindings) without a call of ours: a restore from a
+        backup older than the product."""
+        with self._lock:
+            self._stores[store_code].pop(pc, None)
+            bound = self._bindings[store_code]
+            for esl_code in [e for e, code in bound.items() if code == pc]:
+                del bound[esl_code]
+
     def bindings(self, store_code: str) -> dict[str, str]:
         """ESL code → product code for one store (a copy)."""
         with self._lock:

@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse's own exit: --help (0) or a bad argument (2)
         return exit_.code if isinstance(exit_.code, int) else 2
-    from esl_sync.admin import UnknownMerchantError
+    from esl_sync.admin import NoStoreCodeError, UnknownMerchantError
     from esl_sync.settings import ConfigurationError
 
     scope = nullcontext() if getattr(args, "development", False) else operator_scope()
@@ -54,7 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.stack:
                 commands.use_stack(args.stack)
             result: int = args.run(args)
-    except (ConfigurationError, UnknownMerchantError, inputs.InvalidInput) as error:
+    except (
+        ConfigurationError,
+        UnknownMerchantError,
+        NoStoreCodeError,
+        inputs.InvalidInput,
+    ) as error:
         _say_error(str(error))
         return 2
     except KeyboardInterrupt:
@@ -248,6 +253,16 @@ def _parser() -> argparse.ArgumentParser:
         help="override LABEL_HEAL_AFTER_SECONDS (0-2592000)",
     )
     heal.set_defaults(run=commands.heal)
+
+    labels = subparsers.add_parser("labels", help="verify a merchant's labels against Hipoink")
+    label_actions = labels.add_subparsers(required=True, metavar="ACTION")
+    verify = label_actions.add_parser(
+        "verify",
+        help="compare what Hipoink holds with what it acknowledged; the next poll re-sends"
+        " the labels that differ",
+    )
+    verify.add_argument("merchant_id", type=MERCHANT_ID)
+    verify.set_defaults(run=commands.labels_verify)
 
     redrive = subparsers.add_parser(
         "redrive", help="move dead-lettered messages back to their queue"

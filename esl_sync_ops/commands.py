@@ -380,6 +380,17 @@ def heal(args: argparse.Namespace) -> int:
     return 0
 
 
+def labels_verify(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    request = admin.verify_labels(runtime.merchants(), runtime.label_queue(), args.merchant_id)
+    print(
+        f"verify of {args.merchant_id}'s labels against store {request.store_code} queued;"
+        ' the sender logs what it finds ("labels verified against Hipoink")'
+    )
+    return 0
+
+
 def redrive(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 

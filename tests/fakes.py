@@ -25,7 +25,7 @@ from esl_sync.hipoink.errors import (
     HipoinkRetryable,
 )
 from esl_sync.hipoink.records import HipoinkRecord
-from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollRequest
 from esl_sync.observability import logger
 from esl_sync.ports import (
     CodeExchanger,
@@ -96,6 +96,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.conflicts: list[LabelConflict] = []
         self.refused: list[RefusedItem] = []
         self.wanted: dict[str, str | None] = {}  # code → the hash products want (absent: none)
+        self.verify_due = True  # what claim_verify answers (then False: claimed)
 
     def _call(self, name: str, *merchant_id: str) -> None:
         self.calls.append(name)
@@ -194,6 +195,11 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("store_blocks")
         return dict(self.blocks)
 
+    def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
+        self._call("claim_verify", merchant_id)
+        due, self.verify_due = self.verify_due, False
+        return due
+
 
 @final
 class MemorySink(LabelSink):
@@ -233,11 +239,15 @@ class MemorySink(LabelSink):
 
 @final
 class MemoryLabelQueue(LabelQueue):
+    """``jobs`` and ``verifies``: what was sent of each kind, in order."""
+
     def __init__(self) -> None:
         self.jobs: list[LabelJob] = []
+        self.verifies: list[LabelVerify] = []
 
-    def send(self, jobs: Sequence[LabelJob]) -> None:
-        self.jobs.extend(jobs)
+    def send(self, jobs: Sequence[LabelMessage]) -> None:
+        self.jobs.extend(j for j in jobs if isinstance(j, LabelJob))
+        self.verifies.extend(j for j in jobs if isinstance(j, LabelVerify))
 
 
 @final

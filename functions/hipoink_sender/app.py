@@ -1,4 +1,5 @@
-"""Hipoink sender: applies label jobs in order per store (FIFO message group)."""
+"""Hipoink sender: applies label jobs in order per store (FIFO message group), and verifies
+a store's labels against Hipoink where a verify request comes in that order."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
 from esl_sync.events import LabelJobRecord
+from esl_sync.messages import LabelVerify
 from esl_sync.observability import logger, metrics
 from esl_sync.settings import settings
-from esl_sync.sync.sender import LabelJobProcessor, send_label_job
+from esl_sync.sync.sender import LabelJobProcessor, send_label_job, verify_store_labels
 from esl_sync.tracing import tracer
 
 settings().require("database_url", "hipoink_api_base_url", "hipoink_sign")
@@ -22,7 +24,10 @@ processor = LabelJobProcessor(runtime.delivery_deps)
 
 @tracer.capture_method
 def record_handler(record: LabelJobRecord, lambda_context: LambdaContext) -> None:
-    send_label_job(record.body, lambda_context, runtime.delivery_deps())
+    if isinstance(record.body, LabelVerify):
+        verify_store_labels(record.body, lambda_context, runtime.verify_deps())
+    else:
+        send_label_job(record.body, lambda_context, runtime.delivery_deps())
 
 
 @logger.inject_lambda_context

@@ -938,7 +938,8 @@ def test_a_poll_reads_and_writes_the_state_table_twice(stack: LocalStack) -> Non
 def test_the_aws_calls_of_each_kind_of_poll(start_stack: StartStack) -> None:
     """Counted by the observer the bench uses: two state writes whatever the poll; the
     first read also opens the tokens (one KMS decrypt, then kept) and sends the labels;
-    a changed poll sends its labels; idle polls and sweeps call nothing else."""
+    a changed poll sends its labels; a sweep also queues its daily verify of the labels
+    (one message more, once per LABEL_VERIFY_INTERVAL_HOURS); idle polls call nothing else."""
     stack = start_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
     clover, _ = sims(stack)
     counter = AwsCallCounter()
@@ -970,7 +971,7 @@ def test_the_aws_calls_of_each_kind_of_poll(start_stack: StartStack) -> None:
             "secretsmanager:GetSecretValue": 1,
         },
         two_writes,
-        {**two_writes, "sqs:SendMessageBatch": 1},
+        {**two_writes, "sqs:SendMessageBatch": 2},  # its labels, then the verify
         two_writes,
     ]
     assert [line.get("sweep") for line in poll_lines(stack, m)] == [None, "nothing missing"]

@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 
 from esl_sync.credentials import CloverTokens
-from esl_sync.messages import PollRequest
+from esl_sync.messages import LabelVerify, PollRequest
 from esl_sync.ports import (
     DeadLetterQueue,
     LabelLedger,
@@ -27,6 +27,10 @@ from esl_sync.sync.heal import HealOutcome, heal_merchant
 
 class UnknownMerchantError(LookupError):
     """The merchant id is not in the ``merchants`` table."""
+
+
+class NoStoreCodeError(LookupError):
+    """The merchant has no Hipoink store code: it has no labels to act on."""
 
 
 def add_merchant(
@@ -264,6 +268,18 @@ def resync(
     outcome = heal_merchant(merchant, ledger, labels, settings, stale_for=timedelta(0))
     polls.send([PollRequest(merchant_id=merchant_id, reason="manual")])
     return outcome
+
+
+def verify_labels(directory: MerchantDirectory, queue: LabelQueue, merchant_id: str) -> LabelVerify:
+    """Queue a verify of one merchant's labels against what Hipoink holds (``esl-sync
+    labels verify``; :mod:`esl_sync.sync.verify`): in its message group, after the jobs
+    queued before it. Drifted labels are healed by the merchant's next poll."""
+    merchant = _known(directory, merchant_id)
+    if not merchant.store_code:
+        raise NoStoreCodeError(f"merchant {merchant_id!r} has no Hipoink store code")
+    request = LabelVerify(merchant_id=merchant_id, store_code=merchant.store_code)
+    queue.send([request])
+    return request
 
 
 def redrive(dead_letters: DeadLetterQueue) -> int:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
-from esl_sync.messages import LabelJob, PollReason
+from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollReason, label_message
 
 
 class ScheduleEvent(BaseModel):
@@ -36,24 +36,25 @@ class ScheduleEvent(BaseModel):
         return value
 
 
-def _label_job(body: object) -> LabelJob:
-    """The record's body read by :meth:`LabelJob.parse`; its refusal (a ``ValueError``)
-    fails the record as a body the model refused did before."""
-    if isinstance(body, LabelJob):
+def _label_job(body: object) -> LabelMessage:
+    """The record's body read by :func:`esl_sync.messages.label_message` (a job, or a
+    verify request); its refusal (a ``ValueError``) fails the record as a body the model
+    refused did before."""
+    if isinstance(body, LabelJob | LabelVerify):
         return body
     if not isinstance(body, str):
         raise ValueError("label job: not text")
-    return LabelJob.parse(body)
+    return label_message(body)
 
 
 class LabelJobRecord(SqsRecordModel):
     """An SQS record of the label queue: Powertools' model checks the envelope, the body
-    is a :class:`LabelJob` (the poller reads its own records without pydantic:
-    :mod:`esl_sync.sync.poll_batch`)."""
+    is a :class:`LabelJob` or a :class:`LabelVerify` (the poller reads its own records
+    without pydantic: :mod:`esl_sync.sync.poll_batch`)."""
 
     model_config = ConfigDict(defer_build=True)
 
-    body: Annotated[LabelJob, PlainValidator(_label_job)]  # type: ignore[assignment]
+    body: Annotated[LabelMessage, PlainValidator(_label_job)]  # type: ignore[assignment]
 
 
 class CustomResourceEvent(BaseModel):

@@ -194,11 +194,77 @@ class LabelJob:
         )
 
 
+VerifyReason = Literal["sweep", "manual"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LabelVerify:
+    """Label queue: "verify merchant M's labels against what store S holds in Hipoink"
+    (:mod:`esl_sync.sync.verify`). In the merchant's message group, so it runs after every
+    job queued before it. ``reason``: ``sweep`` (queued by a poll) or ``manual`` (the
+    operator's ``esl-sync labels verify``). On the wire it is told from a job by its
+    ``"verify": "labels"`` (a field no job has: code from before it refuses it by name)."""
+
+    KIND: ClassVar[str] = "label verify"
+
+    merchant_id: str
+    store_code: str
+    reason: VerifyReason = "manual"
+
+    def __post_init__(self) -> None:
+        _text(self.KIND, "merchant_id", self.merchant_id, most=64)
+        _text(self.KIND, "store_code", self.store_code)
+        if not isinstance(self.reason, str) or self.reason not in ("sweep", "manual"):
+            raise MessageRefused(self.KIND, "reason", "not one of manual, sweep")
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> LabelVerify:
+        body = _object(cls.KIND, text, _VERIFY_FIELDS)
+        if body.get("verify") != "labels":
+            raise MessageRefused(cls.KIND, "verify", "not labels")
+        for name in ("merchant_id", "store_code"):
+            if name not in body:
+                raise MessageRefused(cls.KIND, name, "missing")
+        return cls(**{k: v for k, v in body.items() if k != "verify"})
+
+    def to_json(self) -> str:
+        return _dumps(
+            {
+                "verify": "labels",
+                "merchant_id": self.merchant_id,
+                "store_code": self.store_code,
+                "reason": self.reason,
+            }
+        )
+
+
+LabelMessage = LabelJob | LabelVerify
+"""What the label queue carries."""
+
+
+def label_message(text: str | bytes) -> LabelMessage:
+    """What a label queue message holds: a job, or a verify request (told by its
+    ``verify`` field); a refusal names the field as the job's parser or the verify's does.
+    A job is parsed once, as before: only a body the job refuses for a field it does not
+    know is read again, as a verify."""
+    try:
+        return LabelJob.parse(text)
+    except MessageRefused as refused:
+        if refused.field != "verify":
+            if refused.field is None or refused.field in _JOB_FIELDS:
+                raise
+            body = _object(LabelJob.KIND, text, _JOB_FIELDS | _VERIFY_FIELDS)
+            if "verify" not in body:
+                raise
+        return LabelVerify.parse(text)
+
+
 _MISSING: Any = object()
 _POLL_FIELDS = frozenset(("merchant_id", "reason", "requested_at"))
 _JOB_FIELDS = frozenset(
     ("merchant_id", "store_code", "upserts", "deletes", "oldest_change_ms", "version")
 )
+_VERIFY_FIELDS = frozenset(("verify", "merchant_id", "store_code", "reason"))
 
 
 # -- the JSON ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.hipoink.records import HipoinkRecord
-from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.messages import LabelMessage, PollRequest
 from esl_sync.records import (
     AckedLabel,
     DeadLetter,
@@ -355,7 +355,7 @@ class PollQueue(Protocol):
 
 
 class LabelQueue(Protocol):
-    def send(self, jobs: Sequence[LabelJob]) -> None: ...
+    def send(self, jobs: Sequence[LabelMessage]) -> None: ...
 
 
 class DeadLetterQueue(Protocol):

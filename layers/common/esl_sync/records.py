@@ -298,3 +298,42 @@ class StoreBlock:
     blocked_at: datetime
     retry_after: datetime
     retest: bool = False
+
+
+# -- verifying labels against Hipoink --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyTarget:
+    """A label the ledger holds as acknowledged, as a verify compares it with Hipoink:
+    the acknowledged hash (None: deleted) and version, and the hash and product of the
+    code's owner now (``wanted`` None: no product wants the code). Only a label whose
+    acknowledged hash is the one wanted can be rebuilt, so only such a label is compared;
+    any other is stale already, and healed without a verify."""
+
+    pc: str
+    label_hash: str | None
+    version: int | None
+    wanted: str | None
+    product: Product | None
+
+
+@dataclass(frozen=True)
+class HeldPage:
+    """One page of ``product/query``: the products Hipoink holds (each with a usable text
+    ``pc``; the values as the answer gave them) and the ``total`` it reported, if any."""
+
+    products: list[dict[str, object]]
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A label Hipoink holds otherwise than acknowledged: the fields that differ
+    (``missing``: Hipoink does not hold the code; ``held``: it holds a code acknowledged
+    as deleted), and the acknowledgement it contradicts (marked only if still the same)."""
+
+    pc: str
+    fields: tuple[str, ...]
+    label_hash: str | None
+    version: int | None

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from esl_sync.sync.deliver import DeliveryDeps
     from esl_sync.sync.dispatch import DispatchDeps
     from esl_sync.sync.poll import PollDeps
+    from esl_sync.sync.verify import VerifyDeps
     from esl_sync.webhooks import WebhookDeps
 
 
@@ -323,6 +324,12 @@ def delivery_deps() -> DeliveryDeps:
     from esl_sync.sync.deliver import DeliveryDeps
 
     return DeliveryDeps(ledger=label_ledger(), sink=hipoink(), settings=settings())
+
+
+def verify_deps() -> VerifyDeps:
+    from esl_sync.sync.verify import VerifyDeps
+
+    return VerifyDeps(ledger=label_ledger(), hipoink=hipoink(), settings=settings())
 
 
 def migration_deps() -> MigrationDeps:

@@ -123,6 +123,8 @@ class Settings:
     hipoink_block_cooldown_seconds: int = 600
     label_heal_after_seconds: int = 900
     label_heal_per_poll: int = 2000
+    label_verify_interval_hours: int = 24
+    label_verify_max_drift_fraction: Decimal = Decimal("0.5")
 
     def __post_init__(self) -> None:
         """Read every field through its reader (text or a typed value in, the value out),
@@ -293,6 +295,8 @@ _READERS: dict[str, Reader] = {
     "hipoink_block_cooldown_seconds": Bounded(integer, ge=1, le=86_400),
     "label_heal_after_seconds": Bounded(integer, ge=0, le=7 * 86_400),
     "label_heal_per_poll": Bounded(integer, ge=1, le=100_000),
+    "label_verify_interval_hours": Bounded(integer, ge=0, le=24 * 30),
+    "label_verify_max_drift_fraction": Bounded(decimal, ge=0, le=1),
 }
 """Each setting's reader: its type, bounds and rules (the README's "Configuration")."""
 _NAMES = tuple(field.name for field in fields(Settings))  # == tuple(_READERS): a test says so

@@ -31,10 +31,12 @@ from esl_sync.hipoink.errors import (
     HipoinkNotFound,
     HipoinkRecordError,
     HipoinkRetryable,
+    HipoinkUnreadable,
     classify,
 )
-from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.hipoink.records import FREE_FIELDS, HipoinkRecord
 from esl_sync.http_connections import read_at_most
+from esl_sync.records import HeldPage
 
 ANSWER_MAX_BYTES = 1 << 20
 """Of an answer's body, what is read: Hipoink answers a few hundred bytes of JSON, and a
@@ -88,6 +90,14 @@ class HipoinkClient:
             raise
         count = answer.get("count", 0)
         return count if isinstance(count, int) else 0
+
+    def query(self, store_code: str, page: int, page_size: int) -> HeldPage:
+        """``product/query``: one page (from 1) of the products the store holds. Sent as a
+        POST of a JSON body like every other call (the vendor lists it as a GET: a GET's
+        sign would travel in the URL); the answer's shape is unconfirmed and read by
+        :func:`held_page`, which refuses what it cannot read by name."""
+        answer = self._post("query", {"store_code": store_code, "f1": page, "f2": page_size})
+        return held_page(answer, page)
 
     def close(self) -> None:
         self._http.close()
@@ -147,6 +157,65 @@ class HipoinkClient:
                     f"{path}: Hipoink's TLS certificate failed verification ({refusal})"
                 ) from None
             raise HipoinkRetryable(f"{path}: {type(error).__name__}") from None
+
+
+COMPARED_FIELDS = ("pc", "pn", "pp", "pi", "pu", *FREE_FIELDS)
+"""The fields a label record may carry: what a verify compares, and what of a held product
+must be readable (text or a number, of at most :data:`HELD_TEXT_MAX_CHARS`, without NUL or
+a lone surrogate). Any other field of Hipoink's answer is not read."""
+HELD_TEXT_MAX_CHARS = 1000
+_LIST_KEYS = ("list", "records", "rows", "items", "data")
+_TOTAL_KEYS = ("total", "count")
+
+
+def held_page(answer: dict[str, Any], page: int) -> HeldPage:
+    """An answer of ``product/query`` read tolerantly, or :class:`HipoinkUnreadable`
+    naming what is wrong (never quoting Hipoink's values): the products are ``data``, a
+    list, or a list under ``data.list`` (``records``, ``rows``, ``items``, ``data``); the
+    total, if given, ``total`` or ``count`` beside them (else at the top). Each product is
+    an object with a ``pc`` (text, or an integer written out) that is a usable code."""
+    from esl_sync.storable import clean_text, product_code  # see said()
+
+    where = f"product/query page {page}"
+    data = answer.get("data")
+    totals: list[object] = [answer.get(key) for key in _TOTAL_KEYS]
+    if isinstance(data, dict):
+        totals = [data.get(key) for key in _TOTAL_KEYS] + totals
+        data = next((data[k] for k in _LIST_KEYS if isinstance(data.get(k), list)), None)
+    if not isinstance(data, list):
+        raise HipoinkUnreadable(f"{where}: answer has no list of products (data)")
+    products: list[dict[str, object]] = []
+    for index, held in enumerate(data):
+        if not isinstance(held, dict):
+            raise HipoinkUnreadable(f"{where}: product #{index} is not an object")
+        pc = held.get("pc")
+        if isinstance(pc, int) and not isinstance(pc, bool):
+            pc = str(pc)
+        code, problem = product_code(pc) if isinstance(pc, str) else ("", "is missing")
+        if problem is not None or not code:
+            raise HipoinkUnreadable(f"{where}: product #{index} has no usable code (pc)")
+        for field in COMPARED_FIELDS:
+            value = held.get(field)
+            if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+                continue
+            if not isinstance(value, str):
+                raise HipoinkUnreadable(f"{where}: product #{index}: {field} is not text")
+            if len(value) > HELD_TEXT_MAX_CHARS or clean_text(value) != value:
+                raise HipoinkUnreadable(
+                    f"{where}: product #{index}: {field} is not text a label holds"
+                    f" (NUL, a lone surrogate, or over {HELD_TEXT_MAX_CHARS} characters)"
+                )
+        products.append({**{k: v for k, v in held.items() if k in COMPARED_FIELDS}, "pc": code})
+    return HeldPage(products, next((t for t in map(_count, totals) if t is not None), None))
+
+
+def _count(value: object) -> int | None:
+    """A total as Hipoink may give it: an integer, or its digits as text; else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**18:
+        return value
+    return None
 
 
 def said(error_msg: object, sign: str) -> str:

@@ -30,6 +30,12 @@ class HipoinkRetryable(HipoinkError):
     """Timeout, connection error, 5xx, 429, 408 or a body that is not JSON: retry later."""
 
 
+class HipoinkUnreadable(HipoinkRetryable):
+    """An answer of ``product/query`` that parses but cannot be read as a page of products
+    (no list, a product without a usable code, text no label holds): named, never guessed
+    at. Retryable like any unreadable answer; a verify that meets one marks nothing."""
+
+
 class HipoinkRecordError(HipoinkError):
     """Hipoink refused the batch because of what is in it: split it, do not retry it."""
 

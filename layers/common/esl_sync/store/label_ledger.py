@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from esl_sync.records import (
     AckedLabel,
+    Drift,
     LabelAck,
     LabelConflict,
     LabelFailure,
@@ -25,6 +26,7 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    VerifyTarget,
 )
 from esl_sync.store.label_owners import ADVANCE_CLOCK, PRODUCT_SELECT, product_of
 from esl_sync.store.postgres import INVALIDATED_HASH
@@ -71,7 +73,7 @@ WITH queued AS (
 )
 UPDATE label_state l SET failure_class = NULL, failure_message = NULL, failed_at = NULL
 WHERE %(before)s::timestamptz IS NOT NULL AND l.merchant_id = %(m)s
-  AND l.failure_class IN ('retryable', 'configuration') AND l.failed_at < %(before)s
+  AND l.failure_class IN ('retryable', 'configuration', 'drift') AND l.failed_at < %(before)s
   AND NOT l.pc = ANY(%(pcs)s)
   AND NOT EXISTS (SELECT 1 FROM stale_labels s WHERE s.merchant_id = l.merchant_id
                   AND s.pc = l.pc)
@@ -92,6 +94,42 @@ UNION ALL
 SELECT merchant_id, store_code, reason, blocked_at, retry_after, false
 FROM store_blocks WHERE merchant_id = %(m)s AND store_code = %(store)s
   AND NOT EXISTS (SELECT 1 FROM claimed)
+"""
+
+
+# A verify's reading: every label acknowledged for the merchant, with the hash and the
+# product of its code's owner now; no row at all (not even the head) when the store is no
+# longer the merchant's.
+_VERIFY_TARGETS = f"""
+SELECT l.pc, l.label_hash, l.version, p.label_hash AS wanted,
+       p.source_id IS NOT NULL AS has_product, {PRODUCT_SELECT}
+FROM merchants m
+LEFT JOIN label_state l ON l.merchant_id = m.merchant_id AND l.acknowledged_at IS NOT NULL
+LEFT JOIN LATERAL label_owner(m.merchant_id, l.pc) o ON l.pc IS NOT NULL
+LEFT JOIN products p ON p.merchant_id = m.merchant_id AND p.source_system = o.source_system
+     AND p.source_id = o.source_id AND p.source_variant_id = o.source_variant_id
+WHERE m.merchant_id = %(m)s AND m.store_code = %(store)s
+ORDER BY l.pc
+"""  # noqa: S608 - the interpolated names are the constant column list above
+
+# Drifted labels stop counting as current: a hash no record has (the stale_labels view lists
+# them; versions kept, so no older job gets through), failure class 'drift'. Only where the
+# acknowledgement is still the one the verify compared (a job acknowledged since wins) and
+# the store still the merchant's (_STORE_IS_CURRENT).
+_MARK_DRIFTED = """
+UPDATE label_state l SET label_hash = %(invalidated)s, failure_class = 'drift',
+       failure_message = d.message, failed_at = now()
+FROM jsonb_to_recordset(%(d)s::jsonb) AS d(pc text, label_hash text, version bigint, message text)
+WHERE l.merchant_id = %(m)s AND l.pc = d.pc AND l.acknowledged_at IS NOT NULL
+  AND l.label_hash IS NOT DISTINCT FROM d.label_hash AND l.version IS NOT DISTINCT FROM d.version
+  AND EXISTS (SELECT 1 FROM merchants WHERE merchant_id = %(m)s AND store_code = %(store)s)
+"""
+
+_CLAIM_VERIFY = """
+INSERT INTO label_verifications (merchant_id, queued_at) VALUES (%(m)s, now())
+ON CONFLICT (merchant_id) DO UPDATE SET queued_at = EXCLUDED.queued_at
+WHERE label_verifications.queued_at <= now() - make_interval(hours => %(hours)s)
+RETURNING true
 """
 
 
@@ -280,6 +318,58 @@ class PostgresLabelLedger:
             "WHERE merchant_id = %s AND label_hash IS NOT NULL",
             (INVALIDATED_HASH, merchant_id),
         )
+
+    def verify_targets(self, merchant_id: str, store_code: str) -> list[VerifyTarget] | None:
+        with self._db.connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(_VERIFY_TARGETS, {"m": merchant_id, "store": store_code})
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        return [
+            VerifyTarget(
+                pc=row["pc"],
+                label_hash=row["label_hash"],
+                version=row["version"],
+                wanted=row["wanted"],
+                product=product_of(row) if row["has_product"] else None,
+            )
+            for row in rows
+            if row["pc"] is not None
+        ]
+
+    def mark_drifted(self, merchant_id: str, store_code: str, drifts: Sequence[Drift]) -> int:
+        if not drifts:
+            return 0
+        marks = [
+            {
+                "pc": d.pc,
+                "label_hash": d.label_hash,
+                "version": d.version,
+                "message": f"Hipoink holds otherwise than acknowledged: {', '.join(d.fields)}",
+            }
+            for d in drifts
+        ]
+        return (
+            self._db.connection()
+            .execute(
+                _MARK_DRIFTED,
+                {
+                    "m": merchant_id,
+                    "store": store_code,
+                    "invalidated": INVALIDATED_HASH,
+                    "d": json.dumps(marks),
+                },
+            )
+            .rowcount
+        )
+
+    def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
+        row = (
+            self._db.connection()
+            .execute(_CLAIM_VERIFY, {"m": merchant_id, "hours": interval_hours})
+            .fetchone()
+        )
+        return row is not None
 
     def unblock_store(self, merchant_id: str) -> bool:
         result = self._db.connection().execute(

@@ -429,7 +429,7 @@ class PostgresMerchantDirectory:
                 "SELECT merchant_id, store_code, clover_base_url, active, poll_interval_seconds,"
                 " created_at, pollable_since, (SELECT count(*) FROM label_state l"
                 " WHERE l.merchant_id = m.merchant_id"
-                " AND l.failure_class IN ('retryable', 'configuration')) AS labels_failing"
+                " AND l.failure_class IN ('retryable', 'configuration', 'drift')) AS labels_failing"
                 " FROM merchants m WHERE (%(id)s::text IS NULL OR merchant_id = %(id)s)"
                 " AND (active OR NOT %(active_only)s) ORDER BY merchant_id",
                 {"id": merchant_id, "active_only": active_only},

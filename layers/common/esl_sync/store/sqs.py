@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from itertools import batched
 from typing import Any
 
-from esl_sync.messages import LabelJob, NotQueued, PollRequest
+from esl_sync.messages import LabelJob, LabelMessage, NotQueued, PollRequest
 from esl_sync.records import DeadLetter
 from esl_sync.settings import ConfigurationError
 from esl_sync.store import aws_json
@@ -102,7 +102,7 @@ class SqsLabelQueue:
         self._url = url
         self._sqs = sqs  # built at the first job: most polls send none
 
-    def send(self, jobs: Sequence[LabelJob]) -> None:
+    def send(self, jobs: Sequence[LabelMessage]) -> None:
         if not jobs:
             return
         entries: list[dict[str, Any]] = [
@@ -119,11 +119,12 @@ class SqsLabelQueue:
         _send_all(self._sqs, self._url, entries)
 
 
-def _fitting(job: LabelJob) -> Iterator[str]:
+def _fitting(job: LabelMessage) -> Iterator[str]:
     """The job as one message, or as consecutive halves (in order, the same version) until
-    each fits :data:`SQS_MAX_BYTES`: the sender applies them in turn as it would the whole."""
+    each fits :data:`SQS_MAX_BYTES`: the sender applies them in turn as it would the whole.
+    A verify request is one small message."""
     text = job.to_json()
-    if len(text.encode()) <= SQS_MAX_BYTES or job.size < 2:
+    if not isinstance(job, LabelJob) or len(text.encode()) <= SQS_MAX_BYTES or job.size < 2:
         yield text  # one record past the limit cannot be: _batches names it
         return
     for half in job.halves():

@@ -28,7 +28,12 @@ Two ways in (:func:`choose` decides, from one reading of the ledger):
     shipped settings a store is repaired within three polls of Hipoink's return: the probe
     goes out on the first or second, the rest on the next;
   - on sweep polls also every label stale for longer than ``LABEL_HEAL_AFTER_SECONDS``
-    (counted from the product's change or the label's last failure).
+    (counted from the product's change or the label's last failure);
+  - every label a verify found drifted (:mod:`esl_sync.sync.verify`: Hipoink holds
+    otherwise than it acknowledged) and that was not queued again since: at once, not
+    probed, since Hipoink answered the verify;
+  - and after a sweep poll, a verify of the merchant's labels, queued behind the poll's
+    and the pass's jobs, at most once per ``LABEL_VERIFY_INTERVAL_HOURS``.
 
   The poll holds the merchant's lease, so no product write runs meanwhile: the pass
   advances the label clock and its jobs outrank every earlier decision.
@@ -43,14 +48,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from esl_sync.messages import LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import LabelLedger, LabelQueue
 from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
 from esl_sync.sync.labels import LabelPlan, label_target
+from esl_sync.verify_ports import PollLedger
 
 RETRY_CLASSES = frozenset({"retryable", "configuration"})
 """Failures that sending again can cure (a refused record waits for its product to change)."""
+DRIFT = "drift"
+"""A label a verify found Hipoink holding otherwise than it acknowledged."""
+HEALED_CLASSES = RETRY_CLASSES | {DRIFT}
+"""The failures the poll's merchant lookup counts (``labels_failing``): its cue to heal."""
 _LOGGED_CODES = 20
 PROBE_SPACING = 0.8
 """Share of the poll interval that must pass after a store's last failure before a poll
@@ -109,6 +120,22 @@ def choose(snapshot: RepairSnapshot, policy: RepairPolicy) -> Choice:
 def _retry(
     snapshot: RepairSnapshot, usable: list[RepairCandidate], policy: RepairPolicy
 ) -> tuple[str, list[RepairCandidate]]:
+    """The outage's retry (:func:`_outage`), and the drifted labels not queued since."""
+    now, expiry = snapshot.now, policy.requeue_expiry
+    drifted = [c for c in usable if c.failure_class == DRIFT and not _queued(c, now, expiry)]
+    mode, retried = _outage(snapshot, usable, policy)
+    return mode or ("drift" if drifted else ""), retried + drifted
+
+
+def _queued(candidate: RepairCandidate, now: datetime, expiry: timedelta) -> bool:
+    """Queued again since it went stale, and not so long ago that its job must be lost."""
+    queued = candidate.requeued_at
+    return queued is not None and queued >= _stale_at(candidate) and queued > now - expiry
+
+
+def _outage(
+    snapshot: RepairSnapshot, usable: list[RepairCandidate], policy: RepairPolicy
+) -> tuple[str, list[RepairCandidate]]:
     now = snapshot.now
     failing = [c for c in usable if c.failure_class in RETRY_CLASSES]
     if not failing:
@@ -157,10 +184,11 @@ def _refused(candidate: RepairCandidate) -> bool:
 
 
 def heal_after_poll(
-    merchant: Merchant, ledger: LabelLedger, queue: LabelQueue, settings: Settings, *, swept: bool
+    merchant: Merchant, ledger: PollLedger, queue: LabelQueue, settings: Settings, *, swept: bool
 ) -> HealOutcome | None:
     """The pass a successful poll runs (it holds the merchant's lease); nothing at all for
-    a merchant without failed labels, unless the poll swept."""
+    a merchant without failed labels, unless the poll swept. After a sweep, the verify of
+    the merchant's labels is queued too when it is due."""
     if not swept and not merchant.labels_failing:
         return None
     interval = timedelta(seconds=settings.clover_sync_interval_seconds)
@@ -173,7 +201,31 @@ def heal_after_poll(
         probe_after=interval * PROBE_SPACING,
         requeue_expiry=heal_after,
     )
-    return _repair(merchant, ledger, queue, settings, policy, in_lease=True)
+    outcome = _repair(merchant, ledger, queue, settings, policy, in_lease=True)
+    if swept:
+        queue_verify_if_due(merchant, ledger, queue, settings)
+    return outcome
+
+
+def queue_verify_if_due(
+    merchant: Merchant, ledger: PollLedger, queue: LabelQueue, settings: Settings
+) -> bool:
+    """Queue a verify of the merchant's labels (:mod:`esl_sync.sync.verify`) unless one was
+    queued within ``LABEL_VERIFY_INTERVAL_HOURS`` (0: never automatically); whether queued.
+    Its place in the merchant's message group, after this poll's jobs and the heal's,
+    means it compares a settled ledger."""
+    hours = settings.label_verify_interval_hours
+    if not hours or not merchant.store_code or not ledger.claim_verify(merchant.merchant_id, hours):
+        return False
+    queue.send(
+        [
+            LabelVerify(
+                merchant_id=merchant.merchant_id, store_code=merchant.store_code, reason="sweep"
+            )
+        ]
+    )
+    logger.info("label verify queued", merchant_id=merchant.merchant_id)
+    return True
 
 
 def heal_merchant(
@@ -227,7 +279,7 @@ def _repair(
     outcome.deletes = len(plan.deletes - plan.upserts.keys())
     queued = sorted(plan.upserts.keys() | plan.deletes)
     outcome.codes = queued[:_LOGGED_CODES]
-    failing_seen = sum(c.failure_class in RETRY_CLASSES for c in snapshot.candidates)
+    failing_seen = sum(c.failure_class in HEALED_CLASSES for c in snapshot.candidates)
     moot = policy.retry and merchant.labels_failing > failing_seen  # fixed since they failed
     if queued or moot:
         ledger.mark_requeued(

@@ -30,7 +30,6 @@ from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import (
     CatalogReader,
     CatalogReaders,
-    LabelLedger,
     LabelQueue,
     MerchantDirectory,
     ProductStore,
@@ -49,6 +48,7 @@ from esl_sync.sync.lease import Lease, merchant_lease
 from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
 from esl_sync.sync.sweep import plan_sweep, sweep_due
+from esl_sync.verify_ports import PollLedger
 
 SKIP_CHECK_MIN_ITEMS = 50
 """A page this long asks first how its items are stored, to skip the unchanged ones before
@@ -65,7 +65,7 @@ class PollDeps:
     state: StateStore
     tokens: TokenKeeper
     label_queue: LabelQueue
-    label_ledger: LabelLedger
+    label_ledger: PollLedger
     clover: CatalogReaders
     settings: Settings
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)

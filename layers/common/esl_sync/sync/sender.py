@@ -24,10 +24,11 @@ from aws_lambda_powertools.utilities.batch.exceptions import SQSFifoMessageGroup
 
 from esl_sync.deadline import OutOfTime, require_time
 from esl_sync.events import LabelJobRecord
-from esl_sync.messages import LabelJob
+from esl_sync.messages import LabelJob, LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
 from esl_sync.sync.deliver import DeliveryDeps, DeliveryOutcome, deliver, name_skipped
+from esl_sync.sync.verify import VerifyDeps, VerifyOutcome, verify_labels
 
 LEDGER_MARGIN_MS = 5_000
 """Besides one Hipoink call (``HIPOINK_TIMEOUT_SECONDS`` at worst): the ledger's reads and
@@ -47,8 +48,10 @@ class LabelJobProcessor(SqsFifoPartialProcessor):
         self._deps = deps
 
     def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
-        if exception[0] is SQSFifoMessageGroupCircuitBreakerError and isinstance(
-            record, LabelJobRecord
+        if (
+            exception[0] is SQSFifoMessageGroupCircuitBreakerError
+            and isinstance(record, LabelJobRecord)
+            and isinstance(record.body, LabelJob)
         ):
             try:
                 name_skipped(record.body, self._deps().ledger)
@@ -78,3 +81,15 @@ def send_label_job(job: LabelJob, context: RemainingTime, deps: DeliveryDeps) ->
                 logger.exception("could not name the failure of a label job not started")
         raise
     return deliver(job, deps, before_call=lambda: require_time(context, needed_ms, what))
+
+
+def verify_store_labels(
+    request: LabelVerify, context: RemainingTime, deps: VerifyDeps
+) -> VerifyOutcome:
+    """Verify the merchant's labels (:mod:`esl_sync.sync.verify`), each page only while
+    another Hipoink call still fits in this invocation. Never raises for Hipoink or for
+    time: a verify that cannot finish marks nothing and is not retried (a retry would hold
+    the store's label jobs behind it in its message group); the next one tries again."""
+    needed_ms = int(deps.settings.hipoink_timeout_seconds * 1000) + LEDGER_MARGIN_MS
+    what = f"label verify of {request.merchant_id}"
+    return verify_labels(request, deps, before_call=lambda: require_time(context, needed_ms, what))
