@@ -349,3 +349,47 @@ def test_the_probe_is_the_longest_failing_labels_even_under_the_per_poll_limit()
         )
     )
     assert _after_poll(ledger, Settings(label_heal_per_poll=2)) == ["C", "D"]
+
+
+# -- labels a verify found drifted ---------------------------------------------------------
+
+
+def test_drifted_labels_go_at_once_without_a_probe_unless_queued_since() -> None:
+    """Hipoink answered the verify: no outage, so no probe nor backing off; a drifted label
+    queued again since it drifted waits for its job, until that is presumed lost."""
+    fresh = _stale("A", failed=1, failure="drift")
+    queued = _stale("B", failed=10, failure="drift", requeued=5)
+    lost = _stale("C", failed=30, failure="drift", requeued=20)
+    before = _stale("D", failed=10, failure="drift", requeued=11)
+    assert _codes(_snapshot(fresh, queued, lost, before)) == (["A", "C", "D"], "drift")
+    assert _codes(_snapshot(queued)) == ([], "")
+    # Beside an outage, the outage decides the mode; the drifted label goes all the same.
+    outage = _stale("E", failed=1)
+    assert _codes(_snapshot(fresh, outage)) == (["A"], "backing off")
+
+
+def test_a_drifted_label_counts_as_seen_failing_so_no_failure_is_forgotten() -> None:
+    ledger = _ledger(_snapshot(_stale("A", failed=1, failure="drift")))
+    heal_after_poll(
+        Merchant("M", "STORE-M", labels_failing=1),
+        ledger,
+        MemoryLabelQueue(),
+        Settings(),
+        swept=False,
+    )
+    assert ledger.requeued == [(["A"], None)]
+
+
+def test_a_sweep_poll_queues_a_verify_once_per_interval_after_its_jobs() -> None:
+    ledger, queue = _ledger(_snapshot(_stale("LOST", changed=60))), MemoryLabelQueue()
+    heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=True)
+    assert [(v.merchant_id, v.store_code, v.reason) for v in queue.verifies] == [
+        ("M", "STORE-M", "sweep")
+    ]
+    assert ledger.calls[-1] == "claim_verify"  # after the pass queued its jobs
+    heal_after_poll(MERCHANT, ledger, queue, Settings(), swept=True)  # claimed already
+    heal_after_poll(FAILING, _ledger(_snapshot()), queue, Settings(), swept=False)
+    never = _ledger(_snapshot())
+    heal_after_poll(MERCHANT, never, queue, Settings(label_verify_interval_hours=0), swept=True)
+    assert len(queue.verifies) == 1
+    assert "claim_verify" not in never.calls
