@@ -100,6 +100,9 @@ def test_hipoink_sender_sample_event(
         "pu": "gal",
         "pi": "ITEMDEMO00002",
     }
+    # The sample's second record, a verify of the same store, ran after the job (its group):
+    # the built sender read the store's one page of products from Hipoink.
+    assert demo_stack.hipoink.request_count("product/query", "STORE-DEMO-1") == 1
 
 
 def test_webhook_sample_event_queues_a_poll(
