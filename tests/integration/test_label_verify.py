@@ -190,30 +190,6 @@ HOSTILE = {
     "not JSON": ("<html>gateway</html>", "answer is not JSON"),
     "data not a list": ('{"error_code": 0, "data": "all of them"}', "no list of products"),
     "data missing": ('{"error_code": 0, "total": 6}', "no list of products"),
-    "a product without pc": (
-        '{"error_code": 0, "data": [{"pn": "Item 0", "pp": "1.00"}]}',
-        "product #0 has no usable code (pc)",
-    ),
-    "a pc with NUL": (
-        '{"error_code": 0, "data": [{"pc": "SKU\\u00000000", "pn": "x"}]}',
-        "product #0 has no usable code (pc)",
-    ),
-    "a name with NUL": (
-        '{"error_code": 0, "data": [{"pc": "SKU0000", "pn": "Item\\u0000 0"}]}',
-        "product #0: pn is not text a label holds",
-    ),
-    "a lone surrogate": (
-        '{"error_code": 0, "data": [{"pc": "SKU0000", "pn": "\\ud800"}]}',
-        "product #0: pn is not text a label holds",
-    ),
-    "a huge name": (
-        '{"error_code": 0, "data": [{"pc": "SKU0000", "pn": "' + "x" * 100_000 + '"}]}',
-        "over 1000 characters",
-    ),
-    "a price that is a list": (
-        '{"error_code": 0, "data": [{"pc": "SKU0000", "pp": [1]}]}',
-        "product #0: pp is not text",
-    ),
     "an answer past 1 MiB": ("x" * (1 << 21), "answer larger than"),
     "a huge number": ('{"error_code": 0, "data": [], "total": 1' + "0" * 5000 + "}", "not JSON"),
     "short of its total": ('{"error_code": 0, "data": [], "total": 6}', "listed 0 of a total"),
@@ -242,6 +218,47 @@ def test_a_hostile_query_answer_is_refused_by_name_and_marks_nothing(
     assert hipoink.clear_faults() == 0
     lines, metrics = _verify(stack)  # the next verify reads Hipoink's own answer
     assert _drifted(stack) == {"SKU0005": "Hipoink holds otherwise than acknowledged: not held"}
+
+
+DAMAGED: dict[str, tuple[object, set[str], int]] = {
+    # name: (the product added to Hipoink's own listing, or put in place of our SKU0000;
+    #        the labels found drifted besides SKU0005, which is not held; products skipped)
+    "another system's product without pc": ({"pn": "Car wash", "pp": "9.00"}, set(), 1),
+    "a pc with NUL": ({"pc": "SKU\x000000", "pn": "x"}, set(), 1),
+    "a pc of 100 characters": ({"pc": "C" * 100, "pn": "x"}, set(), 1),
+    "a product that is not an object": (["SKU0000"], set(), 1),
+    "another system's product with a huge name": ({"pc": "WASH-01", "pn": "x" * 10**5}, set(), 0),
+    "our product with a NUL in its name": ({"pc": "SKU0000", "pn": "Item\x00 0"}, {"SKU0000"}, 0),
+    "our product with a lone surrogate": ({"pc": "SKU0000", "pn": "\ud800"}, {"SKU0000"}, 0),
+    "our product with a huge name": ({"pc": "SKU0000", "pn": "x" * 10**5}, {"SKU0000"}, 0),
+    "our product with a price that is a list": ({"pc": "SKU0000", "pp": [1]}, {"SKU0000"}, 0),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_one_damaged_or_foreign_product_never_spoils_the_verify_of_the_others(
+    stack: LocalStack, name: str
+) -> None:
+    """A store may hold another system's products (codes and names of its own), and one
+    product of ours may hold what no label of ours sends: the rest of the listing is still
+    verified. A product without a usable code is skipped and counted; a field that is not
+    text a label holds differs from what we send (our label drifted, and is re-sent)."""
+    product, drifted, skipped = DAMAGED[name]
+    hipoink = _started(stack)
+    hipoink.forget(STORE, "SKU0005")  # a real drift, found whatever else the page holds
+    held = [r for pc, r in sorted(hipoink.labels(STORE).items()) if pc not in drifted]
+    data = [*held, product]
+    body = json.dumps({"error_code": 0, "data": data, "total": len(data)})
+    hipoink.fail_next(200, body=body)
+    lines, metrics = _verify(stack)
+
+    verified = _said(lines, "labels verified against Hipoink")
+    assert not any("label verify refused" in line for line in lines)
+    assert not any("Traceback" in line for line in lines)
+    assert (verified["verified"], verified["skipped_products"]) == (6, skipped)
+    assert set(_drifted(stack)) == {"SKU0005", *drifted}
+    assert metrics["LabelsDrifted"] == 1 + len(drifted)
+    assert hipoink.clear_faults() == 0
 
 
 def test_a_sweep_poll_queues_a_verify_at_most_once_per_interval_and_its_drift_heals(

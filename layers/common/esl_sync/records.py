@@ -321,10 +321,19 @@ class VerifyTarget:
 @dataclass(frozen=True)
 class HeldPage:
     """One page of ``product/query``: the products Hipoink holds (each with a usable text
-    ``pc``; the values as the answer gave them) and the ``total`` it reported, if any."""
+    ``pc``; the values as the answer gave them, a compared value that is not text a label
+    holds as :data:`UNREADABLE`), the ``total`` it reported, if any, and how many products
+    of the page were skipped for want of a usable ``pc`` (none of ours has such a code)."""
 
     products: list[dict[str, object]]
     total: int | None = None
+    skipped: int = 0
+
+
+UNREADABLE = "\x00unreadable"
+"""What a held product's compared field reads as when Hipoink's value is not text a label
+holds (NUL, a lone surrogate, too long, a list …): no label of ours holds it (NUL), so it
+differs from every value we send, and a label of ours holding it has drifted."""
 
 
 @dataclass(frozen=True)

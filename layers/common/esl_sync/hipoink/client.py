@@ -36,7 +36,7 @@ from esl_sync.hipoink.errors import (
 )
 from esl_sync.hipoink.records import FREE_FIELDS, HipoinkRecord
 from esl_sync.http_connections import read_at_most
-from esl_sync.records import HeldPage
+from esl_sync.records import UNREADABLE, HeldPage
 
 ANSWER_MAX_BYTES = 1 << 20
 """Of an answer's body, what is read: Hipoink answers a few hundred bytes of JSON, and a
@@ -160,53 +160,58 @@ class HipoinkClient:
 
 
 COMPARED_FIELDS = ("pc", "pn", "pp", "pi", "pu", *FREE_FIELDS)
-"""The fields a label record may carry: what a verify compares, and what of a held product
-must be readable (text or a number, of at most :data:`HELD_TEXT_MAX_CHARS`, without NUL or
-a lone surrogate). Any other field of Hipoink's answer is not read."""
+"""The fields a label record may carry: what a verify compares, and all it reads of a held
+product (text or a number, of at most :data:`HELD_TEXT_MAX_CHARS`, without NUL or a lone
+surrogate; anything else reads as :data:`~esl_sync.records.UNREADABLE`)."""
 HELD_TEXT_MAX_CHARS = 1000
 _LIST_KEYS = ("list", "records", "rows", "items", "data")
 _TOTAL_KEYS = ("total", "count")
 
 
 def held_page(answer: dict[str, Any], page: int) -> HeldPage:
-    """An answer of ``product/query`` read tolerantly, or :class:`HipoinkUnreadable`
-    naming what is wrong (never quoting Hipoink's values): the products are ``data``, a
-    list, or a list under ``data.list`` (``records``, ``rows``, ``items``, ``data``); the
-    total, if given, ``total`` or ``count`` beside them (else at the top). Each product is
-    an object with a ``pc`` (text, or an integer written out) that is a usable code."""
+    """An answer of ``product/query`` read tolerantly: the products are ``data``, a list, or
+    a list under ``data.list`` (``records``, ``rows``, ``items``, ``data``); the total, if
+    given, ``total`` or ``count`` beside them (else at the top). An answer without such a
+    list is :class:`HipoinkUnreadable` (named, never quoting Hipoink's values).
+
+    One product never spoils the page (a store may hold another system's products, with
+    codes and names of its own): a product that is not an object or has no usable ``pc``
+    (text, or an integer written out; :func:`esl_sync.storable.product_code`) is skipped and
+    counted (no label of ours has such a code); a compared field that is not text a label
+    holds (not text or a number; NUL, a lone surrogate, over :data:`HELD_TEXT_MAX_CHARS`)
+    reads as :data:`~esl_sync.records.UNREADABLE`, which differs from every value we send."""
     from esl_sync.storable import clean_text, product_code  # see said()
 
-    where = f"product/query page {page}"
     data = answer.get("data")
     totals: list[object] = [answer.get(key) for key in _TOTAL_KEYS]
     if isinstance(data, dict):
         totals = [data.get(key) for key in _TOTAL_KEYS] + totals
         data = next((data[k] for k in _LIST_KEYS if isinstance(data.get(k), list)), None)
     if not isinstance(data, list):
-        raise HipoinkUnreadable(f"{where}: answer has no list of products (data)")
+        raise HipoinkUnreadable(f"product/query page {page}: answer has no list of products (data)")
     products: list[dict[str, object]] = []
-    for index, held in enumerate(data):
-        if not isinstance(held, dict):
-            raise HipoinkUnreadable(f"{where}: product #{index} is not an object")
-        pc = held.get("pc")
+    skipped = 0
+    for held in data:
+        pc = held.get("pc") if isinstance(held, dict) else None
         if isinstance(pc, int) and not isinstance(pc, bool):
             pc = str(pc)
         code, problem = product_code(pc) if isinstance(pc, str) else ("", "is missing")
-        if problem is not None or not code:
-            raise HipoinkUnreadable(f"{where}: product #{index} has no usable code (pc)")
+        if problem is not None or not code or not isinstance(held, dict):
+            skipped += 1
+            continue
+        product: dict[str, object] = {}
         for field in COMPARED_FIELDS:
             value = held.get(field)
-            if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+            if field not in held:
                 continue
-            if not isinstance(value, str):
-                raise HipoinkUnreadable(f"{where}: product #{index}: {field} is not text")
-            if len(value) > HELD_TEXT_MAX_CHARS or clean_text(value) != value:
-                raise HipoinkUnreadable(
-                    f"{where}: product #{index}: {field} is not text a label holds"
-                    f" (NUL, a lone surrogate, or over {HELD_TEXT_MAX_CHARS} characters)"
-                )
-        products.append({**{k: v for k, v in held.items() if k in COMPARED_FIELDS}, "pc": code})
-    return HeldPage(products, next((t for t in map(_count, totals) if t is not None), None))
+            text_ok = isinstance(value, str) and len(value) <= HELD_TEXT_MAX_CHARS
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            readable = value is None or number or (text_ok and clean_text(value) == value)
+            product[field] = value if readable else UNREADABLE
+        product["pc"] = code
+        products.append(product)
+    total = next((t for t in map(_count, totals) if t is not None), None)
+    return HeldPage(products, total, skipped)
 
 
 def _count(value: object) -> int | None:

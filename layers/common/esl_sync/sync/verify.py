@@ -25,7 +25,9 @@ and logged, never touched: a store's codes may be another system's.
 
 Nothing is marked when the reading cannot be trusted, and the verify is never retried
 (it would hold the store's label jobs behind it in its message group): a Hipoink error, an
-answer :func:`esl_sync.hipoink.client.held_page` cannot read, a listing shorter than the
+answer :func:`esl_sync.hipoink.client.held_page` cannot read as a list of products (one
+product it cannot read is skipped, or its field counted as differing: it never spoils the
+others), a listing shorter than the
 total it reported, pages that repeat, too little time left, or a systematic difference
 (more labels drifted than ``LABEL_VERIFY_MAX_DRIFT_FRACTION`` of those compared, beyond
 :data:`ALWAYS_ALLOWED`: an answer format read wrong looks exactly like that). Each is one
@@ -84,6 +86,7 @@ class VerifyOutcome:
     stale: int = 0  # not compared: stale already (a job or the heal is on its way)
     not_rebuilt: int = 0  # not compared: the sender's settings make another record
     unknown_codes: list[str] = field(default_factory=list)  # held, not in the ledger
+    skipped: int = 0  # held products without a usable code (another system's): not read
     pages: int = 0
     refused: str | None = None
 
@@ -176,12 +179,14 @@ def _pages(
             before_call()
         page = hipoink.query(store, number, PAGE_SIZE)
         outcome.pages = number
+        outcome.skipped += page.skipped
         codes = [p["pc"] for p in page.products]
         if codes and codes == previous:
             raise VerifyRefused(f"product/query page {number} repeats the page before it")
-        read += len(codes)
+        listed = len(codes) + page.skipped  # what the page held, read or not
+        read += listed
         yield page.products
-        if len(codes) < PAGE_SIZE or (page.total is not None and read >= page.total):
+        if listed < PAGE_SIZE or (page.total is not None and read >= page.total):
             if page.total is not None and read < page.total:
                 raise VerifyRefused(f"product/query listed {read} of a total of {page.total}")
             return
@@ -236,6 +241,7 @@ def _report(outcome: VerifyOutcome) -> None:
         "not_rebuilt": outcome.not_rebuilt,
         "unknown_codes": len(outcome.unknown_codes),
         "unknown_codes_named": first_named(outcome.unknown_codes, _LOGGED_CODES),
+        "skipped_products": outcome.skipped,
         "pages": outcome.pages,
     }
     if outcome.refused is not None:
