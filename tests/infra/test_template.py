@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from devkit.iam import function_env
 from devkit.template import REPO_ROOT, TEMPLATE_PATH
 from esl_sync.events import ScheduleEvent
-from esl_sync.messages import LabelJob, PollRequest
+from esl_sync.messages import LabelJob, LabelVerify, PollRequest
 from esl_sync.settings import Settings
 from esl_sync.webhooks import CloverNotification
 
@@ -778,8 +779,13 @@ def test_dispatcher_event_is_the_schedule_input(template: Template) -> None:
 )
 def test_sqs_sample_events_are_complete(name: str, queue_suffix: str) -> None:
     records = load_event(name)["Records"]
-    assert len(records) == 1
-    record = records[0]
+    assert records
+    assert len({r["messageId"] for r in records}) == len(records)
+    for record in records:
+        _assert_complete_sqs_record(record, queue_suffix)
+
+
+def _assert_complete_sqs_record(record: dict[str, Any], queue_suffix: str) -> None:
     for field in (
         "messageId",
         "receiptHandle",
@@ -818,6 +824,17 @@ def test_sender_event_carries_a_label_job_from_the_fifo_queue() -> None:
     assert job.store_code == "STORE-DEMO-1"
     assert [u["pc"] for u in job.upserts] == ["012345678905", "REG-UNL"]
     assert job.deletes == ["000000000017"]
+
+
+def test_sender_event_carries_a_verify_after_its_job_in_the_same_group() -> None:
+    """The label queue carries verify requests too; the sample's second record is one, in
+    the job's message group and after it (a FIFO queue hands a group's messages in order)."""
+    job, verify = load_event("hipoink_sender")["Records"]
+    request = LabelVerify.parse(verify["body"])
+    assert (request.merchant_id, request.store_code) == ("MDEMO0000001", "STORE-DEMO-1")
+    assert verify["attributes"]["MessageGroupId"] == job["attributes"]["MessageGroupId"]
+    assert int(verify["attributes"]["SequenceNumber"]) > int(job["attributes"]["SequenceNumber"])
+    assert verify["md5OfBody"] == hashlib.md5(verify["body"].encode()).hexdigest()  # noqa: S324
 
 
 def test_migrator_event_is_a_custom_resource_create(template: Template) -> None:

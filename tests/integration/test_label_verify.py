@@ -120,6 +120,38 @@ def test_an_older_call_landing_late_is_found_and_the_newer_price_put_back(
     assert (again["LabelsVerified"], again.get("LabelsDrifted", 0)) == (6, 0)
 
 
+def test_a_label_upsert_landing_late_after_its_delete_is_found_and_deleted_again(
+    stack: LocalStack, client: HipoinkClient
+) -> None:
+    """The zombie label: an item hidden in Clover had its label deleted, then the upsert
+    that had timed out before lands at Hipoink: the hidden item's price is back on the
+    shelf while the ledger says deleted. The verify finds it, the next poll deletes it."""
+    hipoink = _started(stack)
+    clover = stack.clover
+    assert clover is not None
+    item = next(i for i in clover.items(M) if i["sku"] == "SKU0002")
+    shown = hipoink.labels(STORE)["SKU0002"]
+    clover.update_item(M, item["id"], hidden=True)
+    stack.run_cycle()
+    assert "SKU0002" not in hipoink.labels(STORE)
+    client.upsert(STORE, [shown])  # the call that had timed out on our side, applied now
+    assert _stale(stack) == 0  # the ledger says deleted: nothing counted it stale
+
+    lines, metrics = _verify(stack)
+
+    assert _drifted(stack) == {
+        "SKU0002": "Hipoink holds otherwise than acknowledged: held though deleted"
+    }
+    assert (metrics["LabelsVerified"], metrics["LabelsDrifted"]) == (6, 1)
+    assert _said(lines, "labels verified against Hipoink")["unknown_codes"] == 0
+    _heal_by_the_next_poll(stack)
+    assert "SKU0002" not in hipoink.labels(STORE)
+    assert _stale(stack) == 0
+    assert _drifted(stack) == {}
+    _, again = _verify(stack)
+    assert (again["LabelsVerified"], again.get("LabelsDrifted", 0)) == (6, 0)
+
+
 def test_a_console_edit_of_the_name_and_a_product_lost_in_a_restore_are_repaired(
     stack: LocalStack,
 ) -> None:
