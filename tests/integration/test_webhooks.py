@@ -425,12 +425,7 @@ def test_a_send_refused_in_part_gives_back_only_the_windows_it_did_not_queue(
     third is never made. Clover's redelivery queues exactly the ten polls that were not:
     one poll per merchant and window still, and no hint lost."""
     merchants = [f"MPART{n:07d}" for n in range(25)]
-    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
-            [(m, f"S-{n}") for n, m in enumerate(merchants)],
-        )
-    event = notification({m: [("I:PRICE", "UPDATE")] for m in merchants})
+    event = _registered_and_notified(stack, merchants, "S")
 
     def refuse(n: int, params: dict[str, Any]) -> None:
         if n == 1:
@@ -500,12 +495,7 @@ def test_a_merchant_whose_claim_fails_does_not_keep_the_others_polls_from_the_qu
     failure ended the delivery with the others' windows claimed and their polls unsent,
     so the redelivery coalesced them and their changes waited for the schedule."""
     merchants = [f"MCLAIM{n:06d}" for n in range(3)]
-    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
-            [(m, f"S-CLAIM-{n}") for n, m in enumerate(merchants)],
-        )
-    event = notification({m: [("I:PRICE", "UPDATE")] for m in merchants})
+    event = _registered_and_notified(stack, merchants, "S-CLAIM")
     failing = merchants[1]
 
     with claims_refused_for(failing) as seen:
@@ -522,3 +512,16 @@ def test_a_merchant_whose_claim_fails_does_not_keep_the_others_polls_from_the_qu
     [line] = log_entries(stack, "webhook handled")
     assert (line["polls_queued"], line["polls_coalesced"]) == ([failing], sorted(queued))
     assert stack.queue_depths()["PollQueue"] == 3
+
+
+def _registered_and_notified(
+    stack: LocalStack, merchants: list[str], store_prefix: str
+) -> dict[str, Any]:
+    """``merchants`` registered (each its own store, no tokens: their polls are only
+    queued here), and one delivery that names an item change of each."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO merchants (merchant_id, store_code) VALUES (%s, %s)",
+            [(m, f"{store_prefix}-{n}") for n, m in enumerate(merchants)],
+        )
+    return notification({m: [("I:PRICE", "UPDATE")] for m in merchants})
