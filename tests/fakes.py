@@ -97,6 +97,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.refused: list[RefusedItem] = []
         self.wanted: dict[str, str | None] = {}  # code → the hash products want (absent: none)
         self.verify_due = True  # what claim_verify answers (then False: claimed)
+        self.verify_claims: list[int] = []  # the interval (hours) of each claim_verify
 
     def _call(self, name: str, *merchant_id: str) -> None:
         self.calls.append(name)
@@ -197,6 +198,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
 
     def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
         self._call("claim_verify", merchant_id)
+        self.verify_claims.append(interval_hours)
         due, self.verify_due = self.verify_due, False
         return due
 

@@ -13,7 +13,13 @@ from esl_sync.observability import metrics
 from esl_sync.products import Product
 from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
-from esl_sync.sync.heal import RepairPolicy, choose, heal_after_poll, heal_merchant
+from esl_sync.sync.heal import (
+    RepairPolicy,
+    choose,
+    heal_after_poll,
+    heal_merchant,
+    queue_verify_if_due,
+)
 from tests.fakes import MemoryLabelQueue, MemoryLedger, MemoryLog
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -393,3 +399,44 @@ def test_a_sweep_poll_queues_a_verify_once_per_interval_after_its_jobs() -> None
     heal_after_poll(MERCHANT, never, queue, Settings(label_verify_interval_hours=0), swept=True)
     assert len(queue.verifies) == 1
     assert "claim_verify" not in never.calls
+
+
+def test_a_drifted_label_queued_the_moment_it_drifted_waits_for_that_job() -> None:
+    """Queued again at the very moment the verify marked it: that job carries the fix."""
+    assert _codes(_snapshot(_stale("A", failed=10, failure="drift", requeued=10))) == ([], "")
+
+
+@pytest.mark.parametrize(("requeued", "queued_again"), [(15, True), (14, False)])
+def test_a_drifted_labels_job_is_presumed_lost_exactly_the_expiry_after(
+    requeued: int, queued_again: bool
+) -> None:
+    """``requeue_expiry`` is 15 minutes: a job queued that long ago must be lost."""
+    label = _stale("A", failed=30, failure="drift", requeued=requeued)
+    assert _codes(_snapshot(label)) == ((["A"], "drift") if queued_again else ([], ""))
+
+
+def test_a_verify_is_claimed_for_the_configured_interval_and_said(log: MemoryLog) -> None:
+    ledger, queue = _ledger(_snapshot()), MemoryLabelQueue()
+    settings = Settings(label_verify_interval_hours=6)
+    assert queue_verify_if_due(MERCHANT, ledger, queue, settings) is True
+    assert [(v.merchant_id, v.store_code, v.reason) for v in queue.verifies] == [
+        ("M", "STORE-M", "sweep")
+    ]
+    [line] = log.lines("label verify queued")
+    assert (line["level"], line["merchant_id"]) == ("INFO", "M")
+    # Within the interval: the claim fails, nothing is queued or said.
+    assert queue_verify_if_due(MERCHANT, ledger, queue, settings) is False
+    assert (len(queue.verifies), ledger.verify_claims) == (1, [6, 6])
+    assert log.messages == ["label verify queued"]
+
+
+@pytest.mark.parametrize(
+    ("merchant", "hours"), [(Merchant("M", None), 24), (Merchant("M", ""), 24), (MERCHANT, 0)]
+)
+def test_no_verify_without_a_store_or_with_an_interval_of_zero(
+    log: MemoryLog, merchant: Merchant, hours: int
+) -> None:
+    ledger, queue = _ledger(_snapshot()), MemoryLabelQueue()
+    settings = Settings(label_verify_interval_hours=hours)
+    assert queue_verify_if_due(merchant, ledger, queue, settings) is False
+    assert (ledger.calls, queue.verifies, log.messages) == ([], [], [])
