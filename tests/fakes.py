@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import final
+from typing import Literal, final
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.hipoink.errors import (
@@ -42,6 +42,8 @@ from esl_sync.ports import (
 )
 from esl_sync.records import (
     AckedLabel,
+    Drift,
+    HeldPage,
     LabelAck,
     LabelConflict,
     LabelFailure,
@@ -53,7 +55,9 @@ from esl_sync.records import (
     StaleLabel,
     StoreBlock,
     VerificationCode,
+    VerifyTarget,
 )
+from esl_sync.verify_ports import HeldProducts, VerifyLedger
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -201,6 +205,76 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.verify_claims.append(interval_hours)
         due, self.verify_due = self.verify_due, False
         return due
+
+
+@final
+class MemoryVerifyLedger(_OneMerchant, VerifyLedger):
+    """``label_state`` as a verify reads and marks it: ``targets`` (None: the store is no
+    longer the merchant's ``store_code``), ``marks`` what each ``mark_drifted`` was given;
+    a drifted label whose code is in ``changed_since`` was acknowledged anew meanwhile, so
+    it is not marked (the real ledger compares the hash and version)."""
+
+    def __init__(
+        self, store_code: str, targets: Iterable[VerifyTarget] | None = (), merchant_id: str = "M"
+    ) -> None:
+        self.merchant_id = merchant_id
+        self.store_code = store_code
+        self.targets = None if targets is None else list(targets)
+        self.changed_since: set[str] = set()
+        self.marks: list[list[Drift]] = []
+
+    def verify_targets(self, merchant_id: str, store_code: str) -> list[VerifyTarget] | None:
+        self._check(merchant_id)
+        if self.targets is None or store_code != self.store_code:
+            return None
+        return list(self.targets)
+
+    def mark_drifted(self, merchant_id: str, store_code: str, drifts: Sequence[Drift]) -> int:
+        self._check(merchant_id)
+        assert store_code == self.store_code, f"marks in store {store_code}"
+        self.marks.append(list(drifts))
+        return sum(d.pc not in self.changed_since for d in drifts)
+
+
+@final
+class MemoryHeld(HeldProducts):
+    """Hipoink's ``product/query`` over one store's products, as
+    :func:`esl_sync.hipoink.client.held_page` reads it: pages of the size asked, numbered
+    from 1; a product without ``pc`` is another system's (skipped and counted); ``total``
+    the count it reports (default: every product; None: none reported). ``answers`` replaces
+    the answer for a page number (an exception is raised); ``endless`` answers a full page of
+    new codes for every page. ``calls`` lists each (store, page, page size)."""
+
+    def __init__(
+        self,
+        store_code: str,
+        products: Iterable[dict[str, object]] = (),
+        *,
+        total: int | Literal["all"] | None = "all",
+    ) -> None:
+        self.store_code = store_code
+        self.products = list(products)
+        self.total = len(self.products) if total == "all" else total
+        self.answers: dict[int, HeldPage | Exception] = {}
+        self.endless = False
+        self.calls: list[tuple[str, int, int]] = []
+
+    def query(self, store_code: str, page: int, page_size: int) -> HeldPage:
+        self.calls.append((store_code, page, page_size))
+        assert store_code == self.store_code, f"a query of store {store_code!r}"
+        answer = self.answers.get(page)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer is not None:
+            return answer
+        if self.endless:
+            return HeldPage([{"pc": f"X{page}-{i}"} for i in range(page_size)], None)
+        listed = self.products[(page - 1) * page_size : page * page_size]
+        return HeldPage(
+            [dict(p) for p in listed if "pc" in p],
+            self.total,
+            skipped=sum("pc" not in p for p in listed),
+        )
 
 
 @final
