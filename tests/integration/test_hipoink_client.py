@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devkit.hipoink_sim import HipoinkSimulator
-from esl_sync.hipoink.client import ANSWER_MAX_BYTES, MESSAGE_MAX_CHARS, HipoinkClient
+from esl_sync.hipoink.client import ANSWER_MAX_BYTES, MESSAGE_MAX_CHARS, HipoinkClient, held_page
 from esl_sync.hipoink.errors import (
     HipoinkConfigError,
     HipoinkError,
@@ -286,3 +286,24 @@ def test_an_answer_that_drips_is_a_timeout_by_the_calls_deadline(head: bytes, dr
     finally:
         client.close()
         server.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "total"),
+    [
+        ({"data": [], "total": 250}, 250),
+        ({"data": [], "total": "250"}, 250),
+        ({"data": {"list": [], "total": 250}, "total": 7}, 250),
+        ({"data": [], "count": 100}, None),  # one page's count, or a call's: not the total
+        ({"data": {"list": [], "count": 100}}, None),
+        ({"data": [], "total": True}, None),
+        ({"data": [], "total": -1}, None),
+        ({"data": [], "total": "1e3"}, None),
+    ],
+)
+def test_a_listings_total_is_read_only_where_it_can_only_be_the_total(
+    answer: dict[str, object], total: int | None
+) -> None:
+    """The verify stops reading at the reported total: a ``count`` read as one would end a
+    store's listing after its first page, and every later label would look drifted."""
+    assert held_page({"error_code": 0, **answer}, 1).total == total

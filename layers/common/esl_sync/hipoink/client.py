@@ -165,13 +165,16 @@ product (text or a number, of at most :data:`HELD_TEXT_MAX_CHARS`, without NUL o
 surrogate; anything else reads as :data:`~esl_sync.records.UNREADABLE`)."""
 HELD_TEXT_MAX_CHARS = 1000
 _LIST_KEYS = ("list", "records", "rows", "items", "data")
-_TOTAL_KEYS = ("total", "count")
+_TOTAL_KEYS = ("total",)
+"""Where a listing's total may be. Not ``count``: Hipoink's ``del_multiple`` answers a
+``count`` of what that one call did, and a ``count`` of one page's products read as the
+total would end the listing after its first page (the rest would look drifted)."""
 
 
 def held_page(answer: dict[str, Any], page: int) -> HeldPage:
     """An answer of ``product/query`` read tolerantly: the products are ``data``, a list, or
     a list under ``data.list`` (``records``, ``rows``, ``items``, ``data``); the total, if
-    given, ``total`` or ``count`` beside them (else at the top). An answer without such a
+    given, ``total`` beside them (else at the top). An answer without such a
     list is :class:`HipoinkUnreadable` (named, never quoting Hipoink's values).
 
     One product never spoils the page (a store may hold another system's products, with
