@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -57,6 +58,7 @@ from devkit.emf import metric_sums
 from devkit.lambda_runner import FUNCTIONS
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT, load_template, resolve, resource
+from esl_sync.sync.verify import PAGE_SIZE as VERIFY_PAGE_SIZE
 
 CLOVER_APP_RPS = 50
 CLOVER_APP_IN_FLIGHT = 10
@@ -83,8 +85,9 @@ class PhaseCost:
     cpu_ms_per_poll_high: float
     cpu_ms_per_1000_items: float | None
     log_bytes_per_poll: float
-    label_jobs: int
+    label_jobs: int  # label jobs the phase's polls queued (verify requests apart)
     label_log_bytes: int  # what the sender logged for the phase's label jobs
+    label_verifies: int = 0  # label verify requests the phase's polls queued
 
 
 @dataclass
@@ -351,6 +354,7 @@ def _measure(
     trips = runtime.database().round_trips - trips_before
     calls = counter.snapshot("PollerFunction") - calls_before
     items = int(metric_sums(lines).get("ItemsFetched", 0))
+    verifies = sum('"label verify queued' in line for line in lines)
     label_start = len(stack.logs)
     with _handler_cpu("hipoink_sender", sender if sender is not None else []):
         labels = stack.drain("LabelQueue", "hipoink_sender")
@@ -375,7 +379,8 @@ def _measure(
         cpu_ms_per_poll_high=round(per_poll[-1], 2),
         cpu_ms_per_1000_items=round(1000 * total_cpu_ms / items, 1) if items else None,
         log_bytes_per_poll=round(_bytes(lines) / n, 1),
-        label_jobs=labels.records,
+        label_jobs=labels.records - verifies,
+        label_verifies=verifies,
         label_log_bytes=_bytes(stack.logs[label_start:]),
     )
 
@@ -672,6 +677,10 @@ def _costs(report: BenchReport, measured: dict[str, Any]) -> None:
         sweep=_kind(phases["sweep"]),
         dispatcher_memory_mb=_memory_mb(template, "DispatcherFunction"),
         sender_memory_mb=_memory_mb(template, "HipoinkSenderFunction"),
+        verify_interval_hours=int(
+            poller["Environment"]["Variables"]["LABEL_VERIFY_INTERVAL_HOURS"]
+        ),
+        verify_pages=math.ceil(report.skus / VERIFY_PAGE_SIZE),  # at most every item labelled
         **measured,
     )
     report.cost_inputs = asdict(inputs)
@@ -699,13 +708,21 @@ def _costs(report: BenchReport, measured: dict[str, Any]) -> None:
 
 
 def _kind(phase: PhaseCost) -> bench_cost.PollKind:
+    """The phase's poll as the cost model takes it; its verify requests apart (each its own
+    SQS send), since a month has one per ``LABEL_VERIFY_INTERVAL_HOURS``, not one a sweep."""
+    n = max(phase.polls, 1)
+    calls = dict(phase.aws_calls_per_poll)
+    if phase.label_verifies:
+        sends = calls.get("sqs:SendMessageBatch", 0.0) - phase.label_verifies / n
+        calls["sqs:SendMessageBatch"] = max(0.0, sends)
     return bench_cost.PollKind(
-        aws_calls=phase.aws_calls_per_poll,
+        aws_calls=calls,
         cpu_ms=phase.cpu_ms_per_poll,
         clover_requests=phase.clover_requests_per_poll,
         db_round_trips=phase.db_round_trips_per_poll,
         log_bytes=phase.log_bytes_per_poll,
-        label_jobs=phase.label_jobs / max(phase.polls, 1),
+        label_jobs=phase.label_jobs / n,
+        verifies=phase.label_verifies / n,
     )
 
 

@@ -44,6 +44,9 @@ PLATFORM_LOG_BYTES_PER_INVOCATION = 360
 LOG_EVENT_OVERHEAD_BYTES = 26
 """CloudWatch Logs counts 26 bytes more per log event (its PutLogEvents size rule);
 taken as billed too, to err on the high side."""
+HIPOINK_QUERY_MS_PER_PAGE = 1000.0
+"""Wall time of one ``product/query`` page of a label verify (100 products), the sender
+waiting on Hipoink: an estimate, taken as long as a label job's call (≈ 1 s)."""
 KMS_DECRYPTS_PER_STORE_MONTH = 300
 """Token decryptions: one per token version per poller instance (cached for the life of
 the process); instances live hours, a v2 token is refreshed a few times a day (estimate)."""
@@ -58,6 +61,7 @@ ESTIMATES = (
     "Lambda CPU share by memory, Graviton as fast as this machine",
     "round trips in AWS (" + ", ".join(f"{k} {v:g} ms" for k, v in ROUND_TRIP_MS.items()) + ")",
     f"Lambda's own log bytes ({PLATFORM_LOG_BYTES_PER_INVOCATION} B an invocation)",
+    f"a verify's Hipoink page ({HIPOINK_QUERY_MS_PER_PAGE / 1000:g} s)",
     f"KMS decrypts ({KMS_DECRYPTS_PER_STORE_MONTH} a month)",
     f"X-Ray's fleet ({FLEET_STORES} stores)",
 )
@@ -73,7 +77,8 @@ class PollKind:
     clover_requests: float
     db_round_trips: float
     log_bytes: float
-    label_jobs: float = 0.0
+    label_jobs: float = 0.0  # label jobs the poll queued (verify requests apart)
+    verifies: float = 0.0  # label verify requests the poll queued (each its own SQS send)
 
 
 @dataclass
@@ -93,6 +98,8 @@ class CostInputs:
     sender_cpu_ms_per_job: float = 0.0
     sender_log_bytes_per_job: float = 0.0
     sender_memory_mb: int = 512
+    verify_interval_hours: int = 168  # LABEL_VERIFY_INTERVAL_HOURS: at most one verify as often
+    verify_pages: float = 0.0  # product/query pages a store's verify reads (100 products each)
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,37 @@ def cost_lines(inputs: CostInputs) -> list[CostLine]:
     )
     lines.append(_dispatcher_line(inputs, polls))
     lines.append(_label_jobs_line(inputs, mix, sends))
+    lines.append(_verifies_line(inputs, mix))
     return lines
+
+
+def verifies_per_month(inputs: CostInputs, mix: Mapping[str, float]) -> float:
+    """A sweep poll queues a verify at most once per ``verify_interval_hours`` (a claim in
+    Postgres): the bench's sweeps, each a merchant's first, all queued one, so the month
+    has one per interval, or one per sweep if sweeps are rarer; none if the bench saw none
+    (``LABEL_VERIFY_INTERVAL_HOURS`` 0)."""
+    if not inputs.sweep.verifies or not inputs.verify_interval_hours:
+        return 0.0
+    return min(mix["sweep"] * inputs.sweep.verifies, 720 / inputs.verify_interval_hours)
+
+
+def _verifies_line(inputs: CostInputs, mix: Mapping[str, float]) -> CostLine:
+    """Label verifies: the FIFO send, receive and delete, one sender invocation each that
+    waits on Hipoink for every page (:data:`HIPOINK_QUERY_MS_PER_PAGE`), its log line."""
+    verifies = verifies_per_month(inputs, mix)
+    seconds = inputs.verify_pages * HIPOINK_QUERY_MS_PER_PAGE / 1000
+    usd = verifies * (
+        3 * SQS_FIFO_USD_PER_REQUEST
+        + LAMBDA_USD_PER_REQUEST
+        + seconds * inputs.sender_memory_mb / 1024 * LAMBDA_USD_PER_GB_SECOND
+        + (700 + PLATFORM_LOG_BYTES_PER_INVOCATION) / 1e9 * LOGS_USD_PER_GB
+    )
+    return CostLine(
+        "label verifies (sender)",
+        usd,
+        f"{verifies:,.0f} verifies of {inputs.verify_pages:g} pages (≈ {seconds:g} s of Hipoink)"
+        f" each: send, receive, delete, one sender invocation",
+    )
 
 
 def _calls(kind: PollKind, prefix: str, *, writes: bool | None = None) -> float:

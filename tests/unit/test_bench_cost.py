@@ -66,3 +66,37 @@ def test_the_total_is_the_sum_of_the_lines() -> None:
     lines = cost.cost_lines(inputs())
     assert cost.total(lines) == pytest.approx(sum(line.usd for line in lines))
     assert all(line.usd >= 0 for line in lines)
+
+
+def test_a_month_has_one_verify_per_interval_not_one_per_sweep() -> None:
+    """The bench's sweeps each queue a verify (every merchant's first); the month has one
+    per ``LABEL_VERIFY_INTERVAL_HOURS`` (a claim), or none when the bench saw none."""
+    swept = kind(clover_requests=3.0, cpu_ms=40.0, verifies=1.0)
+    mix = cost.poll_mix(inputs())
+    assert mix["sweep"] == 864
+    weekly = inputs(sweep=swept, verify_interval_hours=168, verify_pages=20)
+    assert cost.verifies_per_month(weekly, mix) == pytest.approx(720 / 168)
+    daily = inputs(sweep=swept, verify_interval_hours=24, verify_pages=20)
+    assert cost.verifies_per_month(daily, mix) == pytest.approx(30)
+    assert cost.verifies_per_month(inputs(verify_interval_hours=24, verify_pages=20), mix) == 0
+    off = inputs(sweep=swept, verify_interval_hours=0, verify_pages=20)
+    assert cost.verifies_per_month(off, mix) == 0
+    rare = inputs(sweep=swept, sweep_every=100_000, verify_interval_hours=1, verify_pages=20)
+    assert cost.verifies_per_month(rare, cost.poll_mix(rare)) == pytest.approx(8640 / 100_000)
+
+
+def test_a_verify_costs_the_sender_its_wait_on_every_page() -> None:
+    """Mostly the sender waiting on Hipoink, page by page (an estimate per page)."""
+    swept = kind(clover_requests=3.0, cpu_ms=40.0, verifies=1.0)
+
+    def line(pages: int) -> float:
+        lines = cost.cost_lines(
+            inputs(sweep=swept, verify_interval_hours=24, verify_pages=pages, sender_memory_mb=512)
+        )
+        [verify] = [x.usd for x in lines if x.item == "label verifies (sender)"]
+        return verify
+
+    seconds = 20 * cost.HIPOINK_QUERY_MS_PER_PAGE / 1000
+    lambda_wait = 30 * seconds * 0.5 * cost.LAMBDA_USD_PER_GB_SECOND
+    assert line(20) > lambda_wait
+    assert line(20) - line(10) == pytest.approx(lambda_wait / 2)

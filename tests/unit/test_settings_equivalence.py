@@ -93,7 +93,7 @@ class Oracle(BaseModel):
     hipoink_block_cooldown_seconds: int = Field(600, ge=1, le=86_400)
     label_heal_after_seconds: int = Field(900, ge=0, le=7 * 86_400)
     label_heal_per_poll: int = Field(2000, ge=1, le=100_000)
-    label_verify_interval_hours: int = Field(24, ge=0, le=24 * 30)
+    label_verify_interval_hours: int = Field(168, ge=0, le=24 * 30)
     label_verify_max_drift_fraction: Decimal = Field(Decimal("0.5"), ge=0, le=1)
 
     @field_validator("clover_product_code_fields", mode="before")

@@ -123,7 +123,7 @@ class Settings:
     hipoink_block_cooldown_seconds: int = 600
     label_heal_after_seconds: int = 900
     label_heal_per_poll: int = 2000
-    label_verify_interval_hours: int = 24
+    label_verify_interval_hours: int = 168
     label_verify_max_drift_fraction: Decimal = Decimal("0.5")
 
     def __post_init__(self) -> None:
