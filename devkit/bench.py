@@ -88,6 +88,7 @@ class PhaseCost:
     label_jobs: int  # label jobs the phase's polls queued (verify requests apart)
     label_log_bytes: int  # what the sender logged for the phase's label jobs
     label_verifies: int = 0  # label verify requests the phase's polls queued
+    label_verify_log_bytes: int = 0  # the poller's lines saying so
 
 
 @dataclass
@@ -354,7 +355,8 @@ def _measure(
     trips = runtime.database().round_trips - trips_before
     calls = counter.snapshot("PollerFunction") - calls_before
     items = int(metric_sums(lines).get("ItemsFetched", 0))
-    verifies = sum('"label verify queued' in line for line in lines)
+    queued_verifies = [line for line in lines if '"label verify queued' in line]
+    verifies = len(queued_verifies)
     label_start = len(stack.logs)
     with _handler_cpu("hipoink_sender", sender if sender is not None else []):
         labels = stack.drain("LabelQueue", "hipoink_sender")
@@ -381,6 +383,7 @@ def _measure(
         log_bytes_per_poll=round(_bytes(lines) / n, 1),
         label_jobs=labels.records - verifies,
         label_verifies=verifies,
+        label_verify_log_bytes=_bytes(queued_verifies),
         label_log_bytes=_bytes(stack.logs[label_start:]),
     )
 
@@ -720,7 +723,7 @@ def _kind(phase: PhaseCost) -> bench_cost.PollKind:
         cpu_ms=phase.cpu_ms_per_poll,
         clover_requests=phase.clover_requests_per_poll,
         db_round_trips=phase.db_round_trips_per_poll,
-        log_bytes=phase.log_bytes_per_poll,
+        log_bytes=phase.log_bytes_per_poll - phase.label_verify_log_bytes / n,
         label_jobs=phase.label_jobs / n,
         verifies=phase.label_verifies / n,
     )

@@ -47,6 +47,9 @@ taken as billed too, to err on the high side."""
 HIPOINK_QUERY_MS_PER_PAGE = 1000.0
 """Wall time of one ``product/query`` page of a label verify (100 products), the sender
 waiting on Hipoink: an estimate, taken as long as a label job's call (≈ 1 s)."""
+VERIFY_LOG_BYTES = 1000
+"""A verify's log lines: the poller's "label verify queued" (≈ 250 B, the bench takes it
+out of the sweep's bytes) and the sender's result with its counts and codes (≈ 700 B)."""
 KMS_DECRYPTS_PER_STORE_MONTH = 300
 """Token decryptions: one per token version per poller instance (cached for the life of
 the process); instances live hours, a v2 token is refreshed a few times a day (estimate)."""
@@ -224,14 +227,15 @@ def verifies_per_month(inputs: CostInputs, mix: Mapping[str, float]) -> float:
 
 def _verifies_line(inputs: CostInputs, mix: Mapping[str, float]) -> CostLine:
     """Label verifies: the FIFO send, receive and delete, one sender invocation each that
-    waits on Hipoink for every page (:data:`HIPOINK_QUERY_MS_PER_PAGE`), its log line."""
+    waits on Hipoink for every page (:data:`HIPOINK_QUERY_MS_PER_PAGE`), its log lines
+    (:data:`VERIFY_LOG_BYTES`, the poller's and the sender's)."""
     verifies = verifies_per_month(inputs, mix)
     seconds = inputs.verify_pages * HIPOINK_QUERY_MS_PER_PAGE / 1000
     usd = verifies * (
         3 * SQS_FIFO_USD_PER_REQUEST
         + LAMBDA_USD_PER_REQUEST
         + seconds * inputs.sender_memory_mb / 1024 * LAMBDA_USD_PER_GB_SECOND
-        + (700 + PLATFORM_LOG_BYTES_PER_INVOCATION) / 1e9 * LOGS_USD_PER_GB
+        + (VERIFY_LOG_BYTES + PLATFORM_LOG_BYTES_PER_INVOCATION) / 1e9 * LOGS_USD_PER_GB
     )
     return CostLine(
         "label verifies (sender)",
