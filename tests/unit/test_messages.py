@@ -24,7 +24,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from esl_sync.lax import MAX_DEPTH, MAX_INT_DIGITS
-from esl_sync.messages import LabelJob, MessageRefused, PollReason, PollRequest
+from esl_sync.messages import (
+    LabelJob,
+    LabelVerify,
+    MessageRefused,
+    PollReason,
+    PollRequest,
+    label_message,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -560,3 +567,70 @@ def test_a_jobs_halves_applied_in_turn_do_what_it_does(
             7,
             5,
         )
+
+
+# -- the label queue's verify requests ----------------------------------------------------------
+
+
+def verify_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """A verify request, a job, or a mix of both, any field hostile."""
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "verify": st.one_of(st.just("labels"), hostile_text, json_scalars),
+            "merchant_id": st.one_of(st.just("MVERIFY00001"), hostile_text, json_scalars),
+            "store_code": st.one_of(st.just("STORE-1"), hostile_text, json_scalars),
+            "reason": st.one_of(st.sampled_from(["manual", "sweep"]), hostile_text, json_scalars),
+            "upserts": st.one_of(st.just([]), json_values),
+            "version": json_scalars,
+        },
+    )
+
+
+@given(body=verify_bodies())
+def test_a_hostile_label_queue_message_is_a_job_a_verify_or_a_named_refusal(
+    body: dict[str, Any],
+) -> None:
+    """Whatever the label queue carries: a job, a verify, or a refusal naming its field in
+    one short line without its value; never another exception, and a body that says
+    ``"verify": "labels"`` is never read as a job (nor a verify without it)."""
+    try:
+        message = label_message(_json(body))
+    except MessageRefused as refused:
+        text = str(refused)
+        assert "\n" not in text
+        assert len(text) < 200
+        for value in body.values():
+            if isinstance(value, str) and len(value) > 8 and value not in ("MVERIFY00001",):
+                assert value not in text
+        return
+    if isinstance(message, LabelVerify):
+        assert body.get("verify") == "labels"
+        assert LabelVerify.parse(message.to_json()) == message
+    else:
+        assert "verify" not in body
+        assert LabelJob.parse(message.to_json()) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"verify": "labels", "merchant_id": "M\x00", "store_code": "S"}, "merchant_id"),
+        ({"verify": "labels", "merchant_id": "M", "store_code": "\ud800"}, None),  # not JSON
+        ({"verify": "labels", "merchant_id": "M", "store_code": "S\x00"}, "store_code"),
+        ({"verify": "labels", "merchant_id": "M", "store_code": "S" * 65}, "store_code"),
+        ({"verify": "labels", "merchant_id": "M" * 65, "store_code": "S"}, "merchant_id"),
+        ({"verify": "labels", "merchant_id": 7, "store_code": "S"}, "merchant_id"),
+        ({"verify": "labels", "store_code": "S"}, "merchant_id"),
+        ({"verify": "LABELS", "merchant_id": "M", "store_code": "S"}, "verify"),
+        ({"verify": "labels", "merchant_id": "M", "store_code": "S", "reason": "cron"}, "reason"),
+        ({"verify": "labels", "merchant_id": "M", "store_code": "S", "upserts": []}, "upserts"),
+    ],
+)
+def test_a_verify_request_with_a_bad_field_is_refused_by_that_field(
+    body: dict[str, Any], field: str | None
+) -> None:
+    text = json.dumps(body)  # a lone surrogate goes as its escape, as SQS could carry it
+    with pytest.raises(MessageRefused) as refused:
+        label_message(text)
+    assert refused.value.field == field

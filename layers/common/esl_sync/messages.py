@@ -212,8 +212,11 @@ class LabelVerify:
     reason: VerifyReason = "manual"
 
     def __post_init__(self) -> None:
-        _text(self.KIND, "merchant_id", self.merchant_id, most=64)
-        _text(self.KIND, "store_code", self.store_code)
+        # NUL too (no pydantic model to stay equal to): Postgres refuses it in the ledger's
+        # query, which failed the record on every receive instead of refusing it by name.
+        for name, value in (("merchant_id", self.merchant_id), ("store_code", self.store_code)):
+            if "\x00" in _text(self.KIND, name, value, most=64):
+                raise MessageRefused(self.KIND, name, "holds NUL")
         if not isinstance(self.reason, str) or self.reason not in ("sweep", "manual"):
             raise MessageRefused(self.KIND, "reason", "not one of manual, sweep")
 
