@@ -359,3 +359,12 @@ def convenience_store_catalog(
 ) -> list[dict[str, Any]]:
     """Like :func:`gas_station_catalog`, for a store without fuel pumps."""
     return _catalog(n_items, seed, start_ms, fuel=False)
+
+
+def numbered_catalog(n_items: int) -> list[dict[str, Any]]:
+    """``n_items`` plain items for tests that need labels, not a store: ``Item i`` at
+    $1.00 + i cents, ``FIXED``, SKU ``SKU0000`` … (the simulator gives ids and times)."""
+    return [
+        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i:04d}"}
+        for i in range(n_items)
+    ]

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from devkit.catalog import numbered_catalog
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
@@ -28,13 +29,6 @@ M = "MSAFE0000001"
 STORE = "STORE-SAFE"
 MAX_RECEIVES = int(load_template()["Parameters"]["MaxReceiveCount"]["Default"])
 INTERVAL_MINUTES = 5  # the shipped SyncIntervalSeconds
-
-
-def _catalog(n: int) -> list[dict[str, Any]]:
-    return [
-        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i:04d}"}
-        for i in range(n)
-    ]
 
 
 def _sims(stack: LocalStack) -> tuple[Any, HipoinkSimulator]:
@@ -79,7 +73,7 @@ def _conflicts(stack: LocalStack) -> dict[str, str]:
 def _started(stack: LocalStack, items: int) -> tuple[Any, HipoinkSimulator]:
     """The merchant with a catalog of ``items``, synced once."""
     clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(items))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(items))
     stack.run_cycle()
     return clover, hipoink
 
@@ -215,7 +209,7 @@ def test_a_hipoink_outage_past_the_dead_letter_limit_is_repaired_within_three_po
 
 def test_a_store_still_down_gets_one_small_probe_at_a_time(stack: LocalStack) -> None:
     _, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(300))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(300))
     hipoink.down = True
     stack.run_cycle()  # the whole first sync dead-letters: two jobs of 200 and 100
     assert stack.queue_depths()["LabelDeadLetterQueue"] == 2
@@ -320,7 +314,7 @@ def test_duplicate_product_codes_keep_one_stable_label_and_name_the_conflict(
 ) -> None:
     stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="2", LABEL_HEAL_AFTER_SECONDS="0")
     clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(4))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(4))
     first = clover.create_item(M, name="Marlboro Red", price=899, sku="DUP")
     stack.run_cycle()
 
@@ -378,7 +372,7 @@ def test_duplicate_codes_in_a_first_sync_show_the_smallest_item_id_every_time(
 ) -> None:
     clover, hipoink = _sims(stack)
     twins = [{"name": f"Twin {i}", "price": 100 * i, "sku": "TWIN"} for i in (1, 2, 3)]
-    stack.add_merchant(M, "tok", STORE, items=_catalog(2) + twins)
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(2) + twins)
     stack.run_cycle()
     owner = min(i["id"] for i in clover.items(M) if i.get("sku") == "TWIN")
 
@@ -447,7 +441,7 @@ def test_a_mistyped_store_code_corrected_lifts_its_block_for_the_right_store(
     were the merchant's, not the store's: the corrected store's jobs were held by the
     mistyped one's block (and a job for it still queued would block it again)."""
     clover, hipoink = _sims(stack)
-    stack.add_merchant(M, "tok", "STORE-TYPO", items=_catalog(20))
+    stack.add_merchant(M, "tok", "STORE-TYPO", items=numbered_catalog(20))
     hipoink.remove_store("STORE-TYPO")
     stack.run_cycle()
     assert _status(stack)["store_blocked"]

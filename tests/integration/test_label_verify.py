@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from devkit.catalog import numbered_catalog
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
@@ -25,20 +26,13 @@ M = "MVERIFY00001"
 STORE = "STORE-VERIFY"
 
 
-def _catalog(n: int) -> list[dict[str, Any]]:
-    return [
-        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i:04d}"}
-        for i in range(n)
-    ]
-
-
 def _hipoink(stack: LocalStack) -> HipoinkSimulator:
     assert stack.hipoink is not None
     return stack.hipoink
 
 
 def _started(stack: LocalStack, items: int = 6) -> HipoinkSimulator:
-    stack.add_merchant(M, "tok", STORE, items=_catalog(items))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(items))
     stack.run_cycle()
     hipoink = _hipoink(stack)
     assert len(hipoink.labels(STORE)) == items
@@ -317,7 +311,7 @@ def test_labels_verify_refuses_bad_arguments_in_one_line(
 ) -> None:
     from esl_sync_ops.cli import main
 
-    stack.add_merchant(M, "tok", STORE, items=_catalog(1))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(1))
     for argv in (
         ["labels", "verify", "MNOTKNOWN001"],
         ["labels", "verify", "bad id\x00!"],

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from devkit.catalog import gas_station_catalog
+from devkit.catalog import gas_station_catalog, numbered_catalog
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
@@ -32,13 +32,6 @@ from tests.tls_certs import self_signed
 M = "MSEND0000001"
 STORE = "STORE-SEND"
 MAX_RECEIVES = int(load_template()["Parameters"]["MaxReceiveCount"]["Default"])
-
-
-def _catalog(n: int) -> list[dict[str, Any]]:
-    return [
-        {"name": f"Item {i}", "price": 100 + i, "priceType": "FIXED", "sku": f"SKU{i:04d}"}
-        for i in range(n)
-    ]
 
 
 def _sim(stack: LocalStack) -> HipoinkSimulator:
@@ -93,7 +86,7 @@ def test_bad_records_are_isolated_named_and_never_retried(
 ) -> None:
     stack = make_stack(HIPOINK_BATCH_SIZE="100")
     hipoink = _sim(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(100))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(100))
     bad = {"SKU0007", "SKU0042", "SKU0099"}
     hipoink.reject_pcs = bad
 
@@ -122,7 +115,7 @@ def test_bad_records_are_isolated_named_and_never_retried(
 def test_hipoink_down_retries_then_dead_letters_then_heals(stack: LocalStack) -> None:
     hipoink, clover = _sim(stack), stack.clover
     assert clover is not None
-    stack.add_merchant(M, "tok", STORE, items=_catalog(30))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(30))
 
     # Down for a while: the job is retried and arrives once Hipoink is back.
     hipoink.fail_next(503, count=2)
@@ -165,7 +158,7 @@ def test_a_wrong_sign_blocks_the_store_until_it_is_fixed(
     stack = make_stack(HIPOINK_BATCH_SIZE="10")
     hipoink, clover = _sim(stack), stack.clover
     assert clover is not None
-    stack.add_merchant(M, "tok", STORE, items=_catalog(35))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(35))
     hipoink.sign = "rotated-on-the-server"
 
     first = stack.run_cycle()
@@ -222,7 +215,7 @@ def test_a_hipoink_certificate_that_fails_verification_blocks_the_store_until_tr
     with hipoink, LocalStack(hipoink_base_url=hipoink.base_url) as stack:
         assert hipoink.base_url.startswith("https://")
         hipoink.add_store(STORE)
-        stack.add_merchant(M, "tok", STORE, items=_catalog(5))
+        stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
 
         first = stack.run_cycle()
 
@@ -260,7 +253,7 @@ def test_a_refusal_postgres_could_not_store_as_sent_still_names_the_label(
     dead-letter queue; the label is named and the rest go through."""
     stack = make_stack(HIPOINK_BATCH_SIZE="1")
     hipoink = _sim(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(3))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(3))
     message = "product SKU0000:\u0000 bad\nname \ud800" + "x" * 1_000_000
     hipoink.fail_next(200, body=json.dumps({"error_code": 1, "error_msg": message}))
 
@@ -280,7 +273,7 @@ def test_a_configuration_refusal_postgres_could_not_store_as_sent_still_blocks(
 ) -> None:
     stack = make_stack()
     hipoink = _sim(stack)
-    stack.add_merchant(M, "tok", STORE, items=_catalog(3))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(3))
     message = "sign\u0000 error \udfff"  # NUL, a lone surrogate: json writes them escaped
     hipoink.fail_next(200, body=json.dumps({"error_code": 1, "error_msg": message}))
 
@@ -296,7 +289,7 @@ def test_a_configuration_refusal_postgres_could_not_store_as_sent_still_blocks(
 def test_upsert_then_delete_in_one_batch_and_a_barcode_change(stack: LocalStack) -> None:
     hipoink, clover = _sim(stack), stack.clover
     assert clover is not None
-    stack.add_merchant(M, "tok", STORE, items=_catalog(5))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
     _poll_only(stack)
     hidden = clover.items(M)[0]
     clover.hide_item(M, hidden["id"])
@@ -397,7 +390,7 @@ def test_a_sweep_poll_heals_dead_lettered_labels_without_an_operator(
     stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="2", LABEL_HEAL_AFTER_SECONDS="0")
     hipoink = _sim(stack)
     assert stack.clover is not None
-    stack.add_merchant(M, "tok", STORE, items=_catalog(30))
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(30))
     hipoink.down = True
     first = stack.run_cycle()
     assert first.queue_depths["LabelDeadLetterQueue"] == 1
