@@ -143,15 +143,13 @@ def _outage(
     last_failure = max(c.failed_at or now for c in failing)
 
     def in_flight(candidate: RepairCandidate) -> bool:
-        """Queued again since it went stale and since the store's last failure (a job
-        that failed, or was skipped behind a failing one, ends that), and not so long ago
-        that it must be lost."""
+        """Queued again (:func:`_queued`), and since the store's last failure (a job that
+        failed, or was skipped behind a failing one, ends that)."""
         queued = candidate.requeued_at
         return (
-            queued is not None
-            and queued >= _stale_at(candidate)
+            _queued(candidate, now, policy.requeue_expiry)
+            and queued is not None
             and queued > last_failure
-            and queued > now - policy.requeue_expiry
         )
 
     if snapshot.last_ack is not None and snapshot.last_ack > last_failure:
