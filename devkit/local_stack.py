@@ -3,9 +3,10 @@
 It is the single way the demo, the tests and the benchmarks run the system.
 
 It starts an embedded PostgreSQL (unless ``DATABASE_URL`` is set), AWS emulated in-process
-by moto's server on loopback (queues, table and key built from ``template.yaml``, and the
-secrets: the handlers read the database URL, the Hipoink sign, the webhook auth code and
-the Clover app's credentials from Secrets Manager, as deployed), and the Clover and Hipoink
+(or, for the benchmark, in a process of its own) by moto's server on loopback (queues,
+table and key built from ``template.yaml``, and the secrets: the handlers read the
+database URL, the Hipoink sign, the webhook auth code and the Clover app's credentials
+from Secrets Manager, as deployed), and the Clover and Hipoink
 simulators (unless their URLs are given). Every AWS call a handler makes is recorded and
 checked against its role in ``template.yaml`` when the stack closes: a call the role does
 not grant fails the run, as it would fail in AWS. ``run_cycle()`` drives the real
@@ -161,12 +162,17 @@ class LocalStack:
         listen: Listen | None = None,
         database_secret: str | None = None,
         record_aws_calls: bool = True,
+        aws_in_own_process: bool = False,
     ) -> None:
         """``database_secret`` is the database secret's value when the handlers reach
         Postgres by another address than this process (from a container);
         ``record_aws_calls=False`` leaves the handlers' AWS calls unrecorded and unchecked
-        (the benchmark: the recorder's work is not the handlers')."""
+        (the benchmark: the recorder's work is not the handlers'); ``aws_in_own_process``
+        serves moto from a process of its own instead of this one's threads (the benchmark:
+        in Lambda no AWS service shares the function's interpreter, its GIL and its
+        caches)."""
         self._record_aws_calls = record_aws_calls
+        self._aws_in_own_process = aws_in_own_process
         self._listen = listen
         self._database_secret = database_secret
         self._clover_base_url = clover_base_url
@@ -312,18 +318,21 @@ class LocalStack:
             load_handler(name)  # a handler that cannot start fails here, not mid-cycle
 
     def _start_moto(self) -> str:
-        from moto.server import ThreadedMotoServer
-
-        _atomic_dynamodb_items()
-
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         host, port = ("127.0.0.1", 0)
         if self._listen:
             host, port = self._listen.host, self._listen.aws_port
-        server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-        server.start()
-        self._exit.callback(server.stop)
-        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+        if self._aws_in_own_process:
+            port = self._exit.enter_context(_moto_process(host, port))
+        else:
+            from moto.server import ThreadedMotoServer
+
+            _atomic_dynamodb_items()
+            server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+            server.start()
+            self._exit.callback(server.stop)
+            port = server.get_host_and_port()[1]
+        endpoint = f"http://127.0.0.1:{port}"
         # moto keeps its state per process: start every stack from nothing.
         httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         return endpoint
@@ -647,6 +656,38 @@ def _operator_commands_attributed() -> Iterator[None]:
         yield
     finally:
         cli.operator_scope = previous
+
+
+@contextmanager
+def _moto_process(host: str, port: int) -> Iterator[int]:
+    """moto's server in a child process (spawned: this process runs threads already) for
+    as long as the context lasts: the port it listens on."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_serve_moto, args=(host, port, theirs), name="moto", daemon=True)
+    child.start()
+    try:
+        if not ours.poll(60):
+            raise RuntimeError("moto's process did not start within 60 s")
+        yield int(ours.recv())
+    finally:
+        child.terminate()
+        child.join(10)
+
+
+def _serve_moto(host: str, port: int, parent: Any) -> None:
+    """The child's whole life: DynamoDB made atomic, moto served, its port sent back; then
+    wait until the parent terminates it."""
+    from moto.server import ThreadedMotoServer
+
+    _atomic_dynamodb_items()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    parent.send(server.get_host_and_port()[1])
+    threading.Event().wait()
 
 
 _ITEM_OPERATIONS = ("put_item", "get_item", "update_item", "delete_item", "transact_write_items")

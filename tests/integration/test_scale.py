@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,22 @@ from devkit.bench_stages import STAGES
 from devkit.commands import FUNCTION_NAMES
 from devkit.lambda_runner import FUNCTIONS
 from devkit.local_stack import LocalStack
+
+
+def test_the_benchs_aws_emulator_runs_outside_the_process_it_measures() -> None:
+    """The bench measures the poller's CPU in this process; with moto's server here too, its
+    threads would share the poller's interpreter (GIL, caches), which no AWS service does
+    in Lambda. So the bench's stacks serve moto from a child process: every AWS call of a
+    poll still goes to it, the labels are right, and the child ends with the stack."""
+    with LocalStack(aws_in_own_process=True) as stack:
+        (moto,) = [p for p in multiprocessing.active_children() if p.name == "moto"]
+        items = [{"name": "Milk", "price": 349, "sku": "MILK-1"}]
+        stack.add_merchant("MCHILD000001", "tok", "S-CHILD", items=items)
+        stack.run_cycle()
+        assert stack.hipoink is not None
+        assert stack.hipoink.labels("S-CHILD")["MILK-1"]["pp"] == "3.49"
+        assert moto.is_alive()
+    assert not moto.is_alive()
 
 
 def test_1000_changed_labels_cost_one_hipoink_call_per_batch(stack: LocalStack) -> None:
