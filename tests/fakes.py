@@ -55,6 +55,7 @@ from esl_sync.records import (
     StaleLabel,
     StoreBlock,
     VerificationCode,
+    VerifyResult,
     VerifyTarget,
 )
 from esl_sync.verify_ports import HeldProducts, VerifyLedger
@@ -222,6 +223,7 @@ class MemoryVerifyLedger(_OneMerchant, VerifyLedger):
         self.targets = None if targets is None else list(targets)
         self.changed_since: set[str] = set()
         self.marks: list[list[Drift]] = []
+        self.results: list[VerifyResult] = []
 
     def verify_targets(self, merchant_id: str, store_code: str) -> list[VerifyTarget] | None:
         self._check(merchant_id)
@@ -234,6 +236,10 @@ class MemoryVerifyLedger(_OneMerchant, VerifyLedger):
         assert store_code == self.store_code, f"marks in store {store_code}"
         self.marks.append(list(drifts))
         return sum(d.pc not in self.changed_since for d in drifts)
+
+    def record_verify(self, result: VerifyResult) -> None:
+        self._check(result.merchant_id)
+        self.results.append(result)
 
 
 @final

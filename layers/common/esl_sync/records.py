@@ -346,3 +346,20 @@ class Drift:
     fields: tuple[str, ...]
     label_hash: str | None
     version: int | None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What one verify found, as the sender records it (``label_verify_results``): the
+    store verified, who asked (``sweep`` or ``manual``), the counts, and ``refused``, the
+    refusal's named reason, cleaned and cut (None: it completed)."""
+
+    merchant_id: str
+    store_code: str
+    requested_by: str
+    compared: int
+    drifted: int
+    marked: int
+    unknown_codes: int
+    skipped_products: int
+    refused: str | None

@@ -1,8 +1,8 @@
 """What verifying labels against Hipoink needs from the world (:mod:`esl_sync.sync.verify`).
 
 Beside :mod:`esl_sync.ports`, which holds every other Protocol and has no room left: the
-label ledger's reading and marking of a verify, Hipoink's product listing, and the ledger
-as the poll uses it (it also decides when a verify is due).
+label ledger's reading and marking of a verify (and its record of what each found), Hipoink's
+product listing, and the ledger as the poll uses it (it also decides when a verify is due).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from esl_sync.ports import LabelLedger
-from esl_sync.records import Drift, HeldPage, VerifyTarget
+from esl_sync.records import Drift, HeldPage, VerifyResult, VerifyTarget
 
 
 class HeldProducts(Protocol):
@@ -35,6 +35,11 @@ class VerifyLedger(Protocol):
         """Make each drifted label count as stale (failure class ``drift``, naming its
         fields), only where its acknowledgement is still the one compared and the store
         still the merchant's; how many were marked."""
+        ...
+
+    def record_verify(self, result: VerifyResult) -> None:
+        """Keep ``result`` as the merchant's last verify, in one statement (nothing for a
+        merchant not registered)."""
         ...
 
 

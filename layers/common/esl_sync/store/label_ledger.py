@@ -26,8 +26,10 @@ from esl_sync.records import (
     RepairSnapshot,
     StaleLabel,
     StoreBlock,
+    VerifyResult,
     VerifyTarget,
 )
+from esl_sync.store import verify_results
 from esl_sync.store.label_owners import ADVANCE_CLOCK, PRODUCT_SELECT, product_of
 from esl_sync.store.postgres import INVALIDATED_HASH
 
@@ -362,6 +364,9 @@ class PostgresLabelLedger:
             )
             .rowcount
         )
+
+    def record_verify(self, result: VerifyResult) -> None:
+        verify_results.record(self._db.connection(), result)
 
     def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
         row = (

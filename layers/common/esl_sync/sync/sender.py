@@ -28,7 +28,8 @@ from esl_sync.messages import LabelJob, LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
 from esl_sync.sync.deliver import DeliveryDeps, DeliveryOutcome, deliver, name_skipped
-from esl_sync.sync.verify import VerifyDeps, VerifyOutcome, verify_labels
+from esl_sync.sync.verify import VerifyDeps, VerifyOutcome, verify_labels, verify_result
+from esl_sync.verify_ports import VerifyLedger
 
 LEDGER_MARGIN_MS = 5_000
 """Besides one Hipoink call (``HIPOINK_TIMEOUT_SECONDS`` at worst): the ledger's reads and
@@ -89,7 +90,27 @@ def verify_store_labels(
     """Verify the merchant's labels (:mod:`esl_sync.sync.verify`), each page only while
     another Hipoink call still fits in this invocation. Never raises for Hipoink or for
     time: a verify that cannot finish marks nothing and is not retried (a retry would hold
-    the store's label jobs behind it in its message group); the next one tries again."""
+    the store's label jobs behind it in its message group); the next one tries again. What
+    it found is then recorded (:func:`record_verify`)."""
     needed_ms = int(deps.settings.hipoink_timeout_seconds * 1000) + LEDGER_MARGIN_MS
     what = f"label verify of {request.merchant_id}"
-    return verify_labels(request, deps, before_call=lambda: require_time(context, needed_ms, what))
+    outcome = verify_labels(
+        request, deps, before_call=lambda: require_time(context, needed_ms, what)
+    )
+    record_verify(outcome, deps.ledger)
+    return outcome
+
+
+def record_verify(outcome: VerifyOutcome, ledger: VerifyLedger) -> None:
+    """Record what the verify found as the merchant's last verify (``esl-sync status``),
+    best effort: what it marked stands, and a failure to record is one named error line,
+    never the verify's or the batch's failure (a retry would verify the store again, and
+    hold its label jobs behind it)."""
+    try:
+        ledger.record_verify(verify_result(outcome))
+    except Exception:
+        logger.exception(
+            "label verify not recorded",
+            merchant_id=outcome.merchant_id,
+            store_code=outcome.store_code,
+        )

@@ -32,6 +32,9 @@ total it reported, pages that repeat, too little time left, or a systematic diff
 (more labels drifted than ``LABEL_VERIFY_MAX_DRIFT_FRACTION`` of those compared, beyond
 :data:`ALWAYS_ALLOWED`: an answer format read wrong looks exactly like that). Each is one
 error line and ``LabelVerifyRefused``; the next verify tries again.
+
+What each verify found, or the refusal's reason, is then recorded as the merchant's last
+verify (:func:`verify_result`, written by the sender) for ``esl-sync status``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from esl_sync.hipoink.errors import HipoinkError
 from esl_sync.hipoink.records import HipoinkRecord, label_hash, to_record
 from esl_sync.messages import LabelVerify
 from esl_sync.observability import MetricUnit, first_named, logger, metrics
-from esl_sync.records import Drift, VerifyTarget
+from esl_sync.records import Drift, VerifyResult, VerifyTarget
 from esl_sync.settings import Settings
 from esl_sync.verify_ports import HeldProducts, VerifyLedger
 
@@ -61,6 +64,9 @@ systematic difference (one of two is already 50 %)."""
 NOT_HELD = "not held"
 HELD_AFTER_DELETE = "held though deleted"
 _LOGGED_CODES = 20
+REFUSAL_MAX_CHARS = 200
+"""Of a refusal's reason, what is recorded: our own reasons are shorter; one that quotes
+Hipoink (its ``error_msg``, up to 500 characters) keeps its start, which names it."""
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 
 
@@ -254,3 +260,27 @@ def _report(outcome: VerifyOutcome) -> None:
     say("labels verified against Hipoink", **facts)
     metrics.add_metric(name="LabelsVerified", unit=MetricUnit.Count, value=outcome.verified)
     metrics.add_metric(name="LabelsDrifted", unit=MetricUnit.Count, value=outcome.marked)
+
+
+def verify_result(outcome: VerifyOutcome) -> VerifyResult:
+    """What the sender records of ``outcome``: its counts, and the refusal's reason made
+    one line of storable text (no NUL, lone surrogate or control character: Postgres or a
+    terminal) cut to :data:`REFUSAL_MAX_CHARS` (``refused`` when nothing is left)."""
+    refused = None
+    if outcome.refused is not None:
+        # Imported here: esl_sync.storable loads orjson, which a sender's cold start does
+        # not otherwise pay for (see esl_sync.hipoink.client.said).
+        from esl_sync.storable import label_text
+
+        refused = label_text(outcome.refused, REFUSAL_MAX_CHARS) or "refused"
+    return VerifyResult(
+        merchant_id=outcome.merchant_id,
+        store_code=outcome.store_code,
+        requested_by=outcome.reason,
+        compared=outcome.verified,
+        drifted=len(outcome.drifted),
+        marked=outcome.marked,
+        unknown_codes=len(outcome.unknown_codes),
+        skipped_products=outcome.skipped,
+        refused=refused,
+    )
