@@ -263,7 +263,9 @@ def status(args: argparse.Namespace) -> int:
         f" {sum(bool(r['refused_items']) for r in active)} with refused items,"
         f" {sum(bool(r['label_conflicts']) for r in active)} with product code conflicts,"
         f" {sum(bool(r['store_blocked']) for r in active)} blocked by Hipoink,"
-        f" {sum(r['awaiting_store_code'] for r in active)} awaiting a store code"
+        f" {sum(r['awaiting_store_code'] for r in active)} awaiting a store code,"
+        f" {sum(r['last_verify'].startswith('refused') for r in active)} whose last label"
+        " verify was refused"
         f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
         file=sys.stderr if args.json else sys.stdout,
     )

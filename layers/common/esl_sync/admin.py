@@ -19,10 +19,11 @@ from esl_sync.ports import (
     StateStore,
     TokenStore,
 )
-from esl_sync.records import LabelConflict, Merchant, RefusedItem, StaleLabel
+from esl_sync.records import LabelConflict, LastVerify, Merchant, RefusedItem, StaleLabel
 from esl_sync.settings import Settings
 from esl_sync.sync.fleet import fleet_health, judged_since
 from esl_sync.sync.heal import HealOutcome, heal_merchant
+from esl_sync.verify_ports import StatusLedger
 
 
 class UnknownMerchantError(LookupError):
@@ -130,7 +131,7 @@ def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> 
 
 
 def merchant_status(
-    directory: MerchantDirectory, state: StateStore, ledger: LabelLedger, interval_seconds: int
+    directory: MerchantDirectory, state: StateStore, ledger: StatusLedger, interval_seconds: int
 ) -> list[dict[str, Any]]:
     """One row per merchant: is its shelf current, and if not, since when and why.
 
@@ -138,10 +139,12 @@ def merchant_status(
     poll within three of the merchant's intervals. It is None (not judged) for a merchant
     that is not polled, as the alarm leaves it out: one awaiting a store code, or disabled.
     "last_error" is the last failure, never cleared (history), and "last_error_at" when it
-    happened.
+    happened. "last_verify" is what the merchant's last label verify found (see
+    :func:`verify_shown`), "last_verify_at" when it ended.
     """
     now = datetime.now(UTC)
     blocks = ledger.store_blocks()
+    verifies = ledger.last_verifies()
     merchants = directory.all()
     states = state.load_many([m.merchant_id for m in merchants])
     polled = [m for m in merchants if m.store_code and m.active]
@@ -149,6 +152,7 @@ def merchant_status(
     rows = []
     for merchant in merchants:
         block = blocks.get(merchant.merchant_id)
+        last_verify = verifies.get(merchant.merchant_id)
         current = states[merchant.merchant_id]
         since = judged_since(merchant, current)
         judged = bool(merchant.store_code and merchant.active)
@@ -190,9 +194,37 @@ def merchant_status(
                 ),
                 # attributes of its state item read as their defaults (edited by hand)
                 "unreadable_state": ", ".join(current.unreadable) or None,
+                "last_verify_at": last_verify.verified_at if last_verify else None,
+                "last_verify": verify_shown(last_verify, merchant.store_code),
             }
         )
     return rows
+
+
+def verify_shown(last: LastVerify | None, store_code: str | None) -> str:
+    """A merchant's last label verify in one line, led by its outcome: ``never``; ``ok`` or
+    ``drifted`` (who asked, then the counts); or ``refused`` (who asked, how many verifies
+    in a row were refused and when the last one that was not ended, then the reason). The
+    store is named when it is not the merchant's store now."""
+    if last is None:
+        return "never"
+    found = last.result
+    asked = found.requested_by
+    if found.store_code != store_code:
+        asked += f", of store {found.store_code}"
+    if found.refused is not None:
+        completed = (
+            f"last completed {last.completed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+            if last.completed_at
+            else "never completed"
+        )
+        return f"refused ({asked}, {last.refused_in_a_row} in a row, {completed}): {found.refused}"
+    outcome = "drifted" if found.drifted else "ok"
+    return (
+        f"{outcome} ({asked}): {found.compared} compared, {found.drifted} drifted,"
+        f" {found.marked} marked, {found.unknown_codes} unknown codes,"
+        f" {found.skipped_products} skipped products"
+    )
 
 
 def stale_labels(

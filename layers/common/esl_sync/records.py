@@ -363,3 +363,14 @@ class VerifyResult:
     unknown_codes: int
     skipped_products: int
     refused: str | None
+
+
+@dataclass(frozen=True)
+class LastVerify:
+    """A merchant's last verify (``esl-sync status``): what it found and when it ended,
+    how many verifies in a row were refused, and when the last one that was not ended."""
+
+    result: VerifyResult
+    verified_at: datetime
+    refused_in_a_row: int
+    completed_at: datetime | None

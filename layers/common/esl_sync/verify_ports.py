@@ -2,7 +2,8 @@
 
 Beside :mod:`esl_sync.ports`, which holds every other Protocol and has no room left: the
 label ledger's reading and marking of a verify (and its record of what each found), Hipoink's
-product listing, and the ledger as the poll uses it (it also decides when a verify is due).
+product listing, the ledger as the poll uses it (it also decides when a verify is due), and
+as ``status`` reads it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from esl_sync.ports import LabelLedger
-from esl_sync.records import Drift, HeldPage, VerifyResult, VerifyTarget
+from esl_sync.records import Drift, HeldPage, LastVerify, VerifyResult, VerifyTarget
 
 
 class HeldProducts(Protocol):
@@ -49,4 +50,12 @@ class PollLedger(LabelLedger, Protocol):
     def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
         """True, and noted, when no automatic verify was queued for the merchant within
         ``interval_hours``; False otherwise (racing pollers: one wins)."""
+        ...
+
+
+class StatusLedger(LabelLedger, Protocol):
+    """The ledger as ``esl-sync status`` reads it: also each merchant's last verify."""
+
+    def last_verifies(self) -> dict[str, LastVerify]:
+        """The last verify of every merchant verified since it is recorded, by merchant id."""
         ...

@@ -21,6 +21,7 @@ from esl_sync.records import (
     LabelAck,
     LabelConflict,
     LabelFailure,
+    LastVerify,
     RefusedItem,
     RepairCandidate,
     RepairSnapshot,
@@ -367,6 +368,9 @@ class PostgresLabelLedger:
 
     def record_verify(self, result: VerifyResult) -> None:
         verify_results.record(self._db.connection(), result)
+
+    def last_verifies(self) -> dict[str, LastVerify]:
+        return verify_results.last_verifies(self._db.connection())
 
     def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
         row = (

@@ -1,5 +1,5 @@
 """What each merchant's last label verify found, in Postgres (``label_verify_results``,
-migration 0008): written by the sender after each verify.
+migration 0008): written by the sender after each verify, read by ``esl-sync status``.
 
 One row per merchant, the last verify whoever asked for it; the refusals in a row and when
 the last verify that was not refused ended are kept across refusals, so a store whose every
@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from esl_sync.records import VerifyResult
+from psycopg.rows import dict_row
+
+from esl_sync.records import LastVerify, VerifyResult
 
 if TYPE_CHECKING:
     import psycopg
@@ -37,6 +39,25 @@ ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,
     completed_at = coalesce(EXCLUDED.completed_at, v.completed_at)
 """
 
+_RESULT_FIELDS = tuple(VerifyResult.__dataclass_fields__)
+
 
 def record(conn: psycopg.Connection[Any], result: VerifyResult) -> None:
     conn.execute(_RECORD, asdict(result))
+
+
+def last_verifies(conn: psycopg.Connection[Any]) -> dict[str, LastVerify]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"SELECT {', '.join(_RESULT_FIELDS)}, verified_at, refused_in_a_row, completed_at"  # noqa: S608 - the constant field names
+            " FROM label_verify_results ORDER BY merchant_id"
+        )
+        return {
+            row["merchant_id"]: LastVerify(
+                result=VerifyResult(**{name: row[name] for name in _RESULT_FIELDS}),
+                verified_at=row["verified_at"],
+                refused_in_a_row=row["refused_in_a_row"],
+                completed_at=row["completed_at"],
+            )
+            for row in cur.fetchall()
+        }
