@@ -82,12 +82,15 @@ class _OneMerchant:
 class MemoryLedger(_OneMerchant, LabelLedger):
     """``label_state`` of one merchant: acknowledgements by code, failures, the store's
     block (against ``now``, which the test moves), the label clock. ``calls`` lists every
-    call by method name."""
+    call by method name. ``store_code``: the merchant's store (None: whichever a call
+    names); like the real ledger, acknowledgements and renewals for another store are not
+    recorded."""
 
     def __init__(self, snapshot: RepairSnapshot | None = None, *, clock: int = 0) -> None:
         self.acks: dict[str, str | None] = {}
         self.versions: dict[str, int | None] = {}
         self.renewed: list[str] = []
+        self.store_code: str | None = None
         self.failures: dict[str, LabelFailure] = {}
         self.blocks: dict[str, StoreBlock] = {}
         self.now = START
@@ -115,13 +118,20 @@ class MemoryLedger(_OneMerchant, LabelLedger):
 
     def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         self._call("acknowledge", merchant_id)
+        if not self._store_is_current(store_code):
+            return
         self.acks.update({a.pc: a.label_hash for a in acks})
         self.versions.update({a.pc: a.version for a in acks})
 
     def renew(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         self._call("renew", merchant_id)
+        if not self._store_is_current(store_code):
+            return
         self.renewed.extend(a.pc for a in acks)
         self.versions.update({a.pc: a.version for a in acks})
+
+    def _store_is_current(self, store_code: str) -> bool:
+        return self.store_code is None or store_code == self.store_code
 
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
         self._call("record_failures", merchant_id)
@@ -286,37 +296,42 @@ class MemoryHeld(HeldProducts):
 @final
 class MemorySink(LabelSink):
     """Hipoink's product API: refuses a batch holding a ``bad`` code like the real server,
-    answers 503 while ``down``, refuses the sign while ``wrong_sign``; ``unknown`` codes are
-    not found (alone: deleted; in a batch: the batch is refused). ``calls`` lists what was
-    sent."""
+    answers 503 while ``down`` and to every call after the first ``outage_after``, refuses
+    the sign while ``wrong_sign``, and a store other than ``store_code`` (None: any)
+    as not found; ``unknown`` codes are not found (alone: deleted; in a batch: the batch is
+    refused). ``calls`` lists what was sent."""
 
     def __init__(self, bad: Iterable[str] = ()) -> None:
         self.bad = set(bad)
         self.down = False
+        self.outage_after: int | None = None
         self.wrong_sign = False
+        self.store_code: str | None = None
         self.unknown: set[str] = set()
         self.calls: list[tuple[str, list[str]]] = []
 
     def upsert(self, store_code: str, records: Sequence[HipoinkRecord]) -> None:
         self.calls.append(("upsert", [r["pc"] for r in records]))
-        self._answer()
+        self._answer(store_code)
         bad = [r["pc"] for r in records if r["pc"] in self.bad]
         if bad:
             raise HipoinkRecordError(f"create_multiple: product {bad[0]}: field pp is malformed")
 
     def delete(self, store_code: str, codes: Sequence[str]) -> int:
         self.calls.append(("delete", list(codes)))
-        self._answer()
+        self._answer(store_code)
         unknown = [pc for pc in codes if pc in self.unknown]
         if unknown and len(codes) > 1:  # like HipoinkClient.delete over a strict server
             raise HipoinkNotFound(f"del_multiple: product {unknown[0]} not found")
         return len(codes) - len(unknown)
 
-    def _answer(self) -> None:
-        if self.down:
+    def _answer(self, store_code: str) -> None:
+        if self.down or (self.outage_after is not None and len(self.calls) > self.outage_after):
             raise HipoinkRetryable("create_multiple: HTTP 503")
         if self.wrong_sign:
             raise HipoinkConfigError("create_multiple: sign error")
+        if self.store_code is not None and store_code != self.store_code:
+            raise HipoinkConfigError(f"create_multiple: store {store_code} not found")
 
 
 @final

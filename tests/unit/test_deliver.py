@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from esl_sync.deadline import OutOfTime
 from esl_sync.hipoink.errors import (
     HipoinkRetryable,
 )
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
+from esl_sync.records import AckedLabel
 from esl_sync.settings import Settings
+from esl_sync.storable import PC_MAX_LENGTH
 from esl_sync.sync import deliver as deliver_module
 from tests.fakes import MemoryLedger, MemorySink
 
@@ -20,12 +24,17 @@ COOLDOWN = 600
 
 
 def deliver(
-    job: LabelJob, ledger: MemoryLedger, sink: MemorySink, batch_size: int
+    job: LabelJob,
+    ledger: MemoryLedger,
+    sink: MemorySink,
+    batch_size: int,
+    before_call: Callable[[], None] | None = None,
 ) -> deliver_module.DeliveryOutcome:
     settings = Settings.from_values(
         {"hipoink_batch_size": batch_size, "hipoink_block_cooldown_seconds": COOLDOWN}
     )
-    return deliver_module.deliver(job, deliver_module.DeliveryDeps(ledger, sink, settings))
+    deps = deliver_module.DeliveryDeps(ledger, sink, settings)
+    return deliver_module.deliver(job, deps, before_call)
 
 
 def _record(pc: str, price: str = "1.00") -> HipoinkRecord:
@@ -112,12 +121,23 @@ def test_a_configuration_error_blocks_the_store_and_acknowledges_the_message() -
     assert {f.failure_class for f in ledger.failures.values()} == {"configuration"}
     assert set(ledger.failures) == {"A", "B"}
 
-    # While blocked, jobs make no call and their labels say why.
+    assert ledger.failures["B"].message == "create_multiple: sign error"
+
+    # While blocked, jobs make no call and their labels say why, and since when.
     sink.calls.clear()
+    ledger.now += timedelta(seconds=60)
     outcome = deliver(_job([_record("C")], ["D"]), ledger, sink, 10)
     assert sink.calls == []
     assert outcome.blocked == "create_multiple: sign error"
-    assert "store blocked since" in ledger.failures["D"].message
+    assert {
+        pc: (f.failure_class, f.message) for pc, f in ledger.failures.items() if pc in "CD"
+    } == {
+        pc: (
+            "configuration",
+            "store blocked since 2025-01-01 00:00:00 UTC: create_multiple: sign error",
+        )
+        for pc in "CD"
+    }
 
 
 def test_after_the_cool_down_one_job_re_tests_the_store() -> None:
@@ -275,7 +295,7 @@ def test_a_skipped_job_names_the_failure_on_the_labels_it_would_have_changed() -
         "B": "retryable",
         "C": "retryable",
     }
-    assert ledger.failures["B"].message == deliver_module.SKIPPED
+    assert ledger.failures["B"].message == "not tried: an earlier job of this store failed"
     assert sink.calls == [("upsert", ["A"])]  # nothing sent for the skipped job
 
 
@@ -360,5 +380,151 @@ def test_a_hand_written_record_that_is_not_a_hipoink_record_is_refused_and_the_r
         assert ledger.failures == {}
     else:
         assert ledger.failures[rejected].failure_class == "bad_record"
-        assert named in ledger.failures[rejected].message
+        assert ledger.failures[rejected].message == f"label job record: {named}"
     assert deliver_module.name_skipped(job, MemoryLedger()) == 1
+
+
+# -- what each call names, and what is left after a failure ---------------------------------
+
+
+def test_every_call_and_acknowledgement_names_the_jobs_store() -> None:
+    """Hipoink refuses a store it does not know (configuration), and the ledger records
+    acknowledgements only for the merchant's current store: each names the job's."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    deliver(_job([_record("A")], version=1), ledger, sink, 10)
+    ledger.store_code = sink.store_code = "S"
+    outcome = deliver(_job([_record("A"), _record("B")], ["C"], version=2), ledger, sink, 10)
+    assert (outcome.upserted, outcome.deleted, outcome.skipped, outcome.blocked) == (1, 1, 1, None)
+    assert (ledger.acks, ledger.versions) == (
+        {"A": label_hash(_record("A")), "B": label_hash(_record("B")), "C": None},
+        {"A": 2, "B": 2, "C": 2},
+    )
+
+
+def test_after_a_failure_only_what_is_left_is_named_retryable() -> None:
+    """A rejected record, acknowledged labels on both sides of it, then Hipoink goes down:
+    the rejected one keeps its own failure, the acknowledged ones none."""
+    ledger, sink = MemoryLedger(), MemorySink(bad={"B"})
+    sink.outage_after = 3  # A, B (refused), C answered; X's delete meets a 503
+    job = _job([_record("A"), _record("B"), _record("C")], ["X"])
+    with pytest.raises(HipoinkRetryable):
+        deliver(job, ledger, sink, 1)
+    assert {pc: f.failure_class for pc, f in ledger.failures.items()} == {
+        "B": "bad_record",
+        "X": "retryable",
+    }
+    assert set(ledger.acks) == {"A", "C"}
+
+
+def test_after_a_failure_in_a_later_batch_the_earlier_batches_stay_acknowledged() -> None:
+    ledger, sink = MemoryLedger(), MemorySink()
+    sink.outage_after = 2
+    with pytest.raises(HipoinkRetryable):
+        deliver(_job([_record(pc) for pc in "ABCDE"]), ledger, sink, 2)
+    assert [pcs for _, pcs in sink.calls] == [["A", "B"], ["C", "D"], ["E"]]
+    assert set(ledger.failures) == {"E"}
+    assert set(ledger.acks) == {"A", "B", "C", "D"}
+
+
+def test_a_call_that_would_not_fit_in_the_invocation_is_not_made_and_what_is_left_is_named() -> (
+    None
+):
+    ledger, sink = MemoryLedger(), MemorySink()
+    allowed = [True, False]
+
+    def before_call() -> None:
+        if not allowed.pop(0):
+            raise OutOfTime("label job of M: 900 ms left, 15000 ms needed")
+
+    with pytest.raises(OutOfTime):
+        deliver(_job([_record("A")], ["B", "C"]), ledger, sink, 10, before_call)
+    assert sink.calls == [("upsert", ["A"])]
+    assert set(ledger.acks) == {"A"}
+    assert {pc: (f.failure_class, f.message) for pc, f in ledger.failures.items()} == {
+        pc: ("retryable", "label job of M: 900 ms left, 15000 ms needed") for pc in "BC"
+    }
+
+
+def test_a_clean_job_writes_no_failure() -> None:
+    ledger = MemoryLedger()
+    deliver(_job([_record("A")], ["B"]), ledger, MemorySink(), 10)
+    assert "record_failures" not in ledger.calls
+
+
+def test_the_same_record_from_an_older_job_leaves_the_newer_version() -> None:
+    """Renewing to the older job's version would let a job decided in between (7 < v < 9)
+    put its value back over what the shelf shows since 9."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    deliver(_job([_record("A")], version=9), ledger, sink, 10)
+    for older in (7, None):
+        assert deliver(_job([_record("A")], version=older), ledger, sink, 10).skipped == 1
+        assert (ledger.renewed, ledger.versions["A"]) == ([], 9)
+    assert (
+        deliver_module.triage(
+            _job([_record("A")], version=7), {"A": AckedLabel(label_hash(_record("A")), 9)}
+        ).renewed
+        == []
+    )
+
+
+def test_a_job_that_upserts_and_deletes_as_many_still_reports_its_latency() -> None:
+    ledger, sink = MemoryLedger(), MemorySink()
+    job = LabelJob(
+        merchant_id="M",
+        store_code="S",
+        upserts=[_record("A")],
+        deletes=["B"],
+        oldest_change_ms=0,
+        version=1,
+    )
+    outcome = deliver(job, ledger, sink, 10)
+    assert (outcome.upserted, outcome.deleted) == (1, 1)
+    assert outcome.latency_seconds == 10 * 365 * 86_400.0  # 1970: the cap
+
+
+def test_a_change_a_millisecond_old_has_a_millisecond_of_latency(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now_ms = 1_767_225_600_000
+    monkeypatch.setattr(deliver_module.time, "time_ns", lambda: now_ms * 1_000_000)
+    job = LabelJob(
+        merchant_id="M",
+        store_code="S",
+        upserts=[_record("A")],
+        oldest_change_ms=now_ms - 1,
+        version=1,
+    )
+    assert deliver(job, MemoryLedger(), MemorySink(), 10).latency_seconds == 0.001
+
+
+def test_the_longest_product_code_is_delivered() -> None:
+    longest = "P" * PC_MAX_LENGTH
+    ledger, sink = MemoryLedger(), MemorySink()
+    outcome = deliver(_job([_record(longest)], [longest[:-1]]), ledger, sink, 10)
+    assert (outcome.upserted, outcome.deleted, outcome.rejected) == (1, 1, [])
+
+
+@pytest.mark.parametrize(
+    ("pc", "problem"),
+    [
+        ("P" * (PC_MAX_LENGTH + 1), "no product code (pc) of 1 to 64 characters"),
+        ("", "no product code (pc) of 1 to 64 characters"),
+        (
+            "A\x00B",
+            "a product code (pc) that holds control characters, invisible characters or"
+            " invalid code points",
+        ),
+        (" A", "a product code (pc) with spaces or line breaks at an end"),
+        ("A\n", "a product code (pc) with spaces or line breaks at an end"),
+    ],
+    ids=["65-chars", "empty", "nul", "leading-space", "trailing-newline"],
+)
+def test_a_delete_of_a_code_that_is_no_product_code_is_refused_and_the_rest_go_on(
+    pc: str, problem: str
+) -> None:
+    ledger, sink = MemoryLedger(), MemorySink()
+    assert deliver_module.code_problem(pc) == problem
+    outcome = deliver(_job([], ["A", pc, "B"]), ledger, sink, 10)
+    assert (outcome.deleted, outcome.rejected) == (2, ["(no usable pc)"])
+    assert sink.calls == [("delete", ["A", "B"])]
+    assert ledger.failures == {}  # no usable code to name it on
