@@ -84,7 +84,8 @@ class MemoryLedger(_OneMerchant, LabelLedger):
     block (against ``now``, which the test moves), the label clock. ``calls`` lists every
     call by method name. ``store_code``: the merchant's store (None: whichever a call
     names); like the real ledger, acknowledgements and renewals for another store are not
-    recorded."""
+    recorded, and a write naming a code twice is refused whole (Postgres: "ON CONFLICT DO
+    UPDATE command cannot affect row a second time")."""
 
     def __init__(self, snapshot: RepairSnapshot | None = None, *, clock: int = 0) -> None:
         self.acks: dict[str, str | None] = {}
@@ -118,6 +119,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
 
     def acknowledge(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         self._call("acknowledge", merchant_id)
+        self._each_once(a.pc for a in acks)
         if not self._store_is_current(store_code):
             return
         self.acks.update({a.pc: a.label_hash for a in acks})
@@ -133,8 +135,15 @@ class MemoryLedger(_OneMerchant, LabelLedger):
     def _store_is_current(self, store_code: str) -> bool:
         return self.store_code is None or store_code == self.store_code
 
+    @staticmethod
+    def _each_once(pcs: Iterable[str]) -> None:
+        listed = list(pcs)
+        if len(set(listed)) != len(listed):
+            raise ValueError("ON CONFLICT DO UPDATE command cannot affect row a second time")
+
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
         self._call("record_failures", merchant_id)
+        self._each_once(f.pc for f in failures)
         self.failures.update({f.pc: f for f in failures})
 
     def stale_labels_total(self) -> int:

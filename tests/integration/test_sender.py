@@ -437,6 +437,40 @@ def test_hand_written_codes_postgres_or_hipoink_cannot_take_are_refused_and_the_
     assert later == {"batchItemFailures": []}
 
 
+def test_a_hand_written_job_naming_a_code_twice_is_applied_in_its_order(stack: LocalStack) -> None:
+    """A label job edited by hand and redriven that names a code twice (two records for it,
+    or one delete twice): the last record applies and the delete is done once. Postgres
+    refused the acknowledgement of both in one statement, after Hipoink had taken them: the
+    job failed with a traceback on every retry, re-sending its labels each time, into the
+    dead-letter queue, with no failure on its labels, and its store's later jobs waited."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    assert stack.invoke("hipoink_sender", _sender_event(_job(M, STORE, "GONE1"))) == {
+        "batchItemFailures": []
+    }
+    first = {"pc": "X1", "pn": "Thing", "pp": "1.00", "pi": "ITEMX1"}
+    last = {**first, "pp": "2.00"}
+    job = LabelJob(
+        merchant_id=M,
+        store_code=STORE,
+        upserts=[first, last],
+        deletes=["GONE1", "GONE1"],
+        version=2,
+    ).to_json()
+    mark = len(stack.logs)
+
+    answer = stack.invoke("hipoink_sender", _sender_event(job))
+
+    assert answer == {"batchItemFailures": []}
+    assert hipoink.labels(STORE) == {"X1": last}
+    # Acknowledged, no failure (no product wants X1 here, so it shows as one to delete).
+    assert {pc: row["failure"] for pc, row in _stale(stack).items()} == {"X1": None}
+    lines = [json.loads(x) for x in stack.logs[mark:] if "names a product code more than once" in x]
+    assert [(x["codes"], x["count"]) for x in lines] == [(["GONE1", "X1"], 2)]
+    assert stack.invoke("hipoink_sender", _sender_event(job)) == {"batchItemFailures": []}
+    assert hipoink.request_count("product/create_multiple") == 2  # the first job's, this one's
+
+
 def _sender_event(body: str) -> dict[str, Any]:
     template = json.loads((REPO_ROOT / "events" / "hipoink_sender.json").read_text())
     record = json.loads(json.dumps(template["Records"][0]))

@@ -528,3 +528,27 @@ def test_a_delete_of_a_code_that_is_no_product_code_is_refused_and_the_rest_go_o
     assert (outcome.deleted, outcome.rejected) == (2, ["(no usable pc)"])
     assert sink.calls == [("delete", ["A", "B"])]
     assert ledger.failures == {}  # no usable code to name it on
+
+
+def test_a_code_named_twice_is_sent_once_with_its_last_record() -> None:
+    """A job edited by hand: the last record of a code applies, a repeated delete is made
+    once (the ledger refuses a code twice in one write: the job failed every retry)."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    job = _job([_record("A", "1.00"), _record("B"), _record("A", "2.00")], ["C", "C"])
+    outcome = deliver(job, ledger, sink, 10)
+    assert (outcome.upserted, outcome.deleted) == (2, 1)
+    assert sink.calls == [("upsert", ["A", "B"]), ("delete", ["C"])]
+    assert ledger.acks == {
+        "A": label_hash(_record("A", "2.00")),
+        "B": label_hash(_record("B")),
+        "C": None,
+    }
+    assert deliver_module.name_skipped(job, MemoryLedger()) == 3
+
+
+def test_two_refused_records_of_one_code_name_one_failure() -> None:
+    ledger, sink = MemoryLedger(), MemorySink()
+    job = _job([{**_record("A"), "pp": 1}, {**_record("A"), "pp": None}, _record("B")])
+    outcome = deliver(job, ledger, sink, 10)
+    assert (outcome.upserted, outcome.rejected) == (1, ["A", "A"])
+    assert ledger.failures["A"].message == "label job record: a value that is not text"

@@ -200,3 +200,18 @@ def test_a_record_that_is_not_a_hipoink_record_is_logged_with_its_code_when_it_h
             (None, "no product code (pc) of 1 to 64 characters"),
         ]
     ]
+
+
+def test_a_code_a_job_names_twice_is_logged_once_with_the_others() -> None:
+    """A code upserted and deleted in one job is no repeat: the delete wins (LabelJob)."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    twice = [_record(pc) for pc in ("B", "A", "B", "D")]
+    job = _job([*twice, _record("A"), {"pc": 5}, {"pc": 5}], ["D", "C", "C", "", ""])
+    with MemoryLog.attached() as log:
+        _deliver(job, ledger, sink)
+    assert log.lines("label job names a product code more than once: its last record applies") == [
+        {"merchant_id": "M", "count": 3, "codes": ["A", "B", "C"], "level": "WARNING"}
+    ]
+    with MemoryLog.attached() as log:
+        _deliver(_job([_record("E")], ["E"]), ledger, sink)
+    assert log.messages == ["label job delivered"]

@@ -32,6 +32,7 @@ queues them again.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import batched
@@ -94,7 +95,7 @@ def deliver(
     """
     ledger, settings = deps.ledger, deps.settings
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
-    job = _without_unusable(job, ledger, outcome)
+    _name_unusable(job, ledger, outcome)
     triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
     if job.version is None and triaged.send:
         triaged = wanted_now(job, triaged, ledger)
@@ -137,38 +138,57 @@ def code_problem(pc: object) -> str | None:
     return None
 
 
-def _without_unusable(job: LabelJob, ledger: LabelLedger, outcome: DeliveryOutcome) -> LabelJob:
-    """The job without the upserts that are not Hipoink records and the deletes of codes
-    that are not product codes: each is refused by name (``rejected``, its label's failure
-    when its code is usable) and the rest go on."""
+def _name_unusable(job: LabelJob, ledger: LabelLedger, outcome: DeliveryOutcome) -> None:
+    """Refuse by name the upserts that are not Hipoink records and the deletes of codes
+    that are not product codes (``rejected``, its label's failure when its code is usable;
+    :func:`triage` leaves them out, so the rest go on), and name the codes the job names
+    twice (:func:`_usable_upserts`)."""
+    _name_repeated(job)
     problems = [record_problem(r) for r in job.upserts]
     deletes = [code_problem(pc) for pc in job.deletes]
     if not any(problems) and not any(deletes):
-        return job
-    failures = []
+        return
+    failures: dict[str, LabelFailure] = {}
     refused = [(r.get("pc"), p) for r, p in zip(job.upserts, problems, strict=True) if p]
     refused += [(pc, p) for pc, p in zip(job.deletes, deletes, strict=True) if p]
     for pc, problem in refused:
         usable_pc = code_problem(pc) is None
         outcome.rejected.append(str(pc) if usable_pc else "(no usable pc)")
         if usable_pc:
-            failures.append(LabelFailure(str(pc), "bad_record", f"label job record: {problem}"))
+            failures[str(pc)] = LabelFailure(str(pc), "bad_record", f"label job record: {problem}")
         logger.error(
             "label job record refused: not a Hipoink record; the others go on",
             merchant_id=job.merchant_id,
             pc=str(pc) if usable_pc else None,
             problem=problem,
         )
-    ledger.record_failures(job.merchant_id, failures)
-    return replace(
-        job,
-        upserts=[r for r, problem in zip(job.upserts, problems, strict=True) if problem is None],
-        deletes=_usable_deletes(job),
-    )
+    ledger.record_failures(job.merchant_id, list(failures.values()))
+
+
+def _usable_upserts(job: LabelJob) -> list[HipoinkRecord]:
+    """The job's Hipoink records, one per code: a code named twice (a job edited by hand)
+    gets its last record, what applying the job in order leaves on the shelf. Twice in one
+    acknowledgement, Postgres refused the statement after Hipoink had taken the records."""
+    last = {r["pc"]: r for r in job.upserts if record_problem(r) is None}
+    return list(last.values())
 
 
 def _usable_deletes(job: LabelJob) -> list[str]:
-    return [pc for pc in job.deletes if code_problem(pc) is None]
+    """The job's deletes of product codes, each once."""
+    return list(dict.fromkeys(pc for pc in job.deletes if code_problem(pc) is None))
+
+
+def _name_repeated(job: LabelJob) -> None:
+    upserts = Counter(r["pc"] for r in job.upserts if record_problem(r) is None)
+    deletes = Counter(pc for pc in job.deletes if code_problem(pc) is None)
+    repeated = {pc for counts in (upserts, deletes) for pc, n in counts.items() if n > 1}
+    if repeated:
+        logger.warning(
+            "label job names a product code more than once: its last record applies",
+            merchant_id=job.merchant_id,
+            count=len(repeated),
+            codes=first_named(repeated, _LOGGED_CODES),
+        )
 
 
 def _latency_seconds(oldest_change_ms: int) -> float:
@@ -207,7 +227,7 @@ def name_skipped(job: LabelJob, ledger: LabelLedger, message: str = SKIPPED) -> 
 
 
 def _codes(job: LabelJob) -> list[str]:
-    return [r["pc"] for r in job.upserts if record_problem(r) is None] + _usable_deletes(job)
+    return [r["pc"] for r in _usable_upserts(job)] + _usable_deletes(job)
 
 
 def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
@@ -217,8 +237,7 @@ def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
     a job decided between the two (redriven later) cannot put its older value back.
     """
     result = Triage([], [], [], [])
-    records = [r for r in job.upserts if record_problem(r) is None]
-    wanted = [_Change(r["pc"], r) for r in records]
+    wanted = [_Change(r["pc"], r) for r in _usable_upserts(job)]
     wanted += [_Change(pc, None) for pc in _usable_deletes(job)]
     for change in wanted:
         acked = acknowledged.get(change.pc)
