@@ -548,7 +548,9 @@ def test_a_code_named_twice_is_sent_once_with_its_last_record() -> None:
 
 def test_two_refused_records_of_one_code_name_one_failure() -> None:
     ledger, sink = MemoryLedger(), MemorySink()
-    job = _job([{**_record("A"), "pp": 1}, {**_record("A"), "pp": None}, _record("B")])
-    outcome = deliver(job, ledger, sink, 10)
-    assert (outcome.upserted, outcome.rejected) == (1, ["A", "A"])
-    assert ledger.failures["A"].message == "label job record: a value that is not text"
+    bad = [{**_record(pc), "pp": price} for pc, price in (("A", 1), ("A", None), ("C", 2))]
+    outcome = deliver(_job([*bad, _record("B")]), ledger, sink, 10)
+    assert (outcome.upserted, outcome.rejected) == (1, ["A", "A", "C"])
+    assert {pc: f.message for pc, f in ledger.failures.items()} == {
+        pc: "label job record: a value that is not text" for pc in "AC"
+    }

@@ -215,3 +215,12 @@ def test_a_code_a_job_names_twice_is_logged_once_with_the_others() -> None:
     with MemoryLog.attached() as log:
         _deliver(_job([_record("E")], ["E"]), ledger, sink)
     assert log.messages == ["label job delivered"]
+
+
+def test_a_warning_names_twenty_repeated_codes_and_counts_them_all() -> None:
+    ledger, sink = MemoryLedger(), MemorySink()
+    codes = [f"C{i:02d}" for i in reversed(range(25))]
+    with MemoryLog.attached() as log:
+        _deliver(_job([], codes + codes), ledger, sink, 100)
+    (line,) = log.lines("label job names a product code more than once: its last record applies")
+    assert (line["count"], line["codes"]) == (25, [f"C{i:02d}" for i in range(20)])
