@@ -43,6 +43,7 @@ from esl_sync.ports import (
 from esl_sync.records import (
     AckedLabel,
     Drift,
+    Fence,
     HeldPage,
     LabelAck,
     LabelConflict,
@@ -107,6 +108,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.wanted: dict[str, str | None] = {}  # code → the hash products want (absent: none)
         self.verify_due = True  # what claim_verify answers (then False: claimed)
         self.verify_claims: list[int] = []  # the interval (hours) of each claim_verify
+        self.clock_fences: list[Fence | None] = []  # the fence of each advance_label_clock
 
     def _call(self, name: str, *merchant_id: str) -> None:
         self.calls.append(name)
@@ -170,8 +172,9 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("labels_wanted", merchant_id)
         return {pc: self.wanted.get(pc) for pc in pcs}
 
-    def advance_label_clock(self, merchant_id: str) -> int:
+    def advance_label_clock(self, merchant_id: str, *, fence: Fence | None = None) -> int:
         self._call("advance_label_clock", merchant_id)
+        self.clock_fences.append(fence)
         self.clock += 1
         return self.clock
 

@@ -29,7 +29,7 @@ from esl_sync import aws_observers, runtime
 from esl_sync.messages import LabelJob, PollRequest
 from esl_sync.ports import ProductStore, ProductWriter, StaleStateError, StateStore
 from esl_sync.products import stable_hash
-from esl_sync.records import Leased, MerchantState
+from esl_sync.records import Fence, Leased, MerchantState
 from esl_sync.settings import settings
 from esl_sync.store.sqs import SqsPollQueue
 from esl_sync.sync import poll as poll_module
@@ -402,8 +402,8 @@ class ProductStoreCrashingAfterCommit:
         self._real, self._crash = real, crash
 
     @contextmanager
-    def transaction(self) -> Iterator[ProductWriter]:
-        with self._real.transaction() as writer:
+    def transaction(self, fence: Fence | None = None) -> Iterator[ProductWriter]:
+        with self._real.transaction(fence) as writer:
             yield writer
         self._crash("after the commit")
 

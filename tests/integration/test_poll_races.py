@@ -23,6 +23,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import load_template, resource
 from esl_sync import runtime
 from esl_sync.store.dynamo import DynamoStateStore
+from esl_sync.store.label_ledger import PostgresLabelLedger
 from esl_sync.sync.lease import POLL_LEASE_MS
 from tests.integration.conftest import StackFactory
 from tests.integration.test_poll import (
@@ -96,14 +97,6 @@ def prices_shown(stack: LocalStack, pc: str) -> list[str]:
 # -- a poll that outlives its lease ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="no fence: a poll whose lease expired still commits its products and queues its "
-    "label jobs (docs/architecture.md, 'The lease is not a fence'); "
-    "Lambda's timeout (300 s) ends a poll "
-    "before its lease (330 s) does, so only a poll outliving its invocation could do this",
-)
 def test_a_poll_that_outlives_its_lease_writes_nothing_older(stack: LocalStack) -> None:
     """Poll A reads Milk at 2.00, and Clover's answer is slow; A's lease expires; Milk goes
     to 3.00 and poll B (a redelivery, a webhook's, the next schedule) takes the lease and
@@ -144,6 +137,49 @@ def test_a_poll_that_outlives_its_lease_writes_nothing_older(stack: LocalStack) 
     poll(stack, MERCHANT)
     stack.drain("LabelQueue", "hipoink_sender")
     assert hipoink.labels(STORE)["MILK-1"]["pp"] == "4.00"
+    assert_in_step(stack, MERCHANT, STORE)
+
+
+def test_a_poll_whose_lease_is_taken_before_its_heal_queues_nothing_more(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep poll commits its writes, then its heal pass reads the stale labels (their
+    jobs were lost); just then its lease expires and a newer poll of the merchant runs
+    to the end, healing them itself. The older poll's heal advances the label clock under
+    its own fence: refused, so it queues nothing, saves no state and ends failed, naming
+    the lease (SQS retries it, harmlessly); the shelf is the newer poll's."""
+    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1", LABEL_HEAL_AFTER_SECONDS="0")
+    _, hipoink = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK), dict(BREAD)])
+    poll(stack, MERCHANT)  # the first read: its jobs are lost, both labels stale
+    stack.sqs.purge_queue(QueueUrl=stack.urls["LabelQueue"])
+    answers: list[object] = []
+    repair_candidates = PostgresLabelLedger.repair_candidates
+    newer_ran = threading.Lock()
+
+    def newer_poll_meanwhile(self: PostgresLabelLedger, merchant_id: str) -> Any:
+        snapshot = repair_candidates(self, merchant_id)
+        if newer_ran.acquire(blocking=False):  # the older poll's heal: the newer runs now
+            expire_lease(stack, MERCHANT)
+            newer = threading.Thread(target=invoke_poller, args=(stack, "newer", answers))
+            newer.start()
+            newer.join(15)
+        return snapshot
+
+    monkeypatch.setattr(PostgresLabelLedger, "repair_candidates", newer_poll_meanwhile)
+    mark = len(stack.logs)
+    invoke_poller(stack, "older", answers)
+    monkeypatch.undo()
+
+    assert answers[0] == {"batchItemFailures": []}  # the newer
+    lines = poll_lines(stack, MERCHANT)[-2:]
+    assert [line["status"] for line in lines] == ["ok", "failed"], lines
+    assert "lease" in lines[1]["detail"]
+    assert metric_sums(stack.logs[mark:])["PollsFenced"] == 1
+    healed = [line for line in stack.logs[mark:] if "stale labels queued again" in line]
+    assert len(healed) == 1, "the older poll's heal queued its jobs too"
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.00"
     assert_in_step(stack, MERCHANT, STORE)
 
 

@@ -11,7 +11,7 @@ import pytest
 from devkit.emf import metric_sums, metric_units
 from esl_sync.observability import metrics
 from esl_sync.products import Product
-from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
+from esl_sync.records import Fence, Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
 from esl_sync.sync.heal import (
     RepairPolicy,
@@ -173,10 +173,12 @@ def test_after_a_poll_the_pass_advances_the_clock_only_when_it_queues() -> None:
         _snapshot(_stale("A", failed=10), _stale("B", failed=10), _stale("C", failed=10))
     )
     queue = MemoryLabelQueue()
-    outcome = heal_after_poll(FAILING, probing, queue, settings, swept=False)
+    fence = Fence("epoch", 7)
+    outcome = heal_after_poll(FAILING, probing, queue, settings, swept=False, fence=fence)
     assert outcome is not None
     assert (outcome.mode, outcome.upserts, outcome.version) == ("probe", 3, 8)
     assert probing.calls == ["repair_candidates", "advance_label_clock", "mark_requeued"]
+    assert probing.clock_fences == [fence]  # the poll lease's: refused once a newer wrote
     assert [j.version for j in queue.jobs] == [8]
 
 

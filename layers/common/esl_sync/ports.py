@@ -21,6 +21,7 @@ from esl_sync.messages import LabelMessage, PollRequest
 from esl_sync.records import (
     AckedLabel,
     DeadLetter,
+    Fence,
     Item,
     ItemPage,
     LabelAck,
@@ -39,6 +40,7 @@ from esl_sync.records import (
     StoredHash,
     VerificationCode,
 )
+from esl_sync.records import StaleStateError as StaleStateError  # re-exported
 
 # -- Postgres: merchants, products, the label ledger -----------------------------------
 
@@ -108,8 +110,9 @@ class ProductWriter(Protocol):
 
 
 class ProductStore(Protocol):
-    def transaction(self) -> AbstractContextManager[ProductWriter]:
-        """A unit of work: committed when the block exits normally, rolled back otherwise."""
+    def transaction(self, fence: Fence | None = None) -> AbstractContextManager[ProductWriter]:
+        """A unit of work: committed when the block exits normally, rolled back otherwise;
+        under a poll's ``fence`` its writes raise FenceRefused once a newer lease wrote."""
         ...
 
 
@@ -156,9 +159,9 @@ class LabelLedger(Protocol):
         product claims the code, the label goes), as committed."""
         ...
 
-    def advance_label_clock(self, merchant_id: str) -> int:
-        """The merchant's label clock, advanced: only by a caller holding the merchant's poll
-        lease. (Its committed value is read with the stale labels: ``RepairSnapshot.clock``.)"""
+    def advance_label_clock(self, merchant_id: str, *, fence: Fence | None = None) -> int:
+        """The merchant's label clock, advanced under the poll lease's ``fence`` (else
+        FenceRefused); its committed value is read with the stale labels (``RepairSnapshot``)."""
         ...
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
@@ -202,10 +205,6 @@ class LabelLedger(Protocol):
 
 
 # -- DynamoDB: merchant state, tokens, webhook hints -----------------------------------
-
-
-class StaleStateError(RuntimeError):
-    """Someone else wrote the merchant state since we read it."""
 
 
 class StateStore(Protocol):

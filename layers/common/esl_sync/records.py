@@ -76,12 +76,34 @@ class MerchantState:
 
 
 @dataclass(frozen=True)
+class Fence:
+    """A poll lease's fencing token: the state item's ``lease_epoch`` (a random value set
+    when the item is first leased; a deleted and recreated item gets another) and
+    ``lease_generation`` (counted up by every lease taken). The poll's Postgres writes carry
+    it, and ``label_clocks`` refuses one older than a generation already written there."""
+
+    epoch: str
+    generation: int
+
+
+class StaleStateError(RuntimeError):
+    """Someone else wrote the merchant state since we read it (or the poll lease was lost)."""
+
+
+class FenceRefused(RuntimeError):
+    """A newer poll of the merchant (a later lease generation) wrote first: this poll's
+    lease was lost, so its transaction is rolled back and nothing it decided is sent."""
+
+
+@dataclass(frozen=True)
 class Leased:
     """What taking a merchant's poll lease read in the same write: the state the last poll
-    left, and the merchant's tokens, still sealed (None: none stored)."""
+    left, the merchant's tokens, still sealed (None: none stored), and the lease's fencing
+    token (None: the item's fence attributes are unreadable, edited by hand)."""
 
     state: MerchantState
     sealed: SealedTokens | None
+    fence: Fence | None = None
 
 
 class ProductRow(NamedTuple):

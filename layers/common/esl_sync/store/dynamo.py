@@ -4,22 +4,20 @@ State writes are conditional on the version read (optimistic concurrency). The p
 lease (``lease_owner``, ``lease_until_ms``) sits beside the version, in its own
 conditional writes, so taking it never makes a state write stale; so do the token refresh
 lock and the webhook's poll window. A poll makes two calls: the write that takes its lease
-returns the item (state and sealed tokens: ``take_lease``), and its state write gives the
-lease back (``save(…, release_lease=owner)``). Tokens (one JSON blob: a plain token or a
-v2 pair) are encrypted with the stack's customer-managed KMS key, bound to the merchant id
-through the encryption context, so reading the table alone never reveals them;
-``token_generation`` counts the writes of new tokens and guards every change of them and of
-``auth_state``.
+returns the item (state, sealed tokens and the lease's fencing token: ``take_lease``), and
+its state write gives the lease back (``save(…, release_lease=owner)``). Tokens (one JSON
+blob: a plain token or a v2 pair) are encrypted with the stack's customer-managed KMS key,
+bound to the merchant id through the encryption context, so reading the table alone never
+reveals them; ``token_generation`` counts the writes of new tokens and guards every change
+of them and of ``auth_state``.
 """
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache
-from itertools import batched
 from typing import Any, Literal
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
@@ -27,22 +25,22 @@ from esl_sync.ports import StaleStateError
 from esl_sync.records import Leased, MerchantState, VerificationCode
 from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError, Caller
+from esl_sync.store.state_batch import read_states, unprocessed_backoff
 from esl_sync.store.state_item import (
     CODE_SLOT,
+    LEASE_NAMES,
     POLL_FIELDS,
-    STATE_FIELDS,
+    fence_of,
+    lease_taking,
     sealed_of,
     state_of,
     to_attr,
     verification_codes_of,
 )
 
-_LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _REFRESH_LOCK_NAMES = {"#owner": "refresh_lock_owner", "#until": "refresh_lock_until_ms"}
 _GENERATION_NAMES = {"#generation": "token_generation"}
 _WINDOW_NAMES = {"#until": "webhook_poll_until_ms"}
-UNPROCESSED_TRIES = 8
-"""BatchGetItem calls for one batch of keys while DynamoDB leaves some unprocessed."""
 WEBHOOK_ITEM_KEY = "#clover-webhook"
 """The reserved item holding the last webhook verification codes (no merchant id starts
 with '#'; nothing lists the table, so no poll ever sees it)."""
@@ -83,51 +81,10 @@ class DynamoStateStore:
         return state_of(merchant_id, item)
 
     def load_many(self, merchant_ids: Sequence[str]) -> dict[str, MerchantState]:
-        """Many merchants' state in batches of 100, without their token material.
+        """Many merchants' state without their token material (:func:`read_states`)."""
+        return read_states(self._dynamodb, self._table, merchant_ids, self._sleep)
 
-        Keys DynamoDB leaves unprocessed (it does under throttling) are read again after a
-        backoff, as AWS asks: read again at once, in a loop, they would deepen the throttling
-        every poll's own reads meet. Still unprocessed after ``UNPROCESSED_TRIES``, the read
-        fails (``AwsError`` ``UnprocessedKeys``, retryable) rather than loop until the
-        function's timeout."""
-        found: dict[str, MerchantState] = {}
-        names = {f"#{i}": name for i, name in enumerate(("merchant_id", "version", *STATE_FIELDS))}
-        for batch in batched(merchant_ids, 100):  # BatchGetItem takes at most 100 keys
-            keys: list[Mapping[str, Any]] = [{"merchant_id": {"S": m}} for m in batch]
-            tries = 0
-            while keys:
-                request = {
-                    "Keys": keys,
-                    "ProjectionExpression": ", ".join(names),
-                    "ExpressionAttributeNames": names,
-                }
-                answer = self._dynamodb.call(
-                    "BatchGetItem", {"RequestItems": {self._table: request}}
-                )
-                for item in answer["Responses"].get(self._table, []):
-                    merchant_id = str(item["merchant_id"]["S"])
-                    found[merchant_id] = state_of(merchant_id, item)
-                unprocessed = answer.get("UnprocessedKeys") or {}
-                keys = list(unprocessed[self._table]["Keys"]) if self._table in unprocessed else []
-                if keys:
-                    tries += 1
-                    if tries >= UNPROCESSED_TRIES:
-                        raise AwsError(
-                            "dynamodb",
-                            "BatchGetItem",
-                            "UnprocessedKeys",
-                            200,
-                            f"{len(keys)} keys still unprocessed after {tries} tries (throttled)",
-                            True,
-                        )
-                    self._sleep(random.random() * self.unprocessed_backoff(tries))
-        return {m: found.get(m, MerchantState(merchant_id=m)) for m in merchant_ids}
-
-    @staticmethod
-    def unprocessed_backoff(tries: int) -> float:
-        """The longest wait before reading unprocessed keys again after ``tries`` tries:
-        doubling from 50 ms to 2 s (the wait is a random part of it, "full jitter")."""
-        return min(2.0, 0.05 * 2.0 ** (tries - 1))
+    unprocessed_backoff = staticmethod(unprocessed_backoff)
 
     def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
         names = {f"#{i}": name for i, name in enumerate(POLL_FIELDS)}
@@ -155,7 +112,7 @@ class DynamoStateStore:
             names["#pending"] = "pending_deletes"
             removed.append("#pending")
         if release_lease is not None:  # the poll's last write gives its lease back too
-            names |= _LEASE_NAMES
+            names |= LEASE_NAMES
             values[":owner"] = {"S": release_lease}
             removed += ["#owner", "#until"]
             condition += " AND #owner = :owner"
@@ -173,21 +130,31 @@ class DynamoStateStore:
     def take_lease(
         self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
     ) -> Leased | None:
-        """One conditional write takes the lease and returns the whole item (DynamoDB
-        charges the write, not the read): the state and the sealed tokens under the lease."""
-        item = self._acquire(
-            merchant_id, _LEASE_NAMES, owner, now_ms, duration_ms, returns="ALL_NEW"
-        )
-        return None if item is None else Leased(state_of(merchant_id, item), sealed_of(item))
+        """One conditional write takes the lease and its fencing token (:func:`lease_taking`)
+        and returns the whole item (DynamoDB charges the write, not the read): the state,
+        the sealed tokens and the fence. A fence edited by hand (DynamoDB cannot count it,
+        or it reads as none) costs one more write, which starts a new epoch."""
+        taking = lease_taking(owner, now_ms, duration_ms)
+        try:
+            item = self._update_if(merchant_id, *taking, returns="ALL_NEW")
+        except AwsError as error:
+            if error.code != "ValidationException":  # ADD on a number of another type
+                raise
+            item = {}
+        if item is not None and fence_of(item) is None:
+            anew = lease_taking(owner, now_ms, duration_ms, new_epoch=True)
+            item = self._update_if(merchant_id, *anew, returns="ALL_NEW")
+        if item is None:
+            return None
+        return Leased(state_of(merchant_id, item), sealed_of(item), fence_of(item))
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
-        self._release(merchant_id, _LEASE_NAMES, owner)
+        self._release(merchant_id, LEASE_NAMES, owner)
 
     def acquire_refresh_lock(
         self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
     ) -> bool:
-        taken = self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
-        return taken is not None
+        return self._acquire(merchant_id, _REFRESH_LOCK_NAMES, owner, now_ms, duration_ms)
 
     def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, _REFRESH_LOCK_NAMES, owner)
@@ -199,12 +166,9 @@ class DynamoStateStore:
         owner: str,
         now_ms: int,
         duration_ms: int,
-        *,
-        returns: Literal["NONE", "ALL_NEW"] = "NONE",
-    ) -> Mapping[str, Any] | None:
-        """Take the lock named by ``names`` if it is free or expired: the item as written
-        (``returns``), or None when the lock is held."""
-        return self._update_if(
+    ) -> bool:
+        """Take the lock named by ``names`` if it is free or expired (whether taken)."""
+        return self._conditional_update(
             merchant_id,
             "SET #owner = :owner, #until = :until",
             "attribute_not_exists(#until) OR #until <= :now",
@@ -214,7 +178,6 @@ class DynamoStateStore:
                 ":now": {"N": str(now_ms)},
             },
             names,
-            returns=returns,
         )
 
     def _release(self, merchant_id: str, names: dict[str, str], owner: str) -> None:

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from esl_sync.records import (
     AckedLabel,
     Drift,
+    Fence,
     LabelAck,
     LabelConflict,
     LabelFailure,
@@ -31,7 +32,13 @@ from esl_sync.records import (
     VerifyTarget,
 )
 from esl_sync.store import verify_results
-from esl_sync.store.label_owners import ADVANCE_CLOCK, PRODUCT_SELECT, product_of
+from esl_sync.store.label_owners import (
+    ADVANCE_CLOCK,
+    PRODUCT_SELECT,
+    fence_params,
+    product_of,
+    refused,
+)
 from esl_sync.store.postgres import INVALIDATED_HASH
 
 if TYPE_CHECKING:
@@ -258,9 +265,12 @@ class PostgresLabelLedger:
         result = self._db.connection().execute(_LABELS_WANTED, {"m": merchant_id, "pcs": codes})
         return dict(result.fetchall())
 
-    def advance_label_clock(self, merchant_id: str) -> int:
-        row = self._db.connection().execute(ADVANCE_CLOCK, {"m": merchant_id}).fetchone()
-        return int(row[0]) if row else 0
+    def advance_label_clock(self, merchant_id: str, *, fence: Fence | None = None) -> int:
+        params = {"m": merchant_id, **fence_params(fence)}
+        row = self._db.connection().execute(ADVANCE_CLOCK, params).fetchone()
+        if row is None:  # the fence refused it: nothing written
+            raise refused(merchant_id, fence)
+        return int(row[0])
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
         with self._db.connection().cursor(row_factory=dict_row) as cur:

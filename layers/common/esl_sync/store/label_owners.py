@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
-from esl_sync.records import LabelOwner, LabelOwners
+from esl_sync.records import Fence, FenceRefused, LabelOwner, LabelOwners
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,11 +43,41 @@ PRODUCT_COLUMNS = (
 holds an accepted version in these fields even while Clover's newest one is refused (see
 the upsert in :mod:`esl_sync.store.postgres`), and that version is what its label shows."""
 PRODUCT_SELECT = ", ".join(f"p.{c}" for c in PRODUCT_COLUMNS)
-ADVANCE_CLOCK = """
-INSERT INTO label_clocks (merchant_id, version) VALUES (%(m)s, nextval('label_versions'))
-ON CONFLICT (merchant_id) DO UPDATE SET version = EXCLUDED.version
+FENCE_HOLDS = """(c.fence_epoch IS DISTINCT FROM EXCLUDED.fence_epoch
+    OR c.fence_generation IS NULL OR c.fence_generation <= EXCLUDED.fence_generation)"""
+"""The poll fence (migration 0009) on ``label_clocks c``: the writer's token (``EXCLUDED``)
+is refused only by a later generation of the same epoch."""
+ADVANCE_CLOCK = f"""
+INSERT INTO label_clocks AS c (merchant_id, version, fence_epoch, fence_generation)
+VALUES (%(m)s, nextval('label_versions'), %(epoch)s::text, %(generation)s::bigint)
+ON CONFLICT (merchant_id) DO UPDATE SET version = nextval('label_versions'),
+    fence_epoch = coalesce(EXCLUDED.fence_epoch, c.fence_epoch),
+    fence_generation = CASE WHEN EXCLUDED.fence_epoch IS NULL THEN c.fence_generation
+                            ELSE EXCLUDED.fence_generation END
+WHERE EXCLUDED.fence_epoch IS NULL OR {FENCE_HOLDS}
 RETURNING version
-"""
+"""  # noqa: S608 - FENCE_HOLDS is a constant
+"""The merchant's label clock, advanced under the writer's fence (``epoch``, ``generation``:
+both NULL without one); no row when the fence refuses it. The new value is drawn once the
+row is locked (``DO UPDATE``), so of two racing writers the one that commits last also
+holds the larger version."""
+
+
+def fence_params(fence: Fence | None) -> dict[str, object]:
+    """The statement parameters of a fence (NULL: none)."""
+    return {
+        "epoch": None if fence is None else fence.epoch,
+        "generation": None if fence is None else fence.generation,
+    }
+
+
+def refused(merchant_id: str, fence: Fence | None) -> FenceRefused:
+    """The refusal of a write under ``fence``, naming the lost lease."""
+    generation = fence.generation if fence else "-"
+    return FenceRefused(
+        f"merchant {merchant_id}: poll lease lost: a newer poll wrote past fence generation"
+        f" {generation}; this poll's write is rolled back"
+    )
 
 
 # The clock advanced, then the owner of each code (as this transaction sees the products):
@@ -81,13 +111,17 @@ def product_of(row: dict[str, Any]) -> Product:
 
 
 def label_owners(
-    conn: psycopg.Connection[Any], merchant_id: str, pcs: Iterable[str]
+    conn: psycopg.Connection[Any], merchant_id: str, pcs: Iterable[str], fence: Fence | None
 ) -> LabelOwners:
-    """See :meth:`esl_sync.ports.ProductWriter.label_owners`."""
+    """See :meth:`esl_sync.ports.ProductWriter.label_owners`; FenceRefused when ``fence``
+    is older than one written (the caller's transaction then rolls back)."""
     # The codes as one JSON text: psycopg writes a list of 2,000 as an array in Python, about
     # 15 times as long as json's encoder takes (a first sync touches every code).
     codes = json.dumps(sorted(set(pcs)))
-    rows = conn.execute(_LABEL_OWNERS, {"m": merchant_id, "pcs": codes}).fetchall()
+    params = {"m": merchant_id, "pcs": codes, **fence_params(fence)}
+    rows = conn.execute(_LABEL_OWNERS, params).fetchall()
+    if not rows:  # the clock's row was not written: the fence refused it
+        raise refused(merchant_id, fence)
     return LabelOwners(
         version=int(rows[0][0]),
         owners={

@@ -14,99 +14,16 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from esl_sync.records import LabelOwners, Merchant, ProductChange, ProductRow, StoredHash
-from esl_sync.store.label_owners import label_owners
-
-# One statement per page. A refused item (validation_error set) changes no label: if its
-# row exists, the row keeps every label field of the version before (name, code, prices,
-# status, label_hash, …) and takes only the new raw item, validation_error and content
-# hash; updated_at (the stale labels' "since") stays, refused_at says since when. Every
-# value arrives storable (esl_sync.products, esl_sync.sync.item_rows), so no item can make
-# Postgres refuse the page. One exception, for rows older code wrote: a kept version with
-# no price that is not VARIABLE was labelled $0.00, which no version shows now (the
-# transform refuses it): its label is dropped (label_hash NULL, returned as
-# label_dropped), so the poll takes that label off instead of keeping $0.00 up.
-_UPSERT = """
-WITH incoming AS (
-    SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
-        source_system text, source_id text, source_variant_id text, name text, barcode text,
-        sku text, price numeric, cost numeric, currency text, price_type text, unit text,
-        status text, extra_data jsonb, raw jsonb, source_modified_time bigint,
-        validation_error text, content_hash text, label_hash text)
-),
-previous AS (
-    SELECT p.source_system, p.source_id, p.source_variant_id, p.name, p.barcode, p.sku,
-        p.price, p.cost, p.currency, p.price_type, p.unit, p.status, p.extra_data,
-        p.source_modified_time, p.label_hash
-    FROM products p JOIN incoming i USING (source_system, source_id, source_variant_id)
-    WHERE p.merchant_id = %(merchant_id)s
-),
-chosen AS (
-    SELECT i.* FROM incoming i LEFT JOIN previous v
-        USING (source_system, source_id, source_variant_id)
-    WHERE i.validation_error IS NULL OR v.source_id IS NULL
-    UNION ALL
-    SELECT i.source_system, i.source_id, i.source_variant_id, v.name, v.barcode, v.sku,
-        v.price, v.cost, v.currency, v.price_type, v.unit, v.status, v.extra_data, i.raw,
-        v.source_modified_time, i.validation_error, i.content_hash,
-        CASE WHEN v.price IS NOT NULL OR v.price_type = 'VARIABLE' THEN v.label_hash END
-    FROM incoming i JOIN previous v USING (source_system, source_id, source_variant_id)
-    WHERE i.validation_error IS NOT NULL
-),
-written AS (
-    INSERT INTO products AS p (
-        source_system, merchant_id, source_id, source_variant_id, name, barcode, sku, price,
-        cost, currency, price_type, unit, status, extra_data, raw, source_modified_time,
-        validation_error, content_hash, label_hash, deleted_at, refused_at)
-    SELECT source_system, %(merchant_id)s, source_id, source_variant_id, name, barcode, sku,
-        price, cost, currency, price_type, unit, status, extra_data, raw, source_modified_time,
-        validation_error, content_hash, label_hash,
-        CASE WHEN status = 'deleted' THEN now() END,
-        CASE WHEN validation_error IS NOT NULL THEN now() END
-    FROM chosen
-    ON CONFLICT (source_system, merchant_id, source_id, source_variant_id) DO UPDATE SET
-        name = EXCLUDED.name, barcode = EXCLUDED.barcode, sku = EXCLUDED.sku,
-        price = EXCLUDED.price, cost = EXCLUDED.cost, currency = EXCLUDED.currency,
-        price_type = EXCLUDED.price_type, unit = EXCLUDED.unit, status = EXCLUDED.status,
-        extra_data = EXCLUDED.extra_data, raw = EXCLUDED.raw,
-        source_modified_time = EXCLUDED.source_modified_time,
-        validation_error = EXCLUDED.validation_error, content_hash = EXCLUDED.content_hash,
-        label_hash = EXCLUDED.label_hash,
-        updated_at = CASE WHEN EXCLUDED.validation_error IS NULL THEN now() ELSE p.updated_at END,
-        refused_at = CASE WHEN EXCLUDED.validation_error IS NOT NULL
-                          THEN coalesce(p.refused_at, now()) END,
-        deleted_at = CASE WHEN EXCLUDED.status = 'deleted'
-                          THEN coalesce(p.deleted_at, now()) END
-    WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-    RETURNING p.source_system, p.source_id, p.source_variant_id, p.label_hash,
-        p.validation_error
+from esl_sync.records import (
+    Fence,
+    LabelOwners,
+    Merchant,
+    ProductChange,
+    ProductRow,
+    StoredHash,
 )
-SELECT w.source_id, w.source_variant_id, prev.source_id IS NOT NULL AS existed,
-       prev.barcode, prev.label_hash,
-       w.validation_error IS NOT NULL AND w.label_hash IS NULL
-           AND prev.label_hash IS NOT NULL AS label_dropped
-FROM written w LEFT JOIN previous prev USING (source_system, source_id, source_variant_id)
-"""
-
-_MARK_DELETED = """
-WITH target AS (
-    SELECT source_system, source_id, source_variant_id, barcode, label_hash
-    FROM products
-    WHERE merchant_id = %(merchant_id)s AND status = 'active'
-      AND (source_id, source_variant_id) IN (
-          SELECT * FROM jsonb_to_recordset(%(keys)s::jsonb) AS k(sid text, vid text))
-    FOR UPDATE
-)
-UPDATE products p SET status = 'deleted', deleted_at = now(), updated_at = now(),
-    label_hash = NULL, content_hash = 'removed:' || p.content_hash,
-    validation_error = NULL, refused_at = NULL,
-    extra_data = p.extra_data || '{"removed_because": "not listed by Clover (404)"}'
-FROM target t
-WHERE p.merchant_id = %(merchant_id)s AND p.source_system = t.source_system
-  AND p.source_id = t.source_id AND p.source_variant_id = t.source_variant_id
-RETURNING t.source_id, t.source_variant_id, t.barcode, t.label_hash
-"""
-
+from esl_sync.store.label_owners import fence_params, label_owners, refused
+from esl_sync.store.product_sql import MARK_DELETED, UPSERT
 
 # The install and `merchants set-store` of one merchant take turns (a transaction-scoped
 # advisory lock), so an assignment is never written beside an install that misses it.
@@ -142,18 +59,27 @@ ON CONFLICT (merchant_id) DO UPDATE SET active = true,
 
 
 class PostgresProductWriter:
-    """Product writes inside one open transaction."""
+    """Product writes inside one open transaction, under a poll's fence (None: none)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], source_system: str = "clover") -> None:
-        self._conn = conn
-        self._source_system = source_system
+    def __init__(
+        self, conn: psycopg.Connection[Any], fence: Fence | None = None, source: str = "clover"
+    ) -> None:
+        self._conn, self._fence, self._source_system = conn, fence, source
+
+    def _fenced(self, statement: str, merchant_id: str, **params: str) -> list[Any]:
+        """The rows of a write that checks the fence when it wrote any (the last column:
+        refused); FenceRefused if it was."""
+        values = {"merchant_id": merchant_id, **params, **fence_params(self._fence)}
+        rows = self._conn.execute(statement, values).fetchall()
+        if rows and rows[0][-1]:
+            raise refused(merchant_id, self._fence)
+        return rows
 
     def upsert(self, merchant_id: str, rows: Sequence[ProductRow]) -> list[ProductChange]:
         latest = {r.key: r.row_json for r in rows}  # the last version of a product wins
         if not latest:
             return []
         payload = f"[{','.join(latest.values())}]"
-        result = self._conn.execute(_UPSERT, {"rows": payload, "merchant_id": merchant_id})
         return [
             ProductChange(
                 key=(sid, vid),
@@ -161,17 +87,18 @@ class PostgresProductWriter:
                 previous_label_hash=label_hash if existed else None,
                 label_dropped=dropped,
             )
-            for sid, vid, existed, barcode, label_hash, dropped in result.fetchall()
+            for sid, vid, existed, barcode, label_hash, dropped, _ in self._fenced(
+                UPSERT, merchant_id, rows=payload
+            )
         ]
 
     def mark_deleted(
         self, merchant_id: str, keys: Iterable[tuple[str, str]]
     ) -> list[ProductChange]:
         payload = json.dumps([{"sid": sid, "vid": vid} for sid, vid in keys])
-        result = self._conn.execute(_MARK_DELETED, {"keys": payload, "merchant_id": merchant_id})
         return [
             ProductChange(key=(sid, vid), previous_barcode=barcode, previous_label_hash=lh)
-            for sid, vid, barcode, lh in result.fetchall()
+            for sid, vid, barcode, lh, _ in self._fenced(MARK_DELETED, merchant_id, keys=payload)
         ]
 
     def active_keys(self, merchant_id: str) -> set[tuple[str, str]]:
@@ -195,7 +122,7 @@ class PostgresProductWriter:
         return {sid: StoredHash(h, refused) for sid, h, refused in result.fetchall()}
 
     def label_owners(self, merchant_id: str, pcs: Iterable[str]) -> LabelOwners:
-        return label_owners(self._conn, merchant_id, pcs)
+        return label_owners(self._conn, merchant_id, pcs, self._fence)
 
 
 class _CountingCursor(psycopg.Cursor[Any]):
@@ -270,7 +197,7 @@ class Database:
         return _connect(fresh)
 
     @contextmanager
-    def transaction(self) -> Iterator[PostgresProductWriter]:
+    def transaction(self, fence: Fence | None = None) -> Iterator[PostgresProductWriter]:
         """The poll's transaction, open while it waits for Clover (pages, retries, delete
         confirmations): it sets its own ``idle_in_transaction_session_timeout``
         (:data:`_BEGIN_POLL`), so a server hardened with a short one does not end the
@@ -284,7 +211,7 @@ class Database:
             self._transactions += 1
         psycopg.Cursor(conn).execute(_BEGIN_POLL)  # counted as BEGIN (round_trips)
         try:
-            yield PostgresProductWriter(conn)
+            yield PostgresProductWriter(conn, fence)
         except BaseException:
             try:
                 if not (conn.closed or conn.broken):

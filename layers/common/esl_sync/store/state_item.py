@@ -4,12 +4,13 @@ attribute codec of :mod:`esl_sync.store.dynamo`."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from esl_sync.credentials import SealedTokens
-from esl_sync.records import MerchantState, VerificationCode
+from esl_sync.records import Fence, MerchantState, VerificationCode
 
 # What ``save`` writes.
 POLL_FIELDS = (
@@ -167,6 +168,52 @@ def sealed_of(item: Mapping[str, Any] | None) -> SealedTokens | None:
         uninstalled=int(item.get("app_uninstalled_ms", {"N": "-1"})["N"])
         > int(item.get("authorized_ms", {"N": "0"})["N"]),
     )
+
+
+LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
+_FENCE_NAMES = {"#epoch": "lease_epoch", "#count": "lease_generation"}
+MAX_EPOCH = 64
+"""The longest ``lease_epoch`` read as one (ours are 32 hex digits)."""
+
+
+def lease_taking(
+    owner: str, now_ms: int, duration_ms: int, *, new_epoch: bool = False
+) -> tuple[str, str, dict[str, Any], dict[str, str]]:
+    """The conditional write that takes the poll lease (update, condition, values, names):
+    granted when the lease is free or expired, it also counts ``lease_generation`` up
+    (``ADD``: created at 1 on an item that has none) and sets ``lease_epoch`` once (a
+    random value: an item deleted and created again gets another), so the item it returns
+    holds the lease's :class:`~esl_sync.records.Fence`. ``new_epoch``: a fence edited by
+    hand (another type, out of range) is replaced by a new epoch at generation 1; the
+    owner may already hold the lease (it took it with the unreadable fence)."""
+    values = {
+        ":owner": {"S": owner},
+        ":until": {"N": str(now_ms + duration_ms)},
+        ":now": {"N": str(now_ms)},
+        ":epoch": {"S": uuid.uuid4().hex},
+        ":one": {"N": "1"},
+    }
+    taken = "SET #owner = :owner, #until = :until, #epoch = "
+    condition = "attribute_not_exists(#until) OR #until <= :now"
+    if new_epoch:
+        update = f"{taken}:epoch, #count = :one"
+        condition += " OR #owner = :owner"
+    else:
+        update = f"{taken}if_not_exists(#epoch, :epoch) ADD #count :one"
+    return update, condition, values, LEASE_NAMES | _FENCE_NAMES
+
+
+def fence_of(item: Mapping[str, Any]) -> Fence | None:
+    """The fencing token the lease write returned; None when either attribute is not as
+    that write leaves it (edited by hand): the caller writes a new epoch."""
+    try:
+        epoch = item["lease_epoch"]["S"]
+        generation = _whole(item["lease_generation"], 1, MAX_COUNT)
+    except (KeyError, TypeError, Unreadable):
+        return None
+    if not (isinstance(epoch, str) and 0 < len(epoch) <= MAX_EPOCH and epoch.isprintable()):
+        return None
+    return Fence(epoch, generation)
 
 
 CODE_SLOT = "verification_code_"  # + slot number: one kept code each

@@ -36,7 +36,8 @@ Two ways in (:func:`choose` decides, from one reading of the ledger):
     and the pass's jobs, at most once per ``LABEL_VERIFY_INTERVAL_HOURS``.
 
   The poll holds the merchant's lease, so no product write runs meanwhile: the pass
-  advances the label clock and its jobs outrank every earlier decision.
+  advances the label clock under the lease's fence (refused, and nothing queued, once a
+  newer poll of the merchant has written) and its jobs outrank every earlier decision.
 * **by the operator** (``esl-sync heal``, ``resync``): labels stale for longer than
   ``--older-than``; no lease, so the jobs carry the clock's committed value, read with
   the ledger and the products in one statement: a poll committing meanwhile outranks
@@ -51,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from esl_sync.messages import LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import LabelLedger, LabelQueue
-from esl_sync.records import Merchant, RepairCandidate, RepairSnapshot
+from esl_sync.records import Fence, Merchant, RepairCandidate, RepairSnapshot
 from esl_sync.settings import Settings
 from esl_sync.sync.labels import LabelPlan, label_target
 from esl_sync.verify_ports import PollLedger
@@ -182,11 +183,18 @@ def _refused(candidate: RepairCandidate) -> bool:
 
 
 def heal_after_poll(
-    merchant: Merchant, ledger: PollLedger, queue: LabelQueue, settings: Settings, *, swept: bool
+    merchant: Merchant,
+    ledger: PollLedger,
+    queue: LabelQueue,
+    settings: Settings,
+    *,
+    swept: bool,
+    fence: Fence | None = None,
 ) -> HealOutcome | None:
-    """The pass a successful poll runs (it holds the merchant's lease); nothing at all for
-    a merchant without failed labels, unless the poll swept. After a sweep, the verify of
-    the merchant's labels is queued too when it is due."""
+    """The pass a successful poll runs (it holds the merchant's lease, whose ``fence`` its
+    clock advance carries: FenceRefused, nothing queued, once a newer poll has written);
+    nothing at all for a merchant without failed labels, unless the poll swept. After a
+    sweep, the verify of the merchant's labels is queued too when it is due."""
     if not swept and not merchant.labels_failing:
         return None
     interval = timedelta(seconds=settings.clover_sync_interval_seconds)
@@ -199,7 +207,7 @@ def heal_after_poll(
         probe_after=interval * PROBE_SPACING,
         requeue_expiry=heal_after,
     )
-    outcome = _repair(merchant, ledger, queue, settings, policy, in_lease=True)
+    outcome = _repair(merchant, ledger, queue, settings, policy, in_lease=True, fence=fence)
     if swept:
         queue_verify_if_due(merchant, ledger, queue, settings)
     return outcome
@@ -248,6 +256,7 @@ def _repair(
     policy: RepairPolicy,
     *,
     in_lease: bool,
+    fence: Fence | None = None,
 ) -> HealOutcome:
     merchant_id = merchant.merchant_id
     outcome = HealOutcome(merchant_id)
@@ -269,7 +278,9 @@ def _repair(
         elif record := label_target(candidate.product, settings).record:
             plan.upserts[record["pc"]] = record
     if not plan.empty:
-        plan.version = ledger.advance_label_clock(merchant_id) if in_lease else snapshot.clock
+        plan.version = (
+            ledger.advance_label_clock(merchant_id, fence=fence) if in_lease else snapshot.clock
+        )
         jobs = plan.jobs(merchant_id, merchant.store_code, settings.hipoink_batch_size)
         queue.send(jobs)
         outcome.jobs, outcome.version = len(jobs), plan.version

@@ -3,7 +3,9 @@
 A poll holds its merchant's lease while it runs, so a second delivery meanwhile (a
 webhook, a slow schedule) is acknowledged without work: the running poll covers it. Taking
 the lease reads the merchant's state and sealed tokens in the same write, and the poll's
-last write (its state) gives the lease back too: two DynamoDB calls for a poll. A poll
+last write (its state) gives the lease back too: two DynamoDB calls for a poll. Taking it
+also yields its fencing token (:class:`~esl_sync.records.Fence`), which every Postgres write
+of the poll carries: one a newer poll of the merchant wrote past is refused. A poll
 that ends without that write (it failed before it, it was skipped, its write was stale)
 gives the lease back on its way out, so SQS's retry does real work at once instead of
 being acknowledged as "busy" until the lease expires. Giving it back is best effort: if
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from esl_sync.credentials import SealedTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import StateStore
-from esl_sync.records import MerchantState
+from esl_sync.records import Fence, MerchantState
 
 POLL_LEASE_MS = 330_000
 """How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,
@@ -30,12 +32,14 @@ so a poll killed by its timeout frees the merchant half a minute later."""
 
 @dataclass
 class Lease:
-    """A merchant's poll lease, held: the state and the sealed tokens read with it."""
+    """A merchant's poll lease, held: the state, the sealed tokens and the fencing token
+    read with it (the fence every Postgres write of the poll carries)."""
 
     merchant_id: str
     owner: str
     state: MerchantState
     sealed: SealedTokens | None
+    fence: Fence | None = None
     released: bool = False
 
     def save_and_release(self, store: StateStore) -> None:
@@ -55,7 +59,7 @@ def merchant_lease(store: StateStore, merchant_id: str, *, now_ms: int) -> Itera
     if leased is None:
         yield None
         return
-    lease = Lease(merchant_id, owner, leased.state, leased.sealed)
+    lease = Lease(merchant_id, owner, leased.state, leased.sealed, leased.fence)
     try:
         yield lease
     finally:

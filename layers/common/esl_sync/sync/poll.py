@@ -37,7 +37,7 @@ from esl_sync.ports import (
     StaleStateError,
     StateStore,
 )
-from esl_sync.records import Item, Merchant, MerchantState, ProductRow, StoredHash
+from esl_sync.records import FenceRefused, Item, Merchant, MerchantState, ProductRow, StoredHash
 from esl_sync.settings import Settings
 from esl_sync.storable import parsed_json_text
 from esl_sync.sync.cursor import CLOCK_REFUSALS, cursor_after, read_from
@@ -82,6 +82,8 @@ def poll_merchant(request: PollRequest, deps: PollDeps) -> PollOutcome:
         _poll(request, deps, outcome)
     except Exception as error:
         outcome.status, outcome.detail = "failed", f"{type(error).__name__}: {error}"
+        if isinstance(error, FenceRefused):  # a newer poll wrote first: nothing committed
+            metrics.add_metric(name="PollsFenced", unit=MetricUnit.Count, value=1)
     outcome.duration_ms = int((time.monotonic() - started) * 1000)
     return outcome
 
@@ -172,6 +174,8 @@ class _Poll:
             outcome.status, outcome.detail = "needs_reauth", str(error)
             self._record_failure(error.cause or error)
             return
+        except FenceRefused:
+            raise  # the state is the newer poll's: nothing to record (its lease is gone)
         except Exception as error:
             self._record_failure(error)
             raise
@@ -192,12 +196,19 @@ class _Poll:
         """Re-queue labels that failed or stayed stale (:mod:`esl_sync.sync.heal`) once the
         poll's jobs are sent and its products committed, still under the lease (the state
         write after it gives the lease back); its failure is logged, left to the next poll,
-        not raised."""
-        deps = self.deps
+        not raised, but for a refused fence: the poll then fails, unsaved."""
+        deps, fence = self.deps, self.lease.fence
         try:
             heal_after_poll(
-                self.merchant, deps.label_ledger, deps.label_queue, deps.settings, swept=swept
+                self.merchant,
+                deps.label_ledger,
+                deps.label_queue,
+                deps.settings,
+                swept=swept,
+                fence=fence,
             )
+        except FenceRefused:
+            raise
         except Exception:
             logger.exception(
                 "self-healing failed; the next poll tries again", merchant_id=self.merchant_id
@@ -244,7 +255,7 @@ class _Poll:
         plan = LabelPlan()
         sweeping = sweep_due(state, settings, self.deps.clock())
         listed: set[str] = set()
-        with self.deps.products.transaction() as tx:
+        with self.deps.products.transaction(self.lease.fence) as tx:
             walk = ItemWalk(
                 catalog,
                 None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms),
@@ -399,8 +410,9 @@ class _Poll:
             self.lease.save_and_release(self.deps.state)
         except StaleStateError as error:
             # Counted: what it did is committed and the next poll repeats the read, but a
-            # steady count says polls outlive their lease or the state is written beside
-            # them (docs/architecture.md, "The lease is not a fence").
+            # steady count says polls outlive their lease (a newer poll that took it and
+            # wrote nothing: no fence refused this one) or the state is written beside them
+            # (docs/architecture.md, "The lease is a fence").
             metrics.add_metric(name="StateSavesRefused", unit=MetricUnit.Count, value=1)
             logger.warning("merchant state not saved; the next poll repeats", error=str(error))
 

@@ -1,0 +1,14 @@
+-- The poll lease as a fence (docs/architecture.md, "The lease is a fence").
+--
+-- Taking a merchant's poll lease (one conditional write of its DynamoDB state item) also
+-- counts up the item's lease_generation and sets its lease_epoch once (a random value);
+-- the poll's Postgres writes carry that pair. Where they write the merchant's label clock
+-- they record it, and refuse to go on when this row holds a later generation of the same
+-- epoch: a newer poll of the merchant has written first, so this one's lease was lost, and
+-- its transaction rolls back (nothing committed, no label job queued). A different epoch
+-- (the state item deleted and created again, its count starting over) is accepted and
+-- replaces the stored one, so a reset count never refuses a merchant's polls forever. The
+-- row lock taken by that write orders two racing transactions: the later one waits for the
+-- earlier to end, then reads what it committed. NULL (older code, written before fences
+-- existed, or a write without a lease: the operator's heal) fences nothing.
+ALTER TABLE label_clocks ADD COLUMN fence_epoch text, ADD COLUMN fence_generation bigint;
