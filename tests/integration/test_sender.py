@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from devkit.catalog import gas_station_catalog, numbered_catalog
 from devkit.demo import expected_labels
@@ -477,3 +478,115 @@ def _sender_event(body: str) -> dict[str, Any]:
     record["body"] = body
     record["attributes"]["MessageGroupId"] = M
     return {"Records": [record]}
+
+
+def _lines(stack: LocalStack, since: int, message: str) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in stack.logs[since:] if f'"{message}"' in line]
+    return [line for line in found if line.get("message") == message]
+
+
+def _records(*pcs: str) -> list[dict[str, str]]:
+    return [{"pc": pc, "pn": "Thing", "pp": "1.00", "pi": f"ITEM{pc}"} for pc in pcs]
+
+
+FAILED = "label job failed; back to its queue"
+
+
+def test_a_job_hipoink_answers_503_is_logged_as_failed_never_as_delivered(
+    stack: LocalStack,
+) -> None:
+    """A 503 (retried by SQS) was logged at INFO as ``label job delivered``, ``blocked``
+    null: a Logs Insights count of delivered jobs counted it."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2"), version=1)
+    hipoink.fail_next(503)
+    mark = len(stack.logs)
+
+    _fails_alone(stack, job)
+
+    assert _lines(stack, mark, "label job delivered") == []
+    (failed,) = _lines(stack, mark, FAILED)
+    assert failed["level"] == "WARNING"
+    assert (failed["error_class"], failed["error"]) == (
+        "HipoinkRetryable",
+        "create_multiple: HTTP 503",
+    )
+    assert (failed["upserted"], failed["deleted"], failed["rejected"]) == (0, 0, 0)
+    assert metric_sums(stack.logs[mark:])["LabelsUpserted"] == 0
+
+
+def test_a_job_that_times_out_midway_logs_what_it_did_before(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """Hipoink takes the first record, refuses the second and is too slow for the third: the
+    line says the job failed, with the one acknowledged and the one refused, and only the
+    acknowledged one is counted as upserted. The retry sends what is left (the refused
+    record too: here Hipoink takes it then)."""
+    stack = make_stack(HIPOINK_BATCH_SIZE="1", HIPOINK_TIMEOUT_SECONDS="0.5")
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.reject_pcs = {"X2"}
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2", "X3"), version=1)
+    hipoink.delay_next(0.0, count=2)
+    hipoink.delay_next(2.0)  # X3: answered after the client gave up
+    mark = len(stack.logs)
+
+    _fails_alone(stack, job)
+
+    assert _lines(stack, mark, "label job delivered") == []
+    (failed,) = _lines(stack, mark, FAILED)
+    assert failed["level"] == "WARNING"
+    assert (failed["error_class"], failed["error"]) == (
+        "HipoinkRetryable",
+        "create_multiple: timed out",
+    )
+    assert (failed["upserted"], failed["rejected"], failed["rejected_codes"]) == (1, 1, ["X2"])
+    sums = metric_sums(stack.logs[mark:])
+    assert (sums["LabelsUpserted"], sums["LabelsRejected"]) == (1, 1)
+    assert "LabelDeliveryLatency" not in sums
+    assert all(HIPOINK_SIGN not in line for line in stack.logs)
+
+    hipoink.reject_pcs = set()
+    mark = len(stack.logs)
+    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
+    (delivered,) = _lines(stack, mark, "label job delivered")
+    assert (delivered["upserted"], delivered["skipped"], delivered["level"]) == (2, 1, "INFO")
+
+
+def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_delivered(
+    stack: LocalStack,
+) -> None:
+    """Postgres refuses the acknowledgement after Hipoink took the records: nothing is
+    counted as delivered (the retry sends them again), and the line is an error with the
+    traceback (no Hipoink fault: the sender's own parts)."""
+    stack.add_merchant(M, "tok", STORE, items=[])
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'acknowledgement refused (test)'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_ack BEFORE INSERT OR UPDATE ON label_state FOR EACH ROW"
+            " WHEN (NEW.acknowledged_at IS NOT NULL) EXECUTE FUNCTION refuse_ack()"
+        )
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    mark = len(stack.logs)
+
+    _fails_alone(stack, job)
+
+    assert _lines(stack, mark, "label job delivered") == []
+    (failed,) = _lines(stack, mark, FAILED)
+    assert failed["level"] == "ERROR"
+    assert failed["error_class"] == "RaiseException"
+    assert failed["error"].startswith("acknowledgement refused (test)")
+    assert "Traceback" in failed["exception"]
+    assert failed["upserted"] == 0
+    assert metric_sums(stack.logs[mark:])["LabelsUpserted"] == 0
+
+
+def _fails_alone(stack: LocalStack, job: LabelJob) -> None:
+    """Invoke the sender with ``job`` alone, which fails (so does the batch: Powertools
+    raises when every record of a batch failed, and Lambda retries them all)."""
+    with pytest.raises(BatchProcessingError, match="All records failed processing"):
+        stack.invoke("hipoink_sender", _sender_event(job.to_json()))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
 import pytest
 
 from devkit.emf import metric_sums, metric_units
+from esl_sync.deadline import OutOfTime
 from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob
 from esl_sync.observability import metrics
+from esl_sync.records import LabelAck
 from esl_sync.settings import Settings
 from esl_sync.sync import deliver as deliver_module
 from tests.fakes import MemoryLedger, MemoryLog, MemorySink
@@ -224,3 +226,57 @@ def test_a_warning_names_twenty_repeated_codes_and_counts_them_all() -> None:
         _deliver(_job([], codes + codes), ledger, sink, 100)
     (line,) = log.lines("label job names a product code more than once: its last record applies")
     assert (line["count"], line["codes"]) == (25, [f"C{i:02d}" for i in range(20)])
+
+
+def test_a_job_refused_for_time_midway_is_a_warning_with_what_it_did(
+    emf: Callable[[], list[str]],
+) -> None:
+    """Out of time before its second call: it logged ``label job delivered`` at INFO."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    settings = Settings.from_values({"hipoink_batch_size": 1})
+    calls: list[int] = []
+
+    def before_call() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OutOfTime("label job of M not started: 10 ms left, 20000 ms needed")
+
+    job = _job([_record("A"), _record("B")], ["C"])
+    with MemoryLog.attached() as log, pytest.raises(OutOfTime):
+        deliver_module.deliver(
+            job, deliver_module.DeliveryDeps(ledger, sink, settings), before_call
+        )
+    assert log.lines("label job delivered") == []
+    (line,) = log.lines(deliver_module.FAILED)
+    assert (line["level"], line["error_class"], line["upserted"], line["deleted"]) == (
+        "WARNING",
+        "OutOfTime",
+        1,
+        0,
+    )
+    assert line["error"] == "label job of M not started: 10 ms left, 20000 ms needed"
+    assert metric_sums(emf())["LabelsUpserted"] == 1.0
+
+
+def test_a_job_failing_otherwise_is_an_error_with_its_traceback(
+    emf: Callable[[], list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a failure SQS retries by design (the ledger's Postgres, a bug): an error, which
+    nothing else logs. It logged ``label job delivered`` at INFO."""
+    ledger, sink = MemoryLedger(), MemorySink()
+
+    def down(merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
+        raise RuntimeError("the ledger is down")
+
+    monkeypatch.setattr(ledger, "acknowledge", down)
+    with MemoryLog.attached() as log, pytest.raises(RuntimeError):
+        _deliver(_job([_record("A")]), ledger, sink)
+    assert log.lines("label job delivered") == []
+    (line,) = log.lines(deliver_module.FAILED)
+    assert (line["level"], line["error_class"], line["error"], line["upserted"]) == (
+        "ERROR",
+        "RuntimeError",
+        "the ledger is down",
+        0,
+    )
+    assert metric_sums(emf())["LabelsUpserted"] == 0.0

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import batched
+from typing import Any
 
 from esl_sync.deadline import OutOfTime
 from esl_sync.hipoink.errors import HipoinkConfigError, HipoinkRecordError, HipoinkRetryable
@@ -95,12 +96,12 @@ def deliver(
     """
     ledger, settings = deps.ledger, deps.settings
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
-    _name_unusable(job, ledger, outcome)
-    triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
-    if job.version is None and triaged.send:
-        triaged = wanted_now(job, triaged, ledger)
-    outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
     try:
+        _name_unusable(job, ledger, outcome)
+        triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
+        if job.version is None and triaged.send:
+            triaged = wanted_now(job, triaged, ledger)
+        outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
         ledger.renew(job.merchant_id, triaged.renewed, store_code=job.store_code)
         if triaged.send:
             _Delivery(job, ledger, deps.sink, outcome, before_call).run(
@@ -108,8 +109,10 @@ def deliver(
             )
         if job.oldest_change_ms is not None and outcome.upserted + outcome.deleted:
             outcome.latency_seconds = _latency_seconds(job.oldest_change_ms)
-    finally:
-        _report(outcome)
+    except Exception as error:
+        _report(outcome, error)
+        raise
+    _report(outcome)
     return outcome
 
 
@@ -373,22 +376,42 @@ class _Delivery:
         )
 
 
-def _report(outcome: DeliveryOutcome) -> None:
-    logger.info(
-        "label job delivered" if outcome.blocked is None else "label job not (fully) delivered",
-        merchant_id=outcome.merchant_id,
-        store_code=outcome.store_code,
-        upserted=outcome.upserted,
-        deleted=outcome.deleted,
-        skipped=outcome.skipped,
-        version=outcome.version,
-        skipped_older=len(outcome.skipped_older),
-        skipped_older_codes=outcome.skipped_older[:_LOGGED_CODES],
-        rejected=len(outcome.rejected),
-        rejected_codes=first_named(outcome.rejected, _LOGGED_CODES),
-        blocked=outcome.blocked,
-        latency_seconds=outcome.latency_seconds,
-    )
+FAILED = "label job failed; back to its queue"  # SQS retries what it left unacknowledged
+_ERROR_MAX_CHARS = 500
+
+
+def _report(outcome: DeliveryOutcome, error: Exception | None = None) -> None:
+    """One line a job: ``label job delivered``, ``label job not (fully) delivered`` (the
+    store is blocked), or :data:`FAILED` with the error's class and message. A failure SQS
+    retries as designed (Hipoink unavailable or slow, too little time left) is a warning:
+    its end is the dead-letter alarm. Any other (the ledger's Postgres, a bug) is an error,
+    with its traceback. A Hipoink error's message never holds the sign
+    (:func:`esl_sync.hipoink.client.said`). The metrics count what was acknowledged."""
+    facts: dict[str, Any] = {
+        "merchant_id": outcome.merchant_id,
+        "store_code": outcome.store_code,
+        "upserted": outcome.upserted,
+        "deleted": outcome.deleted,
+        "skipped": outcome.skipped,
+        "version": outcome.version,
+        "skipped_older": len(outcome.skipped_older),
+        "skipped_older_codes": outcome.skipped_older[:_LOGGED_CODES],
+        "rejected": len(outcome.rejected),
+        "rejected_codes": first_named(outcome.rejected, _LOGGED_CODES),
+        "blocked": outcome.blocked,
+        "latency_seconds": outcome.latency_seconds,
+    }
+    if error is None:
+        done = (
+            "label job delivered" if outcome.blocked is None else "label job not (fully) delivered"
+        )
+        logger.info(done, **facts)
+    else:
+        facts |= {"error_class": type(error).__name__, "error": str(error)[:_ERROR_MAX_CHARS]}
+        if isinstance(error, HipoinkRetryable | OutOfTime):
+            logger.warning(FAILED, **facts)
+        else:
+            logger.error(FAILED, exc_info=error, **facts)
     if outcome.latency_seconds is not None:
         # Clover's clock against ours: the skew is seconds at most, the latency minutes.
         metrics.add_metric(
