@@ -590,3 +590,33 @@ def _fails_alone(stack: LocalStack, job: LabelJob) -> None:
     raises when every record of a batch failed, and Lambda retries them all)."""
     with pytest.raises(BatchProcessingError, match="All records failed processing"):
         stack.invoke("hipoink_sender", _sender_event(job.to_json()))
+
+
+def test_a_store_re_test_hipoink_answers_503_is_tried_again_by_the_retry(
+    stack: LocalStack,
+) -> None:
+    """The sign fixed, the cool-down passed: the re-test meets a 503, which says nothing of
+    the configuration. Its SQS retry found the store blocked (the re-test had moved the next
+    one a cool-down ahead) and acknowledged the job, its labels parked as ``configuration:
+    store blocked since …``. Now the retry re-tests, passes and delivers."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.sign = "rotated-on-the-server"
+    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    assert stack.invoke("hipoink_sender", _sender_event(first.to_json())) == {
+        "batchItemFailures": []
+    }
+    assert _status(stack)["store_blocked"].endswith("create_multiple: sign error")
+    hipoink.sign = HIPOINK_SIGN
+    _expire_block(stack)
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2"), version=2)
+    hipoink.fail_next(503)
+    _fails_alone(stack, job)
+    mark = len(stack.logs)
+
+    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
+
+    assert set(hipoink.labels(STORE)) == {"X1", "X2"}
+    assert _status(stack)["store_blocked"] is None
+    (delivered,) = _lines(stack, mark, "label job delivered")
+    assert delivered["upserted"] == 2

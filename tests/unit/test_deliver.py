@@ -161,6 +161,46 @@ def test_after_the_cool_down_one_job_re_tests_the_store() -> None:
     assert deliver(_job([_record("C")]), ledger, sink, 10).upserted == 1
 
 
+def test_a_re_test_cut_short_before_any_call_was_taken_is_due_again_at_once() -> None:
+    """A 503 (or too little time) says nothing of the configuration: the job's retry
+    found the store blocked for another cool-down and parked its labels as ``configuration``."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    sink.wrong_sign = True
+    deliver(_job([_record("A")]), ledger, sink, 10)
+    sink.wrong_sign, sink.down = False, True
+    ledger.now += timedelta(seconds=COOLDOWN)
+    with pytest.raises(HipoinkRetryable):
+        deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
+    assert ledger.blocks["M"].retry_after == ledger.now
+    assert ledger.blocks["M"].reason == "create_multiple: sign error"
+    assert {f.failure_class for f in ledger.failures.values()} == {"retryable"}
+    refused: list[int] = []
+
+    def out_of_time() -> None:
+        refused.append(1)
+        raise OutOfTime("label job of M not started: 10 ms left, 20000 ms needed")
+
+    with pytest.raises(OutOfTime):
+        deliver(_job([_record("A"), _record("B")]), ledger, sink, 1, out_of_time)
+    assert (refused, ledger.blocks["M"].retry_after) == ([1], ledger.now)
+
+    sink.down = False  # the SQS retry re-tests, and the store is fine
+    outcome = deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
+    assert (outcome.upserted, outcome.blocked, ledger.blocks) == (2, None, {})
+
+
+def test_a_re_test_cut_short_after_hipoink_took_a_call_has_passed() -> None:
+    ledger, sink = MemoryLedger(), MemorySink()
+    sink.wrong_sign = True
+    deliver(_job([_record("A")]), ledger, sink, 10)
+    sink.wrong_sign, sink.outage_after = False, 1 + 1  # the block's call, then one more
+    ledger.now += timedelta(seconds=COOLDOWN)
+    with pytest.raises(HipoinkRetryable):
+        deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
+    assert ledger.blocks == {}
+    assert ledger.acks.keys() == {"A"}
+
+
 def test_an_unknown_code_is_deleted_even_from_a_batch_refused_for_it() -> None:
     ledger, sink = MemoryLedger(), MemorySink()
     sink.unknown = {"Y"}

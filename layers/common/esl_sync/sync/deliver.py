@@ -44,7 +44,7 @@ from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, first_named, logger, metrics
 from esl_sync.ports import LabelLedger, LabelSink
-from esl_sync.records import AckedLabel, LabelAck, LabelFailure
+from esl_sync.records import AckedLabel, LabelAck, LabelFailure, StoreBlock
 from esl_sync.settings import Settings
 from esl_sync.storable import PC_MAX_LENGTH, product_code
 
@@ -318,6 +318,8 @@ class _Delivery:
                     self._apply(list(batch))
         except (HipoinkRetryable, OutOfTime) as error:
             self._fail_rest(changes, "retryable", str(error))
+            if block is not None:
+                self._end_retest(block, error)
             raise
         except HipoinkConfigError as error:
             self.ledger.block_store(merchant_id, self.job.store_code, str(error), cooldown_seconds)
@@ -333,8 +335,24 @@ class _Delivery:
             )
             return
         if block is not None:
+            self._end_retest(block)
+
+    def _end_retest(self, block: StoreBlock, error: Exception | None = None) -> None:
+        """Passed if Hipoink took a call. One cut short before (a 503, a timeout, too little
+        time) says nothing: the block stands, its re-test due now, so the SQS retry re-tests
+        rather than park the job's labels as ``configuration`` for another cool-down."""
+        merchant_id = self.job.merchant_id
+        if error is None or self.settled:
             self.ledger.unblock_store(merchant_id)
             logger.info("store re-test passed; store unblocked", merchant_id=merchant_id)
+            return
+        self.ledger.block_store(merchant_id, block.store_code, block.reason, 0)
+        logger.warning(
+            "store re-test cut short; the next job re-tests",
+            merchant_id=merchant_id,
+            store_code=block.store_code,
+            error=str(error),
+        )
 
     def _apply(self, batch: list[_Change]) -> None:
         """Send one batch of one kind; a refused batch is halved until the culprits are alone."""
