@@ -18,13 +18,14 @@ from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.messages import LabelVerify
 from esl_sync.observability import metrics
 from esl_sync.products import Product
-from esl_sync.records import Drift, HeldPage, VerifyTarget
+from esl_sync.records import Drift, HeldPage, VerifyResult, VerifyTarget
 from esl_sync.settings import Settings
 from esl_sync.sync.verify import (
     VerifyDeps,
     VerifyOutcome,
     expected_labels,
     verify_labels,
+    verify_result,
 )
 from tests.fakes import MemoryHeld, MemoryLog, MemoryVerifyLedger
 
@@ -444,3 +445,60 @@ def test_a_refused_verify_says_why_and_counts_only_the_refusal(
         0,
     )
     assert log.messages == ["label verify refused: nothing marked"]
+
+
+# -- what the sender records for `esl-sync status` -------------------------------------------
+
+
+def test_a_completed_verify_is_recorded_with_its_counts_and_no_refusal() -> None:
+    labels = _labels(6)
+    held = [_held(t, pp="7.00") for t in labels[:2]] + [_held(t) for t in labels[2:]]
+    held += [{"pc": f"U{i}"} for i in range(3)] + [{"pn": "no code"}]
+    ledger = MemoryVerifyLedger(STORE, labels, merchant_id="M2")
+    ledger.changed_since = {labels[0].pc}  # acknowledged anew meanwhile: not marked
+    request = LabelVerify(merchant_id="M2", store_code=STORE, reason="manual")
+
+    outcome = verify_labels(request, VerifyDeps(ledger, MemoryHeld(STORE, held), Settings()))
+
+    assert verify_result(outcome) == VerifyResult(
+        merchant_id="M2",
+        store_code=STORE,
+        requested_by="manual",
+        compared=6,
+        drifted=2,
+        marked=1,
+        unknown_codes=3,
+        skipped_products=1,
+        refused=None,
+    )
+
+
+def test_a_refused_verify_is_recorded_with_its_reason_as_said() -> None:
+    labels = _labels(5)
+    outcome = _run(labels, MemoryHeld(STORE, [_held(t, pn="x") for t in labels]))[0]
+    assert verify_result(outcome) == VerifyResult(
+        merchant_id="M",
+        store_code=STORE,
+        requested_by="sweep",
+        compared=5,
+        drifted=5,
+        marked=0,
+        unknown_codes=0,
+        skipped_products=0,
+        refused="5 of 5 labels differ, more than LABEL_VERIFY_MAX_DRIFT_FRACTION allows:"
+        " an answer read wrong? nothing marked",
+    )
+
+
+def test_a_hostile_refusal_is_recorded_as_one_clean_line_of_two_hundred_characters() -> None:
+    """Hipoink's error text is quoted in the refusal: NUL and a lone surrogate go (Postgres
+    refuses them), a line break or terminal escape becomes a space, and the start is kept."""
+    said = " \x1b[2JHipoink said:\x00 \ud800 bad\r\nrequest " + "é" * 400 + "END"
+    outcome = VerifyOutcome("M", STORE, "sweep", refused=said)
+    assert verify_result(outcome).refused == ("[2JHipoink said:  bad request " + "é" * 400)[:200]
+
+
+@pytest.mark.parametrize("said", ["", " \n\x00\x1b\t ", "\ud800\u2028"])
+def test_a_refusal_with_nothing_printable_is_recorded_as_refused(said: str) -> None:
+    outcome = VerifyOutcome("M", STORE, "sweep", refused=said)
+    assert verify_result(outcome).refused == "refused"
