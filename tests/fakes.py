@@ -391,11 +391,18 @@ class MemoryDirectory(MerchantDirectory):
 
 @final
 class MemoryStates(StateStore):
-    """Merchant states with the version guard and the poll lease (``now_ms`` as given)."""
+    """Merchant states with the version guard and the poll lease (``now_ms`` as given).
+    A lease taken reads ``sealed`` and ``fence`` with the state; ``release_errors`` are
+    raised, in order, by the next ``release_lease`` calls; ``releases`` lists each one's
+    owner."""
 
     def __init__(self, *states: MerchantState) -> None:
         self.states = {s.merchant_id: replace(s) for s in states}
         self.leases: dict[str, tuple[str, int]] = {}
+        self.sealed: SealedTokens | None = None
+        self.fence: Fence | None = None
+        self.release_errors: list[Exception] = []
+        self.releases: list[str] = []
 
     def load(self, merchant_id: str) -> MerchantState:
         stored = self.states.get(merchant_id)
@@ -422,9 +429,12 @@ class MemoryStates(StateStore):
         if held is not None and held[1] > now_ms:
             return None
         self.leases[merchant_id] = (owner, now_ms + duration_ms)
-        return Leased(self.load(merchant_id), None)
+        return Leased(self.load(merchant_id), self.sealed, self.fence)
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
+        self.releases.append(owner)
+        if self.release_errors:
+            raise self.release_errors.pop(0)
         if self.leases.get(merchant_id, ("", 0))[0] == owner:
             del self.leases[merchant_id]
 
