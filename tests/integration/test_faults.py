@@ -4,6 +4,7 @@ and a poll that fails gives its lease back, so SQS's retry does the work at once
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
 from esl_sync.messages import PollRequest
+from esl_sync.settings import ConfigurationError
 from esl_sync.store.aws_json import AwsError
 from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.postgres import Database
@@ -178,8 +180,9 @@ def test_a_failed_poll_gives_its_lease_back_and_the_retry_does_the_work(
     stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(12, seed=3))
     fail_first_calls(monkeypatch, FAILURES[where])
 
-    with pytest.raises(Exception, match="All records failed"):  # one record: the batch fails
-        stack.invoke("poller", poller_event(merchant_id, "first"))
+    first = stack.invoke("poller", poller_event(merchant_id, "first"))
+
+    assert first == {"batchItemFailures": [{"itemIdentifier": "first"}]}  # SQS retries it
     [failed] = poll_lines(stack, merchant_id)
     assert failed["status"] == "failed"
     assert "injected" in failed["detail"]
@@ -194,6 +197,50 @@ def test_a_failed_poll_gives_its_lease_back_and_the_retry_does_the_work(
     assert lease_of(stack, merchant_id) is None
     stack.drain("LabelQueue", "hipoink_sender")
     assert len(stack.hipoink.labels("STORE-1")) > 0
+
+
+def test_one_merchants_clover_500_alone_in_its_batch_fails_its_record_not_the_invocation(
+    stack: LocalStack,
+) -> None:
+    """Clover answers the batch's only merchant with 500s (every attempt): the poll fails by
+    name, and the answer names its record, which SQS retries. It raised ``AllPollsFailed``,
+    a failed invocation: Lambda's ``Errors``, which pages (``PollerErrorsAlarm``) for one
+    merchant's Clover trouble in a fleet whose batches hold one poll."""
+    merchant_id = MERCHANTS[0]
+    assert stack.clover is not None
+    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=4))
+    stack.clover.fail_next(500, runtime.clover().max_attempts, merchant_id=merchant_id)
+
+    answer = stack.invoke("poller", poller_event(merchant_id, "only"))
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "only"}]}
+    [failed] = poll_lines(stack, merchant_id)
+    assert (failed["status"], failed["detail"].split(":")[0]) == ("failed", "CloverServerError")
+    assert stack.clover.clear_faults(merchant_id) == 0
+    mark = len(stack.logs)
+    assert stack.invoke("poller", poller_event(merchant_id, "only")) == {"batchItemFailures": []}
+    assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
+    assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 5
+
+
+def test_a_poller_that_crashes_still_fails_its_invocation(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What escapes the batch (here: the label queue's client cannot be built, a setting)
+    is no merchant's failure: the invocation still fails, which ``PollerErrorsAlarm``
+    counts, and SQS retries every record."""
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(5, seed=4))
+
+    @functools.cache  # as runtime's (the stack clears its caches)
+    def broken() -> SqsLabelQueue:
+        raise ConfigurationError("invalid setting: LABEL_QUEUE_URL: not a queue (injected)")
+
+    monkeypatch.setattr(runtime, "label_queue", broken)
+
+    with pytest.raises(ConfigurationError, match="LABEL_QUEUE_URL"):
+        stack.invoke("poller", poller_event(merchant_id, "only"))
+    assert poll_lines(stack, merchant_id) == []
 
 
 def _needing_reauth(merchant_id: str) -> None:

@@ -82,7 +82,7 @@ def answered_late(stack: LocalStack) -> Iterator[tuple[threading.Event, threadin
 
 def invoke_poller(stack: LocalStack, message_id: str, answers: list[object]) -> None:
     """One poller invocation for the merchant (on a thread): its answer, or what it raised
-    (an invocation whose every record failed raises, as Lambda's ``Errors`` count it)."""
+    (a crash: a failed poll is a failed record of the answer)."""
     try:
         answers.append(stack.invoke("poller", poller_event(MERCHANT, message_id)))
     except Exception as error:
@@ -172,6 +172,7 @@ def test_a_poll_whose_lease_is_taken_before_its_heal_queues_nothing_more(
     monkeypatch.undo()
 
     assert answers[0] == {"batchItemFailures": []}  # the newer
+    assert answers[1] == {"batchItemFailures": [{"itemIdentifier": "older"}]}  # retried
     lines = poll_lines(stack, MERCHANT)[-2:]
     assert [line["status"] for line in lines] == ["ok", "failed"], lines
     assert "lease" in lines[1]["detail"]

@@ -59,11 +59,6 @@ _pool_lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
-class AllPollsFailed(RuntimeError):
-    """Every record of the batch failed: the invocation fails (Lambda's ``Errors``), and SQS
-    retries them all."""
-
-
 def poll_batch(
     records: Sequence[Mapping[str, Any]],
     deps: PollDeps,
@@ -75,7 +70,12 @@ def poll_batch(
 
     With Lambda's ``context``, no Clover request starts that could not be answered (and the
     poll closed: :data:`CLOSING_MS`) before the invocation ends: such a poll fails as
-    ``CloverOutOfTime``, recorded and retried, while the batch's other polls report as ever."""
+    ``CloverOutOfTime``, recorded and retried, while the batch's other polls report as ever.
+
+    Every failed record is named (its ``poll finished`` line, or the refused message's), so
+    a batch whose every record failed names them all too, rather than raising: SQS retries
+    exactly those. Only what escapes (a crash) fails the invocation, Lambda's ``Errors``
+    (docs/architecture.md, "A batch that failed whole")."""
     if context is not None:
         remaining = context.get_remaining_time_in_millis
         deps = replace(deps, time_left_ms=lambda: remaining() - CLOSING_MS)
@@ -94,11 +94,6 @@ def poll_batch(
         for message_id, outcome in results
         if outcome is None or outcome.status == "failed"
     ]
-    if records and len(failed) == len(records):
-        details = "; ".join(
-            f"{o.merchant_id}: {o.detail}" for _, o in results if o is not None and o.detail
-        )
-        raise AllPollsFailed(f"All records failed processing ({len(failed)}): {details}"[:1000])
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
 
