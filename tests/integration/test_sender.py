@@ -28,6 +28,7 @@ from devkit.template import REPO_ROOT, load_template
 from esl_sync import runtime, tls
 from esl_sync.hipoink.client import MESSAGE_MAX_CHARS
 from esl_sync.messages import LabelJob
+from esl_sync.sync.deliver import SKIPPED
 from tests.tls_certs import self_signed
 
 M = "MSEND0000001"
@@ -573,7 +574,7 @@ def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_deliver
     job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
     mark = len(stack.logs)
 
-    _fails_alone(stack, job)
+    _crashes_alone(stack, job)
 
     assert _lines(stack, mark, "label job delivered") == []
     (failed,) = _lines(stack, mark, FAILED)
@@ -586,10 +587,67 @@ def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_deliver
 
 
 def _fails_alone(stack: LocalStack, job: LabelJob) -> None:
-    """Invoke the sender with ``job`` alone, which fails (so does the batch: Powertools
-    raises when every record of a batch failed, and Lambda retries them all)."""
+    """Invoke the sender with ``job`` alone, which fails by name (Hipoink unavailable or slow):
+    the answer names its record, which SQS retries; the invocation does not fail."""
+    event = _sender_event(job.to_json())
+    retried = [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    assert stack.invoke("hipoink_sender", event) == {"batchItemFailures": retried}
+
+
+def _crashes_alone(stack: LocalStack, job: LabelJob) -> None:
+    """Invoke the sender with ``job`` alone, which fails in the sender's own parts: the batch
+    failed whole, not by name, so the invocation fails (Lambda's ``Errors``, an alarm) and
+    SQS retries it."""
     with pytest.raises(BatchProcessingError, match="All records failed processing"):
         stack.invoke("hipoink_sender", _sender_event(job.to_json()))
+
+
+def _two_jobs(first: LabelJob, second: LabelJob) -> dict[str, Any]:
+    """One batch of two jobs of the store (one message group), in this order."""
+    event = _sender_event(first.to_json())
+    record = json.loads(json.dumps(event["Records"][0]))
+    record["messageId"], record["body"] = "second-job", second.to_json()
+    event["Records"].append(record)
+    return event
+
+
+def test_one_stores_503_alone_in_its_batch_fails_its_records_not_the_invocation(
+    stack: LocalStack,
+) -> None:
+    """Hipoink answers the batch's only store with a 503: its job fails by name, the job
+    behind it in its message group is skipped (named too), and the answer names both, which
+    SQS retries in order. Powertools raised ``BatchProcessingError`` ("All records failed
+    processing"), a failed invocation: ``HipoinkSenderErrorsAlarm`` paged for one store's
+    503. The retry delivers both."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    second = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X2"), version=2)
+    event = _two_jobs(first, second)
+    hipoink.fail_next(503)
+
+    answer = stack.invoke("hipoink_sender", event)
+
+    assert answer == {
+        "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
+    }
+    assert _failures(stack) == {
+        "X1": ("retryable", "create_multiple: HTTP 503"),
+        "X2": ("retryable", SKIPPED),
+    }
+    assert stack.invoke("hipoink_sender", event) == {"batchItemFailures": []}
+    assert set(hipoink.labels(STORE)) == {"X1", "X2"}
+    assert _failures(stack) == {"X1": (None, None), "X2": (None, None)}
+
+
+def _failures(stack: LocalStack) -> dict[str, tuple[str | None, str | None]]:
+    """The failure each label of the merchant carries in the ledger (class, message)."""
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT pc, failure_class, failure_message FROM label_state WHERE merchant_id = %s",
+            (M,),
+        ).fetchall()
+    return {pc: (failure_class, message) for pc, failure_class, message in rows}
 
 
 def test_a_store_re_test_hipoink_answers_503_is_tried_again_by_the_retry(

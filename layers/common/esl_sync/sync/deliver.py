@@ -395,6 +395,8 @@ class _Delivery:
 
 
 FAILED = "label job failed; back to its queue"  # SQS retries what it left unacknowledged
+RETRIED = (HipoinkRetryable, OutOfTime)
+"""The failures SQS retries as designed: their line is a warning, their labels named."""
 _ERROR_MAX_CHARS = 500
 
 
@@ -426,7 +428,7 @@ def _report(outcome: DeliveryOutcome, error: Exception | None = None) -> None:
         logger.info(done, **facts)
     else:
         facts |= {"error_class": type(error).__name__, "error": str(error)[:_ERROR_MAX_CHARS]}
-        if isinstance(error, HipoinkRetryable | OutOfTime):
+        if isinstance(error, RETRIED):
             logger.warning(FAILED, **facts)
         else:
             logger.error(FAILED, exc_info=error, **facts)

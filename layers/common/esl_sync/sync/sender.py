@@ -27,7 +27,13 @@ from esl_sync.events import LabelJobRecord
 from esl_sync.messages import LabelJob, LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
-from esl_sync.sync.deliver import DeliveryDeps, DeliveryOutcome, deliver, name_skipped
+from esl_sync.sync.deliver import (
+    RETRIED,
+    DeliveryDeps,
+    DeliveryOutcome,
+    deliver,
+    name_skipped,
+)
 from esl_sync.sync.verify import VerifyDeps, VerifyOutcome, verify_labels, verify_result
 from esl_sync.verify_ports import VerifyLedger
 
@@ -42,22 +48,33 @@ less left, the job goes back unnamed (a later receive names it)."""
 class LabelJobProcessor(SqsFifoPartialProcessor):
     """A failed job stops only its own store's later jobs; a job skipped that way has the
     failure named on its labels, best effort: Powertools' documented way to add to failure
-    handling is to override ``failure_handler``. ``deps`` is called only then."""
+    handling is to override ``failure_handler``. ``deps`` is called only then.
+
+    A batch whose every job failed by name (:data:`~esl_sync.sync.deliver.RETRIED`: Hipoink
+    unavailable or slow, too little time; or skipped behind such a job) answers them all,
+    which SQS retries, rather than raising: one store's 503 is field input, not a failed
+    invocation (Lambda's ``Errors``, an alarm). Any other failure (the sender's own parts:
+    the ledger's Postgres, the sign's secret, a bug; a message that is not a label job)
+    still makes a batch that failed whole raise (docs/architecture.md, "A batch that
+    failed whole")."""
 
     def __init__(self, deps: Callable[[], DeliveryDeps]) -> None:
         super().__init__(model=LabelJobRecord, skip_group_on_error=True)
         self._deps = deps
 
+    def _prepare(self) -> None:
+        super()._prepare()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
+        self.raise_on_entire_batch_failure = False  # until a failure not named (below)
+
     def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
-        if (
-            exception[0] is SQSFifoMessageGroupCircuitBreakerError
-            and isinstance(record, LabelJobRecord)
-            and isinstance(record.body, LabelJob)
-        ):
+        skipped = exception[0] is SQSFifoMessageGroupCircuitBreakerError
+        if skipped and isinstance(record, LabelJobRecord) and isinstance(record.body, LabelJob):
             try:
                 name_skipped(record.body, self._deps().ledger)
             except Exception:
                 logger.exception("could not name the failure of a skipped label job")
+        elif not skipped and not isinstance(exception[1], RETRIED):
+            self.raise_on_entire_batch_failure = True
         return super().failure_handler(record, exception)
 
 
