@@ -245,3 +245,107 @@ def test_taking_the_lease_counts_its_generation_and_sets_its_epoch_once(stack: L
         again = take(10_000 * (k + 1))
         assert (again.generation, again.epoch == renewed.epoch) == (1, False), broken
         renewed = again
+
+
+def test_two_polls_whose_pages_cross_never_deadlock_and_the_newer_wins(db: Database) -> None:
+    """The older poll (its lease lost) wrote its first page (Milk) and reads its next one;
+    the newer poll's page is Bread, which the older's next page holds too (Clover's answer
+    to it read before the newer's). The newer must wait for the older without holding
+    Bread: a deadlock would end one of them (Postgres ends the one that waited first: the
+    newer), and the older would then commit Bread's older version."""
+    start, done = _racing(db)
+    epoch = "epoch-cross"
+    bread = "ITEMBREAD001"
+    with db.transaction(Fence(epoch, 1)) as tx:
+        tx.upsert(M, [row(100), row(250, sku="BREAD-1", item_id=bread)])
+
+    older_wrote, finish_older = threading.Event(), threading.Event()
+
+    def older() -> None:
+        with db.transaction(Fence(epoch, 2)) as tx:
+            tx.upsert(M, [row(200)])
+            older_wrote.set()
+            finish_older.wait(10)
+            tx.upsert(M, [row(260, sku="BREAD-1", item_id=bread)])
+
+    def newer() -> None:
+        with db.transaction(Fence(epoch, 3)) as tx:
+            tx.upsert(M, [row(270, sku="BREAD-1", item_id=bread)])
+
+    failures: list[str] = []
+
+    def noting(body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except Exception as error:
+                failures.append(type(error).__name__)
+                raise
+
+        return run
+
+    threads = [start("older", noting(older))]
+    assert older_wrote.wait(10)
+    threads.append(start("newer", noting(newer)))
+    threads[1].join(0.5)  # waiting for the older to end
+    finish_older.set()
+    for thread in threads:
+        thread.join(15)
+    assert failures == []
+    assert done == ["older committed", "newer committed"]
+    query = "SELECT price FROM products WHERE merchant_id = %s AND source_id = %s"
+    price = db.connection().execute(query, (M, bread)).fetchone()
+    assert price == (Decimal("2.70"),), "the older poll's Bread replaced the newer's"
+    assert stored(db)[1:3] == (epoch, 3)
+
+
+def test_a_write_the_statement_did_not_foresee_is_fenced_after_it(db: Database) -> None:
+    """The older poll's page holds Milk as stored (nothing to write, as its statement reads
+    the table), but the newer poll changes Milk meanwhile: the older's upsert waits for the
+    newer's row, then writes over it, and is refused there, rolled back whole."""
+    start, done = _racing(db)
+    epoch = "epoch-unforeseen"
+    write(db, Fence(epoch, 5), 200)
+    newer_wrote, finish_newer = threading.Event(), threading.Event()
+
+    def newer() -> None:
+        with db.transaction(Fence(epoch, 6)) as tx:
+            tx.upsert(M, [row(300)])
+            newer_wrote.set()
+            finish_newer.wait(10)
+
+    def older() -> None:
+        with db.transaction(Fence(epoch, 4)) as tx:
+            tx.upsert(M, [row(200)])  # as stored when the statement starts
+
+    threads = [start("newer", newer)]
+    assert newer_wrote.wait(10)
+    threads.append(start("older", older))
+    threads[1].join(0.5)
+    finish_newer.set()
+    for thread in threads:
+        thread.join(10)
+    assert done == ["newer committed", "older refused"]
+    assert stored(db)[1:] == (epoch, 6, Decimal("3.00"))
+
+
+def test_an_idle_poll_takes_no_lock_on_the_merchants_clock(db: Database) -> None:
+    """A page that changes nothing (the overlap of an idle poll) neither checks nor takes
+    the fence: another transaction can lock the clock's row meanwhile at once."""
+    write(db, Fence("epoch-idle", 1), 200)
+    with db.transaction(Fence("epoch-idle", 2)) as tx:
+        assert tx.upsert(M, [row(200)]) == []
+        assert tx.mark_deleted(M, [("ITEMGONE0001", "")]) == []
+        seen: list[object] = []
+
+        def lock_the_clock() -> None:  # another thread: another connection
+            try:
+                query = "SELECT fence_generation FROM label_clocks WHERE merchant_id = %s"
+                seen.append(db.connection().execute(f"{query} FOR UPDATE NOWAIT", (M,)).fetchone())
+            except Exception as error:
+                seen.append(type(error).__name__)
+
+        thread = threading.Thread(target=lock_the_clock)
+        thread.start()
+        thread.join(10)
+        assert seen == [(1,)]

@@ -67,11 +67,11 @@ class PostgresProductWriter:
         self._conn, self._fence, self._source_system = conn, fence, source
 
     def _fenced(self, statement: str, merchant_id: str, **params: str) -> list[Any]:
-        """The rows of a write that checks the fence when it wrote any (the last column:
+        """The rows of a write that checks the fence when it writes any (the last column:
         refused); FenceRefused if it was."""
         values = {"merchant_id": merchant_id, **params, **fence_params(self._fence)}
         rows = self._conn.execute(statement, values).fetchall()
-        if rows and rows[0][-1]:
+        if any(row[-1] for row in rows):
             raise refused(merchant_id, self._fence)
         return rows
 

@@ -1,24 +1,47 @@
 """The product writer's statements (:class:`esl_sync.store.postgres.PostgresProductWriter`):
 one per page of a poll, and the removal of products Clover no longer lists; each checks the
-poll's fence when it writes a row (:data:`FENCED_WRITE`, migration 0009)."""
+poll's fence when it writes a row (migration 0009), before it locks any product row."""
 
 from esl_sync.store.label_owners import FENCE_HOLDS
 
-FENCED_WRITE = f"""fenced AS (
+
+def _fence(name: str, when: str) -> str:
+    """A CTE that checks the writer's fence and records it on the merchant's
+    ``label_clocks`` row (locked until the transaction ends) when ``when`` holds; it
+    returns a row unless the fence refused it."""
+    return f"""{name} AS (
     INSERT INTO label_clocks AS c (merchant_id, version, fence_epoch, fence_generation)
     SELECT %(merchant_id)s, nextval('label_versions'), %(epoch)s::text, %(generation)s::bigint
-    WHERE %(epoch)s::text IS NOT NULL AND EXISTS (SELECT FROM written)
+    WHERE %(epoch)s::text IS NOT NULL AND {when}
     ON CONFLICT (merchant_id) DO UPDATE
         SET fence_epoch = EXCLUDED.fence_epoch, fence_generation = EXCLUDED.fence_generation
     WHERE {FENCE_HOLDS}
     RETURNING 1
 )"""  # noqa: S608 - FENCE_HOLDS is a constant
-"""A CTE for a statement whose CTE ``written`` returns the product rows it wrote: when it
-wrote any, the writer's fence is checked and recorded on the merchant's ``label_clocks``
-row (locked until the transaction ends), so a poll that writes products but changes no
-label is fenced too, in the same round trip. :data:`FENCE_REFUSED` says whether it was
-refused (then the caller raises, and the transaction rolls back)."""
-FENCE_REFUSED = "%(epoch)s::text IS NOT NULL AND NOT EXISTS (SELECT FROM fenced)"
+
+
+# The fence of a statement whose CTE ``changing`` (read, no lock) says which rows it will
+# write, and whose ``written`` writes them only ``WHERE NOT (SELECT refused FROM gate)``:
+# the fence is taken first (``fence_before``), so a statement never holds a product row
+# while it waits for the clock's row. (Taken after the product rows, two polls whose pages
+# cross deadlocked: the newer, holding a row of its page, waited for the older's clock;
+# the older, for that row; Postgres ended the newer, which had waited first, and the older
+# committed its older version.) A row ``changing`` did not foresee (another transaction
+# changed it meanwhile) is fenced after the write (``fence_after``). A statement that
+# writes nothing takes no lock on the clock: an idle poll writes no clock.
+FENCE_BEFORE = _fence("fence_before", "EXISTS (SELECT FROM changing)")
+GATE = """gate AS (
+    SELECT %(epoch)s::text IS NOT NULL AND EXISTS (SELECT FROM changing)
+        AND NOT EXISTS (SELECT FROM fence_before) AS refused
+)"""
+FENCE_AFTER = _fence(
+    "fence_after", "NOT EXISTS (SELECT FROM changing) AND EXISTS (SELECT FROM written)"
+)
+FENCE_REFUSED = """(SELECT refused FROM gate) OR (%(epoch)s::text IS NOT NULL
+    AND NOT EXISTS (SELECT FROM changing) AND NOT EXISTS (SELECT FROM fence_after))"""
+"""Whether the fence refused the statement (its last column; the caller raises, and the
+transaction rolls back). Refused before the write, the statement returns one row of NULLs
+saying so."""
 
 
 # One statement per page. A refused item (validation_error set) changes no label: if its
@@ -41,7 +64,7 @@ WITH incoming AS (
 previous AS (
     SELECT p.source_system, p.source_id, p.source_variant_id, p.name, p.barcode, p.sku,
         p.price, p.cost, p.currency, p.price_type, p.unit, p.status, p.extra_data,
-        p.source_modified_time, p.label_hash
+        p.source_modified_time, p.label_hash, p.content_hash
     FROM products p JOIN incoming i USING (source_system, source_id, source_variant_id)
     WHERE p.merchant_id = %(merchant_id)s
 ),
@@ -57,6 +80,10 @@ chosen AS (
     FROM incoming i JOIN previous v USING (source_system, source_id, source_variant_id)
     WHERE i.validation_error IS NOT NULL
 ),
+changing AS (
+    SELECT FROM chosen i LEFT JOIN previous v USING (source_system, source_id, source_variant_id)
+    WHERE v.content_hash IS DISTINCT FROM i.content_hash
+), {FENCE_BEFORE}, {GATE},
 written AS (
     INSERT INTO products AS p (
         source_system, merchant_id, source_id, source_variant_id, name, barcode, sku, price,
@@ -67,7 +94,7 @@ written AS (
         validation_error, content_hash, label_hash,
         CASE WHEN status = 'deleted' THEN now() END,
         CASE WHEN validation_error IS NOT NULL THEN now() END
-    FROM chosen
+    FROM chosen WHERE NOT (SELECT refused FROM gate)
     ON CONFLICT (source_system, merchant_id, source_id, source_variant_id) DO UPDATE SET
         name = EXCLUDED.name, barcode = EXCLUDED.barcode, sku = EXCLUDED.sku,
         price = EXCLUDED.price, cost = EXCLUDED.cost, currency = EXCLUDED.currency,
@@ -84,21 +111,31 @@ written AS (
     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
     RETURNING p.source_system, p.source_id, p.source_variant_id, p.label_hash,
         p.validation_error
-), {FENCED_WRITE}
+), {FENCE_AFTER}
 SELECT w.source_id, w.source_variant_id, prev.source_id IS NOT NULL AS existed,
        prev.barcode, prev.label_hash,
        w.validation_error IS NOT NULL AND w.label_hash IS NULL
            AND prev.label_hash IS NOT NULL AS label_dropped, {FENCE_REFUSED}
 FROM written w LEFT JOIN previous prev USING (source_system, source_id, source_variant_id)
+UNION ALL
+SELECT NULL::text, NULL::text, NULL::boolean, NULL::text, NULL::text, NULL::boolean, true
+FROM gate WHERE refused
 """  # noqa: S608 - the fence's constants
 
 MARK_DELETED = f"""
-WITH target AS (
+WITH listed AS (
+    SELECT FROM products
+    WHERE merchant_id = %(merchant_id)s AND status = 'active'
+      AND (source_id, source_variant_id) IN (
+          SELECT * FROM jsonb_to_recordset(%(keys)s::jsonb) AS k(sid text, vid text))
+), changing AS (SELECT FROM listed), {FENCE_BEFORE}, {GATE},
+target AS (
     SELECT source_system, source_id, source_variant_id, barcode, label_hash
     FROM products
     WHERE merchant_id = %(merchant_id)s AND status = 'active'
       AND (source_id, source_variant_id) IN (
           SELECT * FROM jsonb_to_recordset(%(keys)s::jsonb) AS k(sid text, vid text))
+      AND NOT (SELECT refused FROM gate)
     FOR UPDATE
 ), written AS (
 UPDATE products p SET status = 'deleted', deleted_at = now(), updated_at = now(),
@@ -109,6 +146,8 @@ FROM target t
 WHERE p.merchant_id = %(merchant_id)s AND p.source_system = t.source_system
   AND p.source_id = t.source_id AND p.source_variant_id = t.source_variant_id
 RETURNING t.source_id, t.source_variant_id, t.barcode, t.label_hash
-), {FENCED_WRITE}
+), {FENCE_AFTER}
 SELECT w.*, {FENCE_REFUSED} FROM written w
+UNION ALL
+SELECT NULL::text, NULL::text, NULL::text, NULL::text, true FROM gate WHERE refused
 """  # noqa: S608 - the fence's constants
