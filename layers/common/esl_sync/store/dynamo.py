@@ -29,7 +29,9 @@ from esl_sync.store.state_batch import read_states, unprocessed_backoff
 from esl_sync.store.state_item import (
     CODE_SLOT,
     LEASE_NAMES,
+    NUMBER,
     POLL_FIELDS,
+    UNTIL_PASSED,
     fence_of,
     lease_taking,
     sealed_of,
@@ -167,16 +169,18 @@ class DynamoStateStore:
         now_ms: int,
         duration_ms: int,
     ) -> bool:
-        """Take the lock named by ``names`` if it is free or expired (whether taken)."""
+        """Take the lock named by ``names`` if it is free or expired, or its time is not a
+        number (:data:`UNTIL_PASSED`): whether taken."""
         return self._conditional_update(
             merchant_id,
             "SET #owner = :owner, #until = :until",
-            "attribute_not_exists(#until) OR #until <= :now",
+            UNTIL_PASSED,
             {
                 ":owner": {"S": owner},
                 ":until": {"N": str(now_ms + duration_ms)},
                 ":now": {"N": str(now_ms)},
-            },
+            }
+            | NUMBER,
             names,
         )
 
@@ -339,8 +343,8 @@ class DynamoStateStore:
         return self._conditional_update(
             merchant_id,
             "SET #until = :until",
-            "attribute_not_exists(#until) OR #until <= :now",
-            {":until": {"N": str(now_ms + window_ms)}, ":now": {"N": str(now_ms)}},
+            UNTIL_PASSED,
+            {":until": {"N": str(now_ms + window_ms)}, ":now": {"N": str(now_ms)}} | NUMBER,
             _WINDOW_NAMES,
         )
 

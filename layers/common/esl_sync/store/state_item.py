@@ -170,6 +170,14 @@ def sealed_of(item: Mapping[str, Any] | None) -> SealedTokens | None:
     )
 
 
+UNTIL_PASSED = (
+    "attribute_not_exists(#until) OR NOT attribute_type(#until, :number) OR #until <= :now"
+)
+"""The condition "no lease, lock or window held": ``#until`` (a time in ms, its holder's
+end) is missing, has passed (``:now``), or is not a number (edited by hand: DynamoDB
+compares no other type with a number, so it would hold for good). The write that takes it
+writes a number. With :data:`NUMBER` among the values."""
+NUMBER = {":number": {"S": "N"}}
 LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _FENCE_NAMES = {"#epoch": "lease_epoch", "#count": "lease_generation"}
 MAX_EPOCH = 64
@@ -180,10 +188,11 @@ def lease_taking(
     owner: str, now_ms: int, duration_ms: int, *, new_epoch: bool = False
 ) -> tuple[str, str, dict[str, Any], dict[str, str]]:
     """The conditional write that takes the poll lease (update, condition, values, names):
-    granted when the lease is free or expired, it also counts ``lease_generation`` up
-    (``ADD``: created at 1 on an item that has none) and sets ``lease_epoch`` once (a
-    random value: an item deleted and created again gets another), so the item it returns
-    holds the lease's :class:`~esl_sync.records.Fence`. ``new_epoch``: a fence edited by
+    granted when the lease is free or expired (or its time is not a number:
+    :data:`UNTIL_PASSED`), it also counts ``lease_generation`` up (``ADD``: created at 1 on
+    an item that has none) and sets ``lease_epoch`` once (a random value: an item deleted
+    and created again gets another), so the item it returns holds the lease's
+    :class:`~esl_sync.records.Fence`. ``new_epoch``: a fence edited by
     hand (another type, out of range) is replaced by a new epoch at generation 1; the
     owner may already hold the lease (it took it with the unreadable fence)."""
     values = {
@@ -192,9 +201,9 @@ def lease_taking(
         ":now": {"N": str(now_ms)},
         ":epoch": {"S": uuid.uuid4().hex},
         ":one": {"N": "1"},
-    }
+    } | NUMBER
     taken = "SET #owner = :owner, #until = :until, #epoch = "
-    condition = "attribute_not_exists(#until) OR #until <= :now"
+    condition = UNTIL_PASSED
     if new_epoch:
         update = f"{taken}:epoch, #count = :one"
         condition += " OR #owner = :owner"
