@@ -10,11 +10,16 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from esl_sync import runtime
-from esl_sync.events import LabelJobRecord
+from esl_sync.events import LabelJobRecord, RefusedLabelMessage
 from esl_sync.messages import LabelVerify
 from esl_sync.observability import logger, metrics
 from esl_sync.settings import settings
-from esl_sync.sync.sender import LabelJobProcessor, send_label_job, verify_store_labels
+from esl_sync.sync.sender import (
+    LabelJobProcessor,
+    refuse_label_message,
+    send_label_job,
+    verify_store_labels,
+)
 from esl_sync.tracing import tracer
 
 settings().require("database_url", "hipoink_api_base_url", "hipoink_sign")
@@ -24,7 +29,9 @@ processor = LabelJobProcessor(runtime.delivery_deps)
 
 @tracer.capture_method
 def record_handler(record: LabelJobRecord, lambda_context: LambdaContext) -> None:
-    if isinstance(record.body, LabelVerify):
+    if isinstance(record.body, RefusedLabelMessage):
+        refuse_label_message(record)
+    elif isinstance(record.body, LabelVerify):
         verify_store_labels(record.body, lambda_context, runtime.verify_deps())
     else:
         send_label_job(record.body, lambda_context, runtime.delivery_deps())

@@ -340,11 +340,12 @@ def test_the_same_label_job_delivered_twice_reaches_hipoink_once(stack: LocalSta
     ],
     ids=["not-json", "version-text", "empty-store", "upserts-object", "surrogate", "extra", "256k"],
 )
-def test_a_bad_label_job_fails_with_the_rest_of_its_store_and_no_other(
+def test_a_bad_label_job_is_refused_and_holds_neither_its_store_nor_another(
     stack: LocalStack, body: str
 ) -> None:
-    """The bad body's record fails; its store's later job is not tried and goes back to
-    the queue in order; another store's job is delivered."""
+    """The bad body is refused by name and acknowledged; its store's later job and another
+    store's job are delivered. It used to fail on every receive, holding its store's later
+    jobs until the dead-letter queue (tests/integration/test_sender_refused.py)."""
     hipoink = _sim(stack)
     stack.add_merchant(M, "tok", STORE, items=[])
     stack.add_merchant("MSEND0000002", "tok", "STORE-OTHER", items=[])
@@ -362,9 +363,10 @@ def test_a_bad_label_job_fails_with_the_rest_of_its_store_and_no_other(
 
     answer = stack.invoke("hipoink_sender", {"Records": records})
 
-    assert answer == {"batchItemFailures": [{"itemIdentifier": "bad"}, {"itemIdentifier": "later"}]}
+    assert answer == {"batchItemFailures": []}
     assert hipoink.upserts_of("STORE-OTHER", "Y1") != []
-    assert hipoink.upserts_of(STORE, "X1") == []
+    assert hipoink.upserts_of(STORE, "X1") != []
+    assert metric_sums(stack.logs)["LabelMessagesRefused"] == 1
 
 
 def _job(merchant_id: str, store_code: str, pc: str) -> str:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from esl_sync.events import LabelJobRecord, RefusedLabelMessage
 from esl_sync.lax import MAX_DEPTH, MAX_INT_DIGITS
 from esl_sync.messages import (
     LabelJob,
@@ -610,6 +611,30 @@ def test_a_hostile_label_queue_message_is_a_job_a_verify_or_a_named_refusal(
     else:
         assert "verify" not in body
         assert LabelJob.parse(message.to_json()) == message
+
+
+_SQS_RECORD = json.loads(
+    (Path(__file__).parents[2] / "events" / "hipoink_sender.json").read_text(encoding="utf-8")
+)["Records"][0]
+
+
+@given(body=st.one_of(verify_bodies().map(_json), st.text(max_size=80)))
+def test_a_label_queue_record_never_fails_its_model_it_holds_a_message_or_a_refusal(
+    body: str,
+) -> None:
+    """The sender's record model reads any body, never raising (a raise failed the record
+    inside Powertools' parser at debug level, holding its message group until the
+    dead-letter queue): a job, a verify, or a refusal whose reason is one short line and
+    whose merchant, if shown, is plain ASCII of at most 64 characters."""
+    record = LabelJobRecord.model_validate({**_SQS_RECORD, "body": body})
+    if isinstance(record.body, RefusedLabelMessage):
+        with pytest.raises(MessageRefused, match=re.escape(record.body.reason)):
+            label_message(body)
+        assert "\n" not in record.body.reason
+        merchant = record.body.merchant_id
+        assert merchant is None or re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", merchant, re.ASCII)
+    else:
+        assert record.body == label_message(body)
 
 
 @pytest.mark.parametrize(

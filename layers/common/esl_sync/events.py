@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
-from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollReason, label_message
+from esl_sync import lax
+from esl_sync.messages import (
+    LabelJob,
+    LabelMessage,
+    LabelVerify,
+    MessageRefused,
+    PollReason,
+    label_message,
+)
 
 
 class ScheduleEvent(BaseModel):
@@ -36,25 +45,60 @@ class ScheduleEvent(BaseModel):
         return value
 
 
-def _label_job(body: object) -> LabelMessage:
+@dataclass(frozen=True, slots=True)
+class RefusedLabelMessage:
+    """A label queue body that is neither a job nor a verify request (a hand-edited redrive,
+    a message of another version, garbage): ``reason`` is its refusal's one line, which
+    never quotes a value; ``merchant_id`` the merchant its body names, when it names one
+    fit for a log line (else ``None``). The sender refuses it by name and acknowledges it
+    (:func:`esl_sync.sync.sender.refuse_label_message`)."""
+
+    reason: str
+    merchant_id: str | None = None
+
+
+_MERCHANT_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
+
+
+def _label_job(body: object) -> LabelMessage | RefusedLabelMessage:
     """The record's body read by :func:`esl_sync.messages.label_message` (a job, or a
-    verify request); its refusal (a ``ValueError``) fails the record as a body the model
-    refused did before."""
-    if isinstance(body, LabelJob | LabelVerify):
+    verify request), or its refusal as a value: a refusal raised here failed the record
+    inside Powertools' parser, which logs it at debug level only, and (FIFO) held the
+    merchant's message group on every receive until the dead-letter queue."""
+    if isinstance(body, LabelJob | LabelVerify | RefusedLabelMessage):
         return body
     if not isinstance(body, str):
-        raise ValueError("label job: not text")
-    return label_message(body)
+        return RefusedLabelMessage("label job: not text")
+    try:
+        return label_message(body)
+    except MessageRefused as refused:
+        return RefusedLabelMessage(str(refused), _merchant_named(body))
+
+
+def _merchant_named(body: str) -> str | None:
+    """The ``merchant_id`` a refused body names, if it is JSON text of an object naming one
+    as plain ASCII of at most 64 characters (anything else is not shown)."""
+    try:
+        document = lax.json_document(body)
+    except lax.Refused:
+        return None
+    merchant = document.get("merchant_id") if isinstance(document, dict) else None
+    if isinstance(merchant, str) and _MERCHANT_SHOWN.fullmatch(merchant):
+        return merchant
+    return None
 
 
 class LabelJobRecord(SqsRecordModel):
     """An SQS record of the label queue: Powertools' model checks the envelope, the body
-    is a :class:`LabelJob` or a :class:`LabelVerify` (the poller reads its own records
-    without pydantic: :mod:`esl_sync.sync.poll_batch`)."""
+    is a :class:`LabelJob`, a :class:`LabelVerify` or, never raised, a
+    :class:`RefusedLabelMessage` (the poller reads its own records without pydantic:
+    :mod:`esl_sync.sync.poll_batch`)."""
 
     model_config = ConfigDict(defer_build=True)
 
-    body: Annotated[LabelMessage, PlainValidator(_label_job)]  # type: ignore[assignment]
+    body: Annotated[  # type: ignore[assignment]
+        LabelMessage | RefusedLabelMessage, PlainValidator(_label_job)
+    ]
 
 
 class CustomResourceEvent(BaseModel):

@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.exceptions import SQSFifoMessageGroupCircuitBreakerError
 
 from esl_sync.deadline import OutOfTime, require_time
-from esl_sync.events import LabelJobRecord
+from esl_sync.events import LabelJobRecord, RefusedLabelMessage
 from esl_sync.messages import LabelJob, LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
@@ -54,9 +54,10 @@ class LabelJobProcessor(SqsFifoPartialProcessor):
     unavailable or slow, too little time; or skipped behind such a job) answers them all,
     which SQS retries, rather than raising: one store's 503 is field input, not a failed
     invocation (Lambda's ``Errors``, an alarm). Any other failure (the sender's own parts:
-    the ledger's Postgres, the sign's secret, a bug; a message that is not a label job)
-    still makes a batch that failed whole raise (docs/architecture.md, "A batch that
-    failed whole")."""
+    the ledger's Postgres, the sign's secret, a bug) still makes a batch that failed whole
+    raise (docs/architecture.md, "A batch that failed whole"). A message that is neither a
+    job nor a verify never fails: it is refused by name and acknowledged
+    (:func:`refuse_label_message`)."""
 
     def __init__(self, deps: Callable[[], DeliveryDeps]) -> None:
         super().__init__(model=LabelJobRecord, skip_group_on_error=True)
@@ -76,6 +77,26 @@ class LabelJobProcessor(SqsFifoPartialProcessor):
         elif not skipped and not isinstance(exception[1], RETRIED):
             self.raise_on_entire_batch_failure = True
         return super().failure_handler(record, exception)
+
+
+def refuse_label_message(record: LabelJobRecord) -> None:
+    """A label queue message that is neither a job nor a verify request, refused by name and
+    acknowledged (docs/architecture.md, "A message that is not a label job"): one error line
+    (its message id, message group, the merchant its body names if readable, the refusal's
+    reason; never the body) and ``LabelMessagesRefused``. Retried, it would fail the same way
+    on every receive and hold its merchant's later jobs behind it until the dead-letter
+    queue; whatever labels it meant are stale in the ledger, which the poll's heal repairs."""
+    body = record.body
+    assert isinstance(body, RefusedLabelMessage)
+    logger.error(
+        "label message refused: not a label job or verify",
+        message_id=record.messageId,
+        message_group=record.attributes.MessageGroupId,
+        merchant_id=body.merchant_id,
+        error=body.reason,
+        receive_count=record.attributes.ApproximateReceiveCount,
+    )
+    metrics.add_metric(name="LabelMessagesRefused", unit=MetricUnit.Count, value=1)
 
 
 def send_label_job(job: LabelJob, context: RemainingTime, deps: DeliveryDeps) -> DeliveryOutcome:
