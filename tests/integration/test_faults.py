@@ -325,11 +325,11 @@ def test_a_poll_whose_state_write_is_stale_still_gives_its_lease_back(
         (None, "poll request: body: the SQS record has no text body"),
     ],
 )
-def test_a_record_that_is_not_a_poll_request_fails_alone_and_is_named(
+def test_a_record_that_is_not_a_poll_request_is_refused_alone_and_named(
     stack: LocalStack, body: object, reason: str
 ) -> None:
-    """It is failed (SQS retries it, then dead-letters it) and logged by its message id with
-    the reason; the good record beside it is polled."""
+    """It is acknowledged (no retry can change it: tests/integration/test_poller_refused.py)
+    and logged by its message id with the reason; the good record beside it is polled."""
     good = MERCHANTS[0]
     stack.add_merchant(good, "tok", "STORE-F1", items=gas_station_catalog(3, seed=2))
     event = poller_event(good, "good")
@@ -340,7 +340,7 @@ def test_a_record_that_is_not_a_poll_request_fails_alone_and_is_named(
     event["Records"].append(bad)
     mark = len(stack.logs)
 
-    assert stack.invoke("poller", event) == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    assert stack.invoke("poller", event) == {"batchItemFailures": []}
 
     refusals = [e for e in entries(stack)[mark:] if e.get("message", "").startswith("poll req")]
     assert [(e["message"], e["message_id"]) for e in refusals] == [

@@ -15,7 +15,6 @@ from typing import Annotated, Literal
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
-from esl_sync import lax
 from esl_sync.messages import (
     LabelJob,
     LabelMessage,
@@ -23,6 +22,7 @@ from esl_sync.messages import (
     MessageRefused,
     PollReason,
     label_message,
+    merchant_named,
 )
 
 
@@ -57,9 +57,6 @@ class RefusedLabelMessage:
     merchant_id: str | None = None
 
 
-_MERCHANT_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)
-
-
 def _label_job(body: object) -> LabelMessage | RefusedLabelMessage:
     """The record's body read by :func:`esl_sync.messages.label_message` (a job, or a
     verify request), or its refusal as a value: a refusal raised here failed the record
@@ -72,20 +69,7 @@ def _label_job(body: object) -> LabelMessage | RefusedLabelMessage:
     try:
         return label_message(body)
     except MessageRefused as refused:
-        return RefusedLabelMessage(str(refused), _merchant_named(body))
-
-
-def _merchant_named(body: str) -> str | None:
-    """The ``merchant_id`` a refused body names, if it is JSON text of an object naming one
-    as plain ASCII of at most 64 characters (anything else is not shown)."""
-    try:
-        document = lax.json_document(body)
-    except lax.Refused:
-        return None
-    merchant = document.get("merchant_id") if isinstance(document, dict) else None
-    if isinstance(merchant, str) and _MERCHANT_SHOWN.fullmatch(merchant):
-        return merchant
-    return None
+        return RefusedLabelMessage(str(refused), merchant_named(body))
 
 
 class LabelJobRecord(SqsRecordModel):

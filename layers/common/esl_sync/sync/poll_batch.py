@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any
 
-from esl_sync.messages import MessageRefused, PollRequest
+from esl_sync.messages import MessageRefused, PollRequest, merchant_named
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
 from esl_sync.sync.poll import PollDeps, poll_merchant
@@ -72,10 +72,12 @@ def poll_batch(
     poll closed: :data:`CLOSING_MS`) before the invocation ends: such a poll fails as
     ``CloverOutOfTime``, recorded and retried, while the batch's other polls report as ever.
 
-    Every failed record is named (its ``poll finished`` line, or the refused message's), so
-    a batch whose every record failed names them all too, rather than raising: SQS retries
-    exactly those. Only what escapes (a crash) fails the invocation, Lambda's ``Errors``
-    (docs/architecture.md, "A batch that failed whole")."""
+    Every failed poll is named (its ``poll finished`` line), so a batch whose every poll
+    failed names them all too, rather than raising: SQS retries exactly those. Only what
+    escapes (a crash) fails the invocation, Lambda's ``Errors`` (docs/architecture.md, "A
+    batch that failed whole"). A message that is not a poll request is no failure: it is
+    refused by name, counted (``PollMessagesRefused``) and acknowledged
+    (:func:`_refuse`)."""
     if context is not None:
         remaining = context.get_remaining_time_in_millis
         deps = replace(deps, time_left_ms=lambda: remaining() - CLOSING_MS)
@@ -89,22 +91,40 @@ def poll_batch(
     else:
         results = [_poll_one(record, deps) for record in records]
     report([outcome for _, outcome in results if outcome is not None])
+    refused = sum(outcome is None for _, outcome in results)
+    if refused:
+        metrics.add_metric(name="PollMessagesRefused", unit=MetricUnit.Count, value=refused)
     failed = [
         message_id
         for message_id, outcome in results
-        if outcome is None or outcome.status == "failed"
+        if outcome is not None and outcome.status == "failed"
     ]
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
 
 def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
+    """The record's message id and its poll's outcome (``None``: refused, acknowledged)."""
     message_id, request = _read_record(record)
     if isinstance(request, MessageRefused):
-        logger.error(
-            "poll request refused: not a poll message", message_id=message_id, error=str(request)
-        )
+        _refuse(record, message_id, request)
         return message_id, None
     return message_id, poll_merchant(request, deps)
+
+
+def _refuse(record: object, message_id: str, refused: MessageRefused) -> None:
+    """A poll queue message that is not a poll request (a hand-edited redrive, a message of
+    another version, garbage), refused by name (docs/architecture.md, "A message that is
+    not a label job or a poll request"): one error line (its message id, the merchant its
+    body names if readable, the refusal's reason; never the body); the batch counts it and
+    acknowledges it. Retried, it would fail the same way on every receive and page from
+    the poll dead-letter queue, for a merchant the schedule polls anyway."""
+    body = record.get("body") if isinstance(record, Mapping) else None
+    logger.error(
+        "poll request refused: not a poll message",
+        message_id=message_id,
+        merchant_id=merchant_named(body) if isinstance(body, str) else None,
+        error=str(refused),
+    )
 
 
 def _read_record(record: object) -> tuple[str, PollRequest | MessageRefused]:
