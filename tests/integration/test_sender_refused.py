@@ -73,6 +73,14 @@ HOSTILE = {
     ),
     "merchant-a-number": ('{"merchant_id": 5, "store_code": "' + SECRET + '"}', "merchant_id"),
     "array": (f'["{SECRET}"]', "label job: not a JSON object"),
+    "job-merchant-nul": (
+        f'{{"merchant_id": "M\\u0000{SECRET}", "store_code": "STORE-REFUSE"}}',
+        "label job: merchant_id: holds NUL",
+    ),
+    "job-store-nul": (
+        f'{{"merchant_id": "{M}", "store_code": "S\\u0000{SECRET}", "deletes": ["A"]}}',
+        "label job: store_code: holds NUL",
+    ),
     "verify-reason": (
         f'{{"verify": "labels", "merchant_id": "{M}", "store_code": "S", "reason": "{SECRET}"}}',
         "label verify: reason: not one of manual, sweep",

@@ -65,6 +65,16 @@ class OldLabelJob(BaseModel):
     oldest_change_ms: int | None = None
     version: int | None = Field(None, ge=0, le=2**63 - 1, strict=True)
 
+    @field_validator("merchant_id", "store_code")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        """The narrowing of the job's model, on purpose, as the poll request's: a job whose
+        merchant or store held NUL failed in Postgres on every receive until the dead-letter
+        queue (tests/integration/test_sender_refused.py)."""
+        if "\x00" in value:
+            raise ValueError("holds NUL")
+        return value
+
 
 Outcome = tuple[str, Any]
 

@@ -16,8 +16,9 @@ code during a deploy and old messages come back from the dead-letter queues:
   ISO 8601 date-time. The JSON itself is refused where pydantic's parser refused it:
   invalid UTF-8 or lone surrogates, nesting deeper than its limit, integers of more than
   4,300 digits. Three narrowings, on purpose, of forms no writer of these queues ever
-  produced: a poll request's ``merchant_id`` holding NUL (Postgres refuses it, so its
-  poll failed on every receive), ``requested_at`` as a Unix timestamp (a number or a
+  produced: a poll request's ``merchant_id`` or a label job's ``merchant_id`` or
+  ``store_code`` holding NUL (Postgres refuses it, so the message failed on every
+  receive), ``requested_at`` as a Unix timestamp (a number or a
   numeric string; nothing reads the field), and ``oldest_change_ms`` as text with a sign
   or a run of underscores after leading zeros (``"0-9"``, ``"0__9"``, which pydantic read
   as -9 and 9: the rule of :func:`esl_sync.lax.integer_text`). tests/unit/test_messages.py
@@ -127,8 +128,11 @@ class LabelJob:
 
     def __post_init__(self) -> None:
         kind = self.KIND
-        _text(kind, "merchant_id", self.merchant_id)
-        _text(kind, "store_code", self.store_code)
+        # NUL too (a narrowing, as for the other two): Postgres refuses it in the ledger's
+        # reads, which failed the job on every receive instead of refusing it by name.
+        for name, value in (("merchant_id", self.merchant_id), ("store_code", self.store_code)):
+            if "\x00" in _text(kind, name, value):
+                raise MessageRefused(kind, name, "holds NUL")
         upserts, deletes = self.upserts, self.deletes
         if not isinstance(upserts, list | tuple):
             raise MessageRefused(kind, "upserts", "not a list")
