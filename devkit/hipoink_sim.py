@@ -56,6 +56,7 @@ class _Reply:
     content_type: str = "application/json"
     error_code: int | None = None
     error_msg: str | None = None
+    content_encoding: str | None = None
 
     @classmethod
     def api(cls, error_code: int, error_msg: str, extra: dict[str, Any] | None = None) -> _Reply:
@@ -64,10 +65,16 @@ class _Reply:
         return cls(200, json.dumps(payload).encode(), error_code=error_code, error_msg=error_msg)
 
     @classmethod
-    def raw(cls, status: int, text: str | None = None) -> _Reply:
-        """A non-JSON answer, as a proxy or a crashed server would send."""
+    def raw(cls, status: int, text: str | None = None, encoding: str | None = None) -> _Reply:
+        """A non-JSON answer, as a proxy or a crashed server would send (with ``encoding``,
+        sent as its ``Content-Encoding``, whatever the body is)."""
         body = HTTPStatus(status).phrase if text is None else text
-        return cls(status, body.encode(), content_type="text/plain; charset=utf-8")
+        return cls(
+            status,
+            body.encode(),
+            content_type="text/plain; charset=utf-8",
+            content_encoding=encoding,
+        )
 
 
 class _ApiError(Exception):
@@ -102,7 +109,7 @@ class HipoinkSimulator(LoopbackService):
         self._bindings: dict[str, dict[str, str]] = {code: {} for code in self._stores}
         self._history: defaultdict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self._requests: list[HipoinkRequest] = []
-        self._faults: deque[tuple[int, str | None]] = deque()
+        self._faults: deque[tuple[int, str | None, str | None]] = deque()
         self._delays: deque[float] = deque()
         self._routes: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
             "product/create": self._create,
@@ -198,16 +205,22 @@ class HipoinkSimulator(LoopbackService):
     # Faults
 
     def fail_next(
-        self, status: int | None = None, count: int = 1, *, body: str | None = None
+        self,
+        status: int | None = None,
+        count: int = 1,
+        *,
+        body: str | None = None,
+        content_encoding: str | None = None,
     ) -> None:
         """Answer the next ``count`` requests with a bare HTTP status, without processing them.
 
         With ``body``, that raw non-JSON text is sent (status 200 unless given); otherwise
-        the status defaults to 500.
+        the status defaults to 500. With ``content_encoding``, the answer claims it (a
+        broken proxy's ``gzip`` over a body that is not).
         """
         answer = status if status is not None else (500 if body is None else 200)
         with self._lock:
-            self._faults.extend([(answer, body)] * count)
+            self._faults.extend([(answer, body, content_encoding)] * count)
 
     def clear_faults(self) -> int:
         """Forget the failures and delays ``fail_next`` and ``delay_next`` queued that no
@@ -372,6 +385,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
+            if reply.content_encoding is not None:
+                self.send_header("Content-Encoding", reply.content_encoding)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body)

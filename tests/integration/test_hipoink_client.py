@@ -141,6 +141,31 @@ def test_an_answer_past_its_bound_is_not_read_whole(sim: HipoinkSimulator) -> No
     client_for(sim).upsert(STORE, [record("A")])  # within it: read, and a success
 
 
+@pytest.mark.parametrize("call", ["upsert", "delete", "query"])
+def test_an_answer_that_cannot_be_decoded_is_retryable_and_named(
+    sim: HipoinkSimulator, call: str
+) -> None:
+    """A broken proxy's ``Content-Encoding: gzip`` over a body that is not: httpx raised its
+    own DecodingError, which no caller expects (the job crashed, its labels unnamed; a verify
+    was not refused by name but raised, retried ahead of its store's jobs). It is an
+    unreadable answer like one that is not JSON: retryable, named, not chained (httpx's
+    errors hold the request, and with it the sign)."""
+    sim.fail_next(200, body='{"error_code": 0}', content_encoding="gzip")
+    client = client_for(sim)
+    calls = {
+        "upsert": lambda: client.upsert(STORE, [record("A")]),
+        "delete": lambda: client.delete(STORE, ["A", "B"]),
+        "query": lambda: client.query(STORE, 1, 100),
+    }
+    with pytest.raises(HipoinkRetryable) as raised:
+        calls[call]()
+    path = {"upsert": "create_multiple", "delete": "del_multiple", "query": "query"}[call]
+    assert str(raised.value) == f"{path}: answer cannot be decoded (gzip, HTTP 200)"
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    assert SIGN not in str(raised.value)
+
+
 def test_a_timeout_is_retryable(sim: HipoinkSimulator) -> None:
     sim.delay_next(0.5)
     with pytest.raises(HipoinkRetryable, match="timed out"):

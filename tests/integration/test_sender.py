@@ -680,3 +680,31 @@ def test_a_store_re_test_hipoink_answers_503_is_tried_again_by_the_retry(
     assert _status(stack)["store_blocked"] is None
     (delivered,) = _lines(stack, mark, "label job delivered")
     assert delivered["upserted"] == 2
+
+
+def test_a_job_whose_answer_cannot_be_decoded_fails_by_name_not_the_invocation(
+    stack: LocalStack,
+) -> None:
+    """A broken proxy's ``Content-Encoding: gzip`` over a body that is not: httpx's own
+    DecodingError escaped the client, so the job crashed (an ERROR line with a traceback,
+    its labels carrying no failure) and, alone in its batch, failed the invocation
+    (``HipoinkSenderErrorsAlarm``) for what Hipoink answered. It is an unreadable answer,
+    retried like one that is not JSON: named on the line and the labels; the retry delivers."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2"), version=1)
+    hipoink.fail_next(200, body='{"error_code": 0}', content_encoding="gzip")
+    mark = len(stack.logs)
+
+    _fails_alone(stack, job)
+
+    (failed,) = _lines(stack, mark, FAILED)
+    assert (failed["level"], failed["error_class"], failed["error"]) == (
+        "WARNING",
+        "HipoinkRetryable",
+        "create_multiple: answer cannot be decoded (gzip, HTTP 200)",
+    )
+    reason = "create_multiple: answer cannot be decoded (gzip, HTTP 200)"
+    assert _failures(stack) == {"X1": ("retryable", reason), "X2": ("retryable", reason)}
+    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
+    assert set(hipoink.labels(STORE)) == {"X1", "X2"}

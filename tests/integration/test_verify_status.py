@@ -191,3 +191,23 @@ def test_a_verify_of_the_store_a_merchant_left_names_that_store(stack: LocalStac
         f"refused (manual, of store S-{DRIFTED}, 1 in a row, never completed):"
         f" store S-{DRIFTED} is no longer the merchant's"
     )
+
+
+def test_a_verify_whose_answer_cannot_be_decoded_is_recorded_refused(stack: LocalStack) -> None:
+    """A ``product/query`` answer claiming ``gzip`` over a body that is not: httpx's
+    DecodingError escaped the verify (which refuses by name whatever Hipoink answers), so
+    nothing was recorded, the record failed and SQS retried it ahead of its store's label
+    jobs. Now it is a refusal like an answer that is not JSON: recorded, the batch fine."""
+    _started(stack, REFUSED, items=2)
+    _hipoink(stack).fail_next(200, body='{"error_code": 0}', content_encoding="gzip")
+
+    lines = _verify(stack, REFUSED)
+
+    assert not any("Traceback" in line for line in lines)
+    row = _recorded(stack, REFUSED)
+    assert row is not None
+    assert row["refused"] == "query: answer cannot be decoded (gzip, HTTP 200)"
+    assert _status(stack)[REFUSED]["last_verify"] == (
+        "refused (manual, 1 in a row, never completed):"
+        " query: answer cannot be decoded (gzip, HTTP 200)"
+    )

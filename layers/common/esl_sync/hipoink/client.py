@@ -141,7 +141,16 @@ class HipoinkClient:
                 self._http.stream("POST", self._url + path, json=payload) as response,
             ):
                 # iter_bytes() decodes: a compressed body counts unpacked.
-                content = read_at_most(response.iter_bytes(), ANSWER_MAX_BYTES)
+                try:
+                    content = read_at_most(response.iter_bytes(), ANSWER_MAX_BYTES)
+                except httpx.DecodingError:
+                    # A body its Content-Encoding does not decode (a broken proxy's gzip):
+                    # unreadable like one that is not JSON. Not a TransportError, so it
+                    # escaped as httpx's own, which no caller expects (a job crashed).
+                    raise HipoinkRetryable(
+                        f"{path}: answer cannot be decoded"
+                        f" ({_encoding(response.headers)}, HTTP {response.status_code})"
+                    ) from None
                 if content is None:
                     raise HipoinkRetryable(
                         f"{path}: answer larger than {ANSWER_MAX_BYTES} bytes"
@@ -157,6 +166,13 @@ class HipoinkClient:
                     f"{path}: Hipoink's TLS certificate failed verification ({refusal})"
                 ) from None
             raise HipoinkRetryable(f"{path}: {type(error).__name__}") from None
+
+
+def _encoding(headers: httpx.Headers) -> str:
+    """The answer's ``Content-Encoding`` as an error may quote it: one short line."""
+    from esl_sync.storable import label_text  # see said()
+
+    return label_text(headers.get("Content-Encoding", ""), 40) or "?"
 
 
 COMPARED_FIELDS = ("pc", "pn", "pp", "pi", "pu", *FREE_FIELDS)
