@@ -708,3 +708,44 @@ def test_a_job_whose_answer_cannot_be_decoded_fails_by_name_not_the_invocation(
     assert _failures(stack) == {"X1": ("retryable", reason), "X2": ("retryable", reason)}
     assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
     assert set(hipoink.labels(STORE)) == {"X1", "X2"}
+
+
+def test_a_store_re_test_the_ledger_cuts_short_is_tried_again_by_the_retry(
+    stack: LocalStack,
+) -> None:
+    """The sign fixed, the cool-down passed: Hipoink takes the re-test's call, then Postgres
+    refuses its acknowledgement (the sender's own parts: the invocation fails). The claim
+    had moved the next re-test a cool-down ahead, so the SQS retry found the store blocked
+    and parked the job's labels as ``configuration`` for another cool-down, though Hipoink
+    had just taken the sign. As after a 503, the retry now re-tests and delivers."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.sign = "rotated-on-the-server"
+    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    assert stack.invoke("hipoink_sender", _sender_event(first.to_json())) == {
+        "batchItemFailures": []
+    }
+    assert _status(stack)["store_blocked"].endswith("create_multiple: sign error")
+    hipoink.sign = HIPOINK_SIGN
+    _expire_block(stack)
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'acknowledgement refused (test)'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_ack BEFORE INSERT OR UPDATE ON label_state FOR EACH ROW"
+            " WHEN (NEW.acknowledged_at IS NOT NULL) EXECUTE FUNCTION refuse_ack()"
+        )
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2"), version=2)
+    _crashes_alone(stack, job)
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute("DROP TRIGGER refuse_ack ON label_state")
+    mark = len(stack.logs)
+
+    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
+
+    assert set(hipoink.labels(STORE)) == {"X1", "X2"}
+    assert _status(stack)["store_blocked"] is None
+    (delivered,) = _lines(stack, mark, "label job delivered")
+    assert delivered["upserted"] == 2

@@ -316,11 +316,6 @@ class _Delivery:
             for kind in (upserts, deletes):
                 for batch in batched(kind, batch_size):
                     self._apply(list(batch))
-        except (HipoinkRetryable, OutOfTime) as error:
-            self._fail_rest(changes, "retryable", str(error))
-            if block is not None:
-                self._end_retest(block, error)
-            raise
         except HipoinkConfigError as error:
             self.ledger.block_store(merchant_id, self.job.store_code, str(error), cooldown_seconds)
             self.outcome.blocked = str(error)
@@ -334,13 +329,20 @@ class _Delivery:
                 retry_after_seconds=cooldown_seconds,
             )
             return
+        except Exception as error:  # retried (RETRIED), or the sender's own parts failed
+            if isinstance(error, RETRIED):
+                self._fail_rest(changes, "retryable", str(error))
+            if block is not None:
+                self._end_retest(block, error)
+            raise
         if block is not None:
             self._end_retest(block)
 
     def _end_retest(self, block: StoreBlock, error: Exception | None = None) -> None:
         """Passed if Hipoink took a call. One cut short before (a 503, a timeout, too little
-        time) says nothing: the block stands, its re-test due now, so the SQS retry re-tests
-        rather than park the job's labels as ``configuration`` for another cool-down."""
+        time, the ledger failing before the first acknowledgement) says nothing: the block
+        stands, its re-test due now, so the SQS retry re-tests rather than park the job's
+        labels as ``configuration`` for another cool-down."""
         merchant_id = self.job.merchant_id
         if error is None or self.settled:
             self.ledger.unblock_store(merchant_id)
