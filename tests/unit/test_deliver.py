@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +14,7 @@ from esl_sync.hipoink.errors import (
 )
 from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
-from esl_sync.records import AckedLabel
+from esl_sync.records import AckedLabel, LabelAck
 from esl_sync.settings import Settings
 from esl_sync.storable import PC_MAX_LENGTH
 from esl_sync.sync import deliver as deliver_module
@@ -199,6 +199,33 @@ def test_a_re_test_cut_short_after_hipoink_took_a_call_has_passed() -> None:
         deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
     assert ledger.blocks == {}
     assert ledger.acks.keys() == {"A"}
+
+
+def test_a_re_test_the_ledger_cuts_short_is_due_again_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hipoink took the re-test's call, the ledger refused its acknowledgement (the
+    sender's own parts): the claim is given back, its labels are not marked (not a failure
+    SQS retries by design), and the retry re-tests."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    sink.wrong_sign = True
+    deliver(_job([_record("A")]), ledger, sink, 10)
+    sink.wrong_sign = False
+    ledger.now += timedelta(seconds=COOLDOWN)
+    acknowledge = ledger.acknowledge
+
+    def down(merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
+        raise RuntimeError("the ledger is down")
+
+    monkeypatch.setattr(ledger, "acknowledge", down)
+    with pytest.raises(RuntimeError, match="the ledger is down"):
+        deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
+    assert ledger.blocks["M"].retry_after == ledger.now
+    assert "B" not in ledger.failures  # not marked retryable: SQS does not retry it by design
+
+    monkeypatch.setattr(ledger, "acknowledge", acknowledge)
+    outcome = deliver(_job([_record("A"), _record("B")]), ledger, sink, 1)
+    assert (outcome.upserted, outcome.blocked, ledger.blocks) == (2, None, {})
 
 
 def test_an_unknown_code_is_deleted_even_from_a_batch_refused_for_it() -> None:
