@@ -749,3 +749,40 @@ def test_a_store_re_test_the_ledger_cuts_short_is_tried_again_by_the_retry(
     assert _status(stack)["store_blocked"] is None
     (delivered,) = _lines(stack, mark, "label job delivered")
     assert delivered["upserted"] == 2
+
+
+def test_a_message_that_is_no_job_behind_a_failed_job_fails_alone_not_the_batch(
+    stack: LocalStack,
+) -> None:
+    """A batch: a job Hipoink answers with a 503, then a message of its store that is not a
+    label job (edited by hand), then another store's job. Powertools' FIFO processor reads
+    a record skipped behind a failed one in its group through the model without catching its
+    ValidationError: the invocation crashed (Lambda's Errors, the whole batch retried), and
+    the other store's job was never tried. Now the message is refused like one alone (a
+    failed record), the other store's job is delivered, and only the first two are named."""
+    hipoink = _sim(stack)
+    other_merchant, other_store = "MSEND0000002", "STORE-SEND2"
+    stack.add_merchant(M, "tok", STORE, items=[])
+    stack.add_merchant(other_merchant, "tok", other_store, items=[])
+    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    other = LabelJob(
+        merchant_id=other_merchant, store_code=other_store, upserts=_records("Y1"), version=1
+    )
+    event = _sender_event(first.to_json())
+    no_job, other_job = (json.loads(json.dumps(event["Records"][0])) for _ in range(2))
+    no_job["messageId"], no_job["body"] = "no-job", '{"not": "a label job"}'
+    other_job["messageId"], other_job["body"] = "other-store", other.to_json()
+    other_job["attributes"]["MessageGroupId"] = other_merchant
+    event["Records"] += [no_job, other_job]
+    hipoink.fail_next(503)
+
+    answer = stack.invoke("hipoink_sender", event)
+
+    assert answer == {
+        "batchItemFailures": [
+            {"itemIdentifier": event["Records"][0]["messageId"]},
+            {"itemIdentifier": "no-job"},
+        ]
+    }
+    assert set(hipoink.labels(other_store)) == {"Y1"}
+    assert _failures(stack) == {"X1": ("retryable", "create_multiple: HTTP 503")}
