@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from devkit.emf import metric_sums, metric_units
 from esl_sync.deadline import OutOfTime
+from esl_sync.hipoink.errors import HipoinkRetryable
 from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.messages import LabelJob
 from esl_sync.observability import metrics
@@ -18,6 +20,7 @@ from esl_sync.sync import deliver as deliver_module
 from tests.fakes import MemoryLedger, MemoryLog, MemorySink
 
 COOLDOWN = 600
+FAILED = "label job failed; back to its queue"  # README, "Operations": what operators query
 NOW_MS = 1_767_225_600_000
 
 
@@ -189,6 +192,27 @@ def test_a_store_re_test_that_passes_is_logged() -> None:
     ]
 
 
+def test_a_store_re_test_cut_short_is_a_warning_and_leaves_the_store_blocked() -> None:
+    """A 503 says nothing of the configuration: the operator reads why the store is still
+    blocked, and that the SQS retry re-tests it."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    sink.wrong_sign = True
+    _deliver(_job([_record("A")]), ledger, sink)
+    sink.wrong_sign, sink.down = False, True
+    ledger.now += timedelta(seconds=COOLDOWN)
+    with MemoryLog.attached() as log, pytest.raises(HipoinkRetryable):
+        _deliver(_job([_record("A")]), ledger, sink)
+    assert log.lines("store re-test cut short; the next job re-tests") == [
+        {
+            "merchant_id": "M",
+            "store_code": "S",
+            "error": "create_multiple: HTTP 503",
+            "level": "WARNING",
+        }
+    ]
+    assert log.lines("store re-test passed; store unblocked") == []
+
+
 def test_a_record_that_is_not_a_hipoink_record_is_logged_with_its_code_when_it_has_one() -> None:
     ledger, sink = MemoryLedger(), MemorySink()
     job = _job([_record("A"), {**_record("P1"), "pp": 1}, {**_record(" P2"), "pp": "2.00"}], [""])
@@ -247,7 +271,7 @@ def test_a_job_refused_for_time_midway_is_a_warning_with_what_it_did(
             job, deliver_module.DeliveryDeps(ledger, sink, settings), before_call
         )
     assert log.lines("label job delivered") == []
-    (line,) = log.lines(deliver_module.FAILED)
+    (line,) = log.lines(FAILED)
     assert (line["level"], line["error_class"], line["upserted"], line["deleted"]) == (
         "WARNING",
         "OutOfTime",
@@ -255,6 +279,7 @@ def test_a_job_refused_for_time_midway_is_a_warning_with_what_it_did(
         0,
     )
     assert line["error"] == "label job of M not started: 10 ms left, 20000 ms needed"
+    assert [r.exc_info for r in log.records if r.getMessage() == FAILED] == [None]
     assert metric_sums(emf())["LabelsUpserted"] == 1.0
 
 
@@ -272,11 +297,34 @@ def test_a_job_failing_otherwise_is_an_error_with_its_traceback(
     with MemoryLog.attached() as log, pytest.raises(RuntimeError):
         _deliver(_job([_record("A")]), ledger, sink)
     assert log.lines("label job delivered") == []
-    (line,) = log.lines(deliver_module.FAILED)
+    (line,) = log.lines(FAILED)
     assert (line["level"], line["error_class"], line["error"], line["upserted"]) == (
         "ERROR",
         "RuntimeError",
         "the ledger is down",
         0,
     )
+    (record,) = [r for r in log.records if r.getMessage() == FAILED]
+    assert record.exc_info is not None
+    traceback = logging.Formatter().formatException(record.exc_info)
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert traceback.endswith("RuntimeError: the ledger is down")
     assert metric_sums(emf())["LabelsUpserted"] == 0.0
+
+
+def test_a_failed_jobs_error_is_logged_to_its_first_500_characters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One line a job, however long the error (docs/architecture.md: at most 500)."""
+    ledger, sink = MemoryLedger(), MemorySink()
+    message = "the ledger is down: " + "a statement quoting every code " * 40
+
+    def down(merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(ledger, "acknowledge", down)
+    with MemoryLog.attached() as log, pytest.raises(RuntimeError):
+        _deliver(_job([_record("A")]), ledger, sink)
+    (line,) = log.lines(FAILED)
+    assert line["error"] == message[:500]
+    assert len(message) > 500
