@@ -3,17 +3,21 @@ attribute values, as the state table holds them."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from esl_sync.credentials import SealedTokens
-from esl_sync.records import MerchantState, VerificationCode
+from esl_sync.records import Fence, MerchantState, VerificationCode
 from esl_sync.store.state_item import (
+    MAX_COUNT,
     POLL_FIELDS,
     STATE_FIELDS,
+    fence_of,
     from_attr,
+    lease_taking,
     sealed_of,
     state_of,
     to_attr,
@@ -328,3 +332,91 @@ def test_a_kept_code_not_as_written_is_left_out_and_the_others_still_shown(corru
     }
 
     assert verification_codes_of(item) == [VerificationCode("code-c", AT, None)]
+
+
+EPOCH = "0f" * 16  # a lease write's epoch: uuid4().hex
+LONGEST_EPOCH = "e" * 64  # read as written; one character more is an edit by hand
+
+
+def _fenced(epoch: Any, generation: Any) -> dict[str, Any]:
+    """A state item as a lease write returns it, its fence's two attributes as given."""
+    return {"merchant_id": {"S": "M1"}, "lease_epoch": epoch, "lease_generation": generation}
+
+
+@pytest.mark.parametrize(
+    ("epoch", "generation"),
+    [(EPOCH, 1), (EPOCH, 7), (LONGEST_EPOCH, MAX_COUNT), ("e", 2)],
+)
+def test_a_lease_writes_fence_is_read_as_it_is(epoch: str, generation: int) -> None:
+    item = _fenced({"S": epoch}, {"N": str(generation)})
+    assert fence_of(item) == Fence(epoch, generation)
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"merchant_id": {"S": "M1"}},  # leased before fences: no fence yet
+        {"lease_epoch": {"S": EPOCH}},
+        {"lease_generation": {"N": "3"}},
+        _fenced({"S": EPOCH}, {"N": "0"}),  # the first lease counts 1
+        _fenced({"S": EPOCH}, {"N": str(MAX_COUNT + 1)}),
+        _fenced({"S": EPOCH}, {"N": "1.5"}),
+        _fenced({"S": EPOCH}, {"S": "7"}),
+        _fenced({"S": EPOCH}, "7"),
+        _fenced({"S": ""}, {"N": "3"}),
+        _fenced({"S": LONGEST_EPOCH + "e"}, {"N": "3"}),
+        _fenced({"S": "epoch\x00"}, {"N": "3"}),
+        _fenced({"S": "epoch\n"}, {"N": "3"}),
+        _fenced({"N": "3"}, {"N": "3"}),
+        _fenced({"S": 3}, {"N": "3"}),
+        _fenced(EPOCH, {"N": "3"}),
+        _fenced(None, {"N": "3"}),
+    ],
+)
+def test_a_fence_edited_by_hand_is_none_so_the_poll_writes_a_new_epoch(
+    item: dict[str, Any],
+) -> None:
+    assert fence_of(item) is None
+
+
+def _placeholders(*expressions: str) -> tuple[set[str], set[str]]:
+    text = " ".join(expressions)
+    return set(re.findall(r"#\w+", text)), set(re.findall(r":\w+", text))
+
+
+def test_the_lease_write_takes_a_free_or_expired_lease_and_counts_its_generation() -> None:
+    """What DynamoDB is asked (tests/integration/test_poll_fence.py runs it against moto):
+    DynamoDB refuses a name or value the expressions do not use, so each is used."""
+    update, condition, values, names = lease_taking("poll-1", 1_000, 250)
+    assert update == (
+        "SET #owner = :owner, #until = :until, #epoch = if_not_exists(#epoch, :epoch) "
+        "ADD #count :one"
+    )
+    assert condition == "attribute_not_exists(#until) OR #until <= :now"
+    assert {k: v for k, v in values.items() if k != ":epoch"} == {
+        ":owner": {"S": "poll-1"},
+        ":until": {"N": "1250"},
+        ":now": {"N": "1000"},
+        ":one": {"N": "1"},
+    }
+    assert names == {
+        "#owner": "lease_owner",
+        "#until": "lease_until_ms",
+        "#epoch": "lease_epoch",
+        "#count": "lease_generation",
+    }
+    assert _placeholders(update, condition) == (set(names), set(values))
+    epoch = values[":epoch"]["S"]
+    assert re.fullmatch(r"[0-9a-f]{32}", epoch)
+    assert fence_of(_fenced({"S": epoch}, {"N": "1"})) == Fence(epoch, 1)
+
+
+def test_a_lease_write_after_a_fence_edited_by_hand_starts_a_new_epoch_at_one() -> None:
+    """The owner may hold the lease already: it took it with the unreadable fence."""
+    update, condition, values, names = lease_taking("poll-1", 1_000, 250, new_epoch=True)
+    assert update == "SET #owner = :owner, #until = :until, #epoch = :epoch, #count = :one"
+    assert condition == ("attribute_not_exists(#until) OR #until <= :now OR #owner = :owner")
+    assert _placeholders(update, condition) == (set(names), set(values))
+    assert values[":one"] == {"N": "1"}
+    other = lease_taking("poll-1", 1_000, 250, new_epoch=True)[2]
+    assert other[":epoch"] != values[":epoch"]
