@@ -462,8 +462,10 @@ def _attribute_bytes(value: dict[str, Any]) -> int:
 
 
 def _heap_pass(stack: LocalStack, skus: int, say: Say) -> dict[str, float]:
-    """The Python heap's peak (tracemalloc, emulators included: an upper bound) for one
-    first sync and one idle poll; timed by nothing (the tracer slows everything)."""
+    """The Python heap's peak (tracemalloc; the Clover and Hipoink simulators' threads
+    included, an upper bound; moto serves from its own process) for one first sync and one
+    idle poll, in MiB to two places (an idle poll's is tens of KiB); timed by nothing (the
+    tracer slows everything)."""
     clover, _ = _sims(stack)
     say("… heap pass (tracemalloc): a first sync, then an idle poll")
     items = gas_station_catalog(skus, seed=999)
@@ -477,7 +479,7 @@ def _heap_pass(stack: LocalStack, skus: int, say: Say) -> dict[str, float]:
         )
         tracemalloc.start()
         stack.drain("PollQueue", "poller")
-        peaks[phase] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+        peaks[phase] = round(tracemalloc.get_traced_memory()[1] / 2**20, 2)
         tracemalloc.stop()
         stack.drain("LabelQueue", "hipoink_sender")
     return peaks
@@ -761,7 +763,7 @@ def print_report(report: BenchReport, say: Say = print) -> None:
     for p in report.phases:
         say(f"  {p.phase:<21}{json.dumps(p.aws_calls_per_poll)}")
     heap = json.dumps(report.heap_mib)
-    say(f"Python heap peak MiB (tracemalloc pass, emulators included): {heap}")
+    say(f"Python heap peak MiB (tracemalloc pass, simulators included, moto apart): {heap}")
     say("")
     print_cold_starts(report, say)
     say(f"poller invocation of five first syncs: peak {report.poller_batch_peak_rss_mib} MiB")
