@@ -659,27 +659,11 @@ def test_a_store_re_test_hipoink_answers_503_is_tried_again_by_the_retry(
     the configuration. Its SQS retry found the store blocked (the re-test had moved the next
     one a cool-down ahead) and acknowledged the job, its labels parked as ``configuration:
     store blocked since …``. Now the retry re-tests, passes and delivers."""
-    hipoink = _sim(stack)
-    stack.add_merchant(M, "tok", STORE, items=[])
-    hipoink.sign = "rotated-on-the-server"
-    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
-    assert stack.invoke("hipoink_sender", _sender_event(first.to_json())) == {
-        "batchItemFailures": []
-    }
-    assert _status(stack)["store_blocked"].endswith("create_multiple: sign error")
-    hipoink.sign = HIPOINK_SIGN
-    _expire_block(stack)
+    hipoink = _blocked_by_a_sign_error_now_fixed(stack)
     job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2"), version=2)
     hipoink.fail_next(503)
     _fails_alone(stack, job)
-    mark = len(stack.logs)
-
-    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
-
-    assert set(hipoink.labels(STORE)) == {"X1", "X2"}
-    assert _status(stack)["store_blocked"] is None
-    (delivered,) = _lines(stack, mark, "label job delivered")
-    assert delivered["upserted"] == 2
+    _the_retry_re_tests_and_delivers(stack, job)
 
 
 def test_a_job_whose_answer_cannot_be_decoded_fails_by_name_not_the_invocation(
@@ -718,16 +702,7 @@ def test_a_store_re_test_the_ledger_cuts_short_is_tried_again_by_the_retry(
     had moved the next re-test a cool-down ahead, so the SQS retry found the store blocked
     and parked the job's labels as ``configuration`` for another cool-down, though Hipoink
     had just taken the sign. As after a 503, the retry now re-tests and delivers."""
-    hipoink = _sim(stack)
-    stack.add_merchant(M, "tok", STORE, items=[])
-    hipoink.sign = "rotated-on-the-server"
-    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
-    assert stack.invoke("hipoink_sender", _sender_event(first.to_json())) == {
-        "batchItemFailures": []
-    }
-    assert _status(stack)["store_blocked"].endswith("create_multiple: sign error")
-    hipoink.sign = HIPOINK_SIGN
-    _expire_block(stack)
+    _blocked_by_a_sign_error_now_fixed(stack)
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
         conn.execute(
             "CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
@@ -741,14 +716,7 @@ def test_a_store_re_test_the_ledger_cuts_short_is_tried_again_by_the_retry(
     _crashes_alone(stack, job)
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
         conn.execute("DROP TRIGGER refuse_ack ON label_state")
-    mark = len(stack.logs)
-
-    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
-
-    assert set(hipoink.labels(STORE)) == {"X1", "X2"}
-    assert _status(stack)["store_blocked"] is None
-    (delivered,) = _lines(stack, mark, "label job delivered")
-    assert delivered["upserted"] == 2
+    _the_retry_re_tests_and_delivers(stack, job)
 
 
 def test_a_message_that_is_no_job_behind_a_failed_job_fails_alone_not_the_batch(
@@ -786,3 +754,33 @@ def test_a_message_that_is_no_job_behind_a_failed_job_fails_alone_not_the_batch(
     }
     assert set(hipoink.labels(other_store)) == {"Y1"}
     assert _failures(stack) == {"X1": ("retryable", "create_multiple: HTTP 503")}
+
+
+def _blocked_by_a_sign_error_now_fixed(stack: LocalStack) -> HipoinkSimulator:
+    """The merchant's store blocked by a wrong sign, the sign then fixed and the cool-down
+    passed: the next job re-tests the store."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.sign = "rotated-on-the-server"
+    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    assert stack.invoke("hipoink_sender", _sender_event(first.to_json())) == {
+        "batchItemFailures": []
+    }
+    assert _status(stack)["store_blocked"].endswith("create_multiple: sign error")
+    hipoink.sign = HIPOINK_SIGN
+    _expire_block(stack)
+    return hipoink
+
+
+def _the_retry_re_tests_and_delivers(stack: LocalStack, job: LabelJob) -> None:
+    """SQS's retry of ``job`` (upserting X1 and X2): the re-test passes, the block is lifted
+    and both labels are delivered."""
+    hipoink = _sim(stack)
+    mark = len(stack.logs)
+
+    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
+
+    assert set(hipoink.labels(STORE)) == {"X1", "X2"}
+    assert _status(stack)["store_blocked"] is None
+    (delivered,) = _lines(stack, mark, "label job delivered")
+    assert delivered["upserted"] == 2
