@@ -392,12 +392,15 @@ def test_the_lease_write_takes_a_free_or_expired_lease_and_counts_its_generation
         "SET #owner = :owner, #until = :until, #epoch = if_not_exists(#epoch, :epoch) "
         "ADD #count :one"
     )
-    assert condition == "attribute_not_exists(#until) OR #until <= :now"
+    assert condition == (
+        "attribute_not_exists(#until) OR NOT attribute_type(#until, :number) OR #until <= :now"
+    )
     assert {k: v for k, v in values.items() if k != ":epoch"} == {
         ":owner": {"S": "poll-1"},
         ":until": {"N": "1250"},
         ":now": {"N": "1000"},
         ":one": {"N": "1"},
+        ":number": {"S": "N"},
     }
     assert names == {
         "#owner": "lease_owner",
@@ -415,7 +418,10 @@ def test_a_lease_write_after_a_fence_edited_by_hand_starts_a_new_epoch_at_one() 
     """The owner may hold the lease already: it took it with the unreadable fence."""
     update, condition, values, names = lease_taking("poll-1", 1_000, 250, new_epoch=True)
     assert update == "SET #owner = :owner, #until = :until, #epoch = :epoch, #count = :one"
-    assert condition == ("attribute_not_exists(#until) OR #until <= :now OR #owner = :owner")
+    assert condition == (
+        "attribute_not_exists(#until) OR NOT attribute_type(#until, :number) OR #until <= :now"
+        " OR #owner = :owner"
+    )
     assert _placeholders(update, condition) == (set(names), set(values))
     assert values[":one"] == {"N": "1"}
     other = lease_taking("poll-1", 1_000, 250, new_epoch=True)[2]
