@@ -506,15 +506,7 @@ def test_a_job_hipoink_answers_503_is_logged_as_failed_never_as_delivered(
     hipoink.fail_next(503)
     mark = len(stack.logs)
 
-    _fails_alone(stack, job)
-
-    assert _lines(stack, mark, "label job delivered") == []
-    (failed,) = _lines(stack, mark, FAILED)
-    assert failed["level"] == "WARNING"
-    assert (failed["error_class"], failed["error"]) == (
-        "HipoinkRetryable",
-        "create_multiple: HTTP 503",
-    )
+    failed = _failed_for_a_retry(stack, job, "create_multiple: HTTP 503")
     assert (failed["upserted"], failed["deleted"], failed["rejected"]) == (0, 0, 0)
     assert metric_sums(stack.logs[mark:])["LabelsUpserted"] == 0
 
@@ -535,15 +527,7 @@ def test_a_job_that_times_out_midway_logs_what_it_did_before(
     hipoink.delay_next(2.0)  # X3: answered after the client gave up
     mark = len(stack.logs)
 
-    _fails_alone(stack, job)
-
-    assert _lines(stack, mark, "label job delivered") == []
-    (failed,) = _lines(stack, mark, FAILED)
-    assert failed["level"] == "WARNING"
-    assert (failed["error_class"], failed["error"]) == (
-        "HipoinkRetryable",
-        "create_multiple: timed out",
-    )
+    failed = _failed_for_a_retry(stack, job, "create_multiple: timed out")
     assert (failed["upserted"], failed["rejected"], failed["rejected_codes"]) == (1, 1, ["X2"])
     sums = metric_sums(stack.logs[mark:])
     assert (sums["LabelsUpserted"], sums["LabelsRejected"]) == (1, 1)
@@ -784,3 +768,15 @@ def _the_retry_re_tests_and_delivers(stack: LocalStack, job: LabelJob) -> None:
     assert _status(stack)["store_blocked"] is None
     (delivered,) = _lines(stack, mark, "label job delivered")
     assert delivered["upserted"] == 2
+
+
+def _failed_for_a_retry(stack: LocalStack, job: LabelJob, error: str) -> dict[str, Any]:
+    """``job`` alone in its batch fails for Hipoink (``error``): no "delivered" line, one
+    "label job failed" WARNING naming it; that line."""
+    mark = len(stack.logs)
+    _fails_alone(stack, job)
+    assert _lines(stack, mark, "label job delivered") == []
+    (failed,) = _lines(stack, mark, FAILED)
+    assert failed["level"] == "WARNING"
+    assert (failed["error_class"], failed["error"]) == ("HipoinkRetryable", error)
+    return failed
