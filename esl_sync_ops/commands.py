@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from esl_sync import inputs
 from esl_sync.clover.regions import LOOPBACK_HOSTS
 from esl_sync.credentials import CloverTokens
-from esl_sync_ops.terminal import print_rows, printable
+from esl_sync_ops.terminal import print_rows, printable, utc_text
 
 DEFAULT = "default"
 """The value of ``--clover-base-url`` and ``--poll-interval-seconds`` that clears a
@@ -266,14 +266,14 @@ def status(args: argparse.Namespace) -> int:
         f" {sum(r['awaiting_store_code'] for r in active)} awaiting a store code,"
         f" {sum(r['last_verify'].startswith('refused') for r in active)} whose last label"
         " verify was refused"
-        f" — as of {now:%Y-%m-%d %H:%M:%S}Z",
+        f" — as of {utc_text(now)}",
         file=sys.stderr if args.json else sys.stdout,
     )
     codes = runtime.state_store().verification_codes()
     for number, received in enumerate(codes):
         print(
             f"{'last' if number == 0 else '   earlier'} Clover webhook verification code:"
-            f" {printable(received.code)} (received {received.received_at:%Y-%m-%d %H:%M:%S}Z"
+            f" {printable(received.code)} (received {utc_text(received.received_at)}"
             f" from {printable(received.source_ip or 'an unknown address')})",
             file=sys.stderr if args.json else sys.stdout,
         )

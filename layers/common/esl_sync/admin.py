@@ -190,7 +190,7 @@ def merchant_status(
                 "last_error": last_error,
                 "last_error_at": current.last_failure_at,
                 "store_blocked": (
-                    f"since {block.blocked_at:%Y-%m-%d %H:%M:%S}: {block.reason}" if block else None
+                    f"since {_utc_text(block.blocked_at)}: {block.reason}" if block else None
                 ),
                 # attributes of its state item read as their defaults (edited by hand)
                 "unreadable_state": ", ".join(current.unreadable) or None,
@@ -214,7 +214,7 @@ def verify_shown(last: LastVerify | None, store_code: str | None) -> str:
         asked += f", of store {found.store_code}"
     if found.refused is not None:
         completed = (
-            f"last completed {last.completed_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+            f"last completed {_utc_text(last.completed_at)}"
             if last.completed_at
             else "never completed"
         )
@@ -225,6 +225,12 @@ def verify_shown(last: LastVerify | None, store_code: str | None) -> str:
         f" {found.marked} marked, {found.unknown_codes} unknown codes,"
         f" {found.skipped_products} skipped products"
     )
+
+
+def _utc_text(moment: datetime) -> str:
+    """A time as ``status`` prints every time: in UTC, ``2026-11-12 04:00:00Z`` (Postgres
+    hands it over in the database session's time zone, which need not be UTC)."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
 
 
 def stale_labels(
