@@ -1,5 +1,6 @@
 """``esl-sync status`` as an operator of a fleet reads it: every time it prints is UTC, in
-one format, whatever the database session's time zone.
+one format, whatever the database session's time zone; and the label ledger is read for
+the whole fleet in a fixed number of statements, not three per merchant.
 
 Real Postgres (the session's time zone set by ``PGTZ``, as a self-hosted server or an
 operator's environment may set it), moto, both simulators on loopback.
@@ -97,3 +98,47 @@ def test_every_time_status_prints_is_utc_in_a_session_far_from_utc(
         assert datetime.fromisoformat(label["since"]).utcoffset() == timedelta(0)
         assert datetime.fromisoformat(label["failed_at"]) == failure_at
         assert datetime.fromisoformat(label["failed_at"]).utcoffset() == timedelta(0)
+
+
+def _statements_of_status(stack: LocalStack) -> int:
+    """Statements ``esl-sync status`` sends to Postgres (each a round trip): counted by the
+    cursor every connection of the process uses (``Database.round_trips``)."""
+    before = runtime.database().round_trips
+    stack.cli("status")
+    stack.cli("status", "--json")
+    return (runtime.database().round_trips - before) // 2
+
+
+@pytest.mark.parametrize("merchants", [1, 30])
+def test_status_reads_the_ledger_in_a_fixed_number_of_statements(
+    stack: LocalStack, merchants: int
+) -> None:
+    """Three statements per merchant (stale labels, refused items, conflicts) made a fleet
+    of 500 cost 1,500 round trips; now one statement reads them for every merchant, and
+    each merchant's numbers are the ones the per-merchant reads give."""
+    ids = [f"MCOUNT{n:06d}" for n in range(merchants)]
+    troubled = [  # a code claimed twice, an item refused (no price)
+        {"name": "Same code", "price": 5, "priceType": "FIXED", "sku": "SKU0000"},
+        {"name": "No price", "price": None, "priceType": "FIXED", "sku": "NOPRICE"},
+    ]
+    for n, merchant_id in enumerate(ids):
+        catalog = numbered_catalog(2) + (troubled if n % 2 == 0 else [])
+        stack.add_merchant(merchant_id, "tok", f"S-{merchant_id}", items=catalog)
+    stack.run_cycle()
+    ledger = runtime.label_ledger()
+    ledger.invalidate_acknowledgements(ids[-1])  # its labels stale, as after a resync
+
+    statements = _statements_of_status(stack)
+
+    rows = {r["merchant_id"]: r for r in json.loads(stack.cli("status", "--json"))}
+    assert sorted(rows) == ids
+    for merchant_id, row in rows.items():
+        assert (row["stale_labels"], row["refused_items"], row["label_conflicts"]) == (
+            ledger.stale_labels(merchant_id),
+            len(ledger.refused_items(merchant_id)),
+            len({c.pc for c in ledger.label_conflicts(merchant_id)}),
+        ), merchant_id
+    assert (rows[ids[0]]["refused_items"], rows[ids[0]]["label_conflicts"]) == (1, 1)
+    assert rows[ids[-1]]["stale_labels"] > 0
+    # merchants, store blocks, last verifies, the label counts: one each, any fleet size
+    assert statements == 4, statements

@@ -19,7 +19,14 @@ from esl_sync.ports import (
     StateStore,
     TokenStore,
 )
-from esl_sync.records import LabelConflict, LastVerify, Merchant, RefusedItem, StaleLabel
+from esl_sync.records import (
+    LabelConflict,
+    LabelCounts,
+    LastVerify,
+    Merchant,
+    RefusedItem,
+    StaleLabel,
+)
 from esl_sync.settings import Settings
 from esl_sync.sync.fleet import fleet_health, judged_since
 from esl_sync.sync.heal import HealOutcome, heal_merchant
@@ -147,12 +154,16 @@ def merchant_status(
     verifies = ledger.last_verifies()
     merchants = directory.all()
     states = state.load_many([m.merchant_id for m in merchants])
+    # The ledger's numbers for the whole fleet in one statement (three per merchant were
+    # 1,500 round trips for 500 merchants).
+    counts = ledger.label_counts([m.merchant_id for m in merchants])
     polled = [m for m in merchants if m.store_code and m.active]
     stale = set(fleet_health(polled, states, 0, interval_seconds, now).stale)
     rows = []
     for merchant in merchants:
         block = blocks.get(merchant.merchant_id)
         last_verify = verifies.get(merchant.merchant_id)
+        labels = counts.get(merchant.merchant_id, LabelCounts())
         current = states[merchant.merchant_id]
         since = judged_since(merchant, current)
         judged = bool(merchant.store_code and merchant.active)
@@ -180,11 +191,9 @@ def merchant_status(
                 # resume or a store code given late it runs from then, as in the gauge
                 # StalestMerchantSeconds (the largest lag); last_success stays as it was.
                 "lag_seconds": int((now - since).total_seconds()) if since and judged else None,
-                "stale_labels": ledger.stale_labels(merchant.merchant_id),
-                "refused_items": len(ledger.refused_items(merchant.merchant_id)),
-                "label_conflicts": len(
-                    {c.pc for c in ledger.label_conflicts(merchant.merchant_id)}
-                ),
+                "stale_labels": labels.stale_labels,
+                "refused_items": labels.refused_items,
+                "label_conflicts": labels.label_conflicts,
                 # The last failure is history, kept after later successes: when it happened
                 # tells an old error (before last_success) from a current one.
                 "last_error": last_error,

@@ -322,6 +322,16 @@ class StoreBlock:
     retest: bool = False
 
 
+@dataclass(frozen=True)
+class LabelCounts:
+    """A merchant's label ledger in ``esl-sync status``'s numbers: its stale labels, its
+    refused items, and the product codes more than one product claims."""
+
+    stale_labels: int = 0
+    refused_items: int = 0
+    label_conflicts: int = 0
+
+
 # -- verifying labels against Hipoink --------------------------------------------------
 
 

@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from esl_sync.ports import LabelLedger
-from esl_sync.records import Drift, HeldPage, LastVerify, VerifyResult, VerifyTarget
+from esl_sync.records import (
+    Drift,
+    HeldPage,
+    LabelCounts,
+    LastVerify,
+    VerifyResult,
+    VerifyTarget,
+)
 
 
 class HeldProducts(Protocol):
@@ -54,7 +61,16 @@ class PollLedger(LabelLedger, Protocol):
 
 
 class StatusLedger(LabelLedger, Protocol):
-    """The ledger as ``esl-sync status`` reads it: also each merchant's last verify."""
+    """The ledger as ``esl-sync status`` reads it: each merchant's label counts and last
+    verify, for the whole fleet at once (a fixed number of statements, however many
+    merchants: not a few per merchant, each a round trip)."""
+
+    def label_counts(self, merchant_ids: Sequence[str]) -> dict[str, LabelCounts]:
+        """Each named merchant's stale labels, refused items and product codes claimed by
+        more than one product (zeros for one with none, or not registered), in one
+        statement; the same numbers as ``stale_labels``, ``refused_items`` and
+        ``label_conflicts`` give one merchant at a time."""
+        ...
 
     def last_verifies(self) -> dict[str, LastVerify]:
         """The last verify of every merchant verified since it is recorded, by merchant id."""

@@ -21,6 +21,7 @@ from esl_sync.records import (
     Fence,
     LabelAck,
     LabelConflict,
+    LabelCounts,
     LabelFailure,
     LastVerify,
     RefusedItem,
@@ -31,7 +32,7 @@ from esl_sync.records import (
     VerifyResult,
     VerifyTarget,
 )
-from esl_sync.store import verify_results
+from esl_sync.store import label_counts, verify_results
 from esl_sync.store.label_owners import (
     ADVANCE_CLOCK,
     PRODUCT_SELECT,
@@ -381,6 +382,9 @@ class PostgresLabelLedger:
 
     def last_verifies(self) -> dict[str, LastVerify]:
         return verify_results.last_verifies(self._db.connection())
+
+    def label_counts(self, merchant_ids: Sequence[str]) -> dict[str, LabelCounts]:
+        return label_counts.label_counts(self._db.connection(), merchant_ids)
 
     def claim_verify(self, merchant_id: str, interval_hours: int) -> bool:
         row = (
