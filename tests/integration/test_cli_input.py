@@ -287,6 +287,12 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["resync", "MCLI;reboot"],
     ["stores", "unblock", "MCLI\nBAD"],
     ["status", "--labels", "\x1b[2JMCLI"],
+    ["status", "--labels", "MCLI\x00BAD"],
+    ["status", "--json", "--labels", "M" * 1_000_000],
+    ["status", "--labels", "MÉRCHANT"],
+    ["status", "--labels", "M\ud800X"],  # a lone surrogate (bytes not UTF-8 in argv)
+    ["status", "--labels", "M\u202eX"],
+    ["status", "MCLI\x00"],
     ["status", "extra\x1b[2J"],
     ["heal", "MCLI é"],
     ["heal", "--older-than", "-1"],
