@@ -25,6 +25,7 @@ from esl_sync.hipoink.errors import (
     HipoinkRetryable,
 )
 from esl_sync.hipoink.records import HipoinkRecord
+from esl_sync.merchant_ports import MerchantChanges, MerchantEditor
 from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollRequest
 from esl_sync.observability import logger
 from esl_sync.ports import (
@@ -371,7 +372,7 @@ class MemoryPollQueue(PollQueue):
 
 
 @final
-class MemoryDirectory(MerchantDirectory):
+class MemoryDirectory(MerchantDirectory, MerchantEditor):
     def __init__(self, merchants: Iterable[Merchant] = ()) -> None:
         self.merchants = {m.merchant_id: m for m in merchants}
         self.saved: list[Merchant] = []
@@ -387,6 +388,12 @@ class MemoryDirectory(MerchantDirectory):
             then()  # raises: the row stays as it was
         self.merchants[merchant.merchant_id] = merchant
         self.saved.append(merchant)
+
+    def change(self, merchant_id: str, changes: MerchantChanges) -> Merchant | None:
+        if merchant_id not in self.merchants:
+            return None
+        self.merchants[merchant_id] = replace(self.merchants[merchant_id], **changes)
+        return self.merchants[merchant_id]
 
 
 @final

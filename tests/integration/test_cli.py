@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,9 @@ from devkit.catalog import gas_station_catalog
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
+from esl_sync.merchant_ports import MerchantChanges
+from esl_sync.records import Merchant
+from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations, migration_files
 from esl_sync_ops.cli import main
 
@@ -201,3 +206,100 @@ def test_a_handler_with_a_malformed_setting_fails_at_start_naming_it() -> None:
     )
     assert completed.returncode != 0
     assert "invalid setting: CLOVER_SYNC_INTERVAL_SECONDS" in completed.stderr
+
+
+# ------------------------------------------------------------------- concurrent changes
+
+
+class _Interleaved:
+    """The merchants table as one command uses it, with another writer's change made in
+    the command's window: just after it read the merchant, or, if it reads nothing first,
+    just before it writes. Everything goes to the real Postgres store."""
+
+    def __init__(self, inner: PostgresMerchantDirectory, other: Callable[[], object]) -> None:
+        self._inner = inner
+        self._other = other
+        self.interleaved = False
+
+    def _interleave(self) -> None:
+        if not self.interleaved:
+            self.interleaved = True
+            self._other()
+
+    def get(self, merchant_id: str) -> Merchant | None:
+        merchant = self._inner.get(merchant_id)
+        self._interleave()
+        return merchant
+
+    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+        self._interleave()
+        self._inner.save(merchant, then=then)
+
+    def change(self, merchant_id: str, changes: MerchantChanges) -> Merchant | None:
+        self._interleave()
+        return self._inner.change(merchant_id, changes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize(
+    ("command", "other", "expected"),
+    [
+        (
+            ["merchants", "set", "MRACE0000001", "--poll-interval-seconds", "3600"],
+            ["merchants", "disable", "MRACE0000001"],
+            (3600, None, "STORE-A", False),
+        ),
+        (
+            ["merchants", "disable", "MRACE0000001"],
+            ["merchants", "set", "MRACE0000001", "--poll-interval-seconds", "3600"],
+            (3600, None, "STORE-A", False),
+        ),
+        (
+            ["merchants", "set", "MRACE0000001", "--clover-base-url", "https://api.eu.clover.com"],
+            ["merchants", "add", "MRACE0000001", "--store-code", "STORE-B"],  # a re-auth
+            (None, "https://api.eu.clover.com", "STORE-B", True),
+        ),
+    ],
+    ids=["set-vs-disable", "disable-vs-set", "set-vs-reauth"],
+)
+def test_a_merchant_change_never_undoes_one_made_between_its_read_and_its_write(
+    stack: LocalStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    other: list[str],
+    expected: tuple[int | None, str | None, str, bool],
+) -> None:
+    """Two operators at once: the other's command runs, whole and through its own
+    connection, inside the first one's window."""
+    mid = "MRACE0000001"
+    assert main(["merchants", "add", mid, "--store-code", "STORE-A"]) == 0
+    database = Database(stack.env["DATABASE_URL"])
+    own = PostgresMerchantDirectory(database)
+    real = runtime.merchants()
+
+    def other_operator() -> None:
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setattr(runtime, "merchants", lambda: own)
+            assert main(other) == 0
+
+    interleaved = _Interleaved(real, other_operator)
+    try:
+        with monkeypatch.context() as racing:
+            racing.setattr(runtime, "merchants", lambda: interleaved)
+            assert main(command) == 0
+    finally:
+        database.close()
+    assert interleaved.interleaved
+    merchant = real.get(mid)
+    assert merchant is not None
+    shown = (
+        merchant.poll_interval_seconds,
+        merchant.clover_base_url,
+        merchant.store_code,
+        merchant.active,
+    )
+    assert shown == expected
+    capsys.readouterr()

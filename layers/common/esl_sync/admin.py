@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from esl_sync.credentials import CloverTokens
+from esl_sync.merchant_ports import MerchantChanges, MerchantEditor
 from esl_sync.messages import LabelVerify, PollRequest
 from esl_sync.ports import (
     DeadLetterQueue,
@@ -105,7 +105,7 @@ KEEP = Keep.KEEP
 
 
 def set_poll_options(
-    directory: MerchantDirectory,
+    directory: MerchantEditor,
     merchant_id: str,
     *,
     clover_base_url: str | Keep | None = KEEP,
@@ -114,27 +114,27 @@ def set_poll_options(
     """Change a registered merchant's own Clover host or poll interval (``esl-sync
     merchants set``); None returns it to the stack's (``CLOVER_API_BASE_URL``,
     ``CLOVER_SYNC_INTERVAL_SECONDS``). Nothing else changes: not its store, tokens or
-    whether it is enabled."""
-    merchant = _known(directory, merchant_id)
-    updated = replace(
-        merchant,
-        clover_base_url=(
-            merchant.clover_base_url if isinstance(clover_base_url, Keep) else clover_base_url
-        ),
-        poll_interval_seconds=(
-            merchant.poll_interval_seconds
-            if isinstance(poll_interval_seconds, Keep)
-            else poll_interval_seconds
-        ),
-    )
-    directory.save(updated)
-    return updated
+    whether it is enabled, even when another command changes them at the same time (only
+    the named columns are written, in one statement)."""
+    changes: MerchantChanges = {}
+    if not isinstance(clover_base_url, Keep):
+        changes["clover_base_url"] = clover_base_url
+    if not isinstance(poll_interval_seconds, Keep):
+        changes["poll_interval_seconds"] = poll_interval_seconds
+    return _changed(directory, merchant_id, changes)
 
 
-def set_active(directory: MerchantDirectory, merchant_id: str, active: bool) -> Merchant:
-    updated = replace(_known(directory, merchant_id), active=active)
-    directory.save(updated)
-    return updated
+def set_active(directory: MerchantEditor, merchant_id: str, active: bool) -> Merchant:
+    """Enable or disable a merchant's polls (``esl-sync merchants enable``, ``disable``);
+    nothing else of it changes, as in :func:`set_poll_options`."""
+    return _changed(directory, merchant_id, {"active": active})
+
+
+def _changed(directory: MerchantEditor, merchant_id: str, changes: MerchantChanges) -> Merchant:
+    merchant = directory.change(merchant_id, changes)
+    if merchant is None:
+        raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")
+    return merchant
 
 
 def merchant_status(

@@ -11,9 +11,11 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 import psycopg
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
+from esl_sync.merchant_ports import MerchantChanges
 from esl_sync.records import (
     Fence,
     LabelOwners,
@@ -30,6 +32,14 @@ from esl_sync.store.product_sql import MARK_DELETED, UPSERT
 _LOCK_MERCHANT = "SELECT pg_advisory_xact_lock(hashtext('esl-sync merchant ' || %s))"
 INVALIDATED_HASH = "invalidated"
 """A label hash no record has: a label holding it counts as stale (to be sent again)."""
+
+# An operator's change of a merchant: only the columns it names (MerchantChanges), so a
+# change another command commits meanwhile to the others stays.
+_CHANGE = "UPDATE merchants SET {}, updated_at = now() WHERE merchant_id = %s"
+_CHANGEABLE = {
+    name: sql.Identifier(name) for name in ("clover_base_url", "poll_interval_seconds", "active")
+}
+
 # A merchant moved to another Hipoink store (its code changed): what the ledger says Hipoink
 # acknowledged is the old store's, so the new store's labels would never count as stale and
 # its shelf stay bare. Run before the change, in its transaction. Versions stay (see
@@ -333,6 +343,22 @@ class PostgresMerchantDirectory:
                     (merchant_id, store_code),
                 )
         return bool(updated)
+
+    def change(self, merchant_id: str, changes: MerchantChanges) -> Merchant | None:
+        """Only the named columns, in one ``UPDATE`` (see
+        :class:`esl_sync.merchant_ports.MerchantEditor`)."""
+        columns = [(_CHANGEABLE[name], value) for name, value in changes.items()]
+        if columns:
+            assignments = sql.SQL(", ").join(
+                sql.SQL("{} = %s").format(column) for column, _ in columns
+            )
+            updated = self._db.connection().execute(
+                sql.SQL(_CHANGE).format(assignments),
+                [*(value for _, value in columns), merchant_id],
+            )
+            if not updated.rowcount:
+                return None
+        return self.get(merchant_id)
 
     def _upsert(self, conn: psycopg.Connection[Any], merchant: Merchant) -> None:
         conn.execute(
