@@ -5,7 +5,9 @@ Every command works against whatever the environment names (``DATABASE_URL``,
 stack named with ``--stack`` (its outputs fill in what the environment does not say).
 Every argument is checked before anything is read or written (:mod:`esl_sync.inputs`):
 bad input is one line on stderr and exit status 2; any other failure (Postgres down, no
-AWS credentials, KMS refusing) is one line and exit status 1. Never a traceback.
+AWS credentials, KMS refusing) is one line and exit status 1. Never a traceback. One more:
+``merchants add`` and ``enable`` exit 3 when the merchant was saved but its poll could not
+be queued (one line; :data:`esl_sync_ops.commands.POLL_NOT_QUEUED`).
 
 Other installed packages may add commands under the same entry point through the entry
 point group :data:`COMMAND_PLUGINS` (the development kit adds ``demo``, ``cycle`` and

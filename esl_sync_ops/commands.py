@@ -12,12 +12,20 @@ import argparse
 import os
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from esl_sync import inputs
 from esl_sync.clover.regions import LOOPBACK_HOSTS
 from esl_sync.credentials import CloverTokens
 from esl_sync_ops.terminal import print_rows, printable, utc_text
+
+if TYPE_CHECKING:
+    from esl_sync.records import Merchant
+
+POLL_NOT_QUEUED = 3
+"""Exit status of ``merchants add`` and ``enable`` when the merchant was saved but its poll
+could not be queued (no ``POLL_QUEUE_URL``, SQS refusing): the schedule still polls it."""
 
 DEFAULT = "default"
 """The value of ``--clover-base-url`` and ``--poll-interval-seconds`` that clears a
@@ -115,7 +123,32 @@ def merchants_add(args: argparse.Namespace) -> int:
     admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
     kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
     print(f"merchant {merchant.merchant_id} saved{kind}")
+    status = _poll_now(merchant, "saved")
     _relabel_if_moved(merchant.merchant_id, previous.store_code if previous else None)
+    return status
+
+
+def _poll_now(merchant: Merchant, done: str) -> int:
+    """Queue the merchant's poll now and say so: 0, or :data:`POLL_NOT_QUEUED` with one
+    line on stderr (the merchant stays ``done``; the schedule polls it)."""
+    from esl_sync import admin, runtime
+
+    try:
+        queued = admin.poll_now(runtime.poll_queue(), merchant)
+    except Exception as error:  # the queue's settings or SQS: the merchant is saved already
+        print(
+            printable(
+                f"esl-sync: merchant {merchant.merchant_id} {done}, but its poll was not queued"
+                f" ({type(error).__name__}: {error}): the schedule polls it within"
+                " CLOVER_SYNC_INTERVAL_SECONDS"
+            ),
+            file=sys.stderr,
+        )
+        return POLL_NOT_QUEUED
+    if queued:
+        print(f"poll of {merchant.merchant_id} queued")
+    elif merchant.active:
+        print(f"no poll queued: {merchant.merchant_id} awaits its store code (merchants set-store)")
     return 0
 
 
@@ -236,8 +269,8 @@ def merchants_toggle(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 
     merchant = admin.set_active(runtime.merchants(), args.merchant_id, args.active)
-    print(f"merchant {merchant.merchant_id} {'enabled' if merchant.active else 'disabled'}")
-    return 0
+    print(f"merchant {merchant.merchant_id} {'enabled' if args.active else 'disabled'}")
+    return _poll_now(merchant, "enabled") if args.active else 0
 
 
 def status(args: argparse.Namespace) -> int:

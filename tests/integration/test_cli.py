@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from devkit.aws_calls import unrecorded
 from devkit.catalog import gas_station_catalog
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
 from esl_sync.merchant_ports import MerchantChanges
+from esl_sync.messages import PollRequest
 from esl_sync.records import Merchant
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations, migration_files
@@ -208,7 +210,93 @@ def test_a_handler_with_a_malformed_setting_fails_at_start_naming_it() -> None:
     assert "invalid setting: CLOVER_SYNC_INTERVAL_SECONDS" in completed.stderr
 
 
-# ------------------------------------------------------------------- concurrent changes
+# ------------------------------------------------ onboarding polls now; concurrent changes
+
+
+def _poll_requests(stack: LocalStack) -> list[dict[str, object]]:
+    """What the poll queue holds, left in it (received with no visibility timeout)."""
+    answer = stack.sqs.receive_message(
+        QueueUrl=stack.urls["PollQueue"],
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=0,
+        WaitTimeSeconds=0,
+    )
+    return [json.loads(message["Body"]) for message in answer.get("Messages", [])]
+
+
+def test_merchants_add_queues_one_poll_that_the_poller_takes_to_the_labels(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``merchants add`` (new, a re-auth) and ``merchants enable`` queue one poll request
+    each, the dispatcher's message, and the poller takes it: no schedule involved."""
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    mid = "MNOWPOLL0001"
+    stack.clover.add_merchant(mid, "now-token", gas_station_catalog(12))
+    stack.hipoink.add_store("STORE-NOW")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("now-token\n"))
+
+    add = ["merchants", "add", mid, "--store-code", "STORE-NOW", "--token-stdin"]
+    assert main(add) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (
+        f"merchant {mid} saved with its token\npoll of {mid} queued\n",
+        "",
+    )
+    [request] = _poll_requests(stack)
+    assert (request["merchant_id"], request["reason"]) == (mid, "manual")
+    assert PollRequest.parse(json.dumps(request)).merchant_id == mid  # the poller's reading
+
+    polls = stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert (polls.records, polls.failures) == (1, 0)
+    labels = stack.hipoink.labels("STORE-NOW")
+    assert len(labels) >= 10  # the catalog's items but the hidden ones
+    assert {row["pc"] for row in stack.label_state(mid)} == set(labels)
+    assert stack.queue_depths()["PollQueue"] == 0
+
+    # A re-auth (new tokens) of the merchant queues one more, and so does `enable`.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("now-token\n"))
+    assert main(add) == 0
+    assert [r["merchant_id"] for r in _poll_requests(stack)] == [mid]
+    stack.drain("PollQueue", "poller")
+    assert main(["merchants", "disable", mid]) == 0
+    assert _poll_requests(stack) == []
+    capsys.readouterr()
+    assert main(["merchants", "enable", mid]) == 0
+    assert capsys.readouterr().out == f"merchant {mid} enabled\npoll of {mid} queued\n"
+    assert [r["merchant_id"] for r in _poll_requests(stack)] == [mid]
+
+
+@pytest.mark.parametrize("broken", ["not configured", "send refused"])
+def test_a_poll_not_queued_leaves_the_merchant_saved_and_exits_3_in_one_line(
+    stack: LocalStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    broken: str,
+) -> None:
+    mid = "MNOQUEUE0001"
+    if broken == "not configured":
+        monkeypatch.delenv("POLL_QUEUE_URL")
+    else:  # a queue SQS does not have
+        monkeypatch.setenv("POLL_QUEUE_URL", stack.urls["PollQueue"] + "-gone")
+    runtime.reset()
+    try:
+        with unrecorded():  # a queue the stack does not have: not a call the operator needs
+            code = main(["merchants", "add", mid, "--store-code", "STORE-NQ"])
+    finally:
+        runtime.reset()
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert out == f"merchant {mid} saved\n"
+    assert err.count("\n") == 1
+    assert err.startswith(f"esl-sync: merchant {mid} saved, but its poll was not queued (")
+    assert err.endswith("): the schedule polls it within CLOVER_SYNC_INTERVAL_SECONDS\n")
+    assert ("POLL_QUEUE_URL" in err) == (broken == "not configured")
+    merchant = runtime.merchants().get(mid)
+    assert merchant is not None
+    assert merchant.store_code == "STORE-NQ"
+    assert stack.queue_depths()["PollQueue"] == 0
 
 
 class _Interleaved:

@@ -200,6 +200,7 @@ def nothing_written(stack: LocalStack) -> None:
         assert conn.execute("SELECT count(*) FROM merchants").fetchone() == (0,)
     items = boto3.client("dynamodb").scan(TableName=stack.env["STATE_TABLE_NAME"])["Items"]
     assert items == []
+    assert stack.queue_depths()["PollQueue"] == 0  # and no poll queued
 
 
 def test_every_bad_input_to_merchants_add_is_one_line_exit_2_and_writes_nothing(
@@ -214,7 +215,8 @@ def test_every_bad_input_to_merchants_add_is_one_line_exit_2_and_writes_nothing(
     nothing_written(cli)
     # The same arguments, all good, do write.
     code, out, _ = run(monkeypatch, capsys, [*ADD, *TOKEN], b"tok-1\n")
-    assert (code, out) == (0, f"merchant {MID} saved with its token\n")
+    assert (code, out) == (0, f"merchant {MID} saved with its token\npoll of {MID} queued\n")
+    assert cli.queue_depths()["PollQueue"] == 1
 
 
 def test_good_urls_are_normalized_and_loopback_is_for_the_local_stack_only(
