@@ -153,10 +153,6 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("stale_labels_total")
         return self.stale_total
 
-    def stale_labels(self, merchant_id: str) -> int:
-        self._call("stale_labels", merchant_id)
-        return len(self.stale)
-
     def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
         self._call("stale_label_details", merchant_id)
         return list(self.stale)

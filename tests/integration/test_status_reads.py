@@ -134,7 +134,7 @@ def test_status_reads_the_ledger_in_a_fixed_number_of_statements(
     assert sorted(rows) == ids
     for merchant_id, row in rows.items():
         assert (row["stale_labels"], row["refused_items"], row["label_conflicts"]) == (
-            ledger.stale_labels(merchant_id),
+            len(ledger.stale_label_details(merchant_id)),
             len(ledger.refused_items(merchant_id)),
             len({c.pc for c in ledger.label_conflicts(merchant_id)}),
         ), merchant_id

@@ -138,10 +138,6 @@ class LabelLedger(Protocol):
         """Stale labels across every merchant (a gauge for the dashboard)."""
         ...
 
-    def stale_labels(self, merchant_id: str) -> int:
-        """Labels that do not show what the product table says they should."""
-        ...
-
     def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
         """The stale labels themselves, with their last failure, for the operator."""
         ...

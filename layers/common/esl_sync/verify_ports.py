@@ -68,7 +68,7 @@ class StatusLedger(LabelLedger, Protocol):
     def label_counts(self, merchant_ids: Sequence[str]) -> dict[str, LabelCounts]:
         """Each named merchant's stale labels, refused items and product codes claimed by
         more than one product (zeros for one with none, or not registered), in one
-        statement; the same numbers as ``stale_labels``, ``refused_items`` and
+        statement; the same numbers as ``stale_label_details``, ``refused_items`` and
         ``label_conflicts`` give one merchant at a time."""
         ...
 

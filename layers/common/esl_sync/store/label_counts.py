@@ -3,7 +3,7 @@ statement: a fleet of 500 merchants is one round trip to Postgres, not 1,500 (a 
 stale labels, the refused items and the conflicting codes, each per merchant).
 
 Each number is the one :class:`esl_sync.store.label_ledger.PostgresLabelLedger` gives a
-single merchant (``stale_labels``, ``len(refused_items)``, the distinct codes of
+single merchant (``len(stale_label_details)``, ``len(refused_items)``, the distinct codes of
 ``label_conflicts``), read by the same views, each filtered by the merchant as before.
 """
 

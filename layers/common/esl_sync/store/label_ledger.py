@@ -224,14 +224,6 @@ class PostgresLabelLedger:
         row = self._db.connection().execute("SELECT count(*) FROM stale_labels").fetchone()
         return int(row[0]) if row else 0
 
-    def stale_labels(self, merchant_id: str) -> int:
-        row = (
-            self._db.connection()
-            .execute("SELECT count(*) FROM stale_labels WHERE merchant_id = %s", (merchant_id,))
-            .fetchone()
-        )
-        return int(row[0]) if row else 0
-
     def stale_label_details(self, merchant_id: str) -> list[StaleLabel]:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
             cur.execute(
