@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 import psycopg
@@ -25,6 +27,7 @@ from esl_sync.store.aws_json import AwsError
 from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.postgres import Database
 from esl_sync.store.sqs import SqsLabelQueue
+from esl_sync.sync.poll_batch import PollsFailedInOwnParts
 
 MERCHANTS = ["MFAULT000001", "MFAULT000002", "MFAULT000003"]
 
@@ -180,11 +183,12 @@ def test_a_failed_poll_gives_its_lease_back_and_the_retry_does_the_work(
     stack.add_merchant(merchant_id, "tok", "STORE-1", items=gas_station_catalog(12, seed=3))
     fail_first_calls(monkeypatch, FAILURES[where])
 
-    first = stack.invoke("poller", poller_event(merchant_id, "first"))
+    # The poller's own part failed: the invocation fails, and SQS retries its record.
+    with pytest.raises(PollsFailedInOwnParts, match="injected"):
+        stack.invoke("poller", poller_event(merchant_id, "first"))
 
-    assert first == {"batchItemFailures": [{"itemIdentifier": "first"}]}  # SQS retries it
     [failed] = poll_lines(stack, merchant_id)
-    assert failed["status"] == "failed"
+    assert (failed["status"], failed["fault"], failed["level"]) == ("failed", "service", "ERROR")
     assert "injected" in failed["detail"]
     assert lease_of(stack, merchant_id) is None  # given back on the way out
 
@@ -221,6 +225,128 @@ def test_one_merchants_clover_500_alone_in_its_batch_fails_its_record_not_the_in
     assert stack.invoke("poller", poller_event(merchant_id, "only")) == {"batchItemFailures": []}
     assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
     assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 5
+
+
+def batch_event(merchant_ids: list[str]) -> dict[str, Any]:
+    """One poller event holding a poll request for each merchant (message ids: their ids)."""
+    records = [poller_event(m, m)["Records"][0] for m in merchant_ids]
+    return {"Records": records}
+
+
+def _point_database_secret_at(stack: LocalStack, value: str) -> None:
+    """What a Postgres outage looks like to the poller: the next connection it opens (here
+    at a port nothing listens on) is refused. The warm connections are closed first, as a
+    failover or restart closes them."""
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=stack.env["DATABASE_URL_SECRET_ARN"], SecretString=value
+    )
+    runtime.forget_secret_state()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: a connection to it is refused
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_batch_whose_polls_all_fail_on_postgres_fails_the_invocation_and_is_retried(
+    stack: LocalStack, count: int
+) -> None:
+    """Postgres refusing every connection is the poller's own failure, no merchant's: the
+    invocation fails (Lambda's ``Errors``, ``PollerErrorsAlarm``), after each poll's line;
+    SQS retries every record of the batch, and the retry, with Postgres back, does the
+    work. It answered the polls as failed records and raised nothing: no page until
+    ``MerchantNotFreshAlarm``, three intervals later."""
+    merchants = MERCHANTS[:count]
+    for n, merchant_id in enumerate(merchants):
+        stack.add_merchant(merchant_id, f"tok-{n}", f"S-{n}", items=gas_station_catalog(5, seed=n))
+    url = stack.env["DATABASE_URL"]
+    parts = urlsplit(url)
+    login = parts.netloc.rpartition("@")[0]
+    _point_database_secret_at(
+        stack, urlunsplit(parts._replace(netloc=f"{login}@127.0.0.1:{_closed_port()}"))
+    )
+
+    with pytest.raises(PollsFailedInOwnParts) as raised:
+        stack.invoke("poller", batch_event(merchants))
+
+    assert sorted(raised.value.merchant_ids) == sorted(merchants)
+    for merchant_id in merchants:
+        [failed] = poll_lines(stack, merchant_id)  # every poll still reported
+        assert (failed["status"], failed["fault"]) == ("failed", "service")
+    _point_database_secret_at(stack, url)
+    mark = len(stack.logs)
+    assert stack.invoke("poller", batch_event(merchants)) == {"batchItemFailures": []}
+    for merchant_id in merchants:
+        assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
+    assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 5 * count
+
+
+def _refuse_product_writes(stack: LocalStack, merchant_id: str) -> None:
+    """Postgres refusing the merchant's product writes (a trigger): the poller's own store
+    failing its poll, and only its poll."""
+    with psycopg.connect(stack.env["DATABASE_URL"], autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION refuse_write() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'injected: products refused'; END$$"
+        )
+        admin.execute(
+            "CREATE TRIGGER refuse_write BEFORE INSERT OR UPDATE ON products FOR EACH ROW"
+            f" WHEN (NEW.merchant_id = '{merchant_id}') EXECUTE FUNCTION refuse_write()"
+        )
+
+
+def test_a_clover_500_beside_a_postgres_failure_fails_the_invocation(stack: LocalStack) -> None:
+    """One merchant's Clover answers 500, Postgres refuses the other's products: the batch
+    failed whole and one failure is the poller's own, so the invocation fails (after both
+    polls' lines) and SQS retries both records. It answered both as failed records and
+    raised nothing."""
+    clover_down, store_down = MERCHANTS[:2]
+    assert stack.clover is not None
+    for n, merchant_id in enumerate((clover_down, store_down)):
+        stack.add_merchant(merchant_id, f"tok-{n}", f"S-{n}", items=gas_station_catalog(5, seed=n))
+    stack.clover.fail_next(500, runtime.clover().max_attempts, merchant_id=clover_down)
+    _refuse_product_writes(stack, store_down)
+
+    with pytest.raises(PollsFailedInOwnParts) as raised:
+        stack.invoke("poller", batch_event([clover_down, store_down]))
+
+    assert raised.value.merchant_ids == [store_down]
+    [clover_line] = poll_lines(stack, clover_down)
+    assert (clover_line["status"], clover_line["fault"]) == ("failed", "merchant")
+    assert (clover_line["level"], clover_line["detail"].split(":")[0]) == (
+        "INFO",
+        "CloverServerError",
+    )
+    [store_line] = poll_lines(stack, store_down)
+    assert (store_line["status"], store_line["fault"], store_line["level"]) == (
+        "failed",
+        "service",
+        "ERROR",
+    )
+    assert "injected: products refused" in store_line["detail"]
+    assert "injected: products refused" in store_line["exception"]  # the traceback
+
+
+def test_a_poll_that_succeeded_beside_a_postgres_failure_is_acknowledged(
+    stack: LocalStack,
+) -> None:
+    """Where a poll of the batch succeeded, the batch did not fail whole: a raise would have
+    SQS retry the succeeded record too, so the answer names the failed one alone (its line
+    is an error with the traceback), as the sender's batch does."""
+    healthy, store_down = MERCHANTS[:2]
+    for n, merchant_id in enumerate((healthy, store_down)):
+        stack.add_merchant(merchant_id, f"tok-{n}", f"S-{n}", items=gas_station_catalog(5, seed=n))
+    _refuse_product_writes(stack, store_down)
+
+    answer = stack.invoke("poller", batch_event([healthy, store_down]))
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": store_down}]}
+    assert [line["status"] for line in poll_lines(stack, healthy)] == ["ok"]
+    [store_line] = poll_lines(stack, store_down)
+    assert (store_line["fault"], store_line["level"]) == ("service", "ERROR")
 
 
 # A crash before any poll publishes no metric of ours, and Powertools warns so: Lambda's

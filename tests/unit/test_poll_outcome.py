@@ -4,17 +4,23 @@ nothing because its merchant cannot be polled counts as skipped (``PollsSkipped`
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pytest
 
+from esl_sync.clover.errors import CloverOutOfTime, CloverRateLimited, CloverServerError
+from esl_sync.clover.tokens import TokenRefreshBusy
+from esl_sync.records import FenceRefused
+from esl_sync.settings import ConfigurationError
+from esl_sync.store.aws_codec import AwsError
+from esl_sync.store.sqs import QueueSendError
 from esl_sync.sync.poll_outcome import PollOutcome
 
 
 def test_a_poll_reports_nothing_it_did_not_do() -> None:
     """What the "poll finished" line shows of a poll that set none of it (a skipped one)."""
     outcome = PollOutcome("M", "schedule")
-    assert asdict(outcome) == {
+    assert outcome.facts() == {
         "merchant_id": "M",
         "reason": "schedule",
         "status": "ok",
@@ -30,6 +36,7 @@ def test_a_poll_reports_nothing_it_did_not_do() -> None:
         "sweep": None,
         "deletes_confirmed": 0,
         "duration_ms": 0,
+        "fault": None,
     }
     assert (outcome.quiet, outcome.skipped) == (True, False)
 
@@ -69,3 +76,30 @@ def test_a_poll_that_changed_refused_swept_or_failed_anything_is_not_quiet(
 )
 def test_only_a_poll_that_could_not_poll_counts_as_skipped(status: str, skipped: bool) -> None:
     assert PollOutcome("M", "schedule", status=status).skipped is skipped
+
+
+@pytest.mark.parametrize(
+    ("error", "fault"),
+    [
+        (CloverServerError("GET /items: HTTP 500", merchant_id="M", status=500), "merchant"),
+        (CloverRateLimited("429", merchant_id="M", retry_after_seconds=1, limit=None), "merchant"),
+        (CloverOutOfTime("not sent", merchant_id="M"), "merchant"),
+        (FenceRefused("a newer poll wrote first"), "merchant"),
+        (TokenRefreshBusy("merchant M: the refresh lock stays held"), "merchant"),
+        (AwsError("kms", "Decrypt", "AccessDeniedException", 400, "denied", False), "service"),
+        (AwsError("dynamodb", "PutItem", "InternalServerError", 500, "boom", True), "service"),
+        (QueueSendError("the label queue refused"), "service"),
+        (ConfigurationError("invalid setting: DATABASE_URL"), "service"),
+        (ConnectionError("connection refused"), "service"),  # Postgres's, a socket's
+        (KeyError("a bug"), "service"),
+    ],
+)
+def test_a_failed_poll_says_whose_failure_it_is(error: Exception, fault: str) -> None:
+    """The merchant's (Clover, its lease or refresh lock taken) or the poller's own parts
+    (AWS, its queue, a setting, a bug): only the latter fail a batch that failed whole. The
+    error itself stays off the line: its class and message are the detail."""
+    outcome = PollOutcome("M", "schedule")
+    outcome.failed(error)
+    assert (outcome.status, outcome.fault, outcome.error) == ("failed", fault, error)
+    assert outcome.detail == f"{type(error).__name__}: {error}"
+    assert "error" not in outcome.facts()

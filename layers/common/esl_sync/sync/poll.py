@@ -74,14 +74,14 @@ class PollDeps:
 
 def poll_merchant(request: PollRequest, deps: PollDeps) -> PollOutcome:
     """Poll one merchant. A poll SQS should retry ends ``failed`` (``detail`` names the
-    error); everything else ends in a status of its own. Never raises but for a bug of
-    Python itself (``BaseException``)."""
+    error, ``fault`` whose it is); everything else ends in a status of its own. Never
+    raises but for a bug of Python itself (``BaseException``)."""
     started = time.monotonic()
     outcome = PollOutcome(merchant_id=request.merchant_id, reason=request.reason)
     try:
         _poll(request, deps, outcome)
     except Exception as error:
-        outcome.status, outcome.detail = "failed", f"{type(error).__name__}: {error}"
+        outcome.failed(error)  # the merchant's failure or the poller's own
         if isinstance(error, FenceRefused):  # a newer poll wrote first: nothing committed
             metrics.add_metric(name="PollsFenced", unit=MetricUnit.Count, value=1)
     outcome.duration_ms = int((time.monotonic() - started) * 1000)

@@ -28,7 +28,7 @@ import contextvars
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 from esl_sync.messages import MessageRefused, PollRequest, merchant_named
@@ -52,6 +52,9 @@ _COUNTS = {
     "PollsSkipped": "skipped",
 }
 
+_DETAIL_CHARS = 300
+"""Of each own failure's detail, what the raised error quotes (its line has it whole)."""
+
 CLOSING_MS = 10_000
 """What a poll needs after its last Clover answer (its writes, label jobs, commit, state)."""
 
@@ -73,11 +76,14 @@ def poll_batch(
     ``CloverOutOfTime``, recorded and retried, while the batch's other polls report as ever.
 
     Every failed poll is named (its ``poll finished`` line), so a batch whose every poll
-    failed names them all too, rather than raising: SQS retries exactly those. Only what
-    escapes (a crash) fails the invocation, Lambda's ``Errors`` (docs/architecture.md, "A
-    batch that failed whole"). A message that is not a poll request is no failure: it is
-    refused by name, counted (``PollMessagesRefused``) and acknowledged
-    (:func:`_refuse`)."""
+    failed by the merchant's fault (:data:`~esl_sync.sync.poll_outcome.MERCHANTS_FAILURES`:
+    Clover, the lease lost) names them all too, rather than raising: SQS retries exactly
+    those. A batch that failed whole with one failure of the poller's own parts (Postgres,
+    DynamoDB, KMS, a secret, a bug) raises :class:`PollsFailedInOwnParts` once every poll
+    is reported: Lambda's ``Errors``, and SQS retries every record, which are then exactly
+    the failed ones. So does what escapes (a crash) (docs/architecture.md, "A batch that
+    failed whole"). A message that is not a poll request is no failure: it is refused by
+    name, counted (``PollMessagesRefused``) and acknowledged (:func:`_refuse`)."""
     if context is not None:
         remaining = context.get_remaining_time_in_millis
         deps = replace(deps, time_left_ms=lambda: remaining() - CLOSING_MS)
@@ -99,7 +105,26 @@ def poll_batch(
         for message_id, outcome in results
         if outcome is not None and outcome.status == "failed"
     ]
+    own = [o for _, o in results if o is not None and o.fault == "service"]
+    if own and len(failed) == len(results):  # a raise retries every record: all failed
+        raise PollsFailedInOwnParts(own, len(results)) from own[0].error
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
+
+
+class PollsFailedInOwnParts(RuntimeError):
+    """Every poll of the batch failed, one or more in the poller's own parts (not the
+    merchant's: :data:`~esl_sync.sync.poll_outcome.MERCHANTS_FAILURES`). Raised after the
+    batch is reported, so that the invocation fails (Lambda's ``Errors``,
+    ``PollerErrorsAlarm``) and SQS retries every record. ``merchant_ids`` names the polls
+    that failed so; their ``poll finished`` lines are errors with the traceback."""
+
+    def __init__(self, own: Sequence[PollOutcome], polls: int) -> None:
+        self.merchant_ids = [o.merchant_id for o in own]
+        named = "; ".join(f"{o.merchant_id}: {(o.detail or '')[:_DETAIL_CHARS]}" for o in own)
+        super().__init__(
+            f"every poll of the batch failed ({polls}), {len(own)} in the poller's own parts: "
+            + named
+        )
 
 
 def _poll_one(record: Mapping[str, Any], deps: PollDeps) -> tuple[str, PollOutcome | None]:
@@ -157,8 +182,10 @@ def report(outcomes: Sequence[PollOutcome]) -> None:
     """The batch's log lines and metrics (see the module docstring)."""
     quiet = [o.merchant_id for o in outcomes if o.quiet]
     for outcome in outcomes:
-        if not outcome.quiet:
-            logger.info("poll finished", **asdict(outcome))
+        if outcome.fault == "service":  # the poller's own parts: an error, as the sender's
+            logger.error("poll finished", exc_info=outcome.error, **outcome.facts())
+        elif not outcome.quiet:
+            logger.info("poll finished", **outcome.facts())
     if quiet:
         logger.info("polls without changes", polls=len(quiet), merchant_ids=quiet)
     if not outcomes:

@@ -3,7 +3,25 @@ why, and what it counted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from esl_sync.clover.errors import CloverError
+from esl_sync.clover.tokens import TokenRefreshBusy
+from esl_sync.records import FenceRefused
+
+MERCHANTS_FAILURES = (CloverError, FenceRefused, TokenRefreshBusy)
+"""The failures of a poll that are the merchant's, not the poller's: Clover's answers and
+its silence (5xx, 429, timeouts, refused connections, an unusable answer, a token refused
+again after its renewal), a request not sent for want of time (``CloverOutOfTime``), a
+newer poll of the merchant that took its lease (``FenceRefused``), its refresh lock held by
+another poll (``TokenRefreshBusy``). SQS retries them as designed and they never fail the
+invocation. Any other failure is the poller's own (its Postgres, DynamoDB but for the
+lease's condition, KMS, a secret, the label queue, a bug): a batch that failed whole with
+one of those fails the invocation (:func:`esl_sync.sync.poll_batch.poll_batch`;
+docs/architecture.md, "A batch that failed whole")."""
+
+Fault = Literal["merchant", "service"]
 
 
 @dataclass
@@ -25,6 +43,19 @@ class PollOutcome:
     sweep: str | None = None
     deletes_confirmed: int = 0
     duration_ms: int = 0
+    fault: Fault | None = None  # a failed poll's: the merchant's or the poller's own
+    error: Exception | None = field(default=None, repr=False, compare=False)  # not logged
+
+    def failed(self, error: Exception) -> None:
+        """The poll failed with ``error``: whose failure it is (:data:`MERCHANTS_FAILURES`)."""
+        self.status, self.detail = "failed", f"{type(error).__name__}: {error}"
+        self.fault = "merchant" if isinstance(error, MERCHANTS_FAILURES) else "service"
+        self.error = error
+
+    def facts(self) -> dict[str, Any]:
+        """What its ``poll finished`` line says: every field but the error itself (its
+        class and message are the ``detail``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "error"}
 
     @property
     def quiet(self) -> bool:
