@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from esl_sync.inputs import MERCHANT_ID
+from esl_sync.settings import CLOCK_SKEW_MS as CLOCK_SKEW_MS
 
 VERSION = "s1"
 MIN_KEY_BYTES = 32
-CLOCK_SKEW_MS = 60_000
-"""A state issued this far in the future of the reader's clock still counts (two Lambda
-instances' clocks); beyond it, it was not made by this app."""
 _CONTEXT = b"esl-sync clover install state\x00"
 _SHAPE = re.compile(
     rf"{VERSION}\.(?P<merchant>{MERCHANT_ID.pattern})\.(?P<issued>[0-9]{{1,15}})"

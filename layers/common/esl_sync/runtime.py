@@ -213,8 +213,7 @@ def token_keeper() -> TokenKeeper:
         store=state_store(),
         refresher=_clover_oauth_once,
         margin_seconds=s.clover_token_refresh_margin_seconds,
-        # A refresh is one request: the lock outlives its timeout three times over.
-        lock_ms=int(s.clover_timeout_seconds * 3000),
+        lock_ms=s.refresh_lock_ms,
     )
 
 
@@ -274,7 +273,7 @@ def onboarding_deps() -> OnboardingDeps:
         tokens=install_store(),
         merchants=merchants(),
         poll_queue=poll_queue(),
-        lock_ms=int(s.clover_timeout_seconds * 3000),
+        lock_ms=s.refresh_lock_ms,
     )
 
 

@@ -42,6 +42,19 @@ TIMEOUT_MAX_SECONDS = 900
 """The longest HTTP timeout taken (Lambda's own limit: 15 minutes). ``inf`` (which a float
 reads) would be an endless wait: a call that never answers would hold the poll or the job
 until the function's own timeout, instead of failing as retryable."""
+POLL_LEASE_MS = 330_000
+"""How long a poll holds its merchant (:mod:`esl_sync.sync.lease`): the poller's Lambda
+timeout (300 s) and a margin, so a poll killed by its timeout frees the merchant half a
+minute later."""
+REFRESH_LOCK_TIMEOUTS = 3
+"""The token refresh lock lasts this many ``CLOVER_TIMEOUT_SECONDS`` (a refresh is one
+request): :attr:`Settings.refresh_lock_ms`."""
+WEBHOOK_POLL_WINDOW_MAX_SECONDS = 3600
+CLOCK_SKEW_MS = 60_000
+"""How far ahead of the reader's clock a time another of the app's hosts wrote may lie
+(two Lambda instances' clocks): an install state issued so far ahead still counts
+(:mod:`esl_sync.oauth_state`), and a lease, lock or window may end so far past its longest
+hold (:mod:`esl_sync.store.state_item`)."""
 RequiredText = Literal[
     "poll_queue_url", "label_queue_url", "state_table_name", "hipoink_api_base_url"
 ]
@@ -156,6 +169,12 @@ class Settings:
         if self.clover_dispatch_spread_seconds is not None:
             return self.clover_dispatch_spread_seconds
         return min(900, self.clover_sync_interval_seconds * 4 // 5)
+
+    @property
+    def refresh_lock_ms(self) -> int:
+        """How long the token refresh lock lasts: a refresh is one request, and the lock
+        outlives its timeout three times over (at most 2,700,000 ms)."""
+        return int(self.clover_timeout_seconds * (REFRESH_LOCK_TIMEOUTS * 1000))
 
     def require(self, *names: str) -> None:
         """Fail with one message naming every variable this function needs but lacks.
@@ -286,7 +305,9 @@ _READERS: dict[str, Reader] = {
     "clover_product_code_fields": _words,
     "clover_timeout_seconds": _SECONDS,
     "clover_token_refresh_margin_seconds": Bounded(integer, ge=0, le=86_400),
-    "clover_webhook_poll_window_seconds": Bounded(integer, ge=0, le=3600),
+    "clover_webhook_poll_window_seconds": Bounded(
+        integer, ge=0, le=WEBHOOK_POLL_WINDOW_MAX_SECONDS
+    ),
     "hipoink_batch_size": Bounded(integer, ge=1, le=1000),
     "hipoink_f1_encoding": OneOf(("array", "string")),
     "hipoink_timeout_seconds": _SECONDS,

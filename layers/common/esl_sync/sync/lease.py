@@ -24,10 +24,7 @@ from esl_sync.credentials import SealedTokens
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import StateStore
 from esl_sync.records import Fence, MerchantState
-
-POLL_LEASE_MS = 330_000
-"""How long a poll holds its merchant: the poller's Lambda timeout (300 s) and a margin,
-so a poll killed by its timeout frees the merchant half a minute later."""
+from esl_sync.settings import POLL_LEASE_MS as POLL_LEASE_MS
 
 
 @dataclass
