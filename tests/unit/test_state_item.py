@@ -21,6 +21,7 @@ from esl_sync.store.state_item import (
     sealed_of,
     state_of,
     to_attr,
+    until_values,
     verification_codes_of,
 )
 
@@ -361,6 +362,12 @@ def test_a_lease_writes_fence_is_read_as_it_is(epoch: str, generation: int) -> N
         _fenced({"S": EPOCH}, {"N": "0"}),  # the first lease counts 1
         _fenced({"S": EPOCH}, {"N": str(MAX_COUNT + 1)}),
         _fenced({"S": EPOCH}, {"N": "1.5"}),
+        _fenced({"S": EPOCH}, {"N": "-1"}),
+        _fenced({"S": EPOCH}, {"N": "1E+125"}),
+        _fenced({"S": EPOCH}, {"N": "1e3"}),  # 1000, but not as the lease write leaves it
+        _fenced({"S": EPOCH}, {"N": "9.9999999999999999999999999999999999999E+125"}),
+        _fenced({"S": EPOCH}, {"N": "1.000000000000000000000000000E+126"}),  # moto's sum
+        _fenced({"S": EPOCH}, {"N": "9" * 41}),
         _fenced({"S": EPOCH}, {"S": "7"}),
         _fenced({"S": EPOCH}, "7"),
         _fenced({"S": ""}, {"N": "3"}),
@@ -394,11 +401,13 @@ def test_the_lease_write_takes_a_free_or_expired_lease_and_counts_its_generation
     )
     assert condition == (
         "attribute_not_exists(#until) OR NOT attribute_type(#until, :number) OR #until <= :now"
+        " OR #until > :beyond"
     )
     assert {k: v for k, v in values.items() if k != ":epoch"} == {
         ":owner": {"S": "poll-1"},
         ":until": {"N": "1250"},
         ":now": {"N": "1000"},
+        ":beyond": {"N": "391000"},  # the longest lease, 330 s, and a minute of clock skew
         ":one": {"N": "1"},
         ":number": {"S": "N"},
     }
@@ -420,9 +429,52 @@ def test_a_lease_write_after_a_fence_edited_by_hand_starts_a_new_epoch_at_one() 
     assert update == "SET #owner = :owner, #until = :until, #epoch = :epoch, #count = :one"
     assert condition == (
         "attribute_not_exists(#until) OR NOT attribute_type(#until, :number) OR #until <= :now"
-        " OR #owner = :owner"
+        " OR #until > :beyond OR #owner = :owner"
     )
     assert _placeholders(update, condition) == (set(names), set(values))
     assert values[":one"] == {"N": "1"}
     other = lease_taking("poll-1", 1_000, 250, new_epoch=True)[2]
     assert other[":epoch"] != values[":epoch"]
+
+
+@pytest.mark.parametrize(
+    ("name", "longest_ms"),
+    [
+        ("lease_until_ms", 330_000),  # POLL_LEASE_MS
+        ("refresh_lock_until_ms", 2_700_000),  # 3 x CLOVER_TIMEOUT_SECONDS, at most 900 s
+        ("webhook_poll_until_ms", 3_600_000),  # CLOVER_WEBHOOK_POLL_WINDOW_SECONDS <= 3600
+    ],
+)
+def test_a_time_past_the_longest_hold_and_a_minute_is_not_ours(name: str, longest_ms: int) -> None:
+    """``:beyond``, past which a lease, lock or window time counts as expired: no hold the
+    code and the settings allow ends there, even written by a host whose clock is a minute
+    ahead. A longer hold would be taken over at once: refused before it is written."""
+    assert until_values(name, 1_000, longest_ms) == {
+        ":until": {"N": str(1_000 + longest_ms)},
+        ":now": {"N": "1000"},
+        ":beyond": {"N": str(1_000 + longest_ms + 60_000)},
+        ":number": {"S": "N"},
+    }
+    assert until_values(name, 5, 0)[":until"] == {"N": "5"}
+    for hold_ms in (longest_ms + 1, -1):
+        with pytest.raises(ValueError, match=f"{name}: a hold of {hold_ms} ms"):
+            until_values(name, 1_000, hold_ms)
+
+
+def test_the_longest_holds_are_those_the_code_and_the_settings_take() -> None:
+    """Each is taken by its store method with the longest the settings accept."""
+    from esl_sync.settings import ConfigurationError, Settings
+    from esl_sync.sync.lease import POLL_LEASE_MS
+
+    until_values("lease_until_ms", 0, POLL_LEASE_MS)
+    longest = Settings.from_values(
+        {"clover_timeout_seconds": "900", "clover_webhook_poll_window_seconds": "3600"}
+    )
+    assert longest.refresh_lock_ms == 2_700_000
+    until_values("refresh_lock_until_ms", 0, longest.refresh_lock_ms)
+    until_values("webhook_poll_until_ms", 0, longest.clover_webhook_poll_window_seconds * 1000)
+    beyond = {"clover_timeout_seconds": "900.001", "clover_webhook_poll_window_seconds": "3601"}
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_values(beyond)
+    assert "CLOVER_TIMEOUT_SECONDS" in str(refused.value)
+    assert "CLOVER_WEBHOOK_POLL_WINDOW_SECONDS" in str(refused.value)

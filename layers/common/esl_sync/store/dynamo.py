@@ -29,7 +29,6 @@ from esl_sync.store.state_batch import read_states, unprocessed_backoff
 from esl_sync.store.state_item import (
     CODE_SLOT,
     LEASE_NAMES,
-    NUMBER,
     POLL_FIELDS,
     UNTIL_PASSED,
     fence_of,
@@ -37,6 +36,7 @@ from esl_sync.store.state_item import (
     sealed_of,
     state_of,
     to_attr,
+    until_values,
     verification_codes_of,
 )
 
@@ -170,17 +170,12 @@ class DynamoStateStore:
         duration_ms: int,
     ) -> bool:
         """Take the lock named by ``names`` if it is free or expired, or its time is not a
-        number (:data:`UNTIL_PASSED`): whether taken."""
+        number or lies past any such lock (:data:`UNTIL_PASSED`): whether taken."""
         return self._conditional_update(
             merchant_id,
             "SET #owner = :owner, #until = :until",
             UNTIL_PASSED,
-            {
-                ":owner": {"S": owner},
-                ":until": {"N": str(now_ms + duration_ms)},
-                ":now": {"N": str(now_ms)},
-            }
-            | NUMBER,
+            {":owner": {"S": owner}} | until_values(names["#until"], now_ms, duration_ms),
             names,
         )
 
@@ -344,7 +339,7 @@ class DynamoStateStore:
             merchant_id,
             "SET #until = :until",
             UNTIL_PASSED,
-            {":until": {"N": str(now_ms + window_ms)}, ":now": {"N": str(now_ms)}} | NUMBER,
+            until_values(_WINDOW_NAMES["#until"], now_ms, window_ms),
             _WINDOW_NAMES,
         )
 

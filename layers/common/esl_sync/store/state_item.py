@@ -11,6 +11,13 @@ from typing import Any
 
 from esl_sync.credentials import SealedTokens
 from esl_sync.records import Fence, MerchantState, VerificationCode
+from esl_sync.settings import (
+    CLOCK_SKEW_MS,
+    POLL_LEASE_MS,
+    REFRESH_LOCK_TIMEOUTS,
+    TIMEOUT_MAX_SECONDS,
+    WEBHOOK_POLL_WINDOW_MAX_SECONDS,
+)
 
 # What ``save`` writes.
 POLL_FIELDS = (
@@ -172,12 +179,40 @@ def sealed_of(item: Mapping[str, Any] | None) -> SealedTokens | None:
 
 UNTIL_PASSED = (
     "attribute_not_exists(#until) OR NOT attribute_type(#until, :number) OR #until <= :now"
+    " OR #until > :beyond"
 )
 """The condition "no lease, lock or window held": ``#until`` (a time in ms, its holder's
-end) is missing, has passed (``:now``), or is not a number (edited by hand: DynamoDB
-compares no other type with a number, so it would hold for good). The write that takes it
-writes a number. With :data:`NUMBER` among the values."""
-NUMBER = {":number": {"S": "N"}}
+end) is missing, has passed (``:now``), is not a number (edited by hand: DynamoDB compares
+no other type with a number, so it would hold for good), or lies further ahead than any
+hold this code takes (``:beyond``: a hand edit, a host clock years ahead, microseconds or
+seconds·1000 for ms: it would hold for as long as it says). The write that takes it
+writes a number. Its values: :func:`until_values`."""
+LONGEST_HOLD_MS = {
+    "lease_until_ms": POLL_LEASE_MS,
+    "refresh_lock_until_ms": REFRESH_LOCK_TIMEOUTS * TIMEOUT_MAX_SECONDS * 1000,
+    "webhook_poll_until_ms": WEBHOOK_POLL_WINDOW_MAX_SECONDS * 1000,
+}
+"""The longest each time is ever held for, whatever the settings (the poll lease, the
+token refresh lock at the longest ``CLOVER_TIMEOUT_SECONDS``, the longest
+``CLOVER_WEBHOOK_POLL_WINDOW_SECONDS``): with :data:`~esl_sync.settings.CLOCK_SKEW_MS`
+(another host's clock ahead of ours), the horizon past which a time was not written here."""
+
+
+def until_values(name: str, now_ms: int, hold_ms: int) -> dict[str, Any]:
+    """The values of :data:`UNTIL_PASSED` for the time ``name`` and of the write that takes
+    it, held ``hold_ms`` from ``now_ms`` (``:until``). A hold longer than the longest
+    allowed would be taken over as "not written here": it is refused (ValueError)."""
+    longest = LONGEST_HOLD_MS[name]
+    if not 0 <= hold_ms <= longest:
+        raise ValueError(f"{name}: a hold of {hold_ms} ms is not within 0 to {longest} ms")
+    return {
+        ":until": {"N": str(now_ms + hold_ms)},
+        ":now": {"N": str(now_ms)},
+        ":beyond": {"N": str(now_ms + longest + CLOCK_SKEW_MS)},
+        ":number": {"S": "N"},
+    }
+
+
 LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
 _FENCE_NAMES = {"#epoch": "lease_epoch", "#count": "lease_generation"}
 MAX_EPOCH = 64
@@ -188,20 +223,18 @@ def lease_taking(
     owner: str, now_ms: int, duration_ms: int, *, new_epoch: bool = False
 ) -> tuple[str, str, dict[str, Any], dict[str, str]]:
     """The conditional write that takes the poll lease (update, condition, values, names):
-    granted when the lease is free or expired (or its time is not a number:
-    :data:`UNTIL_PASSED`), it also counts ``lease_generation`` up (``ADD``: created at 1 on
-    an item that has none) and sets ``lease_epoch`` once (a random value: an item deleted
-    and created again gets another), so the item it returns holds the lease's
-    :class:`~esl_sync.records.Fence`. ``new_epoch``: a fence edited by
-    hand (another type, out of range) is replaced by a new epoch at generation 1; the
-    owner may already hold the lease (it took it with the unreadable fence)."""
+    granted when the lease is free or expired (or its time is not a number, or lies past
+    any lease: :data:`UNTIL_PASSED`), it also counts ``lease_generation`` up (``ADD``:
+    created at 1 on an item that has none) and sets ``lease_epoch`` once (a random value:
+    an item deleted and created again gets another), so the item it returns holds the
+    lease's :class:`~esl_sync.records.Fence`. ``new_epoch``: a fence edited by hand
+    (another type, out of range) is replaced by a new epoch at generation 1; the owner may
+    already hold the lease (it took it with the unreadable fence)."""
     values = {
         ":owner": {"S": owner},
-        ":until": {"N": str(now_ms + duration_ms)},
-        ":now": {"N": str(now_ms)},
         ":epoch": {"S": uuid.uuid4().hex},
         ":one": {"N": "1"},
-    } | NUMBER
+    } | until_values(LEASE_NAMES["#until"], now_ms, duration_ms)
     taken = "SET #owner = :owner, #until = :until, #epoch = "
     condition = UNTIL_PASSED
     if new_epoch:
