@@ -136,12 +136,11 @@ def _poll_now(merchant: Merchant, done: str) -> int:
     try:
         queued = admin.poll_now(runtime.poll_queue(), merchant)
     except Exception as error:  # the queue's settings or SQS: the merchant is saved already
+        # The error's text cut on its own, so that a long one never cuts what to expect.
+        why = printable(f"{type(error).__name__}: {error}", limit=200)
         print(
-            printable(
-                f"esl-sync: merchant {merchant.merchant_id} {done}, but its poll was not queued"
-                f" ({type(error).__name__}: {error}): the schedule polls it within"
-                " CLOVER_SYNC_INTERVAL_SECONDS"
-            ),
+            f"esl-sync: merchant {merchant.merchant_id} {done}, but its poll was not queued"
+            f" ({why}): the schedule polls it within CLOVER_SYNC_INTERVAL_SECONDS",
             file=sys.stderr,
         )
         return POLL_NOT_QUEUED

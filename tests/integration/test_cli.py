@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -269,7 +270,7 @@ def test_merchants_add_queues_one_poll_that_the_poller_takes_to_the_labels(
     assert [r["merchant_id"] for r in _poll_requests(stack)] == [mid]
 
 
-@pytest.mark.parametrize("broken", ["not configured", "send refused"])
+@pytest.mark.parametrize("broken", ["not configured", "send refused", "long error"])
 def test_a_poll_not_queued_leaves_the_merchant_saved_and_exits_3_in_one_line(
     stack: LocalStack,
     capsys: pytest.CaptureFixture[str],
@@ -279,9 +280,13 @@ def test_a_poll_not_queued_leaves_the_merchant_saved_and_exits_3_in_one_line(
     mid = "MNOQUEUE0001"
     if broken == "not configured":
         monkeypatch.delenv("POLL_QUEUE_URL")
-    else:  # a queue SQS does not have
+    elif broken == "send refused":  # a queue SQS does not have
         monkeypatch.setenv("POLL_QUEUE_URL", stack.urls["PollQueue"] + "-gone")
     runtime.reset()
+    if broken == "long error":  # what the line says after it is never cut off
+        monkeypatch.setattr(
+            runtime, "poll_queue", functools.cache(lambda: _RefusingQueue("no\n" + "x" * 5000))
+        )
     try:
         with unrecorded():  # a queue the stack does not have: not a call the operator needs
             code = main(["merchants", "add", mid, "--store-code", "STORE-NQ"])
@@ -298,6 +303,16 @@ def test_a_poll_not_queued_leaves_the_merchant_saved_and_exits_3_in_one_line(
     assert merchant is not None
     assert merchant.store_code == "STORE-NQ"
     assert stack.queue_depths()["PollQueue"] == 0
+
+
+class _RefusingQueue:
+    """A poll queue whose every send fails with ``text`` (an error of any length)."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def send(self, requests: object) -> None:
+        raise RuntimeError(self._text)
 
 
 class _Interleaved:
