@@ -470,7 +470,9 @@ class LocalStack:
         *,
         items: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Register a merchant (Postgres + encrypted token) and, on the simulators, its catalog."""
+        """Register a merchant (Postgres + encrypted token) and, on the simulators, its catalog;
+        as ``esl-sync merchants add MID --store-code S --token-stdin`` does: a registered one
+        is enabled, with this store code and token, and keeps its Clover host and interval."""
         from esl_sync import admin, runtime
         from esl_sync.records import Merchant
 
@@ -483,6 +485,7 @@ class LocalStack:
             runtime.state_store(),
             Merchant(merchant_id=merchant_id, store_code=store_code),
             token,
+            keep=("clover_base_url", "poll_interval_seconds"),
         )
 
     def use_token_pair(

@@ -105,22 +105,27 @@ def merchants_add(args: argparse.Namespace) -> int:
     row (:func:`esl_sync.admin.add_merchant`): a refusal anywhere leaves nothing written.
 
     A merchant already there (new tokens after a re-auth) keeps the Clover host and poll
-    interval the options leave out, and is enabled."""
+    interval the options leave out (as they are when it is written: one statement), and is
+    enabled."""
     from esl_sync import admin, runtime
+    from esl_sync.merchant_ports import MerchantSetting
     from esl_sync.records import Merchant
 
     clover_base_url = _clover_base_url(args)
     token = _token_from_stdin(args)
-    previous = runtime.merchants().get(args.merchant_id)
+    previous = runtime.merchants().get(args.merchant_id)  # its store, to say if it moved
     merchant = Merchant(
         merchant_id=args.merchant_id,
         store_code=args.store_code,
-        clover_base_url=_chosen(clover_base_url, previous.clover_base_url if previous else None),
-        poll_interval_seconds=_chosen(
-            args.poll_interval_seconds, previous.poll_interval_seconds if previous else None
-        ),
+        clover_base_url=_chosen(clover_base_url),
+        poll_interval_seconds=_chosen(args.poll_interval_seconds),
     )
-    admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token)
+    keep: list[MerchantSetting] = []
+    if clover_base_url is None:
+        keep.append("clover_base_url")
+    if args.poll_interval_seconds is None:
+        keep.append("poll_interval_seconds")
+    admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token, keep=keep)
     kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
     print(f"merchant {merchant.merchant_id} saved{kind}")
     status = _poll_now(merchant, "saved")
@@ -165,11 +170,11 @@ def merchants_set(args: argparse.Namespace) -> int:
     merchant = admin.set_poll_options(
         runtime.merchants(),
         args.merchant_id,
-        clover_base_url=admin.KEEP if clover_base_url is None else _chosen(clover_base_url, None),
+        clover_base_url=admin.KEEP if clover_base_url is None else _chosen(clover_base_url),
         poll_interval_seconds=(
             admin.KEEP
             if args.poll_interval_seconds is None
-            else _chosen(args.poll_interval_seconds, None)
+            else _chosen(args.poll_interval_seconds)
         ),
     )
     host = merchant.clover_base_url or "the stack's (CLOVER_API_BASE_URL)"
@@ -193,11 +198,9 @@ def _clover_base_url(args: argparse.Namespace) -> str | None:
         raise inputs.InvalidInput(f"{error}, or {DEFAULT}") from None
 
 
-def _chosen[T](given: T | None, previous: T | None) -> T | None:
-    """An option's new value: left out (None), the previous one; :data:`DEFAULT`, none
-    (the stack's setting); else the value given."""
-    if given is None:
-        return previous
+def _chosen[T](given: T | None) -> T | None:
+    """An option's value to write: :data:`DEFAULT`, none (the stack's setting); else the
+    value given (None: not given, which the caller keeps as it is)."""
     return None if given == DEFAULT else given
 
 

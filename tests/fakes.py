@@ -11,7 +11,7 @@ refused items, repair candidates), the test sets the answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,12 @@ from esl_sync.hipoink.errors import (
     HipoinkRetryable,
 )
 from esl_sync.hipoink.records import HipoinkRecord
-from esl_sync.merchant_ports import MerchantChanges, MerchantEditor
+from esl_sync.merchant_ports import (
+    MerchantChanges,
+    MerchantEditor,
+    MerchantRegistrar,
+    MerchantSetting,
+)
 from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollRequest
 from esl_sync.observability import logger
 from esl_sync.ports import (
@@ -368,7 +373,7 @@ class MemoryPollQueue(PollQueue):
 
 
 @final
-class MemoryDirectory(MerchantDirectory, MerchantEditor):
+class MemoryDirectory(MerchantDirectory, MerchantEditor, MerchantRegistrar):
     def __init__(self, merchants: Iterable[Merchant] = ()) -> None:
         self.merchants = {m.merchant_id: m for m in merchants}
         self.saved: list[Merchant] = []
@@ -379,9 +384,18 @@ class MemoryDirectory(MerchantDirectory, MerchantEditor):
     def all(self, *, active_only: bool = False) -> list[Merchant]:
         return [m for m in self.merchants.values() if m.active or not active_only]
 
-    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+    def save(
+        self,
+        merchant: Merchant,
+        *,
+        then: Callable[[], object] | None = None,
+        keep: Collection[MerchantSetting] = (),
+    ) -> None:
         if then is not None:
             then()  # raises: the row stays as it was
+        registered = self.merchants.get(merchant.merchant_id)
+        if registered is not None:
+            merchant = replace(merchant, **{name: getattr(registered, name) for name in keep})
         self.merchants[merchant.merchant_id] = merchant
         self.saved.append(merchant)
 

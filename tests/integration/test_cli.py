@@ -316,8 +316,8 @@ class _RefusingQueue:
 
 
 class _Interleaved:
-    """The merchants table as one command uses it, with another writer's change made in
-    the command's window: just after it read the merchant, or, if it reads nothing first,
+    """The merchants table as one writer uses it, with another writer's change made in
+    the writer's window: just after it read the merchant, or, if it reads nothing first,
     just before it writes. Everything goes to the real Postgres store."""
 
     def __init__(self, inner: PostgresMerchantDirectory, other: Callable[[], object]) -> None:
@@ -335,69 +335,131 @@ class _Interleaved:
         self._interleave()
         return merchant
 
-    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+    def save(self, merchant: Merchant, **options: Any) -> None:
         self._interleave()
-        self._inner.save(merchant, then=then)
+        self._inner.save(merchant, **options)
 
     def change(self, merchant_id: str, changes: MerchantChanges) -> Merchant | None:
         self._interleave()
         return self._inner.change(merchant_id, changes)
 
+    def register_install(
+        self,
+        merchant_id: str,
+        clover_base_url: str,
+        store_code: str | None,
+        *,
+        then: Callable[[], object],
+    ) -> Merchant:
+        self._interleave()
+        return self._inner.register_install(merchant_id, clover_base_url, store_code, then=then)
+
+    def assign_store(self, merchant_id: str, store_code: str) -> bool:
+        self._interleave()
+        return self._inner.assign_store(merchant_id, store_code)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
+RACER = "MRACE0000001"
+EU = "https://api.eu.clover.com"
+WRITERS = {
+    "reauth": ["merchants", "add", RACER, "--store-code", "STORE-B"],  # also a new merchant
+    "set-interval": ["merchants", "set", RACER, "--poll-interval-seconds", "3600"],
+    "set-host": ["merchants", "set", RACER, "--clover-base-url", EU],
+    "set-store": ["merchants", "set-store", RACER, "STORE-B"],
+    "disable": ["merchants", "disable", RACER],
+    "install": [],  # the merchant installs the app (again) from Clover: the onboarding callback
+}
+INSTALLED = "the install's host"
+"""An expected Clover host that is the one the install stores (its region's REST host)."""
+
+
+def _race(
+    command: str,
+    other: str,
+    expected: tuple[int | None, str | None, str | None, bool],
+    *,
+    registered: bool = True,
+) -> Any:
+    name = f"{command}-vs-{other}" + ("" if registered else "-unregistered")
+    return pytest.param(command, other, expected, registered, id=name)
+
+
 @pytest.mark.parametrize(
-    ("command", "other", "expected"),
+    ("command", "other", "expected", "registered"),
     [
-        (
-            ["merchants", "set", "MRACE0000001", "--poll-interval-seconds", "3600"],
-            ["merchants", "disable", "MRACE0000001"],
-            (3600, None, "STORE-A", False),
-        ),
-        (
-            ["merchants", "disable", "MRACE0000001"],
-            ["merchants", "set", "MRACE0000001", "--poll-interval-seconds", "3600"],
-            (3600, None, "STORE-A", False),
-        ),
-        (
-            ["merchants", "set", "MRACE0000001", "--clover-base-url", "https://api.eu.clover.com"],
-            ["merchants", "add", "MRACE0000001", "--store-code", "STORE-B"],  # a re-auth
-            (None, "https://api.eu.clover.com", "STORE-B", True),
-        ),
+        _race("set-interval", "disable", (3600, None, "STORE-A", False)),
+        _race("disable", "set-interval", (3600, None, "STORE-A", False)),
+        _race("set-host", "reauth", (None, EU, "STORE-B", True)),
+        # A re-auth writes its store code and enables; the settings it is not given stay.
+        _race("reauth", "set-interval", (3600, None, "STORE-B", True)),
+        _race("reauth", "set-host", (None, EU, "STORE-B", True)),
+        _race("reauth", "install", (None, INSTALLED, "STORE-B", True)),
+        _race("reauth", "install", (None, INSTALLED, "STORE-B", True), registered=False),
+        # An install writes its region's host, enables, and keeps a store code it finds.
+        _race("install", "set-interval", (3600, INSTALLED, "STORE-A", True)),
+        _race("install", "set-store", (None, INSTALLED, "STORE-B", True)),
+        _race("install", "reauth", (None, INSTALLED, "STORE-B", True)),
+        _race("set-interval", "install", (3600, INSTALLED, "STORE-A", True)),
+        # `set-store` writes the store code only.
+        _race("set-store", "set-interval", (3600, None, "STORE-B", True)),
+        _race("set-store", "disable", (None, None, "STORE-B", False)),
+        _race("set-store", "install", (None, INSTALLED, "STORE-B", True)),
+        _race("set-interval", "set-store", (3600, None, "STORE-B", True)),
+        _race("disable", "set-store", (None, None, "STORE-B", False)),
+        # An install and a disable both write `active`: the one that commits last wins
+        # (docs/architecture.md, *Writers of a merchant's row*).
+        _race("install", "disable", (None, INSTALLED, "STORE-A", True)),
+        _race("disable", "install", (None, INSTALLED, "STORE-A", False)),
     ],
-    ids=["set-vs-disable", "disable-vs-set", "set-vs-reauth"],
 )
 def test_a_merchant_change_never_undoes_one_made_between_its_read_and_its_write(
     stack: LocalStack,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-    command: list[str],
-    other: list[str],
-    expected: tuple[int | None, str | None, str, bool],
+    command: str,
+    other: str,
+    expected: tuple[int | None, str | None, str | None, bool],
+    registered: bool,
 ) -> None:
-    """Two operators at once: the other's command runs, whole and through its own
-    connection, inside the first one's window."""
-    mid = "MRACE0000001"
-    assert main(["merchants", "add", mid, "--store-code", "STORE-A"]) == 0
+    """Two writers of one merchant at once (operators' commands, the merchant's install of
+    the app): the other runs, whole and through its own connection, inside the first one's
+    window."""
+    assert stack.clover is not None
+    stack.clover.add_merchant(RACER, f"unused-{RACER}", [])
+    # The onboarding function started (its first call forgets runtime's cached objects):
+    # the install's first step, which writes nothing.
+    assert stack.install_app(RACER, approve=False).install.status == 302
+    if registered:
+        assert main(["merchants", "add", RACER, "--store-code", "STORE-A"]) == 0
     database = Database(stack.env["DATABASE_URL"])
     own = PostgresMerchantDirectory(database)
     real = runtime.merchants()
 
-    def other_operator() -> None:
+    def act(writer: str) -> None:
+        if writer == "install":
+            done = stack.install_app(RACER, deliver=False)
+            assert done.callback is not None
+            assert done.callback.status == 200, done.callback.body
+        else:
+            assert main(WRITERS[writer]) == 0
+
+    def other_writer() -> None:
         with monkeypatch.context() as elsewhere:
             elsewhere.setattr(runtime, "merchants", lambda: own)
-            assert main(other) == 0
+            act(other)
 
-    interleaved = _Interleaved(real, other_operator)
+    interleaved = _Interleaved(real, other_writer)
     try:
         with monkeypatch.context() as racing:
             racing.setattr(runtime, "merchants", lambda: interleaved)
-            assert main(command) == 0
+            act(command)
     finally:
         database.close()
     assert interleaved.interleaved
-    merchant = real.get(mid)
+    merchant = real.get(RACER)
     assert merchant is not None
     shown = (
         merchant.poll_interval_seconds,
@@ -405,5 +467,5 @@ def test_a_merchant_change_never_undoes_one_made_between_its_read_and_its_write(
         merchant.store_code,
         merchant.active,
     )
-    assert shown == expected
+    assert shown == tuple(stack.clover.base_url if v == INSTALLED else v for v in expected)
     capsys.readouterr()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from esl_sync.credentials import CloverTokens
-from esl_sync.merchant_ports import MerchantChanges, MerchantEditor
+from esl_sync.merchant_ports import (
+    MerchantChanges,
+    MerchantEditor,
+    MerchantRegistrar,
+    MerchantSetting,
+)
 from esl_sync.messages import LabelVerify, PollRequest
 from esl_sync.ports import (
     DeadLetterQueue,
@@ -42,24 +48,30 @@ class NoStoreCodeError(LookupError):
 
 
 def add_merchant(
-    directory: MerchantDirectory,
+    directory: MerchantRegistrar,
     tokens: TokenStore,
     merchant: Merchant,
     token: str | CloverTokens | None,
+    *,
+    keep: Collection[MerchantSetting] = (),
 ) -> None:
     """Register (or update) a merchant; its Clover token (plain, or a v2 pair) goes to the
-    encrypted state only, and new tokens lift a ``needs_reauth`` mark.
+    encrypted state only, and new tokens lift a ``needs_reauth`` mark. A registered one
+    keeps the settings in ``keep`` as they are then (one statement: see
+    :class:`esl_sync.merchant_ports.MerchantRegistrar`).
 
     All or nothing: the token is encrypted first (a token KMS refuses leaves nothing
     written), then the row is written and the ciphertext stored before the row commits
     (a refused write leaves the row as it was).
     """
     if not token:
-        directory.save(merchant)
+        directory.save(merchant, keep=keep)
         return
     pair = CloverTokens.plain(token) if isinstance(token, str) else token
     sealed = tokens.seal_tokens(merchant.merchant_id, pair)
-    directory.save(merchant, then=lambda: tokens.write_sealed_tokens(merchant.merchant_id, sealed))
+    directory.save(
+        merchant, then=lambda: tokens.write_sealed_tokens(merchant.merchant_id, sealed), keep=keep
+    )
 
 
 def set_store(

@@ -1,12 +1,14 @@
-"""What the operator's changes to one merchant need from the merchants table
-(:func:`esl_sync.admin.set_poll_options`, :func:`esl_sync.admin.set_active`).
+"""What the operator's writes of one merchant need from the merchants table
+(:func:`esl_sync.admin.add_merchant`, :func:`esl_sync.admin.set_poll_options`,
+:func:`esl_sync.admin.set_active`).
 
 Beside :mod:`esl_sync.ports`, which holds every other Protocol and has no room left.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, TypedDict
+from collections.abc import Callable, Collection
+from typing import Literal, Protocol, TypedDict
 
 from esl_sync.records import Merchant
 
@@ -25,4 +27,24 @@ class MerchantEditor(Protocol):
         statement: a change made meanwhile to any other column (another operator's
         ``merchants set``, ``disable``, a re-auth, an install) stays. The row as it is
         after the change, or None for a merchant not registered (nothing written)."""
+        ...
+
+
+MerchantSetting = Literal["clover_base_url", "poll_interval_seconds"]
+"""A merchant's own settings (None in a row: the stack's)."""
+
+
+class MerchantRegistrar(Protocol):
+    def save(
+        self,
+        merchant: Merchant,
+        *,
+        then: Callable[[], object] | None = None,
+        keep: Collection[MerchantSetting] = (),
+    ) -> None:
+        """Register the merchant as given (``esl-sync merchants add``) or, if it is
+        registered, write its store code, ``active`` and its settings but those in ``keep``,
+        in one statement: a change made meanwhile to a setting it keeps (another operator's
+        ``merchants set``, an install's Clover host) stays. ``then`` runs before the row is
+        committed: if it raises, the row stays as it was (the tokens written with it)."""
         ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import select
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from esl_sync.merchant_ports import MerchantChanges
+from esl_sync.merchant_ports import MerchantChanges, MerchantSetting
 from esl_sync.records import (
     Fence,
     LabelOwners,
@@ -66,6 +66,21 @@ ON CONFLICT (merchant_id) DO UPDATE SET active = true,
     clover_base_url = EXCLUDED.clover_base_url,
     store_code = coalesce(merchants.store_code, EXCLUDED.store_code), updated_at = now()
 """
+
+
+# `merchants add`: a merchant registered as given, or a registered one's store code and
+# `active` written, and of its own settings only those the command names (the others stay,
+# whatever another command or an install wrote meanwhile): one statement.
+_REGISTER = """
+INSERT INTO merchants (merchant_id, store_code, clover_base_url, active, poll_interval_seconds)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,
+    active = EXCLUDED.active{}, updated_at = now()
+"""
+_SETTINGS: dict[MerchantSetting, sql.Identifier] = {
+    "clover_base_url": sql.Identifier("clover_base_url"),
+    "poll_interval_seconds": sql.Identifier("poll_interval_seconds"),
+}
 
 
 class PostgresProductWriter:
@@ -289,7 +304,14 @@ class PostgresMerchantDirectory:
     def all(self, *, active_only: bool = False) -> list[Merchant]:
         return self._select(None, active_only=active_only)
 
-    def save(self, merchant: Merchant, *, then: Callable[[], object] | None = None) -> None:
+    def save(
+        self,
+        merchant: Merchant,
+        *,
+        then: Callable[[], object] | None = None,
+        keep: Collection[MerchantSetting] = (),
+    ) -> None:
+        """The row written in one statement (:class:`esl_sync.merchant_ports.MerchantRegistrar`)."""
         conn = self._db.connection()
         with conn.transaction():
             conn.execute(_LOCK_MERCHANT, (merchant.merchant_id,))
@@ -302,7 +324,7 @@ class PostgresMerchantDirectory:
                         "invalidated": INVALIDATED_HASH,
                     },
                 )
-            self._upsert(conn, merchant)
+            self._upsert(conn, merchant, keep)
             if then is not None:
                 then()
 
@@ -360,13 +382,16 @@ class PostgresMerchantDirectory:
                 return None
         return self.get(merchant_id)
 
-    def _upsert(self, conn: psycopg.Connection[Any], merchant: Merchant) -> None:
+    def _upsert(
+        self, conn: psycopg.Connection[Any], merchant: Merchant, keep: Collection[MerchantSetting]
+    ) -> None:
+        written = [name for name in _SETTINGS if name not in keep]
         conn.execute(
-            "INSERT INTO merchants (merchant_id, store_code, clover_base_url, active,"
-            " poll_interval_seconds) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (merchant_id) DO UPDATE SET store_code = EXCLUDED.store_code,"
-            " clover_base_url = EXCLUDED.clover_base_url, active = EXCLUDED.active,"
-            " poll_interval_seconds = EXCLUDED.poll_interval_seconds, updated_at = now()",
+            sql.SQL(_REGISTER).format(
+                sql.SQL("").join(
+                    sql.SQL(", {0} = EXCLUDED.{0}").format(_SETTINGS[n]) for n in written
+                )
+            ),
             (
                 merchant.merchant_id,
                 merchant.store_code,
