@@ -28,6 +28,7 @@ from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.postgres import Database
 from esl_sync.store.sqs import SqsLabelQueue
 from esl_sync.sync.poll_batch import PollsFailedInOwnParts
+from tests.pg_conflicts import deadlock_once
 
 MERCHANTS = ["MFAULT000001", "MFAULT000002", "MFAULT000003"]
 
@@ -282,6 +283,32 @@ def test_a_batch_whose_polls_all_fail_on_postgres_fails_the_invocation_and_is_re
     for merchant_id in merchants:
         assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
     assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 5 * count
+
+
+def test_a_deadlock_alone_in_its_batch_is_retried_without_failing_the_invocation(
+    stack: LocalStack,
+) -> None:
+    """A real Postgres deadlock (two transactions locking two rows in opposite order) ends
+    the batch's only poll: contention a retry resolves, not an outage, so the poll fails
+    by name (``TransientConflict``, ``fault: conflict``), counted as ``TransientConflicts``,
+    and the answer names its record, which SQS retries; the invocation does not fail (no
+    ``PollerErrorsAlarm`` page for two polls that crossed). The retry does the work."""
+    merchant_id = MERCHANTS[0]
+    stack.add_merchant(merchant_id, "tok", "S-0", items=gas_station_catalog(5, seed=5))
+
+    with deadlock_once(stack.env["DATABASE_URL"], "products", merchant_id):
+        answer = stack.invoke("poller", poller_event(merchant_id, "only"))
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "only"}]}
+    [failed] = poll_lines(stack, merchant_id)
+    assert (failed["status"], failed["fault"], failed["level"]) == ("failed", "conflict", "WARNING")
+    assert failed["detail"].startswith("TransientConflict: Postgres DeadlockDetected")
+    assert metric_sums(stack.logs)["TransientConflicts"] == 1
+    assert lease_of(stack, merchant_id) is None
+    mark = len(stack.logs)
+    assert stack.invoke("poller", poller_event(merchant_id, "only")) == {"batchItemFailures": []}
+    assert statuses(stack.logs[mark:], merchant_id) == ["ok"]
+    assert metric_sums(stack.logs[mark:])["ItemsFetched"] == 5
 
 
 def _refuse_product_writes(stack: LocalStack, merchant_id: str) -> None:

@@ -20,7 +20,7 @@ from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync.clover.transform import to_product
 from esl_sync.hipoink.records import label_hash, to_record
-from esl_sync.records import Fence, FenceRefused, Merchant, ProductRow
+from esl_sync.records import Fence, FenceRefused, Merchant, ProductRow, TransientConflict
 from esl_sync.store.dynamo import DynamoStateStore
 from esl_sync.store.label_ledger import PostgresLabelLedger
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
@@ -349,3 +349,23 @@ def test_an_idle_poll_takes_no_lock_on_the_merchants_clock(db: Database) -> None
         thread.start()
         thread.join(10)
         assert seen == [(1,)]
+
+
+def test_a_lock_wait_that_times_out_is_a_transient_conflict_and_rolls_back(db: Database) -> None:
+    """A poll's write waiting on a row another transaction holds, past ``lock_timeout``
+    (an operator's setting on the login): Postgres ends the statement (55P03), and the
+    adapter raises it as the logic's ``TransientConflict`` (retried, no page), never
+    psycopg's; the transaction is rolled back and the connection usable."""
+    write(db, None, 100)
+    other = Database(db._conninfo())
+    try:
+        with other.transaction() as holder:
+            holder.upsert(M, [row(150)])  # holds Milk's row
+            db.connection().execute("SET lock_timeout = '200ms'")
+            with pytest.raises(TransientConflict, match="Postgres LockNotAvailable"):
+                write(db, None, 200)
+    finally:
+        other.close()
+    assert stored(db)[3] == Decimal("1.50")  # the holder's, committed; the timed-out write none
+    assert write(db, None, 250, label=False) is None  # the same connection goes on
+    assert stored(db)[3] == Decimal("2.50")

@@ -29,6 +29,7 @@ from esl_sync import runtime, tls
 from esl_sync.hipoink.client import MESSAGE_MAX_CHARS
 from esl_sync.messages import LabelJob
 from esl_sync.sync.deliver import SKIPPED
+from tests.pg_conflicts import deadlock_once
 from tests.tls_certs import self_signed
 
 M = "MSEND0000001"
@@ -539,6 +540,32 @@ def test_a_job_that_times_out_midway_logs_what_it_did_before(
     assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
     (delivered,) = _lines(stack, mark, "label job delivered")
     assert (delivered["upserted"], delivered["skipped"], delivered["level"]) == (2, 1, "INFO")
+
+
+def test_a_deadlock_alone_in_its_batch_is_retried_without_failing_the_invocation(
+    stack: LocalStack,
+) -> None:
+    """A real Postgres deadlock ends the ledger's acknowledgement of the batch's only job
+    (after Hipoink took its records): contention a retry resolves, not an outage, so the
+    job fails by name (a warning, its label named ``retryable``), counted as
+    ``TransientConflicts``, and the answer names its record; the invocation does not fail
+    (no ``HipoinkSenderErrorsAlarm`` page). The retry delivers it."""
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
+    mark = len(stack.logs)
+
+    with deadlock_once(stack.env["DATABASE_URL"], "label_state", M):
+        _fails_alone(stack, job)
+
+    (failed,) = _lines(stack, mark, FAILED)
+    assert (failed["level"], failed["error_class"]) == ("WARNING", "TransientConflict")
+    assert failed["error"].startswith("Postgres DeadlockDetected")
+    assert _failures(stack)["X1"][0] == "retryable"
+    assert metric_sums(stack.logs[mark:])["TransientConflicts"] == 1
+    assert stack.invoke("hipoink_sender", _sender_event(job.to_json())) == {"batchItemFailures": []}
+    assert set(hipoink.labels(STORE)) == {"X1"}
+    assert _failures(stack) == {"X1": (None, None)}
 
 
 def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_delivered(

@@ -10,9 +10,9 @@ import pytest
 
 from esl_sync.clover.errors import CloverOutOfTime, CloverRateLimited, CloverServerError
 from esl_sync.clover.tokens import TokenRefreshBusy
-from esl_sync.records import FenceRefused
+from esl_sync.records import FenceRefused, TransientConflict
 from esl_sync.settings import ConfigurationError
-from esl_sync.store.aws_codec import AwsError
+from esl_sync.store.aws_codec import AwsError, service_error
 from esl_sync.store.sqs import QueueSendError
 from esl_sync.sync.poll_outcome import PollOutcome
 
@@ -78,6 +78,13 @@ def test_only_a_poll_that_could_not_poll_counts_as_skipped(status: str, skipped:
     assert PollOutcome("M", "schedule", status=status).skipped is skipped
 
 
+_THROTTLED_KMS = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+_THROTTLED_DYNAMODB = (
+    b'{"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}'
+)
+_DENIED_KMS = b'{"__type": "AccessDeniedException", "message": "denied"}'
+
+
 @pytest.mark.parametrize(
     ("error", "fault"),
     [
@@ -86,6 +93,10 @@ def test_only_a_poll_that_could_not_poll_counts_as_skipped(status: str, skipped:
         (CloverOutOfTime("not sent", merchant_id="M"), "merchant"),
         (FenceRefused("a newer poll wrote first"), "merchant"),
         (TokenRefreshBusy("merchant M: the refresh lock stays held"), "merchant"),
+        (TransientConflict("Postgres DeadlockDetected: deadlock detected"), "conflict"),
+        (service_error("kms", "Decrypt", 400, {}, _THROTTLED_KMS), "conflict"),
+        (service_error("dynamodb", "GetItem", 400, {}, _THROTTLED_DYNAMODB), "conflict"),
+        (service_error("kms", "Decrypt", 400, {}, _DENIED_KMS), "service"),
         (AwsError("kms", "Decrypt", "AccessDeniedException", 400, "denied", False), "service"),
         (AwsError("dynamodb", "PutItem", "InternalServerError", 500, "boom", True), "service"),
         (QueueSendError("the label queue refused"), "service"),
@@ -95,8 +106,10 @@ def test_only_a_poll_that_could_not_poll_counts_as_skipped(status: str, skipped:
     ],
 )
 def test_a_failed_poll_says_whose_failure_it_is(error: Exception, fault: str) -> None:
-    """The merchant's (Clover, its lease or refresh lock taken) or the poller's own parts
-    (AWS, its queue, a setting, a bug): only the latter fail a batch that failed whole. The
+    """The merchant's (Clover, its lease or refresh lock taken), contention a retry resolves
+    (a deadlock; DynamoDB or KMS throttling, as the AWS client reads it off the wire), or
+    the poller's own parts (AWS refusing, its queue, a setting, a bug): only the last fail
+    a batch that failed whole. The
     error itself stays off the line: its class and message are the detail."""
     outcome = PollOutcome("M", "schedule")
     outcome.failed(error)

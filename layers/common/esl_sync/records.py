@@ -95,6 +95,13 @@ class FenceRefused(RuntimeError):
     lease was lost, so its transaction is rolled back and nothing it decided is sent."""
 
 
+class TransientConflict(RuntimeError):
+    """A store refused the work for contention a retry resolves, not an outage: Postgres
+    ended its transaction in a deadlock, a serialization failure or a lock wait that timed
+    out (rolled back whole), or DynamoDB or KMS still throttled it after the client's own
+    retries. Retry the unit of work (SQS's retry of its record) and count it; never page."""
+
+
 @dataclass(frozen=True)
 class Leased:
     """What taking a merchant's poll lease read in the same write: the state the last poll

@@ -8,6 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from esl_sync.records import TransientConflict
+
 
 class AwsError(Exception):
     """An AWS call that failed: the service's error code (``ConditionalCheckFailedException``)
@@ -22,6 +24,12 @@ class AwsError(Exception):
         self.code, self.status, self.message, self.retryable = code, status, message, retryable
         answer = f" (HTTP {status})" if status else ""
         super().__init__(f"AWS {service} {operation} failed: {code}{answer}: {message}")
+
+
+class AwsThrottled(AwsError, TransientConflict):
+    """The service still throttled the call after the client's retries (a code of
+    :data:`THROTTLING`): an :class:`AwsError` to the adapters, a :class:`TransientConflict`
+    to the logic (retried, counted, no page)."""
 
 
 # botocore's "standard" retry mode (botocore/retries/standard.py): what may be retried.
@@ -65,7 +73,8 @@ def service_error(
         code = query_error.split(";", 1)[0]
     message = document.get("message", document.get("Message", ""))
     retryable = code in THROTTLING or code in TRANSIENT or status in TRANSIENT_STATUS
-    return AwsError(service, operation, code, status, str(message)[:500], retryable)
+    kind = AwsThrottled if code in THROTTLING else AwsError
+    return kind(service, operation, code, status, str(message)[:500], retryable)
 
 
 def encode(params: Mapping[str, Any]) -> bytes:

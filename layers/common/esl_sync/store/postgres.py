@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
@@ -23,6 +24,7 @@ from esl_sync.records import (
     ProductChange,
     ProductRow,
     StoredHash,
+    TransientConflict,
 )
 from esl_sync.store.label_owners import fence_params, label_owners, refused
 from esl_sync.store.product_sql import MARK_DELETED, UPSERT
@@ -150,8 +152,19 @@ class PostgresProductWriter:
         return label_owners(self._conn, merchant_id, pcs, self._fence)
 
 
+_CONFLICTS = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+"""Contention a retry resolves (40P01, 40001, 55P03): the statement's transaction is
+aborted, nothing of it committed. Raised as :class:`TransientConflict`."""
+
+
 class _CountingCursor(psycopg.Cursor[Any]):
-    """Counts the statements this process sends: each one is a round trip to the server."""
+    """Counts the statements this process sends: each one is a round trip to the server.
+    A statement Postgres ends for contention raises :class:`TransientConflict` (its
+    primary message only: the detail names processes and rows, never a secret)."""
 
     statements = 0
     lock = threading.Lock()
@@ -159,7 +172,11 @@ class _CountingCursor(psycopg.Cursor[Any]):
     def execute(self, *args: Any, **kwargs: Any) -> Self:
         with _CountingCursor.lock:
             _CountingCursor.statements += 1
-        return super().execute(*args, **kwargs)
+        try:
+            return super().execute(*args, **kwargs)
+        except _CONFLICTS as error:
+            said = error.diag.message_primary or type(error).__name__
+            raise TransientConflict(f"Postgres {type(error).__name__}: {said}") from error
 
 
 class Database:

@@ -44,7 +44,7 @@ from esl_sync.hipoink.records import HipoinkRecord, label_hash
 from esl_sync.messages import LabelJob
 from esl_sync.observability import MetricUnit, first_named, logger, metrics
 from esl_sync.ports import LabelLedger, LabelSink
-from esl_sync.records import AckedLabel, LabelAck, LabelFailure, StoreBlock
+from esl_sync.records import AckedLabel, LabelAck, LabelFailure, StoreBlock, TransientConflict
 from esl_sync.settings import Settings
 from esl_sync.storable import PC_MAX_LENGTH, product_code
 
@@ -397,8 +397,9 @@ class _Delivery:
 
 
 FAILED = "label job failed; back to its queue"  # SQS retries what it left unacknowledged
-RETRIED = (HipoinkRetryable, OutOfTime)
-"""The failures SQS retries as designed: their line is a warning, their labels named."""
+RETRIED = (HipoinkRetryable, OutOfTime, TransientConflict)
+"""The failures SQS retries as designed (Hipoink; time; contention in the ledger, counted by
+the batch): their line is a warning, their labels named."""
 _ERROR_MAX_CHARS = 500
 
 

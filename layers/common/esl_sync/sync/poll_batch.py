@@ -50,6 +50,7 @@ _COUNTS = {
     "FullWalkFallbacks": "full_walk_fallback",
     "DeletesConfirmed": "deletes_confirmed",
     "PollsSkipped": "skipped",
+    "TransientConflicts": "conflicted",
 }
 
 _DETAIL_CHARS = 300
@@ -184,6 +185,8 @@ def report(outcomes: Sequence[PollOutcome]) -> None:
     for outcome in outcomes:
         if outcome.fault == "service":  # the poller's own parts: an error, as the sender's
             logger.error("poll finished", exc_info=outcome.error, **outcome.facts())
+        elif outcome.fault == "conflict":  # contention the retry resolves: counted below
+            logger.warning("poll finished", **outcome.facts())
         elif not outcome.quiet:
             logger.info("poll finished", **outcome.facts())
     if quiet:

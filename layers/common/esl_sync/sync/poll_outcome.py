@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from esl_sync.clover.errors import CloverError
 from esl_sync.clover.tokens import TokenRefreshBusy
-from esl_sync.records import FenceRefused
+from esl_sync.records import FenceRefused, TransientConflict
 
 MERCHANTS_FAILURES = (CloverError, FenceRefused, TokenRefreshBusy)
 """The failures of a poll that are the merchant's, not the poller's: Clover's answers and
@@ -21,7 +21,16 @@ lease's condition, KMS, a secret, the label queue, a bug): a batch that failed w
 one of those fails the invocation (:func:`esl_sync.sync.poll_batch.poll_batch`;
 docs/architecture.md, "A batch that failed whole")."""
 
-Fault = Literal["merchant", "service"]
+CONFLICTS = (TransientConflict,)
+"""Contention a retry resolves, in the poller's own stores (a Postgres deadlock between
+two polls, a serialization failure, a lock wait timed out; DynamoDB or KMS throttling
+after the client's retries): the poll's ``fault`` is ``conflict``, counted as
+``TransientConflicts``, retried by SQS, and never fails the invocation: most batches hold
+one poll, and a page for what the retry resolves teaches operators to ignore pages. An
+outage of the same stores (refused connections or logins, a missing key) is still the
+poller's own."""
+
+Fault = Literal["merchant", "conflict", "service"]
 
 
 @dataclass
@@ -43,13 +52,19 @@ class PollOutcome:
     sweep: str | None = None
     deletes_confirmed: int = 0
     duration_ms: int = 0
-    fault: Fault | None = None  # a failed poll's: the merchant's or the poller's own
+    fault: Fault | None = None  # a failed poll's: the merchant's, contention, the poller's own
     error: Exception | None = field(default=None, repr=False, compare=False)  # not logged
 
     def failed(self, error: Exception) -> None:
         """The poll failed with ``error``: whose failure it is (:data:`MERCHANTS_FAILURES`)."""
         self.status, self.detail = "failed", f"{type(error).__name__}: {error}"
-        self.fault = "merchant" if isinstance(error, MERCHANTS_FAILURES) else "service"
+        self.fault = (
+            "merchant"
+            if isinstance(error, MERCHANTS_FAILURES)
+            else "conflict"
+            if isinstance(error, CONFLICTS)
+            else "service"
+        )
         self.error = error
 
     def facts(self) -> dict[str, Any]:
@@ -80,3 +95,9 @@ class PollOutcome:
         counted as ``PollsSkipped``, so that a merchant whose every poll is skipped is
         seen."""
         return self.status == "skipped"
+
+    @property
+    def conflicted(self) -> bool:
+        """A poll that failed for contention (:data:`CONFLICTS`): counted as
+        ``TransientConflicts``, so that a storm of them is seen though none pages."""
+        return self.fault == "conflict"

@@ -27,6 +27,7 @@ from esl_sync.events import LabelJobRecord, RefusedLabelMessage
 from esl_sync.messages import LabelJob, LabelVerify
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
+from esl_sync.records import TransientConflict
 from esl_sync.sync.deliver import (
     RETRIED,
     DeliveryDeps,
@@ -51,7 +52,9 @@ class LabelJobProcessor(SqsFifoPartialProcessor):
     handling is to override ``failure_handler``. ``deps`` is called only then.
 
     A batch whose every job failed by name (:data:`~esl_sync.sync.deliver.RETRIED`: Hipoink
-    unavailable or slow, too little time; or skipped behind such a job) answers them all,
+    unavailable or slow, too little time, contention in the ledger's Postgres
+    (``TransientConflict``, counted as ``TransientConflicts``); or skipped behind such a
+    job) answers them all,
     which SQS retries, rather than raising: one store's 503 is field input, not a failed
     invocation (Lambda's ``Errors``, an alarm). Any other failure (the sender's own parts:
     the ledger's Postgres, the sign's secret, a bug) still makes a batch that failed whole
@@ -76,6 +79,8 @@ class LabelJobProcessor(SqsFifoPartialProcessor):
                 logger.exception("could not name the failure of a skipped label job")
         elif not skipped and not isinstance(exception[1], RETRIED):
             self.raise_on_entire_batch_failure = True
+        if isinstance(exception[1], TransientConflict):  # retried, no page: counted
+            metrics.add_metric(name="TransientConflicts", unit=MetricUnit.Count, value=1)
         return super().failure_handler(record, exception)
 
 
