@@ -266,6 +266,18 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("merchant_id", type=MERCHANT_ID)
     verify.set_defaults(run=commands.labels_verify)
 
+    fence = subparsers.add_parser("fence", help="the poll lease's fence (after a state restore)")
+    fence_actions = fence.add_subparsers(required=True, metavar="ACTION")
+    catch_up = fence_actions.add_parser(
+        "catch-up",
+        help="raise the state table's lease generations to those Postgres saw (after"
+        " restoring the state table: until then every poll that writes is refused)",
+    )
+    catch_up.add_argument(
+        "merchant_id", nargs="?", type=MERCHANT_ID, help="one merchant (default: every one)"
+    )
+    catch_up.set_defaults(run=commands.fence_catch_up)
+
     redrive = subparsers.add_parser(
         "redrive", help="move dead-lettered messages back to their queue"
     )

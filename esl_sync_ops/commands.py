@@ -434,3 +434,19 @@ def redrive(args: argparse.Namespace) -> int:
     moved = admin.redrive(runtime.dead_letter_queue(args.queue))
     print(f"moved {moved} message(s) from the {args.queue} dead-letter queue back to its queue")
     return 0
+
+
+def fence_catch_up(args: argparse.Namespace) -> int:
+    from esl_sync import admin, runtime
+
+    ledger, mid = runtime.label_ledger(), args.merchant_id
+    done = admin.catch_up_fences(runtime.merchants(), ledger, runtime.state_store(), mid)
+    for f in done:
+        if f.raised_from is None:
+            print(f"{f.merchant_id}: in step (Postgres saw generation {f.seen})")
+        else:
+            raised = f"lease generation {f.raised_from} -> {f.seen}"
+            print(f"{f.merchant_id}: {raised} (Postgres saw {f.seen})")
+    if not done and mid is not None:
+        print(f"{mid}: no poll wrote under a fence yet: nothing to catch up")
+    return 0

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from esl_sync.credentials import CloverTokens
 from esl_sync.merchant_ports import (
+    FenceCounter,
     MerchantChanges,
     MerchantEditor,
     MerchantRegistrar,
     MerchantSetting,
+    SeenFences,
 )
 from esl_sync.messages import LabelVerify, PollRequest
 from esl_sync.ports import (
@@ -365,6 +368,35 @@ def redrive(dead_letters: DeadLetterQueue) -> int:
         dead_letters.delete(letters)
         moved += len(letters)
     return moved
+
+
+@dataclass(frozen=True)
+class FenceCatchUp:
+    """One merchant's fence after :func:`catch_up_fences`: the generation Postgres saw, and
+    the count the state table had if it was below and raised (None: nothing written)."""
+
+    merchant_id: str
+    seen: int
+    raised_from: int | None
+
+
+def catch_up_fences(
+    directory: MerchantDirectory,
+    fences: SeenFences,
+    counter: FenceCounter,
+    merchant_id: str | None = None,
+) -> list[FenceCatchUp]:
+    """After the state table went back (a restore, an import, a hand edit lowering
+    ``lease_generation``): raise each merchant's lease count (one, or every merchant
+    Postgres saw a fence for) to the generation Postgres saw, in the same epoch, so its
+    next poll's lease is newer than every poll that wrote; until then each poll that writes
+    is refused. A poll that took its lease before stays refused: its generation is lower."""
+    if merchant_id is not None:
+        _known(directory, merchant_id)
+    return [
+        FenceCatchUp(m, seen.generation, counter.raise_lease_generation(m, seen))
+        for m, seen in fences.seen_fences(merchant_id).items()
+    ]
 
 
 def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:

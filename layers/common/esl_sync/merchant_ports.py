@@ -1,6 +1,7 @@
 """What the operator's writes of one merchant need from the merchants table
 (:func:`esl_sync.admin.add_merchant`, :func:`esl_sync.admin.set_poll_options`,
-:func:`esl_sync.admin.set_active`).
+:func:`esl_sync.admin.set_active`), and from the poll lease's fence after a restore of the
+state table (:func:`esl_sync.admin.catch_up_fences`).
 
 Beside :mod:`esl_sync.ports`, which holds every other Protocol and has no room left.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Literal, Protocol, TypedDict
 
-from esl_sync.records import Merchant
+from esl_sync.records import Fence, Merchant
 
 
 class MerchantChanges(TypedDict, total=False):
@@ -47,4 +48,20 @@ class MerchantRegistrar(Protocol):
         in one statement: a change made meanwhile to a setting it keeps (another operator's
         ``merchants set``, an install's Clover host) stays. ``then`` runs before the row is
         committed: if it raises, the row stays as it was (the tokens written with it)."""
+        ...
+
+
+class SeenFences(Protocol):
+    def seen_fences(self, merchant_id: str | None = None) -> dict[str, Fence]:
+        """The fence Postgres saw last (``label_clocks``, migration 0009) of one merchant
+        or (None) of every merchant a poll wrote for under one."""
+        ...
+
+
+class FenceCounter(Protocol):
+    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> int | None:
+        """Raise the state item's ``lease_generation`` to ``seen.generation`` if the item
+        is in ``seen``'s epoch and counts fewer (a restore put it back), in one conditional
+        write beside the lease (its owner, time and the state's version stay): the count
+        it had, or None when nothing was written (in step, another epoch, no item)."""
         ...

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
 from esl_sync.ports import StaleStateError
-from esl_sync.records import Leased, MerchantState, VerificationCode
+from esl_sync.records import Fence, Leased, MerchantState, VerificationCode
 from esl_sync.store import aws_json
 from esl_sync.store.aws_json import AwsError, Caller
 from esl_sync.store.state_batch import read_states, unprocessed_backoff
 from esl_sync.store.state_item import (
     CODE_SLOT,
+    FENCE_NAMES,
     LEASE_NAMES,
     POLL_FIELDS,
     UNTIL_PASSED,
@@ -150,6 +151,20 @@ class DynamoStateStore:
             return None
         return Leased(state_of(merchant_id, item), sealed_of(item), fence_of(item))
 
+    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> int | None:
+        """See :class:`esl_sync.merchant_ports.FenceCounter`. A lease taken meanwhile is
+        ordered by DynamoDB against this write: before it, its lower generation stays
+        refused by Postgres; after it, it counts on from ``seen``."""
+        written = self._update_if(
+            merchant_id,
+            "SET #count = :seen",
+            "#epoch = :epoch AND #count < :seen",
+            {":epoch": {"S": seen.epoch}, ":seen": {"N": str(seen.generation)}},
+            FENCE_NAMES,
+            returns="UPDATED_OLD",
+        )
+        return None if written is None else int(written["lease_generation"]["N"])
+
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, LEASE_NAMES, owner)
 
@@ -204,7 +219,7 @@ class DynamoStateStore:
         values: dict[str, Any],
         names: dict[str, str],
         *,
-        returns: Literal["NONE", "ALL_NEW"] = "NONE",
+        returns: Literal["NONE", "ALL_NEW", "UPDATED_OLD"] = "NONE",
     ) -> Mapping[str, Any] | None:
         """Apply ``update`` if ``condition`` holds: the item as written (``returns``), or
         None when the condition did not hold."""

@@ -265,6 +265,15 @@ class PostgresLabelLedger:
             raise refused(merchant_id, fence)
         return int(row[0])
 
+    def seen_fences(self, merchant_id: str | None = None) -> dict[str, Fence]:
+        rows = self._db.connection().execute(
+            "SELECT merchant_id, fence_epoch, fence_generation FROM label_clocks"
+            " WHERE fence_epoch IS NOT NULL AND fence_generation IS NOT NULL"
+            " AND (%(m)s::text IS NULL OR merchant_id = %(m)s) ORDER BY merchant_id",
+            {"m": merchant_id},
+        )
+        return {m: Fence(epoch, int(generation)) for m, epoch, generation in rows.fetchall()}
+
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
         with self._db.connection().cursor(row_factory=dict_row) as cur:
             cur.execute(_REPAIR_CANDIDATES, {"m": merchant_id})

@@ -214,7 +214,7 @@ def until_values(name: str, now_ms: int, hold_ms: int) -> dict[str, Any]:
 
 
 LEASE_NAMES = {"#owner": "lease_owner", "#until": "lease_until_ms"}
-_FENCE_NAMES = {"#epoch": "lease_epoch", "#count": "lease_generation"}
+FENCE_NAMES = {"#epoch": "lease_epoch", "#count": "lease_generation"}
 MAX_EPOCH = 64
 """The longest ``lease_epoch`` read as one (ours are 32 hex digits)."""
 
@@ -242,7 +242,7 @@ def lease_taking(
         condition += " OR #owner = :owner"
     else:
         update = f"{taken}if_not_exists(#epoch, :epoch) ADD #count :one"
-    return update, condition, values, LEASE_NAMES | _FENCE_NAMES
+    return update, condition, values, LEASE_NAMES | FENCE_NAMES
 
 
 def fence_of(item: Mapping[str, Any]) -> Fence | None:

@@ -1,0 +1,185 @@
+"""A state table restored from a backup (point-in-time, an export and import, a hand edit
+lowering ``lease_generation``) puts every merchant's lease generation back while Postgres
+(``label_clocks``, migration 0009) keeps the higher one it saw: each poll that writes is
+refused ("poll lease lost", ``PollsFenced``) until the count catches up, and the labels stop.
+``esl-sync fence catch-up`` brings the count up to what Postgres saw.
+
+Real handlers, moto, Postgres and the simulators over HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+
+from devkit.emf import metric_sums
+from devkit.local_stack import LocalStack
+from esl_sync.clover.transform import to_product
+from esl_sync.hipoink.records import label_hash, to_record
+from esl_sync.records import Fence, FenceRefused, ProductRow
+from esl_sync.store.postgres import Database
+from esl_sync.sync.item_rows import product_row
+from esl_sync_ops.cli import main
+from tests.integration.test_poll import assert_in_step, poll, poll_lines, poller_event, sims
+
+MERCHANT = "MRESTORE0001"
+OTHER = "MRESTORE0002"
+STORE = "STORE-RESTORE"
+MILK = {"name": "Milk", "price": 100, "sku": "MILK-1"}
+
+
+def state_item(stack: LocalStack, merchant_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = boto3.client("dynamodb").get_item(
+        TableName=stack.env["STATE_TABLE_NAME"], Key={"merchant_id": {"S": merchant_id}}
+    )["Item"]
+    return item
+
+
+def restore(stack: LocalStack, item: dict[str, Any]) -> None:
+    """The state item as the backup holds it, written back whole (what a restore does)."""
+    boto3.client("dynamodb").put_item(TableName=stack.env["STATE_TABLE_NAME"], Item=item)
+
+
+def postgres_fence(stack: LocalStack, merchant_id: str) -> tuple[str, int]:
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        row = conn.execute(
+            "SELECT fence_epoch, fence_generation FROM label_clocks WHERE merchant_id = %s",
+            (merchant_id,),
+        ).fetchone()
+    assert row is not None
+    return row[0], int(row[1])
+
+
+def stale_milk(item_id: str) -> ProductRow:
+    """Milk as a poll that read Clover long ago would write it."""
+    product = to_product({"id": item_id, "name": "Milk", "price": 120}, merchant_id=MERCHANT)
+    return product_row(product, label_hash(to_record(product)))
+
+
+def invoke_poll(stack: LocalStack, message_id: str) -> dict[str, Any]:
+    """One delivery of one poll request to the poller (no SQS retry)."""
+    return stack.invoke("poller", poller_event(MERCHANT, message_id))
+
+
+def restored_merchant(stack: LocalStack) -> tuple[str, str]:
+    """The merchant polled six times (six writes: generations 1 to 6), then its state item
+    restored from the backup taken after the first: its generation is 1 again, Postgres
+    holds 6. Milk's price is then changed in Clover; (Milk's item id, the epoch)."""
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
+    poll(stack, MERCHANT)
+    backup = state_item(stack, MERCHANT)
+    assert backup["lease_generation"] == {"N": "1"}
+    milk = next(i["id"] for i in clover.items(MERCHANT) if i.get("sku") == "MILK-1")
+    for price in (110, 120, 130, 140, 150):
+        clover.update_item(MERCHANT, milk, price=price)
+        poll(stack, MERCHANT)
+    epoch, generation = postgres_fence(stack, MERCHANT)
+    assert (epoch, generation) == (backup["lease_epoch"]["S"], 6)
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.50"
+    restore(stack, backup)
+    clover.update_item(MERCHANT, milk, price=199)
+    return milk, epoch
+
+
+def test_a_restored_state_table_fences_every_poll_until_its_count_catches_up(
+    stack: LocalStack,
+) -> None:
+    """The field case, as it is without an operator: each poll that writes is refused,
+    named as a lost lease, and the shelf keeps the old price."""
+    _, hipoink = sims(stack)
+    restored_merchant(stack)
+    mark = len(stack.logs)
+    answers = [invoke_poll(stack, f"after-restore-{k}") for k in range(3)]
+    stack.drain("LabelQueue", "hipoink_sender")
+
+    assert all(answer["batchItemFailures"] for answer in answers), answers
+    lines = poll_lines(stack, MERCHANT)[-3:]
+    assert [line["status"] for line in lines] == ["failed"] * 3
+    assert all("poll lease lost" in line["detail"] for line in lines), lines
+    assert metric_sums(stack.logs[mark:])["PollsFenced"] == 3
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.50"  # 1.99 never reaches the shelf
+
+
+def test_catch_up_lets_the_next_poll_write_and_the_labels_match(stack: LocalStack) -> None:
+    """After the restore: the command raises the state item's count to the generation
+    Postgres saw (same epoch), so the next poll's lease is newer than every poll that
+    wrote, and its labels go out; a poll that took its lease before the command (a lower
+    generation) is still refused after it."""
+    _, hipoink = sims(stack)
+    milk, epoch = restored_merchant(stack)
+    invoke_poll(stack, "before-catch-up")  # generation 2, refused
+    before = stack.cli("fence", "catch-up", MERCHANT)
+    assert before == f"{MERCHANT}: lease generation 2 -> 6 (Postgres saw 6)\n"
+    item = state_item(stack, MERCHANT)
+    assert (item["lease_epoch"]["S"], item["lease_generation"]) == (epoch, {"N": "6"})
+
+    assert invoke_poll(stack, "after-catch-up") == {"batchItemFailures": []}
+    assert poll_lines(stack, MERCHANT)[-1]["status"] == "ok"
+    assert postgres_fence(stack, MERCHANT) == (epoch, 7)
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.99"
+    assert_in_step(stack, MERCHANT, STORE)
+
+    # The poll refused before the command (generation 2), if it still ran, writes nothing.
+    database = Database(stack.env["DATABASE_URL"])
+    try:
+        refused = "poll lease lost"
+        old = Fence(epoch, 2)
+        with pytest.raises(FenceRefused, match=refused), database.transaction(old) as tx:
+            tx.upsert(MERCHANT, [stale_milk(milk)])
+    finally:
+        database.close()
+    assert postgres_fence(stack, MERCHANT) == (epoch, 7)
+
+    # Run again (or for a merchant in step): nothing to do, nothing written.
+    again = stack.cli("fence", "catch-up", MERCHANT)
+    assert again == f"{MERCHANT}: in step (Postgres saw generation 7)\n"
+
+
+def test_catch_up_of_every_merchant_leaves_those_in_step(stack: LocalStack) -> None:
+    """Without a merchant id: every merchant Postgres holds a fence for."""
+    _, hipoink = sims(stack)
+    restored_merchant(stack)
+    stack.add_merchant(OTHER, "tok", "STORE-OTHER", items=[{"name": "Tea", "price": 5}])
+    poll(stack, OTHER)
+    out = stack.cli("fence", "catch-up")
+    assert out == (
+        f"{MERCHANT}: lease generation 1 -> 6 (Postgres saw 6)\n"
+        f"{OTHER}: in step (Postgres saw generation 1)\n"
+    )
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.99"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fence", "catch-up", "M\x00NUL"],
+        ["fence", "catch-up", "M" * 65],
+        ["fence", "catch-up", "MÉRCHANT"],
+        ["fence", "catch-up", ""],
+        ["fence", "catch-up", "MRESTORE0001", "MRESTORE0002"],
+        ["fence", "catch-up", "--generation", "9"],
+        ["fence"],
+        ["fence", "reset"],
+    ],
+)
+def test_catch_up_refuses_hostile_arguments_in_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_catch_up_of_an_unknown_merchant_is_refused_by_name(stack: LocalStack) -> None:
+    with pytest.raises(AssertionError, match="exited 2: esl-sync: unknown merchant 'MNOBODY'"):
+        stack.cli("fence", "catch-up", "MNOBODY")
