@@ -105,6 +105,18 @@ def test_a_restored_state_table_fences_every_poll_until_its_count_catches_up(
     assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.50"  # 1.99 never reaches the shelf
 
 
+def test_the_fenced_line_names_the_stored_and_own_generations_and_the_restore(
+    stack: LocalStack,
+) -> None:
+    """The runbook tells a restore from a lost lease by the line: the poll still held its
+    lease, and Postgres saw a later generation than the state table now counts."""
+    restored_merchant(stack)
+    invoke_poll(stack, "after-restore")
+    detail = poll_lines(stack, MERCHANT)[-1]["detail"]
+    assert "Postgres saw generation 6 of this epoch, this poll's is 2" in detail, detail
+    assert "esl-sync fence catch-up" in detail, detail
+
+
 def test_catch_up_lets_the_next_poll_write_and_the_labels_match(stack: LocalStack) -> None:
     """After the restore: the command raises the state item's count to the generation
     Postgres saw (same epoch), so the next poll's lease is newer than every poll that
@@ -128,7 +140,7 @@ def test_catch_up_lets_the_next_poll_write_and_the_labels_match(stack: LocalStac
     # The poll refused before the command (generation 2), if it still ran, writes nothing.
     database = Database(stack.env["DATABASE_URL"])
     try:
-        refused = "poll lease lost"
+        refused = "saw generation 7 of this epoch, this poll's is 2"
         old = Fence(epoch, 2)
         with pytest.raises(FenceRefused, match=refused), database.transaction(old) as tx:
             tx.upsert(MERCHANT, [stale_milk(milk)])

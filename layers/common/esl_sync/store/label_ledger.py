@@ -260,9 +260,10 @@ class PostgresLabelLedger:
 
     def advance_label_clock(self, merchant_id: str, *, fence: Fence | None = None) -> int:
         params = {"m": merchant_id, **fence_params(fence)}
-        row = self._db.connection().execute(ADVANCE_CLOCK, params).fetchone()
+        conn = self._db.connection()
+        row = conn.execute(ADVANCE_CLOCK, params).fetchone()
         if row is None:  # the fence refused it: nothing written
-            raise refused(merchant_id, fence)
+            raise refused(conn, merchant_id, fence)
         return int(row[0])
 
     def seen_fences(self, merchant_id: str | None = None) -> dict[str, Fence]:

@@ -71,12 +71,20 @@ def fence_params(fence: Fence | None) -> dict[str, object]:
     }
 
 
-def refused(merchant_id: str, fence: Fence | None) -> FenceRefused:
-    """The refusal of a write under ``fence``, naming the lost lease."""
+def refused(conn: psycopg.Connection[Any], merchant_id: str, fence: Fence | None) -> FenceRefused:
+    """The refusal of a write under ``fence``, naming the lost lease and both generations:
+    the one Postgres saw (read once refused, in the refused transaction) and the poll's. A
+    poll that keeps being refused against the same stored generation, its own climbing
+    towards it, is a state table that went back (a restore): ``esl-sync fence catch-up``."""
+    row = conn.execute(
+        "SELECT fence_generation FROM label_clocks WHERE merchant_id = %s", (merchant_id,)
+    ).fetchone()
+    saw = "-" if row is None or row[0] is None else row[0]
     generation = fence.generation if fence else "-"
     return FenceRefused(
-        f"merchant {merchant_id}: poll lease lost: a newer poll wrote past fence generation"
-        f" {generation}; this poll's write is rolled back"
+        f"merchant {merchant_id}: poll lease lost: Postgres saw generation {saw} of this epoch,"
+        f" this poll's is {generation}; this poll's write is rolled back (a newer poll wrote;"
+        f" or, refused poll after poll, the state table went back: esl-sync fence catch-up)"
     )
 
 
@@ -121,7 +129,7 @@ def label_owners(
     params = {"m": merchant_id, "pcs": codes, **fence_params(fence)}
     rows = conn.execute(_LABEL_OWNERS, params).fetchall()
     if not rows:  # the clock's row was not written: the fence refused it
-        raise refused(merchant_id, fence)
+        raise refused(conn, merchant_id, fence)
     return LabelOwners(
         version=int(rows[0][0]),
         owners={

@@ -99,7 +99,7 @@ class PostgresProductWriter:
         values = {"merchant_id": merchant_id, **params, **fence_params(self._fence)}
         rows = self._conn.execute(statement, values).fetchall()
         if any(row[-1] for row in rows):
-            raise refused(merchant_id, self._fence)
+            raise refused(self._conn, merchant_id, self._fence)
         return rows
 
     def upsert(self, merchant_id: str, rows: Sequence[ProductRow]) -> list[ProductChange]:
