@@ -2,11 +2,15 @@
 transaction of the test's own, two transactions locking two rows in opposite order.
 
 :func:`deadlock_once` adds a trigger to a table the code writes: it locks row 2 of a
-``lockbox`` table, then row 1. The test's transaction, on a thread, holds row 1, waits
-until a backend waits for it, then asks for row 2: a cycle. Postgres's deadlock check runs
-in the backend that has waited ``deadlock_timeout`` (1 s), which is the one that waited
-first, the code's: its statement fails with ``DeadlockDetected`` (40P01), and the test's
-transaction goes on and commits. Later writes take both rows uncontended.
+``lockbox`` table, then row 1, the first time it runs only (a sequence counts, which
+no rollback undoes: the code's next write, say the failure it records, may not meet the
+test's transaction again before it commits, and end in a second deadlock). The test's
+transaction, on a thread, holds row 1, waits until a backend waits for it, then asks for
+row 2: a cycle. Postgres's deadlock check runs once in a backend that has waited
+``deadlock_timeout``: the code's looks after :data:`CODE_CHECKS_AFTER`, the test's only
+after :data:`TEST_CHECKS_AFTER`, so the code's statement is the one that fails with
+``DeadlockDetected`` (40P01), and the test's transaction goes on and commits. Later
+writes take both rows uncontended.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from contextlib import contextmanager
 
 import psycopg
 
+CODE_CHECKS_AFTER = "3s"
+"""When the code's backend looks for a deadlock, once, after it starts waiting (its
+trigger sets it): the test's side has that long to close the cycle, even on a loaded
+machine (at Postgres's default of 1 s it sometimes had not, and the check, made once per
+wait, found nothing; the test's own backend then found the cycle and was the one ended)."""
+
+TEST_CHECKS_AFTER = "60s"
+"""The test's backend looks later than the code's, so the code's is always the one ended."""
+
 
 @contextmanager
 def deadlock_once(database_url: str, table: str, merchant_id: str) -> Iterator[None]:
@@ -26,8 +39,11 @@ def deadlock_once(database_url: str, table: str, merchant_id: str) -> Iterator[N
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute("CREATE TABLE lockbox (id int PRIMARY KEY)")
         admin.execute("INSERT INTO lockbox VALUES (1), (2)")
+        admin.execute("CREATE SEQUENCE lock_in_order_calls")  # not rolled back: counts once
         admin.execute(
             "CREATE FUNCTION lock_in_order() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF nextval('lock_in_order_calls') > 1 THEN RETURN NEW; END IF;"
+            f" PERFORM set_config('deadlock_timeout', '{CODE_CHECKS_AFTER}', true);"
             " PERFORM 1 FROM lockbox WHERE id = 2 FOR UPDATE;"
             " PERFORM 1 FROM lockbox WHERE id = 1 FOR UPDATE; RETURN NEW; END $$"
         )
@@ -39,6 +55,7 @@ def deadlock_once(database_url: str, table: str, merchant_id: str) -> Iterator[N
 
     def other() -> None:
         with psycopg.connect(database_url) as conn:  # one transaction, committed on exit
+            conn.execute(f"SET deadlock_timeout = '{TEST_CHECKS_AFTER}'")  # never first
             conn.execute("SELECT 1 FROM lockbox WHERE id = 1 FOR UPDATE")
             mine = conn.info.backend_pid
             deadline = time.monotonic() + 30
