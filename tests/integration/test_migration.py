@@ -85,7 +85,7 @@ def test_an_rds_json_secret_works_like_a_url(
     secret = {
         "engine": "postgres",
         "username": params.get("user", "postgres"),
-        "password": "unused-by-trust-auth",
+        "password": params.get("password") or "unused-by-trust-auth",
         "host": params["host"],
         "port": int(params.get("port") or 5432),
         "dbname": params["dbname"],
