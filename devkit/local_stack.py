@@ -36,7 +36,7 @@ from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdo
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import boto3
 import httpx
@@ -734,8 +734,8 @@ class LocalStack:
 def _secret_parts(text: str, *, whole: bool) -> set[str]:
     """The secrets in a secret's value: the value itself (``whole``: not for a database
     login, whose host and name are not secret), the password of a Postgres login in it (a
-    URL, a ``key=value`` string or an RDS JSON secret) and a JSON secret's
-    ``client_secret``."""
+    URL, a ``key=value`` string or an RDS JSON secret; a URL's also as written, should
+    libpq misread it) and a JSON secret's ``client_secret``."""
     from psycopg.conninfo import conninfo_to_dict
 
     found = {text} if whole else set()
@@ -756,6 +756,11 @@ def _secret_parts(text: str, *, whole: bool) -> set[str]:
             password = None
         if isinstance(password, str):
             found.add(password)
+        scheme, separator, rest = text.partition("://")
+        authority = rest.split("?", 1)[0]
+        if separator and scheme in ("postgres", "postgresql") and "@" in authority:
+            # as written, up to the host's '@': libpq misreads a password holding '@' or '/'
+            found.add(unquote(authority[: authority.rindex("@")].partition(":")[2]))
     return found
 
 

@@ -113,6 +113,15 @@ def refusing(stack: LocalStack, login: Login, how: str) -> Iterator[list[str]]:
         )
         yield passwords
         point_database_secret_at(stack, login.url)
+    elif how == "password not percent-encoded":
+        # A generated password with an '@', pasted into a URL as it is: libpq would read
+        # "word…@127.0.0.1" as the host, and the error would quote it.
+        tail = f"word{uuid.uuid4().hex}"
+        passwords += [f"Pass@{tail}", tail]
+        port = closed_port()
+        point_database_secret_at(stack, f"postgresql://{login.name}:Pass@{tail}@127.0.0.1:{port}/x")
+        yield passwords
+        point_database_secret_at(stack, login.url)
     elif how == "rotated on the server first":
         rotated = f"rotated-password-{uuid.uuid4().hex}"
         passwords.append(rotated)
@@ -161,7 +170,13 @@ def refusing(stack: LocalStack, login: Login, how: str) -> Iterator[list[str]]:
         raise AssertionError(how)
 
 
-REFUSALS = ["wrong password", "database down", "rotated on the server first", "statement timeout"]
+REFUSALS = [
+    "wrong password",
+    "database down",
+    "password not percent-encoded",
+    "rotated on the server first",
+    "statement timeout",
+]
 
 
 def texts(stack: LocalStack) -> list[str]:
@@ -248,7 +263,9 @@ def test_a_refusing_postgres_never_shows_the_password(
         answers = {" ".join(argv): stack.run_cli(*argv) for argv in COMMANDS}
     # Each function met the refusal, and failed by name (or, for the schema, had nothing to
     # do: the statement timeout's locks leave schema_migrations alone).
-    assert done["dispatcher"] in ("raised OperationalError", "raised QueryCanceled"), done
+    misread = how == "password not percent-encoded"  # refused by name before connecting
+    errors = ("raised ConfigurationError",) if misread else ("raised OperationalError",)
+    assert done["dispatcher"] in (*errors, "raised QueryCanceled"), done
     polls, labels = done["poller"], done["hipoink_sender"]
     assert isinstance(polls, tuple), done
     assert polls[0] == polls[1] > 0, done
@@ -257,12 +274,13 @@ def test_a_refusing_postgres_never_shows_the_password(
     assert done["webhook"] == 503, done
     assert done["onboarding"] == (302, 503), done
     assert done["migrator"] == ("SUCCESS" if how == "statement timeout" else "FAILED"), done
-    # Each command: one line on stderr, exit status 1, never a traceback.
+    # Each command: one line on stderr, exit status 1 (2 for a secret refused as it is read,
+    # like any bad setting), never a traceback.
     for command, (code, out, err) in answers.items():
         if command == "migrate" and how == "statement timeout":
             assert (code, out, err) == (0, "schema is up to date\n", ""), command
             continue
-        assert (code, out) == (1, ""), (command, err)
+        assert (code, out) == (2 if misread else 1, ""), (command, err)
         assert err.startswith("esl-sync: "), (command, err)
         assert err.count("\n") == 1, (command, err)
         assert "Traceback" not in err, command

@@ -178,3 +178,50 @@ def test_any_password_survives_the_json_form_intact(password: str) -> None:
     params = conninfo_to_dict(database_conninfo(text, require_tls=True))
     assert params["password"] == password
     assert params["sslmode"] == "require"
+
+
+# A password written into a URL without percent-encoding: libpq reads its pieces as the
+# host, port or database name, and the connection's error quotes them ("failed to resolve
+# host 'Secret@db.example.com'"): a password in the log, on the operator's terminal and in
+# CloudFormation's answer. Refused by name, never quoted, before any connection.
+UNENCODED_URLS = [
+    ("@ in the password", "postgresql://app:Sup3r@Secret@db.example.com:5432/esl"),
+    ("/ in the password", "postgresql://app:Sup3r/Secret@db.example.com:5432/esl"),
+    ("both", "postgres://app:S/up3r@Secret@db.example.com/esl"),
+    ("NUL in the password", "postgresql://app:Sup3r\x00Secret@db.example.com/esl"),
+    ("NUL in a key=value password", "host=db.example.com user=app password=Sup3r\x00Secret"),
+]
+
+
+@pytest.mark.parametrize(("name", "url"), UNENCODED_URLS)
+def test_a_password_libpq_would_misread_is_refused_by_name(name: str, url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        database_conninfo(url, require_tls=False)
+    said = str(caught.value)
+    assert said.startswith("invalid setting: DATABASE_URL: "), name
+    assert "Secret" not in said
+    assert "Sup3r" not in said
+
+
+def test_a_nul_in_a_json_secrets_field_is_refused_by_name() -> None:
+    text = json.dumps({**RDS_SECRET, "password": "Sup3r\x00Secret"})
+    with pytest.raises(ConfigurationError, match="NUL") as caught:
+        database_conninfo(text, require_tls=False)
+    assert "Secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:Sup3r%40Secret@db.example.com/esl",  # encoded: fine
+        "postgresql://app:Sup3r%2FSecret@db.example.com/esl",
+        "postgresql://app:Sup3r?Secret@db.example.com/esl",  # libpq reads these whole
+        "postgresql://app:Sup3r#Secret@db.example.com/esl",
+        "postgresql://app:Sup3r:Secret@db.example.com/esl",
+        "postgresql:///esl?host=/tmp/sock&user=app&password=Sup3r@Secret",
+    ],
+)
+def test_a_password_libpq_reads_whole_is_kept(url: str) -> None:
+    params = conninfo_to_dict(database_conninfo(url, require_tls=False))
+    assert params["password"].startswith("Sup3r")
+    assert params["password"].endswith("Secret")

@@ -93,6 +93,13 @@ def database_conninfo(text: str, *, require_tls: bool) -> str:
     stripped = text.strip()
     if not stripped:
         raise ConfigurationError("invalid setting: DATABASE_URL: the secret is empty")
+    if "\x00" in stripped:  # libpq's strings end at a NUL: the rest would be misread
+        raise ConfigurationError("invalid setting: DATABASE_URL: the secret holds a NUL")
+    if _misread_url(stripped):
+        raise ConfigurationError(
+            "invalid setting: DATABASE_URL: the URL's user or password holds '@' or '/':"
+            " percent-encode them (%40, %2F), or use a key=value string or JSON secret"
+        )
     if stripped.startswith("{"):
         params = _rds_json_secret(stripped)
     else:
@@ -102,6 +109,8 @@ def database_conninfo(text: str, *, require_tls: bool) -> str:
             raise ConfigurationError(
                 "invalid setting: DATABASE_URL: not a Postgres URL, key=value string or JSON secret"
             ) from None
+    if any("\x00" in str(value) for value in params.values()):
+        raise ConfigurationError("invalid setting: DATABASE_URL: the secret holds a NUL")
     mode = str(params.get("sslmode") or "")
     if mode and mode not in _SSLMODES:
         raise ConfigurationError(
@@ -116,6 +125,22 @@ def database_conninfo(text: str, *, require_tls: bool) -> str:
                 " function; use require, verify-ca or verify-full"
             )
     return make_conninfo("", **params)
+
+
+def _misread_url(text: str) -> bool:
+    """Whether libpq would read pieces of a URL's password as its host, port or database:
+    an '@' it does not take as the end of the user and password (a second one, or one
+    after a '/' in the password). The connection's error would then quote them (``failed
+    to resolve host 'Secret@db.example.com'``): in the log, on the operator's terminal and
+    in CloudFormation's answer."""
+    scheme, separator, rest = text.partition("://")
+    if not separator or scheme not in ("postgresql", "postgres"):
+        return False
+    rest = rest.split("?", 1)[0]  # the query's values may hold anything
+    cut = next((i for i, c in enumerate(rest) if c in "@/"), None)
+    if cut is not None and rest[cut] == "@":
+        rest = rest[cut + 1 :]
+    return "@" in rest
 
 
 def _rds_json_secret(text: str) -> dict[str, Any]:
