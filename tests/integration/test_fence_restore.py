@@ -170,6 +170,39 @@ def test_catch_up_of_every_merchant_leaves_those_in_step(stack: LocalStack) -> N
 
 
 @pytest.mark.parametrize(
+    ("generation", "said"),
+    [
+        ({"N": "1.5"}, "lease generation 1.5 -> 6 (Postgres saw 6)"),
+        ({"N": "0.001"}, "lease generation 0.001 -> 6 (Postgres saw 6)"),
+        (None, "lease generation none -> 6 (Postgres saw 6)"),
+        # Not a number: the next lease starts a new epoch (DynamoDB cannot ADD to it),
+        # which Postgres accepts; nothing to raise.
+        ({"S": "2"}, "in step (Postgres saw generation 6)"),
+    ],
+    ids=["fraction", "tiny", "none", "text"],
+)
+def test_catch_up_of_a_hand_edited_generation_says_what_it_did_and_the_poll_writes(
+    stack: LocalStack, generation: dict[str, str] | None, said: str
+) -> None:
+    """The restored item's ``lease_generation`` edited by hand (same epoch): the command
+    still ends in one line, exit 0, and the next poll writes the new price."""
+    _, hipoink = sims(stack)
+    restored_merchant(stack)
+    item = state_item(stack, MERCHANT)
+    if generation is None:
+        del item["lease_generation"]
+    else:
+        item["lease_generation"] = generation
+    restore(stack, item)
+
+    assert stack.cli("fence", "catch-up", MERCHANT) == f"{MERCHANT}: {said}\n"
+    assert invoke_poll(stack, "after-catch-up") == {"batchItemFailures": []}
+    assert poll_lines(stack, MERCHANT)[-1]["status"] == "ok"
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.99"
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["fence", "catch-up", "M\x00NUL"],

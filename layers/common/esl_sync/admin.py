@@ -373,11 +373,12 @@ def redrive(dead_letters: DeadLetterQueue) -> int:
 @dataclass(frozen=True)
 class FenceCatchUp:
     """One merchant's fence after :func:`catch_up_fences`: the generation Postgres saw, and
-    the count the state table had if it was below and raised (None: nothing written)."""
+    the count the state table had (as stored) if it was below or none and raised (None:
+    nothing written)."""
 
     merchant_id: str
     seen: int
-    raised_from: int | None
+    raised_from: str | None
 
 
 def catch_up_fences(

@@ -59,9 +59,10 @@ class SeenFences(Protocol):
 
 
 class FenceCounter(Protocol):
-    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> int | None:
+    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> str | None:
         """Raise the state item's ``lease_generation`` to ``seen.generation`` if the item
-        is in ``seen``'s epoch and counts fewer (a restore put it back), in one conditional
-        write beside the lease (its owner, time and the state's version stay): the count
-        it had, or None when nothing was written (in step, another epoch, no item)."""
+        is in ``seen``'s epoch and counts fewer or none (a restore put it back), in one
+        conditional write beside the lease (its owner, time and the state's version stay):
+        the count it had as stored (a hand edit may have left a fraction; ``none``), or
+        None when nothing was written (in step, another epoch, no item)."""
         ...

@@ -151,19 +151,29 @@ class DynamoStateStore:
             return None
         return Leased(state_of(merchant_id, item), sealed_of(item), fence_of(item))
 
-    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> int | None:
+    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> str | None:
         """See :class:`esl_sync.merchant_ports.FenceCounter`. A lease taken meanwhile is
         ordered by DynamoDB against this write: before it, its lower generation stays
-        refused by Postgres; after it, it counts on from ``seen``."""
+        refused by Postgres; after it, it counts on from ``seen``. A count edited by hand
+        is raised too if it is a number (a fraction) or missing (the lease's ``ADD`` would
+        start it at 1 in this epoch); one of another type is left (the next lease starts a
+        new epoch), compared only once it is a number (moto fails comparing it)."""
         written = self._update_if(
             merchant_id,
             "SET #count = :seen",
-            "#epoch = :epoch AND #count < :seen",
-            {":epoch": {"S": seen.epoch}, ":seen": {"N": str(seen.generation)}},
+            "#epoch = :epoch AND (attribute_not_exists(#count)"
+            " OR (attribute_type(#count, :number) AND #count < :seen))",
+            {
+                ":epoch": {"S": seen.epoch},
+                ":seen": {"N": str(seen.generation)},
+                ":number": {"S": "N"},
+            },
             FENCE_NAMES,
             returns="UPDATED_OLD",
         )
-        return None if written is None else int(written["lease_generation"]["N"])
+        if written is None:
+            return None
+        return str(written.get("lease_generation", {}).get("N", "none"))
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, LEASE_NAMES, owner)
