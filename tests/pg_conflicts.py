@@ -63,7 +63,7 @@ def deadlock_once(database_url: str, table: str, merchant_id: str) -> Iterator[N
                 with psycopg.connect(database_url, autocommit=True) as watcher:
                     waiting = watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE wait_event_type = 'Lock' AND pid <> %s",
+                        " WHERE %s = ANY(pg_blocking_pids(pid))",  # waits for this one
                         (mine,),
                     ).fetchone()
                 if waiting and waiting[0]:
