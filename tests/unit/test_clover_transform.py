@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from esl_sync.clover.transform import InvalidItem, cents_to_dollars, to_product
+from esl_sync.clover.transform import InvalidItem, cents_to_dollars, item_fields, to_product
 from esl_sync.products import Product
 
 MERCHANT = "MERCHANT00001"
@@ -424,6 +424,17 @@ def test_prices_are_decimals_never_floats() -> None:
     assert type(product.cost) is Decimal
     assert str(product.cost) == "0.01"
     assert cents_to_dollars(123456789) == Decimal("1234567.89")
+
+
+@pytest.mark.parametrize("cents", [0, 1, 5, 99, 100, 1999, 10**12 + 7, 10**14 - 1])
+def test_an_amount_is_exactly_the_decimal_cents_to_dollars_makes(cents: int) -> None:
+    """The transform's amounts (a multiplication, issue 15) have cents_to_dollars' digits
+    and exponent, not only its value: their text goes into rows and labels."""
+    fields = item_fields(item(price=cents, cost=cents))
+    for amount in (fields.price, fields.cost):
+        assert amount is not None
+        assert amount.as_tuple() == cents_to_dollars(cents).as_tuple()
+        assert str(amount) == f"{cents // 100}.{cents % 100:02d}" == f"{amount:.2f}"
 
 
 def test_common_fields() -> None:

@@ -64,6 +64,7 @@ PRICE_REQUIRED = frozenset({"FIXED", "PER_UNIT"})
 shown as $0.00. A ``VARIABLE`` price is entered at the register; its label shows
 ``HIPOINK_VARIABLE_PRICE_TEXT`` instead (see :func:`esl_sync.hipoink.records.to_record`)."""
 VALIDATION_ERROR_MAX_CHARS = 1000
+_new_tuple = tuple.__new__
 
 
 class InvalidItem(ValueError):
@@ -136,7 +137,7 @@ def item_fields(
 ) -> ItemFields:
     """The rules applied to one raw Clover item (see the module doc); raises
     :class:`InvalidItem` for an item without a usable ``id``."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # a dict: ≈ 0.1 µs sooner
         raise InvalidItem(f"item is not a JSON object but {type(raw).__name__}")
     item_id = _item_id(raw)
     problems: list[str] = []
@@ -174,22 +175,26 @@ def item_fields(
     }
     if removed_because:
         extra_data["removed_because"] = removed_because
-    # Positional (a tuple's fields in order): half the cost of naming them, per item.
-    return ItemFields(
-        item_id,
-        name,
-        barcode,
-        _optional_text(get("sku"), SKU_MAX_LENGTH),
-        price,
-        cost,
-        currency,
-        price_type,
-        unit,
-        "deleted" if removed_because else "active",
-        extra_data,
-        modified,
-        None if removed_because else _named(item_id, problems),
-        not problems and _plain_text(currency),
+    # The tuple made directly (its fields in order), not through the class's generated
+    # ``__new__``: ≈ 0.3 µs → 0.13 an item (issue 15); test_clover_transform reads each field.
+    return _new_tuple(
+        ItemFields,
+        (
+            item_id,
+            name,
+            barcode,
+            _optional_text(get("sku"), SKU_MAX_LENGTH),
+            price,
+            cost,
+            currency,
+            price_type,
+            unit,
+            "deleted" if removed_because else "active",
+            extra_data,
+            modified,
+            None if removed_because else _named(item_id, problems),
+            not problems and _plain_text(currency),
+        ),
     )
 
 
@@ -300,12 +305,17 @@ def _dollars(cents: int | None, field: str, problems: list[str]) -> Decimal | No
     if cents is None:
         return None
     if 0 <= cents <= MONEY_MAX_CENTS:  # the common case first
-        return Decimal(cents).scaleb(-2)  # cents_to_dollars, without a call per item
+        # cents_to_dollars, without a call per item: the same Decimal (digits and exponent
+        # -2; exact within the context's 28 digits), ≈ 0.15 µs less than scaleb (issue 15).
+        return _CENT * cents
     if cents < 0:
         problems.append(f"{field} must not be negative")
     else:
         problems.append(f"{field} is out of range ({_size(cents)}, at most {MONEY_MAX_CENTS})")
     return None
+
+
+_CENT = Decimal("0.01")
 
 
 def _time(ms: int | None, field: str, problems: list[str]) -> int | None:
