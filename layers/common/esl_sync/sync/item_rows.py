@@ -18,7 +18,6 @@ row and label for hostile items.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
@@ -30,6 +29,9 @@ from esl_sync.sync.labels import LabelTarget, label_target
 
 if TYPE_CHECKING:  # a clean item is written without a model: the poll loads no pydantic
     from esl_sync.products import Product
+
+
+_new_tuple = tuple.__new__
 
 
 class ItemRow(NamedTuple):
@@ -59,9 +61,10 @@ def item_row(
         target = label_target(fields, settings)
         content_hash = f"{key}:{target.label_hash or '-'}"
         row_json = fields_json(fields, content_hash, target.label_hash, text)
-        return ItemRow(
-            ProductRow((fields.source_id, ""), target.label_hash, row_json), target, None
-        )
+        # Tuples made directly, not through the classes' generated ``__new__``: ≈ 0.2 µs
+        # less an item (issue 15).
+        row = _new_tuple(ProductRow, ((fields.source_id, ""), target.label_hash, row_json))
+        return _new_tuple(ItemRow, (row, target, None))
     product = product_of(fields, raw, merchant_id=merchant_id, storable=storable)
     target = label_target(product, settings)
     row = product_row(product, target.label_hash, key, text if storable else None)
@@ -79,32 +82,32 @@ def fields_json(fields: ItemFields, content_hash: str, label_hash: str | None, r
     within ``bigint``), and Postgres reads both the same. The columns' names are those the
     statement reads (``jsonb_to_recordset`` in :mod:`esl_sync.store.postgres`);
     ``tests/unit/test_item_rows.py`` checks the row reads back as the long way's."""
+    # The fields unpacked at once, money written inline: ≈ 0.3 µs less a row than reading
+    # 14 attributes and calling a function for each amount (issue 15). Money as pydantic
+    # writes a Decimal (its text: ``"3.49"``), which Postgres reads exactly.
+    (source_id, name, barcode, sku, price, cost, currency, price_type, unit, status,
+     extra_data, modified, validation_error, _) = fields  # fmt: skip
     row = {
         "source_system": "clover",
-        "source_id": fields.source_id,
+        "source_id": source_id,
         "source_variant_id": "",
-        "name": fields.name,
-        "barcode": fields.barcode,
-        "sku": fields.sku,
-        "price": _money(fields.price),
-        "cost": _money(fields.cost),
-        "currency": fields.currency,
-        "price_type": fields.price_type,
-        "unit": fields.unit,
-        "status": fields.status,
-        "extra_data": fields.extra_data,
-        "source_modified_time": fields.source_modified_time,
-        "validation_error": fields.validation_error,
+        "name": name,
+        "barcode": barcode,
+        "sku": sku,
+        "price": None if price is None else str(price),
+        "cost": None if cost is None else str(cost),
+        "currency": currency,
+        "price_type": price_type,
+        "unit": unit,
+        "status": status,
+        "extra_data": extra_data,
+        "source_modified_time": modified,
+        "validation_error": validation_error,
         "content_hash": content_hash,
         "label_hash": label_hash,
         "raw": orjson.Fragment(raw),
     }
     return orjson.dumps(row).decode()
-
-
-def _money(value: Decimal | None) -> str | None:
-    """Money as pydantic writes a Decimal (its text: ``"3.49"``), which Postgres reads exactly."""
-    return None if value is None else str(value)
 
 
 def product_row(

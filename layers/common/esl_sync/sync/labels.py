@@ -53,8 +53,14 @@ def label_target(product: Product | ItemFields, settings: Settings) -> LabelTarg
         extra_fields=settings.hipoink_extra_fields,
         variable_price_text=settings.hipoink_variable_price_text,
     )
-    # Positional, not by name: one target per item of every page.
-    return LabelTarget(record, record_hash(record), product.source_modified_time, product.refused)
+    # The tuple made directly, not through the class's generated ``__new__``: one target
+    # per item of every page, ≈ 0.1 µs less each (issue 15).
+    return _new_tuple(
+        LabelTarget, (record, record_hash(record), product.source_modified_time, product.refused)
+    )
+
+
+_new_tuple = tuple.__new__
 
 
 def record_hash(record: HipoinkRecord | None) -> str | None:
@@ -109,20 +115,23 @@ class LabelPlan:
         label the write dropped (``label_dropped``): its code is touched, so the label goes
         (or another product claiming the code takes it over).
         """
-        for change in changes:
-            target = targets.get(change.key, _NO_LABEL)
-            if target.refused:
-                if change.label_dropped and change.previous_barcode:
-                    self.dropped.add(change.previous_barcode)
-                    self._touch(change.previous_barcode, target.changed_ms)
+        # Both tuples unpacked at once rather than read by attribute: one change per row a
+        # first sync writes, ≈ 0.1 µs less each (issue 15).
+        target_of, touch = targets.get, self._touch
+        for key, previous_barcode, previous_hash, dropped in changes:
+            record, label_hash, changed_ms, refused = target_of(key, _NO_LABEL)
+            if refused:
+                if dropped and previous_barcode:
+                    self.dropped.add(previous_barcode)
+                    touch(previous_barcode, changed_ms)
                 continue
-            new_pc = target.record["pc"] if target.record else None
-            old_pc = change.previous_barcode if change.previous_label_hash else None
+            new_pc = record["pc"] if record else None
+            old_pc = previous_barcode if previous_hash else None
             if old_pc and old_pc != new_pc:
-                self._touch(old_pc, target.changed_ms)
-            if target.record and new_pc and target.label_hash != change.previous_label_hash:
-                self._touch(new_pc, target.changed_ms)
-                self.records[change.key] = target.record
+                touch(old_pc, changed_ms)
+            if record and new_pc and label_hash != previous_hash:
+                touch(new_pc, changed_ms)
+                self.records[key] = record
 
     def _touch(self, pc: str, changed_ms: int | None) -> None:
         self.touched.add(pc)
