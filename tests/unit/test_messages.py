@@ -14,6 +14,7 @@ import math
 import re
 import subprocess
 import sys
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esl_sync.events import LabelJobRecord, RefusedLabelMessage
+from esl_sync.job_json import text_records_json
 from esl_sync.lax import MAX_DEPTH, MAX_INT_DIGITS
 from esl_sync.messages import (
     LabelJob,
@@ -305,6 +307,48 @@ def test_a_label_job_written_by_either_reads_the_same_in_both(**values: Any) -> 
     assert new.to_json() == old.model_dump_json()
     assert_same(_old(OldLabelJob, new.to_json()), _new(LabelJob, old.model_dump_json()))
     assert LabelJob.parse(old.model_dump_json()) == new
+
+
+_any_text = st.text(st.characters(exclude_categories=()))  # lone surrogates, NUL, DEL too
+
+
+@given(
+    upserts=st.lists(st.dictionaries(_any_text, _any_text), max_size=4),
+    deletes=st.lists(st.text(), max_size=2),  # a code with a lone surrogate: refused when built
+    oldest_change_ms=st.none() | st.integers(),
+    version=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+)
+@example(upserts=[{"pc": "1", "pn": "a\ud800"}], deletes=[], oldest_change_ms=None, version=1)
+@example(upserts=[], deletes=[], oldest_change_ms=2**64, version=None)
+def test_a_job_of_text_records_is_written_as_json_writes_it_or_refused_the_same(
+    **values: Any,
+) -> None:
+    """A job whose records hold only text (every job a poll makes) is written by orjson
+    (:mod:`esl_sync.job_json`, issue 15): byte for byte ``json``'s text, and a lone
+    surrogate refused by name as before (an integer past 64 bits: ``json``'s text)."""
+    job = LabelJob(merchant_id="M", store_code="S", **values)
+    fields = {"merchant_id": "M", "store_code": "S", **values}
+    fields = {name: fields[name] for name in [f.name for f in dataclasses.fields(job)]}
+    expected = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    if re.search("[\ud800-\udfff]", expected):
+        with pytest.raises(MessageRefused, match="not valid Unicode text"):
+            job.to_json()
+        assert text_records_json(fields, job.upserts) is None
+    else:
+        assert job.to_json() == expected
+        if abs(values["oldest_change_ms"] or 0) < 2**63:  # orjson wrote it
+            assert text_records_json(fields, job.upserts) == expected
+
+
+def test_a_job_with_a_record_not_all_text_is_left_to_json() -> None:
+    """A float (orjson spells some otherwise), an integer, None, a nested value, or a record
+    that is a dict subclass: ``json`` writes the job, as before."""
+    for record in [{"pp": 1e-05}, {"pp": 5}, {"pp": None}, {"pp": ["1"]}, OrderedDict(pp="1")]:
+        job = LabelJob(merchant_id="M", store_code="S", upserts=[{"pc": "1"}, record])
+        assert text_records_json({"upserts": job.upserts}, job.upserts) is None
+        assert job.to_json() == json.dumps(
+            dataclasses.asdict(job), ensure_ascii=False, separators=(",", ":")
+        )
 
 
 @given(

@@ -31,9 +31,11 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import chain, repeat
 from typing import Any, ClassVar, Literal, get_args
 
 from esl_sync import lax
+from esl_sync.job_json import text_records_json
 from esl_sync.lax import Problem
 
 PollReason = Literal["schedule", "webhook", "manual", "install"]
@@ -136,7 +138,9 @@ class LabelJob:
         upserts, deletes = self.upserts, self.deletes
         if not isinstance(upserts, list | tuple):
             raise MessageRefused(kind, "upserts", "not a list")
-        if not all(isinstance(r, dict) and all(isinstance(k, str) for k in r) for r in upserts):
+        if not all(map(isinstance, upserts, repeat(dict))) or not all(
+            map(isinstance, chain.from_iterable(upserts), repeat(str))  # C: ≈ 0.2 µs a record less
+        ):
             raise MessageRefused(kind, "upserts", "not a list of objects with text keys")
         if not isinstance(deletes, list | tuple):
             raise MessageRefused(kind, "deletes", "not a list")
@@ -199,7 +203,8 @@ class LabelJob:
                 "deletes": self.deletes,
                 "oldest_change_ms": self.oldest_change_ms,
                 "version": self.version,
-            }
+            },
+            self.upserts,
         )
 
 
@@ -329,9 +334,12 @@ _SAID = {
 """Each problem in this module's short words."""
 
 
-def _dumps(values: dict[str, Any]) -> str:
+def _dumps(values: dict[str, Any], records: list[dict[str, Any]] | None = None) -> str:
     """Compact JSON, non-ASCII as is: byte for byte what pydantic wrote for these fields
-    (it differed only in how floats inside ``upserts`` are spelled, read back the same)."""
+    (it differed only in how floats inside ``upserts`` are spelled, read back the same).
+    ``records``: a job's upserts, written by orjson when that is exact (:mod:`.job_json`)."""
+    if records is not None and (fast := text_records_json(values, records)) is not None:
+        return fast
     text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     if lax.has_lone_surrogate(text):
         raise MessageRefused("message", None, "not valid Unicode text")
