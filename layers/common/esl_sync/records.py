@@ -197,6 +197,13 @@ class LabelOwner:
     claims: int
     build: Callable[[], Product] = field(repr=False, compare=False)
 
+    def __init__(
+        self, key: tuple[str, str], merchant_id: str, claims: int, build: Callable[[], Product]
+    ) -> None:
+        # One update of the instance's dict, not a frozen dataclass's object.__setattr__ per
+        # field: a first sync reads back an owner per code, ≈ 0.6 µs → 0.4 each (issue 15).
+        self.__dict__.update(key=key, merchant_id=merchant_id, claims=claims, build=build)
+
     @cached_property
     def product(self) -> Product:
         return self.build()

@@ -85,6 +85,9 @@ _SETTINGS: dict[MerchantSetting, sql.Identifier] = {
 }
 
 
+_new_tuple = tuple.__new__
+
+
 class PostgresProductWriter:
     """Product writes inside one open transaction, under a poll's fence (None: none)."""
 
@@ -107,13 +110,13 @@ class PostgresProductWriter:
         if not latest:
             return []
         payload = f"[{','.join(latest.values())}]"
+        # Each change made as a tuple directly (key, previous barcode and label hash, label
+        # dropped), not through ProductChange's generated __new__ by name: a first sync
+        # changes every row, ≈ 0.25 µs less each (issue 15).
         return [
-            ProductChange(
-                key=(sid, vid),
-                previous_barcode=barcode if existed else None,
-                previous_label_hash=label_hash if existed else None,
-                label_dropped=dropped,
-            )
+            _new_tuple(ProductChange, ((sid, vid), barcode, label_hash, dropped))
+            if existed
+            else _new_tuple(ProductChange, ((sid, vid), None, None, dropped))
             for sid, vid, existed, barcode, label_hash, dropped, _ in self._fenced(
                 UPSERT, merchant_id, rows=payload
             )
