@@ -336,7 +336,7 @@ class _Poll:
         under the same mapping, is skipped before the transform (:mod:`.raw_keys`)."""
         merchant_id, settings = self.merchant_id, self.settings
         seed = mapping_seed(settings)
-        result = _Rows({}, [])
+        result = _Rows(targets := {}, rows := [])
         for raw in page:
             text, storable = parsed_json_text(raw)  # the item's one serialization
             key = raw_key(seed, text) if text is not None else None
@@ -345,7 +345,7 @@ class _Poll:
                 self.outcome.invalid_items += known.refused  # still refused, as logged then
                 continue
             try:
-                made = item_row(
+                row, target, refusal = item_row(
                     raw,
                     text=text,
                     storable=storable,
@@ -357,11 +357,11 @@ class _Poll:
                 self.outcome.invalid_items += 1
                 logger.warning("item rejected", merchant_id=merchant_id, error=str(error)[:300])
                 continue
-            if made.refusal is not None:
+            if refusal is not None:  # the row unpacked, lists bound: ≈ 0.1 µs an item (issue 15)
                 self.outcome.invalid_items += 1
-                logger.warning("item refused", merchant_id=merchant_id, error=made.refusal)
-            result.targets[made.row.key] = made.target
-            result.rows.append(made.row)
+                logger.warning("item refused", merchant_id=merchant_id, error=refusal)
+            targets[row.key] = target
+            rows.append(row)
         return result
 
     def _sweep(
