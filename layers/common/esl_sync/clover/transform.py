@@ -137,7 +137,8 @@ def item_fields(
 ) -> ItemFields:
     """The rules applied to one raw Clover item (see the module doc); raises
     :class:`InvalidItem` for an item without a usable ``id``."""
-    if type(raw) is not dict and not isinstance(raw, Mapping):  # a dict: ≈ 0.1 µs sooner
+    # A dict first: ≈ 0.1 µs sooner than the ABC's check (issue 15), which any other takes.
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise InvalidItem(f"item is not a JSON object but {type(raw).__name__}")
     item_id = _item_id(raw)
     problems: list[str] = []
