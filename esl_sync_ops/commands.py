@@ -21,6 +21,7 @@ from esl_sync.credentials import CloverTokens
 from esl_sync_ops.terminal import print_rows, printable, utc_text
 
 if TYPE_CHECKING:
+    from esl_sync.merchant_ports import FenceCount
     from esl_sync.records import Merchant
 
 POLL_NOT_QUEUED = 3
@@ -437,16 +438,48 @@ def redrive(args: argparse.Namespace) -> int:
 
 
 def fence_catch_up(args: argparse.Namespace) -> int:
+    """One line per merchant Postgres saw a fence for (README, "After restoring the state
+    table"); then, for every merchant, one line counting them; for one without a fence,
+    one line saying so."""
     from esl_sync import admin, runtime
 
     ledger, mid = runtime.label_ledger(), args.merchant_id
-    done = admin.catch_up_fences(runtime.merchants(), ledger, runtime.state_store(), mid)
+    done, unfenced = admin.catch_up_fences(runtime.merchants(), ledger, runtime.state_store(), mid)
     for f in done:
-        if f.raised_from is None:
-            print(f"{f.merchant_id}: in step (Postgres saw generation {f.seen})")
-        else:
-            raised = f"lease generation {f.raised_from} -> {f.seen}"
-            print(f"{f.merchant_id}: {raised} (Postgres saw {f.seen})")
-    if not done and mid is not None:
+        print(f"{f.merchant_id}: {_fence_line(f.count, f.seen)}")
+    if mid is None:
+        kinds = [f.count.standing for f in done]
+        raised, in_step = kinds.count("raised"), kinds.count("in step")
+        print(
+            f"fence catch-up: {raised} raised, {in_step} in step,"
+            f" {len(kinds) - raised - in_step} in another epoch, {unfenced} with no fence yet"
+        )
+    elif unfenced:
         print(f"{mid}: no poll wrote under a fence yet: nothing to catch up")
     return 0
+
+
+def _fence_line(count: FenceCount, seen: int) -> str:
+    nothing = "nothing to raise;"
+    accepted = f"which Postgres accepts (Postgres saw {seen})"
+    match count.standing:
+        case "raised":
+            return f"lease generation {count.stored} -> {seen} (Postgres saw {seen})"
+        case "in step":
+            return f"in step (lease generation {count.stored}, Postgres saw {seen})"
+        case "another epoch":
+            return (
+                f"the state item is in another epoch than Postgres saw: {nothing}"
+                f" the next poll writes in the item's epoch (or a new one), {accepted}"
+            )
+        case "not a count":
+            return (
+                f"lease generation is not a number (stored as {count.stored}): {nothing}"
+                f" the next poll starts a new epoch, {accepted}"
+            )
+        case "no state item":
+            return (
+                "no state item (its tokens are gone with it: store them with"
+                f" `esl-sync merchants add`): {nothing} its first lease starts a new epoch"
+                f" (Postgres saw {seen})"
+            )

@@ -29,6 +29,10 @@ MERCHANT = "MRESTORE0001"
 OTHER = "MRESTORE0002"
 STORE = "STORE-RESTORE"
 MILK = {"name": "Milk", "price": 100, "sku": "MILK-1"}
+NOT_A_COUNT = (
+    "lease generation is not a number (stored as {kind}): nothing to raise;"
+    " the next poll starts a new epoch, which Postgres accepts (Postgres saw 6)"
+)
 
 
 def state_item(stack: LocalStack, merchant_id: str) -> dict[str, Any]:
@@ -150,7 +154,7 @@ def test_catch_up_lets_the_next_poll_write_and_the_labels_match(stack: LocalStac
 
     # Run again (or for a merchant in step): nothing to do, nothing written.
     again = stack.cli("fence", "catch-up", MERCHANT)
-    assert again == f"{MERCHANT}: in step (Postgres saw generation 7)\n"
+    assert again == f"{MERCHANT}: in step (lease generation 7, Postgres saw 7)\n"
 
 
 def test_catch_up_of_every_merchant_leaves_those_in_step(stack: LocalStack) -> None:
@@ -159,10 +163,12 @@ def test_catch_up_of_every_merchant_leaves_those_in_step(stack: LocalStack) -> N
     restored_merchant(stack)
     stack.add_merchant(OTHER, "tok", "STORE-OTHER", items=[{"name": "Tea", "price": 5}])
     poll(stack, OTHER)
+    stack.add_merchant("MRESTORE0003", "tok", "STORE-THIRD", items=[])  # never polled
     out = stack.cli("fence", "catch-up")
     assert out == (
         f"{MERCHANT}: lease generation 1 -> 6 (Postgres saw 6)\n"
-        f"{OTHER}: in step (Postgres saw generation 1)\n"
+        f"{OTHER}: in step (lease generation 1, Postgres saw 1)\n"
+        "fence catch-up: 1 raised, 1 in step, 0 in another epoch, 1 with no fence yet\n"
     )
     poll(stack, MERCHANT)
     stack.drain("LabelQueue", "hipoink_sender")
@@ -177,9 +183,10 @@ def test_catch_up_of_every_merchant_leaves_those_in_step(stack: LocalStack) -> N
         (None, "lease generation none -> 6 (Postgres saw 6)"),
         # Not a number: the next lease starts a new epoch (DynamoDB cannot ADD to it),
         # which Postgres accepts; nothing to raise.
-        ({"S": "2"}, "in step (Postgres saw generation 6)"),
+        ({"S": "2"}, NOT_A_COUNT.format(kind="S")),
+        ({"BOOL": True}, NOT_A_COUNT.format(kind="BOOL")),
     ],
-    ids=["fraction", "tiny", "none", "text"],
+    ids=["fraction", "tiny", "none", "text", "bool"],
 )
 def test_catch_up_of_a_hand_edited_generation_says_what_it_did_and_the_poll_writes(
     stack: LocalStack, generation: dict[str, str] | None, said: str
@@ -200,6 +207,64 @@ def test_catch_up_of_a_hand_edited_generation_says_what_it_did_and_the_poll_writ
     assert poll_lines(stack, MERCHANT)[-1]["status"] == "ok"
     stack.drain("LabelQueue", "hipoink_sender")
     assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.99"
+
+
+def test_catch_up_of_a_state_item_in_another_epoch_says_so_and_the_poll_writes(
+    stack: LocalStack,
+) -> None:
+    """A restore that brought back an item of another epoch (the merchant removed and added
+    back since): Postgres accepts its polls as they are; the command says so, not "in step"."""
+    _, hipoink = sims(stack)
+    restored_merchant(stack)
+    item = state_item(stack, MERCHANT)
+    item["lease_epoch"] = {"S": "another-epoch"}
+    restore(stack, item)
+
+    assert stack.cli("fence", "catch-up", MERCHANT) == (
+        f"{MERCHANT}: the state item is in another epoch than Postgres saw: nothing to raise;"
+        " the next poll writes in the item's epoch (or a new one), which Postgres accepts"
+        " (Postgres saw 6)\n"
+    )
+    assert state_item(stack, MERCHANT) == item  # nothing written
+    assert invoke_poll(stack, "after-catch-up") == {"batchItemFailures": []}
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.99"
+
+
+def test_catch_up_of_a_merchant_without_a_state_item_says_so(stack: LocalStack) -> None:
+    """A backup older than the merchant: no item (no tokens either); nothing is written
+    (no item is created) and the line says what is missing; the fleet form counts it as
+    another epoch (its first lease starts one)."""
+    restored_merchant(stack)
+    boto3.client("dynamodb").delete_item(
+        TableName=stack.env["STATE_TABLE_NAME"], Key={"merchant_id": {"S": MERCHANT}}
+    )
+    assert stack.cli("fence", "catch-up", MERCHANT) == (
+        f"{MERCHANT}: no state item (its tokens are gone with it: store them with"
+        " `esl-sync merchants add`): nothing to raise; its first lease starts a new epoch"
+        " (Postgres saw 6)\n"
+    )
+    assert "Item" not in boto3.client("dynamodb").get_item(
+        TableName=stack.env["STATE_TABLE_NAME"], Key={"merchant_id": {"S": MERCHANT}}
+    )
+    assert stack.cli("fence", "catch-up").splitlines()[-1] == (
+        "fence catch-up: 0 raised, 0 in step, 1 in another epoch, 0 with no fence yet"
+    )
+
+
+def test_catch_up_where_no_poll_wrote_says_so_in_one_line(stack: LocalStack) -> None:
+    """No fence yet: one merchant named, or the fleet (none registered, then one) each get
+    one line, exit 0."""
+    assert stack.cli("fence", "catch-up") == (
+        "fence catch-up: 0 raised, 0 in step, 0 in another epoch, 0 with no fence yet\n"
+    )
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
+    assert stack.cli("fence", "catch-up", MERCHANT) == (
+        f"{MERCHANT}: no poll wrote under a fence yet: nothing to catch up\n"
+    )
+    assert stack.cli("fence", "catch-up") == (
+        "fence catch-up: 0 raised, 0 in step, 0 in another epoch, 1 with no fence yet\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 
 from esl_sync.credentials import CloverTokens
 from esl_sync.merchant_ports import (
+    FenceCount,
     FenceCounter,
     MerchantChanges,
     MerchantEditor,
@@ -373,12 +374,11 @@ def redrive(dead_letters: DeadLetterQueue) -> int:
 @dataclass(frozen=True)
 class FenceCatchUp:
     """One merchant's fence after :func:`catch_up_fences`: the generation Postgres saw, and
-    the count the state table had (as stored) if it was below or none and raised (None:
-    nothing written)."""
+    what the state item held: raised, or why nothing was written (:class:`FenceCount`)."""
 
     merchant_id: str
     seen: int
-    raised_from: str | None
+    count: FenceCount
 
 
 def catch_up_fences(
@@ -386,18 +386,24 @@ def catch_up_fences(
     fences: SeenFences,
     counter: FenceCounter,
     merchant_id: str | None = None,
-) -> list[FenceCatchUp]:
+) -> tuple[list[FenceCatchUp], int]:
     """After the state table went back (a restore, an import, a hand edit lowering
     ``lease_generation``): raise each merchant's lease count (one, or every merchant
     Postgres saw a fence for) to the generation Postgres saw, in the same epoch, so its
     next poll's lease is newer than every poll that wrote; until then each poll that writes
-    is refused. A poll that took its lease before stays refused: its generation is lower."""
+    is refused. A poll that took its lease before stays refused: its generation is lower.
+    Also how many registered merchants (the one named, or all) have no fence yet."""
     if merchant_id is not None:
         _known(directory, merchant_id)
-    return [
-        FenceCatchUp(m, seen.generation, counter.raise_lease_generation(m, seen))
-        for m, seen in fences.seen_fences(merchant_id).items()
+        registered = {merchant_id}
+    else:
+        registered = {m.merchant_id for m in directory.all()}
+    seen = fences.seen_fences(merchant_id)
+    done = [
+        FenceCatchUp(m, fence.generation, counter.raise_lease_generation(m, fence))
+        for m, fence in seen.items()
     ]
+    return done, len(registered - seen.keys())
 
 
 def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:

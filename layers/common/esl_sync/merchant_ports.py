@@ -9,6 +9,7 @@ Beside :mod:`esl_sync.ports`, which holds every other Protocol and has no room l
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict
 
 from esl_sync.records import Fence, Merchant
@@ -58,11 +59,27 @@ class SeenFences(Protocol):
         ...
 
 
+FenceStanding = Literal["raised", "in step", "another epoch", "not a count", "no state item"]
+
+
+@dataclass(frozen=True)
+class FenceCount:
+    """What :meth:`FenceCounter.raise_lease_generation` found, read by its one conditional
+    write: ``raised`` (``stored``: the count it had as stored, a fraction edited by hand,
+    or ``none``); else nothing written: ``in step`` (``stored``: a count of ``seen``'s
+    epoch, at least its generation), ``another epoch`` (another one or none: the next lease
+    writes in it or starts one, which Postgres accepts), ``not a count`` (``stored``: the
+    DynamoDB type of a count edited by hand, ``S``: the next lease starts a new epoch),
+    ``no state item`` (none is created)."""
+
+    standing: FenceStanding
+    stored: str = ""
+
+
 class FenceCounter(Protocol):
-    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> str | None:
+    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> FenceCount:
         """Raise the state item's ``lease_generation`` to ``seen.generation`` if the item
         is in ``seen``'s epoch and counts fewer or none (a restore put it back), in one
-        conditional write beside the lease (its owner, time and the state's version stay):
-        the count it had as stored (a hand edit may have left a fraction; ``none``), or
-        None when nothing was written (in step, another epoch, no item)."""
+        conditional write beside the lease (its owner, time and the state's version stay);
+        what it found (:class:`FenceCount`), as that write read it."""
         ...

@@ -15,7 +15,11 @@ class AwsError(Exception):
     """An AWS call that failed: the service's error code (``ConditionalCheckFailedException``)
     or the transport's (``ConnectionError``, ``ReadTimeout``), the HTTP status (0: no
     answer), the service's message, and whether trying again could succeed (the client has
-    already tried as often as it retries). Never the request's body, keys or signature."""
+    already tried as often as it retries). Never the request's body, keys or signature.
+    ``item``: the item a DynamoDB write's refused condition found, when the call asked for
+    it (``ReturnValuesOnConditionCheckFailure``); never in the message."""
+
+    item: dict[str, Any] | None = None
 
     def __init__(
         self, service: str, operation: str, code: str, status: int, message: str, retryable: bool
@@ -74,7 +78,10 @@ def service_error(
     message = document.get("message", document.get("Message", ""))
     retryable = code in THROTTLING or code in TRANSIENT or status in TRANSIENT_STATUS
     kind = AwsThrottled if code in THROTTLING else AwsError
-    return kind(service, operation, code, status, str(message)[:500], retryable)
+    error = kind(service, operation, code, status, str(message)[:500], retryable)
+    if code == "ConditionalCheckFailedException" and isinstance(document.get("Item"), dict):
+        error.item = document["Item"]
+    return error
 
 
 def encode(params: Mapping[str, Any]) -> bytes:

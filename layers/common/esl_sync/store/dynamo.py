@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from esl_sync.credentials import CloverTokens, SealedTokens, StoredTokens
+from esl_sync.merchant_ports import FenceCount
 from esl_sync.ports import StaleStateError
 from esl_sync.records import Fence, Leased, MerchantState, VerificationCode
 from esl_sync.store import aws_json
@@ -32,6 +33,7 @@ from esl_sync.store.state_item import (
     LEASE_NAMES,
     POLL_FIELDS,
     UNTIL_PASSED,
+    fence_count,
     fence_of,
     lease_taking,
     sealed_of,
@@ -151,29 +153,36 @@ class DynamoStateStore:
             return None
         return Leased(state_of(merchant_id, item), sealed_of(item), fence_of(item))
 
-    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> str | None:
+    def raise_lease_generation(self, merchant_id: str, seen: Fence) -> FenceCount:
         """See :class:`esl_sync.merchant_ports.FenceCounter`. A lease taken meanwhile is
         ordered by DynamoDB against this write: before it, its lower generation stays
         refused by Postgres; after it, it counts on from ``seen``. A count edited by hand
         is raised too if it is a number (a fraction) or missing (the lease's ``ADD`` would
         start it at 1 in this epoch); one of another type is left (the next lease starts a
-        new epoch), compared only once it is a number (moto fails comparing it)."""
-        written = self._update_if(
-            merchant_id,
-            "SET #count = :seen",
-            "#epoch = :epoch AND (attribute_not_exists(#count)"
-            " OR (attribute_type(#count, :number) AND #count < :seen))",
-            {
-                ":epoch": {"S": seen.epoch},
-                ":seen": {"N": str(seen.generation)},
-                ":number": {"S": "N"},
-            },
-            FENCE_NAMES,
-            returns="UPDATED_OLD",
-        )
-        if written is None:
-            return None
-        return str(written.get("lease_generation", {}).get("N", "none"))
+        new epoch), compared only once it is a number (moto fails comparing it). A refused
+        write returns the item it found (``ALL_OLD``), which says why (:func:`fence_count`)."""
+        try:
+            answer = self._on_item(
+                "UpdateItem",
+                merchant_id,
+                UpdateExpression="SET #count = :seen",
+                ConditionExpression="#epoch = :epoch AND (attribute_not_exists(#count)"
+                " OR (attribute_type(#count, :number) AND #count < :seen))",
+                ExpressionAttributeValues={
+                    ":epoch": {"S": seen.epoch},
+                    ":seen": {"N": str(seen.generation)},
+                    ":number": {"S": "N"},
+                },
+                ExpressionAttributeNames=FENCE_NAMES,
+                ReturnValues="UPDATED_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except AwsError as error:
+            if error.code != "ConditionalCheckFailedException":
+                raise
+            return fence_count(error.item, seen)
+        stored = answer.get("Attributes", {}).get("lease_generation", {}).get("N", "none")
+        return FenceCount("raised", str(stored))
 
     def release_lease(self, merchant_id: str, owner: str) -> None:
         self._release(merchant_id, LEASE_NAMES, owner)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from esl_sync.credentials import SealedTokens
+from esl_sync.merchant_ports import FenceCount
 from esl_sync.records import Fence, MerchantState, VerificationCode
 from esl_sync.settings import (
     CLOCK_SKEW_MS,
@@ -257,6 +258,25 @@ def fence_of(item: Mapping[str, Any]) -> Fence | None:
         return None
     return Fence(epoch, generation)
 
+
+def fence_count(item: Mapping[str, Any] | None, seen: Fence) -> FenceCount:
+    """Why the state item (as a refused :meth:`raise_lease_generation` found it; None or
+    empty: there is none) needs no raise to ``seen``."""
+    if not item:
+        return FenceCount("no state item")
+    if item.get("lease_epoch") != {"S": seen.epoch}:
+        return FenceCount("another epoch")
+    count = item.get("lease_generation")
+    if isinstance(count, dict) and len(count) == 1:
+        kind, stored = next(iter(count.items()))
+        if kind == "N":
+            return FenceCount("in step", str(stored))
+        if kind in _ATTRIBUTE_TYPES:
+            return FenceCount("not a count", kind)
+    return FenceCount("not a count", "?")
+
+
+_ATTRIBUTE_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS"})
 
 CODE_SLOT = "verification_code_"  # + slot number: one kept code each
 
