@@ -114,7 +114,6 @@ def merchants_add(args: argparse.Namespace) -> int:
 
     clover_base_url = _clover_base_url(args)
     token = _token_from_stdin(args)
-    previous = runtime.merchants().get(args.merchant_id)  # its store, to say if it moved
     merchant = Merchant(
         merchant_id=args.merchant_id,
         store_code=args.store_code,
@@ -126,11 +125,12 @@ def merchants_add(args: argparse.Namespace) -> int:
         keep.append("clover_base_url")
     if args.poll_interval_seconds is None:
         keep.append("poll_interval_seconds")
-    admin.add_merchant(runtime.merchants(), runtime.state_store(), merchant, token, keep=keep)
+    directory = runtime.merchants()
+    replaced = admin.add_merchant(directory, runtime.state_store(), merchant, token, keep=keep)
     kind = " with its token pair" if args.token_pair_stdin else " with its token" if token else ""
     print(f"merchant {merchant.merchant_id} saved{kind}")
     status = _poll_now(merchant, "saved")
-    _relabel_if_moved(merchant.merchant_id, previous.store_code if previous else None)
+    _relabel_if_moved(merchant.merchant_id, replaced)
     return status
 
 
@@ -227,10 +227,12 @@ def _stdin_bytes() -> bytes:
 def merchants_set_store(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 
-    previous = runtime.merchants().get(args.merchant_id)
-    if admin.set_store(runtime.merchants(), runtime.poll_queue(), args.merchant_id, args.store):
+    written = admin.set_store(
+        runtime.merchants(), runtime.poll_queue(), args.merchant_id, args.store
+    )
+    if written.registered:
         print(f"merchant {args.merchant_id}: store {args.store}; its poll is queued")
-        _relabel_if_moved(args.merchant_id, previous.store_code if previous else None)
+        _relabel_if_moved(args.merchant_id, written.replaced)
     else:
         print(
             f"merchant {args.merchant_id} has not installed the app yet: store {args.store} is"

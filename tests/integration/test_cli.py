@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from devkit.aws_calls import unrecorded
-from devkit.catalog import gas_station_catalog
+from devkit.catalog import gas_station_catalog, numbered_catalog
 from devkit.demo import expected_labels
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
 from esl_sync import runtime
-from esl_sync.merchant_ports import MerchantChanges
+from esl_sync.merchant_ports import MerchantChanges, StoreWritten
 from esl_sync.messages import PollRequest
 from esl_sync.records import Merchant
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
@@ -339,6 +339,14 @@ class _Interleaved:
         self._interleave()
         self._inner.save(merchant, **options)
 
+    def register(self, merchant: Merchant, **options: Any) -> StoreWritten:
+        self._interleave()
+        return self._inner.register(merchant, **options)
+
+    def move_store(self, merchant_id: str, store_code: str) -> StoreWritten:
+        self._interleave()
+        return self._inner.move_store(merchant_id, store_code)
+
     def change(self, merchant_id: str, changes: MerchantChanges) -> Merchant | None:
         self._interleave()
         return self._inner.change(merchant_id, changes)
@@ -469,3 +477,53 @@ def test_a_merchant_change_never_undoes_one_made_between_its_read_and_its_write(
     )
     assert shown == tuple(stack.clover.base_url if v == INSTALLED else v for v in expected)
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["merchants", "set-store", RACER, "STORE-A"],
+        ["merchants", "add", RACER, "--store-code", "STORE-A"],  # a re-auth
+    ],
+    ids=["set-store", "reauth"],
+)
+def test_a_store_code_set_back_in_another_writers_window_relabels_at_once(
+    stack: LocalStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    """The merchant labels at STORE-A; the command gives it STORE-A while another
+    operator's ``set-store … STORE-B`` commits in its window: its write moves the merchant
+    from B back to A, so every label goes to A at once. Decided on a code read before the
+    write (A to A: "not moved"), no label was queued, the ones B's move invalidated stayed
+    stale until the polls heal them (``LABEL_HEAL_AFTER_SECONDS`` later)."""
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    stack.add_merchant(RACER, "tok", "STORE-A", items=numbered_catalog(5))
+    stack.run_cycle()
+    stack.hipoink.add_store("STORE-B")
+    database = Database(stack.env["DATABASE_URL"])
+    own = PostgresMerchantDirectory(database)
+
+    def other_writer() -> None:
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setattr(runtime, "merchants", lambda: own)
+            assert main(["merchants", "set-store", RACER, "STORE-B"]) == 0
+
+    interleaved = _Interleaved(runtime.merchants(), other_writer)
+    try:
+        with monkeypatch.context() as racing:
+            racing.setattr(runtime, "merchants", lambda: interleaved)
+            capsys.readouterr()
+            assert main(argv) == 0
+    finally:
+        database.close()
+    assert interleaved.interleaved
+    said = capsys.readouterr().out
+    assert "moved from store STORE-B: 5 label(s) queued for the new store" in said, said
+
+    stack.drain("LabelQueue", "hipoink_sender")  # no poll: the command's jobs alone
+    rows = json.loads(stack.cli("status", "--json"))
+    assert next(r for r in rows if r["merchant_id"] == RACER)["stale_labels"] == 0
+    assert stack.hipoink.labels("STORE-A") == expected_labels(stack.clover.items(RACER))

@@ -14,9 +14,10 @@ from esl_sync.merchant_ports import (
     FenceCounter,
     MerchantChanges,
     MerchantEditor,
-    MerchantRegistrar,
     MerchantSetting,
     SeenFences,
+    StoreWriter,
+    StoreWritten,
 )
 from esl_sync.messages import LabelVerify, PollRequest
 from esl_sync.ports import (
@@ -24,7 +25,6 @@ from esl_sync.ports import (
     LabelLedger,
     LabelQueue,
     MerchantDirectory,
-    MerchantRegistry,
     PollQueue,
     StateStore,
     TokenStore,
@@ -52,42 +52,44 @@ class NoStoreCodeError(LookupError):
 
 
 def add_merchant(
-    directory: MerchantRegistrar,
+    directory: StoreWriter,
     tokens: TokenStore,
     merchant: Merchant,
     token: str | CloverTokens | None,
     *,
     keep: Collection[MerchantSetting] = (),
-) -> None:
+) -> str | None:
     """Register (or update) a merchant; its Clover token (plain, or a v2 pair) goes to the
     encrypted state only, and new tokens lift a ``needs_reauth`` mark. A registered one
     keeps the settings in ``keep`` as they are then (one statement: see
-    :class:`esl_sync.merchant_ports.MerchantRegistrar`).
+    :class:`esl_sync.merchant_ports.MerchantRegistrar`). The store code the write replaced
+    (None: a new merchant), for :func:`relabel_if_moved`.
 
     All or nothing: the token is encrypted first (a token KMS refuses leaves nothing
     written), then the row is written and the ciphertext stored before the row commits
     (a refused write leaves the row as it was).
     """
     if not token:
-        directory.save(merchant, keep=keep)
-        return
+        return directory.register(merchant, keep=keep).replaced
     pair = CloverTokens.plain(token) if isinstance(token, str) else token
     sealed = tokens.seal_tokens(merchant.merchant_id, pair)
-    directory.save(
+    written = directory.register(
         merchant, then=lambda: tokens.write_sealed_tokens(merchant.merchant_id, sealed), keep=keep
     )
+    return written.replaced
 
 
 def set_store(
-    registry: MerchantRegistry, queue: PollQueue, merchant_id: str, store_code: str
-) -> bool:
+    directory: StoreWriter, queue: PollQueue, merchant_id: str, store_code: str
+) -> StoreWritten:
     """Give a merchant its Hipoink store code (``esl-sync merchants set-store``). A merchant
-    that installed the app and awaits one gets it and its first poll at once (True); one
-    that has not installed yet keeps it for its install (False)."""
-    registered = registry.assign_store(merchant_id, store_code)
-    if registered:
+    that installed the app and awaits one gets it and its first poll at once (registered);
+    one that has not installed yet keeps it for its install. The code the write replaced
+    (for :func:`relabel_if_moved`) comes with it."""
+    written = directory.move_store(merchant_id, store_code)
+    if written.registered:
         queue.send([PollRequest(merchant_id=merchant_id, reason="manual")])
-    return registered
+    return written
 
 
 def relabel_if_moved(
@@ -104,7 +106,9 @@ def relabel_if_moved(
     ``esl_sync.store.postgres``), or None when the store did not change. Without this the
     polls' own healing would send them too, a few at a time, after they have been stale
     for ``LABEL_HEAL_AFTER_SECONDS``. The old store's labels are not removed: its code may
-    be another merchant's (a typo being corrected)."""
+    be another merchant's (a typo being corrected). ``previous_store``: the code the write
+    replaced, as it read it (:class:`esl_sync.merchant_ports.StoreWriter`): a code read
+    before the write may be stale (another ``set-store`` between), B to A read as A to A."""
     merchant = _known(directory, merchant_id)
     if previous_store is None or merchant.store_code in (None, previous_store):
         return None

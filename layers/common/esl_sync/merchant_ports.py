@@ -52,6 +52,38 @@ class MerchantRegistrar(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoreWritten:
+    """A write of a merchant's store code: whether the merchant is registered (False: the
+    code is kept for its install, ``store_assignments``), and the code its row held just
+    before (None: none, or not registered), read under the merchant's lock in the write's
+    own transaction, so another writer's code committed in between is the one replaced."""
+
+    registered: bool
+    replaced: str | None
+
+
+class StoreWriter(Protocol):
+    """The writes that decide whether a merchant's store moved (then every label goes to
+    the new one at once: :func:`esl_sync.admin.relabel_if_moved`), from what they replaced."""
+
+    def register(
+        self,
+        merchant: Merchant,
+        *,
+        then: Callable[[], object] | None = None,
+        keep: Collection[MerchantSetting] = (),
+    ) -> StoreWritten:
+        """:meth:`MerchantRegistrar.save` (``esl-sync merchants add``), saying what it
+        replaced (``registered``: it is, once written)."""
+        ...
+
+    def move_store(self, merchant_id: str, store_code: str) -> StoreWritten:
+        """:meth:`esl_sync.ports.MerchantRegistry.assign_store` (``esl-sync merchants
+        set-store``), saying what it replaced."""
+        ...
+
+
 class SeenFences(Protocol):
     def seen_fences(self, merchant_id: str | None = None) -> dict[str, Fence]:
         """The fence Postgres saw last (``label_clocks``, migration 0009) of one merchant

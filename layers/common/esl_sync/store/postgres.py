@@ -16,7 +16,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from esl_sync.merchant_ports import MerchantChanges, MerchantSetting
+from esl_sync.merchant_ports import MerchantChanges, MerchantSetting, StoreWritten
 from esl_sync.records import (
     Fence,
     LabelOwners,
@@ -291,6 +291,22 @@ def _connect(conninfo: str) -> psycopg.Connection[Any]:
     )
 
 
+def _store_to_replace(conn: psycopg.Connection[Any], m: str, store: str | None) -> str | None:
+    """In a writer's transaction, before it writes ``store`` (None: keeps the code): the
+    merchant's lock (every writer of its store code takes it first), what the old store
+    acknowledged invalidated if ``store`` is another, and the code the row holds (what the
+    write replaces; read under the lock and the row's, so no other code commits between)."""
+    conn.execute(_LOCK_MERCHANT, (m,))
+    if store is not None:
+        conn.execute(
+            _INVALIDATE_IF_MOVED, {"m": m, "store": store, "invalidated": INVALIDATED_HASH}
+        )
+    row = conn.execute(
+        "SELECT store_code FROM merchants WHERE merchant_id = %s FOR UPDATE", (m,)
+    ).fetchone()
+    return row[0] if row else None
+
+
 def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
     """Whether the server closed (or is closing) this idle connection: a failover, a
     restart, an idle timeout or ``pg_terminate_backend`` ends every connection a warm
@@ -331,22 +347,24 @@ class PostgresMerchantDirectory:
         then: Callable[[], object] | None = None,
         keep: Collection[MerchantSetting] = (),
     ) -> None:
-        """The row written in one statement (:class:`esl_sync.merchant_ports.MerchantRegistrar`)."""
+        self.register(merchant, then=then, keep=keep)
+
+    def register(
+        self,
+        merchant: Merchant,
+        *,
+        then: Callable[[], object] | None = None,
+        keep: Collection[MerchantSetting] = (),
+    ) -> StoreWritten:
+        """The row written in one statement (:class:`esl_sync.merchant_ports.MerchantRegistrar`),
+        and the store code it replaced (:class:`esl_sync.merchant_ports.StoreWriter`)."""
         conn = self._db.connection()
         with conn.transaction():
-            conn.execute(_LOCK_MERCHANT, (merchant.merchant_id,))
-            if merchant.store_code is not None:
-                conn.execute(
-                    _INVALIDATE_IF_MOVED,
-                    {
-                        "m": merchant.merchant_id,
-                        "store": merchant.store_code,
-                        "invalidated": INVALIDATED_HASH,
-                    },
-                )
+            replaced = _store_to_replace(conn, merchant.merchant_id, merchant.store_code)
             self._upsert(conn, merchant, keep)
             if then is not None:
                 then()
+        return StoreWritten(True, replaced)
 
     def register_install(
         self,
@@ -366,13 +384,12 @@ class PostgresMerchantDirectory:
         return merchant
 
     def assign_store(self, merchant_id: str, store_code: str) -> bool:
+        return self.move_store(merchant_id, store_code).registered
+
+    def move_store(self, merchant_id: str, store_code: str) -> StoreWritten:
         conn = self._db.connection()
         with conn.transaction():
-            conn.execute(_LOCK_MERCHANT, (merchant_id,))
-            conn.execute(
-                _INVALIDATE_IF_MOVED,
-                {"m": merchant_id, "store": store_code, "invalidated": INVALIDATED_HASH},
-            )
+            replaced = _store_to_replace(conn, merchant_id, store_code)
             updated = conn.execute(
                 "UPDATE merchants SET store_code = %s, updated_at = now() WHERE merchant_id = %s",
                 (store_code, merchant_id),
@@ -384,7 +401,7 @@ class PostgresMerchantDirectory:
                     " assigned_at = now()",
                     (merchant_id, store_code),
                 )
-        return bool(updated)
+        return StoreWritten(bool(updated), replaced)
 
     def change(self, merchant_id: str, changes: MerchantChanges) -> Merchant | None:
         """Only the named columns, in one ``UPDATE`` (see
