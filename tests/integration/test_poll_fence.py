@@ -9,6 +9,7 @@ threads with connections of their own, as two pollers do.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -117,6 +118,18 @@ def test_the_fence_refuses_an_older_generation_and_accepts_a_new_epoch(db: Datab
     assert stored(db) == (old[0], "epoch-b", 1, Decimal("3.75"))
 
 
+def _waits_for(db: Database, pid: int, seconds: float = 10) -> bool:
+    """Whether a backend comes to wait for ``pid``'s transaction within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    query = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+    while time.monotonic() < deadline:
+        row = db.connection().execute(query, (pid,)).fetchone()
+        if row and row[0]:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def _racing(db: Database) -> tuple[Callable[..., threading.Thread], list[str]]:
     done: list[str] = []
 
@@ -200,7 +213,8 @@ def test_of_two_racing_transactions_the_older_generation_never_commits_after_the
     finish_newer.set()
     for thread in threads:
         thread.join(10)
-    assert done == ["newer committed", "older refused"]
+    # (sorted: the waiting thread may note its outcome before the first notes its commit)
+    assert sorted(done) == ["newer committed", "older refused"]
     assert stored(db) == (versions["newer"], epoch, 5, Decimal("5.00"))
 
 
@@ -292,7 +306,8 @@ def test_two_polls_whose_pages_cross_never_deadlock_and_the_newer_wins(db: Datab
     for thread in threads:
         thread.join(15)
     assert failures == []
-    assert done == ["older committed", "newer committed"]
+    # (sorted: the waiting thread may note its outcome before the first notes its commit)
+    assert sorted(done) == ["newer committed", "older committed"]
     query = "SELECT price FROM products WHERE merchant_id = %s AND source_id = %s"
     price = db.connection().execute(query, (M, bread)).fetchone()
     assert price == (Decimal("2.70"),), "the older poll's Bread replaced the newer's"
@@ -307,10 +322,12 @@ def test_a_write_the_statement_did_not_foresee_is_fenced_after_it(db: Database) 
     epoch = "epoch-unforeseen"
     write(db, Fence(epoch, 5), 200)
     newer_wrote, finish_newer = threading.Event(), threading.Event()
+    newer_pid: list[int] = []
 
     def newer() -> None:
         with db.transaction(Fence(epoch, 6)) as tx:
             tx.upsert(M, [row(300)])
+            newer_pid.append(db.connection().info.backend_pid)
             newer_wrote.set()
             finish_newer.wait(10)
 
@@ -321,11 +338,14 @@ def test_a_write_the_statement_did_not_foresee_is_fenced_after_it(db: Database) 
     threads = [start("newer", newer)]
     assert newer_wrote.wait(10)
     threads.append(start("older", older))
-    threads[1].join(0.5)
+    # The older's statement must have begun before the newer commits (else it would see
+    # the newer's row and foresee its write): it waits on the newer's row lock.
+    assert _waits_for(db, newer_pid[0]), "the older's statement never waited on the newer"
     finish_newer.set()
     for thread in threads:
         thread.join(10)
-    assert done == ["newer committed", "older refused"]
+    # (sorted: the waiting thread may note its outcome before the first notes its commit)
+    assert sorted(done) == ["newer committed", "older refused"]
     assert stored(db)[1:] == (epoch, 6, Decimal("3.00"))
 
 
