@@ -28,7 +28,6 @@ from esl_sync.hipoink.records import HipoinkRecord
 from esl_sync.merchant_ports import (
     MerchantChanges,
     MerchantEditor,
-    MerchantRegistrar,
     MerchantSetting,
 )
 from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollRequest
@@ -373,7 +372,7 @@ class MemoryPollQueue(PollQueue):
 
 
 @final
-class MemoryDirectory(MerchantDirectory, MerchantEditor, MerchantRegistrar):
+class MemoryDirectory(MerchantDirectory, MerchantEditor):
     def __init__(self, merchants: Iterable[Merchant] = ()) -> None:
         self.merchants = {m.merchant_id: m for m in merchants}
         self.saved: list[Merchant] = []

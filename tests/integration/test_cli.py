@@ -362,10 +362,6 @@ class _Interleaved:
         self._interleave()
         return self._inner.register_install(merchant_id, clover_base_url, store_code, then=then)
 
-    def assign_store(self, merchant_id: str, store_code: str) -> bool:
-        self._interleave()
-        return self._inner.assign_store(merchant_id, store_code)
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 

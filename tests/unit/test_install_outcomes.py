@@ -92,9 +92,6 @@ class Registry(MerchantRegistry):
         then()
         return Merchant(merchant_id, self.assigned or store_code, clover_base_url)
 
-    def assign_store(self, merchant_id: str, store_code: str) -> bool:
-        raise AssertionError("the install flow never assigns a store")
-
 
 @final
 class DownQueue(PollQueue):

@@ -62,7 +62,7 @@ def add_merchant(
     """Register (or update) a merchant; its Clover token (plain, or a v2 pair) goes to the
     encrypted state only, and new tokens lift a ``needs_reauth`` mark. A registered one
     keeps the settings in ``keep`` as they are then (one statement: see
-    :class:`esl_sync.merchant_ports.MerchantRegistrar`). The store code the write replaced
+    :meth:`esl_sync.merchant_ports.StoreWriter.register`). The store code the write replaced
     (None: a new merchant), for :func:`relabel_if_moved`.
 
     All or nothing: the token is encrypted first (a token KMS refuses leaves nothing

@@ -36,22 +36,6 @@ MerchantSetting = Literal["clover_base_url", "poll_interval_seconds"]
 """A merchant's own settings (None in a row: the stack's)."""
 
 
-class MerchantRegistrar(Protocol):
-    def save(
-        self,
-        merchant: Merchant,
-        *,
-        then: Callable[[], object] | None = None,
-        keep: Collection[MerchantSetting] = (),
-    ) -> None:
-        """Register the merchant as given (``esl-sync merchants add``) or, if it is
-        registered, write its store code, ``active`` and its settings but those in ``keep``,
-        in one statement: a change made meanwhile to a setting it keeps (another operator's
-        ``merchants set``, an install's Clover host) stays. ``then`` runs before the row is
-        committed: if it raises, the row stays as it was (the tokens written with it)."""
-        ...
-
-
 @dataclass(frozen=True)
 class StoreWritten:
     """A write of a merchant's store code: whether the merchant is registered (False: the
@@ -74,13 +58,17 @@ class StoreWriter(Protocol):
         then: Callable[[], object] | None = None,
         keep: Collection[MerchantSetting] = (),
     ) -> StoreWritten:
-        """:meth:`MerchantRegistrar.save` (``esl-sync merchants add``), saying what it
-        replaced (``registered``: it is, once written)."""
+        """Register the merchant as given (``esl-sync merchants add``) or, if it is
+        registered, write its store code, ``active`` and its settings but those in ``keep``,
+        in one statement: a change made meanwhile to a setting it keeps (another operator's
+        ``merchants set``, an install's Clover host) stays. ``then`` runs before the row is
+        committed: if it raises, the row stays as it was (the tokens written with it). Says
+        what it replaced (``registered``: it is, once written)."""
         ...
 
     def move_store(self, merchant_id: str, store_code: str) -> StoreWritten:
-        """:meth:`esl_sync.ports.MerchantRegistry.assign_store` (``esl-sync merchants
-        set-store``), saying what it replaced."""
+        """Set a registered merchant's store code, or keep it for the merchant's install
+        (``esl-sync merchants set-store``), saying which and what it replaced."""
         ...
 
 

@@ -77,11 +77,6 @@ class MerchantRegistry(Protocol):
         ``then`` runs before the commit: if it raises, nothing is written."""
         ...
 
-    def assign_store(self, merchant_id: str, store_code: str) -> bool:
-        """Set a registered merchant's store code (True), or keep it for the merchant's
-        install (False)."""
-        ...
-
 
 class ProductWriter(Protocol):
     """Product writes of one transaction."""

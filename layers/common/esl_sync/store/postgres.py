@@ -356,8 +356,8 @@ class PostgresMerchantDirectory:
         then: Callable[[], object] | None = None,
         keep: Collection[MerchantSetting] = (),
     ) -> StoreWritten:
-        """The row written in one statement (:class:`esl_sync.merchant_ports.MerchantRegistrar`),
-        and the store code it replaced (:class:`esl_sync.merchant_ports.StoreWriter`)."""
+        """The row written in one statement, and the store code it replaced
+        (:meth:`esl_sync.merchant_ports.StoreWriter.register`)."""
         conn = self._db.connection()
         with conn.transaction():
             replaced = _store_to_replace(conn, merchant.merchant_id, merchant.store_code)
@@ -382,9 +382,6 @@ class PostgresMerchantDirectory:
         merchant = self.get(merchant_id)
         assert merchant is not None  # committed just now
         return merchant
-
-    def assign_store(self, merchant_id: str, store_code: str) -> bool:
-        return self.move_store(merchant_id, store_code).registered
 
     def move_store(self, merchant_id: str, store_code: str) -> StoreWritten:
         conn = self._db.connection()
