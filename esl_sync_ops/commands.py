@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from esl_sync.records import Merchant
 
 POLL_NOT_QUEUED = 3
-"""Exit status of ``merchants add`` and ``enable`` when the merchant was saved but its poll
-could not be queued (no ``POLL_QUEUE_URL``, SQS refusing): the schedule still polls it."""
+"""Exit status of ``merchants add``, ``enable`` and ``set-store`` when the merchant was saved
+but its poll could not be queued (no ``POLL_QUEUE_URL``, SQS refusing): the schedule still
+polls it."""
 
 DEFAULT = "default"
 """The value of ``--clover-base-url`` and ``--poll-interval-seconds`` that clears a
@@ -227,18 +228,19 @@ def _stdin_bytes() -> bytes:
 def merchants_set_store(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 
-    written = admin.set_store(
-        runtime.merchants(), runtime.poll_queue(), args.merchant_id, args.store
-    )
-    if written.registered:
-        print(f"merchant {args.merchant_id}: store {args.store}; its poll is queued")
-        _relabel_if_moved(args.merchant_id, written.replaced)
-    else:
+    written = admin.set_store(runtime.merchants(), args.merchant_id, args.store)
+    if not written.registered:
         print(
             f"merchant {args.merchant_id} has not installed the app yet: store {args.store} is"
             " kept for its install"
         )
-    return 0
+        return 0
+    print(f"merchant {args.merchant_id}: store {args.store}")
+    # Relabelled before the poll is queued: a queue that refuses the poll (exit 3) must not
+    # leave a moved store's labels waiting for the heal.
+    _relabel_if_moved(args.merchant_id, written.replaced)
+    merchant = runtime.merchants().get(args.merchant_id)
+    return _poll_now(merchant, f"given store {args.store}") if merchant else 0
 
 
 def _relabel_if_moved(merchant_id: str, previous_store: str | None) -> None:

@@ -523,3 +523,34 @@ def test_a_store_code_set_back_in_another_writers_window_relabels_at_once(
     rows = json.loads(stack.cli("status", "--json"))
     assert next(r for r in rows if r["merchant_id"] == RACER)["stale_labels"] == 0
     assert stack.hipoink.labels("STORE-A") == expected_labels(stack.clover.items(RACER))
+
+
+def test_a_store_move_whose_poll_is_not_queued_still_relabels_and_exits_3(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``merchants set-store`` to another store while the poll queue refuses: the code is
+    written and every label queued for the new store before the poll is tried; then one
+    line on stderr and exit 3, as ``merchants add``. (It queued the poll first, and a
+    refused send ended the command with exit 1 before the relabel: the moved store's labels
+    waited for the heal.)"""
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    stack.add_merchant(RACER, "tok", "STORE-A", items=numbered_catalog(5))
+    stack.run_cycle()
+    stack.hipoink.add_store("STORE-B")
+    monkeypatch.setenv("POLL_QUEUE_URL", stack.urls["PollQueue"] + "-gone")
+    runtime.reset()
+    capsys.readouterr()
+    try:
+        with unrecorded():  # a queue the stack does not have: not a call the operator needs
+            code = main(["merchants", "set-store", RACER, "STORE-B"])
+    finally:
+        runtime.reset()
+    out, err = capsys.readouterr()
+    assert code == 3
+    assert out.startswith(f"merchant {RACER}: store STORE-B\nmoved from store STORE-A: 5 label")
+    assert err.count("\n") == 1
+    assert err.startswith(f"esl-sync: merchant {RACER} given store STORE-B, but its poll was not")
+    stack.drain("LabelQueue", "hipoink_sender")  # no poll: the command's jobs alone
+    assert stack.hipoink.labels("STORE-B") == expected_labels(stack.clover.items(RACER))
+    assert stack.queue_depths()["PollQueue"] == 0

@@ -290,7 +290,7 @@ def test_without_a_store_code_it_awaits_an_operator_then_polls_at_once(
     assert (row["awaiting_store_code"], row["fresh"]) == (True, None)
     # The operator names its store: its poll is queued at once, the labels follow.
     hipoink.add_store("STORE-AWAIT")
-    assert "its poll is queued" in stack.cli(
+    assert "poll of MAWAIT000001 queued" in stack.cli(
         "merchants", "set-store", "MAWAIT000001", "STORE-AWAIT"
     )
     stack.drain("PollQueue", "poller")

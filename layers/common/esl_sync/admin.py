@@ -79,17 +79,12 @@ def add_merchant(
     return written.replaced
 
 
-def set_store(
-    directory: StoreWriter, queue: PollQueue, merchant_id: str, store_code: str
-) -> StoreWritten:
+def set_store(directory: StoreWriter, merchant_id: str, store_code: str) -> StoreWritten:
     """Give a merchant its Hipoink store code (``esl-sync merchants set-store``). A merchant
-    that installed the app and awaits one gets it and its first poll at once (registered);
-    one that has not installed yet keeps it for its install. The code the write replaced
-    (for :func:`relabel_if_moved`) comes with it."""
-    written = directory.move_store(merchant_id, store_code)
-    if written.registered:
-        queue.send([PollRequest(merchant_id=merchant_id, reason="manual")])
-    return written
+    that installed the app gets it (registered: the caller relabels it if it moved, then
+    queues its poll, :func:`poll_now`); one that has not installed yet keeps it for its
+    install. The code the write replaced (for :func:`relabel_if_moved`) comes with it."""
+    return directory.move_store(merchant_id, store_code)
 
 
 def relabel_if_moved(
