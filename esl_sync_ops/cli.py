@@ -6,8 +6,8 @@ stack named with ``--stack`` (its outputs fill in what the environment does not 
 Every argument is checked before anything is read or written (:mod:`esl_sync.inputs`):
 bad input is one line on stderr and exit status 2; any other failure (Postgres down, no
 AWS credentials, KMS refusing) is one line and exit status 1. Never a traceback. One more:
-``merchants add`` and ``enable`` exit 3 when the merchant was saved but its poll could not
-be queued (one line; :data:`esl_sync_ops.commands.POLL_NOT_QUEUED`).
+``merchants add``, ``enable`` and ``set-store`` exit 3 when the merchant was saved but its
+poll could not be queued (one line; :data:`esl_sync_ops.commands.POLL_NOT_QUEUED`).
 
 Other installed packages may add commands under the same entry point through the entry
 point group :data:`COMMAND_PLUGINS` (the development kit adds ``demo``, ``cycle`` and
@@ -210,7 +210,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=commands.merchants_list)
     for name, active in (("disable", False), ("enable", True)):
-        toggle = actions.add_parser(name, help=f"{name} polling of a merchant")
+        toggle = actions.add_parser(
+            name,
+            help=f"{name} polling of a merchant" + ("; queues one poll at once" if active else ""),
+        )
         toggle.add_argument("merchant_id", type=MERCHANT_ID)
         toggle.set_defaults(run=commands.merchants_toggle, active=active)
 
