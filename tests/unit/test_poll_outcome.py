@@ -38,7 +38,7 @@ def test_a_poll_reports_nothing_it_did_not_do() -> None:
         "duration_ms": 0,
         "fault": None,
     }
-    assert (outcome.quiet, outcome.skipped) == (True, False)
+    assert (outcome.quiet, outcome.skipped, outcome.conflicted) == (True, False, False)
 
 
 def test_reading_clover_without_finding_a_change_is_quiet() -> None:
@@ -114,5 +114,6 @@ def test_a_failed_poll_says_whose_failure_it_is(error: Exception, fault: str) ->
     outcome = PollOutcome("M", "schedule")
     outcome.failed(error)
     assert (outcome.status, outcome.fault, outcome.error) == ("failed", fault, error)
+    assert outcome.conflicted is (fault == "conflict")  # counted as TransientConflicts
     assert outcome.detail == f"{type(error).__name__}: {error}"
     assert "error" not in outcome.facts()
