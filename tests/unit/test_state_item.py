@@ -466,7 +466,10 @@ def test_the_longest_holds_are_those_the_code_and_the_settings_take() -> None:
     from esl_sync.settings import ConfigurationError, Settings
     from esl_sync.sync.lease import POLL_LEASE_MS
 
-    until_values("lease_until_ms", 0, POLL_LEASE_MS)
+    # A poll holds its merchant 330 s (the poller's 300 s timeout and half a minute), and a
+    # lease time over 390 s ahead (that and a minute of another host's clock) is taken over.
+    lease = until_values("lease_until_ms", 0, POLL_LEASE_MS)
+    assert (lease[":until"], lease[":beyond"]) == ({"N": "330000"}, {"N": "390000"})
     longest = Settings.from_values(
         {"clover_timeout_seconds": "900", "clover_webhook_poll_window_seconds": "3600"}
     )
