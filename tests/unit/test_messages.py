@@ -725,3 +725,17 @@ def test_a_verify_request_with_a_bad_field_is_refused_by_that_field(
     with pytest.raises(MessageRefused) as refused:
         label_message(text)
     assert refused.value.field == field
+
+
+def test_a_record_that_is_a_dict_subclass_is_never_written_by_orjson() -> None:
+    """``json`` writes what a dict subclass's ``items()`` says, orjson what the dict holds:
+    so only plain dicts go to orjson (a record read back from a foreign message may be
+    anything ``json`` accepts)."""
+
+    class Shown(dict[str, str]):
+        def items(self) -> Any:
+            return [("pc", "shown")]
+
+    records: list[dict[str, Any]] = [Shown(pc="held")]
+    assert json.dumps(records[0]) == '{"pc": "shown"}'  # what json writes of it
+    assert text_records_json({"upserts": records}, records) is None
