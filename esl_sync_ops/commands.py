@@ -155,6 +155,8 @@ def _poll_now(merchant: Merchant, done: str) -> int:
         print(f"poll of {merchant.merchant_id} queued")
     elif merchant.active:
         print(f"no poll queued: {merchant.merchant_id} awaits its store code (merchants set-store)")
+    else:
+        print(f"no poll queued: {merchant.merchant_id} is disabled (merchants enable)")
     return 0
 
 
@@ -236,11 +238,12 @@ def merchants_set_store(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"merchant {args.merchant_id}: store {args.store}")
-    # Relabelled before the poll is queued: a queue that refuses the poll (exit 3) must not
-    # leave a moved store's labels waiting for the heal.
-    _relabel_if_moved(args.merchant_id, written.replaced)
     merchant = runtime.merchants().get(args.merchant_id)
-    return _poll_now(merchant, f"given store {args.store}") if merchant else 0
+    # As `merchants add`: the poll first (a refused one is exit 3, not an error), then the
+    # relabel of a moved store, so neither one's failure keeps the other from being done.
+    status = _poll_now(merchant, f"given store {args.store}") if merchant else 0
+    _relabel_if_moved(args.merchant_id, written.replaced)
+    return status
 
 
 def _relabel_if_moved(merchant_id: str, previous_store: str | None) -> None:

@@ -529,10 +529,9 @@ def test_a_store_move_whose_poll_is_not_queued_still_relabels_and_exits_3(
     stack: LocalStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``merchants set-store`` to another store while the poll queue refuses: the code is
-    written and every label queued for the new store before the poll is tried; then one
-    line on stderr and exit 3, as ``merchants add``. (It queued the poll first, and a
-    refused send ended the command with exit 1 before the relabel: the moved store's labels
-    waited for the heal.)"""
+    written, the refused poll is one line on stderr and exit 3, as ``merchants add``, and
+    every label is still queued for the new store. (A refused send ended the command with
+    exit 1 before the relabel: the moved store's labels waited for the heal.)"""
     assert stack.clover is not None
     assert stack.hipoink is not None
     stack.add_merchant(RACER, "tok", "STORE-A", items=numbered_catalog(5))
@@ -553,4 +552,17 @@ def test_a_store_move_whose_poll_is_not_queued_still_relabels_and_exits_3(
     assert err.startswith(f"esl-sync: merchant {RACER} given store STORE-B, but its poll was not")
     stack.drain("LabelQueue", "hipoink_sender")  # no poll: the command's jobs alone
     assert stack.hipoink.labels("STORE-B") == expected_labels(stack.clover.items(RACER))
+    assert stack.queue_depths()["PollQueue"] == 0
+
+
+def test_a_disabled_merchant_given_a_store_is_told_no_poll_is_queued(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.add_merchant(RACER, "tok", "STORE-A", items=numbered_catalog(2))
+    assert main(["merchants", "disable", RACER]) == 0
+    capsys.readouterr()
+    assert main(["merchants", "set-store", RACER, "STORE-B"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"merchant {RACER}: store STORE-B\nno poll queued: {RACER} is disabled (merchants enable)\n"
+    )
     assert stack.queue_depths()["PollQueue"] == 0
