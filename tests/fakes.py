@@ -33,6 +33,8 @@ from esl_sync.merchant_ports import (
 from esl_sync.messages import LabelJob, LabelMessage, LabelVerify, PollRequest
 from esl_sync.observability import logger
 from esl_sync.ports import (
+    CatalogReader,
+    CatalogReaders,
     CodeExchanger,
     LabelLedger,
     LabelQueue,
@@ -408,15 +410,17 @@ class MemoryDirectory(MerchantDirectory, MerchantEditor):
 @final
 class MemoryStates(StateStore):
     """Merchant states with the version guard and the poll lease (``now_ms`` as given).
-    A lease taken reads ``sealed`` and ``fence`` with the state; ``release_errors`` are
-    raised, in order, by the next ``release_lease`` calls; ``releases`` lists each one's
-    owner."""
+    A lease taken reads ``sealed`` and ``fence`` with the state; ``take_errors`` are raised
+    by ``take_lease`` for their merchant (a poll that fails at its first read, with the
+    error whose class decides the poll's fault); ``release_errors`` are raised, in order,
+    by the next ``release_lease`` calls; ``releases`` lists each one's owner."""
 
     def __init__(self, *states: MerchantState) -> None:
         self.states = {s.merchant_id: replace(s) for s in states}
         self.leases: dict[str, tuple[str, int]] = {}
         self.sealed: SealedTokens | None = None
         self.fence: Fence | None = None
+        self.take_errors: dict[str, Exception] = {}
         self.release_errors: list[Exception] = []
         self.releases: list[str] = []
 
@@ -441,6 +445,8 @@ class MemoryStates(StateStore):
     def take_lease(
         self, merchant_id: str, owner: str, *, now_ms: int, duration_ms: int
     ) -> Leased | None:
+        if merchant_id in self.take_errors:
+            raise self.take_errors[merchant_id]
         held = self.leases.get(merchant_id)
         if held is not None and held[1] > now_ms:
             return None
@@ -522,6 +528,27 @@ class MemoryTokens(_OneMerchant, TokenStore):
     def release_refresh_lock(self, merchant_id: str, owner: str) -> None:
         if self.lock_owner == owner:
             self.lock_owner = None
+
+
+@final
+class UnreachableClover(CatalogReaders):
+    """The process's Clover client when Clover fails a poll's first request with ``error``
+    (a ``CloverError``); ``time_left`` notes, for each poll that asked, the time its
+    requests were given to spend then (None: no limit)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.time_left: list[int | None] = []
+
+    def merchant(
+        self,
+        merchant_id: str,
+        token: str,
+        base_url: str,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> CatalogReader:
+        self.time_left.append(None if time_left_ms is None else time_left_ms())
+        raise self.error
 
 
 @final
