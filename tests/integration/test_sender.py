@@ -568,13 +568,9 @@ def test_a_deadlock_alone_in_its_batch_is_retried_without_failing_the_invocation
     assert _failures(stack) == {"X1": (None, None)}
 
 
-def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_delivered(
-    stack: LocalStack,
-) -> None:
-    """Postgres refuses the acknowledgement after Hipoink took the records: nothing is
-    counted as delivered (the retry sends them again), and the line is an error with the
-    traceback (no Hipoink fault: the sender's own parts)."""
-    stack.add_merchant(M, "tok", STORE, items=[])
+def _refuse_acknowledgements(stack: LocalStack) -> None:
+    """Postgres refuses every acknowledgement of a label (a trigger ``refuse_ack``, dropped
+    by name to let them through again): the ledger fails after Hipoink took the records."""
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
         conn.execute(
             "CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
@@ -584,6 +580,16 @@ def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_deliver
             "CREATE TRIGGER refuse_ack BEFORE INSERT OR UPDATE ON label_state FOR EACH ROW"
             " WHEN (NEW.acknowledged_at IS NOT NULL) EXECUTE FUNCTION refuse_ack()"
         )
+
+
+def test_a_job_the_ledger_fails_is_logged_as_an_error_and_counts_nothing_delivered(
+    stack: LocalStack,
+) -> None:
+    """Postgres refuses the acknowledgement after Hipoink took the records: nothing is
+    counted as delivered (the retry sends them again), and the line is an error with the
+    traceback (no Hipoink fault: the sender's own parts)."""
+    stack.add_merchant(M, "tok", STORE, items=[])
+    _refuse_acknowledgements(stack)
     job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1"), version=1)
     mark = len(stack.logs)
 
@@ -714,15 +720,7 @@ def test_a_store_re_test_the_ledger_cuts_short_is_tried_again_by_the_retry(
     and parked the job's labels as ``configuration`` for another cool-down, though Hipoink
     had just taken the sign. As after a 503, the retry now re-tests and delivers."""
     _blocked_by_a_sign_error_now_fixed(stack)
-    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
-        conn.execute(
-            "CREATE FUNCTION refuse_ack() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " RAISE EXCEPTION 'acknowledgement refused (test)'; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER refuse_ack BEFORE INSERT OR UPDATE ON label_state FOR EACH ROW"
-            " WHEN (NEW.acknowledged_at IS NOT NULL) EXECUTE FUNCTION refuse_ack()"
-        )
+    _refuse_acknowledgements(stack)
     job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2"), version=2)
     _crashes_alone(stack, job)
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
