@@ -281,6 +281,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     catch_up.set_defaults(run=commands.fence_catch_up)
 
+    restore = subparsers.add_parser(
+        "restore", help="catch up after restoring the Postgres database from a backup"
+    )
+    restore_actions = restore.add_subparsers(required=True, metavar="ACTION")
+    restore_actions.add_parser(
+        "catch-up",
+        help="move the label versions past every one issued before the restore and have every"
+        " merchant read its whole catalog again; name the state items without a merchant",
+    ).set_defaults(run=commands.restore_catch_up)
+
     redrive = subparsers.add_parser(
         "redrive", help="move dead-lettered messages back to their queue"
     )

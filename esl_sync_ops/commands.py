@@ -21,6 +21,7 @@ from esl_sync.credentials import CloverTokens
 from esl_sync_ops.terminal import print_rows, printable, utc_text
 
 if TYPE_CHECKING:
+    from esl_sync import restore
     from esl_sync.merchant_ports import FenceCount
     from esl_sync.records import Merchant
 
@@ -490,3 +491,43 @@ def _fence_line(count: FenceCount, seen: int) -> str:
                 f" `esl-sync merchants add`): {nothing} its first lease starts a new epoch"
                 f" (Postgres saw {seen})"
             )
+
+
+def restore_catch_up(_args: argparse.Namespace) -> int:
+    """After restoring the Postgres database (README, "After restoring the database"): the
+    label versions' line, one line per merchant (and state item without one), a count."""
+    from esl_sync import restore, runtime
+
+    done = restore.catch_up_restore(
+        runtime.merchants(), runtime.label_ledger(), runtime.state_store(), runtime.state_items()
+    )
+    v = done.versions
+    if v.raised_to is None:
+        print(f"label versions: at {v.before}, past the floor {v.floor} already: nothing to raise")
+    else:
+        print(f"label versions: {v.before} -> {v.raised_to}: every version issued before is below")
+    for m in done.merchants:
+        print(f"{m.merchant_id}: {_restored_line(m)}")
+    missing = sum(not m.registered for m in done.merchants)
+    forgotten = sum(m.had_cursor for m in done.merchants)
+    print(
+        f"restore catch-up: {forgotten} cursor(s) forgotten,"
+        f" {len(done.merchants) - forgotten} without one,"
+        f" {missing} state item(s) without a merchants row"
+    )
+    return 0
+
+
+def _restored_line(m: restore.MerchantCaughtUp) -> str:
+    cursor = (
+        "cursor forgotten: its next poll reads the whole catalog"
+        if m.had_cursor
+        else "no cursor: its next poll reads the whole catalog"
+    )
+    if m.registered:
+        return cursor
+    return (
+        f"a state item but no merchants row (registered after the backup?); {cursor} once it"
+        f" is added again: esl-sync merchants add {m.merchant_id} --store-code STORE (its"
+        " tokens are kept), or the merchant opens the app again"
+    )

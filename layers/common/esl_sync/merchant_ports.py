@@ -103,3 +103,31 @@ class FenceCounter(Protocol):
         conditional write beside the lease (its owner, time and the state's version stay);
         what it found (:class:`FenceCount`), as that write read it."""
         ...
+
+
+@dataclass(frozen=True)
+class VersionsRaised:
+    """The ``label_versions`` sequence's last value as read (``before``), the floor it was
+    compared with, and the value set (``raised_to``; None: it was at the floor or past)."""
+
+    before: int
+    floor: int
+    raised_to: int | None
+
+
+class LabelVersions(Protocol):
+    """The ``label_versions`` sequence every label version comes from (migration 0004), as
+    :func:`esl_sync.restore.catch_up_restore` moves it past a restored database's."""
+
+    def raise_label_versions(self) -> VersionsRaised:
+        """If the sequence's last value is below the floor (the database server's clock in
+        microseconds since 1970: 1,000 versions a millisecond), set it there (the next
+        version is the floor + 1), read, compared and written in one statement."""
+        ...
+
+
+class StateItems(Protocol):
+    def state_item_ids(self) -> list[str]:
+        """The merchant id of every item of the state table (reserved items, whose keys
+        start with ``#``, left out), read without any other attribute."""
+        ...

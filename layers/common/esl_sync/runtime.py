@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from esl_sync.store.label_ledger import PostgresLabelLedger
     from esl_sync.store.postgres import Database, PostgresMerchantDirectory
     from esl_sync.store.sqs import SqsDeadLetterQueue, SqsLabelQueue, SqsPollQueue
+    from esl_sync.store.state_scan import DynamoStateItems
     from esl_sync.sync.deliver import DeliveryDeps
     from esl_sync.sync.dispatch import DispatchDeps
     from esl_sync.sync.poll import PollDeps
@@ -112,6 +113,12 @@ def state_store() -> DynamoStateStore:
 
     s = settings()
     return DynamoStateStore(s.required("state_table_name"), s.state_key_id)
+
+
+def state_items() -> DynamoStateItems:
+    from esl_sync.store.state_scan import DynamoStateItems
+
+    return DynamoStateItems(settings().required("state_table_name"))
 
 
 @cache

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from psycopg.rows import dict_row
 
+from esl_sync.merchant_ports import VersionsRaised
 from esl_sync.records import (
     AckedLabel,
     Drift,
@@ -150,6 +151,16 @@ RETURNING true
 # label look current (acknowledge and renew check it in their statements).
 
 
+# The floor is the server's clock in microseconds since 1970 (the server's, not the
+# operator's: one clock for every run), compared and set in one statement.
+_RAISE_LABEL_VERSIONS = """
+SELECT s.last_value, f.floor,
+       CASE WHEN s.last_value < f.floor THEN setval('label_versions', f.floor) END
+FROM label_versions s,
+     (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS floor) f
+"""
+
+
 class PostgresLabelLedger:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -274,6 +285,12 @@ class PostgresLabelLedger:
             {"m": merchant_id},
         )
         return {m: Fence(epoch, int(generation)) for m, epoch, generation in rows.fetchall()}
+
+    def raise_label_versions(self) -> VersionsRaised:
+        # setval is not transactional: it holds from here on, whatever the caller does.
+        row = self._db.connection().execute(_RAISE_LABEL_VERSIONS).fetchone()
+        assert row is not None  # a sequence has its one row
+        return VersionsRaised(int(row[0]), int(row[1]), None if row[2] is None else int(row[2]))
 
     def repair_candidates(self, merchant_id: str) -> RepairSnapshot:
         with self._db.connection().cursor(row_factory=dict_row) as cur:

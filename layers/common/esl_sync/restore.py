@@ -1,0 +1,91 @@
+"""After restoring the Postgres database from a backup: ``esl-sync restore catch-up``.
+
+A restore (point-in-time, a snapshot) puts the database back while DynamoDB (cursors,
+leases, tokens), the queues and Hipoink's shelf stay where they were. Three things follow
+(docs/architecture.md, "After restoring the database"):
+
+* the ``label_versions`` sequence goes back, so a job made before the restore (still
+  queued, or dead-lettered and redriven) outranks every version the restored database
+  issues for a while: once it is acknowledged, later changes are skipped as older;
+* the product rows go back, while each merchant's cursor stays past the changes that made
+  them newer: incremental polls never read those items again;
+* merchants registered after the backup have no ``merchants`` row, only a state item.
+
+The catch-up moves the sequence past every version issued before it, then forgets every
+cursor (the next poll of each merchant reads its whole catalog, as a first poll does, and
+sends what differs under the new versions), and names each state item without a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from esl_sync.merchant_ports import LabelVersions, StateItems, VersionsRaised
+from esl_sync.ports import MerchantDirectory, StateStore
+from esl_sync.records import StaleStateError
+
+SAVE_TRIES = 5
+"""Cursor writes of one merchant refused by a poll's state write in between, before the
+command gives up (each poll writes its state once, so one retry nearly always does)."""
+
+
+@dataclass(frozen=True)
+class MerchantCaughtUp:
+    """One merchant after the catch-up: whether it has a ``merchants`` row (``registered``;
+    False: a state item only) and whether it had a cursor, now forgotten."""
+
+    merchant_id: str
+    registered: bool
+    had_cursor: bool
+
+
+@dataclass(frozen=True)
+class RestoreCatchUp:
+    """What :func:`catch_up_restore` did: the label versions, and each merchant."""
+
+    versions: VersionsRaised
+    merchants: list[MerchantCaughtUp]
+
+
+def catch_up_restore(
+    directory: MerchantDirectory,
+    versions: LabelVersions,
+    states: StateStore,
+    items: StateItems,
+) -> RestoreCatchUp:
+    """Versions first, raised to the database server's clock in microseconds since 1970:
+    every version issued before is below it as long as the sequence never got there, that
+    is, fewer than 1,000 versions a millisecond were issued on average since 1970 (or since
+    the last run; a busy fleet issues ten a second). That margin also covers a version drawn
+    while the statement runs (``setval`` does not wait for ``nextval``). Then the cursors:
+    the whole catalog a poll reads after its cursor is forgotten goes out under versions no
+    job from before the restore outranks. Safe to run again (the sequence only moves
+    forward; a forgotten cursor costs one more full read) and while polls run
+    (:func:`_forget_cursor`)."""
+    raised = versions.raise_label_versions()
+    registered = {m.merchant_id for m in directory.all()}
+    merchants = [
+        MerchantCaughtUp(m, m in registered, _forget_cursor(states, m))
+        for m in sorted(registered | set(items.state_item_ids()))
+    ]
+    return RestoreCatchUp(raised, merchants)
+
+
+def _forget_cursor(states: StateStore, merchant_id: str) -> bool:
+    """Forget the merchant's cursor in a write conditional on the state's version, which it
+    counts up: a poll running meanwhile finds its own state write refused (it saved nothing
+    over the forgotten cursor; its next poll reads everything). Whether there was one."""
+    for _ in range(SAVE_TRIES):
+        state = states.load(merchant_id)
+        if state.high_water_ms is None:  # none, or one unreadable: read whole anyway
+            return False
+        state.high_water_ms = None
+        try:
+            states.save(state)
+        except StaleStateError:
+            continue
+        return True
+    raise StaleStateError(
+        f"merchant {merchant_id}: its state changed on each of {SAVE_TRIES} tries; run the"
+        " command again"
+    )
