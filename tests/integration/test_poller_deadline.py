@@ -18,11 +18,11 @@ from esl_sync import runtime
 MERCHANT = "MSLOWCLOVER1"
 STORE = "STORE-SLOW"
 TIMEOUT_MS = 1000 * int(load_template()["Resources"]["PollerFunction"]["Properties"]["Timeout"])
-CLOVER_REQUEST_MS = 60_000  # what each Clover request takes in this test's clock
+CLOVER_REQUEST_MS = 55_000  # what each Clover request takes in this test's clock
 
 
 def _slow_clover_once(stack: LocalStack) -> Callable[[str], LambdaContext]:
-    """The first poller invocation's context: every Clover request takes a minute of its
+    """The first poller invocation's context: every Clover request takes 55 s of its
     300 s. Later invocations have their whole time (Clover is fast again)."""
     assert stack.clover is not None
     clover = stack.clover
@@ -54,8 +54,10 @@ def test_a_poll_out_of_time_fails_by_name_and_its_retry_completes(
 
     result = stack.drain("PollQueue", "poller", batch_size=1, context=_slow_clover_once(stack))
 
-    # 300 s: five requests of a minute each fit (each needs the client's 10 s timeout and
-    # the poll's closing margin after it); the sixth page would have been cut off.
+    # 300 s: five requests of 55 s each fit (each needs its answer's deadline, three 10 s
+    # timeouts, and the poll's closing margin after it); the sixth page would have been cut
+    # off. The fifth page's writes still have 20 s (their statements wait at most until 5 s
+    # before the end: poll_batch.REPORTING_MS).
     first = [json.loads(line) for line in stack.logs[mark:] if '"poll finished"' in line]
     assert first[0]["status"] == "failed"
     assert first[0]["detail"].startswith("CloverOutOfTime")

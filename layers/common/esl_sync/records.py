@@ -95,6 +95,13 @@ class FenceRefused(RuntimeError):
     lease was lost, so its transaction is rolled back and nothing it decided is sent."""
 
 
+class DatabaseUnanswered(RuntimeError):
+    """Postgres did not answer a statement before the invocation's deadline (or none was
+    left to send one): a server gone without a word (a failover whose old primary vanished,
+    a network cut, a hung server). The connection is discarded, never used again
+    (:mod:`esl_sync.statement_deadline`)."""
+
+
 class TransientConflict(RuntimeError):
     """A store refused the work for contention a retry resolves, not an outage: Postgres
     ended its transaction in a deadlock, a serialization failure or a lock wait that timed

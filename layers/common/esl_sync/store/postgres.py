@@ -4,29 +4,27 @@ in :mod:`esl_sync.store.label_ledger`)."""
 from __future__ import annotations
 
 import json
-import select
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Self
+from typing import Any
 
 import psycopg
-import psycopg.errors
 from psycopg import sql
-from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from esl_sync.merchant_ports import MerchantChanges, MerchantSetting, StoreWritten
 from esl_sync.records import (
+    DatabaseUnanswered,
     Fence,
     LabelOwners,
     Merchant,
     ProductChange,
     ProductRow,
     StoredHash,
-    TransientConflict,
 )
 from esl_sync.store.label_owners import fence_params, label_owners, refused
+from esl_sync.store.pg_connection import CountingCursor, closed_by_server, connect
 from esl_sync.store.product_sql import MARK_DELETED, UPSERT
 
 # The install and `merchants set-store` of one merchant take turns (a transaction-scoped
@@ -155,36 +153,9 @@ class PostgresProductWriter:
         return label_owners(self._conn, merchant_id, pcs, self._fence)
 
 
-_CONFLICTS = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.LockNotAvailable,
-)
-"""Contention a retry resolves (40P01, 40001, 55P03): the statement's transaction is
-aborted, nothing of it committed. Raised as :class:`TransientConflict`."""
-
-
-class _CountingCursor(psycopg.Cursor[Any]):
-    """Counts the statements this process sends: each one is a round trip to the server.
-    A statement Postgres ends for contention raises :class:`TransientConflict` (its
-    primary message only: the detail names processes and rows, never a secret)."""
-
-    statements = 0
-    lock = threading.Lock()
-
-    def execute(self, *args: Any, **kwargs: Any) -> Self:
-        with _CountingCursor.lock:
-            _CountingCursor.statements += 1
-        try:
-            return super().execute(*args, **kwargs)
-        except _CONFLICTS as error:
-            said = error.diag.message_primary or type(error).__name__
-            raise TransientConflict(f"Postgres {type(error).__name__}: {said}") from error
-
-
 class Database:
     """One connection per thread, opened lazily and reopened after it breaks or after the
-    server closed it while it was idle (:func:`_closed_by_server`).
+    server closed it while it was idle (:func:`closed_by_server`).
 
     A psycopg connection serves one thread at a time, and the poller overlaps the polls of
     a batch on worker threads it keeps (:mod:`esl_sync.sync.poll_batch`): so each thread
@@ -209,11 +180,11 @@ class Database:
 
         The benchmark and the tests read it to hold the poll to one write per page.
         """
-        return _CountingCursor.statements + 2 * self._transactions
+        return CountingCursor.statements + 2 * self._transactions
 
     def connection(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken or _closed_by_server(conn):
+        if conn is None or conn.closed or conn.broken or closed_by_server(conn):
             if conn is not None:
                 conn.close()
             conn = self._open()
@@ -231,7 +202,7 @@ class Database:
         that is down costs one more read of the secret."""
         conninfo = self._conninfo()
         try:
-            return _connect(conninfo)
+            return connect(conninfo)
         except psycopg.OperationalError:
             if self._reread is None:
                 raise
@@ -239,7 +210,7 @@ class Database:
             fresh = self._conninfo()
             if fresh == conninfo:
                 raise
-        return _connect(fresh)
+        return connect(fresh)
 
     @contextmanager
     def transaction(self, fence: Fence | None = None) -> Iterator[PostgresProductWriter]:
@@ -261,7 +232,7 @@ class Database:
             try:
                 if not (conn.closed or conn.broken):
                     psycopg.Cursor(conn).execute(b"ROLLBACK")
-            except psycopg.Error:
+            except (psycopg.Error, DatabaseUnanswered):
                 conn.close()  # its state unknown: no later use may inherit it (a new one opens)
             raise
         psycopg.Cursor(conn).execute(b"COMMIT")
@@ -281,16 +252,6 @@ _BEGIN_POLL = b"BEGIN; SET LOCAL idle_in_transaction_session_timeout = '15min'"
 operator's hardening, often a minute or less) only ever ended polls that were working."""
 
 
-def _connect(conninfo: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        conninfo,
-        autocommit=True,
-        connect_timeout=10,
-        application_name="esl-sync",
-        cursor_factory=_CountingCursor,
-    )
-
-
 def _store_to_replace(conn: psycopg.Connection[Any], m: str, store: str | None) -> str | None:
     """In a writer's transaction, before it writes ``store`` (None: keeps the code): the
     merchant's lock (every writer of its store code takes it first), what the old store
@@ -305,28 +266,6 @@ def _store_to_replace(conn: psycopg.Connection[Any], m: str, store: str | None) 
         "SELECT store_code FROM merchants WHERE merchant_id = %s FOR UPDATE", (m,)
     ).fetchone()
     return row[0] if row else None
-
-
-def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
-    """Whether the server closed (or is closing) this idle connection: a failover, a
-    restart, an idle timeout or ``pg_terminate_backend`` ends every connection a warm
-    function keeps, and the first statement sent on one fails (``AdminShutdown``, "server
-    closed the connection"): the dispatcher's tick, or each poll worker's next poll.
-
-    An idle connection has nothing to read, unless the server has said goodbye (its error
-    message, the TLS close, the end of the stream): one ``poll`` of the socket, no round
-    trip, finds that before anything is sent, so a new connection is opened instead
-    (urllib3 checks its kept HTTP connections the same way). Now and then the server
-    sends an idle connection something else (a parameter change); that connection is
-    replaced too, which costs only the new connection. A connection inside a transaction
-    is in use, and never replaced under its user. A server gone without a word (a network
-    cut) is not found here: the statement fails, and psycopg marks the connection broken.
-    """
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        return False
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 class PostgresMerchantDirectory:

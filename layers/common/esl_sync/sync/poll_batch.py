@@ -34,6 +34,7 @@ from typing import Any
 from esl_sync.messages import MessageRefused, PollRequest, merchant_named
 from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.ports import RemainingTime
+from esl_sync.statement_deadline import statements_within
 from esl_sync.sync.poll import PollDeps, poll_merchant
 from esl_sync.sync.poll_outcome import PollOutcome
 
@@ -58,6 +59,10 @@ _DETAIL_CHARS = 300
 
 CLOSING_MS = 10_000
 """What a poll needs after its last Clover answer (its writes, label jobs, commit, state)."""
+REPORTING_MS = 5_000
+"""Of :data:`CLOSING_MS`, what a poll failed for Postgres needs to report (its state saved,
+its lease given back, its lines): no Postgres statement waits past the invocation's
+remaining time less this (:mod:`esl_sync.statement_deadline`)."""
 
 _pool_lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -75,6 +80,9 @@ def poll_batch(
     With Lambda's ``context``, no Clover request starts that could not be answered (and the
     poll closed: :data:`CLOSING_MS`) before the invocation ends: such a poll fails as
     ``CloverOutOfTime``, recorded and retried, while the batch's other polls report as ever.
+    Nor does a Postgres statement wait past the invocation's remaining time less
+    :data:`REPORTING_MS` (a server gone silent): such a poll fails as ``DatabaseUnanswered``,
+    the poller's own failure, its connection discarded.
 
     Every failed poll is named (its ``poll finished`` line), so a batch whose every poll
     failed by the merchant's fault (:data:`~esl_sync.sync.poll_outcome.MERCHANTS_FAILURES`:
@@ -85,9 +93,17 @@ def poll_batch(
     the failed ones. So does what escapes (a crash) (docs/architecture.md, "A batch that
     failed whole"). A message that is not a poll request is no failure: it is refused by
     name, counted (``PollMessagesRefused``) and acknowledged (:func:`_refuse`)."""
-    if context is not None:
-        remaining = context.get_remaining_time_in_millis
-        deps = replace(deps, time_left_ms=lambda: remaining() - CLOSING_MS)
+    if context is None:
+        return _poll_batch(records, deps, workers)
+    remaining = context.get_remaining_time_in_millis
+    deps = replace(deps, time_left_ms=lambda: remaining() - CLOSING_MS)
+    with statements_within(lambda: remaining() - REPORTING_MS):
+        return _poll_batch(records, deps, workers)
+
+
+def _poll_batch(
+    records: Sequence[Mapping[str, Any]], deps: PollDeps, workers: int
+) -> dict[str, list[dict[str, str]]]:
     if workers > 1 and len(records) > 1:
         pool = _workers(workers)
         futures = [

@@ -1,0 +1,135 @@
+"""The store's Postgres connections: opened with TCP keepalives and a user timeout, every
+wait for an answer bounded by the invocation's time (:mod:`esl_sync.statement_deadline`),
+and checked for a server that closed them while they were idle."""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from typing import Any, Self
+
+import psycopg
+import psycopg.errors
+from psycopg.pq import TransactionStatus
+
+from esl_sync.records import DatabaseUnanswered, TransientConflict
+from esl_sync.statement_deadline import seconds_left
+
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq's TCP settings. Keepalives probe a connection idle 30 s (a warm function's kept
+one) every 10 s: three unanswered, the kernel ends it, and :func:`closed_by_server` finds
+it ended before a statement is sent on it (a vanished primary, a network cut). The user
+timeout ends a connection whose sent data (a statement, a probe) stays unacknowledged 30 s,
+rather than the kernel's retransmissions of about 15 minutes. Neither ends a wait for a
+server whose kernel still acknowledges but which never answers (hung, or behind a proxy
+that holds the connection): the invocation's deadline does (:class:`BoundedConnection`)."""
+
+
+_CONFLICTS = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+"""Contention a retry resolves (40P01, 40001, 55P03): the statement's transaction is
+aborted, nothing of it committed. Raised as :class:`TransientConflict`."""
+
+
+class CountingCursor(psycopg.Cursor[Any]):
+    """Counts the statements this process sends: each one is a round trip to the server.
+    A statement Postgres ends for contention raises :class:`TransientConflict` (its
+    primary message only: the detail names processes and rows, never a secret)."""
+
+    statements = 0
+    lock = threading.Lock()
+
+    def execute(self, *args: Any, **kwargs: Any) -> Self:
+        with CountingCursor.lock:
+            CountingCursor.statements += 1
+        try:
+            return super().execute(*args, **kwargs)
+        except _CONFLICTS as error:
+            said = error.diag.message_primary or type(error).__name__
+            raise TransientConflict(f"Postgres {type(error).__name__}: {said}") from error
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A connection whose every wait on the server (a statement, BEGIN, COMMIT, ROLLBACK,
+    its results) ends by the invocation's deadline, if one is set: past it, the connection
+    is closed (its protocol state unknown: never used again) and the wait raises
+    :class:`DatabaseUnanswered`; with none left, nothing is sent. psycopg's own wait
+    timeout does it: one ``select`` with that timeout, no thread."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        left = seconds_left()
+        if left is None:
+            return super().wait(gen, interval, timeout)
+        if left <= 0:
+            gen.close()
+            raise DatabaseUnanswered("no Postgres statement sent: the invocation's time is up")
+        try:
+            return super().wait(gen, interval, left if timeout is None else min(left, timeout))
+        except psycopg.OperationalError:
+            still = seconds_left()
+            if still is not None and still > 0:
+                raise  # the server's own failure, not the deadline
+            self.pgconn.finish()  # mid-protocol: closed, so that no later use inherits it
+            raise DatabaseUnanswered(
+                f"Postgres did not answer within the invocation's time ({left:.1f} s)"
+            ) from None
+
+
+def connect(conninfo: str) -> psycopg.Connection[Any]:
+    """A new connection, its connect bounded by the invocation's deadline too: libpq's
+    ``connect_timeout`` (whole seconds, two at least), 10 s at most; with less than two
+    seconds left, none is tried (:class:`DatabaseUnanswered`)."""
+    left = seconds_left()
+    seconds = 10 if left is None else min(10, int(left))
+    if seconds < 2:
+        raise DatabaseUnanswered("no Postgres connection opened: the invocation's time is up")
+    started = time.monotonic()
+    try:
+        return BoundedConnection.connect(
+            conninfo,
+            autocommit=True,
+            connect_timeout=seconds,
+            application_name="esl-sync",
+            cursor_factory=CountingCursor,
+            **KEEPALIVES,
+        )
+    except psycopg.OperationalError:
+        if left is None or seconds == 10 or time.monotonic() - started < seconds:
+            raise  # refused, or libpq's own timeout: as without a deadline
+        raise DatabaseUnanswered(
+            f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
+        ) from None
+
+
+def closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server closed (or is closing) this idle connection: a failover, a
+    restart, an idle timeout or ``pg_terminate_backend`` ends every connection a warm
+    function keeps, and the first statement sent on one fails (``AdminShutdown``, "server
+    closed the connection"): the dispatcher's tick, or each poll worker's next poll.
+
+    An idle connection has nothing to read, unless the server has said goodbye (its error
+    message, the TLS close, the end of the stream): one ``poll`` of the socket, no round
+    trip, finds that before anything is sent, so a new connection is opened instead
+    (urllib3 checks its kept HTTP connections the same way). Now and then the server
+    sends an idle connection something else (a parameter change); that connection is
+    replaced too, which costs only the new connection. A connection inside a transaction
+    is in use, and never replaced under its user. A server gone without a word (a network
+    cut) is found here once the keepalives (:data:`KEEPALIVES`) have ended the connection;
+    before that, a statement sent on it waits until the invocation's deadline
+    (:class:`BoundedConnection`), and fails as :class:`DatabaseUnanswered`.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
