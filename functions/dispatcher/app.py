@@ -12,7 +12,8 @@ from esl_sync import runtime
 from esl_sync.events import ScheduleEvent
 from esl_sync.observability import logger, metrics
 from esl_sync.settings import settings
-from esl_sync.sync.dispatch import dispatch
+from esl_sync.statement_deadline import statements_within
+from esl_sync.sync.dispatch import REPORTING_MS, dispatch
 from esl_sync.tracing import tracer
 
 settings().require("database_url", "poll_queue_url", "state_table_name")
@@ -27,12 +28,13 @@ def lambda_handler(event: ScheduleEvent, context: LambdaContext) -> dict[str, An
     64 kB), and naming every skipped merchant passed that at ≈ 1,500 of them; the "merchant
     not dispatched" lines name each."""
     clock = datetime.now(UTC)
-    outcome = dispatch(
-        runtime.dispatch_deps(),
-        now=event.scheduled_time or clock,  # the tick: due-ness
-        reason=event.reason,
-        measured_at=clock,  # the fleet's ages
-    )
+    with statements_within(lambda: context.get_remaining_time_in_millis() - REPORTING_MS):
+        outcome = dispatch(
+            runtime.dispatch_deps(),
+            now=event.scheduled_time or clock,  # the tick: due-ness
+            reason=event.reason,
+            measured_at=clock,  # the fleet's ages
+        )
     return {
         "enabled": outcome.enabled,
         "dispatched": len(outcome.dispatched),

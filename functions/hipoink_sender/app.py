@@ -14,7 +14,9 @@ from esl_sync.events import LabelJobRecord, RefusedLabelMessage
 from esl_sync.messages import LabelVerify
 from esl_sync.observability import logger, metrics
 from esl_sync.settings import settings
+from esl_sync.statement_deadline import statements_within
 from esl_sync.sync.sender import (
+    REPORTING_MS,
     LabelJobProcessor,
     refuse_label_message,
     send_label_job,
@@ -41,6 +43,7 @@ def record_handler(record: LabelJobRecord, lambda_context: LambdaContext) -> Non
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    with statements_within(lambda: context.get_remaining_time_in_millis() - REPORTING_MS):
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )

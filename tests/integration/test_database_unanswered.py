@@ -23,6 +23,7 @@ from devkit.lambda_runner import DrainResult, LambdaContext
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync.sync.poll_batch import REPORTING_MS
+from esl_sync.sync.sender import LEDGER_MARGIN_MS
 from tests.pg_proxy import FreezingProxy, upstream_of
 
 ANSWERED = "MDBANSWERED1"  # polled first in the batch, its connection never frozen
@@ -39,7 +40,9 @@ def proxied_stack(
     with FreezingProxy(upstream_of(url)) as proxy:
         monkeypatch.setenv("DATABASE_URL", make_conninfo(url, host="127.0.0.1", port=proxy.port))
         # One poll at a time, in the batch's order: the answered poll is reported first.
-        with LocalStack(settings={"CLOVER_INSTANCE_IN_FLIGHT": "1"}) as stack:
+        # Hipoink's timeout short: a label job starts with 1 s + LEDGER_MARGIN_MS left.
+        settings = {"CLOVER_INSTANCE_IN_FLIGHT": "1", "HIPOINK_TIMEOUT_SECONDS": "1"}
+        with LocalStack(settings=settings) as stack:
             yield stack, proxy
 
 
@@ -119,3 +122,93 @@ def test_a_frozen_postgres_fails_the_poll_by_name_and_its_retry_reconnects(
             ).fetchall()
         }
     assert MARKER in names
+
+
+def _run_watched(work: Callable[[], DrainResult], proxy: FreezingProxy) -> list[DrainResult]:
+    """``work`` on a thread, joined with the hang detector; the proxy thawed either way."""
+    drained: list[DrainResult] = []
+    run = threading.Thread(target=lambda: drained.append(work()), daemon=True)
+    run.start()
+    run.join(HANG_SECONDS)
+    hung = run.is_alive()
+    proxy.thaw()  # a hung statement gets its answer, so that the test ends either way
+    run.join(HANG_SECONDS)
+    assert not hung, "a statement waited on the frozen connection past its invocation's time"
+    return drained
+
+
+def test_a_frozen_postgres_fails_the_label_job_by_name_and_its_retry_delivers(
+    proxied_stack: tuple[LocalStack, FreezingProxy],
+) -> None:
+    """The sender: the job's first ledger statement (it names the merchant) is never
+    answered; the invocation has just the time a job needs (a Hipoink call and
+    LEDGER_MARGIN_MS) and half a second, the wait ends a second before its end."""
+    stack, proxy = proxied_stack
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    stack.add_merchant(FROZEN, "tok-frozen", "STORE-FROZEN", items=convenience_store_catalog(4))
+    stack.dispatch()
+    stack.drain("PollQueue", "poller")
+    mark = len(stack.logs)
+    proxy.freeze_on(FROZEN.encode())
+    contexts: list[str] = []
+
+    def context(function: str) -> LambdaContext:
+        contexts.append(function)
+        if len(contexts) > 1:
+            return LambdaContext(function)
+        started = time.monotonic()
+        return LambdaContext(
+            function,
+            remaining=lambda: (
+                1000 + LEDGER_MARGIN_MS + 500 - int((time.monotonic() - started) * 1000)
+            ),
+        )
+
+    drained = _run_watched(
+        lambda: stack.drain("LabelQueue", "hipoink_sender", context=context), proxy
+    )
+
+    assert proxy.frozen.is_set()
+    failed = [
+        json.loads(line)
+        for line in stack.logs[mark:]
+        if '"label job failed; back to its queue"' in line
+    ]
+    assert [(f["level"], f["error_class"]) for f in failed] == [("ERROR", "DatabaseUnanswered")]
+    assert drained == [DrainResult(invocations=2, records=2, failures=1)]
+    from devkit.demo import expected_labels
+
+    assert stack.hipoink.labels("STORE-FROZEN") == expected_labels(stack.clover.items(FROZEN))
+
+
+def test_a_frozen_postgres_fails_the_tick_by_name_and_the_next_tick_reconnects(
+    proxied_stack: tuple[LocalStack, FreezingProxy],
+) -> None:
+    """The dispatcher: its read of the merchants is never answered; the wait ends a second
+    (``dispatch.REPORTING_MS``) before the invocation's end (4 s: a connection is opened
+    only with 2 s left), and the tick fails by name."""
+    stack, proxy = proxied_stack
+    stack.add_merchant(FROZEN, "tok-frozen", "STORE-FROZEN", items=convenience_store_catalog(2))
+    proxy.freeze_on(b"FROM merchants m WHERE")
+    started = time.monotonic()
+
+    def context(function: str) -> LambdaContext:
+        return LambdaContext(
+            function, remaining=lambda: 4000 - int((time.monotonic() - started) * 1000)
+        )
+
+    raised: list[BaseException] = []
+
+    def tick() -> DrainResult:
+        try:
+            stack.invoke("dispatcher", {"reason": "schedule"}, context=context)
+        except Exception as error:  # what Lambda records as the invocation's error
+            raised.append(error)
+        return DrainResult()
+
+    _run_watched(tick, proxy)
+
+    assert proxy.frozen.is_set()
+    assert [type(error).__name__ for error in raised] == ["DatabaseUnanswered"]
+    assert stack.dispatch() == 1  # the next tick, on a new connection

@@ -13,6 +13,11 @@ from esl_sync.records import Merchant
 from esl_sync.settings import Settings
 from esl_sync.sync.fleet import fleet_health, report_fleet_health
 
+REPORTING_MS = 1_000
+"""What the tick needs after a statement Postgres did not answer (its error, its metrics):
+no statement of the dispatcher waits past the invocation's remaining time less this
+(:mod:`esl_sync.statement_deadline`); the tick fails as ``DatabaseUnanswered``."""
+
 
 @dataclass
 class DispatchDeps:

@@ -44,6 +44,11 @@ writes."""
 NAMING_MS = 1_000
 """What naming the failure of a job not started takes (a ledger read and a write); with
 less left, the job goes back unnamed (a later receive names it)."""
+REPORTING_MS = 1_000
+"""What the batch needs after a ledger statement Postgres did not answer (its lines, the
+partial batch answer): no statement of the sender waits past the invocation's remaining
+time less this (:mod:`esl_sync.statement_deadline`); the job fails as
+``DatabaseUnanswered``, the sender's own failure."""
 
 
 class LabelJobProcessor(SqsFifoPartialProcessor):
