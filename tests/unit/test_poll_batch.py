@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -24,6 +25,7 @@ from esl_sync.messages import PollRequest
 from esl_sync.observability import logger, metrics
 from esl_sync.records import FenceRefused, Merchant, TransientConflict
 from esl_sync.settings import Settings
+from esl_sync.statement_deadline import seconds_left
 from esl_sync.sync import poll_batch as batch_module
 from esl_sync.sync.poll import PollDeps
 from esl_sync.sync.poll_batch import PollsFailedInOwnParts, poll_batch, report
@@ -249,6 +251,25 @@ def test_clover_requests_get_the_invocations_time_left_less_the_polls_closing() 
     response = poll_batch([_record("m1", "A")], deps, workers=1, context=_Context(12_345))
     assert clover.time_left == [2_345]
     assert _failed(response) == ["m1"]  # the merchant's fault: retried, no raise
+
+
+def test_each_polls_postgres_statements_get_the_invocations_time_left_less_reporting() -> None:
+    """On the worker threads too (their copies of the invoker's context carry it): what the
+    store's connections wait at most (esl_sync.store.pg_connection)."""
+    seen: list[float | None] = []
+
+    class Directory(MemoryDirectory):
+        def get(self, merchant_id: str) -> Merchant | None:
+            seen.append(seconds_left())
+            return super().get(merchant_id)
+
+    deps = replace(_deps(MemoryStates()), merchants=Directory())
+    records = [_record("m1", "A"), _record("m2", "B")]
+    poll_batch(records, deps, workers=2, context=_Context(12_345))
+    assert seen == [(12_345 - batch_module.REPORTING_MS) / 1000] * 2
+    poll_batch(records, deps, workers=2)
+    assert seen[2:] == [None, None]
+    assert seconds_left() is None  # the bound ends with the batch
 
 
 def test_without_lambdas_context_clover_requests_have_no_limit() -> None:
