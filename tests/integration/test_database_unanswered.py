@@ -22,6 +22,9 @@ from devkit.catalog import convenience_store_catalog
 from devkit.lambda_runner import DrainResult, LambdaContext
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
+from esl_sync.records import DatabaseUnanswered
+from esl_sync.statement_deadline import statements_within
+from esl_sync.store.postgres import Database
 from esl_sync.sync.poll_batch import REPORTING_MS
 from esl_sync.sync.sender import LEDGER_MARGIN_MS
 from tests.pg_proxy import FreezingProxy, upstream_of
@@ -212,3 +215,30 @@ def test_a_frozen_postgres_fails_the_tick_by_name_and_the_next_tick_reconnects(
     assert proxy.frozen.is_set()
     assert [type(error).__name__ for error in raised] == ["DatabaseUnanswered"]
     assert stack.dispatch() == 1  # the next tick, on a new connection
+
+
+def test_a_commit_not_sent_for_time_closes_its_connection_and_its_transaction(
+    database_url: str,
+) -> None:
+    """With no time left nothing is sent, and the connection is closed all the same: a
+    COMMIT not sent must not leave its transaction open on a connection the thread keeps
+    (the next poll's COMMIT would commit this poll's writes)."""
+    db = Database(database_url)
+    left = [60_000]
+
+    def write_until_time_is_up() -> None:
+        with db.transaction():
+            db.connection().execute("CREATE TABLE written_by_the_failed_poll (x int)")
+            left[0] = 0  # the invocation's time runs out before the COMMIT
+
+    try:
+        first = db.connection()
+        with statements_within(lambda: left[0]), pytest.raises(DatabaseUnanswered):
+            write_until_time_is_up()
+        assert first.closed
+        again = db.connection()
+        assert again is not first
+        found = again.execute("SELECT to_regclass('written_by_the_failed_poll')").fetchone()
+        assert found == (None,)  # rolled back by the server as the connection closed
+    finally:
+        db.close()

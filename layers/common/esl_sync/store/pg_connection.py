@@ -63,15 +63,17 @@ class BoundedConnection(psycopg.Connection[Any]):
     """A connection whose every wait on the server (a statement, BEGIN, COMMIT, ROLLBACK,
     its results) ends by the invocation's deadline, if one is set: past it, the connection
     is closed (its protocol state unknown: never used again) and the wait raises
-    :class:`DatabaseUnanswered`; with none left, nothing is sent. psycopg's own wait
-    timeout does it: one ``select`` with that timeout, no thread."""
+    :class:`DatabaseUnanswered`; with none left, nothing is sent and the connection is
+    closed as well (a COMMIT not sent must not leave its transaction to the next user).
+    psycopg's own wait timeout does it: one ``select`` with that timeout, no thread."""
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         left = seconds_left()
         if left is None:
             return super().wait(gen, interval, timeout)
-        if left <= 0:
+        if left <= 0:  # closed too: a transaction it holds could never be ended by its user
             gen.close()
+            self.pgconn.finish()
             raise DatabaseUnanswered("no Postgres statement sent: the invocation's time is up")
         try:
             return super().wait(gen, interval, left if timeout is None else min(left, timeout))
