@@ -488,6 +488,7 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "POLL_QUEUE_URL",
             "CLOVER_SYNC_ENABLED",
             "CLOVER_SYNC_INTERVAL_SECONDS",
+            "DATABASE_IDLE_SESSION_TIMEOUT_SECONDS",
         },
         "PollerFunction": {
             "LABEL_QUEUE_URL",
@@ -509,6 +510,7 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "STATE_TABLE_NAME",
             "CLOVER_WEBHOOK_AUTH_SECRET_ARN",
             "CLOVER_WEBHOOK_POLL_WINDOW_SECONDS",
+            "DATABASE_IDLE_SESSION_TIMEOUT_SECONDS",
         },
         "OnboardingFunction": {
             "POLL_QUEUE_URL",
@@ -519,6 +521,7 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
             "CLOVER_OAUTH_STATE_KEY_SECRET_ARN",
             "CLOVER_OAUTH_STATE_TTL_SECONDS",
             "ONBOARDING_STORE_CODE_TEMPLATE",
+            "DATABASE_IDLE_SESSION_TIMEOUT_SECONDS",
         },
         "HipoinkSenderFunction": {
             "HIPOINK_API_BASE_URL",

@@ -95,6 +95,7 @@ class Oracle(BaseModel):
     label_heal_per_poll: int = Field(2000, ge=1, le=100_000)
     label_verify_interval_hours: int = Field(168, ge=0, le=24 * 30)
     label_verify_max_drift_fraction: Decimal = Field(Decimal("0.5"), ge=0, le=1)
+    database_idle_session_timeout_seconds: int = Field(0, ge=0, le=86_400)
 
     @field_validator("clover_product_code_fields", mode="before")
     @classmethod

@@ -68,7 +68,11 @@ def _reread_database_secret() -> None:
 def database() -> Database:
     from esl_sync.store.postgres import Database
 
-    return Database(database_url, reread=_reread_database_secret)
+    return Database(
+        database_url,
+        reread=_reread_database_secret,
+        idle_session_seconds=settings().database_idle_session_timeout_seconds,
+    )
 
 
 @cache

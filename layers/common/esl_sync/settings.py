@@ -138,6 +138,7 @@ class Settings:
     label_heal_per_poll: int = 2000
     label_verify_interval_hours: int = 168
     label_verify_max_drift_fraction: Decimal = Decimal("0.5")
+    database_idle_session_timeout_seconds: int = 0
 
     def __post_init__(self) -> None:
         """Read every field through its reader (text or a typed value in, the value out),
@@ -318,6 +319,7 @@ _READERS: dict[str, Reader] = {
     "label_heal_per_poll": Bounded(integer, ge=1, le=100_000),
     "label_verify_interval_hours": Bounded(integer, ge=0, le=24 * 30),
     "label_verify_max_drift_fraction": Bounded(decimal, ge=0, le=1),
+    "database_idle_session_timeout_seconds": Bounded(integer, ge=0, le=86_400),
 }
 """Each setting's reader: its type, bounds and rules (the README's "Configuration")."""
 _NAMES = tuple(field.name for field in fields(Settings))  # == tuple(_READERS): a test says so

@@ -87,17 +87,30 @@ class BoundedConnection(psycopg.Connection[Any]):
             ) from None
 
 
-def connect(conninfo: str) -> psycopg.Connection[Any]:
+IDLE_SESSION_TIMEOUT_SINCE = 140_000
+"""The first server version that knows ``idle_session_timeout`` (PostgreSQL 14)."""
+
+
+def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
     """A new connection, its connect bounded by the invocation's deadline too: libpq's
     ``connect_timeout`` (whole seconds, two at least), 10 s at most; with less than two
-    seconds left, none is tried (:class:`DatabaseUnanswered`)."""
+    seconds left, none is tried (:class:`DatabaseUnanswered`).
+
+    With ``idle_seconds`` (0: none), the server is asked to end the session once it has
+    been idle that long (``idle_session_timeout``), so a frozen Lambda environment of a
+    bursty function does not hold one of the server's ``max_connections`` for as long as
+    Lambda keeps it: the README's connection budget, "Deploying". Set after the login (one
+    round trip per new connection, never per use) rather than in the startup packet's
+    ``options``: a server before 14 refuses a login naming a setting it does not know, and
+    an ``options`` the operator put in the database URL stays theirs. Such a server is not
+    asked (the README asks for 15 or newer anyway)."""
     left = seconds_left()
     seconds = 10 if left is None else min(10, int(left))
     if seconds < 2:
         raise DatabaseUnanswered("no Postgres connection opened: the invocation's time is up")
     started = time.monotonic()
     try:
-        return BoundedConnection.connect(
+        conn = BoundedConnection.connect(
             conninfo,
             autocommit=True,
             connect_timeout=seconds,
@@ -111,6 +124,15 @@ def connect(conninfo: str) -> psycopg.Connection[Any]:
         raise DatabaseUnanswered(
             f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
         ) from None
+    if idle_seconds and conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+        try:
+            conn.execute(
+                "SELECT set_config('idle_session_timeout', %s, false)", (f"{idle_seconds}s",)
+            )
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
 def closed_by_server(conn: psycopg.Connection[Any]) -> bool:

@@ -163,11 +163,18 @@ class Database:
     plus the invoking thread's)."""
 
     def __init__(
-        self, conninfo: str | Callable[[], str], *, reread: Callable[[], None] | None = None
+        self,
+        conninfo: str | Callable[[], str],
+        *,
+        reread: Callable[[], None] | None = None,
+        idle_session_seconds: int = 0,
     ) -> None:
         """``conninfo``: the connection string, or what reads it for each connection
-        opened; ``reread``: makes the next read ask its source again (see :meth:`_open`)."""
+        opened; ``reread``: makes the next read ask its source again (see :meth:`_open`);
+        ``idle_session_seconds``: the server ends a connection idle that long (0: never;
+        :func:`~esl_sync.store.pg_connection.connect`)."""
         self._conninfo = conninfo if callable(conninfo) else lambda: conninfo
+        self._idle_seconds = idle_session_seconds
         self._reread = reread
         self._local = threading.local()
         self._opened: list[psycopg.Connection[Any]] = []
@@ -202,7 +209,7 @@ class Database:
         that is down costs one more read of the secret."""
         conninfo = self._conninfo()
         try:
-            return connect(conninfo)
+            return connect(conninfo, self._idle_seconds)
         except psycopg.OperationalError:
             if self._reread is None:
                 raise
@@ -210,7 +217,7 @@ class Database:
             fresh = self._conninfo()
             if fresh == conninfo:
                 raise
-        return connect(fresh)
+        return connect(fresh, self._idle_seconds)
 
     @contextmanager
     def transaction(self, fence: Fence | None = None) -> Iterator[PostgresProductWriter]:
