@@ -141,6 +141,28 @@ def refusing(stack: LocalStack, login: Login, how: str) -> Iterator[list[str]]:
                 )
             )
         runtime.forget_secret_state()
+    elif how == "too many clients":
+        # The server's connection slots taken (a burst of webhook environments, each keeping
+        # its connection: README, "the connection budget"): every new connection refused
+        # with SQLSTATE 53300. The login's own limit of 0 stands in for a full server
+        # (max_connections is the session server's, shared by every test), as superusers
+        # are exempt from it only.
+        with login.admin() as admin:
+            admin.execute(
+                sql.SQL("ALTER ROLE {} NOSUPERUSER CONNECTION LIMIT 0").format(
+                    sql.Identifier(login.name)
+                )
+            )
+        runtime.forget_secret_state()
+        end_sessions(login)
+        yield passwords
+        with login.admin() as admin:
+            admin.execute(
+                sql.SQL("ALTER ROLE {} SUPERUSER CONNECTION LIMIT -1").format(
+                    sql.Identifier(login.name)
+                )
+            )
+        runtime.forget_secret_state()
     elif how == "statement timeout":
         with login.admin() as admin:
             admin.execute(
@@ -176,6 +198,7 @@ REFUSALS = [
     "password not percent-encoded",
     "rotated on the server first",
     "statement timeout",
+    "too many clients",
 ]
 
 
@@ -356,3 +379,22 @@ def wait_and_end_waiting_sessions(login: Login) -> int:
                 return int(row[0])
             time.sleep(0.02)
     return 0
+
+
+def test_a_full_server_fails_each_poll_by_name(stack: LocalStack, login: Login) -> None:
+    """Postgres refusing new connections (SQLSTATE 53300: its slots taken): each poll fails
+    as the service's fault, its line naming the refusal, never the password."""
+    with refusing(stack, login, "too many clients"):
+        stack.sqs.send_message(
+            QueueUrl=stack.urls["PollQueue"],
+            MessageBody=PollRequest(merchant_id=MID, reason="manual").to_json(),
+        )
+        start = len(stack.logs)
+        polls = stack.drain("PollQueue", "poller")
+    assert polls.records == polls.failures > 0
+    finished = [json.loads(x) for x in stack.logs[start:] if '"poll finished"' in x]
+    assert finished, stack.logs[start:]
+    for line in finished:
+        assert (line["merchant_id"], line["status"], line["fault"]) == (MID, "failed", "service")
+        assert "too many connections" in line["detail"], line["detail"]
+    assert leaks(stack, [login.password]) == []
