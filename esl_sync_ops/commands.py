@@ -506,8 +506,8 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
         print(f"label versions: at {v.before}, past the floor {v.floor} already: nothing to raise")
     else:
         print(f"label versions: {v.before} -> {v.raised_to}: every version issued before is below")
-    for m in done.merchants:
-        print(f"{m.merchant_id}: {_restored_line(m)}")
+    for m in done.merchants:  # a state item's key may be anything a hand wrote
+        print(f"{printable(m.merchant_id)}: {_restored_line(m)}")
     missing = sum(not m.registered for m in done.merchants)
     forgotten = sum(m.had_cursor for m in done.merchants)
     print(
@@ -526,6 +526,12 @@ def _restored_line(m: restore.MerchantCaughtUp) -> str:
     )
     if m.registered:
         return cursor
+    if not inputs.MERCHANT_ID.fullmatch(m.merchant_id):
+        forgotten = "cursor forgotten" if m.had_cursor else "no cursor"
+        return (
+            "a state item whose key is not a merchant id (written by hand?): no merchant"
+            f" polls it, nothing to add again; {forgotten}"
+        )
     return (
         f"a state item but no merchants row (registered after the backup?); {cursor} once it"
         f" is added again: esl-sync merchants add {m.merchant_id} --store-code STORE (its"
