@@ -510,15 +510,26 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
         print(f"{printable(m.merchant_id)}: {_restored_line(m)}")
     missing = sum(not m.registered for m in done.merchants)
     forgotten = sum(m.had_cursor for m in done.merchants)
+    refused = sum(m.refused is not None for m in done.merchants)
     print(
         f"restore catch-up: {forgotten} cursor(s) forgotten,"
-        f" {len(done.merchants) - forgotten} without one,"
+        f" {len(done.merchants) - forgotten - refused} without one,"
         f" {missing} state item(s) without a merchants row"
+        + (f", {refused} refused" if refused else "")
     )
+    if refused:
+        print(
+            f"esl-sync: restore catch-up: {refused} cursor(s) not forgotten (named above):"
+            " run the command again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def _restored_line(m: restore.MerchantCaughtUp) -> str:
+    if m.refused is not None:
+        return f"cursor NOT forgotten ({printable(m.refused)}); run the command again"
     cursor = (
         "cursor forgotten: its next poll reads the whole catalog"
         if m.had_cursor

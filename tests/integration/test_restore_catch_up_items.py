@@ -9,10 +9,14 @@ anything of the item but its id.
 
 from __future__ import annotations
 
+import re
+
 import boto3
 
 from devkit.local_stack import LocalStack
+from esl_sync import runtime
 from esl_sync_ops.terminal import printable
+from tests.integration.test_poll import poll
 
 MERCHANT = "MRESTOREIT01"
 STORE = "STORE-RESTOREIT"
@@ -55,3 +59,35 @@ def test_hostile_state_item_ids_are_printed_escaped_and_never_offered_to_merchan
         f"restore catch-up: {len(HOSTILE_IDS)} cursor(s) forgotten, 0 without one,"
         f" {len(HOSTILE_IDS)} state item(s) without a merchants row"
     )
+
+
+def test_an_item_dynamodb_refuses_to_write_is_named_and_the_rest_of_the_fleet_caught_up(
+    stack: LocalStack,
+) -> None:
+    """An item whose write DynamoDB refuses (here one at the item size limit, edited by
+    hand; in the field also throttling past the client's retries, or polls refusing each
+    of the command's tries): its line says so, every later merchant still has its cursor
+    forgotten, the count comes last and the exit status is 1."""
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
+    poll(stack, MERCHANT)
+    assert runtime.state_store().load(MERCHANT).high_water_ms is not None
+    big = "MAAAAAABIG01"  # sorted before MERCHANT: the command meets it first
+    put_state_item(big, pad={"S": "x" * 404_900})  # at the size limit: the write goes past
+    code, out, err = stack.run_cli("restore", "catch-up")
+    lines = out.splitlines()
+    assert "Traceback" not in err
+    assert len(lines) == 4, (code, out, err)
+    assert code == 1, (out, err)
+    assert err.count("\n") == 1, err
+    assert "x" * 100 not in out + err  # nothing of the item but its key
+    assert re.fullmatch(
+        rf"{big}: cursor NOT forgotten \(AwsError: .*ValidationException.*\); run the command"
+        " again",
+        lines[1],
+    ), lines[1]
+    assert lines[2] == f"{MERCHANT}: cursor forgotten: its next poll reads the whole catalog"
+    assert lines[3] == (
+        "restore catch-up: 1 cursor(s) forgotten, 0 without one,"
+        " 1 state item(s) without a merchants row, 1 refused"
+    )
+    assert runtime.state_store().load(MERCHANT).high_water_ms is None

@@ -32,11 +32,13 @@ command gives up (each poll writes its state once, so one retry nearly always do
 @dataclass(frozen=True)
 class MerchantCaughtUp:
     """One merchant after the catch-up: whether it has a ``merchants`` row (``registered``;
-    False: a state item only) and whether it had a cursor, now forgotten."""
+    False: a state item only) and whether it had a cursor, now forgotten; ``refused``: why
+    its cursor could not be forgotten (the error's class and message; the cursor stays)."""
 
     merchant_id: str
     registered: bool
     had_cursor: bool
+    refused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,20 @@ def catch_up_restore(
     raised = versions.raise_label_versions()
     registered = {m.merchant_id for m in directory.all()}
     merchants = [
-        MerchantCaughtUp(m, m in registered, _forget_cursor(states, m))
+        _caught_up(states, m, m in registered)
         for m in sorted(registered | set(items.state_item_ids()))
     ]
     return RestoreCatchUp(raised, merchants)
+
+
+def _caught_up(states: StateStore, merchant_id: str, registered: bool) -> MerchantCaughtUp:
+    """One merchant's item: a write refused (DynamoDB refusing the item, throttling past the
+    client's retries, polls winning every try) is that merchant's alone: the fleet goes on,
+    and the command names it."""
+    try:
+        return MerchantCaughtUp(merchant_id, registered, _forget_cursor(states, merchant_id))
+    except Exception as error:
+        return MerchantCaughtUp(merchant_id, registered, False, f"{type(error).__name__}: {error}")
 
 
 def _forget_cursor(states: StateStore, merchant_id: str) -> bool:
