@@ -502,8 +502,13 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
         runtime.merchants(), runtime.label_ledger(), runtime.state_store(), runtime.state_items()
     )
     v = done.versions
-    if v.raised_to is None:
-        print(f"label versions: at {v.before}, past the floor {v.floor} already: nothing to raise")
+    if v.raised_to is None:  # only a clock behind an earlier run's gets here (see README)
+        print(
+            f"label versions: at {v.before}, ahead of the database server's clock ({v.floor})"
+            f" by {(v.before - v.floor) // 1_000_000} s: NOT raised; versions issued before"
+            " the restore may be above it. Is the server's clock behind? Set it right and run"
+            " the command again"
+        )
     else:
         print(f"label versions: {v.before} -> {v.raised_to}: every version issued before is below")
     for m in done.merchants:  # a state item's key may be anything a hand wrote
@@ -517,14 +522,15 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
         f" {missing} state item(s) without a merchants row"
         + (f", {refused} refused" if refused else "")
     )
+    if v.raised_to is None:
+        print("esl-sync: restore catch-up: label versions NOT raised (first line)", file=sys.stderr)
     if refused:
         print(
             f"esl-sync: restore catch-up: {refused} cursor(s) not forgotten (named above):"
             " run the command again",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 1 if refused or v.raised_to is None else 0
 
 
 def _restored_line(m: restore.MerchantCaughtUp) -> str:

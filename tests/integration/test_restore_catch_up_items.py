@@ -10,13 +10,17 @@ anything of the item but its id.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import boto3
+import psycopg
+import pytest
 
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync_ops.terminal import printable
-from tests.integration.test_poll import poll
+from tests.integration.test_poll import poll, sims
+from tests.integration.test_postgres_restore import Backup, back_up, sequence_value
 
 MERCHANT = "MRESTOREIT01"
 STORE = "STORE-RESTOREIT"
@@ -91,3 +95,57 @@ def test_an_item_dynamodb_refuses_to_write_is_named_and_the_rest_of_the_fleet_ca
         " 1 state item(s) without a merchants row, 1 refused"
     )
     assert runtime.state_store().load(MERCHANT).high_water_ms is None
+
+
+@pytest.fixture
+def backups() -> Iterator[list[Backup]]:
+    taken: list[Backup] = []
+    yield taken
+    for backup in taken:
+        backup.drop()
+
+
+AHEAD_US = 30 * 86_400 * 1_000_000  # a month, in microseconds
+
+
+def test_a_sequence_ahead_of_the_server_clock_is_refused_never_called_caught_up(
+    stack: LocalStack, backups: list[Backup]
+) -> None:
+    """An earlier catch-up ran on a database server whose clock was a month ahead (or this
+    server's clock is behind): the sequence is past this clock, and the versions issued
+    between the backup and the restore are above what the restore put back. "Nothing to
+    raise" would tell the operator the labels are safe when the stranded job outranks
+    every version to come: the line says why nothing was raised and the exit status is 1."""
+    clover, _ = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:  # the earlier catch-up's setval
+        conn.execute(
+            "SELECT setval('label_versions',"
+            " (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + %s)",
+            (AHEAD_US,),
+        )
+    backup = back_up(stack, backups)
+    milk = next(i["id"] for i in clover.items(MERCHANT) if i.get("sku") == "MILK-1")
+    clover.update_item(MERCHANT, milk, price=120)
+    poll(stack, MERCHANT)  # its job, stranded by the restore, waits in the label queue
+    stranded = sequence_value(stack)
+    backup.restore()
+
+    code, out, err = stack.run_cli("restore", "catch-up")
+    lines = out.splitlines()
+    assert sequence_value(stack) < stranded  # what the line must not hide
+    assert re.fullmatch(
+        r"label versions: at \d{16}, ahead of the database server's clock \(\d{16}\) by"
+        r" \d+ s: NOT raised; versions issued before the restore may be above it\. Is the"
+        r" server's clock behind\? Set it right and run the command again",
+        lines[0],
+    ), lines[0]
+    assert lines[1:] == [
+        f"{MERCHANT}: cursor forgotten: its next poll reads the whole catalog",
+        "restore catch-up: 1 cursor(s) forgotten, 0 without one,"
+        " 0 state item(s) without a merchants row",
+    ]
+    assert code == 1, (out, err)
+    assert err.count("\n") == 1, err
