@@ -10,6 +10,7 @@ anything of the item but its id.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -149,3 +150,60 @@ def test_a_sequence_ahead_of_the_server_clock_is_refused_never_called_caught_up(
     ]
     assert code == 1, (out, err)
     assert err.count("\n") == 1, err
+
+
+def test_every_page_of_the_scan_is_read_and_the_reserved_items_left_out(
+    stack: LocalStack,
+) -> None:
+    """30 items of 300 KB: a Scan page holds 1 MB of items read (DynamoDB's, and moto's,
+    before the projection), so the ids come in ten pages; ``#`` items are no merchant."""
+    ids = [f"MPAGE{i:03d}" for i in range(30)]
+    for merchant_id in ids:
+        put_state_item(merchant_id, pad={"S": "x" * 300_000})
+    put_state_item("#clover-webhook")
+    code, out, err = stack.run_cli("restore", "catch-up")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[1:-1]] == ids
+    assert lines[-1] == (
+        "restore catch-up: 30 cursor(s) forgotten, 0 without one,"
+        " 30 state item(s) without a merchants row"
+    )
+
+
+def test_paused_storeless_reauth_and_leased_merchants_are_each_caught_up(
+    stack: LocalStack,
+) -> None:
+    """A merchant disabled, one whose store code was taken away (awaiting one), one needing
+    re-authorisation, one whose lease a running poll holds: one line each, cursor
+    forgotten, their other state untouched (the re-auth mark, the lease)."""
+    kinds = ["MKINDPAUSED1", "MKINDSTORE01", "MKINDREAUTH1", "MKINDLEASED1"]
+    for i, merchant_id in enumerate(kinds):
+        stack.add_merchant(merchant_id, "tok", f"STORE-KIND{i}", items=[dict(MILK)])
+        poll(stack, merchant_id)
+    stack.cli("merchants", "disable", kinds[0])
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        conn.execute("UPDATE merchants SET store_code = NULL WHERE merchant_id = %s", (kinds[1],))
+    store = runtime.state_store()
+    boto3.client("dynamodb").update_item(
+        TableName=TABLE,
+        Key={"merchant_id": {"S": kinds[2]}},
+        UpdateExpression="SET auth_state = :r",
+        ExpressionAttributeValues={":r": {"S": "needs_reauth"}},
+    )
+    leased = store.take_lease(
+        kinds[3], "poll-in-flight", now_ms=time.time_ns() // 1_000_000, duration_ms=300_000
+    )
+    assert leased is not None
+    code, out, err = stack.run_cli("restore", "catch-up")
+    assert (code, err) == (0, ""), out
+    assert out.splitlines()[1:] == [
+        *(f"{m}: cursor forgotten: its next poll reads the whole catalog" for m in sorted(kinds)),
+        "restore catch-up: 4 cursor(s) forgotten, 0 without one,"
+        " 0 state item(s) without a merchants row",
+    ]
+    assert store.load(kinds[2]).auth_state == "needs_reauth"
+    item = boto3.client("dynamodb").get_item(TableName=TABLE, Key={"merchant_id": {"S": kinds[3]}})[
+        "Item"
+    ]
+    assert item["lease_owner"]["S"] == "poll-in-flight"
