@@ -288,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     restore_actions.add_parser(
         "catch-up",
         help="move the label versions past every one issued before the restore and have every"
-        " merchant read its whole catalog again; name the state items without a merchant",
+        " merchant sweep its catalog at its next poll; name the state items without a merchant",
     ).set_defaults(run=commands.restore_catch_up)
 
     redrive = subparsers.add_parser(

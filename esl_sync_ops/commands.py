@@ -514,11 +514,11 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
     for m in done.merchants:  # a state item's key may be anything a hand wrote
         print(f"{printable(m.merchant_id)}: {_restored_line(m)}")
     missing = sum(not m.registered for m in done.merchants)
-    forgotten = sum(m.had_cursor for m in done.merchants)
+    swept = sum(m.had_cursor for m in done.merchants)
     refused = sum(m.refused is not None for m in done.merchants)
     print(
-        f"restore catch-up: {forgotten} cursor(s) forgotten,"
-        f" {len(done.merchants) - forgotten - refused} without one,"
+        f"restore catch-up: {swept} sweep(s) due,"
+        f" {len(done.merchants) - swept - refused} without a cursor,"
         f" {missing} state item(s) without a merchants row"
         + (f", {refused} refused" if refused else "")
     )
@@ -526,7 +526,7 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
         print("esl-sync: restore catch-up: label versions NOT raised (first line)", file=sys.stderr)
     if refused:
         print(
-            f"esl-sync: restore catch-up: {refused} cursor(s) not forgotten (named above):"
+            f"esl-sync: restore catch-up: {refused} merchant(s) not caught up (named above):"
             " run the command again",
             file=sys.stderr,
         )
@@ -535,19 +535,18 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
 
 def _restored_line(m: restore.MerchantCaughtUp) -> str:
     if m.refused is not None:
-        return f"cursor NOT forgotten ({printable(m.refused)}); run the command again"
+        return f"sweep NOT due ({printable(m.refused)}); run the command again"
     cursor = (
-        "cursor forgotten: its next poll reads the whole catalog"
+        "sweep due: its next poll reads the whole catalog and confirms what Clover deleted"
         if m.had_cursor
         else "no cursor: its next poll reads the whole catalog"
     )
     if m.registered:
         return cursor
     if not inputs.MERCHANT_ID.fullmatch(m.merchant_id):
-        forgotten = "cursor forgotten" if m.had_cursor else "no cursor"
         return (
             "a state item whose key is not a merchant id (written by hand?): no merchant"
-            f" polls it, nothing to add again; {forgotten}"
+            f" polls it, nothing to add again; {'sweep due' if m.had_cursor else 'no cursor'}"
         )
     return (
         f"a state item but no merchants row (registered after the backup?); {cursor} once it"

@@ -47,6 +47,7 @@ MERCHANT = "MPGRESTORE01"
 LATE = "MPGRESTORE02"
 STORE = "STORE-PGRESTORE"
 MILK = {"name": "Milk", "price": 100, "sku": "MILK-1"}
+SWEEP_DUE = "sweep due: its next poll reads the whole catalog and confirms what Clover deleted"
 VERSIONS_RAISED = r"label versions: \d+ -> \d{16}: every version issued before is below"
 
 
@@ -159,8 +160,8 @@ def test_a_job_from_before_the_restore_never_stops_the_labels_after_catch_up(
     out = stack.cli("restore", "catch-up")
     assert re.fullmatch(VERSIONS_RAISED, out.splitlines()[0]), out
     assert out.splitlines()[1:] == [
-        f"{MERCHANT}: cursor forgotten: its next poll reads the whole catalog",
-        "restore catch-up: 1 cursor(s) forgotten, 0 without one,"
+        f"{MERCHANT}: {SWEEP_DUE}",
+        "restore catch-up: 1 sweep(s) due, 0 without a cursor,"
         " 0 state item(s) without a merchants row",
     ]
     if where == "dead-letter queue":
@@ -191,11 +192,11 @@ def test_a_change_polled_between_the_restore_and_the_catch_up_reaches_the_shelf_
 ) -> None:
     """A poll that ran before the operator's catch-up wrote the new price with a version of
     the restored sequence; the job stranded by the restore (higher) is delivered first and
-    the poll's job is skipped behind it; the whole-catalog read after the catch-up finds
-    the row already as Clover has it and sends nothing. The label is stale, and the sweep's
-    heal (here at once: ``LABEL_HEAL_AFTER_SECONDS=0``, a sweep every poll) sends the row
-    under a version above the stranded one: it reaches the shelf, within
-    ``LABEL_HEAL_AFTER_SECONDS`` and a sweep with the shipped settings."""
+    the poll's job is skipped behind it. The sweep after the catch-up finds the row already
+    as Clover has it and writes nothing; the label is stale, and the sweep's heal (here at
+    once: ``LABEL_HEAL_AFTER_SECONDS=0``) sends the row under a version above the stranded
+    one: it reaches the shelf, within ``LABEL_HEAL_AFTER_SECONDS`` with the shipped
+    settings."""
     stack = make_stack(LABEL_HEAL_AFTER_SECONDS="0", CLOVER_CLEANUP_EVERY_N_POLLS="1")
     clover, _ = sims(stack)
     stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
@@ -215,10 +216,7 @@ def test_a_change_polled_between_the_restore_and_the_catch_up_reaches_the_shelf_
     stack.drain("LabelQueue", "hipoink_sender")
     assert metric_sums(stack.logs[mark:])["LabelsSkippedOlder"] >= 1
     assert shelf_price(stack) == "1.30"
-    poll(stack, MERCHANT)  # the whole catalog, as stored: nothing to send
-    stack.drain("LabelQueue", "hipoink_sender")
-    assert shelf_price(stack) == "1.30"
-    poll(stack, MERCHANT)  # a sweep: its heal sends Milk's row
+    poll(stack, MERCHANT)  # a sweep: the row as stored; its heal sends Milk's row
     stack.drain("LabelQueue", "hipoink_sender")
     assert shelf_price(stack) == "1.50"
     assert_in_step(stack, MERCHANT, STORE)
@@ -293,12 +291,13 @@ def test_a_merchant_registered_after_the_backup_is_named_and_read_whole_once_add
 
     out = stack.cli("restore", "catch-up").splitlines()
     assert out[1:] == [
-        f"{MERCHANT}: cursor forgotten: its next poll reads the whole catalog",
-        f"{LATE}: a state item but no merchants row (registered after the backup?); cursor"
-        " forgotten: its next poll reads the whole catalog once it is added again:"
+        f"{MERCHANT}: {SWEEP_DUE}",
+        f"{LATE}: a state item but no merchants row (registered after the backup?); sweep"
+        " due: its next poll reads the whole catalog and confirms what Clover deleted once it"
+        " is added again:"
         f" esl-sync merchants add {LATE} --store-code STORE (its tokens are kept), or the"
         " merchant opens the app again",
-        "restore catch-up: 2 cursor(s) forgotten, 0 without one,"
+        "restore catch-up: 2 sweep(s) due, 0 without a cursor,"
         " 1 state item(s) without a merchants row",
     ]
     stack.cli("merchants", "add", LATE, "--store-code", "STORE-LATE")
@@ -311,7 +310,7 @@ def test_a_merchant_registered_after_the_backup_is_named_and_read_whole_once_add
 def test_running_it_twice_is_safe_and_the_labels_follow(
     stack: LocalStack, backups: list[Backup]
 ) -> None:
-    """The second run finds no cursor to forget (no poll ran in between) and raises the
+    """The second run makes the sweep due again (no poll ran in between) and raises the
     sequence again, to the clock of then (microseconds passed, fewer versions were drawn:
     never "ahead of the clock", which only a clock gone back shows); the labels still
     follow the next change."""
@@ -325,8 +324,8 @@ def test_running_it_twice_is_safe_and_the_labels_follow(
     ), again[0]
     assert sequence_value(stack) >= first
     assert again[1:] == [
-        f"{MERCHANT}: no cursor: its next poll reads the whole catalog",
-        "restore catch-up: 0 cursor(s) forgotten, 1 without one,"
+        f"{MERCHANT}: {SWEEP_DUE}",
+        "restore catch-up: 1 sweep(s) due, 0 without a cursor,"
         " 0 state item(s) without a merchants row",
     ]
     clover.update_item(MERCHANT, milk, price=175)
@@ -340,7 +339,7 @@ def test_with_no_merchant_it_says_so_in_one_line_and_the_count(stack: LocalStack
     out = stack.cli("restore", "catch-up").splitlines()
     assert re.fullmatch(VERSIONS_RAISED, out[0]), out
     assert out[1:] == [
-        "restore catch-up: 0 cursor(s) forgotten, 0 without one,"
+        "restore catch-up: 0 sweep(s) due, 0 without a cursor,"
         " 0 state item(s) without a merchants row"
     ]
 
@@ -372,7 +371,8 @@ def test_a_poll_running_across_the_catch_up_cannot_write_its_cursor_over_it(
     stack: LocalStack,
 ) -> None:
     """A poll that took its lease (and read the state) before the command: its state
-    write, with the cursor its read moved, is refused; the cursor stays forgotten."""
+    write, with the cursor its read moved and a sweep recorded, is refused; the next poll
+    still sweeps."""
     stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
     poll(stack, MERCHANT)
     store = runtime.state_store()
@@ -383,9 +383,10 @@ def test_a_poll_running_across_the_catch_up_cannot_write_its_cursor_over_it(
     assert leased.state.high_water_ms is not None
     stack.cli("restore", "catch-up")
     leased.state.high_water_ms += 60_000
+    leased.state.last_sweep_ms = time.time_ns() // 1_000_000
     with pytest.raises(StaleStateError):
         store.save(leased.state, release_lease="poll-in-flight")
-    assert store.load(MERCHANT).high_water_ms is None
+    assert store.load(MERCHANT).last_sweep_ms is None
 
 
 PRE_RESTORE = st.integers(min_value=0, max_value=40)

@@ -20,12 +20,13 @@ import pytest
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync_ops.terminal import printable
-from tests.integration.test_poll import poll, sims
-from tests.integration.test_postgres_restore import Backup, back_up, sequence_value
+from tests.integration.test_poll import assert_in_step, poll, sims
+from tests.integration.test_postgres_restore import Backup, back_up, clover_later, sequence_value
 
 MERCHANT = "MRESTOREIT01"
 STORE = "STORE-RESTOREIT"
 MILK = {"name": "Milk", "price": 100, "sku": "MILK-1"}
+SWEEP_DUE = "sweep due: its next poll reads the whole catalog and confirms what Clover deleted"
 TABLE = "StateTable"
 HOSTILE_IDS = [
     "M\x1b]0;pwned\x07\x1b[2J",  # terminal title and clear-screen escapes
@@ -61,7 +62,7 @@ def test_hostile_state_item_ids_are_printed_escaped_and_never_offered_to_merchan
         assert "merchants add" not in line, line
         assert "not a merchant id" in line, line
     assert lines[-1] == (
-        f"restore catch-up: {len(HOSTILE_IDS)} cursor(s) forgotten, 0 without one,"
+        f"restore catch-up: {len(HOSTILE_IDS)} sweep(s) due, 0 without a cursor,"
         f" {len(HOSTILE_IDS)} state item(s) without a merchants row"
     )
 
@@ -71,8 +72,8 @@ def test_an_item_dynamodb_refuses_to_write_is_named_and_the_rest_of_the_fleet_ca
 ) -> None:
     """An item whose write DynamoDB refuses (here one at the item size limit, edited by
     hand; in the field also throttling past the client's retries, or polls refusing each
-    of the command's tries): its line says so, every later merchant still has its cursor
-    forgotten, the count comes last and the exit status is 1."""
+    of the command's tries): its line says so, every later merchant still has its sweep
+    made due, the count comes last and the exit status is 1."""
     stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
     poll(stack, MERCHANT)
     assert runtime.state_store().load(MERCHANT).high_water_ms is not None
@@ -86,16 +87,16 @@ def test_an_item_dynamodb_refuses_to_write_is_named_and_the_rest_of_the_fleet_ca
     assert err.count("\n") == 1, err
     assert "x" * 100 not in out + err  # nothing of the item but its key
     assert re.fullmatch(
-        rf"{big}: cursor NOT forgotten \(AwsError: .*ValidationException.*\); run the command"
+        rf"{big}: sweep NOT due \(AwsError: .*ValidationException.*\); run the command"
         " again",
         lines[1],
     ), lines[1]
-    assert lines[2] == f"{MERCHANT}: cursor forgotten: its next poll reads the whole catalog"
+    assert lines[2] == f"{MERCHANT}: {SWEEP_DUE}"
     assert lines[3] == (
-        "restore catch-up: 1 cursor(s) forgotten, 0 without one,"
+        "restore catch-up: 1 sweep(s) due, 0 without a cursor,"
         " 1 state item(s) without a merchants row, 1 refused"
     )
-    assert runtime.state_store().load(MERCHANT).high_water_ms is None
+    assert runtime.state_store().load(MERCHANT).last_sweep_ms is None  # a sweep is due
 
 
 @pytest.fixture
@@ -144,8 +145,8 @@ def test_a_sequence_ahead_of_the_server_clock_is_refused_never_called_caught_up(
         lines[0],
     ), lines[0]
     assert lines[1:] == [
-        f"{MERCHANT}: cursor forgotten: its next poll reads the whole catalog",
-        "restore catch-up: 1 cursor(s) forgotten, 0 without one,"
+        f"{MERCHANT}: {SWEEP_DUE}",
+        "restore catch-up: 1 sweep(s) due, 0 without a cursor,"
         " 0 state item(s) without a merchants row",
     ]
     assert code == 1, (out, err)
@@ -166,7 +167,7 @@ def test_every_page_of_the_scan_is_read_and_the_reserved_items_left_out(
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines[1:-1]] == ids
     assert lines[-1] == (
-        "restore catch-up: 30 cursor(s) forgotten, 0 without one,"
+        "restore catch-up: 30 sweep(s) due, 0 without a cursor,"
         " 30 state item(s) without a merchants row"
     )
 
@@ -175,8 +176,8 @@ def test_paused_storeless_reauth_and_leased_merchants_are_each_caught_up(
     stack: LocalStack,
 ) -> None:
     """A merchant disabled, one whose store code was taken away (awaiting one), one needing
-    re-authorisation, one whose lease a running poll holds: one line each, cursor
-    forgotten, their other state untouched (the re-auth mark, the lease)."""
+    re-authorisation, one whose lease a running poll holds: one line each, a sweep due,
+    their other state untouched (the re-auth mark, the lease)."""
     kinds = ["MKINDPAUSED1", "MKINDSTORE01", "MKINDREAUTH1", "MKINDLEASED1"]
     for i, merchant_id in enumerate(kinds):
         stack.add_merchant(merchant_id, "tok", f"STORE-KIND{i}", items=[dict(MILK)])
@@ -198,8 +199,8 @@ def test_paused_storeless_reauth_and_leased_merchants_are_each_caught_up(
     code, out, err = stack.run_cli("restore", "catch-up")
     assert (code, err) == (0, ""), out
     assert out.splitlines()[1:] == [
-        *(f"{m}: cursor forgotten: its next poll reads the whole catalog" for m in sorted(kinds)),
-        "restore catch-up: 4 cursor(s) forgotten, 0 without one,"
+        *(f"{m}: {SWEEP_DUE}" for m in sorted(kinds)),
+        "restore catch-up: 4 sweep(s) due, 0 without a cursor,"
         " 0 state item(s) without a merchants row",
     ]
     assert store.load(kinds[2]).auth_state == "needs_reauth"
@@ -207,3 +208,52 @@ def test_paused_storeless_reauth_and_leased_merchants_are_each_caught_up(
         "Item"
     ]
     assert item["lease_owner"]["S"] == "poll-in-flight"
+
+
+TEA = {"name": "Tea", "price": 250, "sku": "TEA-1"}
+
+
+def ask_for_a_sweep(merchant_id: str, token: str) -> None:
+    """What a webhook does when it cannot note every deletion: a fresh sweep request."""
+    boto3.client("dynamodb").update_item(
+        TableName=TABLE,
+        Key={"merchant_id": {"S": merchant_id}},
+        UpdateExpression="SET sweep_request = :t",
+        ExpressionAttributeValues={":t": {"S": token}},
+    )
+
+
+def test_an_item_deleted_after_the_backup_never_comes_back_to_the_shelf(
+    stack: LocalStack, backups: list[Backup]
+) -> None:
+    """Tea deleted in Clover after the backup, its label taken off the shelf; the restore
+    puts its row back, active, with its acknowledgement. The catch-up's full read must
+    settle it as a sweep would: neither the next poll, a verify and its heal, nor an
+    operator's heal puts Tea back on the shelf."""
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK), dict(TEA)])
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert sorted(hipoink.labels(STORE)) == ["MILK-1", "TEA-1"]
+    backup = back_up(stack, backups)
+    tea = next(i["id"] for i in clover.items(MERCHANT) if i.get("sku") == "TEA-1")
+    clover.delete_item(MERCHANT, tea)
+    ask_for_a_sweep(MERCHANT, "before the backup's restore")
+    poll(stack, MERCHANT)  # its sweep finds Tea gone
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert sorted(hipoink.labels(STORE)) == ["MILK-1"]
+    clover_later(stack, MERCHANT)
+    backup.restore()
+
+    stack.cli("restore", "catch-up")
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    stack.cli("labels", "verify", MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert sorted(hipoink.labels(STORE)) == ["MILK-1"]
+    stack.cli("heal", MERCHANT, "--older-than", "0")
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert sorted(hipoink.labels(STORE)) == ["MILK-1"]
+    assert_in_step(stack, MERCHANT, STORE)

@@ -8,12 +8,16 @@ leases, tokens), the queues and Hipoink's shelf stay where they were. Three thin
   queued, or dead-lettered and redriven) outranks every version the restored database
   issues for a while: once it is acknowledged, later changes are skipped as older;
 * the product rows go back, while each merchant's cursor stays past the changes that made
-  them newer: incremental polls never read those items again;
+  them newer: incremental polls never read those items again, and an item deleted in
+  Clover since the backup is an active row again (only a sweep confirms deletions);
 * merchants registered after the backup have no ``merchants`` row, only a state item.
 
-The catch-up moves the sequence past every version issued before it, then forgets every
-cursor (the next poll of each merchant reads its whole catalog, as a first poll does, and
-sends what differs under the new versions), and names each state item without a row.
+The catch-up moves the sequence past every version issued before it, then makes each
+merchant's next poll a sweep (it reads the whole catalog, confirms each active row Clover no
+longer lists, and sends what differs under the new versions), and names each state item
+without a row. (Forgetting the cursor would read the whole catalog too, but a first read
+never sweeps: the deleted items' rows would stay, and a verify's heal would put their
+labels back on the shelf.)
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ command gives up (each poll writes its state once, so one retry nearly always do
 @dataclass(frozen=True)
 class MerchantCaughtUp:
     """One merchant after the catch-up: whether it has a ``merchants`` row (``registered``;
-    False: a state item only) and whether it had a cursor, now forgotten; ``refused``: why
-    its cursor could not be forgotten (the error's class and message; the cursor stays)."""
+    False: a state item only) and whether it had a cursor (its next poll now sweeps; without
+    one it is a first read, of the whole catalog too); ``refused``: why
+    its sweep could not be made due (the error's class and message; nothing written)."""
 
     merchant_id: str
     registered: bool
@@ -59,11 +64,10 @@ def catch_up_restore(
     every version issued before is below it as long as the sequence never got there, that
     is, fewer than 1,000 versions a millisecond were issued on average since 1970 (or since
     the last run; a busy fleet issues ten a second). That margin also covers a version drawn
-    while the statement runs (``setval`` does not wait for ``nextval``). Then the cursors:
-    the whole catalog a poll reads after its cursor is forgotten goes out under versions no
-    job from before the restore outranks. Safe to run again (the sequence only moves
-    forward; a forgotten cursor costs one more full read) and while polls run
-    (:func:`_forget_cursor`)."""
+    while the statement runs (``setval`` does not wait for ``nextval``). Then the sweeps:
+    the whole catalog each merchant's next poll reads goes out under versions no job from
+    before the restore outranks. Safe to run again (the sequence only moves forward; a
+    sweep due costs one more full read) and while polls run (:func:`_sweep_next`)."""
     raised = versions.raise_label_versions()
     registered = {m.merchant_id for m in directory.all()}
     merchants = [
@@ -78,20 +82,22 @@ def _caught_up(states: StateStore, merchant_id: str, registered: bool) -> Mercha
     client's retries, polls winning every try) is that merchant's alone: the fleet goes on,
     and the command names it."""
     try:
-        return MerchantCaughtUp(merchant_id, registered, _forget_cursor(states, merchant_id))
+        return MerchantCaughtUp(merchant_id, registered, _sweep_next(states, merchant_id))
     except Exception as error:
         return MerchantCaughtUp(merchant_id, registered, False, f"{type(error).__name__}: {error}")
 
 
-def _forget_cursor(states: StateStore, merchant_id: str) -> bool:
-    """Forget the merchant's cursor in a write conditional on the state's version, which it
-    counts up: a poll running meanwhile finds its own state write refused (it saved nothing
-    over the forgotten cursor; its next poll reads everything). Whether there was one."""
+def _sweep_next(states: StateStore, merchant_id: str) -> bool:
+    """Make the merchant's next poll a sweep (``last_sweep_ms`` cleared: see
+    :func:`esl_sync.sync.sweep.sweep_due`) in a write conditional on the state's version,
+    which it counts up: a poll running meanwhile finds its own state write refused (it
+    cannot record a sweep over this; its next poll sweeps). Whether it had a cursor
+    (without one, its next poll is a first read: the whole catalog anyway)."""
     for _ in range(SAVE_TRIES):
         state = states.load(merchant_id)
         if state.high_water_ms is None:  # none, or one unreadable: read whole anyway
             return False
-        state.high_water_ms = None
+        state.last_sweep_ms = None
         try:
             states.save(state)
         except StaleStateError:
