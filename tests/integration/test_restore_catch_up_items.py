@@ -257,3 +257,33 @@ def test_an_item_deleted_after_the_backup_never_comes_back_to_the_shelf(
     stack.drain("LabelQueue", "hipoink_sender")
     assert sorted(hipoink.labels(STORE)) == ["MILK-1"]
     assert_in_step(stack, MERCHANT, STORE)
+
+
+def test_hand_edited_state_items_are_each_caught_up_in_one_line(stack: LocalStack) -> None:
+    """Attributes a hand wrote (a version, a cursor, a sweep time, pending deletions of the
+    wrong type or out of range): one line each, never a traceback; an unreadable cursor
+    is none (the next poll reads whole), an unreadable version is written over."""
+    put_state_item("MEDITVERSION", version={"S": "three"})
+    put_state_item("MEDITCURSOR1", high_water_ms={"S": "soon"})
+    put_state_item("MEDITSWEEP01", last_sweep_ms={"N": "1e30"}, version={"N": "-4"})
+    put_state_item("MEDITPENDING", pending_deletes={"N": "1"})
+    code, out, err = stack.run_cli("restore", "catch-up")
+    assert (code, err) == (0, ""), out
+    tail = "a state item but no merchants row (registered after the backup?); "
+    lines = out.splitlines()[1:]
+    assert [line.split(": ", 1)[0] for line in lines[:-1]] == [
+        "MEDITCURSOR1",
+        "MEDITPENDING",
+        "MEDITSWEEP01",
+        "MEDITVERSION",
+    ]
+    assert lines[0].startswith(f"MEDITCURSOR1: {tail}no cursor"), lines[0]
+    for line in lines[1:-1]:
+        assert line.split(": ", 1)[1].startswith(f"{tail}sweep due"), line
+    assert lines[-1] == (
+        "restore catch-up: 3 sweep(s) due, 1 without a cursor,"
+        " 4 state item(s) without a merchants row"
+    )
+    store = runtime.state_store()
+    assert store.load("MEDITVERSION").last_sweep_ms is None
+    assert store.load("MEDITVERSION").unreadable == ()
