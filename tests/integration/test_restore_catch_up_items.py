@@ -9,6 +9,7 @@ anything of the item but its id.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -287,3 +288,30 @@ def test_hand_edited_state_items_are_each_caught_up_in_one_line(stack: LocalStac
     store = runtime.state_store()
     assert store.load("MEDITVERSION").last_sweep_ms is None
     assert store.load("MEDITVERSION").unreadable == ()
+
+
+def test_on_a_database_never_restored_it_costs_one_full_read_and_sends_nothing(
+    stack: LocalStack,
+) -> None:
+    """Run by mistake (no restore): the versions jump, each merchant's next poll sweeps
+    (reads its whole catalog once, finds every row as stored and sends no label; a sweep
+    queues a verify, which only reads the shelf); the labels follow the next change."""
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK), dict(TEA)])
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    shelf = hipoink.labels(STORE)
+    stack.cli("restore", "catch-up")
+    mark = len(stack.logs)
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")  # the sweep's verify: it reads the shelf
+    (finished,) = (json.loads(x) for x in stack.logs[mark:] if '"poll finished"' in x)
+    assert (finished["items_fetched"], finished["label_upserts"]) == (2, 0), finished
+    assert finished["sweep"] == "nothing missing", finished
+    assert hipoink.labels(STORE) == shelf
+    milk = next(i["id"] for i in clover.items(MERCHANT) if i.get("sku") == "MILK-1")
+    clover.update_item(MERCHANT, milk, price=175)
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.75"
+    assert_in_step(stack, MERCHANT, STORE)
