@@ -418,13 +418,8 @@ class LocalStack:
         if self._aws_in_own_process:
             port = self._exit.enter_context(_moto_process(host, port))
         else:
-            from moto.server import ThreadedMotoServer
-
             _atomic_dynamodb_items()
-            server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-            server.start()
-            self._exit.callback(server.stop)
-            port = server.get_host_and_port()[1]
+            port = self._exit.enter_context(_moto_threads(host, port))
         endpoint = f"http://127.0.0.1:{port}"
         # moto keeps its state per process: start every stack from nothing.
         httpx.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
@@ -803,6 +798,34 @@ def _operator_commands_attributed() -> Iterator[None]:
         yield
     finally:
         cli.operator_scope = previous
+
+
+@contextmanager
+def _moto_threads(host: str, port: int) -> Iterator[int]:
+    """moto's server on threads of this process for as long as the context lasts: the port
+    it listens on. moto's own ``ThreadedMotoServer`` serves with werkzeug's default
+    ``poll_interval`` of 0.5 s and its ``stop()`` waits for the loop to look again: 0.48 s
+    of every stack's close, so of nearly every integration test's teardown. The same
+    server (moto's app and request handler, werkzeug's threaded server), polling every
+    10 ms as the simulators do (devkit/loopback.py)."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="moto", daemon=True
+    )
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()  # serve_forever closes the socket as it returns
+        thread.join()
 
 
 @contextmanager
