@@ -92,7 +92,9 @@ class CloudFormationAnswers:
 
         self._server = HTTPServer(("127.0.0.1", 0), Receive)
         self.url = f"http://127.0.0.1:{self._server.server_port}/cfn-response?signed"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        ).start()  # shutdown() waits up to one poll_interval (0.5 s by default)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -84,7 +84,9 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scripted]:
     scripted = Scripted()
-    thread = threading.Thread(target=scripted.serve_forever, daemon=True)
+    thread = threading.Thread(  # shutdown() waits up to one poll_interval (0.5 s by default)
+        target=scripted.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
         monkeypatch.delenv(name, raising=False)

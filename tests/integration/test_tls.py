@@ -68,7 +68,9 @@ def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Https]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(  # shutdown() waits up to one poll_interval (0.5 s by default)
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     for name in ("SSL_CERT_FILE", "SSL_CERT_DIR", "AWS_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
