@@ -21,7 +21,7 @@ from esl_sync.credentials import CloverTokens
 from esl_sync_ops.terminal import print_rows, printable, utc_text
 
 if TYPE_CHECKING:
-    from esl_sync import restore
+    from esl_sync import admin, restore
     from esl_sync.merchant_ports import FenceCount
     from esl_sync.records import Merchant
 
@@ -447,24 +447,42 @@ def redrive(args: argparse.Namespace) -> int:
 
 def fence_catch_up(args: argparse.Namespace) -> int:
     """One line per merchant Postgres saw a fence for (README, "After restoring the state
-    table"); then, for every merchant, one line counting them; for one without a fence,
-    one line saying so."""
+    table"), each printed as it is done; then, for every merchant, one line counting them;
+    for one without a fence, one line saying so. A merchant whose write failed is named in
+    its line, the rest still caught up, and the exit status is 1."""
     from esl_sync import admin, runtime
 
     ledger, mid = runtime.label_ledger(), args.merchant_id
     done, unfenced = admin.catch_up_fences(runtime.merchants(), ledger, runtime.state_store(), mid)
+    kinds: list[str] = []
     for f in done:
-        print(f"{f.merchant_id}: {_fence_line(f.count, f.seen)}")
+        print(f"{printable(f.merchant_id)}: {_fence_caught_up_line(f)}", flush=True)
+        kinds.append("refused" if f.count is None else f.count.standing)
+    raised, in_step, refused = (kinds.count(k) for k in ("raised", "in step", "refused"))
     if mid is None:
-        kinds = [f.count.standing for f in done]
-        raised, in_step = kinds.count("raised"), kinds.count("in step")
         print(
             f"fence catch-up: {raised} raised, {in_step} in step,"
-            f" {len(kinds) - raised - in_step} in another epoch, {unfenced} with no fence yet"
+            f" {len(kinds) - raised - in_step - refused} in another epoch,"
+            f" {unfenced} with no fence yet" + (f", {refused} refused" if refused else "")
         )
     elif unfenced:
         print(f"{mid}: no poll wrote under a fence yet: nothing to catch up")
-    return 0
+    if refused:
+        print(
+            f"esl-sync: fence catch-up: {refused} merchant(s) not caught up (named above):"
+            " run the command again",
+            file=sys.stderr,
+        )
+    return 1 if refused else 0
+
+
+def _fence_caught_up_line(f: admin.FenceCatchUp) -> str:
+    if f.count is None:
+        return (
+            f"NOT raised ({printable(f.refused or '')}): its polls that write stay refused"
+            " until it is; run the command again"
+        )
+    return _fence_line(f.count, f.seen)
 
 
 def _fence_line(count: FenceCount, seen: int) -> str:

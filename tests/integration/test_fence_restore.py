@@ -9,11 +9,13 @@ Real handlers, moto, Postgres and the simulators over HTTP.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import boto3
 import psycopg
 import pytest
+from botocore.exceptions import ClientError
 
 from devkit.emf import metric_sums
 from devkit.local_stack import LocalStack
@@ -173,6 +175,61 @@ def test_catch_up_of_every_merchant_leaves_those_in_step(stack: LocalStack) -> N
     poll(stack, MERCHANT)
     stack.drain("LabelQueue", "hipoink_sender")
     assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.99"
+
+
+def at_the_size_limit(stack: LocalStack, item: dict[str, Any]) -> None:
+    """The item written back padded to the largest size DynamoDB (moto) accepts: a write
+    that makes it any larger is refused (ValidationException)."""
+    low, high = 0, 410_000
+    while high - low > 1:  # the largest pad put_item accepts
+        pad = (low + high) // 2
+        try:
+            restore(stack, item | {"pad": {"S": "x" * pad}})
+        except ClientError:
+            high = pad
+        else:
+            low = pad
+    restore(stack, item | {"pad": {"S": "x" * low}})
+
+
+def test_catch_up_of_every_merchant_names_one_dynamodb_refuses_and_catches_up_the_rest(
+    stack: LocalStack,
+) -> None:
+    """One merchant's write refused (here its item at DynamoDB's size limit, its count
+    missing, so that raising it makes the item larger; in the field also throttling past
+    the client's retries): its line says so, the merchants before and after it are each
+    caught up and said, the count comes last with it and the exit status is 1."""
+    restored_merchant(stack)  # MERCHANT: generation 1, Postgres saw 6
+    third = "MRESTORE0003"
+    for merchant_id in (OTHER, third):
+        stack.add_merchant(merchant_id, "tok", f"STORE-{merchant_id}", items=[dict(MILK)])
+        poll(stack, merchant_id)  # generation 1, Postgres saw 1
+    refused = state_item(stack, OTHER)
+    del refused["lease_generation"]
+    at_the_size_limit(stack, refused)
+    restore(stack, state_item(stack, third) | {"lease_generation": {"N": "0.5"}})
+
+    code, out, err = stack.run_cli("fence", "catch-up")
+    lines = out.splitlines()
+    assert "Traceback" not in err
+    assert len(lines) == 4, (code, out, err)
+    assert lines[0] == f"{MERCHANT}: lease generation 1 -> 6 (Postgres saw 6)"
+    assert re.fullmatch(
+        rf"{OTHER}: NOT raised \(AwsError: .*ValidationException.*\): its polls that write"
+        " stay refused until it is; run the command again",
+        lines[1],
+    ), lines[1]
+    assert lines[2] == f"{third}: lease generation 0.5 -> 1 (Postgres saw 1)"
+    assert lines[3] == (
+        "fence catch-up: 2 raised, 0 in step, 0 in another epoch, 0 with no fence yet, 1 refused"
+    )
+    assert "x" * 100 not in out + err  # nothing of the item but its key
+    assert err == (
+        "esl-sync: fence catch-up: 1 merchant(s) not caught up (named above): run the"
+        " command again\n"
+    )
+    assert code == 1
+    assert state_item(stack, third)["lease_generation"] == {"N": "1"}
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -30,6 +30,7 @@ from esl_sync.ports import (
     TokenStore,
 )
 from esl_sync.records import (
+    Fence,
     LabelConflict,
     LabelCounts,
     LastVerify,
@@ -373,11 +374,13 @@ def redrive(dead_letters: DeadLetterQueue) -> int:
 @dataclass(frozen=True)
 class FenceCatchUp:
     """One merchant's fence after :func:`catch_up_fences`: the generation Postgres saw, and
-    what the state item held: raised, or why nothing was written (:class:`FenceCount`)."""
+    what the state item held: raised, or why nothing was written (:class:`FenceCount`);
+    or ``refused``: why its write failed (the error's class and message; ``count`` None)."""
 
     merchant_id: str
     seen: int
-    count: FenceCount
+    count: FenceCount | None
+    refused: str | None = None
 
 
 def catch_up_fences(
@@ -385,24 +388,34 @@ def catch_up_fences(
     fences: SeenFences,
     counter: FenceCounter,
     merchant_id: str | None = None,
-) -> tuple[list[FenceCatchUp], int]:
+) -> tuple[Iterator[FenceCatchUp], int]:
     """After the state table went back (a restore, an import, a hand edit lowering
     ``lease_generation``): raise each merchant's lease count (one, or every merchant
     Postgres saw a fence for) to the generation Postgres saw, in the same epoch, so its
     next poll's lease is newer than every poll that wrote; until then each poll that writes
     is refused. A poll that took its lease before stays refused: its generation is lower.
-    Also how many registered merchants (the one named, or all) have no fence yet."""
+    Also how many registered merchants (the one named, or all) have no fence yet.
+
+    The merchants are read first; each one's write is then made as the caller takes it
+    from the iterator (so that it can say each as it is done), and a write refused
+    (DynamoDB refusing the item, throttling past the client's retries) is that merchant's
+    alone: the rest are still caught up."""
     if merchant_id is not None:
         _known(directory, merchant_id)
         registered = {merchant_id}
     else:
         registered = {m.merchant_id for m in directory.all()}
     seen = fences.seen_fences(merchant_id)
-    done = [
-        FenceCatchUp(m, fence.generation, counter.raise_lease_generation(m, fence))
-        for m, fence in seen.items()
-    ]
+    done = (_fence_caught_up(counter, m, fence) for m, fence in seen.items())
     return done, len(registered - seen.keys())
+
+
+def _fence_caught_up(counter: FenceCounter, merchant_id: str, fence: Fence) -> FenceCatchUp:
+    try:
+        count = counter.raise_lease_generation(merchant_id, fence)
+    except Exception as error:  # this merchant's alone: the fleet goes on, the caller names it
+        return FenceCatchUp(merchant_id, fence.generation, None, f"{type(error).__name__}: {error}")
+    return FenceCatchUp(merchant_id, fence.generation, count)
 
 
 def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:
