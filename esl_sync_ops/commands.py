@@ -22,7 +22,7 @@ from esl_sync_ops.terminal import print_rows, printable, utc_text
 
 if TYPE_CHECKING:
     from esl_sync import admin, restore
-    from esl_sync.merchant_ports import FenceCount
+    from esl_sync.merchant_ports import FenceCount, VersionsRaised
     from esl_sync.records import Merchant
 
 POLL_NOT_QUEUED = 3
@@ -513,35 +513,43 @@ def _fence_line(count: FenceCount, seen: int) -> str:
 
 def restore_catch_up(_args: argparse.Namespace) -> int:
     """After restoring the Postgres database (README, "After restoring the database"): the
-    label versions' line, one line per merchant (and state item without one), a count."""
+    label versions' line, one line per merchant (and state item without one), a count;
+    each line printed as soon as it is decided. Merchants that could not be listed (the
+    Scan refused): one line saying what was done and what was not, exit 1."""
     from esl_sync import restore, runtime
 
-    done = restore.catch_up_restore(
-        runtime.merchants(), runtime.label_ledger(), runtime.state_store(), runtime.state_items()
-    )
-    v = done.versions
-    if v.raised_to is None:  # only a clock behind an earlier run's gets here (see README)
+    directory, states, items = runtime.merchants(), runtime.state_store(), runtime.state_items()
+    v = restore.raise_versions(runtime.label_ledger())
+    print(_versions_line(v), flush=True)
+    raised = "label versions raised" if v.raised_to is not None else "label versions NOT raised"
+    try:
+        listed = restore.merchants_to_catch_up(directory, items)
+    except Exception as error:  # Postgres, or the Scan (a policy without dynamodb:Scan)
+        why = printable(f"{type(error).__name__}: {error}", limit=200)
         print(
-            f"label versions: at {v.before}, ahead of the database server's clock ({v.floor})"
-            f" by {(v.before - v.floor) // 1_000_000} s: NOT raised; versions issued before"
-            " the restore may be above it. Is the server's clock behind? Set it right and run"
-            " the command again"
+            f"esl-sync: restore catch-up: {raised} (first line), but the merchants could not"
+            f" be listed ({why}): no sweep made due; run the command again (safe: the"
+            " versions only move forward)",
+            file=sys.stderr,
         )
-    else:
-        print(f"label versions: {v.before} -> {v.raised_to}: every version issued before is below")
-    for m in done.merchants:  # a state item's key may be anything a hand wrote
-        print(f"{printable(m.merchant_id)}: {_restored_line(m)}")
-    missing = sum(not m.registered for m in done.merchants)
-    swept = sum(m.had_cursor for m in done.merchants)
-    refused = sum(m.refused is not None for m in done.merchants)
+        return 1
+    done = []
+    for merchant_id, registered in listed:
+        m = restore.catch_up_merchant(states, merchant_id, registered)
+        # a state item's key may be anything a hand wrote
+        print(f"{printable(m.merchant_id)}: {_restored_line(m)}", flush=True)
+        done.append(m)
+    missing = sum(not m.registered for m in done)
+    swept = sum(m.had_cursor for m in done)
+    refused = sum(m.refused is not None for m in done)
     print(
         f"restore catch-up: {swept} sweep(s) due,"
-        f" {len(done.merchants) - swept - refused} without a cursor,"
+        f" {len(done) - swept - refused} without a cursor,"
         f" {missing} state item(s) without a merchants row"
         + (f", {refused} refused" if refused else "")
     )
     if v.raised_to is None:
-        print("esl-sync: restore catch-up: label versions NOT raised (first line)", file=sys.stderr)
+        print(f"esl-sync: restore catch-up: {raised} (first line)", file=sys.stderr)
     if refused:
         print(
             f"esl-sync: restore catch-up: {refused} merchant(s) not caught up (named above):"
@@ -549,6 +557,17 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if refused or v.raised_to is None else 0
+
+
+def _versions_line(v: VersionsRaised) -> str:
+    if v.raised_to is None:  # only a clock behind an earlier run's gets here (see README)
+        return (
+            f"label versions: at {v.before}, ahead of the database server's clock ({v.floor})"
+            f" by {(v.before - v.floor) // 1_000_000} s: NOT raised; versions issued before"
+            " the restore may be above it. Is the server's clock behind? Set it right and run"
+            " the command again"
+        )
+    return f"label versions: {v.before} -> {v.raised_to}: every version issued before is below"
 
 
 def _restored_line(m: restore.MerchantCaughtUp) -> str:

@@ -18,6 +18,7 @@ import boto3
 import psycopg
 import pytest
 
+from devkit.aws_calls import unrecorded
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync_ops.terminal import printable
@@ -98,6 +99,33 @@ def test_an_item_dynamodb_refuses_to_write_is_named_and_the_rest_of_the_fleet_ca
         " 1 state item(s) without a merchants row, 1 refused"
     )
     assert runtime.state_store().load(MERCHANT).last_sweep_ms is None  # a sweep is due
+
+
+def test_a_scan_refused_says_the_versions_were_raised_and_no_sweep_made_due(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The versions are raised first, then the state table is scanned: a Scan refused (a
+    deployed operator policy without ``dynamodb:Scan``, throttling; here a table that is
+    not there) still leaves the versions' line printed, and one line on stderr says what
+    was done and what was not, exit 1."""
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK)])
+    monkeypatch.setenv("STATE_TABLE_NAME", "no-such-table")
+    runtime.reset()
+    with unrecorded():  # a table the stack does not have
+        code, out, err = stack.run_cli("restore", "catch-up")
+    assert "Traceback" not in err
+    lines = out.splitlines()
+    assert len(lines) == 1, (code, out, err)
+    assert re.fullmatch(
+        r"label versions: \d+ -> \d{16}: every version issued before is below", lines[0]
+    ), lines[0]
+    assert re.fullmatch(
+        r"esl-sync: restore catch-up: label versions raised \(first line\), but the merchants"
+        r" could not be listed \(AwsError: .*ResourceNotFoundException.*\): no sweep made"
+        r" due; run the command again \(safe: the versions only move forward\)\n",
+        err,
+    ), err
+    assert code == 1
 
 
 @pytest.fixture

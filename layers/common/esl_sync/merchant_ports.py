@@ -117,7 +117,7 @@ class VersionsRaised:
 
 class LabelVersions(Protocol):
     """The ``label_versions`` sequence every label version comes from (migration 0004), as
-    :func:`esl_sync.restore.catch_up_restore` moves it past a restored database's."""
+    :func:`esl_sync.restore.raise_versions` moves it past a restored database's."""
 
     def raise_label_versions(self) -> VersionsRaised:
         """If the sequence's last value is below the floor (the database server's clock in

@@ -46,38 +46,29 @@ class MerchantCaughtUp:
     refused: str | None = None
 
 
-@dataclass(frozen=True)
-class RestoreCatchUp:
-    """What :func:`catch_up_restore` did: the label versions, and each merchant."""
+def raise_versions(versions: LabelVersions) -> VersionsRaised:
+    """First, the versions: raised to the database server's clock in microseconds since
+    1970: every version issued before is below it as long as the sequence never got there,
+    that is, fewer than 1,000 versions a millisecond were issued on average since 1970 (or
+    since the last run; a busy fleet issues ten a second). That margin also covers a
+    version drawn while the statement runs (``setval`` does not wait for ``nextval``).
+    Then (:func:`merchants_to_catch_up`, :func:`catch_up_merchant`) the sweeps: the whole
+    catalog each merchant's next poll reads goes out under versions no job from before the
+    restore outranks. Safe to run again (the sequence only moves forward; a sweep due costs
+    one more full read) and while polls run (:func:`_sweep_next`)."""
+    return versions.raise_label_versions()
 
-    versions: VersionsRaised
-    merchants: list[MerchantCaughtUp]
 
-
-def catch_up_restore(
-    directory: MerchantDirectory,
-    versions: LabelVersions,
-    states: StateStore,
-    items: StateItems,
-) -> RestoreCatchUp:
-    """Versions first, raised to the database server's clock in microseconds since 1970:
-    every version issued before is below it as long as the sequence never got there, that
-    is, fewer than 1,000 versions a millisecond were issued on average since 1970 (or since
-    the last run; a busy fleet issues ten a second). That margin also covers a version drawn
-    while the statement runs (``setval`` does not wait for ``nextval``). Then the sweeps:
-    the whole catalog each merchant's next poll reads goes out under versions no job from
-    before the restore outranks. Safe to run again (the sequence only moves forward; a
-    sweep due costs one more full read) and while polls run (:func:`_sweep_next`)."""
-    raised = versions.raise_label_versions()
+def merchants_to_catch_up(
+    directory: MerchantDirectory, items: StateItems
+) -> list[tuple[str, bool]]:
+    """Every merchant with a ``merchants`` row or a state item (a Scan of the table), in
+    order, each with whether it has a row."""
     registered = {m.merchant_id for m in directory.all()}
-    merchants = [
-        _caught_up(states, m, m in registered)
-        for m in sorted(registered | set(items.state_item_ids()))
-    ]
-    return RestoreCatchUp(raised, merchants)
+    return [(m, m in registered) for m in sorted(registered | set(items.state_item_ids()))]
 
 
-def _caught_up(states: StateStore, merchant_id: str, registered: bool) -> MerchantCaughtUp:
+def catch_up_merchant(states: StateStore, merchant_id: str, registered: bool) -> MerchantCaughtUp:
     """One merchant's item: a write refused (DynamoDB refusing the item, throttling past the
     client's retries, polls winning every try) is that merchant's alone: the fleet goes on,
     and the command names it."""
