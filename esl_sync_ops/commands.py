@@ -406,6 +406,9 @@ def stores_unblock(args: argparse.Namespace) -> int:
 
 
 def heal(args: argparse.Namespace) -> int:
+    """One line per merchant healed, each printed as it is done; for every active merchant
+    (no MID), a count last. A merchant whose pass failed is named in its line, the rest
+    still healed, and the exit status is 1."""
     from esl_sync import admin, runtime
     from esl_sync.settings import settings
 
@@ -418,12 +421,31 @@ def heal(args: argparse.Namespace) -> int:
         args.merchant_id,
         stale_for,
     )
+    healed = refused = 0
     for outcome in outcomes:
+        if isinstance(outcome, admin.HealRefused):
+            refused += 1
+            print(
+                f"{outcome.merchant_id}: NOT healed ({printable(outcome.refused)}): its labels"
+                " may be partly queued; run the command again",
+                flush=True,
+            )
+            continue
+        healed += 1
         print(
             f"{outcome.merchant_id}: queued {outcome.upserts} upsert(s) and"
-            f" {outcome.deletes} delete(s) in {outcome.jobs} label job(s)"
+            f" {outcome.deletes} delete(s) in {outcome.jobs} label job(s)",
+            flush=True,
         )
-    return 0
+    if args.merchant_id is None:
+        print(f"heal: {healed} merchant(s) healed" + (f", {refused} refused" if refused else ""))
+    if refused:
+        print(
+            f"esl-sync: heal: {refused} merchant(s) not healed (named above): run the command"
+            " again",
+            file=sys.stderr,
+        )
+    return 1 if refused else 0
 
 
 def labels_verify(args: argparse.Namespace) -> int:

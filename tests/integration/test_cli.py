@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from devkit.aws_calls import unrecorded
@@ -25,6 +28,9 @@ from esl_sync.records import Merchant
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 from esl_sync.store.schema import apply_migrations, migration_files
 from esl_sync_ops.cli import main
+from tests.integration.test_poll import poll
+
+MILK = {"name": "Milk", "price": 100, "sku": "MILK-1"}
 
 
 def test_merchants_add_list_disable_enable_and_status(
@@ -566,3 +572,63 @@ def test_a_disabled_merchant_given_a_store_is_told_no_poll_is_queued(
         f"merchant {RACER}: store STORE-B\nno poll queued: {RACER} is disabled (merchants enable)\n"
     )
     assert stack.queue_depths()["PollQueue"] == 0
+
+
+def end_sessions_waiting_on_a_lock(database_url: str, spared: int) -> int:
+    """Wait (up to 10 s) for a session to wait on a lock, then end it (as a failover or an
+    operator ending sessions would): how many were ended. ``spared``: the holder's pid."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        while time.monotonic() < deadline:
+            row = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND pid <> %s AND datname = current_database()",
+                (spared,),
+            ).fetchone()
+            if row and row[0]:
+                return int(row[0])
+            time.sleep(0.02)
+    return 0
+
+
+def test_a_heal_of_every_merchant_names_one_that_fails_and_heals_the_rest(
+    stack: LocalStack,
+) -> None:
+    """The fleet's heal: one merchant's pass fails (here its session ended by Postgres while
+    it waits for a lock on its labels: a failover, an operator ending sessions; in the
+    field also SQS throttling past the client's retries). Its line says so, the merchants
+    before and after it are healed and said, a count comes last and the exit status is 1."""
+    merchants = ["MHEALFLEET01", "MHEALFLEET02", "MHEALFLEET03"]
+    for merchant_id in merchants:
+        stack.add_merchant(merchant_id, "tok", f"STORE-{merchant_id}", items=[dict(MILK)])
+    poll(stack, *merchants)  # their labels queued, never delivered: stale
+    url = stack.env["DATABASE_URL"]
+    with psycopg.connect(url) as holder:  # the second merchant's labels, held
+        holder.execute(
+            "INSERT INTO label_state (merchant_id, pc) SELECT merchant_id, barcode FROM products"
+            " WHERE merchant_id = %s AND barcode IS NOT NULL ON CONFLICT DO NOTHING",
+            (merchants[1],),
+        )
+        answer: list[tuple[int, str, str]] = []
+        worker = threading.Thread(
+            target=lambda: answer.append(stack.run_cli("heal", "--older-than", "0"))
+        )
+        worker.start()
+        ended = end_sessions_waiting_on_a_lock(url, holder.info.backend_pid)
+        holder.rollback()
+        worker.join(60)
+    assert ended == 1
+    ((code, out, err),) = answer
+    lines = out.splitlines()
+    assert "Traceback" not in err
+    assert len(lines) == 4, (code, out, err)
+    healed = "queued 1 upsert(s) and 0 delete(s) in 1 label job(s)"
+    assert lines[0] == f"{merchants[0]}: {healed}"
+    assert lines[1].startswith(f"{merchants[1]}: NOT healed ("), lines[1]
+    assert lines[1].endswith("): its labels may be partly queued; run the command again")
+    assert lines[2] == f"{merchants[2]}: {healed}"
+    assert lines[3] == "heal: 2 merchant(s) healed, 1 refused"
+    assert err == (
+        "esl-sync: heal: 1 merchant(s) not healed (named above): run the command again\n"
+    )
+    assert code == 1

@@ -289,6 +289,15 @@ def unblock_store(directory: MerchantDirectory, ledger: LabelLedger, merchant_id
     return ledger.unblock_store(merchant_id)
 
 
+@dataclass(frozen=True)
+class HealRefused:
+    """A merchant whose heal raised (the error's class and message): its labels may be
+    partly queued (the jobs are sent before the ledger marks them); a heal again is safe."""
+
+    merchant_id: str
+    refused: str
+
+
 def heal(
     directory: MerchantDirectory,
     ledger: LabelLedger,
@@ -296,10 +305,20 @@ def heal(
     settings: Settings,
     merchant_id: str | None = None,
     stale_for: timedelta | None = None,
-) -> list[HealOutcome]:
-    """The self-healing pass for one merchant, or for every active one."""
+) -> Iterator[HealOutcome | HealRefused]:
+    """The self-healing pass for one merchant, or for every active one, each made as the
+    caller takes it (to say each as it is done); one that raises is that merchant's alone."""
     merchants = [_known(directory, merchant_id)] if merchant_id else directory.all(active_only=True)
-    return [heal_merchant(m, ledger, queue, settings, stale_for=stale_for) for m in merchants]
+    return (_healed(m, ledger, queue, settings, stale_for) for m in merchants)
+
+
+def _healed(
+    m: Merchant, ledger: LabelLedger, queue: LabelQueue, settings: Settings, age: timedelta | None
+) -> HealOutcome | HealRefused:
+    try:
+        return heal_merchant(m, ledger, queue, settings, stale_for=age)
+    except Exception as error:  # this merchant's alone: the fleet goes on, the caller names it
+        return HealRefused(m.merchant_id, f"{type(error).__name__}: {error}")
 
 
 def poll_now(queue: PollQueue, merchant: Merchant) -> bool:
