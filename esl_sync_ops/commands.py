@@ -460,10 +460,23 @@ def labels_verify(args: argparse.Namespace) -> int:
 
 
 def redrive(args: argparse.Namespace) -> int:
+    """How many messages moved; stopped by a failure, how many moved before it."""
     from esl_sync import admin, runtime
 
-    moved = admin.redrive(runtime.dead_letter_queue(args.queue))
-    print(f"moved {moved} message(s) from the {args.queue} dead-letter queue back to its queue")
+    dead_letters, moved = runtime.dead_letter_queue(args.queue), 0
+    said = f"from the {args.queue} dead-letter queue back to its queue"
+    try:
+        for batch in admin.redrive(dead_letters):
+            moved += batch
+    except Exception as error:  # the queue's, not one message's: the next batch meets it too
+        why = printable(f"{type(error).__name__}: {error}", limit=200)
+        print(
+            f"esl-sync: redrive: moved {moved} message(s) {said}, then stopped ({why}): the"
+            " rest are still dead-lettered; run the command again",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"moved {moved} message(s) {said}")
     return 0
 
 

@@ -6,6 +6,7 @@ import functools
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -632,3 +633,27 @@ def test_a_heal_of_every_merchant_names_one_that_fails_and_heals_the_rest(
         "esl-sync: heal: 1 merchant(s) not healed (named above): run the command again\n"
     )
     assert code == 1
+
+
+def test_a_redrive_stopped_by_a_message_its_queue_refuses_says_how_many_it_moved(
+    stack: LocalStack,
+) -> None:
+    """The poll queue refusing a dead letter sent back (here one larger than the queue's
+    maximum message size, lowered since it was dead-lettered): the batch before it moved
+    and said, the rest left dead-lettered, one line on stderr, exit 1."""
+    source = stack.urls["PollQueue"]
+    dead = runtime.dead_letter_queue("poll").url
+    for i in range(10):
+        body = PollRequest(merchant_id=f"MREDRIVE{i:04d}", reason="manual").to_json()
+        stack.sqs.send_message(QueueUrl=dead, MessageBody=body)
+    stack.sqs.send_message(QueueUrl=dead, MessageBody=" " * 2_000)
+    stack.sqs.set_queue_attributes(QueueUrl=source, Attributes={"MaximumMessageSize": "1024"})
+    code, out, err = stack.run_cli("redrive", "--queue", "poll")
+    assert "Traceback" not in err
+    assert (code, out) == (1, ""), err
+    assert re.fullmatch(
+        r"esl-sync: redrive: moved 10 message\(s\) from the poll dead-letter queue back to its"
+        r" queue, then stopped \(.+\): the rest are still dead-lettered; run the command again\n",
+        err,
+    ), err
+    assert len(_poll_requests(stack)) == 10

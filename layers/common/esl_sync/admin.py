@@ -376,18 +376,17 @@ def verify_labels(directory: MerchantDirectory, queue: LabelQueue, merchant_id: 
     return request
 
 
-def redrive(dead_letters: DeadLetterQueue) -> int:
-    """Move every dead-lettered message back to its queue, in order; how many moved.
+def redrive(dead_letters: DeadLetterQueue) -> Iterator[int]:
+    """Move every dead-lettered message back to its queue, in order: how many each batch
+    moved, as it is moved (a failure stops it: the rest stay dead-lettered).
 
     Each message is sent back before it is deleted: a crash in between repeats a message
     (harmless: polls are idempotent, label jobs go through the ledger) but loses none.
     """
-    moved = 0
     while letters := dead_letters.receive():
         dead_letters.send_back(letters)
         dead_letters.delete(letters)
-        moved += len(letters)
-    return moved
+        yield len(letters)
 
 
 @dataclass(frozen=True)
