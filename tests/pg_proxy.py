@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from types import TracebackType
 from typing import Self
 
@@ -25,10 +26,15 @@ class FreezingProxy:
     """Forwards 127.0.0.1:``port`` to ``upstream`` (host and port, or a Unix socket's
     path). :meth:`freeze_on` arms a one-shot trigger: the first client message holding
     ``marker`` is held, and its connection forwards nothing more either way until
-    :meth:`thaw` (other connections, and new ones, flow on)."""
+    :meth:`thaw` (other connections, and new ones, flow on).
 
-    def __init__(self, upstream: tuple[str, int] | str) -> None:
+    ``latency``: seconds each of the server's messages takes to reach the client (what the
+    client sees of a network: the server has done, and said, things it has not heard yet).
+    """
+
+    def __init__(self, upstream: tuple[str, int] | str, *, latency: float = 0.0) -> None:
         self._upstream = upstream
+        self._latency = latency
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._thawed = threading.Event()
@@ -78,11 +84,15 @@ class FreezingProxy:
                         self.frozen.set()
                 while self._frozen_connection is conn:  # held, not forwarded
                     self._thawed.wait()
+                if not watch and self._latency:
+                    time.sleep(self._latency)
                 target.sendall(data)
         except OSError:
             pass
         finally:
-            for end in (source, target):
+            # The client hears of the server's end through the server's side, after what
+            # the server said before it (its goodbye): not as soon as its own data bounced.
+            for end in (target,) if watch else (source, target):
                 with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
 

@@ -65,9 +65,20 @@ class BoundedConnection(psycopg.Connection[Any]):
     is closed (its protocol state unknown: never used again) and the wait raises
     :class:`DatabaseUnanswered`; with none left, nothing is sent and the connection is
     closed as well (a COMMIT not sent must not leave its transaction to the next user).
-    psycopg's own wait timeout does it: one ``select`` with that timeout, no thread."""
+    psycopg's own wait timeout does it: one ``select`` with that timeout, no thread.
+
+    ``answered``: when its last wait ended (monotonic and wall clock), from which the
+    server's idle timer runs (:func:`near_idle_end`)."""
+
+    answered = (0.0, 0.0)
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return self._wait(gen, interval, timeout)
+        finally:
+            self.answered = (time.monotonic(), time.time())
+
+    def _wait(self, gen: Any, interval: float, timeout: float | None) -> Any:
         left = seconds_left()
         if left is None:
             return super().wait(gen, interval, timeout)
@@ -124,6 +135,7 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
         raise DatabaseUnanswered(
             f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
         ) from None
+    conn.answered = (time.monotonic(), time.time())  # the login's answer
     if idle_seconds and conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
         try:
             conn.execute(
@@ -133,6 +145,28 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
             conn.close()
             raise
     return conn
+
+
+IDLE_END_MARGIN = 1.0
+"""Seconds before the server's ``idle_session_timeout`` from which a kept connection is
+not used any more (a quarter of the timeout, if less): its idle timer started before the
+connection's last answer reached the function, and a statement sent now reaches it later."""
+
+
+def near_idle_end(conn: psycopg.Connection[Any], idle_seconds: int) -> bool:
+    """Whether the server may be ending this idle connection for its idle session timeout
+    (``idle_seconds``, 0: none) as a statement sent on it now arrives. At the very moment,
+    the server's goodbye (SQLSTATE 57P05) is on its way: :func:`closed_by_server` finds
+    nothing to read yet, and the statement is answered by that goodbye (the webhook's 503,
+    the dispatcher's tick failed). Such a connection is replaced before it is used: as
+    exact as a retry could not be (a write answered by 57P05 may have been applied), and
+    the server would end it a moment later anyway. Measured on both clocks, the longer
+    counting: a frozen Lambda environment's monotonic clock may not see its freeze."""
+    if not idle_seconds or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    since, wall_since = getattr(conn, "answered", (0.0, 0.0))
+    idle = max(time.monotonic() - since, time.time() - wall_since)
+    return idle >= idle_seconds - min(IDLE_END_MARGIN, idle_seconds / 4)
 
 
 def closed_by_server(conn: psycopg.Connection[Any]) -> bool:

@@ -24,7 +24,7 @@ from esl_sync.records import (
     StoredHash,
 )
 from esl_sync.store.label_owners import fence_params, label_owners, refused
-from esl_sync.store.pg_connection import CountingCursor, closed_by_server, connect
+from esl_sync.store.pg_connection import CountingCursor, closed_by_server, connect, near_idle_end
 from esl_sync.store.product_sql import MARK_DELETED, UPSERT
 
 # The install and `merchants set-store` of one merchant take turns (a transaction-scoped
@@ -154,8 +154,9 @@ class PostgresProductWriter:
 
 
 class Database:
-    """One connection per thread, opened lazily and reopened after it breaks or after the
-    server closed it while it was idle (:func:`closed_by_server`).
+    """One connection per thread, opened lazily and reopened after it breaks, after the
+    server closed it while it was idle (:func:`closed_by_server`), or as the server's idle
+    session timeout ends it (:func:`near_idle_end`).
 
     A psycopg connection serves one thread at a time, and the poller overlaps the polls of
     a batch on worker threads it keeps (:mod:`esl_sync.sync.poll_batch`): so each thread
@@ -191,7 +192,13 @@ class Database:
 
     def connection(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken or closed_by_server(conn):
+        if (
+            conn is None
+            or conn.closed
+            or conn.broken
+            or near_idle_end(conn, self._idle_seconds)
+            or closed_by_server(conn)
+        ):
             if conn is not None:
                 conn.close()
             conn = self._open()
