@@ -242,3 +242,30 @@ def test_a_commit_not_sent_for_time_closes_its_connection_and_its_transaction(
         assert found == (None,)  # rolled back by the server as the connection closed
     finally:
         db.close()
+
+
+def test_a_wait_ended_by_its_deadline_is_unanswered_even_if_the_time_left_still_reads_1_ms(
+    database_url: str,
+) -> None:
+    """The time left is read in whole milliseconds on the wall clock (Lambda's context),
+    the wait's timeout runs on the monotonic clock: as it expires, the time left may still
+    read a millisecond (rounding, an NTP slew of the wall clock). The wait ended for the
+    deadline all the same: its statement is still running, its answer unread, so the
+    connection is closed (never reused mid-protocol) and the wait fails as
+    ``DatabaseUnanswered``, not as psycopg's internal wait timeout."""
+    db = Database(database_url)
+    reads = iter([500])
+
+    def left() -> int:  # 0.5 s when the statement is sent; 1 ms whenever asked after
+        return next(reads, 1)
+
+    try:
+        first = db.connection()
+        with statements_within(left), pytest.raises(DatabaseUnanswered):
+            first.execute("SELECT pg_sleep(3)")
+        assert first.closed
+        again = db.connection()
+        assert again is not first
+        assert again.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        db.close()

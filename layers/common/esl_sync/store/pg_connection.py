@@ -88,6 +88,14 @@ class BoundedConnection(psycopg.Connection[Any]):
             raise DatabaseUnanswered("no Postgres statement sent: the invocation's time is up")
         try:
             return super().wait(gen, interval, left if timeout is None else min(left, timeout))
+        except psycopg.errors._WaitTimeout:
+            if timeout is not None and timeout < left:
+                raise  # psycopg's own (a cancel's), not the deadline
+            # Ours, whatever the time left reads now (whole ms, on another clock).
+            self.pgconn.finish()
+            raise DatabaseUnanswered(
+                f"Postgres did not answer within the invocation's time ({left:.1f} s)"
+            ) from None
         except psycopg.OperationalError:
             still = seconds_left()
             if still is not None and still > 0:
