@@ -11,6 +11,7 @@ from typing import Any, Self
 
 import psycopg
 import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from esl_sync.records import DatabaseUnanswered, TransientConflict
@@ -112,8 +113,9 @@ IDLE_SESSION_TIMEOUT_SINCE = 140_000
 
 def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
     """A new connection, its connect bounded by the invocation's deadline too: libpq's
-    ``connect_timeout`` (whole seconds, two at least), 10 s at most; with less than two
-    seconds left, none is tried (:class:`DatabaseUnanswered`).
+    ``connect_timeout`` (whole seconds, two at least), 10 s at most (or the URL's own, if
+    shorter); with less than two seconds left, none is tried (:class:`DatabaseUnanswered`).
+    :data:`KEEPALIVES` are added only where the URL sets none of its own.
 
     With ``idle_seconds`` (0: none), the server is asked to end the session once it has
     been idle that long (``idle_session_timeout``), so a frozen Lambda environment of a
@@ -124,9 +126,11 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
     an ``options`` the operator put in the database URL stays theirs. Such a server is not
     asked (the README asks for 15 or newer anyway)."""
     left = seconds_left()
-    seconds = 10 if left is None else min(10, int(left))
-    if seconds < 2:
+    bound = 10 if left is None else min(10, int(left))
+    if bound < 2:
         raise DatabaseUnanswered("no Postgres connection opened: the invocation's time is up")
+    own = conninfo_to_dict(conninfo)  # the operator's options: kept, a shorter timeout too
+    seconds = min(bound, _whole_seconds(own.get("connect_timeout")) or bound)
     started = time.monotonic()
     try:
         conn = BoundedConnection.connect(
@@ -135,10 +139,11 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
             connect_timeout=seconds,
             application_name="esl-sync",
             cursor_factory=CountingCursor,
-            **KEEPALIVES,
+            **{name: value for name, value in KEEPALIVES.items() if name not in own},
         )
     except psycopg.OperationalError:
-        if left is None or seconds == 10 or time.monotonic() - started < seconds:
+        by_deadline = left is not None and seconds == int(left) < 10
+        if not by_deadline or time.monotonic() - started < seconds:
             raise  # refused, or libpq's own timeout: as without a deadline
         raise DatabaseUnanswered(
             f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
@@ -175,6 +180,15 @@ def near_idle_end(conn: psycopg.Connection[Any], idle_seconds: int) -> bool:
     since, wall_since = getattr(conn, "answered", (0.0, 0.0))
     idle = max(time.monotonic() - since, time.time() - wall_since)
     return idle >= idle_seconds - min(IDLE_END_MARGIN, idle_seconds / 4)
+
+
+def _whole_seconds(value: object) -> int:
+    """A ``connect_timeout`` the URL sets, in whole seconds (0: none, or not a number,
+    which libpq would refuse: the store's own is used instead)."""
+    try:
+        return max(0, int(str(value)))
+    except ValueError:
+        return 0
 
 
 def closed_by_server(conn: psycopg.Connection[Any]) -> bool:
