@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
@@ -267,5 +268,42 @@ def test_a_wait_ended_by_its_deadline_is_unanswered_even_if_the_time_left_still_
         again = db.connection()
         assert again is not first
         assert again.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        db.close()
+
+
+def test_a_statement_abandoned_for_time_ends_on_the_server_and_its_locks_with_it(
+    database_url: str,
+) -> None:
+    """A healthy but slow statement (behind a lock, a big write) abandoned by the deadline:
+    the client closed its connection, but a server executing a statement does not read the
+    socket, so the statement ran on, its transaction open and its row locks held (the
+    poll's retry waiting on them) until it ended by itself. The server checks its client
+    while a statement runs (``client_connection_check_interval``): it ends the session
+    soon after, rolling its transaction back."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("CREATE TABLE abandoned (id int PRIMARY KEY)")
+    db = Database(database_url)
+    left = [60_000]
+
+    def write_then_wait() -> None:
+        with db.transaction():
+            db.connection().execute("INSERT INTO abandoned VALUES (1)")
+            left[0] = 1000
+            db.connection().execute("SELECT pg_sleep(30)")  # the slow statement
+
+    try:
+        pid = db.connection().info.backend_pid
+        started = time.monotonic()
+        with statements_within(lambda: left[0]), pytest.raises(DatabaseUnanswered):
+            write_then_wait()
+        assert time.monotonic() - started < 5
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            deadline = time.monotonic() + 5
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+                assert time.monotonic() < deadline, "the abandoned statement ran on"
+                time.sleep(0.1)
+            admin.execute("SET lock_timeout = '1s'")
+            admin.execute("INSERT INTO abandoned VALUES (1)")  # its row lock is gone
     finally:
         db.close()

@@ -108,7 +108,8 @@ class BoundedConnection(psycopg.Connection[Any]):
 
 
 IDLE_SESSION_TIMEOUT_SINCE = 140_000
-"""The first server version that knows ``idle_session_timeout`` (PostgreSQL 14)."""
+"""The first server version that knows ``idle_session_timeout`` and
+``client_connection_check_interval`` (PostgreSQL 14)."""
 
 
 def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
@@ -149,15 +150,29 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
             f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
         ) from None
     conn.answered = (time.monotonic(), time.time())  # the login's answer
-    if idle_seconds and conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+    if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+        settings = {"idle_session_timeout": f"{idle_seconds}s"} if idle_seconds else {}
+        if "client_connection_check_interval" not in str(own.get("options", "")):
+            settings["client_connection_check_interval"] = CLIENT_CHECK
         try:
             conn.execute(
-                "SELECT set_config('idle_session_timeout', %s, false)", (f"{idle_seconds}s",)
+                "SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(settings)),
+                [part for setting in settings.items() for part in setting],
             )
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+CLIENT_CHECK = "1s"
+"""How often the server checks, while a statement of ours runs, that its client is still
+there (``client_connection_check_interval``, PostgreSQL 14). A statement abandoned by the
+invocation's deadline (:class:`BoundedConnection`: its connection closed) is not heard of
+by a server busy executing it: it ran on to its end (a lock wait, a big write), its
+transaction open and its row locks held, the poll's retry waiting on them. Checked, the
+server ends that session within about this long, rolling its transaction back. Not set
+where the URL's ``options`` set it."""
 
 
 IDLE_END_MARGIN = 1.0
