@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from esl_sync.merchant_ports import MerchantChanges, MerchantSetting, StoreWritten
@@ -208,6 +209,21 @@ class Database:
                 self._opened.append(conn)
         return conn
 
+    def read[T](self, read: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``read`` (statements that apply nothing) on this thread's connection, read again
+        once on a new one if the server ended the connection as the read was sent: a
+        failover or ``pg_terminate_backend`` whose goodbye was still on its way when
+        :meth:`connection` checked it (the webhook's 503, the dispatcher's tick failed).
+        Exact only for a read outside a transaction, so only such a one is read again."""
+        conn = self.connection()
+        idle = conn.info.transaction_status == TransactionStatus.IDLE
+        try:
+            return read(conn)
+        except psycopg.OperationalError:
+            if not (idle and (conn.broken or conn.closed)):
+                raise
+        return read(self.connection())
+
     def _open(self) -> psycopg.Connection[Any]:
         """A new connection. One that fails is tried once more if the login's secret, read
         again, now holds another: Secrets Manager's rotation changes the password before
@@ -389,7 +405,13 @@ class PostgresMerchantDirectory:
         )
 
     def _select(self, merchant_id: str | None, *, active_only: bool) -> list[Merchant]:
-        with self._db.connection().cursor(row_factory=dict_row) as cur:
+        return self._db.read(lambda conn: self._read(conn, merchant_id, active_only))
+
+    @staticmethod
+    def _read(
+        conn: psycopg.Connection[Any], merchant_id: str | None, active_only: bool
+    ) -> list[Merchant]:
+        with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 "SELECT merchant_id, store_code, clover_base_url, active, poll_interval_seconds,"
                 " created_at, pollable_since, (SELECT count(*) FROM label_state l"
