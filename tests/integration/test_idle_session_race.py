@@ -21,6 +21,7 @@ from psycopg.conninfo import make_conninfo
 from devkit.catalog import gas_station_catalog
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack
 from esl_sync import runtime
+from esl_sync.store.postgres import Database
 from tests.pg_proxy import FreezingProxy, upstream_of
 
 MID = "MIDLERACE001"
@@ -151,3 +152,26 @@ def test_a_dispatcher_tick_whose_read_races_the_server_ending_its_session_is_don
 
     assert result["enabled"], result
     assert not _errors(stack.logs[mark:])
+
+
+def test_a_write_at_the_idle_timeout_goes_to_a_new_connection_not_to_the_ending_one(
+    database_url: str,
+) -> None:
+    """What no retry could make exact: a write sent as the server ends the session for
+    its idle timeout. The connection is replaced before it is used, so the write is
+    never answered by the goodbye (57P05) and is applied once."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("CREATE TABLE written (n int)")
+    with FreezingProxy(upstream_of(database_url), latency=LATENCY) as proxy:
+        db = Database(
+            make_conninfo(database_url, host="127.0.0.1", port=proxy.port),
+            idle_session_seconds=IDLE_SECONDS,
+        )
+        try:
+            db.connection().execute("INSERT INTO written VALUES (1)")
+            _until_the_server_ended(database_url, _sessions(database_url))
+            db.connection().execute("INSERT INTO written VALUES (2)")
+        finally:
+            db.close()
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        assert admin.execute("SELECT n FROM written ORDER BY n").fetchall() == [(1,), (2,)]
