@@ -593,21 +593,66 @@ def _cold_start_run(
         if functions is not None:
             return
         say("… peak memory of a poller invocation of five first syncs")
-        records = []
-        sample = json.loads((REPO_ROOT / "events" / "poller.json").read_text())["Records"][0]
-        for n in range(5):
-            merchant_id = f"MPEAK{n:07d}"
-            items = gas_station_catalog(skus, seed=2000 + n)
-            stack.add_merchant(merchant_id, f"peak-token-{n}", f"PEAK-{n:04d}", items=items)
-            body = {"merchant_id": merchant_id, "reason": "schedule"}
-            records.append({**sample, "messageId": f"peak-{n}", "body": json.dumps(body)})
-        event_file = Path(tmp) / "batch.json"
-        event_file.write_text(json.dumps({"Records": records}))
-        memory = _memory_mb(template, "PollerFunction")
-        env = lambda_environment(stack.env, "poller", "PollerFunction", memory)
-        heavy = cold_start("poller", env, path, event_file, runs=1)
-        report.poller_batch_peak_rss_mib = heavy.peak_rss_mib
-        stack.drain("PollQueue", "poller")  # the dispatcher's sample event queued polls
+        report.poller_batch_peak_rss_mib = _batch_peak(stack, path, skus, Path(tmp), template)
+
+
+BATCH_POLLS = 5
+"""Polls in the measured poller invocation: ``PollerBatchSize``'s default."""
+
+
+def _batch_peak(
+    stack: LocalStack,
+    path: list[Path],
+    skus: int,
+    tmp: Path,
+    template: dict[str, Any],
+    polls: int = BATCH_POLLS,
+) -> float:
+    """The peak resident memory (VmHWM, MiB) of one poller invocation, in a fresh process,
+    of ``polls`` first syncs of ``skus`` items each (gas stations, each its own
+    catalog), overlapped as Lambda runs them (the poller's worker threads)."""
+    records = []
+    sample = json.loads((REPO_ROOT / "events" / "poller.json").read_text())["Records"][0]
+    for n in range(polls):
+        merchant_id = f"MP{polls}{skus:08d}{n}"
+        items = gas_station_catalog(skus, seed=2000 + 100 * skus + 10 * polls + n)
+        stack.add_merchant(
+            merchant_id, f"peak-token-{polls}-{skus}-{n}", f"PEAK-{polls}-{skus}-{n}", items=items
+        )
+        body = {"merchant_id": merchant_id, "reason": "schedule"}
+        records.append({**sample, "messageId": f"peak-{n}", "body": json.dumps(body)})
+    event_file = tmp / f"batch-{polls}-{skus}.json"
+    event_file.write_text(json.dumps({"Records": records}))
+    memory = _memory_mb(template, "PollerFunction")
+    env = lambda_environment(stack.env, "poller", "PollerFunction", memory)
+    heavy = cold_start("poller", env, path, event_file, runs=1)
+    stack.drain("PollQueue", "poller")  # the dispatcher's sample event queued polls
+    synced = {r["merchant_id"]: len(stack.products(r["merchant_id"])) for r in map(_body, records)}
+    if set(synced.values()) != {skus}:  # a poll that failed would measure less than a sync
+        raise RuntimeError(f"the measured batch did not sync every item: {synced}")
+    return heavy.peak_rss_mib
+
+
+def _body(record: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(record["body"])
+    return body
+
+
+def run_batch_peaks(
+    sizes: list[int], *, polls: int = BATCH_POLLS, say: Say = print
+) -> dict[int, float]:
+    """``bench --batch-peak``: the poller's peak memory (MiB) over one invocation of
+    ``polls`` first syncs, for each catalog size of ``sizes`` (the layer as installed here)."""
+    template = load_template()
+    peaks: dict[int, float] = {}
+    with LocalStack(aws_in_own_process=True) as stack, tempfile.TemporaryDirectory() as tmp:
+        layer = layer_from_environment(Path(tmp) / "layer")
+        path = [layer, runtime_packages(Path(tmp) / "runtime")]
+        for skus in sizes:
+            peaks[skus] = _batch_peak(stack, path, skus, Path(tmp), template, polls)
+            say(f"poller invocation of {polls} first syncs of {skus} items each:")
+            say(f"  peak {peaks[skus]} MiB")
+    return peaks
 
 
 def _memory_mb(template: dict[str, Any], logical_id: str) -> int:
@@ -824,6 +869,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         say(f"summary: {json.dumps(cold.summary)}")
         if args.json:
             args.json.write_text(json.dumps(asdict(cold), indent=2, default=str))
+        return 0
+    if args.batch_peak:
+        run_batch_peaks([args.skus], say=say)
         return 0
     if args.cpu_only:
         run_cpu_only(merchants=args.merchants, skus=args.skus, say=say)

@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="fresh processes per function for --cold-start-only (default 5; median)",
     )
     modes.add_argument(
+        "--batch-peak",
+        action="store_true",
+        help="only the poller's peak memory over five first syncs of --skus items each",
+    )
+    modes.add_argument(
         "--cpu-only",
         action="store_true",
         help="only a first sync and idle polls: the two CPU figures, quickly",

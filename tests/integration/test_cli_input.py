@@ -313,6 +313,7 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["bench", "--cold-start-only", "--runs", "0"],
     ["bench", "--cpu-only", "--stages"],  # one mode at a time, never one silently dropped
     ["bench", "--stages", "--cold-start-only"],
+    ["bench", "--batch-peak", "--cpu-only"],
     ["bench", "--stages", "--merchants", "x"],
 ]
 

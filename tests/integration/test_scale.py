@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-from devkit.bench import print_cold_starts, print_report, run_bench, run_cold_starts, run_stages
+from devkit.bench import (
+    print_cold_starts,
+    print_report,
+    run_batch_peaks,
+    run_bench,
+    run_cold_starts,
+    run_stages,
+)
 from devkit.bench_stages import STAGES
 from devkit.commands import FUNCTION_NAMES
 from devkit.lambda_runner import FUNCTIONS
@@ -132,6 +139,20 @@ def test_the_cold_start_only_bench_starts_the_functions_named(
     assert any(line.startswith("poller ") for line in lines)
     # The command's choices are the functions the bench knows
     assert tuple(FUNCTIONS) == FUNCTION_NAMES
+
+
+def test_the_batch_peak_bench_measures_whole_first_syncs_in_a_fresh_poller(
+    make_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench --batch-peak``: one poller invocation per size, a fresh process, whose polls
+    each synced their whole catalog (a failed poll would measure less than a first sync:
+    the run refuses to report it)."""
+    monkeypatch.setenv("DATABASE_URL", make_database())
+    lines: list[str] = []
+    peaks = run_batch_peaks([1, 1200], polls=2, say=lines.append)
+    assert list(peaks) == [1, 1200]
+    assert 0 < peaks[1] < peaks[1200]  # a page of 1,000 items and more holds more than one
+    assert "  peak" in lines[-1]
 
 
 def test_the_stage_split_covers_the_first_sync_and_unwraps_after(
