@@ -207,6 +207,7 @@ class ItemWalk(Iterator[list[Item]]):
                     cursor, offset = last, ties
             if len(elements) < size:
                 return cursor
+            del elements, page  # not held while the next page is read (nor by the caller)
 
     def _complete_walk(self) -> Generator[list[Item]]:
         self._complete_walk_running = True
@@ -237,6 +238,7 @@ class ItemWalk(Iterator[list[Item]]):
                 offset += len(elements)
                 if len(elements) < size:
                     break
+                del elements, page  # not held while the next page is read
             if not changed:
                 return
             if round_number == 1:

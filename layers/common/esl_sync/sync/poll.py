@@ -261,15 +261,8 @@ class _Poll:
                 None if sweeping else read_from(state.high_water_ms, settings.clover_overlap_ms),
             )
             for page in walk:
-                outcome.items_fetched += len(page)
-                if sweeping:
-                    listed.update(
-                        i["id"] for i in page if isinstance(i.get("id"), str) and not is_deleted(i)
-                    )
-                rows = self._transform(page, self._stored(tx, page))
-                changes = tx.upsert(merchant_id, rows.rows)
-                outcome.products_changed += len(changes)
-                plan.add(changes, rows.targets)
+                self._write_page(tx, page, plan, listed if sweeping else None)
+                del page  # its items and rows are written: not held while the next is read
             outcome.full_walk_fallback = walk.fell_back
             settled = self._confirm_deletes(catalog, tx, plan)
             if sweeping:
@@ -282,6 +275,21 @@ class _Poll:
             outcome.label_upserts = len(plan.upserts)
             outcome.label_deletes = len(plan.deletes - plan.upserts.keys())
         return _Synced(self._cursor(walk.clover_time_ms), sweeping, settled)
+
+    def _write_page(
+        self, tx: ProductWriter, page: list[Item], plan: LabelPlan, listed: set[str] | None
+    ) -> None:
+        """One page's items upserted, the codes they touched noted (``listed``: a sweep's
+        ids so far). Its items, rows and changes go with the call: a poll holds one page."""
+        self.outcome.items_fetched += len(page)
+        if listed is not None:
+            listed.update(
+                i["id"] for i in page if isinstance(i.get("id"), str) and not is_deleted(i)
+            )
+        rows = self._transform(page, self._stored(tx, page))
+        changes = tx.upsert(self.merchant_id, rows.rows)
+        self.outcome.products_changed += len(changes)
+        plan.add(changes, rows.targets)
 
     def _cursor(self, clover_start_ms: int | None) -> int | None:
         """Where the cursor goes after a complete read (:mod:`esl_sync.sync.cursor`)."""
