@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -20,8 +21,14 @@ import pytest
 from devkit.catalog import convenience_store_catalog
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
+from esl_sync.clover.transform import to_product
+from esl_sync.hipoink.records import label_hash, to_record
 from esl_sync.ports import CatalogReader, CatalogReaders
-from esl_sync.records import ItemPage
+from esl_sync.records import ItemPage, Merchant, ProductRow
+from esl_sync.store.pg_connection import CountingCursor
+from esl_sync.store.postgres import Database, PostgresMerchantDirectory
+from esl_sync.store.schema import apply_migrations
+from esl_sync.sync.item_rows import product_row
 
 
 class _Watched(dict[str, Any]):
@@ -79,3 +86,43 @@ def test_a_first_sync_lets_each_page_of_items_go_before_it_reads_the_next(
         assert len(watch.alive) == 5  # the shorter page is the last: no sixth request
         assert watch.alive == [0, 0, 0, 0, 0]  # no earlier page held while one is read
         assert len(stack.products("MPAGES000001")) == 45
+
+
+def _row(n: int) -> ProductRow:
+    product = to_product(
+        {"id": f"ITEMOWN{n:05d}", "name": f"Item {n}", "price": 100 + n, "sku": f"OWN-{n}"},
+        merchant_id=OWNERS_M,
+    )
+    return product_row(product, label_hash(to_record(product)))
+
+
+OWNERS_M = "MOWNERS00001"
+
+
+def test_the_owners_read_back_holds_no_reader_or_dict_of_its_own_per_code(
+    database_url: str,
+) -> None:
+    """A first sync reads back an owner for every code it touched and holds them till its
+    jobs are sent: each is a few slots (no instance dict), all share one reader of their
+    products, and a product is still read only when asked for, once, as stored."""
+    apply_migrations(database_url)
+    db = Database(database_url)
+    try:
+        PostgresMerchantDirectory(db).save(Merchant(OWNERS_M, "S-OWNERS"))
+        with db.transaction(None) as tx:
+            tx.upsert(OWNERS_M, [_row(n) for n in range(50)])
+            owners = tx.label_owners(OWNERS_M, [f"OWN-{n}" for n in range(50)]).owners
+            assert len(owners) == 50
+            assert not any(hasattr(owner, "__dict__") for owner in owners.values())
+            assert len({id(owner._read) for owner in owners.values()}) == 1  # one, shared
+            statements = CountingCursor.statements
+            milk = owners["OWN-7"].product  # read now, in the transaction that asked
+            assert owners["OWN-7"].product is milk  # and once
+            assert CountingCursor.statements == statements + 1
+            assert (milk.key, milk.name, milk.price) == (
+                ("ITEMOWN00007", ""),
+                "Item 7",
+                Decimal("1.07"),
+            )
+    finally:
+        db.close()

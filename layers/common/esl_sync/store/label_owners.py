@@ -9,7 +9,7 @@ same columns and advances the same clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -130,24 +130,25 @@ def label_owners(
     rows = conn.execute(_LABEL_OWNERS, params).fetchall()
     if not rows:  # the clock's row was not written: the fence refused it
         raise refused(conn, merchant_id, fence)
-    return LabelOwners(
-        version=int(rows[0][0]),
-        owners={
-            pc: LabelOwner(
-                (source_id, variant_id),
-                merchant_id,
-                int(claims),
-                partial(_read_product, conn, (merchant_id, system, source_id, variant_id)),
-            )
-            for _, pc, system, source_id, variant_id, claims in rows
-            if pc is not None
-        },
-    )
+    # One reader per source system (one, nearly always), shared by its owners: a first
+    # sync holds an owner per code until its jobs are sent.
+    readers: dict[str, Callable[[tuple[str, str]], Product]] = {}
+    owners = {}
+    for _, pc, system, source_id, variant_id, claims in rows:
+        if pc is None:
+            continue
+        read = readers.get(system)
+        if read is None:
+            read = readers[system] = partial(_read_product, conn, merchant_id, system)
+        owners[pc] = LabelOwner((source_id, variant_id), merchant_id, int(claims), read)
+    return LabelOwners(version=int(rows[0][0]), owners=owners)
 
 
-def _read_product(conn: psycopg.Connection[Any], key: tuple[str, str, str, str]) -> Product:
+def _read_product(
+    conn: psycopg.Connection[Any], merchant_id: str, system: str, key: tuple[str, str]
+) -> Product:
     """An owner's label fields, read in the transaction that asked who owns its code."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_PRODUCT, key).fetchone()
+        row = cur.execute(_PRODUCT, (merchant_id, system, *key)).fetchone()
     assert row is not None  # the owner's row, in this very transaction
     return product_of(row)
