@@ -88,11 +88,9 @@ def test_a_first_sync_lets_each_page_of_items_go_before_it_reads_the_next(
         assert len(stack.products("MPAGES000001")) == 45
 
 
-def _row(n: int) -> ProductRow:
-    product = to_product(
-        {"id": f"ITEMOWN{n:05d}", "name": f"Item {n}", "price": 100 + n, "sku": f"OWN-{n}"},
-        merchant_id=OWNERS_M,
-    )
+def _row(n: int, *, price: int | None = None) -> ProductRow:
+    raw = {"id": f"ITEMOWN{n:05d}", "name": f"Item {n}", "price": price or 100 + n}
+    product = to_product({**raw, "sku": f"OWN-{n}"}, merchant_id=OWNERS_M)
     return product_row(product, label_hash(to_record(product)))
 
 
@@ -124,5 +122,31 @@ def test_the_owners_read_back_holds_no_reader_or_dict_of_its_own_per_code(
                 "Item 7",
                 Decimal("1.07"),
             )
+    finally:
+        db.close()
+
+
+def test_a_change_is_keyed_by_its_rows_own_key_not_a_copy_from_the_answer(
+    database_url: str,
+) -> None:
+    """The label plan keeps the key of every product a first sync changed until its jobs
+    are sent: the changes share the rows' keys (the item's id as read) rather than each
+    holding a copy of it built from Postgres's answer."""
+    apply_migrations(database_url)
+    db = Database(database_url)
+    try:
+        PostgresMerchantDirectory(db).save(Merchant(OWNERS_M, "S-OWNERS"))
+        rows = [_row(n) for n in range(20)]
+        with db.transaction(None) as tx:
+            changes = tx.upsert(OWNERS_M, rows)
+        by_key = {row.key: row for row in rows}
+        assert sorted(change.key for change in changes) == sorted(by_key)
+        assert all(change.key is by_key[change.key].key for change in changes)
+        with db.transaction(None) as tx:  # again, with a new price: the same, as an update
+            again = [_row(n, price=500 + n) for n in range(20)]
+            updated = tx.upsert(OWNERS_M, again)
+        by_key = {row.key: row for row in again}
+        assert {change.previous_barcode for change in updated} == {f"OWN-{n}" for n in range(20)}
+        assert all(change.key is by_key[change.key].key for change in updated)
     finally:
         db.close()

@@ -109,14 +109,17 @@ class PostgresProductWriter:
         if not latest:
             return []
         payload = f"[{','.join(latest.values())}]"
-        # Each change made as a tuple directly (key, previous barcode and label hash, label
+        # Each change keyed by its row's own key (the poll's label plan keeps the key of every
+        # label it sends: the item's id as read, not a copy from the answer, ≈ 120 bytes an
+        # item less), made as a tuple directly (key, previous barcode and label hash, label
         # dropped), not through ProductChange's generated __new__ by name: a first sync
         # changes every row, ≈ 0.25 µs less each (issue 15).
+        own = {key: key for key in latest}
         return [
-            _new_tuple(ProductChange, ((sid, vid), barcode, label_hash, dropped))
+            _new_tuple(ProductChange, (own.get(key := (sid, vid), key), barcode, lh, dropped))
             if existed
-            else _new_tuple(ProductChange, ((sid, vid), None, None, dropped))
-            for sid, vid, existed, barcode, label_hash, dropped, _ in self._fenced(
+            else _new_tuple(ProductChange, (own.get(key := (sid, vid), key), None, None, dropped))
+            for sid, vid, existed, barcode, lh, dropped, _ in self._fenced(
                 UPSERT, merchant_id, rows=payload
             )
         ]
