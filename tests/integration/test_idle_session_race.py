@@ -78,38 +78,6 @@ def _errors(lines: list[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if '"level":"ERROR"' in line.replace(" ", "")]
 
 
-def test_a_webhook_arriving_as_the_server_ends_its_idle_session_is_accepted(
-    racing: tuple[LocalStack, str],
-) -> None:
-    stack, url = racing
-    assert _hint(stack) == (202, "accepted")
-    held = _sessions(url)
-    assert len(held) == 1, held
-    _until_the_server_ended(url, held)
-    mark = len(stack.logs)
-
-    answer = _hint(stack)
-
-    assert answer == (202, "accepted"), [e.get("message") for e in _errors(stack.logs[mark:])]
-    assert not _errors(stack.logs[mark:])
-
-
-def test_a_dispatcher_tick_arriving_as_the_server_ends_its_idle_session_is_done(
-    racing: tuple[LocalStack, str],
-) -> None:
-    stack, url = racing
-    assert stack.dispatch() == 1
-    held = _sessions(url)
-    assert len(held) == 1, held
-    _until_the_server_ended(url, held)
-    mark = len(stack.logs)
-
-    result = stack.invoke("dispatcher", {"reason": "manual"})
-
-    assert result["enabled"], result
-    assert not _errors(stack.logs[mark:])
-
-
 def _terminate(url: str, pids: list[int]) -> None:
     """The server ends the sessions at once (a failover's stand-in), without waiting for
     them to be gone: their goodbye (57P01) is on its way to the function."""
@@ -118,18 +86,24 @@ def _terminate(url: str, pids: list[int]) -> None:
     _until_the_server_ended(url, pids)
 
 
-def test_a_webhook_whose_read_races_the_server_ending_its_session_reads_again_and_is_accepted(
-    racing: tuple[LocalStack, str],
+# How the kept session ends: by its idle timeout (the connection is replaced before use, as
+# it nears the timeout), or at once by the server (a failover, ``pg_terminate_backend``: the
+# function cannot see it coming; its first statement is a read of the merchants, nothing of
+# which can have been applied, so it is read again once on a new connection).
+ENDINGS = pytest.mark.parametrize(
+    "end", [_until_the_server_ended, _terminate], ids=["idle timeout", "terminated"]
+)
+
+
+@ENDINGS
+def test_a_webhook_whose_session_the_server_ends_is_accepted(
+    racing: tuple[LocalStack, str], end: Callable[[str, list[int]], None]
 ) -> None:
-    """Not the idle timeout, which a connection is replaced before (above): the server
-    ends a session the function cannot see coming (a failover, ``pg_terminate_backend``).
-    The webhook's first statement is a read of the merchant: nothing of it can have been
-    applied, so it is read again once on a new connection."""
     stack, url = racing
     assert _hint(stack) == (202, "accepted")
     held = _sessions(url)
     assert len(held) == 1, held
-    _terminate(url, held)
+    end(url, held)
     mark = len(stack.logs)
 
     answer = _hint(stack)
@@ -138,14 +112,15 @@ def test_a_webhook_whose_read_races_the_server_ending_its_session_reads_again_an
     assert not _errors(stack.logs[mark:])
 
 
-def test_a_dispatcher_tick_whose_read_races_the_server_ending_its_session_is_done(
-    racing: tuple[LocalStack, str],
+@ENDINGS
+def test_a_dispatcher_tick_whose_session_the_server_ends_is_done(
+    racing: tuple[LocalStack, str], end: Callable[[str, list[int]], None]
 ) -> None:
     stack, url = racing
     assert stack.dispatch() == 1
     held = _sessions(url)
     assert len(held) == 1, held
-    _terminate(url, held)
+    end(url, held)
     mark = len(stack.logs)
 
     result = stack.invoke("dispatcher", {"reason": "manual"})
