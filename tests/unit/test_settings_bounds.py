@@ -40,6 +40,8 @@ DEFAULTS: dict[str, object] = {
     "clover_oauth_state_ttl_seconds": 600,
     "clover_oauth_redirect_uri": None,
     "onboarding_store_code_template": "",
+    "database_idle_session_timeout_seconds": 0,
+    "database_session_settings": "on",
 }
 
 
@@ -105,6 +107,19 @@ def test_fractions_and_timeouts(
     for value in refused:
         monkeypatch.setenv(name, value)
         with pytest.raises(ConfigurationError, match=name):
+            load_settings()
+
+
+def test_database_session_settings_is_on_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README "Configuration": ``on`` (the default) or ``off`` (behind RDS Proxy), nothing else."""
+    for value in ("on", "off"):
+        monkeypatch.setenv("DATABASE_SESSION_SETTINGS", value)
+        assert load_settings().database_session_settings == value
+    for value in ("true", "false", "OFF", " on", ""):
+        monkeypatch.setenv("DATABASE_SESSION_SETTINGS", value)
+        with pytest.raises(
+            ConfigurationError, match=r"^invalid setting: DATABASE_SESSION_SETTINGS: "
+        ):
             load_settings()
 
 

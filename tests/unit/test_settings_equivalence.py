@@ -96,6 +96,7 @@ class Oracle(BaseModel):
     label_verify_interval_hours: int = Field(168, ge=0, le=24 * 30)
     label_verify_max_drift_fraction: Decimal = Field(Decimal("0.5"), ge=0, le=1)
     database_idle_session_timeout_seconds: int = Field(0, ge=0, le=86_400)
+    database_session_settings: Literal["on", "off"] = "on"
 
     @field_validator("clover_product_code_fields", mode="before")
     @classmethod
@@ -287,6 +288,7 @@ def _strategy(name: str) -> st.SearchStrategy[str]:
         "hipoink_extra_fields": FREE_FIELDS,
         "clover_product_code_fields": WORDS,
         "hipoink_f1_encoding": st.sampled_from(["array", "string", "xml"]),
+        "database_session_settings": st.sampled_from(["on", "off", "ON", "true", ""]),
         "hipoink_variable_price_text": st.sampled_from(["ask", "Prix à la caisse", "x" * 33]),
     }
     base = special.get(name, base)
@@ -498,6 +500,7 @@ CORNERS = [
         ]
     ),
     *(("hipoink_f1_encoding", t) for t in ["array", "string", "ARRAY", " array", "", "xml"]),
+    *(("database_session_settings", t) for t in ["on", "off", "OFF", " on", "", "false"]),
     *(("clover_dispatch_spread_seconds", t) for t in ["", "None", "0", "900", "901", "-1"]),
     *(
         (name, "1\udcff")

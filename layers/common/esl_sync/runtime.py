@@ -72,6 +72,7 @@ def database() -> Database:
         database_url,
         reread=_reread_database_secret,
         idle_session_seconds=settings().database_idle_session_timeout_seconds,
+        session_settings=settings().database_session_settings == "on",
     )
 
 

@@ -139,6 +139,7 @@ class Settings:
     label_verify_interval_hours: int = 168
     label_verify_max_drift_fraction: Decimal = Decimal("0.5")
     database_idle_session_timeout_seconds: int = 0
+    database_session_settings: Literal["on", "off"] = "on"
 
     def __post_init__(self) -> None:
         """Read every field through its reader (text or a typed value in, the value out),
@@ -320,6 +321,7 @@ _READERS: dict[str, Reader] = {
     "label_verify_interval_hours": Bounded(integer, ge=0, le=24 * 30),
     "label_verify_max_drift_fraction": Bounded(decimal, ge=0, le=1),
     "database_idle_session_timeout_seconds": Bounded(integer, ge=0, le=86_400),
+    "database_session_settings": OneOf(("on", "off")),
 }
 """Each setting's reader: its type, bounds and rules (the README's "Configuration")."""
 _NAMES = tuple(field.name for field in fields(Settings))  # == tuple(_READERS): a test says so

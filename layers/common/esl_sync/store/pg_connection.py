@@ -112,7 +112,9 @@ IDLE_SESSION_TIMEOUT_SINCE = 140_000
 ``client_connection_check_interval`` (PostgreSQL 14)."""
 
 
-def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
+def connect(
+    conninfo: str, idle_seconds: int = 0, *, session_settings: bool = True
+) -> psycopg.Connection[Any]:
     """A new connection, its connect bounded by the invocation's deadline too: libpq's
     ``connect_timeout`` (whole seconds, two at least), 10 s at most (or the URL's own, if
     shorter); with less than two seconds left, none is tried (:class:`DatabaseUnanswered`).
@@ -125,7 +127,12 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
     round trip per new connection, never per use) rather than in the startup packet's
     ``options``: a server before 14 refuses a login naming a setting it does not know, and
     an ``options`` the operator put in the database URL stays theirs. Such a server is not
-    asked (the README asks for 15 or newer anyway)."""
+    asked (the README asks for 15 or newer anyway).
+
+    Without ``session_settings`` (``DATABASE_SESSION_SETTINGS=off``), nothing is set, neither
+    that nor :data:`CLIENT_CHECK`: behind RDS Proxy, a session whose settings a statement
+    changed is pinned to its database connection until the client disconnects, and the
+    parameter group sets them instead (the README's connection budget)."""
     left = seconds_left()
     bound = 10 if left is None else min(10, int(left))
     if bound < 2:
@@ -150,7 +157,7 @@ def connect(conninfo: str, idle_seconds: int = 0) -> psycopg.Connection[Any]:
             f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
         ) from None
     conn.answered = (time.monotonic(), time.time())  # the login's answer
-    if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+    if session_settings and conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
         settings = {"idle_session_timeout": f"{idle_seconds}s"} if idle_seconds else {}
         if "client_connection_check_interval" not in str(own.get("options", "")):
             settings["client_connection_check_interval"] = CLIENT_CHECK

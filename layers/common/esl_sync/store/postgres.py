@@ -173,13 +173,16 @@ class Database:
         *,
         reread: Callable[[], None] | None = None,
         idle_session_seconds: int = 0,
+        session_settings: bool = True,
     ) -> None:
         """``conninfo``: the connection string, or what reads it for each connection
         opened; ``reread``: makes the next read ask its source again (see :meth:`_open`);
         ``idle_session_seconds``: the server ends a connection idle that long (0: never;
-        :func:`~esl_sync.store.pg_connection.connect`)."""
+        :func:`~esl_sync.store.pg_connection.connect`); without ``session_settings``, no
+        setting is sent (nor the idle timeout: behind RDS Proxy, which they would pin)."""
         self._conninfo = conninfo if callable(conninfo) else lambda: conninfo
-        self._idle_seconds = idle_session_seconds
+        self._idle_seconds = idle_session_seconds if session_settings else 0
+        self._session_settings = session_settings
         self._reread = reread
         self._local = threading.local()
         self._opened: list[psycopg.Connection[Any]] = []
@@ -235,7 +238,7 @@ class Database:
         that is down costs one more read of the secret."""
         conninfo = self._conninfo()
         try:
-            return connect(conninfo, self._idle_seconds)
+            return connect(conninfo, self._idle_seconds, session_settings=self._session_settings)
         except psycopg.OperationalError:
             if self._reread is None:
                 raise
@@ -243,7 +246,7 @@ class Database:
             fresh = self._conninfo()
             if fresh == conninfo:
                 raise
-        return connect(fresh, self._idle_seconds)
+        return connect(fresh, self._idle_seconds, session_settings=self._session_settings)
 
     @contextmanager
     def transaction(self, fence: Fence | None = None) -> Iterator[PostgresProductWriter]:
