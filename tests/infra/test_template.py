@@ -544,6 +544,21 @@ def test_functions_get_the_settings_they_need(template: Template) -> None:
         )
 
 
+def test_every_function_gets_database_session_settings_from_its_parameter(
+    template: Template,
+) -> None:
+    """``DatabaseSessionSettings`` ("off" behind RDS Proxy: README, the connection budget)
+    reaches every function that connects, and each allowed value is the setting's."""
+    parameter = template["Parameters"]["DatabaseSessionSettings"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == ("on", ["on", "off"])
+    for allowed in parameter["AllowedValues"]:
+        assert Settings.from_values({"database_session_settings": allowed})
+    for name in functions(template):
+        assert env_vars(template, name)["DATABASE_SESSION_SETTINGS"] == {
+            "Ref": "DatabaseSessionSettings"
+        }, name
+
+
 def test_migration_runs_on_every_schema_version(template: Template) -> None:
     migration = template["Resources"]["DatabaseMigration"]
     assert migration["Type"] == "AWS::CloudFormation::CustomResource"
@@ -740,6 +755,7 @@ def test_every_parameter_is_described(template: Template) -> None:
         "CloverAppSecretArn",
         "ReadOnlyDatabaseUrlSecretArn",
         "OnboardingStoreCodeTemplate",
+        "DatabaseSessionSettings",
     }
     assert set(template["Parameters"]) == expected
     for name, parameter in template["Parameters"].items():
