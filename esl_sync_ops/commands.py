@@ -439,13 +439,7 @@ def heal(args: argparse.Namespace) -> int:
         )
     if args.merchant_id is None:
         print(f"heal: {healed} merchant(s) healed" + (f", {refused} refused" if refused else ""))
-    if refused:
-        print(
-            f"esl-sync: heal: {refused} merchant(s) not healed (named above): run the command"
-            " again",
-            file=sys.stderr,
-        )
-    return 1 if refused else 0
+    return _refused_tail("heal", refused, "healed")
 
 
 def labels_verify(args: argparse.Namespace) -> int:
@@ -502,13 +496,7 @@ def fence_catch_up(args: argparse.Namespace) -> int:
         )
     elif unfenced:
         print(f"{mid}: no poll wrote under a fence yet: nothing to catch up")
-    if refused:
-        print(
-            f"esl-sync: fence catch-up: {refused} merchant(s) not caught up (named above):"
-            " run the command again",
-            file=sys.stderr,
-        )
-    return 1 if refused else 0
+    return _refused_tail("fence catch-up", refused, "caught up")
 
 
 def _fence_caught_up_line(f: admin.FenceCatchUp) -> str:
@@ -585,13 +573,7 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
     )
     if v.raised_to is None:
         print(f"esl-sync: restore catch-up: {raised} (first line)", file=sys.stderr)
-    if refused:
-        print(
-            f"esl-sync: restore catch-up: {refused} merchant(s) not caught up (named above):"
-            " run the command again",
-            file=sys.stderr,
-        )
-    return 1 if refused or v.raised_to is None else 0
+    return _refused_tail("restore catch-up", refused, "caught up") or int(v.raised_to is None)
 
 
 def _versions_line(v: VersionsRaised) -> str:
@@ -625,3 +607,15 @@ def _restored_line(m: restore.MerchantCaughtUp) -> str:
         f" is added again: esl-sync merchants add {m.merchant_id} --store-code STORE (its"
         " tokens are kept), or the merchant opens the app again"
     )
+
+
+def _refused_tail(command: str, refused: int, done: str) -> int:
+    """A fleet command's last line when some merchants were refused (each named on its own
+    line above): one line on stderr saying so; the exit status (1 if any, else 0)."""
+    if refused:
+        print(
+            f"esl-sync: {command}: {refused} merchant(s) not {done} (named above): run the"
+            " command again",
+            file=sys.stderr,
+        )
+    return 1 if refused else 0
