@@ -11,6 +11,7 @@ from devkit.emf import metric_sums, metric_units
 from esl_sync.observability import metrics
 from esl_sync.records import Merchant, MerchantState
 from esl_sync.settings import Settings
+from esl_sync.sync import dispatch as dispatch_module
 from esl_sync.sync.dispatch import DispatchDeps, DispatchOutcome, dispatch, is_due
 from tests.fakes import MemoryDirectory, MemoryLedger, MemoryLog, MemoryPollQueue, MemoryStates
 
@@ -186,3 +187,11 @@ def test_a_fleet_health_failure_is_counted_and_the_polls_go_out(
     assert metric_units(lines)["FleetHealthErrors"] == "Count"
     [line] = log.lines("fleet health not measured (the polls were queued); gauges missing")
     assert line["level"] == "ERROR"
+
+
+def test_the_ticks_statements_leave_it_one_second_to_fail_by_name() -> None:
+    """The dispatcher's handler bounds its Postgres statements by the invocation's time less
+    this margin: 1 s in which a tick whose read went unanswered raises DatabaseUnanswered and
+    Powertools flushes (its handler's 'with statements_within'); a literal here, since the
+    margin is the decision, and the integration test (test_database_unanswered) reads the name."""
+    assert dispatch_module.REPORTING_MS == 1_000
