@@ -108,3 +108,19 @@ def test_with_session_settings_on_a_new_connection_sets_them_in_one_statement(
     conn, sent = _opened(db)
     assert sent == 1
     assert _shown(conn) == ("1s", "1min")
+
+
+def test_a_url_that_sets_the_client_check_itself_connects_with_no_setting_left_to_send(
+    database_url: str,
+) -> None:
+    """The poller's and sender's connections ask for no idle timeout; with the URL's
+    ``options`` setting ``client_connection_check_interval``, nothing is left to set: the
+    connection opens without a statement (not a ``SELECT`` of nothing, which Postgres refuses)."""
+    url = make_conninfo(database_url, options="-c client_connection_check_interval=2s")
+    db = Database(url)  # idle_session_seconds 0: the poller's and the sender's
+    try:
+        conn, sent = _opened(db)
+        assert sent == 0
+        assert conn.execute("SHOW client_connection_check_interval").fetchone() == ("2s",)
+    finally:
+        db.close()

@@ -157,10 +157,13 @@ def connect(
             f"Postgres did not answer a connection within the invocation's time ({seconds} s)"
         ) from None
     conn.answered = (time.monotonic(), time.time())  # the login's answer
+    settings: dict[str, str] = {}
     if session_settings and conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
-        settings = {"idle_session_timeout": f"{idle_seconds}s"} if idle_seconds else {}
+        if idle_seconds:
+            settings["idle_session_timeout"] = f"{idle_seconds}s"
         if "client_connection_check_interval" not in str(own.get("options", "")):
             settings["client_connection_check_interval"] = CLIENT_CHECK
+    if settings:  # none left to send (the URL sets them): no round trip, no bare SELECT
         try:
             conn.execute(
                 "SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(settings)),
