@@ -315,6 +315,23 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["bench", "--stages", "--cold-start-only"],
     ["bench", "--batch-peak", "--cpu-only"],
     ["bench", "--stages", "--merchants", "x"],
+    # fence catch-up [MID]: a MID it cannot be, more than one, an option it has not
+    ["fence", "catch-up", "M\x00NUL"],
+    ["fence", "catch-up", "M" * 65],
+    ["fence", "catch-up", "MÉRCHANT"],
+    ["fence", "catch-up", ""],
+    ["fence", "catch-up", "MRESTORE0001", "MRESTORE0002"],
+    ["fence", "catch-up", "--generation", "9"],
+    ["fence"],
+    ["fence", "reset"],
+    # restore catch-up takes no argument
+    ["restore"],
+    ["restore", "catch-up", "MPGRESTORE01"],
+    ["restore", "catch-up", "--force"],
+    ["restore", "catch-up", "\x00"],
+    ["restore", "catch-up", "é" * 100_000],
+    ["restore", "undo"],
+    ["restore", "catch-up", "catch-up"],
 ]
 
 

@@ -39,7 +39,6 @@ from esl_sync.records import StaleStateError
 from esl_sync.store.label_ledger import PostgresLabelLedger
 from esl_sync.store.postgres import Database
 from esl_sync.store.schema import apply_migrations
-from esl_sync_ops.cli import main
 from tests.integration.conftest import StackFactory
 from tests.integration.test_poll import assert_in_step, poll, sims
 
@@ -342,29 +341,6 @@ def test_with_no_merchant_it_says_so_in_one_line_and_the_count(stack: LocalStack
         "restore catch-up: 0 sweep(s) due, 0 without a cursor,"
         " 0 state item(s) without a merchants row"
     ]
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["restore"],
-        ["restore", "catch-up", "MPGRESTORE01"],
-        ["restore", "catch-up", "--force"],
-        ["restore", "catch-up", "\x00"],
-        ["restore", "catch-up", "é" * 100_000],
-        ["restore", "undo"],
-        ["restore", "catch-up", "catch-up"],
-    ],
-    ids=["no-action", "a-merchant", "option", "nul", "huge", "unknown-action", "twice"],
-)
-def test_restore_refuses_hostile_arguments_in_one_line(
-    argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err
 
 
 def test_a_poll_running_across_the_catch_up_cannot_write_its_cursor_over_it(
