@@ -19,8 +19,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from esl_sync import runtime
 from esl_sync.events import HttpRequest, is_http_api_event
 from esl_sync.observability import MetricUnit, logger, metrics
-from esl_sync.onboarding import finish_install, malformed, not_found, start_install, unavailable
+from esl_sync.onboarding import (
+    REPORTING_MS,
+    finish_install,
+    malformed,
+    not_found,
+    start_install,
+    unavailable,
+)
+from esl_sync.records import DatabaseUnanswered
 from esl_sync.settings import settings
+from esl_sync.statement_deadline import statements_within
 from esl_sync.tracing import tracer
 from esl_sync.web import Page
 
@@ -61,7 +70,11 @@ def unexpected(error: Exception) -> Response[str]:
         reference = _request().reference
     except ValueError:
         reference = "unknown"
-    logger.exception("install not handled; answered 503", reference=reference)
+    said = "install not handled; answered 503"
+    if isinstance(error, DatabaseUnanswered):  # an outage, named: not a bug's traceback
+        logger.error(said, reference=reference, error_class=type(error).__name__, error=str(error))
+    else:
+        logger.exception(said, reference=reference)
     metrics.add_metric(name="OnboardingErrors", unit=MetricUnit.Count, value=1)
     return _answer(unavailable(reference))
 
@@ -90,4 +103,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if not is_http_api_event(event):
         page = malformed("unknown")
         return {"statusCode": page.status, "headers": page.headers, "body": page.body}
-    return app.resolve(event, context)
+    with statements_within(lambda: context.get_remaining_time_in_millis() - REPORTING_MS):
+        return app.resolve(event, context)

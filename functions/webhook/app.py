@@ -20,12 +20,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from esl_sync import runtime
 from esl_sync.events import HttpRequest, is_http_api_event
 from esl_sync.observability import MetricUnit, logger, metrics
+from esl_sync.records import DatabaseUnanswered
 from esl_sync.settings import settings
+from esl_sync.statement_deadline import statements_within
 from esl_sync.tracing import tracer
 from esl_sync.webhooks import receive_webhook
 
 settings().require("database_url", "poll_queue_url", "state_table_name", "clover_webhook_auth")
 app = APIGatewayHttpResolver()
+POSTGRES_RESERVE_MS = 10_000
+"""Of the function's 15 s, kept from Postgres: its reads (the merchants a delivery names)
+end 5 s into the invocation, answered or not (``DatabaseUnanswered``), so a silent server
+holds each webhook, and its environment, 5 s at most (the README's connection budget);
+the rest is for the DynamoDB writes and the poll queue's send of a delivery naming many
+merchants (``WEBHOOK_WRITERS`` at a time)."""
 
 
 @app.post("/webhooks/clover/inventory")
@@ -42,7 +50,11 @@ def inventory() -> Response[str]:
 
 
 def unexpected(error: Exception) -> Response[str]:
-    logger.exception("webhook not handled; answered 503 (the scheduled poll covers it)")
+    said = "webhook not handled; answered 503 (the scheduled poll covers it)"
+    if isinstance(error, DatabaseUnanswered):  # an outage, named: not a bug's traceback
+        logger.error(said, error_class=type(error).__name__, error=str(error))
+    else:
+        logger.exception(said)
     metrics.add_metric(name="WebhookErrors", unit=MetricUnit.Count, value=1)
     return _answer(503, "temporarily unavailable")
 
@@ -70,4 +82,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "headers": {"Content-Type": "application/json"},
             "body": _answer(400, "not an HTTP API request").body,
         }
-    return app.resolve(event, context)
+    with statements_within(lambda: context.get_remaining_time_in_millis() - POSTGRES_RESERVE_MS):
+        return app.resolve(event, context)

@@ -14,14 +14,17 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
 from devkit.catalog import convenience_store_catalog
+from devkit.emf import metric_sums
 from devkit.lambda_runner import DrainResult, LambdaContext
-from devkit.local_stack import LocalStack
+from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack, http_get_event, webhook_event
 from esl_sync import runtime
 from esl_sync.records import DatabaseUnanswered
 from esl_sync.statement_deadline import statements_within
@@ -310,3 +313,142 @@ def test_a_statement_abandoned_for_time_ends_on_the_server_and_its_locks_with_it
             admin.execute("INSERT INTO abandoned VALUES (1)")  # its row lock is gone
     finally:
         db.close()
+
+
+def _in_time(
+    function: str, timeout_ms: int, invoke: Callable[[Callable[[str], LambdaContext]], object]
+) -> tuple[object, int]:
+    """``invoke`` with a context whose ``timeout_ms`` run down on the clock, on a thread
+    joined until that time is up (and two seconds more): its result, and the time the
+    invocation still had when it returned (negative: it outlived its timeout; the proxy
+    is thawed then, so that a hung statement gets its answer and the test ends)."""
+    started = time.monotonic()
+
+    def left() -> int:
+        return timeout_ms - int((time.monotonic() - started) * 1000)
+
+    done: list[tuple[object, int]] = []
+
+    def run() -> None:
+        result = invoke(lambda name: LambdaContext(name, timeout_ms=timeout_ms, remaining=left))
+        done.append((result, left()))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_ms / 1000 + 2)
+    return done[0] if done else (None, left())
+
+
+WEBHOOK_503 = "webhook not handled; answered 503 (the scheduled poll covers it)"
+
+
+def _delivery(merchant_id: str) -> bytes:
+    """A valid Clover notification: one item of the merchant's updated."""
+    event = {"objectId": "I:ITEM1", "type": "UPDATE", "ts": 1}
+    return json.dumps({"appId": "A1", "merchants": {merchant_id: [event]}}).encode()
+
+
+def _named_without_traceback(lines: list[str], message: str) -> dict[str, object]:
+    """The one error line ``message`` names, as a dict: the failure's class and words,
+    never a traceback (a named outage, not a bug)."""
+    errors = [json.loads(line) for line in lines if '"level":"ERROR"' in line]
+    assert [e["message"] for e in errors] == [message], errors
+    assert "exception" not in errors[0], "a named outage logged with a traceback"
+    return errors[0]
+
+
+def test_a_frozen_postgres_answers_the_webhook_503_by_name_before_its_timeout(
+    proxied_stack: tuple[LocalStack, FreezingProxy],
+) -> None:
+    """The webhook's read of the merchants is never answered: the invocation (the
+    template's 15 s) answers Clover the 503 it gives any failure of its own, named
+    (``DatabaseUnanswered``) and counted (``WebhookErrors``), without a traceback, within
+    its time; the next delivery, on a new connection, queues its poll."""
+    stack, proxy = proxied_stack
+    stack.add_merchant(FROZEN, "tok-frozen", "STORE-FROZEN", items=convenience_store_catalog(2))
+    body = _delivery(FROZEN)
+    mark = len(stack.logs)
+    proxy.freeze_on(b"FROM merchants m WHERE")
+
+    answer, left = _in_time(
+        "webhook",
+        15_000,
+        lambda context: stack.invoke(
+            "webhook", webhook_event(body, CLOVER_WEBHOOK_AUTH), context=context
+        ),
+    )
+    proxy.thaw()
+
+    assert proxy.frozen.is_set()
+    assert left > 0, f"the webhook answered {-left} ms after its timeout"
+    assert isinstance(answer, dict)
+    assert (answer["statusCode"], json.loads(answer["body"])) == (
+        503,
+        {"message": "temporarily unavailable"},
+    )
+    line = _named_without_traceback(stack.logs[mark:], WEBHOOK_503)
+    assert line["error_class"] == "DatabaseUnanswered"
+    assert metric_sums(stack.logs[mark:])["WebhookErrors"] == 1
+    again = stack.send_webhook(body.decode(), CLOVER_WEBHOOK_AUTH, deliver=False)
+    assert (again.status, stack.queue_depths()["PollQueue"]) == (202, 1)
+
+
+def test_a_webhook_entering_with_its_postgres_time_already_spent_answers_503_by_name(
+    stack: LocalStack,
+) -> None:
+    """A deadline already past on entry: nothing is sent to Postgres (no connection
+    opened, no statement), the answer is the named 503 at once."""
+    stack.add_merchant(FROZEN, "tok-frozen", "STORE-FROZEN", items=convenience_store_catalog(2))
+    body = _delivery(FROZEN)
+    mark = len(stack.logs)
+    answer = stack.invoke(
+        "webhook",
+        webhook_event(body, CLOVER_WEBHOOK_AUTH),
+        context=lambda name: LambdaContext(name, timeout_ms=15_000, remaining=lambda: 900),
+    )
+    assert answer["statusCode"] == 503
+    line = _named_without_traceback(stack.logs[mark:], WEBHOOK_503)
+    assert line["error_class"] == "DatabaseUnanswered"
+    assert stack.queue_depths()["PollQueue"] == 0
+
+
+def test_a_frozen_postgres_shows_the_installing_merchant_the_try_again_page_in_time(
+    proxied_stack: tuple[LocalStack, FreezingProxy],
+) -> None:
+    """Onboarding: Clover approved, the code is exchanged, and the merchant's registration
+    is never answered. The callback (6 s left) shows its "not available right now" page
+    (503, its reference) within its time, named (``DatabaseUnanswered``) and counted
+    (``OnboardingErrors``) without a traceback; the merchant's lock is given back, so
+    starting again installs at once, on a new connection."""
+    stack, proxy = proxied_stack
+    assert stack.clover is not None
+    merchant = "MINSTALLFRZ1"
+    stack.clover.add_merchant(merchant, "tok-install", items=convenience_store_catalog(2))
+    started = stack.install_app(merchant, approve=False)
+    assert started.install.location is not None
+    stack.clover.signed_in_merchant = merchant
+    authorize = httpx.get(started.install.location, timeout=10)
+    callback = urlsplit(authorize.headers["location"])
+    mark = len(stack.logs)
+    proxy.freeze_on(b"esl-sync merchant ")
+
+    answer, left = _in_time(
+        "onboarding",
+        6_000,
+        lambda context: stack.invoke(
+            "onboarding", http_get_event(callback.path, callback.query), context=context
+        ),
+    )
+    proxy.thaw()
+
+    assert proxy.frozen.is_set()
+    assert left > 0, f"the callback answered {-left} ms after its timeout"
+    assert isinstance(answer, dict)
+    assert answer["statusCode"] == 503
+    assert "esl-sync is not available right now" in answer["body"]
+    line = _named_without_traceback(stack.logs[mark:], "install not handled; answered 503")
+    assert line["error_class"] == "DatabaseUnanswered"
+    assert metric_sums(stack.logs[mark:])["OnboardingErrors"] == 1
+    again = stack.install_app(merchant, deliver=False)
+    assert again.callback is not None
+    assert again.callback.status == 200, again.callback.body

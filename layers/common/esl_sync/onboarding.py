@@ -47,6 +47,12 @@ MAX_CODE_CHARS = 2048
 LOCK_WAIT_SECONDS = 8.0
 """A second callback of one merchant waits this long for the first one's exchange (the
 HTTP API gives a request 30 s), then finds its sign-in used."""
+REPORTING_MS = 2_000
+"""What a callback needs after a statement Postgres did not answer: giving the merchant's
+lock back (one DynamoDB write; otherwise it expires with ``lock_ms``) and the "not available
+right now" page. No statement of onboarding waits past the invocation's remaining time less
+this (:mod:`esl_sync.statement_deadline`): a registration reached after the lock's wait
+(8 s) and Clover's exchange (10 s) still has 5 s of the function's 25."""
 
 _START_AGAIN = "Open esl-sync again from your Clover dashboard to start over."
 REFUSALS: dict[str, tuple[int, str, str]] = {
