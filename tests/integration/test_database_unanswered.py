@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,6 +26,7 @@ from devkit.catalog import convenience_store_catalog
 from devkit.emf import metric_sums
 from devkit.lambda_runner import DrainResult, LambdaContext
 from devkit.local_stack import CLOVER_WEBHOOK_AUTH, LocalStack, http_get_event, webhook_event
+from devkit.template import REPO_ROOT
 from esl_sync import runtime
 from esl_sync.records import DatabaseUnanswered
 from esl_sync.statement_deadline import statements_within
@@ -452,3 +454,33 @@ def test_a_frozen_postgres_shows_the_installing_merchant_the_try_again_page_in_t
     again = stack.install_app(merchant, deliver=False)
     assert again.callback is not None
     assert again.callback.status == 200, again.callback.body
+
+
+def test_a_frozen_postgres_fails_the_migration_by_name_to_cloudformation_in_time(
+    proxied_stack: tuple[LocalStack, FreezingProxy], cloudformation: Any
+) -> None:
+    """The deploy's migrator: its migration lock's statement is never answered. The custom
+    resource is answered FAILED within the invocation's time (12 s here; 120 s deployed),
+    the reason naming the silent database and no secret, so the deploy fails by name
+    rather than at the function's timeout; the next deploy's migrator migrates."""
+    stack, proxy = proxied_stack
+    event: dict[str, Any] = json.loads((REPO_ROOT / "events" / "migrator.json").read_text())
+    event.update(RequestType="Update", ResponseURL=cloudformation.url)
+    event["PhysicalResourceId"] = "esl-sync-schema"
+    mark = len(stack.logs)
+    proxy.freeze_on(b"pg_advisory_xact_lock")
+
+    answer, left = _in_time(
+        "migrator", 12_000, lambda context: stack.invoke("migrator", event, context=context)
+    )
+    proxy.thaw()
+
+    assert proxy.frozen.is_set()
+    assert left > 0, f"the migrator answered {-left} ms after its timeout"
+    assert isinstance(answer, dict)
+    assert cloudformation.answers == [answer]
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith("DatabaseUnanswered: "), answer["Reason"]
+    assert stack.env["DATABASE_URL"] not in json.dumps(answer) + "".join(stack.logs[mark:])
+    again = stack.invoke("migrator", event)
+    assert again["Status"] == "SUCCESS", again

@@ -6,7 +6,10 @@ hangs: Secrets Manager unreachable, a Postgres that accepts the connection and n
 answers, a migration waiting for a lock. The work runs in a thread with a deadline taken
 from the time Lambda has left, minus what answering needs; past it the answer is FAILED
 and the thread is abandoned (the advisory lock and the transaction keep a late finish
-harmless: the next deploy finds the migrations recorded, or applies them).
+harmless: the next deploy finds the migrations recorded, or applies them). Postgres's
+waits end a second before that (:mod:`esl_sync.statement_deadline`): a database that stops
+answering fails the migration by name (``DatabaseUnanswered``), its connection closed, no
+thread left waiting on it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from typing import Any, Protocol
 
 from esl_sync.events import CustomResourceEvent
 from esl_sync.observability import logger
+from esl_sync.statement_deadline import statements_within
 
 PHYSICAL_ID = "esl-sync-schema"
 ANSWER_RESERVE_MS = 10_000
 """Kept back from the remaining time for answering CloudFormation (one HTTPS PUT)."""
+STATEMENTS_AHEAD_MS = 1_000
+"""How long before the work is given up on its Postgres waits end, so that a silent
+database is named (``DatabaseUnanswered``) rather than timed out."""
 CONNECT_TIMEOUT_SECONDS = 10.0
 REASON_LIMIT = 500  # CloudFormation shows the reason; the whole answer must stay under 4 KiB
 
@@ -69,9 +76,11 @@ def migration_answer(
     if event.request_type == "Delete":
         return body
     left = remaining_ms()
-    budget_seconds = (left - answer_reserve_ms(left)) / 1000
+    reserve = answer_reserve_ms(left)
+    budget_seconds = (left - reserve) / 1000
     try:
-        applied = _within(budget_seconds, lambda: _migrate(deps, budget_seconds))
+        with statements_within(lambda: remaining_ms() - reserve - STATEMENTS_AHEAD_MS):
+            applied = _within(budget_seconds, lambda: _migrate(deps, budget_seconds))
     except Exception as error:
         logger.exception("migration failed")
         return failed_answer(body, error)

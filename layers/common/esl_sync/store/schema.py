@@ -13,6 +13,8 @@ import psycopg
 import psycopg.errors
 from psycopg.conninfo import make_conninfo
 
+from esl_sync.store.pg_connection import BoundedConnection
+
 MIGRATIONS_PACKAGE = "esl_sync.store"
 _LOCK_KEY = 0x65736C  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -54,14 +56,16 @@ def apply_migrations(
 
     The deploy's migration step bounds both waits (the connection, and every statement,
     the advisory lock's included, by ``statement_timeout_ms``); ``esl-sync migrate``
-    leaves statements to the server. Either way no try waits for a lock longer than
+    leaves statements to the server. Every wait on the server also ends by the invocation's
+    deadline, if one is set (:class:`BoundedConnection`: ``DatabaseUnanswered``, the
+    connection closed). Either way no try waits for a lock longer than
     :data:`LOCK_WAIT_MS`, so the fleet never queues behind a migration for longer; tries
     go on while the budget lasts (:data:`CLI_TRIES` without one), each all or nothing.
     """
     if connect_timeout is not None:
         conninfo = make_conninfo(conninfo, connect_timeout=max(1, int(connect_timeout)))
     started = time.monotonic()
-    with psycopg.connect(conninfo, autocommit=False) as conn:
+    with BoundedConnection.connect(conninfo, autocommit=False) as conn:
         tries = 0
         while True:
             tries += 1
