@@ -73,3 +73,24 @@ def test_the_bursty_functions_have_their_idle_sessions_ended(template: dict[str,
         "PollerFunction": None,
         "HipoinkSenderFunction": None,
     }
+
+
+def test_the_readme_states_the_webhooks_share_while_postgres_is_silent(
+    template: dict[str, Any],
+) -> None:
+    """While Postgres is silent each webhook lasts until its statements' deadline (its
+    timeout less ``POSTGRES_RESERVE_MS``), and the HTTP API admits B + R × that many at
+    once: the README's numbers follow from the template and the handler's constant."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    source = (REPO_ROOT / "functions" / "webhook" / "app.py").read_text(encoding="utf-8")
+    found = re.search(r"^POSTGRES_RESERVE_MS = ([\d_]+)$", source, re.MULTILINE)
+    assert found is not None
+    resources = template["Resources"]
+    timeout_ms = int(resources["WebhookFunction"]["Properties"]["Timeout"]) * 1000
+    held = (timeout_ms - int(found.group(1))) // 1000
+    api = resources["WebhookApi"]["Properties"]["DefaultRouteSettings"]
+    burst, rate = int(api["ThrottlingBurstLimit"]), int(api["ThrottlingRateLimit"])
+    webhooks = burst + held * rate
+    assert f"holds a webhook {held} s at most" in readme
+    assert f"B + {held} × R = {webhooks} webhook environments" in readme
+    assert f"budget is {budget(template) - burst + webhooks} connections" in readme
