@@ -318,7 +318,7 @@ def test_a_statement_abandoned_for_time_ends_on_the_server_and_its_locks_with_it
 
 
 def _in_time(
-    function: str, timeout_ms: int, invoke: Callable[[Callable[[str], LambdaContext]], object]
+    timeout_ms: int, invoke: Callable[[Callable[[str], LambdaContext]], object]
 ) -> tuple[object, int]:
     """``invoke`` with a context whose ``timeout_ms`` run down on the clock, on a thread
     joined until that time is up (and two seconds more): its result, and the time the
@@ -373,7 +373,6 @@ def test_a_frozen_postgres_answers_the_webhook_503_by_name_before_its_timeout(
     proxy.freeze_on(b"FROM merchants m WHERE")
 
     answer, left = _in_time(
-        "webhook",
         15_000,
         lambda context: stack.invoke(
             "webhook", webhook_event(body, CLOVER_WEBHOOK_AUTH), context=context
@@ -435,7 +434,6 @@ def test_a_frozen_postgres_shows_the_installing_merchant_the_try_again_page_in_t
     proxy.freeze_on(b"esl-sync merchant ")
 
     answer, left = _in_time(
-        "onboarding",
         6_000,
         lambda context: stack.invoke(
             "onboarding", http_get_event(callback.path, callback.query), context=context
@@ -471,7 +469,7 @@ def test_a_frozen_postgres_fails_the_migration_by_name_to_cloudformation_in_time
     proxy.freeze_on(b"pg_advisory_xact_lock")
 
     answer, left = _in_time(
-        "migrator", 12_000, lambda context: stack.invoke("migrator", event, context=context)
+        12_000, lambda context: stack.invoke("migrator", event, context=context)
     )
     proxy.thaw()
 
