@@ -161,6 +161,44 @@ def _holds(value: object, test: Callable[[object], bool]) -> bool:
     return test(value)
 
 
+_PLAIN_VALUES = st.recursive(
+    st.text() | st.integers() | st.booleans() | st.none(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+def _json_bytes(params: object) -> bytes:
+    """What encode wrote with ``json`` alone (before orjson's way for plain values)."""
+    text = json.dumps(params, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PLAIN_VALUES)
+def test_plain_values_encode_byte_for_byte_as_json_writes_them(value: object) -> None:
+    import orjson  # noqa: F401 - loaded, as in the poller: orjson's way is taken
+
+    assert aws_codec.encode({"v": value}) == _json_bytes({"v": value})
+
+
+def test_orjson_writes_a_label_batch_and_json_what_orjson_may_spell_otherwise() -> None:
+    import orjson  # noqa: F401 - loaded, as in the poller
+
+    record = {"pc": "1", "name": 'a "b" \\ \x00\x1f\x7f é \u2028 😀'}
+    body = json.dumps({"upserts": [record]}, ensure_ascii=False)
+    entry = {"Id": "0", "MessageBody": body, "MessageGroupId": "\x00\x1f\x7f\u2028"}
+    batch = {"QueueUrl": "https://q", "Entries": [entry], "DelaySeconds": 0, "Fifo": True}
+    assert aws_codec._plain_json(batch) == _json_bytes(batch)  # orjson's way
+    for other in ({"n": 1.0}, {"n": 10**20}, {"s": "\ud800"}, {1: "key"}, {"t": ("a",)}):
+        assert aws_codec._plain_json(other) is None  # json's, as before
+        assert aws_codec.encode(other) == _json_bytes(other)
+    itself: list[object] = []
+    itself += [itself, itself]
+    with pytest.raises(ValueError, match="not sendable as JSON"):
+        aws_codec.encode({"v": itself})
+
+
 def test_lone_surrogates_become_the_replacement_character_and_pairs_stay() -> None:
     body = aws_codec.encode({"S": "a\ud800b\udfffc\U0001f600"})
     assert json.loads(body) == {"S": "a\ufffdb\ufffdc\U0001f600"}

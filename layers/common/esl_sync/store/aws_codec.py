@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,9 @@ def encode(params: Mapping[str, Any]) -> bytes:
     that is not text (a lone surrogate, e.g. from JSON's ``"\\ud800"``) cannot be sent:
     AWS's services take UTF-8 only, and refuse such an escape; it is sent as U+FFFD, so a
     state or message that holds one is still written rather than refused forever."""
+    fast = _plain_json(params)
+    if fast is not None:
+        return fast
     try:
         text = json.dumps(
             params, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_base64
@@ -99,6 +103,53 @@ def encode(params: Mapping[str, Any]) -> bytes:
         return text.encode()
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+_DEEPEST, _MOST = 255, 100_000
+"""orjson's deepest nesting, and the values looked at, past which (a list holding itself,
+twice) ``json`` writes the request or refuses it."""
+
+
+def _plain_json(params: Mapping[str, Any]) -> bytes | None:
+    """orjson's bytes of ``params`` where they are byte for byte what :func:`encode` writes
+    with ``json``; else None. A poll's label jobs go to SQS ten at a time, ≈ 170 KB of JSON
+    texts in one request, where ``json.dumps`` escaped their quotes at ≈ 3 ns a byte and
+    orjson at ≈ 1.3 (0.96 against 0.39 ms for 300 KB; ≈ 0.15 ms per 1,000 items of a first
+    sync, issue 15). Only where orjson is loaded already (the poller): the webhook's and
+    the dispatcher's cold starts never pay its import. Only for plain dicts, lists, text,
+    integers, booleans and None, for which orjson's compact output is ``json``'s with
+    ``ensure_ascii=False`` (:mod:`esl_sync.job_json` says why; a float it may spell
+    otherwise, and bytes it does not take); a lone surrogate, an integer past 64 bits, a
+    key that is not text or nesting past 255 levels it refuses, and ``json`` writes them
+    (or refuses them by name) as before."""
+    orjson = sys.modules.get("orjson")
+    if orjson is None:
+        return None
+    level: list[Any] = [params]
+    values = 0
+    for _ in range(_DEEPEST):  # a level at a time (a list that holds itself ends here too)
+        values += len(level)
+        if values > _MOST:
+            return None
+        deeper: list[Any] = []
+        for value in level:  # ≈ 0.1 µs a value: a batch of ten messages has about 50
+            kind = type(value)
+            if kind is dict:
+                deeper.extend(value.values())
+            elif kind is list:
+                deeper.extend(value)
+            elif kind not in _PLAIN:
+                return None
+        if not deeper:
+            break
+        level = deeper
+    else:
+        return None
+    try:
+        return orjson.dumps(params)  # type: ignore[no-any-return]
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _base64(value: object) -> str:
