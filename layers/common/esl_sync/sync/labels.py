@@ -82,7 +82,9 @@ def record_hash(record: HipoinkRecord | None) -> str | None:
         data = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         return label_hash(record)
-    if data.isascii() and b"\x7f" not in data:
+    # DEL looked for as the integer byte: ``b"\x7f" in data`` first tries the needle as an
+    # integer, raises and clears a TypeError, then searches: ≈ 0.29 µs against 0.02 (issue 15).
+    if data.isascii() and 0x7F not in data:
         return hashlib.sha256(data).hexdigest()[:32]
     return label_hash(record)
 
