@@ -10,9 +10,13 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from esl_sync.clover import transform
 from esl_sync.clover.transform import InvalidItem, cents_to_dollars, item_fields, to_product
 from esl_sync.products import Product
+from esl_sync.storable import MONEY_MAX_CENTS
 
 MERCHANT = "MERCHANT00001"
 
@@ -426,15 +430,56 @@ def test_prices_are_decimals_never_floats() -> None:
     assert cents_to_dollars(123456789) == Decimal("1234567.89")
 
 
-@pytest.mark.parametrize("cents", [0, 1, 5, 99, 100, 1999, 10**12 + 7, 10**14 - 1])
+_EDGE_CENTS = [0, 1, 5, 9, 10, 99, 100, 101, 1999, 10**12 + 7, MONEY_MAX_CENTS - 1, MONEY_MAX_CENTS]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.sampled_from(_EDGE_CENTS), st.integers(0, MONEY_MAX_CENTS)))
 def test_an_amount_is_exactly_the_decimal_cents_to_dollars_makes(cents: int) -> None:
-    """The transform's amounts (a multiplication, issue 15) have cents_to_dollars' digits
-    and exponent, not only its value: their text goes into rows and labels."""
-    fields = item_fields(item(price=cents, cost=cents))
-    for amount in (fields.price, fields.cost):
-        assert amount is not None
-        assert amount.as_tuple() == cents_to_dollars(cents).as_tuple()
-        assert str(amount) == f"{cents // 100}.{cents % 100:02d}" == f"{amount:.2f}"
+    """The transform's amounts (a multiplication, remembered: issue 15) have
+    cents_to_dollars' digits and exponent, not only its value, and their text, made once,
+    is what the Decimal writes (``str``, ``:.2f``): it goes into rows and labels. Asked
+    twice: the amount made, then the one remembered."""
+    for _ in range(2):
+        fields = item_fields(item(price=cents, cost=cents))
+        for amount, text in ((fields.price, fields.price_text), (fields.cost, fields.cost_text)):
+            assert amount is not None
+            assert amount.as_tuple() == cents_to_dollars(cents).as_tuple()
+            assert text == str(amount) == f"{cents // 100}.{cents % 100:02d}" == f"{amount:.2f}"
+        assert fields.extra_data["unit_cost"] == fields.cost_text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.none(),
+        st.sampled_from([-1, MONEY_MAX_CENTS + 1, 10**40, -(10**40), True, False, 1.0, "1"]),
+        st.integers(),
+    )
+)
+def test_an_amount_out_of_range_or_of_another_type_has_no_text(cents: Any) -> None:
+    """No price, no text: a refused or absent amount is None, and so is its text."""
+    fields = item_fields(item(price=cents, cost=cents, priceType="VARIABLE"))
+    if fields.price is None:
+        assert fields.price_text is None
+        assert fields.cost_text is None
+        assert fields.extra_data["unit_cost"] is None
+    else:
+        assert fields.price_text == str(fields.price) == f"{fields.price:.2f}"
+
+
+def test_remembered_amounts_start_anew_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remembered amounts are bounded: past the limit they start anew, and each amount
+    is still its own."""
+    monkeypatch.setattr(transform, "_AMOUNTS", {})
+    monkeypatch.setattr(transform, "_AMOUNTS_KEPT", 3)
+    for cents in [*range(10), *range(10)]:
+        fields = item_fields(item(price=cents, cost=cents + 1))
+        assert (fields.price_text, fields.cost_text) == (
+            f"0.{cents:02d}",
+            f"0.{cents + 1:02d}",
+        )
+        assert len(transform._AMOUNTS) <= 3
 
 
 def test_common_fields() -> None:

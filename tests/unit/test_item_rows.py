@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devkit.catalog import convenience_store_catalog, gas_station_catalog
-from esl_sync.clover.transform import InvalidItem, to_product
+from esl_sync.clover.transform import InvalidItem, item_fields, to_product
 from esl_sync.settings import Settings
 from esl_sync.storable import json_text
 from esl_sync.sync import item_rows
@@ -179,6 +179,22 @@ def test_the_row_of_a_clean_item() -> None:
         "raw": raw,
     }
     assert made.row.key == ("FUEL00000001", "")
+
+
+def test_the_label_and_row_show_the_amount_texts_the_transform_made() -> None:
+    """A clean item's money is written once, by the transform (``price_text``,
+    ``cost_text``: issue 15), and the label and the row show those very texts (here made
+    distinguishable: the two are always ``str`` of the amounts, see test_clover_transform)."""
+    raw = {"id": "ITEM000000001", "name": "Cola", "price": 249, "cost": 112, "sku": "BEV-1"}
+    fields = item_fields(raw)._replace(price_text="P", cost_text="C")
+    assert label_target(fields, MAPPINGS[0]).record == {
+        "pc": "BEV-1",
+        "pn": "Cola",
+        "pp": "P",
+        "pi": "ITEM000000001",
+    }
+    row = json.loads(item_rows.fields_json(fields, "k:h", "h", "{}"))
+    assert (row["price"], row["cost"]) == ("P", "C")
 
 
 def test_an_item_without_a_usable_id_is_rejected() -> None:

@@ -72,18 +72,24 @@ class Labeled(Protocol):
 
 
 def to_record(
-    product: Labeled, *, extra_fields: ExtraFields = (), variable_price_text: str = ""
+    product: Labeled,
+    *,
+    extra_fields: ExtraFields = (),
+    variable_price_text: str = "",
+    price_text: str | None = None,
 ) -> HipoinkRecord | None:
     """The full record a label needs, or None when the product must not be on a label.
 
     Every upsert sends the full record: whether Hipoink keeps omitted fields is unconfirmed.
+    ``price_text``: ``f"{product.price:.2f}"`` when the caller already has it (the poll's
+    clean items: :attr:`esl_sync.clover.transform.ItemFields.price_text`).
     """
     if not product.labelable or product.barcode is None:
         return None
     if product.price_type == "VARIABLE":
         shown_price = variable_price_text
     elif product.price is not None:
-        shown_price = f"{product.price:.2f}"
+        shown_price = f"{product.price:.2f}" if price_text is None else price_text
     else:
         return None  # refused by the transform; an older row is never shown as 0.00
     record: HipoinkRecord = {

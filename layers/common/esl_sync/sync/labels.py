@@ -52,6 +52,9 @@ def label_target(product: Product | ItemFields, settings: Settings) -> LabelTarg
         product,
         extra_fields=settings.hipoink_extra_fields,
         variable_price_text=settings.hipoink_variable_price_text,
+        # The price's text the transform made once, not the Decimal formatted again: ≈ 0.2 µs
+        # less an item (issue 15).
+        price_text=product.price_text if type(product) is ItemFields else None,
     )
     # The tuple made directly, not through the class's generated ``__new__``: one target
     # per item of every page, ≈ 0.1 µs less each (issue 15).
