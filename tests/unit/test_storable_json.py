@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -220,3 +220,44 @@ def test_an_ordinary_item_is_written_by_orjson_alone(monkeypatch: pytest.MonkeyP
         '{"id":"I1","name":"Cola 1.5L","code":"0123","price":199,"hidden":false}',
         True,
     )
+
+
+def _as_it_is_reference(text: str) -> bool:
+    """``storable._as_it_is`` before its searches looked for one character first."""
+    return (
+        len(text) <= storable.RAW_TEXT_MAX_CHARS
+        and text.count("{") + text.count("[") <= storable.RAW_MAX_DEPTH
+        and "\\u0000" not in text
+        and (text.isascii() or storable._UNSTORABLE.search(text) is None)
+    )
+
+
+_MARKS = st.text(st.sampled_from(list('{}[]\\u0.e-nl"x\x00\ufffeé')), max_size=80)
+
+
+@given(
+    _MARKS
+    | st.builds(
+        lambda objects, arrays, tail: "{" * objects + "[" * arrays + tail,
+        st.integers(0, 40),
+        st.integers(0, 40),
+        _MARKS,
+    )
+    | st.builds(lambda value: json_text(value)[0] or "", st.dictionaries(_TEXT, _JSON, max_size=4))
+)
+@example("[" * 32)
+@example("{" * 32)
+@example("[" * 33)
+@example("{" * 16 + "[" * 17)
+@example('"\\u0000"')
+@example('"\\\\u0000"')
+def test_as_it_is_answers_as_the_plain_expression(text: str) -> None:
+    """The searches that look for a rare character first answer as the plain ones
+    (brackets around the limit, backslashes with and without the NUL escape, dots)."""
+    assert storable._as_it_is(text) == _as_it_is_reference(text)
+
+
+@given(st.dictionaries(_TEXT, st.floats(allow_nan=False) | _TEXT | st.integers(), max_size=6))
+def test_a_small_float_is_found_with_or_without_other_dots(item: dict[str, Any]) -> None:
+    """orjson writes 1e-05 as 0.00001, so "0.0000" is looked for where there is a "."."""
+    assert storable.parsed_json_text(item) == json_text(item)

@@ -144,18 +144,26 @@ def parsed_json_text(value: Any) -> tuple[str | None, bool]:
         text = orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         return json_text(value)
-    if "null" in text or "e-" in text or "0.0000" in text:  # in text: faster than in bytes
+    # In text: faster than in bytes. "0.0000" is looked for only where a "." is (see
+    # _as_it_is): ≈ 0.1 µs less for the four items in five that hold none (issue 15).
+    if "null" in text or "e-" in text or ("." in text and "0.0000" in text):
         return json_text(value)
     return text, _as_it_is(text)
 
 
 def _as_it_is(text: str) -> bool:
     """Whether the JSON ``text`` of a value holds only what the store takes as it is (see
-    :func:`json_text`)."""
+    :func:`json_text`).
+
+    A pattern of several characters is looked for only where one of them is: a search for
+    one character is a ``memchr``, for several a scan about three times slower. An item
+    seldom holds an array or a backslash, so its ``[`` are counted and ``\\u0000`` looked
+    for only when there is one: ≈ 0.2 µs less an item (issue 15). The same answer:
+    ``tests/unit/test_storable_json.py`` holds it equal to the plain expression."""
     return (
         len(text) <= RAW_TEXT_MAX_CHARS
-        and text.count("{") + text.count("[") <= RAW_MAX_DEPTH
-        and "\\u0000" not in text
+        and text.count("{") + (text.count("[") if "[" in text else 0) <= RAW_MAX_DEPTH
+        and ("\\" not in text or "\\u0000" not in text)
         and (text.isascii() or _UNSTORABLE.search(text) is None)  # the rest is not ASCII
     )
 
