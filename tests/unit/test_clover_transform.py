@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esl_sync.clover import transform
+from esl_sync.clover.item_types import ID_PATTERN
 from esl_sync.clover.transform import InvalidItem, cents_to_dollars, item_fields, to_product
 from esl_sync.products import Product
 from esl_sync.storable import MONEY_MAX_CENTS
@@ -602,6 +603,32 @@ def test_a_rejected_id_is_described_not_echoed() -> None:
 
 def test_an_id_of_64_letters_digits_dashes_and_underscores_is_usable() -> None:
     assert to_product(item(id="A-b_9" * 12 + "abcd"), merchant_id=MERCHANT).source_id
+
+
+_ID_CHARACTERS = st.sampled_from([*"Az09_-é²٣\n \x00ǅ", "\ud800"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(_ID_CHARACTERS, max_size=70),
+        st.builds(
+            lambda n, tail: "A" * n + tail, st.integers(0, 66), st.text(_ID_CHARACTERS, max_size=2)
+        ),
+    )
+)
+def test_an_id_is_usable_exactly_when_the_pattern_matches_it(item_id: str) -> None:
+    """Clover's ids (ASCII letters and digits) are told without the regex (issue 15): the
+    same ids are usable as by ``ID_PATTERN`` alone (lengths 0, 64, 65, non-ASCII digits and
+    letters, a line break, NUL, a lone surrogate)."""
+    usable = ID_PATTERN.fullmatch(item_id) is not None
+    try:
+        fields = item_fields(item(id=item_id))
+    except InvalidItem:
+        assert not usable
+    else:
+        assert usable
+        assert fields.source_id == item_id
 
 
 def test_every_stored_string_of_raw_is_cleaned_keys_and_nesting_included() -> None:

@@ -147,7 +147,13 @@ def item_fields(
         raise InvalidItem(f"item is not a JSON object but {type(raw).__name__}")
     item_id = _item_id(raw)
     problems: list[str] = []
-    item, bad = _validated(raw, item_id, problems)
+    item: Mapping[str, Any]
+    bad: AbstractSet[str]
+    # Nearly every item is plain: read as it is, without the call (≈ 0.05 µs, issue 15).
+    if isinstance(raw, dict) and plain_fields(raw):
+        item, bad = raw, _NONE_BAD
+    else:
+        item, bad = _validated(raw, item_id, problems)
 
     get = item.get  # each field read once: this runs for every item of every page
     name_text = get("name")
@@ -198,7 +204,7 @@ def item_fields(
             "deleted" if removed_because else "active",
             extra_data,
             modified,
-            None if removed_because else _named(item_id, problems),
+            _named(item_id, problems) if problems and not removed_because else None,
             not problems and _plain_text(currency),
             price_text,
             cost_text,
@@ -253,7 +259,11 @@ def _plain_text(text: str) -> bool:
 
 def _item_id(raw: Mapping[str, Any]) -> str:
     item_id = raw.get("id")
-    if isinstance(item_id, str) and ID_PATTERN.fullmatch(item_id):
+    # Clover's ids are ASCII letters and digits: told without the regex, ≈ 0.08 µs less.
+    if isinstance(item_id, str) and (
+        (item_id.isalnum() and item_id.isascii() and len(item_id) <= 64)
+        or ID_PATTERN.fullmatch(item_id)
+    ):
         return item_id
     if item_id is None:
         got = "missing"
@@ -270,15 +280,13 @@ _NONE_BAD: frozenset[str] = frozenset()
 def _validated(
     raw: Mapping[str, Any], item_id: str, problems: list[str]
 ) -> tuple[Mapping[str, Any], AbstractSet[str]]:
-    """The item's fields as :class:`CloverItem` reads them (``itemGroup`` a dict), and the
-    names of those of the wrong type (reported, left out).
+    """The fields of an item that is not plain as :class:`CloverItem` reads them
+    (``itemGroup`` a dict), and the names of those of the wrong type (reported, left out).
 
-    An item whose fields all have their exact types is its own reading
-    (:func:`esl_sync.clover.items.plain_fields`: no model built, ≈ 3 µs less an item);
-    anything else is judged, and its problems named, by pydantic (read as a ``dict``:
-    pydantic refuses any other mapping as a whole)."""
-    if isinstance(raw, dict) and plain_fields(raw):
-        return raw, _NONE_BAD
+    An item whose fields all have their exact types is its own reading, and never comes
+    here (:func:`esl_sync.clover.item_types.plain_fields`, in :func:`item_fields`: no model
+    built, ≈ 3 µs less an item); anything else is judged, and its problems named, by
+    pydantic (read as a ``dict``: pydantic refuses any other mapping as a whole)."""
     # Imported here, not with the module: only an item that is not plain loads pydantic
     # (issue 15: the poll of clean items starts without it, ≈ 110 ms of a cold start).
     from pydantic import ValidationError
@@ -404,9 +412,8 @@ def _optional_text(value: str | None, max_length: int) -> str | None:
     return (label_text(value, max_length) or None) if value is not None else None
 
 
-def _named(item_id: str, problems: list[str]) -> str | None:
-    if not problems:
-        return None
+def _named(item_id: str, problems: list[str]) -> str:
+    """The refusal of an item with ``problems`` (the caller calls only with some)."""
     text = f"item {item_id}: {'; '.join(problems)}"
     if len(text) > VALIDATION_ERROR_MAX_CHARS:
         text = text[: VALIDATION_ERROR_MAX_CHARS - 1] + "…"
