@@ -483,6 +483,20 @@ def test_remembered_amounts_start_anew_when_full(monkeypatch: pytest.MonkeyPatch
         assert len(transform._AMOUNTS) <= 3
 
 
+def test_an_amount_asked_again_is_the_one_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes an amount cheap (issue 15): asked again, it is the same Decimal and text,
+    not made anew, and every amount below the bound is kept (none dropped early)."""
+    monkeypatch.setattr(transform, "_AMOUNTS", {})
+    first = [item_fields(item(price=cents, cost=cents + 1)) for cents in range(10)]
+    assert sorted(transform._AMOUNTS) == list(range(11))
+    again = [item_fields(item(price=cents, cost=cents + 1)) for cents in range(10)]
+    for made, remembered in zip(first, again, strict=True):
+        assert remembered.price is made.price
+        assert remembered.price_text is made.price_text
+        assert remembered.cost is made.cost
+    assert transform._AMOUNTS[3] == (first[3].price, "0.03")
+
+
 def test_common_fields() -> None:
     raw = item()
     product = to_product(raw, merchant_id=MERCHANT, currency="CAD")
