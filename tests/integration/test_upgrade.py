@@ -13,12 +13,18 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
+from esl_sync.clover import transform
 from esl_sync.hipoink.records import label_hash
+from esl_sync.settings import settings
+from esl_sync.storable import MONEY_MAX_CENTS
+from esl_sync.sync import poll as poll_module
+from esl_sync.sync import raw_keys
 
 M = "MUPGR0000001"
 STORE = "STORE-UPGRADE"
@@ -150,3 +156,73 @@ def test_jobs_from_before_versions_redriven_after_the_upgrade_never_put_an_older
     assert metric_sums(stack.logs[mark:])["LabelsSkippedOlder"] == 2
     assert not any('"level":"ERROR"' in line for line in stack.logs[mark:])
     assert _status(stack)["stale_labels"] == 0
+
+
+def _hostile_catalog() -> list[dict[str, Any]]:
+    """Items of every kind a poll writes: clean, refused, variable, per unit, hidden,
+    deleted, codes shared, texts Hipoink or Postgres must not take as they are, and the
+    amounts at the edges of their columns."""
+    names = ["Cola\x00Zero", "a\ud800b", "DEL\x7f", "[x]", "back\\slash", "1e-5", "null", "😀"]
+    amounts: list[Any] = [0, 1, 99, 100, 101, MONEY_MAX_CENTS, MONEY_MAX_CENTS + 1, -1, None]
+    items: list[dict[str, Any]] = []
+    for k in range(60):
+        item: dict[str, Any] = {
+            "id": f"UPG{k:03d}" + ("-_" if k % 7 == 0 else "x" * (k % 3)),
+            "name": names[k % len(names)] if k % 2 else f"Item {k}",
+            "price": amounts[k % len(amounts)] if k % 3 else 100 + k,
+            "cost": amounts[(k + 4) % len(amounts)],
+            "priceType": ["FIXED", "VARIABLE", "PER_UNIT", "FIXED"][k % 4],
+            "unitName": "lb",
+            "sku": f"SKU{k % 45}",  # some codes shared
+        }
+        if k % 11 == 5:
+            item["hidden"] = True
+        if k % 13 == 6:
+            item["deleted"] = True
+        items.append(item)
+    return items
+
+
+def test_a_deploy_of_a_new_mapping_sends_no_label_for_an_unchanged_item(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a deploy every stored row's key (the mapping modules' source) is another, so
+    the overlap re-read and the sweep transform every item again; an item that did not
+    change has the label hash it had, and no label job, Hipoink call or acknowledgement
+    follows (for thousands of stores, not one Hipoink call for nothing). The deploy is
+    played by a new seed, and the remembered amounts forgotten (a new process)."""
+    _, hipoink = _sims(stack)
+    monkeypatch.setenv("CLOVER_CLEANUP_EVERY_N_POLLS", "1")  # every later poll sweeps
+    settings.cache_clear()
+    stack.add_merchant(M, "tok", STORE, items=_hostile_catalog())
+    stack.run_cycle()
+    stack.run_cycle()  # the first sweep, its label verify (due every few hours) included
+    before = {(r["source_id"], r["source_variant_id"]): r for r in stack.products(M)}
+    acknowledged = stack.label_state(M)
+    assert sum(1 for r in before.values() if r["label_hash"]) > 10  # labels were sent
+    transformed: list[str] = []
+    real = poll_module.item_row
+
+    def counted(raw: Any, **kwargs: Any) -> Any:
+        transformed.append(raw["id"])
+        return real(raw, **kwargs)
+
+    monkeypatch.setattr(poll_module, "item_row", counted)
+    monkeypatch.setattr(raw_keys, "MAPPING_MODULES", (*raw_keys.MAPPING_MODULES, "a new deploy"))
+    raw_keys._seed.cache_clear()
+    monkeypatch.setattr(transform, "_AMOUNTS", {})
+    hipoink.reset_requests()
+
+    summary = stack.run_cycle()  # a sweep: every item read again
+
+    assert set(transformed) >= {r["source_id"] for r in before.values() if r["status"] == "active"}
+    after = {(r["source_id"], r["source_variant_id"]): r for r in stack.products(M)}
+    changed_keys = [k for k in after if after[k]["content_hash"] != before[k]["content_hash"]]
+    assert changed_keys  # the new mapping's keys were written
+    assert {k: r["label_hash"] for k, r in after.items()} == {
+        k: r["label_hash"] for k, r in before.items()
+    }
+    assert summary.labels.records == 0, "label jobs queued for unchanged items"
+    assert hipoink.requests == []
+    assert stack.label_state(M) == acknowledged
+    raw_keys._seed.cache_clear()
