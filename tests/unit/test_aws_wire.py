@@ -3,7 +3,10 @@ body for any text, the service's refusals as codes, DynamoDB's binary values."""
 
 from __future__ import annotations
 
+import enum
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -202,3 +205,112 @@ def test_orjson_writes_a_label_batch_and_json_what_orjson_may_spell_otherwise() 
 def test_lone_surrogates_become_the_replacement_character_and_pairs_stay() -> None:
     body = aws_codec.encode({"S": "a\ud800b\udfffc\U0001f600"})
     assert json.loads(body) == {"S": "a\ufffdb\ufffdc\U0001f600"}
+
+
+class _Text(str):
+    """Text of another class (orjson's way is for the exact types only)."""
+
+    def __str__(self) -> str:
+        return "other"
+
+
+class _Number(enum.IntEnum):
+    ONE = 1
+
+
+_TRICKY_TEXT = st.text() | st.sampled_from(
+    ["\x00", "\x1f\x08\x0c", "\x7f", "\u2028", "\ufeff", "\ud800", "a\udfffb", "\U0001f600", "\\"]
+)
+_TRICKY_LEAF = (
+    _TRICKY_TEXT
+    | st.integers()
+    | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1])
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=False)
+    | st.builds(_Text, st.text(max_size=3))
+    | st.just(_Number.ONE)
+    | st.binary(max_size=4)
+)
+_TRICKY_KEYS = (
+    _TRICKY_TEXT | st.builds(_Text, st.text(max_size=3)) | st.sampled_from([1, True, None])
+)
+_TRICKY = st.recursive(
+    _TRICKY_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(_TRICKY_KEYS, inner, max_size=4)
+        | st.tuples(inner)
+    ),
+    max_leaves=30,
+)
+
+
+def _written(params: dict[object, object], *, orjson_loaded: bool) -> bytes | str:
+    """encode's bytes (or its refusal's class) with orjson loaded or not."""
+    saved = None if orjson_loaded else sys.modules.pop("orjson", None)
+    try:
+        return aws_codec.encode(params)  # type: ignore[arg-type]
+    except Exception as error:  # its class is compared
+        return type(error).__name__
+    finally:
+        if saved is not None:
+            sys.modules["orjson"] = saved
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(_TRICKY_KEYS, _TRICKY, max_size=5))
+def test_a_request_is_written_alike_with_orjson_loaded_or_not(params: dict[object, object]) -> None:
+    """Floats, subclasses of text and int (an IntEnum), bytes, keys that are not text, lone
+    surrogates and integers past 64 bits mixed with plain values: the same bytes, or the
+    same refusal, whether orjson is loaded (the poller) or not."""
+    import orjson  # noqa: F401 - loaded, as in the poller
+
+    assert _written(params, orjson_loaded=True) == _written(params, orjson_loaded=False)
+
+
+@pytest.mark.parametrize("depth", range(250, 260))
+def test_nesting_around_orjsons_limit_is_written_alike(depth: int) -> None:
+    import orjson  # noqa: F401 - loaded, as in the poller
+
+    for wrap in (lambda v: [v], lambda v: {"k": v}):
+        value: object = "x"
+        for _ in range(depth):
+            value = wrap(value)
+        params: dict[object, object] = {"a": value}
+        assert _written(params, orjson_loaded=True) == _written(params, orjson_loaded=False)
+
+
+def test_a_process_without_orjson_writes_the_pollers_requests_alike() -> None:
+    """A state item (pending deletes of hostile ids, a number past 64 bits) and a label
+    batch (a name with NUL, U+2028, an emoji) in a process that never loaded orjson."""
+    import orjson  # noqa: F401 - loaded here
+
+    corpus = [
+        {
+            "TableName": "t",
+            "Item": {
+                "merchant_id": {"S": "M\x00\u2028😀"},
+                "pending_deletes": {"L": [{"S": "a-b_٣"}, {"S": "Ａ"}, {"S": "\ud800"}]},
+                "n": {"N": str(2**64)},
+            },
+        },
+        {
+            "QueueUrl": "q",
+            "Entries": [
+                {"Id": "0", "MessageBody": json.dumps({"pn": "é\x00\u2028"}, ensure_ascii=False)}
+            ],
+        },
+        {"a": [2**63 - 1, -(2**63), 2**64 - 1, [[[]]], {}, True, None, ""]},
+    ]
+    code = (
+        "import sys, json; from esl_sync.store import aws_codec; "
+        "assert 'orjson' not in sys.modules; "
+        "sys.stdout.write(json.dumps("
+        "[aws_codec.encode(p).decode() for p in json.loads(sys.stdin.read())]))"
+    )
+    text = json.dumps(corpus)
+    written = subprocess.run(
+        [sys.executable, "-c", code], input=text, capture_output=True, text=True, check=True
+    )
+    assert json.loads(written.stdout) == [aws_codec.encode(p).decode() for p in json.loads(text)]
