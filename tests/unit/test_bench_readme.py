@@ -1,0 +1,59 @@
+"""The README's "Performance and cost" names every option ``esl-sync bench`` offers and every
+key of the full run's ``summary``, so neither can change without the README following."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+from pathlib import Path
+
+from devkit.commands import register
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _performance_section() -> str:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("\n## Performance and cost\n")
+    end = readme.index("\n## ", start + 1)
+    return readme[start:end]
+
+
+def _bench_options() -> set[str]:
+    parser = argparse.ArgumentParser(prog="esl-sync")
+    register(parser.add_subparsers())
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bench = subparsers.choices["bench"]
+    return {o for a in bench._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+
+
+def _summary_keys() -> set[str]:
+    """The keys of the dict assigned to ``report.summary`` in ``devkit/bench.py``'s cost
+    step (the full run's; ``--cold-start-only`` writes ``<function>_cold_start_ms``)."""
+    tree = ast.parse((REPO_ROOT / "devkit" / "bench.py").read_text(encoding="utf-8"))
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and any(isinstance(t, ast.Attribute) and t.attr == "summary" for t in node.targets)
+        ):
+            keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+def test_the_readme_names_every_bench_option() -> None:
+    section = _performance_section()
+    options = _bench_options()
+    assert "--cpu-only" in options  # the parser was found
+    missing = sorted(o for o in options if not re.search(rf"`{o}[ `]", section))
+    assert missing == [], missing
+
+
+def test_the_readme_names_every_key_of_the_summary() -> None:
+    section = _performance_section()
+    keys = _summary_keys()
+    assert "first_sync_cpu_ms_per_1k_items" in keys  # the summary was found
+    missing = sorted(k for k in keys if f"`{k}`" not in section)
+    assert missing == [], missing
