@@ -56,9 +56,10 @@ def apply_migrations(
 
     The deploy's migration step bounds both waits (the connection, and every statement,
     the advisory lock's included, by ``statement_timeout_ms``); ``esl-sync migrate``
-    leaves statements to the server. Every wait on the server also ends by the invocation's
-    deadline, if one is set (:class:`BoundedConnection`: ``DatabaseUnanswered``, the
-    connection closed). Either way no try waits for a lock longer than
+    leaves statements to the server. Every wait for an answer once connected also ends by
+    the invocation's deadline, if one is set (:class:`BoundedConnection`:
+    ``DatabaseUnanswered``, the connection closed; the login is bounded by
+    ``connect_timeout`` only). Either way no try waits for a lock longer than
     :data:`LOCK_WAIT_MS`, so the fleet never queues behind a migration for longer; tries
     go on while the budget lasts (:data:`CLI_TRIES` without one), each all or nothing.
     """
