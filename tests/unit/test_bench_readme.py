@@ -57,3 +57,32 @@ def test_the_readme_names_every_key_of_the_summary() -> None:
     assert "first_sync_cpu_ms_per_1k_items" in keys  # the summary was found
     missing = sorted(k for k in keys if f"`{k}`" not in section)
     assert missing == [], missing
+
+
+def test_the_readme_fleet_totals_follow_from_its_cost_lines() -> None:
+    """The fleets' monthly totals ("So 100 stores ≈ $…") are the fixed cost per stack plus
+    each store's total and its X-Ray traces at that fleet's size (bench_cost's sampling),
+    as the printed lines give them; the Sizing's "at most $… (half the poller's duration
+    line)" is that half."""
+    from devkit import bench_cost
+
+    section = " ".join(_performance_section().split())
+
+    def figure(pattern: str) -> float:
+        found = re.search(pattern, section)
+        assert found is not None, pattern
+        return float(found[1])
+
+    per_store = figure(r"total \(without X-Ray\) \$ *([\d.]+)")
+    duration = figure(r"Lambda poller \(duration\) \$ *([\d.]+)")
+    fixed = figure(r"≈ \$(\d+)\. So \*\*100 stores")
+    invocations = bench_cost.polls_per_month(300) / 5  # per store: the template's defaults
+    reservoir = bench_cost.XRAY_RESERVOIR_PER_SECOND * 2_592_000
+    for stores, stated in re.findall(r"([\d,]*\d) stores ≈ \$([\d,]*\d)", section):
+        n = int(stores.replace(",", ""))
+        traced = min(n * invocations, reservoir)
+        traces = traced + bench_cost.XRAY_TRACED_SHARE * (n * invocations - traced)
+        month = fixed + n * per_store + traces * bench_cost.XRAY_USD_PER_TRACE
+        assert abs(int(stated.replace(",", "")) - month) <= max(1.0, month * 0.03), (n, month)
+    half = figure(r"for at most \$([\d.]+) a store-month \(half the poller's duration")
+    assert half == round(duration / 2, 4)
