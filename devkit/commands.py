@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from esl_sync.inputs import InvalidInput
 from esl_sync_ops.cli import int_in
 
 # devkit.lambda_runner.FUNCTIONS' names (not imported here: it loads boto3 for every command)
@@ -33,15 +34,21 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "bench", help="measure a poll's cost on the local stack (prints a table of figures)"
     )
     bench.add_argument(
-        "--merchants", type=int_in(1, 10_000), default=50, help="merchants (default 50)"
+        "--merchants",
+        type=int_in(1, 10_000),
+        default=_BENCH_DEFAULTS["merchants"],
+        help="merchants (default 50)",
     )
     bench.add_argument(
-        "--skus", type=int_in(1, 100_000), default=2000, help="SKUs each (default 2000)"
+        "--skus",
+        type=int_in(1, 100_000),
+        default=_BENCH_DEFAULTS["skus"],
+        help="SKUs each (default 2000)",
     )
     bench.add_argument(
         "--idle-merchants",
         type=int_in(0, 100_000),
-        default=1000,
+        default=_BENCH_DEFAULTS["idle_merchants"],
         help="mostly idle run (default 1000; 0: skip)",
     )
     bench.add_argument(
@@ -64,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     bench.add_argument(
         "--runs",
         type=int_in(1, 100),
-        default=5,
+        default=_BENCH_DEFAULTS["runs"],
         help="fresh processes per function for --cold-start-only (default 5; median)",
     )
     modes.add_argument(
@@ -92,7 +99,38 @@ def _demo(_args: argparse.Namespace) -> int:
     return demo_main()
 
 
+BENCH_RUN_OPTIONS: dict[str, frozenset[str]] = {
+    "cold_start_only": frozenset({"function", "runs", "no_build", "json"}),
+    "batch_peak": frozenset({"skus"}),
+    "cpu_only": frozenset({"merchants", "skus"}),
+    "stages": frozenset({"merchants", "skus", "json"}),
+    "": frozenset({"merchants", "skus", "idle_merchants", "no_build", "json"}),  # the full run
+}
+"""The options each run reads (its mode flag apart): another one given is refused, never
+silently dropped (``--json`` with ``--cpu-only`` writing nothing would look like a run
+that wrote no figures)."""
+_BENCH_DEFAULTS: dict[str, Any] = {
+    "merchants": 50,
+    "skus": 2000,
+    "idle_merchants": 1000,
+    "no_build": False,
+    "function": None,
+    "runs": 5,
+    "json": None,
+}
+
+
 def _bench(args: argparse.Namespace) -> int:
+    mode = next((m for m in BENCH_RUN_OPTIONS if m and getattr(args, m)), "")
+    unread = sorted(
+        name
+        for name, default in _BENCH_DEFAULTS.items()
+        if getattr(args, name) != default and name not in BENCH_RUN_OPTIONS[mode]
+    )
+    if unread:
+        given = ", ".join(f"--{name.replace('_', '-')}" for name in unread)
+        run = f"--{mode.replace('_', '-')}" if mode else "the full run"
+        raise InvalidInput(f"bench: {run} does not use {given}")
     from devkit.bench import run_from_args
 
     return run_from_args(args)

@@ -315,6 +315,13 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["bench", "--stages", "--cold-start-only"],
     ["bench", "--batch-peak", "--cpu-only"],
     ["bench", "--stages", "--merchants", "x"],
+    # an option the chosen run does not read: refused, never silently dropped
+    ["bench", "--cpu-only", "--json", "figures.json"],
+    ["bench", "--batch-peak", "--merchants", "3"],
+    ["bench", "--stages", "--idle-merchants", "5"],
+    ["bench", "--cold-start-only", "--skus", "10"],
+    ["bench", "--function", "poller"],
+    ["bench", "--runs", "3"],
     # fence catch-up [MID]: a MID it cannot be, more than one, an option it has not
     ["fence", "catch-up", "M\x00NUL"],
     ["fence", "catch-up", "M" * 65],
