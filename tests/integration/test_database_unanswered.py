@@ -480,5 +480,10 @@ def test_a_frozen_postgres_fails_the_migration_by_name_to_cloudformation_in_time
     assert answer["Status"] == "FAILED"
     assert answer["Reason"].startswith("DatabaseUnanswered: "), answer["Reason"]
     assert stack.env["DATABASE_URL"] not in json.dumps(answer) + "".join(stack.logs[mark:])
+    failed = [json.loads(line) for line in stack.logs[mark:] if '"migration failed"' in line]
+    assert [(line["level"], line["error_class"]) for line in failed] == [
+        ("ERROR", "DatabaseUnanswered")
+    ]
+    assert "exception" not in failed[0], "an outage logged with a bug's traceback"
     again = stack.invoke("migrator", event)
     assert again["Status"] == "SUCCESS", again

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from esl_sync.events import CustomResourceEvent
 from esl_sync.observability import logger
+from esl_sync.records import DatabaseUnanswered
 from esl_sync.statement_deadline import statements_within
 
 PHYSICAL_ID = "esl-sync-schema"
@@ -81,6 +82,9 @@ def migration_answer(
     try:
         with statements_within(lambda: remaining_ms() - reserve - STATEMENTS_AHEAD_MS):
             applied = _within(budget_seconds, lambda: _migrate(deps, budget_seconds))
+    except DatabaseUnanswered as error:  # an outage, named: not a bug's traceback
+        logger.error("migration failed", error_class=type(error).__name__, error=str(error))
+        return failed_answer(body, error)
     except Exception as error:
         logger.exception("migration failed")
         return failed_answer(body, error)
