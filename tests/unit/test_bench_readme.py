@@ -86,3 +86,20 @@ def test_the_readme_fleet_totals_follow_from_its_cost_lines() -> None:
         assert abs(int(stated.replace(",", "")) - month) <= max(1.0, month * 0.03), (n, month)
     half = figure(r"for at most \$([\d.]+) a store-month \(half the poller's duration")
     assert half == round(duration / 2, 4)
+
+
+def test_the_readme_fixed_cost_counts_the_templates_alarms() -> None:
+    """The README's "N alarms ($X)": N the template's alarms, $X $0.10 a month per metric
+    they watch (a metric-math alarm pays for each of its metrics)."""
+    from devkit.template import load_template
+
+    section = " ".join(_performance_section().split())
+    found = re.search(r"(\d+) alarms \(\$([\d.]+)\)", section)
+    assert found is not None
+    alarms = [
+        r["Properties"]
+        for r in load_template()["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    ]
+    metrics = sum(len(a.get("Metrics", [])) - 1 if "Metrics" in a else 1 for a in alarms)
+    assert (int(found[1]), float(found[2])) == (len(alarms), round(metrics * 0.10, 2))
