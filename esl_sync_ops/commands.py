@@ -563,11 +563,11 @@ def restore_catch_up(_args: argparse.Namespace) -> int:
         print(f"{printable(m.merchant_id)}: {_restored_line(m)}", flush=True)
         done.append(m)
     missing = sum(not m.registered for m in done)
-    swept = sum(m.had_cursor for m in done)
     refused = sum(m.refused is not None for m in done)
+    first_reads = sum(not m.had_cursor and m.refused is None for m in done)
     print(
-        f"restore catch-up: {swept} sweep(s) due,"
-        f" {len(done) - swept - refused} without a cursor,"
+        f"restore catch-up: {len(done) - refused} sweep(s) due,"
+        f" {first_reads} without a cursor,"
         f" {missing} state item(s) without a merchants row"
         + (f", {refused} refused" if refused else "")
     )
@@ -590,17 +590,14 @@ def _versions_line(v: VersionsRaised) -> str:
 def _restored_line(m: restore.MerchantCaughtUp) -> str:
     if m.refused is not None:
         return f"sweep NOT due ({printable(m.refused)}); run the command again"
-    cursor = (
-        "sweep due: its next poll reads the whole catalog and confirms what Clover deleted"
-        if m.had_cursor
-        else "no cursor: its next poll reads the whole catalog"
-    )
+    due = "sweep due" if m.had_cursor else "no cursor, sweep due"
+    cursor = f"{due}: its next poll reads the whole catalog and confirms what Clover deleted"
     if m.registered:
         return cursor
     if not inputs.MERCHANT_ID.fullmatch(m.merchant_id):
         return (
             "a state item whose key is not a merchant id (written by hand?): no merchant"
-            f" polls it, nothing to add again; {'sweep due' if m.had_cursor else 'no cursor'}"
+            f" polls it, nothing to add again; {due}"
         )
     return (
         f"a state item but no merchants row (registered after the backup?); {cursor} once it"

@@ -255,6 +255,40 @@ def test_a_clover_without_a_date_header_keeps_the_cursor_and_says_so(stack: Loca
     assert stack.hipoink.labels("S-NODATE")[changed["sku"]]["pp"] == "1.23"  # nothing lost
 
 
+def test_a_cursor_lost_where_polls_succeeded_before_makes_the_next_poll_a_sweep(
+    stack: LocalStack,
+) -> None:
+    """The cursor unreadable (an operator's console edit), the state's history kept: the
+    next poll is a first read, which lists the whole catalog, and it sweeps too (Postgres
+    holds the merchant's rows): an item deleted in Clover meanwhile loses its label at
+    once, not at the next scheduled sweep hours later. (A first read used to never sweep.)"""
+    clover, hipoink = stack.clover, stack.hipoink
+    assert clover is not None
+    assert hipoink is not None
+    merchant_id = "MLOSTCURSOR1"
+    stack.add_merchant(merchant_id, "tok-lost", "S-LOST", items=gas_station_catalog(10))
+    stack.run_cycle()
+    gone = next(i for i in clover.items(merchant_id) if not i.get("hidden") and i.get("sku"))
+    assert str(gone["sku"]) in hipoink.labels("S-LOST")
+    clover.delete_item(merchant_id, gone["id"])
+    runtime.state_store()._dynamodb.call(  # type: ignore[attr-defined]
+        "UpdateItem",
+        {
+            "TableName": stack.env["STATE_TABLE_NAME"],
+            "Key": {"merchant_id": {"S": merchant_id}},
+            "UpdateExpression": "SET high_water_ms = :soon",
+            "ExpressionAttributeValues": {":soon": {"S": "soon"}},
+        },
+    )
+    mark = len(stack.logs)
+
+    stack.run_cycle()
+
+    assert metric_sums(_new_lines(stack, mark))["SweepDeletions"] == 1
+    assert str(gone["sku"]) not in hipoink.labels("S-LOST")
+    assert runtime.state_store().load(merchant_id).high_water_ms is not None
+
+
 def test_a_state_item_edited_by_hand_stops_neither_the_fleet_nor_status_and_its_poll_repairs_it(
     stack: LocalStack, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import psycopg
@@ -288,6 +289,63 @@ def test_an_item_deleted_after_the_backup_never_comes_back_to_the_shelf(
     assert_in_step(stack, MERCHANT, STORE)
 
 
+def edit_state_item(merchant_id: str, update: str, values: dict[str, Any] | None = None) -> None:
+    """An operator's console edit of the merchant's state item (or an import's loss)."""
+    boto3.client("dynamodb").update_item(
+        TableName=TABLE,
+        Key={"merchant_id": {"S": merchant_id}},
+        UpdateExpression=update,
+        **({"ExpressionAttributeValues": values} if values else {}),
+    )
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "SET high_water_ms = :soon",  # its history kept: poll_count, last_success_at
+        "SET high_water_ms = :soon REMOVE poll_count, last_success_at",  # none left
+    ],
+    ids=["cursor", "cursor-and-history"],
+)
+def test_an_item_deleted_after_the_backup_leaves_the_shelf_where_the_cursor_is_unreadable(
+    stack: LocalStack, backups: list[Backup], edit: str
+) -> None:
+    """Tea deleted in Clover after the backup, before any sweep saw it (its label still on
+    the shelf); the restore puts its row back, active; the state item's cursor is
+    unreadable (edited by hand), so the next poll is a first read. The catch-up asks that
+    first read to sweep: it lists the whole catalog anyway, and Tea's label goes. (A first
+    read used to never sweep: Tea's row and label stayed until the next scheduled sweep,
+    hours later.)"""
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK), dict(TEA)])
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    backup = back_up(stack, backups)
+    tea = next(i["id"] for i in clover.items(MERCHANT) if i.get("sku") == "TEA-1")
+    clover.delete_item(MERCHANT, tea)
+    clover_later(stack, MERCHANT)  # an incremental poll: Tea's deletion unseen
+    backup.restore()
+    assert sorted(hipoink.labels(STORE)) == ["MILK-1", "TEA-1"]
+    edit_state_item(MERCHANT, edit, {":soon": {"S": "soon"}})
+    assert runtime.state_store().load(MERCHANT).high_water_ms is None
+
+    out = stack.cli("restore", "catch-up").splitlines()
+    assert out[1:] == [
+        f"{MERCHANT}: no cursor, {SWEEP_DUE}",
+        "restore catch-up: 1 sweep(s) due, 1 without a cursor,"
+        " 0 state item(s) without a merchants row",
+    ]
+    mark = len(stack.logs)
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    (finished,) = (json.loads(x) for x in stack.logs[mark:] if '"poll finished"' in x)
+    assert finished["sweep"] == "removed 1 of 1 missing", finished
+    assert sorted(hipoink.labels(STORE)) == ["MILK-1"]
+    assert [r["name"] for r in stack.products(MERCHANT) if r["status"] == "active"] == ["Milk"]
+    assert not runtime.state_store().load(MERCHANT).sweep_requested
+    assert_in_step(stack, MERCHANT, STORE)
+
+
 def test_hand_edited_state_items_are_each_caught_up_in_one_line(stack: LocalStack) -> None:
     """Attributes a hand wrote (a version, a cursor, a sweep time, pending deletions of the
     wrong type or out of range): one line each, never a traceback; an unreadable cursor
@@ -310,7 +368,7 @@ def test_hand_edited_state_items_are_each_caught_up_in_one_line(stack: LocalStac
     for line in lines[1:-1]:
         assert line.split(": ", 1)[1].startswith(f"{tail}sweep due"), line
     assert lines[-1] == (
-        "restore catch-up: 3 sweep(s) due, 1 without a cursor,"
+        "restore catch-up: 4 sweep(s) due, 1 without a cursor,"
         " 4 state item(s) without a merchants row"
     )
     store = runtime.state_store()

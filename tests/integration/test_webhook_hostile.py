@@ -479,6 +479,49 @@ def test_5000_deleted_ids_keep_the_state_bounded_and_the_next_poll_sweeps(
     assert not [e for e in hooked.logs[mark:] if '"message":"poll finished"' in e]
 
 
+def test_a_sweep_a_webhook_asks_for_is_made_by_a_first_read_too(hooked: LocalStack) -> None:
+    """A state item without a cursor or any history (lost by an import, a hand edit) while
+    Postgres holds the merchant's rows: the next poll is a first read. A delivery of more
+    deletions than the state may hold asks for a sweep instead, and that first read makes
+    it (it lists the whole catalog anyway): the deleted items' labels go. (A first read
+    used to never sweep and to record the request as done: the labels stayed until the
+    next scheduled sweep, hours later.)"""
+    assert hooked.clover is not None
+    assert hooked.hipoink is not None
+    clover, hipoink = hooked.clover, hooked.hipoink
+    gone = [i for i in clover.items(MERCHANT) if not i.get("hidden") and i.get("sku")][:3]
+    for item in gone:
+        clover.delete_item(MERCHANT, item["id"])
+    store = runtime.state_store()
+    store._dynamodb.call(  # type: ignore[attr-defined]
+        "UpdateItem",
+        {
+            "TableName": hooked.env["STATE_TABLE_NAME"],
+            "Key": {"merchant_id": {"S": MERCHANT}},
+            "UpdateExpression": "REMOVE high_water_ms, poll_count, last_success_at, last_sweep_ms",
+        },
+    )
+    ids = [f"FLOOD{n:08d}" for n in range(498)] + [i["id"] for i in gone]  # one too many
+    events = [{"objectId": f"I:{i}", "type": "DELETE", "ts": int(time.time() * 1000)} for i in ids]
+    body = {"appId": "DRKVJT2ZRRRSC", "merchants": {MERCHANT: events}}
+    assert hooked.send_webhook(body, CLOVER_WEBHOOK_AUTH, deliver=False).status == 202
+    state = store.load(MERCHANT)
+    assert (state.high_water_ms, state.poll_count, state.last_success_at) == (None, 0, None)
+    assert state.pending_deletes == frozenset()
+    assert state.sweep_requested
+
+    mark = len(hooked.logs)
+    polls = hooked.drain("PollQueue", "poller")
+    hooked.drain("LabelQueue", "hipoink_sender")
+    assert (polls.records, polls.failures) == (1, 0)
+    [line] = [json.loads(e) for e in hooked.logs[mark:] if '"message":"poll finished"' in e]
+    assert line["sweep"] == "removed 3 of 3 missing"
+    assert not {str(item["sku"]) for item in gone} & hipoink.labels(STORE).keys()
+    after = store.load(MERCHANT)
+    assert after.high_water_ms is not None
+    assert not after.sweep_requested
+
+
 @pytest.mark.parametrize("edited", [{"S": "ITEM1"}, {"N": "5"}, {"L": [{"S": "ITEM1"}]}])
 def test_pending_deletes_edited_by_hand_never_fail_a_webhook_and_the_next_poll_sweeps(
     hooked: LocalStack, edited: dict[str, Any]

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from esl_sync.records import MerchantState
+from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
 from esl_sync.sync.sweep import plan_sweep, sweep_due
 
@@ -29,8 +30,24 @@ def _state(poll_count: int, *, hours_since_sweep: float | None = 1.0) -> Merchan
     )
 
 
-def test_never_on_the_first_read() -> None:
-    assert not sweep_due(MerchantState("M1", poll_count=9), SETTINGS, NOW)
+def test_never_on_a_new_merchants_first_read() -> None:
+    """Nothing to compare yet; even the interval's and the n-th poll's rules wait."""
+    assert not sweep_due(MerchantState("M1"), SETTINGS, NOW)
+    assert not sweep_due(MerchantState("M1", poll_count=0, last_sweep_ms=0), SETTINGS, NOW)
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        {"poll_count": 1},
+        {"poll_count": 2, "last_sweep_ms": NOW_MS},  # swept just now, not the n-th poll
+        {"last_success_at": NOW - timedelta(minutes=1)},
+    ],
+)
+def test_a_first_read_with_a_history_sweeps(history: dict[str, object]) -> None:
+    """A cursor lost (a hand edit, ``resync``, dropped as ahead of Clover) while a poll
+    succeeded before: Postgres holds rows to compare with the listing."""
+    assert sweep_due(MerchantState("M1", **history), SETTINGS, NOW)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("poll_count", "due"), [(1, False), (8, False), (9, True), (19, True)])
@@ -89,7 +106,25 @@ def test_a_sweep_requested_by_a_webhook_is_due_until_a_poll_records_it_done() ->
     assert not sweep_due(state, SETTINGS, NOW)
     state.sweep_request = "token-2"  # asked again (during or after that poll)
     assert sweep_due(state, SETTINGS, NOW)
-    state.high_water_ms = None  # but never on the first read
+    state.high_water_ms, state.poll_count = None, 0  # a first read without history too
+    assert sweep_due(state, SETTINGS, NOW)
+    state.sweep_request_done = "token-2"
+    assert not sweep_due(state, SETTINGS, NOW)
+
+
+@pytest.mark.parametrize("request_", [None, "token-1", "unreadable"])
+def test_restore_catch_up_asks_for_a_sweep_by_another_done_whatever_the_request(
+    request_: str | None,
+) -> None:
+    """What the catch-up writes (``sweep_request_done``, in the versioned save) asks for a
+    sweep whether or not a webhook ever asked, on a first read too; the sweeping poll
+    records the request it read as done."""
+    state = MerchantState("M1", sweep_request=request_, sweep_request_done=request_)
+    assert not sweep_due(state, SETTINGS, NOW)
+    state.sweep_request_done = CATCH_UP_SWEEP
+    assert state.sweep_requested
+    assert sweep_due(state, SETTINGS, NOW)
+    state.sweep_request_done = state.sweep_request
     assert not sweep_due(state, SETTINGS, NOW)
 
 
@@ -102,6 +137,6 @@ def test_deletions_noted_where_they_cannot_be_read_make_a_sweep_due_even_on_a_fi
 ) -> None:
     """Only a sweep finds what an unreadable ``pending_deletes`` held; the save that follows
     removes it (:class:`esl_sync.store.dynamo.DynamoStateStore`)."""
-    state = _state(3)
+    state = _state(3 if cursor is not None else 0)  # the first read: no history either
     state.high_water_ms, state.unreadable = cursor, unreadable
     assert sweep_due(state, SETTINGS, NOW) is due

@@ -62,7 +62,9 @@ class MerchantState:
     settled_deletes: frozenset[str] = frozenset()
     # A webhook that could not add its deletions (too many pending) asks for a sweep with
     # a fresh token; a poll that sweeps records the token it read as done, so a request
-    # that arrives during that poll still makes the next one sweep.
+    # that arrives during that poll still makes the next one sweep. A sweep is asked for
+    # whenever the two differ: ``restore catch-up`` asks by writing another ``done`` (in
+    # the state's versioned write, which never writes ``sweep_request``).
     sweep_request: str | None = None
     sweep_request_done: str | None = None
     # Attributes of the stored item that could not be read (edited by hand, corrupted):
@@ -71,7 +73,7 @@ class MerchantState:
 
     @property
     def sweep_requested(self) -> bool:
-        return self.sweep_request is not None and self.sweep_request != self.sweep_request_done
+        return self.sweep_request != self.sweep_request_done
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ leases, tokens), the queues and Hipoink's shelf stay where they were. Three thin
 
 The catch-up moves the sequence past every version issued before it, then makes each
 merchant's next poll a sweep (it reads the whole catalog, confirms each active row Clover no
-longer lists, and sends what differs under the new versions), and names each state item
-without a row. (Forgetting the cursor would read the whole catalog too, but a first read
-never sweeps: the deleted items' rows would stay, and a verify's heal would put their
-labels back on the shelf.)
+longer lists, and sends what differs under the new versions), a first read too (a state
+item without a readable cursor), and names each state item without a row. (A first read
+not asked to sweep would leave the deleted items' rows, and a verify's heal would put
+their labels back on the shelf.)
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ from esl_sync.merchant_ports import LabelVersions, StateItems, VersionsRaised
 from esl_sync.ports import MerchantDirectory, StateStore
 from esl_sync.records import StaleStateError
 
+CATCH_UP_SWEEP = "restore catch-up"
+"""The ``sweep_request_done`` the catch-up writes: another value than the state's
+``sweep_request`` (a webhook's is a random hex token), so a sweep is asked for
+(:attr:`esl_sync.records.MerchantState.sweep_requested`) until a poll sweeps and records the
+request it read as done."""
+
 SAVE_TRIES = 5
 """Cursor writes of one merchant refused by a poll's state write in between, before the
 command gives up (each poll writes its state once, so one retry nearly always does)."""
@@ -36,8 +42,8 @@ command gives up (each poll writes its state once, so one retry nearly always do
 @dataclass(frozen=True)
 class MerchantCaughtUp:
     """One merchant after the catch-up: whether it has a ``merchants`` row (``registered``;
-    False: a state item only) and whether it had a cursor (its next poll now sweeps; without
-    one it is a first read, of the whole catalog too); ``refused``: why
+    False: a state item only) and whether it had a cursor (its next poll sweeps either way;
+    without one it is a first read, which sweeps because it was asked to); ``refused``: why
     its sweep could not be made due (the error's class and message; nothing written)."""
 
     merchant_id: str
@@ -79,21 +85,22 @@ def catch_up_merchant(states: StateStore, merchant_id: str, registered: bool) ->
 
 
 def _sweep_next(states: StateStore, merchant_id: str) -> bool:
-    """Make the merchant's next poll a sweep (``last_sweep_ms`` cleared: see
+    """Make the merchant's next poll a sweep (``last_sweep_ms`` cleared, and a sweep asked
+    for: :data:`CATCH_UP_SWEEP`, which a first read heeds too; see
     :func:`esl_sync.sync.sweep.sweep_due`) in a write conditional on the state's version,
     which it counts up: a poll running meanwhile finds its own state write refused (it
     cannot record a sweep over this; its next poll sweeps). Whether it had a cursor
-    (without one, its next poll is a first read: the whole catalog anyway)."""
+    (without one, possibly unreadable, its next poll is a first read, of the whole
+    catalog, and sweeps as asked)."""
     for _ in range(SAVE_TRIES):
         state = states.load(merchant_id)
-        if state.high_water_ms is None:  # none, or one unreadable: read whole anyway
-            return False
         state.last_sweep_ms = None
+        state.sweep_request_done = CATCH_UP_SWEEP
         try:
             states.save(state)
         except StaleStateError:
             continue
-        return True
+        return state.high_water_ms is not None
     raise StaleStateError(
         f"merchant {merchant_id}: its state changed on each of {SAVE_TRIES} tries; run the"
         " command again"

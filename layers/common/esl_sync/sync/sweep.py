@@ -21,19 +21,26 @@ ProductKey = tuple[str, str]
 
 def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
     """Every ``CLOVER_CLEANUP_EVERY_N_POLLS``-th poll, once ``CLOVER_CLEANUP_INTERVAL_HOURS``
-    passed since the last sweep, or when a webhook asked for one (more deletions reported
-    than the state may hold for confirmation). Never on the first read: there is nothing
-    to compare yet, and the first read starts the sweep clock (``last_sweep_ms``).
+    passed since the last sweep, or when a sweep was asked for (a webhook reporting more
+    deletions than the state may hold for confirmation, ``esl-sync restore catch-up``).
+
+    A first read (no readable cursor) lists the whole catalog anyway, so a sweep there
+    costs no Clover listing more: only the comparison with the active rows (one statement)
+    and a read of each suspect. It sweeps when asked to, and when the state has a history
+    (a poll succeeded before: ``poll_count`` or ``last_success_at``): its cursor was lost
+    (edited by hand, forgotten by ``resync``, dropped as ahead of Clover's clock) while
+    Postgres holds the merchant's rows, and an item deleted meanwhile would otherwise keep
+    its row and its label until the next scheduled sweep, hours on. A new merchant's first
+    read does not: it has nothing to compare yet, and its first sync stays as cheap as
+    ever. Every first read starts the sweep clock (``last_sweep_ms``).
 
     Also whenever the deletions a webhook noted cannot be read (``pending_deletes`` edited
     by hand: the state store's save then removes it), first read or not: only a sweep
     finds what it held."""
-    if "pending_deletes" in state.unreadable:
+    if "pending_deletes" in state.unreadable or state.sweep_requested:
         return True
     if state.high_water_ms is None:
-        return False
-    if state.sweep_requested:
-        return True
+        return state.poll_count > 0 or state.last_success_at is not None
     if (state.poll_count + 1) % settings.clover_cleanup_every_n_polls == 0:
         return True
     if state.last_sweep_ms is None:
