@@ -269,6 +269,16 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("merchant_id", type=MERCHANT_ID)
     verify.set_defaults(run=commands.labels_verify)
 
+    sweep = subparsers.add_parser("sweep", help="the deletion sweep's refusal rule")
+    sweep_actions = sweep.add_subparsers(required=True, metavar="ACTION")
+    allow = sweep_actions.add_parser(
+        "allow-deletions",
+        help="the merchant really deleted that many items: let its next sweep remove more than"
+        " CLOVER_MAX_DELETE_FRACTION once (each still confirmed by Clover) and queue a poll",
+    )
+    allow.add_argument("merchant_id", type=MERCHANT_ID)
+    allow.set_defaults(run=commands.sweep_allow_deletions)
+
     fence = subparsers.add_parser("fence", help="the poll lease's fence (after a state restore)")
     fence_actions = fence.add_subparsers(required=True, metavar="ACTION")
     catch_up = fence_actions.add_parser(

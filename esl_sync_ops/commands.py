@@ -474,6 +474,20 @@ def redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_allow_deletions(args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+    from esl_sync.allow_deletions import allow_deletions
+
+    merchant = allow_deletions(
+        runtime.merchants(), runtime.state_store(), args.merchant_id, datetime.now(UTC)
+    )
+    print(
+        f"{merchant.merchant_id}: its next sweep may remove more than"
+        " CLOVER_MAX_DELETE_FRACTION, once; each item only after Clover confirms it deleted"
+    )
+    return _poll_now(merchant, "may delete past the fraction at its next sweep")
+
+
 def fence_catch_up(args: argparse.Namespace) -> int:
     """One line per merchant Postgres saw a fence for (README, "After restoring the state
     table"), each printed as it is done; then, for every merchant, one line counting them;

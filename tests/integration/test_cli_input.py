@@ -331,6 +331,16 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["fence", "catch-up", "--generation", "9"],
     ["fence"],
     ["fence", "reset"],
+    # sweep allow-deletions MID: exactly one merchant id
+    ["sweep"],
+    ["sweep", "allow-deletions"],
+    ["sweep", "allow-deletions", "M\x00NUL"],
+    ["sweep", "allow-deletions", "M" * 65],
+    ["sweep", "allow-deletions", "\x1b[2JMCLI"],
+    ["sweep", "allow-deletions", "MÉRCHANT"],
+    ["sweep", "allow-deletions", "MCLI", "MCLI2"],
+    ["sweep", "allow-deletions", "MCLI", "--all"],
+    ["sweep", "allow"],
     # restore catch-up takes no argument
     ["restore"],
     ["restore", "catch-up", "MPGRESTORE01"],

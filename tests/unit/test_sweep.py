@@ -10,7 +10,7 @@ import pytest
 from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
-from esl_sync.sync.sweep import plan_sweep, sweep_due
+from esl_sync.sync.sweep import ALLOW_DELETIONS, deletions_allowed, plan_sweep, sweep_due
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -140,3 +140,27 @@ def test_deletions_noted_where_they_cannot_be_read_make_a_sweep_due_even_on_a_fi
     state = _state(3 if cursor is not None else 0)  # the first read: no history either
     state.high_water_ms, state.unreadable = cursor, unreadable
     assert sweep_due(state, SETTINGS, NOW) is due
+
+
+def test_the_operators_permission_refuses_no_sweep_and_asks_for_one_until_used() -> None:
+    active = [(f"I{k}", "") for k in range(10)]
+    assert plan_sweep(active, {"I9"}, Decimal("0.2")).refused  # 9 of 10 missing
+    allowed = plan_sweep(active, {"I9"}, Decimal("0.2"), permitted=True)
+    assert (allowed.refused, len(allowed.suspects)) == (False, 9)  # each still confirmed
+    state = _state(1)
+    assert deletions_allowed(state) is None
+    state.sweep_request = "token-1"
+    state.sweep_request_done = f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00"
+    assert deletions_allowed(state) == "2026-12-03T18:00:00+00:00"
+    assert sweep_due(state, SETTINGS, NOW)
+    state.sweep_request_done = state.sweep_request  # the sweep that used it records it
+    assert deletions_allowed(state) is None
+    assert not sweep_due(state, SETTINGS, NOW)
+    state.sweep_request_done = "restore catch-up"  # another request is no permission
+    assert deletions_allowed(state) is None
+
+
+def test_a_permission_that_is_not_as_written_is_none() -> None:
+    """A hand-edited ``sweep_request_done`` reads as its default (None): no permission."""
+    state = MerchantState("M1", sweep_request_done=f"x{ALLOW_DELETIONS}")
+    assert deletions_allowed(state) is None

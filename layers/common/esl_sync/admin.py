@@ -41,6 +41,7 @@ from esl_sync.records import (
 from esl_sync.settings import Settings
 from esl_sync.sync.fleet import fleet_health, judged_since
 from esl_sync.sync.heal import HealOutcome, heal_merchant
+from esl_sync.sync.sweep import deletions_allowed
 from esl_sync.verify_ports import StatusLedger
 
 
@@ -218,6 +219,7 @@ def merchant_status(
                     f"since {_utc_text(block.blocked_at)}: {block.reason}" if block else None
                 ),
                 # attributes of its state item read as their defaults (edited by hand)
+                "deletions_allowed": deletions_allowed(current),  # sweep allow-deletions
                 "unreadable_state": ", ".join(current.unreadable) or None,
                 "last_verify_at": last_verify.verified_at if last_verify else None,
                 "last_verify": verify_shown(last_verify, merchant.store_code),

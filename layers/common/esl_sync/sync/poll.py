@@ -47,7 +47,12 @@ from esl_sync.sync.labels import LabelPlan, LabelTarget, label_target
 from esl_sync.sync.lease import Lease, merchant_lease
 from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
-from esl_sync.sync.sweep import plan_sweep, sweep_due
+from esl_sync.sync.sweep import (
+    MAX_ALLOWED_CONFIRMATIONS,
+    deletions_allowed,
+    plan_sweep,
+    sweep_due,
+)
 from esl_sync.verify_ports import PollLedger
 
 SKIP_CHECK_MIN_ITEMS = 50
@@ -138,6 +143,7 @@ class _Poll:
     lease: Lease
     deps: PollDeps
     outcome: PollOutcome
+    deletions_left: bool = False  # an allowed sweep left suspects for the next poll
 
     @property
     def merchant_id(self) -> str:
@@ -187,7 +193,8 @@ class _Poll:
         state.consecutive_failures = 0
         if synced.swept or first_read:
             state.last_sweep_ms = _ms(now)
-            state.sweep_request_done = state.sweep_request
+            if not self.deletions_left:  # (else the permission and the request stay)
+                state.sweep_request_done = state.sweep_request
         state.settled_deletes = synced.settled
         self._heal(synced.swept)
         self._save()
@@ -376,14 +383,20 @@ class _Poll:
         self, catalog: CatalogReader, tx: ProductWriter, listed: set[str], plan: LabelPlan
     ) -> str:
         """Remove products Clover did not list, each confirmed by a 404 first (see
-        :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep removes nothing."""
+        :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep removes nothing. One the
+        operator allowed is never refused and confirms up to ``MAX_ALLOWED_CONFIRMATIONS``
+        suspects, keeping the permission for the rest (``deletions_left``)."""
         settings, merchant_id = self.settings, self.merchant_id
+        permitted = deletions_allowed(self.state) is not None
         sweep = plan_sweep(
             tx.active_keys(merchant_id),
             listed,
             settings.clover_max_delete_fraction,
             settings.clover_sweep_always_allowed,
+            permitted=permitted,
         )
+        batch = sweep.suspects[:MAX_ALLOWED_CONFIRMATIONS] if permitted else sweep.suspects
+        self.deletions_left = len(batch) < len(sweep.suspects)
         if not sweep.suspects:
             return "nothing missing"
         if sweep.refused:
@@ -395,12 +408,13 @@ class _Poll:
                 active=sweep.active,
             )
             return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
-        confirmed = [key for key in sweep.suspects if _gone(catalog.get_item(key[0]))]
+        confirmed = [key for key in batch if _gone(catalog.get_item(key[0]))]
         changes = tx.mark_deleted(merchant_id, confirmed)
         plan.add(changes, {})
         self.outcome.products_changed += len(changes)
         metrics.add_metric(name="SweepDeletions", unit=MetricUnit.Count, value=len(changes))
-        return f"removed {len(changes)} of {len(sweep.suspects)} missing"
+        allowed = f", {len(batch)} confirmed (deletions allowed)" if permitted else ""
+        return f"removed {len(changes)} of {len(sweep.suspects)} missing{allowed}"
 
     def _record_failure(self, error: Exception) -> None:
         state = self.state

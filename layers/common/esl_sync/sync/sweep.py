@@ -3,7 +3,8 @@
 Clover's list of changes does not reliably show deletions, so now and then a sweep lists
 every id and compares. A listing that misses items would make them look deleted, so each
 suspect is confirmed by the caller (404) and a sweep that would remove too much removes
-nothing at all.
+nothing at all, unless the operator allowed this merchant's next sweep to go past that
+(``esl-sync sweep allow-deletions``: :func:`deletions_allowed`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from esl_sync.records import MerchantState
 from esl_sync.settings import Settings
 
 ProductKey = tuple[str, str]
+
+ALLOW_DELETIONS = "allow deletions "
+"""What ``esl-sync sweep allow-deletions`` writes as ``sweep_request_done`` (followed by the
+time it ran): another value than any ``sweep_request`` (a webhook's is a random hex token),
+so a sweep is asked for (as ``restore catch-up`` asks), and that sweep may remove more than
+``CLOVER_MAX_DELETE_FRACTION``. The sweep that confirmed all its suspects records the
+request it read as done, which uses the permission up: the sweep after it is judged by the
+fraction again."""
+MAX_ALLOWED_CONFIRMATIONS = 500
+"""Suspects an allowed sweep confirms per poll (one Clover read each: about 31 s at Clover's
+16 requests a second per token, within the poller's 300 s beside the whole catalog's
+listing). The rest wait for the next poll, which sweeps again under the same permission
+(kept until a sweep confirmed every suspect)."""
 
 
 def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
@@ -49,6 +63,16 @@ def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
     return hours >= settings.clover_cleanup_interval_hours
 
 
+def deletions_allowed(state: MerchantState) -> str | None:
+    """When the operator allowed the merchant's next sweep past the fraction (the text
+    ``esl-sync sweep allow-deletions`` wrote), while no sweep has used that permission up;
+    otherwise None."""
+    done = state.sweep_request_done
+    if state.sweep_requested and done is not None and done.startswith(ALLOW_DELETIONS):
+        return done.removeprefix(ALLOW_DELETIONS)
+    return None
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     """Products Clover did not list (to confirm one by one), unless the sweep is refused."""
@@ -63,13 +87,16 @@ def plan_sweep(
     listed: Set[str],
     max_delete_fraction: Decimal,
     always_allowed: int = 0,
+    *,
+    permitted: bool = False,
 ) -> SweepPlan:
     """Suspects are active products whose Clover id was not listed. More than
     ``max_delete_fraction`` of the active products missing at once is more likely a bad
     listing than a mass deletion: the sweep is refused and removes nothing. Up to
     ``always_allowed`` suspects are never refused, so a small store can still lose an item
-    (one of four is already 25 %)."""
+    (one of four is already 25 %). ``permitted`` (the operator's permission:
+    :func:`deletions_allowed`) refuses none: every suspect is still confirmed one by one."""
     suspects = sorted(key for key in active if key[0] not in listed)
     allowed = max(Decimal(always_allowed), max_delete_fraction * len(active))
-    refused = len(suspects) > allowed
+    refused = len(suspects) > allowed and not permitted
     return SweepPlan(suspects=suspects, active=len(active), refused=refused)

@@ -1,0 +1,53 @@
+"""``esl-sync sweep allow-deletions MID``: the operator's word that a merchant really
+deleted more of its catalog than ``CLOVER_MAX_DELETE_FRACTION`` lets a sweep remove.
+
+A sweep that finds that many products missing from Clover's listing removes nothing and
+pages (``SweepRefused``): a partial listing is the likelier cause. When the merchant did
+delete them (a season's items, a supplier dropped), every later sweep would be refused
+again and the labels would stay on the shelf. This command asks for one sweep and lets it
+go past the fraction (:data:`esl_sync.sync.sweep.ALLOW_DELETIONS`): each suspect is still
+removed only after Clover's single-item read answers 404 or flags it deleted, so an item
+that exists but was missing from a partial listing stays. The permission is used up by the
+sweep that confirmed every suspect (up to
+:data:`~esl_sync.sync.sweep.MAX_ALLOWED_CONFIRMATIONS` a poll; more wait for the next poll,
+which sweeps again under it); the sweep after that is judged by the fraction again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from esl_sync.admin import UnknownMerchantError
+from esl_sync.ports import MerchantDirectory, StateStore
+from esl_sync.records import Merchant, StaleStateError
+from esl_sync.sync.sweep import ALLOW_DELETIONS
+
+SAVE_TRIES = 5
+"""Writes refused by a poll's state write in between, before the command gives up (each
+poll writes its state once, so one retry nearly always does)."""
+
+
+def allow_deletions(
+    directory: MerchantDirectory, states: StateStore, merchant_id: str, now: datetime
+) -> Merchant:
+    """Record the permission in the merchant's state item (``sweep_request_done``, in the
+    state's write conditional on its version, as ``restore catch-up`` asks for a sweep): a
+    poll running meanwhile finds its own state write refused, so it cannot record a sweep
+    over the permission; its next poll sweeps under it. Running it again while the
+    permission waits only renews its time. Returns the merchant (UnknownMerchantError: none
+    has that id; nothing written)."""
+    merchant = directory.get(merchant_id)
+    if merchant is None:
+        raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")
+    for _ in range(SAVE_TRIES):
+        state = states.load(merchant_id)
+        state.sweep_request_done = f"{ALLOW_DELETIONS}{now.isoformat(timespec='seconds')}"
+        try:
+            states.save(state)
+        except StaleStateError:
+            continue
+        return merchant
+    raise StaleStateError(
+        f"merchant {merchant_id}: its state changed on each of {SAVE_TRIES} tries; run the"
+        " command again"
+    )
