@@ -401,3 +401,27 @@ def test_on_a_database_never_restored_it_costs_one_full_read_and_sends_nothing(
     stack.drain("LabelQueue", "hipoink_sender")
     assert hipoink.labels(STORE)["MILK-1"]["pp"] == "1.75"
     assert_in_step(stack, MERCHANT, STORE)
+
+
+def _first_poll_costs(stack: LocalStack, merchant_id: str) -> tuple[int, int]:
+    """The round trips of a merchant's poll and the label verifies it queued."""
+    before, mark = runtime.database().round_trips, len(stack.logs)
+    poll(stack, merchant_id)
+    spent = runtime.database().round_trips - before
+    return spent, sum('"label verify queued"' in line for line in stack.logs[mark:])
+
+
+@pytest.mark.parametrize(("catch_up", "costs"), [(False, (6, 0)), (True, (9, 1))])
+def test_a_merchant_never_polled_pays_a_sweep_and_a_verify_on_its_first_poll_after_it(
+    stack: LocalStack, catch_up: bool, costs: tuple[int, int]
+) -> None:
+    """A registered merchant whose first poll has not run yet (added a moment before the
+    catch-up): its state item gets the sweep request, so its first read sweeps. It has no
+    rows to settle, yet it pays three round trips more than a first sync (the sweep's
+    statement, the heal's ledger read, the verify claim) and one verify of its store,
+    queued behind its first labels (the README's row for "no cursor, sweep due")."""
+    stack.add_merchant(MERCHANT, "tok", STORE, items=[dict(MILK), dict(TEA)])
+    if catch_up:
+        stack.cli("restore", "catch-up")
+    assert _first_poll_costs(stack, MERCHANT) == costs
+    assert not runtime.state_store().load(MERCHANT).sweep_requested
