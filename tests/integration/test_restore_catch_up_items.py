@@ -425,3 +425,43 @@ def test_a_merchant_never_polled_pays_a_sweep_and_a_verify_on_its_first_poll_aft
         stack.cli("restore", "catch-up")
     assert _first_poll_costs(stack, MERCHANT) == costs
     assert not runtime.state_store().load(MERCHANT).sweep_requested
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="helper-90 finding: the catch-up's sweep is refused (more rows than"
+    " CLOVER_MAX_DELETE_FRACTION missing) and the refused sweep's verify and heal put the"
+    " labels of items deleted since the backup back on the shelf; resync is refused too",
+)
+@pytest.mark.parametrize("cursor", ["readable", "unreadable"])
+def test_items_deleted_one_by_one_since_the_backup_stay_off_the_shelf_past_the_fraction(
+    stack: LocalStack, backups: list[Backup], cursor: str
+) -> None:
+    """Four of ten items deleted after the backup, each confirmed by its own sweep (three
+    at most are always allowed), their labels taken off the shelf. The restore puts their
+    rows back, active, with their acknowledgements: four of ten is past the refusal
+    fraction, so the catch-up's sweep removes nothing; it still counts as a sweep, whose
+    verify finds the four labels missing, and the heal sends them again."""
+    clover, hipoink = sims(stack)
+    items = [{"name": f"Item {i}", "price": 100 + i, "sku": f"SKU-{i}"} for i in range(10)]
+    stack.add_merchant(MERCHANT, "tok", STORE, items=items)
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    backup = back_up(stack, backups)
+    gone = {f"SKU-{i}" for i in range(1, 5)}
+    for n, item in enumerate(i for i in clover.items(MERCHANT) if i.get("sku") in gone):
+        clover.delete_item(MERCHANT, item["id"])
+        ask_for_a_sweep(MERCHANT, f"token-{n}")
+        poll(stack, MERCHANT)
+        stack.drain("LabelQueue", "hipoink_sender")
+    assert not gone & hipoink.labels(STORE).keys()
+    backup.restore()
+    if cursor == "unreadable":
+        edit_state_item(MERCHANT, "SET high_water_ms = :soon", {":soon": {"S": "soon"}})
+
+    stack.cli("restore", "catch-up")
+    for _ in range(3):
+        poll(stack, MERCHANT)
+        stack.drain("LabelQueue", "hipoink_sender")
+
+    assert not gone & hipoink.labels(STORE).keys()
