@@ -23,7 +23,6 @@ from esl_sync.clover import transform
 from esl_sync.hipoink.records import label_hash
 from esl_sync.settings import settings
 from esl_sync.storable import MONEY_MAX_CENTS
-from esl_sync.sync import poll as poll_module
 from esl_sync.sync import raw_keys
 
 M = "MUPGR0000001"
@@ -184,7 +183,7 @@ def _hostile_catalog() -> list[dict[str, Any]]:
 
 
 def test_a_deploy_of_a_new_mapping_sends_no_label_for_an_unchanged_item(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, transformed: list[str]
 ) -> None:
     """After a deploy every stored row's key (the mapping modules' source) is another, so
     the overlap re-read and the sweep transform every item again; an item that did not
@@ -200,14 +199,7 @@ def test_a_deploy_of_a_new_mapping_sends_no_label_for_an_unchanged_item(
     before = {(r["source_id"], r["source_variant_id"]): r for r in stack.products(M)}
     acknowledged = stack.label_state(M)
     assert sum(1 for r in before.values() if r["label_hash"]) > 10  # labels were sent
-    transformed: list[str] = []
-    real = poll_module.item_row
-
-    def counted(raw: Any, **kwargs: Any) -> Any:
-        transformed.append(raw["id"])
-        return real(raw, **kwargs)
-
-    monkeypatch.setattr(poll_module, "item_row", counted)
+    transformed.clear()  # from here: the polls after the deploy
     monkeypatch.setattr(raw_keys, "MAPPING_MODULES", (*raw_keys.MAPPING_MODULES, "a new deploy"))
     raw_keys._seed.cache_clear()
     monkeypatch.setattr(transform, "_AMOUNTS", {})
