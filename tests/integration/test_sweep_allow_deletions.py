@@ -110,7 +110,7 @@ def test_an_allowed_sweep_confirms_a_bounded_number_per_poll_and_keeps_the_permi
 ) -> None:
     stack = sweeping_stack
     clover, hipoink = sims(stack)
-    monkeypatch.setattr(poll_module, "MAX_ALLOWED_CONFIRMATIONS", 3)
+    monkeypatch.setattr(poll_module, "MAX_CONFIRMATIONS_PER_POLL", 3)
     stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
     stack.run_cycle()
     for item in clover.items(MID)[:7]:

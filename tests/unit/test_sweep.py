@@ -10,7 +10,15 @@ import pytest
 from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
-from esl_sync.sync.sweep import ALLOW_DELETIONS, deletions_allowed, plan_sweep, sweep_due
+from esl_sync.sync.sweep import (
+    ALLOW_DELETIONS,
+    CONTINUES,
+    continuation,
+    continued_after,
+    deletions_allowed,
+    plan_sweep,
+    sweep_due,
+)
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -164,3 +172,65 @@ def test_a_permission_that_is_not_as_written_is_none() -> None:
     """A hand-edited ``sweep_request_done`` reads as its default (None): no permission."""
     state = MerchantState("M1", sweep_request_done=f"x{ALLOW_DELETIONS}")
     assert deletions_allowed(state) is None
+
+
+def test_a_sweep_confirms_the_first_ids_after_where_the_last_poll_stopped() -> None:
+    """The refusal judges every suspect; the batch is ``limit`` ids (each with all its
+    keys) after ``after``; ``after`` of the plan is the last id confirmed while more wait."""
+    active = [*_keys("A", "B", "C", "D", "E"), ("B", "v1"), ("Z", "")]
+    plan = plan_sweep(active, {"Z"}, Decimal("0.2"), 10, limit=2)
+    assert plan.suspects == [("A", ""), ("B", ""), ("B", "v1"), ("C", ""), ("D", ""), ("E", "")]
+    assert (plan.batch, plan.after, plan.refused) == (
+        [("A", ""), ("B", ""), ("B", "v1")],
+        "B",
+        False,
+    )
+    plan = plan_sweep(active, {"Z"}, Decimal("0.2"), 10, after="B", limit=2)
+    assert (plan.batch, plan.after) == ([("C", ""), ("D", "")], "D")
+    plan = plan_sweep(active, {"Z"}, Decimal("0.2"), 10, after="D", limit=2)
+    assert (plan.batch, plan.after) == ([("E", "")], None)  # the last: the sweep ends
+    plan = plan_sweep(active, {"Z"}, Decimal("0.2"), 10, after="C", limit=2)
+    assert (plan.batch, plan.after) == ([("D", ""), ("E", "")], None)  # exactly the limit left
+    assert len(plan.suspects) == 6  # still judged over all of them
+    assert plan_sweep(active, {"Z"}, Decimal("0.2"), after="D", limit=2).refused
+
+
+def test_the_summary_names_the_confirmed_only_when_bounded() -> None:
+    plan = plan_sweep(_keys("A", "B", "C"), set(), Decimal("1"), limit=2)
+    assert plan.summary(1, permitted=False, continued=False) == (
+        "removed 1 of 3 missing, 2 confirmed"
+    )
+    whole = plan_sweep(_keys("A", "B"), set(), Decimal("1"), limit=2)
+    assert whole.summary(2, permitted=False, continued=False) == "removed 2 of 2 missing"
+    assert (
+        whole.summary(0, permitted=False, continued=True) == "removed 0 of 2 missing, 2 confirmed"
+    )
+    assert whole.summary(1, permitted=True, continued=False) == (
+        "removed 1 of 2 missing, 2 confirmed (deletions allowed)"
+    )
+
+
+def test_an_unfinished_sweep_keeps_the_request_open_and_any_permission() -> None:
+    state = _state(1)
+    state.sweep_request = "token-1"
+    assert continuation(state, None) == "token-1"  # done: the request it read
+    assert continued_after(state) is None
+    state.sweep_request_done = continuation(state, "B")
+    assert state.sweep_request_done == f"sweep{CONTINUES}B"
+    assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == ("B", True)
+    assert deletions_allowed(state) is None
+    state.sweep_request_done = continuation(state, "D")  # the next poll's: not appended
+    assert state.sweep_request_done == f"sweep{CONTINUES}D"
+    allowed = f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00"
+    state.sweep_request_done = allowed
+    state.sweep_request_done = continuation(state, "C")
+    assert state.sweep_request_done == f"{allowed}{CONTINUES}C"
+    assert deletions_allowed(state) == "2026-12-03T18:00:00+00:00"
+    assert continued_after(state) == "C"
+    state.sweep_request_done = continuation(state, None)  # ended: the permission used up
+    assert (deletions_allowed(state), continued_after(state)) == (None, None)
+    state.sweep_request_done = f"x{CONTINUES}B"
+    state.sweep_request = state.sweep_request_done  # no request open: nothing under way
+    assert continued_after(state) is None
+    state.sweep_request = None
+    assert continuation(state, "E") == f"x{CONTINUES}E"  # open again: what was open stays

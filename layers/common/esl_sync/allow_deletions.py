@@ -9,8 +9,8 @@ go past the fraction (:data:`esl_sync.sync.sweep.ALLOW_DELETIONS`): each suspect
 removed only after Clover's single-item read answers 404 or flags it deleted, so an item
 that exists but was missing from a partial listing stays. The permission is used up by the
 sweep that confirmed every suspect (up to
-:data:`~esl_sync.sync.sweep.MAX_ALLOWED_CONFIRMATIONS` a poll; more wait for the next poll,
-which sweeps again under it); the sweep after that is judged by the fraction again.
+:data:`~esl_sync.sync.sweep.MAX_CONFIRMATIONS_PER_POLL` a poll, as every sweep; more wait for
+the next poll, which sweeps on under it); the sweep after that is judged by the fraction again.
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ from esl_sync.sync.lease import Lease, merchant_lease
 from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
 from esl_sync.sync.sweep import (
-    MAX_ALLOWED_CONFIRMATIONS,
+    MAX_CONFIRMATIONS_PER_POLL,
+    continuation,
+    continued_after,
     deletions_allowed,
     plan_sweep,
     sweep_due,
@@ -143,7 +145,7 @@ class _Poll:
     lease: Lease
     deps: PollDeps
     outcome: PollOutcome
-    deletions_left: bool = False  # an allowed sweep left suspects for the next poll
+    continue_after: str | None = None  # a sweep left suspects after this id for the next poll
 
     @property
     def merchant_id(self) -> str:
@@ -193,8 +195,7 @@ class _Poll:
         state.consecutive_failures = 0
         if synced.swept or first_read:
             state.last_sweep_ms = _ms(now)
-            if not self.deletions_left:  # (else the permission and the request stay)
-                state.sweep_request_done = state.sweep_request
+            state.sweep_request_done = continuation(state, self.continue_after)
         state.settled_deletes = synced.settled
         self._heal(synced.swept)
         self._save()
@@ -383,20 +384,20 @@ class _Poll:
         self, catalog: CatalogReader, tx: ProductWriter, listed: set[str], plan: LabelPlan
     ) -> str:
         """Remove products Clover did not list, each confirmed by a 404 first (see
-        :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep removes nothing. One the
-        operator allowed is never refused and confirms up to ``MAX_ALLOWED_CONFIRMATIONS``
-        suspects, keeping the permission for the rest (``deletions_left``)."""
-        settings, merchant_id = self.settings, self.merchant_id
-        permitted = deletions_allowed(self.state) is not None
+        :func:`esl_sync.sync.sweep.plan_sweep`); a refused sweep removes nothing. At most
+        ``MAX_CONFIRMATIONS_PER_POLL`` suspects a poll (500: what fits the poll's time at the
+        token's pace, see there); the next poll sweeps on after the last one's id."""
+        settings, merchant_id, state = self.settings, self.merchant_id, self.state
+        permitted, after = deletions_allowed(state) is not None, continued_after(state)
         sweep = plan_sweep(
             tx.active_keys(merchant_id),
             listed,
             settings.clover_max_delete_fraction,
             settings.clover_sweep_always_allowed,
             permitted=permitted,
+            after=after,
+            limit=MAX_CONFIRMATIONS_PER_POLL,
         )
-        batch = sweep.suspects[:MAX_ALLOWED_CONFIRMATIONS] if permitted else sweep.suspects
-        self.deletions_left = len(batch) < len(sweep.suspects)
         if not sweep.suspects:
             return "nothing missing"
         if sweep.refused:
@@ -408,13 +409,13 @@ class _Poll:
                 active=sweep.active,
             )
             return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
-        confirmed = [key for key in batch if _gone(catalog.get_item(key[0]))]
-        changes = tx.mark_deleted(merchant_id, confirmed)
+        self.continue_after = sweep.after
+        gone = {i for i in sorted({key[0] for key in sweep.batch}) if _gone(catalog.get_item(i))}
+        changes = tx.mark_deleted(merchant_id, [key for key in sweep.batch if key[0] in gone])
         plan.add(changes, {})
         self.outcome.products_changed += len(changes)
         metrics.add_metric(name="SweepDeletions", unit=MetricUnit.Count, value=len(changes))
-        allowed = f", {len(batch)} confirmed (deletions allowed)" if permitted else ""
-        return f"removed {len(changes)} of {len(sweep.suspects)} missing{allowed}"
+        return sweep.summary(len(changes), permitted=permitted, continued=after is not None)
 
     def _record_failure(self, error: Exception) -> None:
         state = self.state

@@ -26,11 +26,24 @@ so a sweep is asked for (as ``restore catch-up`` asks), and that sweep may remov
 ``CLOVER_MAX_DELETE_FRACTION``. The sweep that confirmed all its suspects records the
 request it read as done, which uses the permission up: the sweep after it is judged by the
 fraction again."""
-MAX_ALLOWED_CONFIRMATIONS = 500
-"""Suspects an allowed sweep confirms per poll (one Clover read each: about 31 s at Clover's
-16 requests a second per token, within the poller's 300 s beside the whole catalog's
-listing). The rest wait for the next poll, which sweeps again under the same permission
-(kept until a sweep confirmed every suspect)."""
+MAX_CONFIRMATIONS_PER_POLL = 500
+"""Suspects a sweep confirms per poll, whatever asked for it (one Clover read each). 500 at
+the token's pace (16 requests a second: :mod:`esl_sync.clover.pacing`) take about 31 s; with
+the batch's other polls beside it (``PollerBatchSize`` 5, Clover's 50 a second for the whole
+app: 2,500 reads in about 50 s) and a 30,000-item listing (30 pages), that stays well within
+the poller's 300 s (template.yaml). Unbounded, a store missing 15 % of 30,000 items read
+4,500 (about 280 s of one token): the poll ran out of time (``CloverOutOfTime``) at every
+try, nothing was removed and the merchant's every poll failed. The rest wait for the next
+poll, which sweeps on after the last id confirmed (:data:`CONTINUES`)."""
+CONTINUES = " continues after "
+"""Between a sweep's polls, ``sweep_request_done`` is ``<what it was> continues after <id>``
+(``sweep`` when no request was open): another value than any ``sweep_request``, so the next
+poll sweeps (as ``restore catch-up`` asks) and confirms the suspects after that id, in id
+order. Suspects a listing keeps missing but Clover's read finds are thus read once a sweep,
+not at every poll before the deleted ones behind them, and the sweep ends once it reached
+the last suspect; one that turns up behind the id waits for the next sweep. An operator's
+permission (:data:`ALLOW_DELETIONS`) stays in front of it, kept until the sweep ends. No
+state attribute more (the poll already writes ``sweep_request_done``)."""
 
 
 def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
@@ -69,17 +82,48 @@ def deletions_allowed(state: MerchantState) -> str | None:
     otherwise None."""
     done = state.sweep_request_done
     if state.sweep_requested and done is not None and done.startswith(ALLOW_DELETIONS):
-        return done.removeprefix(ALLOW_DELETIONS)
+        return done.removeprefix(ALLOW_DELETIONS).partition(CONTINUES)[0]
     return None
+
+
+def continued_after(state: MerchantState) -> str | None:
+    """The last suspect id an unfinished sweep confirmed (:data:`CONTINUES`); None when no
+    sweep is under way."""
+    done = state.sweep_request_done
+    if not state.sweep_requested or done is None or CONTINUES not in done:
+        return None
+    return done.rpartition(CONTINUES)[2]
+
+
+def continuation(state: MerchantState, after: str | None) -> str | None:
+    """The ``sweep_request_done`` a sweeping poll saves: the request it read, done, once
+    the sweep ended (``after`` None); else what has the next poll sweep on after ``after``,
+    keeping an operator's permission (the request stays open)."""
+    if after is None:
+        return state.sweep_request
+    done = state.sweep_request_done if state.sweep_requested else None
+    kept = (done or "sweep").partition(CONTINUES)[0]
+    return f"{kept}{CONTINUES}{after}"
 
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """Products Clover did not list (to confirm one by one), unless the sweep is refused."""
+    """Products Clover did not list, unless the sweep is refused; ``batch`` those this poll
+    confirms one by one, ``after`` the id the next poll goes on after (None: the last)."""
 
     suspects: list[ProductKey]
     active: int
     refused: bool
+    batch: list[ProductKey]
+    after: str | None
+
+    def summary(self, removed: int, *, permitted: bool, continued: bool) -> str:
+        """The poll's ``sweep`` fact: how many of the missing it removed; how many it
+        confirmed when that was bounded (a sweep over more than one poll, or allowed)."""
+        told = f"removed {removed} of {len(self.suspects)} missing"
+        if permitted or continued or self.after is not None:
+            told += f", {len(self.batch)} confirmed"
+        return told + (" (deletions allowed)" if permitted else "")
 
 
 def plan_sweep(
@@ -89,14 +133,23 @@ def plan_sweep(
     always_allowed: int = 0,
     *,
     permitted: bool = False,
+    after: str | None = None,
+    limit: int = MAX_CONFIRMATIONS_PER_POLL,
 ) -> SweepPlan:
     """Suspects are active products whose Clover id was not listed. More than
     ``max_delete_fraction`` of the active products missing at once is more likely a bad
     listing than a mass deletion: the sweep is refused and removes nothing. Up to
     ``always_allowed`` suspects are never refused, so a small store can still lose an item
     (one of four is already 25 %). ``permitted`` (the operator's permission:
-    :func:`deletions_allowed`) refuses none: every suspect is still confirmed one by one."""
+    :func:`deletions_allowed`) refuses none: every suspect is still confirmed one by one.
+
+    The refusal judges every suspect; the batch is the first ``limit`` ids after ``after``
+    (an unfinished sweep's: :func:`continued_after`), each with all its keys."""
     suspects = sorted(key for key in active if key[0] not in listed)
     allowed = max(Decimal(always_allowed), max_delete_fraction * len(active))
     refused = len(suspects) > allowed and not permitted
-    return SweepPlan(suspects=suspects, active=len(active), refused=refused)
+    ids = sorted({key[0] for key in suspects if after is None or key[0] > after})
+    chosen = set(ids[:limit])
+    batch = [key for key in suspects if key[0] in chosen]
+    last = ids[limit - 1] if len(ids) > limit else None
+    return SweepPlan(suspects, len(active), refused, batch, last)

@@ -1,0 +1,99 @@
+"""A sweep confirms a bounded number of suspects a poll, whatever its kind: a store that
+deleted many items (or whose listing missed many) cannot make a poll outlast its invocation
+(``CloverOutOfTime`` at every poll, nothing ever removed, the merchant's polls all failing).
+The rest wait for the next poll, which sweeps on from where this one stopped, so that items
+a listing keeps missing but Clover's read finds never hold the deleted ones behind them.
+Real moto, Postgres, the Clover and Hipoink simulators; the Lambda context's remaining time
+runs down with every Clover request made (no real waiting)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from devkit.lambda_runner import LambdaContext
+from devkit.local_stack import LocalStack
+from devkit.template import load_template
+from esl_sync import runtime
+from esl_sync.sync import poll as poll_module
+from tests.integration.test_poll import emf_metrics, items_without_times, poll_lines, sims
+
+MID = "MSWEEPPACE01"
+STORE = "STORE-SP"
+TIMEOUT_MS = 1000 * int(load_template()["Resources"]["PollerFunction"]["Properties"]["Timeout"])
+CLOVER_REQUEST_MS = 50_000  # what each Clover request takes in this test's clock
+PER_POLL = 2  # confirmations a poll's time holds at that pace, with the listing before them
+
+
+def slow_clover(stack: LocalStack) -> Callable[[str], LambdaContext]:
+    """Every invocation's context: each Clover request takes 50 s of its 300 s (a store
+    whose suspects' reads at the token's pace fill the poll's time)."""
+    assert stack.clover is not None
+    clover = stack.clover
+
+    def context(function: str) -> LambdaContext:
+        before = clover.request_count()
+
+        def remaining() -> int:
+            return TIMEOUT_MS - (clover.request_count() - before) * CLOVER_REQUEST_MS
+
+        return LambdaContext(function, timeout_ms=TIMEOUT_MS, remaining=remaining)
+
+    return context
+
+
+def poll_once(stack: LocalStack) -> dict[str, object]:
+    """Dispatch, the slow poll invocations (a failure redelivered until the dead-letter
+    queue takes it, as SQS would), the label jobs; the poll's first line."""
+    mark = len(poll_lines(stack, MID))
+    stack.dispatch()
+    stack.drain("PollQueue", "poller", batch_size=1, context=slow_clover(stack))
+    stack.drain("LabelQueue", "hipoink_sender", batch_size=10)
+    lines = poll_lines(stack, MID)[mark:]
+    return lines[0] if lines else {"status": "ok"}  # a quiet poll: no line of its own
+
+
+@pytest.fixture
+def monkeypatched_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(poll_module, "MAX_CONFIRMATIONS_PER_POLL", PER_POLL)
+
+
+def test_a_sweep_longer_than_a_poll_continues_on_the_next_polls_and_every_deletion_leaves(
+    make_stack: Callable[..., LocalStack], monkeypatched_bound: None
+) -> None:
+    # Every third poll sweeps: the first read, one incremental poll, then the sweep.
+    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(40))
+    assert poll_once(stack)["status"] == "ok"
+    items = clover.items(MID)
+    assert len(hipoink.labels(STORE)) == 40
+
+    # 7 of 40 missing (17.5 %, under the 20 % refusal): 2 that Clover's read still finds
+    # (a listing that keeps missing them; first in the suspects' order), then 5 deleted.
+    hidden = sorted(items, key=lambda item: item["id"])[:2]
+    clover.hide_from_listing = {item["id"] for item in hidden}
+    deleted = sorted(items, key=lambda item: item["id"])[2:7]
+    for item in deleted:
+        clover.delete_item(MID, item["id"])
+    assert poll_once(stack).get("sweep") is None  # poll 2: not a sweep
+
+    sweeps = [poll_once(stack) for _ in range(4)]
+    assert [(line["status"], line.get("detail", "")[:15]) for line in sweeps] == [("ok", "")] * 4
+    assert [line.get("sweep") for line in sweeps] == [
+        "removed 0 of 7 missing, 2 confirmed",  # the two still there
+        "removed 2 of 7 missing, 2 confirmed",
+        "removed 2 of 5 missing, 2 confirmed",
+        "removed 1 of 3 missing, 1 confirmed",  # the last: the sweep is done
+    ]
+    # Then the polls are incremental again (until the schedule's next sweep).
+    assert poll_once(stack).get("sweep") is None
+    shelf = hipoink.labels(STORE)
+    assert all(item["sku"] not in shelf for item in deleted)
+    assert all(item["sku"] in shelf for item in hidden)
+    assert len(shelf) == 35
+    assert emf_metrics(stack, "SweepRefused") == []
+    state = runtime.state_store().load(MID)
+    assert not state.sweep_requested
+    assert state.consecutive_failures == 0
