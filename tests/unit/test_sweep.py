@@ -234,3 +234,20 @@ def test_an_unfinished_sweep_keeps_the_request_open_and_any_permission() -> None
     assert continued_after(state) is None
     state.sweep_request = None
     assert continuation(state, "E") == f"x{CONTINUES}E"  # open again: what was open stays
+
+
+def test_the_texts_are_as_the_readme_and_the_runbook_write_them() -> None:
+    """``sweep_request_done`` as an operator reads it in the state table."""
+    state = MerchantState("M1", sweep_request="t", sweep_request_done="sweep continues after B")
+    assert continued_after(state) == "B"
+    state.sweep_request_done = "allow deletions 2026-12-03T18:00:00+00:00 continues after C"
+    assert (deletions_allowed(state), continued_after(state)) == ("2026-12-03T18:00:00+00:00", "C")
+    state.sweep_request_done = f"x{CONTINUES}A{CONTINUES}B"  # edited by hand: the last id
+    assert continued_after(state) == "B"
+
+
+def test_a_poll_confirms_500_suspects_by_default() -> None:
+    active = [(f"I{k:04d}", "") for k in range(501)]
+    plan = plan_sweep(active, set(), Decimal("1"))
+    assert (len(plan.batch), plan.after) == (500, "I0499")
+    assert plan_sweep(active[:500], set(), Decimal("1")).after is None
