@@ -117,3 +117,18 @@ def test_a_failed_poll_says_whose_failure_it_is(error: Exception, fault: str) ->
     assert outcome.conflicted is (fault == "conflict")  # counted as TransientConflicts
     assert outcome.detail == f"{type(error).__name__}: {error}"
     assert "error" not in outcome.facts()
+
+
+@pytest.mark.parametrize(
+    ("sweep", "refused"),
+    [
+        (None, False),  # no sweep
+        ("nothing missing", False),
+        ("removed 2 of 3 missing", False),
+        ("removed 0 of 7 missing, 2 confirmed (deletions allowed)", False),
+        ("refused: 4 of 10 missing", True),
+    ],
+)
+def test_only_a_refused_sweep_counts_as_refused(sweep: str | None, refused: bool) -> None:
+    """A refused sweep is what keeps the poll's heal from verifying (rows in doubt)."""
+    assert PollOutcome("M", "schedule", sweep=sweep).sweep_refused is refused

@@ -197,7 +197,7 @@ class _Poll:
             state.last_sweep_ms = _ms(now)
             state.sweep_request_done = continuation(state, self.continue_after)
         state.settled_deletes = synced.settled
-        self._heal(synced.swept)
+        self._heal(synced.swept and not outcome.sweep_refused)
         self._save()
 
     def _heal(self, swept: bool) -> None:

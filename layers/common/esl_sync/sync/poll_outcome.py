@@ -89,6 +89,16 @@ class PollOutcome:
         )
 
     @property
+    def sweep_refused(self) -> bool:
+        """Its sweep removed nothing: too many items missing from the listing
+        (``SweepRefused``). Which of the merchant's rows Clover still holds is then in doubt
+        (a partial listing, a mass deletion, rows a database restore brought back), so the
+        poll's heal treats it as no sweep: no verify, whose heal would put the labels of
+        such rows back on the shelf, until a sweep settles them or the operator allows the
+        deletions (``esl-sync sweep allow-deletions``)."""
+        return self.sweep is not None and self.sweep.startswith("refused")
+
+    @property
     def skipped(self) -> bool:
         """A poll that read nothing because the merchant cannot be polled (unknown,
         disabled, without a store code or a Clover token, or needing re-authorization):
