@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import datetime
 
 import pytest
 
@@ -82,7 +83,8 @@ def test_a_real_mass_deletion_leaves_the_shelf_once_allowed_and_the_permission_i
     allowed = runtime.state_store().load(MID)
     assert deletions_allowed(allowed) is not None
     [row] = json.loads(stack.cli("status", "--json"))
-    assert row["deletions_allowed"] == deletions_allowed(allowed)  # the time it was allowed
+    # the time it was allowed
+    assert datetime.fromisoformat(row["deletions_allowed"]) == deletions_allowed(allowed)
 
     result = stack.drain("PollQueue", "poller")  # the poll the command queued
     assert result.failures == 0

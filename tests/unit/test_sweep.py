@@ -159,7 +159,7 @@ def test_the_operators_permission_refuses_no_sweep_and_asks_for_one_until_used()
     assert deletions_allowed(state) is None
     state.sweep_request = "token-1"
     state.sweep_request_done = f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00"
-    assert deletions_allowed(state) == "2026-12-03T18:00:00+00:00"
+    assert deletions_allowed(state) == datetime(2026, 12, 3, 18, 0, tzinfo=UTC)
     assert sweep_due(state, SETTINGS, NOW)
     state.sweep_request_done = state.sweep_request  # the sweep that used it records it
     assert deletions_allowed(state) is None
@@ -225,7 +225,7 @@ def test_an_unfinished_sweep_keeps_the_request_open_and_any_permission() -> None
     state.sweep_request_done = allowed
     state.sweep_request_done = continuation(state, "C")
     assert state.sweep_request_done == f"{allowed}{CONTINUES}C"
-    assert deletions_allowed(state) == "2026-12-03T18:00:00+00:00"
+    assert deletions_allowed(state) == datetime(2026, 12, 3, 18, tzinfo=UTC)
     assert continued_after(state) == "C"
     state.sweep_request_done = continuation(state, None)  # ended: the permission used up
     assert (deletions_allowed(state), continued_after(state)) == (None, None)
@@ -241,7 +241,10 @@ def test_the_texts_are_as_the_readme_and_the_runbook_write_them() -> None:
     state = MerchantState("M1", sweep_request="t", sweep_request_done="sweep continues after B")
     assert continued_after(state) == "B"
     state.sweep_request_done = "allow deletions 2026-12-03T18:00:00+00:00 continues after C"
-    assert (deletions_allowed(state), continued_after(state)) == ("2026-12-03T18:00:00+00:00", "C")
+    assert (deletions_allowed(state), continued_after(state)) == (
+        datetime(2026, 12, 3, 18, tzinfo=UTC),
+        "C",
+    )
     state.sweep_request_done = f"x{CONTINUES}A{CONTINUES}B"  # edited by hand: the last id
     assert continued_after(state) == "B"
 
@@ -251,3 +254,21 @@ def test_a_poll_confirms_500_suspects_by_default() -> None:
     plan = plan_sweep(active, set(), Decimal("1"))
     assert (len(plan.batch), plan.after) == (500, "I0499")
     assert plan_sweep(active[:500], set(), Decimal("1")).after is None
+
+
+@pytest.mark.parametrize(
+    "done",
+    [
+        ALLOW_DELETIONS,  # no time: status showed an empty cell ("" in --json), yet allowed
+        f"{ALLOW_DELETIONS}garbage",
+        f"{ALLOW_DELETIONS}\x00\x1b[2J" + "x" * 480,
+        f"{ALLOW_DELETIONS}2026-12-03T18:00:00",  # no offset: not what the command writes
+        f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00 and more",
+        f"{ALLOW_DELETIONS}\u0662\u0660\u0662\u0666-12-03T18:00:00+00:00",  # other digits
+    ],
+)
+def test_a_hand_edited_permission_is_none_but_still_asks_for_a_sweep(done: str) -> None:
+    state = _state(1)
+    state.sweep_request_done = done
+    assert deletions_allowed(state) is None
+    assert sweep_due(state, SETTINGS, NOW)  # a request all the same: judged by the fraction

@@ -76,14 +76,21 @@ def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
     return hours >= settings.clover_cleanup_interval_hours
 
 
-def deletions_allowed(state: MerchantState) -> str | None:
-    """When the operator allowed the merchant's next sweep past the fraction (the text
-    ``esl-sync sweep allow-deletions`` wrote), while no sweep has used that permission up;
-    otherwise None."""
+def deletions_allowed(state: MerchantState) -> datetime | None:
+    """When the operator allowed the merchant's next sweep past the fraction, while no
+    sweep has used that permission up; otherwise None. Only the text ``esl-sync sweep
+    allow-deletions`` writes is a permission: the prefix and a time with its offset. Any
+    other (edited by hand: no time, garbage, a NUL) is none: it still asks for a sweep
+    (it differs from the request), judged by the fraction."""
     done = state.sweep_request_done
-    if state.sweep_requested and done is not None and done.startswith(ALLOW_DELETIONS):
-        return done.removeprefix(ALLOW_DELETIONS).partition(CONTINUES)[0]
-    return None
+    if not (state.sweep_requested and done is not None and done.startswith(ALLOW_DELETIONS)):
+        return None
+    text = done.removeprefix(ALLOW_DELETIONS).partition(CONTINUES)[0]
+    try:
+        moment = datetime.fromisoformat(text) if text.isascii() else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def continued_after(state: MerchantState) -> str | None:
