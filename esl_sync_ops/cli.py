@@ -278,6 +278,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     allow.add_argument("merchant_id", type=MERCHANT_ID)
     allow.set_defaults(run=commands.sweep_allow_deletions)
+    withdraw = sweep_actions.add_parser(
+        "withdraw-deletions",
+        help="take a waiting allow-deletions back: the next sweep is judged by"
+        " CLOVER_MAX_DELETE_FRACTION again",
+    )
+    withdraw.add_argument("merchant_id", type=MERCHANT_ID)
+    withdraw.set_defaults(run=commands.sweep_withdraw_deletions)
 
     fence = subparsers.add_parser("fence", help="the poll lease's fence (after a state restore)")
     fence_actions = fence.add_subparsers(required=True, metavar="ACTION")

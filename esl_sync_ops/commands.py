@@ -488,6 +488,18 @@ def sweep_allow_deletions(args: argparse.Namespace) -> int:
     return _poll_now(merchant, "may delete past the fraction at its next sweep")
 
 
+def sweep_withdraw_deletions(args: argparse.Namespace) -> int:
+    from esl_sync import runtime
+    from esl_sync.allow_deletions import withdraw_deletions
+
+    mid = args.merchant_id
+    if withdraw_deletions(runtime.merchants(), runtime.state_store(), mid, datetime.now(UTC)):
+        print(f"{mid}: deletions withdrawn; its next sweep is judged by CLOVER_MAX_DELETE_FRACTION")
+    else:
+        print(f"{mid}: no permission to delete waits; nothing written")
+    return 0
+
+
 def fence_catch_up(args: argparse.Namespace) -> int:
     """One line per merchant Postgres saw a fence for (README, "After restoring the state
     table"), each printed as it is done; then, for every merchant, one line counting them;

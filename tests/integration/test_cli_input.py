@@ -341,6 +341,10 @@ BAD_OTHER_COMMANDS: list[list[str]] = [
     ["sweep", "allow-deletions", "MCLI", "MCLI2"],
     ["sweep", "allow-deletions", "MCLI", "--all"],
     ["sweep", "allow"],
+    ["sweep", "withdraw-deletions"],
+    ["sweep", "withdraw-deletions", "M\x00NUL"],
+    ["sweep", "withdraw-deletions", "MCLI", "MCLI2"],
+    ["sweep", "withdraw-deletions", "MCLI", "--all"],
     # restore catch-up takes no argument
     ["restore"],
     ["restore", "catch-up", "MPGRESTORE01"],

@@ -138,3 +138,42 @@ def test_an_unknown_merchant_is_named_exit_2_and_nothing_is_written(stack: Local
     assert (code, out, err) == (2, "", "esl-sync: unknown merchant 'MNOSUCH00001'\n")
     assert runtime.state_store().load("MNOSUCH00001").version == 0
     assert stack.queue_depths()["PollQueue"] == 0
+
+
+def test_a_permission_that_makes_no_headway_can_be_withdrawn(
+    sweeping_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first suspects (in order) still exist, missing from a partial listing: each
+    poll confirms the same ones again, and the permission never ends on its own (a report
+    for the confirm loop). `withdraw-deletions` ends it: the next sweep is refused again
+    (reading no item alone), and the sweep after it is an ordinary one."""
+    stack = sweeping_stack
+    clover, hipoink = sims(stack)
+    monkeypatch.setattr(poll_module, "MAX_ALLOWED_CONFIRMATIONS", 3)
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
+    stack.run_cycle()
+    items = sorted(clover.items(MID), key=lambda item: item["id"])
+    clover.hide_from_listing = {item["id"] for item in items[:3]}  # still in Clover
+    for item in items[-2:]:
+        clover.delete_item(MID, item["id"])
+    stack.cli("sweep", "allow-deletions", MID)
+    stack.drain("PollQueue", "poller")
+    stack.run_cycle()
+    assert last_sweep(stack) == "removed 0 of 5 missing, 3 confirmed (deletions allowed)"
+    assert deletions_allowed(runtime.state_store().load(MID)) is not None  # no end
+
+    out = stack.cli("sweep", "withdraw-deletions", MID)
+    assert out == (
+        f"{MID}: deletions withdrawn; its next sweep is judged by CLOVER_MAX_DELETE_FRACTION\n"
+    )
+    assert deletions_allowed(runtime.state_store().load(MID)) is None
+    assert json.loads(stack.cli("status", "--json"))[0]["deletions_allowed"] is None
+    stack.run_cycle()
+    assert last_sweep(stack) == "refused: 5 of 10 missing"
+    assert len(hipoink.labels(STORE)) == 10
+    assert stack.cli("sweep", "withdraw-deletions", MID) == (
+        f"{MID}: no permission to delete waits; nothing written\n"
+    )
+    code, out, err = stack.run_cli("sweep", "withdraw-deletions", "MNOSUCH00001")
+    assert (code, out, err) == (2, "", "esl-sync: unknown merchant 'MNOSUCH00001'\n")
+    assert runtime.state_store().load("MNOSUCH00001").version == 0

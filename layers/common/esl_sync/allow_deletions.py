@@ -20,11 +20,14 @@ from datetime import datetime
 from esl_sync.admin import UnknownMerchantError
 from esl_sync.ports import MerchantDirectory, StateStore
 from esl_sync.records import Merchant, StaleStateError
-from esl_sync.sync.sweep import ALLOW_DELETIONS
+from esl_sync.sync.sweep import ALLOW_DELETIONS, deletions_allowed
 
 SAVE_TRIES = 5
 """Writes refused by a poll's state write in between, before the command gives up (each
 poll writes its state once, so one retry nearly always does)."""
+WITHDRAWN = "deletions withdrawn "
+"""What ``esl-sync sweep withdraw-deletions`` writes as ``sweep_request_done`` (with the
+time): no permission, but a request, so the next sweep is judged by the fraction at once."""
 
 
 def allow_deletions(
@@ -36,17 +39,46 @@ def allow_deletions(
     over the permission; its next poll sweeps under it. Running it again while the
     permission waits only renews its time. Returns the merchant (UnknownMerchantError: none
     has that id; nothing written)."""
+    merchant = _known(directory, merchant_id)
+    _rewrite(states, merchant_id, f"{ALLOW_DELETIONS}{now.isoformat(timespec='seconds')}")
+    return merchant
+
+
+def withdraw_deletions(
+    directory: MerchantDirectory, states: StateStore, merchant_id: str, now: datetime
+) -> bool:
+    """Take a waiting permission back (``esl-sync sweep withdraw-deletions MID``): given by
+    mistake, or its sweeps make no headway (its first suspects all still in Clover, so each
+    poll confirms the same ones again) or fail (a suspect's single-item read refused every
+    time fails each poll, and a permitted sweep runs at every poll until it completes).
+    ``sweep_request_done`` becomes :data:`WITHDRAWN` and a time, in the same versioned
+    write: still a request, so the next sweep comes at once, judged by the fraction again
+    (a refused one reads no item alone). Whether a permission was waiting (none: nothing
+    written)."""
+    _known(directory, merchant_id)
+    return _rewrite(states, merchant_id, f"{WITHDRAWN}{now.isoformat(timespec='seconds')}")
+
+
+def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:
     merchant = directory.get(merchant_id)
     if merchant is None:
         raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")
+    return merchant
+
+
+def _rewrite(states: StateStore, merchant_id: str, done: str) -> bool:
+    """``sweep_request_done`` set to ``done`` in the state's versioned write, retried while
+    polls win; a withdrawal only while a permission waits. Whether it was written."""
     for _ in range(SAVE_TRIES):
         state = states.load(merchant_id)
-        state.sweep_request_done = f"{ALLOW_DELETIONS}{now.isoformat(timespec='seconds')}"
+        if done.startswith(WITHDRAWN) and deletions_allowed(state) is None:
+            return False
+        state.sweep_request_done = done
         try:
             states.save(state)
         except StaleStateError:
             continue
-        return merchant
+        return True
     raise StaleStateError(
         f"merchant {merchant_id}: its state changed on each of {SAVE_TRIES} tries; run the"
         " command again"
