@@ -318,6 +318,9 @@ class CloverSimulator(LoopbackService):
         # Ids every list response leaves out while the single-item GET still serves them:
         # a listing that silently misses items, or one item that becomes visible late.
         self.hide_from_listing: set[str] = set()
+        # Item id → the status its single-item GET answers every time (an item Clover's
+        # read keeps refusing: 400, 410, a 5xx), the listing unchanged.
+        self.item_read_status: dict[str, int] = {}
         # OAuth: the app's client id, and the lifetimes of the tokens this Clover issues.
         self.client_id = "sim-clover-app"
         self.client_secret = "sim-clover-app-secret"
@@ -791,6 +794,9 @@ class CloverSimulator(LoopbackService):
             return _error(400, str(bad))
 
     def _get_item(self, merchant_id: str, item_id: str, expand: set[str]) -> _Response:
+        status = self.item_read_status.get(item_id)
+        if status is not None:
+            return _error(status)
         with self._lock:
             item = self._merchants[merchant_id].items.get(item_id)
             if item is None or item.get("deleted"):

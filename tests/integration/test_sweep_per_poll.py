@@ -8,6 +8,7 @@ runs down with every Clover request made (no real waiting)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -97,3 +98,38 @@ def test_a_sweep_longer_than_a_poll_continues_on_the_next_polls_and_every_deleti
     state = runtime.state_store().load(MID)
     assert not state.sweep_requested
     assert state.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("status", [400, 410, 500])
+def test_an_item_whose_read_clover_keeps_refusing_is_kept_and_the_poll_goes_on(
+    make_stack: Callable[..., LocalStack], status: int
+) -> None:
+    """One suspect's single-item read refused every time (a 400, a 410, a 5xx after the
+    client's retries): that item is kept (not confirmed gone), named and counted
+    (``SweepReadsFailed``); the other suspect is removed and a price change of the same
+    poll reaches the shelf. Before, every sweeping poll failed on it (status ``failed``),
+    so none of the merchant's changes reached the shelf while the sweep stayed due."""
+    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")  # every poll after the first sweeps
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
+    stack.run_cycle()
+    items = sorted(clover.items(MID), key=lambda item: item["id"])
+    unread, deleted, changed = items[0], items[1], items[5]
+    for item in (unread, deleted):
+        clover.delete_item(MID, item["id"])
+    clover.item_read_status = {unread["id"]: status}
+    clover.update_item(MID, changed["id"], price=4242)
+
+    mark = len(poll_lines(stack, MID))
+    stack.run_cycle()
+    [line] = poll_lines(stack, MID)[mark:]
+    assert (line["status"], line["sweep"]) == ("ok", "removed 1 of 2 missing")
+    shelf = hipoink.labels(STORE)
+    assert shelf[changed["sku"]]["pp"] == "42.42"
+    assert deleted["sku"] not in shelf
+    assert unread["sku"] in shelf  # kept: Clover never said it is gone
+    assert [value for value, _ in emf_metrics(stack, "SweepReadsFailed")] == [1]
+    warning = next(
+        json.loads(entry) for entry in stack.logs if "items whose read Clover refused" in entry
+    )
+    assert list(warning["unread"]) == [unread["id"]]

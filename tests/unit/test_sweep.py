@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from esl_sync.clover.errors import (
+    CloverAuthError,
+    CloverBadResponse,
+    CloverConnectionError,
+    CloverOutOfTime,
+    CloverRequestRejected,
+    CloverServerError,
+    CloverTimeout,
+)
 from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
 from esl_sync.sync.sweep import (
     ALLOW_DELETIONS,
     CONTINUES,
+    confirmed_gone,
     continuation,
     continued_after,
     deletions_allowed,
@@ -272,3 +283,43 @@ def test_a_hand_edited_permission_is_none_but_still_asks_for_a_sweep(done: str) 
     state.sweep_request_done = done
     assert deletions_allowed(state) is None
     assert sweep_due(state, SETTINGS, NOW)  # a request all the same: judged by the fraction
+
+
+def _reader(answers: dict[str, object]) -> Callable[[str], Mapping[str, object] | None]:
+    """A single-item read answering each id as ``answers`` says: an item, None (404), or an
+    exception raised."""
+
+    def read(item_id: str) -> Mapping[str, object] | None:
+        answer = answers[item_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    return read
+
+
+def test_a_suspect_is_gone_on_a_404_or_a_deleted_flag_and_kept_when_its_read_is_refused() -> None:
+    answers: dict[str, object] = {
+        "A": None,  # 404
+        "B": {"id": "B", "deleted": True},
+        "C": {"id": "C", "name": "still there"},
+        "D": CloverRequestRejected("GET /items/D: HTTP 410", merchant_id="M", status=410),
+        "E": CloverServerError("GET /items/E: HTTP 500", merchant_id="M", status=500),
+        "F": CloverBadResponse("GET /items/F: not JSON", merchant_id="M"),
+        "G": None,  # read after the refused ones: the sweep goes on
+    }
+    assert confirmed_gone(_reader(answers), sorted(answers), "M") == {"A", "B", "G"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        CloverTimeout("GET /items/A: timed out", merchant_id="M"),
+        CloverOutOfTime("GET /items/A: no time left", merchant_id="M"),
+        CloverAuthError("GET /items/A: HTTP 401", merchant_id="M", status=401),
+        CloverConnectionError("GET /items/A: reset", merchant_id="M"),
+    ],
+)
+def test_a_failure_that_is_the_polls_not_the_items_still_fails_it(error: Exception) -> None:
+    with pytest.raises(type(error)):
+        confirmed_gone(_reader({"A": error}), ["A"], "M")

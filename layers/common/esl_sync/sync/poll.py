@@ -49,6 +49,7 @@ from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
 from esl_sync.sync.sweep import (
     MAX_CONFIRMATIONS_PER_POLL,
+    confirmed_gone,
     continuation,
     continued_after,
     deletions_allowed,
@@ -410,7 +411,7 @@ class _Poll:
             )
             return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
         self.continue_after = sweep.after
-        gone = {i for i in sorted({key[0] for key in sweep.batch}) if _gone(catalog.get_item(i))}
+        gone = confirmed_gone(catalog.get_item, sorted({k[0] for k in sweep.batch}), merchant_id)
         changes = tx.mark_deleted(merchant_id, [key for key in sweep.batch if key[0] in gone])
         plan.add(changes, {})
         self.outcome.products_changed += len(changes)

@@ -9,11 +9,15 @@ nothing at all, unless the operator allowed this merchant's next sweep to go pas
 
 from __future__ import annotations
 
-from collections.abc import Collection, Set
+from collections.abc import Callable, Collection, Iterable, Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
+from esl_sync.clover.errors import CloverBadResponse, CloverRequestRejected, CloverServerError
+from esl_sync.clover.item_types import is_deleted
+from esl_sync.observability import MetricUnit, logger, metrics
 from esl_sync.records import MerchantState
 from esl_sync.settings import Settings
 
@@ -160,3 +164,38 @@ def plan_sweep(
     batch = [key for key in suspects if key[0] in chosen]
     last = ids[limit - 1] if len(ids) > limit else None
     return SweepPlan(suspects, len(active), refused, batch, last)
+
+
+UNREAD = (CloverRequestRejected, CloverBadResponse, CloverServerError)
+"""What Clover may answer one suspect's read with, for that item alone (a 400, a 410,
+garbage, a 5xx after the client's retries): the item is not confirmed gone, so it stays,
+and the sweep goes on with the others. Anything else (a refused token, the invocation's
+time, the network, a 429 after every retry) is the poll's, which fails and is retried."""
+
+
+def confirmed_gone(
+    read: Callable[[str], Mapping[str, Any] | None], ids: Iterable[str], merchant_id: str
+) -> set[str]:
+    """The ids whose single-item read answers 404 (or flags the item deleted). One whose
+    read Clover keeps refusing (:data:`UNREAD`) is kept, named and counted
+    (``SweepReadsFailed``), not the end of the poll: before, one such item failed every
+    sweeping poll of the merchant, so its catalog's changes never reached the shelf."""
+    gone: set[str] = set()
+    unread: dict[str, str] = {}
+    for item_id in ids:
+        try:
+            item = read(item_id)
+        except UNREAD as error:
+            unread[item_id] = f"{type(error).__name__}: {error}"[:200]
+            continue
+        if item is None or is_deleted(item):
+            gone.add(item_id)
+    if unread:
+        metrics.add_metric(name="SweepReadsFailed", unit=MetricUnit.Count, value=len(unread))
+        logger.warning(
+            "sweep: items whose read Clover refused are kept until a later sweep",
+            merchant_id=merchant_id,
+            unread=dict(list(unread.items())[:20]),
+            count=len(unread),
+        )
+    return gone
