@@ -31,7 +31,14 @@ from esl_sync.clover.regions import CLOVER_API_HOSTS, REGIONS, authorize_base_ur
 from esl_sync.clover.tokens import ReauthRequired, TokenKeeper
 from esl_sync.credentials import CloverTokens, StoredTokens
 from esl_sync.messages import PollRequest
-from esl_sync.onboarding import REFUSALS, OnboardingDeps, finish_install, start_install
+from esl_sync.onboarding import (
+    LOCK_WAIT_SECONDS,
+    REFUSALS,
+    REPORTING_MS,
+    OnboardingDeps,
+    finish_install,
+    start_install,
+)
 from esl_sync.ports import InstallTokens, MerchantRegistry, PollQueue
 from esl_sync.records import Merchant
 from esl_sync.settings import ConfigurationError, Settings, load_settings
@@ -589,3 +596,12 @@ def test_set_store_checks_its_arguments_like_merchants_add(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "\x00" not in err
+
+
+def test_a_registration_after_the_lock_wait_and_the_exchange_still_has_time_to_answer() -> None:
+    """Onboarding's statements end 2 s before the function's 25 s timeout (README, "A
+    server gone without a word"): the merchant's lock given back and the page sent in them,
+    and a registration reached after the lock's wait (8 s) and Clover's exchange (10 s)
+    still has 5 s. The literal, not the constant's own value: the README states it."""
+    assert REPORTING_MS == 2_000
+    assert 25 - LOCK_WAIT_SECONDS - 10 - REPORTING_MS / 1000 == 5
