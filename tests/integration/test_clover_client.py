@@ -33,6 +33,7 @@ from esl_sync.clover.item_types import is_deleted
 from esl_sync.clover.pacing import RequestPacer
 from esl_sync.clover.transform import to_product
 from esl_sync.clover.walk import ItemWalk
+from esl_sync.sync.sweep import confirmed_gone
 
 MID = "MERCHANT0001A"
 TOKEN = "tok-SECRET-9f8e7d6c5b4a"
@@ -708,3 +709,19 @@ def test_client_is_a_context_manager(sim: CloverSimulator) -> None:
     with CloverClient(pacer=RequestPacer()) as client:
         assert client.merchant(MID, TOKEN, sim.base_url).get_item(items[0]["id"])
     assert TOKEN not in repr(client)
+
+
+@pytest.mark.parametrize("body", ["null", " null\n"])
+def test_a_200_whose_body_is_null_is_no_404(
+    sim: CloverSimulator, make_client: Callable[..., CloverClient], body: str
+) -> None:
+    """Only a 404 (or a deleted flag) says an item is gone: a 200 whose body is JSON
+    ``null`` (a proxy, a bug on Clover's side) is an unusable answer, not a deletion, so a
+    sweep keeps the suspect (``CloverBadResponse`` is one of ``sweep.UNREAD``)."""
+    items = distinct_items(3)
+    catalog = catalog_for(sim, make_client, items)
+    sim.fail_next(200, body=body)
+    with pytest.raises(CloverBadResponse, match="not a JSON object"):
+        catalog.get_item(items[1]["id"])
+    sim.fail_next(200, body=body)
+    assert confirmed_gone(catalog.get_item, [items[1]["id"]], MID) == set()

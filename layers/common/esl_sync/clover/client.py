@@ -80,6 +80,8 @@ MAX_BODY_BYTES = 64 << 20
 #: a page of a few MB needs far less, and one written a byte at a time is cut off.
 ANSWER_DEADLINE_TIMEOUTS = 3
 _HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip", "User-Agent": "esl-sync"}
+NOT_FOUND: Any = object()
+"""What ``_get`` answers for an allowed 404 (a body ``null`` reads as ``None``)."""
 # What a header can carry as it is (visible ASCII): RFC 6750's token68 is narrower still.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
@@ -239,9 +241,9 @@ class MerchantCatalog:
         """The item as Clover holds it now, or ``None`` when Clover answers 404."""
         path = f"{self.items_path}/{quote(item_id, safe='')}"
         body = self._get(path, [], _Tally(), not_found_ok=True)
-        if body is None:
+        if body is NOT_FOUND:
             return None
-        if not isinstance(body, dict):
+        if not isinstance(body, dict):  # JSON null included: only a 404 says gone
             raise self._bad(path, "body is not a JSON object")
         return body
 
@@ -255,7 +257,8 @@ class MerchantCatalog:
         *,
         not_found_ok: bool = False,
     ) -> Any:
-        """GET with pacing and retries; the parsed JSON body, or ``None`` on an allowed 404."""
+        """GET with pacing and retries; the parsed JSON body, or :data:`NOT_FOUND` on an
+        allowed 404 (not ``None``, which is also what a body ``null`` reads as)."""
         client, origin = self._client, self._origin
         query = urlencode(params, quote_via=quote)
         target = origin.path.rstrip("/") + path + (f"?{query}" if query else "")
@@ -289,7 +292,7 @@ class MerchantCatalog:
             if 200 <= status < 300:
                 return self._json(self._content(response, path), response.headers, path)
             if status == 404 and not_found_ok:
-                return None
+                return NOT_FOUND
             if status in (401, 403):
                 raise CloverAuthError(
                     f"{where}: HTTP {status} (token expired, revoked or lacking permission)",
