@@ -133,3 +133,35 @@ def test_an_item_whose_read_clover_keeps_refusing_is_kept_and_the_poll_goes_on(
         json.loads(entry) for entry in stack.logs if "items whose read Clover refused" in entry
     )
     assert list(warning["unread"]) == [unread["id"]]
+
+
+@pytest.mark.parametrize("status", [400, 410, 500])
+def test_a_webhook_deletion_whose_read_clover_keeps_refusing_fails_no_poll(
+    make_stack: Callable[..., LocalStack], status: int
+) -> None:
+    """The webhook's deletions (``pending_deletes``) are confirmed by the same single-item
+    read as a sweep's suspects: one whose read Clover keeps refusing is kept, like a
+    suspect (``sweep.UNREAD``), the other removed, and the poll's price change reaches the
+    shelf. Before, the poll failed on it, was redelivered and failed again (the state,
+    pending deletion included, unsaved), so none of the merchant's changes reached the
+    shelf."""
+    stack = make_stack()
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
+    stack.run_cycle()
+    items = sorted(clover.items(MID), key=lambda item: item["id"])
+    unread, deleted, changed = items[0], items[1], items[5]
+    for item in (unread, deleted):
+        clover.delete_item(MID, item["id"])
+    clover.item_read_status = {unread["id"]: status}
+    assert runtime.state_store().add_pending_deletes(MID, [unread["id"], deleted["id"]], limit=500)
+    clover.update_item(MID, changed["id"], price=4242)
+
+    mark = len(poll_lines(stack, MID))
+    stack.run_cycle()
+    lines = poll_lines(stack, MID)[mark:]
+    assert [(line["status"], line["deletes_confirmed"]) for line in lines] == [("ok", 1)]
+    shelf = hipoink.labels(STORE)
+    assert shelf[changed["sku"]]["pp"] == "42.42"
+    assert deleted["sku"] not in shelf
+    assert unread["sku"] in shelf  # kept: Clover never said it is gone

@@ -323,14 +323,15 @@ class _Poll:
         self, catalog: CatalogReader, tx: ProductWriter, plan: LabelPlan
     ) -> frozenset[str]:
         """Items a webhook reported deleted: each one we hold is read alone and removed on a
-        404 (or a deleted flag), like a sweep suspect. Returns the ids dealt with, which the
+        404 (or a deleted flag), like a sweep suspect (one whose read Clover refuses is
+        kept: :func:`~esl_sync.sync.sweep.confirmed_gone`). Returns the ids dealt with, which the
         state save clears once this transaction has committed."""
         batch = frozenset(sorted(self.state.pending_deletes)[:MAX_DELETE_CONFIRMATIONS])
         if not batch:
             return batch
         held = [key for key in tx.active_keys(self.merchant_id) if key[0] in batch]
-        confirmed = [key for key in held if _gone(catalog.get_item(key[0]))]
-        changes = tx.mark_deleted(self.merchant_id, confirmed)
+        gone = confirmed_gone(catalog.get_item, sorted({k[0] for k in held}), self.merchant_id)
+        changes = tx.mark_deleted(self.merchant_id, [key for key in held if key[0] in gone])
         plan.add(changes, {})
         self.outcome.products_changed += len(changes)
         self.outcome.deletes_confirmed = len(changes)
@@ -439,11 +440,6 @@ class _Poll:
             # (docs/architecture.md, "The lease is a fence").
             metrics.add_metric(name="StateSavesRefused", unit=MetricUnit.Count, value=1)
             logger.warning("merchant state not saved; the next poll repeats", error=str(error))
-
-
-def _gone(item: Item | None) -> bool:
-    """A 404, or (should Clover answer so) the item itself flagged deleted."""
-    return item is None or is_deleted(item)
 
 
 def _ms(moment: datetime) -> int:
