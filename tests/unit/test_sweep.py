@@ -20,9 +20,11 @@ from esl_sync.clover.errors import (
 from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
+from esl_sync.store.state_item import state_of, to_attr
 from esl_sync.sync.sweep import (
     ALLOW_DELETIONS,
     CONTINUES,
+    KEPT_CHARS,
     confirmed_gone,
     continuation,
     continued_after,
@@ -323,3 +325,19 @@ def test_a_suspect_is_gone_on_a_404_or_a_deleted_flag_and_kept_when_its_read_is_
 def test_a_failure_that_is_the_polls_not_the_items_still_fails_it(error: Exception) -> None:
     with pytest.raises(type(error)):
         confirmed_gone(_reader({"A": error}), ["A"], "M")
+
+
+@pytest.mark.parametrize("length", [440, 480, 500, 5000])
+def test_a_long_hand_edited_request_never_cuts_the_id_a_sweep_goes_on_after(length: int) -> None:
+    """The state's reader keeps 500 characters of ``sweep_request_done``
+    (``state_item.MAX_TEXT``): a hand-edited text (no permission) in front of
+    ``continues after ID`` must not push the id past them. Before, it came back cut
+    (``'ZZZ'`` for a 64-character id behind 480 characters), or gone, and every poll swept
+    again from there: the same first suspects at every poll, the rest never read."""
+    state = MerchantState("M1", sweep_request="t", sweep_request_done="x" * length)
+    last = "Z" * 64  # the longest id a product can have (item_types.ID_PATTERN)
+    state.sweep_request_done = continuation(state, last)
+    item = {name: to_attr(getattr(state, name)) for name in ("sweep_request", "sweep_request_done")}
+    read = state_of("M1", item)
+    assert (continued_after(read), read.sweep_requested) == (last, True)
+    assert read.sweep_request_done == "x" * min(length, KEPT_CHARS) + CONTINUES + last

@@ -48,6 +48,12 @@ not at every poll before the deleted ones behind them, and the sweep ends once i
 the last suspect; one that turns up behind the id waits for the next sweep. An operator's
 permission (:data:`ALLOW_DELETIONS`) stays in front of it, kept until the sweep ends. No
 state attribute more (the poll already writes ``sweep_request_done``)."""
+KEPT_CHARS = 400
+"""What a continuation keeps of the text in front of :data:`CONTINUES` (a permission is 41
+characters, a webhook's request 32): the state's reader keeps 500 characters of
+``sweep_request_done`` (``store.state_item.MAX_TEXT``), and a longer hand-edited text cut
+the id behind it (a 64-character id at most: ``item_types.ID_PATTERN``), so every poll swept
+again from the same place."""
 
 
 def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
@@ -113,7 +119,7 @@ def continuation(state: MerchantState, after: str | None) -> str | None:
     if after is None:
         return state.sweep_request
     done = state.sweep_request_done if state.sweep_requested else None
-    kept = (done or "sweep").partition(CONTINUES)[0]
+    kept = (done or "sweep").partition(CONTINUES)[0][:KEPT_CHARS]
     return f"{kept}{CONTINUES}{after}"
 
 
