@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from devkit.emf import metric_sums, metric_units
 from esl_sync.clover.errors import (
     CloverAuthError,
     CloverBadResponse,
@@ -17,6 +18,7 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
+from esl_sync.observability import metrics
 from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
@@ -32,6 +34,7 @@ from esl_sync.sync.sweep import (
     plan_sweep,
     sweep_due,
 )
+from tests.fakes import MemoryLog
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -341,3 +344,45 @@ def test_a_long_hand_edited_request_never_cuts_the_id_a_sweep_goes_on_after(leng
     read = state_of("M1", item)
     assert (continued_after(read), read.sweep_requested) == (last, True)
     assert read.sweep_request_done == "x" * min(length, KEPT_CHARS) + CONTINUES + last
+
+
+def test_the_suspects_clover_refused_are_named_and_counted(
+    log: MemoryLog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each kept suspect is named (the first 20, each error's class and message cut to 200
+    characters) in one warning, and all are counted; a sweep whose reads all answered says
+    nothing of it."""
+    said = "sweep: items whose read Clover refused are kept until a later sweep"
+    answers: dict[str, object] = {
+        f"U{n:02d}": CloverRequestRejected(f"HTTP 410 {'x' * n * 20}", merchant_id="M", status=410)
+        for n in range(21)
+    }
+    answers["G"] = None
+    metrics.clear_metrics()
+    try:
+        assert confirmed_gone(_reader(answers), sorted(answers), "M1") == {"G"}
+        assert confirmed_gone(_reader({"A": None}), ["A"], "M2") == {"A"}
+    finally:
+        metrics.flush_metrics()
+    lines = capsys.readouterr().out.splitlines()
+    assert (metric_sums(lines), metric_units(lines)) == (
+        {"SweepReadsFailed": 21},
+        {"SweepReadsFailed": "Count"},
+    )
+    [line] = log.lines(said)
+    assert (line["level"], line["merchant_id"], line["count"]) == ("WARNING", "M1", 21)
+    expected = {
+        f"U{n:02d}": f"CloverRequestRejected: merchant M: HTTP 410 {'x' * n * 20}"[:200]
+        for n in range(20)
+    }
+    assert line["unread"] == expected
+    assert len(expected["U19"]) == 200
+
+
+def test_a_permission_used_up_is_none() -> None:
+    """The sweep that used it recorded its request done: the permission text is then the
+    request and the done marker both, no sweep asked, no permission."""
+    text = f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00"
+    state = MerchantState("M1", sweep_request=text, sweep_request_done=text)
+    assert not state.sweep_requested
+    assert deletions_allowed(state) is None
