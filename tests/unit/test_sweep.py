@@ -23,6 +23,7 @@ from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
 from esl_sync.store.state_item import state_of, to_attr
+from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.sweep import (
     ALLOW_DELETIONS,
     CONTINUES,
@@ -386,3 +387,10 @@ def test_a_permission_used_up_is_none() -> None:
     state = MerchantState("M1", sweep_request=text, sweep_request_done=text)
     assert not state.sweep_requested
     assert deletions_allowed(state) is None
+
+
+def test_a_refused_sweep_says_so_in_the_text_the_outcome_reads() -> None:
+    plan = plan_sweep(_keys("A", "B", "C", "D"), {"D"}, Decimal("0.2"))
+    assert plan.refused
+    assert plan.refusal() == "refused: 3 of 4 missing"
+    assert PollOutcome("M", "schedule", sweep=plan.refusal()).sweep_refused

@@ -106,7 +106,7 @@ def relabel_if_moved(
     be another merchant's (a typo being corrected). ``previous_store``: the code the write
     replaced, as it read it (:class:`esl_sync.merchant_ports.StoreWriter`): a code read
     before the write may be stale (another ``set-store`` between), B to A read as A to A."""
-    merchant = _known(directory, merchant_id)
+    merchant = known_merchant(directory, merchant_id)
     if previous_store is None or merchant.store_code in (None, previous_store):
         return None
     return heal_merchant(merchant, ledger, labels, settings, stale_for=timedelta(0))
@@ -264,7 +264,7 @@ def stale_labels(
     directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str
 ) -> list[StaleLabel]:
     """One merchant's stale labels with their last failure (``esl-sync status --labels``)."""
-    _known(directory, merchant_id)
+    known_merchant(directory, merchant_id)
     return ledger.stale_label_details(merchant_id)
 
 
@@ -272,7 +272,7 @@ def refused_items(
     directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str
 ) -> list[RefusedItem]:
     """One merchant's refused items (``esl-sync status --labels``, after the stale labels)."""
-    _known(directory, merchant_id)
+    known_merchant(directory, merchant_id)
     return ledger.refused_items(merchant_id)
 
 
@@ -281,13 +281,13 @@ def label_conflicts(
 ) -> list[LabelConflict]:
     """Every product of the merchant whose product code another product claims too; only
     one of them is on the label (``esl-sync status --labels``)."""
-    _known(directory, merchant_id)
+    known_merchant(directory, merchant_id)
     return ledger.label_conflicts(merchant_id)
 
 
 def unblock_store(directory: MerchantDirectory, ledger: LabelLedger, merchant_id: str) -> bool:
     """Lift a configuration block by hand (after fixing the sign, client id or store code)."""
-    _known(directory, merchant_id)
+    known_merchant(directory, merchant_id)
     return ledger.unblock_store(merchant_id)
 
 
@@ -310,7 +310,9 @@ def heal(
 ) -> Iterator[HealOutcome | HealRefused]:
     """The self-healing pass for one merchant, or for every active one, each made as the
     caller takes it (to say each as it is done); one that raises is that merchant's alone."""
-    merchants = [_known(directory, merchant_id)] if merchant_id else directory.all(active_only=True)
+    merchants = (
+        [known_merchant(directory, merchant_id)] if merchant_id else directory.all(active_only=True)
+    )
     return (_healed(m, ledger, queue, settings, stale_for) for m in merchants)
 
 
@@ -337,7 +339,7 @@ def poll_now(queue: PollQueue, merchant: Merchant) -> bool:
 
 def request_poll(directory: MerchantDirectory, queue: PollQueue, merchant_id: str) -> None:
     """Poll one merchant now (``esl-sync poll``), outside the schedule."""
-    _known(directory, merchant_id)
+    known_merchant(directory, merchant_id)
     queue.send([PollRequest(merchant_id=merchant_id, reason="manual")])
 
 
@@ -356,7 +358,7 @@ def resync(
     acknowledgement is invalidated (so each label counts as stale and a code nobody wants
     is deleted), the labels are queued at once, and a poll is requested.
     """
-    merchant = _known(directory, merchant_id)
+    merchant = known_merchant(directory, merchant_id)
     current = state.load(merchant_id)
     current.high_water_ms = None
     state.save(current)
@@ -370,7 +372,7 @@ def verify_labels(directory: MerchantDirectory, queue: LabelQueue, merchant_id: 
     """Queue a verify of one merchant's labels against what Hipoink holds (``esl-sync
     labels verify``; :mod:`esl_sync.sync.verify`): in its message group, after the jobs
     queued before it. Drifted labels are healed by the merchant's next poll."""
-    merchant = _known(directory, merchant_id)
+    merchant = known_merchant(directory, merchant_id)
     if not merchant.store_code:
         raise NoStoreCodeError(f"merchant {merchant_id!r} has no Hipoink store code")
     request = LabelVerify(merchant_id=merchant_id, store_code=merchant.store_code)
@@ -421,7 +423,7 @@ def catch_up_fences(
     (DynamoDB refusing the item, throttling past the client's retries) is that merchant's
     alone: the rest are still caught up."""
     if merchant_id is not None:
-        _known(directory, merchant_id)
+        known_merchant(directory, merchant_id)
         registered = {merchant_id}
     else:
         registered = {m.merchant_id for m in directory.all()}
@@ -438,7 +440,8 @@ def _fence_caught_up(counter: FenceCounter, merchant_id: str, fence: Fence) -> F
     return FenceCatchUp(merchant_id, fence.generation, count)
 
 
-def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:
+def known_merchant(directory: MerchantDirectory, merchant_id: str) -> Merchant:
+    """The merchant of ``merchant_id``; :class:`UnknownMerchantError` (exit 2) when none."""
     merchant = directory.get(merchant_id)
     if merchant is None:
         raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")

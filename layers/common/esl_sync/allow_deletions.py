@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from esl_sync.admin import UnknownMerchantError
+from esl_sync.admin import known_merchant
 from esl_sync.ports import MerchantDirectory, StateStore
 from esl_sync.records import Merchant, StaleStateError
 from esl_sync.sync.sweep import ALLOW_DELETIONS, deletions_allowed
@@ -39,7 +39,7 @@ def allow_deletions(
     over the permission; its next poll sweeps under it. Running it again while the
     permission waits only renews its time. Returns the merchant (UnknownMerchantError: none
     has that id; nothing written)."""
-    merchant = _known(directory, merchant_id)
+    merchant = known_merchant(directory, merchant_id)
     _rewrite(states, merchant_id, f"{ALLOW_DELETIONS}{now.isoformat(timespec='seconds')}")
     return merchant
 
@@ -55,15 +55,8 @@ def withdraw_deletions(
     write: still a request, so the next sweep comes at once, judged by the fraction again
     (a refused one reads no item alone). Whether a permission was waiting (none: nothing
     written)."""
-    _known(directory, merchant_id)
+    known_merchant(directory, merchant_id)
     return _rewrite(states, merchant_id, f"{WITHDRAWN}{now.isoformat(timespec='seconds')}")
-
-
-def _known(directory: MerchantDirectory, merchant_id: str) -> Merchant:
-    merchant = directory.get(merchant_id)
-    if merchant is None:
-        raise UnknownMerchantError(f"unknown merchant {merchant_id!r}")
-    return merchant
 
 
 def _rewrite(states: StateStore, merchant_id: str, done: str) -> bool:

@@ -410,7 +410,7 @@ class _Poll:
                 missing=len(sweep.suspects),
                 active=sweep.active,
             )
-            return f"refused: {len(sweep.suspects)} of {sweep.active} missing"
+            return sweep.refusal()
         self.continue_after = sweep.after
         gone = confirmed_gone(catalog.get_item, sorted({k[0] for k in sweep.batch}), merchant_id)
         changes = tx.mark_deleted(merchant_id, [key for key in sweep.batch if key[0] in gone])

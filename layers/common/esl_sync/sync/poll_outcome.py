@@ -9,6 +9,7 @@ from typing import Any, Literal
 from esl_sync.clover.errors import CloverError
 from esl_sync.clover.tokens import TokenRefreshBusy
 from esl_sync.records import FenceRefused, TransientConflict
+from esl_sync.sync.sweep import REFUSED
 
 MERCHANTS_FAILURES = (CloverError, FenceRefused, TokenRefreshBusy)
 """The failures of a poll that are the merchant's, not the poller's: Clover's answers and
@@ -96,7 +97,7 @@ class PollOutcome:
         poll's heal treats it as no sweep: no verify, whose heal would put the labels of
         such rows back on the shelf, until a sweep settles them or the operator allows the
         deletions (``esl-sync sweep allow-deletions``)."""
-        return self.sweep is not None and self.sweep.startswith("refused")
+        return self.sweep is not None and self.sweep.startswith(REFUSED)
 
     @property
     def skipped(self) -> bool:

@@ -123,6 +123,11 @@ def continuation(state: MerchantState, after: str | None) -> str | None:
     return f"{kept}{CONTINUES}{after}"
 
 
+REFUSED = "refused: "
+"""How a refused sweep's ``sweep`` fact begins (:meth:`SweepPlan.refusal`): what
+:attr:`esl_sync.sync.poll_outcome.PollOutcome.sweep_refused` reads, one text for both."""
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     """Products Clover did not list, unless the sweep is refused; ``batch`` those this poll
@@ -133,6 +138,10 @@ class SweepPlan:
     refused: bool
     batch: list[ProductKey]
     after: str | None
+
+    def refusal(self) -> str:
+        """The poll's ``sweep`` fact of a refused sweep."""
+        return f"{REFUSED}{len(self.suspects)} of {self.active} missing"
 
     def summary(self, removed: int, *, permitted: bool, continued: bool) -> str:
         """The poll's ``sweep`` fact: how many of the missing it removed; how many it
