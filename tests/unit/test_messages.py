@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from esl_sync.events import LabelJobRecord, RefusedLabelMessage
 from esl_sync.job_json import text_records_json
@@ -55,6 +55,24 @@ class OldPollRequest(BaseModel):
         if "\x00" in value:
             raise ValueError("holds NUL")
         return value
+
+    @field_validator("requested_at", mode="before")
+    @classmethod
+    def _no_unix_timestamp(cls, value: object) -> object:
+        """The other narrowing, on purpose: pydantic took a number or numeric text here as
+        a Unix timestamp (``"20261128"``, which ``iso_text`` draws now and then, read as
+        1970-08-23); no writer of the poll queue wrote one, and the new reader refuses it
+        (test_requested_at_as_a_unix_timestamp_is_refused_though_pydantic_took_it). Without
+        this the property tests below failed on the rare draw of such text."""
+        numeric = isinstance(value, str) and UNIX_TEXT.fullmatch(value) is not None
+        if numeric or (isinstance(value, int | float) and not isinstance(value, bool)):
+            raise ValueError("a Unix timestamp")
+        return value
+
+
+UNIX_TEXT = re.compile(r"[0-9]+(\.[0-9]*)?")
+"""Numeric text of the forms ``iso_text`` can draw (digits, a point, digits), which pydantic
+read as a Unix timestamp."""
 
 
 class OldLabelJob(BaseModel):
@@ -408,6 +426,8 @@ def test_a_hostile_label_job_is_valid_for_both_or_neither(body: dict[str, Any]) 
 
 
 @given(moment=iso_text)
+@example(moment="2026112812")  # numeric: the narrowing (OldPollRequest._no_unix_timestamp)
+@example(moment="20261128.5")
 def test_requested_at_reads_every_iso_form_as_pydantic_did(moment: str) -> None:
     body = _json({"merchant_id": "M", "requested_at": moment})
     assert_same(_old(OldPollRequest, body), _new(PollRequest, body))
@@ -493,8 +513,9 @@ def test_requested_at_as_a_unix_timestamp_is_refused_though_pydantic_took_it() -
     (every one wrote pydantic's ISO text) and nothing reads the field."""
     for stamp in ("1700000000", '"1700000000"', "1700000000.5", "-1"):
         body = f'{{"merchant_id":"M","requested_at":{stamp}}}'
-        assert _old(OldPollRequest, body)[0] == "ok"
+        assert TypeAdapter(datetime).validate_json(stamp) is not None  # pydantic took it
         assert _new(PollRequest, body) == ("refused", "requested_at")
+        assert _old(OldPollRequest, body) == ("refused", {"requested_at"})  # the oracle too
 
 
 def test_a_sign_after_leading_zeros_is_refused_though_pydantic_took_it() -> None:
