@@ -167,15 +167,15 @@ def test_a_webhook_deletion_whose_read_clover_keeps_refusing_fails_no_poll(
     assert unread["sku"] in shelf  # kept: Clover never said it is gone
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="helper-93 finding: a sweep asked for while another sweep is under way is"
-    " recorded done when that sweep ends, though it never read the suspects before the id it"
-    " went on after (an item deleted there stays on the shelf until the scheduled sweep)",
-)
 def test_a_sweep_asked_for_during_a_sweep_over_several_polls_reads_every_suspect(
     make_stack: Callable[..., LocalStack], monkeypatched_bound: None
 ) -> None:
+    """A webhook asks for a sweep while a sweep over several polls is under way: that sweep
+    ends recording done the request it served (none: the schedule's), not the webhook's,
+    so the next poll sweeps from the first id and removes the item deleted before the id
+    the sweep went on after. Before (the sweep's place a text in ``sweep_request_done``),
+    its end recorded the webhook's request done, and that item kept its label until the
+    next scheduled sweep, hours on."""
     stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="3")
     clover, hipoink = sims(stack)
     stack.add_merchant(MID, "tok", STORE, items=items_without_times(40))
@@ -186,20 +186,35 @@ def test_a_sweep_asked_for_during_a_sweep_over_several_polls_reads_every_suspect
         clover.delete_item(MID, item["id"])
     assert poll_once(stack).get("sweep") is None  # poll 2: not a sweep
     assert poll_once(stack)["sweep"] == "removed 0 of 5 missing, 2 confirmed"
-    assert (
-        runtime.state_store().load(MID).sweep_request_done
-        == f"sweep continues after {items[2]['id']}"
+    state = runtime.state_store().load(MID)
+    assert (state.sweep_after, state.sweep_for, state.sweep_requested) == (
+        items[2]["id"],
+        None,  # the schedule's sweep: no request was open
+        False,
     )
+    [row] = json.loads(stack.cli("status", "--json"))
+    assert row["sweep_after"] == items[2]["id"]  # the operator sees it under way, and where
 
     # A webhook reports more deletions than the state holds: it asks for a sweep. One of
     # them sorts before the id the sweep under way goes on after.
     clover.delete_item(MID, items[0]["id"])
     assert not runtime.state_store().add_pending_deletes(MID, [items[0]["id"], "X"], limit=1)
+    request = runtime.state_store().load(MID).sweep_request
+    assert request is not None
 
     # The sweep under way goes on after items[2]: items[3:5], then items[5], and ends.
     sweeps = [poll_once(stack).get("sweep") for _ in range(2)]
     assert sweeps == ["removed 2 of 6 missing, 2 confirmed", "removed 1 of 4 missing, 1 confirmed"]
-    # Its end recorded the webhook's request done (before: sweep_requested False) while
-    # items[0], deleted and missing from every listing since, was never read.
     state = runtime.state_store().load(MID)
-    assert state.sweep_requested or items[0]["sku"] not in hipoink.labels(STORE)
+    assert (state.sweep_after, state.sweep_for) == (None, None)
+    assert state.sweep_requested  # the webhook's request is still open
+    assert json.loads(stack.cli("status", "--json"))[0]["sweep_after"] is None
+    assert items[0]["sku"] in hipoink.labels(STORE)
+
+    # The next poll sweeps from the first id, for the webhook's request: items[0] leaves.
+    sweeps = [poll_once(stack).get("sweep") for _ in range(2)]
+    assert sweeps == ["removed 1 of 3 missing, 2 confirmed", "removed 0 of 2 missing, 1 confirmed"]
+    assert items[0]["sku"] not in hipoink.labels(STORE)
+    state = runtime.state_store().load(MID)
+    assert (state.sweep_request_done, state.sweep_requested) == (request, False)
+    assert poll_once(stack).get("sweep") is None  # incremental again

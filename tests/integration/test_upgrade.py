@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 
 from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
-from devkit.local_stack import LocalStack
+from devkit.local_stack import REGION, LocalStack
+from esl_sync import runtime
 from esl_sync.clover import transform
 from esl_sync.hipoink.records import label_hash
 from esl_sync.settings import settings
 from esl_sync.storable import MONEY_MAX_CENTS
+from esl_sync.sync import poll as poll_module
 from esl_sync.sync import raw_keys
+from tests.integration.test_poll import emf_metrics, items_without_times, poll_lines
 
 M = "MUPGR0000001"
 STORE = "STORE-UPGRADE"
@@ -218,3 +223,44 @@ def test_a_deploy_of_a_new_mapping_sends_no_label_for_an_unchanged_item(
     assert hipoink.requests == []
     assert stack.label_state(M) == acknowledged
     raw_keys._seed.cache_clear()
+
+
+def test_a_sweep_older_code_left_under_way_starts_over_under_its_permission_and_ends(
+    make_stack: Callable[..., LocalStack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Older code kept a sweep's place in ``sweep_request_done`` (``<what it was> continues
+    after <id>``; no ``sweep_after``). After the deploy that state still asks for a sweep,
+    which starts over from the first id (an item deleted before that id leaves too), under
+    the operator's permission in front of the marker; its end records the request done,
+    using the permission up: the polls after it sweep no more."""
+    monkeypatch.setattr(poll_module, "MAX_CONFIRMATIONS_PER_POLL", 3)
+    stack = make_stack()
+    _, hipoink = _sims(stack)
+    stack.add_merchant(M, "tok", STORE, items=items_without_times(10))
+    stack.run_cycle()
+    clover = stack.clover
+    assert clover is not None
+    items = sorted(clover.items(M), key=lambda item: item["id"])
+    for item in items[:6]:  # 60 %: past the fraction, allowed by the operator
+        clover.delete_item(M, item["id"])
+    allowed = "allow deletions 2026-12-03T18:00:00+00:00"
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName="StateTable",
+        Key={"merchant_id": {"S": M}},
+        UpdateExpression="SET sweep_request_done = :done",
+        ExpressionAttributeValues={":done": {"S": f"{allowed} continues after {items[3]['id']}"}},
+    )
+
+    sweeps = []
+    for _ in range(3):
+        mark = len(poll_lines(stack, M))
+        stack.run_cycle()
+        sweeps += [line.get("sweep") for line in poll_lines(stack, M)[mark:]]
+    assert sweeps == [
+        "removed 3 of 6 missing, 3 confirmed (deletions allowed)",  # from the first id
+        "removed 3 of 3 missing, 3 confirmed (deletions allowed)",
+    ]  # the third poll: no sweep (a quiet poll has no line)
+    state = runtime.state_store().load(M)
+    assert (state.sweep_requested, state.sweep_after, state.sweep_for) == (False, None, None)
+    assert set(hipoink.labels(STORE)) == {str(item["sku"]) for item in items[6:]}
+    assert emf_metrics(stack, "SweepRefused") == []

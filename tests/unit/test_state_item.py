@@ -87,6 +87,8 @@ def test_every_state_field_reads_back_from_what_is_written() -> None:
         auth_state="needs_reauth",
         sweep_request="req-1",
         sweep_request_done="req-0",
+        sweep_after="I-0_9z",
+        sweep_for="req-0",
     )
     item = {name: to_attr(getattr(state, name)) for name in STATE_FIELDS}
     item["version"] = {"N": "7"}
@@ -109,6 +111,7 @@ def test_the_fields_a_poll_writes_leave_auth_and_the_webhook_s_request_alone() -
     assert "sweep_request" not in POLL_FIELDS
     assert set(STATE_FIELDS) == {*POLL_FIELDS, "auth_state", "sweep_request"}
     assert "sweep_request_done" in POLL_FIELDS
+    assert {"sweep_after", "sweep_for"} <= set(POLL_FIELDS)
     assert "high_water_ms" in POLL_FIELDS
 
 
@@ -175,6 +178,9 @@ UNREADABLE: list[tuple[str, dict[str, Any]]] = [
     ("last_failure_class", {"L": []}),
     ("auth_state", {"BOOL": False}),
     ("sweep_request_done", {"SS": ["a"]}),
+    ("sweep_after", {"N": "5"}),
+    ("sweep_after", {"S": "I1 "}),  # not an item id: the sweep starts over
+    ("sweep_for", {"BOOL": True}),
     ("version", {"S": "7"}),
     ("version", {"N": "2.5"}),
     ("pending_deletes", {"L": [{"S": "I1"}]}),

@@ -18,21 +18,22 @@ from esl_sync.clover.errors import (
     CloverServerError,
     CloverTimeout,
 )
+from esl_sync.clover.item_types import ID_PATTERN
 from esl_sync.observability import metrics
 from esl_sync.records import MerchantState
 from esl_sync.restore import CATCH_UP_SWEEP
 from esl_sync.settings import Settings
-from esl_sync.store.state_item import state_of, to_attr
+from esl_sync.store.state_item import ITEM_ID, state_of
 from esl_sync.sync.poll_outcome import PollOutcome
 from esl_sync.sync.sweep import (
     ALLOW_DELETIONS,
-    CONTINUES,
-    KEPT_CHARS,
+    LEGACY_CONTINUES,
+    ask_for_sweep,
     confirmed_gone,
-    continuation,
     continued_after,
     deletions_allowed,
     plan_sweep,
+    record_sweep,
     sweep_due,
 )
 from tests.fakes import MemoryLog
@@ -230,40 +231,153 @@ def test_the_summary_names_the_confirmed_only_when_bounded() -> None:
 def test_an_unfinished_sweep_keeps_the_request_open_and_any_permission() -> None:
     state = _state(1)
     state.sweep_request = "token-1"
-    assert continuation(state, None) == "token-1"  # done: the request it read
-    assert continued_after(state) is None
-    state.sweep_request_done = continuation(state, "B")
-    assert state.sweep_request_done == f"sweep{CONTINUES}B"
+    record_sweep(state, "B")  # the first poll of a sweep asked for
+    assert (state.sweep_after, state.sweep_for, state.sweep_request_done) == ("B", "token-1", None)
     assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == ("B", True)
-    assert deletions_allowed(state) is None
-    state.sweep_request_done = continuation(state, "D")  # the next poll's: not appended
-    assert state.sweep_request_done == f"sweep{CONTINUES}D"
+    record_sweep(state, "D")  # the next poll's
+    assert (state.sweep_after, state.sweep_for) == ("D", "token-1")
+    record_sweep(state, None)  # the last: the request it served is done
+    assert (state.sweep_after, state.sweep_for, state.sweep_request_done) == (None, None, "token-1")
+    assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == (None, False)
+
     allowed = f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00"
-    state.sweep_request_done = allowed
-    state.sweep_request_done = continuation(state, "C")
-    assert state.sweep_request_done == f"{allowed}{CONTINUES}C"
-    assert deletions_allowed(state) == datetime(2026, 12, 3, 18, tzinfo=UTC)
-    assert continued_after(state) == "C"
-    state.sweep_request_done = continuation(state, None)  # ended: the permission used up
-    assert (deletions_allowed(state), continued_after(state)) == (None, None)
-    state.sweep_request_done = f"x{CONTINUES}B"
-    state.sweep_request = state.sweep_request_done  # no request open: nothing under way
-    assert continued_after(state) is None
-    state.sweep_request = None
-    assert continuation(state, "E") == f"x{CONTINUES}E"  # open again: what was open stays
+    ask_for_sweep(state, allowed)
+    record_sweep(state, "C")
+    assert (state.sweep_request_done, state.sweep_for) == (allowed, "token-1")
+    assert deletions_allowed(state) == datetime(2026, 12, 3, 18, tzinfo=UTC)  # kept
+    record_sweep(state, None)  # ended: the permission used up
+    assert (deletions_allowed(state), state.sweep_request_done) == (None, "token-1")
+
+
+def test_a_sweep_under_way_is_due_whatever_the_schedule_and_ends_where_it_began() -> None:
+    """A sweep the schedule began (no request open) goes on at the next polls however
+    early (``sweep_after`` set), and its end records what was already done: nothing is
+    asked for after it."""
+    state = _state(3, hours_since_sweep=0)
+    state.sweep_request = state.sweep_request_done = "token-1"
+    assert not sweep_due(state, SETTINGS, NOW)
+    record_sweep(state, "B")
+    assert (state.sweep_after, state.sweep_for) == ("B", "token-1")
+    assert not state.sweep_requested
+    assert sweep_due(state, SETTINGS, NOW)
+    record_sweep(state, None)
+    assert (state.sweep_after, state.sweep_request_done, state.sweep_requested) == (
+        None,
+        "token-1",
+        False,
+    )
+    assert not sweep_due(state, SETTINGS, NOW)
+
+
+def test_a_request_made_while_a_sweep_is_under_way_stays_open_after_it() -> None:
+    """The sweep records done the request it served (read when it began), not the one a
+    webhook made since: that one asks for a new sweep, from the first id. Before, the
+    request the last poll read was recorded done, though the suspects before the id the
+    sweep went on after were never read for it."""
+    state = _state(1)
+    state.sweep_request = "token-1"
+    record_sweep(state, "B")
+    state.sweep_request = "token-2"  # a webhook, between two polls of the sweep
+    record_sweep(state, "D")
+    assert state.sweep_for == "token-1"
+    record_sweep(state, None)
+    assert (state.sweep_request_done, state.sweep_requested) == ("token-1", True)
+    assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == (None, True)
+    record_sweep(state, "A")  # the new sweep, from the first id, serves the new request
+    assert state.sweep_for == "token-2"
+    record_sweep(state, None)
+    assert (state.sweep_request_done, state.sweep_requested) == ("token-2", False)
+
+
+def test_a_command_drops_the_sweep_under_way() -> None:
+    """``restore catch-up`` and the permission commands ask for a sweep from the first id:
+    the next poll's serves their request, never one a sweep under way half read."""
+    state = _state(1)
+    record_sweep(state, "B")
+    ask_for_sweep(state, CATCH_UP_SWEEP)
+    assert (state.sweep_after, state.sweep_for, state.sweep_request_done) == (
+        None,
+        None,
+        CATCH_UP_SWEEP,
+    )
+    assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == (None, True)
+    record_sweep(state, None)
+    assert (state.sweep_request_done, state.sweep_requested) == (None, False)
+
+
+@pytest.mark.parametrize("name", ["sweep_after", "sweep_for"])
+@pytest.mark.parametrize("after", [None, "B"])
+def test_a_sweep_whose_place_or_request_is_unreadable_starts_over(
+    name: str, after: str | None
+) -> None:
+    """Either attribute edited by hand (read as None and named: ``state_item``): a sweep
+    is due and goes on after no id, for the request open now; its save writes both anew."""
+    state = _state(3, hours_since_sweep=0)
+    state.sweep_request, state.sweep_after, state.sweep_for = "token-2", after, "token-1"
+    state.unreadable = (name,)
+    assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == (None, True)
+    record_sweep(state, "C")
+    assert (state.sweep_after, state.sweep_for) == ("C", "token-2")
+    state.unreadable = ("poll_count",)
+    assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == ("C", True)
+
+
+def test_a_hand_edited_sweep_place_reads_as_none_and_is_named() -> None:
+    for text in ("", "a b", "Z" * 65, "A\n", "I\x00"):
+        state = state_of("M1", {"sweep_after": {"S": text}, "sweep_for": {"S": "t"}})
+        assert (state.sweep_after, state.sweep_for, state.unreadable) == (
+            None,
+            "t",
+            ("sweep_after",),
+        )
+        assert (continued_after(state), sweep_due(state, SETTINGS, NOW)) == (None, True)
+    longest = "Z" * 64  # the longest id a product can have (item_types.ID_PATTERN)
+    state = state_of("M1", {"sweep_after": {"S": longest}})
+    assert (state.sweep_after, state.unreadable) == (longest, ())
+    assert ID_PATTERN.pattern == ITEM_ID.pattern
+
+
+@pytest.mark.parametrize(
+    ("done", "allowed"),
+    [
+        (f"sweep{LEGACY_CONTINUES}B", None),
+        (
+            f"{ALLOW_DELETIONS}2026-12-03T18:00:00+00:00{LEGACY_CONTINUES}C",
+            datetime(2026, 12, 3, 18, tzinfo=UTC),
+        ),
+        (f"restore catch-up{LEGACY_CONTINUES}D", None),
+    ],
+)
+def test_a_sweep_older_code_left_under_way_starts_over_and_keeps_its_permission(
+    done: str, allowed: datetime | None
+) -> None:
+    """Code before ``sweep_after`` wrote ``<what it was> continues after <id>`` as
+    ``sweep_request_done``: still a request, so the next poll sweeps, from the first id (the
+    id is not read), under the permission in front of it if any; its end records the
+    request done and uses the permission up."""
+    item = {"sweep_request": {"S": "t"}, "sweep_request_done": {"S": done}}
+    state = state_of("M1", item)
+    assert (deletions_allowed(state), continued_after(state)) == (allowed, None)
+    assert sweep_due(state, SETTINGS, NOW)
+    record_sweep(state, "E")
+    assert (state.sweep_after, state.sweep_for, state.sweep_request_done) == ("E", "t", done)
+    assert deletions_allowed(state) == allowed  # kept while it sweeps
+    record_sweep(state, None)
+    assert (state.sweep_request_done, deletions_allowed(state)) == ("t", None)
+    assert not sweep_due(state, SETTINGS, NOW)
 
 
 def test_the_texts_are_as_the_readme_and_the_runbook_write_them() -> None:
-    """``sweep_request_done`` as an operator reads it in the state table."""
-    state = MerchantState("M1", sweep_request="t", sweep_request_done="sweep continues after B")
-    assert continued_after(state) == "B"
+    """``sweep_request_done`` as an operator reads it in the state table: the permission,
+    and older code's sweep under way with a permission in front of its marker."""
+    state = MerchantState("M1", sweep_request="t")
+    state.sweep_request_done = "allow deletions 2026-12-03T18:00:00+00:00"
+    assert deletions_allowed(state) == datetime(2026, 12, 3, 18, tzinfo=UTC)
     state.sweep_request_done = "allow deletions 2026-12-03T18:00:00+00:00 continues after C"
     assert (deletions_allowed(state), continued_after(state)) == (
         datetime(2026, 12, 3, 18, tzinfo=UTC),
-        "C",
+        None,
     )
-    state.sweep_request_done = f"x{CONTINUES}A{CONTINUES}B"  # edited by hand: the last id
-    assert continued_after(state) == "B"
 
 
 def test_a_poll_confirms_500_suspects_by_default() -> None:
@@ -329,22 +443,6 @@ def test_a_suspect_is_gone_on_a_404_or_a_deleted_flag_and_kept_when_its_read_is_
 def test_a_failure_that_is_the_polls_not_the_items_still_fails_it(error: Exception) -> None:
     with pytest.raises(type(error)):
         confirmed_gone(_reader({"A": error}), ["A"], "M")
-
-
-@pytest.mark.parametrize("length", [440, 480, 500, 5000])
-def test_a_long_hand_edited_request_never_cuts_the_id_a_sweep_goes_on_after(length: int) -> None:
-    """The state's reader keeps 500 characters of ``sweep_request_done``
-    (``state_item.MAX_TEXT``): a hand-edited text (no permission) in front of
-    ``continues after ID`` must not push the id past them. Before, it came back cut
-    (``'ZZZ'`` for a 64-character id behind 480 characters), or gone, and every poll swept
-    again from there: the same first suspects at every poll, the rest never read."""
-    state = MerchantState("M1", sweep_request="t", sweep_request_done="x" * length)
-    last = "Z" * 64  # the longest id a product can have (item_types.ID_PATTERN)
-    state.sweep_request_done = continuation(state, last)
-    item = {name: to_attr(getattr(state, name)) for name in ("sweep_request", "sweep_request_done")}
-    read = state_of("M1", item)
-    assert (continued_after(read), read.sweep_requested) == (last, True)
-    assert read.sweep_request_done == "x" * min(length, KEPT_CHARS) + CONTINUES + last
 
 
 def test_the_suspects_clover_refused_are_named_and_counted(

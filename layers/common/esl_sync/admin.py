@@ -220,6 +220,7 @@ def merchant_status(
                 ),
                 # attributes of its state item read as their defaults (edited by hand)
                 "deletions_allowed": deletions_allowed(current),  # sweep allow-deletions
+                "sweep_after": current.sweep_after,  # a sweep under way: its last id confirmed
                 "unreadable_state": ", ".join(current.unreadable) or None,
                 "last_verify_at": last_verify.verified_at if last_verify else None,
                 "last_verify": verify_shown(last_verify, merchant.store_code),

@@ -20,7 +20,7 @@ from datetime import datetime
 from esl_sync.admin import known_merchant
 from esl_sync.ports import MerchantDirectory, StateStore
 from esl_sync.records import Merchant, StaleStateError
-from esl_sync.sync.sweep import ALLOW_DELETIONS, deletions_allowed
+from esl_sync.sync.sweep import ALLOW_DELETIONS, ask_for_sweep, deletions_allowed
 
 SAVE_TRIES = 5
 """Writes refused by a poll's state write in between, before the command gives up (each
@@ -36,8 +36,9 @@ def allow_deletions(
     """Record the permission in the merchant's state item (``sweep_request_done``, in the
     state's write conditional on its version, as ``restore catch-up`` asks for a sweep): a
     poll running meanwhile finds its own state write refused, so it cannot record a sweep
-    over the permission; its next poll sweeps under it. Running it again while the
-    permission waits only renews its time. Returns the merchant (UnknownMerchantError: none
+    over the permission; its next poll sweeps under it, from the first id (a sweep under
+    way is dropped: :func:`~esl_sync.sync.sweep.ask_for_sweep`). Running it again while
+    the permission waits renews its time. Returns the merchant (UnknownMerchantError: none
     has that id; nothing written)."""
     merchant = known_merchant(directory, merchant_id)
     _rewrite(states, merchant_id, f"{ALLOW_DELETIONS}{now.isoformat(timespec='seconds')}")
@@ -66,7 +67,7 @@ def _rewrite(states: StateStore, merchant_id: str, done: str) -> bool:
         state = states.load(merchant_id)
         if done.startswith(WITHDRAWN) and deletions_allowed(state) is None:
             return False
-        state.sweep_request_done = done
+        ask_for_sweep(state, done)
         try:
             states.save(state)
         except StaleStateError:

@@ -67,6 +67,11 @@ class MerchantState:
     # the state's versioned write, which never writes ``sweep_request``).
     sweep_request: str | None = None
     sweep_request_done: str | None = None
+    # A sweep longer than a poll (:mod:`esl_sync.sync.sweep`): ``sweep_after`` the last id it
+    # confirmed (None: no sweep under way), ``sweep_for`` the ``sweep_request`` it serves,
+    # read when it started, which its last poll records as done.
+    sweep_after: str | None = None
+    sweep_for: str | None = None
     # Attributes of the stored item that could not be read (edited by hand, corrupted):
     # each holds its default here (:func:`esl_sync.store.state_item.state_of`).
     unreadable: tuple[str, ...] = ()

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from esl_sync.merchant_ports import LabelVersions, StateItems, VersionsRaised
 from esl_sync.ports import MerchantDirectory, StateStore
 from esl_sync.records import StaleStateError
+from esl_sync.sync.sweep import ask_for_sweep
 
 CATCH_UP_SWEEP = "restore catch-up"
 """The ``sweep_request_done`` the catch-up writes: another value than the state's
@@ -95,7 +96,7 @@ def _sweep_next(states: StateStore, merchant_id: str) -> bool:
     for _ in range(SAVE_TRIES):
         state = states.load(merchant_id)
         state.last_sweep_ms = None
-        state.sweep_request_done = CATCH_UP_SWEEP
+        ask_for_sweep(state, CATCH_UP_SWEEP)
         try:
             states.save(state)
         except StaleStateError:

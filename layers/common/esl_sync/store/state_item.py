@@ -4,6 +4,7 @@ attribute codec of :mod:`esl_sync.store.dynamo`."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ POLL_FIELDS = (
     "last_failure_message",
     "consecutive_failures",
     "sweep_request_done",
+    "sweep_after",
+    "sweep_for",
 )
 # ``auth_state`` is written only with the tokens, ``sweep_request`` only by the webhook.
 STATE_FIELDS = (*POLL_FIELDS, "auth_state", "sweep_request")
@@ -94,6 +97,20 @@ def _text(attr: Mapping[str, Any]) -> str:
     return value[:MAX_TEXT]
 
 
+ITEM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""An item id as a product has one (``esl_sync.clover.item_types.ID_PATTERN``, which the
+stores may not import): what ``sweep_after`` holds."""
+
+
+def _item_id(attr: Mapping[str, Any]) -> str:
+    """A sweep's last id: any other text (edited by hand) is none, so that the sweep
+    starts over from the first id (``sweep_due``), never past suspects it did not read."""
+    value = attr.get("S") if isinstance(attr, Mapping) else None
+    if not (isinstance(value, str) and ITEM_ID.fullmatch(value)):
+        raise Unreadable
+    return value
+
+
 def _moment(attr: Mapping[str, Any]) -> datetime:
     """An ISO time; one written without an offset is UTC (as the dispatcher reads one)."""
     try:
@@ -117,6 +134,8 @@ _READERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
     "last_failure_message": _text,
     "consecutive_failures": lambda a: _whole(a, 0, MAX_COUNT),
     "sweep_request_done": _text,
+    "sweep_after": _item_id,
+    "sweep_for": _text,
     "auth_state": _text,
     "sweep_request": _text,
 }

@@ -50,10 +50,10 @@ from esl_sync.sync.raw_keys import mapping_seed, raw_key, unchanged
 from esl_sync.sync.sweep import (
     MAX_CONFIRMATIONS_PER_POLL,
     confirmed_gone,
-    continuation,
     continued_after,
     deletions_allowed,
     plan_sweep,
+    record_sweep,
     sweep_due,
 )
 from esl_sync.verify_ports import PollLedger
@@ -196,7 +196,7 @@ class _Poll:
         state.consecutive_failures = 0
         if synced.swept or first_read:
             state.last_sweep_ms = _ms(now)
-            state.sweep_request_done = continuation(state, self.continue_after)
+            record_sweep(state, self.continue_after)
         state.settled_deletes = synced.settled
         self._heal(synced.swept and not outcome.sweep_refused)
         self._save()

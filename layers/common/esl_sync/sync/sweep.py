@@ -28,8 +28,8 @@ ALLOW_DELETIONS = "allow deletions "
 time it ran): another value than any ``sweep_request`` (a webhook's is a random hex token),
 so a sweep is asked for (as ``restore catch-up`` asks), and that sweep may remove more than
 ``CLOVER_MAX_DELETE_FRACTION``. The sweep that confirmed all its suspects records the
-request it read as done, which uses the permission up: the sweep after it is judged by the
-fraction again."""
+request it served as done (:func:`record_sweep`), which uses the permission up: the sweep
+after it is judged by the fraction again."""
 MAX_CONFIRMATIONS_PER_POLL = 500
 """Suspects a sweep confirms per poll, whatever asked for it (one Clover read each). 500 at
 the token's pace (16 requests a second: :mod:`esl_sync.clover.pacing`) take about 31 s; with
@@ -38,22 +38,17 @@ app: 2,500 reads in about 50 s) and a 30,000-item listing (30 pages), that stays
 the poller's 300 s (template.yaml). Unbounded, a store missing 15 % of 30,000 items read
 4,500 (about 280 s of one token): the poll ran out of time (``CloverOutOfTime``) at every
 try, nothing was removed and the merchant's every poll failed. The rest wait for the next
-poll, which sweeps on after the last id confirmed (:data:`CONTINUES`)."""
-CONTINUES = " continues after "
-"""Between a sweep's polls, ``sweep_request_done`` is ``<what it was> continues after <id>``
-(``sweep`` when no request was open): another value than any ``sweep_request``, so the next
-poll sweeps (as ``restore catch-up`` asks) and confirms the suspects after that id, in id
-order. Suspects a listing keeps missing but Clover's read finds are thus read once a sweep,
-not at every poll before the deleted ones behind them, and the sweep ends once it reached
-the last suspect; one that turns up behind the id waits for the next sweep. An operator's
-permission (:data:`ALLOW_DELETIONS`) stays in front of it, kept until the sweep ends. No
-state attribute more (the poll already writes ``sweep_request_done``)."""
-KEPT_CHARS = 400
-"""What a continuation keeps of the text in front of :data:`CONTINUES` (a permission is 41
-characters, a webhook's request 32): the state's reader keeps 500 characters of
-``sweep_request_done`` (``store.state_item.MAX_TEXT``), and a longer hand-edited text cut
-the id behind it (a 64-character id at most: ``item_types.ID_PATTERN``), so every poll swept
-again from the same place."""
+poll, which sweeps on after the last id confirmed (:func:`record_sweep`)."""
+UNDER_WAY = frozenset({"sweep_after", "sweep_for"})
+"""The state attributes of a sweep longer than a poll (:func:`record_sweep`). Either one
+unreadable (edited by hand) leaves the sweep's place or its request unknown: a sweep is
+due and starts over from the first id (it repeats reads, never skips a suspect)."""
+LEGACY_CONTINUES = " continues after "
+"""How code before ``sweep_after`` marked a sweep under way: ``sweep_request_done`` was
+``<what it was> continues after <id>``. Such a state still asks for a sweep (it differs
+from the request), which starts over from the first id (the id is not read: a sweep once
+more at a deploy costs reads, never skips a suspect) and records the request done at its
+end; a permission in front of the marker still counts (:func:`deletions_allowed`)."""
 
 
 def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
@@ -73,9 +68,11 @@ def sweep_due(state: MerchantState, settings: Settings, now: datetime) -> bool:
 
     Also whenever the deletions a webhook noted cannot be read (``pending_deletes`` edited
     by hand: the state store's save then removes it), first read or not: only a sweep
-    finds what it held."""
+    finds what it held; and while a sweep is under way (:func:`record_sweep`)."""
     if "pending_deletes" in state.unreadable or state.sweep_requested:
         return True
+    if state.sweep_after is not None or UNDER_WAY.intersection(state.unreadable):
+        return True  # a sweep under way goes on (or starts over: UNDER_WAY)
     if state.high_water_ms is None:
         return state.poll_count > 0 or state.last_success_at is not None
     if (state.poll_count + 1) % settings.clover_cleanup_every_n_polls == 0:
@@ -95,7 +92,7 @@ def deletions_allowed(state: MerchantState) -> datetime | None:
     done = state.sweep_request_done
     if not (state.sweep_requested and done is not None and done.startswith(ALLOW_DELETIONS)):
         return None
-    text = done.removeprefix(ALLOW_DELETIONS).partition(CONTINUES)[0]
+    text = done.removeprefix(ALLOW_DELETIONS).partition(LEGACY_CONTINUES)[0]
     try:
         moment = datetime.fromisoformat(text) if text.isascii() else None
     except ValueError:
@@ -104,23 +101,34 @@ def deletions_allowed(state: MerchantState) -> datetime | None:
 
 
 def continued_after(state: MerchantState) -> str | None:
-    """The last suspect id an unfinished sweep confirmed (:data:`CONTINUES`); None when no
-    sweep is under way."""
-    done = state.sweep_request_done
-    if not state.sweep_requested or done is None or CONTINUES not in done:
-        return None
-    return done.rpartition(CONTINUES)[2]
+    """The last suspect id an unfinished sweep confirmed: the next poll's sweep goes on
+    after it; None when none is under way, or its place or request is unreadable
+    (:data:`UNDER_WAY`): the sweep then starts over from the first id."""
+    return None if UNDER_WAY.intersection(state.unreadable) else state.sweep_after
 
 
-def continuation(state: MerchantState, after: str | None) -> str | None:
-    """The ``sweep_request_done`` a sweeping poll saves: the request it read, done, once
-    the sweep ended (``after`` None); else what has the next poll sweep on after ``after``,
-    keeping an operator's permission (the request stays open)."""
+def record_sweep(state: MerchantState, after: str | None) -> None:
+    """What a sweeping poll (or a first read) saves. Suspects left after ``after``: the
+    sweep is under way (``sweep_after``), still serving the request it served so far, or,
+    as it starts, the ``sweep_request`` this poll read (``sweep_for``). ``after`` None: the
+    sweep ended, and records done the request it served, not one asked for since (a
+    webhook's new token): that one stays open, and the next poll sweeps from the first id,
+    reading the suspects this sweep passed before it was asked. Done, the request takes an
+    operator's permission (``sweep_request_done``) with it."""
+    served = state.sweep_for if continued_after(state) is not None else state.sweep_request
     if after is None:
-        return state.sweep_request
-    done = state.sweep_request_done if state.sweep_requested else None
-    kept = (done or "sweep").partition(CONTINUES)[0][:KEPT_CHARS]
-    return f"{kept}{CONTINUES}{after}"
+        state.sweep_request_done, served = served, None
+    state.sweep_after, state.sweep_for = after, served
+
+
+def ask_for_sweep(state: MerchantState, done: str) -> None:
+    """``done`` written as ``sweep_request_done`` by a command (``restore catch-up``,
+    ``sweep allow-deletions``, ``withdraw-deletions``), in the state's versioned write:
+    another value than the request, so a sweep is asked for, and any sweep under way is
+    dropped, so the next starts from the first id: it serves this request (and its
+    permission, or none), never one an earlier sweep half read."""
+    state.sweep_request_done = done
+    state.sweep_after = state.sweep_for = None
 
 
 REFUSED = "refused: "
