@@ -19,12 +19,10 @@ from datetime import datetime
 
 from esl_sync.admin import known_merchant
 from esl_sync.ports import MerchantDirectory, StateStore
-from esl_sync.records import Merchant, StaleStateError
+from esl_sync.records import Merchant, MerchantState
+from esl_sync.state_rewrite import rewrite_state
 from esl_sync.sync.sweep import ALLOW_DELETIONS, ask_for_sweep, deletions_allowed
 
-SAVE_TRIES = 5
-"""Writes refused by a poll's state write in between, before the command gives up (each
-poll writes its state once, so one retry nearly always does)."""
 WITHDRAWN = "deletions withdrawn "
 """What ``esl-sync sweep withdraw-deletions`` writes as ``sweep_request_done`` (with the
 time): no permission, but a request, so the next sweep is judged by the fraction at once."""
@@ -62,18 +60,13 @@ def withdraw_deletions(
 
 def _rewrite(states: StateStore, merchant_id: str, done: str) -> bool:
     """``sweep_request_done`` set to ``done`` in the state's versioned write, retried while
-    polls win; a withdrawal only while a permission waits. Whether it was written."""
-    for _ in range(SAVE_TRIES):
-        state = states.load(merchant_id)
+    polls win (:func:`~esl_sync.state_rewrite.rewrite_state`); a withdrawal only while a
+    permission waits. Whether it was written."""
+
+    def ask(state: MerchantState) -> bool:
         if done.startswith(WITHDRAWN) and deletions_allowed(state) is None:
             return False
         ask_for_sweep(state, done)
-        try:
-            states.save(state)
-        except StaleStateError:
-            continue
         return True
-    raise StaleStateError(
-        f"merchant {merchant_id}: its state changed on each of {SAVE_TRIES} tries; run the"
-        " command again"
-    )
+
+    return rewrite_state(states, merchant_id, ask) is not None

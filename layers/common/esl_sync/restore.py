@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from esl_sync.merchant_ports import LabelVersions, StateItems, VersionsRaised
 from esl_sync.ports import MerchantDirectory, StateStore
-from esl_sync.records import StaleStateError
+from esl_sync.records import MerchantState
+from esl_sync.state_rewrite import rewrite_state
 from esl_sync.sync.sweep import ask_for_sweep
 
 CATCH_UP_SWEEP = "restore catch-up"
@@ -34,10 +35,6 @@ CATCH_UP_SWEEP = "restore catch-up"
 ``sweep_request`` (a webhook's is a random hex token), so a sweep is asked for
 (:attr:`esl_sync.records.MerchantState.sweep_requested`) until a poll sweeps and records the
 request it read as done."""
-
-SAVE_TRIES = 5
-"""Cursor writes of one merchant refused by a poll's state write in between, before the
-command gives up (each poll writes its state once, so one retry nearly always does)."""
 
 
 @dataclass(frozen=True)
@@ -89,20 +86,15 @@ def _sweep_next(states: StateStore, merchant_id: str) -> bool:
     """Make the merchant's next poll a sweep (``last_sweep_ms`` cleared, and a sweep asked
     for: :data:`CATCH_UP_SWEEP`, which a first read heeds too; see
     :func:`esl_sync.sync.sweep.sweep_due`) in a write conditional on the state's version,
-    which it counts up: a poll running meanwhile finds its own state write refused (it
-    cannot record a sweep over this; its next poll sweeps). Whether it had a cursor
-    (without one, possibly unreadable, its next poll is a first read, of the whole
-    catalog, and sweeps as asked)."""
-    for _ in range(SAVE_TRIES):
-        state = states.load(merchant_id)
+    which it counts up (:func:`~esl_sync.state_rewrite.rewrite_state`): a poll running
+    meanwhile finds its own state write refused (it cannot record a sweep over this; its
+    next poll sweeps). Whether it had a cursor (without one, possibly unreadable, its next
+    poll is a first read, of the whole catalog, and sweeps as asked)."""
+
+    def ask(state: MerchantState) -> bool:
         state.last_sweep_ms = None
         ask_for_sweep(state, CATCH_UP_SWEEP)
-        try:
-            states.save(state)
-        except StaleStateError:
-            continue
-        return state.high_water_ms is not None
-    raise StaleStateError(
-        f"merchant {merchant_id}: its state changed on each of {SAVE_TRIES} tries; run the"
-        " command again"
-    )
+        return True
+
+    saved = rewrite_state(states, merchant_id, ask)
+    return saved is not None and saved.high_water_ms is not None
