@@ -466,3 +466,38 @@ def test_items_deleted_one_by_one_since_the_backup_stay_off_the_shelf_past_the_f
     rows = {r["sku"]: r["status"] for r in stack.products(MERCHANT)}
     assert {sku: rows[sku] for sku in gone} == dict.fromkeys(gone, "deleted")
     assert hipoink.labels(STORE).keys() == {f"SKU-{i}" for i in (0, *range(5, 10))}
+
+
+def test_a_catch_up_sweep_over_several_polls_queues_its_verify_only_at_its_end(
+    stack: LocalStack, backups: list[Backup], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three items deleted after the backup (never refused: three are always allowed),
+    the sweep confirming one a poll. Its first poll queued the label verify, whose heal
+    put the labels of the two rows not yet confirmed back on the shelf until the sweep
+    reached them: a verify waits for the sweep's last poll, when the rows are settled."""
+    from esl_sync.sync import poll as poll_module
+
+    monkeypatch.setattr(poll_module, "MAX_CONFIRMATIONS_PER_POLL", 1)
+    clover, hipoink = sims(stack)
+    items = [{"name": f"Item {i}", "price": 100 + i, "sku": f"SKU-{i}"} for i in range(10)]
+    stack.add_merchant(MERCHANT, "tok", STORE, items=items)
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    backup = back_up(stack, backups)
+    gone = {f"SKU-{i}" for i in range(1, 4)}
+    for n, item in enumerate(i for i in clover.items(MERCHANT) if i.get("sku") in gone):
+        clover.delete_item(MERCHANT, item["id"])
+        ask_for_a_sweep(MERCHANT, f"token-{n}")
+        poll(stack, MERCHANT)
+        stack.drain("LabelQueue", "hipoink_sender")
+    assert not gone & hipoink.labels(STORE).keys()
+    backup.restore()
+
+    stack.cli("restore", "catch-up")
+    for _ in range(3):
+        poll(stack, MERCHANT)
+        stack.drain("LabelQueue", "hipoink_sender")
+        assert not gone & hipoink.labels(STORE).keys()
+    rows = {r["sku"]: r["status"] for r in stack.products(MERCHANT)}
+    assert {sku: rows[sku] for sku in gone} == dict.fromkeys(gone, "deleted")
+    assert hipoink.labels(STORE).keys() == {f"SKU-{i}" for i in (0, *range(4, 10))}

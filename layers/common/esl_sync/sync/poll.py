@@ -198,7 +198,8 @@ class _Poll:
             state.last_sweep_ms = _ms(now)
             record_sweep(state, self.continue_after)
         state.settled_deletes = synced.settled
-        self._heal(synced.swept and not outcome.sweep_refused)
+        # A verify once the sweep settled the rows: not after a refused one, nor mid-sweep.
+        self._heal(synced.swept and not outcome.sweep_refused and self.continue_after is None)
         self._save()
 
     def _heal(self, swept: bool) -> None:
