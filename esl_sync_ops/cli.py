@@ -17,10 +17,11 @@ point group :data:`COMMAND_PLUGINS` (the development kit adds ``demo``, ``cycle`
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib.metadata import entry_points
 from typing import Any, NoReturn
 
@@ -50,9 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from esl_sync.admin import NoStoreCodeError, UnknownMerchantError
     from esl_sync.settings import ConfigurationError
 
-    scope = nullcontext() if getattr(args, "development", False) else operator_scope()
+    development = getattr(args, "development", False)
+    scope = nullcontext() if development else operator_scope()
     try:
-        with scope:
+        with scope, nullcontext() if development else _function_lines_off_stdout():
             if args.stack:
                 commands.use_stack(args.stack)
             result: int = args.run(args)
@@ -71,6 +73,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say_error(f"{type(error).__name__}: {error}")
         return 1
     return result
+
+
+@contextmanager
+def _function_lines_off_stdout() -> Iterator[None]:
+    """What the functions' code logs for CloudWatch while an operator command runs it
+    (``heal`` and ``resync``: "stale labels queued again") is no line of the command's:
+    stdout holds only what the command prints (the README's lines, ``--json``). The INFO
+    lines are dropped (the command prints its own), a warning or an error goes to stderr."""
+    from esl_sync.observability import logger
+
+    streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(sys.stderr) for h in streams]
+    level = logger.log_level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        for handler, stream in zip(streams, previous, strict=True):
+            handler.setStream(stream)
 
 
 def _say_error(message: str) -> None:

@@ -657,3 +657,45 @@ def test_a_redrive_stopped_by_a_message_its_queue_refuses_says_how_many_it_moved
         err,
     ), err
     assert len(_poll_requests(stack)) == 10
+
+
+def test_an_operator_command_prints_its_own_lines_and_no_log_line_of_the_functions(
+    stack: LocalStack,
+) -> None:
+    """The process as an operator runs it: ``resync``, ``heal`` and ``set-store`` call the
+    code that logs "stale labels queued again" for CloudWatch; in a terminal that JSON line
+    was printed on stdout among the command's own lines (which the README lists), where a
+    script reading them met it too."""
+    assert stack.clover is not None
+    assert stack.hipoink is not None
+    mid, items = "MCLILOGS0001", numbered_catalog(3)
+    stack.add_merchant(mid, "tok", "STORE-L1", items=items)
+    stack.hipoink.add_store("STORE-L2")
+    stack.run_cycle()
+    command = [sys.executable, "-m", "esl_sync_ops"]
+    env = {**os.environ, **stack.env}
+    run = functools.partial(
+        subprocess.run, capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT
+    )
+    for argv, lines in [
+        (
+            ["resync", mid],
+            [f"{mid}: cursor reset, 3 label(s) and 0 delete(s) queued, full re-read queued"],
+        ),
+        (
+            ["heal", mid, "--older-than", "0"],
+            [f"{mid}: queued 3 upsert(s) and 0 delete(s) in 1 label job(s)"],
+        ),
+        (
+            ["merchants", "set-store", mid, "STORE-L2"],
+            [
+                f"merchant {mid}: store STORE-L2",
+                f"poll of {mid} queued",
+                "moved from store STORE-L1: 3 label(s) queued for the new store; the labels at"
+                " STORE-L1 stay (remove them in Hipoink if that store is not this merchant's)",
+            ],
+        ),
+    ]:
+        completed = run(command + argv, env=env)
+        assert (completed.returncode, completed.stderr) == (0, ""), argv
+        assert completed.stdout.splitlines() == lines, argv
