@@ -2,6 +2,6 @@
 
 import sys
 
-from esl_sync_ops.cli import main
+from esl_sync_ops import run
 
-sys.exit(main())
+sys.exit(run())

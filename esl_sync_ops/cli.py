@@ -26,7 +26,7 @@ from importlib.metadata import entry_points
 from typing import Any, NoReturn
 
 from esl_sync import inputs
-from esl_sync_ops import commands
+from esl_sync_ops import INTERRUPTED, commands
 from esl_sync_ops.terminal import printable
 
 COMMAND_PLUGINS = "esl_sync_ops.commands"
@@ -44,6 +44,14 @@ operator's policy for the IAM test (``deploy/iam/operator-policy.json``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also while the command line is read and its modules load
+        _say_error(INTERRUPTED)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse's own exit: --help (0) or a bad argument (2)
@@ -66,9 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as error:
         _say_error(str(error))
         return 2
-    except KeyboardInterrupt:
-        _say_error("interrupted")
-        return 130
     except Exception as error:  # one line, never a traceback (see the module docstring)
         _say_error(f"{type(error).__name__}: {error}")
         return 1

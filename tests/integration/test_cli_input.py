@@ -479,3 +479,42 @@ def test_the_installed_command_never_prints_a_traceback(cli: LocalStack) -> None
         assert_one_line(err)
         assert completed.stdout == b""
     nothing_written(cli)
+
+
+# A Ctrl-C arrives as KeyboardInterrupt wherever the process is. These raise it where the
+# command line is read (the plugins' entry points load) and where the command's own module
+# is imported by the installed entry point, in a process of its own (pytest would stop at it).
+INTERRUPTED_WHILE_PARSING = """
+import sys
+import esl_sync_ops.cli as cli
+def interrupted(**_kwargs):
+    raise KeyboardInterrupt
+cli.entry_points = interrupted
+sys.exit(cli.main(["status"]))
+"""
+INTERRUPTED_WHILE_IMPORTING = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "esl_sync_ops.cli":
+            raise KeyboardInterrupt
+        return None
+sys.meta_path.insert(0, Interrupt())
+from importlib.metadata import entry_points
+[script] = [e for e in entry_points(group="console_scripts") if e.name == "esl-sync"]
+sys.exit(script.load()())
+"""
+
+
+@pytest.mark.parametrize("code", [INTERRUPTED_WHILE_PARSING, INTERRUPTED_WHILE_IMPORTING])
+def test_ctrl_c_before_the_command_runs_is_one_line_and_exit_130(code: str) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert (completed.returncode, completed.stderr) == (130, "esl-sync: interrupted\n")
+    assert completed.stdout == ""
