@@ -69,8 +69,8 @@ def use_stack(name: str) -> None:
 def poll(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 
-    admin.request_poll(runtime.merchants(), runtime.poll_queue(), args.merchant_id)
-    print(f"poll of {args.merchant_id} queued")
+    merchant = admin.known_merchant(runtime.merchants(), args.merchant_id)
+    _say_polled(merchant, admin.poll_now(runtime.poll_queue(), merchant))
     return 0
 
 
@@ -152,13 +152,18 @@ def _poll_now(merchant: Merchant, done: str) -> int:
             file=sys.stderr,
         )
         return POLL_NOT_QUEUED
+    _say_polled(merchant, queued)
+    return 0
+
+
+def _say_polled(merchant: Merchant, queued: bool) -> None:
+    """Whether the merchant's poll was queued; if not, why (the poller would skip it)."""
     if queued:
         print(f"poll of {merchant.merchant_id} queued")
     elif merchant.active:
         print(f"no poll queued: {merchant.merchant_id} awaits its store code (merchants set-store)")
     else:
         print(f"no poll queued: {merchant.merchant_id} is disabled (merchants enable)")
-    return 0
 
 
 def merchants_set(args: argparse.Namespace) -> int:

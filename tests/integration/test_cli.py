@@ -699,3 +699,27 @@ def test_an_operator_command_prints_its_own_lines_and_no_log_line_of_the_functio
         completed = run(command + argv, env=env)
         assert (completed.returncode, completed.stderr) == (0, ""), argv
         assert completed.stdout.splitlines() == lines, argv
+
+
+def test_poll_of_a_merchant_that_is_not_polled_queues_nothing_and_says_why(
+    stack: LocalStack,
+) -> None:
+    """``esl-sync poll`` (the runbook's "when fixed") of a disabled merchant, or of one
+    awaiting its store code, printed ``poll of MID queued``: the poller then skipped the
+    request, and the operator waited for a poll that never came."""
+    assert stack.clover is not None
+    stack.add_merchant("MCLIPOLL0001", "tok", "STORE-P1", items=numbered_catalog(2))
+    stack.cli("merchants", "disable", "MCLIPOLL0001")
+    stack.clover.add_merchant("MCLIPOLL0002", "tok2", numbered_catalog(2))
+    stack.install_app("MCLIPOLL0002", deliver=False)  # no store code assigned
+    stack.drain("PollQueue", "poller")
+    for mid, why in [
+        ("MCLIPOLL0001", "is disabled (merchants enable)"),
+        ("MCLIPOLL0002", "awaits its store code (merchants set-store)"),
+    ]:
+        assert stack.run_cli("poll", mid) == (0, f"no poll queued: {mid} {why}\n", "")
+        assert stack.queue_depths()["PollQueue"] == 0
+    stack.cli("merchants", "enable", "MCLIPOLL0001")
+    stack.drain("PollQueue", "poller")
+    assert stack.run_cli("poll", "MCLIPOLL0001") == (0, "poll of MCLIPOLL0001 queued\n", "")
+    assert stack.queue_depths()["PollQueue"] == 1

@@ -328,20 +328,15 @@ def _healed(
 
 def poll_now(queue: PollQueue, merchant: Merchant) -> bool:
     """Queue one poll of a merchant just added, given new tokens or enabled (``esl-sync
-    merchants add``, ``enable``): the dispatcher's request, so its labels follow within
-    a minute instead of at its next tick (True). A merchant that is not polled (disabled,
-    or awaiting its store code) gets none (False). A failed send raises; the merchant is
-    saved already and the schedule polls it."""
+    merchants add``, ``enable``), or asked for (``esl-sync poll``): the dispatcher's
+    request, so its labels follow within a minute instead of at its next tick (True). A
+    merchant that is not polled (disabled, or awaiting its store code) gets none (False):
+    the poller would skip it. A failed send raises; the merchant is saved already and the
+    schedule polls it."""
     if not (merchant.active and merchant.store_code):
         return False
     queue.send([PollRequest(merchant_id=merchant.merchant_id, reason="manual")])
     return True
-
-
-def request_poll(directory: MerchantDirectory, queue: PollQueue, merchant_id: str) -> None:
-    """Poll one merchant now (``esl-sync poll``), outside the schedule."""
-    known_merchant(directory, merchant_id)
-    queue.send([PollRequest(merchant_id=merchant_id, reason="manual")])
 
 
 def resync(
