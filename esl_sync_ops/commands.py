@@ -69,8 +69,9 @@ def use_stack(name: str) -> None:
 def poll(args: argparse.Namespace) -> int:
     from esl_sync import admin, runtime
 
+    queue = runtime.poll_queue()  # a missing POLL_QUEUE_URL is named before a read
     merchant = admin.known_merchant(runtime.merchants(), args.merchant_id)
-    _say_polled(merchant, admin.poll_now(runtime.poll_queue(), merchant))
+    _say_polled(merchant, admin.poll_now(queue, merchant))
     return 0
 
 
