@@ -88,6 +88,12 @@ def resync(args: argparse.Namespace) -> int:
         settings(),
         args.merchant_id,
     )
+    if outcome is None:
+        print(
+            f"no resync: {args.merchant_id} is not polled: disabled (merchants enable) or"
+            " awaiting its store code (merchants set-store)"
+        )
+        return 0
     print(
         f"{args.merchant_id}: cursor reset, {outcome.upserts} label(s) and {outcome.deletes}"
         " delete(s) queued, full re-read queued"

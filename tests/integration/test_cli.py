@@ -719,6 +719,13 @@ def test_poll_of_a_merchant_that_is_not_polled_queues_nothing_and_says_why(
     ]:
         assert stack.run_cli("poll", mid) == (0, f"no poll queued: {mid} {why}\n", "")
         assert stack.queue_depths()["PollQueue"] == 0
+        # resync neither: its labels would carry what Postgres held when polls stopped
+        # (before: 'MCLIPOLL0001: cursor reset, 2 label(s) ... queued', sent to the store).
+        code, out, err = stack.run_cli("resync", mid)
+        assert (code, err) == (0, "")
+        assert out.startswith(f"no resync: {mid} is not polled")
+        assert stack.queue_depths()["PollQueue"] == 0
+        assert stack.queue_depths()["LabelQueue"] == 0
     stack.cli("merchants", "enable", "MCLIPOLL0001")
     stack.drain("PollQueue", "poller")
     assert stack.run_cli("poll", "MCLIPOLL0001") == (0, "poll of MCLIPOLL0001 queued\n", "")

@@ -347,14 +347,19 @@ def resync(
     labels: LabelQueue,
     settings: Settings,
     merchant_id: str,
-) -> HealOutcome:
+) -> HealOutcome | None:
     """Re-read the whole catalog and refresh every label of one merchant.
 
     The cursor is forgotten (the next poll reads everything, like a first run), every
     acknowledgement is invalidated (so each label counts as stale and a code nobody wants
-    is deleted), the labels are queued at once, and a poll is requested.
+    is deleted), the labels are queued at once, and a poll is requested. A merchant that
+    is not polled (disabled, or awaiting its store code) gets nothing (None), as ``poll``:
+    its labels would carry what Postgres held when its polls stopped, and the poll that
+    reads its catalog again would be skipped.
     """
     merchant = known_merchant(directory, merchant_id)
+    if not (merchant.active and merchant.store_code):
+        return None
     current = state.load(merchant_id)
     current.high_water_ms = None
     state.save(current)
