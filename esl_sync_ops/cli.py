@@ -108,7 +108,16 @@ class _Parser(argparse.ArgumentParser):
     """argparse with every error as one line (no usage block) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{printable(f'{self.prog}: {message}')}\n")
+        self.exit(2, f"{_both_ends(f'{self.prog}: {message}')}\n")
+
+
+def _both_ends(text: str, head: int = 200, tail: int = 100) -> str:
+    """A long usage error shown by its start and its end: argparse puts the operator's
+    value in the middle and what would be right at the end (``invalid choice: '<10 kB>'
+    (choose from poll, label)``), which a cut of the tail alone lost."""
+    if len(text) <= head + tail:
+        return printable(text, head + tail)
+    return f"{printable(text[:head], head)}…{printable(text[-tail:], tail)}"
 
 
 def checked(check: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -366,6 +366,19 @@ def test_every_other_command_answers_bad_input_with_one_line_and_exit_2(
     nothing_written(cli)
 
 
+def test_a_long_bad_value_keeps_the_end_of_its_error_that_says_what_is_right(
+    cli: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse names the value in the middle of its line and the choices at the end: a
+    10 kB value cut the line at 300 characters, the choices with it (found by helper-95)."""
+    code, out, err = run(monkeypatch, capsys, ["redrive", "--queue", "q" * 10_000])
+    assert (code, out) == (2, "")
+    assert_one_line(err)
+    assert len(err) < 400
+    assert "invalid choice" in err
+    assert err.rstrip("\n").endswith("(choose from 'label', 'poll')"), err
+
+
 SET = ["merchants", "set", MID]
 BAD_MERCHANTS_SET: list[list[str]] = [
     SET,  # nothing to change
