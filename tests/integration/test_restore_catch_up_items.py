@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from devkit.aws_calls import unrecorded
+from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from esl_sync import runtime
 from esl_sync_ops.terminal import printable
@@ -427,6 +428,29 @@ def test_a_merchant_never_polled_pays_a_sweep_and_a_verify_on_its_first_poll_aft
     assert not runtime.state_store().load(MERCHANT).sweep_requested
 
 
+def restored_after_deletions(
+    stack: LocalStack, backups: list[Backup], gone: set[str]
+) -> HipoinkSimulator:
+    """Ten items synced, the database backed up, then the items of ``gone`` deleted in
+    Clover one by one, each confirmed by a sweep of its own and its label taken off the
+    shelf; then the backup restored (their rows back, active, with their
+    acknowledgements). Returns the Hipoink simulator."""
+    clover, hipoink = sims(stack)
+    items = [{"name": f"Item {i}", "price": 100 + i, "sku": f"SKU-{i}"} for i in range(10)]
+    stack.add_merchant(MERCHANT, "tok", STORE, items=items)
+    poll(stack, MERCHANT)
+    stack.drain("LabelQueue", "hipoink_sender")
+    backup = back_up(stack, backups)
+    for n, item in enumerate(i for i in clover.items(MERCHANT) if i.get("sku") in gone):
+        clover.delete_item(MERCHANT, item["id"])
+        ask_for_a_sweep(MERCHANT, f"token-{n}")
+        poll(stack, MERCHANT)
+        stack.drain("LabelQueue", "hipoink_sender")
+    assert not gone & hipoink.labels(STORE).keys()
+    backup.restore()
+    return hipoink
+
+
 @pytest.mark.parametrize("cursor", ["readable", "unreadable"])
 def test_items_deleted_one_by_one_since_the_backup_stay_off_the_shelf_past_the_fraction(
     stack: LocalStack, backups: list[Backup], cursor: str
@@ -437,20 +461,8 @@ def test_items_deleted_one_by_one_since_the_backup_stay_off_the_shelf_past_the_f
     fraction, so the catch-up's sweep removes nothing, and queues no verify (whose heal
     sent the four labels again: ``assert not {'SKU-1', …} & dict_keys([... 'SKU-1', …])``
     before); the operator's ``sweep allow-deletions`` then removes their rows."""
-    clover, hipoink = sims(stack)
-    items = [{"name": f"Item {i}", "price": 100 + i, "sku": f"SKU-{i}"} for i in range(10)]
-    stack.add_merchant(MERCHANT, "tok", STORE, items=items)
-    poll(stack, MERCHANT)
-    stack.drain("LabelQueue", "hipoink_sender")
-    backup = back_up(stack, backups)
     gone = {f"SKU-{i}" for i in range(1, 5)}
-    for n, item in enumerate(i for i in clover.items(MERCHANT) if i.get("sku") in gone):
-        clover.delete_item(MERCHANT, item["id"])
-        ask_for_a_sweep(MERCHANT, f"token-{n}")
-        poll(stack, MERCHANT)
-        stack.drain("LabelQueue", "hipoink_sender")
-    assert not gone & hipoink.labels(STORE).keys()
-    backup.restore()
+    hipoink = restored_after_deletions(stack, backups, gone)
     if cursor == "unreadable":
         edit_state_item(MERCHANT, "SET high_water_ms = :soon", {":soon": {"S": "soon"}})
 
@@ -478,20 +490,8 @@ def test_a_catch_up_sweep_over_several_polls_queues_its_verify_only_at_its_end(
     from esl_sync.sync import poll as poll_module
 
     monkeypatch.setattr(poll_module, "MAX_CONFIRMATIONS_PER_POLL", 1)
-    clover, hipoink = sims(stack)
-    items = [{"name": f"Item {i}", "price": 100 + i, "sku": f"SKU-{i}"} for i in range(10)]
-    stack.add_merchant(MERCHANT, "tok", STORE, items=items)
-    poll(stack, MERCHANT)
-    stack.drain("LabelQueue", "hipoink_sender")
-    backup = back_up(stack, backups)
     gone = {f"SKU-{i}" for i in range(1, 4)}
-    for n, item in enumerate(i for i in clover.items(MERCHANT) if i.get("sku") in gone):
-        clover.delete_item(MERCHANT, item["id"])
-        ask_for_a_sweep(MERCHANT, f"token-{n}")
-        poll(stack, MERCHANT)
-        stack.drain("LabelQueue", "hipoink_sender")
-    assert not gone & hipoink.labels(STORE).keys()
-    backup.restore()
+    hipoink = restored_after_deletions(stack, backups, gone)
 
     stack.cli("restore", "catch-up")
     for _ in range(3):
