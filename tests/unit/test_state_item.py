@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from esl_sync.credentials import SealedTokens
+from esl_sync.merchant_ports import FenceCount
 from esl_sync.records import Fence, MerchantState, VerificationCode
 from esl_sync.store.state_item import (
     MAX_COUNT,
     POLL_FIELDS,
     STATE_FIELDS,
+    fence_count,
     fence_of,
     from_attr,
     lease_taking,
@@ -390,6 +392,130 @@ def test_a_fence_edited_by_hand_is_none_so_the_poll_writes_a_new_epoch(
     item: dict[str, Any],
 ) -> None:
     assert fence_of(item) is None
+
+
+# What ``esl-sync fence catch-up`` reads when its conditional write is refused: the item the
+# write found (``ReturnValuesOnConditionCheckFailure: ALL_OLD``), as DynamoDB returns it. The
+# write raises ``lease_generation`` to what Postgres saw (here 6) when the item is in that
+# epoch and counts fewer or none, so a refusal means: no item, another epoch, or a count of
+# that epoch that is at least 6 or not a number at all.
+SEEN = Fence(EPOCH, 6)
+
+
+def _found(generation: Any, epoch: Any = None) -> dict[str, Any]:
+    """The state item the refused write found: a lease's attributes, a cursor, the fence."""
+    return {
+        "merchant_id": {"S": "M1"},
+        "lease_owner": {"S": "poll-1"},
+        "lease_until_ms": {"N": "1800000330000"},
+        "high_water_ms": {"N": "1800000000000"},
+        "version": {"N": "12"},
+        "lease_epoch": {"S": EPOCH} if epoch is None else epoch,
+        "lease_generation": generation,
+    }
+
+
+@pytest.mark.parametrize("item", [None, {}])
+def test_a_merchant_without_a_state_item_has_no_count_to_raise(
+    item: dict[str, Any] | None,
+) -> None:
+    """The backup is older than the merchant: the write creates nothing (its tokens are
+    gone with the item), and the line says so rather than "in step"."""
+    assert fence_count(item, SEEN) == FenceCount("no state item")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        _found({"N": "6"}, epoch={"S": "another-epoch"}),  # removed and added back
+        _found({"N": "2"}, epoch={"S": "0F" * 16}),  # DynamoDB compares case and all
+        _found({"N": "6"}, epoch={"S": EPOCH + "\x00"}),
+        _found({"N": "6"}, epoch={"S": EPOCH[:-1]}),
+        _found({"N": "6"}, epoch={"S": ""}),
+        _found({"N": "6"}, epoch={"N": "6"}),  # edited to another type: not this epoch
+        _found({"N": "6"}, epoch={"SS": [EPOCH]}),
+        _found({"N": "6"}, epoch={"NULL": True}),
+        _found({"N": "6"}, epoch=EPOCH),  # not an attribute value at all
+        _found({"N": "6"}, epoch={"S": EPOCH, "N": "6"}),
+        {"merchant_id": {"S": "M1"}, "lease_generation": {"N": "6"}},  # leased before fences
+        {"merchant_id": {"S": "M1"}},  # never leased: tokens stored, no poll yet
+        _found({"S": "7"}, epoch={"S": "another-epoch"}),  # the epoch is what matters first
+        _found({"BOOL": True}, epoch={"S": "another-epoch"}),
+    ],
+)
+def test_a_state_item_of_another_epoch_or_none_needs_no_raise(item: dict[str, Any]) -> None:
+    """Postgres accepts a new epoch whatever its generation, so the next poll writes: the
+    count of another epoch is neither raised nor read (nothing about it is shown)."""
+    assert fence_count(item, SEEN) == FenceCount("another epoch")
+
+
+@pytest.mark.parametrize(
+    ("generation", "stored"),
+    [
+        ({"N": "6"}, "6"),  # caught up already: running the command twice writes nothing
+        ({"N": "7"}, "7"),  # a poll took a lease since
+        ({"N": str(MAX_COUNT)}, str(MAX_COUNT)),
+        ({"N": "6.5"}, "6.5"),  # a fraction edited by hand: shown as stored, not rounded
+        ({"N": "1E+125"}, "1E+125"),  # DynamoDB's largest numbers, as it returns them
+        (
+            {"N": "9.9999999999999999999999999999999999999E+125"},
+            "9.9999999999999999999999999999999999999E+125",
+        ),
+        ({"N": "9" * 38}, "9" * 38),
+    ],
+)
+def test_a_count_of_the_epoch_at_least_postgres_s_is_in_step_and_shown_as_stored(
+    generation: dict[str, Any], stored: str
+) -> None:
+    """``MID: in step (lease generation 7, Postgres saw 6)``: the number exactly as DynamoDB
+    holds it (never read as a number: one edited past any count is still named)."""
+    assert fence_count(_found(generation), SEEN) == FenceCount("in step", stored)
+
+
+@pytest.mark.parametrize(
+    ("generation", "kind"),
+    [
+        ({"S": "7"}, "S"),  # a count typed as text by hand
+        ({"S": "7\x00" + "x" * 400_000}, "S"),  # its text is never shown: only its type
+        ({"S": ""}, "S"),
+        ({"BOOL": True}, "BOOL"),
+        ({"BOOL": False}, "BOOL"),
+        ({"NULL": True}, "NULL"),
+        ({"B": "Nw=="}, "B"),
+        ({"M": {"N": {"N": "7"}}}, "M"),
+        ({"L": [{"N": "7"}]}, "L"),
+        ({"SS": ["7"]}, "SS"),
+        ({"NS": ["7", "8"]}, "NS"),
+        ({"BS": ["Nw=="]}, "BS"),
+    ],
+)
+def test_a_count_of_another_dynamodb_type_is_named_by_its_type(
+    generation: dict[str, Any], kind: str
+) -> None:
+    """``lease generation is not a number (stored as S)``: DynamoDB cannot compare it with
+    a number, so the write leaves it and the next lease starts a new epoch."""
+    assert fence_count(_found(generation), SEEN) == FenceCount("not a count", kind)
+
+
+@pytest.mark.parametrize(
+    "generation",
+    [
+        {"X": "7"},  # no DynamoDB type
+        {"n": "7"},  # nor is a type's name in another case
+        {"N": "7", "S": "7"},  # two types: DynamoDB never returns one so
+        {"S": "7", "N": "7"},
+        {},
+        "7",  # not an attribute value at all
+        ["N", "7"],
+        7,
+        None,
+    ],
+)
+def test_a_count_that_is_no_dynamodb_value_is_not_a_count_of_an_unknown_type(
+    generation: Any,
+) -> None:
+    """Never a traceback nor its content in the line: ``stored as ?``."""
+    assert fence_count(_found(generation), SEEN) == FenceCount("not a count", "?")
 
 
 def _placeholders(*expressions: str) -> tuple[set[str], set[str]]:
