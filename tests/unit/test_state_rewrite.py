@@ -63,3 +63,13 @@ def test_a_write_refused_at_every_try_names_the_merchant_and_what_to_do() -> Non
     )
     assert states.loads == SAVE_TRIES
     assert states.states["M1"].sweep_request_done is None
+
+
+def test_the_command_tries_five_times_before_it_gives_up() -> None:
+    """Five: each poll writes the state once a poll interval, so a command meets at most a
+    poll or two; the number is the operator's wait, and the message says it."""
+    assert rewrite_state(PollsBetween(MerchantState("M1"), 4), "M1", _done) is not None
+    states = PollsBetween(MerchantState("M1"), 5)
+    with pytest.raises(StaleStateError, match="on each of 5 tries"):
+        rewrite_state(states, "M1", _done)
+    assert states.loads == 5
