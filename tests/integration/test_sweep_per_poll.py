@@ -218,3 +218,37 @@ def test_a_sweep_asked_for_during_a_sweep_over_several_polls_reads_every_suspect
     state = runtime.state_store().load(MID)
     assert (state.sweep_request_done, state.sweep_requested) == (request, False)
     assert poll_once(stack).get("sweep") is None  # incremental again
+
+
+@pytest.mark.parametrize("edited", [{"S": "not an id!"}, {"N": "7"}])
+def test_a_sweep_whose_place_was_edited_by_hand_survives_a_failed_poll(
+    make_stack: Callable[..., LocalStack], edited: dict[str, str]
+) -> None:
+    """``sweep_after`` edited by hand (unreadable) makes a sweep due that starts over from
+    the first id. A poll that fails before it swept saves its failure: that save must not
+    write the unreadable place away as 'no sweep under way', or the sweep asked for is
+    lost and a deleted item keeps its label until the next scheduled sweep."""
+    import boto3
+
+    from devkit.local_stack import REGION
+
+    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1000")
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
+    stack.run_cycle()
+    items = sorted(clover.items(MID), key=lambda item: item["id"])
+    clover.delete_item(MID, items[0]["id"])  # no webhook: only a sweep finds it
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName="StateTable",
+        Key={"merchant_id": {"S": MID}},
+        UpdateExpression="SET sweep_after = :after",
+        ExpressionAttributeValues={":after": edited},
+    )
+    assert "sweep_after" in runtime.state_store().load(MID).unreadable
+    clover.fail_next(500, count=100, merchant_id=MID)  # the poll fails, and its redeliveries
+    stack.run_cycle()
+    clover.clear_faults(MID)
+    assert runtime.state_store().load(MID).consecutive_failures > 0
+    stack.run_cycle()
+    stack.run_cycle()
+    assert items[0]["sku"] not in hipoink.labels(STORE)

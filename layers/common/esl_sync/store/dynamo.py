@@ -31,11 +31,11 @@ from esl_sync.store.state_item import (
     CODE_SLOT,
     FENCE_NAMES,
     LEASE_NAMES,
-    POLL_FIELDS,
     UNTIL_PASSED,
     fence_count,
     fence_of,
     lease_taking,
+    saved_fields,
     sealed_of,
     state_of,
     to_attr,
@@ -92,13 +92,12 @@ class DynamoStateStore:
     unprocessed_backoff = staticmethod(unprocessed_backoff)
 
     def save(self, state: MerchantState, *, release_lease: str | None = None) -> None:
-        names = {f"#{i}": name for i, name in enumerate(POLL_FIELDS)}
-        values: dict[str, Any] = {
-            f":{i}": to_attr(getattr(state, name)) for i, name in enumerate(POLL_FIELDS)
-        }
+        fields = saved_fields(state)  # an unreadable sweep place kept: KEPT_UNREADABLE
+        names = {f"#{i}": name for i, name in enumerate(fields)}
+        values: dict[str, Any] = {f":{i}": to_attr(getattr(state, n)) for i, n in enumerate(fields)}
         values[":expected"] = {"N": str(state.version)}
         values[":next"] = {"N": str(state.version + 1)}
-        assignments = ", ".join(f"#{i} = :{i}" for i in range(len(POLL_FIELDS)))
+        assignments = ", ".join(f"#{i} = :{i}" for i in range(len(fields)))
         update = f"SET {assignments}, version = :next"
         condition = "(attribute_not_exists(version) OR version = :expected)"
         if "version" in state.unreadable:

@@ -37,6 +37,16 @@ POLL_FIELDS = (
 )
 # ``auth_state`` is written only with the tokens, ``sweep_request`` only by the webhook.
 STATE_FIELDS = (*POLL_FIELDS, "auth_state", "sweep_request")
+KEPT_UNREADABLE = frozenset({"sweep_after", "sweep_for"})
+"""Attributes ``save`` leaves as stored while they are in ``unreadable``: an unreadable one
+asks for a sweep from the first id (``esl_sync.sync.sweep.UNDER_WAY``), and a save that
+did not sweep (a failed poll's, ``resync``'s) must not write it away as none under way.
+What replaces them (``record_sweep``, ``ask_for_sweep``) drops them from ``unreadable``."""
+
+
+def saved_fields(state: MerchantState) -> tuple[str, ...]:
+    """The fields ``save`` writes: :data:`POLL_FIELDS` but those it keeps unread."""
+    return tuple(n for n in POLL_FIELDS if n not in KEPT_UNREADABLE or n not in state.unreadable)
 
 
 def to_attr(value: object) -> dict[str, Any]:

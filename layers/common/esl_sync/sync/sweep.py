@@ -119,6 +119,7 @@ def record_sweep(state: MerchantState, after: str | None) -> None:
     if after is None:
         state.sweep_request_done, served = served, None
     state.sweep_after, state.sweep_for = after, served
+    _replaced_place(state)
 
 
 def ask_for_sweep(state: MerchantState, done: str) -> None:
@@ -129,6 +130,13 @@ def ask_for_sweep(state: MerchantState, done: str) -> None:
     permission, or none), never one an earlier sweep half read."""
     state.sweep_request_done = done
     state.sweep_after = state.sweep_for = None
+    _replaced_place(state)
+
+
+def _replaced_place(state: MerchantState) -> None:
+    """The sweep's place written anew: no longer unreadable, so the save writes it (while
+    unreadable, the save leaves it as stored: a failed poll keeps the sweep asked for)."""
+    state.unreadable = tuple(name for name in state.unreadable if name not in UNDER_WAY)
 
 
 REFUSED = "refused: "
