@@ -254,11 +254,6 @@ def test_a_sweep_whose_place_was_edited_by_hand_survives_a_failed_poll(
     assert items[0]["sku"] not in hipoink.labels(STORE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DynamoStateStore.save REMOVEs an unreadable pending_deletes at every save, a failed"
-    " poll's too (not only after the sweep it asks for): found by helper-97, not fixed",
-)
 def test_pending_deletes_edited_by_hand_survive_a_failed_poll(
     make_stack: Callable[..., LocalStack],
 ) -> None:

@@ -492,3 +492,17 @@ def test_a_refused_sweep_says_so_in_the_text_the_outcome_reads() -> None:
     assert plan.refused
     assert plan.refusal() == "refused: 3 of 4 missing"
     assert PollOutcome("M", "schedule", sweep=plan.refusal()).sweep_refused
+
+
+def test_a_sweeping_poll_says_it_swept_so_its_save_may_drop_what_asked_for_it() -> None:
+    """``swept`` is what lets the save remove an unreadable ``pending_deletes`` (the sweep
+    found what it held); a poll that failed before it swept leaves it, still asking."""
+    state = _state(1)
+    state.unreadable = ("pending_deletes",)
+    assert sweep_due(state, SETTINGS, NOW)
+    assert not state.swept
+    record_sweep(state, "B")
+    assert state.swept
+    ended = _state(1)
+    record_sweep(ended, None)
+    assert ended.swept

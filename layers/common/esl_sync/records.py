@@ -72,6 +72,9 @@ class MerchantState:
     # read when it started, which its last poll records as done.
     sweep_after: str | None = None
     sweep_for: str | None = None
+    # This poll swept (not stored): an unreadable ``pending_deletes``, which asked for the
+    # sweep, may go; a save without it (a failed poll's, ``resync``'s) leaves it as stored.
+    swept: bool = False
     # Attributes of the stored item that could not be read (edited by hand, corrupted):
     # each holds its default here (:func:`esl_sync.store.state_item.state_of`).
     unreadable: tuple[str, ...] = ()

@@ -111,8 +111,9 @@ class DynamoStateStore:
             values[":settled"] = {"SS": sorted(settled)}
             update += " DELETE #pending :settled"
         removed: list[str] = []
-        if "pending_deletes" in state.unreadable:  # edited by hand: no webhook adds to
-            # it, and this poll swept (sweep_due), finding what it held. Noted anew after.
+        if "pending_deletes" in state.unreadable and state.swept:  # edited by hand: no
+            # webhook adds to it, and this poll swept (sweep_due), finding what it held; a
+            # save that did not sweep (a failed poll's) leaves it, still asking for one.
             names["#pending"] = "pending_deletes"
             removed.append("#pending")
         if release_lease is not None:  # the poll's last write gives its lease back too

@@ -119,6 +119,7 @@ def record_sweep(state: MerchantState, after: str | None) -> None:
     if after is None:
         state.sweep_request_done, served = served, None
     state.sweep_after, state.sweep_for = after, served
+    state.swept = True
     _replaced_place(state)
 
 
