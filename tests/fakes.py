@@ -101,6 +101,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self.renewed: list[str] = []
         self.store_code: str | None = None
         self.failures: dict[str, LabelFailure] = {}
+        self.refusal: dict[str, LabelAck] = {}  # what ``refusals`` answers
         self.blocks: dict[str, StoreBlock] = {}
         self.now = START
         self.clock = clock
@@ -133,6 +134,8 @@ class MemoryLedger(_OneMerchant, LabelLedger):
             return
         self.acks.update({a.pc: a.label_hash for a in acks})
         self.versions.update({a.pc: a.version for a in acks})
+        for a in acks:
+            self.refusal.pop(a.pc, None)
 
     def renew(self, merchant_id: str, acks: Sequence[LabelAck], *, store_code: str) -> None:
         self._call("renew", merchant_id)
@@ -154,6 +157,16 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         self._call("record_failures", merchant_id)
         self._each_once(f.pc for f in failures)
         self.failures.update({f.pc: f for f in failures})
+        for f in failures:
+            refused = f.refused if f.failure_class == "bad_record" else None
+            if refused is not None and refused.version is not None:
+                self.refusal[f.pc] = refused
+            else:
+                self.refusal.pop(f.pc, None)
+
+    def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
+        self._call("refusals", merchant_id)
+        return {pc: self.refusal[pc] for pc in pcs if pc in self.refusal}
 
     def stale_labels_total(self) -> int:
         self._call("stale_labels_total")

@@ -483,6 +483,47 @@ def test_after_a_failure_only_what_is_left_is_named_retryable() -> None:
     assert set(ledger.acks) == {"A", "C"}
 
 
+def test_the_retry_of_a_job_never_sends_counts_or_un_names_the_record_hipoink_refused() -> None:
+    """B refused, then X's delete meets a 503: SQS redelivers the job whole. Its retries
+    sent B again (refused again, counted again) and, down again, named it ``retryable``."""
+    ledger, sink = MemoryLedger(), MemorySink(bad={"B"})
+    sink.outage_after = 3
+    job = _job([_record("A"), _record("B"), _record("C")], ["X"])
+    with pytest.raises(HipoinkRetryable):
+        deliver(job, ledger, sink, 1)
+    refusal = ledger.failures["B"]
+    sink.outage_after, sink.down, sink.calls = None, True, []
+    with pytest.raises(HipoinkRetryable):  # still down: nothing taken
+        deliver(job, ledger, sink, 1)
+    assert sink.calls == [("delete", ["X"])]
+    assert ledger.failures["B"] == refusal
+    assert deliver_module.name_skipped(job, ledger) == 1  # X only
+    assert ledger.failures["B"] == refusal
+    sink.down, sink.calls = False, []
+    outcome = deliver(job, ledger, sink, 1)
+    assert sink.calls == [("delete", ["X"])]
+    assert (outcome.rejected, outcome.refused_before, outcome.deleted) == ([], 1, 1)
+    assert ledger.failures["B"] == refusal
+
+
+def test_a_refused_record_is_sent_again_by_another_decision_or_once_acknowledged() -> None:
+    """Only this job's very record (version and hash) is held back: a newer decision (the
+    heal's, a poll's) or another record of the code is sent, and an acknowledgement ends
+    the refusal."""
+    ledger, sink = MemoryLedger(), MemorySink(bad={"B"})
+    deliver(_job([_record("B")], version=3), ledger, sink, 10)
+    assert deliver(_job([_record("B")], version=3), ledger, sink, 10).refused_before == 1
+    sink.calls.clear()
+    assert deliver(_job([_record("B")], version=4), ledger, sink, 10).rejected == ["B"]
+    assert deliver(_job([_record("B", "2.00")], version=4), ledger, sink, 10).rejected == ["B"]
+    assert len(sink.calls) == 2
+    sink.bad = set()
+    deliver(_job([_record("B")], version=5), ledger, sink, 10)
+    assert ledger.refusals("M", ["B"]) == {}
+    outcome = deliver(_job([_record("B")], version=3), ledger, sink, 10)
+    assert (outcome.skipped, outcome.refused_before) == (1, 0)
+
+
 def test_after_a_failure_in_a_later_batch_the_earlier_batches_stay_acknowledged() -> None:
     ledger, sink = MemoryLedger(), MemorySink()
     sink.outage_after = 2

@@ -99,6 +99,7 @@ def test_a_delivery_logs_every_fact_of_the_job(frozen: None) -> None:
             "skipped_older_codes": ["O2", "O1"],
             "rejected": 1,
             "rejected_codes": ["BAD"],
+            "refused_before": 0,
             "blocked": None,
             "latency_seconds": 90.0,
             "level": "INFO",

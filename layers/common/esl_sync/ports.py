@@ -129,6 +129,10 @@ class LabelLedger(Protocol):
 
     def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...
 
+    def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
+        """The versioned records Hipoink refused and that still stand (``LabelFailure.refused``)."""
+        ...
+
     def stale_labels_total(self) -> int:
         """Stale labels across every merchant (a gauge for the dashboard)."""
         ...

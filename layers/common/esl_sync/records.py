@@ -267,11 +267,13 @@ class AckedLabel:
 
 @dataclass(frozen=True)
 class LabelFailure:
-    """A label Hipoink refused or could not take, named for the operator."""
+    """A label Hipoink refused or could not take, named for the operator; ``refused``: the
+    record (hash, job version) of a ``bad_record`` Hipoink gave, which a retry never sends."""
 
     pc: str
     failure_class: str
     message: str
+    refused: LabelAck | None = None
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,8 @@ class PostgresLabelLedger:
             " WHERE merchant_id = %(m)s AND store_code = %(store)s)"
             " ON CONFLICT (merchant_id, pc) DO UPDATE SET label_hash = EXCLUDED.label_hash,"
             " version = EXCLUDED.version, acknowledged_at = EXCLUDED.acknowledged_at,"
-            " failure_class = NULL, failure_message = NULL, failed_at = NULL, requeued_at = NULL",
+            " failure_class = NULL, failure_message = NULL, failed_at = NULL, requeued_at = NULL,"
+            " refused_hash = NULL, refused_version = NULL",
             {
                 "m": merchant_id,
                 "store": store_code,
@@ -215,21 +216,24 @@ class PostgresLabelLedger:
         if not failures:
             return
         self._db.connection().execute(
-            "INSERT INTO label_state (merchant_id, pc, failure_class, failure_message, failed_at)"
-            " SELECT %(m)s, f.pc, f.failure_class, f.message, now()"
-            " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text, failure_class text, message text)"
+            "INSERT INTO label_state (merchant_id, pc, failure_class, failure_message, failed_at,"
+            " refused_hash, refused_version)"
+            " SELECT %(m)s, f.pc, f.failure_class, f.message, now(), f.refused_hash,"
+            " f.refused_version FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text,"
+            " failure_class text, message text, refused_hash text, refused_version bigint)"
             " ON CONFLICT (merchant_id, pc) DO UPDATE SET failure_class = EXCLUDED.failure_class,"
-            " failure_message = EXCLUDED.failure_message, failed_at = EXCLUDED.failed_at",
-            {
-                "m": merchant_id,
-                "f": json.dumps(
-                    [
-                        {"pc": f.pc, "failure_class": f.failure_class, "message": f.message}
-                        for f in failures
-                    ]
-                ),
-            },
+            " failure_message = EXCLUDED.failure_message, failed_at = EXCLUDED.failed_at,"
+            " refused_hash = EXCLUDED.refused_hash, refused_version = EXCLUDED.refused_version",
+            {"m": merchant_id, "f": json.dumps([_failure_row(f) for f in failures])},
         )
+
+    def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
+        result = self._db.connection().execute(
+            "SELECT pc, refused_hash, refused_version FROM label_state WHERE merchant_id = %s"
+            " AND pc = ANY(%s) AND failure_class = 'bad_record' AND refused_version IS NOT NULL",
+            (merchant_id, list(pcs)),
+        )
+        return {pc: LabelAck(pc, label_hash, version) for pc, label_hash, version in result}
 
     def stale_labels_total(self) -> int:
         row = self._db.connection().execute("SELECT count(*) FROM stale_labels").fetchone()
@@ -426,3 +430,16 @@ class PostgresLabelLedger:
                 " FROM store_blocks ORDER BY merchant_id"
             )
             return {row["merchant_id"]: StoreBlock(**row) for row in cur.fetchall()}
+
+
+def _failure_row(failure: LabelFailure) -> dict[str, object]:
+    """One failure as ``record_failures`` writes it: the refused record's hash and version
+    only for a refusal of a versioned job (cleared otherwise)."""
+    refused = failure.refused if failure.failure_class == "bad_record" else None
+    return {
+        "pc": failure.pc,
+        "failure_class": failure.failure_class,
+        "message": failure.message,
+        "refused_hash": None if refused is None else refused.label_hash,
+        "refused_version": None if refused is None else refused.version,
+    }

@@ -15,7 +15,8 @@ version of the merchant's label decisions (:attr:`esl_sync.messages.LabelJob.ver
 Each of Hipoink's error classes ends differently:
 
 * bad record: the batch is split until the refused records are isolated; they are recorded
-  with Hipoink's message and not retried, and the rest go through;
+  with Hipoink's message and not retried, and the rest go through. A retry of the job
+  (a later batch failed) does not send them again, nor name another failure on them;
 * retryable: what is left is recorded as failed and the error propagates, so SQS retries
   this message alone (and in the end dead-letters it);
 * configuration: retrying cannot help, so the store is blocked and the message
@@ -72,6 +73,7 @@ class DeliveryOutcome:
     skipped: int = 0  # already acknowledged
     skipped_older: list[str] = field(default_factory=list)  # a newer version is acknowledged
     rejected: list[str] = field(default_factory=list)
+    refused_before: int = 0  # refused on an earlier receive of this job: not sent again
     blocked: str | None = None  # why (the rest of) the job was not sent to the store
     latency_seconds: float | None = None  # Clover change → Hipoink acknowledged
 
@@ -98,10 +100,11 @@ def deliver(
     outcome = DeliveryOutcome(job.merchant_id, job.store_code, version=job.version)
     try:
         _name_unusable(job, ledger, outcome)
-        triaged = triage(job, ledger.acknowledged(job.merchant_id, _codes(job)))
+        triaged = _triage(job, ledger)
         if job.version is None and triaged.send:
             triaged = wanted_now(job, triaged, ledger)
         outcome.skipped, outcome.skipped_older = len(triaged.same), triaged.older
+        outcome.refused_before = len(triaged.refused)
         ledger.renew(job.merchant_id, triaged.renewed, store_code=job.store_code)
         if triaged.send:
             _Delivery(job, ledger, deps.sink, outcome, before_call).run(
@@ -189,6 +192,7 @@ class Triage:
     older: list[str]  # a newer version is acknowledged: skipped
     same: list[str]  # Hipoink shows exactly this already: skipped
     renewed: list[LabelAck]  # ... from an older decision: its version moves up to the job's
+    refused: list[str] = field(default_factory=list)  # Hipoink refused this job's very record
 
 
 SKIPPED = "not tried: an earlier job of this store failed"
@@ -197,29 +201,39 @@ SKIPPED = "not tried: an earlier job of this store failed"
 def name_skipped(job: LabelJob, ledger: LabelLedger, message: str = SKIPPED) -> int:
     """Record a retryable failure (``message``) on the labels a job not tried would have
     changed; how many."""
-    send = triage(job, ledger.acknowledged(job.merchant_id, _codes(job))).send
+    send = _triage(job, ledger).send
     ledger.record_failures(
         job.merchant_id, [LabelFailure(c.pc, "retryable", message) for c in send]
     )
     return len(send)
 
 
-def _codes(job: LabelJob) -> list[str]:
-    return [r["pc"] for r in _usable_upserts(job)] + _usable_deletes(job)
+def _triage(job: LabelJob, ledger: LabelLedger) -> Triage:
+    codes = [r["pc"] for r in _usable_upserts(job)] + _usable_deletes(job)
+    return triage(
+        job, ledger.acknowledged(job.merchant_id, codes), ledger.refusals(job.merchant_id, codes)
+    )
 
 
-def triage(job: LabelJob, acknowledged: dict[str, AckedLabel]) -> Triage:
+def triage(
+    job: LabelJob, acknowledged: dict[str, AckedLabel], refused: dict[str, LabelAck] | None = None
+) -> Triage:
     """Sort the job's changes (in order) by what Hipoink already shows.
 
     A label that already shows this record takes the job's version when that is newer, so
-    a job decided between the two (redriven later) cannot put its older value back.
+    a job decided between the two (redriven later) cannot put its older value back. A record
+    Hipoink refused for this very job (its version, its hash: the job came back for a later
+    batch's failure) is not sent again.
     """
     result = Triage([], [], [], [])
     wanted = [_Change(r["pc"], r) for r in _usable_upserts(job)]
     wanted += [_Change(pc, None) for pc in _usable_deletes(job)]
     for change in wanted:
         acked = acknowledged.get(change.pc)
-        if acked is None:
+        record = LabelAck(change.pc, label_hash(change.record), job.version)
+        if refused is not None and refused.get(change.pc) == record:
+            result.refused.append(change.pc)
+        elif acked is None:
             result.send.append(change)
         elif acked.label_hash == label_hash(change.record):
             result.same.append(change.pc)
@@ -347,7 +361,8 @@ class _Delivery:
                 self._apply(batch[:middle])
                 self._apply(batch[middle:])
                 return
-            failure = LabelFailure(batch[0].pc, "bad_record", str(error))
+            refused = LabelAck(batch[0].pc, label_hash(batch[0].record), self.job.version)
+            failure = LabelFailure(batch[0].pc, "bad_record", str(error), refused)
             self.ledger.record_failures(merchant_id, [failure])
             self.outcome.rejected.append(batch[0].pc)
             self.settled += 1
@@ -396,6 +411,7 @@ def _report(outcome: DeliveryOutcome, error: Exception | None = None) -> None:
         "skipped_older_codes": outcome.skipped_older[:_LOGGED_CODES],
         "rejected": len(outcome.rejected),
         "rejected_codes": first_named(outcome.rejected, _LOGGED_CODES),
+        "refused_before": outcome.refused_before,
         "blocked": outcome.blocked,
         "latency_seconds": outcome.latency_seconds,
     }

@@ -1,0 +1,106 @@
+"""A record Hipoink refused by name, in a job that then fails for a retryable reason: the
+retry of that job (SQS redelivers it whole) does not send the refused record again, does
+not count it again, and never un-names its refusal. Real parts: the sender's handler
+through the local stack, Postgres, the Hipoink simulator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from devkit.emf import metric_sums
+from devkit.hipoink_sim import HipoinkSimulator
+from devkit.local_stack import LocalStack
+from devkit.template import REPO_ROOT
+from esl_sync.messages import LabelJob
+
+M = "MRETRY000001"
+STORE = "STORE-RETRY"
+FAILED = "label job failed; back to its queue"
+REFUSAL = ("bad_record", "create_multiple: product X2: rejected")
+
+
+def _sim(stack: LocalStack) -> HipoinkSimulator:
+    assert stack.hipoink is not None
+    return stack.hipoink
+
+
+def _event(job: LabelJob) -> dict[str, Any]:
+    template = json.loads((REPO_ROOT / "events" / "hipoink_sender.json").read_text())
+    record = json.loads(json.dumps(template["Records"][0]))
+    record["body"] = job.to_json()
+    record["attributes"]["MessageGroupId"] = M
+    return {"Records": [record]}
+
+
+def _lines(stack: LocalStack, since: int, message: str) -> list[dict[str, Any]]:
+    found = [json.loads(line) for line in stack.logs[since:] if f'"{message}"' in line]
+    return [line for line in found if line.get("message") == message]
+
+
+def _failures(stack: LocalStack) -> dict[str, tuple[str | None, str | None]]:
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        rows = conn.execute(
+            "SELECT pc, failure_class, failure_message FROM label_state WHERE merchant_id = %s",
+            (M,),
+        ).fetchall()
+    return {pc: (failure_class, message) for pc, failure_class, message in rows}
+
+
+def _records(*pcs: str) -> list[dict[str, str]]:
+    return [{"pc": pc, "pn": "Thing", "pp": "1.00", "pi": f"ITEM{pc}"} for pc in pcs]
+
+
+def _retried(stack: LocalStack, job: LabelJob) -> dict[str, Any]:
+    """``job`` alone fails for Hipoink (retried by SQS, not the invocation); its line."""
+    mark = len(stack.logs)
+    event = _event(job)
+    retried = [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    assert stack.invoke("hipoink_sender", event) == {"batchItemFailures": retried}
+    (failed,) = _lines(stack, mark, FAILED)
+    return failed
+
+
+def test_a_retried_job_does_not_send_count_or_un_name_a_record_hipoink_refused(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """Hipoink takes X1, refuses X2 by name and times out on X3: the job fails and SQS
+    redelivers it whole. The retry sent X2 again (refused again: a call, a second
+    ``LabelsRejected``), and when that retry met a 503, X2's refusal was overwritten as
+    ``retryable`` (the heal then queued it again and again, and ``status`` no longer said
+    why Hipoink will not show it)."""
+    stack = make_stack(HIPOINK_BATCH_SIZE="1", HIPOINK_TIMEOUT_SECONDS="0.5")
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.reject_pcs = {"X2"}
+    job = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2", "X3"), version=7)
+    hipoink.delay_next(0.0, count=2)
+    hipoink.delay_next(2.0)  # X3: answered after the client gave up
+    first = _retried(stack, job)
+    assert (first["upserted"], first["rejected_codes"]) == (1, ["X2"])
+    assert _failures(stack)["X2"] == REFUSAL
+
+    # The first retry meets a 503: only X3 was tried, and X2 still names its refusal.
+    hipoink.reset_requests()
+    hipoink.fail_next(503)
+    mark = len(stack.logs)
+    second = _retried(stack, job)
+    assert [r.codes for r in hipoink.requests] == [["X3"]]
+    assert second["rejected"] == 0
+    assert second["refused_before"] == 1
+    assert _failures(stack)["X2"] == REFUSAL
+    assert _failures(stack)["X3"] == ("retryable", "create_multiple: HTTP 503")
+
+    # The next one delivers X3, never X2 again; X2 was counted refused once in all.
+    assert stack.invoke("hipoink_sender", _event(job)) == {"batchItemFailures": []}
+    assert all("X2" not in r.codes for r in hipoink.requests)
+    (delivered,) = _lines(stack, mark, "label job delivered")
+    assert (delivered["upserted"], delivered["skipped"], delivered["rejected"]) == (1, 1, 0)
+    assert delivered["refused_before"] == 1
+    assert metric_sums(stack.logs[mark:])["LabelsRejected"] == 0
+    assert set(hipoink.labels(STORE)) == {"X1", "X3"}
+    assert _failures(stack) == {"X1": (None, None), "X2": REFUSAL, "X3": (None, None)}
