@@ -47,9 +47,9 @@ def withdraw_deletions(
     directory: MerchantDirectory, states: StateStore, merchant_id: str, now: datetime
 ) -> bool:
     """Take a waiting permission back (``esl-sync sweep withdraw-deletions MID``): given by
-    mistake, or its sweeps make no headway (its first suspects all still in Clover, so each
-    poll confirms the same ones again) or fail (a suspect's single-item read refused every
-    time fails each poll, and a permitted sweep runs at every poll until it completes).
+    mistake, or its sweeping polls keep failing (one that succeeds reads the next suspects
+    after ``sweep_after``, so the sweep ends; one that fails records nothing, and a
+    permitted sweep runs at every poll until it completes).
     ``sweep_request_done`` becomes :data:`WITHDRAWN` and a time, in the same versioned
     write: still a request, so the next sweep comes at once, judged by the fraction again
     (a refused one reads no item alone). Whether a permission was waiting (none: nothing
