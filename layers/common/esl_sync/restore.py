@@ -33,8 +33,9 @@ from esl_sync.sync.sweep import ask_for_sweep
 CATCH_UP_SWEEP = "restore catch-up"
 """The ``sweep_request_done`` the catch-up writes: another value than the state's
 ``sweep_request`` (a webhook's is a random hex token), so a sweep is asked for
-(:attr:`esl_sync.records.MerchantState.sweep_requested`) until a poll sweeps and records the
-request it read as done."""
+(:attr:`esl_sync.records.MerchantState.sweep_requested`) until a sweep that began after it
+ends and records it as done (a sweep under way is dropped:
+:func:`~esl_sync.sync.sweep.ask_for_sweep`)."""
 
 
 @dataclass(frozen=True)
