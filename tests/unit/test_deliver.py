@@ -662,3 +662,17 @@ def test_two_refused_records_of_one_code_name_one_failure() -> None:
     assert {pc: f.message for pc, f in ledger.failures.items()} == {
         pc: "label job record: a value that is not text" for pc in "AC"
     }
+
+
+def test_triage_names_the_records_refused_for_this_very_job() -> None:
+    """Which codes were refused before, not only how many: the job's record (its hash and
+    version) refused earlier is set apart; another version or record of the code is sent."""
+    job = _job([_record("A"), _record("B")], deletes=["X"], version=4)
+    refused = {
+        "A": LabelAck("A", label_hash(_record("A")), 4),
+        "B": LabelAck("B", label_hash(_record("B")), 3),  # an older decision's refusal
+        "X": LabelAck("X", None, 4),  # the delete refused
+    }
+    triaged = deliver_module.triage(job, {}, refused)
+    assert triaged.refused == ["A", "X"]
+    assert [change.pc for change in triaged.send] == ["B"]

@@ -506,3 +506,17 @@ def test_a_sweeping_poll_says_it_swept_so_its_save_may_drop_what_asked_for_it() 
     ended = _state(1)
     record_sweep(ended, None)
     assert ended.swept
+
+
+@pytest.mark.parametrize("write", ["record_sweep", "ask_for_sweep"])
+def test_what_writes_the_sweeps_place_anew_makes_it_readable_again(write: str) -> None:
+    """An unreadable ``sweep_after``/``sweep_for`` is left as stored by a save (a failed
+    poll's); what writes the place anew takes them out of ``unreadable``, so its save writes
+    them, and leaves every other unreadable attribute named."""
+    state = _state(1)
+    state.unreadable = ("sweep_after", "pending_deletes", "sweep_for")
+    if write == "record_sweep":
+        record_sweep(state, "B")
+    else:
+        ask_for_sweep(state, CATCH_UP_SWEEP)
+    assert state.unreadable == ("pending_deletes",)
