@@ -101,6 +101,7 @@ class HipoinkSimulator(LoopbackService):
         self.down_stores: set[str] = set()
         self.delay_seconds = 0.0
         self.reject_pcs: set[str] = set()
+        self.reject_pcs_in: dict[str, set[str]] = {}  # refused by that store only
         # Whether an empty ``pp`` (a label without a price: what a VARIABLE-price item
         # sends by default) is taken, or refused like any non-decimal price (unconfirmed).
         self.blank_price_accepted = True
@@ -346,7 +347,7 @@ class HipoinkSimulator(LoopbackService):
 
     def _upsert(self, store_code: str, records: list[Any]) -> None:
         """Store all records, replacing by ``pc``, or none of them if one is bad."""
-        rejected = set(self.reject_pcs)
+        rejected = set(self.reject_pcs) | self.reject_pcs_in.get(store_code, set())
         blank = self.blank_price_accepted
         valid = [_check_record(i, record, rejected, blank) for i, record in enumerate(records)]
         with self._lock:

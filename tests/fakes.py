@@ -153,13 +153,16 @@ class MemoryLedger(_OneMerchant, LabelLedger):
         if len(set(listed)) != len(listed):
             raise ValueError("ON CONFLICT DO UPDATE command cannot affect row a second time")
 
-    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
+    def record_failures(
+        self, merchant_id: str, failures: Sequence[LabelFailure], *, store_code: str | None = None
+    ) -> None:
         self._call("record_failures", merchant_id)
         self._each_once(f.pc for f in failures)
         self.failures.update({f.pc: f for f in failures})
         for f in failures:
             refused = f.refused if f.failure_class == "bad_record" else None
-            if refused is not None and refused.version is not None:
+            current = store_code is not None and self._store_is_current(store_code)
+            if refused is not None and refused.version is not None and current:
                 self.refusal[f.pc] = refused
             else:
                 self.refusal.pop(f.pc, None)

@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from devkit.catalog import numbered_catalog
+from devkit.demo import expected_labels
 from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
@@ -104,3 +106,33 @@ def test_a_retried_job_does_not_send_count_or_un_name_a_record_hipoink_refused(
     assert metric_sums(stack.logs[mark:])["LabelsRejected"] == 0
     assert set(hipoink.labels(STORE)) == {"X1", "X3"}
     assert _failures(stack) == {"X1": (None, None), "X2": REFUSAL, "X3": (None, None)}
+
+
+def test_a_refusal_by_the_old_store_never_holds_back_the_moved_store_s_label(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """A poll's job for the merchant's store waits on the queue when the operator moves the
+    merchant (``set-store``): every label is queued for the new store, under the clock's
+    committed value, the poll's version. The old store refuses one record of the poll's
+    job by name; the new store would take it. The refusal mark (that version, that hash)
+    made the new store's job skip it as "refused before": the moved store never got the
+    label, and the heal never sends a refused record again until its product changes."""
+    stack = make_stack()
+    hipoink = _sim(stack)
+    assert stack.clover is not None
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
+    stack.run_cycle()
+    item = next(i for i in stack.clover.items(M) if i["sku"] == "SKU0003")
+    stack.clover.update_item(M, item["id"], price=333)
+    stack.dispatch()
+    assert stack.drain("PollQueue", "poller").failures == 0  # its job waits
+    hipoink.add_store("STORE-NEW")
+    hipoink.reject_pcs_in = {STORE: {"SKU0003"}}  # the old store refuses it, the new would not
+    stack.cli("merchants", "set-store", M, "STORE-NEW")
+
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+
+    assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
+    assert hipoink.labels("STORE-NEW")["SKU0003"]["pp"] == "3.33"

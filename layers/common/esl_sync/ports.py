@@ -127,7 +127,10 @@ class LabelLedger(Protocol):
         :meth:`acknowledge`, only while ``store_code`` is still the merchant's."""
         ...
 
-    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None: ...
+    def record_failures(
+        self, merchant_id: str, failures: Sequence[LabelFailure], *, store_code: str | None = None
+    ) -> None:
+        """A ``refused`` record is kept only while ``store_code`` is the merchant's store."""
 
     def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
         """The versioned records Hipoink refused and that still stand (``LabelFailure.refused``)."""

@@ -212,19 +212,24 @@ class PostgresLabelLedger:
             },
         )
 
-    def record_failures(self, merchant_id: str, failures: Sequence[LabelFailure]) -> None:
+    def record_failures(
+        self, merchant_id: str, failures: Sequence[LabelFailure], *, store_code: str | None = None
+    ) -> None:
         if not failures:
             return
+        rows = json.dumps([_failure_row(f) for f in failures])
         self._db.connection().execute(
             "INSERT INTO label_state (merchant_id, pc, failure_class, failure_message, failed_at,"
             " refused_hash, refused_version)"
             " SELECT %(m)s, f.pc, f.failure_class, f.message, now(), f.refused_hash,"
-            " f.refused_version FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text,"
+            " CASE WHEN EXISTS (SELECT 1 FROM merchants WHERE merchant_id = %(m)s"
+            " AND store_code = %(store)s) THEN f.refused_version END"
+            " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text,"
             " failure_class text, message text, refused_hash text, refused_version bigint)"
             " ON CONFLICT (merchant_id, pc) DO UPDATE SET failure_class = EXCLUDED.failure_class,"
             " failure_message = EXCLUDED.failure_message, failed_at = EXCLUDED.failed_at,"
             " refused_hash = EXCLUDED.refused_hash, refused_version = EXCLUDED.refused_version",
-            {"m": merchant_id, "f": json.dumps([_failure_row(f) for f in failures])},
+            {"m": merchant_id, "store": store_code, "f": rows},
         )
 
     def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
@@ -433,8 +438,7 @@ class PostgresLabelLedger:
 
 
 def _failure_row(failure: LabelFailure) -> dict[str, object]:
-    """One failure as ``record_failures`` writes it: the refused record's hash and version
-    only for a refusal of a versioned job (cleared otherwise)."""
+    """One failure as ``record_failures`` writes it (the refused record: ``bad_record`` only)."""
     refused = failure.refused if failure.failure_class == "bad_record" else None
     return {
         "pc": failure.pc,

@@ -363,7 +363,7 @@ class _Delivery:
                 return
             refused = LabelAck(batch[0].pc, label_hash(batch[0].record), self.job.version)
             failure = LabelFailure(batch[0].pc, "bad_record", str(error), refused)
-            self.ledger.record_failures(merchant_id, [failure])
+            self.ledger.record_failures(merchant_id, [failure], store_code=self.job.store_code)
             self.outcome.rejected.append(batch[0].pc)
             self.settled += 1
             return
