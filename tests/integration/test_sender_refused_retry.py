@@ -136,3 +136,35 @@ def test_a_refusal_by_the_old_store_never_holds_back_the_moved_store_s_label(
 
     assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
     assert hipoink.labels("STORE-NEW")["SKU0003"]["pp"] == "3.33"
+
+
+def test_a_label_the_old_store_refused_is_sent_to_the_store_the_merchant_moved_to(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """The merchant's store refused a record by name (its refusal and mark stand); the
+    operator then moves the merchant to another store (``set-store``: every label queued
+    for the new store at once). The refusal was the old store's, yet the relabel left that
+    label out (a refused record waits for its product to change), and so did every heal
+    after: the new store's shelf lacked it for good."""
+    stack = make_stack()
+    hipoink = _sim(stack)
+    assert stack.clover is not None
+    hipoink.reject_pcs_in = {STORE: {"SKU0003"}}
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
+    stack.run_cycle()
+    hipoink.reject_pcs_in[STORE].add("SKU0001")  # acknowledged, then a change refused
+    item = next(i for i in stack.clover.items(M) if i["sku"] == "SKU0001")
+    stack.clover.update_item(M, item["id"], price=111)
+    stack.run_cycle()
+    assert _failures(stack)["SKU0003"][0] == _failures(stack)["SKU0001"][0] == "bad_record"
+    hipoink.add_store("STORE-NEW")
+    stack.cli("merchants", "set-store", M, "STORE-NEW")
+
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+    stack.run_cycle()
+
+    assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
+    assert hipoink.labels("STORE-NEW")["SKU0001"]["pp"] == "1.11"
+    assert _failures(stack)["SKU0003"] == _failures(stack)["SKU0001"] == (None, None)

@@ -53,8 +53,14 @@ WITH moved AS (
     DELETE FROM store_blocks WHERE merchant_id = %(m)s AND store_code <> %(store)s
     AND EXISTS (SELECT 1 FROM moved)
 )
-UPDATE label_state SET label_hash = %(invalidated)s
-WHERE merchant_id = %(m)s AND label_hash IS NOT NULL AND EXISTS (SELECT 1 FROM moved)
+UPDATE label_state SET label_hash = CASE WHEN label_hash IS NOT NULL THEN %(invalidated)s END,
+    -- nor are the old store's refusals (one UPDATE: a row is changed once a statement)
+    failure_class = nullif(failure_class, 'bad_record'),
+    failure_message = CASE failure_class WHEN 'bad_record' THEN NULL ELSE failure_message END,
+    failed_at = CASE failure_class WHEN 'bad_record' THEN NULL ELSE failed_at END,
+    refused_hash = NULL, refused_version = NULL
+WHERE merchant_id = %(m)s AND (label_hash IS NOT NULL OR failure_class = 'bad_record')
+  AND EXISTS (SELECT 1 FROM moved)
 """
 
 # A merchant that installs the app: registered, or re-activated on its region's REST host;
