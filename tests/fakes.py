@@ -163,9 +163,7 @@ class MemoryLedger(_OneMerchant, LabelLedger):
             refused = f.refused if f.failure_class == "bad_record" else None
             current = store_code is not None and self._store_is_current(store_code)
             if refused is not None and refused.version is not None and current:
-                self.refusal[f.pc] = refused
-            else:
-                self.refusal.pop(f.pc, None)
+                self.refusal[f.pc] = refused  # another failure keeps it
 
     def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
         self._call("refusals", merchant_id)

@@ -168,3 +168,40 @@ def test_a_label_the_old_store_refused_is_sent_to_the_store_the_merchant_moved_t
     assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
     assert hipoink.labels("STORE-NEW")["SKU0001"]["pp"] == "1.11"
     assert _failures(stack)["SKU0003"] == _failures(stack)["SKU0001"] == (None, None)
+
+
+def _batch(*jobs: LabelJob) -> dict[str, Any]:
+    """The jobs in one sender invocation, in order (one merchant: one message group)."""
+    records = []
+    for n, job in enumerate(jobs):
+        (record,) = json.loads(json.dumps(_event(job)["Records"]))
+        record["messageId"] = f"{record['messageId']}-{n}"
+        records.append(record)
+    return {"Records": records}
+
+
+def test_a_later_job_of_the_code_skipped_behind_it_keeps_the_refusal_from_its_retry(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """X2 refused in the first job, whose X3 then times out; the product changed meanwhile,
+    so the next job of the store, in the same batch, names X2 again (another price) and is
+    skipped behind the first (``retryable``, "not tried"). That failure cleared the first
+    job's refusal mark: its retry sent the refused X2 again (refused again, counted again)."""
+    stack = make_stack(HIPOINK_BATCH_SIZE="1", HIPOINK_TIMEOUT_SECONDS="0.5")
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.reject_pcs = {"X2"}
+    first = LabelJob(merchant_id=M, store_code=STORE, upserts=_records("X1", "X2", "X3"), version=7)
+    changed = [dict(_records("X2")[0], pp="2.00")]
+    second = LabelJob(merchant_id=M, store_code=STORE, upserts=changed, version=8)
+    hipoink.delay_next(0.0, count=2)
+    hipoink.delay_next(2.0)  # X3: answered after the client gave up
+    assert len(stack.invoke("hipoink_sender", _batch(first, second))["batchItemFailures"]) == 2
+    assert _failures(stack)["X2"] == ("retryable", "not tried: an earlier job of this store failed")
+
+    hipoink.reset_requests()
+    mark = len(stack.logs)
+    assert stack.invoke("hipoink_sender", _batch(first, second)) == {"batchItemFailures": []}
+    assert [r.codes for r in hipoink.requests] == [["X3"], ["X2"]]  # X2: the second job's
+    assert metric_sums(stack.logs[mark:])["LabelsRejected"] == 1
+    assert _failures(stack)["X2"] == REFUSAL

@@ -219,23 +219,24 @@ class PostgresLabelLedger:
             return
         rows = json.dumps([_failure_row(f) for f in failures])
         self._db.connection().execute(
-            "INSERT INTO label_state (merchant_id, pc, failure_class, failure_message, failed_at,"
-            " refused_hash, refused_version)"
-            " SELECT %(m)s, f.pc, f.failure_class, f.message, now(), f.refused_hash,"
-            " CASE WHEN EXISTS (SELECT 1 FROM merchants WHERE merchant_id = %(m)s"
-            " AND store_code = %(store)s) THEN f.refused_version END"
-            " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text,"
-            " failure_class text, message text, refused_hash text, refused_version bigint)"
-            " ON CONFLICT (merchant_id, pc) DO UPDATE SET failure_class = EXCLUDED.failure_class,"
-            " failure_message = EXCLUDED.failure_message, failed_at = EXCLUDED.failed_at,"
-            " refused_hash = EXCLUDED.refused_hash, refused_version = EXCLUDED.refused_version",
+            "INSERT INTO label_state AS l (merchant_id, pc, failure_class, failure_message,"
+            " failed_at, refused_hash, refused_version) SELECT %(m)s, f.pc, f.failure_class,"
+            " f.message, now(), f.refused_hash, CASE WHEN EXISTS (SELECT 1 FROM merchants"
+            " WHERE merchant_id = %(m)s AND store_code = %(store)s) THEN f.refused_version END"
+            " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text, failure_class text, message text,"
+            " refused_hash text, refused_version bigint) ON CONFLICT (merchant_id, pc) DO UPDATE"
+            " SET failure_class = EXCLUDED.failure_class, failed_at = EXCLUDED.failed_at,"
+            " failure_message = EXCLUDED.failure_message,"  # another failure keeps a mark:
+            " refused_hash = CASE WHEN EXCLUDED.refused_version IS NULL THEN l.refused_hash ELSE"
+            " EXCLUDED.refused_hash END, refused_version = coalesce(EXCLUDED.refused_version,"
+            " l.refused_version)",
             {"m": merchant_id, "store": store_code, "f": rows},
         )
 
     def refusals(self, merchant_id: str, pcs: Iterable[str]) -> dict[str, LabelAck]:
         result = self._db.connection().execute(
             "SELECT pc, refused_hash, refused_version FROM label_state WHERE merchant_id = %s"
-            " AND pc = ANY(%s) AND failure_class = 'bad_record' AND refused_version IS NOT NULL",
+            " AND pc = ANY(%s) AND refused_version IS NOT NULL",
             (merchant_id, list(pcs)),
         )
         return {pc: LabelAck(pc, label_hash, version) for pc, label_hash, version in result}
