@@ -89,7 +89,9 @@ def _function_lines_off_stdout() -> Iterator[None]:
     from esl_sync.observability import logger
 
     streams = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
-    previous = [h.setStream(sys.stderr) for h in streams]
+    previous = [h.stream for h in streams]  # not setStream's answer: None when unchanged
+    for handler in streams:
+        handler.setStream(sys.stderr)
     level = logger.log_level
     logger.setLevel(logging.WARNING)
     try:

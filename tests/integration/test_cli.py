@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -730,3 +731,25 @@ def test_poll_of_a_merchant_that_is_not_polled_queues_nothing_and_says_why(
     stack.drain("PollQueue", "poller")
     assert stack.run_cli("poll", "MCLIPOLL0001") == (0, "poll of MCLIPOLL0001 queued\n", "")
     assert stack.queue_depths()["PollQueue"] == 1
+
+
+def test_a_function_log_handler_already_writing_to_stderr_keeps_writing_there(
+    stack: LocalStack,
+) -> None:
+    """A command sends the functions' log lines to stderr while it runs and gives each
+    handler its stream back: one already on stderr got ``None`` back (``setStream``
+    answers None when nothing changes), and every later line failed to be written."""
+    from esl_sync.observability import logger
+    from esl_sync_ops.cli import main
+
+    handlers = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]
+    assert handlers
+    before = [h.stream for h in handlers]
+    try:
+        for handler in handlers:
+            handler.setStream(sys.stderr)
+        assert main(["merchants", "list"]) == 0
+        assert [h.stream for h in handlers] == [sys.stderr] * len(handlers)
+    finally:
+        for handler, stream in zip(handlers, before, strict=True):
+            handler.setStream(stream)
