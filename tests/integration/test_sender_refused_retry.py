@@ -205,3 +205,50 @@ def test_a_later_job_of_the_code_skipped_behind_it_keeps_the_refusal_from_its_re
     assert [r.codes for r in hipoink.requests] == [["X3"], ["X2"]]  # X2: the second job's
     assert metric_sums(stack.logs[mark:])["LabelsRejected"] == 1
     assert _failures(stack)["X2"] == REFUSAL
+
+
+def _mark(stack: LocalStack, pc: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
+        return conn.execute(
+            "SELECT failure_class, refused_version FROM label_state"
+            " WHERE merchant_id = %s AND pc = %s",
+            (M, pc),
+        ).fetchone()
+
+
+def test_a_refusal_mark_kept_under_another_failure_does_not_outlive_a_store_move(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """The old store refused SKU0003 (never acknowledged) at the poll's version; a job of
+    that store from before (redriven from the dead-letter queue) names SKU0003 with its
+    older price and meets a 503: the failure is ``retryable`` now and the refusal mark is
+    kept (59c4f3c). The move cleared marks only under a ``bad_record`` failure or on an
+    acknowledged label: the mark stood, and the relabel and every heal after (the clock's
+    committed value, the refused job's version and hash) skipped SKU0003 as "refused
+    before" for the new store, which would take it. ``status`` said it was a 503."""
+    stack = make_stack()
+    hipoink = _sim(stack)
+    assert stack.clover is not None
+    hipoink.reject_pcs_in = {STORE: {"SKU0003"}}
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
+    stack.run_cycle()
+    mark = _mark(stack, "SKU0003")
+    assert mark is not None
+    assert mark[0] == "bad_record"
+    assert mark[1] is not None
+    record = expected_labels(stack.clover.items(M))["SKU0003"]
+    older = LabelJob(
+        merchant_id=M, store_code=STORE, upserts=[dict(record, pp="0.01")], version=mark[1] - 1
+    )
+    hipoink.fail_next(503)
+    _retried(stack, older)
+    assert _mark(stack, "SKU0003") == ("retryable", mark[1])
+    hipoink.add_store("STORE-NEW")
+    stack.cli("merchants", "set-store", M, "STORE-NEW")
+
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+    stack.run_cycle()
+
+    assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))

@@ -54,12 +54,14 @@ WITH moved AS (
     AND EXISTS (SELECT 1 FROM moved)
 )
 UPDATE label_state SET label_hash = CASE WHEN label_hash IS NOT NULL THEN %(invalidated)s END,
-    -- nor are the old store's refusals (one UPDATE: a row is changed once a statement)
+    -- nor are the old store's refusals (one UPDATE: a row is changed once a statement),
+    -- a mark kept under another failure too (record_failures keeps it)
     failure_class = nullif(failure_class, 'bad_record'),
     failure_message = CASE failure_class WHEN 'bad_record' THEN NULL ELSE failure_message END,
     failed_at = CASE failure_class WHEN 'bad_record' THEN NULL ELSE failed_at END,
     refused_hash = NULL, refused_version = NULL
-WHERE merchant_id = %(m)s AND (label_hash IS NOT NULL OR failure_class = 'bad_record')
+WHERE merchant_id = %(m)s
+  AND (label_hash IS NOT NULL OR failure_class = 'bad_record' OR refused_version IS NOT NULL)
   AND EXISTS (SELECT 1 FROM moved)
 """
 
