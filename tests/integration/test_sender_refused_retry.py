@@ -6,7 +6,10 @@ through the local stack, Postgres, the Hipoink simulator.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +21,11 @@ from devkit.emf import metric_sums
 from devkit.hipoink_sim import HipoinkSimulator
 from devkit.local_stack import LocalStack
 from devkit.template import REPO_ROOT
+from esl_sync.hipoink.records import label_hash
 from esl_sync.messages import LabelJob
+from esl_sync.records import LabelAck, LabelFailure
+from esl_sync.store.label_ledger import PostgresLabelLedger
+from esl_sync.store.postgres import Database, PostgresMerchantDirectory
 
 M = "MRETRY000001"
 STORE = "STORE-RETRY"
@@ -252,3 +259,42 @@ def test_a_refusal_mark_kept_under_another_failure_does_not_outlive_a_store_move
     stack.run_cycle()
 
     assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
+
+
+def test_a_refusal_recorded_while_the_move_commits_does_not_hold_back_the_new_store(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """The old store's refusal is written while ``set-store``'s transaction is open (the
+    sender of a job of the old store, another connection): record_failures asked whether
+    that store is the merchant's in its own snapshot (yes: the move not committed yet) and
+    wrote the mark after the move had forgotten the old store's refusals. The new store's
+    job of that version and hash (the relabel) then skipped the code as "refused before"."""
+    stack = make_stack()
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    hipoink.add_store("STORE-NEW")
+    (record,) = _records("X2")
+    url = stack.env["DATABASE_URL"]
+    directory = PostgresMerchantDirectory(Database(url))
+    sender_ledger = PostgresLabelLedger(Database(url))
+    refusal = LabelAck("X2", label_hash(record), 7)
+    failure = LabelFailure("X2", "bad_record", "create_multiple: product X2: rejected", refusal)
+    merchant = directory.get(M)
+    assert merchant is not None
+
+    sender = threading.Thread(
+        target=lambda: sender_ledger.record_failures(M, [failure], store_code=STORE)
+    )
+
+    def refused_meanwhile() -> None:  # its statement starts; it waits on the merchant's row
+        sender.start()
+        time.sleep(0.5)
+
+    directory.register(
+        dataclasses.replace(merchant, store_code="STORE-NEW"), then=refused_meanwhile
+    )
+
+    sender.join(timeout=10)
+    moved = LabelJob(merchant_id=M, store_code="STORE-NEW", upserts=[record], version=7)
+    assert stack.invoke("hipoink_sender", _event(moved)) == {"batchItemFailures": []}
+    assert set(hipoink.labels("STORE-NEW")) == {"X2"}

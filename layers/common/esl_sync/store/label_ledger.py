@@ -221,8 +221,8 @@ class PostgresLabelLedger:
         self._db.connection().execute(
             "INSERT INTO label_state AS l (merchant_id, pc, failure_class, failure_message,"
             " failed_at, refused_hash, refused_version) SELECT %(m)s, f.pc, f.failure_class,"
-            " f.message, now(), f.refused_hash, CASE WHEN EXISTS (SELECT 1 FROM merchants"
-            " WHERE merchant_id = %(m)s AND store_code = %(store)s) THEN f.refused_version END"
+            " f.message, now(), f.refused_hash, CASE WHEN EXISTS (SELECT 1 FROM merchants WHERE"
+            " merchant_id = %(m)s AND store_code = %(store)s FOR SHARE) THEN f.refused_version END"
             " FROM jsonb_to_recordset(%(f)s::jsonb) AS f(pc text, failure_class text, message text,"
             " refused_hash text, refused_version bigint) ON CONFLICT (merchant_id, pc) DO UPDATE"
             " SET failure_class = EXCLUDED.failure_class, failed_at = EXCLUDED.failed_at,"
