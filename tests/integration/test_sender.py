@@ -662,11 +662,15 @@ def test_one_stores_503_alone_in_its_batch_fails_its_records_not_the_invocation(
 
 
 def _failures(stack: LocalStack) -> dict[str, tuple[str | None, str | None]]:
+    return failures_of(stack, M)
+
+
+def failures_of(stack: LocalStack, merchant_id: str) -> dict[str, tuple[str | None, str | None]]:
     """The failure each label of the merchant carries in the ledger (class, message)."""
     with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
         rows = conn.execute(
             "SELECT pc, failure_class, failure_message FROM label_state WHERE merchant_id = %s",
-            (M,),
+            (merchant_id,),
         ).fetchall()
     return {pc: (failure_class, message) for pc, failure_class, message in rows}
 

@@ -26,6 +26,7 @@ from esl_sync.messages import LabelJob
 from esl_sync.records import LabelAck, LabelFailure
 from esl_sync.store.label_ledger import PostgresLabelLedger
 from esl_sync.store.postgres import Database, PostgresMerchantDirectory
+from tests.integration.test_sender import failures_of
 
 M = "MRETRY000001"
 STORE = "STORE-RETRY"
@@ -52,12 +53,31 @@ def _lines(stack: LocalStack, since: int, message: str) -> list[dict[str, Any]]:
 
 
 def _failures(stack: LocalStack) -> dict[str, tuple[str | None, str | None]]:
-    with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
-        rows = conn.execute(
-            "SELECT pc, failure_class, failure_message FROM label_state WHERE merchant_id = %s",
-            (M,),
-        ).fetchall()
-    return {pc: (failure_class, message) for pc, failure_class, message in rows}
+    return failures_of(stack, M)
+
+
+def _synced_with_sku0003_refused(
+    make_stack: Callable[..., LocalStack],
+) -> tuple[LocalStack, HipoinkSimulator]:
+    """A merchant of five items synced to STORE, which refuses SKU0003 by name."""
+    stack = make_stack()
+    hipoink = _sim(stack)
+    assert stack.clover is not None
+    hipoink.reject_pcs_in = {STORE: {"SKU0003"}}
+    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
+    stack.run_cycle()
+    return stack, hipoink
+
+
+def _move_to_a_new_store(stack: LocalStack) -> None:
+    """``merchants set-store`` to STORE-NEW (made in the simulator first), its relabel job
+    and poll delivered, then a cycle."""
+    _sim(stack).add_store("STORE-NEW")
+    stack.cli("merchants", "set-store", M, "STORE-NEW")
+    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
+    stack.drain("PollQueue", "poller")
+    stack.drain("LabelQueue", "hipoink_sender")
+    stack.run_cycle()
 
 
 def _records(*pcs: str) -> list[dict[str, str]]:
@@ -153,24 +173,13 @@ def test_a_label_the_old_store_refused_is_sent_to_the_store_the_merchant_moved_t
     for the new store at once). The refusal was the old store's, yet the relabel left that
     label out (a refused record waits for its product to change), and so did every heal
     after: the new store's shelf lacked it for good."""
-    stack = make_stack()
-    hipoink = _sim(stack)
-    assert stack.clover is not None
-    hipoink.reject_pcs_in = {STORE: {"SKU0003"}}
-    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
-    stack.run_cycle()
+    stack, hipoink = _synced_with_sku0003_refused(make_stack)
     hipoink.reject_pcs_in[STORE].add("SKU0001")  # acknowledged, then a change refused
     item = next(i for i in stack.clover.items(M) if i["sku"] == "SKU0001")
     stack.clover.update_item(M, item["id"], price=111)
     stack.run_cycle()
     assert _failures(stack)["SKU0003"][0] == _failures(stack)["SKU0001"][0] == "bad_record"
-    hipoink.add_store("STORE-NEW")
-    stack.cli("merchants", "set-store", M, "STORE-NEW")
-
-    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
-    stack.drain("PollQueue", "poller")
-    stack.drain("LabelQueue", "hipoink_sender")
-    stack.run_cycle()
+    _move_to_a_new_store(stack)
 
     assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
     assert hipoink.labels("STORE-NEW")["SKU0001"]["pp"] == "1.11"
@@ -233,12 +242,7 @@ def test_a_refusal_mark_kept_under_another_failure_does_not_outlive_a_store_move
     acknowledged label: the mark stood, and the relabel and every heal after (the clock's
     committed value, the refused job's version and hash) skipped SKU0003 as "refused
     before" for the new store, which would take it. ``status`` said it was a 503."""
-    stack = make_stack()
-    hipoink = _sim(stack)
-    assert stack.clover is not None
-    hipoink.reject_pcs_in = {STORE: {"SKU0003"}}
-    stack.add_merchant(M, "tok", STORE, items=numbered_catalog(5))
-    stack.run_cycle()
+    stack, hipoink = _synced_with_sku0003_refused(make_stack)
     mark = _mark(stack, "SKU0003")
     assert mark is not None
     assert mark[0] == "bad_record"
@@ -250,13 +254,7 @@ def test_a_refusal_mark_kept_under_another_failure_does_not_outlive_a_store_move
     hipoink.fail_next(503)
     _retried(stack, older)
     assert _mark(stack, "SKU0003") == ("retryable", mark[1])
-    hipoink.add_store("STORE-NEW")
-    stack.cli("merchants", "set-store", M, "STORE-NEW")
-
-    assert stack.drain("LabelQueue", "hipoink_sender").failures == 0
-    stack.drain("PollQueue", "poller")
-    stack.drain("LabelQueue", "hipoink_sender")
-    stack.run_cycle()
+    _move_to_a_new_store(stack)
 
     assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
 

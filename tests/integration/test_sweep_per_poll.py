@@ -228,30 +228,7 @@ def test_a_sweep_whose_place_was_edited_by_hand_survives_a_failed_poll(
     the first id. A poll that fails before it swept saves its failure: that save must not
     write the unreadable place away as 'no sweep under way', or the sweep asked for is
     lost and a deleted item keeps its label until the next scheduled sweep."""
-    import boto3
-
-    from devkit.local_stack import REGION
-
-    stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1000")
-    clover, hipoink = sims(stack)
-    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
-    stack.run_cycle()
-    items = sorted(clover.items(MID), key=lambda item: item["id"])
-    clover.delete_item(MID, items[0]["id"])  # no webhook: only a sweep finds it
-    boto3.client("dynamodb", region_name=REGION).update_item(
-        TableName="StateTable",
-        Key={"merchant_id": {"S": MID}},
-        UpdateExpression="SET sweep_after = :after",
-        ExpressionAttributeValues={":after": edited},
-    )
-    assert "sweep_after" in runtime.state_store().load(MID).unreadable
-    clover.fail_next(500, count=100, merchant_id=MID)  # the poll fails, and its redeliveries
-    stack.run_cycle()
-    clover.clear_faults(MID)
-    assert runtime.state_store().load(MID).consecutive_failures > 0
-    stack.run_cycle()
-    stack.run_cycle()
-    assert items[0]["sku"] not in hipoink.labels(STORE)
+    assert_a_failed_poll_keeps_the_sweep_asked_for(make_stack, "sweep_after", edited)
 
 
 def test_pending_deletes_edited_by_hand_survive_a_failed_poll(
@@ -259,6 +236,16 @@ def test_pending_deletes_edited_by_hand_survive_a_failed_poll(
 ) -> None:
     """``pending_deletes`` unreadable (edited by hand) makes a sweep due: only a sweep finds
     what it held. A poll that fails before it swept must not remove it with its failure."""
+    assert_a_failed_poll_keeps_the_sweep_asked_for(make_stack, "pending_deletes", None)
+
+
+def assert_a_failed_poll_keeps_the_sweep_asked_for(
+    make_stack: Callable[..., LocalStack], attribute: str, edited: dict[str, str] | None
+) -> None:
+    """One item deleted in Clover without a webhook (only a sweep finds it); ``attribute``
+    of the state item edited by hand to ``edited`` (None: the deleted item's id as a plain
+    string), which makes a sweep due; then a poll that fails (Clover's 500s, its
+    redeliveries too) and two cycles: the sweep still came, the label is gone."""
     import boto3
 
     from devkit.local_stack import REGION
@@ -272,10 +259,10 @@ def test_pending_deletes_edited_by_hand_survive_a_failed_poll(
     boto3.client("dynamodb", region_name=REGION).update_item(
         TableName="StateTable",
         Key={"merchant_id": {"S": MID}},
-        UpdateExpression="SET pending_deletes = :odd",
-        ExpressionAttributeValues={":odd": {"S": items[0]["id"]}},
+        UpdateExpression=f"SET {attribute} = :odd",
+        ExpressionAttributeValues={":odd": edited or {"S": items[0]["id"]}},
     )
-    assert "pending_deletes" in runtime.state_store().load(MID).unreadable
+    assert attribute in runtime.state_store().load(MID).unreadable
     clover.fail_next(500, count=100, merchant_id=MID)
     stack.run_cycle()
     clover.clear_faults(MID)
