@@ -270,3 +270,27 @@ def assert_a_failed_poll_keeps_the_sweep_asked_for(
     stack.run_cycle()
     stack.run_cycle()
     assert items[0]["sku"] not in hipoink.labels(STORE)
+
+
+def test_status_shows_no_place_a_sweep_will_not_go_on_from(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """``sweep_for`` unreadable (edited by hand) makes the next poll start the sweep over
+    from the first id (``continued_after``): ``status`` showed ``sweep_after`` as the place
+    the sweep would go on from all the same (found by helper-100)."""
+    import boto3
+
+    from devkit.local_stack import REGION
+
+    stack = make_stack()
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(3))
+    stack.run_cycle()
+    boto3.client("dynamodb", region_name=REGION).update_item(
+        TableName="StateTable",
+        Key={"merchant_id": {"S": MID}},
+        UpdateExpression="SET sweep_after = :after, sweep_for = :odd",
+        ExpressionAttributeValues={":after": {"S": "ITEM-001"}, ":odd": {"N": "7"}},
+    )
+    (row,) = json.loads(stack.cli("status", "--json"))
+    assert row["sweep_after"] is None
+    assert "sweep_for" in json.dumps(row["unreadable_state"])

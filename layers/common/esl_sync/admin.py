@@ -41,7 +41,7 @@ from esl_sync.records import (
 from esl_sync.settings import Settings
 from esl_sync.sync.fleet import fleet_health, judged_since
 from esl_sync.sync.heal import HealOutcome, heal_merchant
-from esl_sync.sync.sweep import deletions_allowed
+from esl_sync.sync.sweep import continued_after, deletions_allowed
 from esl_sync.verify_ports import StatusLedger
 
 
@@ -220,7 +220,7 @@ def merchant_status(
                 ),
                 # attributes of its state item read as their defaults (edited by hand)
                 "deletions_allowed": deletions_allowed(current),  # sweep allow-deletions
-                "sweep_after": current.sweep_after,  # a sweep under way: its last id confirmed
+                "sweep_after": continued_after(current),  # where a sweep under way goes on
                 "unreadable_state": ", ".join(current.unreadable) or None,
                 "last_verify_at": last_verify.verified_at if last_verify else None,
                 "last_verify": verify_shown(last_verify, merchant.store_code),
