@@ -259,6 +259,31 @@ def test_a_refusal_mark_kept_under_another_failure_does_not_outlive_a_store_move
     assert hipoink.labels("STORE-NEW") == expected_labels(stack.clover.items(M))
 
 
+def _written_while_the_move_commits(
+    stack: LocalStack, write: Callable[[PostgresLabelLedger], object]
+) -> None:
+    """``write`` by the sender of a job of the old store (another connection), started while
+    ``set-store``'s transaction to STORE-NEW is open (the move's invalidation done), which
+    then commits."""
+    _sim(stack).add_store("STORE-NEW")
+    url = stack.env["DATABASE_URL"]
+    directory = PostgresMerchantDirectory(Database(url))
+    sender_ledger = PostgresLabelLedger(Database(url))
+    merchant = directory.get(M)
+    assert merchant is not None
+    sender = threading.Thread(target=lambda: write(sender_ledger))
+
+    def written_meanwhile() -> None:  # its statement starts; it waits on the merchant's row
+        sender.start()
+        time.sleep(0.5)
+
+    directory.register(
+        dataclasses.replace(merchant, store_code="STORE-NEW"), then=written_meanwhile
+    )
+    sender.join(timeout=10)
+    assert not sender.is_alive()
+
+
 def test_a_refusal_recorded_while_the_move_commits_does_not_hold_back_the_new_store(
     make_stack: Callable[..., LocalStack],
 ) -> None:
@@ -270,29 +295,35 @@ def test_a_refusal_recorded_while_the_move_commits_does_not_hold_back_the_new_st
     stack = make_stack()
     hipoink = _sim(stack)
     stack.add_merchant(M, "tok", STORE, items=[])
-    hipoink.add_store("STORE-NEW")
     (record,) = _records("X2")
-    url = stack.env["DATABASE_URL"]
-    directory = PostgresMerchantDirectory(Database(url))
-    sender_ledger = PostgresLabelLedger(Database(url))
     refusal = LabelAck("X2", label_hash(record), 7)
     failure = LabelFailure("X2", "bad_record", "create_multiple: product X2: rejected", refusal)
-    merchant = directory.get(M)
-    assert merchant is not None
-
-    sender = threading.Thread(
-        target=lambda: sender_ledger.record_failures(M, [failure], store_code=STORE)
+    _written_while_the_move_commits(
+        stack, lambda ledger: ledger.record_failures(M, [failure], store_code=STORE)
     )
 
-    def refused_meanwhile() -> None:  # its statement starts; it waits on the merchant's row
-        sender.start()
-        time.sleep(0.5)
+    moved = LabelJob(merchant_id=M, store_code="STORE-NEW", upserts=[record], version=7)
+    assert stack.invoke("hipoink_sender", _event(moved)) == {"batchItemFailures": []}
+    assert set(hipoink.labels("STORE-NEW")) == {"X2"}
 
-    directory.register(
-        dataclasses.replace(merchant, store_code="STORE-NEW"), then=refused_meanwhile
+
+def test_an_acknowledgement_written_while_the_move_commits_does_not_hold_back_the_new_store(
+    make_stack: Callable[..., LocalStack],
+) -> None:
+    """The same race for what the old store acknowledged: acknowledge asked whether the
+    job's store is the merchant's in its statement's snapshot (yes), waited on the
+    merchant's row, and wrote the old store's acknowledgement after the move had
+    invalidated them: the new store's job of that version and hash (the relabel) found the
+    label current and sent nothing, and no label counted stale."""
+    stack = make_stack()
+    hipoink = _sim(stack)
+    stack.add_merchant(M, "tok", STORE, items=[])
+    (record,) = _records("X2")
+    ack = LabelAck("X2", label_hash(record), 7)
+    _written_while_the_move_commits(
+        stack, lambda ledger: ledger.acknowledge(M, [ack], store_code=STORE)
     )
 
-    sender.join(timeout=10)
     moved = LabelJob(merchant_id=M, store_code="STORE-NEW", upserts=[record], version=7)
     assert stack.invoke("hipoink_sender", _event(moved)) == {"batchItemFailures": []}
     assert set(hipoink.labels("STORE-NEW")) == {"X2"}

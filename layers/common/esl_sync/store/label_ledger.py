@@ -145,10 +145,10 @@ RETURNING true
 """
 
 
-# _STORE_IS_CURRENT: what a job's store acknowledged counts only while it is still the
-# merchant's store. A job decided before the merchant moved to another store (still on the
-# queue) goes to the old one, and its acknowledgement there must not make the new store's
-# label look current (acknowledge and renew check it in their statements).
+# _STORE_IS_CURRENT: what a job's store acknowledged counts only while it is the merchant's
+# store. A job decided before the merchant moved (still queued) goes to the old store, whose
+# acknowledgement must not make the new store's label look current: acknowledge reads the
+# merchant row FOR SHARE (waits for a move committing, checks its code); renew checks too.
 
 
 # The floor is the server's clock in microseconds since 1970 (the server's, not the
@@ -182,7 +182,7 @@ class PostgresLabelLedger:
             "%(acks)s::jsonb) AS a(pc text, label_hash text, version bigint)"
             # Only while the job's store is still the merchant's (see _STORE_IS_CURRENT).
             " WHERE EXISTS (SELECT 1 FROM merchants"
-            " WHERE merchant_id = %(m)s AND store_code = %(store)s)"
+            " WHERE merchant_id = %(m)s AND store_code = %(store)s FOR SHARE)"
             " ON CONFLICT (merchant_id, pc) DO UPDATE SET label_hash = EXCLUDED.label_hash,"
             " version = EXCLUDED.version, acknowledged_at = EXCLUDED.acknowledged_at,"
             " failure_class = NULL, failure_message = NULL, failed_at = NULL, requeued_at = NULL,"
