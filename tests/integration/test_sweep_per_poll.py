@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from devkit.hipoink_sim import HipoinkSimulator
 from devkit.lambda_runner import LambdaContext
 from devkit.local_stack import LocalStack
 from devkit.template import load_template
@@ -110,15 +112,7 @@ def test_an_item_whose_read_clover_keeps_refusing_is_kept_and_the_poll_goes_on(
     poll reaches the shelf. Before, every sweeping poll failed on it (status ``failed``),
     so none of the merchant's changes reached the shelf while the sweep stayed due."""
     stack = make_stack(CLOVER_CLEANUP_EVERY_N_POLLS="1")  # every poll after the first sweeps
-    clover, hipoink = sims(stack)
-    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
-    stack.run_cycle()
-    items = sorted(clover.items(MID), key=lambda item: item["id"])
-    unread, deleted, changed = items[0], items[1], items[5]
-    for item in (unread, deleted):
-        clover.delete_item(MID, item["id"])
-    clover.item_read_status = {unread["id"]: status}
-    clover.update_item(MID, changed["id"], price=4242)
+    hipoink, unread, deleted, changed = one_unreadable_one_deleted(stack, status)
 
     mark = len(poll_lines(stack, MID))
     stack.run_cycle()
@@ -135,6 +129,24 @@ def test_an_item_whose_read_clover_keeps_refusing_is_kept_and_the_poll_goes_on(
     assert list(warning["unread"]) == [unread["id"]]
 
 
+def one_unreadable_one_deleted(
+    stack: LocalStack, status: int
+) -> tuple[HipoinkSimulator, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Ten items synced; then two deleted in Clover, the first of them answering its
+    single-item read with ``status`` every time, and a third repriced to 42.42. Returns the
+    Hipoink simulator and the unread, deleted and changed items."""
+    clover, hipoink = sims(stack)
+    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
+    stack.run_cycle()
+    items = sorted(clover.items(MID), key=lambda item: item["id"])
+    unread, deleted, changed = items[0], items[1], items[5]
+    for item in (unread, deleted):
+        clover.delete_item(MID, item["id"])
+    clover.item_read_status = {unread["id"]: status}
+    clover.update_item(MID, changed["id"], price=4242)
+    return hipoink, unread, deleted, changed
+
+
 @pytest.mark.parametrize("status", [400, 410, 500])
 def test_a_webhook_deletion_whose_read_clover_keeps_refusing_fails_no_poll(
     make_stack: Callable[..., LocalStack], status: int
@@ -146,16 +158,8 @@ def test_a_webhook_deletion_whose_read_clover_keeps_refusing_fails_no_poll(
     pending deletion included, unsaved), so none of the merchant's changes reached the
     shelf."""
     stack = make_stack()
-    clover, hipoink = sims(stack)
-    stack.add_merchant(MID, "tok", STORE, items=items_without_times(10))
-    stack.run_cycle()
-    items = sorted(clover.items(MID), key=lambda item: item["id"])
-    unread, deleted, changed = items[0], items[1], items[5]
-    for item in (unread, deleted):
-        clover.delete_item(MID, item["id"])
-    clover.item_read_status = {unread["id"]: status}
+    hipoink, unread, deleted, changed = one_unreadable_one_deleted(stack, status)
     assert runtime.state_store().add_pending_deletes(MID, [unread["id"], deleted["id"]], limit=500)
-    clover.update_item(MID, changed["id"], price=4242)
 
     mark = len(poll_lines(stack, MID))
     stack.run_cycle()
